@@ -1,0 +1,1 @@
+"""modelport.bench: one Runtime interface over every toolchain, the benchmark runner, the report."""

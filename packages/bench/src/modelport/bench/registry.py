@@ -1,0 +1,30 @@
+"""Every runtime modelport knows, by key, imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+
+from modelport.common.doctor import Check
+
+RUNTIMES: dict[str, str] = {
+    "tflite": "modelport.bench.runtimes.tflite:TfliteRuntime",
+    "onnx": "modelport.bench.runtimes.onnxruntime:OnnxFp32Runtime",
+    "onnx-int8": "modelport.bench.runtimes.onnxruntime:OnnxInt8Runtime",
+}
+
+
+def runtime_class(key: str):
+    try:
+        module, cls = RUNTIMES[key].split(":")
+    except KeyError:
+        raise KeyError(f"unknown backend {key!r}; known: {', '.join(RUNTIMES)}") from None
+    return getattr(importlib.import_module(module), cls)
+
+
+def doctor_rows() -> list[Check]:
+    rows = []
+    for key in RUNTIMES:
+        cls = runtime_class(key)
+        reason = cls.unavailable_reason()
+        rows.append(Check("runtime", key, reason is None, reason or f"{cls.backend} {cls.version()}"))
+    return rows

@@ -1,0 +1,136 @@
+"""Merge every results/*.json into one report: terminal table, Markdown + charts, JSON, CSV.
+
+Reads only result files (plus manifests for notes), so results from other machines
+(a Jetson, an RK3588 board, a GPU server) merge with the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from modelport.common.artifacts import ArtifactStore, write_atomic
+from modelport.common.errors import InputError
+from modelport.common.machine import machine_info
+from modelport.common.schema import REPORT_SCHEMA, RESULT_SCHEMA, BackendResult
+
+REFERENCE_KEY = "tflite"
+ORDER = ["tflite", "onnx", "onnx-int8", "tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8", "ncnn", "ncnn-int8", "rknn-int8"]
+
+
+def load_results(store: ArtifactStore) -> list[BackendResult]:
+    results = []
+    for path in sorted(store.path("results").glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"not valid JSON: {e}", path) from None
+        if data.get("schema") != RESULT_SCHEMA:
+            raise InputError(f"result schema {data.get('schema')!r} is not {RESULT_SCHEMA!r}", path)
+        try:
+            results.append(BackendResult.model_validate(data))
+        except ValidationError as e:
+            raise InputError(f"invalid result: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}", path) from None
+    if not results:
+        raise InputError("no results to report: run `modelport bench ...` first", store.path("results"))
+    check_comparable(results, store)
+    rank = {k: i for i, k in enumerate(ORDER)}
+    return sorted(results, key=lambda r: (r.status != "ok", rank.get(r.key, len(ORDER)), r.key))
+
+
+def check_comparable(results: list[BackendResult], store: ArtifactStore) -> None:
+    """Refuse to put side by side results of different models or preprocessing."""
+    ref = next((r for r in results if r.key == REFERENCE_KEY and r.status == "ok"), None)
+    if ref is None:
+        return
+    for r in results:
+        if r.status != "ok":
+            continue
+        for field in ("model_sha256", "preprocessing"):
+            if getattr(r, field) != getattr(ref, field):
+                raise InputError(
+                    f"{field} {getattr(r, field)} differs from the reference's {getattr(ref, field)}: "
+                    "it measured another model or preprocessing; rerun its bench or delete it",
+                    store.path(f"results/{r.key}.json"),
+                )
+
+
+def entry(r: BackendResult, ref: BackendResult | None) -> dict:
+    """One row of report/results.json (the keys DESIGN.md promises, and a few more)."""
+    lat = r.latency_ms
+    return {
+        "backend": r.backend, "precision": r.precision, "name": r.name, "key": r.key, "status": r.status,
+        "reason": r.reason, "env": r.env, "device": r.device,
+        "latency_ms": lat.model_dump(include={"min", "median", "mean", "p90", "p99", "max"}) if lat else None,
+        "latency_runs": lat.runs if lat else None, "latency_note": r.latency_note,
+        "fps": lat.fps if lat else None,
+        "relative_speed": (ref.latency_ms.median / lat.median) if (lat and ref and ref.latency_ms) else None,
+        "size_bytes": r.size_bytes, "load_ms": r.load_ms,
+        "agreement": r.agreement.model_dump(exclude={"per_image"}) if r.agreement else None,
+        "headline": r.headline.model_dump() if r.headline else None,
+        "settings": r.settings, "tool_versions": r.tool_versions, "load_avg": r.load_avg,
+        "extra_timings": {k: v.model_dump() for k, v in r.extra_timings.items()},
+        "notes": r.notes,
+    }
+
+
+def build(store: ArtifactStore) -> dict:
+    results = load_results(store)
+    ref = next((r for r in results if r.key == REFERENCE_KEY and r.status == "ok"), None)
+    machines = {json.dumps(r.machine, sort_keys=True) for r in results if r.machine}
+    return {
+        "schema": REPORT_SCHEMA,
+        "machine": machine_info(),
+        "result_machines": [json.loads(m) for m in sorted(machines)],
+        "reference": REFERENCE_KEY if ref else None,
+        "results": [entry(r, ref) for r in results],
+        "notes": notes(store),
+    }
+
+
+def notes(store: ArtifactStore) -> list[str]:
+    out = []
+    m = store.read_manifest("onnx/model.onnx")
+    conv = (m or {}).get("extra", {}).get("converters", {})
+    if conv:
+        parts = [f"{n}: median {v['median_ms']:.2f} ms / p90 {v['p90_ms']:.2f} ms" for n, v in conv.items()]
+        out.append(f"TFLite->ONNX converters, verified ONNX timed in onnxruntime ({'; '.join(parts)}); "
+                   f"kept {m['extra']['converter']}.")
+    return out
+
+
+def to_csv(report: dict) -> str:
+    buf = io.StringIO()
+    cols = ["key", "name", "backend", "precision", "status", "reason", "median_ms", "p90_ms", "p99_ms", "fps",
+            "relative_speed", "size_bytes", "load_ms", "top1_agreement", "top5_overlap", "cosine_min",
+            "cosine_mean", "max_abs_diff", "mse", "headline_label", "headline_confidence"]
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for e in report["results"]:
+        lat, a, h = e["latency_ms"] or {}, e["agreement"] or {}, e["headline"] or {}
+        w.writerow({
+            "key": e["key"], "name": e["name"], "backend": e["backend"], "precision": e["precision"],
+            "status": e["status"], "reason": e["reason"], "median_ms": lat.get("median"), "p90_ms": lat.get("p90"),
+            "p99_ms": lat.get("p99"), "fps": e["fps"], "relative_speed": e["relative_speed"],
+            "size_bytes": e["size_bytes"], "load_ms": e["load_ms"], "top1_agreement": a.get("top1"),
+            "top5_overlap": a.get("top5_overlap"), "cosine_min": a.get("cosine_min"),
+            "cosine_mean": a.get("cosine_mean"), "max_abs_diff": a.get("max_abs_diff"), "mse": a.get("mse"),
+            "headline_label": h.get("label"), "headline_confidence": h.get("confidence"),
+        })
+    return buf.getvalue()
+
+
+def write(store: ArtifactStore, report: dict) -> dict[str, Path]:
+    from .report_md import charts, markdown
+
+    out = store.path("report")
+    paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
+    paths |= charts(report, out)
+    write_atomic(paths["json"], json.dumps(report, indent=2) + "\n")
+    write_atomic(paths["csv"], to_csv(report))
+    write_atomic(paths["md"], markdown(report, sections=sorted(store.path("report/sections").glob("*.md"))))
+    return paths

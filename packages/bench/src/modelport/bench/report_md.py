@@ -1,0 +1,133 @@
+"""The human side of the report: Markdown, PNG charts, the terminal table."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from rich.table import Table
+
+from modelport.common.artifacts import write_atomic
+
+
+def _f(v, fmt, dash="–"):
+    return dash if v is None else format(v, fmt)
+
+
+def _size(b):
+    return "–" if b is None else f"{b / 1e6:.2f} MB"
+
+
+def rows(report: dict) -> list[dict]:
+    """Ranked rows: measured backends fastest first, then the rest."""
+    timed = sorted((e for e in report["results"] if e["latency_ms"]), key=lambda e: e["latency_ms"]["median"])
+    rest = [e for e in report["results"] if not e["latency_ms"]]
+    out = []
+    for i, e in enumerate(timed + rest, 1):
+        lat, a, h = e["latency_ms"] or {}, e["agreement"], e["headline"]
+        if e["status"] != "ok":
+            status = f"{e['status']}: {e['reason']}"
+        else:
+            status = "ok" if lat else f"ok ({e['latency_note'] or 'no latency'})"
+        out.append({
+            "rank": str(i) if lat else "–",
+            "backend": e["name"],
+            "status": status,
+            "median": _f(lat.get("median"), ".2f"),
+            "p90": _f(lat.get("p90"), ".2f"),
+            "fps": _f(e["fps"], ".1f"),
+            "speed": _f(e["relative_speed"], ".2f") + ("x" if e["relative_speed"] else ""),
+            "size": _size(e["size_bytes"]),
+            "top1": f"{h['label']} ({h['confidence']:.3f})" if h else "–",
+            "agree": f"{a['top1']:.0%} of {a['images']}" if a else "–",
+            "cos": f"{a['cosine_min']:.4f} / {a['cosine_mean']:.4f}" if a else "–",
+        })
+    return out
+
+
+HEADERS = {"rank": "#", "backend": "backend", "status": "status", "median": "median ms", "p90": "p90 ms",
+           "fps": "FPS", "speed": "vs TFLite", "size": "size", "top1": "headline top-1",
+           "agree": "top-1 agreement", "cos": "cosine min / mean"}
+
+
+def terminal_table(report: dict) -> Table:
+    t = Table(title="modelport report (agreement vs the TFLite reference)")
+    for key, title in HEADERS.items():
+        t.add_column(title, justify="right" if key in ("median", "p90", "fps", "speed", "size") else "left")
+    for r in rows(report):
+        t.add_row(*[r[k] for k in HEADERS])
+    return t
+
+
+def markdown(report: dict, sections: list[Path]) -> str:
+    m = report["machine"]
+    lines = ["# modelport results", ""]
+    lines.append(f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, Python {m['python']}.")
+    headline = next((e["headline"]["image"] for e in report["results"] if e["headline"]), None)
+    ref = next((e for e in report["results"] if e["key"] == report["reference"]), None)
+    runs = ref["latency_runs"] if ref else None
+    lines += ["", f"Latency: batch 1, headline image `{headline}`, {runs} timed runs after warm-up. "
+              "Agreement: every eval image vs the TFLite FP32 reference.", ""]
+    lines.append("| " + " | ".join(HEADERS.values()) + " |")
+    lines.append("|" + "---|" * len(HEADERS))
+    for r in rows(report):
+        lines.append("| " + " | ".join(r[k].replace("|", "\\|") for k in HEADERS) + " |")
+    lines += ["", "![latency](latency.png)", "", "![accuracy](accuracy.png)", ""]
+    lines += ["## Settings and versions", ""]
+    for e in report["results"]:
+        if e["status"] == "ok":
+            la = e["load_avg"]
+            load = f"; load avg {la.get('before')} -> {la.get('after')}" if la else ""
+            lines.append(f"- **{e['name']}** ({e['env']} env): {e['tool_versions']}; {e['settings']}{load}")
+    notes = list(report.get("notes", [])) + [f"{e['name']}: {n}" for e in report["results"] for n in e["notes"]]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    for s in sections:
+        lines += ["", s.read_text(encoding="utf-8").rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def charts(report: dict, out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {}
+    timed = [e for e in report["results"] if e["latency_ms"]]
+    timed.sort(key=lambda e: e["latency_ms"]["median"])
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(timed) + 1.5))
+    names = [e["name"] for e in timed]
+    med = [e["latency_ms"]["median"] for e in timed]
+    p90 = [e["latency_ms"]["p90"] - e["latency_ms"]["median"] for e in timed]
+    ax.barh(names, med, xerr=[[0] * len(med), p90], color="#4c72b0", capsize=3)
+    for y, v in enumerate(med):
+        ax.text(v, y, f" {v:.2f}", va="center")
+    ax.invert_yaxis()
+    ax.set_xlabel("latency, ms (bar: median, whisker: p90)")
+    ax.set_title("Batch-1 latency")
+    paths["latency"] = _save(fig, out / "latency.png", plt)
+
+    agreed = [e for e in report["results"] if e["agreement"] and e["key"] != report["reference"]]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(agreed) + 1.5))
+    names = [e["name"] for e in agreed]
+    ax.barh(names, [e["agreement"]["cosine_mean"] for e in agreed], color="#55a868", label="cosine mean")
+    ax.scatter([e["agreement"]["cosine_min"] for e in agreed], names, color="#c44e52", zorder=3, label="cosine min")
+    ax.axvline(0.98, ls="--", color="grey", lw=1)
+    lo = min([e["agreement"]["cosine_min"] for e in agreed] + [0.95])
+    ax.set_xlim(max(0.0, lo - 0.01), 1.0005)
+    ax.invert_yaxis()
+    ax.set_xlabel("cosine similarity of outputs vs TFLite reference (dashed: INT8 floor 0.98)")
+    ax.set_title("Agreement with the reference")
+    ax.legend(loc="lower left")
+    paths["accuracy"] = _save(fig, out / "accuracy.png", plt)
+    return paths
+
+
+def _save(fig, path: Path, plt) -> Path:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+    return path

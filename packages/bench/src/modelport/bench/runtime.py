@@ -1,0 +1,109 @@
+"""The one runtime interface (after Polygraphy's BaseRunner).
+
+The base owns the lifecycle and the checks; a backend implements only
+``activate_impl`` / ``infer_impl`` / ``deactivate_impl``. Toolchains are imported
+inside those methods, never at module import, so every env can list every runtime.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+from typing import ClassVar, Mapping
+
+import numpy as np
+
+from modelport.common.artifacts import ArtifactStore
+from modelport.common.config import Config
+from modelport.common.errors import InputError, ToolchainMissing
+from modelport.common.preprocess import DType, Layout
+
+
+class Runtime:
+    key: ClassVar[str]  # results file name and CLI name, e.g. "onnx-int8"
+    backend: ClassVar[str]  # e.g. "onnxruntime"
+    precision: ClassVar[str]  # fp32 / fp16 / int8
+    display: ClassVar[str]  # e.g. "ONNX INT8"
+    input_layout: ClassVar[Layout] = "NCHW"
+    input_dtype: ClassVar[DType] = "float32"
+    artifacts: ClassVar[Mapping[str, str]]  # role -> artifact path in the store
+    requires: ClassVar[tuple[str, ...]] = ()  # import names the runtime needs
+    device: ClassVar[str] = "cpu"
+
+    def __init__(self, config: Config, files: Mapping[str, Path]):
+        self.config = config
+        self.files = {role: Path(p) for role, p in files.items()}
+        self.active = False
+        self.load_ms: float | None = None
+
+    @classmethod
+    def from_store(cls, store: ArtifactStore, config: Config) -> "Runtime":
+        return cls(config, {role: store.path(rel) for role, rel in cls.artifacts.items()})
+
+    # -- what a backend says about itself
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when this runtime can run here, else exactly why not (cheap, no heavy imports)."""
+        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        return f"python module {', '.join(missing)} not installed in this env" if missing else None
+
+    @classmethod
+    def version(cls) -> str:
+        return "unknown"
+
+    def tool_versions(self) -> dict[str, str]:
+        return {self.backend: self.version()}
+
+    def settings(self) -> dict:
+        return {}
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.files.values() if p.is_file())
+
+    # -- lifecycle
+    def activate(self) -> "Runtime":
+        reason = self.unavailable_reason()
+        if reason:
+            raise ToolchainMissing(f"{self.display}: {reason}")
+        for role, p in self.files.items():
+            if not p.is_file():
+                raise InputError(f"{self.display} needs its {role} file: run `modelport convert {self.key}` first", p)
+        t0 = time.perf_counter_ns()
+        self.activate_impl()
+        self.load_ms = (time.perf_counter_ns() - t0) / 1e6
+        self.active = True
+        return self
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        if not self.active:
+            raise RuntimeError(f"{self.display} runtime is not active")
+        return self.infer_impl(tensor)
+
+    def deactivate(self) -> None:
+        if self.active:
+            self.deactivate_impl()
+            self.active = False
+
+    def __enter__(self) -> "Runtime":
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    # -- implemented by backends
+    def activate_impl(self) -> None:
+        raise NotImplementedError
+
+    def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
+        """Batch-1 tensor in ``input_layout``/``input_dtype`` -> output of shape (1, classes)."""
+        raise NotImplementedError
+
+    def deactivate_impl(self) -> None:
+        pass
+
+    def model_error(self, exc: Exception) -> InputError:
+        """A toolchain's load error as one line naming the model file."""
+        first = next(iter(self.files.values()))
+        msg = str(exc).strip().splitlines()
+        return InputError(f"{self.display} cannot load it: {msg[0] if msg else type(exc).__name__}", first)

@@ -1,0 +1,1 @@
+"""One module per toolchain; each imports its toolchain lazily."""

@@ -1,0 +1,63 @@
+"""onnxruntime CPU, session options from [onnxruntime]."""
+
+from __future__ import annotations
+
+from modelport.common.errors import InputError
+
+from ..runtime import Runtime
+
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+class OnnxRuntime(Runtime):
+    backend = "onnxruntime"
+    input_layout, input_dtype = "NCHW", "float32"
+    requires = ("onnxruntime",)
+
+    @classmethod
+    def version(cls):
+        from importlib.metadata import version
+
+        return version("onnxruntime")
+
+    def settings(self):
+        return self.config.onnxruntime.model_dump() | {"providers": ["CPUExecutionProvider"]}
+
+    def activate_impl(self):
+        import onnxruntime as ort
+
+        c = self.config.onnxruntime
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = c.intra_op_threads
+        so.inter_op_num_threads = c.inter_op_threads
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[c.graph_optimization_level])
+        so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if c.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.files["model"]), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/... types
+            raise self.model_error(e) from None
+        (inp,) = self.session.get_inputs()
+        expected = list(self.config.input.shape(self.input_layout))
+        if list(inp.shape) != expected:
+            raise InputError(
+                f"model input {inp.name} {inp.shape} does not match the config ({self.input_layout} {expected})",
+                self.files["model"],
+            )
+        self.input_name = inp.name
+
+    def infer_impl(self, tensor):
+        return self.session.run(None, {self.input_name: tensor})[0]
+
+    def deactivate_impl(self):
+        del self.session
+
+
+class OnnxFp32Runtime(OnnxRuntime):
+    key, precision, display = "onnx", "fp32", "ONNX FP32"
+    artifacts = {"model": "onnx/model.onnx"}
+
+
+class OnnxInt8Runtime(OnnxRuntime):
+    key, precision, display = "onnx-int8", "int8", "ONNX INT8"
+    artifacts = {"model": "onnx/model.int8.onnx"}

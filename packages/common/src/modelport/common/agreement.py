@@ -1,0 +1,71 @@
+"""How far a backend's outputs are from the reference's, and the accuracy floors.
+
+Runtimes produce outputs; only this module compares them (as Polygraphy keeps its
+comparator apart from its runners).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+from .errors import AccuracyGateError
+from .schema import Agreement, ImageAgreement
+
+# Floors, not targets (DESIGN.md section 5).
+FLOAT_FLOOR = {"top1": 1.0, "cosine_min": 0.999}
+INT8_FLOOR = {"top1": 0.90, "cosine_mean": 0.98, "cosine_min": 0.95}
+
+
+def compare(outputs: np.ndarray, reference: np.ndarray, names: Sequence[str]) -> Agreement:
+    a = np.asarray(outputs, dtype=np.float64).reshape(len(names), -1)
+    b = np.asarray(reference, dtype=np.float64).reshape(len(names), -1)
+    if a.shape != b.shape:
+        raise ValueError(f"outputs {a.shape} and reference {b.shape} differ in shape")
+    per = []
+    for name, x, y in zip(names, a, b):
+        denom = np.linalg.norm(x) * np.linalg.norm(y)
+        top5x, top5y = set(np.argsort(-x)[:5]), set(np.argsort(-y)[:5])
+        per.append(
+            ImageAgreement(
+                image=name,
+                top1_match=bool(np.argmax(x) == np.argmax(y)),
+                top5_overlap=len(top5x & top5y) / 5.0,
+                cosine=float(np.dot(x, y) / denom) if denom > 0 else 0.0,
+                max_abs_diff=float(np.max(np.abs(x - y))),
+                mse=float(np.mean((x - y) ** 2)),
+            )
+        )
+    cos = [p.cosine for p in per]
+    return Agreement(
+        images=len(per),
+        top1=sum(p.top1_match for p in per) / len(per),
+        top5_overlap=float(np.mean([p.top5_overlap for p in per])),
+        cosine_min=float(min(cos)),
+        cosine_mean=float(np.mean(cos)),
+        max_abs_diff=float(max(p.max_abs_diff for p in per)),
+        mse=float(np.mean([p.mse for p in per])),
+        per_image=per,
+    )
+
+
+def gate_failures(agreement: Agreement, kind: Literal["float", "int8"]) -> list[str]:
+    floor = FLOAT_FLOOR if kind == "float" else INT8_FLOOR
+    failures = []
+    for metric, minimum in floor.items():
+        value = getattr(agreement, metric)
+        if value < minimum - 1e-12:
+            failures.append(f"{metric} {value:.4f} < {minimum}")
+    if failures and kind == "float":
+        bad = [p.image for p in agreement.per_image if not p.top1_match or p.cosine < FLOAT_FLOOR["cosine_min"]]
+        failures.append(f"images: {', '.join(bad)}")
+    return failures
+
+
+def check_gate(agreement: Agreement, kind: Literal["float", "int8"], what: str | Path) -> None:
+    """Raise AccuracyGateError when the converted model is below the floor for its kind."""
+    failures = gate_failures(agreement, kind)
+    if failures:
+        raise AccuracyGateError(f"{kind} model disagrees with the reference: {'; '.join(failures)}", what)

@@ -1,0 +1,250 @@
+"""The artifact store: files with sidecar manifests, written atomically, reused when unchanged.
+
+Every artifact ``X`` has ``X.manifest.json`` (sha256 and size of X, sha256 of each
+input, tool + version, options, UTC time). A step whose outputs, inputs, tool
+version and options all match its manifests is skipped; ``force`` redoes it. Outputs
+are written under temp names in the same folder and renamed into place only when
+the whole step (conversion *and* verification) succeeded, so a killed or failed
+step never leaves a file a later step would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from . import __version__
+from .errors import InputError
+from .log import console
+
+ARTIFACTS_ENV = "MODELPORT_ARTIFACTS"
+MANIFEST_SCHEMA = "modelport.manifest/1"
+_sha_cache: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _sha_cache:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _sha_cache[key] = h.hexdigest()
+    return _sha_cache[key]
+
+
+def _canonical(obj: Any) -> Any:
+    """Options as they compare after a JSON round trip (tuples -> lists, Paths -> str)."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: Path | str, final: Path) -> None:
+    """Rename a finished temp file into place with normal permissions (mkstemp makes 0600)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, final)
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ArtifactStore:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root or os.environ.get(ARTIFACTS_ENV) or "artifacts").resolve()
+
+    def path(self, rel: str | Path) -> Path:
+        return self.root / rel
+
+    def rel(self, path: Path) -> str:
+        path = Path(path).resolve()
+        return path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else str(path)
+
+    @staticmethod
+    def manifest_path(path: Path) -> Path:
+        return path.with_name(path.name + ".manifest.json")
+
+    def read_manifest(self, rel: str | Path) -> dict | None:
+        m = self.manifest_path(self.path(rel))
+        try:
+            return json.loads(m.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def produce(
+        self,
+        outputs: str | Sequence[str],
+        *,
+        inputs: Mapping[str, Path],
+        tool: str,
+        tool_version: str,
+        options: Mapping[str, Any] | None = None,
+        force: bool = False,
+    ) -> "Job":
+        outs = [outputs] if isinstance(outputs, str) else list(outputs)
+        return Job(self, outs, dict(inputs), tool, tool_version, dict(options or {}), force)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One writer per artifacts folder: a second pipeline waits instead of interleaving writes."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                console.print(f"[yellow]waiting: {self.root} is locked by {holder}[/]")
+                fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}")
+            f.flush()
+            try:
+                yield
+            finally:
+                f.truncate(0)
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class Job:
+    """One step's outputs. Use as a context manager; see the module docstring."""
+
+    def __init__(self, store, outputs, inputs, tool, tool_version, options, force):
+        self.store, self.outputs, self.inputs = store, outputs, inputs
+        self.tool, self.tool_version, self.options, self.force = tool, tool_version, _canonical(options), force
+        self.extra: dict[str, Any] = {}
+        self._tmps: dict[str, Path] = {}
+        self._workdir: Path | None = None
+        self.cached = False
+        self.started = 0.0
+
+    # -- inside the step
+    def tmp(self, rel: str | None = None) -> Path:
+        """Temp path for output ``rel`` (default: the only output), same folder and suffix."""
+        rel = rel or self._single()
+        if rel not in self.outputs:
+            raise KeyError(f"{rel} is not an output of this step ({self.outputs})")
+        if rel not in self._tmps:
+            final = self.store.path(rel)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.partial-", suffix=final.suffix)
+            os.close(fd)
+            self._tmps[rel] = Path(name)
+        return self._tmps[rel]
+
+    @property
+    def path(self) -> Path:
+        return self.store.path(self._single())
+
+    @property
+    def workdir(self) -> Path:
+        if self._workdir is None:
+            tmp_root = self.store.root / ".tmp"
+            tmp_root.mkdir(parents=True, exist_ok=True)
+            self._workdir = Path(tempfile.mkdtemp(dir=tmp_root))
+        return self._workdir
+
+    def record(self, **extra: Any) -> None:
+        self.extra.update(_canonical(extra))
+
+    @property
+    def manifest(self) -> dict | None:
+        return self.store.read_manifest(self.outputs[0])
+
+    def _single(self) -> str:
+        if len(self.outputs) != 1:
+            raise ValueError("this step has several outputs: name one")
+        return self.outputs[0]
+
+    # -- lifecycle
+    def _input_hashes(self) -> dict[str, dict[str, str]]:
+        out = {}
+        for name, p in self.inputs.items():
+            p = Path(p)
+            if not p.is_file():
+                raise InputError(f"input '{name}' does not exist (run the step that makes it first)", p)
+            out[name] = {"path": self.store.rel(p), "sha256": sha256_file(p)}
+        return out
+
+    def _is_fresh(self, input_hashes) -> bool:
+        for rel in self.outputs:
+            m, p = self.store.read_manifest(rel), self.store.path(rel)
+            if m is None or not p.is_file() or m.get("schema") != MANIFEST_SCHEMA:
+                return False
+            if m.get("size_bytes") != p.stat().st_size or m.get("sha256") != sha256_file(p):
+                return False
+            if m.get("inputs") != input_hashes or m.get("options") != self.options:
+                return False
+            if m.get("tool") != {"name": self.tool, "version": self.tool_version}:
+                return False
+        return True
+
+    def __enter__(self) -> "Job":
+        self._hashes = self._input_hashes()
+        self.cached = not self.force and self._is_fresh(self._hashes)
+        if self.cached:
+            console.print(f"   [green]up to date[/]: {', '.join(self.outputs)} (inputs, {self.tool} and options unchanged; --force redoes it)")
+        self.started = time.monotonic()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and not self.cached:
+                self._commit()
+        finally:
+            for t in self._tmps.values():
+                t.unlink(missing_ok=True)
+            if self._workdir is not None:
+                shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def _commit(self) -> None:
+        missing = [r for r in self.outputs if r not in self._tmps or self._tmps[r].stat().st_size == 0]
+        if missing:
+            raise RuntimeError(f"step {self.tool} did not write {missing}")
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for rel in self.outputs:
+            final, tmp = self.store.path(rel), self._tmps[rel]
+            # Drop the old manifest first: an artifact never sits beside a manifest that is not its own.
+            self.store.manifest_path(final).unlink(missing_ok=True)
+            publish(tmp, final)
+            manifest = {
+                "schema": MANIFEST_SCHEMA,
+                "artifact": rel,
+                "sha256": sha256_file(final),
+                "size_bytes": final.stat().st_size,
+                "inputs": self._hashes,
+                "tool": {"name": self.tool, "version": self.tool_version},
+                "options": self.options,
+                "siblings": [o for o in self.outputs if o != rel],
+                "created_utc": now,
+                "seconds": round(time.monotonic() - self.started, 3),
+                "modelport_version": __version__,
+                **({"extra": self.extra} if self.extra else {}),
+            }
+            write_atomic(self.store.manifest_path(final), json.dumps(manifest, indent=2) + "\n")

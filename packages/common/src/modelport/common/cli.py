@@ -1,0 +1,85 @@
+"""`modelport`: one CLI; each installed package adds its subcommands.
+
+Subcommands come from the ``modelport.commands`` entry-point group, so the ncnn env
+shows `convert`/`bench` but never imports tensorflow, and the rknn env shows `rknn`.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+
+import click
+
+from . import __version__
+from .context import StepContext
+from .errors import HardwareMissing, ModelportError
+from .log import console
+
+EPILOG = """\b
+Environment: MODELPORT_ARTIFACTS (artifacts dir), MODELPORT_CONFIG (config file),
+MODELPORT_MODEL / MODELPORT_LABELS (local model + labels for `fetch`),
+MODELPORT_IMAGES / MODELPORT_CALIBRATION (eval / calibration images).
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="modelport.toml to use (default: ./modelport.toml, else built-in defaults).")
+@click.option("-a", "--artifacts", type=click.Path(file_okay=False), help="Artifacts directory (default: $MODELPORT_ARTIFACTS or ./artifacts).")
+@click.option("-o", "--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a config value, e.g. -o bench.runs=500 (repeatable).")
+@click.option("--image", "--images", "images", type=click.Path(), help="Eval image, directory or list file (overrides [images] eval).")
+@click.option("--calibration-dataset", type=click.Path(), help="Calibration image, directory or list file (overrides [images] calibration).")
+@click.option("--labels", type=click.Path(dir_okay=False), help="Labels file for `fetch` (overrides [model] labels).")
+@click.option("--force", is_flag=True, help="Redo every step even when its manifest says it is up to date.")
+@click.version_option(__version__, prog_name="modelport")
+@click.pass_context
+def cli(ctx, config_path, artifacts, overrides, images, calibration_dataset, labels, force):
+    """Convert one image classifier to every deployment toolchain and measure them the same way.
+
+    Typical run (each step skips itself when its outputs are up to date):
+
+    \b
+      modelport fetch --from model.tflite --labels labels.txt
+      modelport convert reference onnx onnx-int8
+      modelport bench tflite onnx onnx-int8
+      modelport report
+    """
+    sets = list(overrides)
+    for key, value in (("images.eval", images), ("images.calibration", calibration_dataset), ("model.labels", labels)):
+        if value:
+            sets.append((key, value))
+    ctx.obj = StepContext(config_path=config_path, overrides=sets, artifacts=artifacts, force=force)
+
+
+def _register() -> None:
+    for ep in entry_points(group="modelport.commands"):
+        if ep.name not in cli.commands:
+            cli.add_command(ep.load(), ep.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _register()
+    try:
+        cli.main(args=argv, prog_name="modelport", standalone_mode=False)
+    except HardwareMissing as e:
+        console.print(f"[yellow]skipped:[/] {e}")
+        return 0
+    except ModelportError as e:
+        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.Abort:
+        console.print("[red]aborted[/]")
+        return 130
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""modelport.toml: one validated config, with env and CLI overrides.
+
+Unknown or mistyped keys are rejected with the key's name and the closest valid
+key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from .errors import ConfigError
+from .preprocess import InputSpec
+
+CONFIG_ENV = "MODELPORT_CONFIG"
+DEFAULT_CONFIG_NAME = "modelport.toml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name: str = "mobilenet_v2_1.0_224"
+    # Local files to import instead of downloading (env MODELPORT_MODEL / MODELPORT_LABELS win).
+    path: Path | None = None
+    labels: Path | None = None
+    url: str = "https://storage.googleapis.com/download.tensorflow.org/models/tflite_11_05_08/mobilenet_v2_1.0_224.tgz"
+    member: str = "./mobilenet_v2_1.0_224.tflite"  # the file to take out of the archive
+    sha256: str | None = None  # of the download; verified before use when set
+    labels_url: str = "https://storage.googleapis.com/download.tensorflow.org/data/ImageNetLabels.txt"
+    labels_sha256: str | None = None
+
+
+class ImagesConfig(Section):
+    eval: Path = Path("../shared/images")
+    calibration: Path = Path("../shared/images/calibration")
+    calibration_limit: int = Field(50, ge=1)
+    headline: str = "grace_hopper.jpg"  # the image whose top-1 the report shows
+
+
+class BenchConfig(Section):
+    warmup: int = Field(20, ge=0)
+    runs: int = Field(200, ge=1)
+
+
+class ConvertConfig(Section):
+    # tflite->onnx converter; "auto" converts with both, verifies both and keeps the faster.
+    onnx_converter: Literal["auto", "tflite2onnx", "tf2onnx"] = "auto"
+    opset: int = Field(13, ge=11)
+    verify: bool = True
+
+
+class QuantizationConfig(Section):
+    """onnxruntime.quantization static QDQ settings (ONNX INT8)."""
+
+    activation_type: Literal["uint8", "int8"] = "uint8"  # U8S8 is ~2.5x faster than S8S8 on x86
+    weight_type: Literal["int8", "uint8"] = "int8"
+    per_channel: bool = True
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+
+class TfliteConfig(Section):
+    threads: int = Field(2, ge=1)
+    xnnpack: bool = True
+
+
+class OnnxruntimeConfig(Section):
+    intra_op_threads: int = Field(2, ge=0)
+    inter_op_threads: int = Field(1, ge=0)
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+
+
+class NcnnConfig(Section):
+    threads: int = Field(2, ge=1)
+
+
+class RknnConfig(Section):
+    target_platform: str = "rk3588"
+
+
+class TensorrtConfig(Section):
+    workspace_mb: int = Field(1024, ge=16)
+
+
+class Config(Section):
+    model: ModelConfig = ModelConfig()
+    input: InputSpec = InputSpec()
+    images: ImagesConfig = ImagesConfig()
+    bench: BenchConfig = BenchConfig()
+    convert: ConvertConfig = ConvertConfig()
+    quantization: QuantizationConfig = QuantizationConfig()
+    tflite: TfliteConfig = TfliteConfig()
+    onnxruntime: OnnxruntimeConfig = OnnxruntimeConfig()
+    ncnn: NcnnConfig = NcnnConfig()
+    rknn: RknnConfig = RknnConfig()
+    tensorrt: TensorrtConfig = TensorrtConfig()
+
+    _source: Path | None = PrivateAttr(None)
+
+    @property
+    def source(self) -> Path | None:
+        """The file this config was read from (None: built-in defaults)."""
+        return self._source
+
+
+_ENV_OVERRIDES = {
+    "MODELPORT_MODEL": ("model", "path"),
+    "MODELPORT_LABELS": ("model", "labels"),
+    "MODELPORT_IMAGES": ("images", "eval"),
+    "MODELPORT_CALIBRATION": ("images", "calibration"),
+}
+_PATH_KEYS = {("model", "path"), ("model", "labels"), ("images", "eval"), ("images", "calibration")}
+
+
+def find_config(explicit: str | Path | None = None) -> Path | None:
+    if explicit:
+        p = Path(explicit)
+        if not p.is_file():
+            raise ConfigError("config file not found", p)
+        return p
+    if os.environ.get(CONFIG_ENV):
+        return find_config(os.environ[CONFIG_ENV])
+    p = Path.cwd() / DEFAULT_CONFIG_NAME
+    return p if p.is_file() else None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str | tuple[str, Any]] | None = None) -> Config:
+    """Read modelport.toml (or defaults), apply env vars, then overrides.
+
+    An override is ``"section.key=value"`` (value parsed as TOML, else a bare string)
+    or a ``("section.key", value)`` pair.
+    """
+    source = find_config(path)
+    data: dict[str, Any] = {}
+    if source is not None:
+        try:
+            data = tomllib.loads(source.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"not valid TOML: {e}", source) from e
+    for env, (sec, key) in _ENV_OVERRIDES.items():
+        if os.environ.get(env):
+            data.setdefault(sec, {})[key] = str(Path(os.environ[env]).resolve())
+    for item in overrides or []:
+        _apply_override(data, item)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_explain(e), source) from None
+    # Relative paths are relative to the config file (env vars were made absolute above).
+    base = source.parent if source else Path.cwd()
+    for sec, key in _PATH_KEYS:
+        section = getattr(cfg, sec)
+        value = getattr(section, key)
+        if value is not None and not value.is_absolute():
+            setattr(section, key, (base / value).resolve())
+    cfg._source = source
+    return cfg
+
+
+def _apply_override(data: dict, item: str | tuple[str, Any]) -> None:
+    if isinstance(item, tuple):
+        dotted, value = item
+    elif "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form section.key=value")
+    else:
+        dotted, raw = item.split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # bare strings need no quotes on the command line
+    if (tuple(dotted.strip().split(".")) in _PATH_KEYS) and value:
+        value = str(Path(value).resolve())  # a path given on the command line is relative to the cwd
+    *parents, leaf = dotted.strip().split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return [k for k, f in model.model_fields.items() if not f.exclude]
+
+
+def _explain(e: ValidationError) -> str:
+    msgs = []
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _valid_keys(Config, loc), n=1)
+            hint = f" (did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?)" if close else ""
+            msgs.append(f"unknown key {key!r}{hint}")
+        else:
+            msgs.append(f"{key}: {err['msg']}")
+    return "; ".join(msgs)

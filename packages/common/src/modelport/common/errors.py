@@ -1,0 +1,44 @@
+"""Errors that the CLI turns into one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ModelportError(Exception):
+    """An error a user can act on. ``str()`` is one line naming the file."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, path: str | Path | None = None):
+        self.message = " ".join(str(message).split())  # always one line
+        self.path = Path(path) if path is not None else None
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class InputError(ModelportError):
+    """A model, image, list, labels or config file that cannot be used."""
+
+
+class ConfigError(InputError):
+    """modelport.toml (or an override) is invalid."""
+
+
+class ToolchainMissing(ModelportError):
+    """The toolchain a step needs is not installed or not usable here."""
+
+
+class HardwareMissing(ModelportError):
+    """The step needs hardware this machine lacks (CUDA GPU, Rockchip board).
+
+    Not a failure: the step is recorded as skipped with this reason.
+    """
+
+    exit_code = 0
+
+
+class AccuracyGateError(ModelportError):
+    """A converted model disagrees with the reference beyond the floors."""

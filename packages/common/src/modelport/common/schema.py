@@ -1,0 +1,100 @@
+"""The result schema every backend writes and the report reads (versioned)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RESULT_SCHEMA = "modelport.result/1"
+REPORT_SCHEMA = "modelport.report/1"
+Status = Literal["ok", "skipped", "failed"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class LatencyStats(Model):
+    warmup: int
+    runs: int
+    min: float
+    median: float
+    mean: float
+    p90: float
+    p99: float
+    max: float
+    std: float
+    fps: float  # 1000 / median
+
+
+class ImageAgreement(Model):
+    image: str
+    top1_match: bool
+    top5_overlap: float
+    cosine: float
+    max_abs_diff: float
+    mse: float
+
+
+class Agreement(Model):
+    images: int
+    top1: float  # fraction of images whose top-1 equals the reference's
+    top5_overlap: float
+    cosine_min: float
+    cosine_mean: float
+    max_abs_diff: float
+    mse: float
+    per_image: list[ImageAgreement] = []
+
+
+class TopK(Model):
+    image: str
+    indices: list[int]
+    labels: list[str]
+    scores: list[float]
+
+
+class Headline(Model):
+    image: str
+    label: str
+    confidence: float
+
+
+class BackendResult(Model):
+    schema_version: str = Field(RESULT_SCHEMA, alias="schema")
+    key: str  # e.g. "onnx-int8": also the results file name
+    backend: str  # e.g. "onnxruntime"
+    precision: str  # fp32 / fp16 / int8
+    name: str  # display name, e.g. "ONNX INT8"
+    env: str  # toolchain environment it ran in
+    status: Status = "ok"
+    reason: str | None = None
+    device: str = "cpu"
+    tool_versions: dict[str, str] = {}
+    settings: dict[str, Any] = {}
+    machine: dict[str, Any] = {}
+    model_sha256: str | None = None  # of the source model every backend derives from
+    preprocessing: str | None = None  # InputSpec.signature
+    input: dict[str, str] = {}  # layout, dtype
+    artifact: str | None = None
+    artifact_sha256: str | None = None
+    size_bytes: int | None = None
+    load_ms: float | None = None
+    latency_ms: LatencyStats | None = None
+    latency_note: str | None = None  # why there is no latency (simulator, skipped, ...)
+    extra_timings: dict[str, LatencyStats] = {}  # e.g. GPU time from CUDA events
+    load_avg: dict[str, float] = {}  # 1-min load average before/after: a busy machine explains a slow number
+    topk: list[TopK] = []
+    agreement: Agreement | None = None
+    headline: Headline | None = None
+    notes: list[str] = []
+    created_utc: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def fps(self) -> float | None:
+        return self.latency_ms.fps if self.latency_ms else None
+
+    def dump(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2) + "\n"

@@ -1,0 +1,46 @@
+"""Latency: monotonic ns clock around the runtime call only, warm-up, percentiles."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+from .schema import LatencyStats
+
+
+def summarize(samples_ns: list[int] | np.ndarray, warmup: int) -> LatencyStats:
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    if ms.size == 0:
+        raise ValueError("no timing samples")
+    median = float(np.median(ms))
+    return LatencyStats(
+        warmup=warmup,
+        runs=int(ms.size),
+        min=float(ms.min()),
+        median=median,
+        mean=float(ms.mean()),
+        p90=float(np.percentile(ms, 90)),
+        p99=float(np.percentile(ms, 99)),
+        max=float(ms.max()),
+        std=float(ms.std()),
+        fps=1000.0 / median if median > 0 else float("inf"),
+    )
+
+
+def measure(fn: Callable[[], object], warmup: int, runs: int) -> LatencyStats:
+    for _ in range(warmup):
+        fn()
+    clock = time.perf_counter_ns
+    samples = np.empty(runs, dtype=np.int64)
+    for i in range(runs):
+        t0 = clock()
+        fn()
+        samples[i] = clock() - t0
+    return summarize(samples, warmup)
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)

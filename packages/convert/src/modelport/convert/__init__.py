@@ -1,0 +1,1 @@
+"""modelport.convert: each conversion is a function from input artifacts to a verified output artifact."""

@@ -1,0 +1,46 @@
+"""`modelport convert`: run conversion targets in order; each skips itself when up to date."""
+
+from __future__ import annotations
+
+import click
+
+from modelport.common.context import StepContext
+from modelport.common.errors import HardwareMissing
+from modelport.common.log import skip, step
+
+from .registry import TARGETS, target_module
+
+
+def _flag_options(fn):
+    # --onnx, --tensorrt-fp16, --ncnn-int8 ...: the original scripts' flags keep working.
+    for name in reversed(list(TARGETS)):
+        fn = click.option(f"--{name}", f"flag_{name.replace('-', '_')}", is_flag=True, hidden=True)(fn)
+    return fn
+
+
+@click.command()
+@click.argument("targets", nargs=-1, type=click.Choice(list(TARGETS)), metavar="TARGET...")
+@_flag_options
+@click.option("--force", is_flag=True, help="Redo even when the manifest says the output is up to date.")
+@click.pass_obj
+def convert(ctx: StepContext, targets, force, **flags):
+    """Convert to TARGET... (any of: {targets}), in the order given.
+
+    Every output is verified by running it on the eval images against the TFLite
+    reference outputs (source/reference.npy) before it is committed. A target whose
+    hardware is missing here (TensorRT without a CUDA GPU) is skipped with the reason.
+    """
+    chosen = list(targets) + [t for t in TARGETS if flags.get(f"flag_{t.replace('-', '_')}") and t not in targets]
+    if not chosen:
+        raise click.UsageError(f"name at least one target: {', '.join(TARGETS)}")
+    with ctx.store.lock():
+        for name in chosen:
+            mod = target_module(name)
+            step(f"convert {name}")
+            try:
+                mod.run(ctx, force or ctx.force)
+            except HardwareMissing as e:
+                skip(f"{name}: {e}")
+
+
+convert.help = convert.help.replace("{targets}", ", ".join(TARGETS))

@@ -1,0 +1,149 @@
+"""`modelport fetch`: put the source model and labels into artifacts/source/.
+
+Either imports local files (``--from``, [model] path, MODELPORT_MODEL) or downloads
+the official archive, checks its sha256 before use when one is configured, and takes
+the one .tflite member out of the archive without extracting anything to disk (so no
+archive path can escape). The model is loaded by the TFLite runtime and checked
+against [input] before it is committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tarfile
+import urllib.request
+from pathlib import Path
+
+import click
+import numpy as np
+
+from modelport.bench.runtimes.tflite import TfliteRuntime
+from modelport.common.artifacts import sha256_file
+from modelport.common.context import StepContext
+from modelport.common.errors import InputError, ModelportError
+from modelport.common.labels import Labels
+from modelport.common.log import step, warn
+
+MODEL, LABELS = "source/model.tflite", "source/labels.txt"
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+def check_tflite_header(path: Path) -> None:
+    head = path.read_bytes()[:8] if path.stat().st_size >= 8 else b""
+    if head[4:8] != TFLITE_IDENTIFIER:
+        raise InputError("not a TFLite flatbuffer (missing 'TFL3' identifier)", path)
+
+
+def download(url: str, dest: Path, sha256: str | None) -> Path:
+    if dest.is_file() and sha256 and sha256_file(dest) == sha256:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    step(f"download {url}")
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+            for chunk in iter(lambda: r.read(1 << 20), b""):
+                h.update(chunk)
+                f.write(chunk)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ModelportError(f"download failed: {e}; use `fetch --from PATH` offline", dest) from None
+    if sha256 and h.hexdigest() != sha256:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"sha256 {h.hexdigest()} does not match the pinned {sha256}", url)
+    if not sha256:
+        warn(f"no sha256 pinned for {url}; got {h.hexdigest()} (pin it as [model] sha256)")
+    tmp.replace(dest)
+    return dest
+
+
+def extract_member(archive: Path, member: str, dest: Path) -> None:
+    """Copy one regular-file member's bytes out of a tar archive; nothing else touches the disk."""
+    try:
+        with tarfile.open(archive) as tar:
+            names = {m.name.lstrip("./"): m for m in tar.getmembers()}
+            m = names.get(member.lstrip("./"))
+            if m is None or not m.isfile():
+                tflites = [n for n, x in names.items() if n.endswith(".tflite") and x.isfile()]
+                if len(tflites) != 1:
+                    raise InputError(f"archive has no single .tflite member (looked for {member!r})", archive)
+                m = names[tflites[0]]
+            with tar.extractfile(m) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
+    except tarfile.TarError as e:
+        raise InputError(f"not a readable tar archive: {e}", archive) from None
+
+
+def _local_source(path: Path) -> tuple[Path, Path | None]:
+    """A .tflite file, or a folder with one .tflite (and maybe labels.txt)."""
+    if path.is_dir():
+        tflites = sorted(path.glob("*.tflite"))
+        if len(tflites) != 1:
+            raise InputError(f"folder must hold exactly one .tflite, found {len(tflites)}", path)
+        labels = path / "labels.txt"
+        return tflites[0], labels if labels.is_file() else None
+    if not path.is_file():
+        raise InputError("no such model file", path)
+    return path, None
+
+
+@click.command()
+@click.option("--from", "from_path", type=click.Path(path_type=Path), help="Local .tflite, folder or .tgz to import instead of downloading.")
+@click.option("--labels", "labels_path", type=click.Path(path_type=Path, dir_okay=False), help="Local labels file (1001 with background first, or 1000).")
+@click.option("--force", is_flag=True, help="Re-import even when source/ is up to date.")
+@click.pass_obj
+def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, force: bool):
+    """Import (or download) the source TFLite model and labels into artifacts/source/.
+
+    Precedence: --from, then [model] path / MODELPORT_MODEL, then [model] url.
+    Labels: --labels, [model] labels / MODELPORT_LABELS, a labels.txt beside the
+    model, then [model] labels_url.
+    """
+    cfg, store = ctx.config, ctx.store
+    downloads = store.path(".downloads")
+    src = from_path or cfg.model.path
+    labels_src = labels_path or cfg.model.labels
+    if src is not None:
+        src = Path(src)
+        if src.suffix in (".tgz", ".gz", ".tar"):
+            archive = src
+            src = None
+        else:
+            src, beside = _local_source(src)
+            labels_src = labels_src or beside
+            archive = None
+    else:
+        archive = download(cfg.model.url, downloads / Path(cfg.model.url).name, cfg.model.sha256)
+    if labels_src is None:
+        labels_src = download(cfg.model.labels_url, downloads / "labels.txt", cfg.model.labels_sha256)
+    model_input = src or archive
+    with ctx.store.lock(), store.produce(
+        [MODEL, LABELS], inputs={"model": model_input, "labels": Path(labels_src)},
+        tool="modelport-fetch", tool_version="1", options={"member": cfg.model.member if archive else None},
+        force=force or ctx.force,
+    ) as job:
+        if job.cached:
+            return
+        step(f"import {model_input} + {labels_src}")
+        if archive:
+            extract_member(archive, cfg.model.member, job.tmp(MODEL))
+        else:
+            shutil.copyfile(src, job.tmp(MODEL))
+        shutil.copyfile(labels_src, job.tmp(LABELS))
+        _validate(ctx, job.tmp(MODEL), job.tmp(LABELS), shown=model_input, labels_shown=Path(labels_src))
+
+
+def _validate(ctx: StepContext, model: Path, labels: Path, shown: Path, labels_shown: Path) -> None:
+    try:
+        check_tflite_header(model)
+        runtime = TfliteRuntime(ctx.config, {"model": model})
+        with runtime:
+            out = runtime.infer(np.zeros(ctx.config.input.shape("NHWC"), "float32"))
+    except InputError as e:
+        raise InputError(e.message, shown) from None  # name the user's file, not our temp copy
+    try:
+        Labels.load(labels, num_classes=out.shape[-1])
+    except InputError as e:
+        raise InputError(e.message, labels_shown) from None

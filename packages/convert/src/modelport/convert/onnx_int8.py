@@ -1,0 +1,78 @@
+"""`convert onnx-int8`: static post-training quantization with onnxruntime.quantization.
+
+QDQ, per-channel weights, activations calibrated on the common calibration set. QDQ is
+also what TensorRT's explicit quantization consumes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from importlib.metadata import version
+
+from modelport.bench.runtimes.onnxruntime import OnnxInt8Runtime
+from modelport.common.context import StepContext
+from modelport.common.errors import ToolchainMissing
+from modelport.common.log import step
+
+from .verify import verify
+
+SOURCE, OUTPUT = "onnx/model.onnx", "onnx/model.int8.onnx"
+
+
+def unavailable_reason() -> str | None:
+    return None if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx") else "onnxruntime not installed"
+
+
+def tool_version() -> str:
+    return f"onnxruntime {version('onnxruntime')}"
+
+
+class CalibrationReader:
+    """onnxruntime's CalibrationDataReader protocol over the common calibration set."""
+
+    def __init__(self, calibration, input_name: str):
+        self._tensors = calibration.tensors("NCHW", "float32")
+        self.input_name = input_name
+
+    def get_next(self):
+        tensor = next(self._tensors, None)
+        return None if tensor is None else {self.input_name: tensor}
+
+
+def run(ctx: StepContext, force: bool):
+    reason = unavailable_reason()
+    if reason:
+        raise ToolchainMissing(reason)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    cfg, store = ctx.config, ctx.store
+    calib = ctx.calibration
+    calib.validate()  # every calibration image decodes before anything is written
+    q = cfg.quantization
+    source = store.path(SOURCE)
+    inputs = {"onnx": source, "reference": store.path("source/reference.npy")}
+    inputs |= {f"calibration:{p.name}": p for p in calib.paths}
+    with store.produce(OUTPUT, inputs=inputs, tool="onnxruntime.quantization", tool_version=tool_version(),
+                       options=q.model_dump() | {"calibration_images": len(calib)}, force=force) as job:
+        if job.cached:
+            return [job.path]
+        step(f"quantize {SOURCE}: QDQ, {'per-channel' if q.per_channel else 'per-tensor'}, "
+             f"{q.activation_type}/{q.weight_type}, {q.calibrate_method} on {len(calib)} calibration images")
+        prepped = job.workdir / "prepped.onnx"
+        quant_pre_process(str(source), str(prepped))
+        import onnx
+
+        input_name = onnx.load(str(prepped), load_external_data=False).graph.input[0].name
+        qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+        quantize_static(
+            str(prepped), str(job.tmp()), CalibrationReader(calib, input_name),
+            quant_format=QuantFormat.QDQ, per_channel=q.per_channel,
+            activation_type=qtype[q.activation_type], weight_type=qtype[q.weight_type],
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[q.calibrate_method],
+        )
+        agreement = verify(ctx, OnnxInt8Runtime(cfg, {"model": job.tmp()}), "int8", store.path(OUTPUT))
+        job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
+                   calibration=calib.signature())
+    return [job.path]

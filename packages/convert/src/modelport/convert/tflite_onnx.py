@@ -1,0 +1,138 @@
+"""`convert onnx`: TFLite -> ONNX with a static NCHW float input, verified against the reference.
+
+Two converters: tflite2onnx (the original project's; no TensorFlow needed) and
+tf2onnx (``--inputs-as-nchw``). Both end at the configured opset (13: per-channel
+QDQ needs >= 13). ``auto`` converts with both, verifies both, times both in
+onnxruntime and keeps the faster; both numbers go into the manifest and the report.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+
+import numpy as np
+from pathlib import Path
+
+from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime
+from modelport.bench.runtimes.tflite import _interpreter_class
+from modelport.common.context import StepContext
+from modelport.common.errors import InputError, ModelportError, ToolchainMissing
+from modelport.common.log import console, step
+from modelport.common.timing import measure
+
+from .verify import verify
+
+OUTPUT = "onnx/model.onnx"
+CONVERTERS = ("tflite2onnx", "tf2onnx")
+TIMING_RUNS = (10, 100)  # warm-up, runs: enough to rank two graphs, cheap next to the conversion
+
+
+def available_converters() -> list[str]:
+    found = []
+    if importlib.util.find_spec("tflite2onnx"):
+        found.append("tflite2onnx")
+    if importlib.util.find_spec("tf2onnx") and importlib.util.find_spec("tensorflow"):
+        found.append("tf2onnx")
+    return found
+
+
+def unavailable_reason() -> str | None:
+    if not importlib.util.find_spec("onnx") or not importlib.util.find_spec("onnxruntime"):
+        return "onnx and onnxruntime are needed (tf-onnx env)"
+    return None if available_converters() else "neither tflite2onnx nor tf2onnx (+tensorflow) is installed"
+
+
+def tool_version() -> str:
+    return ", ".join(f"{c} {version(c)}" for c in available_converters()) or "none"
+
+
+def _input_name(tflite: Path) -> str:
+    Interpreter, _ = _interpreter_class()
+    return Interpreter(model_path=str(tflite)).get_input_details()[0]["name"]
+
+
+def to_opset(path: Path, opset: int) -> None:
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(path))
+    current = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if current < opset:
+        model = version_converter.convert_version(model, opset)
+        onnx.save(model, str(path))
+
+
+def convert_tflite2onnx(tflite: Path, out: Path, opset: int) -> None:
+    import tflite2onnx
+
+    try:
+        tflite2onnx.convert(str(tflite), str(out))
+    except Exception as e:  # tflite2onnx raises bare NotImplementedError/AssertionError on unsupported graphs
+        raise ModelportError(f"tflite2onnx failed: {type(e).__name__}: {e}", tflite) from None
+    to_opset(out, opset)
+
+
+def convert_tf2onnx(tflite: Path, out: Path, opset: int) -> None:
+    # A subprocess: tf2onnx imports all of TensorFlow, which this process never needs.
+    cmd = [sys.executable, "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(out),
+           "--inputs-as-nchw", _input_name(tflite), "--opset", str(opset)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not out.is_file():
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ModelportError(f"tf2onnx failed ({proc.returncode}): {last}", tflite)
+
+
+def check_static_nchw(path: Path, ctx: StepContext) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ModelportError(f"onnx.checker rejected the converted model: {str(e).splitlines()[0]}", path) from None
+    model = onnx.load(str(path), load_external_data=False)
+    (inp,) = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in inp.type.tensor_type.shape.dim]
+    expected = list(ctx.config.input.shape("NCHW"))
+    if dims != expected:
+        raise InputError(f"converted input {inp.name} is {dims}, expected static NCHW {expected}", path)
+
+
+def _convert_one(ctx: StepContext, name: str, tflite: Path, out: Path) -> dict:
+    step(f"{name}: {tflite.name} -> ONNX (opset {ctx.config.convert.opset})")
+    (convert_tflite2onnx if name == "tflite2onnx" else convert_tf2onnx)(tflite, out, ctx.config.convert.opset)
+    check_static_nchw(out, ctx)
+    agreement = verify(ctx, OnnxFp32Runtime(ctx.config, {"model": out}), "float", ctx.store.path(OUTPUT))
+    with OnnxFp32Runtime(ctx.config, {"model": out}) as rt:
+        x = np.zeros(ctx.config.input.shape("NCHW"), "float32")
+        stats = measure(lambda: rt.infer(x), *TIMING_RUNS)
+    console.print(f"   {name}: onnxruntime median {stats.median:.2f} ms, p90 {stats.p90:.2f} ms ({TIMING_RUNS[1]} runs)")
+    return {"median_ms": stats.median, "p90_ms": stats.p90, "runs": stats.runs,
+            "agreement": agreement.model_dump(exclude={"per_image"}) if agreement else None}
+
+
+def run(ctx: StepContext, force: bool):
+    reason = unavailable_reason()
+    if reason:
+        raise ToolchainMissing(reason)
+    cfg, store = ctx.config, ctx.store
+    choice = cfg.convert.onnx_converter
+    names = available_converters() if choice == "auto" else [choice]
+    if choice != "auto" and choice not in available_converters():
+        raise ToolchainMissing(f"converter {choice} is not installed in this env")
+    tflite = store.path("source/model.tflite")
+    options = {"converter": choice, "opset": cfg.convert.opset, "verify": cfg.convert.verify}
+    with store.produce(OUTPUT, inputs={"tflite": tflite, "reference": store.path("source/reference.npy")},
+                       tool="+".join(names), tool_version=tool_version(), options=options, force=force) as job:
+        if job.cached:
+            return [job.path]
+        measured = {n: _convert_one(ctx, n, tflite, job.workdir / f"{n}.onnx") for n in names}
+        chosen = min(measured, key=lambda n: measured[n]["median_ms"])
+        if len(measured) > 1:
+            console.print(f"   keeping {chosen}: the faster verified ONNX in onnxruntime")
+        shutil.copyfile(job.workdir / f"{chosen}.onnx", job.tmp())
+        job.record(converter=chosen, converters=measured)
+    return [job.path]
