@@ -17,12 +17,12 @@ from modelport.common.artifacts import ArtifactStore, sha256_file, write_atomic
 from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, InputError, ModelportError
 from modelport.common.images import load_image
+from modelport.common.log import console, progress
 from modelport.common.machine import machine_info
 from modelport.common.preprocess import prepare, to_tensor
 from modelport.common.reference import load_reference
 from modelport.common.schema import BackendResult, Headline, TopK
 from modelport.common.timing import load_average, measure
-from modelport.common.log import console, progress
 
 from .registry import runtime_class
 from .runtime import Runtime
@@ -118,7 +118,7 @@ def fill_outputs(ctx: StepContext, result: BackendResult, outputs: np.ndarray, n
     labels = ctx.labels
     num_classes = outputs.shape[1]
     labels.check(num_classes)
-    for name, out in zip(names, outputs):
+    for name, out in zip(names, outputs, strict=True):
         idx = np.argsort(-out)[:5]
         result.topk.append(TopK(image=name, indices=[int(i) for i in idx],
                                 labels=[labels.name(int(i), num_classes) for i in idx],

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar, Mapping
+from typing import ClassVar
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class Runtime:
         self.load_ms: float | None = None
 
     @classmethod
-    def from_store(cls, store: ArtifactStore, config: Config) -> "Runtime":
+    def from_store(cls, store: ArtifactStore, config: Config) -> Runtime:
         return cls(config, {role: store.path(rel) for role, rel in cls.artifacts.items()})
 
     # -- what a backend says about itself
@@ -62,7 +63,7 @@ class Runtime:
         return sum(p.stat().st_size for p in self.files.values() if p.is_file())
 
     # -- lifecycle
-    def activate(self) -> "Runtime":
+    def activate(self) -> Runtime:
         reason = self.unavailable_reason()
         if reason:
             raise ToolchainMissing(f"{self.display}: {reason}")
@@ -85,7 +86,7 @@ class Runtime:
             self.deactivate_impl()
             self.active = False
 
-    def __enter__(self) -> "Runtime":
+    def __enter__(self) -> Runtime:
         return self.activate()
 
     def __exit__(self, *exc) -> None:

@@ -6,8 +6,9 @@ comparator apart from its runners).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -25,7 +26,7 @@ def compare(outputs: np.ndarray, reference: np.ndarray, names: Sequence[str]) ->
     if a.shape != b.shape:
         raise ValueError(f"outputs {a.shape} and reference {b.shape} differ in shape")
     per = []
-    for name, x, y in zip(names, a, b):
+    for name, x, y in zip(names, a, b, strict=True):
         denom = np.linalg.norm(x) * np.linalg.norm(y)
         top5x, top5y = set(np.argsort(-x)[:5]), set(np.argsort(-y)[:5])
         per.append(

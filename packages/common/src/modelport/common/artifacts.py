@@ -18,9 +18,10 @@ import os
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from . import __version__
 from .errors import InputError
@@ -105,7 +106,7 @@ class ArtifactStore:
         tool_version: str,
         options: Mapping[str, Any] | None = None,
         force: bool = False,
-    ) -> "Job":
+    ) -> Job:
         outs = [outputs] if isinstance(outputs, str) else list(outputs)
         return Job(self, outs, dict(inputs), tool, tool_version, dict(options or {}), force)
 
@@ -205,7 +206,7 @@ class Job:
                 return False
         return True
 
-    def __enter__(self) -> "Job":
+    def __enter__(self) -> Job:
         self._hashes = self._input_hashes()
         self.cached = not self.force and self._is_fresh(self._hashes)
         if self.cached:
@@ -227,7 +228,7 @@ class Job:
         missing = [r for r in self.outputs if r not in self._tmps or self._tmps[r].stat().st_size == 0]
         if missing:
             raise RuntimeError(f"step {self.tool} did not write {missing}")
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         for rel in self.outputs:
             final, tmp = self.store.path(rel), self._tmps[rel]
             # Drop the old manifest first: an artifact never sits beside a manifest that is not its own.

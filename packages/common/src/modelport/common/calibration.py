@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -18,7 +18,7 @@ class CalibrationSet:
         self.paths, self.spec, self.source = list(paths), spec, source
 
     @classmethod
-    def from_config(cls, config, path: str | Path | None = None, limit: int | None = None) -> "CalibrationSet":
+    def from_config(cls, config, path: str | Path | None = None, limit: int | None = None) -> CalibrationSet:
         src = Path(path or config.images.calibration)
         return cls(resolve_images(src, limit or config.images.calibration_limit), config.input, src)
 

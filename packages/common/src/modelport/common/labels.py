@@ -14,7 +14,7 @@ class Labels:
     path: Path | None = None
 
     @classmethod
-    def load(cls, path: str | Path, num_classes: int | None = None) -> "Labels":
+    def load(cls, path: str | Path, num_classes: int | None = None) -> Labels:
         path = Path(path)
         try:
             lines = path.read_text(encoding="utf-8").splitlines()

@@ -13,9 +13,9 @@ import shutil
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
-from pathlib import Path
 
 from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime
 from modelport.bench.runtimes.tflite import _interpreter_class

@@ -1,0 +1,36 @@
+"""Assert the main job's report has the rows and agreement floors the pipeline promises."""
+
+import json
+import sys
+from pathlib import Path
+
+report = json.load(open(sys.argv[1]))
+rows = {r["key"]: r for r in report["results"]}
+by_env = {"tf-onnx": {"tflite": "float", "onnx": "float", "onnx-int8": "int8"},
+          "ncnn": {"ncnn": "float", "ncnn-int8": "int8"}, "rknn": {"rknn-int8": "int8"}}
+expected = {k: v for env, rows_ in by_env.items() if Path("envs", env).is_dir() for k, v in rows_.items()}
+problems = []
+for key, kind in expected.items():
+    r = rows.get(key)
+    if r is None:
+        problems.append(f"{key}: missing from the report")
+        continue
+    a = r["agreement"] or {}
+    if r["status"] != "ok" or not a:
+        problems.append(f"{key}: status {r['status']} {r['reason']}")
+    elif kind == "float" and (a["top1"] < 1.0 or a["cosine_min"] < 0.999):
+        problems.append(f"{key}: float agreement below floor {a}")
+    elif kind == "int8" and (a["top1"] < 0.9 or a["cosine_mean"] < 0.98 or a["cosine_min"] < 0.95):
+        problems.append(f"{key}: int8 agreement below floor {a}")
+for key in ("tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8") if Path("envs/tensorrt").is_dir() else ():
+    r = rows.get(key)
+    if r is None or (r["status"] == "skipped" and not r["reason"]):
+        problems.append(f"{key}: must be measured or skipped with a reason")
+for key, r in sorted(rows.items()):
+    lat = r["latency_ms"] or {}
+    a = r["agreement"] or {}
+    print(f"{key:15} {r['status']:8} median {lat.get('median', float('nan')):7.2f} ms  "
+          f"top1 {a.get('top1', float('nan')):.2f}  cos min {a.get('cosine_min', float('nan')):.4f}  {r['reason'] or ''}")
+if problems:
+    sys.exit("report check failed:\n  " + "\n  ".join(problems))
+print("report check: ok")

