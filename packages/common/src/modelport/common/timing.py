@@ -30,16 +30,21 @@ def summarize(samples_ns: list[int] | np.ndarray, warmup: int) -> LatencyStats:
     )
 
 
-def measure(fn: Callable[[], object], warmup: int, runs: int) -> LatencyStats:
-    for _ in range(warmup):
-        fn()
+def sample(fn: Callable[[], object], runs: int) -> np.ndarray:
+    """Nanoseconds of each of ``runs`` calls of ``fn``."""
     clock = time.perf_counter_ns
     samples = np.empty(runs, dtype=np.int64)
     for i in range(runs):
         t0 = clock()
         fn()
         samples[i] = clock() - t0
-    return summarize(samples, warmup)
+    return samples
+
+
+def measure(fn: Callable[[], object], warmup: int, runs: int) -> LatencyStats:
+    for _ in range(warmup):
+        fn()
+    return summarize(sample(fn, runs), warmup)
 
 
 def load_average() -> float:
