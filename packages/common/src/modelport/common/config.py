@@ -86,7 +86,19 @@ class RknnConfig(Section):
 
 
 class TensorrtConfig(Section):
-    workspace_mb: int = Field(1024, ge=16)
+    """ONNX -> TensorRT engines and their runtime (envs/tensorrt, needs a CUDA GPU)."""
+
+    device: int = Field(0, ge=0)  # CUDA device index the engines are built for and run on
+    workspace_mb: int = Field(1024, ge=16)  # builder workspace memory pool limit
+    builder_optimization_level: int = Field(3, ge=0, le=5)  # TensorRT's default; 5 searches longest
+    timing_cache: bool = True  # keep tactic timings in tensorrt/timing.cache: rebuilds skip re-timing
+    # INT8: "qdq" = explicit quantization of qdq_onnx (TensorRT's recommended path; needs symmetric
+    # int8 Q/DQ); "calibrate" = entropy calibration of the FP32 ONNX on [images] calibration;
+    # "auto" = qdq when TensorRT accepts that model, else calibrate, saying why.
+    int8_mode: Literal["auto", "qdq", "calibrate"] = "auto"
+    qdq_onnx: str = "onnx/model.int8.onnx"  # in the artifact store
+    int8_fp16_fallback: bool = True  # calibrate: layers TensorRT keeps out of INT8 may run FP16, as trtexec --int8 --fp16
+    max_batch: int = Field(1, ge=1)  # optimisation profile max, used only if the ONNX batch is dynamic
 
 
 class Config(Section):

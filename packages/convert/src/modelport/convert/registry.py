@@ -13,6 +13,9 @@ TARGETS: dict[str, str] = {
     "reference": "modelport.convert.reference",
     "onnx": "modelport.convert.tflite_onnx",
     "onnx-int8": "modelport.convert.onnx_int8",
+    "tensorrt-fp32": "modelport.convert.tensorrt_fp32",
+    "tensorrt-fp16": "modelport.convert.tensorrt_fp16",
+    "tensorrt-int8": "modelport.convert.tensorrt_int8",
 }
 
 

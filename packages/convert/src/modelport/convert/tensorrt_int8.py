@@ -1,0 +1,15 @@
+"""`convert tensorrt-int8`: ONNX -> tensorrt/int8.engine (see modelport.convert.tensorrt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelport.common.context import StepContext
+
+from .tensorrt import build, tool_version, unavailable_reason
+
+__all__ = ["run", "tool_version", "unavailable_reason"]
+
+
+def run(ctx: StepContext, force: bool) -> list[Path]:
+    return build(ctx, "int8", force)
