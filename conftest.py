@@ -27,6 +27,14 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{marker}: {text}")
 
 
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch):
+    """Tests say explicitly which model, images and artifacts they use; the caller's env must not leak in."""
+    for var in ("MODELPORT_MODEL", "MODELPORT_LABELS", "MODELPORT_IMAGES", "MODELPORT_CALIBRATION",
+                "MODELPORT_CONFIG", "MODELPORT_ARTIFACTS"):
+        monkeypatch.delenv(var, raising=False)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = Path(os.environ.get("MODELPORT_TEST_DATA", ROOT.parent / "shared")).resolve()

@@ -86,10 +86,12 @@ def env_bin(session: nox.Session, env: str, extra: list[str] = ()) -> Path:
     session.run(*pip, "-q", "--upgrade", "pip", external=True)
     if not toolchain:
         session.warn(f"{env}: toolchain not installed: {gpu_missing()}; its steps will record that reason")
-        session.run(*pip, "pydantic", "click", "rich", "numpy", "pillow", external=True)
+        # Enough for the skip path and the non-GPU tests: modelport itself and onnx (network checks).
+        session.run(*pip, "-q", "pydantic==2.14.3", "click==8.5.1", "rich==15.0.0", "numpy==2.4.6",
+                    "pillow==13.0.0", "onnx==1.23.2", external=True)
     for req in (_requirements(env) if toolchain else []):
         # requirements-nodeps.txt: wheels whose declared deps are wrong for us (pnnx pulls CUDA torch, ...)
-        session.run(*pip, *(["--no-deps"] if "nodeps" in req.name else []), "-r", str(req), external=True)
+        session.run(*pip, "-q", *(["--no-deps"] if "nodeps" in req.name else []), "-r", str(req), external=True)
     session.run(*pip, "--no-deps", *[a for p in spec["packages"] for a in ("-e", str(ROOT / "packages" / p))], external=True)
     if extra:
         session.run(*pip, *extra, external=True)

@@ -62,7 +62,8 @@ class QuantizationConfig(Section):
     activation_type: Literal["uint8", "int8"] = "uint8"  # U8S8 is ~2.5x faster than S8S8 on x86
     weight_type: Literal["int8", "uint8"] = "int8"
     per_channel: bool = True
-    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    # percentile (99.999) clips rare activation outliers: min cosine 0.968 vs 0.956 for minmax on the shared images
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "percentile"
 
 
 class TfliteConfig(Section):
