@@ -159,7 +159,7 @@ def test_importing_the_tensorrt_modules_imports_no_toolchain():
     """Every env imports these (doctor, the registries): no tensorrt, pycuda or onnx may load."""
     code = (
         "import sys\n"
-        "import modelport.common.cuda, modelport.convert.tensorrt_fp32, modelport.convert.tensorrt_int8\n"
+        "import modelport.common.cuda, modelport.convert.tensorrt\n"
         "import modelport.convert.tensorrt_calibrator, modelport.convert.tensorrt_network\n"
         "import modelport.bench.runtimes.tensorrt\n"
         "heavy = [m for m in ('tensorrt', 'pycuda', 'onnx', 'tensorflow', 'onnxruntime') if m in sys.modules]\n"

@@ -1,6 +1,7 @@
 """Every conversion target, by name, imported only when used.
 
-A target module defines ``run(ctx, force) -> list[Path]`` and ``unavailable_reason() -> str | None``.
+A target is a module (``"pkg.mod"``) or an object in one (``"pkg.mod:NAME"``) with
+``run(ctx, force) -> list[Path]``, ``unavailable_reason() -> str | None`` and ``tool_version() -> str``.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ TARGETS: dict[str, str] = {
     "reference": "modelport.convert.reference",
     "onnx": "modelport.convert.tflite_onnx",
     "onnx-int8": "modelport.convert.onnx_int8",
-    "tensorrt-fp32": "modelport.convert.tensorrt_fp32",
-    "tensorrt-fp16": "modelport.convert.tensorrt_fp16",
-    "tensorrt-int8": "modelport.convert.tensorrt_int8",
+    "tensorrt-fp32": "modelport.convert.tensorrt:FP32",
+    "tensorrt-fp16": "modelport.convert.tensorrt:FP16",
+    "tensorrt-int8": "modelport.convert.tensorrt:INT8",
 }
 
 
 def target_module(name: str):
     try:
-        return importlib.import_module(TARGETS[name])
+        module, _, attr = TARGETS[name].partition(":")
     except KeyError:
         raise KeyError(f"unknown target {name!r}; known: {', '.join(TARGETS)}") from None
+    mod = importlib.import_module(module)
+    return getattr(mod, attr) if attr else mod
 
 
 def doctor_rows() -> list[Check]:

@@ -257,3 +257,19 @@ def _call(obj, name: str):
         return fn() if fn else None
     except Exception:  # noqa: BLE001
         return None
+
+
+class Target:
+    """One engine precision as a conversion target (``TARGETS["tensorrt-fp16"]`` -> ``tensorrt:FP16``)."""
+
+    unavailable_reason = staticmethod(unavailable_reason)
+    tool_version = staticmethod(tool_version)
+
+    def __init__(self, precision: str):
+        self.precision = precision
+
+    def run(self, ctx: StepContext, force: bool) -> list[Path]:
+        return build(ctx, self.precision, force)
+
+
+FP32, FP16, INT8 = Target("fp32"), Target("fp16"), Target("int8")
