@@ -73,7 +73,7 @@ def make_context(env: dict, **kwargs):
 
 @pytest.fixture(scope="session")
 def pipeline(test_env):
-    """A StepContext whose artifacts hold source/, the reference, onnx/model.onnx and onnx/model.int8.onnx.
+    """A StepContext whose artifacts hold source/, the reference, onnx/model.onnx and both INT8 QDQ models.
 
     Made here when the tf-onnx toolchain is installed; otherwise they must already be in
     MODELPORT_TEST_ARTIFACTS (nox runs tests(tf-onnx) first). Never silently skipped.
@@ -89,9 +89,9 @@ def pipeline(test_env):
         _register()
         result = CliRunner().invoke(cli, ["fetch"], obj=None, env=test_env, catch_exceptions=False)
         assert result.exit_code == 0, result.output
-        for name in ("reference", "onnx", "onnx-int8"):
+        for name in ("reference", "onnx", "onnx-int8", "onnx-int8-tensorrt"):
             target_module(name).run(ctx, force=False)
-    for rel in ("source/model.tflite", "source/reference.npy", "onnx/model.onnx", "onnx/model.int8.onnx"):
+    for rel in ("source/model.tflite", "source/reference.npy", "onnx/model.onnx", "onnx/model.int8.onnx", "onnx/model.int8.sym.onnx"):
         if not ctx.store.path(rel).is_file():
             pytest.fail(f"{ctx.store.path(rel)} missing: run the tf-onnx tests first (nox -s tests) or set MODELPORT_TEST_ARTIFACTS")
     return ctx

@@ -30,7 +30,7 @@ nox.options.error_on_external_run = False
 ENVS = {
     "tf-onnx": {
         "packages": ["common", "bench", "convert"],
-        "convert": [["fetch"], ["convert", "reference", "onnx", "onnx-int8"]],
+        "convert": [["fetch"], ["convert", "reference", "onnx", "onnx-int8", "onnx-int8-tensorrt"]],
         "bench": ["tflite", "onnx", "onnx-int8"],
         "tests": ["packages/common/tests", "packages/bench/tests", "packages/convert/tests", "-m", "not ncnn and not rknn and not tensorrt"],
     },

@@ -59,3 +59,18 @@ def test_reference_is_the_tflite_output(pipeline):
     labels = pipeline.labels
     assert "chickadee" in labels.name(int(ref[names.index("bird.jpg")].argmax()))
     assert "military uniform" in labels.name(int(ref[names.index("grace_hopper.jpg")].argmax()))
+
+
+def test_tensorrt_qdq_variant_is_symmetric_int8_and_meets_the_floor(pipeline):
+    from onnx import numpy_helper
+
+    path = pipeline.store.path("onnx/model.int8.sym.onnx")
+    rt = OnnxInt8Runtime(pipeline.config, {"model": path})
+    ref = load_reference(pipeline.store, pipeline.eval_images, pipeline.config.input.signature)
+    with rt:
+        a = compare(run_outputs(rt, prepared_images(pipeline), pipeline.config.input), ref, [p.name for p in pipeline.eval_images])
+    assert a.top1 >= 0.9 and a.cosine_mean >= 0.98 and a.cosine_min >= 0.95
+    model = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)

@@ -97,21 +97,23 @@ def test_real_fp32_onnx_is_static_nchw(pipeline):
     assert inp.shape == (1, 3, 224, 224) and not inp.dynamic and inp.layout == pipeline.config.input.layout
 
 
-def test_int8_plan_on_the_real_qdq_model(pipeline, test_env):
-    """auto: explicit quantization if TensorRT accepts the backbone's QDQ model, else calibration and why."""
-    path = pipeline.store.path("onnx/model.int8.onnx")
+def test_int8_plan_takes_the_symmetric_qdq_model(pipeline):
+    """auto: the backbone's symmetric QDQ model (onnx-int8-tensorrt) is what TensorRT explicit quantization takes."""
+    path = pipeline.store.path("onnx/model.int8.sym.onnx")
     model = net.load(path)
-    assert net.qdq_nodes(model) > 100
-    problems = net.qdq_problems(model)
+    assert net.qdq_nodes(model) > 100 and net.qdq_problems(model) == []
     plan = trt_convert.int8_plan(pipeline)
-    if not problems:
-        assert plan.mode == "qdq" and plan.onnx == path and plan.why is None
-        return
-    # onnxruntime's default U8S8 QDQ (uint8 activations) is not something TensorRT can run.
-    assert pipeline.config.quantization.activation_type == "uint8" or any("zero point" in p for p in problems)
+    assert plan.mode == "qdq" and plan.onnx == path and plan.why is None
+
+
+def test_int8_plan_falls_back_from_the_u8s8_model(pipeline, test_env):
+    """onnxruntime's U8S8 QDQ (uint8 activations, int32 biases) is not something TensorRT can run: calibrate, saying why."""
+    u8s8 = make_context(test_env, overrides=["tensorrt.qdq_onnx=onnx/model.int8.onnx"])
+    assert any("uint8 zero point" in p for p in net.qdq_problems(net.load(pipeline.store.path("onnx/model.int8.onnx"))))
+    plan = trt_convert.int8_plan(u8s8)
     assert plan.mode == "calibrate" and plan.onnx == pipeline.store.path("onnx/model.onnx")
     assert plan.why.startswith("onnx/model.int8.onnx cannot be used for TensorRT explicit quantization: ")
-    strict = make_context(test_env, overrides=["tensorrt.int8_mode=qdq"])
+    strict = make_context(test_env, overrides=["tensorrt.int8_mode=qdq", "tensorrt.qdq_onnx=onnx/model.int8.onnx"])
     with pytest.raises(InputError, match='TensorRT needs symmetric int8 Q/DQ .* int8_mode = "calibrate"'):
         trt_convert.int8_plan(strict)
 
@@ -121,4 +123,4 @@ def test_int8_plan_honours_calibrate_and_a_missing_qdq_model(pipeline, test_env)
     assert trt_convert.int8_plan(calibrate).mode == "calibrate"
     missing = make_context(test_env, overrides=["tensorrt.qdq_onnx=onnx/nope.onnx"])
     plan = trt_convert.int8_plan(missing)
-    assert plan.mode == "calibrate" and "does not exist (run `modelport convert onnx-int8` first)" in plan.why
+    assert plan.mode == "calibrate" and "does not exist (run `modelport convert onnx-int8-tensorrt` first)" in plan.why

@@ -1,7 +1,9 @@
-"""`convert onnx-int8`: static post-training quantization with onnxruntime.quantization.
+"""`convert onnx-int8` / `onnx-int8-tensorrt`: static post-training quantization with onnxruntime.quantization.
 
-QDQ, per-channel weights, activations calibrated on the common calibration set. QDQ is
-also what TensorRT's explicit quantization consumes.
+QDQ, per-channel weights, activations calibrated on the common calibration set. Two
+variants from one quantizer: ``onnx-int8`` follows [quantization] (U8S8 by default:
+the fast one for onnxruntime on x86), ``onnx-int8-tensorrt`` is symmetric int8 with
+float biases, the only QDQ form TensorRT's explicit quantization accepts.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from modelport.common.log import step
 
 from .verify import verify
 
-SOURCE, OUTPUT = "onnx/model.onnx", "onnx/model.int8.onnx"
+SOURCE = "onnx/model.onnx"
 
 
 def unavailable_reason() -> str | None:
@@ -39,7 +41,30 @@ class CalibrationReader:
         return None if tensor is None else {self.input_name: tensor}
 
 
-def run(ctx: StepContext, force: bool):
+class Quantizer:
+    """One QDQ variant as a conversion target (see the module docstring)."""
+
+    unavailable_reason = staticmethod(unavailable_reason)
+    tool_version = staticmethod(tool_version)
+
+    def __init__(self, output: str, tensorrt: bool):
+        self.output, self.tensorrt = output, tensorrt
+
+    def settings(self, q) -> dict:
+        if not self.tensorrt:
+            return q.model_dump()
+        return q.model_dump() | {"activation_type": "int8", "weight_type": "int8",
+                                 "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}}
+
+    def run(self, ctx: StepContext, force: bool):
+        return quantize(ctx, force, self.output, self.settings(ctx.config.quantization))
+
+
+ORT = Quantizer("onnx/model.int8.onnx", tensorrt=False)
+TENSORRT = Quantizer("onnx/model.int8.sym.onnx", tensorrt=True)
+
+
+def quantize(ctx: StepContext, force: bool, output: str, q: dict):
     reason = unavailable_reason()
     if reason:
         raise ToolchainMissing(reason)
@@ -49,16 +74,15 @@ def run(ctx: StepContext, force: bool):
     cfg, store = ctx.config, ctx.store
     calib = ctx.calibration
     calib.validate()  # every calibration image decodes before anything is written
-    q = cfg.quantization
     source = store.path(SOURCE)
     inputs = {"onnx": source, "reference": store.path("source/reference.npy")}
     inputs |= {f"calibration:{p.name}": p for p in calib.paths}
-    with store.produce(OUTPUT, inputs=inputs, tool="onnxruntime.quantization", tool_version=tool_version(),
-                       options=q.model_dump() | {"calibration_images": len(calib)}, force=force) as job:
+    with store.produce(output, inputs=inputs, tool="onnxruntime.quantization", tool_version=tool_version(),
+                       options=q | {"calibration_images": len(calib)}, force=force) as job:
         if job.cached:
             return [job.path]
-        step(f"quantize {SOURCE}: QDQ, {'per-channel' if q.per_channel else 'per-tensor'}, "
-             f"{q.activation_type}/{q.weight_type}, {q.calibrate_method} on {len(calib)} calibration images")
+        step(f"quantize {SOURCE} -> {output}: QDQ, {'per-channel' if q['per_channel'] else 'per-tensor'}, "
+             f"{q['activation_type']}/{q['weight_type']}, {q['calibrate_method']} on {len(calib)} calibration images")
         prepped = job.workdir / "prepped.onnx"
         quant_pre_process(str(source), str(prepped))
         import onnx
@@ -67,12 +91,13 @@ def run(ctx: StepContext, force: bool):
         qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
         quantize_static(
             str(prepped), str(job.tmp()), CalibrationReader(calib, input_name),
-            quant_format=QuantFormat.QDQ, per_channel=q.per_channel,
-            activation_type=qtype[q.activation_type], weight_type=qtype[q.weight_type],
+            quant_format=QuantFormat.QDQ, per_channel=q["per_channel"],
+            activation_type=qtype[q["activation_type"]], weight_type=qtype[q["weight_type"]],
             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                              "percentile": CalibrationMethod.Percentile}[q.calibrate_method],
+                              "percentile": CalibrationMethod.Percentile}[q["calibrate_method"]],
+            extra_options=q.get("extra_options", {}),
         )
-        agreement = verify(ctx, OnnxInt8Runtime(cfg, {"model": job.tmp()}), "int8", store.path(OUTPUT))
+        agreement = verify(ctx, OnnxInt8Runtime(cfg, {"model": job.tmp()}), "int8", store.path(output))
         job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
                    calibration=calib.signature())
     return [job.path]

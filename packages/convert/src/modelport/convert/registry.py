@@ -13,7 +13,8 @@ from modelport.common.doctor import Check
 TARGETS: dict[str, str] = {
     "reference": "modelport.convert.reference",
     "onnx": "modelport.convert.tflite_onnx",
-    "onnx-int8": "modelport.convert.onnx_int8",
+    "onnx-int8": "modelport.convert.onnx_int8:ORT",
+    "onnx-int8-tensorrt": "modelport.convert.onnx_int8:TENSORRT",
     "tensorrt-fp32": "modelport.convert.tensorrt:FP32",
     "tensorrt-fp16": "modelport.convert.tensorrt:FP16",
     "tensorrt-int8": "modelport.convert.tensorrt:INT8",

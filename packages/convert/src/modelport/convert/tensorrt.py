@@ -62,7 +62,7 @@ def int8_plan(ctx: StepContext) -> Int8Plan:
         return Int8Plan("calibrate", store.path(SOURCE))
     qdq = store.path(tcfg.qdq_onnx)
     if not qdq.is_file():
-        problems = ["it does not exist (run `modelport convert onnx-int8` first)"]
+        problems = ["it does not exist (run `modelport convert onnx-int8-tensorrt` first)"]
     else:
         model = net.load(qdq)
         problems = net.qdq_problems(model) if net.qdq_nodes(model) else ["it has no QuantizeLinear/DequantizeLinear nodes"]
