@@ -10,6 +10,8 @@ RUNTIMES: dict[str, str] = {
     "tflite": "modelport.bench.runtimes.tflite:TfliteRuntime",
     "onnx": "modelport.bench.runtimes.onnxruntime:OnnxFp32Runtime",
     "onnx-int8": "modelport.bench.runtimes.onnxruntime:OnnxInt8Runtime",
+    "ncnn": "modelport.bench.runtimes.ncnn:NcnnRuntime",
+    "ncnn-int8": "modelport.bench.runtimes.ncnn:NcnnInt8Runtime",
     "tensorrt-fp32": "modelport.bench.runtimes.tensorrt:TensorrtFp32Runtime",
     "tensorrt-fp16": "modelport.bench.runtimes.tensorrt:TensorrtFp16Runtime",
     "tensorrt-int8": "modelport.bench.runtimes.tensorrt:TensorrtInt8Runtime",

@@ -79,7 +79,29 @@ class OnnxruntimeConfig(Section):
 
 
 class NcnnConfig(Section):
+    """ONNX -> ncnn (pnnx) FP32, ncnn INT8 and the ncnn runtime (envs/ncnn)."""
+
     threads: int = Field(2, ge=1)
+    # Also timed at these thread counts (results extra_timings "threads_N"): 1 vs 2 threads side by side.
+    extra_threads: list[int] = [1]
+    fp16_weights: bool = False  # pnnx fp16=1: half-size FP32 .bin (cosine 0.99996 instead of 0.9999998)
+    # ncnn Option flags. FP32 means FP32: fp16 storage/arithmetic stay off unless asked for.
+    fp16_storage: bool = False
+    fp16_packed: bool = False
+    fp16_arithmetic: bool = False
+    packing_layout: bool = True
+    winograd: bool = True
+    sgemm: bool = True
+    # auto = Vulkan only on a real GPU (not Mesa's llvmpipe CPU device); on = any Vulkan device; off = CPU.
+    vulkan: Literal["auto", "on", "off"] = "auto"
+    # INT8 (`convert ncnn-int8`). tools: official = ncnnoptimize/ncnn2table/ncnn2int8 from PATH;
+    # builtin = modelport's own (no C++ tools needed); auto = official when on PATH and the method is one
+    # ncnn2table has (kl, aciq), else builtin.
+    tools: Literal["auto", "official", "builtin"] = "auto"
+    # minmax passes the INT8 floor on MobileNetV2 (kl/aciq clip the ReLU6 activations: cosine min 0.73/0.63).
+    calibration_method: Literal["minmax", "kl", "aciq"] = "minmax"
+    bias_correction: bool = True  # builtin: remove the mean shift weight rounding causes (min cosine 0.956 -> 0.977)
+    requantize: bool = True  # builtin: int8 conv -> int8 conv without a float round trip (as ncnn2int8 fuses)
 
 
 class RknnConfig(Section):

@@ -15,6 +15,8 @@ TARGETS: dict[str, str] = {
     "onnx": "modelport.convert.tflite_onnx",
     "onnx-int8": "modelport.convert.onnx_int8:ORT",
     "onnx-int8-tensorrt": "modelport.convert.onnx_int8:TENSORRT",
+    "ncnn": "modelport.convert.ncnn",
+    "ncnn-int8": "modelport.convert.ncnn_int8",
     "tensorrt-fp32": "modelport.convert.tensorrt:FP32",
     "tensorrt-fp16": "modelport.convert.tensorrt:FP16",
     "tensorrt-int8": "modelport.convert.tensorrt:INT8",

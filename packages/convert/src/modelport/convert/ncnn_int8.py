@@ -1,0 +1,119 @@
+"""`convert ncnn-int8`: ncnn FP32 -> native ncnn INT8 model + calibration table.
+
+Outputs ncnn/model-int8.param, ncnn/model-int8.bin and ncnn/model.table in the
+formats ncnn2int8 / ncnn2table use, so the ncnn runtime loads the model like any
+int8 model. Two implementations ([ncnn] tools / --ncnn-tools):
+
+- builtin: activation statistics from the calibration images run through the ncnn
+  runtime (FP32 model, each quantized layer's input blob extracted), thresholds by
+  min-max, KL or ACIQ, per-output-channel weight scales, int8 weights + bias
+  correction, requantize fusion. Needs nothing beyond the ncnn wheel.
+- official: ncnnoptimize, ncnn2table, ncnn2int8 from PATH (the ncnn Docker image).
+
+Everything is validated first (every calibration image decoded) and written through
+the artifact store, so a bad image or a failed gate leaves no model behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from rich.markup import escape
+
+from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
+from modelport.common import __version__
+from modelport.common.context import StepContext
+from modelport.common.errors import ToolchainMissing
+from modelport.common.log import console, step
+
+from . import ncnn_official
+from .ncnn import BIN, PARAM
+from .ncnn import tool_version as pnnx_version
+from .ncnn_format import load, write_bin, write_param
+from .ncnn_quantize import quantize_model
+from .ncnn_table import Table, calibrate
+from .verify import verify
+
+INT8_PARAM, INT8_BIN, TABLE = "ncnn/model-int8.param", "ncnn/model-int8.bin", "ncnn/model.table"
+
+
+def unavailable_reason() -> str | None:
+    return None if importlib.util.find_spec("ncnn") else "python module ncnn not installed (envs/ncnn)"
+
+
+def tool_version() -> str:
+    missing = ncnn_official.missing_tools()
+    official = f"official tools {ncnn_official.tools_version()}" if not missing else "official tools not on PATH"
+    return f"builtin int8 (modelport {__version__}, {pnnx_version()}); {official}"
+
+
+def choose_tools(setting: str, method: str) -> tuple[str, str]:
+    """(builtin|official, why) for [ncnn] tools = auto|official|builtin."""
+    if setting != "auto":
+        return setting, f"[ncnn] tools = {setting}"
+    missing = ncnn_official.missing_tools()
+    if missing:
+        return "builtin", f"official tools not on PATH ({', '.join(missing)})"
+    if method not in ncnn_official.METHODS:
+        return "builtin", f"ncnn2table has no {method} method"
+    return "official", "official tools on PATH"
+
+
+def run(ctx: StepContext, force: bool):
+    reason = unavailable_reason()
+    if reason:
+        raise ToolchainMissing(reason)
+    cfg, store = ctx.config, ctx.store
+    c = cfg.ncnn
+    calibration = ctx.calibration  # a missing list entry or an empty folder fails here ...
+    calibration.validate()  # ... and an unreadable image here: before anything is written
+    tools, why = choose_tools(c.tools, c.calibration_method)
+    if tools == "official" and ncnn_official.missing_tools():
+        raise ToolchainMissing(f"[ncnn] tools = official, but not on PATH: {', '.join(ncnn_official.missing_tools())}")
+    inputs = {"param": store.path(PARAM), "bin": store.path(BIN), "reference": store.path("source/reference.npy")}
+    inputs |= {f"calibration:{p.name}": p for p in calibration.paths}
+    options = {"tools": tools, "method": c.calibration_method, "calibration_images": len(calibration),
+               "input": cfg.input.signature}
+    if tools == "builtin":
+        options |= {"bias_correction": c.bias_correction, "requantize": c.requantize}
+    version = tool_version() if tools == "builtin" else f"ncnn tools {ncnn_official.tools_version()}"
+    outputs = [INT8_PARAM, INT8_BIN, TABLE]
+    with store.produce(outputs, inputs=inputs, tool=f"ncnn-int8-{tools}", tool_version=version, options=options, force=force) as job:
+        if job.cached:
+            return [store.path(o) for o in outputs]
+        step(escape(f"ncnn int8 ({tools}: {why}), {c.calibration_method} on {len(calibration)} calibration images"))
+        if tools == "official":
+            ncnn_official.make_int8(store.path(PARAM), store.path(BIN), calibration, c.calibration_method, c.threads,
+                                    job.workdir, job.tmp(INT8_PARAM), job.tmp(INT8_BIN), job.tmp(TABLE))
+            layers = {}
+        else:
+            layers = builtin_int8(ctx, job.tmp(INT8_PARAM), job.tmp(INT8_BIN), job.tmp(TABLE))
+        ratio = job.tmp(INT8_BIN).stat().st_size / store.path(BIN).stat().st_size
+        console.print(f"   {INT8_BIN}: {ratio:.1%} of the FP32 .bin" + (
+            f"; {len(layers['quantized'])} int8 layers, {len(layers['requantized'])} requantize to int8" if layers else ""))
+        agreement = verify(ctx, NcnnInt8Runtime(cfg, {"param": job.tmp(INT8_PARAM), "bin": job.tmp(INT8_BIN)}), "int8",
+                           store.path(INT8_PARAM))
+        job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None, tools_reason=why,
+                   size_ratio=round(ratio, 4), calibration=calibration.signature(),
+                   int8_layers=len(layers.get("quantized", [])), requantized_layers=len(layers.get("requantized", [])))
+    return [store.path(o) for o in outputs]
+
+
+def builtin_int8(ctx: StepContext, out_param, out_bin, out_table) -> dict[str, list[str]]:
+    cfg, store = ctx.config, ctx.store
+    c = cfg.ncnn
+    model = load(store.path(PARAM), store.path(BIN))
+    calibration = ctx.calibration
+    # Statistics come from ncnn itself running the FP32 model on the uint8 images it will see.
+    with NcnnRuntime(cfg, {"param": store.path(PARAM), "bin": store.path(BIN)}) as fp32:
+        def run_blobs(image, names):
+            return fp32.blobs(image[None], names)
+
+        scales, stats = calibrate(model, run_blobs, calibration.prepared, c.calibration_method)
+    table = Table.build(model, scales)
+    table.write(out_table)
+    means = {name: st.channel_mean for name, st in stats.items()} if c.bias_correction else None
+    layers = quantize_model(model, table, requantize=c.requantize, input_means=means)
+    write_param(model, out_param)
+    write_bin(model, out_bin)
+    return layers
