@@ -126,11 +126,21 @@ class ArtifactStore:
             f.truncate()
             f.write(f"pid {os.getpid()}")
             f.flush()
+            self._sweep()
             try:
                 yield
             finally:
                 f.truncate(0)
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+    def _sweep(self) -> None:
+        """Delete what a SIGKILLed run left: temp files and work dirs. Never trusted (temp names, no
+        manifest), and with the lock held no live writer owns them."""
+        shutil.rmtree(self.root / ".tmp", ignore_errors=True)
+        for stale in self.root.rglob(".*.partial*"):
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
 
 
 class Job:

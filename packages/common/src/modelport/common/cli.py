@@ -6,6 +6,7 @@ shows `convert`/`bench` but never imports tensorflow, and the rknn env shows `rk
 
 from __future__ import annotations
 
+import signal
 import sys
 from importlib.metadata import entry_points
 
@@ -57,8 +58,14 @@ def _register() -> None:
             cli.add_command(ep.load(), ep.name)
 
 
+def _terminate(signum, frame):
+    # SIGTERM (docker stop, CI timeouts, kill) unwinds like Ctrl-C, so artifact jobs delete their temp files.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     _register()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="modelport", standalone_mode=False)
     except HardwareMissing as e:
