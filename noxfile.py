@@ -75,14 +75,16 @@ def env_bin(session: nox.Session, env: str, extra: list[str] = ()) -> Path:
     venv = ROOT / ".nox" / f"env-{env}"
     toolchain = not (spec.get("needs_gpu") and gpu_missing())
     inputs = [*(_requirements(env) if toolchain else []), *(ROOT / "packages" / p / "pyproject.toml" for p in spec["packages"])]
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in inputs) + repr((toolchain, list(extra))).encode()).hexdigest()
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in inputs) + repr(toolchain).encode()).hexdigest()
     stamp = venv / ".modelport-stamp"
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
     if stamp.is_file() and stamp.read_text() == digest:
         session.log(f"reusing {venv.relative_to(ROOT)} (requirements unchanged)")
+        if extra:  # test tools sit on top of the env, outside its stamp, so tests and steps share one venv
+            session.run(*pip, "-q", *extra, external=True)
         return venv / "bin"
     python = shutil.which("python3.11") or sys.executable
     session.run(python, "-m", "venv", "--clear", str(venv), external=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
     session.run(*pip, "-q", "--upgrade", "pip", external=True)
     if not toolchain:
         session.warn(f"{env}: toolchain not installed: {gpu_missing()}; its steps will record that reason")
@@ -92,10 +94,10 @@ def env_bin(session: nox.Session, env: str, extra: list[str] = ()) -> Path:
     for req in (_requirements(env) if toolchain else []):
         # requirements-nodeps.txt: wheels whose declared deps are wrong for us (pnnx pulls CUDA torch, ...)
         session.run(*pip, "-q", *(["--no-deps"] if "nodeps" in req.name else []), "-r", str(req), external=True)
-    session.run(*pip, "--no-deps", *[a for p in spec["packages"] for a in ("-e", str(ROOT / "packages" / p))], external=True)
-    if extra:
-        session.run(*pip, *extra, external=True)
+    session.run(*pip, "-q", "--no-deps", *[a for p in spec["packages"] for a in ("-e", str(ROOT / "packages" / p))], external=True)
     stamp.write_text(digest)
+    if extra:
+        session.run(*pip, "-q", *extra, external=True)
     return venv / "bin"
 
 
