@@ -169,6 +169,17 @@ def test_official_and_builtin_tools_agree(ncnn_models, test_env, tmp_path):
     assert a_off.top1 >= 0.75 and a_own.top1 >= 0.75
 
 
+def test_tools_choice(monkeypatch):
+    from modelport.convert.ncnn_int8 import choose_tools
+
+    monkeypatch.setattr(ncnn_official, "missing_tools", lambda: ["ncnn2table"])
+    assert choose_tools("auto", "kl")[0] == "builtin"
+    monkeypatch.setattr(ncnn_official, "missing_tools", lambda: [])
+    assert choose_tools("auto", "kl") == ("official", "official tools on PATH")
+    assert choose_tools("auto", "minmax")[0] == "builtin"  # ncnn2table has no min-max
+    assert choose_tools("builtin", "kl")[0] == "builtin" and choose_tools("official", "aciq")[0] == "official"
+
+
 def copy_inputs(ctx, root):
     """A fresh artifacts folder holding only what `convert ncnn-int8` reads (reference + FP32 model)."""
     for rel in ("source/reference.npy", "ncnn/model.param", "ncnn/model.bin"):

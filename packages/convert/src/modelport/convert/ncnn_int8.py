@@ -70,6 +70,9 @@ def run(ctx: StepContext, force: bool):
     tools, why = choose_tools(c.tools, c.calibration_method)
     if tools == "official" and ncnn_official.missing_tools():
         raise ToolchainMissing(f"[ncnn] tools = official, but not on PATH: {', '.join(ncnn_official.missing_tools())}")
+    if tools == "official" and c.calibration_method not in ncnn_official.METHODS:
+        raise ToolchainMissing(f"ncnn2table has no {c.calibration_method} method ({', '.join(ncnn_official.METHODS)} only): "
+                               "set [ncnn] calibration_method, or tools = builtin")
     inputs = {"param": store.path(PARAM), "bin": store.path(BIN), "reference": store.path("source/reference.npy")}
     inputs |= {f"calibration:{p.name}": p for p in calibration.paths}
     options = {"tools": tools, "method": c.calibration_method, "calibration_images": len(calibration),
