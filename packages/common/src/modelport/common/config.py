@@ -105,7 +105,33 @@ class NcnnConfig(Section):
 
 
 class RknnConfig(Section):
-    target_platform: str = "rk3588"
+    """ONNX -> RKNN (rknn-toolkit2 2.5.0) for Rockchip NPUs: x86 simulator, board via adb (envs/rknn).
+
+    mean/std come from [input], never from here: one preprocessing for every backend.
+    """
+
+    # The chips rknn-toolkit2 2.5.0 builds for; a Literal so a typo fails at config load, before the toolkit starts.
+    target_platform: Literal[
+        "rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rk2118", "rv1126b", "rv1106", "rv1106b", "rv1103", "rv1103b"
+    ] = "rk3588"
+    quantized_dtype: Literal["w8a8", "w8a16", "w16a16i_dfp", "w4a16"] = "w8a8"  # what 2.5.0's RKNN.config documents
+    # normal: 12/12 top-1, cosine min 0.981 / mean 0.997 on the shared images in ~4 s (rk3588, channel);
+    # mmse: min 0.997 / mean 0.999 but ~100 s build; kl_divergence: 11/12, min 0.79.
+    quantized_algorithm: Literal["normal", "mmse", "kl_divergence"] = "normal"
+    quantized_method: Literal["channel", "layer"] = "channel"  # layer: 11/12, min 0.89 (depthwise weights vary per channel)
+    optimization_level: int = Field(3, ge=0, le=3)
+    fp16: bool = True  # also build the unquantized FP16 model (float floor: every top-1, cosine >= 0.999)
+    # accuracy_analysis images (eval image names); empty = the INT8 simulation's lowest-cosine image.
+    analysis_images: list[str] = []
+    worst_layers: int = Field(10, ge=1)  # how many layers the report lists
+    keep_snapshots: bool = False  # accuracy_analysis tensor dumps: ~340 MB per image, parsed then deleted unless set
+    # Hybrid quantization: the toolkit proposes float16 layers from this many calibration images (~8 s each);
+    # on MobileNetV2 12 images raise cosine min 0.981 -> 0.989, 4 images lower it to 0.970.
+    hybrid_proposal: bool = True
+    hybrid_proposal_images: int = Field(12, ge=1)
+    hybrid_float16_layers: list[str] = []  # tensor names (see rknn/accuracy/analysis.json) always kept in float16
+    device_id: str | None = None  # adb serial of a board (`rknn board --target-device` overrides)
+    core_mask: Literal["auto", "0", "1", "2", "0_1", "0_1_2", "all"] = "auto"  # NPU cores (rk3588/rk3576)
 
 
 class TensorrtConfig(Section):

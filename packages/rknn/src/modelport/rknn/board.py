@@ -1,0 +1,142 @@
+"""`rknn board`: the INT8 model on a real Rockchip NPU, two ways, both writing the common result schema.
+
+- From a host over adb (``--target-device SERIAL``): rknn-toolkit2 ``load_rknn`` +
+  ``init_runtime(target=<platform>, device_id=...)``, outputs on the eval images,
+  host-side latency (includes the adb transfer: the toolkit's ``eval_perf`` gives the
+  NPU's own time, recorded beside it) and ``eval_memory``. -> results/rknn-int8-board.json
+- On the board itself (``--lite``): rknn-toolkit-lite2's ``RKNNLite`` (aarch64 only,
+  needs the board's librknnrt), timed like every other runtime. -> results/rknn-int8-lite.json
+
+Without a board either way is recorded as skipped with the reason, never faked. The
+toolkit starts its bundled adb server to look for devices; it is stopped by PID after.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+from collections.abc import Callable
+
+import numpy as np
+
+from modelport.common.context import StepContext
+from modelport.common.errors import HardwareMissing, ModelportError
+from modelport.common.log import console, skip, step
+from modelport.common.preprocess import to_tensor
+from modelport.common.schema import BackendResult
+from modelport.common.timing import load_average, measure
+
+from . import convert, simulate, toolkit
+
+BOARD = simulate.Backend("rknn-int8-board", "RKNN INT8 (board via adb)", "int8")
+LITE = simulate.Backend("rknn-int8-lite", "RKNN INT8 (board, RKNNLite)", "int8")
+NO_DEVICE = "no Rockchip board (connect one over adb: --target-device SERIAL|auto; on the board: `rknn board --lite`)"
+
+
+def lite_unavailable_reason() -> str | None:
+    if platform.machine() not in ("aarch64", "arm64"):
+        return f"rknn-toolkit-lite2 runs on the board itself (aarch64 with librknnrt), this is {platform.machine()}"
+    if importlib.util.find_spec("rknnlite") is None:
+        return "rknn-toolkit-lite2 is not installed (on the board: pip install rknn-toolkit-lite2)"
+    return None
+
+
+def core_mask(cls, name: str) -> int:
+    return {"auto": cls.NPU_CORE_AUTO, "0": cls.NPU_CORE_0, "1": cls.NPU_CORE_1, "2": cls.NPU_CORE_2,
+            "0_1": cls.NPU_CORE_0_1, "0_1_2": cls.NPU_CORE_0_1_2, "all": cls.NPU_CORE_ALL}[name]
+
+
+def _skipped(ctx: StepContext, b: simulate.Backend, reason: str) -> BackendResult:
+    result = simulate.result_base(ctx, b, "npu", "skipped", reason)
+    result.latency_note = "not measured: " + reason
+    simulate.write_result(ctx.store, result)
+    skip(f"{b.key}: {reason}")
+    return result
+
+
+def _measure(ctx: StepContext, result: BackendResult, infer: Callable[[np.ndarray], list]) -> np.ndarray:
+    """Outputs on every eval image, then warm-up + timed runs on the headline image (as `modelport bench`)."""
+    cfg = ctx.config
+    tensors = [to_tensor(a, cfg.input, "NHWC", "uint8") for a in convert.eval_prepared(ctx)]
+    outputs = np.stack([np.asarray(infer(t)[0], dtype=np.float32).reshape(-1) for t in tensors])
+    names = [p.name for p in ctx.eval_images]
+    head = tensors[names.index(cfg.images.headline) if cfg.images.headline in names else 0]
+    before = load_average()
+    result.latency_ms = measure(lambda: infer(head), cfg.bench.warmup, cfg.bench.runs)
+    result.load_avg = {"before": before, "after": load_average()}
+    return outputs
+
+
+def _finish(ctx: StepContext, result: BackendResult, outputs: np.ndarray) -> BackendResult:
+    model = ctx.store.path(convert.MODELS["int8"])
+    result.artifact, result.size_bytes = ctx.store.rel(model), model.stat().st_size
+    simulate.fill_outputs(ctx, result, outputs)
+    simulate.write_result(ctx.store, result, outputs)
+    console.print(f"   {simulate.summary(result)}; median {result.latency_ms.median:.2f} ms")
+    return result
+
+
+def run_adb(ctx: StepContext, device: str | None, verbose: bool = False) -> BackendResult:
+    """Host + board over adb. ``device``: adb serial, 'auto' (the only one connected) or None (skip)."""
+    if not device:
+        return _skipped(ctx, BOARD, NO_DEVICE)
+    built = convert.run(ctx, "int8", verbose=verbose)  # the board runs the exported model, not a rebuild
+    rc, log = ctx.config.rknn, convert.log_path(ctx, "board")
+    step(f"rknn board: {built.model.name} on {rc.target_platform} ({device})")
+    result = simulate.result_base(ctx, BOARD, f"npu ({rc.target_platform}, adb {device})")
+    with toolkit.adb_guard():
+        with toolkit.session(log, ctx.store.path("rknn"), verbose) as rk:
+            found = toolkit.call(rk.list_devices, what="list_devices", log=log)
+            serials = [s for group in (found or ()) for s in (group or ())]
+            if not serials or (device != "auto" and device not in serials):
+                return _skipped(ctx, BOARD, f"{NO_DEVICE} (adb sees: {', '.join(serials) or 'nothing'})")
+            device_id = None if device == "auto" else device
+            toolkit.call(rk.load_rknn, str(built.model), what="load_rknn", log=log, path=built.model)
+            toolkit.call(rk.init_runtime, target=rc.target_platform, device_id=device_id, perf_debug=False,
+                         core_mask=core_mask(type(rk), rc.core_mask), what="init_runtime", log=log, path=built.model)
+            outputs = _measure(ctx, result, lambda t: rk.inference(inputs=[t], data_format=["nhwc"]))
+            result.latency_note = "host-side: includes the adb transfer; NPU time in settings.eval_perf"
+            try:
+                result.settings["eval_perf"] = rk.eval_perf(is_print=False)
+            except Exception as e:  # an old board runtime without perf support: keep the measured outputs
+                result.notes.append(f"eval_perf failed: {e}")
+        with toolkit.session(log, ctx.store.path("rknn"), verbose) as rk:  # eval_mem=True slows inference: own runtime
+            toolkit.call(rk.load_rknn, str(built.model), what="load_rknn", log=log, path=built.model)
+            toolkit.call(rk.init_runtime, target=rc.target_platform, device_id=device_id, eval_mem=True,
+                         what="init_runtime(eval_mem)", log=log, path=built.model)
+            try:
+                result.settings["eval_memory"] = rk.eval_memory(is_print=False)
+            except Exception as e:
+                result.notes.append(f"eval_memory failed: {e}")
+    result.tool_versions = toolkit.versions()
+    return _finish(ctx, result, outputs)
+
+
+def run_lite(ctx: StepContext) -> BackendResult:
+    """On the board: RKNNLite on the exported INT8 model (copy artifacts/ over, run, copy results/ back)."""
+    reason = lite_unavailable_reason()
+    if reason:
+        return _skipped(ctx, LITE, reason)
+    from rknnlite.api import RKNNLite  # only on the board
+
+    model = ctx.store.path(convert.MODELS["int8"])
+    if not model.is_file():
+        raise ModelportError("no RKNN model: run `modelport rknn convert` on a host and copy artifacts/rknn here", model)
+    step(f"rknn board --lite: {model.name} with RKNNLite")
+    result = simulate.result_base(ctx, LITE, f"npu ({platform.node()})")
+    lite = RKNNLite(verbose=False)
+    try:
+        if lite.load_rknn(str(model)) != 0:
+            raise ModelportError("RKNNLite.load_rknn failed (a model built for another target_platform?)", model)
+        if lite.init_runtime(core_mask=core_mask(RKNNLite, ctx.config.rknn.core_mask)) != 0:
+            raise HardwareMissing("RKNNLite.init_runtime failed: no NPU driver / librknnrt on this machine")
+        outputs = _measure(ctx, result, lambda t: lite.inference(inputs=[t], data_format=["nhwc"]))
+    except HardwareMissing as e:
+        return _skipped(ctx, LITE, str(e))
+    finally:
+        lite.release()
+    from importlib.metadata import version
+
+    result.tool_versions = {"rknn-toolkit-lite2": version("rknn-toolkit-lite2")}
+    result.settings = {"core_mask": ctx.config.rknn.core_mask}
+    return _finish(ctx, result, outputs)

@@ -1,0 +1,198 @@
+"""`rknn convert`: ONNX -> ``rknn/model.rknn`` (INT8) and ``rknn/model-fp16.rknn``, verified in the simulator.
+
+rknn-toolkit2's x86 simulator cannot run an exported ``.rknn`` (``load_rknn`` then
+``init_runtime()`` returns -1), so the model is verified from the same in-memory build
+that is exported: build -> simulate the eval images -> compare with the TFLite
+reference -> gate -> export. The simulator outputs are kept beside the model
+(``*.eval.npy``) so `rknn simulate` writes its result without building again (an mmse
+build takes ~100 s).
+
+Everything a user can get wrong is checked before the toolkit (and torch) starts: the
+target platform (config validation), the ONNX (exists, static NCHW of the configured
+size), the calibration images (decoded up front).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from modelport.common.agreement import check_gate, compare
+from modelport.common.context import StepContext
+from modelport.common.errors import InputError
+from modelport.common.images import load_image
+from modelport.common.log import console, step
+from modelport.common.preprocess import prepare, to_tensor
+from modelport.common.reference import REFERENCE, load_reference
+from modelport.common.schema import Agreement
+
+from . import toolkit
+from .dataset import write_dataset
+
+ONNX = "onnx/model.onnx"
+Kind = Literal["int8", "fp16", "hybrid"]
+MODELS: dict[str, str] = {"int8": "rknn/model.rknn", "fp16": "rknn/model-fp16.rknn", "hybrid": "rknn/model-hybrid.rknn"}
+
+
+def eval_outputs_path(kind: str) -> str:
+    """The simulator's outputs on the eval images, kept beside the model they came from."""
+    return MODELS[kind].removesuffix(".rknn") + ".eval.npy"
+
+
+def log_path(ctx: StepContext, name: str) -> Path:
+    return ctx.store.path(f"rknn/logs/{name}.log")
+
+
+# -- checks that need no toolkit ------------------------------------------------------------------
+def check_onnx(ctx: StepContext) -> Path:
+    """The ONNX exists and has one static NCHW input of the configured size (what load_onnx needs)."""
+    path = ctx.store.path(ONNX)
+    if not path.is_file():
+        raise InputError("no ONNX model: run `modelport convert onnx` (tf-onnx env) first", path)
+    try:
+        import onnx
+    except ImportError:  # the toolkit needs onnx anyway; without it the build would fail later
+        return path
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError/ValidationError/OSError for a damaged file
+        raise InputError(f"not a readable ONNX model: {type(e).__name__}: {e}", path) from None
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if len(inputs) != 1:
+        raise InputError(f"RKNN conversion expects one image input, the model has {len(inputs)}", path)
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in inputs[0].type.tensor_type.shape.dim]
+    want = list(ctx.config.input.shape("NCHW"))
+    if dims != want:
+        hint = " (NHWC? export with an NCHW input)" if dims[-1:] == [3] else ""
+        hint += " (dynamic dims: rknn-toolkit2 needs a static shape)" if any(not isinstance(d, int) or d == 0 for d in dims) else ""
+        raise InputError(f"input {inputs[0].name!r} is {dims}, RKNN needs static NCHW {want}{hint}", path)
+    return path
+
+
+def preflight(ctx: StepContext, kind: Kind) -> Path:
+    """All user-fixable errors, before the toolkit is imported. Returns the ONNX path."""
+    ctx.config  # noqa: B018 - a bad target platform or option fails here, at config validation
+    onnx_path = check_onnx(ctx)
+    if kind != "fp16":
+        ctx.calibration.validate()  # a missing/unreadable calibration image is named now, not mid-build
+    toolkit.require()
+    return onnx_path
+
+
+# -- building ------------------------------------------------------------------------------------
+def rknn_config(ctx: StepContext) -> dict:
+    """RKNN.config() arguments: normalisation from [input] (the model normalises uint8 pixels), the rest from [rknn]."""
+    spec, rc = ctx.config.input, ctx.config.rknn
+    return {
+        "mean_values": [spec.mean_values], "std_values": [spec.std_values],
+        "target_platform": rc.target_platform, "quantized_dtype": rc.quantized_dtype,
+        "quantized_algorithm": rc.quantized_algorithm, "quantized_method": rc.quantized_method,
+        "optimization_level": rc.optimization_level,
+    }
+
+
+def options(ctx: StepContext, kind: Kind) -> dict:
+    """What the manifest records (and what invalidates the cached model when it changes)."""
+    opts = {**rknn_config(ctx), "do_quantization": kind != "fp16", "preprocessing": ctx.config.input.signature,
+            "eval_images": [p.name for p in ctx.eval_images]}
+    if kind == "fp16":
+        for k in ("quantized_dtype", "quantized_algorithm", "quantized_method"):
+            opts.pop(k)
+    else:
+        opts["calibration"] = ctx.calibration.signature()
+    return opts
+
+
+def inputs(ctx: StepContext, onnx_path: Path, kind: Kind) -> dict[str, Path]:
+    files = {"onnx": onnx_path}
+    if ctx.config.convert.verify:
+        files["reference"] = ctx.store.path(REFERENCE)
+    if kind != "fp16":  # calibration content, not only names: an edited image re-quantizes
+        files |= {f"calibration/{i:04d}-{p.name}": p for i, p in enumerate(ctx.calibration.paths)}
+    return files
+
+
+def load_and_config(rk, ctx: StepContext, onnx_path: Path, log: Path) -> None:
+    toolkit.call(rk.config, what="config", log=log, path=onnx_path, **rknn_config(ctx))
+    toolkit.call(rk.load_onnx, str(onnx_path), what="load_onnx", log=log, path=onnx_path)
+
+
+def build(rk, ctx: StepContext, onnx_path: Path, kind: Kind, workdir: Path, log: Path) -> float:
+    """config + load_onnx + build in ``rk``; returns the build seconds."""
+    load_and_config(rk, ctx, onnx_path, log)
+    dataset = write_dataset(ctx.calibration, workdir / "calibration") if kind != "fp16" else None
+    t0 = time.monotonic()
+    toolkit.call(rk.build, what="build", log=log, path=onnx_path,
+                 do_quantization=kind != "fp16", dataset=str(dataset) if dataset else None)
+    return time.monotonic() - t0
+
+
+def eval_prepared(ctx: StepContext) -> list[np.ndarray]:
+    """Eval images through the one common loader + preprocessing (uint8 HWC)."""
+    return [prepare(load_image(p), ctx.config.input) for p in ctx.eval_images]
+
+
+def run_simulator(rk, ctx: StepContext, log: Path, what: Path) -> np.ndarray:
+    """Simulator outputs [N, C] of the model built in ``rk`` on the eval images (uint8 NHWC in)."""
+    toolkit.call(rk.init_runtime, what="init_runtime (simulator)", log=log, path=what)
+    outs = []
+    for arr in eval_prepared(ctx):
+        tensor = to_tensor(arr, ctx.config.input, "NHWC", "uint8")
+        res = toolkit.call(rk.inference, inputs=[tensor], data_format=["nhwc"], what="inference (simulator)", log=log, path=what)
+        if not res:
+            raise InputError("rknn-toolkit2 simulator returned no output", what)
+        outs.append(np.asarray(res[0], dtype=np.float32).reshape(-1))
+    return np.stack(outs)
+
+
+def verify(ctx: StepContext, outputs: np.ndarray, kind: Kind, what: Path) -> Agreement | None:
+    """Agreement with the TFLite reference, and the floor for the model's precision (raises below it)."""
+    if not ctx.config.convert.verify:
+        console.print("   [yellow]verification disabled ([convert] verify = false)[/]")
+        return None
+    reference = load_reference(ctx.store, ctx.eval_images, ctx.config.input.signature)
+    agreement = compare(outputs, reference, [p.name for p in ctx.eval_images])
+    console.print(f"   simulated on {agreement.images} images: top-1 agreement {agreement.top1:.0%}, "
+                  f"cosine min {agreement.cosine_min:.5f} / mean {agreement.cosine_mean:.5f}")
+    check_gate(agreement, "float" if kind == "fp16" else "int8", what)
+    return agreement
+
+
+@dataclass
+class Built:
+    model: Path
+    eval_outputs: Path
+    cached: bool
+    agreement: dict | None
+    seconds: float | None
+
+
+def run(ctx: StepContext, kind: Literal["int8", "fp16"] = "int8", force: bool = False, verbose: bool = False) -> Built:
+    """Produce ``MODELS[kind]`` + its simulator outputs (cached by manifest)."""
+    onnx_path = preflight(ctx, kind)
+    rel, evals = MODELS[kind], eval_outputs_path(kind)
+    log = log_path(ctx, f"convert-{kind}")
+    with ctx.store.produce([rel, evals], inputs=inputs(ctx, onnx_path, kind), tool="rknn-toolkit2",
+                           tool_version=toolkit.tool_version(), options=options(ctx, kind), force=force or ctx.force) as job:
+        if not job.cached:
+            rc = ctx.config.rknn
+            algo = f"{rc.quantized_algorithm}/{rc.quantized_method} {rc.quantized_dtype}" if kind == "int8" else "no quantization"
+            step(f"rknn convert {kind}: {ONNX} -> {rel} ({rc.target_platform}, {algo})")
+            log.unlink(missing_ok=True)
+            t0 = time.monotonic()
+            with toolkit.session(log, job.workdir, verbose) as rk:
+                build_s = build(rk, ctx, onnx_path, kind, job.workdir, log)
+                outputs = run_simulator(rk, ctx, log, ctx.store.path(rel))
+                agreement = verify(ctx, outputs, kind, ctx.store.path(rel))
+                toolkit.call(rk.export_rknn, str(job.tmp(rel)), what="export_rknn", log=log, path=ctx.store.path(rel))
+            np.save(job.tmp(evals), outputs, allow_pickle=False)
+            seconds = round(time.monotonic() - t0, 1)
+            job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
+                       build_seconds=round(build_s, 1), seconds_total=seconds, versions=toolkit.versions(), log=ctx.store.rel(log))
+            console.print(f"   built in {build_s:.1f} s ({seconds:.1f} s with simulation and export)")
+    extra = (job.manifest or {}).get("extra", {})
+    return Built(ctx.store.path(rel), ctx.store.path(evals), job.cached, extra.get("agreement"), extra.get("seconds_total"))

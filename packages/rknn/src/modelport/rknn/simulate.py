@@ -1,0 +1,121 @@
+"""`rknn simulate`: the simulator's outputs as ``results/rknn-*.json`` + ``.npy``, the schema every backend writes.
+
+So the report ranks RKNN beside ONNX/NCNN/TensorRT for accuracy. A simulator has no
+NPU timing: latency is recorded as not measured, with that reason, never faked.
+(The rknn env does not install modelport.bench, so the few lines that fill a
+BackendResult live here, on the common schema, agreement and labels.)
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modelport.common.agreement import compare
+from modelport.common.artifacts import ArtifactStore, sha256_file, write_atomic
+from modelport.common.context import StepContext
+from modelport.common.errors import InputError
+from modelport.common.log import console, step
+from modelport.common.machine import machine_info
+from modelport.common.reference import load_reference
+from modelport.common.schema import BackendResult, Headline, TopK
+
+from . import convert
+
+
+@dataclass(frozen=True)
+class Backend:
+    key: str
+    name: str
+    precision: str
+
+
+BACKENDS = {
+    "int8": Backend("rknn-int8", "RKNN INT8 (simulator)", "int8"),
+    "fp16": Backend("rknn-fp16", "RKNN FP16 (simulator)", "fp16"),
+    "hybrid": Backend("rknn-int8-hybrid", "RKNN INT8 hybrid (simulator)", "int8+fp16"),
+}
+# The simulator models the NPU's arithmetic, not its speed; `modelport rknn board` times a real board.
+SIMULATOR_NOTE = "not measured: x86 simulator (no NPU timing)"
+
+
+def result_base(ctx: StepContext, b: Backend, device: str, status: str = "ok", reason: str | None = None) -> BackendResult:
+    source = ctx.store.read_manifest("source/model.tflite")
+    return BackendResult(
+        key=b.key, backend="rknn", precision=b.precision, name=b.name, env=ctx.env, status=status, reason=reason,
+        device=device, machine=machine_info(), model_sha256=source["sha256"] if source else None,
+        preprocessing=ctx.config.input.signature, input={"layout": "NHWC", "dtype": "uint8"},
+    )
+
+
+def fill_outputs(ctx: StepContext, result: BackendResult, outputs: np.ndarray) -> None:
+    """Top-5 per eval image, the headline image's top-1, and agreement with the TFLite reference."""
+    names = [p.name for p in ctx.eval_images]
+    labels, classes = ctx.labels, outputs.shape[1]
+    labels.check(classes)
+    for name, out in zip(names, outputs, strict=True):
+        idx = [int(i) for i in np.argsort(-out)[:5]]
+        result.topk.append(TopK(image=name, indices=idx, labels=[labels.name(i, classes) for i in idx],
+                                scores=[float(out[i]) for i in idx]))
+    head = result.topk[names.index(ctx.config.images.headline) if ctx.config.images.headline in names else 0]
+    result.headline = Headline(image=head.image, label=head.labels[0], confidence=head.scores[0])
+    try:
+        reference = load_reference(ctx.store, ctx.eval_images, ctx.config.input.signature)
+    except InputError as e:
+        result.notes.append(f"no agreement: {e}")
+        return
+    result.agreement = compare(outputs, reference, names)
+
+
+def write_result(store: ArtifactStore, result: BackendResult, outputs: np.ndarray | None = None) -> Path:
+    path = store.path(f"results/{result.key}.json")
+    npy = path.with_suffix(".npy")
+    if outputs is not None:
+        buf = io.BytesIO()
+        np.save(buf, outputs, allow_pickle=False)
+        write_atomic(npy, buf.getvalue())
+    else:
+        npy.unlink(missing_ok=True)  # never leave another run's outputs beside this result
+    write_atomic(path, result.dump())
+    return path
+
+
+def simulator_result(ctx: StepContext, kind: str, model: Path, eval_outputs: Path) -> BackendResult:
+    """A result from a model's kept simulator outputs (``*.eval.npy``) and its manifest."""
+    b, store = BACKENDS[kind], ctx.store
+    manifest = store.read_manifest(store.rel(model)) or {}
+    outputs = np.load(eval_outputs, allow_pickle=False)
+    if outputs.shape[0] != len(ctx.eval_images):
+        raise InputError(f"{outputs.shape[0]} simulator outputs for {len(ctx.eval_images)} eval images: rerun with --force", eval_outputs)
+    result = result_base(ctx, b, f"rknn-simulator ({ctx.config.rknn.target_platform} on x86)")
+    result.latency_note = SIMULATOR_NOTE
+    result.tool_versions = manifest.get("extra", {}).get("versions", {})
+    result.settings = {k: v for k, v in manifest.get("options", {}).items() if k not in ("eval_images", "calibration")}
+    result.settings["build_seconds"] = manifest.get("extra", {}).get("build_seconds")
+    result.artifact, result.artifact_sha256 = store.rel(model), sha256_file(model)
+    result.size_bytes = model.stat().st_size
+    fill_outputs(ctx, result, outputs)
+    write_result(store, result, outputs)
+    return result
+
+
+def summary(r: BackendResult) -> str:
+    a = r.agreement
+    agree = f"top-1 agreement {a.top1:.0%}, cosine min {a.cosine_min:.5f} / mean {a.cosine_mean:.5f}" if a else "no reference"
+    return f"{r.name}: {agree}; {r.headline.label} {r.headline.confidence:.3f} on {r.headline.image}"
+
+
+def run(ctx: StepContext, force: bool = False, verbose: bool = False) -> list[BackendResult]:
+    """results/rknn-int8 (+ rknn-fp16 when [rknn] fp16): convert first if needed (cached), then write."""
+    kinds = ["int8"] + (["fp16"] if ctx.config.rknn.fp16 else [])
+    out = []
+    for kind in kinds:
+        built = convert.run(ctx, kind, force=force, verbose=verbose)
+        step(f"rknn simulate {kind}: results/{BACKENDS[kind].key}.json")
+        r = simulator_result(ctx, kind, built.model, built.eval_outputs)
+        console.print(f"   {summary(r)}")
+        out.append(r)
+    return out

@@ -1,0 +1,160 @@
+"""rknn-toolkit2 behind one door: availability, quiet calls with their log kept, errors as one line, adb cleanup.
+
+The toolkit is imported only inside ``session()``: importing it pulls torch (~3 s), and
+`modelport doctor` / the error checks before a build must not pay for that or fail on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from modelport.common.errors import ModelportError, ToolchainMissing
+from modelport.common.log import console
+
+DIST = "rknn-toolkit2"
+# Printed on every successful 2.5.0 build: noise, not an error.
+_NOISE = ("Unkown op target: 0",)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def unavailable_reason() -> str | None:
+    """Why rknn-toolkit2 cannot run here (None = it can). Cheap: nothing is imported."""
+    if importlib.util.find_spec("rknn") is None or importlib.util.find_spec("rknn.api") is None:
+        return f"{DIST} is not installed (envs/rknn: pip install --no-deps -r envs/rknn/requirements-nodeps.txt)"
+    if importlib.util.find_spec("torch") is None:
+        return f"{DIST} imports torch.nn, and torch is not installed (CPU wheel; see envs/rknn/requirements.txt)"
+    if importlib.util.find_spec("pkg_resources") is None:
+        return f"{DIST} needs pkg_resources, which setuptools>=81 removed: pip install 'setuptools<81'"
+    return None
+
+
+def tool_version() -> str:
+    try:
+        return f"{DIST} {version(DIST)}"
+    except PackageNotFoundError:
+        return f"{DIST} (not installed)"
+
+
+def require() -> None:
+    reason = unavailable_reason()
+    if reason:
+        raise ToolchainMissing(reason)
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for dist in (DIST, "torch", "onnx", "onnxruntime", "numpy"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[dist] = version(dist)
+    return out
+
+
+@contextlib.contextmanager
+def captured(log: Path, verbose: bool = False) -> Iterator[Path]:
+    """Send everything the toolkit prints (Python and C++, so at the fd level) to ``log``.
+
+    Its progress bars and ``I``/``W`` lines would bury modelport's own output; on failure
+    the ``E`` lines are lifted out of the log into the error message.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if verbose:
+        yield log
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    # modelport's own messages keep going to the real stderr meanwhile.
+    real_stderr = os.fdopen(os.dup(saved[1]), "w", buffering=1, encoding="utf-8", errors="replace")
+    previous = console.file if console._file is not None else None
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        console.file = real_stderr
+        try:
+            yield log
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            console.file = previous
+            real_stderr.close()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def error_lines(log: Path, limit: int = 3) -> list[str]:
+    """The toolkit's own ``E ...`` lines (its errors), last ones first in importance."""
+    try:
+        text = _ANSI.sub("", log.read_text(errors="replace"))
+    except FileNotFoundError:
+        return []
+    lines = [ln.strip() for ln in text.splitlines() if re.match(r"^\s*E\s", ln) and not any(n in ln for n in _NOISE)]
+    # Tracebacks repeat the same E line; keep the distinct ones in order.
+    seen: list[str] = []
+    for ln in lines:
+        if ln not in seen and not ln.startswith("E Traceback"):
+            seen.append(ln)
+    return seen[-limit:]
+
+
+def call(fn: Callable, *args, what: str, log: Path, path: Path | None = None, **kwargs):
+    """Run one toolkit call; a -1 return or an exception becomes a ModelportError naming ``path``."""
+    try:
+        ret = fn(*args, **kwargs)
+    except Exception as e:  # the toolkit raises bare ValueError/RuntimeError after printing "E ..."
+        found = error_lines(log) or [f"{type(e).__name__}: {e}"]
+        raise ModelportError(f"{DIST} {what} failed: {' | '.join(found)} (full log: {log})", path) from None
+    if isinstance(ret, int) and ret != 0:
+        found = error_lines(log) or [f"returned {ret}"]
+        raise ModelportError(f"{DIST} {what} failed: {' | '.join(found)} (full log: {log})", path)
+    return ret
+
+
+@contextlib.contextmanager
+def session(log: Path, workdir: Path, verbose: bool = False) -> Iterator[object]:
+    """An ``RKNN`` object, run inside ``workdir`` (the toolkit writes files into the cwd), always released."""
+    require()
+    with captured(log, verbose), contextlib.chdir(workdir):
+        from rknn.api import RKNN  # heavy (imports torch): only when a step really runs
+
+        rknn = RKNN(verbose=False)
+        try:
+            yield rknn
+        finally:
+            rknn.release()
+
+
+# -- adb: the toolkit starts its bundled adb server (tcp:5037, daemonized) to look for boards.
+def _adb_pids() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            exe = os.readlink(entry / "exe")
+        except OSError:
+            continue
+        if os.path.basename(exe) == "adb":
+            pids.add(int(entry.name))
+    return pids
+
+
+@contextlib.contextmanager
+def adb_guard() -> Iterator[None]:
+    """Stop, by PID, any adb server that appeared while the block ran (one that was already running is left alone)."""
+    before = _adb_pids()
+    try:
+        yield
+    finally:
+        for pid in sorted(_adb_pids() - before):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, 15)
+                console.print(f"   stopped the adb server rknn-toolkit2 started (pid {pid})")

@@ -1,0 +1,221 @@
+"""What must hold without running the toolkit: errors before it starts, the parsers, the dataset, adb cleanup, the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from conftest import make_context
+
+pytest.importorskip("modelport.rknn", reason="modelport-rknn is not installed in this env (nox -s tests runs it in the rknn env)")
+
+from rknn_testing import copy_inputs, upstream  # noqa: E402
+
+from modelport.common.errors import ConfigError, InputError  # noqa: E402
+from modelport.common.images import load_image  # noqa: E402
+from modelport.common.preprocess import prepare  # noqa: E402
+from modelport.rknn import analysis, convert, hybrid, toolkit  # noqa: E402
+from modelport.rknn.dataset import write_dataset  # noqa: E402
+
+pytestmark = pytest.mark.rknn
+
+
+@pytest.fixture
+def no_toolkit(monkeypatch):
+    """Fail the test if the toolkit would be started (every check here must come before it)."""
+    def boom(*a, **k):
+        raise AssertionError("rknn-toolkit2 was started before the error was found")
+
+    monkeypatch.setattr(toolkit, "session", boom)
+    monkeypatch.setattr(toolkit, "require", lambda: None)
+
+
+@pytest.fixture
+def art(test_env, tmp_path):
+    return copy_inputs(upstream(test_env), tmp_path / "art")
+
+
+def ctx_for(test_env, art, overrides=(), **env):
+    return make_context({**test_env, "MODELPORT_ARTIFACTS": str(art), **env}, overrides=list(overrides))
+
+
+def test_missing_onnx_is_a_clear_error(test_env, tmp_path, no_toolkit):
+    ctx = ctx_for(test_env, tmp_path / "empty")
+    with pytest.raises(InputError, match=r"onnx/model.onnx: no ONNX model: run `modelport convert onnx`"):
+        convert.run(ctx, "int8")
+
+
+def test_bad_target_platform_is_a_clear_error(test_env, art, no_toolkit):
+    with pytest.raises(ConfigError, match=r"rknn.target_platform: Input should be 'rk3588'.*'rk3566'"):
+        convert.run(ctx_for(test_env, art, overrides=[("rknn.target_platform", "rk3599")]), "int8")
+    # The same through the CLI: exit 2 with one line, and no model written.
+    from click.testing import CliRunner
+
+    from modelport.common.cli import _register, main
+
+    _register()
+    env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        assert main(["rknn", "--target-platform", "rk3599", "convert"]) == 2
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert not (art / "rknn" / "model.rknn").exists()
+    del CliRunner
+
+
+def test_missing_calibration_image_is_a_clear_error(test_env, art, tmp_path, shared_data, no_toolkit):
+    shutil.copy(shared_data / "images" / "calibration" / "bird.jpg", tmp_path / "bird.jpg")
+    (tmp_path / "calib.txt").write_text("bird.jpg\nnot-there.jpg\n")
+    ctx = ctx_for(test_env, art, MODELPORT_CALIBRATION=str(tmp_path / "calib.txt"))
+    with pytest.raises(InputError, match=r"calib.txt: line 2: image 'not-there.jpg' does not exist"):
+        convert.run(ctx, "int8")
+
+
+def test_unreadable_calibration_image_is_named(test_env, art, tmp_path, no_toolkit):
+    (tmp_path / "cal").mkdir()
+    (tmp_path / "cal" / "broken.jpg").write_bytes(b"not a jpeg")
+    ctx = ctx_for(test_env, art, MODELPORT_CALIBRATION=str(tmp_path / "cal"))
+    with pytest.raises(InputError, match=r"broken.jpg: not a readable image"):
+        convert.run(ctx, "int8")
+
+
+@pytest.mark.parametrize("dims, hint", [([1, 224, 224, 3], "NHWC"), (["N", 3, 224, 224], "dynamic")])
+def test_nhwc_or_dynamic_onnx_is_refused_before_the_toolkit(test_env, art, no_toolkit, dims, hint):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, dims)
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["input"], ["out"])], "g", [x], [y]))
+    onnx.save(model, str(art / "onnx" / "model.onnx"))
+    with pytest.raises(InputError, match=rf"RKNN needs static NCHW \[1, 3, 224, 224\].*{hint}"):
+        convert.run(ctx_for(test_env, art), "int8")
+
+
+def test_dataset_is_the_common_preprocessing_in_nchw_uint8(test_env, art, tmp_path):
+    ctx = ctx_for(test_env, art)
+    listing = write_dataset(ctx.calibration, tmp_path / "ds")
+    files = listing.read_text().split()
+    assert len(files) == len(ctx.calibration.paths) == 12
+    first = np.load(files[0])
+    assert first.dtype == np.uint8 and first.shape == (1, 3, 224, 224)
+    expected = prepare(load_image(ctx.calibration.paths[0]), ctx.config.input)
+    assert np.array_equal(first[0].transpose(1, 2, 0), expected)  # un-normalised: the model normalises
+
+
+SAMPLE = """\
+# simulator_error: calculate the output error of each layer of the simulator (compared to the 'golden' value).
+layer_name                                                  simulator_error
+                                                        entire              single
+                                                     cos      euc        cos      euc
+-----------------------------------------------------------------------------------
+[Input] input                                       1.00000 | 0.00000   1.00000 | 0.00000
+[Conv] TFLITE2ONNX_FAF_Relu6;BiasAdd;Conv2D;BiasAdd/bias1
+[Clip] Relu6;BiasAdd;Conv2D;BiasAdd/bias1           0.99996 | 12.71805  0.99996 | 12.71805
+[Conv] BiasAdd_50;Conv2D_33;BiasAdd_50/bias1        0.97827 | 46.74439  0.99954 | 6.79002
+[Reshape] MobilenetV2/Predictions/Reshape_1         0.98056 | 0.04124   1.00000 | 4.0e-05
+"""
+
+
+def test_error_analysis_parser():
+    layers = analysis.parse_error_analysis(SAMPLE)
+    assert [lay["type"] for lay in layers] == ["Input", "Conv", "Clip", "Conv", "Reshape"]
+    assert layers[1]["metrics"] == {}  # fused: printed without numbers
+    conv = layers[3]
+    assert conv["name"] == "BiasAdd_50;Conv2D_33;BiasAdd_50/bias1"
+    assert conv["metrics"]["simulator"] == {"entire": {"cosine": 0.97827, "euclidean": 46.74439},
+                                            "single": {"cosine": 0.99954, "euclidean": 6.79002}}
+    assert layers[4]["metrics"]["simulator"]["single"]["euclidean"] == 4.0e-05
+    worst = analysis.worst_layers([{"image": "face.jpg", "layers": layers}], 2)
+    assert worst[0]["name"] == conv["name"] and worst[0]["entire_drop"] == pytest.approx(0.99996 - 0.97827)
+
+
+def test_error_analysis_parser_reads_board_columns():
+    text = SAMPLE.replace("simulator_error\n", "simulator_error     runtime_error\n").replace(
+        "0.99954 | 6.79002", "0.99954 | 6.79002   0.97000 | 50.00000  0.99900 | 7.00000")
+    conv = analysis.parse_error_analysis(text)[3]
+    assert conv["metrics"]["runtime"]["entire"]["cosine"] == 0.97 and conv["metrics"]["simulator"]["single"]["cosine"] == 0.99954
+
+
+def test_error_analysis_parser_rejects_other_text():
+    with pytest.raises(ValueError, match="no layer rows"):
+        analysis.parse_error_analysis("hello\nworld\n")
+
+
+CFG = """\
+custom_quantize_layers: {}                                         # 0.999999989400422
+quantize_parameters:
+    input:
+        qtype: asym
+        scale: []
+    BiasAdd_50;Conv2D_33;BiasAdd_50/bias1:
+        qtype: asym
+        scale:
+        -   7.62951094834821e-06
+"""
+
+
+def test_hybrid_cfg_is_patched_as_text():
+    patched = hybrid.patch_cfg(CFG, ["BiasAdd_50;Conv2D_33;BiasAdd_50/bias1"])
+    assert patched.startswith("custom_quantize_layers:\n    'BiasAdd_50;Conv2D_33;BiasAdd_50/bias1': float16\nquantize_parameters:")
+    assert "7.62951094834821e-06" in patched  # saved scales untouched (a YAML round trip would re-round them)
+    custom, tensors = hybrid.cfg_layers(patched)
+    assert custom == ["BiasAdd_50;Conv2D_33;BiasAdd_50/bias1"] and tensors == ["input", "BiasAdd_50;Conv2D_33;BiasAdd_50/bias1"]
+    assert hybrid.cfg_layers(CFG)[0] == [] and hybrid.patch_cfg(patched, []).startswith("custom_quantize_layers: {}\n")
+
+
+def test_unknown_hybrid_layer_suggests_the_full_name():
+    with pytest.raises(InputError, match=r"'Conv2D_33' \(did you mean 'BiasAdd_50;Conv2D_33;BiasAdd_50/bias1'\?\)"):
+        hybrid.check_layers(["Conv2D_33"], hybrid.cfg_layers(CFG)[1], "modelport.toml")
+
+
+def test_adb_guard_stops_only_the_servers_it_saw_start(tmp_path):
+    fake = tmp_path / "adb"
+    shutil.copy(shutil.which("sleep"), fake)  # a process whose executable is named adb
+    old = subprocess.Popen([str(fake), "60"])
+    try:
+        with toolkit.adb_guard():
+            new = subprocess.Popen([str(fake), "60"])
+            time.sleep(0.2)
+        assert new.wait(timeout=5) != 0  # stopped by PID
+        assert old.poll() is None  # running before: left alone
+    finally:
+        old.kill()
+        old.wait()
+
+
+def test_toolkit_errors_become_one_line_with_the_log(tmp_path):
+    log = tmp_path / "t.log"
+    log.write_text("I noise\n\x1b[1;31mE\x1b[0m build: The input('x.npy') shape is wrong!\nE RKNN: Unkown op target: 0\n")
+
+    def fails():
+        raise ValueError("Traceback ...")
+
+    with pytest.raises(Exception, match=r"build failed: E build: The input\('x.npy'\) shape is wrong! \(full log"):
+        toolkit.call(fails, what="build", log=log)
+    with pytest.raises(Exception, match=r"load_onnx failed: .*\(full log"):
+        toolkit.call(lambda: -1, what="load_onnx", log=log)
+
+
+def test_cli_registers_rknn_and_doctor_rows():
+    from click.testing import CliRunner
+
+    from modelport.common.cli import _register, cli
+    from modelport.common.doctor import collect
+
+    _register()
+    assert "rknn" in cli.commands
+    out = CliRunner().invoke(cli, ["rknn", "--help"])
+    assert out.exit_code == 0 and all(c in out.output for c in ("convert", "simulate", "analyze", "hybrid", "board", "all"))
+    rows = [r for r in collect() if r.kind == "rknn"]
+    assert len(rows) == 3 and all(r.detail for r in rows)
+    if os.uname().machine == "x86_64":
+        assert not next(r for r in rows if "RKNNLite" in r.name).ok
