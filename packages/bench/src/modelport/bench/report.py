@@ -19,7 +19,8 @@ from modelport.common.machine import machine_info
 from modelport.common.schema import REPORT_SCHEMA, RESULT_SCHEMA, BackendResult
 
 REFERENCE_KEY = "tflite"
-ORDER = ["tflite", "onnx", "onnx-int8", "tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8", "ncnn", "ncnn-int8", "rknn-int8"]
+ORDER = ["tflite", "onnx", "onnx-int8", "tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8", "ncnn", "ncnn-int8",
+         "rknn-int8", "rknn-fp16", "rknn-int8-hybrid", "rknn-int8-board", "rknn-int8-lite"]
 
 
 def load_results(store: ArtifactStore) -> list[BackendResult]:

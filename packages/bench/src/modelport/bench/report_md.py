@@ -78,7 +78,9 @@ def markdown(report: dict, sections: list[Path]) -> str:
         if e["status"] == "ok":
             la = e["load_avg"]
             load = f"; load avg {la.get('before')} -> {la.get('after')}" if la else ""
-            lines.append(f"- **{e['name']}** ({e['env']} env): {e['tool_versions']}; {e['settings']}{load}")
+            versions = ", ".join(f"{k} {v}" for k, v in e["tool_versions"].items())
+            settings = ", ".join(f"{k}={v}" for k, v in e["settings"].items())
+            lines.append(f"- **{e['name']}** ({e['env']} env; {versions}): {settings}{load}")
     notes = list(report.get("notes", [])) + [f"{e['name']}: {n}" for e in report["results"] for n in e["notes"]]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]

@@ -23,6 +23,7 @@ from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, ModelportError
 from modelport.common.log import console, skip, step
 from modelport.common.preprocess import to_tensor
+from modelport.common.results import fill_outputs, write_result
 from modelport.common.schema import BackendResult
 from modelport.common.timing import load_average, measure
 
@@ -49,7 +50,7 @@ def core_mask(cls, name: str) -> int:
 def _skipped(ctx: StepContext, b: simulate.Backend, reason: str) -> BackendResult:
     result = simulate.result_base(ctx, b, "npu", "skipped", reason)
     result.latency_note = "not measured: " + reason
-    simulate.write_result(ctx.store, result)
+    write_result(ctx.store, result)
     skip(f"{b.key}: {reason}")
     return result
 
@@ -70,8 +71,8 @@ def _measure(ctx: StepContext, result: BackendResult, infer: Callable[[np.ndarra
 def _finish(ctx: StepContext, result: BackendResult, outputs: np.ndarray) -> BackendResult:
     model = ctx.store.path(convert.MODELS["int8"])
     result.artifact, result.size_bytes = ctx.store.rel(model), model.stat().st_size
-    simulate.fill_outputs(ctx, result, outputs)
-    simulate.write_result(ctx.store, result, outputs)
+    fill_outputs(ctx, result, outputs)
+    write_result(ctx.store, result, outputs)
     console.print(f"   {simulate.summary(result)}; median {result.latency_ms.median:.2f} ms")
     return result
 

@@ -26,6 +26,7 @@ from modelport.common.context import StepContext
 from modelport.common.errors import InputError
 from modelport.common.log import console, step
 from modelport.common.reference import load_reference
+from modelport.common.results import write_result
 
 from . import convert, simulate, toolkit
 from .dataset import write_dataset
@@ -138,6 +139,6 @@ def run(ctx: StepContext, layers: list[str] | None = None, proposal: bool | None
                 f"mean {b['cosine_mean']:.4f} -> {a['cosine_mean']:.4f}")
         result.notes.append(note)
         result.settings |= {"float16_layers": len(extra.get("float16_layers", [])), "step1_seconds": extra.get("step1_seconds")}
-        simulate.write_result(ctx.store, result, np.load(ctx.store.path(evals)))
+        write_result(ctx.store, result, np.load(ctx.store.path(evals)))
         console.print(f"   {note}")
     return result, extra

@@ -2,26 +2,21 @@
 
 So the report ranks RKNN beside ONNX/NCNN/TensorRT for accuracy. A simulator has no
 NPU timing: latency is recorded as not measured, with that reason, never faked.
-(The rknn env does not install modelport.bench, so the few lines that fill a
-BackendResult live here, on the common schema, agreement and labels.)
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from modelport.common.agreement import compare
-from modelport.common.artifacts import ArtifactStore, sha256_file, write_atomic
+from modelport.common.artifacts import sha256_file
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError
 from modelport.common.log import console, step
-from modelport.common.machine import machine_info
-from modelport.common.reference import load_reference
-from modelport.common.schema import BackendResult, Headline, TopK
+from modelport.common.results import fill_outputs, new_result, write_result
+from modelport.common.schema import BackendResult
 
 from . import convert
 
@@ -43,44 +38,8 @@ SIMULATOR_NOTE = "not measured: x86 simulator (no NPU timing)"
 
 
 def result_base(ctx: StepContext, b: Backend, device: str, status: str = "ok", reason: str | None = None) -> BackendResult:
-    source = ctx.store.read_manifest("source/model.tflite")
-    return BackendResult(
-        key=b.key, backend="rknn", precision=b.precision, name=b.name, env=ctx.env, status=status, reason=reason,
-        device=device, machine=machine_info(), model_sha256=source["sha256"] if source else None,
-        preprocessing=ctx.config.input.signature, input={"layout": "NHWC", "dtype": "uint8"},
-    )
-
-
-def fill_outputs(ctx: StepContext, result: BackendResult, outputs: np.ndarray) -> None:
-    """Top-5 per eval image, the headline image's top-1, and agreement with the TFLite reference."""
-    names = [p.name for p in ctx.eval_images]
-    labels, classes = ctx.labels, outputs.shape[1]
-    labels.check(classes)
-    for name, out in zip(names, outputs, strict=True):
-        idx = [int(i) for i in np.argsort(-out)[:5]]
-        result.topk.append(TopK(image=name, indices=idx, labels=[labels.name(i, classes) for i in idx],
-                                scores=[float(out[i]) for i in idx]))
-    head = result.topk[names.index(ctx.config.images.headline) if ctx.config.images.headline in names else 0]
-    result.headline = Headline(image=head.image, label=head.labels[0], confidence=head.scores[0])
-    try:
-        reference = load_reference(ctx.store, ctx.eval_images, ctx.config.input.signature)
-    except InputError as e:
-        result.notes.append(f"no agreement: {e}")
-        return
-    result.agreement = compare(outputs, reference, names)
-
-
-def write_result(store: ArtifactStore, result: BackendResult, outputs: np.ndarray | None = None) -> Path:
-    path = store.path(f"results/{result.key}.json")
-    npy = path.with_suffix(".npy")
-    if outputs is not None:
-        buf = io.BytesIO()
-        np.save(buf, outputs, allow_pickle=False)
-        write_atomic(npy, buf.getvalue())
-    else:
-        npy.unlink(missing_ok=True)  # never leave another run's outputs beside this result
-    write_atomic(path, result.dump())
-    return path
+    return new_result(ctx, key=b.key, backend="rknn", precision=b.precision, name=b.name, device=device,
+                      input_layout="NHWC", input_dtype="uint8", status=status, reason=reason)
 
 
 def simulator_result(ctx: StepContext, kind: str, model: Path, eval_outputs: Path) -> BackendResult:
