@@ -59,7 +59,7 @@ def bench(ctx: StepContext, backends, runs, warmup, **flags):
                     f"({r.latency_ms.fps:.1f} FPS), {r.headline.label} {r.headline.confidence:.3f}{agree}"
                 )
     if failed:
-        raise click.ClickException(f"failed: {', '.join(failed)} (see results/<backend>.json)")
+        raise click.ClickException(f"failed: {', '.join(failed)} (no result written for them)")
 
 
 bench.help = bench.help.replace("{keys}", ", ".join(RUNTIMES))

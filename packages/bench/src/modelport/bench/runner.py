@@ -48,7 +48,11 @@ def result_base(ctx: StepContext, cls: type[Runtime], status: str = "ok", reason
 
 
 def benchmark(ctx: StepContext, key: str) -> BackendResult:
-    """Benchmark one backend; a missing toolchain or hardware becomes a skipped result, not an error."""
+    """Benchmark one backend and write its result.
+
+    A missing toolchain or hardware is written as a skipped result with the reason; bad input
+    (a corrupt or modified model) returns a failed result that is NOT written (the CLI exits non-zero).
+    """
     cls = runtime_class(key)
     reason = cls.unavailable_reason()
     if reason:
@@ -62,6 +66,8 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
     result = result_base(ctx, cls)
     try:
         runtime = cls.from_store(store, cfg)
+        for path in runtime.files.values():
+            store.check_unchanged(path)
         load_before = load_average()
         with runtime:
             outputs = run_outputs(runtime, prepared, cfg.input)
@@ -83,8 +89,11 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
         write_result(store, result)
         return result
     except ModelportError as e:
+        # Bad input (corrupt or modified model, wrong input shape): no result, and none left from an
+        # earlier run, since it would no longer describe the file on disk.
+        for suffix in (".json", ".npy"):
+            store.path(f"results/{key}{suffix}").unlink(missing_ok=True)
         result.status, result.reason = "failed", str(e)
-        write_result(store, result)
         return result
     fill_outputs(ctx, result, outputs)
     write_result(store, result, outputs)

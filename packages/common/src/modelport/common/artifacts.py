@@ -97,6 +97,18 @@ class ArtifactStore:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
+    def check_unchanged(self, path: Path) -> None:
+        """Refuse an artifact whose bytes differ from what its manifest recorded (edited, swapped, truncated).
+
+        A file with no manifest (brought by the user) is taken as it is; its toolchain checks it on load.
+        """
+        m = self.manifest_path(path)
+        if path.is_file() and m.is_file():
+            recorded = (self.read_manifest(self.rel(path)) or {}).get("sha256")
+            if recorded != sha256_file(path):
+                raise InputError("changed since the step that made it (sha256 differs from its manifest): "
+                                 "rerun that step (or --force)", path)
+
     def produce(
         self,
         outputs: str | Sequence[str],
