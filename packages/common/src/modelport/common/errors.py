@@ -12,7 +12,7 @@ class ModelportError(Exception):
 
     def __init__(self, message: str, path: str | Path | None = None):
         self.message = " ".join(str(message).split())  # always one line
-        self.path = Path(path) if path is not None else None
+        self.path = path  # a Path, or a URL string (Path() would fold its "//")
         super().__init__(str(self))
 
     def __str__(self) -> str:

@@ -13,7 +13,7 @@ import hashlib
 import shutil
 import tarfile
 import urllib.request
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import click
 import numpy as np
@@ -35,7 +35,15 @@ def check_tflite_header(path: Path) -> None:
         raise InputError("not a TFLite flatbuffer (missing 'TFL3' identifier)", path)
 
 
-def download(url: str, dest: Path, sha256: str | None) -> Path:
+def download(url: str, dest: Path, sha256: str | None, allow_unpinned: bool = False) -> Path:
+    """Download to ``dest`` and verify it before anything reads it.
+
+    Without a pinned sha256 the download is refused unless ``allow_unpinned``: a file
+    nobody checked is not fed to a toolchain by default.
+    """
+    if not sha256 and not allow_unpinned:
+        raise InputError("no sha256 pinned for this download: set [model] sha256 / labels_sha256 (or --sha256) "
+                         "to the published value, or pass --allow-unpinned to accept and record what arrives", url)
     if dest.is_file() and sha256 and sha256_file(dest) == sha256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -54,22 +62,31 @@ def download(url: str, dest: Path, sha256: str | None) -> Path:
         tmp.unlink(missing_ok=True)
         raise InputError(f"sha256 {h.hexdigest()} does not match the pinned {sha256}", url)
     if not sha256:
-        warn(f"no sha256 pinned for {url}; got {h.hexdigest()} (pin it as [model] sha256)")
+        warn(f"--allow-unpinned: {url} not verified; it has sha256 {h.hexdigest()} (pin that in modelport.toml)")
     tmp.replace(dest)
     return dest
 
 
 def extract_member(archive: Path, member: str, dest: Path) -> None:
-    """Copy one regular-file member's bytes out of a tar archive; nothing else touches the disk."""
+    """Copy one regular-file member's bytes out of a tar archive; nothing else touches the disk.
+
+    An archive with a member that would escape it (absolute, ``..``) is refused outright,
+    and links are never followed: only a regular file's bytes are read.
+    """
     try:
         with tarfile.open(archive) as tar:
-            names = {m.name.lstrip("./"): m for m in tar.getmembers()}
-            m = names.get(member.lstrip("./"))
+            members = {}
+            for m in tar.getmembers():
+                parts = PurePosixPath(m.name).parts
+                if m.name.startswith("/") or ".." in parts:
+                    raise InputError(f"archive member {m.name!r} escapes the archive (refused)", archive)
+                members[m.name.removeprefix("./")] = m
+            m = members.get(member.removeprefix("./"))
             if m is None or not m.isfile():
-                tflites = [n for n, x in names.items() if n.endswith(".tflite") and x.isfile()]
+                tflites = [n for n, x in members.items() if n.endswith(".tflite") and x.isfile()]
                 if len(tflites) != 1:
-                    raise InputError(f"archive has no single .tflite member (looked for {member!r})", archive)
-                m = names[tflites[0]]
+                    raise InputError(f"archive has no single regular .tflite member (looked for {member!r})", archive)
+                m = members[tflites[0]]
             with tar.extractfile(m) as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out)
     except tarfile.TarError as e:
@@ -92,9 +109,12 @@ def _local_source(path: Path) -> tuple[Path, Path | None]:
 @click.command()
 @click.option("--from", "from_path", type=click.Path(path_type=Path), help="Local .tflite, folder or .tgz to import instead of downloading.")
 @click.option("--labels", "labels_path", type=click.Path(path_type=Path, dir_okay=False), help="Local labels file (1001 with background first, or 1000).")
+@click.option("--sha256", "sha256", help="Expected sha256 of the model download (overrides [model] sha256).")
+@click.option("--allow-unpinned", is_flag=True, help="Accept a download with no pinned sha256 (its hash is printed and recorded).")
 @click.option("--force", is_flag=True, help="Re-import even when source/ is up to date.")
 @click.pass_obj
-def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, force: bool):
+def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, sha256: str | None,
+          allow_unpinned: bool, force: bool):
     """Import (or download) the source TFLite model and labels into artifacts/source/.
 
     Precedence: --from, then [model] path / MODELPORT_MODEL, then [model] url.
@@ -115,9 +135,9 @@ def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, fo
             labels_src = labels_src or beside
             archive = None
     else:
-        archive = download(cfg.model.url, downloads / Path(cfg.model.url).name, cfg.model.sha256)
+        archive = download(cfg.model.url, downloads / Path(cfg.model.url).name, sha256 or cfg.model.sha256, allow_unpinned)
     if labels_src is None:
-        labels_src = download(cfg.model.labels_url, downloads / "labels.txt", cfg.model.labels_sha256)
+        labels_src = download(cfg.model.labels_url, downloads / "labels.txt", cfg.model.labels_sha256, allow_unpinned)
     model_input = src or archive
     with ctx.store.lock(), store.produce(
         [MODEL, LABELS], inputs={"model": model_input, "labels": Path(labels_src)},

@@ -15,6 +15,7 @@ from modelport.bench.runtimes.onnxruntime import OnnxInt8Runtime
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import step
+from modelport.common.onnx_safety import check_onnx
 
 from .verify import verify
 
@@ -75,6 +76,7 @@ def quantize(ctx: StepContext, force: bool, output: str, q: dict):
     calib = ctx.calibration
     calib.validate()  # every calibration image decodes before anything is written
     source = store.path(SOURCE)
+    check_onnx(source)
     inputs = {"onnx": source, "reference": store.path("source/reference.npy")}
     inputs |= {f"calibration:{p.name}": p for p in calib.paths}
     with store.produce(output, inputs=inputs, tool="onnxruntime.quantization", tool_version=tool_version(),

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from modelport.common.errors import InputError
+from modelport.common.onnx_safety import check_onnx
 from modelport.common.preprocess import InputSpec, Layout
 
 Shape = tuple[int, ...]
@@ -43,6 +44,7 @@ class ModelInput:
 def load(path: Path):
     import onnx
 
+    check_onnx(path)  # parseable, and no external data outside the model folder
     try:
         # Weights are not needed to read the graph's structure and QDQ zero points
         # (zero points are small initializers stored inline).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from modelport.common.errors import InputError
+from modelport.common.onnx_safety import check_onnx
 
 from ..runtime import Runtime
 
@@ -12,7 +13,7 @@ _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended"
 class OnnxRuntime(Runtime):
     backend = "onnxruntime"
     input_layout, input_dtype = "NCHW", "float32"
-    requires = ("onnxruntime",)
+    requires = ("onnxruntime", "onnx")
 
     @classmethod
     def version(cls):
@@ -26,6 +27,7 @@ class OnnxRuntime(Runtime):
     def activate_impl(self):
         import onnxruntime as ort
 
+        check_onnx(self.files["model"])
         c = self.config.onnxruntime
         so = ort.SessionOptions()
         so.intra_op_num_threads = c.intra_op_threads
