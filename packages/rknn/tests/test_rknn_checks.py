@@ -219,3 +219,19 @@ def test_cli_registers_rknn_and_doctor_rows():
     assert len(rows) == 3 and all(r.detail for r in rows)
     if os.uname().machine == "x86_64":
         assert not next(r for r in rows if "RKNNLite" in r.name).ok
+
+
+@pytest.mark.parametrize("content", [b"", b"RKNN", b"\x89PNG not a model at all"])
+def test_corrupt_rknn_model_is_refused_before_any_runtime(test_env, art, content):
+    """A truncated or wrong-format model.rknn: one clear error naming it, even on a machine with no board."""
+    from modelport.rknn import board
+
+    model = art / "rknn" / "model.rknn"
+    model.parent.mkdir(parents=True, exist_ok=True)
+    model.write_bytes(content)
+    if content == b"RKNN":  # a header alone, then changed after the step that made it: the manifest catches it
+        (art / "rknn" / "model.rknn.manifest.json").write_text('{"sha256": "0000"}')
+    ctx = ctx_for(test_env, art)
+    with pytest.raises(InputError, match=r"model.rknn: (not an RKNN model|changed since)"):
+        board.run_lite(ctx)
+    assert not (art / "results").exists()

@@ -16,11 +16,12 @@ from __future__ import annotations
 import importlib.util
 import platform
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from modelport.common.context import StepContext
-from modelport.common.errors import HardwareMissing, ModelportError
+from modelport.common.errors import HardwareMissing, InputError, ModelportError
 from modelport.common.log import console, skip, step
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import fill_outputs, write_result
@@ -113,16 +114,24 @@ def run_adb(ctx: StepContext, device: str | None, verbose: bool = False) -> Back
     return _finish(ctx, result, outputs)
 
 
+def check_rknn_file(ctx: StepContext, model: Path) -> None:
+    """The exported model is checked before any runtime reads it: present, unchanged, an RKNN file."""
+    if not model.is_file():
+        raise ModelportError("no RKNN model: run `modelport rknn convert` on a host and copy artifacts/rknn here", model)
+    ctx.store.check_unchanged(model)
+    with open(model, "rb") as f:
+        if f.read(4) != b"RKNN":
+            raise InputError("not an RKNN model (no 'RKNN' header): corrupt, or another format under a .rknn name", model)
+
+
 def run_lite(ctx: StepContext) -> BackendResult:
     """On the board: RKNNLite on the exported INT8 model (copy artifacts/ over, run, copy results/ back)."""
+    model = ctx.store.path(convert.MODELS["int8"])
+    check_rknn_file(ctx, model)  # before the board check: a bad file is an error anywhere
     reason = lite_unavailable_reason()
     if reason:
         return _skipped(ctx, LITE, reason)
     from rknnlite.api import RKNNLite  # only on the board
-
-    model = ctx.store.path(convert.MODELS["int8"])
-    if not model.is_file():
-        raise ModelportError("no RKNN model: run `modelport rknn convert` on a host and copy artifacts/rknn here", model)
     step(f"rknn board --lite: {model.name} with RKNNLite")
     result = simulate.result_base(ctx, LITE, f"npu ({platform.node()})")
     lite = RKNNLite(verbose=False)
