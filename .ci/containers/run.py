@@ -168,7 +168,9 @@ def main() -> int:
     parser.add_argument("--negative-only", action="store_true", help="only the negative test (images still built)")
     parser.add_argument("--in-docker", action="store_true", help="also run `nox -s convert bench -- --in-docker` for tf-onnx")
     parser.add_argument("--install-tools", action="store_true", help="apt-get install missing docker.io, docker-compose, debootstrap")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("MODELPORT_DATA", ROOT.parent / "shared")))
+    parser.add_argument("--data", type=Path, help="models/ + images/ to mount (default: $MODELPORT_DATA, "
+                        "$MODELPORT_TEST_DATA, ../shared)", default=Path(
+                            os.environ.get("MODELPORT_DATA") or os.environ.get("MODELPORT_TEST_DATA") or ROOT.parent / "shared"))
     parser.add_argument("--keep-daemon", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     data = opts.data.resolve()
