@@ -1,6 +1,6 @@
 """Container test: build every CPU env image and run `docker-compose up` end to end, with no registry.
 
-    python .ci/containers/run.py [--negative] [--install-tools] [--keep-logs DIR]
+    python .ci/containers/run.py [--negative] [--in-docker] [--install-tools] [--data DIR]   (or: nox -s containers -- ...)
 
 1. start a private dockerd (own socket/data/exec root in a temp dir, no bridge, no iptables)
 2. build local stand-ins for the base images (debootstrap; see base_images.py)
@@ -171,7 +171,6 @@ def main() -> int:
     parser.add_argument("--data", type=Path, help="models/ + images/ to mount (default: $MODELPORT_DATA, "
                         "$MODELPORT_TEST_DATA, ../shared)", default=Path(
                             os.environ.get("MODELPORT_DATA") or os.environ.get("MODELPORT_TEST_DATA") or ROOT.parent / "shared"))
-    parser.add_argument("--keep-daemon", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     data = opts.data.resolve()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the cleanup below runs
@@ -219,8 +218,7 @@ def main() -> int:
             for c in composes:
                 if engine.proc is not None and engine.proc.poll() is None:
                     c.down()
-            if not opts.keep_daemon:
-                engine.stop()
+            engine.stop()
             shutil.rmtree(workdir, ignore_errors=True)
             wheelhouse.cleanup(log)
             problems = host_state.leftovers(before, engine)
