@@ -1,4 +1,4 @@
-"""`modelport bench`: run backends on the eval images and write their results."""
+"""`modelport bench` (run backends on the eval images, write their results) and `modelport depth`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import click
 from modelport.common.context import StepContext
 from modelport.common.log import console, skip, step
 
-from .registry import RUNTIMES
+from .registry import RUNTIMES, runtime_class
 
 
 def _flag_options(fn):
@@ -22,8 +22,12 @@ def _flag_options(fn):
 @_flag_options
 @click.option("--runs", type=int, help="Timed runs (default: [bench] runs).")
 @click.option("--warmup", type=int, help="Warm-up runs (default: [bench] warmup).")
+@click.option("--settings", "settings_mode", type=click.Choice(["default", "tuned"]), default="default", show_default=True,
+              help="tuned: each backend's winner from depth/tuning.json (`modelport depth tune`).")
+@click.option("--labeled", type=click.Path(exists=True), metavar="SRC",
+              help="Also top-1/top-5 accuracy on ground truth: a folder per class or an image<TAB>label file.")
 @click.pass_obj
-def bench(ctx: StepContext, backends, runs, warmup, **flags):
+def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **flags):
     """Benchmark BACKEND... (any of: {keys}).
 
     Each backend runs every eval image (top-5, raw outputs, agreement with the TFLite
@@ -39,13 +43,12 @@ def bench(ctx: StepContext, backends, runs, warmup, **flags):
         ctx.overrides.append(("bench.runs", runs))
     if warmup is not None:
         ctx.overrides.append(("bench.warmup", warmup))
-    from .runner import benchmark  # after overrides: the config is read on first use
 
     failed = []
     with ctx.store.lock():
         for key in chosen:
-            step(f"bench {key}")
-            r = benchmark(ctx, key)
+            step(f"bench {key}" + (" (tuned settings)" if settings_mode == "tuned" else ""))
+            r = _bench_one(ctx, key, settings_mode)
             if r.status == "skipped":
                 skip(f"{key}: {r.reason}")
             elif r.status == "failed":
@@ -58,8 +61,138 @@ def bench(ctx: StepContext, backends, runs, warmup, **flags):
                     f"   {r.name}: median {r.latency_ms.median:.2f} ms, p90 {r.latency_ms.p90:.2f} ms "
                     f"({r.latency_ms.fps:.1f} FPS), {r.headline.label} {r.headline.confidence:.3f}{agree}"
                 )
+            if labeled and r.status == "ok":
+                _labeled_one(ctx, key, labeled, settings_mode)
     if failed:
         raise click.ClickException(f"failed: {', '.join(failed)} (no result written for them)")
+
+
+def _settings(ctx: StepContext, key: str, mode: str) -> dict:
+    if mode == "default":
+        return {}
+    from .tuning import tuned_settings
+
+    return tuned_settings(ctx.store, key)
+
+
+def _bench_one(ctx: StepContext, key: str, mode: str):
+    from modelport.common.artifacts import write_atomic
+
+    from .runner import benchmark
+
+    settings = _settings(ctx, key, mode) if mode == "tuned" and _runnable(key) else {}
+    if not settings:
+        return benchmark(ctx, key)
+    # A context whose config carries the tuned values: the result's settings show what ran.
+    tuned = StepContext(config_path=ctx.config_path, overrides=[*ctx.overrides, *settings.items()],
+                        artifacts=ctx.artifacts, force=ctx.force)
+    r = benchmark(tuned, key)
+    if r.status == "ok":
+        r.notes.append("tuned settings from depth/tuning.json: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+        write_atomic(ctx.store.path(f"results/{key}.json"), r.dump())  # the .npy beside it is unchanged
+    return r
+
+
+def _runnable(key: str) -> bool:
+    return runtime_class(key).unavailable_reason() is None
+
+
+def _labeled_one(ctx: StepContext, key: str, src: str, mode: str) -> None:
+    from .labeled import labeled_accuracy, write_labeled
+
+    data = labeled_accuracy(ctx, key, src, _settings(ctx, key, mode))
+    write_labeled(ctx, data)
+    lo, hi = data["top1_ci95"]
+    console.print(f"   labeled ({data['images']} images): "
+                  f"top-1 {data['top1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), top-5 {data['top5']:.1%}")
+
+
+# -- `modelport depth ...`: sweeps, tuning, harness overhead (issue 7). Each writes depth/<what>-<key>.json;
+# `modelport report` renders them into report/sections/depth-*.md with charts.
+
+DEPTH_KEYS = ["tflite", "onnx", "onnx-int8", "ncnn", "ncnn-int8"]
+
+
+def _depth_keys(backends) -> list[str]:
+    keys = list(backends) or DEPTH_KEYS
+    runnable = [k for k in keys if _runnable(k)]
+    for k in keys:
+        if k not in runnable:
+            skip(f"{k}: {runtime_class(k).unavailable_reason()}")
+    return runnable
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"expected positive integers, got {text!r}")
+    return values
+
+
+backend_args = click.argument("backends", nargs=-1, type=click.Choice(DEPTH_KEYS), metavar="[BACKEND...]")
+settings_opt = click.option("--settings", "settings_mode", type=click.Choice(["default", "tuned"]), default="default",
+                            show_default=True, help="Run with the configured settings or the tuned winners.")
+
+
+@click.group()
+def depth():
+    """Sweeps, tuning and harness overhead for BACKEND... (default: every one this env can run)."""
+
+
+@depth.command("sweep")
+@backend_args
+@click.option("--batches", default="1,2,4,8,16,32,64", show_default=True, help="Batch sizes.")
+@click.option("--threads", default=None, help="Thread counts (default: 1, 2 .. this machine's cores).")
+@settings_opt
+@click.pass_obj
+def sweep_cmd(ctx: StepContext, backends, batches, threads, settings_mode):
+    """Latency and images/s over batch sizes x thread counts -> depth/sweep-<backend>.json."""
+    from .sweep import sweep, write_sweep
+    from .tuning import THREAD_COUNTS
+
+    with ctx.store.lock():
+        for key in _depth_keys(backends):
+            step(f"sweep {key}")
+            data = sweep(ctx, key, _ints(batches), _ints(threads) if threads else THREAD_COUNTS,
+                         _settings(ctx, key, settings_mode))
+            write_sweep(ctx, data)
+
+
+@depth.command("tune")
+@backend_args
+@click.pass_obj
+def tune_cmd(ctx: StepContext, backends):
+    """Bounded search for each backend's fastest settings here -> depth/tuning.json."""
+    from .tuning import save_entry, tune
+
+    with ctx.store.lock():
+        for key in _depth_keys(backends):
+            step(f"tune {key}")
+            entry = tune(ctx, key)
+            save_entry(ctx.store, entry)
+            changed = ", ".join(f"{k}={v}" for k, v in entry["changed"].items()) or "the defaults"
+            console.print(f"   {entry['name']}: default {entry['default_ms']['median']:.2f} ms -> tuned "
+                          f"{entry['tuned_ms']['median']:.2f} ms (x{entry['speedup']:.2f}) with {changed}")
+
+
+@depth.command("overhead")
+@backend_args
+@settings_opt
+@click.pass_obj
+def overhead_cmd(ctx: StepContext, backends, settings_mode):
+    """Benchmark harness vs a bare loop of the toolchain's own call -> depth/overhead-<backend>.json."""
+    from .overhead import measure_overhead, write_overhead
+
+    with ctx.store.lock():
+        for key in _depth_keys(backends):
+            step(f"harness overhead {key}")
+            data = measure_overhead(ctx, key, settings=_settings(ctx, key, settings_mode))
+            write_overhead(ctx, data)
+            console.print(f"   {data['name']}: harness {data['harness_mean_ms']:.3f} ms vs bare {data['bare_mean_ms']:.3f} ms: "
+                          f"ratio {data['ratio']:.3f} (goal <= {data['goal']})")
 
 
 bench.help = bench.help.replace("{keys}", ", ".join(RUNTIMES))

@@ -18,6 +18,8 @@ from modelport.common.errors import InputError
 from modelport.common.machine import machine_info
 from modelport.common.schema import REPORT_SCHEMA, RESULT_SCHEMA, BackendResult
 
+from .depth_report import pipeline_time
+
 REFERENCE_KEY = "tflite"
 ORDER = ["tflite", "onnx", "onnx-int8", "tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8", "ncnn", "ncnn-int8",
          "rknn-int8", "rknn-fp16", "rknn-int8-hybrid", "rknn-int8-board", "rknn-int8-lite"]
@@ -90,6 +92,7 @@ def build(store: ArtifactStore) -> dict:
         "reference": REFERENCE_KEY if ref else None,
         "results": [entry(r, ref) for r in results],
         "notes": notes(store),
+        "pipeline_time": pipeline_time(store),
     }
 
 
@@ -126,8 +129,10 @@ def to_csv(report: dict) -> str:
 
 
 def write(store: ArtifactStore, report: dict) -> dict[str, Path]:
+    from .depth_report import render
     from .report_md import charts, markdown
 
+    render(store)  # depth/*.json -> report/sections/depth-*.md, before the sections are read
     out = store.path("report")
     paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
     paths |= charts(report, out)

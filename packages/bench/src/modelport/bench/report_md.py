@@ -86,6 +86,8 @@ def markdown(report: dict, sections: list[Path]) -> str:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     for s in sections:
         lines += ["", s.read_text(encoding="utf-8").rstrip()]
+    if report.get("pipeline_time"):  # footer: wall time per step (depth_report.pipeline_time)
+        lines += [""] + report["pipeline_time"]
     return "\n".join(lines) + "\n"
 
 

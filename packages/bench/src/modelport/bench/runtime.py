@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -31,6 +31,9 @@ class Runtime:
     artifacts: ClassVar[Mapping[str, str]]  # role -> artifact path in the store
     requires: ClassVar[tuple[str, ...]] = ()  # import names the runtime needs
     device: ClassVar[str] = "cpu"
+    # Largest batch infer() takes after set_batch(n). 1 = the model has a fixed batch of one: a batch
+    # sweep then runs N sequential batch-1 calls and says so (bench/sweep.py).
+    max_batch: ClassVar[int] = 1
 
     def __init__(self, config: Config, files: Mapping[str, Path]):
         self.config = config
@@ -81,6 +84,22 @@ class Runtime:
             raise RuntimeError(f"{self.display} runtime is not active")
         return self.infer_impl(tensor)
 
+    def set_batch(self, n: int) -> None:
+        """Make the following infer() calls take a leading batch of ``n`` (the tensor is [n, ...])."""
+        if not self.active:
+            raise RuntimeError(f"{self.display} runtime is not active")
+        if not 1 <= n <= self.max_batch:
+            raise ValueError(f"{self.display} takes batches of 1..{self.max_batch}, not {n}")
+        self.set_batch_impl(n)
+
+    def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
+        """The toolchain's own inference call on ``tensor``, with no modelport code around it.
+
+        What the benchmark's per-inference time is compared with (bench/overhead.py): the same
+        work a hand-written loop over the toolchain's API would do.
+        """
+        raise NotImplementedError(f"{self.display} has no bare call for the overhead measurement")
+
     def deactivate(self) -> None:
         if self.active:
             self.deactivate_impl()
@@ -102,6 +121,9 @@ class Runtime:
 
     def deactivate_impl(self) -> None:
         pass
+
+    def set_batch_impl(self, n: int) -> None:
+        """Resize the input for batch ``n`` (only runtimes with max_batch > 1)."""
 
     def model_error(self, exc: Exception) -> InputError:
         """A toolchain's load error as one line naming the model file."""

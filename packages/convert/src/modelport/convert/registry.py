@@ -15,6 +15,7 @@ TARGETS: dict[str, str] = {
     "onnx": "modelport.convert.tflite_onnx",
     "onnx-int8": "modelport.convert.onnx_int8:ORT",
     "onnx-int8-tensorrt": "modelport.convert.onnx_int8:TENSORRT",
+    "onnx-dynamic": "modelport.convert.onnx_dynamic",  # batch sweeps only; static model stays the default
     "ncnn": "modelport.convert.ncnn",
     "ncnn-int8": "modelport.convert.ncnn_int8",
     "tensorrt-fp32": "modelport.convert.tensorrt:FP32",

@@ -128,6 +128,22 @@ class NcnnRuntime(Runtime):
         self._last = tensor
         return self.run(self.net, tensor)
 
+    def own_call(self, tensor: np.ndarray):
+        """ncnn's own API, as an ncnn app writes it: Mat from the pixels, extractor, input, extract."""
+        import ncnn
+
+        net, i, o, (h, w) = self.net, self.input_name, self.output_name, tensor.shape[1:3]
+        img, mean, norm = np.ascontiguousarray(tensor[0]), self.mean, self.norm
+
+        def call():
+            mat = ncnn.Mat.from_pixels(img, ncnn.Mat.PixelType.PIXEL_RGB, w, h)
+            mat.substract_mean_normalize(mean, norm)
+            ex = net.create_extractor()
+            ex.input(i, mat)
+            return ex.extract(o)
+
+        return call
+
     def blobs(self, tensor: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """Intermediate blobs as float32 [C, H, W] (calibration). Light mode is off: it frees
         blobs once consumed, and extracting several of them from one extractor then crashes."""

@@ -40,7 +40,7 @@ class OnnxRuntime(Runtime):
         except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/... types
             raise self.model_error(e) from None
         (inp,) = self.session.get_inputs()
-        expected = list(self.config.input.shape(self.input_layout))
+        expected = self.expected_input_shape()
         if list(inp.shape) != expected:
             raise InputError(
                 f"model input {inp.name} {inp.shape} does not match the config ({self.input_layout} {expected})",
@@ -48,8 +48,15 @@ class OnnxRuntime(Runtime):
             )
         self.input_name = inp.name
 
+    def expected_input_shape(self) -> list:
+        return list(self.config.input.shape(self.input_layout))
+
     def infer_impl(self, tensor):
         return self.session.run(None, {self.input_name: tensor})[0]
+
+    def own_call(self, tensor):
+        run, feed = self.session.run, {self.input_name: tensor}
+        return lambda: run(None, feed)
 
     def deactivate_impl(self):
         del self.session
@@ -63,3 +70,23 @@ class OnnxFp32Runtime(OnnxRuntime):
 class OnnxInt8Runtime(OnnxRuntime):
     key, precision, display = "onnx-int8", "int8", "ONNX INT8"
     artifacts = {"model": "onnx/model.int8.onnx"}
+
+
+class OnnxDynamicRuntime(OnnxRuntime):
+    """The same model with a symbolic batch dim (`convert onnx-dynamic`), for batch sweeps only:
+    the static NCHW model stays the default artifact (RKNN and TensorRT need it)."""
+
+    max_batch = 64
+
+    def expected_input_shape(self) -> list:
+        return ["batch", *self.config.input.shape(self.input_layout)[1:]]
+
+
+class OnnxFp32DynamicRuntime(OnnxDynamicRuntime):
+    key, precision, display = "onnx", "fp32", "ONNX FP32"
+    artifacts = {"model": "onnx/model.dynamic.onnx"}
+
+
+class OnnxInt8DynamicRuntime(OnnxDynamicRuntime):
+    key, precision, display = "onnx-int8", "int8", "ONNX INT8"
+    artifacts = {"model": "onnx/model.int8.dynamic.onnx"}

@@ -1,0 +1,229 @@
+"""`modelport depth tune`: each runtime's best settings on this machine, by a small bounded search.
+
+- The search space is the backend's own knobs as config keys (SPACE): thread counts up to
+  this machine's cores, and the options the toolchain documents as speed trade-offs.
+- Coordinate descent from the configured ("default") settings: one knob at a time, every
+  value of it timed in interleaved rounds (so background load hits all candidates alike),
+  the fastest kept if it beats the current value by MIN_GAIN (else it is noise). At most 1 + sum(len(values)) candidates per backend: bounded, and each
+  knob is judged with the others at their best so far.
+- A candidate that changes numerics (fp16 storage/arithmetic, graph rewrites) is kept only
+  if it still passes the backend's accuracy floor against the reference on the eval images.
+- The winner and the default are then timed head to head, interleaved, and everything goes
+  to ``depth/tuning.json``; ``bench --settings tuned`` reads the winner back from there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from modelport.common.agreement import compare, gate_failures
+from modelport.common.artifacts import ArtifactStore, write_atomic
+from modelport.common.config import Config
+from modelport.common.context import StepContext
+from modelport.common.errors import InputError
+from modelport.common.log import console
+from modelport.common.machine import machine_info
+from modelport.common.preprocess import to_tensor
+from modelport.common.reference import load_reference
+from modelport.common.schema import LatencyStats
+from modelport.common.timing import load_average, sample, summarize
+
+from .registry import runtime_class
+from .runner import headline_index, prepared_images, run_outputs
+from .runtime import Runtime
+
+TUNING_FILE = "depth/tuning.json"
+TUNING_SCHEMA = "modelport.tuning/1"
+CORES = os.cpu_count() or 1
+THREAD_COUNTS = sorted({1, 2, CORES} & set(range(1, CORES + 1)))
+
+# Which config key sets a backend's thread count (the thread sweep uses it too).
+THREADS = {"tflite": "tflite.threads", "onnxruntime": "onnxruntime.intra_op_threads", "ncnn": "ncnn.threads"}
+
+# Knobs in the order they are tried. ncnn's lightmode is not here: it frees intermediate blobs
+# early (memory, not speed) and modelport does not expose it as a setting.
+SPACE: dict[str, dict[str, list]] = {
+    "tflite": {"tflite.threads": THREAD_COUNTS, "tflite.xnnpack": [True, False]},
+    "onnxruntime": {
+        "onnxruntime.intra_op_threads": THREAD_COUNTS,
+        "onnxruntime.graph_optimization_level": ["basic", "extended", "all"],
+        "onnxruntime.execution_mode": ["sequential", "parallel"],
+        "onnxruntime.inter_op_threads": THREAD_COUNTS,
+    },
+    "ncnn": {
+        "ncnn.threads": THREAD_COUNTS,
+        "ncnn.packing_layout": [True, False],
+        "ncnn.winograd": [True, False],
+        "ncnn.sgemm": [True, False],
+        "ncnn.fp16_storage": [False, True],
+        "ncnn.fp16_packed": [False, True],
+        "ncnn.fp16_arithmetic": [False, True],
+    },
+}
+# Knobs that can change the outputs: a value other than the default must pass the accuracy floor.
+NUMERIC = {"ncnn.fp16_storage", "ncnn.fp16_packed", "ncnn.fp16_arithmetic", "onnxruntime.graph_optimization_level"}
+ROUNDS = {"search": (5, 4, 10), "final": (10, 10, 20)}  # warm-up calls, rounds, runs per round
+# A value replaces the current one only if its median is this much lower: on a shared 2-core machine
+# 1-2% differences are noise, and a "tuned" setting that only won a coin toss is worse than the default.
+MIN_GAIN = 0.03
+
+
+def config_with(config: Config, settings: dict[str, Any]) -> Config:
+    """A copy of ``config`` with dotted keys set (validated like the file: a bad value fails here)."""
+    cfg = config.model_copy(deep=True)
+    for dotted, value in settings.items():
+        section, key = dotted.split(".")
+        setattr(getattr(cfg, section), key, value)
+    return cfg
+
+
+def current(config: Config, keys) -> dict[str, Any]:
+    return {k: getattr(getattr(config, k.split(".")[0]), k.split(".")[1]) for k in keys}
+
+
+def race(calls: dict[str, Callable[[], object]], warmup: int, rounds: int, runs: int) -> dict[str, LatencyStats]:
+    """Time each call in alternating rounds (A B C, A B C, ...) so background load hits them alike."""
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list] = {n: [] for n in calls}
+    for r in range(rounds):
+        names = list(calls) if r % 2 == 0 else list(reversed(calls))  # no candidate always goes first
+        for n in names:
+            samples[n].extend(sample(calls[n], runs))
+    return {n: summarize(s, warmup) for n, s in samples.items()}
+
+
+class Candidates:
+    """Active runtimes per settings tuple, made once and reused across knobs."""
+
+    def __init__(self, ctx: StepContext, cls: type[Runtime], tensor: np.ndarray):
+        self.ctx, self.cls, self.tensor = ctx, cls, tensor
+        self.active: dict[str, Runtime] = {}
+
+    @staticmethod
+    def name(settings: dict) -> str:
+        return json.dumps(settings, sort_keys=True)
+
+    def get(self, settings: dict) -> Runtime:
+        n = self.name(settings)
+        if n not in self.active:
+            rt = self.cls.from_store(self.ctx.store, config_with(self.ctx.config, settings))
+            self.active[n] = rt.activate()
+        return self.active[n]
+
+    def time(self, options: list[dict], phase: str) -> dict[str, LatencyStats]:
+        runtimes = {self.name(s): self.get(s) for s in options}
+        x = self.tensor
+        return race({n: (lambda rt=rt: rt.infer(x)) for n, rt in runtimes.items()}, *ROUNDS[phase])
+
+    def close(self) -> None:
+        for rt in self.active.values():
+            rt.deactivate()
+        self.active.clear()
+
+
+def passes_floor(ctx: StepContext, rt: Runtime, reference: np.ndarray | None) -> tuple[bool, dict | None]:
+    if reference is None:
+        return True, None
+    outputs = run_outputs(rt, prepared_images(ctx), ctx.config.input)
+    agreement = compare(outputs, reference, [p.name for p in ctx.eval_images])
+    kind = "int8" if rt.precision == "int8" else "float"
+    return not gate_failures(agreement, kind), agreement.model_dump(exclude={"per_image"})
+
+
+def tune(ctx: StepContext, key: str) -> dict:
+    """Search ``key``'s SPACE on this machine; returns its tuning.json entry (not yet written)."""
+    cls = runtime_class(key)
+    space = SPACE[cls.backend]
+    cfg = ctx.config
+    spec = cfg.input
+    tensor = to_tensor(prepared_images(ctx)[headline_index(ctx)], spec, cls.input_layout, cls.input_dtype)
+    try:
+        reference = load_reference(ctx.store, ctx.eval_images, spec.signature)
+    except InputError as e:
+        console.print(f"   [yellow]no accuracy guard for numeric knobs: {e}[/]")
+        reference = None
+    default = current(cfg, space)
+    best = dict(default)
+    trials, checked, started, load_before = [], {}, time.monotonic(), load_average()
+    pool = Candidates(ctx, cls, tensor)
+    try:
+        for knob, values in space.items():
+            options = [best | {knob: v} for v in dict.fromkeys([best[knob], *values])]  # the current value always runs
+            stats = pool.time(options, "search")
+            ranked = sorted(options, key=lambda s: stats[pool.name(s)].median)
+            for s in options:
+                trials.append({"knob": knob, "settings": s, "median_ms": stats[pool.name(s)].median,
+                               "p90_ms": stats[pool.name(s)].p90})
+            keep = stats[pool.name(best)].median * (1 - MIN_GAIN)
+            for s in ranked:  # fastest first; a numeric change must keep the accuracy floor
+                if s[knob] != best[knob] and stats[pool.name(s)].median > keep:
+                    break  # not clearly faster than what we have: noise, keep the current value
+                if knob in NUMERIC and s[knob] != default[knob]:
+                    ok, agreement = passes_floor(ctx, pool.get(s), reference)
+                    checked[f"{knob}={s[knob]}"] = {"passes_floor": ok, "agreement": agreement}
+                    if not ok:
+                        continue
+                best = s
+                break
+            console.print(f"   {knob}: " + ", ".join(f"{s[knob]} {stats[pool.name(s)].median:.2f}" for s in options)
+                          + f" ms -> {best[knob]}")
+        final = pool.time([default, best], "final") if best != default else pool.time([default], "final")
+        _, agreement = passes_floor(ctx, pool.get(best), reference)
+    finally:
+        pool.close()
+    d, t = final[pool.name(default)], final[pool.name(best)]
+    return {
+        "key": key, "name": cls.display, "backend": cls.backend, "precision": cls.precision, "env": ctx.env,
+        "space": space, "default": default, "winner": best,
+        "changed": {k: v for k, v in best.items() if default[k] != v},
+        "default_ms": d.model_dump(), "tuned_ms": t.model_dump(), "speedup": d.median / t.median,
+        "trials": trials, "numeric_checks": checked, "agreement": agreement,
+        "method": f"coordinate descent, a change kept only if >= {MIN_GAIN:.0%} faster, interleaved rounds "
+                  f"(search {ROUNDS['search']}, final {ROUNDS['final']}: warm-up, rounds, runs per round)",
+        "load_avg": {"before": load_before, "after": load_average()},
+        "seconds": round(time.monotonic() - started, 1),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_info(),
+    }
+
+
+# -- the tuning file: written by `depth tune` (any env), read by `bench --settings tuned`
+
+
+def load_tuning(store: ArtifactStore) -> dict:
+    path = store.path(TUNING_FILE)
+    if not path.is_file():
+        return {"schema": TUNING_SCHEMA, "backends": {}}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON: {e}", path) from None
+    if data.get("schema") != TUNING_SCHEMA or not isinstance(data.get("backends"), dict):
+        raise InputError(f"not a {TUNING_SCHEMA} file", path)
+    return data
+
+
+def save_entry(store: ArtifactStore, entry: dict) -> None:
+    """Merge one backend's entry (call with the store lock held: envs write the file in turn)."""
+    data = load_tuning(store)
+    data["backends"][entry["key"]] = entry
+    write_atomic(store.path(TUNING_FILE), json.dumps(data, indent=2) + "\n")
+
+
+def tuned_settings(store: ArtifactStore, key: str) -> dict[str, Any]:
+    """The winner for ``key``; a clear error when it was never tuned, a warning when tuned elsewhere."""
+    entry = load_tuning(store)["backends"].get(key)
+    if entry is None:
+        raise InputError(f"no tuned settings for {key}: run `modelport depth tune {key}` first", store.path(TUNING_FILE))
+    here, there = machine_info().get("cpu"), entry.get("machine", {}).get("cpu")
+    if here != there:
+        console.print(f"[yellow]warning:[/] {key} was tuned on {there!r}, this is {here!r}")
+    return dict(entry["winner"])
