@@ -9,6 +9,8 @@ which cannot make them, reuse them.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,18 @@ def pipeline(test_env):
         if not ctx.store.path(rel).is_file():
             pytest.fail(f"{ctx.store.path(rel)} missing: run the tf-onnx tests first (nox -s tests) or set MODELPORT_TEST_ARTIFACTS")
     return ctx
+
+
+# The real CLI in a subprocess, as a user runs it (exit code, stderr, nothing in-process leaks).
+CLI = [sys.executable, "-c", "import sys; from modelport.common.cli import main; sys.exit(main())"]
+
+
+def run(env: dict, *args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], env={**os.environ, **env}, capture_output=True, text=True, cwd=cwd)
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    """The one `error:` line a failed command printed (asserts there is exactly one)."""
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]

@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from test_cli import error_line, run
 
+from conftest import error_line, run
 from modelport.common.errors import InputError
 from modelport.common.onnx_safety import check_onnx
 from modelport.convert.fetch import download, extract_member

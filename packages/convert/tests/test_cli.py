@@ -2,28 +2,16 @@
 
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-CLI = [sys.executable, "-c", "import sys; from modelport.common.cli import main; sys.exit(main())"]
-
-
-def run(env, *args, cwd=None):
-    return subprocess.run([*CLI, *args], env={**os.environ, **env}, capture_output=True, text=True, cwd=cwd)
+from conftest import error_line, run
 
 
 @pytest.fixture
 def fresh(test_env, tmp_path):
     """The test env with an empty artifacts folder."""
     return {**test_env, "MODELPORT_ARTIFACTS": str(tmp_path / "art")}
-
-
-def error_line(proc):
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def artifacts_written(env):

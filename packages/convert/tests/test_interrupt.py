@@ -8,8 +8,8 @@ import subprocess
 import time
 
 import pytest
-from test_cli import CLI
 
+from conftest import CLI
 from modelport.common.artifacts import sha256_file
 
 ONE_CONVERTER = ["-o", "convert.onnx_converter=tflite2onnx"]  # one converter is enough to interrupt; halves the time

@@ -19,6 +19,7 @@ from modelport.bench.runtimes.ncnn import NcnnRuntime
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError, ToolchainMissing
 from modelport.common.log import step
+from modelport.common.onnx_safety import check_onnx
 
 from .ncnn_format import read_param
 from .verify import verify
@@ -78,6 +79,7 @@ def run(ctx: StepContext, force: bool):
     if cfg.input.layout != "NCHW":
         raise InputError("ncnn needs an NCHW ONNX model ([input] layout = \"NCHW\")", cfg.source)
     source = store.path(SOURCE)
+    check_onnx(source)  # pnnx would follow external-data paths anywhere: only the model's own folder
     shape = cfg.input.shape("NCHW")
     options = {"inputshape": list(shape), "fp16_weights": cfg.ncnn.fp16_weights, "optlevel": 2}
     inputs = {"onnx": source, "reference": store.path("source/reference.npy")}

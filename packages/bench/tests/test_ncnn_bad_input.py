@@ -1,0 +1,59 @@
+"""Bad ncnn input through the CLI: one line naming the file, non-zero exit, no result written."""
+
+import shutil
+
+import pytest
+
+from conftest import run
+
+pytestmark = pytest.mark.ncnn
+
+
+@pytest.fixture
+def ncnn_art(pipeline, test_env, tmp_path):
+    """A private artifacts folder with a converted ncnn FP32 model (cached by manifest in the shared one)."""
+    from modelport.convert.registry import target_module
+
+    target_module("ncnn").run(pipeline, force=False)
+    dst = tmp_path / "art"
+    shutil.copytree(pipeline.store.root, dst, ignore=shutil.ignore_patterns("results", "report", "rknn", "tensorrt", ".tmp"))
+    return dst, {**test_env, "MODELPORT_ARTIFACTS": str(dst)}
+
+
+def no_results(dst):
+    return not (dst / "results").exists() or not any((dst / "results").iterdir())
+
+
+@pytest.mark.parametrize("which,content", [
+    ("model.param", b"7767517\n3 3\nInput in0 0 1 in0\nConvolution conv 1 1 in0 x 0=32 1=3\n"),  # cut mid-graph
+    ("model.param", b"TFL3 this is a flatbuffer, not an ncnn param\n"),
+    ("model.bin", b"\0" * 4096),  # far shorter than the weights the param declares
+])
+def test_corrupt_ncnn_model(ncnn_art, which, content):
+    dst, env = ncnn_art
+    path = dst / "ncnn" / which
+    path.write_bytes(content)
+    (dst / "ncnn" / f"{which}.manifest.json").unlink()  # user-supplied files: ncnn itself must judge them
+    proc = run(env, "bench", "ncnn")
+    assert proc.returncode != 0
+    assert str(path) in proc.stderr, proc.stderr
+    assert no_results(dst)
+
+
+def test_ncnn_model_changed_since_conversion(ncnn_art):
+    dst, env = ncnn_art
+    path = dst / "ncnn" / "model.bin"
+    path.write_bytes(path.read_bytes()[:-16])
+    proc = run(env, "bench", "ncnn")
+    assert proc.returncode != 0 and str(path) in proc.stderr and "sha256 differs from its manifest" in proc.stderr
+    assert no_results(dst)
+
+
+def test_corrupt_onnx_is_refused_before_pnnx(pipeline, test_env, tmp_path):
+    dst = tmp_path / "art"
+    shutil.copytree(pipeline.store.root, dst, ignore=shutil.ignore_patterns("results", "report", "ncnn", "rknn", "tensorrt", ".tmp"))
+    model = dst / "onnx" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:50_000])
+    proc = run({**test_env, "MODELPORT_ARTIFACTS": str(dst)}, "convert", "ncnn")
+    assert proc.returncode != 0 and f"{model}: not a readable ONNX model" in proc.stderr
+    assert not (dst / "ncnn").exists() or not [p for p in (dst / "ncnn").iterdir() if not p.name.startswith(".")]
