@@ -108,7 +108,8 @@ def check_report(compose: stack.Compose, built: list[str], workdir: Path) -> Non
     dest = ROOT / ".nox" / "containers" / "results.json"
     compose.copy_out("report", "/artifacts/report/results.json", dest)
     print(compose.docker("logs", compose.containers()["report"]["Id"]).stdout, flush=True)  # the report table
-    log(f"report copied to {dest.relative_to(ROOT)}; volume {compose.volume_owner()}")
+    owners = "; ".join(compose.volume_owner(v) for v in ("source", "onnx", "ncnn", "rknn", "results", "report"))
+    log(f"report copied to {dest.relative_to(ROOT)}; volumes: {owners}")
     # check_report.py expects rows for every envs/<env> folder in its working directory:
     # give it a folder listing exactly the envs whose services ran here.
     cwd = workdir / "check"

@@ -145,7 +145,7 @@ class Compose:
         self.docker("cp", f"{c['Id']}:{path}", str(dest))
         return dest
 
-    def volume_owner(self, volume: str = "artifacts") -> str:
+    def volume_owner(self, volume: str) -> str:
         """uid:gid of the named volume's root on the host (non-root services must be able to write it)."""
         name = f"{self.project}_{volume}"
         mountpoint = self.docker("volume", "inspect", "--format", "{{.Mountpoint}}", name).stdout.strip()

@@ -152,7 +152,10 @@ class ArtifactStore:
         shutil.rmtree(self.root / ".tmp", ignore_errors=True)
         for stale in self.root.rglob(".*.partial*"):
             if stale.is_file():
-                stale.unlink(missing_ok=True)
+                try:
+                    stale.unlink(missing_ok=True)
+                except OSError:  # a subfolder mounted read-only (compose): its owner sweeps it
+                    pass
 
 
 class Job:
