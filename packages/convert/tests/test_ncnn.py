@@ -7,13 +7,11 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import make_context
+from conftest import error_line, make_context, run
 from modelport.bench.runner import prepared_images, run_outputs
 from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common.agreement import compare
@@ -62,30 +60,56 @@ def test_int8_meets_the_int8_floor_and_size(ncnn_models):
     assert store.path("ncnn/model-int8.bin").stat().st_size <= 0.35 * store.path("ncnn/model.bin").stat().st_size
 
 
-def test_int8_model_is_a_native_ncnn_int8_model(ncnn_models):
-    """Every conv stores int8 weights (int8 tag) followed by its scales, as ncnn2int8 writes them."""
-    store = ncnn_models.store
+@pytest.fixture(scope="module")
+def all_int8(ncnn_models, test_env, tmp_path_factory):
+    """The INT8 model with depthwise convs in int8 too ([ncnn] int8_depthwise = true), verified on the floor."""
+    art = copy_inputs(ncnn_models, tmp_path_factory.mktemp("all-int8"))
+    ctx = make_context({**test_env, "MODELPORT_ARTIFACTS": str(art)}, overrides=["ncnn.int8_depthwise=true", "ncnn.tools=builtin"])
+    target_module("ncnn-int8").run(ctx, force=False)
+    return ctx
+
+
+def check_native_int8(store, int8_types):
+    """Quantized convs store int8 weights (int8 tag) then bias, weight scales, input scale
+    (+ output scale when requantizing), as ncnn2int8 writes them; the others stay FP32."""
     model = load(store.path("ncnn/model-int8.param"), store.path("ncnn/model-int8.bin"))
     convs = [la for la in model.layers if la.type in ("Convolution", "ConvolutionDepthWise")]
     assert len(convs) == 53
     for la in convs:
+        if la.type not in int8_types:
+            assert la.pint(8) == 0 and la.weights[0].data.dtype == np.float32 and len(la.weights) == 2
+            continue
         assert la.pint(8) in ((1, 101) if la.type == "ConvolutionDepthWise" else (2, 102))
         assert la.weights[0].data.dtype == np.int8 and la.weights[0].typed
         rows = la.pint(7) if la.type == "ConvolutionDepthWise" else la.pint(0)
-        assert la.weights[2].data.size == rows and la.weights[3].data.size == 1  # weight scales, input scale
-        assert len(la.weights) == (5 if la.pint(8) > 100 else 4)  # + output scale when it requantizes
-    assert sum(la.pint(8) > 100 for la in convs) >= 30  # conv -> conv chains stay int8
+        assert la.weights[2].data.size == rows and la.weights[3].data.size == 1
+        assert len(la.weights) == (5 if la.pint(8) > 100 else 4)
     raw = store.path("ncnn/model-int8.bin").read_bytes()
     assert struct.pack("<I", TAG_INT8) in raw[:64]
+    return [la for la in convs if la.pint(8) > 100]
 
 
-def test_ncnn_runs_int8_kernels(ncnn_models):
-    """Blobs between requantizing convs are held as int8 by the runtime (1 byte per element)."""
-    rt = NcnnInt8Runtime.from_store(ncnn_models.store, ncnn_models.config)
+def test_int8_model_is_a_native_ncnn_int8_model(ncnn_models):
+    requantizing = check_native_int8(ncnn_models.store, ("Convolution",))
+    assert len(requantizing) >= 1  # a conv feeding only convs hands them int8
+
+
+def test_all_int8_variant_meets_the_floor_and_chains_int8(all_int8):
+    requantizing = check_native_int8(all_int8.store, ("Convolution", "ConvolutionDepthWise"))
+    assert len(requantizing) >= 30  # conv -> depthwise -> conv chains stay int8 end to end
+    a = agreement(all_int8, NcnnInt8Runtime.from_store(all_int8.store, all_int8.config))
+    assert a.top1 >= 0.9 and a.cosine_mean >= 0.98 and a.cosine_min >= 0.95
+
+
+@pytest.mark.parametrize("variant", ["default", "all_int8"])
+def test_ncnn_runs_int8_kernels(ncnn_models, all_int8, variant):
+    """Blobs after requantizing convs are held as int8 by the runtime (1 byte per element)."""
+    ctx = ncnn_models if variant == "default" else all_int8
+    rt = NcnnInt8Runtime.from_store(ctx.store, ctx.config)
     with rt:
         rt.infer(np.zeros((1, 224, 224, 3), np.uint8) + 128)
         evidence = rt.settings()
-    assert evidence["int8_layers"] == 53
+    assert evidence["int8_layers"] == (36 if variant == "default" else 53)
     assert evidence["requantized_blobs_checked"] == evidence["requantized_layers"] > 0
     assert evidence["int8_blobs_at_runtime"] == evidence["requantized_layers"]
 
@@ -96,13 +120,16 @@ def test_table_is_in_ncnn2table_format(ncnn_models):
     model = read_param(store.path("ncnn/model.param"))
     convs = {la.name: la for la in model.layers if la.type in ("Convolution", "ConvolutionDepthWise", "InnerProduct")}
     lines = [line.split() for line in text.splitlines()]
-    weights = {t[0][: -len("_param_0")]: t[1:] for t in lines if t[0].endswith("_param_0")}
-    bottoms = {t[0]: t[1:] for t in lines if not t[0].endswith("_param_0")}
+    weights = {t[0].lstrip("#")[: -len("_param_0")]: t[1:] for t in lines if t[0].endswith("_param_0")}
+    bottoms = {t[0].lstrip("#"): t[1:] for t in lines if not t[0].endswith("_param_0")}
+    commented = {t[0].lstrip("#").removesuffix("_param_0") for t in lines if t[0].startswith("#")}
+    assert commented == {la.name for la in model.layers if la.type == "ConvolutionDepthWise"}  # kept FP32
     assert set(weights) == set(bottoms) == set(convs)
     for name, la in convs.items():
         assert len(weights[name]) == (la.pint(7) if la.type == "ConvolutionDepthWise" else la.pint(0))
         assert len(bottoms[name]) == 1
     table = Table.read(store.path("ncnn/model.table"))
+    assert table.disabled == commented and len(table.enabled()) == 36
     assert all(np.all(np.isfinite(s)) and np.all(s > 0) for s in table.weights.values())
     assert table.bottoms[model.layers[1].name] == pytest.approx(127.0, rel=1e-3)  # first conv sees [-1, 1]
 
@@ -192,23 +219,10 @@ def copy_inputs(ctx, root):
 
 # -- the CLI
 
-CLI = [sys.executable, "-c", "import sys; from modelport.common.cli import main; sys.exit(main())"]
-
-
-def run(env, *args):
-    return subprocess.run([*CLI, *args], env={**os.environ, **env}, capture_output=True, text=True)
-
-
 @pytest.fixture
 def int8_inputs(ncnn_models, test_env, tmp_path):
     """Env for a fresh artifacts folder that holds only the inputs of `convert ncnn-int8`."""
     return {**test_env, "MODELPORT_ARTIFACTS": str(copy_inputs(ncnn_models, tmp_path / "art"))}
-
-
-def error_line(proc):
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def nothing_written(env):

@@ -29,7 +29,7 @@ from modelport.common.log import console, step
 from . import ncnn_official
 from .ncnn import BIN, PARAM
 from .ncnn import tool_version as pnnx_version
-from .ncnn_format import load, write_bin, write_param
+from .ncnn_format import load, read_param, write_bin, write_param
 from .ncnn_quantize import quantize_model
 from .ncnn_table import Table, calibrate
 from .verify import verify
@@ -77,6 +77,7 @@ def run(ctx: StepContext, force: bool):
     inputs |= {f"calibration:{p.name}": p for p in calibration.paths}
     options = {"tools": tools, "method": c.calibration_method, "calibration_images": len(calibration),
                "input": cfg.input.signature}
+    options["int8_depthwise"] = c.int8_depthwise
     if tools == "builtin":
         options |= {"bias_correction": c.bias_correction, "requantize": c.requantize}
     version = tool_version() if tools == "builtin" else f"ncnn tools {ncnn_official.tools_version()}"
@@ -87,7 +88,8 @@ def run(ctx: StepContext, force: bool):
         step(escape(f"ncnn int8 ({tools}: {why}), {c.calibration_method} on {len(calibration)} calibration images"))
         if tools == "official":
             ncnn_official.make_int8(store.path(PARAM), store.path(BIN), calibration, c.calibration_method, c.threads,
-                                    job.workdir, job.tmp(INT8_PARAM), job.tmp(INT8_BIN), job.tmp(TABLE))
+                                    job.workdir, job.tmp(INT8_PARAM), job.tmp(INT8_BIN), job.tmp(TABLE),
+                                    keep_float=None if c.int8_depthwise else depthwise_layers(read_param(store.path(PARAM))))
             layers = {}
         else:
             layers = builtin_int8(ctx, job.tmp(INT8_PARAM), job.tmp(INT8_BIN), job.tmp(TABLE))
@@ -102,6 +104,10 @@ def run(ctx: StepContext, force: bool):
     return [store.path(o) for o in outputs]
 
 
+def depthwise_layers(model) -> set[str]:
+    return {la.name for la in model.layers if la.type == "ConvolutionDepthWise"}
+
+
 def builtin_int8(ctx: StepContext, out_param, out_bin, out_table) -> dict[str, list[str]]:
     cfg, store = ctx.config, ctx.store
     c = cfg.ncnn
@@ -114,6 +120,8 @@ def builtin_int8(ctx: StepContext, out_param, out_bin, out_table) -> dict[str, l
 
         scales, stats = calibrate(model, run_blobs, calibration.prepared, c.calibration_method)
     table = Table.build(model, scales)
+    if not c.int8_depthwise:
+        table.disabled |= depthwise_layers(model)
     table.write(out_table)
     means = {name: st.channel_mean for name, st in stats.items()} if c.bias_correction else None
     layers = quantize_model(model, table, requantize=c.requantize, input_means=means)

@@ -18,6 +18,8 @@ from PIL import Image
 from modelport.common.calibration import CalibrationSet
 from modelport.common.errors import ModelportError, ToolchainMissing
 
+from .ncnn_table import Table
+
 TOOLS = ("ncnnoptimize", "ncnn2table", "ncnn2int8")
 METHODS = ("kl", "aciq")  # what ncnn2table implements (it has no min-max)
 VERSION_ENV = "NCNN_TOOLS_VERSION"  # overrides the VERSION file envs/ncnn/Dockerfile puts beside bin/
@@ -50,7 +52,9 @@ def _vector(values) -> str:
 
 
 def make_int8(param: Path, binfile: Path, calibration: CalibrationSet, method: str, threads: int,
-              workdir: Path, out_param: Path, out_bin: Path, out_table: Path) -> None:
+              workdir: Path, out_param: Path, out_bin: Path, out_table: Path, keep_float: set[str] | None = None) -> None:
+    """ncnnoptimize -> ncnn2table -> ncnn2int8. ``keep_float``: layers whose table lines are
+    commented out before ncnn2int8, which then leaves them FP32 (ncnn's mixed precision)."""
     missing = missing_tools()
     if missing:
         raise ToolchainMissing(f"official ncnn tools not on PATH: {', '.join(missing)} (they are built in envs/ncnn/Dockerfile)")
@@ -75,4 +79,8 @@ def make_int8(param: Path, binfile: Path, calibration: CalibrationSet, method: s
     _run(["ncnn2table", str(opt_param), str(opt_bin), str(listfile), str(out_table),
           f"mean={_vector(spec.mean_values)}", f"norm={_vector(spec.norm_values)}",
           f"shape=[{w},{h},3]", "pixel=RGB", f"thread={threads}", f"method={method}"], workdir, param)
+    if keep_float:
+        table = Table.read(out_table)
+        table.disabled |= keep_float & set(table.weights)
+        table.write(out_table)
     _run(["ncnn2int8", str(opt_param), str(opt_bin), str(out_param), str(out_bin), str(out_table)], workdir, param)

@@ -82,11 +82,12 @@ def quantize_model(
     requantize: bool = True,
     input_means: dict[str, np.ndarray] | None = None,
 ) -> dict[str, list[str]]:
-    """Rewrite ``model`` in place. Layers missing from the table (e.g. a '#'-commented
-    line) stay FP32. Returns the names of the quantized and the requantizing layers."""
+    """Rewrite ``model`` in place. Layers missing from the table or disabled in it ('#'
+    lines) stay FP32. Returns the names of the quantized and the requantizing layers."""
     quantized = []
+    enabled = set(table.enabled())
     for la in quantizable_layers(model):
-        if la.name in table.weights and la.name in table.bottoms:
+        if la.name in enabled:
             mean_in = None if input_means is None else input_means.get(la.bottoms[0])
             _quantize_layer(la, table.weights[la.name], table.bottoms[la.name], mean_in)
             quantized.append(la.name)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ncnn_format import Layer, Model
+from .ncnn_format import Layer, Model, NcnnFormatError
 
 QUANTIZABLE = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
 METHODS = ("minmax", "kl", "aciq")
@@ -162,28 +162,47 @@ def calibrate(
 class Table:
     weights: dict[str, np.ndarray]  # layer name -> per-channel weight scales
     bottoms: dict[str, float]  # layer name -> input blob scale
+    disabled: set[str] = field(default_factory=set)  # layers kept in float ('#' lines, as ncnn's docs do it)
 
     @classmethod
     def build(cls, model: Model, blob_scales: dict[str, float]) -> Table:
         layers = quantizable_layers(model)
         return cls({la.name: weight_scales(la) for la in layers}, {la.name: blob_scales[la.bottoms[0]] for la in layers})
 
+    def enabled(self) -> list[str]:
+        return [n for n in self.weights if n in self.bottoms and n not in self.disabled]
+
     def write(self, path: Path) -> None:
         fmt = "{:.9g}".format  # ncnn reads these with %f: plain decimal or exponent both parse
-        lines = [f"{n}_param_0 " + " ".join(map(fmt, s)) for n, s in self.weights.items()]
-        lines += [f"{n} {fmt(s)}" for n, s in self.bottoms.items()]
+
+        def off(name):
+            return "#" if name in self.disabled else ""
+
+        lines = [f"{off(n)}{n}_param_0 " + " ".join(map(fmt, s)) for n, s in self.weights.items()]
+        lines += [f"{off(n)}{n} {fmt(s)}" for n, s in self.bottoms.items()]
         Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     @classmethod
     def read(cls, path: Path) -> Table:
-        weights, bottoms = {}, {}
+        weights, bottoms, disabled = {}, {}, set()
         for line in Path(path).read_text(encoding="utf-8").splitlines():
             t = line.split()
-            if not t or t[0].startswith("#"):  # a '#' line keeps that layer in float (mixed precision)
+            if not t or t[0] == "#":
                 continue
-            values = [float(x) for x in t[1:]]
-            if t[0].endswith("_param_0"):
-                weights[t[0][: -len("_param_0")]] = np.asarray(values, np.float32)
-            elif "_param_" not in t[0] and values:
-                bottoms[t[0]] = values[0]
-        return cls(weights, bottoms)
+            name = t[0].lstrip("#")
+            try:
+                values = [float(x) for x in t[1:]]
+            except ValueError:
+                if t[0].startswith("#"):
+                    continue  # a prose comment
+                raise NcnnFormatError(f"not a calibration table line: {line[:60]!r}", path) from None
+            if name.endswith("_param_0"):
+                name = name[: -len("_param_0")]
+                weights[name] = np.asarray(values, np.float32)
+            elif "_param_" not in name and values:
+                bottoms[name] = values[0]
+            else:
+                continue
+            if t[0].startswith("#"):  # commented out: that layer stays float (mixed precision)
+                disabled.add(name)
+        return cls(weights, bottoms, disabled)
