@@ -16,6 +16,7 @@ from modelport.bench import overhead, sweep, tuning
 from modelport.bench.labeled import LabelResolver, labeled_accuracy, read_labeled, score, wilson
 from modelport.bench.runner import prepared_images
 from modelport.bench.runtimes.onnxruntime import OnnxFp32DynamicRuntime, OnnxFp32Runtime, OnnxInt8DynamicRuntime
+from modelport.bench.runtimes.tflite import TfliteDynamicRuntime, TfliteRuntime
 from modelport.common.artifacts import ArtifactStore
 from modelport.common.errors import InputError
 from modelport.common.labels import Labels
@@ -35,7 +36,8 @@ LABELS = {
 
 @pytest.fixture(scope="module")
 def ctx(pipeline, test_env):
-    target_module("onnx-dynamic").run(pipeline, force=False)
+    for name in ("onnx-dynamic", "tflite-dynamic"):
+        target_module(name).run(pipeline, force=False)
     return make_context(test_env, overrides=["bench.runs=5", "bench.warmup=1"])
 
 
@@ -144,7 +146,7 @@ def test_labeled_accuracy_on_the_shared_photos(ctx, labeled_file, key):
     assert score(outputs[:, 1:], [narrow.index(v, "t") for v in LABELS.values()])["hit5"] == data["hit5"]
 
 
-# -- dynamic-batch ONNX
+# -- dynamic-batch ONNX and TFLite
 
 
 def test_dynamic_onnx_gives_the_static_outputs_per_image_and_in_a_batch(ctx):
@@ -164,6 +166,20 @@ def test_dynamic_onnx_gives_the_static_outputs_per_image_and_in_a_batch(ctx):
     assert manifest["extra"]["reshapes_rewritten"] >= 1 and manifest["inputs"]["onnx"]["path"] == "onnx/model.int8.onnx"
 
 
+def test_dynamic_tflite_gives_the_reference_outputs_per_image_and_in_a_batch(ctx):
+    tensors = [to_tensor(a, ctx.config.input, "NHWC", "float32") for a in prepared_images(ctx)]
+    with TfliteRuntime.from_store(ctx.store, ctx.config) as static, TfliteDynamicRuntime.from_store(ctx.store, ctx.config) as dynamic:
+        single = np.concatenate([static.infer(t) for t in tensors])
+        np.testing.assert_array_equal(np.concatenate([dynamic.infer(t) for t in tensors]), single)
+        dynamic.set_batch(len(tensors))
+        np.testing.assert_allclose(dynamic.infer(np.concatenate(tensors)), single, rtol=0, atol=1e-6)
+        with pytest.raises(ValueError, match="batches of 1..1"):
+            static.set_batch(2)
+    source = ctx.store.path("source/model.tflite").read_bytes()
+    patched = ctx.store.path("tflite/model.dynamic.tflite").read_bytes()
+    assert len(source) == len(patched) and sum(a != b for a, b in zip(source, patched, strict=True)) <= 4  # one int32
+
+
 # -- sweeps
 
 
@@ -175,8 +191,8 @@ def test_sweep_points_and_modes(ctx, monkeypatch):
     assert [(p["threads"], p["batch"], p["mode"]) for p in data["points"]] == [(1, 1, "native"), (1, 3, "native"), (2, 1, "native"), (2, 3, "native")]
     for p in data["points"]:
         assert p["calls"] >= sweep.MIN_CALLS and p["images_per_s"] == pytest.approx(1000 * p["batch"] / p["latency_ms"]["median"])
-    loop = sweep.sweep(ctx, "tflite", batches=[2], threads=[1])
-    assert loop["batch_support"] == "loop" and loop["points"][0]["mode"] == "loop"
+    tfl = sweep.sweep(ctx, "tflite", batches=[2], threads=[1])
+    assert tfl["artifact"] == "tflite/model.dynamic.tflite" and tfl["points"][0]["mode"] == "native"
     assert sweep.batch_class("onnx") is OnnxFp32DynamicRuntime and sweep.batch_class("onnx-int8") is OnnxInt8DynamicRuntime
 
 
@@ -200,8 +216,8 @@ def test_overhead_ratio_comes_from_real_runs(ctx, monkeypatch):
     data = overhead.measure_overhead(ctx, "onnx", rounds=4, runs=3, warmup=2)
     assert counted["bare"] == 2 + 4 * 3
     assert data["harness_mean_ms"] > 0 and data["bare_mean_ms"] > 0
-    assert data["ratio"] == pytest.approx(data["harness_mean_ms"] / data["bare_mean_ms"])
-    assert data["ratio_rounds"]["min"] <= data["ratio_rounds"]["median"] <= data["ratio_rounds"]["max"]
+    assert data["ratio_of_means"] == pytest.approx(data["harness_mean_ms"] / data["bare_mean_ms"])
+    assert data["ratio_rounds"]["min"] <= data["ratio"] == data["ratio_rounds"]["median"] <= data["ratio_rounds"]["max"]
     assert data["meets_goal"] == (data["ratio"] <= overhead.GOAL)
 
 
@@ -267,3 +283,10 @@ def test_config_with_validates_like_the_file(ctx):
     assert isinstance(ctx.config, Config) and ctx.config.tflite.threads != 0
     with pytest.raises(ValueError):
         tuning.config_with(ctx.config, {"onnxruntime.graph_optimization_level": "fastest"})
+
+
+def test_a_candidate_must_win_clearly_and_consistently():
+    assert tuning.clearly_faster([5.0, 5.0, 5.0, 5.0], [6.0, 6.0, 6.0, 6.0])
+    assert not tuning.clearly_faster([5.9, 5.9, 5.9, 5.9], [6.0, 6.0, 6.0, 6.0])  # < MIN_GAIN: noise
+    assert not tuning.clearly_faster([1.0, 1.0, 9.0, 9.0], [6.0, 6.0, 6.0, 6.0])  # won only half the rounds
+    assert tuning.clearly_faster([4.0, 4.0, 4.0, 9.0], [6.0, 6.0, 6.0, 6.0])  # one bad round is allowed

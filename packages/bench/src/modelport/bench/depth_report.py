@@ -87,21 +87,22 @@ def sweep_md(store: ArtifactStore, out: Path) -> str | None:
         return None
     lines = ["## Batch and thread sweeps", "",
              "Per call: median ms for the whole batch; throughput = batch x 1000 / median. `native` = the batch is one "
-             "call on a model with a batch dim (ONNX: `convert onnx-dynamic`); `loop` = the model is pinned to batch 1 "
-             "(the source TFLite's RESHAPE ops; ncnn has no batch dim) and the batch runs as N sequential calls.", ""]
+             "call on a model with a batch dim (`convert onnx-dynamic` / `tflite-dynamic`); `loop` = no batch dim (ncnn) and "
+             "the batch runs as N sequential calls.", ""]
     for d in items:
         threads = sorted({p["threads"] for p in d["points"]})
         batches = sorted({p["batch"] for p in d["points"]})
         at = {(p["threads"], p["batch"]): p for p in d["points"]}
         lines += [f"### {d['name']} ({d['batch_support']} batch; `{d['artifact']}`; threads via `{d['thread_setting']}`)", "",
-                  "| batch | " + " | ".join(f"{t} thr ms/call | {t} thr img/s" for t in threads) + " |",
-                  "|---|" + "---|---|" * len(threads)]
+                  "| batch | " + " | ".join(f"{t} thr ms/call | {t} thr img/s" for t in threads) + " | load avg |",
+                  "|---|" + "---|---|" * len(threads) + "---|"]
         for b in batches:
             cells = []
             for t in threads:
                 p = at.get((t, b))
                 cells += [f"{p['latency_ms']['median']:.2f}", f"{p['images_per_s']:.0f}"] if p else ["–", "–"]
-            lines.append(f"| {b} | " + " | ".join(cells) + " |")
+            load = at.get((threads[-1], b), {}).get("load_avg")
+            lines.append(f"| {b} | " + " | ".join(cells) + f" | {'–' if load is None else load} |")
         lines += ["", f"load avg {d['load_avg']['before']} -> {d['load_avg']['after']}; {d['seconds']} s.", ""]
     lines.append("![throughput vs batch](sweep.png)")
     _sweep_chart(items, out / "sweep.png")
@@ -171,12 +172,15 @@ def overhead_md(store: ArtifactStore, out: Path) -> str | None:
         return None
     lines = ["## Harness overhead", "",
              "Benchmark per-inference time (what `bench` times: a clock pair around `Runtime.infer`) vs a bare loop of the "
-             "toolchain's own call on the same input, alternating rounds; ratio of means (goal <= 1.03).", "",
-             "| backend | harness ms | bare ms | ratio | per-round ratio min / median / max | goal |", "|---|---|---|---|---|---|"]
+             "toolchain's own call on the same input, in alternating rounds; ratio = median over rounds of the paired "
+             "per-round ratio of means (goal <= 1.03).", "",
+             "| backend | harness ms | bare ms | ratio | per-round min / max | ratio of overall means | goal |",
+             "|---|---|---|---|---|---|---|"]
     for d in items:
         r = d["ratio_rounds"]
         lines.append(f"| {d['name']} | {d['harness_mean_ms']:.3f} | {d['bare_mean_ms']:.3f} | {d['ratio']:.3f} | "
-                     f"{r['min']:.3f} / {r['median']:.3f} / {r['max']:.3f} | {'met' if d['meets_goal'] else 'NOT met'} |")
+                     f"{r['min']:.3f} / {r['max']:.3f} | {d.get('ratio_of_means', d['ratio']):.3f} | "
+                     f"{'met' if d['meets_goal'] else 'NOT met'} |")
     lines += ["", f"{items[0]['rounds']} rounds x {items[0]['runs_per_round']} runs per side. " + _load_note(items)]
     return "\n".join(lines) + "\n"
 

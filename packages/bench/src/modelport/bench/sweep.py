@@ -1,10 +1,9 @@
 """`modelport depth sweep`: latency and throughput over batch sizes x thread counts.
 
 - Batch: a runtime whose model has a batch dim (max_batch > 1) gets [N, ...] in one call;
-  the static ONNX models are swept through their `convert onnx-dynamic` twins. A model
-  pinned to batch 1 (the source TFLite's RESHAPE ops hard-code it; ncnn has no batch dim
-  at all) is measured as N sequential batch-1 calls, and the point says ``mode: loop``,
-  so nobody reads it as native batching.
+  the batch-1 models are swept through their twins (`convert onnx-dynamic`, `convert
+  tflite-dynamic`). ncnn has no batch dim at all: its batch is N sequential batch-1
+  extracts, and the point says ``mode: loop``, so nobody reads it as native batching.
 - Threads: each count gets its own freshly loaded runtime (ncnn picks kernels at load time),
   and the counts are timed in alternating rounds at every batch size.
 - Each point times about IMAGES_PER_POINT images (at least MIN_CALLS calls), so batch 64
@@ -41,8 +40,10 @@ MIN_CALLS, WARMUP_CALLS, ROUNDS = 3, 1, 3
 def batch_class(key: str) -> type[Runtime]:
     """The runtime that takes a batch dim for ``key`` (a dynamic-batch twin), else the key's own."""
     from .runtimes.onnxruntime import OnnxFp32DynamicRuntime, OnnxInt8DynamicRuntime
+    from .runtimes.tflite import TfliteDynamicRuntime
 
-    return {"onnx": OnnxFp32DynamicRuntime, "onnx-int8": OnnxInt8DynamicRuntime}.get(key) or runtime_class(key)
+    twins = {"tflite": TfliteDynamicRuntime, "onnx": OnnxFp32DynamicRuntime, "onnx-int8": OnnxInt8DynamicRuntime}
+    return twins.get(key) or runtime_class(key)
 
 
 def batch_tensor(ctx: StepContext, cls: type[Runtime], n: int) -> np.ndarray:
@@ -91,7 +92,7 @@ def sweep(ctx: StepContext, key: str, batches=BATCHES, threads=THREAD_COUNTS, se
                     samples[t].extend(sample(fns[t], per_round))
             for t in threads:
                 stats = summarize(samples[t], WARMUP_CALLS)
-                p = {"threads": t, "batch": n, "mode": "native" if native else "loop", "calls": stats.runs,
+                p = {"threads": t, "batch": n, "mode": "native" if native else "loop", "calls": stats.runs, "load_avg": load_average(),
                      "latency_ms": stats.model_dump(), "per_image_ms": stats.median / n,
                      "images_per_s": 1000.0 * n / stats.median}
                 points.append(p)

@@ -4,7 +4,8 @@
   this machine's cores, and the options the toolchain documents as speed trade-offs.
 - Coordinate descent from the configured ("default") settings: one knob at a time, every
   value of it timed in interleaved rounds (so background load hits all candidates alike),
-  the fastest kept if it beats the current value by MIN_GAIN (else it is noise). At most 1 + sum(len(values)) candidates per backend: bounded, and each
+  a value replaces the current one only if it is clearly faster (MIN_GAIN on the median and
+  faster in all but one paired round), else the difference is noise. At most 1 + sum(len(values)) candidates per backend: bounded, and each
   knob is judged with the others at their best so far.
 - A candidate that changes numerics (fp16 storage/arithmetic, graph rewrites) is kept only
   if it still passes the backend's accuracy floor against the reference on the eval images.
@@ -69,7 +70,7 @@ SPACE: dict[str, dict[str, list]] = {
 }
 # Knobs that can change the outputs: a value other than the default must pass the accuracy floor.
 NUMERIC = {"ncnn.fp16_storage", "ncnn.fp16_packed", "ncnn.fp16_arithmetic", "onnxruntime.graph_optimization_level"}
-ROUNDS = {"search": (5, 4, 10), "final": (10, 10, 20)}  # warm-up calls, rounds, runs per round
+ROUNDS = {"search": (5, 6, 8), "final": (10, 10, 20)}  # warm-up calls, rounds, runs per round
 # A value replaces the current one only if its median is this much lower: on a shared 2-core machine
 # 1-2% differences are noise, and a "tuned" setting that only won a coin toss is worse than the default.
 MIN_GAIN = 0.03
@@ -88,8 +89,12 @@ def current(config: Config, keys) -> dict[str, Any]:
     return {k: getattr(getattr(config, k.split(".")[0]), k.split(".")[1]) for k in keys}
 
 
-def race(calls: dict[str, Callable[[], object]], warmup: int, rounds: int, runs: int) -> dict[str, LatencyStats]:
-    """Time each call in alternating rounds (A B C, A B C, ...) so background load hits them alike."""
+def race(calls: dict[str, Callable[[], object]], warmup: int, rounds: int, runs: int,
+         per_round: dict[str, list[float]] | None = None) -> dict[str, LatencyStats]:
+    """Time each call in alternating rounds (A B C, C B A, ...) so background load hits them alike.
+
+    ``per_round`` (optional) receives each call's median ms per round, for paired comparisons.
+    """
     for fn in calls.values():
         for _ in range(warmup):
             fn()
@@ -97,8 +102,18 @@ def race(calls: dict[str, Callable[[], object]], warmup: int, rounds: int, runs:
     for r in range(rounds):
         names = list(calls) if r % 2 == 0 else list(reversed(calls))  # no candidate always goes first
         for n in names:
-            samples[n].extend(sample(calls[n], runs))
+            got = sample(calls[n], runs)
+            samples[n].extend(got)
+            if per_round is not None:
+                per_round.setdefault(n, []).append(float(np.median(got)) / 1e6)
     return {n: summarize(s, warmup) for n, s in samples.items()}
+
+
+def clearly_faster(cand: list[float], current: list[float]) -> bool:
+    """Faster by MIN_GAIN overall and in all but at most one paired round: a burst of load in one
+    round cannot crown a candidate."""
+    wins = sum(c < k for c, k in zip(cand, current, strict=True))
+    return float(np.median(cand)) <= float(np.median(current)) * (1 - MIN_GAIN) and wins >= len(cand) - 1
 
 
 class Candidates:
@@ -119,10 +134,10 @@ class Candidates:
             self.active[n] = rt.activate()
         return self.active[n]
 
-    def time(self, options: list[dict], phase: str) -> dict[str, LatencyStats]:
+    def time(self, options: list[dict], phase: str, per_round: dict | None = None) -> dict[str, LatencyStats]:
         runtimes = {self.name(s): self.get(s) for s in options}
         x = self.tensor
-        return race({n: (lambda rt=rt: rt.infer(x)) for n, rt in runtimes.items()}, *ROUNDS[phase])
+        return race({n: (lambda rt=rt: rt.infer(x)) for n, rt in runtimes.items()}, *ROUNDS[phase], per_round=per_round)
 
     def close(self) -> None:
         for rt in self.active.values():
@@ -158,15 +173,16 @@ def tune(ctx: StepContext, key: str) -> dict:
     try:
         for knob, values in space.items():
             options = [best | {knob: v} for v in dict.fromkeys([best[knob], *values])]  # the current value always runs
-            stats = pool.time(options, "search")
+            rounds: dict[str, list[float]] = {}
+            stats = pool.time(options, "search", rounds)
             ranked = sorted(options, key=lambda s: stats[pool.name(s)].median)
             for s in options:
                 trials.append({"knob": knob, "settings": s, "median_ms": stats[pool.name(s)].median,
                                "p90_ms": stats[pool.name(s)].p90})
-            keep = stats[pool.name(best)].median * (1 - MIN_GAIN)
+            current_rounds = rounds[pool.name(best)]
             for s in ranked:  # fastest first; a numeric change must keep the accuracy floor
-                if s[knob] != best[knob] and stats[pool.name(s)].median > keep:
-                    break  # not clearly faster than what we have: noise, keep the current value
+                if s[knob] != best[knob] and not clearly_faster(rounds[pool.name(s)], current_rounds):
+                    continue  # not clearly faster than what we have: noise, keep looking / keep the current
                 if knob in NUMERIC and s[knob] != default[knob]:
                     ok, agreement = passes_floor(ctx, pool.get(s), reference)
                     checked[f"{knob}={s[knob]}"] = {"passes_floor": ok, "agreement": agreement}
@@ -187,7 +203,7 @@ def tune(ctx: StepContext, key: str) -> dict:
         "changed": {k: v for k, v in best.items() if default[k] != v},
         "default_ms": d.model_dump(), "tuned_ms": t.model_dump(), "speedup": d.median / t.median,
         "trials": trials, "numeric_checks": checked, "agreement": agreement,
-        "method": f"coordinate descent, a change kept only if >= {MIN_GAIN:.0%} faster, interleaved rounds "
+        "method": f"coordinate descent, a change kept only if >= {MIN_GAIN:.0%} faster and faster in all but one paired round, interleaved rounds "
                   f"(search {ROUNDS['search']}, final {ROUNDS['final']}: warm-up, rounds, runs per round)",
         "load_avg": {"before": load_before, "after": load_average()},
         "seconds": round(time.monotonic() - started, 1),

@@ -16,6 +16,7 @@ TARGETS: dict[str, str] = {
     "onnx-int8": "modelport.convert.onnx_int8:ORT",
     "onnx-int8-tensorrt": "modelport.convert.onnx_int8:TENSORRT",
     "onnx-dynamic": "modelport.convert.onnx_dynamic",  # batch sweeps only; static model stays the default
+    "tflite-dynamic": "modelport.convert.tflite_dynamic",  # batch sweeps only; the reference stays source/
     "ncnn": "modelport.convert.ncnn",
     "ncnn-int8": "modelport.convert.ncnn_int8",
     "tensorrt-fp32": "modelport.convert.tensorrt:FP32",

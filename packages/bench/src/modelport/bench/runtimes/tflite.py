@@ -72,6 +72,11 @@ class TfliteRuntime(Runtime):
         self.interp.invoke()
         return self.interp.get_tensor(self.out_index).copy()
 
+    def set_batch_impl(self, n):
+        h, w = self.config.input.size
+        self.interp.resize_tensor_input(self.in_index, [n, h, w, 3])
+        self.interp.allocate_tensors()
+
     def own_call(self, tensor):
         interp, i, o = self.interp, self.in_index, self.out_index
 
@@ -84,3 +89,10 @@ class TfliteRuntime(Runtime):
 
     def deactivate_impl(self):
         del self.interp
+
+
+class TfliteDynamicRuntime(TfliteRuntime):
+    """The source model with its RESHAPE unpinned from batch 1 (`convert tflite-dynamic`), for batch sweeps."""
+
+    artifacts = {"model": "tflite/model.dynamic.tflite"}
+    max_batch = 64
