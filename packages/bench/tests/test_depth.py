@@ -290,3 +290,8 @@ def test_a_candidate_must_win_clearly_and_consistently():
     assert not tuning.clearly_faster([5.9, 5.9, 5.9, 5.9], [6.0, 6.0, 6.0, 6.0])  # < MIN_GAIN: noise
     assert not tuning.clearly_faster([1.0, 1.0, 9.0, 9.0], [6.0, 6.0, 6.0, 6.0])  # won only half the rounds
     assert tuning.clearly_faster([4.0, 4.0, 4.0, 9.0], [6.0, 6.0, 6.0, 6.0])  # one bad round is allowed
+
+
+def test_harness_cost_is_measured_and_small():
+    cost = overhead.harness_cost_ns(runs=2000)
+    assert 0 <= cost < 1e6  # ns: the harness machinery itself, never a millisecond

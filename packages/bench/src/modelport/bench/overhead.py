@@ -39,6 +39,30 @@ def bare_loop(call, runs: int) -> float:
     return (time.perf_counter_ns() - t0) / runs
 
 
+def harness_cost_ns(runs: int = 20000) -> float:
+    """What the harness adds per call with the inference taken out: ``sample`` around ``Runtime.infer``
+    of a runtime whose infer_impl returns at once, minus a bare loop of a call that returns at once.
+    Load-insensitive (microseconds, no threads), so it shows the floor the ratio's noise sits on."""
+    from .runtime import Runtime
+
+    class Instant(Runtime):
+        key, backend, precision, display = "instant", "none", "fp32", "instant"
+        artifacts = {}
+
+        def activate_impl(self):
+            pass
+
+        def infer_impl(self, tensor):
+            return tensor
+
+    x = np.zeros(1, np.float32)
+    rt = Instant(None, {}).activate()
+    harness = float(np.median([np.mean(sample(lambda: rt.infer(x), runs // 10)) for _ in range(10)]))
+    noop = lambda: x  # noqa: E731
+    bare = float(np.median([bare_loop(noop, runs // 10) for _ in range(10)]))
+    return max(0.0, harness - bare)
+
+
 def measure_overhead(ctx: StepContext, key: str, rounds: int = ROUNDS, runs: int = RUNS, warmup: int = WARMUP,
                      settings: dict | None = None) -> dict:
     cls = runtime_class(key)
@@ -70,6 +94,7 @@ def measure_overhead(ctx: StepContext, key: str, rounds: int = ROUNDS, runs: int
         "ratio": float(np.median(per_round)), "ratio_of_means": float(h.mean() / b.mean()),
         "ratio_rounds": {"min": float(per_round.min()), "median": float(np.median(per_round)), "max": float(per_round.max())},
         "goal": GOAL, "meets_goal": bool(np.median(per_round) <= GOAL),
+        "harness_cost_us": harness_cost_ns() / 1e3,
         "settings": settings_used, "load_avg": {"before": load_before, "after": load_average()},
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_info(),
     }
