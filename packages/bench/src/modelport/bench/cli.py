@@ -6,20 +6,14 @@ import click
 
 from modelport.common.context import StepContext
 from modelport.common.log import console, skip, step
+from modelport.common.registry import chosen, legacy_flags
 
 from .registry import RUNTIMES, runtime_class
 
 
-def _flag_options(fn):
-    # --tflite, --onnx-int8, --tensorrt-fp16 ...: the original scripts' flags keep working.
-    for key in reversed(list(RUNTIMES)):
-        fn = click.option(f"--{key}", f"flag_{key.replace('-', '_')}", is_flag=True, hidden=True)(fn)
-    return fn
-
-
 @click.command()
 @click.argument("backends", nargs=-1, type=click.Choice(list(RUNTIMES)), metavar="BACKEND...")
-@_flag_options
+@legacy_flags(RUNTIMES)
 @click.option("--runs", type=int, help="Timed runs (default: [bench] runs).")
 @click.option("--warmup", type=int, help="Warm-up runs (default: [bench] warmup).")
 @click.option("--settings", "settings_mode", type=click.Choice(["default", "tuned"]), default="default", show_default=True,
@@ -36,8 +30,8 @@ def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **fl
     here is recorded as skipped with the reason; the command fails only if a backend
     that could run failed.
     """
-    chosen = list(backends) + [k for k in RUNTIMES if flags.get(f"flag_{k.replace('-', '_')}") and k not in backends]
-    if not chosen:
+    picked = chosen(RUNTIMES, backends, flags)
+    if not picked:
         raise click.UsageError(f"name at least one backend: {', '.join(RUNTIMES)}")
     if runs is not None:
         ctx.overrides.append(("bench.runs", runs))
@@ -46,7 +40,7 @@ def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **fl
 
     failed = []
     with ctx.store.lock():
-        for key in chosen:
+        for key in picked:
             step(f"bench {key}" + (" (tuned settings)" if settings_mode == "tuned" else ""))
             r = _bench_one(ctx, key, settings_mode)
             if r.status == "skipped":

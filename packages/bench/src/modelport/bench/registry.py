@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
-
 from modelport.common.doctor import Check
+from modelport.common.registry import load
 
 RUNTIMES: dict[str, str] = {
     "tflite": "modelport.bench.runtimes.tflite:TfliteRuntime",
@@ -19,11 +18,7 @@ RUNTIMES: dict[str, str] = {
 
 
 def runtime_class(key: str):
-    try:
-        module, cls = RUNTIMES[key].split(":")
-    except KeyError:
-        raise KeyError(f"unknown backend {key!r}; known: {', '.join(RUNTIMES)}") from None
-    return getattr(importlib.import_module(module), cls)
+    return load(RUNTIMES, key, "backend")
 
 
 def doctor_rows() -> list[Check]:

@@ -7,20 +7,14 @@ import click
 from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing
 from modelport.common.log import skip, step
+from modelport.common.registry import chosen, legacy_flags
 
 from .registry import TARGETS, target_module
 
 
-def _flag_options(fn):
-    # --onnx, --tensorrt-fp16, --ncnn-int8 ...: the original scripts' flags keep working.
-    for name in reversed(list(TARGETS)):
-        fn = click.option(f"--{name}", f"flag_{name.replace('-', '_')}", is_flag=True, hidden=True)(fn)
-    return fn
-
-
 @click.command()
 @click.argument("targets", nargs=-1, type=click.Choice(list(TARGETS)), metavar="TARGET...")
-@_flag_options
+@legacy_flags(TARGETS)
 @click.option("--force", is_flag=True, help="Redo even when the manifest says the output is up to date.")
 @click.pass_obj
 def convert(ctx: StepContext, targets, force, **flags):
@@ -30,11 +24,11 @@ def convert(ctx: StepContext, targets, force, **flags):
     reference outputs (source/reference.npy) before it is committed. A target whose
     hardware is missing here (TensorRT without a CUDA GPU) is skipped with the reason.
     """
-    chosen = list(targets) + [t for t in TARGETS if flags.get(f"flag_{t.replace('-', '_')}") and t not in targets]
-    if not chosen:
+    picked = chosen(TARGETS, targets, flags)
+    if not picked:
         raise click.UsageError(f"name at least one target: {', '.join(TARGETS)}")
     with ctx.store.lock():
-        for name in chosen:
+        for name in picked:
             mod = target_module(name)
             step(f"convert {name}")
             try:

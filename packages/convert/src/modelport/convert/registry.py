@@ -6,9 +6,8 @@ A target is a module (``"pkg.mod"``) or an object in one (``"pkg.mod:NAME"``) wi
 
 from __future__ import annotations
 
-import importlib
-
 from modelport.common.doctor import Check
+from modelport.common.registry import load
 
 TARGETS: dict[str, str] = {
     "reference": "modelport.convert.reference",
@@ -26,12 +25,7 @@ TARGETS: dict[str, str] = {
 
 
 def target_module(name: str):
-    try:
-        module, _, attr = TARGETS[name].partition(":")
-    except KeyError:
-        raise KeyError(f"unknown target {name!r}; known: {', '.join(TARGETS)}") from None
-    mod = importlib.import_module(module)
-    return getattr(mod, attr) if attr else mod
+    return load(TARGETS, name, "target")
 
 
 def doctor_rows() -> list[Check]:

@@ -1,0 +1,36 @@
+"""What the bench and convert registries share: lazy ``"module:Name"`` loading and the legacy CLI flags."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping
+
+import click
+
+
+def load(table: Mapping[str, str], name: str, what: str):
+    """``table[name]`` is ``"pkg.mod"`` or ``"pkg.mod:Name"``; import it only now (toolchains stay lazy)."""
+    try:
+        module, _, attr = table[name].partition(":")
+    except KeyError:
+        raise KeyError(f"unknown {what} {name!r}; known: {', '.join(table)}") from None
+    mod = importlib.import_module(module)
+    return getattr(mod, attr) if attr else mod
+
+
+def legacy_flags(names: Iterable[str]):
+    """Hidden ``--tflite``, ``--onnx-int8``, ``--tensorrt-fp16`` ...: the original scripts' flags keep working."""
+    names = list(names)
+
+    def decorate(fn):
+        for name in reversed(names):
+            fn = click.option(f"--{name}", f"flag_{name.replace('-', '_')}", is_flag=True, hidden=True)(fn)
+        return fn
+
+    return decorate
+
+
+def chosen(names: Iterable[str], positional: Iterable[str], flags: Mapping[str, bool]) -> list[str]:
+    """Positional names first, then those given as legacy flags, each once."""
+    out = list(positional)
+    return out + [n for n in names if flags.get(f"flag_{n.replace('-', '_')}") and n not in out]
