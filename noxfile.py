@@ -139,6 +139,27 @@ def rknn(session: nox.Session) -> None:
     session.notify("report")
 
 
+@nox.session(default=False)
+def depth(session: nox.Session) -> None:
+    """Tuning, batch x thread sweeps, harness overhead (+ labeled accuracy with MODELPORT_LABELED), then the report.
+
+    Not part of the default run; needs `nox -s convert` first. Several minutes on a 2-core machine.
+    """
+    labeled = os.environ.get("MODELPORT_LABELED")  # an image<TAB>label file, or a folder per class
+    for env in ("tf-onnx", "ncnn"):
+        if env not in STEP_ENVS["bench"]:
+            continue
+        bin_dir = env_bin(session, env)
+        keys = ENVS[env]["bench"]
+        if env == "tf-onnx":
+            modelport(session, bin_dir, env, "convert", "onnx-dynamic", "tflite-dynamic")
+        for what in ("tune", "sweep", "overhead"):
+            modelport(session, bin_dir, env, "depth", what, *keys)
+        if labeled:
+            modelport(session, bin_dir, env, "bench", *keys, "--labeled", labeled)
+    session.notify("report")
+
+
 @nox.session
 def report(session: nox.Session) -> None:
     """Merge every results/*.json into artifacts/report/ (Markdown + charts, JSON, CSV)."""
