@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 
 from modelport.common.context import StepContext
 from modelport.common.log import console, skip, step
@@ -46,7 +47,7 @@ def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **fl
             if r.status == "skipped":
                 skip(f"{key}: {r.reason}")
             elif r.status == "failed":
-                console.print(f"[red]failed[/] {key}: {r.reason}")
+                console.print(f"[red]failed[/] {key}: {escape(r.reason or '')}")
                 failed.append(key)
             else:
                 a = r.agreement

@@ -11,6 +11,7 @@ import sys
 from importlib.metadata import entry_points
 
 import click
+from rich.markup import escape
 
 from . import __version__
 from .context import StepContext
@@ -69,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="modelport", standalone_mode=False)
     except HardwareMissing as e:
-        console.print(f"[yellow]skipped:[/] {e}")
+        console.print(f"[yellow]skipped:[/] {escape(str(e))}")
         return 0
     except ModelportError as e:
-        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from .context import StepContext
@@ -46,7 +47,7 @@ def doctor(ctx: StepContext, as_json: bool) -> None:
     for col in ("kind", "name", "status", "version / reason"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.kind, r.name, "[green]ok[/]" if r.ok else "[red]unavailable[/]", r.detail)
+        table.add_row(r.kind, r.name, "[green]ok[/]" if r.ok else "[red]unavailable[/]", escape(r.detail))
     if not rows:
         table.add_row("-", "-", "-", "no converter or runtime package installed in this env")
     console.print(table)

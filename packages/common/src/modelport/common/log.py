@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
+from rich.markup import escape  # messages name config sections like [model]: text, not markup
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 T = TypeVar("T")
@@ -38,12 +39,12 @@ def _len(items) -> int | None:
 
 
 def step(message: str) -> None:
-    console.print(f"[bold cyan]>>[/] {message}")
+    console.print(f"[bold cyan]>>[/] {escape(message)}")
 
 
 def skip(message: str) -> None:
-    console.print(f"[yellow]skip[/] {message}")
+    console.print(f"[yellow]skip[/] {escape(message)}")
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/] {message}")
+    console.print(f"[yellow]warning:[/] {escape(message)}")

@@ -110,7 +110,8 @@ def _local_source(path: Path) -> tuple[Path, Path | None]:
 @click.option("--from", "from_path", type=click.Path(path_type=Path), help="Local .tflite, folder or .tgz to import instead of downloading.")
 @click.option("--labels", "labels_path", type=click.Path(path_type=Path, dir_okay=False), help="Local labels file (1001 with background first, or 1000).")
 @click.option("--sha256", "sha256", help="Expected sha256 of the model download (overrides [model] sha256).")
-@click.option("--allow-unpinned", is_flag=True, help="Accept a download with no pinned sha256 (its hash is printed and recorded).")
+@click.option("--allow-unpinned", is_flag=True, envvar="MODELPORT_ALLOW_UNPINNED",
+              help="Accept a download with no pinned sha256 (its hash is printed and recorded). Env: MODELPORT_ALLOW_UNPINNED=1.")
 @click.option("--force", is_flag=True, help="Re-import even when source/ is up to date.")
 @click.pass_obj
 def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, sha256: str | None,

@@ -20,7 +20,7 @@ def verify(ctx: StepContext, runtime: Runtime, kind: Literal["float", "int8"], w
     Raises AccuracyGateError below the floor, so the caller's artifact job commits nothing.
     """
     if not ctx.config.convert.verify:
-        console.print("   [yellow]verification disabled ([convert] verify = false)[/]")
+        console.print("   [yellow]verification disabled (\\[convert] verify = false)[/]")
         return None
     reference = load_reference(ctx.store, ctx.eval_images, ctx.config.input.signature)
     with runtime:

@@ -152,7 +152,7 @@ def run_simulator(rk, ctx: StepContext, log: Path, what: Path) -> np.ndarray:
 def verify(ctx: StepContext, outputs: np.ndarray, kind: Kind, what: Path) -> Agreement | None:
     """Agreement with the TFLite reference, and the floor for the model's precision (raises below it)."""
     if not ctx.config.convert.verify:
-        console.print("   [yellow]verification disabled ([convert] verify = false)[/]")
+        console.print("   [yellow]verification disabled (\\[convert] verify = false)[/]")
         return None
     reference = load_reference(ctx.store, ctx.eval_images, ctx.config.input.signature)
     agreement = compare(outputs, reference, [p.name for p in ctx.eval_images])
