@@ -103,8 +103,9 @@ class NcnnConfig(Section):
     bias_correction: bool = True  # builtin: remove the mean shift weight rounding causes (min cosine 0.956 -> 0.977)
     requantize: bool = True  # builtin: int8 conv -> int8 conv without a float round trip (as ncnn2int8 fuses)
     # Depthwise convs in INT8 too. Off: they stay FP32 ('#' lines in model.table, ncnn's mixed precision)
-    # because ncnn's x86 int8 depthwise kernels are slower than its FP32 ones: MobileNetV2, 1 thread, CPU ms
-    # FP32 18.9, INT8 without depthwise 19.9, all INT8 22.8 (same accuracy: cosine min 0.978 vs 0.977).
+    # because ncnn's x86 int8 depthwise kernels are slower than its FP32 ones. MobileNetV2, quiet 2-core x86,
+    # median ms 2 / 1 threads: FP32 11.4 / 14.9, INT8 without depthwise 9.9 / 15.4, all INT8 11.6 / 20.1
+    # (same accuracy: cosine min 0.978 vs 0.977).
     int8_depthwise: bool = False
 
 
