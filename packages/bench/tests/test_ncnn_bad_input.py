@@ -57,3 +57,12 @@ def test_corrupt_onnx_is_refused_before_pnnx(pipeline, test_env, tmp_path):
     proc = run({**test_env, "MODELPORT_ARTIFACTS": str(dst)}, "convert", "ncnn")
     assert proc.returncode != 0 and f"{model}: not a readable ONNX model" in proc.stderr
     assert not (dst / "ncnn").exists() or not [p for p in (dst / "ncnn").iterdir() if not p.name.startswith(".")]
+
+
+def test_official_ncnn_tools_requested_on_the_command_line_but_missing(ncnn_art):
+    """`--ncnn-tools official` without ncnnoptimize/ncnn2table/ncnn2int8 on PATH: a clear error, nothing rewritten."""
+    dst, env = ncnn_art
+    before = sorted((p.name, p.read_bytes()) for p in (dst / "ncnn").iterdir() if p.is_file())
+    proc = run({**env, "PATH": "/usr/bin:/bin"}, "convert", "ncnn-int8", "--ncnn-tools", "official", "--force")
+    assert proc.returncode != 0 and "[ncnn] tools = official, but not on PATH" in proc.stderr, proc.stderr
+    assert sorted((p.name, p.read_bytes()) for p in (dst / "ncnn").iterdir() if p.is_file()) == before

@@ -80,7 +80,9 @@ def markdown(report: dict, sections: list[Path]) -> str:
             load = f"; load avg {la.get('before')} -> {la.get('after')}" if la else ""
             versions = ", ".join(f"{k} {v}" for k, v in e["tool_versions"].items())
             settings = ", ".join(f"{k}={v}" for k, v in e["settings"].items())
-            lines.append(f"- **{e['name']}** ({e['env']} env; {versions}): {settings}{load}")
+            extra = "".join(f"; {k}: median {t['median']:.2f} / p90 {t['p90']:.2f} ms"
+                            for k, t in e["extra_timings"].items())  # e.g. ncnn threads_1, TensorRT gpu_compute
+            lines.append(f"- **{e['name']}** ({e['env']} env; {versions}): {settings}{load}{extra}")
     notes = list(report.get("notes", [])) + [f"{e['name']}: {n}" for e in report["results"] for n in e["notes"]]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
