@@ -1,6 +1,8 @@
-"""Shared test fixtures: the real model and photos in ../shared, and one converted pipeline per test run.
+"""Test fixtures: the real model and photos shipped in data/, and one converted pipeline per test run.
 
-MODELPORT_TEST_DATA overrides where the shared data is. MODELPORT_TEST_ARTIFACTS
+MODELPORT_TEST_DATA points the tests at another folder of the same layout
+(models/mobilenet_v2_1.0_224.tflite, models/labels.txt, images/, images/calibration/).
+MODELPORT_TEST_ARTIFACTS
 (set by `nox -s tests`) is one artifacts folder for the whole run: the tf-onnx env
 makes source/, the reference and the ONNX models there; the ncnn/rknn/tensorrt envs,
 which cannot make them, reuse them.
@@ -38,24 +40,24 @@ def _isolated_env(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    path = Path(os.environ.get("MODELPORT_TEST_DATA", ROOT.parent / "shared")).resolve()
+def data_dir() -> Path:
+    path = Path(os.environ.get("MODELPORT_TEST_DATA") or ROOT / "data").resolve()
     if not (path / "models" / "mobilenet_v2_1.0_224.tflite").is_file():
-        pytest.fail(f"shared test data not found at {path} (set MODELPORT_TEST_DATA)")
+        pytest.fail(f"test data not found at {path} (the repo ships it in data/; MODELPORT_TEST_DATA overrides)")
     return path
 
 
 @pytest.fixture(scope="session")
-def test_env(shared_data, tmp_path_factory):
-    """Env vars that point modelport at the shared data and a per-run artifacts folder."""
+def test_env(data_dir, tmp_path_factory):
+    """Env vars that point modelport at the test data and a per-run artifacts folder."""
     artifacts = os.environ.get("MODELPORT_TEST_ARTIFACTS") or str(tmp_path_factory.mktemp("artifacts"))
     return {
         "MODELPORT_ARTIFACTS": artifacts,
         "MODELPORT_CONFIG": str(ROOT / "modelport.toml"),
-        "MODELPORT_MODEL": str(shared_data / "models" / "mobilenet_v2_1.0_224.tflite"),
-        "MODELPORT_LABELS": str(shared_data / "models" / "labels.txt"),
-        "MODELPORT_IMAGES": str(shared_data / "images"),
-        "MODELPORT_CALIBRATION": str(shared_data / "images" / "calibration"),
+        "MODELPORT_MODEL": str(data_dir / "models" / "mobilenet_v2_1.0_224.tflite"),
+        "MODELPORT_LABELS": str(data_dir / "models" / "labels.txt"),
+        "MODELPORT_IMAGES": str(data_dir / "images"),
+        "MODELPORT_CALIBRATION": str(data_dir / "images" / "calibration"),
     }
 
 
@@ -112,3 +114,14 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, proc.stderr
     return lines[0]
+
+
+def failed_row(artifacts: Path, key: str) -> dict:
+    """After a failed bench: ``key`` is a failed row with its reason, no raw outputs, and nothing else was written."""
+    import json
+
+    results = artifacts / "results"
+    assert sorted(p.name for p in results.iterdir()) == [f"{key}.json"], sorted(results.iterdir())
+    row = json.loads((results / f"{key}.json").read_text())
+    assert row["status"] == "failed" and row["reason"] and row["agreement"] is None and row["latency_ms"] is None, row
+    return row

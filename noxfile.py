@@ -125,18 +125,18 @@ def convert(session: nox.Session, env: str) -> None:
 @nox.parametrize("env", STEP_ENVS["bench"])
 def bench(session: nox.Session, env: str) -> None:
     """Benchmark each env's backends on the eval images; the report follows."""
+    session.notify("report")  # first: the report shows this env's failed rows too
     bin_dir = env_bin(session, env)
     modelport(session, bin_dir, env, "bench", *ENVS[env]["bench"])
-    session.notify("report")
 
 
 @nox.session
 def rknn(session: nox.Session) -> None:
     """RKNN INT8 for Rockchip NPUs: convert, simulate, accuracy analysis; the report follows."""
+    session.notify("report")
     bin_dir = env_bin(session, "rknn")
     for args in ENVS["rknn"]["rknn"]:
         modelport(session, bin_dir, "rknn", *args)
-    session.notify("report")
 
 
 @nox.session(default=False)

@@ -6,7 +6,7 @@
 2. build local stand-ins for the base images (debootstrap; see base_images.py)
 3. build the env images from the repo's unmodified envs/<env>/Dockerfile via compose.yaml
    (an env without a Dockerfile is skipped, and said so)
-4. `docker-compose up` the CPU services with the real model and photos (MODELPORT_DATA, default ../shared),
+4. `docker-compose up` the CPU services with the real model and photos (MODELPORT_DATA, default ./data),
    check every service's exit code, copy report/results.json out of the volume and assert the
    same floors as the nox pipeline (.ci/check_report.py)
 5. --negative: mount a corrupt model; the check must fail naming the service, with its log tail
@@ -170,8 +170,8 @@ def main() -> int:
     parser.add_argument("--in-docker", action="store_true", help="also run `nox -s convert bench -- --in-docker` for tf-onnx")
     parser.add_argument("--install-tools", action="store_true", help="apt-get install missing docker.io, docker-compose, debootstrap")
     parser.add_argument("--data", type=Path, help="models/ + images/ to mount (default: $MODELPORT_DATA, "
-                        "$MODELPORT_TEST_DATA, ../shared)", default=Path(
-                            os.environ.get("MODELPORT_DATA") or os.environ.get("MODELPORT_TEST_DATA") or ROOT.parent / "shared"))
+                        "$MODELPORT_TEST_DATA, ./data)", default=Path(
+                            os.environ.get("MODELPORT_DATA") or os.environ.get("MODELPORT_TEST_DATA") or ROOT / "data"))
     opts = parser.parse_args()
     data = opts.data.resolve()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the cleanup below runs

@@ -42,16 +42,16 @@ def ctx(pipeline, test_env):
 
 
 @pytest.fixture
-def labeled_file(tmp_path, shared_data):
+def labeled_file(tmp_path, data_dir):
     path = tmp_path / "labels.tsv"
-    lines = ["# image<TAB>label, labels assigned by eye"] + [f"{shared_data / 'images' / n}\t{lab}" for n, lab in LABELS.items()]
+    lines = ["# image<TAB>label, labels assigned by eye"] + [f"{data_dir / 'images' / n}\t{lab}" for n, lab in LABELS.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 @pytest.fixture(scope="module")
-def labels(shared_data):
-    return Labels.load(shared_data / "models" / "labels.txt")
+def labels(data_dir):
+    return Labels.load(data_dir / "models" / "labels.txt")
 
 
 # -- labeled accuracy
@@ -65,9 +65,9 @@ def test_wilson_interval_matches_the_formula():
     assert wilson(0, 0) == (0.0, 1.0)
 
 
-def test_labeled_list_is_parsed_relative_to_the_file(tmp_path, shared_data):
+def test_labeled_list_is_parsed_relative_to_the_file(tmp_path, data_dir):
     (tmp_path / "img").mkdir()
-    (tmp_path / "img" / "b.jpg").write_bytes((shared_data / "images" / "bird.jpg").read_bytes())
+    (tmp_path / "img" / "b.jpg").write_bytes((data_dir / "images" / "bird.jpg").read_bytes())
     listing = tmp_path / "set.tsv"
     listing.write_text("# comment\n\nimg/b.jpg\tchickadee\n")
     (s,) = read_labeled(listing)
@@ -87,10 +87,10 @@ def test_labeled_list_errors_name_the_file_and_line(tmp_path, text, message):
     assert "bad.tsv" in str(e.value)
 
 
-def test_labeled_folders_one_per_class(tmp_path, shared_data):
+def test_labeled_folders_one_per_class(tmp_path, data_dir):
     for cls, name in (("chickadee", "bird.jpg"), ("n02123045", "cat.jpg")):
         (tmp_path / cls).mkdir()
-        (tmp_path / cls / name).write_bytes((shared_data / "images" / name).read_bytes())
+        (tmp_path / cls / name).write_bytes((data_dir / "images" / name).read_bytes())
     (tmp_path / "chickadee" / "notes.txt").write_text("not an image")
     samples = read_labeled(tmp_path)
     assert [(s.image.name, s.label) for s in samples] == [("bird.jpg", "chickadee"), ("cat.jpg", "n02123045")]

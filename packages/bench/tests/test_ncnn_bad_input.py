@@ -1,10 +1,10 @@
-"""Bad ncnn input through the CLI: one line naming the file, non-zero exit, no result written."""
+"""Bad ncnn input through the CLI: one line naming the file, non-zero exit, only a failed row written."""
 
 import shutil
 
 import pytest
 
-from conftest import run
+from conftest import failed_row, run
 
 pytestmark = pytest.mark.ncnn
 
@@ -20,10 +20,6 @@ def ncnn_art(pipeline, test_env, tmp_path):
     return dst, {**test_env, "MODELPORT_ARTIFACTS": str(dst)}
 
 
-def no_results(dst):
-    return not (dst / "results").exists() or not any((dst / "results").iterdir())
-
-
 @pytest.mark.parametrize("which,content", [
     ("model.param", b"7767517\n3 3\nInput in0 0 1 in0\nConvolution conv 1 1 in0 x 0=32 1=3\n"),  # cut mid-graph
     ("model.param", b"TFL3 this is a flatbuffer, not an ncnn param\n"),
@@ -37,7 +33,7 @@ def test_corrupt_ncnn_model(ncnn_art, which, content):
     proc = run(env, "bench", "ncnn")
     assert proc.returncode != 0
     assert str(path) in proc.stderr, proc.stderr
-    assert no_results(dst)
+    assert str(path) in failed_row(dst, "ncnn")["reason"]
 
 
 def test_ncnn_model_changed_since_conversion(ncnn_art):
@@ -46,7 +42,7 @@ def test_ncnn_model_changed_since_conversion(ncnn_art):
     path.write_bytes(path.read_bytes()[:-16])
     proc = run(env, "bench", "ncnn")
     assert proc.returncode != 0 and str(path) in proc.stderr and "sha256 differs from its manifest" in proc.stderr
-    assert no_results(dst)
+    assert str(path) in failed_row(dst, "ncnn")["reason"]
 
 
 def test_corrupt_onnx_is_refused_before_pnnx(pipeline, test_env, tmp_path):

@@ -19,8 +19,8 @@ def rgb():
     return Image.fromarray(a)
 
 
-def test_directory_is_sorted_and_filtered(shared_data):
-    imgs = resolve_images(shared_data / "images")
+def test_directory_is_sorted_and_filtered(data_dir):
+    imgs = resolve_images(data_dir / "images")
     assert [p.name for p in imgs] == sorted(p.name for p in imgs) and len(imgs) == 12
     assert all(p.suffix == ".jpg" for p in imgs)
 
@@ -76,8 +76,8 @@ def test_bad_files_name_the_file(tmp_path, content, match):
     assert str(p) in str(e.value) and "\n" not in str(e.value)
 
 
-def test_truncated_jpeg(tmp_path, shared_data):
-    data = (shared_data / "images" / "bird.jpg").read_bytes()
+def test_truncated_jpeg(tmp_path, data_dir):
+    data = (data_dir / "images" / "bird.jpg").read_bytes()
     p = tmp_path / "trunc.jpg"
     p.write_bytes(data[: len(data) // 3])
     with pytest.raises(InputError, match="truncated"):
@@ -126,8 +126,8 @@ def test_exif_orientation_is_applied(tmp_path, rgb):
     assert load_image(p).shape == (60, 40, 3)
 
 
-def test_labels_1001_with_background_and_1000(shared_data, tmp_path):
-    labels = Labels.load(shared_data / "models" / "labels.txt", num_classes=1001)
+def test_labels_1001_with_background_and_1000(data_dir, tmp_path):
+    labels = Labels.load(data_dir / "models" / "labels.txt", num_classes=1001)
     assert labels.has_background and labels.name(1, 1001).startswith("tench")
     plain = tmp_path / "l.txt"
     plain.write_text("\n".join(labels.names[1:]) + "\n")

@@ -7,11 +7,11 @@ import os
 from modelport.common import in_docker
 
 
-def test_spec_mounts_every_input_at_its_host_path(tmp_path, monkeypatch, shared_data):
+def test_spec_mounts_every_input_at_its_host_path(tmp_path, monkeypatch, data_dir):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "modelport.toml").write_text('[images]\neval = "photos"\n')
     (tmp_path / "photos").mkdir()
-    model = shared_data / "models" / "mobilenet_v2_1.0_224.tflite"
+    model = data_dir / "models" / "mobilenet_v2_1.0_224.tflite"
     monkeypatch.setenv("MODELPORT_MODEL", str(model))
     spec = in_docker.container_spec("tf-onnx", ["convert", "onnx"], tmp_path / "artifacts")
 
@@ -29,10 +29,10 @@ def test_spec_mounts_every_input_at_its_host_path(tmp_path, monkeypatch, shared_
     assert spec["environment"]["MODELPORT_CONFIG"] == str(tmp_path / "modelport.toml")
 
 
-def test_fetch_gets_a_network_only_when_nothing_local(tmp_path, monkeypatch, shared_data):
+def test_fetch_gets_a_network_only_when_nothing_local(tmp_path, monkeypatch, data_dir):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MODELPORT_FETCH_NETWORK", "host")
     assert in_docker.container_spec("tf-onnx", ["fetch"], tmp_path / "a")["network_mode"] == "host"
-    monkeypatch.setenv("MODELPORT_MODEL", str(shared_data / "models" / "mobilenet_v2_1.0_224.tflite"))
-    monkeypatch.setenv("MODELPORT_LABELS", str(shared_data / "models" / "labels.txt"))
+    monkeypatch.setenv("MODELPORT_MODEL", str(data_dir / "models" / "mobilenet_v2_1.0_224.tflite"))
+    monkeypatch.setenv("MODELPORT_LABELS", str(data_dir / "models" / "labels.txt"))
     assert in_docker.container_spec("tf-onnx", ["fetch"], tmp_path / "a")["network_mode"] == "none"

@@ -6,8 +6,8 @@ from modelport.common.preprocess import InputSpec, prepare, to_tensor
 
 
 @pytest.fixture
-def bird(shared_data):
-    return load_image(shared_data / "images" / "bird.jpg")
+def bird(data_dir):
+    return load_image(data_dir / "images" / "bird.jpg")
 
 
 def test_float_layouts_and_uint8_derive_from_one_array(bird):

@@ -15,7 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import error_line, run
+from conftest import error_line, failed_row, run
 from modelport.common.errors import InputError
 from modelport.common.onnx_safety import check_onnx
 from modelport.convert.fetch import download, extract_member
@@ -29,10 +29,6 @@ def art(pipeline, test_env, tmp_path):
     return dst, {**test_env, "MODELPORT_ARTIFACTS": str(dst)}
 
 
-def results(dst):
-    return sorted(p.name for p in (dst / "results").glob("*")) if (dst / "results").is_dir() else []
-
-
 def test_truncated_onnx_is_refused_by_bench(art):
     dst, env = art
     model = dst / "onnx" / "model.onnx"
@@ -42,7 +38,7 @@ def test_truncated_onnx_is_refused_by_bench(art):
     assert proc.returncode != 0
     line = proc.stderr
     assert str(model) in line and "not a readable ONNX model" in line
-    assert results(dst) == []
+    assert str(model) in failed_row(dst, "onnx")["reason"]
 
 
 def test_model_changed_since_conversion_is_refused(art):
@@ -51,16 +47,17 @@ def test_model_changed_since_conversion_is_refused(art):
     model.write_bytes(model.read_bytes() + b"\0")
     proc = run(env, "bench", "onnx-int8")
     assert proc.returncode != 0 and str(model) in proc.stderr and "sha256 differs from its manifest" in proc.stderr
-    assert results(dst) == []
+    assert "sha256 differs" in failed_row(dst, "onnx-int8")["reason"]
 
 
-def test_failed_bench_removes_a_stale_result(art):
+def test_failed_bench_replaces_a_stale_result_with_a_failed_row(art):
     dst, env = art
     (dst / "results").mkdir()
     (dst / "results" / "onnx.json").write_text("{}")
+    (dst / "results" / "onnx.npy").write_bytes(b"stale")
     (dst / "onnx" / "model.onnx").write_text("not onnx")
     proc = run(env, "bench", "onnx")
-    assert proc.returncode != 0 and results(dst) == []
+    assert proc.returncode != 0 and "not a readable ONNX model" in failed_row(dst, "onnx")["reason"]
 
 
 def test_wrong_format_under_onnx_name_for_quantization(art):
@@ -93,12 +90,12 @@ def test_input_layout_that_does_not_match_the_config(art):
     proc = run(env, "bench", "onnx")
     assert proc.returncode != 0
     assert str(model) in proc.stderr and "[1, 224, 224, 3] does not match the config (NCHW [1, 3, 224, 224])" in proc.stderr
-    assert results(dst) == []
+    assert str(model) in failed_row(dst, "onnx")["reason"]
 
 
-def test_labels_with_the_wrong_line_count(test_env, shared_data, tmp_path):
+def test_labels_with_the_wrong_line_count(test_env, data_dir, tmp_path):
     labels = tmp_path / "labels.txt"
-    labels.write_text("\n".join(shared_data.joinpath("models", "labels.txt").read_text().splitlines()[:999]) + "\n")
+    labels.write_text("\n".join(data_dir.joinpath("models", "labels.txt").read_text().splitlines()[:999]) + "\n")
     env = {**test_env, "MODELPORT_ARTIFACTS": str(tmp_path / "art"), "MODELPORT_LABELS": str(labels)}
     proc = run(env, "fetch")
     assert proc.returncode != 0

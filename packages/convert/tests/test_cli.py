@@ -28,9 +28,9 @@ def test_second_convert_is_a_manifest_hit(pipeline, test_env):
     assert "verified" not in proc.stderr  # nothing was redone
 
 
-def test_truncated_tflite(fresh, shared_data, tmp_path):
+def test_truncated_tflite(fresh, data_dir, tmp_path):
     bad = tmp_path / "model.tflite"
-    bad.write_bytes((shared_data / "models" / "mobilenet_v2_1.0_224.tflite").read_bytes()[:200_000])
+    bad.write_bytes((data_dir / "models" / "mobilenet_v2_1.0_224.tflite").read_bytes()[:200_000])
     proc = run(fresh, "fetch", "--from", str(bad))
     assert proc.returncode != 0
     assert str(bad) in error_line(proc)
@@ -45,7 +45,7 @@ def test_wrong_format_under_tflite_name(fresh, tmp_path):
     assert artifacts_written(fresh) == []
 
 
-def test_model_input_size_differs_from_config(fresh, shared_data):
+def test_model_input_size_differs_from_config(fresh, data_dir):
     proc = run(fresh, "-o", "input.size=[192, 192]", "fetch")
     assert proc.returncode != 0
     line = error_line(proc)
@@ -53,9 +53,9 @@ def test_model_input_size_differs_from_config(fresh, shared_data):
     assert artifacts_written(fresh) == []
 
 
-def test_text_file_named_jpg(fresh, tmp_path, shared_data):
+def test_text_file_named_jpg(fresh, tmp_path, data_dir):
     imgs = tmp_path / "imgs"
-    shutil.copytree(shared_data / "images", imgs, ignore=shutil.ignore_patterns("calibration"))
+    shutil.copytree(data_dir / "images", imgs, ignore=shutil.ignore_patterns("calibration"))
     (imgs / "notes.jpg").write_text("not an image")
     assert run(fresh, "fetch").returncode == 0
     before = artifacts_written(fresh)

@@ -241,9 +241,9 @@ def test_second_convert_is_a_manifest_hit(ncnn_models, test_env):
     assert "verified" not in proc.stderr
 
 
-def test_calibration_list_with_a_missing_file(int8_inputs, shared_data, tmp_path):
+def test_calibration_list_with_a_missing_file(int8_inputs, data_dir, tmp_path):
     listfile = tmp_path / "calib.txt"
-    (tmp_path / "bird.jpg").write_bytes((shared_data / "images" / "calibration" / "bird.jpg").read_bytes())
+    (tmp_path / "bird.jpg").write_bytes((data_dir / "images" / "calibration" / "bird.jpg").read_bytes())
     listfile.write_text("# calibration\nbird.jpg\nnot_there.jpg\n")
     proc = run(int8_inputs, "--calibration-dataset", str(listfile), "convert", "ncnn-int8")
     assert proc.returncode == 2
@@ -261,11 +261,11 @@ def test_empty_calibration_directory(int8_inputs, tmp_path):
     nothing_written(int8_inputs)
 
 
-def test_non_image_in_the_calibration_set(int8_inputs, shared_data, tmp_path):
+def test_non_image_in_the_calibration_set(int8_inputs, data_dir, tmp_path):
     folder = tmp_path / "calib"
     folder.mkdir()
     for name in ("bird.jpg", "cat.jpg"):
-        (folder / name).write_bytes((shared_data / "images" / "calibration" / name).read_bytes())
+        (folder / name).write_bytes((data_dir / "images" / "calibration" / name).read_bytes())
     fake = folder / "zz_notes.jpg"
     fake.write_text("these are my notes, not a photo\n" * 20)
     proc = run(int8_inputs, "--calibration-dataset", str(folder), "convert", "ncnn-int8")

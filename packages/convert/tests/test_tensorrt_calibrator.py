@@ -79,9 +79,9 @@ def test_nhwc_models_get_nhwc_batches(calib, tmp_path):
         t for i, t in enumerate(calib.tensors("NCHW", "float32")) if i == 3))[0])
 
 
-def test_calibration_is_capped_at_the_configured_limit(ctx, shared_data, tmp_path):
+def test_calibration_is_capped_at_the_configured_limit(ctx, data_dir, tmp_path):
     # A list file names images relative to its folder: copy the 12 photos, list them 5 times.
-    photos = sorted((shared_data / "images" / "calibration").glob("*.jpg"))
+    photos = sorted((data_dir / "images" / "calibration").glob("*.jpg"))
     for p in photos:
         shutil.copy(p, tmp_path / p.name)
     listing = tmp_path / "many.txt"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import click
-from rich.markup import escape
 
 from modelport.common.context import StepContext
+from modelport.common.errors import ModelportError
 from modelport.common.log import console, skip, step
+from modelport.common.log import failed as log_failed
 from modelport.common.registry import chosen, legacy_flags
 
 from .registry import RUNTIMES, runtime_class
@@ -47,7 +48,7 @@ def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **fl
             if r.status == "skipped":
                 skip(f"{key}: {r.reason}")
             elif r.status == "failed":
-                console.print(f"[red]failed[/] {key}: {escape(r.reason or '')}")
+                log_failed(f"{key}: {r.reason}")
                 failed.append(key)
             else:
                 a = r.agreement
@@ -59,7 +60,7 @@ def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **fl
             if labeled and r.status == "ok":
                 _labeled_one(ctx, key, labeled, settings_mode)
     if failed:
-        raise click.ClickException(f"failed: {', '.join(failed)} (no result written for them)")
+        raise ModelportError(f"failed: {', '.join(failed)} (each is a row with its reason in the report)")
 
 
 def _settings(ctx: StepContext, key: str, mode: str) -> dict:

@@ -63,11 +63,7 @@ def markdown(report: dict, sections: list[Path]) -> str:
     m = report["machine"]
     lines = ["# modelport results", ""]
     lines.append(f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, Python {m['python']}.")
-    headline = next((e["headline"]["image"] for e in report["results"] if e["headline"]), None)
-    ref = next((e for e in report["results"] if e["key"] == report["reference"]), None)
-    runs = ref["latency_runs"] if ref else None
-    lines += ["", f"Latency: batch 1, headline image `{headline}`, {runs} timed runs after warm-up. "
-              "Agreement: every eval image vs the TFLite FP32 reference.", ""]
+    lines += ["", _method(report), ""]
     lines.append("| " + " | ".join(HEADERS.values()) + " |")
     lines.append("|" + "---|" * len(HEADERS))
     for r in rows(report):
@@ -91,6 +87,22 @@ def markdown(report: dict, sections: list[Path]) -> str:
     if report.get("pipeline_time"):  # footer: wall time per step (depth_report.pipeline_time)
         lines += [""] + report["pipeline_time"]
     return "\n".join(lines) + "\n"
+
+
+def _method(report: dict) -> str:
+    """How the numbers were taken, saying only what is known (no 'None' for a missing piece)."""
+    headline = next((e["headline"]["image"] for e in report["results"] if e["headline"]), None)
+    runs = sorted({e["latency_runs"] for e in report["results"] if e["latency_runs"]})
+    timed = [f"headline image `{headline}`"] if headline else []
+    if runs:
+        timed.append(f"{'/'.join(map(str, runs))} timed runs after warm-up")
+    latency = f"Latency: batch 1, {', '.join(timed)}." if runs else "Latency: no backend was timed."
+    agreed = [e["agreement"]["images"] for e in report["results"] if e["agreement"]]
+    if report["reference"] and agreed:
+        agreement = f"Agreement: {max(agreed)} eval images vs the TFLite FP32 reference."
+    else:
+        agreement = "Agreement: not computed (no reference result)."
+    return f"{latency} {agreement}"
 
 
 def charts(report: dict, out: Path) -> dict[str, Path]:

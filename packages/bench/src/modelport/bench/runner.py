@@ -50,8 +50,9 @@ def result_base(ctx: StepContext, cls: type[Runtime], status: str = "ok", reason
 def benchmark(ctx: StepContext, key: str) -> BackendResult:
     """Benchmark one backend and write its result.
 
-    A missing toolchain or hardware is written as a skipped result with the reason; bad input
-    (a corrupt or modified model) returns a failed result that is NOT written (the CLI exits non-zero).
+    A missing toolchain or hardware is written as a skipped result with the reason. A model whose
+    conversion failed, or that is missing, corrupt or modified, is written as a failed result with
+    the reason and no outputs (the CLI exits non-zero), so the report shows the row.
     """
     cls = runtime_class(key)
     reason = cls.unavailable_reason()
@@ -67,6 +68,9 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
     try:
         runtime = cls.from_store(store, cfg)
         for path in runtime.files.values():
+            failure = store.failure(path)
+            if failure:
+                raise ModelportError(f"its conversion failed: {failure}")
             store.check_unchanged(path)
         load_before = load_average()
         with runtime:
@@ -89,11 +93,10 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
         write_result(store, result)
         return result
     except ModelportError as e:
-        # Bad input (corrupt or modified model, wrong input shape): no result, and none left from an
-        # earlier run, since it would no longer describe the file on disk.
-        for suffix in (".json", ".npy"):
-            store.path(f"results/{key}{suffix}").unlink(missing_ok=True)
+        # A failed row replaces an earlier result: that one no longer describes the file on disk.
         result.status, result.reason = "failed", str(e)
+        result.latency_note = "not measured: failed"
+        write_result(store, result)
         return result
     fill_outputs(ctx, result, outputs)
     write_result(store, result, outputs)

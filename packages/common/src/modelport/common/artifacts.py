@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import InputError
+from .errors import HardwareMissing, InputError, ModelportError
 from .log import console
 
 ARTIFACTS_ENV = "MODELPORT_ARTIFACTS"
@@ -96,6 +96,28 @@ class ArtifactStore:
             return json.loads(m.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
+
+    @staticmethod
+    def failure_path(path: Path) -> Path:
+        return path.with_name(path.name + ".failed.json")
+
+    def failure(self, path: Path) -> str | None:
+        """Why the last attempt to make ``path`` failed, when it did (a success clears it).
+
+        An older good file may still sit at ``path``; it no longer describes what the current
+        inputs and options make, so nothing downstream should take it for this run's output.
+        """
+        try:
+            return json.loads(self.failure_path(path).read_text()).get("reason") or "failed"
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def record_failure(self, rel: str, reason: str, **extra: Any) -> None:
+        record = {"reason": reason, **extra, "created_utc": datetime.now(UTC).isoformat(timespec="seconds")}
+        write_atomic(self.failure_path(self.path(rel)), json.dumps(_canonical(record), indent=2) + "\n")
+
+    def clear_failure(self, rel: str) -> None:
+        self.failure_path(self.path(rel)).unlink(missing_ok=True)
 
     def check_unchanged(self, path: Path) -> None:
         """Refuse an artifact whose bytes differ from what its manifest recorded (edited, swapped, truncated).
@@ -232,9 +254,14 @@ class Job:
         return True
 
     def __enter__(self) -> Job:
-        self._hashes = self._input_hashes()
+        try:
+            self._hashes = self._input_hashes()
+        except ModelportError as e:
+            self._record_failure(e)
+            raise
         self.cached = not self.force and self._is_fresh(self._hashes)
         if self.cached:
+            self._clear_failures()
             console.print(f"   [green]up to date[/]: {', '.join(self.outputs)} (inputs, {self.tool} and options unchanged; --force redoes it)")
         self.started = time.monotonic()
         return self
@@ -243,11 +270,24 @@ class Job:
         try:
             if exc_type is None and not self.cached:
                 self._commit()
+                self._clear_failures()
+            elif isinstance(exc, ModelportError) and not isinstance(exc, HardwareMissing):
+                self._record_failure(exc)
         finally:
             for t in self._tmps.values():
                 t.unlink(missing_ok=True)
             if self._workdir is not None:
                 shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def _record_failure(self, exc: ModelportError) -> None:
+        """A failed attempt leaves its reason beside each output, so later steps report it instead of
+        using an older file (or saying only that the file is missing)."""
+        for rel in self.outputs:
+            self.store.record_failure(rel, str(exc), tool=self.tool, options=self.options)
+
+    def _clear_failures(self) -> None:
+        for rel in self.outputs:
+            self.store.clear_failure(rel)
 
     def _commit(self) -> None:
         missing = [r for r in self.outputs if r not in self._tmps or self._tmps[r].stat().st_size == 0]

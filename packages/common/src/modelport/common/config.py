@@ -27,19 +27,25 @@ class Section(BaseModel):
 
 class ModelConfig(Section):
     name: str = "mobilenet_v2_1.0_224"
-    # Local files to import instead of downloading (env MODELPORT_MODEL / MODELPORT_LABELS win).
+    # The source model and labels (env MODELPORT_MODEL / MODELPORT_LABELS win): modelport.toml points
+    # at the copies shipped in data/models/.
     path: Path | None = None
     labels: Path | None = None
+    # download = true: fetch the official model from url instead of path (its member hash is pinned).
+    download: bool = False
     url: str = "https://storage.googleapis.com/download.tensorflow.org/models/tflite_11_05_08/mobilenet_v2_1.0_224.tgz"
     member: str = "./mobilenet_v2_1.0_224.tflite"  # the file to take out of the archive
-    sha256: str | None = None  # of the download; verified before use when set
+    # Published sha256 of the member (two independent sources) and of the labels; the archive's own hash
+    # has a single source, so it is recorded, and enforced only when set here.
+    member_sha256: str | None = "9f3bc29e38e90842a852bfed957dbf5e36f2d97a91dd17736b1e5c0aca8d3303"
+    sha256: str | None = None  # of the archive (or of the model file, when url is not an archive)
     labels_url: str = "https://storage.googleapis.com/download.tensorflow.org/data/ImageNetLabels.txt"
-    labels_sha256: str | None = None
+    labels_sha256: str | None = "536feacc519de3d418de26b2effb4d75694a8c4c0063e36499a46fa8061e2da9"
 
 
 class ImagesConfig(Section):
-    eval: Path = Path("../shared/images")
-    calibration: Path = Path("../shared/images/calibration")
+    eval: Path = Path("data/images")
+    calibration: Path = Path("data/images/calibration")
     calibration_limit: int = Field(50, ge=1)
     headline: str = "grace_hopper.jpg"  # the image whose top-1 the report shows
 

@@ -48,3 +48,8 @@ def skip(message: str) -> None:
 
 def warn(message: str) -> None:
     console.print(f"[yellow]warning:[/] {escape(message)}")
+
+
+def failed(message: str) -> None:
+    """A step that failed while the command goes on (the command's own `error:` line comes at the end)."""
+    console.print(f"[red]failed[/] {escape(message)}")

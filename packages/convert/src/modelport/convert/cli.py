@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from modelport.common.context import StepContext
-from modelport.common.errors import HardwareMissing
+from modelport.common.errors import HardwareMissing, ModelportError
+from modelport.common.log import failed as log_failed
 from modelport.common.log import skip, step
 from modelport.common.registry import chosen, legacy_flags
 
@@ -26,12 +27,15 @@ def convert(ctx: StepContext, targets, force, ncnn_tools, **flags):
     Every output is verified by running it on the eval images against the TFLite
     reference outputs (source/reference.npy) before it is committed. A target whose
     hardware is missing here (TensorRT without a CUDA GPU) is skipped with the reason.
+    A target that fails is reported and the rest still run; the command then exits
+    non-zero, and `bench` records the failure as that backend's row.
     """
     if ncnn_tools:
         ctx.overrides.append(("ncnn.tools", ncnn_tools))  # before the config is first read
     picked = chosen(TARGETS, targets, flags)
     if not picked:
         raise click.UsageError(f"name at least one target: {', '.join(TARGETS)}")
+    failed = []
     with ctx.store.lock():
         for name in picked:
             mod = target_module(name)
@@ -40,6 +44,25 @@ def convert(ctx: StepContext, targets, force, ncnn_tools, **flags):
                 mod.run(ctx, force or ctx.force)
             except HardwareMissing as e:
                 skip(f"{name}: {e}")
+            except ModelportError as e:
+                record_failure(ctx, name, e)
+                if len(picked) == 1:
+                    raise
+                log_failed(f"{name}: {e}")
+                failed.append(name)
+    if failed:
+        raise ModelportError(f"convert failed: {', '.join(failed)} (the other targets ran)")
+
+
+def record_failure(ctx: StepContext, name: str, exc: ModelportError) -> None:
+    """Mark the files a failed target makes for its backend (also when it failed before its artifact job
+    started, e.g. on a calibration image), so `bench` writes the failure as that row instead of
+    measuring an older model."""
+    from modelport.bench.registry import RUNTIMES, runtime_class
+
+    if name in RUNTIMES:
+        for rel in runtime_class(name).artifacts.values():
+            ctx.store.record_failure(rel, str(exc), target=name)
 
 
 convert.help = convert.help.replace("{targets}", ", ".join(TARGETS))

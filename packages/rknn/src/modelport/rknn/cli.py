@@ -7,7 +7,9 @@ import time
 import click
 
 from modelport.common.context import StepContext
+from modelport.common.errors import HardwareMissing, ModelportError
 from modelport.common.log import console, step
+from modelport.common.log import failed as log_failed
 
 
 def _overrides(ctx: StepContext, **values) -> None:
@@ -133,7 +135,7 @@ def all_(ctx: StepContext, target_device, with_hybrid, force):
     from . import hybrid as hyb
     from . import simulate as sim
 
-    verbose, times = _verbose(ctx), {}
+    verbose, times, failures = _verbose(ctx), {}, []
     with ctx.store.lock():
         for name, fn in (
             ("convert+simulate", lambda: sim.run(ctx, force=force, verbose=verbose)),
@@ -142,11 +144,22 @@ def all_(ctx: StepContext, target_device, with_hybrid, force):
             ("board", lambda: brd.run_adb(ctx, target_device or ctx.config.rknn.device_id, verbose=verbose)),
         ):
             t0 = time.monotonic()
-            fn()
+            try:
+                fn()
+            except HardwareMissing:
+                raise
+            except ModelportError as e:  # one sub-step failing does not stop the others
+                failures.append(name)
+                if name == "hybrid":
+                    sim.record_failure(ctx, "hybrid", e)
+                elif name != "convert+simulate":  # that one printed and recorded its own rows
+                    log_failed(f"rknn {name}: {e}")
             times[name] = time.monotonic() - t0
         path = section.write(ctx)
     step("rknn all: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     console.print(f"   report section: {path} (`modelport report` includes it)")
+    if failures:
+        raise ModelportError(f"rknn all: {', '.join(failures)} failed (the other sub-steps ran)")
 
 
 def doctor_rows():

@@ -13,8 +13,8 @@ import numpy as np
 
 from modelport.common.artifacts import sha256_file
 from modelport.common.context import StepContext
-from modelport.common.errors import InputError
-from modelport.common.log import console, step
+from modelport.common.errors import HardwareMissing, InputError, ModelportError
+from modelport.common.log import console, failed, step
 from modelport.common.results import fill_outputs, new_result, write_result
 from modelport.common.schema import BackendResult
 
@@ -49,7 +49,7 @@ def simulator_result(ctx: StepContext, kind: str, model: Path, eval_outputs: Pat
     outputs = np.load(eval_outputs, allow_pickle=False)
     if outputs.shape[0] != len(ctx.eval_images):
         raise InputError(f"{outputs.shape[0]} simulator outputs for {len(ctx.eval_images)} eval images: rerun with --force", eval_outputs)
-    result = result_base(ctx, b, f"rknn-simulator ({ctx.config.rknn.target_platform} on x86)")
+    result = result_base(ctx, b, simulator_device(ctx))
     result.latency_note = SIMULATOR_NOTE
     result.tool_versions = manifest.get("extra", {}).get("versions", {})
     result.settings = {k: v for k, v in manifest.get("options", {}).items() if k not in ("eval_images", "calibration")}
@@ -67,14 +67,39 @@ def summary(r: BackendResult) -> str:
     return f"{r.name}: {agree}; {r.headline.label} {r.headline.confidence:.3f} on {r.headline.image}"
 
 
+def simulator_device(ctx: StepContext) -> str:
+    return f"rknn-simulator ({ctx.config.rknn.target_platform} on x86)"
+
+
+def record_failure(ctx: StepContext, kind: str, exc: ModelportError) -> BackendResult:
+    """The failed step as this backend's row (status failed, the reason), so the report shows it."""
+    r = result_base(ctx, BACKENDS[kind], simulator_device(ctx), "failed", str(exc))
+    r.latency_note = "not measured: failed"
+    write_result(ctx.store, r)
+    failed(f"{BACKENDS[kind].key}: {exc}")
+    return r
+
+
 def run(ctx: StepContext, force: bool = False, verbose: bool = False) -> list[BackendResult]:
-    """results/rknn-int8 (+ rknn-fp16 when [rknn] fp16): convert first if needed (cached), then write."""
+    """results/rknn-int8 (+ rknn-fp16 when [rknn] fp16): convert first if needed (cached), then write.
+
+    A kind that fails is written as a failed row and the next kind still runs; then this raises.
+    """
     kinds = ["int8"] + (["fp16"] if ctx.config.rknn.fp16 else [])
-    out = []
+    out, failures = [], []
     for kind in kinds:
-        built = convert.run(ctx, kind, force=force, verbose=verbose)
-        step(f"rknn simulate {kind}: results/{BACKENDS[kind].key}.json")
-        r = simulator_result(ctx, kind, built.model, built.eval_outputs)
+        try:
+            built = convert.run(ctx, kind, force=force, verbose=verbose)
+            step(f"rknn simulate {kind}: results/{BACKENDS[kind].key}.json")
+            r = simulator_result(ctx, kind, built.model, built.eval_outputs)
+        except HardwareMissing:
+            raise
+        except ModelportError as e:
+            out.append(record_failure(ctx, kind, e))
+            failures.append(BACKENDS[kind].key)
+            continue
         console.print(f"   {summary(r)}")
         out.append(r)
+    if failures:
+        raise ModelportError(f"rknn failed: {', '.join(failures)} (each is a row with its reason)")
     return out

@@ -1,0 +1,52 @@
+"""A failed step is a row with its reason, the other steps still run, and the job exits non-zero."""
+
+import json
+import shutil
+
+from conftest import run
+
+
+def test_failed_conversion_is_a_row_and_an_older_model_is_not_benchmarked(pipeline, test_env, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(pipeline.store.root, art, ignore=shutil.ignore_patterns("results", "report", "ncnn", "rknn", "tensorrt", ".tmp"))
+    assert (art / "onnx" / "model.int8.onnx").is_file()  # a good model from an earlier run stays on disk
+    bad_calibration = tmp_path / "calibration"
+    bad_calibration.mkdir()
+    (bad_calibration / "broken.jpg").write_text("not a jpeg")
+    env = {**test_env, "MODELPORT_ARTIFACTS": str(art), "MODELPORT_CALIBRATION": str(bad_calibration)}
+
+    proc = run(env, "convert", "onnx-int8", "onnx")  # onnx-int8 fails; onnx (after it) still runs
+    assert proc.returncode != 0
+    assert "failed onnx-int8:" in proc.stderr and "broken.jpg" in proc.stderr
+    assert "convert onnx" in proc.stderr.split("failed onnx-int8:")[1]
+    assert "convert failed: onnx-int8 (the other targets ran)" in proc.stderr
+
+    proc = run(env, "bench", "tflite", "onnx-int8", "--runs", "5", "--warmup", "1")
+    assert proc.returncode != 0 and "failed: onnx-int8" in proc.stderr
+    row = json.loads((art / "results" / "onnx-int8.json").read_text())
+    assert row["status"] == "failed" and "its conversion failed" in row["reason"] and "broken.jpg" in row["reason"]
+    assert row["latency_ms"] is None and not (art / "results" / "onnx-int8.npy").exists()
+
+    proc = run(env, "report")
+    assert proc.returncode != 0 and "1 of 2 rows failed: onnx-int8" in proc.stderr
+    report = json.loads((art / "report" / "results.json").read_text())
+    assert {r["key"]: r["status"] for r in report["results"]} == {"tflite": "ok", "onnx-int8": "failed"}
+    md = (art / "report" / "results.md").read_text()
+    assert "its conversion failed" in md and "None" not in md
+
+    # Fixed input: the conversion succeeds again and clears its failure record.
+    proc = run({**env, "MODELPORT_CALIBRATION": test_env["MODELPORT_CALIBRATION"]}, "convert", "onnx-int8")
+    assert proc.returncode == 0, proc.stderr
+    assert not (art / "onnx" / "model.int8.onnx.failed.json").exists()
+
+
+def test_a_report_with_no_ok_row_is_an_error(pipeline, test_env, tmp_path):
+    art = tmp_path / "art"
+    (art / "source").mkdir(parents=True)
+    env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
+    proc = run(env, "bench", "tflite", "onnx")  # nothing converted: both fail
+    assert proc.returncode != 0
+    proc = run(env, "report")
+    assert proc.returncode != 0 and "no backend produced a result (2 failed, 0 skipped)" in proc.stderr
+    md = (art / "report" / "results.md").read_text()
+    assert "None" not in md and "Latency: no backend was timed." in md
