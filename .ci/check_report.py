@@ -6,6 +6,9 @@ from pathlib import Path
 
 report = json.load(open(sys.argv[1]))
 rows = {r["key"]: r for r in report["results"]}
+floors = report["floors"]  # the [accuracy] floors the pipeline verified against
+if not report["verify"]:
+    sys.exit("report check failed: verification was off ([convert] verify = false)")
 by_env = {"tf-onnx": {"tflite": "float", "onnx": "float", "onnx-int8": "int8"},
           "ncnn": {"ncnn": "float", "ncnn-int8": "int8"}, "rknn": {"rknn-int8": "int8"}}
 expected = {k: v for env, rows_ in by_env.items() if Path("envs", env).is_dir() for k, v in rows_.items()}
@@ -18,9 +21,10 @@ for key, kind in expected.items():
     a = r["agreement"] or {}
     if r["status"] != "ok" or not a:
         problems.append(f"{key}: status {r['status']} {r['reason']}")
-    elif kind == "float" and (a["top1"] < 1.0 or a["cosine_min"] < 0.999):
+    elif kind == "float" and (a["top1"] < floors["fp_top1_min"] or a["cosine_min"] < floors["fp_cosine_min"]):
         problems.append(f"{key}: float agreement below floor {a}")
-    elif kind == "int8" and (a["top1"] < 0.9 or a["cosine_mean"] < 0.98 or a["cosine_min"] < 0.95):
+    elif kind == "int8" and (a["top1"] < floors["int8_top1_min"] or a["cosine_mean"] < floors["int8_cosine_mean_min"]
+                             or a["cosine_min"] < floors["int8_cosine_min"]):
         problems.append(f"{key}: int8 agreement below floor {a}")
 for key in ("tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8") if Path("envs/tensorrt").is_dir() else ():
     r = rows.get(key)

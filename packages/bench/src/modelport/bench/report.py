@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from modelport.common.artifacts import ArtifactStore, write_atomic
+from modelport.common.config import Config
 from modelport.common.errors import InputError
 from modelport.common.machine import machine_info
 from modelport.common.schema import REPORT_SCHEMA, RESULT_SCHEMA, BackendResult
@@ -81,7 +82,8 @@ def entry(r: BackendResult, ref: BackendResult | None) -> dict:
     }
 
 
-def build(store: ArtifactStore) -> dict:
+def build(store: ArtifactStore, config: Config | None = None) -> dict:
+    config = config or Config()
     results = load_results(store)
     ref = next((r for r in results if r.key == REFERENCE_KEY and r.status == "ok"), None)
     machines = {json.dumps(r.machine, sort_keys=True) for r in results if r.machine}
@@ -91,6 +93,8 @@ def build(store: ArtifactStore) -> dict:
         "result_machines": [json.loads(m) for m in sorted(machines)],
         "reference": REFERENCE_KEY if ref else None,
         "results": [entry(r, ref) for r in results],
+        "floors": config.accuracy.model_dump(),  # what every conversion was verified against
+        "verify": config.convert.verify,
         "notes": notes(store),
         "pipeline_time": pipeline_time(store),
     }

@@ -21,7 +21,7 @@ def report(ctx: StepContext):
     from .report import build, write
     from .report_md import terminal_table
 
-    data = build(ctx.store)
+    data = build(ctx.store, ctx.config)
     with ctx.store.lock():
         paths = write(ctx.store, data)
     console.print(terminal_table(data))

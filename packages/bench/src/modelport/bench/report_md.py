@@ -102,7 +102,16 @@ def _method(report: dict) -> str:
         agreement = f"Agreement: {max(agreed)} eval images vs the TFLite FP32 reference."
     else:
         agreement = "Agreement: not computed (no reference result)."
-    return f"{latency} {agreement}"
+    f = report.get("floors")
+    if not report.get("verify", True):
+        check = "Verification is OFF ([convert] verify = false): no conversion was checked against the floors."
+    elif f:
+        check = (f"Floors ([accuracy]): FP32/FP16 top-1 >= {f['fp_top1_min']:.0%}, cosine min >= {f['fp_cosine_min']}; "
+                 f"INT8 top-1 >= {f['int8_top1_min']:.0%}, cosine min >= {f['int8_cosine_min']}, "
+                 f"mean >= {f['int8_cosine_mean_min']}.")
+    else:
+        check = ""
+    return f"{latency} {agreement} {check}".rstrip()
 
 
 def charts(report: dict, out: Path) -> dict[str, Path]:

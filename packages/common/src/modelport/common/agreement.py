@@ -8,16 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from .errors import AccuracyGateError
 from .schema import Agreement, ImageAgreement
 
-# Floors, not targets (DESIGN.md section 5).
-FLOAT_FLOOR = {"top1": 1.0, "cosine_min": 0.999}
-INT8_FLOOR = {"top1": 0.90, "cosine_mean": 0.98, "cosine_min": 0.95}
+if TYPE_CHECKING:
+    from .config import AccuracyConfig
+
+Kind = Literal["float", "int8"]
+
+
+def floors(accuracy: AccuracyConfig, kind: Kind) -> dict[str, float]:
+    """The [accuracy] floors for a kind of model, keyed by Agreement field."""
+    if kind == "float":
+        return {"top1": accuracy.fp_top1_min, "cosine_min": accuracy.fp_cosine_min}
+    return {"top1": accuracy.int8_top1_min, "cosine_mean": accuracy.int8_cosine_mean_min,
+            "cosine_min": accuracy.int8_cosine_min}
 
 
 def compare(outputs: np.ndarray, reference: np.ndarray, names: Sequence[str]) -> Agreement:
@@ -52,21 +61,21 @@ def compare(outputs: np.ndarray, reference: np.ndarray, names: Sequence[str]) ->
     )
 
 
-def gate_failures(agreement: Agreement, kind: Literal["float", "int8"]) -> list[str]:
-    floor = FLOAT_FLOOR if kind == "float" else INT8_FLOOR
+def gate_failures(agreement: Agreement, kind: Kind, accuracy: AccuracyConfig) -> list[str]:
+    floor = floors(accuracy, kind)
     failures = []
     for metric, minimum in floor.items():
         value = getattr(agreement, metric)
         if value < minimum - 1e-12:
             failures.append(f"{metric} {value:.4f} < {minimum}")
     if failures and kind == "float":
-        bad = [p.image for p in agreement.per_image if not p.top1_match or p.cosine < FLOAT_FLOOR["cosine_min"]]
+        bad = [p.image for p in agreement.per_image if not p.top1_match or p.cosine < floor["cosine_min"]]
         failures.append(f"images: {', '.join(bad)}")
     return failures
 
 
-def check_gate(agreement: Agreement, kind: Literal["float", "int8"], what: str | Path) -> None:
-    """Raise AccuracyGateError when the converted model is below the floor for its kind."""
-    failures = gate_failures(agreement, kind)
+def check_gate(agreement: Agreement, kind: Kind, what: str | Path, accuracy: AccuracyConfig) -> None:
+    """Raise AccuracyGateError when the converted model is below the [accuracy] floors for its kind."""
+    failures = gate_failures(agreement, kind, accuracy)
     if failures:
         raise AccuracyGateError(f"{kind} model disagrees with the reference: {'; '.join(failures)}", what)

@@ -55,6 +55,20 @@ class BenchConfig(Section):
     runs: int = Field(200, ge=1)
 
 
+class AccuracyConfig(Section):
+    """Floors (not targets) every converted model must meet against the reference, per image set.
+
+    fp_*: FP32/FP16 conversions; int8_*: INT8 ones. top1 = fraction of images whose top-1 agrees;
+    cosine = cosine similarity of the output vectors (min over images, and their mean).
+    """
+
+    fp_top1_min: float = Field(1.0, ge=0, le=1)
+    fp_cosine_min: float = Field(0.999, ge=-1, le=1)
+    int8_top1_min: float = Field(0.90, ge=0, le=1)
+    int8_cosine_min: float = Field(0.95, ge=-1, le=1)
+    int8_cosine_mean_min: float = Field(0.98, ge=-1, le=1)
+
+
 class ConvertConfig(Section):
     # tflite->onnx converter; "auto" converts with both, verifies both and keeps the faster.
     onnx_converter: Literal["auto", "tflite2onnx", "tf2onnx"] = "auto"
@@ -167,6 +181,7 @@ class Config(Section):
     images: ImagesConfig = ImagesConfig()
     bench: BenchConfig = BenchConfig()
     convert: ConvertConfig = ConvertConfig()
+    accuracy: AccuracyConfig = AccuracyConfig()
     quantization: QuantizationConfig = QuantizationConfig()
     tflite: TfliteConfig = TfliteConfig()
     onnxruntime: OnnxruntimeConfig = OnnxruntimeConfig()

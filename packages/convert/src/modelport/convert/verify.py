@@ -30,5 +30,5 @@ def verify(ctx: StepContext, runtime: Runtime, kind: Literal["float", "int8"], w
         f"   verified {runtime.display} on {agreement.images} images: top-1 agreement {agreement.top1:.0%}, "
         f"cosine min {agreement.cosine_min:.5f} / mean {agreement.cosine_mean:.5f}, max abs diff {agreement.max_abs_diff:.2e}"
     )
-    check_gate(agreement, kind, what)
+    check_gate(agreement, kind, what, ctx.config.accuracy)
     return agreement

@@ -158,7 +158,7 @@ def verify(ctx: StepContext, outputs: np.ndarray, kind: Kind, what: Path) -> Agr
     agreement = compare(outputs, reference, [p.name for p in ctx.eval_images])
     console.print(f"   simulated on {agreement.images} images: top-1 agreement {agreement.top1:.0%}, "
                   f"cosine min {agreement.cosine_min:.5f} / mean {agreement.cosine_mean:.5f}")
-    check_gate(agreement, "float" if kind == "fp16" else "int8", what)
+    check_gate(agreement, "float" if kind == "fp16" else "int8", what, ctx.config.accuracy)
     return agreement
 
 
