@@ -57,7 +57,7 @@ def test_failed_bench_replaces_a_stale_result_with_a_failed_row(art):
     (dst / "results" / "onnx.npy").write_bytes(b"stale")
     (dst / "onnx" / "model.onnx").write_text("not onnx")
     proc = run(env, "bench", "onnx")
-    assert proc.returncode != 0 and "not a readable ONNX model" in failed_row(dst, "onnx")["reason"]
+    assert proc.returncode != 0 and "changed since the step that made it" in failed_row(dst, "onnx")["reason"]
 
 
 def test_wrong_format_under_onnx_name_for_quantization(art):

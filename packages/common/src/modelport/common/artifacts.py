@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import HardwareMissing, InputError, ModelportError
+from .errors import InputError
 from .log import console
 
 ARTIFACTS_ENV = "MODELPORT_ARTIFACTS"
@@ -113,6 +113,8 @@ class ArtifactStore:
             return None
 
     def record_failure(self, rel: str, reason: str, **extra: Any) -> None:
+        """Say beside ``rel`` that the step making it failed: a consumer reports that instead of
+        using an older file or saying only that the file is missing. The next success clears it."""
         record = {"reason": reason, **extra, "created_utc": datetime.now(UTC).isoformat(timespec="seconds")}
         write_atomic(self.failure_path(self.path(rel)), json.dumps(_canonical(record), indent=2) + "\n")
 
@@ -254,11 +256,7 @@ class Job:
         return True
 
     def __enter__(self) -> Job:
-        try:
-            self._hashes = self._input_hashes()
-        except ModelportError as e:
-            self._record_failure(e)
-            raise
+        self._hashes = self._input_hashes()
         self.cached = not self.force and self._is_fresh(self._hashes)
         if self.cached:
             self._clear_failures()
@@ -271,21 +269,14 @@ class Job:
             if exc_type is None and not self.cached:
                 self._commit()
                 self._clear_failures()
-            elif isinstance(exc, ModelportError) and not isinstance(exc, HardwareMissing):
-                self._record_failure(exc)
         finally:
             for t in self._tmps.values():
                 t.unlink(missing_ok=True)
             if self._workdir is not None:
                 shutil.rmtree(self._workdir, ignore_errors=True)
 
-    def _record_failure(self, exc: ModelportError) -> None:
-        """A failed attempt leaves its reason beside each output, so later steps report it instead of
-        using an older file (or saying only that the file is missing)."""
-        for rel in self.outputs:
-            self.store.record_failure(rel, str(exc), tool=self.tool, options=self.options)
-
     def _clear_failures(self) -> None:
+        """A success (or an up-to-date output) ends whatever failure was recorded for these files."""
         for rel in self.outputs:
             self.store.clear_failure(rel)
 
