@@ -27,6 +27,7 @@ def pytest_configure(config):
         "tensorrt": "TensorRT env code (runs without a GPU unless also marked gpu)",
         "gpu": "needs a CUDA GPU with TensorRT; skipped with the reason otherwise",
         "board": "needs a connected Rockchip board; skipped with the reason otherwise",
+        "browser": "opens the HTML report in headless Chromium; skipped with the reason where there is none",
     }.items():
         config.addinivalue_line("markers", f"{marker}: {text}")
 

@@ -133,14 +133,17 @@ def to_csv(report: dict) -> str:
 
 
 def write(store: ArtifactStore, report: dict) -> dict[str, Path]:
+    from . import report_html
     from .depth_report import render
-    from .report_md import charts, markdown
+    from .report_md import charts, markdown, method
 
     render(store)  # depth/*.json -> report/sections/depth-*.md, before the sections are read
     out = store.path("report")
+    sections = sorted(store.path("report/sections").glob("*.md"))
     paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
     paths |= charts(report, out)
     write_atomic(paths["json"], json.dumps(report, indent=2) + "\n")
     write_atomic(paths["csv"], to_csv(report))
-    write_atomic(paths["md"], markdown(report, sections=sorted(store.path("report/sections").glob("*.md"))))
+    write_atomic(paths["md"], markdown(report, sections=sections))
+    paths["html"] = report_html.write(report, out, sections, method(report))
     return paths

@@ -63,7 +63,7 @@ def markdown(report: dict, sections: list[Path]) -> str:
     m = report["machine"]
     lines = ["# modelport results", ""]
     lines.append(f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, Python {m['python']}.")
-    lines += ["", _method(report), ""]
+    lines += ["", method(report), ""]
     lines.append("| " + " | ".join(HEADERS.values()) + " |")
     lines.append("|" + "---|" * len(HEADERS))
     for r in rows(report):
@@ -89,7 +89,7 @@ def markdown(report: dict, sections: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _method(report: dict) -> str:
+def method(report: dict) -> str:
     """How the numbers were taken, saying only what is known (no 'None' for a missing piece)."""
     headline = next((e["headline"]["image"] for e in report["results"] if e["headline"]), None)
     runs = sorted({e["latency_runs"] for e in report["results"] if e["latency_runs"]})

@@ -1,0 +1,91 @@
+"""``report/results.html``: one self-contained page (no network, no CDN) beside results.md.
+
+The report JSON is embedded as data and rendered in the browser: sortable tables, latency
+and agreement charts as inline SVG, and a view per device and per model when the results
+come from several. The PNG charts and the report sections (RKNN, depth, per-layer) are
+embedded too, so the file can be mailed or attached to a CI run as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+
+from modelport.common.artifacts import write_atomic
+
+_ASSETS = Path(__file__).with_name("report_assets")
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+_CODE = re.compile(r"`([^`]+)`")
+_BOLD = re.compile(r"\*\*([^*]+)\*\*")
+
+
+def _inline(text: str, folder: Path) -> str:
+    """Escape, then the few Markdown spans the sections use: code, bold, images (embedded)."""
+    out = html.escape(text)
+    out = _CODE.sub(r"<code>\1</code>", out)
+    out = _BOLD.sub(r"<strong>\1</strong>", out)
+    return _IMAGE.sub(lambda m: _img(folder / html.unescape(m.group(2)), html.unescape(m.group(1))), out)
+
+
+def _img(path: Path, alt: str) -> str:
+    if not path.is_file() or path.suffix.lower() != ".png":
+        return html.escape(alt)
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def section_html(markdown: str, folder: Path) -> str:
+    """A report section (headings, paragraphs, lists, tables, images) as HTML; anything else as text."""
+    parts, table, items = [], [], []
+
+    def flush():
+        if table:
+            head, *body = [[c.strip() for c in row.strip().strip("|").split("|")] for row in table
+                           if not re.fullmatch(r"\|?(\s*:?-+:?\s*\|)+\s*", row.strip())]
+            parts.append('<table class="sortable"><thead><tr>' + "".join(f"<th>{_inline(c, folder)}</th>" for c in head)
+                         + "</tr></thead><tbody>" + "".join(
+                             "<tr>" + "".join(f"<td>{_inline(c, folder)}</td>" for c in r) + "</tr>" for r in body)
+                         + "</tbody></table>")
+            table.clear()
+        if items:
+            parts.append("<ul>" + "".join(f"<li>{_inline(i, folder)}</li>" for i in items) + "</ul>")
+            items.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if line.startswith("- "):
+            items.append(line[2:])
+            continue
+        flush()
+        if m := re.match(r"(#{1,4}) (.*)", line):
+            level = min(len(m.group(1)) + 1, 5)
+            parts.append(f"<h{level}>{_inline(m.group(2), folder)}</h{level}>")
+        elif line.strip():
+            parts.append(f"<p>{_inline(line, folder)}</p>")
+    flush()
+    return "\n".join(parts)
+
+
+def render(report: dict, folder: Path, sections: list[Path], markdown_intro: str) -> str:
+    charts = "".join(_img(folder / name, alt) for name, alt in (("latency.png", "latency"), ("accuracy.png", "agreement"))
+                     if (folder / name).is_file())
+    body = "\n".join(f'<section class="md">{section_html(s.read_text(encoding="utf-8"), folder)}</section>' for s in sections)
+    data = json.dumps(report).replace("</", "<\\/")  # cannot close the script element
+    page = (_ASSETS / "report.html").read_text(encoding="utf-8")
+    return (page.replace("/*STYLE*/", (_ASSETS / "report.css").read_text(encoding="utf-8"))
+                .replace("/*SCRIPT*/", (_ASSETS / "report.js").read_text(encoding="utf-8"))
+                .replace("<!--INTRO-->", f"<p>{_inline(markdown_intro, folder)}</p>")
+                .replace("<!--PNG-->", charts)
+                .replace("<!--SECTIONS-->", body)
+                .replace("{/*DATA*/}", data))
+
+
+def write(report: dict, folder: Path, sections: list[Path], markdown_intro: str) -> Path:
+    path = folder / "results.html"
+    write_atomic(path, render(report, folder, sections, markdown_intro))
+    return path
