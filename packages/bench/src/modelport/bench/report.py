@@ -9,24 +9,28 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from modelport.common.artifacts import ArtifactStore, write_atomic
+from modelport.common.bundle import Source, read_source
 from modelport.common.config import Config
 from modelport.common.errors import InputError
-from modelport.common.machine import machine_info
+from modelport.common.machine import device_key, machine_info
 from modelport.common.schema import REPORT_SCHEMA, RESULT_SCHEMA, BackendResult
 
 from .depth_report import pipeline_time
+from .merge import device_of, matrix, merge, model_id, reference_for, store_merged
 
 REFERENCE_KEY = "tflite"
 ORDER = ["tflite", "onnx", "onnx-int8", "tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8", "ncnn", "ncnn-int8",
          "rknn-int8", "rknn-fp16", "rknn-int8-hybrid", "rknn-int8-board", "rknn-int8-lite"]
 
 
-def load_results(store: ArtifactStore) -> list[BackendResult]:
+def load_results(store: ArtifactStore, required: bool = True) -> list[BackendResult]:
     results = []
     for path in sorted(store.path("results").glob("*.json")):
         try:
@@ -39,28 +43,51 @@ def load_results(store: ArtifactStore) -> list[BackendResult]:
             results.append(BackendResult.model_validate(data))
         except ValidationError as e:
             raise InputError(f"invalid result: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}", path) from None
-    if not results:
+    if not results and required:
         raise InputError("no results to report: run `modelport bench ...` first", store.path("results"))
-    check_comparable(results, store)
+    return results
+
+
+def ordered(results: list[BackendResult]) -> list[BackendResult]:
     rank = {k: i for i, k in enumerate(ORDER)}
-    return sorted(results, key=lambda r: (r.status != "ok", rank.get(r.key, len(ORDER)), r.key))
+    return sorted(results, key=lambda r: (r.status != "ok", model_id(r), device_of(r), rank.get(r.key, len(ORDER)), r.key))
 
 
-def check_comparable(results: list[BackendResult], store: ArtifactStore) -> None:
-    """Refuse to put side by side results of different models or preprocessing."""
-    ref = next((r for r in results if r.key == REFERENCE_KEY and r.status == "ok"), None)
-    if ref is None:
-        return
+def check_comparable(results: list[BackendResult], where, one_model: bool) -> None:
+    """Refuse to put side by side results of different preprocessing for one model, and (in one
+    artifacts folder, where everything comes from one source) results of another model."""
+    refs = {model_id(r): r for r in results if r.key == REFERENCE_KEY and r.status == "ok"}
     for r in results:
-        if r.status != "ok":
+        ref = next(iter(refs.values()), None) if one_model else refs.get(model_id(r))
+        if r.status != "ok" or ref is None:
             continue
         for field in ("model_sha256", "preprocessing"):
             if getattr(r, field) != getattr(ref, field):
                 raise InputError(
-                    f"{field} {getattr(r, field)} differs from the reference's {getattr(ref, field)}: "
+                    f"{r.key}: {field} {getattr(r, field)} differs from the reference's {getattr(ref, field)}: "
                     "it measured another model or preprocessing; rerun its bench or delete it",
-                    store.path(f"results/{r.key}.json"),
+                    where(r),
                 )
+
+
+def gather(store: ArtifactStore, merge_paths: list[Path]) -> list[BackendResult]:
+    """This folder's results, or with ``merge_paths`` (folders or bundles) the merged set, stored per model and device."""
+    if not merge_paths:
+        results = load_results(store)
+        check_comparable(results, lambda r: store.path(f"results/{r.key}.json"), one_model=True)
+        return ordered(results)
+    store.path(".tmp").mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(dir=store.path(".tmp"), prefix="merge-"))
+    try:
+        local = load_results(store, required=False)
+        sources = ([Source(str(store.root), local, store.root)] if local else [])
+        sources += [read_source(Path(p), workdir) for p in merge_paths]
+        merged = merge([r for s in sources for r in s.results])
+        check_comparable(merged, lambda r: f"{model_id(r)} on {device_of(r)}", one_model=False)
+        store_merged(store, merged, sources)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return ordered(merged)
 
 
 def entry(r: BackendResult, ref: BackendResult | None) -> dict:
@@ -69,6 +96,7 @@ def entry(r: BackendResult, ref: BackendResult | None) -> dict:
     return {
         "backend": r.backend, "precision": r.precision, "name": r.name, "key": r.key, "status": r.status,
         "reason": r.reason, "env": r.env, "device": r.device,
+        "device_key": device_of(r), "model": model_id(r), "run_id": r.run_id, "created_utc": r.created_utc,
         "latency_ms": lat.model_dump(include={"min", "median", "mean", "p90", "p99", "max"}) if lat else None,
         "latency_runs": lat.runs if lat else None, "latency_note": r.latency_note,
         "fps": lat.fps if lat else None,
@@ -82,17 +110,18 @@ def entry(r: BackendResult, ref: BackendResult | None) -> dict:
     }
 
 
-def build(store: ArtifactStore, config: Config | None = None) -> dict:
+def build(store: ArtifactStore, config: Config | None = None, merge_paths: list[Path] = ()) -> dict:
     config = config or Config()
-    results = load_results(store)
-    ref = next((r for r in results if r.key == REFERENCE_KEY and r.status == "ok"), None)
-    machines = {json.dumps(r.machine, sort_keys=True) for r in results if r.machine}
+    results = gather(store, list(merge_paths))
+    machines = {device_of(r): r.machine for r in results if r.machine}
     return {
         "schema": REPORT_SCHEMA,
-        "machine": machine_info(),
-        "result_machines": [json.loads(m) for m in sorted(machines)],
-        "reference": REFERENCE_KEY if ref else None,
-        "results": [entry(r, ref) for r in results],
+        "machine": machine_info() | {"device_key": device_key()},
+        "devices": dict(sorted(machines.items())),
+        "models": sorted({model_id(r) for r in results}),
+        "reference": REFERENCE_KEY if any(r.key == REFERENCE_KEY and r.status == "ok" for r in results) else None,
+        "results": [entry(r, reference_for(r, results, REFERENCE_KEY)) for r in results],
+        "matrix": matrix(results),
         "floors": config.accuracy.model_dump(),  # what every conversion was verified against
         "verify": config.convert.verify,
         "notes": notes(store),
@@ -113,7 +142,7 @@ def notes(store: ArtifactStore) -> list[str]:
 
 def to_csv(report: dict) -> str:
     buf = io.StringIO()
-    cols = ["key", "name", "backend", "precision", "status", "reason", "median_ms", "p90_ms", "p99_ms", "fps",
+    cols = ["model", "device_key", "run_id", "key", "name", "backend", "precision", "status", "reason", "median_ms", "p90_ms", "p99_ms", "fps",
             "relative_speed", "size_bytes", "load_ms", "top1_agreement", "top5_overlap", "cosine_min",
             "cosine_mean", "max_abs_diff", "mse", "headline_label", "headline_confidence"]
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
@@ -121,7 +150,7 @@ def to_csv(report: dict) -> str:
     for e in report["results"]:
         lat, a, h = e["latency_ms"] or {}, e["agreement"] or {}, e["headline"] or {}
         w.writerow({
-            "key": e["key"], "name": e["name"], "backend": e["backend"], "precision": e["precision"],
+            "model": e["model"], "device_key": e["device_key"], "run_id": e["run_id"], "key": e["key"], "name": e["name"], "backend": e["backend"], "precision": e["precision"],
             "status": e["status"], "reason": e["reason"], "median_ms": lat.get("median"), "p90_ms": lat.get("p90"),
             "p99_ms": lat.get("p99"), "fps": e["fps"], "relative_speed": e["relative_speed"],
             "size_bytes": e["size_bytes"], "load_ms": e["load_ms"], "top1_agreement": a.get("top1"),

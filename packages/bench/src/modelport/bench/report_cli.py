@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from modelport.common.context import StepContext
@@ -10,19 +12,25 @@ from modelport.common.log import console
 
 
 @click.command()
+@click.option("--merge", "merge_paths", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
+              help="Also merge results from another artifacts folder or a bundle (`modelport bundle export`); "
+                   "repeatable. Per (model, backend, device) a measured result beats a skipped one, then newer beats older.")
 @click.pass_obj
-def report(ctx: StepContext):
-    """Merge results/*.json into report/results.md (+ latency.png, accuracy.png), results.json and results.csv.
+def report(ctx: StepContext, merge_paths):
+    """Merge results/*.json into report/results.md (+ results.html, latency.png, accuracy.png), results.json and results.csv.
 
-    Results of a different source model or preprocessing than the reference are refused.
+    In one artifacts folder, results of a different source model or preprocessing than the
+    reference are refused. With --merge, results of other machines and models are shown
+    side by side (identity: model, backend, device), stored under merged/<model>/<device>/,
+    with a models x backends matrix per device.
     Failed steps are rows with their reason; the report is still written, and then the
     command exits non-zero (so does a report with no `ok` row).
     """
     from .report import build, write
     from .report_md import terminal_table
 
-    data = build(ctx.store, ctx.config)
     with ctx.store.lock():
+        data = build(ctx.store, ctx.config, list(merge_paths))
         paths = write(ctx.store, data)
     console.print(terminal_table(data))
     for n in data["notes"]:

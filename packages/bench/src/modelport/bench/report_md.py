@@ -32,6 +32,8 @@ def rows(report: dict) -> list[dict]:
         out.append({
             "rank": str(i) if lat else "–",
             "backend": e["name"],
+            "model": e.get("model") or "–",
+            "device": e.get("device_key") or "–",
             "status": status,
             "median": _f(lat.get("median"), ".2f"),
             "p90": _f(lat.get("p90"), ".2f"),
@@ -50,24 +52,35 @@ HEADERS = {"rank": "#", "backend": "backend", "status": "status", "median": "med
            "agree": "top-1 agreement", "cos": "cosine min / mean"}
 
 
+def headers(report: dict) -> dict[str, str]:
+    """The columns: model and device only when the report spans several."""
+    extra = {k: k for k, many in (("model", len(report.get("models", [])) > 1), ("device", len(report.get("devices", {})) > 1)) if many}
+    return {"rank": "#", "backend": "backend", **extra, **{k: v for k, v in HEADERS.items() if k not in ("rank", "backend")}}
+
+
 def terminal_table(report: dict) -> Table:
     t = Table(title="modelport report (agreement vs the TFLite reference)")
-    for key, title in HEADERS.items():
+    cols = headers(report)
+    for key, title in cols.items():
         t.add_column(title, justify="right" if key in ("median", "p90", "fps", "speed", "size") else "left")
     for r in rows(report):
-        t.add_row(*[r[k] for k in HEADERS])
+        t.add_row(*[r[k] for k in cols])
     return t
 
 
 def markdown(report: dict, sections: list[Path]) -> str:
-    m = report["machine"]
     lines = ["# modelport results", ""]
-    lines.append(f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, Python {m['python']}.")
+    devices = report.get("devices") or {report["machine"].get("device_key", "this machine"): report["machine"]}
+    for key, m in devices.items():
+        lines.append(f"Machine{f' `{key}`' if len(devices) > 1 else ''}: {m.get('cpu')}, {m.get('cores')} cores, "
+                     f"{m.get('memory_gb')} GB, {m.get('os')}, Python {m.get('python')}.  ")
     lines += ["", method(report), ""]
-    lines.append("| " + " | ".join(HEADERS.values()) + " |")
-    lines.append("|" + "---|" * len(HEADERS))
+    cols = headers(report)
+    lines.append("| " + " | ".join(cols.values()) + " |")
+    lines.append("|" + "---|" * len(cols))
     for r in rows(report):
-        lines.append("| " + " | ".join(r[k].replace("|", "\\|") for k in HEADERS) + " |")
+        lines.append("| " + " | ".join(r[k].replace("|", "\\|") for k in cols) + " |")
+    lines += matrix_md(report)
     lines += ["", "![latency](latency.png)", "", "![accuracy](accuracy.png)", ""]
     lines += ["## Settings and versions", ""]
     for e in report["results"]:
@@ -87,6 +100,32 @@ def markdown(report: dict, sections: list[Path]) -> str:
     if report.get("pipeline_time"):  # footer: wall time per step (depth_report.pipeline_time)
         lines += [""] + report["pipeline_time"]
     return "\n".join(lines) + "\n"
+
+
+def matrix_md(report: dict) -> list[str]:
+    """Models x backends, one table per device (only when the report spans several of either)."""
+    grid = report.get("matrix") or {}
+    models = report.get("models", [])
+    if len(grid) < 2 and len(models) < 2:
+        return []
+    keys = list(dict.fromkeys(e["key"] for e in report["results"]))
+    out = ["", "## Models x backends, per device", "",
+           "Cell: median ms / cosine min vs the reference (or the status). Speed compares within a device only.", ""]
+    for device, by_model in grid.items():
+        out += [f"**{device}**", "", "| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+        for model in models:
+            cells = []
+            for k in keys:
+                c = by_model.get(model, {}).get(k)
+                if c is None:
+                    cells.append("")
+                elif c["status"] != "ok":
+                    cells.append(c["status"])
+                else:
+                    cells.append(" / ".join(x for x in (_f(c["median_ms"], ".2f", ""), _f(c["cosine_min"], ".4f", "")) if x) or "ok")
+            out.append(f"| {model} | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
 
 
 def method(report: dict) -> str:

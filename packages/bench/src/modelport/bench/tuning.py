@@ -151,7 +151,7 @@ def passes_floor(ctx: StepContext, rt: Runtime, reference: np.ndarray | None) ->
     outputs = run_outputs(rt, prepared_images(ctx), ctx.config.input)
     agreement = compare(outputs, reference, [p.name for p in ctx.eval_images])
     kind = "int8" if rt.precision == "int8" else "float"
-    return not gate_failures(agreement, kind), agreement.model_dump(exclude={"per_image"})
+    return not gate_failures(agreement, kind, ctx.config.accuracy), agreement.model_dump(exclude={"per_image"})
 
 
 def tune(ctx: StepContext, key: str) -> dict:

@@ -56,6 +56,9 @@ def container_spec(env: str, args: list[str], artifacts: Path, image: str | None
     artifacts = artifacts.resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
     environment = {"MODELPORT_ENV": env, "MODELPORT_ARTIFACTS": str(artifacts), "HOME": "/tmp"}
+    for var in ("MODELPORT_DEVICE", "MODELPORT_RUN_ID"):  # results made in the image keep the host run's identity
+        if os.environ.get(var):
+            environment[var] = os.environ[var]
     volumes = {str(artifacts): {"bind": str(artifacts), "mode": "rw"}}
     config = _config_file()
     if config:

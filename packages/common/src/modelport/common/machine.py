@@ -1,10 +1,19 @@
-"""What machine a number was measured on."""
+"""What machine a number was measured on, and the device key that identifies it across machines."""
 
 from __future__ import annotations
 
 import os
 import platform
+import re
+import shutil
+import subprocess
+import uuid
+from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
+
+DEVICE_ENV = "MODELPORT_DEVICE"  # overrides the derived device key (a board's name, a farm label)
+RUN_ENV = "MODELPORT_RUN_ID"  # one id for every step of one pipeline run (nox sets it once)
 
 
 @lru_cache(maxsize=1)
@@ -32,3 +41,60 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "in_container": os.path.exists("/.dockerenv") or bool(os.environ.get("MODELPORT_IN_CONTAINER")),
     }
+
+
+def _slug(text: str) -> str:
+    text = re.sub(r"\((r|tm|c)\)|\bcpu\b|\bprocessor\b|@.*$", " ", text.lower())
+    return re.sub(r"[^a-z0-9._]+", "-", text).strip("-._")
+
+
+def _gpu() -> str | None:
+    """NVIDIA GPU name and driver version, when a driver is there (nvidia-smi is the driver's own tool)."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout.strip().splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out[0].replace(",", " driver") if out else None
+
+
+def _soc() -> str | None:
+    """An SoC from the device tree (a Rockchip RK3588 board says rockchip,rk3588), plus the NPU driver version."""
+    try:
+        compatible = Path("/proc/device-tree/compatible").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    chips = [c.decode(errors="replace").split(",", 1)[-1] for c in compatible if c.startswith((b"rockchip,", b"nvidia,"))]
+    if not chips:
+        return None
+    try:
+        npu = Path("/sys/kernel/debug/rknpu/version").read_text().strip().split(":")[-1].strip()
+    except OSError:
+        npu = ""
+    return " ".join(filter(None, [chips[-1], f"rknpu {npu}" if npu else ""]))
+
+
+@lru_cache(maxsize=1)
+def device_key() -> str:
+    """What a result's speed belongs to: architecture, CPU model, GPU + driver, SoC/NPU (MODELPORT_DEVICE wins).
+
+    Results from two machines merge side by side because their keys differ; speed ratios are
+    only taken between rows of one key.
+    """
+    if os.environ.get(DEVICE_ENV):
+        return _slug(os.environ[DEVICE_ENV]) or "device"
+    info = machine_info()
+    parts = [info["arch"], info["cpu"], _soc() or "", _gpu() or ""]
+    return _slug(" ".join(p for p in parts if p))[:96]
+
+
+@lru_cache(maxsize=1)
+def run_id() -> str:
+    """This pipeline run: MODELPORT_RUN_ID when set (nox sets one per invocation), else one per process."""
+    return os.environ.get(RUN_ENV) or new_run_id()
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]

@@ -14,7 +14,7 @@ from .agreement import compare
 from .artifacts import ArtifactStore, write_atomic
 from .context import StepContext
 from .errors import InputError
-from .machine import machine_info
+from .machine import device_key, machine_info, run_id
 from .reference import load_reference
 from .schema import BackendResult, Headline, TopK
 
@@ -25,7 +25,8 @@ def new_result(ctx: StepContext, *, key: str, backend: str, precision: str, name
     source = ctx.store.read_manifest("source/model.tflite")
     return BackendResult(
         key=key, backend=backend, precision=precision, name=name, env=ctx.env, status=status, reason=reason,
-        device=device, machine=machine_info(), model_sha256=source["sha256"] if source else None,
+        device=device, device_key=device_key(), run_id=run_id(), model=ctx.config.model.name,
+        machine=machine_info(), model_sha256=source["sha256"] if source else None,
         preprocessing=ctx.config.input.signature, input={"layout": input_layout, "dtype": input_dtype},
     )
 

@@ -71,7 +71,11 @@ class BackendResult(Model):
     env: str  # toolchain environment it ran in
     status: Status = "ok"
     reason: str | None = None
-    device: str = "cpu"
+    device: str = "cpu"  # what ran it on the machine: cpu, cuda:0, rknn-simulator (...)
+    # A result's identity across machines and models: (model, key, device_key); run_id orders runs.
+    device_key: str | None = None
+    run_id: str | None = None
+    model: str | None = None  # the source model's name ([model] name)
     tool_versions: dict[str, str] = {}
     settings: dict[str, Any] = {}
     machine: dict[str, Any] = {}

@@ -108,6 +108,12 @@
     }
   }
 
+  // A chart row's name, with the device and model where the rows span several.
+  function label(e, shownRows) {
+    const many = (of) => new Set(shownRows.map(of)).size > 1;
+    return e.name + (many(deviceOf) ? " @ " + deviceOf(e) : "") + (many(modelOf) ? " (" + modelOf(e).split("@")[0] + ")" : "");
+  }
+
   function latencyChart() {
     const box = document.getElementById("latency-chart");
     box.replaceChildren();
@@ -115,14 +121,14 @@
     if (!timed.length) { box.append(el("p", {}, "No backend was timed.")); return; }
     const meds = timed.map((e) => e.latency_ms.median), p90s = timed.map((e) => e.latency_ms.p90);
     const lo = Math.min(...meds), hi = Math.max(...p90s);
-    const log = hi / lo > 10;  // one slow backend must not squash the rest
+    const log = Math.max(...meds) / lo > 10;  // one slow backend must not squash the rest
     const W = 900, L = 230, R = 60, row = 26, H = timed.length * row + 40;
     const x = log ? (v) => L + (Math.log10(v) - Math.log10(lo / 1.5)) / (Math.log10(hi * 1.2) - Math.log10(lo / 1.5)) * (W - L - R)
                   : (v) => L + v / (hi * 1.1) * (W - L - R);
     const svg = svgEl("svg", { width: W, height: H, role: "img", "aria-label": "latency chart" });
     timed.forEach((e, i) => {
       const y = 10 + i * row;
-      svg.append(svgEl("text", { x: L - 6, y: y + 15, "text-anchor": "end" }, e.name + (state.device === "all" && new Set(timed.map(deviceOf)).size > 1 ? " @ " + deviceOf(e) : "")));
+      svg.append(svgEl("text", { x: L - 6, y: y + 15, "text-anchor": "end" }, label(e, timed)));
       svg.append(svgEl("rect", { x: L, y: y + 3, width: Math.max(1, x(e.latency_ms.median) - L), height: row - 8, fill: "var(--bar)" }));
       svg.append(svgEl("line", { x1: x(e.latency_ms.median), x2: x(e.latency_ms.p90), y1: y + row / 2, y2: y + row / 2, stroke: "#222" }));
       svg.append(svgEl("text", { x: x(e.latency_ms.p90) + 4, y: y + 15 }, fmt(e.latency_ms.median) + " ms"));
@@ -145,7 +151,7 @@
     const svg = svgEl("svg", { width: W, height: H, role: "img", "aria-label": "agreement chart" });
     agreed.forEach((e, i) => {
       const y = 10 + i * row, a = e.agreement;
-      svg.append(svgEl("text", { x: L - 6, y: y + 15, "text-anchor": "end" }, e.name));
+      svg.append(svgEl("text", { x: L - 6, y: y + 15, "text-anchor": "end" }, label(e, agreed)));
       svg.append(svgEl("rect", { x: L, y: y + 4, width: Math.max(1, x(a.cosine_mean) - L), height: row - 10, fill: "var(--mean)" }));
       svg.append(svgEl("circle", { cx: x(a.cosine_min), cy: y + row / 2, r: 5, fill: "var(--min)" }));
     });

@@ -1,0 +1,87 @@
+"""Results from several machines and models in one report: identity, precedence, and the matrix view.
+
+A result is identified by (model, backend key, device key). For one identity, a result that
+was measured (ok or failed) beats a skipped one, and then the newer run beats the older, so a
+CPU box's skipped TensorRT row never hides a GPU box's measured one. Speed ratios are taken
+only against the reference row of the same model on the same device.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from modelport.common.artifacts import ArtifactStore, write_atomic
+from modelport.common.bundle import Source
+from modelport.common.machine import device_key as this_device
+from modelport.common.schema import BackendResult
+
+MERGED = "merged"  # artifacts/merged/<model>/<device>/<key>.json (+ .npy): the merged store
+
+
+def model_id(r: BackendResult) -> str:
+    """The model a result measured: its name and the source's sha256 (two versions of one model differ)."""
+    return f"{r.model or 'model'}@{(r.model_sha256 or 'unknown')[:12]}"
+
+
+def device_of(r: BackendResult) -> str:
+    return r.device_key or this_device()
+
+
+def identity(r: BackendResult) -> tuple[str, str, str]:
+    return model_id(r), r.key, device_of(r)
+
+
+def _precedence(r: BackendResult) -> tuple:
+    return r.status != "skipped", r.created_utc, r.run_id or ""
+
+
+def merge(results: Iterable[BackendResult]) -> list[BackendResult]:
+    best: dict[tuple, BackendResult] = {}
+    for r in results:
+        k = identity(r)
+        if k not in best or _precedence(r) > _precedence(best[k]):
+            best[k] = r
+    return list(best.values())
+
+
+def reference_for(r: BackendResult, results: list[BackendResult], reference_key: str) -> BackendResult | None:
+    """The reference row of the same model on the same device, when it was measured."""
+    return next((x for x in results if x.key == reference_key and x.status == "ok"
+                 and model_id(x) == model_id(r) and device_of(x) == device_of(r)), None)
+
+
+def matrix(results: list[BackendResult]) -> dict:
+    """{device: {model: {key: {status, median_ms, cosine_min}}}}: the models x backends view per device."""
+    out: dict = {}
+    for r in results:
+        cell = {"status": r.status, "median_ms": r.latency_ms.median if r.latency_ms else None,
+                "cosine_min": r.agreement.cosine_min if r.agreement else None}
+        out.setdefault(device_of(r), {}).setdefault(model_id(r), {})[r.key] = cell
+    return out
+
+
+def store_merged(store: ArtifactStore, results: list[BackendResult], sources: list[Source]) -> Path:
+    """Write the merged set per model and device (with each result's raw outputs), replacing the last merge."""
+    root = store.path(MERGED)
+    shutil.rmtree(root, ignore_errors=True)
+    outputs = {}
+    for s in sources:
+        for r in s.results:
+            npy = s.root / "results" / f"{r.key}.npy"
+            if npy.is_file():
+                outputs[id(r)] = npy
+    for r in results:
+        folder = root / _safe(model_id(r)) / _safe(device_of(r))
+        write_atomic(folder / f"{r.key}.json", r.dump())
+        if id(r) in outputs:
+            write_atomic(folder / f"{r.key}.npy", outputs[id(r)].read_bytes())
+    write_atomic(root / "index.json", json.dumps(
+        {"sources": [s.origin for s in sources], "results": len(results)}, indent=2) + "\n")
+    return root
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._@-" else "-" for c in name)

@@ -1,0 +1,98 @@
+"""Results of several machines in one report: bundles, identity (model, backend, device), precedence, refusals."""
+
+import io
+import json
+import shutil
+import tarfile
+
+import pytest
+
+from conftest import error_line, run
+from modelport.bench.merge import merge
+from modelport.common.schema import BackendResult
+
+
+@pytest.fixture(scope="module")
+def two_machines(pipeline, test_env, tmp_path_factory):
+    """The same converted models benchmarked under two device keys, each exported as a bundle."""
+    root = tmp_path_factory.mktemp("farm")
+    bundles = {}
+    for device, threads in (("box-a", 2), ("box-b", 1)):
+        art = root / device
+        shutil.copytree(pipeline.store.root, art, ignore=shutil.ignore_patterns("results", "report", "ncnn", "rknn", "tensorrt", ".tmp"))
+        env = {**test_env, "MODELPORT_ARTIFACTS": str(art), "MODELPORT_DEVICE": device}
+        proc = run(env, "-o", f"tflite.threads={threads}", "bench", "tflite", "onnx", "--runs", "10", "--warmup", "2")
+        assert proc.returncode == 0, proc.stderr
+        bundles[device] = root / f"{device}.tar.gz"
+        proc = run(env, "bundle", "export", "--out", str(bundles[device]))
+        assert proc.returncode == 0, proc.stderr
+    return root, bundles, test_env
+
+
+def test_merged_report_keeps_every_device_and_compares_speed_within_one(two_machines):
+    root, bundles, env = two_machines
+    merged = root / "merged"
+    proc = run({**env, "MODELPORT_ARTIFACTS": str(merged)}, "report", "--merge", str(bundles["box-a"]), "--merge", str(bundles["box-b"]))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((merged / "report" / "results.json").read_text())
+    rows = {(r["device_key"], r["key"]): r for r in report["results"]}
+    assert sorted(rows) == [("box-a", "onnx"), ("box-a", "tflite"), ("box-b", "onnx"), ("box-b", "tflite")]
+    assert rows[("box-a", "tflite")]["settings"]["threads"] == 2 and rows[("box-b", "tflite")]["settings"]["threads"] == 1
+    for device in ("box-a", "box-b"):  # each ratio is against that device's own reference
+        ref, onnx = rows[(device, "tflite")], rows[(device, "onnx")]
+        assert onnx["relative_speed"] == pytest.approx(ref["latency_ms"]["median"] / onnx["latency_ms"]["median"])
+    assert set(report["matrix"]) == {"box-a", "box-b"}
+    md = (merged / "report" / "results.md").read_text()
+    assert "## Models x backends, per device" in md and "**box-a**" in md and "**box-b**" in md
+    csv_head = (merged / "report" / "results.csv").read_text().splitlines()[0]
+    assert csv_head.startswith("model,device_key,run_id,")
+    stored = sorted(p.relative_to(merged / "merged").as_posix() for p in (merged / "merged").rglob("*.json") if p.name != "index.json")
+    assert len(stored) == 4 and all(s.split("/")[1] in ("box-a", "box-b") for s in stored)
+
+
+def _result(base: BackendResult, **changes) -> BackendResult:
+    return base.model_copy(update=changes)
+
+
+def test_measured_beats_skipped_and_newer_beats_older(two_machines):
+    root, _, _ = two_machines
+    ok = BackendResult.model_validate_json((root / "box-a" / "results" / "tflite.json").read_text())
+    skipped_newer = _result(ok, status="skipped", reason="not here", created_utc="2999-01-01T00:00:00+00:00")
+    assert merge([ok, skipped_newer]) == [ok]
+    newer = _result(ok, created_utc="2999-01-01T00:00:00+00:00")
+    assert merge([ok, newer]) == [newer]
+    failed_newer = _result(ok, status="failed", reason="broke", created_utc="2999-01-01T00:00:00+00:00")
+    assert merge([ok, failed_newer]) == [failed_newer]  # the latest measured attempt is what the report shows
+    other_device = _result(ok, device_key="elsewhere")
+    assert len(merge([ok, other_device])) == 2
+
+
+def _rewrite(src, dest, edit):
+    with tarfile.open(src) as tar_in, tarfile.open(dest, "w:gz") as tar_out:
+        for m in tar_in:
+            data = tar_in.extractfile(m).read()
+            data, m = edit(m, data)
+            m.size = len(data)
+            tar_out.addfile(m, io.BytesIO(data))
+
+
+def test_bundles_of_a_newer_schema_or_edited_are_refused_in_one_line(two_machines, tmp_path):
+    root, bundles, env = two_machines
+    newer = tmp_path / "newer.tar.gz"
+    _rewrite(bundles["box-a"], newer, lambda m, d: (d.replace(b'"modelport.bundle/1"', b'"modelport.bundle/2"'), m)
+             if m.name == "bundle.json" else (d, m))
+    out = {**env, "MODELPORT_ARTIFACTS": str(tmp_path / "out")}
+    line = error_line(run(out, "report", "--merge", str(newer)))
+    assert str(newer) in line and "newer than this modelport reads" in line
+    edited = tmp_path / "edited.tar.gz"
+    _rewrite(bundles["box-a"], edited, lambda m, d: (d.replace(b'"box-a"', b'"box-z"'), m)
+             if m.name.endswith("results/tflite.json") else (d, m))
+    line = error_line(run(out, "report", "--merge", str(edited)))
+    assert "does not match its sha256" in line and not (tmp_path / "out" / "report").exists()
+    foreign = tmp_path / "foreign.tar.gz"
+    with tarfile.open(foreign, "w:gz") as tar:
+        info = tarfile.TarInfo("bundle.json")
+        data = b'{"schema": "someone.else/1"}'
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    assert "not a modelport bundle" in error_line(run(out, "report", "--merge", str(foreign)))
