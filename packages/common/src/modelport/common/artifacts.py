@@ -26,9 +26,11 @@ from typing import Any
 from . import __version__
 from .errors import InputError
 from .log import console
+from .memory import children_peak_rss_mb, peak_rss_mb, reset_peak
 
 ARTIFACTS_ENV = "MODELPORT_ARTIFACTS"
 MANIFEST_SCHEMA = "modelport.manifest/1"
+SOURCE_MODEL_PREFIX = "source/model."  # what `fetch` imports: the root of every artifact's lineage
 _sha_cache: dict[tuple[str, int, int], str] = {}
 
 
@@ -42,6 +44,14 @@ def sha256_file(path: Path) -> str:
                 h.update(chunk)
         _sha_cache[key] = h.hexdigest()
     return _sha_cache[key]
+
+
+def is_source_model(rel: str) -> bool:
+    return rel.startswith(SOURCE_MODEL_PREFIX) and not rel.endswith(".json")
+
+
+def short(sha: str | None) -> str:
+    return (sha or "unknown")[:12]
 
 
 def _canonical(obj: Any) -> Any:
@@ -62,16 +72,21 @@ def publish(tmp: Path | str, final: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    """Write to a temp name beside ``path`` and rename; an OS error names ``path`` (disk full has no file name)."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:
+            e.filename = str(path)
         raise
 
 
@@ -132,6 +147,45 @@ class ArtifactStore:
             if recorded != sha256_file(path):
                 raise InputError("changed since the step that made it (sha256 differs from its manifest): "
                                  "rerun that step (or --force)", path)
+
+    def current_source(self) -> dict | None:
+        """``{"path", "sha256"}`` of the source model `fetch` put here last (None: nothing fetched)."""
+        found = []
+        for p in self.path("source").glob("model.*"):
+            rel = self.rel(p)
+            m = self.read_manifest(rel) if is_source_model(rel) and p.is_file() else None
+            if m and m.get("sha256"):
+                found.append((m.get("created_utc", ""), {"path": rel, "sha256": m["sha256"]}))
+        return max(found, key=lambda f: f[0])[1] if found else None
+
+    def lineage(self, path: Path) -> list[dict]:
+        """``[{"path", "sha256"}, ...]`` from ``path`` back to the source model it was made from, as
+        recorded when each link was made. Ends before the source when that is unknown (no manifest,
+        or a manifest older than lineage records)."""
+        rel = self.rel(path)
+        m = self.read_manifest(rel)
+        if m is None:
+            return []
+        link = {"path": rel, "sha256": m.get("sha256")}
+        return [link] if is_source_model(rel) else [link, *m.get("lineage", [])]
+
+    def check_source(self, path: Path, rerun: str) -> list[dict]:
+        """Refuse ``path`` when it was made from another source model than the current one; its lineage.
+
+        ``rerun`` is the step that remakes it (e.g. "modelport convert onnx"). A file with no
+        manifest (brought by the user) is taken as it is.
+        """
+        chain = self.lineage(path)
+        current = self.current_source()
+        if not chain or current is None:
+            return chain
+        root = chain[-1]
+        if not is_source_model(root["path"]):
+            raise InputError(f"records no source model it was made from (made by an older modelport): run `{rerun}`", path)
+        if root["sha256"] != current["sha256"]:
+            raise InputError(f"was made from another source model (sha256 {short(root['sha256'])}; "
+                             f"{current['path']} is now {short(current['sha256'])}): run `{rerun}`", path)
+        return chain
 
     def produce(
         self,
@@ -239,8 +293,31 @@ class Job:
             p = Path(p)
             if not p.is_file():
                 raise InputError(f"input '{name}' does not exist (run the step that makes it first)", p)
+            # A swapped or edited artifact is named here, before a toolchain sees it under a temp name.
+            self.store.check_unchanged(p)
             out[name] = {"path": self.store.rel(p), "sha256": sha256_file(p)}
         return out
+
+    def _input_lineage(self) -> list[dict]:
+        """The lineage this step's outputs inherit: the inputs' (one source model), or refuse a mix."""
+        chains = {}
+        for name, p in self.inputs.items():
+            chain = self.store.lineage(Path(p))
+            if chain and is_source_model(chain[-1]["path"]):
+                chains[name] = chain
+        roots = {c[-1]["sha256"] for c in chains.values()}
+        if len(roots) > 1:
+            parts = ", ".join(f"{c[0]['path']} from {short(c[-1]['sha256'])}" for c in chains.values())
+            raise InputError(f"inputs were made from different source models ({parts}): rerun the step that "
+                             "made the older one (or --force)", self.store.path(self.outputs[0]))
+        current = self.store.current_source()
+        if chains and current and roots != {current["sha256"]} and not any(map(is_source_model, self.outputs)):
+            first = next(iter(chains.values()))
+            raise InputError(f"was made from another source model (sha256 {short(first[-1]['sha256'])}; "
+                             f"{current['path']} is now {short(current['sha256'])}): rerun the step that makes it "
+                             "first (or --force)", self.store.path(first[0]["path"]))
+        # The first input is what the outputs are made from (the model; then reference, calibration...).
+        return next(iter(chains.values()), [])
 
     def _is_fresh(self, input_hashes) -> bool:
         for rel in self.outputs:
@@ -257,11 +334,13 @@ class Job:
 
     def __enter__(self) -> Job:
         self._hashes = self._input_hashes()
+        self._lineage = self._input_lineage()
         self.cached = not self.force and self._is_fresh(self._hashes)
         if self.cached:
             self._clear_failures()
             console.print(f"   [green]up to date[/]: {', '.join(self.outputs)} (inputs, {self.tool} and options unchanged; --force redoes it)")
         self.started = time.monotonic()
+        reset_peak()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -285,6 +364,7 @@ class Job:
         if missing:
             raise RuntimeError(f"step {self.tool} did not write {missing}")
         now = datetime.now(UTC).isoformat(timespec="seconds")
+        seconds, peak, children = round(time.monotonic() - self.started, 3), peak_rss_mb(), children_peak_rss_mb()
         for rel in self.outputs:
             final, tmp = self.store.path(rel), self._tmps[rel]
             # Drop the old manifest first: an artifact never sits beside a manifest that is not its own.
@@ -300,7 +380,10 @@ class Job:
                 "options": self.options,
                 "siblings": [o for o in self.outputs if o != rel],
                 "created_utc": now,
-                "seconds": round(time.monotonic() - self.started, 3),
+                "seconds": seconds,
+                "peak_rss_mb": peak,  # this process's RSS high-water mark during the step
+                **({"children_peak_rss_mb": children} if children else {}),
+                "lineage": [] if is_source_model(rel) else self._lineage,
                 "modelport_version": __version__,
                 **({"extra": self.extra} if self.extra else {}),
             }

@@ -1,0 +1,82 @@
+"""Every artifact records the chain back to the source model it was made from; nothing mixes two sources."""
+
+import json
+
+import pytest
+
+from modelport.common.artifacts import ArtifactStore
+from modelport.common.errors import InputError
+
+
+def make(store, out, inputs, content):
+    with store.produce(out, inputs=inputs, tool="t", tool_version="1") as job:
+        if not job.cached:
+            job.tmp().write_text(content)
+    return store.path(out)
+
+
+def fetch(store, tmp_path, content):
+    """What `fetch` does: the source model from a file outside the store."""
+    src = tmp_path / f"user-{content}.tflite"
+    src.write_text(content)
+    return make(store, "source/model.tflite", {"model": src}, content)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ArtifactStore(tmp_path / "art")
+
+
+def test_manifests_record_the_chain_to_the_source(store, tmp_path):
+    source = fetch(store, tmp_path, "A")
+    onnx = make(store, "onnx/model.onnx", {"tflite": source}, "onnx-A")
+    int8 = make(store, "onnx/model.int8.onnx", {"onnx": onnx}, "int8-A")
+    chain = store.lineage(int8)
+    assert [c["path"] for c in chain] == ["onnx/model.int8.onnx", "onnx/model.onnx", "source/model.tflite"]
+    assert chain[-1]["sha256"] == store.current_source()["sha256"]
+    m = json.loads(store.manifest_path(int8).read_text())
+    assert m["peak_rss_mb"] > 0 and m["seconds"] >= 0
+
+
+def test_an_artifact_of_another_source_is_refused_naming_it_and_the_step(store, tmp_path):
+    onnx = make(store, "onnx/model.onnx", {"tflite": fetch(store, tmp_path, "A")}, "onnx-A")
+    store.check_source(onnx, rerun="modelport convert onnx")  # same source: fine
+    fetch(store, tmp_path, "B")
+    with pytest.raises(InputError, match=r"model.onnx: was made from another source model .*run `modelport convert onnx`"):
+        store.check_source(onnx, rerun="modelport convert onnx")
+
+
+def test_a_step_refuses_inputs_made_from_another_source(store, tmp_path):
+    onnx = make(store, "onnx/model.onnx", {"tflite": fetch(store, tmp_path, "A")}, "onnx-A")
+    fetch(store, tmp_path, "B")
+    with pytest.raises(InputError, match=r"onnx/model.onnx: was made from another source model"):
+        make(store, "onnx/model.int8.onnx", {"onnx": onnx}, "int8")
+    assert not store.path("onnx/model.int8.onnx").exists()
+
+
+def test_a_step_refuses_inputs_from_two_sources(store, tmp_path):
+    a = make(store, "onnx/model.onnx", {"tflite": fetch(store, tmp_path, "A")}, "onnx-A")
+    b = make(store, "source/reference.npy", {"tflite": fetch(store, tmp_path, "B")}, "ref-B")
+    with pytest.raises(InputError, match="inputs were made from different source models"):
+        make(store, "onnx/model.int8.onnx", {"onnx": a, "reference": b}, "int8")
+
+
+def test_a_swapped_input_is_named_before_the_step_runs(store, tmp_path):
+    onnx = make(store, "onnx/model.onnx", {"tflite": fetch(store, tmp_path, "A")}, "onnx-A")
+    onnx.write_text("someone else's model")
+    with pytest.raises(InputError, match=r"onnx/model.onnx: changed since the step that made it"):
+        make(store, "ncnn/model.param", {"onnx": onnx}, "param")
+
+
+def test_peak_memory_is_the_steps_own(store, tmp_path):
+    """The high-water mark is reset at each step's start: a big earlier allocation does not count."""
+    from modelport.common.memory import peak_rss_mb, reset_peak
+
+    big = bytearray(300 * 1024 * 1024)
+    big[::4096] = b"x" * len(big[::4096])  # touch every page
+    before = peak_rss_mb()
+    del big
+    reset_peak()
+    src = fetch(store, tmp_path, "A")
+    m = json.loads(store.manifest_path(src).read_text())
+    assert m["peak_rss_mb"] < before - 200
