@@ -6,7 +6,7 @@ import click
 
 from modelport.common.context import StepContext
 from modelport.common.errors import ModelportError
-from modelport.common.log import console, skip, step
+from modelport.common.log import console, skip, step, warn
 from modelport.common.log import failed as log_failed
 from modelport.common.registry import chosen, legacy_flags
 
@@ -39,6 +39,7 @@ def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **fl
         ctx.overrides.append(("bench.runs", runs))
     if warmup is not None:
         ctx.overrides.append(("bench.warmup", warmup))
+    _check_usage(ctx, labeled)
 
     failed = []
     with ctx.store.lock():
@@ -57,10 +58,25 @@ def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **fl
                     f"   {r.name}: median {r.latency_ms.median:.2f} ms, p90 {r.latency_ms.p90:.2f} ms "
                     f"({r.latency_ms.fps:.1f} FPS), {r.headline.label} {r.headline.confidence:.3f}{agree}"
                 )
+                if r.under_load:
+                    warn(f"{key}: {r.under_load}; the latency is not trustworthy (rerun on a quiet machine)")
+                if r.agreement_note:
+                    warn(f"{key}: {r.agreement_note}")
             if labeled and r.status == "ok":
                 _labeled_one(ctx, key, labeled, settings_mode)
     if failed:
         raise ModelportError(f"failed: {', '.join(failed)} (each is a row with its reason in the report)")
+
+
+def _check_usage(ctx: StepContext, labeled: str | None) -> None:
+    """Everything a user can get wrong, checked before any backend runs or any result is written."""
+    from modelport.common.results import headline_index
+
+    from .labeled import read_labeled
+
+    headline_index(ctx)  # reads the config and the eval images; a mistyped headline is named now
+    if labeled:
+        read_labeled(labeled)
 
 
 def _settings(ctx: StepContext, key: str, mode: str) -> dict:

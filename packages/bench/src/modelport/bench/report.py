@@ -13,14 +13,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from modelport.common.artifacts import ArtifactStore, write_atomic
+from modelport.common.artifacts import ArtifactStore, short, write_atomic
 from modelport.common.bundle import Source, read_source
 from modelport.common.config import Config
 from modelport.common.errors import InputError
 from modelport.common.machine import device_key, machine_info
-from modelport.common.schema import REPORT_SCHEMA, RESULT_SCHEMA, BackendResult
+from modelport.common.results import LAST_OK, outputs_problem, read_result
+from modelport.common.schema import REPORT_SCHEMA, BackendResult
 
 from .depth_report import pipeline_time
 from .merge import device_of, matrix, merge, model_id, reference_for, store_merged
@@ -31,21 +30,11 @@ ORDER = ["tflite", "onnx", "onnx-int8", "tensorrt-fp32", "tensorrt-fp16", "tenso
 
 
 def load_results(store: ArtifactStore, required: bool = True) -> list[BackendResult]:
-    results = []
-    for path in sorted(store.path("results").glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"not valid JSON: {e}", path) from None
-        if data.get("schema") != RESULT_SCHEMA:
-            raise InputError(f"result schema {data.get('schema')!r} is not {RESULT_SCHEMA!r}", path)
-        try:
-            results.append(BackendResult.model_validate(data))
-        except ValidationError as e:
-            raise InputError(f"invalid result: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}", path) from None
+    results = [read_result(path) for path in sorted(store.path("results").glob("*.json"))]
     if not results and required:
         raise InputError("no results to report: run `modelport bench ...` first", store.path("results"))
-    return results
+    expected = expected_source(results, store)
+    return [flag_unusable(r, store, expected) for r in results]
 
 
 def ordered(results: list[BackendResult]) -> list[BackendResult]:
@@ -70,12 +59,46 @@ def check_comparable(results: list[BackendResult], where, one_model: bool) -> No
                 )
 
 
+def expected_source(results: list[BackendResult], store: ArtifactStore) -> tuple[str | None, str | None]:
+    """(model sha256, preprocessing) every row must share: the fetched source's, else the reference row's."""
+    ref = next((r for r in results if r.key == REFERENCE_KEY and r.status == "ok"), None)
+    current = store.current_source()
+    sha = current["sha256"] if current else (ref.model_sha256 if ref else None)
+    return sha, ref.preprocessing if ref else None
+
+
+def flag_unusable(r: BackendResult, store: ArtifactStore, expected: tuple[str | None, str | None]) -> BackendResult:
+    """A row of another source model or preprocessing, or with a broken json/npy pair, becomes a failed row
+    saying so: never a number beside the others."""
+    if r.status != "ok":
+        return r
+    sha, preprocessing = expected
+    problem = outputs_problem(r, store.path(f"results/{r.key}.json"))
+    if sha and r.model_sha256 != sha:
+        problem = (f"measured another source model (sha256 {short(r.model_sha256)}, the source is {short(sha)}): "
+                   f"rerun its convert and `modelport bench {r.key}`")
+    elif preprocessing and r.preprocessing != preprocessing:
+        problem = f"measured with other preprocessing ({r.preprocessing}): rerun `modelport bench {r.key}`"
+    if problem is None:
+        return r
+    return r.model_copy(update={"status": "failed", "reason": f"not reported: {problem}", "latency_ms": None,
+                                "agreement": None, "headline": None, "extra_timings": {},
+                                "latency_note": "not reported"})
+
+
+def last_ok(store: ArtifactStore, key: str) -> str | None:
+    """When the failed row ``key`` replaced an ok result: that result's time (it is kept, not reported)."""
+    path = store.path(f"{LAST_OK}/{key}.json")
+    try:
+        return read_result(path).created_utc if path.is_file() else None
+    except InputError:
+        return None
+
+
 def gather(store: ArtifactStore, merge_paths: list[Path]) -> list[BackendResult]:
     """This folder's results, or with ``merge_paths`` (folders or bundles) the merged set, stored per model and device."""
     if not merge_paths:
-        results = load_results(store)
-        check_comparable(results, lambda r: store.path(f"results/{r.key}.json"), one_model=True)
-        return ordered(results)
+        return ordered(load_results(store))  # a row of another source is flagged there, not mixed in
     store.path(".tmp").mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(dir=store.path(".tmp"), prefix="merge-"))
     try:
@@ -107,6 +130,9 @@ def entry(r: BackendResult, ref: BackendResult | None) -> dict:
         "settings": r.settings, "tool_versions": r.tool_versions, "load_avg": r.load_avg,
         "extra_timings": {k: v.model_dump() for k, v in r.extra_timings.items()},
         "notes": r.notes,
+        "under_load": r.under_load,
+        "agreement_note": r.agreement_note,
+        "source_chain": r.source_chain,
     }
 
 
@@ -120,13 +146,18 @@ def build(store: ArtifactStore, config: Config | None = None, merge_paths: list[
         "devices": dict(sorted(machines.items())),
         "models": sorted({model_id(r) for r in results}),
         "reference": REFERENCE_KEY if any(r.key == REFERENCE_KEY and r.status == "ok" for r in results) else None,
-        "results": [entry(r, reference_for(r, results, REFERENCE_KEY)) for r in results],
+        "results": [entry(r, reference_for(r, results, REFERENCE_KEY)) | _kept(store, r) for r in results],
         "matrix": matrix(results),
         "floors": config.accuracy.model_dump(),  # what every conversion was verified against
         "verify": config.convert.verify,
         "notes": notes(store),
         "pipeline_time": pipeline_time(store),
     }
+
+
+def _kept(store: ArtifactStore, r: BackendResult) -> dict:
+    when = last_ok(store, r.key) if r.status == "failed" else None
+    return {"last_ok": {"created_utc": when, "path": f"{LAST_OK}/{r.key}.json"} if when else None}
 
 
 def notes(store: ArtifactStore) -> list[str]:
@@ -173,6 +204,6 @@ def write(store: ArtifactStore, report: dict) -> dict[str, Path]:
     paths |= charts(report, out)
     write_atomic(paths["json"], json.dumps(report, indent=2) + "\n")
     write_atomic(paths["csv"], to_csv(report))
-    write_atomic(paths["md"], markdown(report, sections=sections))
+    write_atomic(paths["md"], markdown(report, sections=sections, drawn=[k for k in ("latency", "accuracy") if k in paths]))
     paths["html"] = report_html.write(report, out, sections, method(report))
     return paths

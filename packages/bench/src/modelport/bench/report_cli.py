@@ -35,8 +35,8 @@ def report(ctx: StepContext, merge_paths):
     console.print(terminal_table(data))
     for n in data["notes"]:
         console.print(f"note: {n}")
-    console.print(f"report: {paths['md']}  (also {paths['html'].name}, {paths['json'].name}, {paths['csv'].name}, "
-                  "latency.png, accuracy.png)", markup=False)
+    also = [p.name for k, p in paths.items() if k != "md"]
+    console.print(f"report: {paths['md']}  (also {', '.join(also)})", markup=False)
     statuses = [e["status"] for e in data["results"]]
     failed = [e["key"] for e in data["results"] if e["status"] == "failed"]
     if "ok" not in statuses:

@@ -17,7 +17,7 @@ from modelport.common.log import console, progress
 from modelport.common.preprocess import prepare, to_tensor
 from modelport.common.results import fill_outputs, headline_index, new_result, write_result
 from modelport.common.schema import BackendResult
-from modelport.common.timing import load_average, measure
+from modelport.common.timing import load_average, load_problem, measure
 
 from .registry import runtime_class
 from .runtime import Runtime
@@ -72,6 +72,7 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
             if failure:
                 raise ModelportError(f"its conversion failed: {failure}")
             store.check_unchanged(path)
+            store.check_source(path, rerun=f"modelport {cls.made_by()}")
         load_before = load_average()
         with runtime:
             outputs = run_outputs(runtime, prepared, cfg.input)
@@ -81,6 +82,7 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
             result.latency_ms = measure(lambda: runtime.infer(tensor), cfg.bench.warmup, cfg.bench.runs)
             result.extra_timings = getattr(runtime, "extra_timings", {})
             result.load_avg = {"before": load_before, "after": load_average()}
+            result.under_load = load_problem(**result.load_avg)
             result.load_ms = runtime.load_ms
             result.tool_versions = runtime.tool_versions()
             result.settings = runtime.settings()
@@ -93,7 +95,8 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
         write_result(store, result)
         return result
     except ModelportError as e:
-        # A failed row replaces an earlier result: that one no longer describes the file on disk.
+        # A failed row replaces an earlier result (that one no longer describes the file on disk);
+        # write_result keeps an ok one in results/last-ok/ and the report says so.
         result.status, result.reason = "failed", str(e)
         result.latency_note = "not measured: failed"
         write_result(store, result)

@@ -56,6 +56,11 @@ class Runtime:
     def version(cls) -> str:
         return "unknown"
 
+    @classmethod
+    def made_by(cls) -> str:
+        """The `modelport` step that makes this runtime's files."""
+        return f"convert {cls.key}"
+
     def tool_versions(self) -> dict[str, str]:
         return {self.backend: self.version()}
 
@@ -72,7 +77,7 @@ class Runtime:
             raise ToolchainMissing(f"{self.display}: {reason}")
         for role, p in self.files.items():
             if not p.is_file():
-                raise InputError(f"{self.display} needs its {role} file: run `modelport convert {self.key}` first", p)
+                raise InputError(f"{self.display} needs its {role} file: run `modelport {self.made_by()}` first", p)
         t0 = time.perf_counter_ns()
         self.activate_impl()
         self.load_ms = (time.perf_counter_ns() - t0) / 1e6

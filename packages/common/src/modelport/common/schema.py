@@ -80,6 +80,8 @@ class BackendResult(Model):
     settings: dict[str, Any] = {}
     machine: dict[str, Any] = {}
     model_sha256: str | None = None  # of the source model every backend derives from
+    # artifact -> its inputs -> ... -> the source model, each {"path", "sha256"} as recorded when made
+    source_chain: list[dict[str, str]] = []
     preprocessing: str | None = None  # InputSpec.signature
     input: dict[str, str] = {}  # layout, dtype
     artifact: str | None = None
@@ -90,8 +92,11 @@ class BackendResult(Model):
     latency_note: str | None = None  # why there is no latency (simulator, skipped, ...)
     extra_timings: dict[str, LatencyStats] = {}  # e.g. GPU time from CUDA events
     load_avg: dict[str, float] = {}  # 1-min load average before/after: a busy machine explains a slow number
+    under_load: str | None = None  # set when the load average exceeded the cores: the latency is not trustworthy
+    outputs_sha256: str | None = None  # of results/<key>.npy: the reader checks the pair belongs together
     topk: list[TopK] = []
     agreement: Agreement | None = None
+    agreement_note: str | None = None  # why agreement is missing from an ok row (no or stale reference)
     headline: Headline | None = None
     notes: list[str] = []
     created_utc: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

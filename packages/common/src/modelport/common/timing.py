@@ -49,3 +49,20 @@ def measure(fn: Callable[[], object], warmup: int, runs: int) -> LatencyStats:
 
 def load_average() -> float:
     return round(os.getloadavg()[0], 2)
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def load_problem(before: float, after: float) -> str | None:
+    """Why a measurement taken at these 1-min load averages is not trustworthy (None: it is).
+
+    The threshold is the core count at the start: more runnable threads than cores means the
+    timed thread waits for a core (measured here: load 8 on 2 cores turned a 7 ms median into
+    1188 ms). The average after the run is not compared: it includes the benchmark's own threads.
+    """
+    n = cores()
+    if before > n:
+        return f"taken under load: 1-min load average {before:g} (after {after:g}) on {n} cores"
+    return None

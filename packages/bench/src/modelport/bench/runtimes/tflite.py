@@ -25,6 +25,10 @@ class TfliteRuntime(Runtime):
     artifacts = {"model": "source/model.tflite"}
 
     @classmethod
+    def made_by(cls) -> str:
+        return "fetch"  # the source model itself
+
+    @classmethod
     def unavailable_reason(cls):
         if importlib.util.find_spec("ai_edge_litert") or importlib.util.find_spec("tensorflow"):
             return None
@@ -96,3 +100,7 @@ class TfliteDynamicRuntime(TfliteRuntime):
 
     artifacts = {"model": "tflite/model.dynamic.tflite"}
     max_batch = 64
+
+    @classmethod
+    def made_by(cls) -> str:
+        return "convert tflite-dynamic"

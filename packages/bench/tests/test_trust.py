@@ -1,0 +1,111 @@
+"""What a user can do to a results folder without losing a good result, mixing two models or
+getting a quiet wrong number: on the real pipeline and the real CLI."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import error_line, make_context, run
+from modelport.bench import runner
+from modelport.bench.report import build, write
+from modelport.common.cli import main
+
+QUICK = ["-o", "bench.runs=5", "-o", "bench.warmup=1"]
+
+
+@pytest.fixture
+def art(pipeline, test_env, tmp_path):
+    """A private copy of the pipeline's models and manifests, no results."""
+    dst = tmp_path / "art"
+    shutil.copytree(pipeline.store.root, dst, ignore=shutil.ignore_patterns(
+        "results", "report", "ncnn", "rknn", "tensorrt", "depth", ".tmp", "*.int8*"))
+    return dst, {**test_env, "MODELPORT_ARTIFACTS": str(dst)}
+
+
+def second_model(env, tmp_path):
+    """Another source model: the same graph with trailing bytes (another sha256), imported by `fetch`."""
+    other = tmp_path / "other.tflite"
+    other.write_bytes(open(env["MODELPORT_MODEL"], "rb").read() + b"\0" * 16)
+    proc = run(env, "fetch", "--from", str(other))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_nothing_of_the_first_model_is_benchmarked_or_reported_after_a_second_fetch(art, tmp_path):
+    dst, env = art
+    proc = run(env, "bench", "tflite", "onnx", *QUICK)  # -o after the subcommand
+    assert proc.returncode == 0, proc.stderr
+    first = json.loads((dst / "results" / "onnx.json").read_text())
+    assert [c["path"] for c in first["source_chain"]] == ["onnx/model.onnx", "source/model.tflite"]
+    assert first["model_sha256"] == first["source_chain"][-1]["sha256"]
+
+    second_model(env, tmp_path)
+    proc = run(env, "bench", "onnx", *QUICK)
+    assert proc.returncode != 0
+    failed = [ln for ln in proc.stderr.splitlines() if ln.startswith("failed onnx:")]
+    assert len(failed) == 1 and "onnx/model.onnx: was made from another source model" in failed[0]
+    assert "run `modelport convert onnx`" in failed[0]
+
+    # The good result of the first model is kept, not reported; the tflite row of the first model is flagged.
+    assert json.loads((dst / "results" / "last-ok" / "onnx.json").read_text())["created_utc"] == first["created_utc"]
+    proc = run(env, "report")
+    assert proc.returncode != 0
+    rows = {e["key"]: e for e in json.loads((dst / "report" / "results.json").read_text())["results"]}
+    assert rows["tflite"]["status"] == "failed" and "measured another source model" in rows["tflite"]["reason"]
+    assert rows["tflite"]["latency_ms"] is None
+    assert rows["onnx"]["last_ok"]["created_utc"] == first["created_utc"]
+    assert f"last good result from {first['created_utc']} kept" in (dst / "report" / "results.md").read_text()
+
+
+def test_a_mistyped_headline_is_an_error_naming_the_images(art):
+    dst, env = art
+    proc = run(env, "bench", "onnx", "-o", "images.headline=grace_hoper.jpg")
+    line = error_line(proc)
+    assert "'grace_hoper.jpg' is not an eval image" in line and "grace_hopper.jpg" in line
+    assert not (dst / "results").exists()
+
+
+def test_bad_labeled_input_is_checked_before_the_benchmark(art, tmp_path):
+    dst, env = art
+    assert run(env, "bench", "onnx", *QUICK).returncode == 0
+    good = (dst / "results" / "onnx.json").read_bytes()
+    bad = tmp_path / "labeled.txt"
+    bad.write_text("no tab here\n")
+    proc = run(env, "bench", "onnx", "--labeled", str(bad), *QUICK)
+    assert "expected image<TAB>label" in error_line(proc)
+    assert (dst / "results" / "onnx.json").read_bytes() == good
+
+
+def test_a_missing_reference_is_visible_in_the_row_and_the_summary(art):
+    dst, env = art
+    for f in (dst / "source").glob("reference.npy*"):
+        f.unlink()
+    assert run(env, "bench", "onnx", *QUICK).returncode == 0
+    row = json.loads((dst / "results" / "onnx.json").read_text())
+    assert row["agreement"] is None and "no reference outputs" in row["agreement_note"]
+    run(env, "report")
+    md = (dst / "report" / "results.md").read_text()
+    assert "Agreement NOT computed for ONNX FP32: " in md and "convert reference" in md
+
+
+def test_a_benchmark_under_load_is_flagged_in_terminal_report_and_json(art, monkeypatch, capsys):
+    dst, env = art
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(runner, "load_average", lambda: 64.0)  # the load the OS reports, not our code
+    assert main(["bench", "onnx", *QUICK]) == 0
+    assert "taken under load: 1-min load average 64" in capsys.readouterr().err
+    ctx = make_context(env)
+    report = build(ctx.store, ctx.config)
+    row = next(e for e in report["results"] if e["key"] == "onnx")
+    assert row["under_load"].startswith("taken under load")
+    write(ctx.store, report)
+    assert "UNDER LOAD" in (dst / "report" / "results.md").read_text()
+
+
+def test_the_missing_source_names_fetch(test_env, tmp_path):
+    art = tmp_path / "empty"
+    proc = run({**test_env, "MODELPORT_ARTIFACTS": str(art)}, "bench", "tflite")
+    assert proc.returncode != 0
+    row = json.loads((art / "results" / "tflite.json").read_text())
+    assert "run `modelport fetch` first" in row["reason"] and "convert tflite" not in row["reason"]
