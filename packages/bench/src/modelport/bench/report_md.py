@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Collection
 from pathlib import Path
 
 from rich.table import Table
@@ -27,8 +28,12 @@ def rows(report: dict) -> list[dict]:
         lat, a, h = e["latency_ms"] or {}, e["agreement"], e["headline"]
         if e["status"] != "ok":
             status = f"{e['status']}: {e['reason']}"
+            if e.get("last_ok"):
+                status += f" (last good result from {e['last_ok']['created_utc']} kept in {e['last_ok']['path']})"
         else:
             status = "ok" if lat else f"ok ({e['latency_note'] or 'no latency'})"
+            if e.get("under_load"):
+                status += f" (UNDER LOAD: {e['under_load']})"
         out.append({
             "rank": str(i) if lat else "–",
             "backend": e["name"],
@@ -42,7 +47,8 @@ def rows(report: dict) -> list[dict]:
             "size": _size(e["size_bytes"]),
             "top1": f"{h['label']} ({h['confidence']:.3f})" if h else "–",
             "agree": f"{a['top1']:.0%} of {a['images']}" if a else "–",
-            "cos": f"{a['cosine_min']:.4f} / {a['cosine_mean']:.4f}" if a else "–",
+            "cos": f"{a['cosine_min']:.4f} / {a['cosine_mean']:.4f}" if a else (
+                "not computed" if e.get("agreement_note") else "–"),
         })
     return out
 
@@ -68,7 +74,7 @@ def terminal_table(report: dict) -> Table:
     return t
 
 
-def markdown(report: dict, sections: list[Path]) -> str:
+def markdown(report: dict, sections: list[Path], drawn: Collection[str] = ("latency", "accuracy")) -> str:
     lines = ["# modelport results", ""]
     devices = report.get("devices") or {report["machine"].get("device_key", "this machine"): report["machine"]}
     for key, m in devices.items():
@@ -81,7 +87,9 @@ def markdown(report: dict, sections: list[Path]) -> str:
     for r in rows(report):
         lines.append("| " + " | ".join(r[k].replace("|", "\\|") for k in cols) + " |")
     lines += matrix_md(report)
-    lines += ["", "![latency](latency.png)", "", "![accuracy](accuracy.png)", ""]
+    lines += [""]
+    for name, why in (("latency", "no backend was timed"), ("accuracy", "no row has agreement numbers")):
+        lines += [f"![{name}]({name}.png)" if name in drawn else f"No {name} chart: {why}.", ""]
     lines += ["## Settings and versions", ""]
     for e in report["results"]:
         if e["status"] == "ok":
@@ -137,10 +145,17 @@ def method(report: dict) -> str:
         timed.append(f"{'/'.join(map(str, runs))} timed runs after warm-up")
     latency = f"Latency: batch 1, {', '.join(timed)}." if runs else "Latency: no backend was timed."
     agreed = [e["agreement"]["images"] for e in report["results"] if e["agreement"]]
+    missing = [e for e in report["results"] if e["status"] == "ok" and not e["agreement"] and e.get("agreement_note")]
     if report["reference"] and agreed:
         agreement = f"Agreement: {max(agreed)} eval images vs the TFLite FP32 reference."
     else:
         agreement = "Agreement: not computed (no reference result)."
+    if missing:
+        agreement += (f" Agreement NOT computed for {', '.join(e['name'] for e in missing)}: "
+                      f"{missing[0]['agreement_note'].removeprefix('agreement not computed: ')}.")
+    loaded = [e["name"] for e in report["results"] if e.get("under_load")]
+    if loaded:
+        latency += f" Taken under load (latency not trustworthy): {', '.join(loaded)}."
     f = report.get("floors")
     if not report.get("verify", True):
         check = "Verification is OFF ([convert] verify = false): no conversion was checked against the floors."
@@ -154,46 +169,72 @@ def method(report: dict) -> str:
 
 
 def charts(report: dict, out: Path) -> dict[str, Path]:
+    """latency.png and accuracy.png, each only when it has something to show (a stale one is removed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     paths = {}
-    timed = [e for e in report["results"] if e["latency_ms"]]
-    timed.sort(key=lambda e: e["latency_ms"]["median"])
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(timed) + 1.5))
+    timed = sorted((e for e in report["results"] if e["latency_ms"]), key=lambda e: e["latency_ms"]["median"])
+    agreed = [e for e in report["results"] if e["agreement"] and e["key"] != report["reference"]]
+    for name, rows_ in (("latency", timed), ("accuracy", agreed)):
+        if not rows_:
+            (out / f"{name}.png").unlink(missing_ok=True)
+    if timed:
+        paths["latency"] = _save(_latency(plt, timed), out / "latency.png", plt)
+    if agreed:
+        paths["accuracy"] = _save(_accuracy(plt, agreed, report.get("floors") or {}), out / "accuracy.png", plt)
+    return paths
+
+
+LOG_AXIS_RATIO = 10  # slowest / fastest median beyond which a linear axis squashes the fast bars
+
+
+def _latency(plt, timed: list[dict]):
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(timed) + 1.6))
     names = [e["name"] for e in timed]
     med = [e["latency_ms"]["median"] for e in timed]
-    p90 = [e["latency_ms"]["p90"] - e["latency_ms"]["median"] for e in timed]
+    p90 = [max(0.0, e["latency_ms"]["p90"] - e["latency_ms"]["median"]) for e in timed]
     ax.barh(names, med, xerr=[[0] * len(med), p90], color="#4c72b0", capsize=3)
-    for y, v in enumerate(med):
-        ax.text(v, y, f" {v:.2f}", va="center")
+    log = max(med) / max(min(med), 1e-9) > LOG_AXIS_RATIO
+    if log:
+        ax.set_xscale("log")
+    right = max(m + w for m, w in zip(med, p90, strict=True))
+    ax.set_xlim(min(med) / 2 if log else 0, right * (4 if log else 1.25))  # room for the value labels
+    for y, (v, w) in enumerate(zip(med, p90, strict=True)):
+        ax.text(v + w, y, f"  {v:.2f}", va="center", fontsize=9)
     ax.invert_yaxis()
-    ax.set_xlabel("latency, ms (bar: median, whisker: p90)")
+    ax.set_xlabel("latency, ms (bar: median, whisker: p90)" + (", log scale" if log else ""))
     ax.set_title("Batch-1 latency")
-    paths["latency"] = _save(fig, out / "latency.png", plt)
+    return fig
 
-    agreed = [e for e in report["results"] if e["agreement"] and e["key"] != report["reference"]]
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(agreed) + 1.5))
+
+def _accuracy(plt, agreed: list[dict], floors: dict):
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(agreed) + 2.2))
     names = [e["name"] for e in agreed]
+    mins = [e["agreement"]["cosine_min"] for e in agreed]
     ax.barh(names, [e["agreement"]["cosine_mean"] for e in agreed], color="#55a868", label="cosine mean")
-    ax.scatter([e["agreement"]["cosine_min"] for e in agreed], names, color="#c44e52", zorder=3, label="cosine min")
-    ax.axvline(0.98, ls="--", color="grey", lw=1)
-    lo = min([e["agreement"]["cosine_min"] for e in agreed] + [0.95])
-    ax.set_xlim(max(0.0, lo - 0.01), 1.0005)
+    ax.scatter(mins, names, color="#c44e52", zorder=3, label="cosine min")
+    # Each floor beside the statistic it bounds: the mean floor for the bars, the min floor for the points.
+    if "int8_cosine_mean_min" in floors:
+        ax.axvline(floors["int8_cosine_mean_min"], ls="--", color="#2d6a3e", lw=1,
+                   label=f"INT8 floor, mean ({floors['int8_cosine_mean_min']})")
+    if "int8_cosine_min" in floors:
+        ax.axvline(floors["int8_cosine_min"], ls=":", color="#c44e52", lw=1.2,
+                   label=f"INT8 floor, min ({floors['int8_cosine_min']})")
+    lo = min([*mins, floors.get("int8_cosine_min", 0.95)])
+    ax.set_xlim(max(-1.0, lo - 0.01), 1.0005)
     ax.invert_yaxis()
-    ax.set_xlabel("cosine similarity of outputs vs TFLite reference (dashed: INT8 floor 0.98)")
-    ax.set_title("Agreement with the reference")
-    ax.legend(loc="lower left")
-    paths["accuracy"] = _save(fig, out / "accuracy.png", plt)
-    return paths
+    ax.set_xlabel("cosine similarity of outputs vs the reference")
+    ax.set_title("Agreement with the reference", pad=26)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize=8, frameon=False)  # above: never on a bar
+    return fig
 
 
 def _save(fig, path: Path, plt) -> Path:
     buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     write_atomic(path, buf.getvalue())
     return path
