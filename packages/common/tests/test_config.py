@@ -54,3 +54,18 @@ def test_overrides_and_env(tmp_path, monkeypatch):
 def test_override_unknown_key(tmp_path):
     with pytest.raises(ConfigError, match="unknown key 'bench.run'"):
         load_config(write(tmp_path, ""), ["bench.run=3"])
+
+
+def test_a_utf8_bom_is_stripped(tmp_path):
+    p = tmp_path / "modelport.toml"
+    p.write_bytes(b"\xef\xbb\xbf[bench]\nruns = 7\n")
+    assert load_config(p).bench.runs == 7
+
+
+def test_an_override_error_names_the_override_not_the_file(tmp_path):
+    p = write(tmp_path, "[bench]\nruns = 7\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, ["bench.runs=abc"])
+    assert str(e.value).startswith("override -o bench.runs=abc: bench.runs") and str(p) not in str(e.value)
+    with pytest.raises(ConfigError, match="'runs' is a value, not a section"):
+        load_config(p, ["bench.runs.x=2"])

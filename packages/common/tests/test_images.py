@@ -135,3 +135,15 @@ def test_labels_1001_with_background_and_1000(data_dir, tmp_path):
     assert labels.name(0, 1000).startswith("tench")  # 1000-wide output, background-first file
     with pytest.raises(InputError, match="1000 labels but the model outputs 1001"):
         Labels.load(plain, num_classes=1001)
+
+
+def test_an_image_too_large_for_pil_is_called_too_large(tmp_path):
+    path = tmp_path / "huge.png"
+    Image.new("1", (10_000, 9_500)).save(path)  # 95 Mpx: PIL's own guard fires before ours
+    with pytest.raises(InputError, match="image too large"):
+        load_image(path)
+
+
+def test_messages_carry_plain_numbers_not_numpy_reprs():
+    e = InputError(f"shape {[np.int32(1), np.int64(224)]} scale {np.float32(0.5)!r}")
+    assert str(e) == "shape [1, 224] scale 0.5"

@@ -6,6 +6,7 @@ shows `convert`/`bench` but never imports tensorflow, and the rknn env shows `rk
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 from importlib.metadata import entry_points
@@ -64,9 +65,56 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+_GLOBAL_VALUE_OPTS = {"-c", "--config", "-a", "--artifacts", "-o", "--set", "--image", "--images",
+                      "--calibration-dataset", "--labels"}
+
+
+def hoist_overrides(argv: list[str]) -> list[str]:
+    """Move ``-o``/``--set`` given after the subcommand to before it (`modelport bench onnx -o bench.runs=5`).
+
+    No subcommand has a ``-o`` of its own, so the override means the same wherever it is written.
+    """
+    i = 0
+    while i < len(argv) and argv[i] not in cli.commands:
+        if argv[i] == "--":
+            return argv
+        i += 2 if argv[i] in _GLOBAL_VALUE_OPTS else 1
+    head, hoisted, rest = argv[:i], [], []
+    tail = iter(argv[i:])
+    for tok in tail:
+        if tok == "--":
+            rest += [tok, *tail]
+            break
+        if tok in ("-o", "--set"):
+            value = next(tail, None)
+            hoisted += [tok] + ([value] if value is not None else [])
+        elif tok.startswith("--set=") or (tok.startswith("-o") and len(tok) > 2):
+            hoisted.append(tok)
+        else:
+            rest.append(tok)
+    return head + hoisted + rest
+
+
+def _os_error(e: OSError) -> str:
+    """An OS error as one line: what failed, on which file, and what to do."""
+    what = {
+        errno.ENOSPC: "no space left on the device (free some, or point -a / MODELPORT_ARTIFACTS elsewhere)",
+        errno.EDQUOT: "disk quota exceeded (free some, or point -a / MODELPORT_ARTIFACTS elsewhere)",
+        errno.EROFS: "read-only file system (point -a / MODELPORT_ARTIFACTS at a writable folder)",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.ENOTDIR: "a file is where a folder is expected",
+        errno.EISDIR: "a folder is where a file is expected",
+        errno.ENOENT: "no such file or folder",
+    }.get(e.errno, e.strerror or type(e).__name__)
+    names = [str(n) for n in (e.filename, e.filename2) if n]
+    return f"{' -> '.join(names)}: {what}" if names else what
+
+
 def main(argv: list[str] | None = None) -> int:
     _register()
     signal.signal(signal.SIGTERM, _terminate)
+    argv = hoist_overrides(list(sys.argv[1:] if argv is None else argv))
     try:
         cli.main(args=argv, prog_name="modelport", standalone_mode=False)
     except HardwareMissing as e:
@@ -86,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         return 130
+    except MemoryError:
+        console.print("[red]error:[/] out of memory (lower [images] calibration_limit or "
+                      "[quantization] calibration_limit_histogram, or free memory)", soft_wrap=True)
+        return 1
+    except OSError as e:
+        console.print(f"[red]error:[/] {escape(_os_error(e))}", soft_wrap=True)
+        return 1
     return 0
 
 

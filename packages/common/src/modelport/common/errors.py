@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# numpy 2 scalar reprs (np.int32(1), np.float64(0.5)) leak into messages through lists and !r
+_NUMPY_REPR = re.compile(r"\bnp\.(?:u?int\d+|float\d+|bool_?|str_|complex\d+)\(([^()]*)\)")
 
 
 class ModelportError(Exception):
@@ -11,7 +15,7 @@ class ModelportError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, path: str | Path | None = None):
-        self.message = " ".join(str(message).split())  # always one line
+        self.message = _NUMPY_REPR.sub(r"\1", " ".join(str(message).split()))  # one line, plain numbers
         self.path = path  # a Path, or a URL string (Path() would fold its "//")
         super().__init__(str(self))
 

@@ -102,7 +102,7 @@ def extract_member(archive: Path, member: str, dest: Path) -> None:
 def _local_source(path: Path) -> tuple[Path, Path | None]:
     """A .tflite file, or a folder with one .tflite (and maybe labels.txt)."""
     if path.is_dir():
-        tflites = sorted(path.glob("*.tflite"))
+        tflites = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".tflite")
         if len(tflites) != 1:
             raise InputError(f"folder must hold exactly one .tflite, found {len(tflites)}", path)
         labels = path / "labels.txt"
