@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +24,23 @@ class CalibrationSet:
     def __len__(self) -> int:
         return len(self.paths)
 
-    @cached_property
-    def _prepared(self) -> list[np.ndarray]:
-        # Decoded once and up front: a bad image fails before any toolchain starts writing.
-        return [prepare(load_image(p), self.spec) for p in progress(self.paths, "calibration images")]
+    def limited(self, n: int) -> CalibrationSet:
+        """The first ``n`` images (the set is sorted, so the same ones every run)."""
+        return CalibrationSet(self.paths[:n], self.spec, self.source)
 
     def prepared(self) -> Iterator[np.ndarray]:
-        """uint8 HWC arrays, in ``paths`` order."""
-        yield from self._prepared
+        """uint8 HWC arrays, in ``paths`` order, decoded one at a time: memory stays at one image
+        whatever the set's size (a list of 500 decoded photos is what a toolchain does not need)."""
+        for p in self.paths:
+            yield prepare(load_image(p), self.spec)
 
     def validate(self) -> None:
-        self._prepared  # noqa: B018 - decode everything now
+        """Decode every image now (and keep none), so a bad one fails before any toolchain starts writing."""
+        for _ in progress(self.prepared(), "checking calibration images", total=len(self.paths)):
+            pass
 
     def tensors(self, layout: Layout = "NCHW", dtype: DType = "float32") -> Iterator[np.ndarray]:
-        for arr in self._prepared:
+        for arr in self.prepared():
             yield to_tensor(arr, self.spec, layout, dtype)
 
     def signature(self) -> list[str]:

@@ -1,0 +1,52 @@
+"""Converters: inputs checked against their manifests, calibration memory bounded, peak memory recorded."""
+
+import json
+import shutil
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from conftest import error_line, run
+
+
+@pytest.fixture
+def art(pipeline, test_env, tmp_path):
+    dst = tmp_path / "art"
+    shutil.copytree(pipeline.store.root, dst, ignore=shutil.ignore_patterns(
+        "results", "report", "ncnn", "rknn", "tensorrt", "depth", ".tmp", "*.int8*"))
+    return dst, {**test_env, "MODELPORT_ARTIFACTS": str(dst)}
+
+
+def test_percentile_calibration_is_capped_and_the_peak_memory_recorded(art):
+    dst, env = art
+    proc = run(env, "convert", "onnx-int8", "-o", "quantization.histogram_calibration_limit=3")
+    assert proc.returncode == 0, proc.stderr
+    warned = [ln for ln in proc.stderr.splitlines() if "histogram_calibration_limit" in ln]
+    assert len(warned) == 1 and "using the first 3 of 12 calibration images" in warned[0]
+    m = json.loads((dst / "onnx" / "model.int8.onnx.manifest.json").read_text())
+    assert m["options"]["calibration_images"] == 3 and len(m["extra"]["calibration"]) == 3
+    assert m["peak_rss_mb"] > 100 and m["seconds"] > 0
+    assert [c["path"] for c in m["lineage"]] == ["onnx/model.onnx", "source/model.tflite"]
+
+
+def test_a_swapped_onnx_is_named_before_the_quantizer_sees_it(art, tmp_path):
+    dst, env = art
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 224, 224])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 224, 224])
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["input"], ["out"])], "g", [x], [y])),
+              str(dst / "onnx" / "model.onnx"))
+    line = error_line(run(env, "convert", "onnx-int8"))
+    assert f"{dst / 'onnx' / 'model.onnx'}: changed since the step that made it" in line and "partial" not in line
+
+
+def test_an_upper_case_tflite_is_found_in_a_folder(data_dir, test_env, tmp_path):
+    folder = tmp_path / "model dir"
+    folder.mkdir()
+    shutil.copyfile(data_dir / "models" / "mobilenet_v2_1.0_224.tflite", folder / "MODEL.TFLITE")
+    shutil.copyfile(data_dir / "models" / "labels.txt", folder / "labels.txt")
+    env = {**test_env, "MODELPORT_ARTIFACTS": str(tmp_path / "art")}
+    env.pop("MODELPORT_LABELS")
+    proc = run(env, "fetch", "--from", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "art" / "source" / "model.tflite").is_file()
