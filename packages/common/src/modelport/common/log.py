@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Iterator
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from rich.console import Console
 from rich.markup import escape  # messages name config sections like [model]: text, not markup
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 T = TypeVar("T")
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -16,10 +21,21 @@ if not console.is_terminal:
     console.width = 160  # CI logs and pipes: room for the report table instead of 80 columns
 
 
+PROGRESS_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal
+
+
+def _bars() -> bool:
+    """Live bars only on a terminal, not in CI logs, and never inside another live display (rich allows one)."""
+    return console.is_terminal and not os.environ.get("CI") and not console._live_stack
+
+
 def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """A progress bar on a terminal; nothing on CI logs (no escape-code noise)."""
-    if not console.is_terminal or os.environ.get("CI"):
-        yield from items
+    """A progress bar on a terminal; otherwise a line every PROGRESS_EVERY seconds (no escape-code noise)."""
+    if not _bars():
+        with activity(description) as tick:
+            for n, item in enumerate(items, 1):
+                yield item
+                tick(f"{n}/{total if total is not None else _len(items) or '?'}")
         return
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -29,6 +45,54 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
         for item in items:
             yield item
             bar.advance(task)
+
+
+@contextlib.contextmanager
+def activity(description: str, every: float | None = None) -> Iterator:
+    """Show that a long step is alive: a spinner with elapsed time on a terminal, else a line every
+    ``every`` seconds (default PROGRESS_EVERY) with the elapsed time. Silent for steps shorter than that.
+
+    Yields ``tick(status)``: a short status ("3/12") shown with the next line.
+    """
+    every = PROGRESS_EVERY if every is None else every
+    state = {"status": ""}
+
+    def tick(status: str = "") -> None:
+        state["status"] = status
+
+    if _bars():
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
+            bar.add_task(description, total=None)
+            yield tick
+        return
+    stop, started = threading.Event(), time.monotonic()
+
+    def report() -> None:
+        while not stop.wait(every):
+            status = f" ({state['status']})" if state["status"] else ""
+            console.print(f"   ... {escape(description)}{escape(status)}: {time.monotonic() - started:.0f} s elapsed")
+
+    thread = threading.Thread(target=report, name="modelport-progress", daemon=True)
+    thread.start()
+    try:
+        yield tick
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_logged(cmd: Sequence[str], log: Path, description: str) -> subprocess.CompletedProcess:
+    """Run a tool as a subprocess with its chatter in ``log`` (not on the terminal) and progress shown.
+
+    The returned process has ``.last_error``: the log's last non-empty line (what a one-line error quotes).
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as f, activity(description):
+        proc = subprocess.run(list(cmd), stdout=f, stderr=subprocess.STDOUT, check=False)
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    proc.last_error = lines[-1] if lines else "no output"  # type: ignore[attr-defined]
+    return proc
 
 
 def _len(items) -> int | None:

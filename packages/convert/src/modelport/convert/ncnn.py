@@ -18,7 +18,7 @@ from pathlib import Path
 from modelport.bench.runtimes.ncnn import NcnnRuntime
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError, ToolchainMissing
-from modelport.common.log import step
+from modelport.common.log import activity, step
 from modelport.common.onnx_safety import check_onnx
 
 from .ncnn_format import read_param
@@ -63,7 +63,8 @@ def run_pnnx(onnx: Path, workdir: Path, input_shape: tuple[int, ...], fp16: bool
     src.symlink_to(onnx.resolve())
     shape = "[" + ",".join(map(str, input_shape)) + "]"
     cmd = [str(pnnx_binary()), src.name, f"inputshape={shape}", f"fp16={int(fp16)}", "optlevel=2"]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    with activity("pnnx conversion"):
+        proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     param, binfile = workdir / "model.ncnn.param", workdir / "model.ncnn.bin"
     if proc.returncode != 0 or not param.is_file() or not binfile.is_file():
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -21,7 +20,7 @@ from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime
 from modelport.bench.runtimes.tflite import _interpreter_class
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError, ToolchainMissing
-from modelport.common.log import console, step
+from modelport.common.log import activity, console, run_logged, step
 from modelport.common.schema import LatencyStats
 from modelport.common.timing import measure, sample, summarize
 
@@ -71,20 +70,21 @@ def convert_tflite2onnx(tflite: Path, out: Path, opset: int) -> None:
     import tflite2onnx
 
     try:
-        tflite2onnx.convert(str(tflite), str(out))
+        with activity("tflite2onnx conversion"):
+            tflite2onnx.convert(str(tflite), str(out))
     except Exception as e:  # tflite2onnx raises bare NotImplementedError/AssertionError on unsupported graphs
         raise ModelportError(f"tflite2onnx failed: {type(e).__name__}: {e}", tflite) from None
     to_opset(out, opset)
 
 
-def convert_tf2onnx(tflite: Path, out: Path, opset: int) -> None:
-    # A subprocess: tf2onnx imports all of TensorFlow, which this process never needs.
+def convert_tf2onnx(tflite: Path, out: Path, opset: int, log: Path) -> None:
+    # A subprocess: tf2onnx imports all of TensorFlow, which this process never needs. 30-70 s: its
+    # chatter goes to ``log`` and progress lines show it is alive.
     cmd = [sys.executable, "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(out),
            "--inputs-as-nchw", _input_name(tflite), "--opset", str(opset)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = run_logged(cmd, log, "tf2onnx conversion")
     if proc.returncode != 0 or not out.is_file():
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ModelportError(f"tf2onnx failed ({proc.returncode}): {last}", tflite)
+        raise ModelportError(f"tf2onnx failed ({proc.returncode}): {proc.last_error} (full log: {log})", tflite)
 
 
 def check_static_nchw(path: Path, ctx: StepContext) -> None:
@@ -104,7 +104,10 @@ def check_static_nchw(path: Path, ctx: StepContext) -> None:
 
 def _convert_one(ctx: StepContext, name: str, tflite: Path, out: Path) -> dict:
     step(f"{name}: {tflite.name} -> ONNX (opset {ctx.config.convert.opset})")
-    (convert_tflite2onnx if name == "tflite2onnx" else convert_tf2onnx)(tflite, out, ctx.config.convert.opset)
+    if name == "tflite2onnx":
+        convert_tflite2onnx(tflite, out, ctx.config.convert.opset)
+    else:
+        convert_tf2onnx(tflite, out, ctx.config.convert.opset, ctx.store.path("onnx/logs/tf2onnx.log"))
     check_static_nchw(out, ctx)
     agreement = verify(ctx, OnnxFp32Runtime(ctx.config, {"model": out}), "float", ctx.store.path(OUTPUT))
     return {"agreement": agreement.model_dump(exclude={"per_image"}) if agreement else None}
