@@ -235,3 +235,43 @@ def test_corrupt_rknn_model_is_refused_before_any_runtime(test_env, art, content
     with pytest.raises(InputError, match=r"model.rknn: (not an RKNN model|changed since)"):
         board.run_lite(ctx)
     assert not (art / "results").exists()
+
+
+def test_dataset_paths_have_no_whitespace_even_in_a_folder_with_spaces(test_env, art, tmp_path):
+    """rknn-toolkit2 splits dataset.txt on whitespace: every listed path must survive that."""
+    ctx = ctx_for(test_env, art)
+    listing = write_dataset(ctx.calibration, tmp_path / "calibration images ä" / "ds")
+    files = listing.read_text().split()
+    assert len(files) == len(listing.read_text().splitlines()) == 12
+    assert all(np.load(f).shape == (1, 3, 224, 224) for f in files)
+
+
+TRACEBACK_LOG = """\
+I rknn-toolkit2 version: 2.5.0
+E build: Catch exception when building RKNN model!
+E build: Traceback (most recent call last):
+E build:   File "rknn/api/rknn_base.py", line 1996, in rknn.api.rknn_base.RKNNBase.build
+E build:   File "rknn/api/rknn_base.py", line 148, in rknn.api.rknn_base.RKNNBase._quantize
+E build:     data = np.load(path)
+E build:            ^^^^^^^^^^^^
+E build: FileNotFoundError: [Errno 2] No such file or directory: '/tmp/my'
+W build: something else
+"""
+
+
+def test_the_real_error_behind_a_toolkit_traceback(tmp_path):
+    log = tmp_path / "build.log"
+    log.write_text(TRACEBACK_LOG)
+    found = toolkit.error_lines(log)
+    assert found[-1] == "FileNotFoundError: [Errno 2] No such file or directory: '/tmp/my'"
+    assert not any("Traceback" in ln or "File " in ln for ln in found)
+
+
+def test_a_traceback_folded_into_the_exception_is_reduced_to_its_error(tmp_path):
+    def build():
+        raise ValueError('Traceback (most recent call last):\n  File "rknn/api/rknn_base.py", line 2091, in build\n'
+                         "ValueError: Unsupport file /tmp/art!")
+
+    with pytest.raises(Exception) as e:
+        toolkit.call(build, what="build", log=tmp_path / "empty.log")
+    assert "failed: ValueError: Unsupport file /tmp/art! (full log" in str(e.value) and "Traceback" not in str(e.value)

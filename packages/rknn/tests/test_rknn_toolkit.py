@@ -139,3 +139,14 @@ def test_on_a_real_board(ctx):
     r = board.run_adb(ctx, device)
     assert r.status == "ok", r.reason
     assert r.latency_ms.median > 0 and r.agreement.top1 >= 0.9 and "eval_perf" in r.settings
+
+
+def test_a_build_in_a_folder_with_spaces_and_non_ascii(test_env, tmp_path):
+    """Every path the toolkit gets (ONNX, dataset.txt and its entries, the export) may hold spaces and non-ASCII."""
+    require_toolkit()
+    from modelport.rknn import convert
+
+    art = copy_inputs(upstream(test_env), tmp_path / "art dir ä")
+    c = make_context({**test_env, "MODELPORT_ARTIFACTS": str(art)})
+    built = convert.run(c, "int8")
+    assert built.model.is_file() and np.load(built.eval_outputs).shape == (12, 1001)

@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from modelport.common.errors import ModelportError, ToolchainMissing
-from modelport.common.log import console
+from modelport.common.log import activity, console
 
 DIST = "rknn-toolkit2"
 # Printed on every successful 2.5.0 build: noise, not an error.
@@ -90,27 +90,53 @@ def captured(log: Path, verbose: bool = False) -> Iterator[Path]:
             os.close(saved[1])
 
 
+_E_LINE = re.compile(r"^\s*E\s+(?:[\w.]+:\s?)?(.*)$")  # "E build: <text>" or "E <text>"
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
+
+
 def error_lines(log: Path, limit: int = 3) -> list[str]:
-    """The toolkit's own ``E ...`` lines (its errors), last ones first in importance."""
+    """The toolkit's own errors from its ``E ...`` lines, the real one last.
+
+    The toolkit prints a Python traceback as ``E build: Traceback ...`` lines: its frames are
+    dropped and its final exception line (``ValueError: ...``) kept, so a summary names the cause.
+    """
     try:
         text = _ANSI.sub("", log.read_text(errors="replace"))
     except FileNotFoundError:
         return []
-    lines = [ln.strip() for ln in text.splitlines() if re.match(r"^\s*E\s", ln) and not any(n in ln for n in _NOISE)]
-    # Tracebacks repeat the same E line; keep the distinct ones in order.
-    seen: list[str] = []
-    for ln in lines:
-        if ln not in seen and not ln.startswith("E Traceback"):
-            seen.append(ln)
-    return seen[-limit:]
+    found: list[str] = []
+    for raw in text.splitlines():
+        m = _E_LINE.match(raw)
+        if not m or any(n in raw for n in _NOISE):
+            continue
+        body = m.group(1)
+        content = body.strip()
+        if not content or content.startswith(("Traceback", "File \"", "^")) or body.startswith((" ", "\t")):
+            continue  # a traceback frame, its source line or its caret marker
+        line = content if _EXCEPTION.match(content) else raw.strip()
+        if line in found:
+            found.remove(line)  # tracebacks repeat lines: keep each once, at its last place
+        found.append(line)
+    real = [ln for ln in found if _EXCEPTION.match(ln)]
+    return (found if not real else [ln for ln in found if ln not in real][-(limit - 1):] + real[-1:])[-limit:]
+
+
+def last_exception(text: str) -> str | None:
+    """The final ``XxxError: message`` in a traceback the toolkit folded into an exception's text."""
+    matches = list(re.finditer(r"\b[A-Z]\w*(?:Error|Exception):", text))
+    return text[matches[-1].start():].strip().splitlines()[0] if matches else None
 
 
 def call(fn: Callable, *args, what: str, log: Path, path: Path | None = None, **kwargs):
     """Run one toolkit call; a -1 return or an exception becomes a ModelportError naming ``path``."""
     try:
-        ret = fn(*args, **kwargs)
+        with activity(f"{DIST} {what}"):
+            ret = fn(*args, **kwargs)
     except Exception as e:  # the toolkit raises bare ValueError/RuntimeError after printing "E ..."
-        found = error_lines(log) or [f"{type(e).__name__}: {e}"]
+        found = error_lines(log)
+        real = last_exception(f"{type(e).__name__}: {e}")  # its message may hold the whole traceback
+        if real and real not in found:
+            found.append(real)
         raise ModelportError(f"{DIST} {what} failed: {' | '.join(found)} (full log: {log})", path) from None
     if isinstance(ret, int) and ret != 0:
         found = error_lines(log) or [f"returned {ret}"]
