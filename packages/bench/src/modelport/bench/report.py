@@ -74,7 +74,9 @@ def flag_unusable(r: BackendResult, store: ArtifactStore, expected: tuple[str | 
         return r
     sha, preprocessing = expected
     problem = outputs_problem(r, store.path(f"results/{r.key}.json"))
-    if sha and r.model_sha256 != sha:
+    if sha and r.model_sha256 is None:
+        problem = f"records no source model (written by an older modelport): rerun `modelport bench {r.key}`"
+    elif sha and r.model_sha256 != sha:
         problem = (f"measured another source model (sha256 {short(r.model_sha256)}, the source is {short(sha)}): "
                    f"rerun its convert and `modelport bench {r.key}`")
     elif preprocessing and r.preprocessing != preprocessing:

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except MemoryError:
         console.print("[red]error:[/] out of memory (lower [images] calibration_limit or "
-                      "[quantization] calibration_limit_histogram, or free memory)", soft_wrap=True)
+                      "[quantization] histogram_calibration_limit, or free memory)", soft_wrap=True)
         return 1
     except OSError as e:
         console.print(f"[red]error:[/] {escape(_os_error(e))}", soft_wrap=True)
