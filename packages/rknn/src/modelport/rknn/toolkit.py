@@ -123,8 +123,11 @@ def error_lines(log: Path, limit: int = 3) -> list[str]:
 
 def last_exception(text: str) -> str | None:
     """The final ``XxxError: message`` in a traceback the toolkit folded into an exception's text."""
-    matches = list(re.finditer(r"\b[A-Z]\w*(?:Error|Exception):", text))
-    return text[matches[-1].start():].strip().splitlines()[0] if matches else None
+    for m in reversed(list(re.finditer(r"\b[A-Z]\w*(?:Error|Exception):", text))):
+        line = text[m.start():].strip().splitlines()[0]
+        if not text[m.end():].lstrip().startswith("Traceback"):  # "ValueError: Traceback ..." is the wrapper
+            return line
+    return None
 
 
 def call(fn: Callable, *args, what: str, log: Path, path: Path | None = None, **kwargs):
