@@ -90,7 +90,7 @@ def test_report_merges_results_and_flags_other_models(quick, tmp_path):
         md = paths["md"].read_text()
         assert "| ONNX INT8 |" in md and "skipped: no CUDA GPU: test" in md and "latency.png" in md
         assert paths["latency"].read_bytes()[:4] == b"\x89PNG" and paths["accuracy"].stat().st_size > 1000
-        assert paths["csv"].read_text().splitlines()[0].startswith("key,name,backend")
+        assert paths["csv"].read_text().splitlines()[0].startswith("model,device_key,run_id,key,name,backend")
 
         tampered = json.loads(quick.store.path("results/onnx.json").read_text())
         tampered["model_sha256"] = "0" * 64
