@@ -1,0 +1,83 @@
+"""The layers of ``onnx/model.onnx``: the one naming every backend's per-layer numbers are mapped to.
+
+A layer is a compute node with the activation every INT8 toolchain fuses into it (Conv + Clip
+is one ncnn ``Convolution``, one RKNN layer, one QDQ-quantized tensor): named by that head
+node, in the ONNX file's (topological) node order. A backend that measures either the head's
+output or the fused activation's output lands on the same layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Activations toolchains fold into the preceding conv / matmul / add.
+FUSED_ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"})
+
+
+@dataclass
+class OnnxLayer:
+    index: int  # position of the head node in the graph
+    node: str  # head node's name (the layer's name in every analysis)
+    op: str  # head op type, with "+Clip" etc. for a fused activation
+    nodes: list[str]  # head + fused activation nodes (what ORT's nodes_to_exclude takes)
+    tensors: list[str]  # their outputs, in order; the last one is the layer's output
+    inputs: list[str] = field(default_factory=list)  # activation inputs of the head (no initializers)
+
+    @property
+    def output(self) -> str:
+        return self.tensors[-1]
+
+
+@dataclass
+class OnnxGraph:
+    layers: list[OnnxLayer]
+    graph_input: str
+    consumers: dict[str, list]  # tensor -> onnx NodeProto list
+    producer: dict[str, object]  # tensor -> onnx NodeProto
+    initializers: set[str]
+
+    def layer_of(self, tensor: str) -> OnnxLayer | None:
+        return self._by_tensor.get(tensor)
+
+    def by_node(self, name: str) -> OnnxLayer | None:
+        return self._by_node.get(name)
+
+    def __post_init__(self):
+        self._by_tensor = {t: la for la in self.layers for t in la.tensors}
+        self._by_node = {n: la for la in self.layers for n in la.nodes}
+
+
+def from_model(model) -> OnnxGraph:
+    graph = model.graph
+    inits = {i.name for i in graph.initializer} | {
+        o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    consumers: dict[str, list] = {}
+    producer = {}
+    for n in graph.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n)
+        for t in n.output:
+            producer[t] = n
+    layers, absorbed = [], set()
+    for i, n in enumerate(graph.node):
+        if n.op_type == "Constant" or n.name in absorbed:
+            continue
+        nodes, tensors, ops = [n.name or n.output[0]], [n.output[0]], [n.op_type]
+        users = consumers.get(n.output[0], [])
+        if n.op_type not in FUSED_ACTIVATIONS and len(users) == 1 and users[0].op_type in FUSED_ACTIVATIONS:
+            act = users[0]
+            absorbed.add(act.name)
+            nodes.append(act.name or act.output[0])
+            tensors.append(act.output[0])
+            ops.append(act.op_type)
+        layers.append(OnnxLayer(i, nodes[0], "+".join(ops), nodes, tensors,
+                                [t for t in n.input if t and t not in inits]))
+    inputs = [i.name for i in graph.input if i.name not in inits]
+    return OnnxGraph(layers, inputs[0] if inputs else "", consumers, producer, inits)
+
+
+def load(path: Path) -> OnnxGraph:
+    import onnx
+
+    return from_model(onnx.load(str(path), load_external_data=False))

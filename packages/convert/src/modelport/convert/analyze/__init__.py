@@ -1,0 +1,96 @@
+"""Per-layer error of each INT8 model against its FP32 twin -> ``analysis/<backend>.json`` (see common/layer_analysis.py).
+
+One target per INT8 backend this package's envs run; ``rknn-int8`` is analysed by the rknn
+package (its env has rknn-toolkit2), under the same command name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from modelport.common import layer_analysis
+from modelport.common.context import StepContext
+from modelport.common.errors import ToolchainMissing
+from modelport.common.log import console, step
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    module: str  # toolchain import name
+    files: dict[str, str]  # role -> artifact of the INT8 model
+    twin: dict[str, str]  # role -> artifact of the FP32 twin
+    analyze: Callable[..., dict]  # (ctx, *files, workdir) -> document
+
+    def unavailable_reason(self) -> str | None:
+        return None if importlib.util.find_spec(self.module) else f"python module {self.module} not installed in this env"
+
+    def tool_version(self) -> str:
+        return f"{self.module} {version(self.module)}"
+
+
+def _onnx(ctx, model, workdir):
+    from .onnx_int8 import analyze
+
+    return analyze(ctx, model, workdir)
+
+
+def _ncnn(ctx, param, binfile, workdir):
+    from .ncnn_int8 import analyze
+
+    return analyze(ctx, param, binfile, workdir)
+
+
+def _tensorrt(ctx, model, workdir):
+    from .tensorrt_int8 import analyze
+
+    return analyze(ctx, model, workdir)
+
+
+TARGETS = {
+    "onnx-int8": Target("onnx-int8", "onnxruntime", {"model": "onnx/model.int8.onnx"}, {"onnx": "onnx/model.onnx"}, _onnx),
+    "ncnn-int8": Target("ncnn-int8", "ncnn", {"param": "ncnn/model-int8.param", "bin": "ncnn/model-int8.bin"},
+                        {"param": "ncnn/model.param", "bin": "ncnn/model.bin", "onnx": "onnx/model.onnx"}, _ncnn),
+    "tensorrt-int8": Target("tensorrt-int8", "tensorrt", {"model": "onnx/model.int8.sym.onnx"}, {"onnx": "onnx/model.onnx"},
+                            _tensorrt),
+}
+
+
+def run(ctx: StepContext, key: str, files: dict[str, Path] | None = None, out: str | None = None,
+        force: bool = False) -> dict:
+    """Analyse ``files`` (default: the backend's INT8 model) into ``out`` (default ``analysis/<key>.json``), cached
+    by manifest on both models, the eval images and the preprocessing."""
+    target = TARGETS[key]
+    reason = target.unavailable_reason()
+    if reason:
+        raise ToolchainMissing(f"{key}: {reason}")
+    store = ctx.store
+    files = files or {role: store.path(rel) for role, rel in target.files.items()}
+    out = out or layer_analysis.analysis_path(key)
+    inputs = {**files, **{f"twin:{r}": store.path(rel) for r, rel in target.twin.items()},
+              **{f"image:{p.name}": p for p in ctx.eval_images}}
+    with store.produce(out, inputs=inputs, tool=f"modelport analyze {key}", tool_version=target.tool_version(),
+                       options={"input": ctx.config.input.signature}, force=force or ctx.force) as job:
+        if not job.cached:
+            step(f"analyze {key}: {', '.join(store.rel(p) for p in files.values())} vs its FP32 twin, "
+                 f"{len(ctx.eval_images)} eval images -> {out}")
+            data = target.analyze(ctx, *files.values(), job.workdir)
+            job.tmp().write_text(json.dumps(data, indent=1) + "\n")
+            job.record(layers=len(data["layers"]), mapping={k: v for k, v in data["mapping"].items() if not isinstance(v, list)})
+    data = json.loads(store.path(out).read_text())
+    summary(data)
+    return data
+
+
+def summary(data: dict, n: int = 3) -> None:
+    m = data["mapping"]
+    console.print(f"   {data['display']}: {len(data['layers'])} layers named by onnx/model.onnx "
+                  f"(of {m.get('onnx_layers', '?')}), {data['seconds']} s", markup=False)
+    for r in layer_analysis.worst(data["layers"], n):
+        console.print(f"   worst: {r['node']} ({r['op']}, {r['backend_name']}): own SQNR {r['own_sqnr_db']:.1f} dB, "
+                      f"output SQNR {r['sqnr_db_mean']:.1f} dB, cosine min {r['cosine_min']:.4f}", markup=False)
