@@ -77,7 +77,7 @@ class ConvertConfig(Section):
 
 
 class QuantizationConfig(Section):
-    """onnxruntime.quantization static QDQ settings (ONNX INT8)."""
+    """onnxruntime.quantization static QDQ settings (ONNX INT8), and the recovery search of every INT8 backend."""
 
     activation_type: Literal["uint8", "int8"] = "uint8"  # U8S8 is ~2.5x faster than S8S8 on x86
     weight_type: Literal["int8", "uint8"] = "int8"
@@ -88,6 +88,19 @@ class QuantizationConfig(Section):
     # its histograms (~45 MB per image for MobileNetV2 at 224x224; 500 images took a 24 GB machine down).
     # Those methods get at most this many images (~1.5 GB at 32); minmax streams and takes them all.
     histogram_calibration_limit: int = Field(32, ge=1)
+    # ONNX layers (node names of onnx/model.onnx, as analysis/*.json lists them) kept in float.
+    nodes_to_exclude: list[str] = []
+    # An INT8 model below the [accuracy] floors: search the toolchain's calibration methods, then
+    # keep its worst layers in float, within recover_minutes; keep the fastest variant that meets the
+    # floors (common/recovery.py). false: a model below the floors fails as it is.
+    recover: bool = True
+    recover_minutes: float = Field(10.0, gt=0)
+    recover_max_float_layers: int = Field(32, ge=1)
+    recover_rounds: int = Field(3, ge=1)  # interleaved timing rounds over the variants and the FP32 twin
+
+    def quantizer_settings(self) -> dict:
+        """What onnxruntime.quantization reads (the recovery knobs are not part of a model's identity)."""
+        return self.model_dump(exclude={"recover", "recover_minutes", "recover_max_float_layers", "recover_rounds"})
 
 
 class TfliteConfig(Section):

@@ -14,10 +14,12 @@ from modelport.common.reference import load_reference
 from modelport.common.schema import Agreement
 
 
-def verify(ctx: StepContext, runtime: Runtime, kind: Literal["float", "int8"], what: Path) -> Agreement | None:
+def verify(ctx: StepContext, runtime: Runtime, kind: Literal["float", "int8"], what: Path,
+           gate: bool = True) -> Agreement | None:
     """Run ``runtime`` (pointing at the not-yet-committed files) and apply the accuracy floor.
 
-    Raises AccuracyGateError below the floor, so the caller's artifact job commits nothing.
+    Raises AccuracyGateError below the floor, so the caller's artifact job commits nothing;
+    ``gate=False`` (a recovery variant, judged by the search) only measures.
     """
     if not ctx.config.convert.verify:
         console.print("   [yellow]verification disabled (\\[convert] verify = false)[/]")
@@ -30,5 +32,6 @@ def verify(ctx: StepContext, runtime: Runtime, kind: Literal["float", "int8"], w
         f"   verified {runtime.display} on {agreement.images} images: top-1 agreement {agreement.top1:.0%}, "
         f"cosine min {agreement.cosine_min:.5f} / mean {agreement.cosine_mean:.5f}, max abs diff {agreement.max_abs_diff:.2e}"
     )
-    check_gate(agreement, kind, what, ctx.config.accuracy)
+    if gate:
+        check_gate(agreement, kind, what, ctx.config.accuracy)
     return agreement

@@ -1,0 +1,255 @@
+"""Recovery of an INT8 model that misses the [accuracy] floors: one bounded search for every toolchain.
+
+1. The configured variant; if it meets the floors, that is the answer (no search).
+2. The toolchain's other calibration methods, in its order, until one meets the floors.
+3. From the best of those, its worst layers (per-layer analysis, lowest own SQNR) kept in float:
+   1, 2, 4, ... layers until the floors are met, then bisection down to the fewest that meet them.
+Everything stops at ``[quantization] recover_minutes``. The variants are timed in interleaved rounds
+(with the FP32 twin) and the fastest one that meets the floors is kept; with none, the best by
+agreement is kept and marked below the floors. A backend supplies only the knobs (``Backend``);
+each variant it builds is an artifact cached by its manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+from .agreement import gate_failures
+from .config import AccuracyConfig
+from .context import StepContext
+from .errors import AccuracyGateError
+from .log import console, progress, step, warn
+from .schema import Agreement
+from .timing import load_average
+
+SCHEMA = "modelport.recovery/1"
+
+
+def record_path(key: str) -> str:
+    return f"recover/{key}.json"
+
+
+@dataclass
+class Variant:
+    id: str
+    method: str
+    float_layers: list[str]  # ONNX layer names (onnx_layers.py) kept in float
+    files: dict[str, str]  # role -> artifact
+    agreement: dict | None = None  # top1, cosine_min, cosine_mean, images
+    failures: list[str] = field(default_factory=list)  # floors missed; [] = meets them
+    latency_ms: float | None = None  # median of the interleaved rounds' medians
+    size_bytes: int | None = None
+    build_seconds: float | None = None
+    stage: str = "default"  # default | calibration | float
+
+    @property
+    def passes(self) -> bool:
+        return self.agreement is not None and not self.failures
+
+
+class Backend(Protocol):
+    key: str  # results key, e.g. "onnx-int8"
+    display: str
+    methods: list[str]  # calibration methods, the configured one first
+    float_layers: list[str]  # configured layers already kept in float
+
+    def build(self, method: str, float_layers: list[str]) -> Variant: ...
+
+    def worst_layers(self, variant: Variant, n: int) -> list[str]: ...
+
+    def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
+        """variant id (and "fp32" for the twin) -> one inference, while the context is open; None when
+        latency cannot be measured here (a simulator)."""
+
+
+def brief(agreement: Agreement | dict | None) -> dict | None:
+    if agreement is None:
+        return None
+    a = agreement if isinstance(agreement, dict) else agreement.model_dump(exclude={"per_image"})
+    return {k: a[k] for k in ("images", "top1", "cosine_min", "cosine_mean") if k in a}
+
+
+def judge(variant: Variant, accuracy: AccuracyConfig) -> Variant:
+    variant.failures = (gate_failures(Agreement(**_full(variant.agreement)), "int8", accuracy)
+                        if variant.agreement else ["not verified"])
+    return variant
+
+
+def _full(a: dict) -> dict:
+    return {"top5_overlap": 0.0, "max_abs_diff": 0.0, "mse": 0.0, **a}
+
+
+def _quality(v: Variant) -> tuple:
+    a = v.agreement or {}
+    return (v.passes, a.get("top1", -1), a.get("cosine_min", -2), a.get("cosine_mean", -2))
+
+
+def choose(variants: list[Variant]) -> Variant:
+    """The fastest variant that meets the floors (untimed ones: fewest float layers, then smallest);
+    with none, the one closest to them."""
+    passing = [v for v in variants if v.passes]
+    if not passing:
+        return max(variants, key=_quality)
+    return min(passing, key=lambda v: (v.latency_ms if v.latency_ms is not None else float("inf"),
+                                       len(v.float_layers), v.size_bytes or 0))
+
+
+@dataclass
+class Search:
+    backend: Backend
+    accuracy: AccuracyConfig
+    budget_s: float
+    max_float_layers: int
+    tried: list[Variant] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def left(self) -> float:
+        return self.budget_s - (time.monotonic() - self.started)
+
+    def build(self, method: str, layers: list[str], stage: str) -> Variant:
+        known = next((v for v in self.tried if v.method == method and v.float_layers == layers), None)
+        if known:
+            return known
+        v = judge(self.backend.build(method, layers), self.accuracy)
+        v.stage = stage
+        self.tried.append(v)
+        a = v.agreement or {}
+        console.print(f"   variant {v.id}: top-1 {a.get('top1', 0):.0%}, cosine min {a.get('cosine_min', 0):.4f} / "
+                      f"mean {a.get('cosine_mean', 0):.4f}: {'meets the floors' if v.passes else '; '.join(v.failures)} "
+                      f"({self.left():.0f} s of the budget left)", markup=False)
+        return v
+
+    def run(self) -> list[Variant]:
+        b = self.backend
+        default = self.build(b.methods[0], list(b.float_layers), "default")
+        if default.passes:
+            return self.tried
+        for method in b.methods[1:]:
+            if self.left() <= 0:
+                break
+            if self.build(method, list(b.float_layers), "calibration").passes:
+                return self.tried
+        base = max(self.tried, key=_quality)
+        ranked = [la for la in b.worst_layers(base, self.max_float_layers) if la not in b.float_layers]
+        failed_k, passed_k, k = 0, None, 1
+        while k <= len(ranked) and self.left() > 0:
+            if self.build(base.method, [*b.float_layers, *ranked[:k]], "float").passes:
+                passed_k = k
+                break
+            failed_k, k = k, min(2 * k, len(ranked)) if k < len(ranked) else k + 1
+        while passed_k is not None and passed_k - failed_k > 1 and self.left() > 0:
+            mid = (failed_k + passed_k) // 2
+            if self.build(base.method, [*b.float_layers, *ranked[:mid]], "float").passes:
+                passed_k = mid
+            else:
+                failed_k = mid
+        return self.tried
+
+
+def time_variants(backend: Backend, variants: list[Variant], rounds: int, runs: int) -> dict | None:
+    """Median latency per variant (and the FP32 twin) from ``rounds`` interleaved rounds: the machine's
+    drift hits every variant alike. Returns {"fp32": ms, "load_avg": ...} or None when not timed."""
+    import numpy as np
+
+    from .timing import sample
+
+    with backend.timers(variants) as timers:
+        if not timers:
+            return None
+        step(f"{backend.display}: timing {len(timers)} models in {rounds} interleaved rounds of {runs} runs")
+        load = {"before": load_average()}
+        medians: dict[str, list[float]] = {k: [] for k in timers}
+        for _ in progress(range(rounds), "timing rounds", total=rounds):
+            for k, fn in timers.items():
+                for _ in range(max(runs // 5, 3)):
+                    fn()
+                medians[k].append(float(np.median(sample(fn, runs))) / 1e6)
+        load["after"] = load_average()
+    for v in variants:
+        if v.id in medians:
+            v.latency_ms = round(float(np.median(medians[v.id])), 3)
+    return {"fp32_ms": round(float(np.median(medians["fp32"])), 3) if "fp32" in medians else None,
+            "rounds": rounds, "runs": runs, "load_avg": load}
+
+
+def recover(ctx: StepContext, backend: Backend) -> dict:
+    """Run the search (or only the configured variant) and return the record (``recover/<key>.json``)."""
+    q = ctx.config.quantization
+    t0 = time.monotonic()
+    search = Search(backend, ctx.config.accuracy, q.recover_minutes * 60 if q.recover else 0, q.recover_max_float_layers)
+    if q.recover:
+        step(f"{backend.display}: search for a variant that meets the [accuracy] floors "
+             f"(budget {q.recover_minutes:g} min, at most {q.recover_max_float_layers} float layers)")
+    variants = search.run() if q.recover else [search.build(backend.methods[0], list(backend.float_layers), "default")]
+    searched = len(variants) > 1
+    timing = time_variants(backend, variants, q.recover_rounds, ctx.config.bench.runs // 4) if searched else None
+    kept = choose(variants)
+    default = variants[0]
+    record = {"schema": SCHEMA, "backend": backend.key, "display": backend.display,
+              "floors": ctx.config.accuracy.model_dump(), "recover": q.recover, "budget_minutes": q.recover_minutes,
+              "wall_seconds": round(time.monotonic() - t0, 1), "searched": searched, "kept": kept.id,
+              "default": default.id, "below_floors": not kept.passes, "timing": timing,
+              "variants": [asdict(v) | {"passes": v.passes} for v in variants]}
+    if searched:
+        summary(record)
+    return record
+
+
+def summary(record: dict) -> None:
+    v = {x["id"]: x for x in record["variants"]}
+    kept, default = v[record["kept"]], v[record["default"]]
+    fp32 = (record.get("timing") or {}).get("fp32_ms")
+    lat = f", {kept['latency_ms']:.2f} ms (default {default['latency_ms']:.2f} ms, FP32 {fp32:.2f} ms)" \
+        if kept.get("latency_ms") and default.get("latency_ms") and fp32 else ""
+    floats = f"{len(kept['float_layers'])} layers in float" if kept["float_layers"] else "no float layers"
+    msg = (f"{record['display']}: kept {kept['id']} ({kept['method']}, {floats}){lat}; "
+           f"{len(record['variants'])} variants in {record['wall_seconds']:.0f} s")
+    if record["below_floors"]:
+        warn(msg + f"; BELOW the floors: {'; '.join(kept['failures'])}")
+    else:
+        console.print(f"   {msg}", markup=False)
+    if kept.get("latency_ms") and fp32 and kept["latency_ms"] > fp32:
+        warn(f"{record['display']}: the kept INT8 model is slower than its FP32 twin ({kept['latency_ms']:.2f} vs {fp32:.2f} ms)")
+
+
+def produce(ctx: StepContext, backend: Backend, outputs: Mapping[str, str], *, inputs: Mapping[str, Path],
+            tool_version: str, options: Mapping, force: bool) -> dict:
+    """The backend's INT8 artifacts (``outputs``: role -> rel) = the kept variant's files, plus
+    ``recover/<key>.json``; cached by manifest like any step. Raises after writing when below the floors."""
+    store, q = ctx.store, ctx.config.quantization
+    record_rel = record_path(backend.key)
+    opts = {**options, "floors": ctx.config.accuracy.model_dump(), "recover": q.recover,
+            "recover_minutes": q.recover_minutes, "recover_max_float_layers": q.recover_max_float_layers,
+            "eval_images": [p.name for p in ctx.eval_images]}
+    with store.produce([*outputs.values(), record_rel], inputs=inputs, tool="modelport recover",
+                       tool_version=tool_version, options=opts, force=force) as job:
+        if not job.cached:
+            record = recover(ctx, backend)
+            kept = next(v for v in record["variants"] if v["id"] == record["kept"])
+            for role, rel in outputs.items():
+                shutil.copyfile(store.path(kept["files"][role]), job.tmp(rel))
+            job.tmp(record_rel).write_text(json.dumps(record, indent=1) + "\n")
+            job.record(agreement=kept["agreement"], variant=kept["id"], float_layers=kept["float_layers"],
+                       below_floors=record["below_floors"], variants=len(record["variants"]))
+    record = json.loads(store.path(record_rel).read_text())
+    check_record(record, store.path(next(iter(outputs.values()))))
+    return record
+
+
+def check_record(record: dict, what) -> None:
+    """Raise when the kept variant is below the floors (after it was written: the best there is, marked)."""
+    if record["below_floors"]:
+        kept = next(x for x in record["variants"] if x["id"] == record["kept"])
+        a = kept["agreement"] or {}
+        raise AccuracyGateError(
+            f"int8 model below the [accuracy] floors after {len(record['variants'])} variants "
+            f"({record['wall_seconds']:.0f} s): kept the best, {kept['id']}: top-1 {a.get('top1', 0):.0%}, cosine min "
+            f"{a.get('cosine_min', 0):.4f} / mean {a.get('cosine_mean', 0):.4f} ({'; '.join(kept['failures'])})", what)

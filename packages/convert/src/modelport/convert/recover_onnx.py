@@ -1,0 +1,58 @@
+"""ONNX INT8 recovery knobs: onnxruntime's calibration methods and ``nodes_to_exclude`` (common/recovery.py searches)."""
+
+from __future__ import annotations
+
+from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
+from modelport.common import layer_analysis, recovery
+from modelport.common.context import StepContext
+from modelport.common.recovery import Variant
+from modelport.common.reference import REFERENCE
+
+from .onnx_int8 import SOURCE, quantize, tool_version
+from .recover import runtime_timers, variant_id
+
+METHODS = ("minmax", "percentile", "entropy")
+
+
+class OnnxBackend:
+    key, display = "onnx-int8", "ONNX INT8"
+
+    def __init__(self, ctx: StepContext, force: bool):
+        self.ctx, self.force = ctx, force
+        q = ctx.config.quantization
+        self.methods = [q.calibrate_method, *(m for m in METHODS if m != q.calibrate_method)]
+        self.float_layers = list(q.nodes_to_exclude)
+
+    def build(self, method: str, float_layers: list[str]) -> Variant:
+        vid = variant_id(method, float_layers)
+        rel = f"onnx/variants/int8-{vid}.onnx"
+        settings = self.ctx.config.quantization.quantizer_settings() | {"calibrate_method": method,
+                                                                        "nodes_to_exclude": float_layers}
+        (path,) = quantize(self.ctx, self.force, rel, settings, gate=False)
+        extra = (self.ctx.store.read_manifest(rel) or {}).get("extra", {})
+        return Variant(vid, method, float_layers, {"model": rel}, recovery.brief(extra.get("agreement")),
+                       size_bytes=path.stat().st_size, build_seconds=(self.ctx.store.read_manifest(rel) or {}).get("seconds"))
+
+    def worst_layers(self, variant: Variant, n: int) -> list[str]:
+        from .analyze import run
+
+        data = run(self.ctx, self.key, files={"model": self.ctx.store.path(variant.files["model"])},
+                   out=f"analysis/variants/{self.key}-{variant.id}.json")
+        return [r["node"] for r in layer_analysis.worst(data["layers"], n, "own_sqnr_db_worst_image")]
+
+    def timers(self, variants: list[Variant]):
+        cfg, store = self.ctx.config, self.ctx.store
+        runtimes = {v.id: OnnxInt8Runtime(cfg, {"model": store.path(v.files["model"])}) for v in variants}
+        return runtime_timers(self.ctx, {**runtimes, "fp32": OnnxFp32Runtime.from_store(store, cfg)})
+
+
+def recover(ctx: StepContext, force: bool, output: str):
+    """``output`` (onnx/model.int8.onnx) = the configured QDQ model, or the variant the search kept."""
+    store, calib = ctx.store, ctx.calibration
+    calib.validate()
+    inputs = {"onnx": store.path(SOURCE), "reference": store.path(REFERENCE),
+              **{f"calibration:{p.name}": p for p in calib.paths}, **{f"image:{p.name}": p for p in ctx.eval_images}}
+    recovery.produce(ctx, OnnxBackend(ctx, force), {"model": output}, inputs=inputs, tool_version=tool_version(),
+                     options=ctx.config.quantization.quantizer_settings() | {"calibration_images": len(calib)},
+                     force=force)
+    return [store.path(output)]
