@@ -144,6 +144,9 @@ class NcnnConfig(Section):
     # median ms 2 / 1 threads: FP32 11.4 / 14.9, INT8 without depthwise 9.9 / 15.4, all INT8 11.6 / 20.1
     # (same accuracy: cosine min 0.978 vs 0.977).
     int8_depthwise: bool = False
+    # Layers kept in float: ONNX layer names (node names of onnx/model.onnx, as analysis/*.json lists
+    # them) or ncnn layer names; the recovery search adds to these.
+    float_layers: list[str] = []
 
 
 class RknnConfig(Section):

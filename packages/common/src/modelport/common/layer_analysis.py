@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .artifacts import ArtifactStore, write_atomic
+from .log import console
 from .onnx_layers import OnnxGraph, OnnxLayer
 
 SCHEMA = "modelport.layer-analysis/1"
@@ -134,6 +135,15 @@ def worst(rows: list[dict], n: int, on: str = "own_sqnr_db") -> list[dict]:
     """The ``n`` layers that add the most error themselves (lowest own SQNR; ``on`` =
     ``own_sqnr_db_worst_image``: on the image with the worst output)."""
     return sorted(rows, key=lambda r: (r.get(on, r["own_sqnr_db"]), r["index"]))[:n]
+
+
+def print_summary(data: dict, n: int = 3) -> None:
+    m = data["mapping"]
+    console.print(f"   {data['display']}: {len(data['layers'])} layers named by onnx/model.onnx "
+                  f"(of {m.get('onnx_layers', '?')}), {data['seconds']} s", markup=False)
+    for r in worst(data["layers"], n):
+        console.print(f"   worst: {r['node']} ({r['op']}, {r['backend_name']}): own SQNR {r['own_sqnr_db']:.1f} dB, "
+                      f"output SQNR {r['sqnr_db_mean']:.1f} dB, cosine min {r['cosine_min']:.4f}", markup=False)
 
 
 def document(backend: str, display: str, *, model: str, twin: str, images: list[str], rows: list[dict],

@@ -60,55 +60,73 @@ def choose_tools(setting: str, method: str) -> tuple[str, str]:
 
 
 def run(ctx: StepContext, force: bool):
+    """The configured INT8 model, or (below the floors) the variant the recovery search keeps."""
     reason = unavailable_reason()
     if reason:
         raise ToolchainMissing(reason)
+    from .recover_ncnn import recover
+
+    return recover(ctx, force)
+
+
+OUTPUTS = {"param": INT8_PARAM, "bin": INT8_BIN, "table": TABLE}
+
+
+def make(ctx: StepContext, force: bool, outputs: dict[str, str], method: str, float_layers: list[str],
+         gate: bool = True) -> list:
+    """INT8 model ``outputs`` (param, bin, table) calibrated with ``method``, ``float_layers`` (ncnn layer
+    names) kept in float; verified, and with ``gate`` held to the floors."""
     cfg, store = ctx.config, ctx.store
     c = cfg.ncnn
     calibration = ctx.calibration  # a missing list entry or an empty folder fails here ...
     calibration.validate()  # ... and an unreadable image here: before anything is written
-    tools, why = choose_tools(c.tools, c.calibration_method)
+    tools, why = choose_tools(c.tools, method)
     if tools == "official" and ncnn_official.missing_tools():
         raise ToolchainMissing(f"[ncnn] tools = official, but not on PATH: {', '.join(ncnn_official.missing_tools())}")
-    if tools == "official" and c.calibration_method not in ncnn_official.METHODS:
-        raise ToolchainMissing(f"ncnn2table has no {c.calibration_method} method ({', '.join(ncnn_official.METHODS)} only): "
+    if tools == "official" and method not in ncnn_official.METHODS:
+        raise ToolchainMissing(f"ncnn2table has no {method} method ({', '.join(ncnn_official.METHODS)} only): "
                                "set [ncnn] calibration_method, or tools = builtin")
     inputs = {"param": store.path(PARAM), "bin": store.path(BIN), "reference": store.path("source/reference.npy")}
     inputs |= {f"calibration:{p.name}": p for p in calibration.paths}
-    options = {"tools": tools, "method": c.calibration_method, "calibration_images": len(calibration),
+    options = {"tools": tools, "method": method, "calibration_images": len(calibration),
                "input": cfg.input.signature}
     options["int8_depthwise"] = c.int8_depthwise
+    if float_layers:
+        options["float_layers"] = sorted(float_layers)
     if tools == "builtin":
         options |= {"bias_correction": c.bias_correction, "requantize": c.requantize}
     version = tool_version() if tools == "builtin" else f"ncnn tools {ncnn_official.tools_version()}"
-    outputs = [INT8_PARAM, INT8_BIN, TABLE]
-    with store.produce(outputs, inputs=inputs, tool=f"ncnn-int8-{tools}", tool_version=version, options=options, force=force) as job:
+    rel_param, rel_bin, rel_table = outputs["param"], outputs["bin"], outputs["table"]
+    with store.produce([rel_param, rel_bin, rel_table], inputs=inputs, tool=f"ncnn-int8-{tools}", tool_version=version,
+                       options=options, force=force) as job:
         if job.cached:
-            return [store.path(o) for o in outputs]
-        step(escape(f"ncnn int8 ({tools}: {why}), {c.calibration_method} on {len(calibration)} calibration images"))
+            return [store.path(o) for o in outputs.values()]
+        step(escape(f"ncnn int8 ({tools}: {why}), {method} on {len(calibration)} calibration images"
+                    + (f", {len(float_layers)} layers in float" if float_layers else "") + f" -> {rel_param}"))
+        keep_float = set(float_layers) | (set() if c.int8_depthwise else depthwise_layers(read_param(store.path(PARAM))))
         if tools == "official":
-            ncnn_official.make_int8(store.path(PARAM), store.path(BIN), calibration, c.calibration_method, c.threads,
-                                    job.workdir, job.tmp(INT8_PARAM), job.tmp(INT8_BIN), job.tmp(TABLE),
-                                    keep_float=None if c.int8_depthwise else depthwise_layers(read_param(store.path(PARAM))))
+            ncnn_official.make_int8(store.path(PARAM), store.path(BIN), calibration, method, c.threads,
+                                    job.workdir, job.tmp(rel_param), job.tmp(rel_bin), job.tmp(rel_table),
+                                    keep_float=keep_float or None)
             layers = {}
         else:
-            layers = builtin_int8(ctx, job.tmp(INT8_PARAM), job.tmp(INT8_BIN), job.tmp(TABLE))
-        ratio = job.tmp(INT8_BIN).stat().st_size / store.path(BIN).stat().st_size
-        console.print(f"   {INT8_BIN}: {ratio:.1%} of the FP32 .bin" + (
+            layers = builtin_int8(ctx, method, keep_float, job.tmp(rel_param), job.tmp(rel_bin), job.tmp(rel_table))
+        ratio = job.tmp(rel_bin).stat().st_size / store.path(BIN).stat().st_size
+        console.print(f"   {rel_bin}: {ratio:.1%} of the FP32 .bin" + (
             f"; {len(layers['quantized'])} int8 layers, {len(layers['requantized'])} requantize to int8" if layers else ""))
-        agreement = verify(ctx, NcnnInt8Runtime(cfg, {"param": job.tmp(INT8_PARAM), "bin": job.tmp(INT8_BIN)}), "int8",
-                           store.path(INT8_PARAM))
+        agreement = verify(ctx, NcnnInt8Runtime(cfg, {"param": job.tmp(rel_param), "bin": job.tmp(rel_bin)}), "int8",
+                           store.path(rel_param), gate=gate)
         job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None, tools_reason=why,
                    size_ratio=round(ratio, 4), calibration=calibration.signature(),
                    int8_layers=len(layers.get("quantized", [])), requantized_layers=len(layers.get("requantized", [])))
-    return [store.path(o) for o in outputs]
+    return [store.path(o) for o in outputs.values()]
 
 
 def depthwise_layers(model) -> set[str]:
     return {la.name for la in model.layers if la.type == "ConvolutionDepthWise"}
 
 
-def builtin_int8(ctx: StepContext, out_param, out_bin, out_table) -> dict[str, list[str]]:
+def builtin_int8(ctx: StepContext, method: str, keep_float: set[str], out_param, out_bin, out_table) -> dict[str, list[str]]:
     cfg, store = ctx.config, ctx.store
     c = cfg.ncnn
     model = load(store.path(PARAM), store.path(BIN))
@@ -118,10 +136,9 @@ def builtin_int8(ctx: StepContext, out_param, out_bin, out_table) -> dict[str, l
         def run_blobs(image, names):
             return fp32.blobs(image[None], names)
 
-        scales, stats = calibrate(model, run_blobs, calibration.prepared, c.calibration_method)
+        scales, stats = calibrate(model, run_blobs, calibration.prepared, method)
     table = Table.build(model, scales)
-    if not c.int8_depthwise:
-        table.disabled |= depthwise_layers(model)
+    table.disabled |= keep_float & set(table.weights)
     table.write(out_table)
     means = {name: st.channel_mean for name, st in stats.items()} if c.bias_correction else None
     layers = quantize_model(model, table, requantize=c.requantize, input_means=means)

@@ -16,7 +16,7 @@ from pathlib import Path
 from modelport.common import layer_analysis
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
-from modelport.common.log import console, step
+from modelport.common.log import step
 
 
 @dataclass(frozen=True)
@@ -83,14 +83,5 @@ def run(ctx: StepContext, key: str, files: dict[str, Path] | None = None, out: s
             job.tmp().write_text(json.dumps(data, indent=1) + "\n")
             job.record(layers=len(data["layers"]), mapping={k: v for k, v in data["mapping"].items() if not isinstance(v, list)})
     data = json.loads(store.path(out).read_text())
-    summary(data)
+    layer_analysis.print_summary(data)
     return data
-
-
-def summary(data: dict, n: int = 3) -> None:
-    m = data["mapping"]
-    console.print(f"   {data['display']}: {len(data['layers'])} layers named by onnx/model.onnx "
-                  f"(of {m.get('onnx_layers', '?')}), {data['seconds']} s", markup=False)
-    for r in layer_analysis.worst(data["layers"], n):
-        console.print(f"   worst: {r['node']} ({r['op']}, {r['backend_name']}): own SQNR {r['own_sqnr_db']:.1f} dB, "
-                      f"output SQNR {r['sqnr_db_mean']:.1f} dB, cosine min {r['cosine_min']:.4f}", markup=False)

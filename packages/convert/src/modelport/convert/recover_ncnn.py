@@ -1,0 +1,75 @@
+"""NCNN INT8 recovery knobs: calibration methods (minmax, KL, ACIQ) and table entries kept in float
+(``#`` lines, which both the builtin writer and ncnn2int8 leave FP32); common/recovery.py searches."""
+
+from __future__ import annotations
+
+from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
+from modelport.common import layer_analysis, recovery
+from modelport.common.context import StepContext
+from modelport.common.recovery import Variant
+from modelport.common.reference import REFERENCE
+
+from .ncnn import BIN, PARAM
+from .ncnn_format import load
+from .ncnn_int8 import OUTPUTS, depthwise_layers, make, tool_version
+from .ncnn_table import METHODS, quantizable_layers
+from .recover import runtime_timers, variant_id
+
+
+class NcnnBackend:
+    key, display = "ncnn-int8", "NCNN INT8"
+
+    def __init__(self, ctx: StepContext, force: bool):
+        from .analyze.ncnn_int8 import mapping
+
+        self.ctx, self.force = ctx, force
+        c = ctx.config.ncnn
+        self.methods = [c.calibration_method, *(m for m in METHODS if m != c.calibration_method)]
+        self.float_layers = list(c.float_layers)
+        model = load(ctx.store.path(PARAM), ctx.store.path(BIN))
+        _, m = mapping(ctx, ctx.store.path(PARAM))
+        self.ncnn_names: dict[str, list[str]] = {}  # ONNX layer -> ncnn layers
+        for ncnn_name, onnx_layer in m.layers.items():
+            self.ncnn_names.setdefault(onnx_layer.node, []).append(ncnn_name)
+        already_float = set() if c.int8_depthwise else depthwise_layers(model)
+        self.quantized = {la.name for la in quantizable_layers(model)} - already_float
+
+    def to_ncnn(self, layers: list[str]) -> list[str]:
+        return list(dict.fromkeys(n for la in layers for n in self.ncnn_names.get(la, [la])))
+
+    def build(self, method: str, float_layers: list[str]) -> Variant:
+        vid = variant_id(method, float_layers)
+        outputs = {role: f"ncnn/variants/{vid}/{rel.rsplit('/', 1)[1]}" for role, rel in OUTPUTS.items()}
+        make(self.ctx, self.force, outputs, method, self.to_ncnn(float_layers), gate=False)
+        manifest = self.ctx.store.read_manifest(outputs["param"]) or {}
+        size = sum(self.ctx.store.path(outputs[r]).stat().st_size for r in ("param", "bin"))
+        return Variant(vid, method, float_layers, outputs, recovery.brief(manifest.get("extra", {}).get("agreement")),
+                       size_bytes=size, build_seconds=manifest.get("seconds"))
+
+    def worst_layers(self, variant: Variant, n: int) -> list[str]:
+        from .analyze import run
+
+        files = {r: self.ctx.store.path(variant.files[r]) for r in ("param", "bin")}
+        data = run(self.ctx, self.key, files=files, out=f"analysis/variants/{self.key}-{variant.id}.json")
+        # Only layers with an int8 ncnn layer can be put back in float.
+        rows = [r for r in data["layers"] if set(self.ncnn_names.get(r["node"], [])) & self.quantized]
+        return [r["node"] for r in layer_analysis.worst(rows, n, "own_sqnr_db_worst_image")]
+
+    def timers(self, variants: list[Variant]):
+        cfg, store = self.ctx.config, self.ctx.store
+        runtimes = {v.id: NcnnInt8Runtime(cfg, {r: store.path(v.files[r]) for r in ("param", "bin")}) for v in variants}
+        return runtime_timers(self.ctx, {**runtimes, "fp32": NcnnRuntime.from_store(store, cfg)})
+
+
+def recover(ctx: StepContext, force: bool):
+    store, calib = ctx.store, ctx.calibration
+    calib.validate()
+    c = ctx.config.ncnn
+    inputs = {"param": store.path(PARAM), "bin": store.path(BIN), "reference": store.path(REFERENCE),
+              **{f"calibration:{p.name}": p for p in calib.paths}, **{f"image:{p.name}": p for p in ctx.eval_images}}
+    options = {"tools": c.tools, "method": c.calibration_method, "int8_depthwise": c.int8_depthwise,
+               "bias_correction": c.bias_correction, "requantize": c.requantize, "float_layers": c.float_layers,
+               "input": ctx.config.input.signature, "calibration_images": len(calib)}
+    recovery.produce(ctx, NcnnBackend(ctx, force), OUTPUTS, inputs=inputs, tool_version=tool_version(),
+                     options=options, force=force)
+    return [store.path(rel) for rel in OUTPUTS.values()]
