@@ -96,7 +96,7 @@ class QuantizationConfig(Section):
     recover: bool = True
     recover_minutes: float = Field(10.0, gt=0)
     recover_max_float_layers: int = Field(32, ge=1)
-    recover_rounds: int = Field(3, ge=1)  # interleaved timing rounds over the variants and the FP32 twin
+    recover_rounds: int = Field(5, ge=1)  # interleaved timing rounds over the variants and the FP32 twin
 
     def quantizer_settings(self) -> dict:
         """What onnxruntime.quantization reads (the recovery knobs are not part of a model's identity)."""

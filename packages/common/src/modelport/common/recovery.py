@@ -155,8 +155,9 @@ class Search:
 
 
 def time_variants(backend: Backend, variants: list[Variant], rounds: int, runs: int) -> dict | None:
-    """Median latency per variant (and the FP32 twin) from ``rounds`` interleaved rounds: the machine's
-    drift hits every variant alike. Returns {"fp32": ms, "load_avg": ...} or None when not timed."""
+    """Latency per variant (and the FP32 twin) from ``rounds`` interleaved rounds: the machine's drift hits
+    every variant alike. Each model's number is its best round's median: on a shared machine other
+    processes only ever add time. Returns {"fp32_ms": ..., "load_avg": ...} or None when not timed."""
     import numpy as np
 
     from .timing import sample
@@ -175,8 +176,8 @@ def time_variants(backend: Backend, variants: list[Variant], rounds: int, runs: 
         load["after"] = load_average()
     for v in variants:
         if v.id in medians:
-            v.latency_ms = round(float(np.median(medians[v.id])), 3)
-    return {"fp32_ms": round(float(np.median(medians["fp32"])), 3) if "fp32" in medians else None,
+            v.latency_ms = round(min(medians[v.id]), 3)
+    return {"fp32_ms": round(min(medians["fp32"]), 3) if "fp32" in medians else None,
             "rounds": rounds, "runs": runs, "load_avg": load}
 
 

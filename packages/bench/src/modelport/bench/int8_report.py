@@ -1,0 +1,162 @@
+"""``report/sections/int8.md`` + charts: per-layer error of every INT8 backend and what recovery kept.
+
+Reads only ``analysis/<backend>.json`` (common/layer_analysis.py) and ``recover/<backend>.json``
+(common/recovery.py), written by whichever env ran them, so the report needs none of their toolchains.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from modelport.common.artifacts import ArtifactStore, write_atomic
+from modelport.common.layer_analysis import TARGETS, worst
+from modelport.common.layer_analysis import read as read_analysis
+from modelport.common.recovery import record_path
+
+SECTION = "report/sections/int8.md"
+LAYERS_PNG = "report/int8-layers.png"
+WORST = 5
+
+
+def _records(store: ArtifactStore) -> dict[str, dict]:
+    out = {}
+    for key in TARGETS:
+        p = store.path(record_path(key))
+        if p.is_file():
+            out[key] = json.loads(p.read_text())
+    return out
+
+
+def render(store: ArtifactStore) -> Path | None:
+    analyses = {k: a for k in TARGETS if (a := read_analysis(store, k))}
+    records = _records(store)
+    path = store.path(SECTION)
+    if not analyses and not records:
+        path.unlink(missing_ok=True)  # nothing analysed in this artifacts folder
+        return None
+    lines = ["## INT8: per-layer error and recovery", ""]
+    if analyses:
+        lines += _layers_md(analyses)
+        _layers_chart(analyses, store.path(LAYERS_PNG))
+        lines += ["", f"![per-layer SQNR]({Path(LAYERS_PNG).name})", ""]
+    for key, rec in records.items():
+        lines += _recovery_md(rec)
+        if rec["searched"]:
+            png = f"report/int8-recovery-{key}.png"
+            _recovery_chart(rec, store.path(png))
+            lines += ["", f"![{rec['display']} variants]({Path(png).name})", ""]
+    write_atomic(path, "\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def _layers_md(analyses: dict[str, dict]) -> list[str]:
+    names = {k: {r["node"] for r in a["layers"]} for k, a in analyses.items()}
+    common = set.intersection(*names.values()) if names else set()
+    lines = ["Each INT8 model against its FP32 twin on the eval images, per layer, named by the node names of "
+             "`onnx/model.onnx` (a conv and its fused activation are one layer). Own SQNR = the noise the layer "
+             "adds itself (lower = worse; what recovery keeps in float).", "",
+             "| backend | layers | mapped how | images | seconds |", "|---|---|---|---|---|"]
+    for k, a in analyses.items():
+        m = a["mapping"]
+        lines.append(f"| {a['display']} | {len(a['layers'])} of {m.get('onnx_layers', '?')} | {m['how']} | "
+                     f"{len(a['images'])} | {a['seconds']} |")
+    lines += ["", f"{len(common)} layers line up across all {len(analyses)} backends.", ""]
+    for k, a in analyses.items():
+        lines += [f"Worst layers, {a['display']}:", "",
+                  "| layer | op | backend name | own SQNR dB | output SQNR dB | cosine min |", "|---|---|---|---|---|---|"]
+        for r in worst(a["layers"], WORST):
+            lines.append(f"| `{r['node']}` | {r['op']} | `{r['backend_name']}` | {r['own_sqnr_db']:.1f} | "
+                         f"{r['sqnr_db_mean']:.1f} | {r['cosine_min']:.4f} |")
+        lines.append("")
+    return lines
+
+
+def _agree(a: dict | None) -> str:
+    return "–" if not a else f"top-1 {a['top1']:.0%}, cosine min {a['cosine_min']:.4f} / mean {a['cosine_mean']:.4f}"
+
+
+def _recovery_md(rec: dict) -> list[str]:
+    v = {x["id"]: x for x in rec["variants"]}
+    kept, default = v[rec["kept"]], v[rec["default"]]
+    fp32 = (rec.get("timing") or {}).get("fp32_ms")
+    head = f"**{rec['display']}**: "
+    if not rec["searched"]:
+        return [head + f"the configured variant ({kept['id']}) meets the floors: {_agree(kept['agreement'])}; no search.", ""]
+    shown = kept["float_layers"][:6]
+    floats = (", ".join(f"`{n}`" for n in shown) + (f" and {len(kept['float_layers']) - len(shown)} more (all in "
+              f"`{record_path(rec['backend'])}`)" if len(kept["float_layers"]) > len(shown) else "")) or "nothing"
+    out = [head + (f"BELOW the floors after {len(v)} variants ({'; '.join(kept['failures'])}); kept the best, "
+                   if rec["below_floors"] else f"{len(v)} variants tried, kept ") +
+           f"`{kept['id']}` ({kept['method']}): {_agree(kept['agreement'])} (default `{default['id']}`: "
+           f"{_agree(default['agreement'])}). In float ({len(kept['float_layers'])} layers): {floats}. Search wall time {rec['wall_seconds']:.0f} s "
+           f"(budget {rec['budget_minutes']:g} min)."]
+    if kept.get("latency_ms") and default.get("latency_ms"):
+        t = rec["timing"]
+        out.append(f"Latency (best round's median of {t['rounds']} interleaved rounds, load {t['load_avg']['before']} -> "
+                   f"{t['load_avg']['after']}): kept {kept['latency_ms']:.2f} ms, INT8 default {default['latency_ms']:.2f} ms"
+                   + (f", FP32 {fp32:.2f} ms ({fp32 / kept['latency_ms']:.2f}x)" if fp32 else "") + "."
+                   + (" **The kept INT8 model is slower than its FP32 twin.**" if fp32 and kept["latency_ms"] > fp32 else ""))
+    else:
+        out.append("Latency: not measured here (simulator); among passing variants the fewest float layers won.")
+    if kept.get("size_bytes") and default.get("size_bytes"):
+        out.append(f"Size {kept['size_bytes'] / 1e6:.2f} MB vs {default['size_bytes'] / 1e6:.2f} MB for the default.")
+    return [" ".join(out), ""]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _layers_chart(analyses: dict[str, dict], out: Path) -> None:
+    plt = _plt()
+    order = sorted({(r["index"], r["node"]) for a in analyses.values() for r in a["layers"]})
+    pos = {node: i for i, (_, node) in enumerate(order)}
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    for a in analyses.values():
+        rows = sorted(a["layers"], key=lambda r: pos[r["node"]])
+        derived = " (from cosine)" if any("derived" in n for n in a.get("notes", [])) else ""
+        ax.plot([pos[r["node"]] for r in rows], [r["sqnr_db_mean"] for r in rows], marker=".", lw=1,
+                label=a["display"] + derived)
+    ax.set_xlabel("layer, in onnx/model.onnx order")
+    ax.set_ylabel("output SQNR vs FP32 twin, dB (mean over images)")
+    ax.set_title("INT8 error per layer, backends side by side")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, out, plt)
+
+
+def _recovery_chart(rec: dict, out: Path) -> None:
+    plt = _plt()
+    timed = all(x.get("latency_ms") for x in rec["variants"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for x in rec["variants"]:
+        xv = x["latency_ms"] if timed else len(x["float_layers"])
+        y = (x["agreement"] or {}).get("cosine_min", 0)
+        style = {"marker": "*", "s": 220, "color": "#c44e52", "zorder": 3} if x["id"] == rec["kept"] else \
+            {"marker": "o", "s": 40, "color": "#55a868" if x["passes"] else "#4c72b0"}
+        ax.scatter([xv], [y], **style)
+        ax.annotate(x["id"], (xv, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(rec["floors"]["int8_cosine_min"], ls="--", color="grey", lw=1, label="cosine min floor")
+    fp32 = (rec.get("timing") or {}).get("fp32_ms")
+    if timed and fp32:
+        ax.axvline(fp32, ls=":", color="black", lw=1, label=f"FP32 twin {fp32:.2f} ms")
+    ax.set_xlabel("latency, ms (median)" if timed else "layers kept in float (no latency: simulator)")
+    ax.set_ylabel("cosine min vs reference")
+    ax.set_title(f"{rec['display']}: variants tried (star: kept)")
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, out, plt)
+
+
+def _save(fig, path: Path, plt) -> None:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())

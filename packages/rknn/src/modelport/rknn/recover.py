@@ -1,0 +1,147 @@
+"""RKNN INT8 recovery knobs: the toolkit's quantized_algorithm (normal, kl_divergence, mmse) and hybrid
+quantization (layers kept in float16); common/recovery.py searches.
+
+A variant is built, simulated on the eval images and exported in one toolkit session (the x86
+simulator cannot run an exported .rknn), into ``rknn/variants/<id>.rknn`` + ``.eval.npy``, cached by
+manifest. Layers to keep in float16 come from accuracy_analysis of the base variant on the image
+whose output is worst, mapped to ONNX names (layers.py) and back to the toolkit's tensor names.
+There is no latency here (a simulator): among passing variants the one with the fewest float16
+layers is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from modelport.common import layer_analysis, onnx_layers, recovery
+from modelport.common.agreement import compare
+from modelport.common.context import StepContext
+from modelport.common.log import step
+from modelport.common.recovery import Variant
+from modelport.common.reference import load_reference
+
+from . import convert, layers, toolkit
+from .analysis import parse_error_analysis
+from .dataset import nchw_uint8, write_dataset, write_npy_list
+from .hybrid import cfg_layers, patch_cfg
+
+METHODS = ("normal", "kl_divergence", "mmse")  # cheapest first: an mmse build takes ~100 s
+
+
+def variant_ctx(ctx: StepContext, method: str) -> StepContext:
+    return StepContext(config_path=ctx.config_path, overrides=[*ctx.overrides, ("rknn.quantized_algorithm", method)],
+                       artifacts=ctx.artifacts, force=ctx.force)
+
+
+def _variant_id(method: str, float_layers: list[str]) -> str:
+    import hashlib
+
+    if not float_layers:
+        return method
+    return f"{method}-float{len(float_layers)}-{hashlib.sha256(chr(10).join(float_layers).encode()).hexdigest()[:6]}"
+
+
+class RknnBackend:
+    key, display = "rknn-int8", "RKNN INT8 (simulator)"
+
+    def __init__(self, ctx: StepContext, force: bool, verbose: bool):
+        self.ctx, self.force, self.verbose = ctx, force, verbose
+        rc = ctx.config.rknn
+        self.methods = [rc.quantized_algorithm, *(m for m in METHODS if m != rc.quantized_algorithm)]
+        self.float_layers: list[str] = []  # [rknn] hybrid_float16_layers stay `rknn hybrid`'s
+        self.graph = onnx_layers.load(ctx.store.path(convert.ONNX))
+
+    def build(self, method: str, float_layers: list[str]) -> Variant:
+        vid = _variant_id(method, float_layers)
+        rel, evals = f"rknn/variants/{vid}.rknn", f"rknn/variants/{vid}.eval.npy"
+        vctx = variant_ctx(self.ctx, method)
+        onnx_path = vctx.store.path(convert.ONNX)
+        opts = {**convert.options(vctx, "int8"), "float16_layers": float_layers}
+        log = convert.log_path(vctx, f"variant-{vid}")
+        with vctx.store.produce([rel, evals], inputs=convert.inputs(vctx, onnx_path, "int8"), tool="rknn-toolkit2",
+                                tool_version=toolkit.tool_version(), options=opts, force=self.force) as job:
+            if not job.cached:
+                step(f"rknn variant {vid}: {method}" + (f", {len(float_layers)} layers in float16" if float_layers else ""))
+                with toolkit.session(log, job.workdir, self.verbose) as rk:
+                    tensors = self._build(rk, vctx, onnx_path, float_layers, job.workdir, log)
+                    outputs = convert.run_simulator(rk, vctx, log, vctx.store.path(rel))
+                    toolkit.call(rk.export_rknn, str(job.tmp(rel)), what="export_rknn", log=log, path=vctx.store.path(rel))
+                np.save(job.tmp(evals), outputs, allow_pickle=False)
+                ref = load_reference(vctx.store, vctx.eval_images, vctx.config.input.signature)
+                agreement = compare(outputs, ref, [p.name for p in vctx.eval_images])
+                job.record(agreement=agreement.model_dump(exclude={"per_image"}), float16_tensors=tensors,
+                           versions=toolkit.versions(), log=vctx.store.rel(log))
+        manifest = vctx.store.read_manifest(rel) or {}
+        return Variant(vid, method, float_layers, {"model": rel, "eval": evals},
+                       recovery.brief(manifest.get("extra", {}).get("agreement")),
+                       size_bytes=vctx.store.path(rel).stat().st_size, build_seconds=manifest.get("seconds"))
+
+    def _build(self, rk, vctx: StepContext, onnx_path: Path, float_layers: list[str], workdir: Path, log: Path) -> list[str]:
+        """Plain build, or hybrid step1 + float16 layers + step2; returns the toolkit tensors kept in float16."""
+        if not float_layers:
+            convert.build(rk, vctx, onnx_path, "int8", workdir, log)
+            return []
+        convert.load_and_config(rk, vctx, onnx_path, log)
+        dataset = write_dataset(vctx.calibration, workdir / "calibration")
+        toolkit.call(rk.hybrid_quantization_step1, dataset=str(dataset), proposal=False,
+                     what="hybrid_quantization_step1", log=log, path=onnx_path)
+        stem = onnx_path.stem
+        text = (workdir / f"{stem}.quantization.cfg").read_text()
+        _, known = cfg_layers(text)
+        wanted = {t for name in float_layers if (la := self.graph.by_node(name)) for t in la.tensors}
+        tensors = [t for t in known if t in wanted]
+        (workdir / "hybrid.quantization.cfg").write_text(patch_cfg(text, tensors))
+        toolkit.call(rk.hybrid_quantization_step2, model_input=f"{stem}.model", data_input=f"{stem}.data",
+                     model_quantization_cfg="hybrid.quantization.cfg", what="hybrid_quantization_step2", log=log, path=onnx_path)
+        return tensors
+
+    def worst_layers(self, variant: Variant, n: int) -> list[str]:
+        """accuracy_analysis of ``variant``'s build on its worst eval image, ranked by the toolkit's single-layer cosine."""
+        vctx = variant_ctx(self.ctx, variant.method)
+        out = f"analysis/variants/{self.key}-{variant.id}.json"
+        outputs = np.load(vctx.store.path(variant.files["eval"]))
+        ref = load_reference(vctx.store, vctx.eval_images, vctx.config.input.signature)
+        per = compare(outputs, ref, [p.name for p in vctx.eval_images]).per_image
+        worst_image = min(per, key=lambda p: p.cosine).image
+        store, onnx_path = vctx.store, vctx.store.path(convert.ONNX)
+        with store.produce(out, inputs={"model": store.path(variant.files["model"]), "onnx": onnx_path},
+                           tool="rknn-toolkit2 accuracy_analysis", tool_version=toolkit.tool_version(),
+                           options={"image": worst_image}, force=self.force) as job:
+            if not job.cached:
+                step(f"rknn accuracy_analysis of variant {variant.id} on {worst_image}")
+                log, t0 = convert.log_path(vctx, f"variant-{variant.id}-analysis"), time.monotonic()
+                by_name = dict(zip([p.name for p in vctx.eval_images], convert.eval_prepared(vctx), strict=True))
+                npy = write_npy_list([nchw_uint8(by_name[worst_image], vctx.config.input)], [worst_image],
+                                     job.workdir / "inputs", "inputs.txt").read_text().split()[0]
+                with toolkit.session(log, job.workdir, self.verbose) as rk:
+                    self._build(rk, vctx, onnx_path, variant.float_layers, job.workdir, log)
+                    snap = job.workdir / "snapshot"
+                    toolkit.call(rk.accuracy_analysis, inputs=[npy], output_dir=str(snap), what="accuracy_analysis",
+                                 log=log, path=onnx_path)
+                    parsed = parse_error_analysis((snap / "error_analysis.txt").read_text(errors="replace"))
+                data = {"images": [{"image": worst_image, "layers": parsed}], "seconds_total": time.monotonic() - t0}
+                doc = layers.document(vctx, data, self.graph, model=variant.files["model"])
+                job.tmp().write_text(json.dumps(doc, indent=1) + "\n")
+        rows = json.loads(store.path(out).read_text())["layers"]
+        return [r["node"] for r in layer_analysis.worst(rows, n)]
+
+    def timers(self, variants: list[Variant]):
+        return contextlib.nullcontext(None)  # the simulator has no NPU timing
+
+
+def run(ctx: StepContext, force: bool = False, verbose: bool = False) -> convert.Built:
+    """rknn/model.rknn + its simulator outputs: the configured build, or the variant the search kept."""
+    onnx_path = convert.preflight(ctx, "int8")
+    rel, evals = convert.MODELS["int8"], convert.eval_outputs_path("int8")
+    inputs = {**convert.inputs(ctx, onnx_path, "int8"), **{f"image:{p.name}": p for p in ctx.eval_images}}
+    opts = {k: v for k, v in convert.options(ctx, "int8").items() if k != "quantized_algorithm"}
+    record = recovery.produce(ctx, RknnBackend(ctx, force, verbose), {"model": rel, "eval": evals}, inputs=inputs,
+                              tool_version=toolkit.tool_version(), options=opts | {"algorithm": ctx.config.rknn.quantized_algorithm},
+                              force=force or ctx.force)
+    kept = next(v for v in record["variants"] if v["id"] == record["kept"])
+    return convert.Built(ctx.store.path(rel), ctx.store.path(evals), False, kept["agreement"], kept.get("build_seconds"))
