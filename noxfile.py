@@ -36,6 +36,7 @@ ENVS = {
         "packages": ["common", "bench", "convert"],
         "convert": [["fetch"], ["convert", "reference", "onnx", "onnx-int8", "onnx-int8-tensorrt"]],
         "bench": ["tflite", "onnx", "onnx-int8"],
+        "analyze": ["onnx-int8"],
         "tests": ["packages/common/tests", "packages/bench/tests", "packages/convert/tests",
                   "--ignore-glob=*/test_ncnn*", "--ignore-glob=*/test_tensorrt*"],
     },
@@ -43,18 +44,21 @@ ENVS = {
         "packages": ["common", "bench", "convert"],
         "convert": [["convert", "ncnn", "ncnn-int8"]],
         "bench": ["ncnn", "ncnn-int8"],
+        "analyze": ["ncnn-int8"],
         "tests": ["packages/*/tests/test_ncnn*.py"],
     },
     "tensorrt": {
         "packages": ["common", "bench", "convert"],
         "convert": [["convert", "tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8"]],
         "bench": ["tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8"],
+        "analyze": ["tensorrt-int8"],
         "tests": ["packages/*/tests/test_tensorrt*.py"],
         "needs_gpu": True,
     },
     "rknn": {
         "packages": ["common", "rknn"],
         "rknn": [["rknn", "all"]],
+        "analyze": ["rknn-int8"],
         "tests": ["packages/rknn/tests"],
     },
 }
@@ -191,6 +195,22 @@ def farm(session: nox.Session) -> None:
                     external=True, env=env)
     session.run(str(env_bin(session, "tf-onnx") / "modelport"), "report", *bundles, external=True,
                 env={"MODELPORT_ARTIFACTS": str(root / "merged"), "MODELPORT_ENV": "tf-onnx"})
+
+
+@nox.session(default=False)
+def analyze(session: nox.Session) -> None:
+    """Per-layer INT8 error of every backend vs its FP32 twin (analysis/*.json), each env its part, then the report.
+
+    Not part of the default run; needs the INT8 models (`nox -s convert rknn`) first.
+    """
+    for env, spec in ENVS.items():
+        if "analyze" not in spec or not (ROOT / "envs" / env).is_dir():
+            continue
+        if spec.get("needs_gpu") and gpu_missing():
+            session.warn(f"{env}: skipped: {gpu_missing()}")
+            continue
+        modelport(session, env_bin(session, env), env, "analyze", *spec["analyze"])
+    session.notify("report")
 
 
 @nox.session

@@ -184,20 +184,22 @@ def time_variants(backend: Backend, variants: list[Variant], rounds: int, runs: 
 def recover(ctx: StepContext, backend: Backend) -> dict:
     """Run the search (or only the configured variant) and return the record (``recover/<key>.json``)."""
     q = ctx.config.quantization
+    verified = ctx.config.convert.verify  # without verification there is nothing to judge a variant by
+    search_on = q.recover and verified
     t0 = time.monotonic()
-    search = Search(backend, ctx.config.accuracy, q.recover_minutes * 60 if q.recover else 0, q.recover_max_float_layers)
-    if q.recover:
+    search = Search(backend, ctx.config.accuracy, q.recover_minutes * 60 if search_on else 0, q.recover_max_float_layers)
+    if search_on:
         step(f"{backend.display}: search for a variant that meets the [accuracy] floors "
              f"(budget {q.recover_minutes:g} min, at most {q.recover_max_float_layers} float layers)")
-    variants = search.run() if q.recover else [search.build(backend.methods[0], list(backend.float_layers), "default")]
+    variants = search.run() if search_on else [search.build(backend.methods[0], list(backend.float_layers), "default")]
     searched = len(variants) > 1
-    timing = time_variants(backend, variants, q.recover_rounds, ctx.config.bench.runs // 4) if searched else None
+    timing = time_variants(backend, variants, q.recover_rounds, max(ctx.config.bench.runs // 4, 10)) if searched else None
     kept = choose(variants)
     default = variants[0]
     record = {"schema": SCHEMA, "backend": backend.key, "display": backend.display,
               "floors": ctx.config.accuracy.model_dump(), "recover": q.recover, "budget_minutes": q.recover_minutes,
               "wall_seconds": round(time.monotonic() - t0, 1), "searched": searched, "kept": kept.id,
-              "default": default.id, "below_floors": not kept.passes, "timing": timing,
+              "default": default.id, "below_floors": verified and not kept.passes, "verified": verified, "timing": timing,
               "variants": [asdict(v) | {"passes": v.passes} for v in variants]}
     if searched:
         summary(record)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common import layer_analysis, recovery
 from modelport.common.context import StepContext
@@ -20,21 +22,32 @@ class NcnnBackend:
     key, display = "ncnn-int8", "NCNN INT8"
 
     def __init__(self, ctx: StepContext, force: bool):
-        from .analyze.ncnn_int8 import mapping
-
         self.ctx, self.force = ctx, force
         c = ctx.config.ncnn
         self.methods = [c.calibration_method, *(m for m in METHODS if m != c.calibration_method)]
         self.float_layers = list(c.float_layers)
-        model = load(ctx.store.path(PARAM), ctx.store.path(BIN))
-        _, m = mapping(ctx, ctx.store.path(PARAM))
-        self.ncnn_names: dict[str, list[str]] = {}  # ONNX layer -> ncnn layers
+
+    @cached_property
+    def ncnn_names(self) -> dict[str, list[str]]:
+        """ONNX layer -> its ncnn layers (ncnn_names.py); read only when layer names are needed."""
+        from .analyze.ncnn_int8 import mapping
+
+        _, m = mapping(self.ctx, self.ctx.store.path(PARAM))
+        out: dict[str, list[str]] = {}
         for ncnn_name, onnx_layer in m.layers.items():
-            self.ncnn_names.setdefault(onnx_layer.node, []).append(ncnn_name)
-        already_float = set() if c.int8_depthwise else depthwise_layers(model)
-        self.quantized = {la.name for la in quantizable_layers(model)} - already_float
+            out.setdefault(onnx_layer.node, []).append(ncnn_name)
+        return out
+
+    @cached_property
+    def quantized(self) -> set[str]:
+        """ncnn layers the INT8 model quantizes (so can be put back in float)."""
+        model = load(self.ctx.store.path(PARAM), self.ctx.store.path(BIN))
+        already_float = set() if self.ctx.config.ncnn.int8_depthwise else depthwise_layers(model)
+        return {la.name for la in quantizable_layers(model)} - already_float
 
     def to_ncnn(self, layers: list[str]) -> list[str]:
+        if not layers:
+            return []
         return list(dict.fromkeys(n for la in layers for n in self.ncnn_names.get(la, [la])))
 
     def build(self, method: str, float_layers: list[str]) -> Variant:

@@ -67,8 +67,7 @@ class RknnBackend:
                                 tool_version=toolkit.tool_version(), options=opts, force=self.force) as job:
             if not job.cached:
                 step(f"rknn variant {vid}: {method}" + (f", {len(float_layers)} layers in float16" if float_layers else ""))
-                with toolkit.session(log, job.workdir, self.verbose) as rk:
-                    tensors = self._build(rk, vctx, onnx_path, float_layers, job.workdir, log)
+                with self._built(vctx, onnx_path, float_layers, job.workdir, log) as (rk, tensors):
                     outputs = convert.run_simulator(rk, vctx, log, vctx.store.path(rel))
                     toolkit.call(rk.export_rknn, str(job.tmp(rel)), what="export_rknn", log=log, path=vctx.store.path(rel))
                 np.save(job.tmp(evals), outputs, allow_pickle=False)
@@ -81,24 +80,31 @@ class RknnBackend:
                        recovery.brief(manifest.get("extra", {}).get("agreement")),
                        size_bytes=vctx.store.path(rel).stat().st_size, build_seconds=manifest.get("seconds"))
 
-    def _build(self, rk, vctx: StepContext, onnx_path: Path, float_layers: list[str], workdir: Path, log: Path) -> list[str]:
-        """Plain build, or hybrid step1 + float16 layers + step2; returns the toolkit tensors kept in float16."""
+    @contextlib.contextmanager
+    def _built(self, vctx: StepContext, onnx_path: Path, float_layers: list[str], workdir: Path, log: Path):
+        """A toolkit session holding the variant's build, and the tensors kept in float16: a plain build, or
+        hybrid step1, then (in a new session, as the toolkit needs) the float16 layers and step2."""
         if not float_layers:
-            convert.build(rk, vctx, onnx_path, "int8", workdir, log)
-            return []
-        convert.load_and_config(rk, vctx, onnx_path, log)
-        dataset = write_dataset(vctx.calibration, workdir / "calibration")
-        toolkit.call(rk.hybrid_quantization_step1, dataset=str(dataset), proposal=False,
-                     what="hybrid_quantization_step1", log=log, path=onnx_path)
-        stem = onnx_path.stem
+            with toolkit.session(log, workdir, self.verbose) as rk:
+                convert.build(rk, vctx, onnx_path, "int8", workdir, log)
+                yield rk, []
+            return
+        with toolkit.session(log, workdir, self.verbose) as rk:
+            convert.load_and_config(rk, vctx, onnx_path, log)
+            dataset = write_dataset(vctx.calibration, workdir / "calibration")
+            toolkit.call(rk.hybrid_quantization_step1, dataset=str(dataset), proposal=False,
+                         what="hybrid_quantization_step1", log=log, path=onnx_path)
+        stem = onnx_path.stem  # step1 names its files after the model
         text = (workdir / f"{stem}.quantization.cfg").read_text()
         _, known = cfg_layers(text)
         wanted = {t for name in float_layers if (la := self.graph.by_node(name)) for t in la.tensors}
         tensors = [t for t in known if t in wanted]
         (workdir / "hybrid.quantization.cfg").write_text(patch_cfg(text, tensors))
-        toolkit.call(rk.hybrid_quantization_step2, model_input=f"{stem}.model", data_input=f"{stem}.data",
-                     model_quantization_cfg="hybrid.quantization.cfg", what="hybrid_quantization_step2", log=log, path=onnx_path)
-        return tensors
+        with toolkit.session(log, workdir, self.verbose) as rk:
+            toolkit.call(rk.hybrid_quantization_step2, model_input=f"{stem}.model", data_input=f"{stem}.data",
+                         model_quantization_cfg="hybrid.quantization.cfg", what="hybrid_quantization_step2",
+                         log=log, path=onnx_path)
+            yield rk, tensors
 
     def worst_layers(self, variant: Variant, n: int) -> list[str]:
         """accuracy_analysis of ``variant``'s build on its worst eval image, ranked by the toolkit's single-layer cosine."""
@@ -118,8 +124,7 @@ class RknnBackend:
                 by_name = dict(zip([p.name for p in vctx.eval_images], convert.eval_prepared(vctx), strict=True))
                 npy = write_npy_list([nchw_uint8(by_name[worst_image], vctx.config.input)], [worst_image],
                                      job.workdir / "inputs", "inputs.txt").read_text().split()[0]
-                with toolkit.session(log, job.workdir, self.verbose) as rk:
-                    self._build(rk, vctx, onnx_path, variant.float_layers, job.workdir, log)
+                with self._built(vctx, onnx_path, variant.float_layers, job.workdir, log) as (rk, _):
                     snap = job.workdir / "snapshot"
                     toolkit.call(rk.accuracy_analysis, inputs=[npy], output_dir=str(snap), what="accuracy_analysis",
                                  log=log, path=onnx_path)

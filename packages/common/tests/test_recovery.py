@@ -1,0 +1,96 @@
+"""The recovery search's contract on a small backend whose variants are real: each build computes its
+outputs (reference + noise that shrinks as layers go float), the agreement comes from `compare`, and
+latency from `time_variants` timing real callables. Nothing here asserts a speed."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+from modelport.common import recovery
+from modelport.common.agreement import compare
+from modelport.common.config import AccuracyConfig
+from modelport.common.errors import AccuracyGateError
+from modelport.common.recovery import Search, Variant, choose, judge, time_variants
+
+LAYERS = [f"layer{i}" for i in range(10)]
+REFERENCE = np.random.default_rng(0).normal(size=(8, 50)).astype(np.float32)
+
+
+class NoisyBackend:
+    """Variant error falls with each layer kept in float; calibration methods scale it."""
+
+    key, display, float_layers = "toy-int8", "toy INT8", []
+
+    def __init__(self, methods=("a", "b"), scale=None):
+        self.methods = list(methods)
+        self.scale = scale or {"a": 1.0, "b": 1.2}
+        self.built: list[tuple[str, tuple]] = []
+
+    def build(self, method, float_layers):
+        self.built.append((method, tuple(float_layers)))
+        noise = 0.4 * self.scale[method] * (1 - len(float_layers) / (len(LAYERS) + 1))
+        out = REFERENCE + noise * np.random.default_rng(100 + len(float_layers)).normal(size=REFERENCE.shape)
+        a = compare(out, REFERENCE, [f"img{i}" for i in range(len(REFERENCE))])
+        return Variant(f"{method}-{len(float_layers)}", method, list(float_layers), {}, recovery.brief(a),
+                       size_bytes=1000 + 100 * len(float_layers))
+
+    def worst_layers(self, variant, n):
+        return LAYERS[:n]
+
+    def timers(self, variants):
+        # Work grows with the float layers: a real callable per variant, timed like any model.
+        mats = {v.id: np.ones((20 + 10 * len(v.float_layers),) * 2) for v in variants}
+        return contextlib.nullcontext({**{k: (lambda m=m: m @ m) for k, m in mats.items()}, "fp32": lambda: None})
+
+
+def floors(cosine_min):
+    return AccuracyConfig(int8_top1_min=0.0, int8_cosine_mean_min=0.0, int8_cosine_min=cosine_min)
+
+
+def test_a_passing_default_is_the_answer():
+    b = NoisyBackend()
+    tried = Search(b, floors(0.0), budget_s=60, max_float_layers=8).run()
+    assert [v.id for v in tried] == ["a-0"] and tried[0].passes
+
+
+def test_methods_then_doubling_then_bisection_to_the_fewest_float_layers():
+    b = NoisyBackend()
+    need = judge(b.build("a", LAYERS[:5]), floors(0.0)).agreement["cosine_min"]  # what 5 float layers reach
+    b.built.clear()
+    tried = Search(b, floors(need), budget_s=600, max_float_layers=8).run()
+    assert [m for m, _ in b.built[:2]] == ["a", "b"]  # the configured method, then the other one
+    counts = [len(f) for _, f in b.built[2:]]
+    assert counts[:4] == [1, 2, 4, 8]  # doubling until the floors are met
+    assert counts[4:] == [6, 5]  # then bisection between the last failure (4) and the pass (8)
+    assert choose(tried).float_layers == LAYERS[:5]  # untimed: the fewest float layers that pass
+
+
+def test_no_budget_builds_only_the_default():
+    b = NoisyBackend()
+    tried = Search(b, floors(0.9999), budget_s=0, max_float_layers=8).run()
+    assert len(tried) == 1 and not tried[0].passes
+
+
+def test_the_fastest_passing_variant_is_kept_with_measured_latency():
+    b = NoisyBackend()
+    tried = Search(b, floors(0.0), budget_s=60, max_float_layers=8).run()
+    tried += [judge(b.build("a", LAYERS[:k]), floors(0.0)) for k in (2, 6)]
+    timing = time_variants(b, tried, rounds=2, runs=5)
+    assert timing["rounds"] == 2 and all(v.latency_ms > 0 for v in tried)
+    kept = choose(tried)
+    assert kept.latency_ms == min(v.latency_ms for v in tried if v.passes)
+
+
+def test_none_passing_keeps_the_closest_and_the_record_raises():
+    b = NoisyBackend()
+    tried = Search(b, floors(1.0), budget_s=600, max_float_layers=4).run()
+    kept = choose(tried)
+    assert not any(v.passes for v in tried)
+    assert kept.agreement["cosine_min"] == max(v.agreement["cosine_min"] for v in tried)
+    record = {"below_floors": True, "kept": kept.id, "wall_seconds": 1.0,
+              "variants": [v.__dict__ | {"passes": v.passes} for v in tried]}
+    with pytest.raises(AccuracyGateError, match=f"kept the best, {kept.id}"):
+        recovery.check_record(record, "toy.onnx")

@@ -1,0 +1,83 @@
+"""ONNX INT8 on the real model: per-layer analysis with qdq_loss_debug, and the recovery search when the
+model misses the floors (the best variant written, marked, the step and its bench row failed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import onnx
+import pytest
+
+from conftest import make_context, run
+from modelport.common.layer_analysis import worst
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed in this env")
+
+INPUTS = ("source/model.tflite", "source/labels.txt", "source/reference.npy", "onnx/model.onnx")
+
+
+def private(pipeline, root):
+    for rel in INPUTS:
+        for name in (rel, rel + ".manifest.json"):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(pipeline.store.path(name), root / name)
+    return root
+
+
+def test_analysis_names_every_layer_by_the_onnx_model(pipeline, test_env, tmp_path):
+    art = private(pipeline, tmp_path)
+    shutil.copy2(pipeline.store.path("onnx/model.int8.onnx"), art / "onnx" / "model.int8.onnx")
+    env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
+    proc = run(env, "analyze", "onnx-int8", "rknn-int8")
+    assert proc.returncode == 0, proc.stderr
+    assert "skip rknn-int8: analysed in the rknn env" in proc.stderr
+    data = json.loads((art / "analysis" / "onnx-int8.json").read_text())
+    nodes = [n.name for n in onnx.load(str(art / "onnx" / "model.onnx")).graph.node]
+    assert data["mapping"]["activations_matched"] >= 60 and data["mapping"]["weights_matched"] >= 50
+    assert len(data["layers"]) == data["mapping"]["onnx_layers"]  # qdq_loss_debug pairs every layer's tensor
+    assert all(r["node"] in nodes for r in data["layers"])
+    assert [r["index"] for r in data["layers"]] == sorted(r["index"] for r in data["layers"])  # ONNX order
+    assert all(r["images"] == 12 and -1 <= r["cosine_min"] <= 1 for r in data["layers"])
+    # INT8 error grows through the network: the first layer is far better than the worst one.
+    assert data["layers"][0]["sqnr_db_mean"] > worst(data["layers"], 1)[0]["own_sqnr_db"] + 10
+    again = run(env, "analyze", "onnx-int8")
+    assert again.returncode == 0 and "up to date" in again.stderr
+
+
+def test_a_model_below_the_floors_is_searched_and_the_best_written_marked(pipeline, test_env, tmp_path):
+    art = private(pipeline, tmp_path)
+    env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
+    strict = ["-o", "accuracy.int8_cosine_min=0.995", "-o", "quantization.recover_max_float_layers=2",
+              "-o", "images.calibration_limit=4", "-o", "quantization.recover_rounds=1", "-o", "bench.runs=40"]
+    proc = run(env, *strict, "convert", "onnx-int8")
+    assert proc.returncode != 0
+    assert "below the [accuracy] floors" in proc.stderr and "kept the best" in proc.stderr
+    record = json.loads((art / "recover" / "onnx-int8.json").read_text())
+    ids = [v["id"] for v in record["variants"]]
+    assert ids[:3] == ["percentile", "minmax", "entropy"]  # configured method first, then the others
+    assert [len(v["float_layers"]) for v in record["variants"][3:]] == [1, 2]  # then layers in float, bounded
+    assert record["below_floors"] and record["searched"] and not any(v["passes"] for v in record["variants"])
+    kept = next(v for v in record["variants"] if v["id"] == record["kept"])
+    assert kept["agreement"]["cosine_min"] == max(v["agreement"]["cosine_min"] for v in record["variants"])
+    assert all(v["latency_ms"] > 0 for v in record["variants"]) and record["timing"]["fp32_ms"] > 0
+    # The kept variant is what onnx/model.int8.onnx is, and its float layers are float there.
+    model = art / "onnx" / "model.int8.onnx"
+    assert model.read_bytes() == (art / kept["files"]["model"]).read_bytes()
+    assert (art / "onnx" / "model.int8.onnx.failed.json").is_file()
+    bench = run(env, *strict, "bench", "onnx-int8", "--runs", "3", "--warmup", "1")
+    row = json.loads((art / "results" / "onnx-int8.json").read_text())
+    assert bench.returncode != 0 and row["status"] == "failed" and "below the [accuracy] floors" in row["reason"]
+    # A second run is a manifest hit: no variant rebuilt, the same failure.
+    again = run(env, *strict, "convert", "onnx-int8")
+    assert again.returncode != 0 and "up to date" in again.stderr and "quantize" not in again.stderr
+
+
+def test_float_layers_expand_to_the_conv_its_activation_and_its_consumers(pipeline):
+    from modelport.convert.onnx_int8 import excluded_nodes
+
+    source = pipeline.store.path("onnx/model.onnx")
+    first = "Relu6;BiasAdd;Conv2D;BiasAdd/bias1"  # conv + Clip, read by the first depthwise conv
+    nodes = excluded_nodes(source, [first])
+    assert nodes[:2] == [first, "Relu6__5"] and nodes[2] == "Relu6_1;BiasAdd_1;depthwise;BiasAdd_1/bias1"
+    assert excluded_nodes(source, ["AnyNode"]) == ["AnyNode"]  # a plain node name passes through
