@@ -9,7 +9,7 @@ import shutil
 import onnx
 import pytest
 
-from conftest import make_context, run
+from conftest import run
 from modelport.common.layer_analysis import worst
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed in this env")

@@ -58,12 +58,12 @@ def _layers_md(analyses: dict[str, dict]) -> list[str]:
              "`onnx/model.onnx` (a conv and its fused activation are one layer). Own SQNR = the noise the layer "
              "adds itself (lower = worse; what recovery keeps in float).", "",
              "| backend | layers | mapped how | images | seconds |", "|---|---|---|---|---|"]
-    for k, a in analyses.items():
+    for a in analyses.values():
         m = a["mapping"]
         lines.append(f"| {a['display']} | {len(a['layers'])} of {m.get('onnx_layers', '?')} | {m['how']} | "
                      f"{len(a['images'])} | {a['seconds']} |")
     lines += ["", f"{len(common)} layers line up across all {len(analyses)} backends.", ""]
-    for k, a in analyses.items():
+    for a in analyses.values():
         lines += [f"Worst layers, {a['display']}:", "",
                   "| layer | op | backend name | own SQNR dB | output SQNR dB | cosine min |", "|---|---|---|---|---|---|"]
         for r in worst(a["layers"], WORST):

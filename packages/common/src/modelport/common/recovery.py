@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Mapping
-from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from .agreement import gate_failures

@@ -6,11 +6,12 @@ package (its env has rknn-toolkit2), under the same command name.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from modelport.common import layer_analysis
@@ -31,7 +32,10 @@ class Target:
         return None if importlib.util.find_spec(self.module) else f"python module {self.module} not installed in this env"
 
     def tool_version(self) -> str:
-        return f"{self.module} {version(self.module)}"
+        try:
+            return f"{self.module} {version(self.module)}"
+        except PackageNotFoundError:  # tensorrt installs as tensorrt-cu12 and friends
+            return f"{self.module} {getattr(importlib.import_module(self.module), '__version__', '?')}"
 
 
 def _onnx(ctx, model, workdir):

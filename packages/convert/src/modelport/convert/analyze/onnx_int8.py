@@ -21,7 +21,6 @@ from modelport.common.context import StepContext
 from modelport.common.log import progress
 from modelport.common.preprocess import to_tensor
 
-
 FP32 = "onnx/model.onnx"
 
 
