@@ -64,8 +64,21 @@ def test_methods_then_doubling_then_bisection_to_the_fewest_float_layers():
     assert [m for m, _ in b.built[:2]] == ["a", "b"]  # the configured method, then the other one
     counts = [len(f) for _, f in b.built[2:]]
     assert counts[:4] == [1, 2, 4, 8]  # doubling until the floors are met
-    assert counts[4:] == [6, 5]  # then bisection between the last failure (4) and the pass (8)
+    assert counts[4:6] == [6, 5]  # then bisection between the last failure (4) and the pass (8)
+    greedy = [v for v in tried if v.stage == "greedy"]  # then small sets, one measured layer at a time
+    assert greedy and all(len(v.float_layers) <= recovery.GREEDY_DEPTH for v in greedy)
+    assert {v.float_layers[-1] for v in greedy} <= set(LAYERS[:recovery.GREEDY_WIDTH])
     assert choose(tried).float_layers == LAYERS[:5]  # untimed: the fewest float layers that pass
+
+
+def test_greedy_looks_only_for_sets_smaller_than_the_one_that_passed():
+    b = NoisyBackend()
+    need = judge(b.build("a", LAYERS[:2]), floors(0.0)).agreement["cosine_min"]
+    b.built.clear()
+    tried = Search(b, floors(need), budget_s=600, max_float_layers=8).run()
+    greedy = [v for v in tried if v.stage == "greedy"]
+    assert greedy and {len(v.float_layers) for v in greedy} == {1}  # a 2-layer set passed: only singles are tried
+    assert choose(tried).float_layers == LAYERS[:2]
 
 
 def test_no_budget_builds_only_the_default():

@@ -11,7 +11,15 @@ from modelport.common.reference import REFERENCE
 from .onnx_int8 import SOURCE, quantize, tool_version
 from .recover import runtime_timers, variant_id
 
-METHODS = ("minmax", "percentile", "entropy")
+# onnxruntime's calibration methods, plus percentile at a wider clip than its 99.999 default:
+# on MobileNetV2 / the shipped photos cosine min 0.968 (99.999) -> 0.977 (99.9999); 99.99 loses (0.948).
+METHODS = ("minmax", "percentile", "entropy", "percentile@99.9999")
+
+
+def method_settings(method: str) -> dict:
+    """``percentile@P`` -> percentile with CalibPercentile P; the others as onnxruntime names them."""
+    name, _, pct = method.partition("@")
+    return {"calibrate_method": name, **({"extra_options": {"CalibPercentile": float(pct)}} if pct else {})}
 
 
 class OnnxBackend:
@@ -26,8 +34,8 @@ class OnnxBackend:
     def build(self, method: str, float_layers: list[str]) -> Variant:
         vid = variant_id(method, float_layers)
         rel = f"onnx/variants/int8-{vid}.onnx"
-        settings = self.ctx.config.quantization.quantizer_settings() | {"calibrate_method": method,
-                                                                        "nodes_to_exclude": float_layers}
+        settings = self.ctx.config.quantization.quantizer_settings() | method_settings(method) | {
+            "nodes_to_exclude": float_layers}
         (path,) = quantize(self.ctx, self.force, rel, settings, gate=False)
         extra = (self.ctx.store.read_manifest(rel) or {}).get("extra", {})
         return Variant(vid, method, float_layers, {"model": rel}, recovery.brief(extra.get("agreement")),
