@@ -107,3 +107,20 @@ def test_none_passing_keeps_the_closest_and_the_record_raises():
               "variants": [v.__dict__ | {"passes": v.passes} for v in tried]}
     with pytest.raises(AccuracyGateError, match=f"kept the best, {kept.id}"):
         recovery.check_record(record, "toy.onnx")
+
+
+def test_a_variant_that_fails_to_build_is_recorded_and_the_search_goes_on():
+    from modelport.common.errors import ModelportError
+
+    class Flaky(NoisyBackend):
+        def build(self, method, float_layers):
+            if method == "b":
+                raise ModelportError("toolkit said no")
+            return super().build(method, float_layers)
+
+    b = Flaky()
+    need = judge(b.build("a", LAYERS[:1]), floors(0.0)).agreement["cosine_min"]
+    tried = Search(b, floors(need), budget_s=600, max_float_layers=4).run()
+    failed = [v for v in tried if v.method == "b"]
+    assert len(failed) == 1 and failed[0].failures == ["toolkit said no"] and not failed[0].passes
+    assert choose(tried).float_layers == LAYERS[:1]

@@ -26,7 +26,7 @@ from typing import Protocol
 from .agreement import gate_failures
 from .config import AccuracyConfig
 from .context import StepContext
-from .errors import AccuracyGateError
+from .errors import AccuracyGateError, ModelportError
 from .log import console, progress, step, warn
 from .schema import Agreement
 from .timing import load_average
@@ -121,7 +121,11 @@ class Search:
         known = next((v for v in self.tried if v.method == method and v.float_layers == layers), None)
         if known:
             return known
-        v = judge(self.backend.build(method, layers), self.accuracy)
+        try:
+            v = judge(self.backend.build(method, layers), self.accuracy)
+        except ModelportError as e:  # one variant the toolchain cannot build does not end the search
+            warn(f"{self.backend.display}: variant {method} with {len(layers)} float layers failed: {e}")
+            v = Variant(f"{method}-float{len(layers)}-failed", method, layers, {}, failures=[str(e)])
         v.stage = stage
         self.tried.append(v)
         a = v.agreement or {}
@@ -261,6 +265,8 @@ def produce(ctx: StepContext, backend: Backend, outputs: Mapping[str, str], *, i
         if not job.cached:
             record = recover(ctx, backend)
             kept = next(v for v in record["variants"] if v["id"] == record["kept"])
+            if not kept["files"]:
+                raise ModelportError(f"{backend.display}: no variant could be built: {'; '.join(kept['failures'])}")
             for role, rel in outputs.items():
                 shutil.copyfile(store.path(kept["files"][role]), job.tmp(rel))
             job.tmp(record_rel).write_text(json.dumps(record, indent=1) + "\n")
