@@ -14,6 +14,7 @@ each variant it builds is an artifact cached by its manifest.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -38,6 +39,13 @@ GREEDY_DEPTH = 3  # ... for sets of at most this many float layers
 
 def record_path(key: str) -> str:
     return f"recover/{key}.json"
+
+
+def variant_id(method: str, float_layers: list[str]) -> str:
+    """``percentile``, ``minmax-float3-1a2b3c``: readable, and distinct for distinct layer sets."""
+    if not float_layers:
+        return method
+    return f"{method}-float{len(float_layers)}-{hashlib.sha256(chr(10).join(float_layers).encode()).hexdigest()[:6]}"
 
 
 @dataclass
@@ -190,6 +198,7 @@ def time_variants(backend: Backend, variants: list[Variant], rounds: int, runs: 
 
     from .timing import sample
 
+    variants = [v for v in variants if v.files]  # a variant that failed to build has nothing to time
     with backend.timers(variants) as timers:
         if not timers:
             return None

@@ -1,9 +1,8 @@
-"""What the convert-side recovery backends (ONNX INT8, NCNN INT8) share: variant names and timing through the runtimes."""
+"""What the convert-side recovery backends (ONNX INT8, NCNN INT8) share: timing through the runtimes."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator, Mapping
 
 from modelport.bench.runner import prepared_images
@@ -11,14 +10,6 @@ from modelport.bench.runtime import Runtime
 from modelport.common.context import StepContext
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import headline_index
-
-
-def variant_id(method: str, float_layers: list[str]) -> str:
-    """``percentile``, ``minmax-float3-1a2b3c``: readable, and distinct for distinct layer sets."""
-    if not float_layers:
-        return method
-    digest = hashlib.sha256("\n".join(float_layers).encode()).hexdigest()[:6]
-    return f"{method}-float{len(float_layers)}-{digest}"
 
 
 @contextlib.contextmanager

@@ -8,14 +8,14 @@ from functools import cached_property
 from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common import layer_analysis, recovery
 from modelport.common.context import StepContext
-from modelport.common.recovery import Variant
+from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
 
 from .ncnn import BIN, PARAM
 from .ncnn_format import load
 from .ncnn_int8 import OUTPUTS, depthwise_layers, make, tool_version
 from .ncnn_table import METHODS, quantizable_layers
-from .recover import runtime_timers, variant_id
+from .recover import runtime_timers
 
 
 class NcnnBackend:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
 from modelport.common import layer_analysis, recovery
 from modelport.common.context import StepContext
-from modelport.common.recovery import Variant
+from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
 
 from .onnx_int8 import SOURCE, quantize, tool_version
-from .recover import runtime_timers, variant_id
+from .recover import runtime_timers
 
 # onnxruntime's calibration methods, plus percentile at a wider clip than its 99.999 default:
 # on MobileNetV2 / the shipped photos cosine min 0.968 (99.999) -> 0.977 (99.9999); 99.99 loses (0.948).

@@ -22,7 +22,7 @@ from modelport.common import layer_analysis, onnx_layers, recovery
 from modelport.common.agreement import compare
 from modelport.common.context import StepContext
 from modelport.common.log import step
-from modelport.common.recovery import Variant
+from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import load_reference
 
 from . import convert, layers, toolkit
@@ -38,14 +38,6 @@ def variant_ctx(ctx: StepContext, method: str) -> StepContext:
                        artifacts=ctx.artifacts, force=ctx.force)
 
 
-def _variant_id(method: str, float_layers: list[str]) -> str:
-    import hashlib
-
-    if not float_layers:
-        return method
-    return f"{method}-float{len(float_layers)}-{hashlib.sha256(chr(10).join(float_layers).encode()).hexdigest()[:6]}"
-
-
 class RknnBackend:
     key, display = "rknn-int8", "RKNN INT8 (simulator)"
 
@@ -57,7 +49,7 @@ class RknnBackend:
         self.graph = onnx_layers.load(ctx.store.path(convert.ONNX))
 
     def build(self, method: str, float_layers: list[str]) -> Variant:
-        vid = _variant_id(method, float_layers)
+        vid = variant_id(method, float_layers)
         rel, evals = f"rknn/variants/{vid}.rknn", f"rknn/variants/{vid}.eval.npy"
         vctx = variant_ctx(self.ctx, method)
         onnx_path = vctx.store.path(convert.ONNX)
