@@ -34,7 +34,7 @@ class NoisyBackend:
         noise = 0.4 * self.scale[method] * (1 - len(float_layers) / (len(LAYERS) + 1))
         out = REFERENCE + noise * np.random.default_rng(100 + len(float_layers)).normal(size=REFERENCE.shape)
         a = compare(out, REFERENCE, [f"img{i}" for i in range(len(REFERENCE))])
-        return Variant(f"{method}-{len(float_layers)}", method, list(float_layers), {}, recovery.brief(a),
+        return Variant(f"{method}-{len(float_layers)}", method, list(float_layers), {"toy": "in memory"}, recovery.brief(a),
                        size_bytes=1000 + 100 * len(float_layers))
 
     def worst_layers(self, variant, n):
