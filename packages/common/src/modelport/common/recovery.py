@@ -27,7 +27,7 @@ from typing import Protocol
 from .agreement import gate_failures
 from .config import AccuracyConfig
 from .context import StepContext
-from .errors import AccuracyGateError, ModelportError
+from .errors import AccuracyGateError, InputError, ModelportError
 from .log import console, progress, step, warn
 from .schema import Agreement
 from .timing import load_average
@@ -131,6 +131,8 @@ class Search:
             return known
         try:
             v = judge(self.backend.build(method, layers), self.accuracy)
+        except InputError:  # the user's model or data: no variant can fix that
+            raise
         except ModelportError as e:  # one variant the toolchain cannot build does not end the search
             warn(f"{self.backend.display}: variant {method} with {len(layers)} float layers failed: {e}")
             v = Variant(f"{method}-float{len(layers)}-failed", method, layers, {}, failures=[str(e)])
