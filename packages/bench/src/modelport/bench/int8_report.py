@@ -90,7 +90,7 @@ def _recovery_md(rec: dict) -> list[str]:
     out = [head + (f"BELOW the floors after {len(v)} variants ({'; '.join(kept['failures'])}); kept the best, "
                    if rec["below_floors"] else f"{len(v)} variants tried, kept ") +
            f"`{kept['id']}` ({kept['method']}): {_agree(kept['agreement'])} (default `{default['id']}`: "
-           f"{_agree(default['agreement'])}). In float ({len(kept['float_layers'])} layers): {floats}. Search wall time {rec['wall_seconds']:.0f} s "
+           f"{_agree(default['agreement'])}). In float ({len(kept['float_layers'])} layer{'s' if len(kept['float_layers']) != 1 else ''}): {floats}. Search wall time {rec['wall_seconds']:.0f} s "
            f"(budget {rec['budget_minutes']:g} min)."]
     if kept.get("latency_ms") and default.get("latency_ms"):
         t = rec["timing"]
