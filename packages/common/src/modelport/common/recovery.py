@@ -281,7 +281,9 @@ def produce(ctx: StepContext, backend: Backend, outputs: Mapping[str, str], *, i
             for role, rel in outputs.items():
                 shutil.copyfile(store.path(kept["files"][role]), job.tmp(rel))
             job.tmp(record_rel).write_text(json.dumps(record, indent=1) + "\n")
-            job.record(agreement=kept["agreement"], variant=kept["id"], float_layers=kept["float_layers"],
+            # What the variant's own step recorded (agreement, calibration, layer counts) describes this file too.
+            made = (store.read_manifest(next(iter(kept["files"].values()))) or {}).get("extra", {})
+            job.record(**made, variant=kept["id"], float_layers=kept["float_layers"],
                        below_floors=record["below_floors"], variants=len(record["variants"]))
     record = json.loads(store.path(record_rel).read_text())
     check_record(record, store.path(next(iter(outputs.values()))))

@@ -101,6 +101,17 @@ def excluded_nodes(source, layers: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def calibration_for(ctx: StepContext, method: str, say: bool = False):
+    """The calibration set a method gets: percentile/entropy capped at histogram_calibration_limit."""
+    calib, cap = ctx.calibration, ctx.config.quantization.histogram_calibration_limit
+    if method in ("percentile", "entropy") and len(calib) > cap:
+        if say:
+            warn(f"{method} calibration keeps every activation in memory (~45 MB per image): using the "
+                 f"first {cap} of {len(calib)} calibration images ([quantization] histogram_calibration_limit)")
+        return calib.limited(cap)
+    return calib
+
+
 def quantize(ctx: StepContext, force: bool, output: str, q: dict, gate: bool = True):
     """QDQ model ``output`` with settings ``q``, verified (and, with ``gate``, held to the floors)."""
     reason = unavailable_reason()
@@ -110,12 +121,7 @@ def quantize(ctx: StepContext, force: bool, output: str, q: dict, gate: bool = T
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     cfg, store = ctx.config, ctx.store
-    calib = ctx.calibration
-    cap = cfg.quantization.histogram_calibration_limit
-    if q["calibrate_method"] in ("percentile", "entropy") and len(calib) > cap:
-        warn(f"{q['calibrate_method']} calibration keeps every activation in memory (~45 MB per image): using the "
-             f"first {cap} of {len(calib)} calibration images ([quantization] histogram_calibration_limit)")
-        calib = calib.limited(cap)
+    calib = calibration_for(ctx, q["calibrate_method"], say=True)
     calib.validate()  # every calibration image decodes before anything is written
     source = store.path(SOURCE)
     check_onnx(source)

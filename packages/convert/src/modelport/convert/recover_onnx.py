@@ -8,7 +8,7 @@ from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
 
-from .onnx_int8 import SOURCE, quantize, tool_version
+from .onnx_int8 import SOURCE, calibration_for, quantize, tool_version
 from .recover import runtime_timers
 
 # onnxruntime's calibration methods, plus percentile at a wider clip than its 99.999 default:
@@ -61,6 +61,7 @@ def recover(ctx: StepContext, force: bool, output: str):
     inputs = {"onnx": store.path(SOURCE), "reference": store.path(REFERENCE),
               **{f"calibration:{p.name}": p for p in calib.paths}, **{f"image:{p.name}": p for p in ctx.eval_images}}
     recovery.produce(ctx, OnnxBackend(ctx, force), {"model": output}, inputs=inputs, tool_version=tool_version(),
-                     options=ctx.config.quantization.quantizer_settings() | {"calibration_images": len(calib)},
+                     options=ctx.config.quantization.quantizer_settings() | {
+                         "calibration_images": len(calibration_for(ctx, ctx.config.quantization.calibrate_method))},
                      force=force)
     return [store.path(output)]
