@@ -27,7 +27,7 @@ from typing import Protocol
 from .agreement import gate_failures
 from .config import AccuracyConfig
 from .context import StepContext
-from .errors import AccuracyGateError, InputError, ModelportError
+from .errors import AccuracyGateError, HardwareMissing, InputError, ModelportError, ToolchainMissing
 from .log import console, progress, step, warn
 from .schema import Agreement
 from .timing import load_average
@@ -131,7 +131,7 @@ class Search:
             return known
         try:
             v = judge(self.backend.build(method, layers), self.accuracy)
-        except InputError:  # the user's model or data: no variant can fix that
+        except (InputError, ToolchainMissing, HardwareMissing):  # the user's input or this machine: no variant fixes that
             raise
         except ModelportError as e:  # one variant the toolchain cannot build does not end the search
             warn(f"{self.backend.display}: variant {method} with {len(layers)} float layers failed: {e}")
@@ -154,7 +154,10 @@ class Search:
                 break
             if self.build(method, list(b.float_layers), "calibration").passes:
                 return self.tried
-        base = max(self.tried, key=_quality)
+        built = [v for v in self.tried if v.files]
+        if not built:
+            return self.tried
+        base = max(built, key=_quality)
         ranked = [la for la in b.worst_layers(base, self.max_float_layers) if la not in b.float_layers]
         failed_k, passed_k, k = 0, None, 1
         while k <= len(ranked) and self.left() > 0:
