@@ -268,7 +268,8 @@ def summary(record: dict) -> None:
 def produce(ctx: StepContext, backend: Backend, outputs: Mapping[str, str], *, inputs: Mapping[str, Path],
             tool_version: str, options: Mapping, force: bool) -> dict:
     """The backend's INT8 artifacts (``outputs``: role -> rel) = the kept variant's files, plus
-    ``recover/<key>.json``; cached by manifest like any step. Raises after writing when below the floors."""
+    ``recover/<key>.json``; cached by manifest like any step. Raises after writing when below the floors.
+    Returns the record, plus ``cached``."""
     store, q = ctx.store, ctx.config.quantization
     record_rel = record_path(backend.key)
     opts = {**options, "floors": ctx.config.accuracy.model_dump(), "recover": q.recover,
@@ -290,7 +291,7 @@ def produce(ctx: StepContext, backend: Backend, outputs: Mapping[str, str], *, i
                        below_floors=record["below_floors"], variants=len(record["variants"]))
     record = json.loads(store.path(record_rel).read_text())
     check_record(record, store.path(next(iter(outputs.values()))))
-    return record
+    return record | {"cached": job.cached}  # whether this call found everything up to date
 
 
 def check_record(record: dict, what) -> None:

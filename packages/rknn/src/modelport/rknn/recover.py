@@ -141,4 +141,5 @@ def run(ctx: StepContext, force: bool = False, verbose: bool = False) -> convert
                               tool_version=toolkit.tool_version(), options=opts | {"algorithm": ctx.config.rknn.quantized_algorithm},
                               force=force or ctx.force)
     kept = next(v for v in record["variants"] if v["id"] == record["kept"])
-    return convert.Built(ctx.store.path(rel), ctx.store.path(evals), False, kept["agreement"], kept.get("build_seconds"))
+    return convert.Built(ctx.store.path(rel), ctx.store.path(evals), record["cached"], kept["agreement"],
+                         kept.get("build_seconds"))
