@@ -38,7 +38,12 @@ def test_section_lines_up_layers_and_states_what_stayed_float(tmp_path):
               "variants": [variant("minmax", [], 0.9, 1.0, False), variant("minmax-float1", ["c3"], 0.99, 2.5, True)]}
     (tmp_path / "recover").mkdir()
     (tmp_path / "recover" / "onnx-int8.json").write_text(json.dumps(record))
+    (tmp_path / "results").mkdir()
+    for key, ms in (("ncnn", 10.0), ("ncnn-int8", 12.0), ("onnx", 6.0), ("onnx-int8", 3.0)):
+        (tmp_path / "results" / f"{key}.json").write_text(json.dumps({"status": "ok", "latency_ms": {"median": ms}}))
     md = render(store).read_text()
+    assert "ncnn-int8: median 12.00 ms vs ncnn 10.00 ms: **slower than its FP32 twin**" in md
+    assert "onnx-int8: median 3.00 ms vs onnx 6.00 ms: 2.00x faster" in md
     assert "2 layers line up across all 2 backends" in md
     assert "kept `minmax-float1`" in md and "`c3`" in md and "The kept INT8 model is slower than its FP32 twin" in md
     for png in (LAYERS_PNG, "report/int8-recovery-onnx-int8.png"):

@@ -41,6 +41,7 @@ def render(store: ArtifactStore) -> Path | None:
         lines += _layers_md(analyses)
         _layers_chart(analyses, store.path(LAYERS_PNG))
         lines += ["", f"![per-layer SQNR]({Path(LAYERS_PNG).name})", ""]
+    lines += _speed_md(store)
     for key, rec in records.items():
         lines += _recovery_md(rec)
         if rec["searched"]:
@@ -71,6 +72,28 @@ def _layers_md(analyses: dict[str, dict]) -> list[str]:
                          f"{r['sqnr_db_mean']:.1f} | {r['cosine_min']:.4f} |")
         lines.append("")
     return lines
+
+
+TWINS = {"onnx-int8": "onnx", "ncnn-int8": "ncnn", "tensorrt-int8": "tensorrt-fp32"}  # INT8 row -> its FP32 row
+
+
+def _median(store: ArtifactStore, key: str) -> float | None:
+    p = store.path(f"results/{key}.json")
+    if not p.is_file():
+        return None
+    r = json.loads(p.read_text())
+    return (r.get("latency_ms") or {}).get("median") if r.get("status") == "ok" else None
+
+
+def _speed_md(store: ArtifactStore) -> list[str]:
+    """Each benchmarked INT8 model against its FP32 twin from the same bench, saying so when it is slower."""
+    out = []
+    for int8, fp32 in TWINS.items():
+        a, b = _median(store, int8), _median(store, fp32)
+        if a and b:
+            verdict = "**slower than its FP32 twin**" if a > b else f"{b / a:.2f}x faster than its FP32 twin"
+            out.append(f"- {int8}: median {a:.2f} ms vs {fp32} {b:.2f} ms: {verdict} (bench rows, not interleaved)")
+    return (["INT8 against FP32 in the benchmark:", "", *out, ""]) if out else []
 
 
 def _agree(a: dict | None) -> str:
