@@ -35,7 +35,7 @@ ENVS = {
     "tf-onnx": {
         "packages": ["common", "bench", "convert"],
         "convert": [["fetch"], ["convert", "reference", "onnx", "onnx-int8", "onnx-int8-tensorrt"]],
-        "bench": ["tflite", "onnx", "onnx-int8"],
+        "bench": ["source", "onnx", "onnx-int8"],
         "analyze": ["onnx-int8"],
         "tests": ["packages/common/tests", "packages/bench/tests", "packages/convert/tests",
                   "--ignore-glob=*/test_ncnn*", "--ignore-glob=*/test_tensorrt*"],

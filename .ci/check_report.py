@@ -9,7 +9,8 @@ rows = {r["key"]: r for r in report["results"]}
 floors = report["floors"]  # the [accuracy] floors the pipeline verified against
 if not report["verify"]:
     sys.exit("report check failed: verification was off ([convert] verify = false)")
-by_env = {"tf-onnx": {"tflite": "float", "onnx": "float", "onnx-int8": "int8"},
+reference = report["reference"] or "tflite"  # the source model's own row (tflite or onnx-source)
+by_env = {"tf-onnx": {reference: "float", "onnx": "float", "onnx-int8": "int8"},
           "ncnn": {"ncnn": "float", "ncnn-int8": "int8"}, "rknn": {"rknn-int8": "int8"}}
 expected = {k: v for env, rows_ in by_env.items() if Path("envs", env).is_dir() for k, v in rows_.items()}
 problems = []
@@ -19,6 +20,8 @@ for key, kind in expected.items():
         problems.append(f"{key}: missing from the report")
         continue
     a = r["agreement"] or {}
+    if (report.get("source") or {}).get("all_rows_int8_floors"):
+        kind = "int8"  # a quantized source: float rows are one quantization away from it
     if r["status"] != "ok" or not a:
         problems.append(f"{key}: status {r['status']} {r['reason']}")
     elif kind == "float" and (a["top1"] < floors["fp_top1_min"] or a["cosine_min"] < floors["fp_cosine_min"]):

@@ -10,11 +10,11 @@ from modelport.common.log import console, skip, step, warn
 from modelport.common.log import failed as log_failed
 from modelport.common.registry import chosen, legacy_flags
 
-from .registry import RUNTIMES, runtime_class
+from .registry import RUNTIMES, SOURCE, runtime_class, source_key
 
 
 @click.command()
-@click.argument("backends", nargs=-1, type=click.Choice(list(RUNTIMES)), metavar="BACKEND...")
+@click.argument("backends", nargs=-1, type=click.Choice([SOURCE, *RUNTIMES]), metavar="BACKEND...")
 @legacy_flags(RUNTIMES)
 @click.option("--runs", type=int, help="Timed runs (default: [bench] runs).")
 @click.option("--warmup", type=int, help="Warm-up runs (default: [bench] warmup).")
@@ -24,10 +24,10 @@ from .registry import RUNTIMES, runtime_class
               help="Also top-1/top-5 accuracy on ground truth: a folder per class or an image<TAB>label file.")
 @click.pass_obj
 def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **flags):
-    """Benchmark BACKEND... (any of: {keys}).
+    """Benchmark BACKEND... (any of: {keys}; `source` = the source model in its own runtime).
 
-    Each backend runs every eval image (top-5, raw outputs, agreement with the TFLite
-    reference) and then the headline image for warm-up + timed runs. Results go to
+    Each backend runs every eval image (top-5, raw outputs, agreement with the
+    reference: the source model's outputs) and then the headline image for warm-up + timed runs. Results go to
     results/<backend>.json and .npy. A backend whose toolchain or hardware is missing
     here is recorded as skipped with the reason; the command fails only if a backend
     that could run failed.
@@ -40,6 +40,9 @@ def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **fl
     if warmup is not None:
         ctx.overrides.append(("bench.warmup", warmup))
     _check_usage(ctx, labeled)
+    if SOURCE in picked:  # after the overrides: this reads the config
+        key = source_key(ctx.config.contract)
+        picked = list(dict.fromkeys(key if k == SOURCE else k for k in picked))
 
     failed = []
     with ctx.store.lock():

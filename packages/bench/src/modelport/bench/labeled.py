@@ -97,7 +97,7 @@ class LabelResolver:
         labels.check(classes)
         self.labels, self.classes, self.synsets = labels, classes, synsets
         # output index = labels-file line - shift; id k (0-999) = line k + background
-        self.shift = 1 if labels.has_background and classes + 1 == len(labels.names) else 0
+        self.shift = labels.shift(classes)
         self.background = 1 if labels.has_background and classes == len(labels.names) else 0
         self.by_name: dict[str, set[int]] = {}
         for line, text in enumerate(labels.names):

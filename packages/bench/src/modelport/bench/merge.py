@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from modelport.common.artifacts import ArtifactStore, write_atomic
@@ -47,9 +47,9 @@ def merge(results: Iterable[BackendResult]) -> list[BackendResult]:
     return list(best.values())
 
 
-def reference_for(r: BackendResult, results: list[BackendResult], reference_key: str) -> BackendResult | None:
-    """The reference row of the same model on the same device, when it was measured."""
-    return next((x for x in results if x.key == reference_key and x.status == "ok"
+def reference_for(r: BackendResult, results: list[BackendResult], reference_keys: Collection[str]) -> BackendResult | None:
+    """The reference row (the source model's: one of ``reference_keys``) of the same model on the same device."""
+    return next((x for x in results if x.key in reference_keys and x.status == "ok"
                  and model_id(x) == model_id(r) and device_of(x) == device_of(r)), None)
 
 

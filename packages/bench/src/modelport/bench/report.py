@@ -16,17 +16,37 @@ from pathlib import Path
 from modelport.common.artifacts import ArtifactStore, short, write_atomic
 from modelport.common.bundle import Source, read_source
 from modelport.common.config import Config
+from modelport.common.contract import CONTRACT, read_contract
 from modelport.common.errors import InputError
 from modelport.common.machine import device_key, machine_info
+from modelport.common.reference import REFERENCE
 from modelport.common.results import LAST_OK, outputs_problem, read_result
 from modelport.common.schema import REPORT_SCHEMA, BackendResult
 
 from .depth_report import pipeline_time
 from .merge import device_of, matrix, merge, model_id, reference_for, store_merged
+from .registry import SOURCE_KEYS, source_key
 
-REFERENCE_KEY = "tflite"
-ORDER = ["tflite", "onnx", "onnx-int8", "tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8", "ncnn", "ncnn-int8",
+ORDER = ["tflite", "onnx-source", "onnx", "onnx-int8", "tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8", "ncnn", "ncnn-int8",
          "rknn-int8", "rknn-fp16", "rknn-int8-hybrid", "rknn-int8-board", "rknn-int8-lite"]
+
+
+def reference_key(store: ArtifactStore) -> str:
+    """The row of the source model itself: every agreement is measured against it."""
+    return source_key(read_contract(store.path(CONTRACT)))
+
+
+def source_info(store: ArtifactStore) -> dict | None:
+    """What the report says about the reference: the source, its runtime, its outputs."""
+    contract = read_contract(store.path(CONTRACT))
+    if contract is None:
+        return None
+    ref = (store.read_manifest(REFERENCE) or {}).get("extra", {})
+    return {"key": source_key(contract), "name": contract.name, "kind": contract.kind, "runtime": contract.runtime,
+            "input": {"layout": contract.layout, "shape": contract.input_shape, "dtype": contract.dtype,
+                      "scale": contract.scale, "zero_point": contract.zero_point},
+            "classes": contract.classes, "outputs": ref.get("outputs"),
+            "all_rows_int8_floors": contract.quantized}
 
 
 def load_results(store: ArtifactStore, required: bool = True) -> list[BackendResult]:
@@ -45,7 +65,7 @@ def ordered(results: list[BackendResult]) -> list[BackendResult]:
 def check_comparable(results: list[BackendResult], where, one_model: bool) -> None:
     """Refuse to put side by side results of different preprocessing for one model, and (in one
     artifacts folder, where everything comes from one source) results of another model."""
-    refs = {model_id(r): r for r in results if r.key == REFERENCE_KEY and r.status == "ok"}
+    refs = {model_id(r): r for r in results if r.key in SOURCE_KEYS and r.status == "ok"}
     for r in results:
         ref = next(iter(refs.values()), None) if one_model else refs.get(model_id(r))
         if r.status != "ok" or ref is None:
@@ -61,7 +81,7 @@ def check_comparable(results: list[BackendResult], where, one_model: bool) -> No
 
 def expected_source(results: list[BackendResult], store: ArtifactStore) -> tuple[str | None, str | None]:
     """(model sha256, preprocessing) every row must share: the fetched source's, else the reference row's."""
-    ref = next((r for r in results if r.key == REFERENCE_KEY and r.status == "ok"), None)
+    ref = next((r for r in results if r.key == reference_key(store) and r.status == "ok"), None)
     current = store.current_source()
     sha = current["sha256"] if current else (ref.model_sha256 if ref else None)
     return sha, ref.preprocessing if ref else None
@@ -142,13 +162,17 @@ def build(store: ArtifactStore, config: Config | None = None, merge_paths: list[
     config = config or Config()
     results = gather(store, list(merge_paths))
     machines = {device_of(r): r.machine for r in results if r.machine}
+    key = reference_key(store)
+    if not any(r.key == key and r.status == "ok" for r in results):  # merged from elsewhere: their source's
+        key = next((r.key for r in results if r.key in SOURCE_KEYS and r.status == "ok"), None)
     return {
         "schema": REPORT_SCHEMA,
         "machine": machine_info() | {"device_key": device_key()},
         "devices": dict(sorted(machines.items())),
         "models": sorted({model_id(r) for r in results}),
-        "reference": REFERENCE_KEY if any(r.key == REFERENCE_KEY and r.status == "ok" for r in results) else None,
-        "results": [entry(r, reference_for(r, results, REFERENCE_KEY)) | _kept(store, r) for r in results],
+        "reference": key,
+        "source": source_info(store),
+        "results": [entry(r, reference_for(r, results, SOURCE_KEYS)) | _kept(store, r) for r in results],
         "matrix": matrix(results),
         "floors": config.accuracy.model_dump(),  # what every conversion was verified against
         "verify": config.convert.verify,
@@ -168,8 +192,10 @@ def notes(store: ArtifactStore) -> list[str]:
     conv = (m or {}).get("extra", {}).get("converters", {})
     if conv:
         parts = [f"{n}: median {v['median_ms']:.2f} ms / p90 {v['p90_ms']:.2f} ms" for n, v in conv.items()]
-        out.append(f"TFLite->ONNX converters, verified ONNX timed in onnxruntime ({'; '.join(parts)}); "
+        out.append(f"Source->ONNX converters, verified ONNX timed in onnxruntime ({'; '.join(parts)}); "
                    f"kept {m['extra']['converter']}.")
+    for name, reason in ((m or {}).get("extra", {}).get("failed_converters") or {}).items():
+        out.append(f"Converter {name} was not used: {reason}")
     return out
 
 

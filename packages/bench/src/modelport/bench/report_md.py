@@ -54,7 +54,7 @@ def rows(report: dict) -> list[dict]:
 
 
 HEADERS = {"rank": "#", "backend": "backend", "status": "status", "median": "median ms", "p90": "p90 ms",
-           "fps": "FPS", "speed": "vs TFLite", "size": "size", "top1": "headline top-1",
+           "fps": "FPS", "speed": "vs source", "size": "size", "top1": "headline top-1",
            "agree": "top-1 agreement", "cos": "cosine min / mean"}
 
 
@@ -64,8 +64,14 @@ def headers(report: dict) -> dict[str, str]:
     return {"rank": "#", "backend": "backend", **extra, **{k: v for k, v in HEADERS.items() if k not in ("rank", "backend")}}
 
 
+def reference_text(report: dict) -> str:
+    """The reference as a phrase: "the source model (TFLite INT8, run in the TFLite interpreter)"."""
+    src = report.get("source")
+    return f"the source model ({src['name']}, run in {src['runtime']})" if src else "the source model"
+
+
 def terminal_table(report: dict) -> Table:
-    t = Table(title="modelport report (agreement vs the TFLite reference)")
+    t = Table(title=f"modelport report (agreement vs {reference_text(report)})")
     cols = headers(report)
     for key, title in cols.items():
         t.add_column(title, justify="right" if key in ("median", "p90", "fps", "speed", "size") else "left")
@@ -146,8 +152,10 @@ def method(report: dict) -> str:
     latency = f"Latency: batch 1, {', '.join(timed)}." if runs else "Latency: no backend was timed."
     agreed = [e["agreement"]["images"] for e in report["results"] if e["agreement"]]
     missing = [e for e in report["results"] if e["status"] == "ok" and not e["agreement"] and e.get("agreement_note")]
+    src = report.get("source") or {}
     if report["reference"] and agreed:
-        agreement = f"Agreement: {max(agreed)} eval images vs the TFLite FP32 reference."
+        outputs = f"; its outputs are {src['outputs']}" if src.get("outputs") else ""
+        agreement = f"Agreement: {max(agreed)} eval images vs {reference_text(report)}{outputs}."
     else:
         agreement = "Agreement: not computed (no reference result)."
     if missing:
@@ -163,6 +171,8 @@ def method(report: dict) -> str:
         check = (f"Floors ([accuracy]): FP32/FP16 top-1 >= {f['fp_top1_min']:.0%}, cosine min >= {f['fp_cosine_min']}; "
                  f"INT8 top-1 >= {f['int8_top1_min']:.0%}, cosine min >= {f['int8_cosine_min']}, "
                  f"mean >= {f['int8_cosine_mean_min']}.")
+        if src.get("all_rows_int8_floors"):
+            check += " The source is quantized, so every row (float ones too) is held to the INT8 floors."
     else:
         check = ""
     return f"{latency} {agreement} {check}".rstrip()

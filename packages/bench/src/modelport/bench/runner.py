@@ -19,7 +19,7 @@ from modelport.common.results import fill_outputs, headline_index, new_result, w
 from modelport.common.schema import BackendResult
 from modelport.common.timing import load_average, load_problem, measure
 
-from .registry import runtime_class
+from .registry import SOURCE_KEYS, runtime_class, source_key
 from .runtime import Runtime
 
 
@@ -41,10 +41,23 @@ def run_outputs(runtime: Runtime, prepared: list[np.ndarray], spec) -> np.ndarra
     return np.stack(outs)
 
 
-def result_base(ctx: StepContext, cls: type[Runtime], status: str = "ok", reason: str | None = None) -> BackendResult:
+def source_runtime(config, model) -> Runtime:
+    """The source model file in its own runtime (the reference): TFLite interpreter or onnxruntime."""
+    return runtime_class(source_key(config.contract))(config, {"model": model})
+
+
+def result_base(ctx: StepContext, cls: type[Runtime] | Runtime, status: str = "ok", reason: str | None = None) -> BackendResult:
     return new_result(ctx, key=cls.key, backend=cls.backend, precision=cls.precision, name=cls.display,
                       device=cls.device, input_layout=cls.input_layout, input_dtype=cls.input_dtype,
                       status=status, reason=reason)
+
+
+def not_this_source(ctx: StepContext, key: str) -> str | None:
+    """Why a source runtime (tflite, onnx-source) has nothing to run: the source is the other kind."""
+    contract = ctx.config.contract
+    if key in SOURCE_KEYS and contract is not None and key != source_key(contract):
+        return f"the source is {contract.name}, not this kind (`bench source` runs it)"
+    return None
 
 
 def benchmark(ctx: StepContext, key: str) -> BackendResult:
@@ -55,7 +68,7 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
     the reason and no outputs (the CLI exits non-zero), so the report shows the row.
     """
     cls = runtime_class(key)
-    reason = cls.unavailable_reason()
+    reason = cls.unavailable_reason() or not_this_source(ctx, key)
     if reason:
         result = result_base(ctx, cls, "skipped", reason)
         result.latency_note = "not measured: " + reason
@@ -67,9 +80,11 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
     result = result_base(ctx, cls)
     try:
         runtime = cls.from_store(store, cfg)
+        result = result_base(ctx, runtime)  # a full-integer TFLite source names itself INT8
         for path in runtime.files.values():
             failure = store.failure(path)
             if failure:
+                result.agreement = store.failure_agreement(path)
                 raise ModelportError(f"its conversion failed: {failure}")
             store.check_unchanged(path)
             store.check_source(path, rerun=f"modelport {cls.made_by()}")
@@ -77,8 +92,8 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
         with runtime:
             outputs = run_outputs(runtime, prepared, cfg.input)
             headline_i = headline_index(ctx)
-            tensor = to_tensor(prepared[headline_i], cfg.input, cls.input_layout, cls.input_dtype)
-            console.print(f"   timing {cls.display}: {cfg.bench.warmup} warm-up + {cfg.bench.runs} runs on {names[headline_i]}")
+            tensor = to_tensor(prepared[headline_i], cfg.input, runtime.input_layout, runtime.input_dtype)
+            console.print(f"   timing {runtime.display}: {cfg.bench.warmup} warm-up + {cfg.bench.runs} runs on {names[headline_i]}")
             result.latency_ms = measure(lambda: runtime.infer(tensor), cfg.bench.warmup, cfg.bench.runs)
             result.extra_timings = getattr(runtime, "extra_timings", {})
             result.load_avg = {"before": load_before, "after": load_average()}

@@ -67,6 +67,10 @@ class Runtime:
     def settings(self) -> dict:
         return {}
 
+    def input_shape(self) -> tuple[int, ...]:
+        """The batch-1 tensor infer() takes."""
+        return self.config.input.shape(self.input_layout)
+
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.files.values() if p.is_file())
 

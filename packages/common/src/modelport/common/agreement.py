@@ -16,7 +16,7 @@ from .errors import AccuracyGateError
 from .schema import Agreement, ImageAgreement
 
 if TYPE_CHECKING:
-    from .config import AccuracyConfig
+    from .config import AccuracyConfig, Config
 
 Kind = Literal["float", "int8"]
 
@@ -74,8 +74,16 @@ def gate_failures(agreement: Agreement, kind: Kind, accuracy: AccuracyConfig) ->
     return failures
 
 
+def gate_kind(kind: Kind, config: Config) -> Kind:
+    """The floors a model made from this config's source meets. A quantized source is one quantization
+    away from every float model made from it, so every row is held to the INT8 floors."""
+    contract = config.contract
+    return "int8" if contract is not None and contract.quantized else kind
+
+
 def check_gate(agreement: Agreement, kind: Kind, what: str | Path, accuracy: AccuracyConfig) -> None:
-    """Raise AccuracyGateError when the converted model is below the [accuracy] floors for its kind."""
+    """Raise AccuracyGateError (carrying the agreement) when the model is below the [accuracy] floors for its kind."""
     failures = gate_failures(agreement, kind, accuracy)
     if failures:
-        raise AccuracyGateError(f"{kind} model disagrees with the reference: {'; '.join(failures)}", what)
+        raise AccuracyGateError(f"{kind} model disagrees with the reference: {'; '.join(failures)}", what,
+                                agreement=agreement)

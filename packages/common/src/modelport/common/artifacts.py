@@ -127,6 +127,16 @@ class ArtifactStore:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
+    def failure_agreement(self, path: Path):
+        """The agreement measured before the failure (a model below its floors), if one was recorded."""
+        from .schema import Agreement
+
+        try:
+            data = json.loads(self.failure_path(path).read_text()).get("agreement")
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return Agreement.model_validate(data) if data else None
+
     def record_failure(self, rel: str, reason: str, **extra: Any) -> None:
         """Say beside ``rel`` that the step making it failed: a consumer reports that instead of
         using an older file or saying only that the file is missing. The next success clears it."""

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from .contract import Contract, resolve_input
 from .errors import ConfigError
 from .preprocess import InputSpec
 
@@ -210,11 +211,23 @@ class Config(Section):
     tensorrt: TensorrtConfig = TensorrtConfig()
 
     _source: Path | None = PrivateAttr(None)
+    _contract: Contract | None = PrivateAttr(None)
 
     @property
     def source(self) -> Path | None:
         """The file this config was read from (None: built-in defaults)."""
         return self._source
+
+    @property
+    def contract(self) -> Contract | None:
+        """The source model's contract this config was completed with (None: not yet fetched)."""
+        return self._contract
+
+    def with_contract(self, contract: Contract, model: Path | str) -> Config:
+        """This config with [input] completed by the model's contract (see modelport.common.contract)."""
+        cfg = self.model_copy(update={"input": resolve_input(self.input, contract, self.source, model)})
+        cfg._contract = contract
+        return cfg
 
 
 _ENV_OVERRIDES = {

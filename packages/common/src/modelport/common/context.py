@@ -10,9 +10,11 @@ from pathlib import Path
 from .artifacts import ArtifactStore
 from .calibration import CalibrationSet
 from .config import Config, load_config
+from .contract import CONTRACT, read_contract
 from .images import resolve_images
 from .labels import Labels
 
+LABELS = "source/labels.txt"
 ENV_NAME = "MODELPORT_ENV"  # set by nox / the images: which toolchain env a result came from
 
 
@@ -24,8 +26,16 @@ class StepContext:
     force: bool = False
 
     @cached_property
-    def config(self) -> Config:
+    def raw_config(self) -> Config:
+        """The config as written (file, env vars, overrides), before the source model completes it."""
         return load_config(self.config_path, self.overrides)
+
+    @cached_property
+    def config(self) -> Config:
+        """The config with [input] completed by the fetched model's contract (when there is one)."""
+        contract = read_contract(self.store.path(CONTRACT))
+        raw = self.raw_config
+        return raw if contract is None else raw.with_contract(contract, self.store.path(contract.file))
 
     @cached_property
     def store(self) -> ArtifactStore:
@@ -41,7 +51,9 @@ class StepContext:
 
     @cached_property
     def labels(self) -> Labels:
-        return Labels.load(self.store.path("source/labels.txt"))
+        """The fetched labels; without a labels file, classes are named by their index."""
+        path = self.store.path(LABELS)
+        return Labels.load(path) if path.is_file() else Labels.indices()
 
     @property
     def env(self) -> str:

@@ -45,4 +45,8 @@ class HardwareMissing(ModelportError):
 
 
 class AccuracyGateError(ModelportError):
-    """A converted model disagrees with the reference beyond the floors."""
+    """A converted model disagrees with the reference beyond the floors (``agreement``: what was measured)."""
+
+    def __init__(self, message: str, path: str | Path | None = None, agreement=None):
+        super().__init__(message, path)
+        self.agreement = agreement

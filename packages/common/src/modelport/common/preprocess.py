@@ -1,9 +1,10 @@
 """The one place an image becomes a tensor.
 
 ``prepare`` does all geometry and colour order and yields uint8 HWC; ``to_tensor``
-turns that array into what a runtime feeds: float32 normalised (NCHW or NHWC), or
-uint8 NHWC for toolchains that normalise inside the model with ``mean_values`` /
-``norm_values`` derived from the same spec. No other module normalises pixels.
+turns that array into what a runtime feeds: float32 normalised (NCHW or NHWC), uint8
+NHWC for toolchains that normalise inside the model with ``mean_values`` /
+``norm_values`` derived from the same spec, or a quantized model's own integer input
+(uint8 pixels, or int8 = pixel - 128). No other module normalises pixels.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Layout = Literal["NCHW", "NHWC"]
-DType = Literal["float32", "uint8"]
+DType = Literal["float32", "uint8", "int8"]
+# Pixel p enters an integer model as q = p + offset (int8 shifts the 0..255 range to -128..127).
+INTEGER_OFFSET = {"uint8": 0, "int8": -128}
 
 _FILTERS = {
     "nearest": Image.Resampling.NEAREST,
@@ -41,6 +44,11 @@ class InputSpec(BaseModel):
     mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
     std: tuple[float, float, float] = (127.5, 127.5, 127.5)
     layout: Layout = "NCHW"  # of the exported ONNX model (TFLite's own input is NHWC)
+    # The source model's input tensor type and quantization (real = (q - zero_point) * scale): read from
+    # the model (modelport.common.contract), never guessed; a config value must agree with the model.
+    dtype: DType = "float32"
+    scale: float | None = Field(None, gt=0)
+    zero_point: int | None = None
 
     @model_validator(mode="after")
     def _positive(self):
@@ -92,13 +100,17 @@ def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def to_tensor(prepared: np.ndarray, spec: InputSpec, layout: Layout = "NCHW", dtype: DType = "float32") -> np.ndarray:
-    """Prepared uint8 HWC -> batch-1 tensor. uint8 is always NHWC and un-normalised."""
+    """Prepared uint8 HWC -> batch-1 tensor. uint8/int8 are always NHWC and un-normalised."""
     if prepared.shape != (*spec.size, 3) or prepared.dtype != np.uint8:
         raise ValueError(f"expected prepared uint8 {(*spec.size, 3)}, got {prepared.dtype} {prepared.shape}")
     if dtype == "uint8":
         if layout != "NHWC":
             raise ValueError("uint8 tensors are NHWC (the toolchain normalises inside the model)")
         return prepared[np.newaxis].copy()
+    if dtype == "int8":
+        if layout != "NHWC":
+            raise ValueError("int8 tensors are NHWC (a quantized TFLite model's own input)")
+        return (prepared[np.newaxis].astype(np.int16) + INTEGER_OFFSET["int8"]).astype(np.int8)
     x = (prepared.astype(np.float32) - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     if layout == "NCHW":
         x = x.transpose(2, 0, 1)

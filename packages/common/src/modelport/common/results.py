@@ -49,7 +49,7 @@ def headline_index(ctx: StepContext) -> int:
 
 
 def fill_outputs(ctx: StepContext, result: BackendResult, outputs: np.ndarray) -> None:
-    """Top-5 per eval image, the headline image's top-1, and agreement with the TFLite reference."""
+    """Top-5 per eval image, the headline image's top-1, and agreement with the reference (the source model's outputs)."""
     names = [p.name for p in ctx.eval_images]
     labels, classes = ctx.labels, outputs.shape[1]
     labels.check(classes)

@@ -24,8 +24,9 @@ from .registry import TARGETS, target_module
 def convert(ctx: StepContext, targets, force, ncnn_tools, **flags):
     """Convert to TARGET... (any of: {targets}), in the order given.
 
-    Every output is verified by running it on the eval images against the TFLite
-    reference outputs (source/reference.npy) before it is committed. A target whose
+    Every output is verified by running it on the eval images against the reference
+    outputs (source/reference.npy: the source model in its own runtime) before it is
+    committed; one below its [accuracy] floors is kept only as <name>.below-floor.<ext>. A target whose
     hardware is missing here (TensorRT without a CUDA GPU) is skipped with the reason.
     A target that fails is reported and the rest still run; the command then exits
     non-zero, and `bench` records the failure as that backend's row.
@@ -60,9 +61,11 @@ def record_failure(ctx: StepContext, name: str, exc: ModelportError) -> None:
     measuring an older model."""
     from modelport.bench.registry import RUNTIMES, runtime_class
 
+    agreement = getattr(exc, "agreement", None)  # below the floors: the row shows what was measured
+    extra = {"agreement": agreement.model_dump()} if agreement is not None else {}
     if name in RUNTIMES:
         for rel in runtime_class(name).artifacts.values():
-            ctx.store.record_failure(rel, str(exc), target=name)
+            ctx.store.record_failure(rel, str(exc), target=name, **extra)
 
 
 convert.help = convert.help.replace("{targets}", ", ".join(TARGETS))

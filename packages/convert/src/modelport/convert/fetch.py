@@ -4,8 +4,12 @@ Imports local files (``--from``, [model] path, MODELPORT_MODEL; the default conf
 points at the copies shipped in data/models/) or, with [model] download = true,
 downloads the official archive and takes its one .tflite member out without
 extracting anything to disk (so no archive path can escape). Every download is
-checked against a pinned sha256 before anything reads it as a model. The model is
-loaded by the TFLite runtime and checked against [input] before it is committed.
+checked against a pinned sha256 before anything reads it as a model.
+
+The source is a TFLite model (float or full-integer) or a float ONNX model. Its contract
+(modelport.common.contract) is read from the model, checked against [input] and the
+labels, and written beside it as source/contract.json; the model is run once in its
+own runtime before anything is committed.
 """
 
 from __future__ import annotations
@@ -19,22 +23,14 @@ from pathlib import Path, PurePosixPath
 import click
 import numpy as np
 
-from modelport.bench.runtimes.tflite import TfliteRuntime
 from modelport.common.artifacts import sha256_file
-from modelport.common.context import StepContext
+from modelport.common.context import LABELS, StepContext
+from modelport.common.contract import CONTRACT, SOURCES, Contract
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.labels import Labels
-from modelport.common.log import step, warn
+from modelport.common.log import console, step, warn
 
-MODEL, LABELS = "source/model.tflite", "source/labels.txt"
-TFLITE_IDENTIFIER = b"TFL3"
-
-
-def check_tflite_header(path: Path) -> None:
-    head = path.read_bytes()[:8] if path.stat().st_size >= 8 else b""
-    if head[4:8] != TFLITE_IDENTIFIER:
-        raise InputError("not a TFLite flatbuffer (missing 'TFL3' identifier)", path)
-
+from .inspect import inspect, source_kind
 
 OFFLINE_HINT = ("the shipped model needs no network: keep [model] download = false (modelport.toml's default) "
                 "or import a local file with `modelport fetch --from FILE`")
@@ -100,21 +96,22 @@ def extract_member(archive: Path, member: str, dest: Path) -> None:
 
 
 def _local_source(path: Path) -> tuple[Path, Path | None]:
-    """A .tflite file, or a folder with one .tflite (and maybe labels.txt)."""
+    """A .tflite or .onnx file, or a folder with one of them (and maybe labels.txt)."""
     if path.is_dir():
-        tflites = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".tflite")
-        if len(tflites) != 1:
-            raise InputError(f"folder must hold exactly one .tflite, found {len(tflites)}", path)
+        models = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in (".tflite", ".onnx"))
+        if len(models) != 1:
+            raise InputError(f"folder must hold exactly one .tflite or .onnx, found {len(models)}", path)
         labels = path / "labels.txt"
-        return tflites[0], labels if labels.is_file() else None
+        return models[0], labels if labels.is_file() else None
     if not path.is_file():
         raise InputError("no such model file", path)
     return path, None
 
 
 @click.command()
-@click.option("--from", "from_path", type=click.Path(path_type=Path), help="Local .tflite, folder or .tgz to import instead of downloading.")
-@click.option("--labels", "labels_path", type=click.Path(path_type=Path, dir_okay=False), help="Local labels file (1001 with background first, or 1000).")
+@click.option("--from", "from_path", type=click.Path(path_type=Path), help="Local .tflite, .onnx, folder or .tgz to import instead of downloading.")
+@click.option("--labels", "labels_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Local labels file: one per output, or one more with 'background' first or last (optional: indices otherwise).")
 @click.option("--download", "force_download", is_flag=True, help="Download the official model ([model] url) instead of "
               "using [model] path, as [model] download = true does.")
 @click.option("--sha256", "sha256", help="Expected sha256 of the model archive download (overrides [model] sha256).")
@@ -124,15 +121,16 @@ def _local_source(path: Path) -> tuple[Path, Path | None]:
 @click.pass_obj
 def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, force_download: bool,
           sha256: str | None, allow_unpinned: bool, force: bool):
-    """Import the source TFLite model and labels into artifacts/source/ (or download the official ones).
+    """Import the source model (TFLite or ONNX) and labels into artifacts/source/ (or download the official ones).
 
     Model: --from, else [model] path / MODELPORT_MODEL (modelport.toml: the model
     shipped in data/models/), else with --download or [model] download = true the
     official archive from [model] url, checked against [model] member_sha256.
     Labels: --labels, [model] labels / MODELPORT_LABELS, a labels.txt beside the
     model; a download takes [model] labels_url (checked against labels_sha256).
+    Without labels, classes are named by their index.
     """
-    cfg, store = ctx.config, ctx.store
+    cfg, store = ctx.raw_config, ctx.store  # the contract in the store may be another model's
     downloads = store.path(".downloads")
     downloading = from_path is None and (force_download or cfg.model.download)
     src = from_path or (None if downloading else cfg.model.path)
@@ -152,20 +150,25 @@ def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, fo
     else:
         archive = download(cfg.model.url, downloads / Path(cfg.model.url).name, sha256 or cfg.model.sha256,
                            allow_unpinned, verified_later=bool(cfg.model.member_sha256))
-    if labels_src is None:
+    if labels_src is None and downloading:
         labels_src = download(cfg.model.labels_url, downloads / "labels.txt", cfg.model.labels_sha256, allow_unpinned)
     model_input = src or archive
+    kind = source_kind(src) if src else "tflite"
+    model_rel = SOURCES[kind]
+    outputs = [model_rel, CONTRACT] + ([LABELS] if labels_src else [])
+    inputs = {"model": model_input} | ({"labels": Path(labels_src)} if labels_src else {})
     with ctx.store.lock(), store.produce(
-        [MODEL, LABELS], inputs={"model": model_input, "labels": Path(labels_src)},
-        tool="modelport-fetch", tool_version="1", options={"member": cfg.model.member if archive else None,
-                 "member_sha256": cfg.model.member_sha256 if downloading else None},
+        outputs, inputs=inputs, tool="modelport-fetch", tool_version="2",
+        options={"member": cfg.model.member if archive else None,
+                 "member_sha256": cfg.model.member_sha256 if downloading else None,
+                 "input": cfg.input.model_dump(mode="json", exclude_unset=True)},
         force=force or ctx.force,
     ) as job:
         if job.cached:
             return
-        step(f"import {model_input} + {labels_src}")
+        step(f"import {model_input}" + (f" + {labels_src}" if labels_src else " (no labels: classes named by index)"))
         if archive:
-            extract_member(archive, cfg.model.member, job.tmp(MODEL))
+            extract_member(archive, cfg.model.member, job.tmp(model_rel))
             if downloading and cfg.model.member_sha256:
                 got = sha256_file(job.tmp(MODEL))
                 if got != cfg.model.member_sha256:
@@ -173,20 +176,41 @@ def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, fo
                     raise InputError(f"member {cfg.model.member!r} has sha256 {got}, not the pinned "
                                      f"[model] member_sha256 {cfg.model.member_sha256}", cfg.model.url)
         else:
-            shutil.copyfile(src, job.tmp(MODEL))
-        shutil.copyfile(labels_src, job.tmp(LABELS))
-        _validate(ctx, job.tmp(MODEL), job.tmp(LABELS), shown=model_input, labels_shown=Path(labels_src))
+            shutil.copyfile(src, job.tmp(model_rel))
+        if labels_src:
+            shutil.copyfile(labels_src, job.tmp(LABELS))
+        contract = _validate(ctx, job.tmp(model_rel), Path(labels_src) if labels_src else None, shown=model_input)
+        job.tmp(CONTRACT).write_text(contract.dump(), encoding="utf-8")
+        job.record(contract=contract.model_dump(mode="json"))
+    forget_other_sources(ctx, contract, labels_src is not None)
 
 
-def _validate(ctx: StepContext, model: Path, labels: Path, shown: Path, labels_shown: Path) -> None:
+def _validate(ctx: StepContext, model: Path, labels: Path | None, shown: Path) -> Contract:
+    """The model's contract, checked against [input] and the labels, after one run in its own runtime."""
+    from modelport.bench.runner import source_runtime
+
     try:
-        check_tflite_header(model)
-        runtime = TfliteRuntime(ctx.config, {"model": model})
+        contract = inspect(model, shown)
+        cfg = ctx.raw_config.with_contract(contract, shown)
+        runtime = source_runtime(cfg, model)
         with runtime:
-            out = runtime.infer(np.zeros(ctx.config.input.shape("NHWC"), "float32"))
+            out = runtime.infer(np.zeros(runtime.input_shape(), runtime.input_dtype))
     except InputError as e:
-        raise InputError(e.message, shown) from None  # name the user's file, not our temp copy
-    try:
-        Labels.load(labels, num_classes=out.shape[-1])
-    except InputError as e:
-        raise InputError(e.message, labels_shown) from None
+        raise InputError(e.message, shown if e.path == model else e.path) from None  # the user's file, not our copy
+    if out.reshape(out.shape[0], -1).shape[-1] != contract.classes:
+        raise InputError(f"model outputs {out.shape} on a zero image, not [1, {contract.classes}]", shown)
+    if labels is not None:
+        Labels.load(labels, num_classes=contract.classes)
+    console.print(f"   source: {contract.name} ({contract.kind}, {contract.layout} {list(contract.input_shape)} "
+                  f"{contract.dtype}, {contract.classes} outputs)", markup=False)
+    return contract
+
+
+def forget_other_sources(ctx: StepContext, contract: Contract, has_labels: bool) -> None:
+    """A new source makes the other kind's model copy, and labels it was not given, stale: they go. Results
+    measured on another model stay (the report shows them as rows of another source model)."""
+    store = ctx.store
+    stale = [rel for kind, rel in SOURCES.items() if kind != contract.kind] + ([] if has_labels else [LABELS])
+    for rel in stale:
+        store.path(rel).unlink(missing_ok=True)
+        store.manifest_path(store.path(rel)).unlink(missing_ok=True)

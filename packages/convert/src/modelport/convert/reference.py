@@ -1,7 +1,9 @@
-"""`convert reference`: the source TFLite model's outputs on the eval images.
+"""`convert reference`: the source model's outputs on the eval images, in its own runtime.
 
-Every converter in every env verifies against this file, and the report compares
-every backend with it.
+A TFLite source runs in the TFLite interpreter (a full-integer one on its own integer
+input, its output dequantized), an ONNX source in onnxruntime as it came. Every
+converter in every env verifies against this file, and the report compares every
+backend with it. The manifest says whether the outputs are probabilities or logits.
 """
 
 from __future__ import annotations
@@ -10,33 +12,45 @@ import io
 
 import numpy as np
 
-from modelport.bench.runner import prepared_images, run_outputs
+from modelport.bench.runner import prepared_images, run_outputs, source_runtime
+from modelport.bench.runtimes.onnxruntime import OnnxSourceRuntime
 from modelport.bench.runtimes.tflite import TfliteRuntime
 from modelport.common.context import StepContext
+from modelport.common.errors import InputError
 from modelport.common.reference import REFERENCE, image_ids
 
 
 def unavailable_reason() -> str | None:
-    return TfliteRuntime.unavailable_reason()
+    return TfliteRuntime.unavailable_reason() or OnnxSourceRuntime.unavailable_reason()
 
 
 def tool_version() -> str:
-    return TfliteRuntime.version()
+    return f"{TfliteRuntime.version()}, onnxruntime {OnnxSourceRuntime.version()}"
+
+
+def output_kind(outputs: np.ndarray) -> str:
+    """probabilities when every row is non-negative and sums to 1 (a dequantized softmax to within its step)."""
+    sums = outputs.sum(axis=1)
+    return "probabilities" if outputs.min() >= 0 and np.allclose(sums, 1.0, atol=0.02) else "logits"
 
 
 def run(ctx: StepContext, force: bool):
     store, cfg = ctx.store, ctx.config
-    model = store.path("source/model.tflite")
+    if cfg.contract is None:
+        raise InputError("no source model contract: run `modelport fetch` first", store.path("source"))
+    model = store.path(cfg.contract.file)
     inputs = {"model": model} | {f"image:{p.name}": p for p in ctx.eval_images}
     options = {"input": cfg.input.model_dump(mode="json"), "tflite": cfg.tflite.model_dump()}
-    with store.produce(REFERENCE, inputs=inputs, tool="tflite", tool_version=tool_version(),
+    runtime = source_runtime(cfg, model)
+    with store.produce(REFERENCE, inputs=inputs, tool=runtime.backend, tool_version=tool_version(),
                        options=options, force=force) as job:
         if job.cached:
             return [job.path]
-        with TfliteRuntime(cfg, {"model": model}) as runtime:
+        with runtime:
             outputs = run_outputs(runtime, prepared_images(ctx), cfg.input)
         buf = io.BytesIO()
         np.save(buf, outputs, allow_pickle=False)
         job.tmp().write_bytes(buf.getvalue())
-        job.record(images=image_ids(ctx.eval_images), preprocessing=cfg.input.signature)
+        job.record(images=image_ids(ctx.eval_images), preprocessing=cfg.input.signature,
+                   source=runtime.display, outputs=output_kind(outputs))
     return [job.path]

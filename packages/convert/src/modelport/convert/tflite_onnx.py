@@ -1,9 +1,13 @@
-"""`convert onnx`: TFLite -> ONNX with a static NCHW float input, verified against the reference.
+"""`convert onnx`: the source -> ``onnx/model.onnx``, static NCHW float input, verified against the reference.
 
-Two converters: tflite2onnx (the original project's; no TensorFlow needed) and
-tf2onnx (``--inputs-as-nchw``). Both end at the configured opset (13: per-channel
-QDQ needs >= 13). ``auto`` converts with both, verifies both, times both in
-onnxruntime and keeps the faster; both numbers go into the manifest and the report.
+A TFLite source goes through two converters: tflite2onnx (the original project's; no
+TensorFlow needed) and tf2onnx (``--inputs-as-nchw``). Both end at the configured
+opset (13: per-channel QDQ needs >= 13). ``auto`` converts with both, verifies both,
+times those that pass in onnxruntime and keeps the faster; a converter that crashes or
+fails verification is recorded with its one-line reason, and the step fails only when
+none passes. A full-integer TFLite source becomes a float ONNX (tf2onnx
+``--dequantize``, then onnx_float for both), held to the INT8 floors: it is one
+quantization away from the source. An ONNX source is only made static NCHW (onnx_source).
 """
 
 from __future__ import annotations
@@ -17,10 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime
-from modelport.bench.runtimes.tflite import _interpreter_class
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError, ToolchainMissing
-from modelport.common.log import activity, console, run_logged, step
+from modelport.common.log import activity, console, run_logged, step, warn
 from modelport.common.schema import LatencyStats
 from modelport.common.timing import measure, sample, summarize
 
@@ -50,11 +53,6 @@ def tool_version() -> str:
     return ", ".join(f"{c} {version(c)}" for c in available_converters()) or "none"
 
 
-def _input_name(tflite: Path) -> str:
-    Interpreter, _ = _interpreter_class()
-    return Interpreter(model_path=str(tflite)).get_input_details()[0]["name"]
-
-
 def to_opset(path: Path, opset: int) -> None:
     import onnx
     from onnx import version_converter
@@ -66,25 +64,43 @@ def to_opset(path: Path, opset: int) -> None:
         onnx.save(model, str(path))
 
 
-def convert_tflite2onnx(tflite: Path, out: Path, opset: int) -> None:
+def convert_tflite2onnx(ctx: StepContext, tflite: Path, out: Path) -> None:
     import tflite2onnx
 
     try:
         with activity("tflite2onnx conversion"):
             tflite2onnx.convert(str(tflite), str(out))
-    except Exception as e:  # tflite2onnx raises bare NotImplementedError/AssertionError on unsupported graphs
-        raise ModelportError(f"tflite2onnx failed: {type(e).__name__}: {e}", tflite) from None
-    to_opset(out, opset)
+        if ctx.config.contract.quantized:
+            dequantize(out)
+        to_opset(out, ctx.config.convert.opset)
+    except ModelportError:
+        raise
+    except Exception as e:  # tflite2onnx raises bare NotImplementedError/AssertionError/ShapeInferenceError
+        msg = (str(e).strip().splitlines() or [""])[0]
+        raise ModelportError(f"tflite2onnx failed: {type(e).__name__}: {msg}", tflite) from None
 
 
-def convert_tf2onnx(tflite: Path, out: Path, opset: int, log: Path) -> None:
+def convert_tf2onnx(ctx: StepContext, tflite: Path, out: Path, log: Path) -> None:
     # A subprocess: tf2onnx imports all of TensorFlow, which this process never needs. 30-70 s: its
     # chatter goes to ``log`` and progress lines show it is alive.
+    contract = ctx.config.contract
     cmd = [sys.executable, "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(out),
-           "--inputs-as-nchw", _input_name(tflite), "--opset", str(opset)]
+           "--inputs-as-nchw", contract.input_name, "--opset", str(ctx.config.convert.opset)]
+    if contract.quantized:
+        cmd.append("--dequantize")
     proc = run_logged(cmd, log, "tf2onnx conversion")
     if proc.returncode != 0 or not out.is_file():
         raise ModelportError(f"tf2onnx failed ({proc.returncode}): {proc.last_error} (full log: {log})", tflite)
+    if contract.quantized:
+        dequantize(out)
+
+
+def dequantize(path: Path) -> None:
+    import onnx
+
+    from .onnx_float import float_model
+
+    onnx.save(float_model(onnx.load(str(path))), str(path))
 
 
 def check_static_nchw(path: Path, ctx: StepContext) -> None:
@@ -102,15 +118,42 @@ def check_static_nchw(path: Path, ctx: StepContext) -> None:
         raise InputError(f"converted input {inp.name} is {dims}, expected static NCHW {expected}", path)
 
 
-def _convert_one(ctx: StepContext, name: str, tflite: Path, out: Path) -> dict:
-    step(f"{name}: {tflite.name} -> ONNX (opset {ctx.config.convert.opset})")
-    if name == "tflite2onnx":
-        convert_tflite2onnx(tflite, out, ctx.config.convert.opset)
+def _convert_one(ctx: StepContext, name: str, source: Path, out: Path) -> dict:
+    if name == "source":
+        step(f"{source.name} -> static NCHW batch-1 ONNX (opset >= {ctx.config.convert.opset})")
+        from .onnx_source import static_nchw
+
+        changes = static_nchw(source, out, ctx)
     else:
-        convert_tf2onnx(tflite, out, ctx.config.convert.opset, ctx.store.path("onnx/logs/tf2onnx.log"))
+        step(f"{name}: {source.name} -> ONNX (opset {ctx.config.convert.opset})"
+             + (", dequantized to float" if ctx.config.contract.quantized else ""))
+        if name == "tflite2onnx":
+            convert_tflite2onnx(ctx, source, out)
+        else:
+            convert_tf2onnx(ctx, source, out, ctx.store.path("onnx/logs/tf2onnx.log"))
+        changes = None
     check_static_nchw(out, ctx)
     agreement = verify(ctx, OnnxFp32Runtime(ctx.config, {"model": out}), "float", ctx.store.path(OUTPUT))
-    return {"agreement": agreement.model_dump(exclude={"per_image"}) if agreement else None}
+    return {"agreement": agreement.model_dump(exclude={"per_image"}) if agreement else None} | (
+        {"changes": changes} if changes else {})
+
+
+def convert_contained(ctx: StepContext, names: list[str], source: Path, workdir: Path) -> tuple[dict, dict]:
+    """Run each converter; a crash or failed verification is its one-line reason, never the step's end.
+
+    Returns (measured, failed): name -> manifest record / name -> reason. Raises when none passed.
+    """
+    measured, failed = {}, {}
+    for n in names:
+        try:
+            measured[n] = _convert_one(ctx, n, source, workdir / f"{n}.onnx")
+        except ModelportError as e:
+            failed[n] = e.message
+            if len(names) > 1:
+                warn(f"{n}: {e.message}")
+    if not measured:
+        raise ModelportError("no converter made a model that passes: " + "; ".join(f"{n}: {r}" for n, r in failed.items()), source)
+    return measured, failed
 
 
 def race(ctx: StepContext, models: dict[str, Path]) -> dict[str, LatencyStats]:
@@ -136,24 +179,35 @@ def run(ctx: StepContext, force: bool):
     if reason:
         raise ToolchainMissing(reason)
     cfg, store = ctx.config, ctx.store
+    contract = cfg.contract
+    if contract is None:
+        raise InputError("no source model contract: run `modelport fetch` first", store.path("source"))
     choice = cfg.convert.onnx_converter
-    names = available_converters() if choice == "auto" else [choice]
-    if choice != "auto" and choice not in available_converters():
+    if contract.kind == "onnx":
+        names = ["source"]
+    elif choice == "auto":
+        names = available_converters()
+    elif choice not in available_converters():
         raise ToolchainMissing(f"converter {choice} is not installed in this env")
-    tflite = store.path("source/model.tflite")
-    options = {"converter": choice, "opset": cfg.convert.opset, "verify": cfg.convert.verify}
-    with store.produce(OUTPUT, inputs={"tflite": tflite, "reference": store.path("source/reference.npy")},
+    else:
+        names = [choice]
+    source = store.path(contract.file)
+    options = {"converter": choice if contract.kind == "tflite" else "source", "opset": cfg.convert.opset,
+               "verify": cfg.convert.verify, "input": cfg.input.signature}
+    with store.produce(OUTPUT, inputs={"source": source, "reference": store.path("source/reference.npy")},
                        tool="+".join(names), tool_version=tool_version(), options=options, force=force) as job:
         if job.cached:
             return [job.path]
-        models = {n: job.workdir / f"{n}.onnx" for n in names}
-        measured = {n: _convert_one(ctx, n, tflite, path) for n, path in models.items()}
+        measured, failed = convert_contained(ctx, names, source, job.workdir)
+        models = {n: job.workdir / f"{n}.onnx" for n in measured}
         for n, stats in race(ctx, models).items():
             measured[n] |= {"median_ms": stats.median, "p90_ms": stats.p90, "runs": stats.runs}
             console.print(f"   {n}: onnxruntime median {stats.median:.2f} ms, p90 {stats.p90:.2f} ms ({stats.runs} runs, interleaved)")
         chosen = min(measured, key=lambda n: measured[n]["median_ms"])
         if len(measured) > 1:
             console.print(f"   keeping {chosen}: the faster verified ONNX in onnxruntime")
+        elif failed:
+            console.print(f"   keeping {chosen}: the only converter that passed", markup=False)
         shutil.copyfile(job.workdir / f"{chosen}.onnx", job.tmp())
-        job.record(converter=chosen, converters=measured)
+        job.record(converter=chosen, converters=measured, failed_converters=failed)
     return [job.path]

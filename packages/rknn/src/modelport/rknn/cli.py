@@ -56,7 +56,7 @@ def _verbose(ctx: StepContext) -> bool:
 @force_option
 @click.pass_obj
 def convert(ctx: StepContext, fp16, force):
-    """ONNX -> rknn/model.rknn (INT8, + FP16), each verified in the simulator against the TFLite reference."""
+    """ONNX -> rknn/model.rknn (INT8, + FP16), each verified in the simulator against the reference (the source model)."""
     from . import convert as conv
 
     _overrides(ctx, fp16=fp16)

@@ -3,7 +3,7 @@
 rknn-toolkit2's x86 simulator cannot run an exported ``.rknn`` (``load_rknn`` then
 ``init_runtime()`` returns -1), so the model is verified from the same in-memory build
 that is exported: build -> simulate the eval images -> compare with the TFLite
-reference -> gate -> export. The simulator outputs are kept beside the model
+reference (the source model's outputs) -> gate -> export. The simulator outputs are kept beside the model
 (``*.eval.npy``) so `rknn simulate` writes its result without building again (an mmse
 build takes ~100 s).
 
@@ -21,9 +21,10 @@ from typing import Literal
 
 import numpy as np
 
-from modelport.common.agreement import check_gate, compare
+from modelport.common.agreement import check_gate, compare, gate_kind
+from modelport.common.below_floor import keep_below_floor
 from modelport.common.context import StepContext
-from modelport.common.errors import InputError
+from modelport.common.errors import AccuracyGateError, InputError
 from modelport.common.images import load_image
 from modelport.common.log import console, step
 from modelport.common.preprocess import prepare, to_tensor
@@ -150,7 +151,7 @@ def run_simulator(rk, ctx: StepContext, log: Path, what: Path) -> np.ndarray:
 
 
 def verify(ctx: StepContext, outputs: np.ndarray, kind: Kind, what: Path) -> Agreement | None:
-    """Agreement with the TFLite reference, and the floor for the model's precision (raises below it)."""
+    """Agreement with the reference (the source model), and the floor for the model's precision (raises below it)."""
     if not ctx.config.convert.verify:
         console.print("   [yellow]verification disabled (\\[convert] verify = false)[/]")
         return None
@@ -158,7 +159,7 @@ def verify(ctx: StepContext, outputs: np.ndarray, kind: Kind, what: Path) -> Agr
     agreement = compare(outputs, reference, [p.name for p in ctx.eval_images])
     console.print(f"   simulated on {agreement.images} images: top-1 agreement {agreement.top1:.0%}, "
                   f"cosine min {agreement.cosine_min:.5f} / mean {agreement.cosine_mean:.5f}")
-    check_gate(agreement, "float" if kind == "fp16" else "int8", what, ctx.config.accuracy)
+    check_gate(agreement, gate_kind("float" if kind == "fp16" else "int8", ctx.config), what, ctx.config.accuracy)
     return agreement
 
 
@@ -197,7 +198,13 @@ def build_model(ctx: StepContext, kind: Kind, force: bool = False, verbose: bool
             with toolkit.session(log, job.workdir, verbose) as rk:
                 build_s = build(rk, ctx, onnx_path, kind, job.workdir, log)
                 outputs = run_simulator(rk, ctx, log, ctx.store.path(rel))
-                agreement = verify(ctx, outputs, kind, ctx.store.path(rel))
+                try:
+                    agreement = verify(ctx, outputs, kind, ctx.store.path(rel))
+                except AccuracyGateError as e:  # kept for inspection under a name no step reads
+                    below = job.workdir / "below-floor.rknn"
+                    toolkit.call(rk.export_rknn, str(below), what="export_rknn", log=log, path=ctx.store.path(rel))
+                    keep_below_floor(ctx.store, {below: ctx.store.path(rel)}, e)
+                    raise
                 toolkit.call(rk.export_rknn, str(job.tmp(rel)), what="export_rknn", log=log, path=ctx.store.path(rel))
             np.save(job.tmp(evals), outputs, allow_pickle=False)
             seconds = round(time.monotonic() - t0, 1)

@@ -75,6 +75,7 @@ def record_failure(ctx: StepContext, kind: str, exc: ModelportError) -> BackendR
     """The failed step as this backend's row (status failed, the reason), so the report shows it."""
     r = result_base(ctx, BACKENDS[kind], simulator_device(ctx), "failed", str(exc))
     r.latency_note = "not measured: failed"
+    r.agreement = getattr(exc, "agreement", None)  # below the floors: what the simulator measured
     write_result(ctx.store, r)
     failed(f"{BACKENDS[kind].key}: {exc}")
     return r

@@ -41,7 +41,7 @@ class OnnxRuntime(Runtime):
             raise self.model_error(e) from None
         (inp,) = self.session.get_inputs()
         expected = self.expected_input_shape()
-        if list(inp.shape) != expected:
+        if not self._shape_matches(inp.shape):
             raise InputError(
                 f"model input {inp.name} {inp.shape} does not match the config ({self.input_layout} {expected})",
                 self.files["model"],
@@ -50,6 +50,9 @@ class OnnxRuntime(Runtime):
 
     def expected_input_shape(self) -> list:
         return list(self.config.input.shape(self.input_layout))
+
+    def _shape_matches(self, shape) -> bool:
+        return list(shape) == self.expected_input_shape()
 
     def infer_impl(self, tensor):
         return self.session.run(None, {self.input_name: tensor})[0]
@@ -60,6 +63,23 @@ class OnnxRuntime(Runtime):
 
     def deactivate_impl(self):
         del self.session
+
+
+class OnnxSourceRuntime(OnnxRuntime):
+    """An ONNX source model as it came (any layout, fixed or dynamic batch): the reference."""
+
+    key, precision, display = "onnx-source", "fp32", "ONNX FP32 (source)"
+    artifacts = {"model": "source/model.onnx"}
+
+    def __init__(self, config, files):
+        super().__init__(config, files)
+        contract = config.contract
+        self.input_layout = contract.layout if contract is not None else "NCHW"
+
+    def _shape_matches(self, shape) -> bool:
+        """Dynamic dims (batch, or height/width the config sizes) take any value; fixed ones must fit."""
+        want = self.input_shape()
+        return len(shape) == len(want) and all(not isinstance(d, int) or d == w for d, w in zip(shape, want, strict=True))
 
 
 class OnnxFp32Runtime(OnnxRuntime):

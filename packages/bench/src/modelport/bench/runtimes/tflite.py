@@ -1,4 +1,8 @@
-"""TFLite (the reference) via ai-edge-litert, falling back to tf.lite."""
+"""TFLite (a TFLite source is the reference) via ai-edge-litert, falling back to tf.lite.
+
+A full-integer model takes its own integer tensor (the one preprocessing's uint8/int8
+input) and its integer output is dequantized, so every row compares real values.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +49,12 @@ class TfliteRuntime(Runtime):
                 continue
         return "not installed"
 
+    def __init__(self, config, files):
+        super().__init__(config, files)
+        self.input_dtype = config.input.dtype  # the model's own: float32, or a full-integer model's uint8/int8
+        if self.input_dtype != "float32":
+            self.precision, self.display = "int8", "TFLite INT8"
+
     def settings(self):
         return {"threads": self.config.tflite.threads, "xnnpack": self.config.tflite.xnnpack}
 
@@ -60,21 +70,34 @@ class TfliteRuntime(Runtime):
             self.interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise self.model_error(e) from None
-        (inp,) = self.interp.get_input_details()
-        (out,) = self.interp.get_output_details()
-        expected = self.config.input.shape("NHWC")
-        if tuple(inp["shape"]) != expected or inp["dtype"] != np.float32:
+        ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
+        if len(ins) != 1 or len(outs) != 1:
+            raise InputError(f"a classifier has one input and one output; this model has {len(ins)} and {len(outs)}",
+                             self.files["model"])
+        (inp,), (out,) = ins, outs
+        expected = self.input_shape()
+        if tuple(inp["shape"]) != expected and -1 in inp["shape_signature"]:
+            self.interp.resize_tensor_input(inp["index"], list(expected))  # dynamic dims: the config's size
+            self.interp.allocate_tensors()
+            (inp,) = self.interp.get_input_details()
+        if tuple(inp["shape"]) != expected or np.dtype(inp["dtype"]).name != self.input_dtype:
             raise InputError(
                 f"model input {list(inp['shape'])} {np.dtype(inp['dtype']).name} does not match the config "
-                f"([input] size {list(self.config.input.size)} -> float32 {list(expected)})",
+                f"([input] size {list(self.config.input.size)} -> {self.input_dtype} {list(expected)})",
                 self.files["model"],
             )
         self.in_index, self.out_index = inp["index"], out["index"]
+        scale, zero = out["quantization"]
+        self.dequantize = (float(scale), int(zero)) if np.dtype(out["dtype"]).kind in "iu" and scale else None
 
     def infer_impl(self, tensor):
         self.interp.set_tensor(self.in_index, tensor)
         self.interp.invoke()
-        return self.interp.get_tensor(self.out_index).copy()
+        out = self.interp.get_tensor(self.out_index)
+        if self.dequantize is None:
+            return out.copy()
+        scale, zero = self.dequantize
+        return (out.astype(np.float32) - zero) * np.float32(scale)
 
     def set_batch_impl(self, n):
         h, w = self.config.input.size

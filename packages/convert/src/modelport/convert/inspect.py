@@ -1,0 +1,143 @@
+"""Read a source model's contract (modelport.common.contract) from the model itself.
+
+A TFLite model through the interpreter (and its metadata, when present), an ONNX model
+through ``onnx``. Everything a classifier source cannot be is refused here, as one line
+naming the file: two inputs or outputs, an input that is not an image (rank 4 with 1 or
+3 channels), an output that is not ``[batch, N]``, a non-float ONNX input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from modelport.common.contract import Contract
+from modelport.common.errors import InputError
+
+TFLITE_IDENTIFIER = b"TFL3"
+CHANNELS = (1, 3)
+
+
+def source_kind(path: Path) -> str:
+    """"tflite" or "onnx", from the file's bytes (a TFLite flatbuffer says so at offset 4)."""
+    head = path.read_bytes()[:8] if path.stat().st_size >= 8 else b""
+    if head[4:8] == TFLITE_IDENTIFIER:
+        return "tflite"
+    if path.suffix.lower() == ".tflite":
+        raise InputError("not a TFLite flatbuffer (missing 'TFL3' identifier)", path)
+    return "onnx"
+
+
+def inspect(path: Path, shown: Path | None = None) -> Contract:
+    """The contract of the model at ``path`` (errors name ``shown``, the user's file)."""
+    shown = shown or path
+    kind = source_kind(path)
+    return inspect_tflite(path, shown) if kind == "tflite" else inspect_onnx(path, shown)
+
+
+def _image_layout(dims: list, shown: Path, declared: str | None = None) -> str:
+    """NHWC or NCHW from where the 1 or 3 channels sit (TFLite inputs are NHWC by definition)."""
+    if len(dims) != 4:
+        raise InputError(f"input is not an image: rank {len(dims)} {dims} (expected 4: batch, height, width, channels)", shown)
+    if declared:
+        if dims[3] not in CHANNELS:
+            raise InputError(f"input is not an image: {dims} has {dims[3]} channels (expected 1 or 3)", shown)
+        return declared
+    if dims[1] in CHANNELS and dims[3] not in CHANNELS:
+        return "NCHW"
+    if dims[3] in CHANNELS:
+        return "NHWC" if dims[1] not in CHANNELS else "NCHW"
+    raise InputError(f"input is not an image: {dims} has no axis of 1 or 3 channels (NCHW or NHWC)", shown)
+
+
+def _spatial(dims: list, layout: str) -> tuple[int, tuple[int, int] | None]:
+    c, h, w = (dims[1], dims[2], dims[3]) if layout == "NCHW" else (dims[3], dims[1], dims[2])
+    static = isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0
+    return c, ((h, w) if static else None)
+
+
+def _output_width(dims: list, shown: Path) -> int:
+    if len(dims) != 2 or not isinstance(dims[1], int) or dims[1] < 1:
+        raise InputError(f"output is not [batch, N] class scores: {dims}", shown)
+    return dims[1]
+
+
+def _dynamic(d) -> bool:
+    return not isinstance(d, int) or d <= 0
+
+
+def inspect_tflite(path: Path, shown: Path) -> Contract:
+    from modelport.bench.runtimes.tflite import _interpreter_class
+
+    from .tflite_metadata import normalization
+
+    Interpreter, _ = _interpreter_class()
+    try:
+        interp = Interpreter(model_path=str(path))
+    except (ValueError, RuntimeError) as e:
+        raise InputError(f"the TFLite interpreter cannot load it: {str(e).strip().splitlines()[0]}", shown) from None
+    ins, outs = interp.get_input_details(), interp.get_output_details()
+    if len(ins) != 1 or len(outs) != 1:
+        raise InputError(f"a classifier has one input and one output; this model has {len(ins)} inputs and "
+                         f"{len(outs)} outputs", shown)
+    (inp,), (out,) = ins, outs
+    dims = [int(d) if d > 0 else "?" for d in inp["shape_signature"]]
+    layout = _image_layout(dims, shown, declared="NHWC")
+    channels, size = _spatial(dims, layout)
+    dtype = _dtype(inp["dtype"], shown, "input")
+    out_dims = [int(d) if d > 0 else "?" for d in out["shape_signature"]]
+    scale, zero = inp["quantization"]
+    oscale, ozero = out["quantization"]
+    meta = normalization(path) if dtype == "float32" else None
+    mean, std = (tuple(v * 3 if len(v) == 1 else v) for v in meta) if meta else (None, None)
+    return Contract(
+        kind="tflite", input_name=inp["name"], input_shape=dims, layout=layout, size=size, channels=channels,
+        dtype=dtype, scale=float(scale) if dtype != "float32" else None, zero_point=int(zero) if dtype != "float32" else None,
+        dynamic_batch=_dynamic(dims[0]), output_name=out["name"], classes=_output_width(out_dims, shown),
+        output_dtype=_dtype(out["dtype"], shown, "output"),
+        output_scale=float(oscale) if out["dtype"] != np.float32 else None,
+        output_zero_point=int(ozero) if out["dtype"] != np.float32 else None,
+        mean=mean, std=std,
+    )
+
+
+def _dtype(dtype, shown: Path, what: str) -> str:
+    name = np.dtype(dtype).name
+    if name not in ("float32", "uint8", "int8"):
+        raise InputError(f"{what} dtype {name} is not float32, uint8 or int8", shown)
+    return name
+
+
+def inspect_onnx(path: Path, shown: Path) -> Contract:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError/ValidationError/OSError for a damaged file
+        raise InputError(f"neither a TFLite flatbuffer nor a readable ONNX model ({type(e).__name__})", shown) from None
+    if not model.graph.node:
+        raise InputError("neither a TFLite flatbuffer nor an ONNX model with a graph", shown)
+    initializers = {t.name for t in model.graph.initializer}
+    ins = [i for i in model.graph.input if i.name not in initializers]
+    outs = list(model.graph.output)
+    if len(ins) != 1 or len(outs) != 1:
+        raise InputError(f"a classifier has one input and one output; this model has {len(ins)} inputs and "
+                         f"{len(outs)} outputs", shown)
+    (inp,), (out,) = ins, outs
+    if inp.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        name = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type).name
+        raise InputError(f"input {inp.name!r} is {name}: an ONNX source must take float32", shown)
+    dims = _onnx_dims(inp)
+    layout = _image_layout(dims, shown)
+    channels, size = _spatial(dims, layout)
+    return Contract(
+        kind="onnx", input_name=inp.name, input_shape=dims, layout=layout, size=size, channels=channels,
+        dtype="float32", dynamic_batch=_dynamic(dims[0]), output_name=out.name,
+        classes=_output_width(_onnx_dims(out), shown),
+    )
+
+
+def _onnx_dims(value) -> list:
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+            for d in value.type.tensor_type.shape.dim]
