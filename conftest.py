@@ -85,7 +85,6 @@ def pipeline(test_env):
     """
     from modelport.convert.registry import target_module
 
-    ctx = make_context(test_env)
     if target_module("onnx").unavailable_reason() is None:
         from click.testing import CliRunner
 
@@ -94,6 +93,8 @@ def pipeline(test_env):
         _register()
         result = CliRunner().invoke(cli, ["fetch"], obj=None, env=test_env, catch_exceptions=False)
         assert result.exit_code == 0, result.output
+    ctx = make_context(test_env)  # after fetch: the config is completed by the fetched model's contract
+    if target_module("onnx").unavailable_reason() is None:
         for name in ("reference", "onnx", "onnx-int8", "onnx-int8-tensorrt"):
             target_module(name).run(ctx, force=False)
     for rel in ("source/model.tflite", "source/reference.npy", "onnx/model.onnx", "onnx/model.int8.onnx", "onnx/model.int8.sym.onnx"):

@@ -251,13 +251,15 @@ def find_config(explicit: str | Path | None = None) -> Path | None:
     return p if p.is_file() else None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str | tuple[str, Any]] | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str | tuple[str, Any]] | None = None,
+                defaults: bool = False) -> Config:
     """Read modelport.toml (or defaults), apply env vars, then overrides.
 
     An override is ``"section.key=value"`` (value parsed as TOML, else a bare string)
-    or a ``("section.key", value)`` pair.
+    or a ``("section.key", value)`` pair. ``defaults``: no config file at all (built-in
+    defaults, relative paths from the cwd), as `init` starts from.
     """
-    source = find_config(path)
+    source = None if defaults else find_config(path)
     data: dict[str, Any] = {}
     if source is not None:
         try:

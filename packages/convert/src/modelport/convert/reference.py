@@ -28,10 +28,13 @@ def tool_version() -> str:
     return f"{TfliteRuntime.version()}, onnxruntime {OnnxSourceRuntime.version()}"
 
 
-def output_kind(outputs: np.ndarray) -> str:
-    """probabilities when every row is non-negative and sums to 1 (a dequantized softmax to within its step)."""
+def output_kind(outputs: np.ndarray, step: float | None) -> str:
+    """probabilities when every row lies in [0, 1] and sums to 1, to within what rounding each of a
+    quantized output's values to its step (``step``) can add up to; else logits."""
+    tol = 0.02 + (0.5 * step * outputs.shape[1] if step else 0.0)
     sums = outputs.sum(axis=1)
-    return "probabilities" if outputs.min() >= 0 and np.allclose(sums, 1.0, atol=0.02) else "logits"
+    in_range = outputs.min() >= 0 and outputs.max() <= 1 + (step or 0)
+    return "probabilities" if in_range and np.allclose(sums, 1.0, atol=tol) else "logits"
 
 
 def run(ctx: StepContext, force: bool):
@@ -52,5 +55,5 @@ def run(ctx: StepContext, force: bool):
         np.save(buf, outputs, allow_pickle=False)
         job.tmp().write_bytes(buf.getvalue())
         job.record(images=image_ids(ctx.eval_images), preprocessing=cfg.input.signature,
-                   source=runtime.display, outputs=output_kind(outputs))
+                   source=runtime.display, outputs=output_kind(outputs, cfg.contract.output_scale))
     return [job.path]

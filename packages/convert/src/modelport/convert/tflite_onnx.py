@@ -200,10 +200,10 @@ def run(ctx: StepContext, force: bool):
             return [job.path]
         measured, failed = convert_contained(ctx, names, source, job.workdir)
         models = {n: job.workdir / f"{n}.onnx" for n in measured}
-        for n, stats in race(ctx, models).items():
+        for n, stats in (race(ctx, models) if len(models) > 1 else {}).items():
             measured[n] |= {"median_ms": stats.median, "p90_ms": stats.p90, "runs": stats.runs}
             console.print(f"   {n}: onnxruntime median {stats.median:.2f} ms, p90 {stats.p90:.2f} ms ({stats.runs} runs, interleaved)")
-        chosen = min(measured, key=lambda n: measured[n]["median_ms"])
+        chosen = min(measured, key=lambda n: measured[n].get("median_ms", 0.0))
         if len(measured) > 1:
             console.print(f"   keeping {chosen}: the faster verified ONNX in onnxruntime")
         elif failed:

@@ -1,0 +1,133 @@
+"""`modelport init MODEL --out CONFIG`: a commented config for a model, from what the model says.
+
+The contract (size, layout, dtype, input quantization, output width) is read from the
+model and written as comments: it is not a setting. What a model cannot say (mean/std
+of a float input, colour order, resize, crop) is written as a value, each marked
+``GUESS`` unless it came from the model's metadata or an ``-o`` override. Nothing is
+written when the model, the labels or an override is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from modelport.common.artifacts import write_atomic
+from modelport.common.config import load_config
+from modelport.common.context import StepContext
+from modelport.common.contract import Contract
+from modelport.common.errors import InputError
+from modelport.common.labels import Labels
+from modelport.common.log import console
+
+from .inspect import inspect
+
+
+def _toml(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _path(p: Path, out_dir: Path) -> str:
+    """Relative to the config (how load_config reads it) when that stays near, else absolute."""
+    rel = os.path.relpath(Path(p).resolve(), out_dir.resolve())
+    return rel if not rel.startswith(os.path.join("..", "..")) else str(Path(p).resolve())
+
+
+def _line(key: str, value, note: str) -> str:
+    return f"{f'{key} = {_toml(value)}':<34} # {note}"
+
+
+def render(contract: Contract, model: Path, labels: Labels | None, cfg, given: set[str], out: Path) -> str:
+    """The config text. ``cfg`` is the resolved config; ``given`` the [input] keys set by -o."""
+    spec, d = cfg.input, out.parent
+    shape = "x".join(map(str, contract.input_shape))
+    quant = f", scale {contract.scale:g}, zero point {contract.zero_point}" if contract.quantized else ""
+    lines = [
+        f"# modelport config for {model.name}, written by `modelport init` ({datetime.now(UTC):%Y-%m-%d}).",
+        "# Relative paths are relative to this file. Run it: MODELPORT_CONFIG=<this file> nox -s convert bench rknn",
+        "#",
+        "# Read from the model (not settings: a different [input] value is refused, naming both):",
+        f"#   source: {contract.name} ({contract.kind}); input {contract.input_name!r} {contract.layout} {shape} "
+        f"{contract.dtype}{quant}",
+        f"#   output {contract.output_name!r}: [batch, {contract.classes}]"
+        + (f" {contract.output_dtype} (dequantized for comparison)" if contract.output_dtype != "float32" else ""),
+        "# GUESS marks a value the model does not say: check it against how the model was trained.",
+        "",
+        "[model]",
+        _line("name", cfg.model.name if "model.name" in given else model.stem, "shown in the report"),
+        _line("path", _path(model, d), "the source model"),
+    ]
+    if labels is not None and labels.path is not None:
+        lines.append(_line("labels", _path(labels.path, d), f"{len(labels.names)} names, {labels.convention}"))
+    else:
+        lines.append("# labels = \"labels.txt\"             # none given: classes are named by their index")
+    lines += ["", "[input]"]
+
+    def note(key: str, guess: str, known: str | None = None) -> str:
+        return "given (-o)" if key in given else known or f"GUESS: {guess}"
+
+    if contract.size is None:
+        lines.append(_line("size", list(spec.size), "given (-o): the model's height/width are dynamic"))
+    else:
+        lines.append(f"# size = {_toml(list(contract.size))} is read from the model (height, width)")
+    lines.append(_line("resize", spec.resize, note("resize", "how the training pipeline resized")))
+    if spec.crop is None:
+        lines.append(f"# crop = 0.875                     # {note('crop', 'none: the whole image is resized')}")
+    else:
+        lines.append(_line("crop", spec.crop, note("crop", "central crop fraction")))
+    lines.append(_line("color", spec.color, note("color", "channel order the model was trained on")))
+    if contract.quantized:
+        lines += [f"# mean = {_toml(list(spec.mean))}, std = {_toml(list(spec.std))}: derived from the "
+                  f"{contract.dtype} input's quantization",
+                  "# (real = (q - zero_point) * scale), what every float and self-normalising backend is given."]
+    else:
+        from_meta = "from the model's metadata" if contract.mean is not None else None
+        guess = "pixel range [-1, 1] (MobileNet/Inception style); ImageNet torchvision models use mean 123.675, 116.28, 103.53 and std 58.395, 57.12, 57.375"
+        lines.append(_line("mean", list(spec.mean), note("mean", guess, from_meta)))
+        lines.append(_line("std", list(spec.std), note("std", "see mean", from_meta)))
+    lines.append(_line("layout", spec.layout, "of the exported ONNX (RKNN and TensorRT need NCHW)"))
+    lines += ["", "[images]",
+              _line("eval", _path(cfg.images.eval, d), "eval photos (agreement is measured on these)"),
+              _line("calibration", _path(cfg.images.calibration, d), "INT8 calibration images"),
+              _line("headline", cfg.images.headline, "the image whose top-1 the report shows"), ""]
+    return "\n".join(lines)
+
+
+@click.command("init")
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--labels", "labels_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Labels file: one per output, or one more with 'background' first or last (optional).")
+@click.option("-o", "--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="A value the model cannot say, e.g. -o input.color=BGR -o 'input.mean=[123.675,116.28,103.53]'.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Config file to write.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.pass_obj
+def init(ctx: StepContext, model: Path, labels_path: Path | None, sets: tuple[str, ...], out: Path, force: bool):
+    """Inspect MODEL (.tflite or .onnx) and write a commented config for it to --out."""
+    if not model.is_file():
+        raise InputError("no such model file", model)
+    if out.exists() and not force:
+        raise InputError("already exists (pass --force to overwrite)", out)
+    overrides = [*ctx.overrides, *sets]
+    # Built-in defaults, never ./modelport.toml: its [input] describes the shipped model, not this one.
+    cfg = load_config(overrides=overrides, defaults=True)
+    keys = {(o.split("=", 1)[0] if isinstance(o, str) else o[0]).strip() for o in overrides}
+    given = keys | {k.split(".", 1)[1] for k in keys if k.startswith("input.")}
+    contract = inspect(model)
+    resolved = cfg.with_contract(contract, model)
+    labels = Labels.load(labels_path, num_classes=contract.classes) if labels_path else None
+    text = render(contract, model, labels, resolved, given, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, text)
+    guesses = sum("GUESS" in line for line in text.splitlines() if not line.startswith("# GUESS marks"))
+    console.print(f"wrote {out}: {contract.name}, {contract.layout} {contract.input_shape} {contract.dtype}, "
+                  f"{contract.classes} outputs; {guesses} guessed values marked GUESS", markup=False)

@@ -1,0 +1,210 @@
+"""Every source kind through `init` and the real toolchains: float and full-integer TFLite, ONNX NCHW/NHWC.
+
+Tiny models (tiny_models.py) carry the contracts; the shipped MobileNetV2s and the
+pipeline's own ONNX carry what only a real model shows (agreement across toolchains).
+"""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from conftest import error_line, make_context, run
+from tiny_models import tiny_onnx, tiny_tflite
+
+QUICK = ("--runs", "3", "--warmup", "1")
+
+
+@pytest.fixture
+def env(test_env, tmp_path):
+    """Test images, an empty artifacts folder, and no model/config: each test inits its own."""
+    base = {k: v for k, v in test_env.items() if k not in ("MODELPORT_MODEL", "MODELPORT_LABELS", "MODELPORT_CONFIG")}
+    return base | {"MODELPORT_ARTIFACTS": str(tmp_path / "art")}
+
+
+def init(env, model, config, *extra):
+    proc = run(env, "init", str(model), "--out", str(config), *extra)
+    assert proc.returncode == 0, proc.stderr
+    return env | {"MODELPORT_CONFIG": str(config)}
+
+
+def ok(env, *args):
+    proc = run(env, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc
+
+
+def report(env) -> dict:
+    ok(env, "report")
+    with open(os.path.join(env["MODELPORT_ARTIFACTS"], "report", "results.json")) as f:
+        data = json.load(f)
+    return data | {"rows": {r["key"]: r for r in data["results"]}}
+
+
+def nothing_written(env) -> bool:
+    root = env["MODELPORT_ARTIFACTS"]
+    return not os.path.isdir(root) or not [f for _, _, fs in os.walk(root) for f in fs if f != ".lock"]
+
+
+@pytest.mark.parametrize("kw, outputs", [
+    ({"layout": "NCHW"}, "probabilities"),
+    ({"layout": "NHWC", "batch": "N"}, "probabilities"),
+    ({"layout": "NCHW", "batch": "batch", "softmax": False}, "logits"),
+])
+def test_onnx_sources_end_to_end(env, tmp_path, kw, outputs):
+    model = tiny_onnx(tmp_path / "tiny.onnx", **kw)
+    env = init(env, model, tmp_path / "tiny.toml")
+    ok(env, "fetch")
+    ok(env, "convert", "reference", "onnx")
+    ok(env, "bench", "source", "onnx", *QUICK)
+    art = env["MODELPORT_ARTIFACTS"]
+    made = onnx.load(os.path.join(art, "onnx", "model.onnx"))
+    assert [d.dim_value for d in made.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 32, 32]
+    data = report(env)
+    assert data["reference"] == "onnx-source" and data["source"]["outputs"] == outputs
+    assert data["source"]["input"]["layout"] == kw["layout"]
+    a = data["rows"]["onnx"]["agreement"]
+    assert data["rows"]["onnx"]["status"] == "ok" and a["top1"] == 1.0 and a["cosine_min"] > 0.99999
+    md = open(os.path.join(art, "report", "results.md")).read()
+    assert "ONNX FP32, run in onnxruntime" in md and f"outputs are {outputs}" in md
+
+
+def test_dynamic_height_width_need_a_size(env, tmp_path):
+    model = tiny_onnx(tmp_path / "dyn.onnx", size=("H", "W"))
+    proc = run(env, "init", str(model), "--out", str(tmp_path / "dyn.toml"))
+    assert proc.returncode != 0 and not (tmp_path / "dyn.toml").exists()
+    line = error_line(proc)
+    assert str(model) in line and "dynamic" in line and "[input] size" in line
+    env = init(env, model, tmp_path / "dyn.toml", "-o", "input.size=[40, 48]")
+    ok(env, "fetch")
+    ok(env, "convert", "reference", "onnx")
+    made = onnx.load(os.path.join(env["MODELPORT_ARTIFACTS"], "onnx", "model.onnx"))
+    assert [d.dim_value for d in made.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 40, 48]
+
+
+@pytest.mark.parametrize("kw, says", [
+    ({"extra_input": True}, "2 inputs and 1 outputs"),
+    ({"extra_output": True}, "1 inputs and 2 outputs"),
+    ({"rank": 3}, "not an image: rank 3"),
+    ({"channels": 4}, "no axis of 1 or 3 channels"),
+    ({"output_rank": 3}, "output is not [batch, N]"),
+])
+def test_models_that_are_not_classifiers(env, test_env, tmp_path, kw, says):
+    model = tiny_onnx(tmp_path / "bad.onnx", **kw)
+    for args in (["fetch"], ["init", str(model), "--out", str(tmp_path / "bad.toml")]):
+        proc = run(env | {"MODELPORT_MODEL": str(model), "MODELPORT_CONFIG": test_env["MODELPORT_CONFIG"]}, *args)
+        assert proc.returncode != 0, proc.stderr
+        line = error_line(proc)
+        assert str(model) in line and says in line, line
+    assert nothing_written(env) and not (tmp_path / "bad.toml").exists()
+
+
+def test_labels_background_last_and_labels_that_fit_nothing(env, tmp_path):
+    model = tiny_onnx(tmp_path / "tiny.onnx", classes=4)
+    good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
+    good.write_text("cat\ndog\nfox\nowl\nbackground\n")
+    bad.write_text("cat\ndog\n")
+    proc = run(env, "init", str(model), "--labels", str(bad), "--out", str(tmp_path / "bad.toml"))
+    assert proc.returncode != 0 and str(bad) in error_line(proc) and not (tmp_path / "bad.toml").exists()
+    env = init(env, model, tmp_path / "tiny.toml", "--labels", str(good))
+    assert "background last" in (tmp_path / "tiny.toml").read_text()
+    ok(env, "fetch")
+    ok(env, "convert", "reference")
+    ok(env, "bench", "source", *QUICK)
+    row = json.loads(open(os.path.join(env["MODELPORT_ARTIFACTS"], "results", "onnx-source.json")).read())
+    assert {n for t in row["topk"] for n in t["labels"]} <= {"cat", "dog", "fox", "owl"}
+
+
+def test_a_config_that_contradicts_the_model_is_refused_naming_both(env, test_env, data_dir, tmp_path):
+    shipped = test_env["MODELPORT_CONFIG"]  # [input] size [224, 224], mean/std 127.5 (the float model's)
+    model = tiny_onnx(tmp_path / "small.onnx")
+    proc = run(env | {"MODELPORT_MODEL": str(model), "MODELPORT_CONFIG": shipped}, "fetch")
+    line = error_line(proc)
+    assert shipped in line and str(model) in line and "size = [224, 224]" in line and "[32, 32]" in line
+    quant = data_dir / "models" / "mobilenet_v2_1.0_224_quant.tflite"
+    proc = run(env | {"MODELPORT_MODEL": str(quant), "MODELPORT_CONFIG": shipped}, "fetch")
+    line = error_line(proc)
+    assert "mean = [127.5, 127.5, 127.5]" in line and "zero point 128" in line and str(quant) in line
+    assert nothing_written(env)
+
+
+def test_full_integer_tflite_source(env, data_dir, tmp_path):
+    """The shipped uint8 QAT model: the source row is TFLite INT8, the float ONNX is verified against it."""
+    model = data_dir / "models" / "mobilenet_v2_1.0_224_quant.tflite"
+    env = init(env, model, tmp_path / "quant.toml", "--labels", str(data_dir / "models" / "labels.txt"))
+    text = (tmp_path / "quant.toml").read_text()
+    assert "uint8, scale 0.0078125, zero point 128" in text and "\nmean =" not in text
+    ok(env, "fetch")
+    ok(env, "convert", "reference", "onnx", "onnx-int8")
+    ctx = make_context(env)
+    assert ctx.config.input.mean == (128.0,) * 3 and ctx.config.input.std == (128.0,) * 3
+    made = onnx.load(str(ctx.store.path("onnx/model.onnx")))
+    assert made.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert not {n.op_type for n in made.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
+    ok(env, "bench", "source", "onnx", "onnx-int8", *QUICK)
+    data = report(env)
+    src = data["rows"]["tflite"]
+    assert src["name"] == "TFLite INT8" and src["precision"] == "int8" and data["source"]["outputs"] == "probabilities"
+    floors = data["floors"]
+    for key in ("onnx", "onnx-int8"):  # every row of a quantized source meets the INT8 floors
+        a = data["rows"][key]["agreement"]
+        assert a["top1"] >= floors["int8_top1_min"] and a["cosine_min"] >= floors["int8_cosine_min"], (key, a)
+    assert "every row (float ones too) is held to the INT8 floors" in open(ctx.store.path("report/results.md")).read()
+
+
+def test_int8_tflite_with_a_converter_that_crashes(env, data_dir, tmp_path):
+    """int8 input and output; tflite2onnx cannot read the converter's current flatbuffers: tf2onnx is kept."""
+    from modelport.common.images import load_image, resolve_images
+    from modelport.common.preprocess import InputSpec, prepare
+
+    spec = InputSpec.model_validate({"size": [24, 24]})
+    calibration = [prepare(load_image(p), spec) for p in resolve_images(data_dir / "images" / "calibration")]
+    model = tiny_tflite(tmp_path / "int8.tflite", full_integer=True, calibration=calibration)
+    env = init(env, model, tmp_path / "int8.toml")
+    ok(env, "fetch")
+    proc = ok(env, "convert", "reference", "onnx")
+    ctx = make_context(env)
+    assert ctx.config.contract.dtype == "int8" and ctx.config.contract.output_dtype == "int8"
+    extra = ctx.store.read_manifest("onnx/model.onnx")["extra"]
+    assert extra["converter"] == "tf2onnx" and "tflite2onnx failed" in extra["failed_converters"]["tflite2onnx"]
+    assert "tflite2onnx failed" in proc.stderr
+    assert extra["converters"]["tf2onnx"]["agreement"]["top1"] >= ctx.config.accuracy.int8_top1_min
+
+
+def _nhwc(src, dst):
+    """The same network taking NHWC: a Transpose in front, as tf2onnx without --inputs-as-nchw gives."""
+    model = onnx.load(str(src))
+    inp = model.graph.input[0]
+    for n in model.graph.node:
+        n.input[:] = ["nchw" if x == inp.name else x for x in n.input]
+    model.graph.node.insert(0, helper.make_node("Transpose", [inp.name], ["nchw"], perm=[0, 3, 1, 2]))
+    dims = inp.type.tensor_type.shape.dim
+    n, c, h, w = (d.dim_value for d in dims)
+    for d, v in zip(dims, (n, h, w, c), strict=True):
+        d.dim_value = v
+    onnx.save(model, str(dst))
+    return dst
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_the_pipelines_own_onnx_as_the_source(pipeline, env, data_dir, tmp_path, layout):
+    src = tmp_path / "model.onnx"
+    shutil.copyfile(pipeline.store.path("onnx/model.onnx"), src)
+    if layout == "NHWC":
+        src = _nhwc(src, tmp_path / "model_nhwc.onnx")
+    env = init(env, src, tmp_path / "onnx.toml", "--labels", str(data_dir / "models" / "labels.txt"))
+    ok(env, "fetch")
+    ok(env, "convert", "reference", "onnx", "onnx-int8")
+    ctx = make_context(env)
+    assert ctx.config.contract.layout == layout
+    ours = np.load(ctx.store.path("source/reference.npy"))
+    tflite = np.load(pipeline.store.path("source/reference.npy"))
+    cos = (ours * tflite).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(tflite, axis=1)
+    assert (ours.argmax(1) == tflite.argmax(1)).all() and cos.min() > 0.99999
+    made = onnx.load(str(ctx.store.path("onnx/model.onnx")))
+    assert [d.dim_value for d in made.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 224, 224]

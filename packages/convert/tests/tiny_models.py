@@ -1,0 +1,80 @@
+"""Smallest classifiers that exercise a source contract, built at test time (onnx.helper, the TFLite converter)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def tiny_onnx(path: Path, *, layout: str = "NCHW", size: tuple = (32, 32), batch="1", classes: int = 10,
+              softmax: bool = True, channels: int = 3, extra_input: bool = False, extra_output: bool = False,
+              output_rank: int = 2, rank: int = 4) -> Path:
+    """Conv 3x3 -> ReLU -> global average pool -> Gemm (-> Softmax); ``batch``/``size`` entries may be names (dynamic)."""
+    rng = np.random.default_rng(0)
+    h, w = size
+    dims = [batch, channels, h, w] if layout == "NCHW" else [batch, h, w, channels]
+    dims = dims[:rank] if rank < 4 else dims
+    nodes, x = [], "image"
+    if layout == "NHWC":
+        nodes.append(helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2]))
+        x = "nchw"
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.5, (8, channels, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (8,)).astype(np.float32), "conv_b"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (8, classes)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (classes,)).astype(np.float32), "fc_b"),
+        numpy_helper.from_array(np.array([1, classes, 1], np.int64), "shape3"),
+    ]
+    nodes += [
+        helper.make_node("Conv", [x, "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"]),
+    ]
+    out = "logits"
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1))
+        out = "probs"
+    out_dims = [batch, classes]
+    if output_rank == 3:
+        nodes.append(helper.make_node("Reshape", [out, "shape3"], ["scores3"]))
+        out, out_dims = "scores3", [batch, classes, 1]
+    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)]
+    outputs = [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_dims)]
+    if extra_input:
+        inputs.append(helper.make_tensor_value_info("second", TensorProto.FLOAT, [1, 4]))
+        nodes.append(helper.make_node("Identity", ["second"], ["second_out"]))
+        outputs.append(helper.make_tensor_value_info("second_out", TensorProto.FLOAT, [1, 4]))
+        outputs = outputs if extra_output else outputs[:1]
+    elif extra_output:
+        outputs.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes]))
+    graph = helper.make_graph(nodes, "tiny", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def tiny_tflite(path: Path, *, full_integer: bool = False, calibration: list[np.ndarray] | None = None,
+                classes: int = 6) -> Path:
+    """A Keras conv classifier through the TFLite converter; ``full_integer``: int8 input and output."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((24, 24, 3), batch_size=1)
+    x = tf.keras.layers.Conv2D(8, 3, activation="relu")(inp)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    x = tf.keras.layers.Dense(classes, activation="softmax")(x)
+    converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, x))
+    if full_integer:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([((a.astype(np.float32) - 127.5) / 127.5)[None]] for a in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    path.write_bytes(converter.convert())
+    return path
