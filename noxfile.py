@@ -1,6 +1,7 @@
 """modelport sessions: one per pipeline step, parametrized by toolchain env.
 
     nox -s convert bench rknn     the whole comparison (then the report)
+    nox -s init -- MODEL --out C  a config for your own model (then MODELPORT_CONFIG=C nox -s convert bench rknn)
     nox -s tests lint             what CI runs (.ci/run)
     nox -s doctor                 what can run where, and why not
 
@@ -211,6 +212,12 @@ def analyze(session: nox.Session) -> None:
             continue
         modelport(session, env_bin(session, env), env, "analyze", *spec["analyze"])
     session.notify("report")
+
+
+@nox.session(default=False)
+def init(session: nox.Session) -> None:
+    """Write a commented config for a model: nox -s init -- MODEL [--labels FILE] [-o section.key=value] --out CONFIG."""
+    modelport(session, env_bin(session, "tf-onnx"), "tf-onnx", "init")
 
 
 @nox.session

@@ -133,7 +133,7 @@ def test_labels_1001_with_background_and_1000(data_dir, tmp_path):
     plain.write_text("\n".join(labels.names[1:]) + "\n")
     assert Labels.load(plain, num_classes=1000).name(0, 1000).startswith("tench")
     assert labels.name(0, 1000).startswith("tench")  # 1000-wide output, background-first file
-    with pytest.raises(InputError, match="1000 labels but the model outputs 1001"):
+    with pytest.raises(InputError, match="1000 labels fit no convention for a model with 1001 outputs"):
         Labels.load(plain, num_classes=1001)
 
 

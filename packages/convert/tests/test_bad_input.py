@@ -99,7 +99,7 @@ def test_labels_with_the_wrong_line_count(test_env, data_dir, tmp_path):
     env = {**test_env, "MODELPORT_ARTIFACTS": str(tmp_path / "art"), "MODELPORT_LABELS": str(labels)}
     proc = run(env, "fetch")
     assert proc.returncode != 0
-    assert f"{labels}: 999 labels but the model outputs 1001 classes" in error_line(proc)
+    assert f"{labels}: 999 labels fit no convention for a model with 1001 outputs" in error_line(proc)
     assert not (tmp_path / "art" / "source").exists() or not any((tmp_path / "art" / "source").iterdir())
 
 

@@ -49,7 +49,8 @@ def test_model_input_size_differs_from_config(fresh, data_dir):
     proc = run(fresh, "-o", "input.size=[192, 192]", "fetch")
     assert proc.returncode != 0
     line = error_line(proc)
-    assert "mobilenet_v2_1.0_224.tflite" in line and "does not match the config" in line
+    assert "mobilenet_v2_1.0_224.tflite" in line and "modelport.toml" in line
+    assert "[input] size = [192, 192] but the model's input height, width is [224, 224]" in line
     assert artifacts_written(fresh) == []
 
 

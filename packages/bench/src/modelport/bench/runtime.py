@@ -40,6 +40,12 @@ class Runtime:
         self.files = {role: Path(p) for role, p in files.items()}
         self.active = False
         self.load_ms: float | None = None
+        self.input_layout, self.input_dtype = self.tensor_format(config)
+
+    @classmethod
+    def tensor_format(cls, config: Config) -> tuple[Layout, DType]:
+        """Layout and dtype of the tensor infer() takes (a source runtime's follow the source model)."""
+        return cls.input_layout, cls.input_dtype
 
     @classmethod
     def from_store(cls, store: ArtifactStore, config: Config) -> Runtime:

@@ -49,7 +49,7 @@ def batch_class(key: str) -> type[Runtime]:
 def batch_tensor(ctx: StepContext, cls: type[Runtime], n: int) -> np.ndarray:
     """n eval images (cycled) as one tensor: real photos, not zeros (some kernels skip zeros)."""
     prepared = prepared_images(ctx)
-    one = [to_tensor(prepared[i % len(prepared)], ctx.config.input, cls.input_layout, cls.input_dtype) for i in range(n)]
+    one = [to_tensor(prepared[i % len(prepared)], ctx.config.input, *cls.tensor_format(ctx.config)) for i in range(n)]
     return np.concatenate(one)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.common.agreement import compare, gate_failures
+from modelport.common.agreement import compare, gate_failures, gate_kind
 from modelport.common.artifacts import ArtifactStore, write_atomic
 from modelport.common.config import Config
 from modelport.common.context import StepContext
@@ -151,7 +151,7 @@ def passes_floor(ctx: StepContext, rt: Runtime, reference: np.ndarray | None) ->
     outputs = run_outputs(rt, prepared_images(ctx), ctx.config.input)
     agreement = compare(outputs, reference, [p.name for p in ctx.eval_images])
     kind = "int8" if rt.precision == "int8" else "float"
-    return not gate_failures(agreement, kind, ctx.config.accuracy), agreement.model_dump(exclude={"per_image"})
+    return not gate_failures(agreement, gate_kind(kind, ctx.config), ctx.config.accuracy), agreement.model_dump(exclude={"per_image"})
 
 
 def tune(ctx: StepContext, key: str) -> dict:
@@ -160,7 +160,7 @@ def tune(ctx: StepContext, key: str) -> dict:
     space = SPACE[cls.backend]
     cfg = ctx.config
     spec = cfg.input
-    tensor = to_tensor(prepared_images(ctx)[headline_index(ctx)], spec, cls.input_layout, cls.input_dtype)
+    tensor = to_tensor(prepared_images(ctx)[headline_index(ctx)], spec, *cls.tensor_format(cfg))
     try:
         reference = load_reference(ctx.store, ctx.eval_images, spec.signature)
     except InputError as e:

@@ -102,6 +102,9 @@ def _show(v) -> str:
 def resolve_input(spec: InputSpec, contract: Contract, config: Path | str | None, model: Path | str) -> InputSpec:
     """``[input]`` completed with what the model says; raises ConfigError naming the config and the model
     when a value set in the config contradicts the model."""
+    if contract.channels != 3:
+        raise InputError("a 1-channel (grayscale) input: the one preprocessing makes 3-channel RGB/BGR only, "
+                         "grayscale sources are not supported yet", model)
     given = spec.model_fields_set
     update: dict = {}
     errors: list[str] = []

@@ -170,7 +170,7 @@ def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, fo
         if archive:
             extract_member(archive, cfg.model.member, job.tmp(model_rel))
             if downloading and cfg.model.member_sha256:
-                got = sha256_file(job.tmp(MODEL))
+                got = sha256_file(job.tmp(model_rel))
                 if got != cfg.model.member_sha256:
                     archive.unlink(missing_ok=True)  # never reused: the next fetch downloads again
                     raise InputError(f"member {cfg.model.member!r} has sha256 {got}, not the pinned "

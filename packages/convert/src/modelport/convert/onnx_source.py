@@ -18,12 +18,14 @@ def _fix(dim, value: int) -> None:
     dim.dim_value = value
 
 
-def static_nchw(source: Path, out: Path, ctx: StepContext) -> list[str]:
-    """Write ``out`` from ``source``; returns what was changed, for the manifest."""
+def static_nchw(source: Path, out: Path, ctx: StepContext, layout: str | None = None) -> list[str]:
+    """Write ``out`` from ``source`` (whose input is in ``layout``, default the source's); returns what
+    was changed, for the manifest. A converter's NCHW output of a dynamic TFLite source passes here too."""
     import onnx
     from onnx import helper, shape_inference, version_converter
 
     contract, spec = ctx.config.contract, ctx.config.input
+    layout = layout or contract.layout
     model = onnx.load(str(source))
     g = model.graph
     (inp,) = [i for i in g.input if i.name not in {t.name for t in g.initializer}]
@@ -34,9 +36,9 @@ def static_nchw(source: Path, out: Path, ctx: StepContext) -> list[str]:
         changes.append("batch fixed to 1")
     if contract.size is None:
         changes.append(f"height/width fixed to {h}x{w}")
-    for d, v in zip(dims, (1, h, w, 3) if contract.layout == "NHWC" else (1, 3, h, w), strict=True):
+    for d, v in zip(dims, (1, h, w, 3) if layout == "NHWC" else (1, 3, h, w), strict=True):
         _fix(d, v)
-    if contract.layout == "NHWC":
+    if layout == "NHWC":
         inner = f"{inp.name}__nhwc"
         for n in g.node:
             for i, x in enumerate(n.input):

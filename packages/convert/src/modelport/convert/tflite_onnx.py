@@ -132,6 +132,10 @@ def _convert_one(ctx: StepContext, name: str, source: Path, out: Path) -> dict:
         else:
             convert_tf2onnx(ctx, source, out, ctx.store.path("onnx/logs/tf2onnx.log"))
         changes = None
+        if ctx.config.contract.dynamic_batch or ctx.config.contract.size is None:
+            from .onnx_source import static_nchw
+
+            changes = static_nchw(out, out, ctx, layout="NCHW")
     check_static_nchw(out, ctx)
     agreement = verify(ctx, OnnxFp32Runtime(ctx.config, {"model": out}), "float", ctx.store.path(OUTPUT))
     return {"agreement": agreement.model_dump(exclude={"per_image"}) if agreement else None} | (

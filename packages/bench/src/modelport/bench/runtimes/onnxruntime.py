@@ -71,10 +71,9 @@ class OnnxSourceRuntime(OnnxRuntime):
     key, precision, display = "onnx-source", "fp32", "ONNX FP32 (source)"
     artifacts = {"model": "source/model.onnx"}
 
-    def __init__(self, config, files):
-        super().__init__(config, files)
-        contract = config.contract
-        self.input_layout = contract.layout if contract is not None else "NCHW"
+    @classmethod
+    def tensor_format(cls, config):
+        return (config.contract.layout if config.contract is not None else "NCHW"), "float32"
 
     def _shape_matches(self, shape) -> bool:
         """Dynamic dims (batch, or height/width the config sizes) take any value; fixed ones must fit."""

@@ -49,9 +49,12 @@ class TfliteRuntime(Runtime):
                 continue
         return "not installed"
 
+    @classmethod
+    def tensor_format(cls, config):
+        return "NHWC", config.input.dtype  # the model's own: float32, or a full-integer model's uint8/int8
+
     def __init__(self, config, files):
         super().__init__(config, files)
-        self.input_dtype = config.input.dtype  # the model's own: float32, or a full-integer model's uint8/int8
         if self.input_dtype != "float32":
             self.precision, self.display = "int8", "TFLite INT8"
 
