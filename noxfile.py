@@ -158,7 +158,8 @@ def depth(session: nox.Session) -> None:
         if env not in STEP_ENVS["bench"]:
             continue
         bin_dir = env_bin(session, env)
-        keys = ENVS[env]["bench"]
+        # depth's sweeps have a batch twin of a TFLite source only (convert tflite-dynamic)
+        keys = ["tflite" if k == "source" else k for k in ENVS[env]["bench"]]
         if env == "tf-onnx":
             modelport(session, bin_dir, env, "convert", "onnx-dynamic", "tflite-dynamic")
         for what in ("tune", "sweep", "overhead"):

@@ -50,3 +50,30 @@ def test_a_report_with_no_ok_row_is_an_error(pipeline, test_env, tmp_path):
     assert proc.returncode != 0 and "no backend produced a result (2 failed, 0 skipped)" in proc.stderr
     md = (art / "report" / "results.md").read_text()
     assert "None" not in md and "Latency: no backend was timed." in md
+
+
+def test_a_conversion_below_its_floors_is_kept_aside_and_its_row_has_the_numbers(pipeline, test_env, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(pipeline.store.root, art, ignore=shutil.ignore_patterns("results", "report", "ncnn", "rknn", "tensorrt", ".tmp"))
+    env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
+    strict = ("-o", "accuracy.int8_cosine_min=0.9999")  # no INT8 MobileNetV2 gets there on these photos
+
+    proc = run(env, *strict, "convert", "onnx-int8", "--force")
+    assert proc.returncode != 0 and "int8 model disagrees with the reference: cosine_min" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    below = art / "onnx" / "model.int8.below-floor.onnx"
+    manifest = json.loads((art / "onnx" / "model.int8.below-floor.onnx.manifest.json").read_text())
+    assert below.is_file() and manifest["below_floor"] and manifest["trusted"] is False
+    assert manifest["instead_of"] == "onnx/model.int8.onnx" and manifest["agreement"]["cosine_min"] < 0.9999
+
+    proc = run(env, *strict, "bench", "onnx-int8", "--runs", "3", "--warmup", "1")
+    assert proc.returncode != 0
+    row = json.loads((art / "results" / "onnx-int8.json").read_text())
+    assert row["status"] == "failed" and "disagrees with the reference" in row["reason"]
+    assert row["agreement"]["cosine_min"] == manifest["agreement"]["cosine_min"] and row["latency_ms"] is None
+
+    proc = run(env, "report")
+    assert proc.returncode != 0
+    report = json.loads((art / "report" / "results.json").read_text())
+    (entry,) = [r for r in report["results"] if r["key"] == "onnx-int8"]
+    assert entry["status"] == "failed" and entry["agreement"]["cosine_min"] < 0.9999

@@ -16,7 +16,6 @@ from modelport.common.artifacts import ArtifactStore, write_atomic
 from .report_md import _save
 
 ORDER = ["tflite", "onnx", "onnx-int8", "ncnn", "ncnn-int8"]
-REFERENCE = "tflite"
 
 
 def _load(store: ArtifactStore, pattern: str) -> list[dict]:
@@ -53,11 +52,13 @@ def labeled_md(store: ArtifactStore, out: Path) -> str | None:
     items = _load(store, "labeled-*.json")
     if not items:
         return None
-    ref = next((d for d in items if d["key"] == REFERENCE), None)
+    from .report import reference_key
+
+    ref = next((d for d in items if d["key"] == reference_key(store)), None)
     first = items[0]
     lines = ["## Accuracy on labeled images", "",
              f"{first['images']} labeled images (`{first['source']}`), {first['classes']}-class output "
-             f"({first['label_convention']} label convention). Intervals: Wilson 95%. Drop: reference (TFLite) minus "
+             f"({first['label_convention']} label convention). Intervals: Wilson 95%. Drop: reference (the source model) minus "
              "backend, in points; discordant = images the reference gets right and the backend wrong / the reverse.", "",
              "| backend | top-1 | 95% CI | top-5 | 95% CI | top-1 drop | top-5 drop | top-1 discordant |",
              "|---|---|---|---|---|---|---|---|"]

@@ -11,7 +11,7 @@ comma-separated names, case-insensitive). Ids and names map to output indices th
 ``modelport.common.labels``, so 1001-wide (background-first) and 1000-wide models both work.
 
 Accuracy comes with a Wilson 95% interval: with tens of images it is wide, and the report
-says so. The drop vs the reference (TFLite) is computed by the report from both files.
+says so. The drop vs the reference (the source model) is computed by the report from both files.
 """
 
 from __future__ import annotations
