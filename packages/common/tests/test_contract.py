@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from modelport.common.contract import Contract, float_twin, resolve_input
+from modelport.common.contract import Contract, resolve_input
 from modelport.common.errors import ConfigError, InputError
 from modelport.common.labels import Labels
 from modelport.common.preprocess import InputSpec, to_tensor

@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
+from tiny_models import tiny_onnx, tiny_tflite
 
 from conftest import error_line, make_context, run
-from tiny_models import tiny_onnx, tiny_tflite
 
 QUICK = ("--runs", "3", "--warmup", "1")
 
