@@ -275,3 +275,25 @@ def test_a_traceback_folded_into_the_exception_is_reduced_to_its_error(tmp_path)
     with pytest.raises(Exception) as e:
         toolkit.call(build, what="build", log=tmp_path / "empty.log")
     assert "failed: ValueError: Unsupport file /tmp/art! (full log" in str(e.value) and "Traceback" not in str(e.value)
+
+
+@pytest.mark.parametrize("dtype, scale, zero_point, mean, std", [
+    ("float32", None, None, 127.5, 127.5),  # the float source: [input] mean/std
+    ("uint8", 1 / 128, 128, 128.0, 128.0),  # the shipped QAT model's input quantization
+    ("int8", 1 / 255, -128, 0.0, 255.0),  # pixel - 128 enters it; real = (q + 128) / 255
+])
+def test_rknn_normalisation_follows_the_source_contract(test_env, art, dtype, scale, zero_point, mean, std):
+    """RKNN normalises uint8 pixels inside the model: its mean/std are the source's (contract.json)."""
+    from modelport.common.contract import CONTRACT, Contract
+
+    contract = Contract(kind="tflite", input_name="input", input_shape=[1, 224, 224, 3], layout="NHWC",
+                        size=(224, 224), channels=3, dtype=dtype, scale=scale, zero_point=zero_point,
+                        output_name="out", classes=1001)
+    (art / CONTRACT).write_text(contract.dump())
+    env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
+    if dtype != "float32":  # the shipped config's mean/std describe the float model: a config without them
+        cfg = art / "quant.toml"
+        cfg.write_text('[model]\nname = "q"\n')
+        env["MODELPORT_CONFIG"] = str(cfg)
+    rc = convert.rknn_config(make_context(env))
+    assert rc["mean_values"] == [[pytest.approx(mean)] * 3] and rc["std_values"] == [[pytest.approx(std)] * 3]
