@@ -133,11 +133,23 @@ def test_a_config_that_contradicts_the_model_is_refused_naming_both(env, test_en
     assert nothing_written(env)
 
 
+def quant_artifacts(tmp_path) -> tuple[str, str]:
+    """Artifacts folder and config of the QAT source: beside MODELPORT_TEST_ARTIFACTS in a `nox -s tests`
+    run (-quant, -quant.toml), so the ncnn env converts the same source (test_ncnn_quantized_source.py)."""
+    shared = os.environ.get("MODELPORT_TEST_ARTIFACTS")
+    if not shared:
+        return str(tmp_path / "art"), str(tmp_path / "quant.toml")
+    shutil.rmtree(shared + "-quant", ignore_errors=True)
+    return shared + "-quant", shared + "-quant.toml"
+
+
 def test_full_integer_tflite_source(env, data_dir, tmp_path):
     """The shipped uint8 QAT model: the source row is TFLite INT8, the float ONNX is verified against it."""
+    art, config = quant_artifacts(tmp_path)
+    env = env | {"MODELPORT_ARTIFACTS": art}
     model = data_dir / "models" / "mobilenet_v2_1.0_224_quant.tflite"
-    env = init(env, model, tmp_path / "quant.toml", "--labels", str(data_dir / "models" / "labels.txt"))
-    text = (tmp_path / "quant.toml").read_text()
+    env = init(env, model, config, "--labels", str(data_dir / "models" / "labels.txt"), "--force")
+    text = open(config).read()
     assert "uint8, scale 0.0078125, zero point 128" in text and "\nmean =" not in text
     ok(env, "fetch")
     ok(env, "convert", "reference", "onnx", "onnx-int8")
