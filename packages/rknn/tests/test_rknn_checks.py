@@ -172,6 +172,16 @@ def test_hybrid_cfg_is_patched_as_text():
     assert hybrid.cfg_layers(CFG)[0] == [] and hybrid.patch_cfg(patched, []).startswith("custom_quantize_layers: {}\n")
 
 
+def test_hybrid_cfg_reads_long_names_in_yamls_explicit_key_form():
+    """tflite2onnx's tensor names pass 128 characters: the toolkit writes them as `? name` / `: value`."""
+    long = "TFLITE2ONNX_FAF_MobilenetV2/expanded_conv/depthwise/Relu6;" + "MobilenetV2/expanded_conv/add_fold;" * 3
+    text = (f"custom_quantize_layers:\n    ? {long}\n    : float16\nquantize_parameters:\n    input:\n"
+            f"        qtype: asymmetric_quantized\n    ? {long}\n    :   qtype: asymmetric_quantized\n")
+    custom, tensors = hybrid.cfg_layers(text)
+    assert custom == [long] and tensors == ["input", long]
+    assert f"'{long}': float16" in hybrid.patch_cfg(text, custom)
+
+
 def test_unknown_hybrid_layer_suggests_the_full_name():
     with pytest.raises(InputError, match=r"'Conv2D_33' \(did you mean 'BiasAdd_50;Conv2D_33;BiasAdd_50/bias1'\?\)"):
         hybrid.check_layers(["Conv2D_33"], hybrid.cfg_layers(CFG)[1], "modelport.toml")

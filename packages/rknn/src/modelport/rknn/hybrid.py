@@ -36,15 +36,21 @@ _BLOCK = re.compile(r"^custom_quantize_layers:.*?(?=^\S)", re.MULTILINE | re.DOT
 
 
 def cfg_layers(text: str) -> tuple[list[str], list[str]]:
-    """(layers already in custom_quantize_layers, every tensor name in quantize_parameters)."""
+    """(layers already in custom_quantize_layers, every tensor name in quantize_parameters).
+
+    The toolkit writes a key longer than 128 characters (tflite2onnx's tensor names) in YAML's
+    explicit form, ``? name`` with the value on the next line (``: float16``)."""
     m = _BLOCK.search(text)
     custom = []
     for line in (m.group(0).splitlines()[1:] if m else []):
         entry = line.split("#", 1)[0].strip()
-        if entry:
-            custom.append(entry.rsplit(":", 1)[0].strip().strip("'\""))
+        if not entry or entry.startswith(":"):
+            continue
+        name = entry[2:] if entry.startswith("? ") else entry.rsplit(":", 1)[0]
+        custom.append(name.strip().strip("'\""))
     params = text.split("quantize_parameters:", 1)[1] if "quantize_parameters:" in text else ""
-    tensors = [t.strip("'\"") for t in re.findall(r"^    (\S.*?):\s*$", params, flags=re.MULTILINE)]
+    keys = re.findall(r"^    (?:\? (\S.*?)|(\S.*?):)\s*$", params, flags=re.MULTILINE)
+    tensors = [(long or short).strip("'\"") for long, short in keys]
     return custom, tensors
 
 
