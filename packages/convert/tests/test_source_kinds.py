@@ -121,11 +121,13 @@ def test_labels_background_last_and_labels_that_fit_nothing(env, tmp_path):
 
 
 def test_a_config_that_contradicts_the_model_is_refused_naming_both(env, test_env, data_dir, tmp_path):
-    shipped = test_env["MODELPORT_CONFIG"]  # [input] size [224, 224], mean/std 127.5 (the float model's)
+    sized = tmp_path / "sized.toml"
+    sized.write_text("[input]\nsize = [224, 224]\n")
     model = tiny_onnx(tmp_path / "small.onnx")
-    proc = run(env | {"MODELPORT_MODEL": str(model), "MODELPORT_CONFIG": shipped}, "fetch")
+    proc = run(env | {"MODELPORT_MODEL": str(model), "MODELPORT_CONFIG": str(sized)}, "fetch")
     line = error_line(proc)
-    assert shipped in line and str(model) in line and "size = [224, 224]" in line and "[32, 32]" in line
+    assert str(sized) in line and str(model) in line and "size = [224, 224]" in line and "[32, 32]" in line
+    shipped = test_env["MODELPORT_CONFIG"]  # mean/std 127.5: the float model's
     quant = data_dir / "models" / "mobilenet_v2_1.0_224_quant.tflite"
     proc = run(env | {"MODELPORT_MODEL": str(quant), "MODELPORT_CONFIG": shipped}, "fetch")
     line = error_line(proc)
