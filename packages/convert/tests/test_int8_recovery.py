@@ -63,14 +63,18 @@ def test_a_model_below_the_floors_is_searched_and_the_best_written_marked(pipeli
     kept = next(v for v in record["variants"] if v["id"] == record["kept"])
     assert kept["agreement"]["cosine_min"] == max(v["agreement"]["cosine_min"] for v in record["variants"])
     assert all(v["latency_ms"] > 0 for v in record["variants"]) and record["timing"]["fp32_ms"] > 0
-    # The kept variant is what onnx/model.int8.onnx is, and its float layers are float there.
-    model = art / "onnx" / "model.int8.onnx"
-    assert model.read_bytes() == (art / kept["files"]["model"]).read_bytes()
+    # The best variant is kept under the below-floor name, never as onnx/model.int8.onnx (which later steps
+    # trust); the failure record tells bench why there is none.
+    below = art / "onnx" / "model.int8.below-floor.onnx"
+    assert below.read_bytes() == (art / kept["files"]["model"]).read_bytes()
+    assert json.loads((art / "onnx" / "model.int8.below-floor.onnx.manifest.json").read_text())["trusted"] is False
+    assert not (art / "onnx" / "model.int8.onnx").exists()
     assert (art / "onnx" / "model.int8.onnx.failed.json").is_file()
     bench = run(env, *strict, "bench", "onnx-int8", "--runs", "3", "--warmup", "1")
     row = json.loads((art / "results" / "onnx-int8.json").read_text())
     assert bench.returncode != 0 and row["status"] == "failed" and "below the [accuracy] floors" in row["reason"]
-    # A second run is a manifest hit: no variant rebuilt, the same failure.
+    assert row["agreement"]["cosine_min"] == kept["agreement"]["cosine_min"]  # the row carries what was measured
+    # A second run rebuilds no variant (each is cached by its manifest) and fails the same way.
     again = run(env, *strict, "convert", "onnx-int8")
     assert again.returncode != 0 and "up to date" in again.stderr and "quantize" not in again.stderr
 

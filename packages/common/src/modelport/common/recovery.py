@@ -8,7 +8,7 @@
    each one costs speed), while nothing that small meets the floors.
 Everything stops at ``[quantization] recover_minutes``. The variants are timed in interleaved rounds
 (with the FP32 twin) and the fastest one that meets the floors is kept; with none, the best by
-agreement is kept and marked below the floors. A backend supplies only the knobs (``Backend``);
+agreement is kept under its below-floor name (nothing later trusts it) and the step fails. A backend supplies only the knobs (``Backend``);
 each variant it builds is an artifact cached by its manifest.
 """
 
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Protocol
 
 from .agreement import gate_failures
+from .artifacts import write_atomic
+from .below_floor import keep_below_floor
 from .config import AccuracyConfig
 from .context import StepContext
 from .errors import AccuracyGateError, HardwareMissing, InputError, ModelportError, ToolchainMissing
@@ -282,6 +284,15 @@ def produce(ctx: StepContext, backend: Backend, outputs: Mapping[str, str], *, i
             kept = next(v for v in record["variants"] if v["id"] == record["kept"])
             if not kept["files"]:
                 raise ModelportError(f"{backend.display}: no variant could be built: {'; '.join(kept['failures'])}")
+            if record["below_floors"]:
+                # The best there is stays visible, never under the name later steps trust: the search's record
+                # (for the report's chart) and the kept files under their below-floor names, with its numbers.
+                write_atomic(store.path(record_rel), json.dumps(record, indent=1) + "\n")
+                made = (store.read_manifest(next(iter(kept["files"].values()))) or {}).get("extra", {})
+                error = below_floors_error(record, store.path(next(iter(outputs.values()))), made.get("agreement"))
+                keep_below_floor(store, {store.path(kept["files"][role]): store.path(rel) for role, rel in outputs.items()},
+                                 error)
+                raise error
             for role, rel in outputs.items():
                 shutil.copyfile(store.path(kept["files"][role]), job.tmp(rel))
             job.tmp(record_rel).write_text(json.dumps(record, indent=1) + "\n")
@@ -294,12 +305,17 @@ def produce(ctx: StepContext, backend: Backend, outputs: Mapping[str, str], *, i
     return record | {"cached": job.cached}  # whether this call found everything up to date
 
 
+def below_floors_error(record: dict, what, agreement: dict | None = None) -> AccuracyGateError:
+    kept = next(x for x in record["variants"] if x["id"] == record["kept"])
+    a = kept["agreement"] or {}
+    return AccuracyGateError(
+        f"int8 model below the [accuracy] floors after {len(record['variants'])} variants "
+        f"({record['wall_seconds']:.0f} s): kept the best, {kept['id']}, as its below-floor file: top-1 "
+        f"{a.get('top1', 0):.0%}, cosine min {a.get('cosine_min', 0):.4f} / mean {a.get('cosine_mean', 0):.4f} "
+        f"({'; '.join(kept['failures'])})", what, agreement=Agreement.model_validate(agreement) if agreement else None)
+
+
 def check_record(record: dict, what) -> None:
-    """Raise when the kept variant is below the floors (after it was written: the best there is, marked)."""
+    """Raise when the kept variant is below the floors."""
     if record["below_floors"]:
-        kept = next(x for x in record["variants"] if x["id"] == record["kept"])
-        a = kept["agreement"] or {}
-        raise AccuracyGateError(
-            f"int8 model below the [accuracy] floors after {len(record['variants'])} variants "
-            f"({record['wall_seconds']:.0f} s): kept the best, {kept['id']}: top-1 {a.get('top1', 0):.0%}, cosine min "
-            f"{a.get('cosine_min', 0):.4f} / mean {a.get('cosine_mean', 0):.4f} ({'; '.join(kept['failures'])})", what)
+        raise below_floors_error(record, what)
