@@ -95,3 +95,29 @@ def test_parser_errors_name_the_node(pipeline, tmp_path):
               str(path))
     with pytest.raises(InputError, match="TensorRT's ONNX parser refused it: .*mystery_node"):
         conv._build(trt, pipeline, "fp32", None, path, net.model_input(net.load(path)), None)
+
+
+def test_int8_below_stricter_floors_is_recovered_by_leaving_layers_without_qdq(pipeline, test_env, tmp_path):
+    """The explicit-quantization search: calibration methods of the symmetric QDQ model, then layers left
+    without Q/DQ (float in a strongly typed engine); every variant an engine verified on the GPU."""
+    import json
+    import shutil
+
+    art = tmp_path / "art"
+    shutil.copytree(pipeline.store.root, art, ignore=shutil.ignore_patterns("results", "report", "ncnn", "rknn", ".tmp"))
+    env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
+    strict = ["-o", "accuracy.int8_cosine_min=0.98", "-o", "accuracy.int8_top1_min=1.0",
+              "-o", "quantization.recover_max_float_layers=4", "-o", "quantization.recover_rounds=2"]
+    proc = subprocess.run([sys.executable, "-c", "import sys; from modelport.common.cli import main; sys.exit(main())",
+                           *strict, "convert", "tensorrt-int8"], env={**os.environ, **env}, capture_output=True, text=True)
+    record = json.loads((art / "recover" / "tensorrt-int8.json").read_text())
+    kept = next(v for v in record["variants"] if v["id"] == record["kept"])
+    assert (art / "tensorrt" / "int8.engine").read_bytes() == (art / kept["files"]["engine"]).read_bytes()
+    assert all(v["latency_ms"] > 0 for v in record["variants"] if v["files"]) or not record["searched"]
+    if record["below_floors"]:
+        assert proc.returncode != 0 and "below the [accuracy] floors" in proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert kept["agreement"]["cosine_min"] >= 0.98 and kept["agreement"]["top1"] == 1.0
+    print(f"kept {kept['id']} ({len(kept['float_layers'])} float layers): {kept['agreement']}, "
+          f"{kept['latency_ms']} ms vs FP32 {(record['timing'] or {}).get('fp32_ms')} ms")

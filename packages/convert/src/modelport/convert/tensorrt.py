@@ -75,14 +75,17 @@ def int8_plan(ctx: StepContext) -> Int8Plan:
     return Int8Plan("calibrate", store.path(SOURCE), why)
 
 
-def build(ctx: StepContext, precision: str, force: bool) -> list[Path]:
+def build(ctx: StepContext, precision: str, force: bool, qdq: Path | None = None, engine_rel: str | None = None,
+          gate: bool = True) -> list[Path]:
+    """The engine for ``precision`` (INT8: from ``qdq`` when given, else by ``int8_plan``) at ``engine_rel``
+    (default ``tensorrt/<precision>.engine``); ``gate=False`` measures without holding it to the floors."""
     cfg, store, tcfg = ctx.config, ctx.store, ctx.config.tensorrt
     # No driver/GPU -> HardwareMissing (the CLI records a skip); no toolchain -> ToolchainMissing.
     cuda.require(tcfg.device)
     gpu = cuda.gpu_info(tcfg.device)
     import tensorrt as trt
 
-    plan = int8_plan(ctx) if precision == "int8" else None
+    plan = (Int8Plan("qdq", qdq) if qdq else int8_plan(ctx)) if precision == "int8" else None
     source = plan.onnx if plan else store.path(SOURCE)
     model_input = net.model_input(net.load(source), source)
     calib = None
@@ -93,7 +96,7 @@ def build(ctx: StepContext, precision: str, force: bool) -> list[Path]:
         calib = ctx.calibration
         calib.validate()  # every calibration image decodes before TensorRT starts
         inputs |= {f"calibration:{p.name}": p for p in calib.paths}
-    engine_rel = ENGINES[precision]
+    engine_rel = engine_rel or ENGINES[precision]
     outputs = [engine_rel] + ([CALIBRATION_CACHE] if calib else [])
     options = {
         "precision": precision,
@@ -123,7 +126,7 @@ def build(ctx: StepContext, precision: str, force: bool) -> list[Path]:
             _commit_calibration(job, feeder)
         runtime = _runtime(precision, cfg, job.tmp(engine_rel))
         runtime.origin = origin(trt.__version__, gpu)  # built in this process: nothing to check
-        agreement = verify(ctx, runtime, "int8" if precision == "int8" else "float", store.path(engine_rel))
+        agreement = verify(ctx, runtime, "int8" if precision == "int8" else "float", store.path(engine_rel), gate=gate)
         job.record(
             tensorrt_version=trt.__version__,
             gpu={"name": gpu.name, "compute_capability": gpu.compute_capability,
@@ -269,6 +272,12 @@ class Target:
         self.precision = precision
 
     def run(self, ctx: StepContext, force: bool) -> list[Path]:
+        if self.precision == "int8" and ctx.config.tensorrt.int8_mode != "calibrate":
+            cuda.require(ctx.config.tensorrt.device)  # before the CPU-side QDQ variants of the search
+            if int8_plan(ctx).mode == "qdq":
+                from .recover_tensorrt import recover
+
+                return recover(ctx, force)
         return build(ctx, self.precision, force)
 
 

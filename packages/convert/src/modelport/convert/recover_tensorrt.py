@@ -1,0 +1,76 @@
+"""TensorRT INT8 recovery knobs (common/recovery.py searches), on the explicit-quantization path.
+
+In a strongly typed network TensorRT takes each layer's precision from the Q/DQ nodes around it:
+a layer left without them runs in float. So the per-layer precision knob is the symmetric QDQ
+model's ``nodes_to_exclude`` (the layer and its consumers, as for onnxruntime), and the calibration
+knob is the method that QDQ model's scales come from. Each variant is a QDQ model verified on
+onnxruntime's side and an engine verified on the GPU; the engines are timed with the FP32 one.
+Entropy calibration (``[tensorrt] int8_mode = "calibrate"``) keeps its single configured build.
+"""
+
+from __future__ import annotations
+
+from modelport.bench.runtimes.tensorrt import TensorrtFp32Runtime, TensorrtInt8Runtime
+from modelport.common import cuda, layer_analysis, recovery
+from modelport.common.context import StepContext
+from modelport.common.recovery import Variant, variant_id
+from modelport.common.reference import REFERENCE
+
+from .onnx_int8 import SOURCE, TENSORRT, calibration_for, quantize
+from .recover import runtime_timers
+from .recover_onnx import METHODS, method_settings
+from .tensorrt import ENGINES, build, tool_version
+
+
+class TensorrtBackend:
+    key, display = "tensorrt-int8", "TensorRT INT8"
+
+    def __init__(self, ctx: StepContext, force: bool):
+        self.ctx, self.force = ctx, force
+        q = ctx.config.quantization
+        self.methods = [q.calibrate_method, *(m for m in METHODS if m != q.calibrate_method)]
+        self.float_layers = list(q.nodes_to_exclude)
+
+    def build(self, method: str, float_layers: list[str]) -> Variant:
+        store = self.ctx.store
+        vid = variant_id(method, float_layers)
+        qdq = f"onnx/variants/int8-sym-{vid}.onnx"
+        settings = TENSORRT.settings(self.ctx.config.quantization) | method_settings(method) | {
+            "nodes_to_exclude": float_layers}
+        quantize(self.ctx, self.force, qdq, settings, gate=False)
+        engine = f"tensorrt/variants/int8-{vid}.engine"
+        (path,) = build(self.ctx, "int8", self.force, qdq=store.path(qdq), engine_rel=engine, gate=False)
+        manifest = store.read_manifest(engine) or {}
+        return Variant(vid, method, float_layers, {"engine": engine, "qdq": qdq},
+                       recovery.brief(manifest.get("extra", {}).get("agreement")),
+                       size_bytes=path.stat().st_size, build_seconds=manifest.get("seconds"))
+
+    def worst_layers(self, variant: Variant, n: int) -> list[str]:
+        from .analyze import run
+
+        data = run(self.ctx, self.key, files={"model": self.ctx.store.path(variant.files["qdq"])},
+                   out=f"analysis/variants/{self.key}-{variant.id}.json")
+        return [r["node"] for r in layer_analysis.worst(data["layers"], n, "own_sqnr_db_worst_image")]
+
+    def timers(self, variants: list[Variant]):
+        cfg, store = self.ctx.config, self.ctx.store
+        runtimes = {v.id: TensorrtInt8Runtime(cfg, {"engine": store.path(v.files["engine"])}) for v in variants}
+        return runtime_timers(self.ctx, {**runtimes, "fp32": TensorrtFp32Runtime.from_store(store, cfg)})
+
+
+def recover(ctx: StepContext, force: bool):
+    """``tensorrt/int8.engine`` = the configured explicit-quantization engine, or the variant the search kept."""
+    tcfg, store, q = ctx.config.tensorrt, ctx.store, ctx.config.quantization
+    cuda.require(tcfg.device)
+    gpu = cuda.gpu_info(tcfg.device)
+    calib = ctx.calibration
+    calib.validate()
+    inputs = {"onnx": store.path(SOURCE), "reference": store.path(REFERENCE),
+              **{f"calibration:{p.name}": p for p in calib.paths}, **{f"image:{p.name}": p for p in ctx.eval_images}}
+    options = TENSORRT.settings(q) | {"calibration_images": len(calibration_for(ctx, q.calibrate_method)),
+                                      "gpu": gpu.name, "compute_capability": gpu.compute_capability,
+                                      "workspace_mb": tcfg.workspace_mb,
+                                      "builder_optimization_level": tcfg.builder_optimization_level}
+    recovery.produce(ctx, TensorrtBackend(ctx, force), {"engine": ENGINES["int8"]}, inputs=inputs,
+                     tool_version=tool_version(), options=options, force=force)
+    return [store.path(ENGINES["int8"])]
