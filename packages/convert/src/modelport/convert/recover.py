@@ -1,4 +1,4 @@
-"""What the convert-side recovery backends (ONNX INT8, NCNN INT8) share: timing through the runtimes."""
+"""What the convert-side recovery backends (ONNX, NCNN, TensorRT INT8) share: ranking layers, timing through the runtimes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 
 from modelport.bench.runner import prepared_images
 from modelport.bench.runtime import Runtime
+from modelport.common import layer_analysis
 from modelport.common.context import StepContext
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import headline_index
@@ -24,3 +25,12 @@ def runtime_timers(ctx: StepContext, runtimes: Mapping[str, Runtime]) -> Iterato
             tensor = to_tensor(arr, ctx.config.input, rt.input_layout, rt.input_dtype)
             timers[key] = lambda rt=rt, tensor=tensor: rt.infer(tensor)
         yield timers
+
+
+def worst_analysed(ctx: StepContext, key: str, files: dict, variant_id: str, n: int) -> list[str]:
+    """The ``n`` layers that add the most error of their own in a variant (its per-layer analysis, cached)."""
+    from .analyze import run
+
+    data = run(ctx, key, files={r: ctx.store.path(rel) for r, rel in files.items()},
+               out=f"analysis/variants/{key}-{variant_id}.json")
+    return [r["node"] for r in layer_analysis.worst(data["layers"], n, "own_sqnr_db_worst_image")]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
-from modelport.common import layer_analysis, recovery
+from modelport.common import recovery
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
 
 from .onnx_int8 import SOURCE, calibration_for, quantize, tool_version
-from .recover import runtime_timers
+from .recover import runtime_timers, worst_analysed
 
 # onnxruntime's calibration methods, plus percentile at a wider clip than its 99.999 default:
 # on MobileNetV2 / the shipped photos cosine min 0.968 (99.999) -> 0.977 (99.9999); 99.99 loses (0.948).
@@ -42,11 +42,7 @@ class OnnxBackend:
                        size_bytes=path.stat().st_size, build_seconds=(self.ctx.store.read_manifest(rel) or {}).get("seconds"))
 
     def worst_layers(self, variant: Variant, n: int) -> list[str]:
-        from .analyze import run
-
-        data = run(self.ctx, self.key, files={"model": self.ctx.store.path(variant.files["model"])},
-                   out=f"analysis/variants/{self.key}-{variant.id}.json")
-        return [r["node"] for r in layer_analysis.worst(data["layers"], n, "own_sqnr_db_worst_image")]
+        return worst_analysed(self.ctx, self.key, {"model": variant.files["model"]}, variant.id, n)
 
     def timers(self, variants: list[Variant]):
         cfg, store = self.ctx.config, self.ctx.store

@@ -11,13 +11,13 @@ Entropy calibration (``[tensorrt] int8_mode = "calibrate"``) keeps its single co
 from __future__ import annotations
 
 from modelport.bench.runtimes.tensorrt import TensorrtFp32Runtime, TensorrtInt8Runtime
-from modelport.common import cuda, layer_analysis, recovery
+from modelport.common import cuda, recovery
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
 
 from .onnx_int8 import SOURCE, TENSORRT, calibration_for, quantize
-from .recover import runtime_timers
+from .recover import runtime_timers, worst_analysed
 from .recover_onnx import METHODS, method_settings
 from .tensorrt import ENGINES, build, tool_version
 
@@ -46,11 +46,7 @@ class TensorrtBackend:
                        size_bytes=path.stat().st_size, build_seconds=manifest.get("seconds"))
 
     def worst_layers(self, variant: Variant, n: int) -> list[str]:
-        from .analyze import run
-
-        data = run(self.ctx, self.key, files={"model": self.ctx.store.path(variant.files["qdq"])},
-                   out=f"analysis/variants/{self.key}-{variant.id}.json")
-        return [r["node"] for r in layer_analysis.worst(data["layers"], n, "own_sqnr_db_worst_image")]
+        return worst_analysed(self.ctx, self.key, {"model": variant.files["qdq"]}, variant.id, n)
 
     def timers(self, variants: list[Variant]):
         cfg, store = self.ctx.config, self.ctx.store
