@@ -36,8 +36,11 @@ def test_blobs_line_up_with_onnx_layers(art, test_env):
     data = json.loads((art / "analysis" / "ncnn-int8.json").read_text())
     m = data["mapping"]
     assert m["unmapped"] == [] and m["ncnn_layers_mapped"] == m["ncnn_layers"] >= 60
-    # pnnx folds the Reshape in front of the classifier conv away: the one ONNX layer ncnn has no layer for.
-    assert m["onnx_layers"] - m["onnx_layers_mapped"] == 1
+    # The only ONNX layers ncnn has no layer for are reshapes pnnx folds away (tf2onnx's graph has one in front
+    # of the classifier conv, tflite2onnx's none: which converter wins the race varies between runs).
+    unmapped = m["onnx_layers_unmapped"]
+    assert len(unmapped) == m["onnx_layers"] - m["onnx_layers_mapped"] <= 1
+    assert all(u.endswith("(Reshape)") for u in unmapped), unmapped
     assert m["requantized_blobs_dequantized"] >= 1  # int8 blobs compared as values, not raw int8 numbers
     # Dequantized correctly: no layer is off by orders of magnitude (raw int8 blobs measured about -6 dB).
     assert min(r["sqnr_db_mean"] for r in data["layers"]) > 10

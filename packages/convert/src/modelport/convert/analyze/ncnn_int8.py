@@ -77,6 +77,7 @@ def analyze(ctx: StepContext, param: Path, binfile: Path, workdir: Path | None =
                    "requantized_blobs_dequantized": len(scales),
                    "ncnn_layers": len([la for la in read_param(param).layers if la.type not in ("Input", "Split")]),
                    "ncnn_layers_mapped": len(m.layers), "unmapped": m.unmapped, "onnx_layers": len(graph.layers),
-                   "onnx_layers_mapped": len(mapped_layers), "layers": len(rows)}
+                   "onnx_layers_mapped": len(mapped_layers), "layers": len(rows),
+                   "onnx_layers_unmapped": [f"{la.node} ({la.op})" for la in graph.layers if la.node not in mapped_layers]}
     return layer_analysis.document("ncnn-int8", "NCNN INT8", model=ctx.store.rel(param), twin=PARAM, images=names,
                                    rows=rows, mapping=mapping_doc, seconds=time.monotonic() - t0)
