@@ -18,14 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 import click
-from pydantic import ValidationError
 
 from .artifacts import ArtifactStore, sha256_file
 from .context import StepContext
 from .errors import InputError
 from .log import console
 from .machine import device_key, machine_info
-from .schema import RESULT_SCHEMA, BackendResult
+from .results import read_result
+from .schema import BackendResult
 
 BUNDLE_SCHEMA = "modelport.bundle/1"
 _SMALL = ("results/*.json", "results/*.npy", "**/*.manifest.json", "report/sections/*", "depth/*.json",
@@ -88,17 +88,11 @@ class Source:
 
 
 def _load_result(path: Path, origin: str) -> BackendResult:
+    """One result of a folder or bundle; its error names where it came from (a bundle's temp copy means nothing)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"not a JSON result file: {e}", origin) from None
-    if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:
-        got = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise InputError(f"{path.name}: result schema {got!r} is not {RESULT_SCHEMA!r}", origin)
-    try:
-        return BackendResult.model_validate(data)
-    except ValidationError as e:
-        raise InputError(f"{path.name}: invalid result: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}", origin) from None
+        return read_result(path)
+    except InputError as e:
+        raise InputError(f"{path.name}: {e.message}", origin) from None
 
 
 def read_folder(path: Path) -> Source:
