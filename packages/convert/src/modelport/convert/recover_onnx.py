@@ -22,14 +22,17 @@ def method_settings(method: str) -> dict:
     return {"calibrate_method": name, **({"extra_options": {"CalibPercentile": float(pct)}} if pct else {})}
 
 
+def qdq_knobs(q) -> tuple[list[str], list[str]]:
+    """A QDQ model's search knobs from [quantization]: calibration methods (the configured one first), float layers."""
+    return [q.calibrate_method, *(m for m in METHODS if m != q.calibrate_method)], list(q.nodes_to_exclude)
+
+
 class OnnxBackend:
     key, display = "onnx-int8", "ONNX INT8"
 
     def __init__(self, ctx: StepContext, force: bool):
         self.ctx, self.force = ctx, force
-        q = ctx.config.quantization
-        self.methods = [q.calibrate_method, *(m for m in METHODS if m != q.calibrate_method)]
-        self.float_layers = list(q.nodes_to_exclude)
+        self.methods, self.float_layers = qdq_knobs(ctx.config.quantization)
 
     def build(self, method: str, float_layers: list[str]) -> Variant:
         vid = variant_id(method, float_layers)

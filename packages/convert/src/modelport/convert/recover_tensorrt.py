@@ -18,7 +18,7 @@ from modelport.common.reference import REFERENCE
 
 from .onnx_int8 import SOURCE, TENSORRT, calibration_for, quantize
 from .recover import runtime_timers, worst_analysed
-from .recover_onnx import METHODS, method_settings
+from .recover_onnx import method_settings, qdq_knobs
 from .tensorrt import ENGINES, build, tool_version
 
 
@@ -27,9 +27,7 @@ class TensorrtBackend:
 
     def __init__(self, ctx: StepContext, force: bool):
         self.ctx, self.force = ctx, force
-        q = ctx.config.quantization
-        self.methods = [q.calibrate_method, *(m for m in METHODS if m != q.calibrate_method)]
-        self.float_layers = list(q.nodes_to_exclude)
+        self.methods, self.float_layers = qdq_knobs(ctx.config.quantization)  # the symmetric QDQ model's
 
     def build(self, method: str, float_layers: list[str]) -> Variant:
         store = self.ctx.store
