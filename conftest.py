@@ -11,6 +11,7 @@ which cannot make them, reuse them.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,16 @@ def pipeline(test_env):
         if not ctx.store.path(rel).is_file():
             pytest.fail(f"{ctx.store.path(rel)} missing: run the tf-onnx tests first (nox -s tests) or set MODELPORT_TEST_ARTIFACTS")
     return ctx
+
+
+OTHER_THAN_TF_ONNX = ("results", "report", "ncnn", "rknn", "tensorrt", ".tmp")
+
+
+def private_artifacts(pipeline, dst: Path, *also_ignore: str) -> Path:
+    """A test's own copy of the pipeline's tf-onnx artifacts (source, reference, ONNX models, their manifests):
+    no results, reports or other envs' models, so the test can break or fill it freely."""
+    shutil.copytree(pipeline.store.root, dst, ignore=shutil.ignore_patterns(*OTHER_THAN_TF_ONNX, *also_ignore))
+    return dst
 
 
 # The real CLI in a subprocess, as a user runs it (exit code, stderr, nothing in-process leaks).

@@ -2,12 +2,11 @@
 
 import io
 import json
-import shutil
 import tarfile
 
 import pytest
 
-from conftest import error_line, run
+from conftest import error_line, private_artifacts, run
 from modelport.bench.merge import merge
 from modelport.common.schema import BackendResult
 
@@ -19,7 +18,7 @@ def two_machines(pipeline, test_env, tmp_path_factory):
     bundles = {}
     for device, threads in (("box-a", 2), ("box-b", 1)):
         art = root / device
-        shutil.copytree(pipeline.store.root, art, ignore=shutil.ignore_patterns("results", "report", "ncnn", "rknn", "tensorrt", ".tmp"))
+        private_artifacts(pipeline, art)
         env = {**test_env, "MODELPORT_ARTIFACTS": str(art), "MODELPORT_DEVICE": device}
         proc = run(env, "-o", f"tflite.threads={threads}", "bench", "tflite", "onnx", "--runs", "10", "--warmup", "2")
         assert proc.returncode == 0, proc.stderr

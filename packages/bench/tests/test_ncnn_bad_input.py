@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from conftest import failed_row, run
+from conftest import failed_row, private_artifacts, run
 
 pytestmark = pytest.mark.ncnn
 
@@ -47,7 +47,7 @@ def test_ncnn_model_changed_since_conversion(ncnn_art):
 
 def test_corrupt_onnx_is_refused_before_pnnx(pipeline, test_env, tmp_path):
     dst = tmp_path / "art"
-    shutil.copytree(pipeline.store.root, dst, ignore=shutil.ignore_patterns("results", "report", "ncnn", "rknn", "tensorrt", ".tmp"))
+    private_artifacts(pipeline, dst)
     model = dst / "onnx" / "model.onnx"
     model.write_bytes(model.read_bytes()[:50_000])
     proc = run({**test_env, "MODELPORT_ARTIFACTS": str(dst)}, "convert", "ncnn")

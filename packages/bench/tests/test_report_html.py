@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, private_artifacts, run
 
 pytestmark = pytest.mark.browser
 CHECK = ROOT / ".ci" / "check_html.py"
@@ -23,7 +23,7 @@ def check_html(page: Path, *extra: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def report_page(pipeline, test_env, tmp_path_factory):
     art = tmp_path_factory.mktemp("html") / "art"
-    shutil.copytree(pipeline.store.root, art, ignore=shutil.ignore_patterns("results", "report", "ncnn", "rknn", "tensorrt", ".tmp"))
+    private_artifacts(pipeline, art)
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
     assert run(env, "bench", "tflite", "onnx", "--runs", "10", "--warmup", "2").returncode == 0
     (art / "onnx" / "model.int8.onnx").unlink()  # a failed row must be rendered like any other

@@ -2,11 +2,10 @@
 getting a quiet wrong number: on the real pipeline and the real CLI."""
 
 import json
-import shutil
 
 import pytest
 
-from conftest import error_line, make_context, run
+from conftest import error_line, make_context, private_artifacts, run
 from modelport.bench import runner
 from modelport.bench.report import build, write
 from modelport.common.cli import main
@@ -18,8 +17,7 @@ QUICK = ["-o", "bench.runs=5", "-o", "bench.warmup=1"]
 def art(pipeline, test_env, tmp_path):
     """A private copy of the pipeline's models and manifests, no results."""
     dst = tmp_path / "art"
-    shutil.copytree(pipeline.store.root, dst, ignore=shutil.ignore_patterns(
-        "results", "report", "ncnn", "rknn", "tensorrt", "depth", ".tmp", "*.int8*"))
+    private_artifacts(pipeline, dst, "depth", "*.int8*")
     return dst, {**test_env, "MODELPORT_ARTIFACTS": str(dst)}
 
 

@@ -15,7 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import error_line, failed_row, run
+from conftest import error_line, failed_row, private_artifacts, run
 from modelport.common.errors import InputError
 from modelport.common.onnx_safety import check_onnx
 from modelport.convert.fetch import download, extract_member
@@ -25,7 +25,7 @@ from modelport.convert.fetch import download, extract_member
 def art(pipeline, test_env, tmp_path):
     """A private copy of the pipeline's artifacts (models, manifests, reference), no results."""
     dst = tmp_path / "art"
-    shutil.copytree(pipeline.store.root, dst, ignore=shutil.ignore_patterns("results", "report", "ncnn", "rknn", "tensorrt", ".tmp"))
+    private_artifacts(pipeline, dst)
     return dst, {**test_env, "MODELPORT_ARTIFACTS": str(dst)}
 
 

@@ -1,14 +1,13 @@
 """A failed step is a row with its reason, the other steps still run, and the job exits non-zero."""
 
 import json
-import shutil
 
-from conftest import run
+from conftest import private_artifacts, run
 
 
 def test_failed_conversion_is_a_row_and_an_older_model_is_not_benchmarked(pipeline, test_env, tmp_path):
     art = tmp_path / "art"
-    shutil.copytree(pipeline.store.root, art, ignore=shutil.ignore_patterns("results", "report", "ncnn", "rknn", "tensorrt", ".tmp"))
+    private_artifacts(pipeline, art)
     assert (art / "onnx" / "model.int8.onnx").is_file()  # a good model from an earlier run stays on disk
     bad_calibration = tmp_path / "calibration"
     bad_calibration.mkdir()
@@ -54,7 +53,7 @@ def test_a_report_with_no_ok_row_is_an_error(pipeline, test_env, tmp_path):
 
 def test_a_conversion_below_its_floors_is_kept_aside_and_its_row_has_the_numbers(pipeline, test_env, tmp_path):
     art = tmp_path / "art"
-    shutil.copytree(pipeline.store.root, art, ignore=shutil.ignore_patterns("results", "report", "ncnn", "rknn", "tensorrt", ".tmp"))
+    private_artifacts(pipeline, art)
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
     # No INT8 MobileNetV2 gets there on these photos; without the recovery search, the configured variant is judged.
     strict = ("-o", "accuracy.int8_cosine_min=0.9999", "-o", "quantization.recover=false")

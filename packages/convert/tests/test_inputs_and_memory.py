@@ -7,14 +7,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from conftest import error_line, run
+from conftest import error_line, private_artifacts, run
 
 
 @pytest.fixture
 def art(pipeline, test_env, tmp_path):
     dst = tmp_path / "art"
-    shutil.copytree(pipeline.store.root, dst, ignore=shutil.ignore_patterns(
-        "results", "report", "ncnn", "rknn", "tensorrt", "depth", ".tmp", "*.int8*"))
+    private_artifacts(pipeline, dst, "depth", "*.int8*")
     return dst, {**test_env, "MODELPORT_ARTIFACTS": str(dst)}
 
 
