@@ -62,12 +62,12 @@ def ordered(results: list[BackendResult]) -> list[BackendResult]:
     return sorted(results, key=lambda r: (r.status != "ok", model_id(r), device_of(r), rank.get(r.key, len(ORDER)), r.key))
 
 
-def check_comparable(results: list[BackendResult], where, one_model: bool) -> None:
-    """Refuse to put side by side results of different preprocessing for one model, and (in one
-    artifacts folder, where everything comes from one source) results of another model."""
+def check_comparable(results: list[BackendResult], where) -> None:
+    """Refuse to merge side by side results of one model measured with different preprocessing (one
+    artifacts folder is checked against its fetched source instead: expected_source / flag_unusable)."""
     refs = {model_id(r): r for r in results if r.key in SOURCE_KEYS and r.status == "ok"}
     for r in results:
-        ref = next(iter(refs.values()), None) if one_model else refs.get(model_id(r))
+        ref = refs.get(model_id(r))
         if r.status != "ok" or ref is None:
             continue
         for field in ("model_sha256", "preprocessing"):
@@ -128,7 +128,7 @@ def gather(store: ArtifactStore, merge_paths: list[Path]) -> list[BackendResult]
         sources = ([Source(str(store.root), local, store.root)] if local else [])
         sources += [read_source(Path(p), workdir) for p in merge_paths]
         merged = merge([r for s in sources for r in s.results])
-        check_comparable(merged, lambda r: f"{model_id(r)} on {device_of(r)}", one_model=False)
+        check_comparable(merged, lambda r: f"{model_id(r)} on {device_of(r)}")
         store_merged(store, merged, sources)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
