@@ -34,7 +34,7 @@ def report(ctx: StepContext, merge_paths):
         paths = write(ctx.store, data)
     console.print(terminal_table(data))
     for n in data["notes"]:
-        console.print(f"note: {n}")
+        console.print(f"note: {n}", markup=False)
     also = [p.name for k, p in paths.items() if k != "md"]
     console.print(f"report: {paths['md']}  (also {', '.join(also)})", markup=False)
     statuses = [e["status"] for e in data["results"]]

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
 
 from modelport.common.agreement import compare, gate_failures, gate_kind
 from modelport.common.artifacts import ArtifactStore, write_atomic
@@ -164,7 +165,7 @@ def tune(ctx: StepContext, key: str) -> dict:
     try:
         reference = load_reference(ctx.store, ctx.eval_images, spec.signature)
     except InputError as e:
-        console.print(f"   [yellow]no accuracy guard for numeric knobs: {e}[/]")
+        console.print(f"   [yellow]no accuracy guard for numeric knobs: {escape(str(e))}[/]")
         reference = None
     default = current(cfg, space)
     best = dict(default)

@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from . import __version__
 from .errors import InputError
 from .log import console
@@ -220,7 +222,7 @@ class ArtifactStore:
             except BlockingIOError:
                 f.seek(0)
                 holder = f.read().strip() or "another process"
-                console.print(f"[yellow]waiting: {self.root} is locked by {holder}[/]")
+                console.print(f"[yellow]waiting: {escape(str(self.root))} is locked by {escape(holder)}[/]")
                 fcntl.flock(f, fcntl.LOCK_EX)
             f.seek(0)
             f.truncate()

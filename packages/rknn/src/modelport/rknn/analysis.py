@@ -141,5 +141,5 @@ def run(ctx: StepContext, images: list[str] | None = None, force: bool = False, 
     data = json.loads(ctx.store.path(ANALYSIS).read_text())
     for w in data["worst_layers"][:3]:
         console.print(f"   worst layer: [{w['type']}] {w['name']}: single cosine {w['single_cosine']:.5f}, "
-                      f"entire {w['entire_cosine']:.5f} on {w['image']}")
+                      f"entire {w['entire_cosine']:.5f} on {w['image']}", markup=False)
     return data

@@ -146,5 +146,5 @@ def run(ctx: StepContext, layers: list[str] | None = None, proposal: bool | None
         result.notes.append(note)
         result.settings |= {"float16_layers": len(extra.get("float16_layers", [])), "step1_seconds": extra.get("step1_seconds")}
         write_result(ctx.store, result, np.load(ctx.store.path(evals)))
-        console.print(f"   {note}")
+        console.print(f"   {note}", markup=False)
     return result, extra

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
 
 from modelport.common import cuda
 from modelport.common.artifacts import ArtifactStore
@@ -54,9 +55,9 @@ def trt_logger():
             def log(self, severity, msg):
                 if int(severity) <= int(trt.ILogger.Severity.ERROR):
                     self.last_error = msg
-                    console.print(f"   [red]TensorRT:[/] {msg}")
+                    console.print(f"   [red]TensorRT:[/] {escape(str(msg))}")
                 elif int(severity) <= int(trt.ILogger.Severity.WARNING):
-                    console.print(f"   [yellow]TensorRT:[/] {msg}")
+                    console.print(f"   [yellow]TensorRT:[/] {escape(str(msg))}")
 
         _LOGGER = Logger()
     _LOGGER.last_error = None
