@@ -10,9 +10,11 @@ floors = report["floors"]  # the [accuracy] floors the pipeline verified against
 if not report["verify"]:
     sys.exit("report check failed: verification was off ([convert] verify = false)")
 reference = report["reference"] or "tflite"  # the source model's own row (tflite or onnx-source)
-by_env = {"tf-onnx": {reference: "float", "onnx": "float", "onnx-int8": "int8"},
-          "ncnn": {"ncnn": "float", "ncnn-int8": "int8"}, "rknn": {"rknn-int8": "int8"}}
-expected = {k: v for env, rows_ in by_env.items() if Path("envs", env).is_dir() for k, v in rows_.items()}
+# What this machine must have measured: every backend of each env this checkout has, from the descriptors the
+# report carries. A source row other than this source's, and rows that need hardware missing here, are not expected.
+catalogue = report["backends"]
+expected = {k: b["floors"] for k, b in catalogue.items()
+            if Path("envs", b["env"]).is_dir() and (k == reference if b["source"] else b["default_row"]) and not b["needs"]}
 problems = []
 for key, kind in expected.items():
     r = rows.get(key)
@@ -29,7 +31,7 @@ for key, kind in expected.items():
     elif kind == "int8" and (a["top1"] < floors["int8_top1_min"] or a["cosine_mean"] < floors["int8_cosine_mean_min"]
                              or a["cosine_min"] < floors["int8_cosine_min"]):
         problems.append(f"{key}: int8 agreement below floor {a}")
-for key in ("tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8") if Path("envs/tensorrt").is_dir() else ():
+for key in [k for k, b in catalogue.items() if b["needs"] == "gpu" and Path("envs", b["env"]).is_dir()]:
     r = rows.get(key)
     if r is None or (r["status"] == "skipped" and not r["reason"]):
         problems.append(f"{key}: must be measured or skipped with a reason")

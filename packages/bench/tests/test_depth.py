@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import make_context
-from modelport.bench import overhead, sweep, tuning
+from modelport.bench import overhead, registry, sweep, tuning
 from modelport.bench.labeled import LabelResolver, labeled_accuracy, read_labeled, score, wilson
 from modelport.bench.runner import prepared_images
 from modelport.bench.runtimes.onnxruntime import OnnxFp32DynamicRuntime, OnnxFp32Runtime, OnnxInt8DynamicRuntime
@@ -193,7 +193,7 @@ def test_sweep_points_and_modes(ctx, monkeypatch):
         assert p["calls"] >= sweep.MIN_CALLS and p["images_per_s"] == pytest.approx(1000 * p["batch"] / p["latency_ms"]["median"])
     tfl = sweep.sweep(ctx, "tflite", batches=[2], threads=[1])
     assert tfl["artifact"] == "tflite/model.dynamic.tflite" and tfl["points"][0]["mode"] == "native"
-    assert sweep.batch_class("onnx") is OnnxFp32DynamicRuntime and sweep.batch_class("onnx-int8") is OnnxInt8DynamicRuntime
+    assert registry.batch_class("onnx") is OnnxFp32DynamicRuntime and registry.batch_class("onnx-int8") is OnnxInt8DynamicRuntime
 
 
 # -- harness overhead

@@ -10,7 +10,7 @@ from modelport.common.log import console, skip, step, warn
 from modelport.common.log import failed as log_failed
 from modelport.common.registry import chosen, legacy_flags
 
-from .registry import RUNTIMES, SOURCE, runtime_class, source_key
+from .registry import DEPTH_KEYS, RUNTIMES, SOURCE, runtime_class, source_key
 
 
 @click.command()
@@ -124,9 +124,6 @@ def _labeled_one(ctx: StepContext, key: str, src: str, mode: str) -> None:
 
 # -- `modelport depth ...`: sweeps, tuning, harness overhead (issue 7). Each writes depth/<what>-<key>.json;
 # `modelport report` renders them into report/sections/depth-*.md with charts.
-
-DEPTH_KEYS = ["tflite", "onnx", "onnx-int8", "ncnn", "ncnn-int8"]
-
 
 def _depth_keys(backends) -> list[str]:
     keys = list(backends) or DEPTH_KEYS

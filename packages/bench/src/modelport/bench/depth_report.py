@@ -12,16 +12,14 @@ from datetime import datetime
 from pathlib import Path
 
 from modelport.common.artifacts import ArtifactStore, write_atomic
+from modelport.common.backends import rank
 
 from .report_md import _save
-
-ORDER = ["tflite", "onnx", "onnx-int8", "ncnn", "ncnn-int8"]
 
 
 def _load(store: ArtifactStore, pattern: str) -> list[dict]:
     items = [json.loads(p.read_text()) for p in sorted(store.path("depth").glob(pattern))]
-    rank = {k: i for i, k in enumerate(ORDER)}
-    return sorted(items, key=lambda d: (rank.get(d.get("key"), len(ORDER)), d.get("key", "")))
+    return sorted(items, key=lambda d: (rank(d.get("key", "")), d.get("key", "")))
 
 
 def _load_note(items: list[dict]) -> str:
@@ -138,8 +136,7 @@ def tuning_md(store: ArtifactStore, out: Path) -> str | None:
     path = store.path("depth/tuning.json")
     if not path.is_file():
         return None
-    rank = {k: i for i, k in enumerate(ORDER)}
-    entries = sorted(json.loads(path.read_text())["backends"].values(), key=lambda e: rank.get(e["key"], 99))
+    entries = sorted(json.loads(path.read_text())["backends"].values(), key=lambda e: rank(e["key"]))
     if not entries:
         return None
     lines = ["## Tuned vs default settings", "",

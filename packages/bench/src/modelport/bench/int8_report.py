@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from modelport.common.artifacts import ArtifactStore, write_atomic
+from modelport.common.backends import backends
 from modelport.common.layer_analysis import TARGETS, worst
 from modelport.common.layer_analysis import read as read_analysis
 from modelport.common.recovery import record_path
@@ -74,7 +75,7 @@ def _layers_md(analyses: dict[str, dict]) -> list[str]:
     return lines
 
 
-TWINS = {"onnx-int8": "onnx", "ncnn-int8": "ncnn", "tensorrt-int8": "tensorrt-fp32"}  # INT8 row -> its FP32 row
+TWINS = {k: b.fp32_twin for k, b in backends().items() if b.fp32_twin}  # INT8 row -> its FP32 row
 
 
 def _median(store: ArtifactStore, key: str) -> float | None:

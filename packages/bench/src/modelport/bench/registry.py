@@ -1,25 +1,17 @@
-"""Every runtime modelport knows, by key, imported only when used."""
+"""Every runtime modelport knows, by key (from the backend descriptors), imported only when used."""
 
 from __future__ import annotations
 
+from modelport.common.backends import backends
 from modelport.common.doctor import Check
 from modelport.common.registry import load
 
-RUNTIMES: dict[str, str] = {
-    "tflite": "modelport.bench.runtimes.tflite:TfliteRuntime",
-    "onnx-source": "modelport.bench.runtimes.onnxruntime:OnnxSourceRuntime",
-    "onnx": "modelport.bench.runtimes.onnxruntime:OnnxFp32Runtime",
-    "onnx-int8": "modelport.bench.runtimes.onnxruntime:OnnxInt8Runtime",
-    "ncnn": "modelport.bench.runtimes.ncnn:NcnnRuntime",
-    "ncnn-int8": "modelport.bench.runtimes.ncnn:NcnnInt8Runtime",
-    "tensorrt-fp32": "modelport.bench.runtimes.tensorrt:TensorrtFp32Runtime",
-    "tensorrt-fp16": "modelport.bench.runtimes.tensorrt:TensorrtFp16Runtime",
-    "tensorrt-int8": "modelport.bench.runtimes.tensorrt:TensorrtInt8Runtime",
-}
-
+RUNTIMES: dict[str, str] = {k: b.runtime for k, b in backends().items() if b.runtime}
+DEPTH_KEYS: list[str] = [k for k, b in backends().items() if b.depth]
+BATCH_TWINS: dict[str, str] = {k: b.batch_twin for k, b in backends().items() if b.batch_twin}
 
 SOURCE = "source"  # `bench source`: whichever of the two runs this source model
-SOURCE_KEYS = ("tflite", "onnx-source")  # the source model's own row: the reference of every other row
+SOURCE_KEYS = tuple(k for k, b in backends().items() if b.source)  # the source model's own row: every other row's reference
 
 
 def source_key(contract) -> str:
@@ -29,6 +21,11 @@ def source_key(contract) -> str:
 
 def runtime_class(key: str):
     return load(RUNTIMES, key, "backend")
+
+
+def batch_class(key: str):
+    """The runtime that takes a batch dim for ``key`` (its dynamic-batch twin), else the key's own."""
+    return load(BATCH_TWINS, key, "batch twin") if key in BATCH_TWINS else runtime_class(key)
 
 
 def doctor_rows() -> list[Check]:

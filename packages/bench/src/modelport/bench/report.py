@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from modelport.common.artifacts import ArtifactStore, short, write_atomic
+from modelport.common.backends import catalogue, rank
 from modelport.common.bundle import Source, read_source
 from modelport.common.config import Config
 from modelport.common.contract import CONTRACT, read_contract
@@ -26,9 +27,6 @@ from modelport.common.schema import REPORT_SCHEMA, BackendResult
 from .depth_report import pipeline_time
 from .merge import device_of, matrix, merge, model_id, reference_for, store_merged
 from .registry import SOURCE_KEYS, source_key
-
-ORDER = ["tflite", "onnx-source", "onnx", "onnx-int8", "tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8", "ncnn", "ncnn-int8",
-         "rknn-int8", "rknn-fp16", "rknn-int8-hybrid", "rknn-int8-board", "rknn-int8-lite"]
 
 
 def reference_key(store: ArtifactStore) -> str:
@@ -58,8 +56,7 @@ def load_results(store: ArtifactStore, required: bool = True) -> list[BackendRes
 
 
 def ordered(results: list[BackendResult]) -> list[BackendResult]:
-    rank = {k: i for i, k in enumerate(ORDER)}
-    return sorted(results, key=lambda r: (r.status != "ok", model_id(r), device_of(r), rank.get(r.key, len(ORDER)), r.key))
+    return sorted(results, key=lambda r: (r.status != "ok", model_id(r), device_of(r), rank(r.key), r.key))
 
 
 def check_comparable(results: list[BackendResult], where) -> None:
@@ -175,6 +172,7 @@ def build(store: ArtifactStore, config: Config | None = None, merge_paths: list[
         "results": [entry(r, reference_for(r, results, SOURCE_KEYS)) | _kept(store, r) for r in results],
         "matrix": matrix(results),
         "floors": config.accuracy.model_dump(),  # what every conversion was verified against
+        "backends": catalogue(),  # each key's env, precision and floors: what a checker needs without modelport installed
         "verify": config.convert.verify,
         "notes": notes(store),
         "pipeline_time": pipeline_time(store),

@@ -26,7 +26,7 @@ from modelport.common.machine import machine_info
 from modelport.common.preprocess import to_tensor
 from modelport.common.timing import load_average, sample, summarize
 
-from .registry import runtime_class
+from .registry import batch_class
 from .runner import prepared_images
 from .runtime import Runtime
 from .tuning import THREAD_COUNTS, THREADS, config_with
@@ -35,15 +35,6 @@ SWEEP_SCHEMA = "modelport.sweep/1"
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 IMAGES_PER_POINT = 128
 MIN_CALLS, WARMUP_CALLS, ROUNDS = 3, 1, 3
-
-
-def batch_class(key: str) -> type[Runtime]:
-    """The runtime that takes a batch dim for ``key`` (a dynamic-batch twin), else the key's own."""
-    from .runtimes.onnxruntime import OnnxFp32DynamicRuntime, OnnxInt8DynamicRuntime
-    from .runtimes.tflite import TfliteDynamicRuntime
-
-    twins = {"tflite": TfliteDynamicRuntime, "onnx": OnnxFp32DynamicRuntime, "onnx-int8": OnnxInt8DynamicRuntime}
-    return twins.get(key) or runtime_class(key)
 
 
 def batch_tensor(ctx: StepContext, cls: type[Runtime], n: int) -> np.ndarray:

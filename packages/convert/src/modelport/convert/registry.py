@@ -6,22 +6,19 @@ A target is a module (``"pkg.mod"``) or an object in one (``"pkg.mod:NAME"``) wi
 
 from __future__ import annotations
 
+from modelport.common.backends import backends
 from modelport.common.doctor import Check
 from modelport.common.registry import load
 
-TARGETS: dict[str, str] = {
+# Steps that make no report row of their own: the reference outputs, the QDQ model TensorRT builds from,
+# and the dynamic-batch twins the depth sweeps use (the static models stay the default artifacts).
+STEPS: dict[str, str] = {
     "reference": "modelport.convert.reference",
-    "onnx": "modelport.convert.tflite_onnx",
-    "onnx-int8": "modelport.convert.onnx_int8:ORT",
     "onnx-int8-tensorrt": "modelport.convert.onnx_int8:TENSORRT",
-    "onnx-dynamic": "modelport.convert.onnx_dynamic",  # batch sweeps only; static model stays the default
-    "tflite-dynamic": "modelport.convert.tflite_dynamic",  # batch sweeps only; the reference stays source/
-    "ncnn": "modelport.convert.ncnn",
-    "ncnn-int8": "modelport.convert.ncnn_int8",
-    "tensorrt-fp32": "modelport.convert.tensorrt:FP32",
-    "tensorrt-fp16": "modelport.convert.tensorrt:FP16",
-    "tensorrt-int8": "modelport.convert.tensorrt:INT8",
+    "onnx-dynamic": "modelport.convert.onnx_dynamic",
+    "tflite-dynamic": "modelport.convert.tflite_dynamic",
 }
+TARGETS: dict[str, str] = {"reference": STEPS["reference"]} | {k: b.target for k, b in backends().items() if b.target} | STEPS
 
 
 def target_module(name: str):

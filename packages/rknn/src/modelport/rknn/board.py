@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modelport.common.backends import Backend, backends
 from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, InputError, ModelportError
 from modelport.common.log import console, skip, step
@@ -30,8 +31,7 @@ from modelport.common.timing import load_average, measure
 
 from . import convert, simulate, toolkit
 
-BOARD = simulate.Backend("rknn-int8-board", "RKNN INT8 (board via adb)", "int8")
-LITE = simulate.Backend("rknn-int8-lite", "RKNN INT8 (board, RKNNLite)", "int8")
+BOARD, LITE = backends()["rknn-int8-board"], backends()["rknn-int8-lite"]
 NO_DEVICE = "no Rockchip board (connect one over adb: --target-device SERIAL|auto; on the board: `rknn board --lite`)"
 
 
@@ -48,7 +48,7 @@ def core_mask(cls, name: str) -> int:
             "0_1": cls.NPU_CORE_0_1, "0_1_2": cls.NPU_CORE_0_1_2, "all": cls.NPU_CORE_ALL}[name]
 
 
-def _skipped(ctx: StepContext, b: simulate.Backend, reason: str) -> BackendResult:
+def _skipped(ctx: StepContext, b: Backend, reason: str) -> BackendResult:
     result = simulate.result_base(ctx, b, "npu", "skipped", reason)
     result.latency_note = "not measured: " + reason
     write_result(ctx.store, result)

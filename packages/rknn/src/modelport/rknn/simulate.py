@@ -6,12 +6,12 @@ NPU timing: latency is recorded as not measured, with that reason, never faked.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from modelport.common.artifacts import sha256_file
+from modelport.common.backends import Backend, backends
 from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, InputError, ModelportError
 from modelport.common.log import console, failed, step
@@ -20,25 +20,13 @@ from modelport.common.schema import BackendResult
 
 from . import convert
 
-
-@dataclass(frozen=True)
-class Backend:
-    key: str
-    name: str
-    precision: str
-
-
-BACKENDS = {
-    "int8": Backend("rknn-int8", "RKNN INT8 (simulator)", "int8"),
-    "fp16": Backend("rknn-fp16", "RKNN FP16 (simulator)", "fp16"),
-    "hybrid": Backend("rknn-int8-hybrid", "RKNN INT8 hybrid (simulator)", "int8+fp16"),
-}
+BACKENDS = {"int8": backends()["rknn-int8"], "fp16": backends()["rknn-fp16"], "hybrid": backends()["rknn-int8-hybrid"]}
 # The simulator models the NPU's arithmetic, not its speed; `modelport rknn board` times a real board.
 SIMULATOR_NOTE = "not measured: x86 simulator (no NPU timing)"
 
 
 def result_base(ctx: StepContext, b: Backend, device: str, status: str = "ok", reason: str | None = None) -> BackendResult:
-    return new_result(ctx, key=b.key, backend="rknn", precision=b.precision, name=b.name, device=device,
+    return new_result(ctx, key=b.key, backend="rknn", precision=b.precision, name=b.display, device=device,
                       input_layout="NHWC", input_dtype="uint8", status=status, reason=reason)
 
 

@@ -1,0 +1,38 @@
+"""The backend descriptors agree with the runtimes and targets they name, and everything derived from them."""
+
+import pytest
+
+from modelport.bench import int8_report, registry
+from modelport.common.backends import backends, catalogue, floors_of, rank
+from modelport.convert.registry import TARGETS, target_module
+
+
+@pytest.mark.parametrize("key", [k for k, b in backends().items() if b.runtime])
+def test_runtime_class_matches_its_descriptor(key):
+    b, cls = backends()[key], registry.runtime_class(key)
+    assert (cls.key, cls.display, cls.precision) == (b.key, b.display, b.precision)
+    assert cls.unavailable_reason() is None or isinstance(cls.unavailable_reason(), str)
+
+
+@pytest.mark.parametrize("key", [k for k, b in backends().items() if b.batch_twin])
+def test_batch_twin_takes_batches_of_the_same_backend(key):
+    twin = registry.batch_class(key)
+    assert twin.key == key and twin.max_batch > 1
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_every_target_resolves(name):
+    t = target_module(name)
+    assert callable(t.run) and callable(t.unavailable_reason) and callable(t.tool_version)
+
+
+def test_derived_tables():
+    keys = list(backends())
+    assert keys[:2] == ["tflite", "onnx-source"]  # the source rows lead the report
+    assert all(t in keys for t in int8_report.TWINS.values())
+    assert all(backends()[k].floors == "int8" for k in int8_report.TWINS)
+    assert set(registry.DEPTH_KEYS) <= set(registry.RUNTIMES)
+    assert rank("no-such-backend") > max(rank(k) for k in keys)
+    assert floors_of("rknn-int8-hybrid") == "int8" and floors_of("unknown-int8", "int8") == "int8"
+    assert floors_of("unknown", "fp16") == "float"
+    assert catalogue()["ncnn-int8"]["env"] == "ncnn"
