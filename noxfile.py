@@ -115,7 +115,8 @@ def env_bin(session: nox.Session, env: str, extra: list[str] = ()) -> Path:
 
 def modelport(session: nox.Session, bin_dir: Path, env: str, *args: str) -> None:
     if IN_DOCKER in session.posargs:
-        return in_docker(session, bin_dir, env, *args)
+        in_docker(session, bin_dir, env, *args)
+        return
     session.run(str(bin_dir / "modelport"), *args, *session.posargs, external=True,
                 env={"MODELPORT_ENV": env, "CI": os.environ.get("CI", "")})
 

@@ -51,7 +51,7 @@ def test_disk_full_names_the_file(art, monkeypatch, capsys):
     assert main(["-a", str(art), "report"]) == 1
     line = one_error(capsys)
     assert "no space left on the device" in line and str(art / "report") in line
-    assert not [p for p in (art / "report").rglob("*partial*")]  # no temp file left behind
+    assert not list((art / "report").rglob("*partial*"))  # no temp file left behind
 
 
 def test_memory_error(art, monkeypatch, capsys):

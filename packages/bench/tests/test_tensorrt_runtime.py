@@ -36,7 +36,7 @@ def engine_with_manifest(tmp_path, trt_version, gpu, precision="fp16"):
     with store.produce(ENGINES[precision], inputs={"onnx": src}, tool="tensorrt", tool_version=trt_version,
                        options={"precision": precision}) as job:
         job.tmp().write_bytes(b"stand-in: only the manifest is read before TensorRT")
-        job.record(**{"tensorrt_version": trt_version, "gpu": {**origin(trt_version, gpu)["gpu"], "nvidia_driver": "x"}})
+        job.record(tensorrt_version=trt_version, gpu={**origin(trt_version, gpu)["gpu"], "nvidia_driver": "x"})
     return store.path(ENGINES[precision])
 
 

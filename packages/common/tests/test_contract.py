@@ -10,8 +10,8 @@ from modelport.common.preprocess import InputSpec, to_tensor
 
 
 def contract(**kw) -> Contract:
-    base = dict(kind="tflite", input_name="input", input_shape=[1, 160, 192, 3], layout="NHWC", size=(160, 192),
-                channels=3, dtype="float32", output_name="out", classes=10)
+    base = {"kind": "tflite", "input_name": "input", "input_shape": [1, 160, 192, 3], "layout": "NHWC", "size": (160, 192),
+                "channels": 3, "dtype": "float32", "output_name": "out", "classes": 10}
     return Contract(**(base | kw))
 
 

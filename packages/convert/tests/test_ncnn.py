@@ -201,7 +201,7 @@ def test_tools_choice(monkeypatch):
 
     monkeypatch.setattr(ncnn_official, "missing_tools", lambda: ["ncnn2table"])
     assert choose_tools("auto", "kl")[0] == "builtin"
-    monkeypatch.setattr(ncnn_official, "missing_tools", lambda: [])
+    monkeypatch.setattr(ncnn_official, "missing_tools", list)
     assert choose_tools("auto", "kl") == ("official", "official tools on PATH")
     assert choose_tools("auto", "minmax")[0] == "builtin"  # ncnn2table has no min-max
     assert choose_tools("builtin", "kl")[0] == "builtin" and choose_tools("official", "aciq")[0] == "official"

@@ -44,7 +44,7 @@ def test_blobs_line_up_with_onnx_layers(art, test_env):
     assert m["requantized_blobs_dequantized"] >= 1  # int8 blobs compared as values, not raw int8 numbers
     # Dequantized correctly: no layer is off by orders of magnitude (raw int8 blobs measured about -6 dB).
     assert min(r["sqnr_db_mean"] for r in data["layers"]) > 10
-    assert {r["backend_name"] for r in data["layers"]} <= {la for la in (art / "ncnn" / "model-int8.param").read_text().split()}
+    assert {r["backend_name"] for r in data["layers"]} <= set((art / "ncnn" / "model-int8.param").read_text().split())
 
 
 def test_recovery_keeps_layers_in_float_through_the_table(art, test_env):

@@ -135,7 +135,7 @@ def run(ctx: StepContext, images: list[str] | None = None, force: bool = False, 
                     "options": {k: v for k, v in opts.items() if k not in ("eval_images", "calibration")},
                     "build_seconds": round(build_s, 1), "seconds_total": round(time.monotonic() - t0, 1),
                     "worst_layers": worst_layers(per_image, ctx.config.rknn.worst_layers),
-                    "images": per_image, "raw": {n: t for n, t in texts.items()}}
+                    "images": per_image, "raw": dict(texts.items())}
             job.tmp(ANALYSIS).write_text(json.dumps(data, indent=1) + "\n")
             job.record(seconds_total=data["seconds_total"])
     data = json.loads(ctx.store.path(ANALYSIS).read_text())
