@@ -1,0 +1,82 @@
+"""OpenVINO CPU runtimes for the IR that `convert openvino-fp32` / `openvino-int8` write.
+
+Compiled with INFERENCE_PRECISION_HINT=f32: on Xeons with AMX the CPU plugin's default is
+bf16 (cosine min 0.9986 vs the reference); f32 gives 1.0000. The INT8 model's int8 layers stay
+int8 under that hint; only the layers NNCF left in float run in f32 instead of bf16.
+"""
+
+from __future__ import annotations
+
+import os
+
+from modelport.bench.runtime import Runtime
+from modelport.common.errors import InputError
+
+
+def threads(config) -> int:
+    """[openvino] threads when the config has such a section, else the [ncnn]/[tflite] thread count
+    (every CPU runtime then runs on as many threads), else the number of cores."""
+    for section in ("openvino", "tflite"):
+        n = getattr(getattr(config, section, None), "threads", None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return os.cpu_count() or 1
+
+
+class OpenvinoRuntime(Runtime):
+    backend = "openvino"
+    input_layout, input_dtype = "NCHW", "float32"
+    requires = ("openvino",)
+
+    @classmethod
+    def version(cls):
+        from importlib.metadata import version
+
+        return version("openvino")
+
+    def properties(self) -> dict:
+        return {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads(self.config),
+                "PERFORMANCE_HINT": "LATENCY"}
+
+    def settings(self):
+        return {"device": "CPU"} | self.properties()
+
+    def activate_impl(self):
+        import openvino as ov
+
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.files["model"]), str(self.files["weights"]))
+        except Exception as e:  # OpenVINO raises RuntimeError with its own text
+            raise self.model_error(e) from None
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise InputError(f"{self.display} expects one input and one output, the model has "
+                             f"{len(model.inputs)} and {len(model.outputs)}", self.files["model"])
+        shape = list(model.inputs[0].get_partial_shape().to_shape()) if model.inputs[0].get_partial_shape().is_static else None
+        expected = list(self.input_shape())
+        if shape is not None and shape != expected:
+            raise InputError(f"model input {shape} does not match the config ({self.input_layout} {expected})",
+                             self.files["model"])
+        self.compiled = core.compile_model(model, "CPU", self.properties())
+        self.request = self.compiled.create_infer_request()
+
+    def infer_impl(self, tensor):
+        self.request.infer({0: tensor})
+        return self.request.get_output_tensor(0).data.copy()
+
+    def own_call(self, tensor):
+        infer, feed = self.request.infer, {0: tensor}
+        return lambda: infer(feed)
+
+    def deactivate_impl(self):
+        del self.request, self.compiled
+
+
+class OpenvinoFp32Runtime(OpenvinoRuntime):
+    key, precision, display = "openvino-fp32", "fp32", "OpenVINO FP32"
+    artifacts = {"model": "openvino/model.xml", "weights": "openvino/model.bin"}
+
+
+class OpenvinoInt8Runtime(OpenvinoRuntime):
+    key, precision, display = "openvino-int8", "int8", "OpenVINO INT8"
+    artifacts = {"model": "openvino/model.int8.xml", "weights": "openvino/model.int8.bin"}

@@ -1,0 +1,142 @@
+"""The OpenVINO backend with the real OpenVINO: a tiny ONNX model made here, and the pipeline's model
+when its artifacts exist (MODELPORT_TEST_ARTIFACTS)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_context
+from modelport.bench.registry import RUNTIMES, runtime_class
+from modelport.convert.registry import TARGETS, target_module
+from modelport.openvino.runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
+
+pytest.importorskip("openvino")
+
+
+def tiny_onnx(path: Path, shape, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Conv 1x1 (3->4) + bias -> Relu -> GlobalAveragePool -> Flatten; returns (weights, bias)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = rng.standard_normal((4, shape[1], 1, 1)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w", "b"], ["conv"]),
+         helper.make_node("Relu", ["conv"], ["relu"]),
+         helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
+         helper.make_node("Flatten", ["pool"], ["output"])],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [shape[0], 4])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return w, b
+
+
+def reference(x, w, b):
+    conv = np.einsum("nchw,oc->nohw", x, w[:, :, 0, 0]) + b[None, :, None, None]
+    return np.maximum(conv, 0).mean(axis=(2, 3))
+
+
+@pytest.fixture(scope="module")
+def ctx(test_env):
+    return make_context(test_env)
+
+
+def save_ir(onnx_path: Path, out: Path) -> tuple[Path, Path]:
+    import openvino as ov
+
+    ov.save_model(ov.convert_model(str(onnx_path)), str(out), compress_to_fp16=False)
+    return out, out.with_suffix(".bin")
+
+
+def test_registered_through_entry_points():
+    for key in ("openvino-fp32", "openvino-int8"):
+        assert key in RUNTIMES and key in TARGETS
+        assert target_module(key).unavailable_reason() is None
+    assert runtime_class("openvino-fp32") is OpenvinoFp32Runtime
+    assert runtime_class("openvino-int8") is OpenvinoInt8Runtime
+    assert RUNTIMES["onnx"].startswith("modelport.bench.")  # built-in entries untouched
+
+
+def test_fp32_matches_numpy_reference(ctx, tmp_path):
+    rng = np.random.default_rng(0)
+    shape = ctx.config.input.shape("NCHW")
+    w, b = tiny_onnx(tmp_path / "tiny.onnx", shape, rng)
+    xml, bin_ = save_ir(tmp_path / "tiny.onnx", tmp_path / "model.xml")
+    xs = [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
+    with OpenvinoFp32Runtime(ctx.config, {"model": xml, "weights": bin_}) as rt:
+        outs = [rt.infer(x) for x in xs]
+        call = rt.own_call(xs[0])
+        call()
+        bare = rt.request.get_output_tensor(0).data
+        np.testing.assert_allclose(bare, reference(xs[0], w, b), rtol=1e-5, atol=1e-5)
+        settings = rt.settings()
+    for x, o in zip(xs, outs, strict=True):
+        assert o.shape == (1, 4)
+        np.testing.assert_allclose(o, reference(x, w, b), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(outs[0], outs[1])  # each call gives its own result (the output is copied)
+    assert settings["INFERENCE_PRECISION_HINT"] == "f32" and settings["INFERENCE_NUM_THREADS"] >= 1
+
+
+def test_nncf_quantize_tiny_model(ctx, tmp_path):
+    """NNCF INT8 of the tiny model through the same helper the target uses, close to the reference."""
+    import openvino as ov
+
+    from modelport.openvino.convert import nncf_quantize
+
+    rng = np.random.default_rng(1)
+    shape = ctx.config.input.shape("NCHW")
+    w, b = tiny_onnx(tmp_path / "tiny.onnx", shape, rng)
+    xs = [rng.standard_normal(shape).astype(np.float32) for _ in range(4)]
+
+    class Calib:
+        def tensors(self, layout, dtype):
+            assert (layout, dtype) == ("NCHW", "float32")
+            return iter(xs)
+
+    model = nncf_quantize(ov.convert_model(str(tmp_path / "tiny.onnx")), Calib())
+    ov.save_model(model, str(tmp_path / "model.int8.xml"), compress_to_fp16=False)
+    assert "FakeQuantize" in (tmp_path / "model.int8.xml").read_text()
+    with OpenvinoInt8Runtime(ctx.config, {"model": tmp_path / "model.int8.xml", "weights": tmp_path / "model.int8.bin"}) as rt:
+        out = rt.infer(xs[0])
+    ref = reference(xs[0], w, b)
+    cos = float((out.ravel() @ ref.ravel()) / (np.linalg.norm(out) * np.linalg.norm(ref)))
+    assert cos > 0.99
+
+
+def test_wrong_input_shape_is_an_input_error(ctx, tmp_path):
+    from modelport.common.errors import InputError
+
+    tiny_onnx(tmp_path / "tiny.onnx", (1, 3, 8, 8), np.random.default_rng(2))
+    xml, bin_ = save_ir(tmp_path / "tiny.onnx", tmp_path / "model.xml")
+    with pytest.raises(InputError, match="does not match the config"):
+        OpenvinoFp32Runtime(ctx.config, {"model": xml, "weights": bin_}).activate()
+
+
+@pytest.fixture(scope="module")
+def real(test_env, request):
+    root = os.environ.get("MODELPORT_TEST_ARTIFACTS")
+    if not root or not (Path(root) / "onnx" / "model.onnx").is_file():
+        pytest.skip("no pipeline artifacts (MODELPORT_TEST_ARTIFACTS with onnx/model.onnx)")
+    return request.getfixturevalue("pipeline")
+
+
+@pytest.mark.parametrize("key", ["openvino-fp32", "openvino-int8"])
+def test_real_model_converts_and_verifies(real, key):
+    paths = target_module(key).run(real, force=False)
+    assert all(p.is_file() for p in paths)
+    from modelport.bench.runner import prepared_images
+    from modelport.common.preprocess import to_tensor
+
+    cls = runtime_class(key)
+    with cls.from_store(real.store, real.config) as rt:
+        out = rt.infer(to_tensor(prepared_images(real)[0], real.config.input, cls.input_layout, cls.input_dtype))
+    assert out.shape[0] == 1 and out.shape[1] >= 1000
