@@ -56,6 +56,12 @@ ENVS = {
         "tests": ["packages/*/tests/test_tensorrt*.py"],
         "needs_gpu": True,
     },
+    "openvino": {
+        "packages": ["common", "bench", "convert", "openvino"],
+        "convert": [["convert", "openvino-fp32", "openvino-int8"]],
+        "bench": ["openvino-fp32", "openvino-int8"],
+        "tests": ["packages/openvino/tests"],
+    },
     "rknn": {
         "packages": ["common", "rknn"],
         "rknn": [["rknn", "all"]],
