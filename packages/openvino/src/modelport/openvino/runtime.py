@@ -1,8 +1,8 @@
 """OpenVINO CPU runtimes for the IR that `convert openvino-fp32` / `openvino-int8` write.
 
 Compiled with INFERENCE_PRECISION_HINT=f32: on Xeons with AMX the CPU plugin's default is
-bf16 (cosine min 0.9986 vs the reference); f32 gives 1.0000. The INT8 model's int8 layers stay
-int8 under that hint; only the layers NNCF left in float run in f32 instead of bf16.
+bf16 (cosine min 0.9986 vs the reference); f32 gives 1.0000. The INT8 model is compiled with the
+same hint, so the layers NNCF left in float run in f32 rather than bf16.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from modelport.common.errors import InputError
 
 
 def threads(config) -> int:
-    """[openvino] threads when the config has such a section, else the [ncnn]/[tflite] thread count
-    (every CPU runtime then runs on as many threads), else the number of cores."""
+    """[openvino] threads when the config has such a section, else [tflite] threads (the reference
+    runtime's, so the rows compare at one thread count), else the number of cores."""
     for section in ("openvino", "tflite"):
         n = getattr(getattr(config, section, None), "threads", None)
         if isinstance(n, int) and n > 0:
