@@ -34,7 +34,8 @@ nox.options.error_on_external_run = False
 # for it (test_ncnn*.py ...): they import their toolchain, which the other envs do not have.
 ENVS = {
     "tf-onnx": {
-        "packages": ["common", "bench", "convert"],
+        # + openvino: its backend descriptors (plain data) give the report their order, floors and INT8 twin
+        "packages": ["common", "bench", "convert", "openvino"],
         "convert": [["fetch"], ["convert", "reference", "onnx", "onnx-int8", "onnx-int8-tensorrt"]],
         "bench": ["source", "onnx", "onnx-int8"],
         "analyze": ["onnx-int8"],
