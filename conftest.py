@@ -29,8 +29,16 @@ def pytest_configure(config):
         "gpu": "needs a CUDA GPU with TensorRT; skipped with the reason otherwise",
         "board": "needs a connected Rockchip board; skipped with the reason otherwise",
         "browser": "opens the HTML report in headless Chromium; skipped with the reason where there is none",
+        "slow": "needs the real model or its converted artifacts (minutes); `nox -s fast` runs the rest",
     }.items():
         config.addinivalue_line("markers", f"{marker}: {text}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test on the pipeline's real artifacts must say so: `-m "not slow"` would otherwise wait minutes for it."""
+    unmarked = [item.nodeid for item in items if "pipeline" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("slow")]
+    if unmarked:
+        raise pytest.UsageError("tests using the pipeline fixture without @pytest.mark.slow: " + ", ".join(unmarked))
 
 
 @pytest.fixture(autouse=True)

@@ -126,6 +126,7 @@ def test_score_counts_top1_and_top5():
     assert (s["top1_correct"], s["top5_correct"], s["hit1"], s["hit5"]) == (1, 2, [True, False, False], [True, True, False])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["tflite", "onnx-int8"])
 def test_labeled_accuracy_on_the_shared_photos(ctx, labeled_file, key):
     data = labeled_accuracy(ctx, key, labeled_file)
@@ -149,6 +150,7 @@ def test_labeled_accuracy_on_the_shared_photos(ctx, labeled_file, key):
 # -- dynamic-batch ONNX and TFLite
 
 
+@pytest.mark.slow
 def test_dynamic_onnx_gives_the_static_outputs_per_image_and_in_a_batch(ctx):
     tensors = [to_tensor(a, ctx.config.input, "NCHW", "float32") for a in prepared_images(ctx)]
     static = OnnxFp32Runtime.from_store(ctx.store, ctx.config)
@@ -166,6 +168,7 @@ def test_dynamic_onnx_gives_the_static_outputs_per_image_and_in_a_batch(ctx):
     assert manifest["extra"]["reshapes_rewritten"] >= 1 and manifest["inputs"]["onnx"]["path"] == "onnx/model.int8.onnx"
 
 
+@pytest.mark.slow
 def test_dynamic_tflite_gives_the_reference_outputs_per_image_and_in_a_batch(ctx):
     tensors = [to_tensor(a, ctx.config.input, "NHWC", "float32") for a in prepared_images(ctx)]
     with TfliteRuntime.from_store(ctx.store, ctx.config) as static, TfliteDynamicRuntime.from_store(ctx.store, ctx.config) as dynamic:
@@ -183,6 +186,7 @@ def test_dynamic_tflite_gives_the_reference_outputs_per_image_and_in_a_batch(ctx
 # -- sweeps
 
 
+@pytest.mark.slow
 def test_sweep_points_and_modes(ctx, monkeypatch):
     monkeypatch.setattr(sweep, "IMAGES_PER_POINT", 4)
     data = sweep.sweep(ctx, "onnx-int8", batches=[1, 3], threads=[1, 2])
@@ -199,6 +203,7 @@ def test_sweep_points_and_modes(ctx, monkeypatch):
 # -- harness overhead
 
 
+@pytest.mark.slow
 def test_overhead_ratio_comes_from_real_runs(ctx, monkeypatch):
     counted = {"bare": 0}
     real = OnnxFp32Runtime.own_call
@@ -221,6 +226,7 @@ def test_overhead_ratio_comes_from_real_runs(ctx, monkeypatch):
     assert data["meets_goal"] == (data["ratio"] <= overhead.GOAL)
 
 
+@pytest.mark.slow
 def test_own_call_is_the_same_inference(ctx):
     for key in ("tflite", "onnx"):
         from modelport.bench.registry import runtime_class
@@ -249,6 +255,7 @@ def test_tuning_file_round_trips(tmp_path):
         tuning.load_tuning(store)
 
 
+@pytest.mark.slow
 def test_a_small_real_tune_and_bench_with_tuned_settings(ctx, monkeypatch, test_env):
     monkeypatch.setattr(tuning, "ROUNDS", {"search": (1, 2, 2), "final": (1, 2, 2)})
     monkeypatch.setitem(tuning.SPACE, "onnxruntime", {"onnxruntime.intra_op_threads": [1, 2],
@@ -276,6 +283,7 @@ def test_a_small_real_tune_and_bench_with_tuned_settings(ctx, monkeypatch, test_
     ctx.store.path(tuning.TUNING_FILE).unlink()
 
 
+@pytest.mark.slow
 def test_config_with_validates_like_the_file(ctx):
     from modelport.common.config import Config
 

@@ -10,6 +10,8 @@ from conftest import error_line, private_artifacts, run
 from modelport.bench.merge import merge
 from modelport.common.schema import BackendResult
 
+pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
+
 
 @pytest.fixture(scope="module")
 def two_machines(pipeline, test_env, tmp_path_factory):

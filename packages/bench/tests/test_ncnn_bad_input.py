@@ -6,7 +6,7 @@ import pytest
 
 from conftest import failed_row, private_artifacts, run
 
-pytestmark = pytest.mark.ncnn
+pytestmark = [pytest.mark.ncnn, pytest.mark.slow]
 
 
 @pytest.fixture

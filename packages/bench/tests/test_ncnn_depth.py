@@ -12,7 +12,7 @@ from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common.preprocess import to_tensor
 from modelport.convert.registry import target_module
 
-pytestmark = pytest.mark.ncnn
+pytestmark = [pytest.mark.ncnn, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

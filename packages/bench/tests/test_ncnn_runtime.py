@@ -28,6 +28,7 @@ def tensors(ctx, cls):
     return [to_tensor(a, ctx.config.input, cls.input_layout, cls.input_dtype) for a in prepared_images(ctx)]
 
 
+@pytest.mark.slow
 def test_blob_names_are_read_from_the_model(ncnn_ctx, tmp_path):
     """Renaming the input/output blobs (not in0/out0) changes nothing."""
     store = ncnn_ctx.store
@@ -40,6 +41,7 @@ def test_blob_names_are_read_from_the_model(ncnn_ctx, tmp_path):
         np.testing.assert_array_equal(a.infer(x), b.infer(x))
 
 
+@pytest.mark.slow
 def test_outputs_do_not_alias_between_calls(ncnn_ctx):
     """ncnn.Mat(ndarray) does not copy; every call must give its own, stable result."""
     xs = tensors(ncnn_ctx, NcnnRuntime)[:3]
@@ -52,6 +54,7 @@ def test_outputs_do_not_alias_between_calls(ncnn_ctx):
     assert all(abs(float(o.sum()) - 1.0) < 1e-3 for o in each)  # softmax rows, not garbage
 
 
+@pytest.mark.slow
 def test_int8_runtime_holds_int8_blobs(ncnn_ctx):
     x = tensors(ncnn_ctx, NcnnInt8Runtime)[0]
     with NcnnInt8Runtime.from_store(ncnn_ctx.store, ncnn_ctx.config) as rt:
@@ -61,6 +64,7 @@ def test_int8_runtime_holds_int8_blobs(ncnn_ctx):
     assert s["int8_blobs_at_runtime"] == s["requantized_layers"] > 0
 
 
+@pytest.mark.slow
 def test_options_come_from_the_config(test_env, ncnn_ctx):
     ctx = make_context(test_env, overrides=["ncnn.threads=1", "ncnn.winograd=false", "ncnn.sgemm=false", "ncnn.packing_layout=false"])
     x = tensors(ctx, NcnnRuntime)[0]
@@ -74,6 +78,7 @@ def test_options_come_from_the_config(test_env, ncnn_ctx):
         np.testing.assert_allclose(out, rt.infer(x), atol=1e-4)  # other kernels, same numbers
 
 
+@pytest.mark.slow
 def test_benchmark_writes_results_with_both_thread_counts(ncnn_ctx):
     for key in ("ncnn", "ncnn-int8"):
         result = benchmark(ncnn_ctx, key)
@@ -94,6 +99,7 @@ def test_missing_model_names_the_convert_step(test_env, tmp_path):
         NcnnInt8Runtime.from_store(ctx.store, ctx.config).activate()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not vulkan_devices(), reason="no Vulkan device (apt-get install mesa-vulkan-drivers libvulkan1 gives a CPU one)")
 def test_vulkan_path_gives_the_cpu_answer(test_env, ncnn_ctx):
     ctx = make_context(test_env, overrides=["ncnn.vulkan=on"])

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT, private_artifacts, run
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHECK = ROOT / ".ci" / "check_html.py"
 
 

@@ -13,6 +13,8 @@ from modelport.bench.report import build, load_results, write
 from modelport.common.preprocess import to_tensor
 from modelport.common.schema import BackendResult
 
+pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
+
 
 @pytest.fixture(scope="module")
 def quick(pipeline, test_env):

@@ -13,7 +13,7 @@ from conftest import make_context
 from modelport.common import cuda
 
 REASON = cuda.missing_layer()
-pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu,
+pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu, pytest.mark.slow,
               pytest.mark.skipif(REASON is not None, reason=f"needs a CUDA GPU with TensorRT: {REASON}")]
 
 KEYS = ["tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8"]

@@ -29,6 +29,7 @@ def second_model(env, tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_nothing_of_the_first_model_is_benchmarked_or_reported_after_a_second_fetch(art, tmp_path):
     dst, env = art
     proc = run(env, "bench", "tflite", "onnx", *QUICK)  # -o after the subcommand
@@ -55,6 +56,7 @@ def test_nothing_of_the_first_model_is_benchmarked_or_reported_after_a_second_fe
     assert f"last good result from {first['created_utc']} kept" in (dst / "report" / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_mistyped_headline_is_an_error_naming_the_images(art):
     dst, env = art
     proc = run(env, "bench", "onnx", "-o", "images.headline=grace_hoper.jpg")
@@ -63,6 +65,7 @@ def test_a_mistyped_headline_is_an_error_naming_the_images(art):
     assert not (dst / "results").exists()
 
 
+@pytest.mark.slow
 def test_bad_labeled_input_is_checked_before_the_benchmark(art, tmp_path):
     dst, env = art
     assert run(env, "bench", "onnx", *QUICK).returncode == 0
@@ -74,6 +77,7 @@ def test_bad_labeled_input_is_checked_before_the_benchmark(art, tmp_path):
     assert (dst / "results" / "onnx.json").read_bytes() == good
 
 
+@pytest.mark.slow
 def test_a_missing_reference_is_visible_in_the_row_and_the_summary(art):
     dst, env = art
     for f in (dst / "source").glob("reference.npy*"):
@@ -86,6 +90,7 @@ def test_a_missing_reference_is_visible_in_the_row_and_the_summary(art):
     assert "Agreement NOT computed for ONNX FP32: " in md and "convert reference" in md
 
 
+@pytest.mark.slow
 def test_a_benchmark_under_load_is_flagged_in_terminal_report_and_json(art, monkeypatch, capsys):
     dst, env = art
     for k, v in env.items():

@@ -29,6 +29,7 @@ def art(pipeline, test_env, tmp_path):
     return dst, {**test_env, "MODELPORT_ARTIFACTS": str(dst)}
 
 
+@pytest.mark.slow
 def test_truncated_onnx_is_refused_by_bench(art):
     dst, env = art
     model = dst / "onnx" / "model.onnx"
@@ -41,6 +42,7 @@ def test_truncated_onnx_is_refused_by_bench(art):
     assert str(model) in failed_row(dst, "onnx")["reason"]
 
 
+@pytest.mark.slow
 def test_model_changed_since_conversion_is_refused(art):
     dst, env = art
     model = dst / "onnx" / "model.int8.onnx"
@@ -50,6 +52,7 @@ def test_model_changed_since_conversion_is_refused(art):
     assert "sha256 differs" in failed_row(dst, "onnx-int8")["reason"]
 
 
+@pytest.mark.slow
 def test_failed_bench_replaces_a_stale_result_with_a_failed_row(art):
     dst, env = art
     (dst / "results").mkdir()
@@ -60,6 +63,7 @@ def test_failed_bench_replaces_a_stale_result_with_a_failed_row(art):
     assert proc.returncode != 0 and "changed since the step that made it" in failed_row(dst, "onnx")["reason"]
 
 
+@pytest.mark.slow
 def test_wrong_format_under_onnx_name_for_quantization(art):
     dst, env = art
     src = dst / "onnx" / "model.onnx"
@@ -82,6 +86,7 @@ def nhwc_model(path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), str(path))
 
 
+@pytest.mark.slow
 def test_input_layout_that_does_not_match_the_config(art):
     dst, env = art
     model = dst / "onnx" / "model.onnx"
@@ -162,7 +167,7 @@ def test_downloads_need_a_pinned_sha256(tmp_path):
     assert not (tmp_path / "m.tgz").exists()
 
 
-def test_result_schema_version_is_checked(pipeline, tmp_path):
+def test_result_schema_version_is_checked(tmp_path):
     from modelport.bench.report import load_results
     from modelport.common.artifacts import ArtifactStore
 

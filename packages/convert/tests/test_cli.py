@@ -21,6 +21,7 @@ def artifacts_written(env):
     return [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f != ".lock"]
 
 
+@pytest.mark.slow
 def test_second_convert_is_a_manifest_hit(pipeline, test_env):
     proc = run(test_env, "convert", "reference", "onnx", "onnx-int8")
     assert proc.returncode == 0, proc.stderr
@@ -65,6 +66,7 @@ def test_text_file_named_jpg(fresh, tmp_path, data_dir):
     assert artifacts_written(fresh) == before
 
 
+@pytest.mark.slow
 def test_calibration_list_with_missing_image(pipeline, test_env, tmp_path):
     lst = tmp_path / "calib.txt"
     lst.write_text(f"{pipeline.eval_images[0]}\n# a comment\nnot-there.jpg\n")

@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from conftest import private_artifacts, run
+
+pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
 
 
 def test_failed_conversion_is_a_row_and_an_older_model_is_not_benchmarked(pipeline, test_env, tmp_path):

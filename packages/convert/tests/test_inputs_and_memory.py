@@ -17,6 +17,7 @@ def art(pipeline, test_env, tmp_path):
     return dst, {**test_env, "MODELPORT_ARTIFACTS": str(dst)}
 
 
+@pytest.mark.slow
 def test_percentile_calibration_is_capped_and_the_peak_memory_recorded(art):
     dst, env = art
     proc = run(env, "convert", "onnx-int8", "-o", "quantization.histogram_calibration_limit=3")
@@ -29,6 +30,7 @@ def test_percentile_calibration_is_capped_and_the_peak_memory_recorded(art):
     assert [c["path"] for c in m["lineage"]] == ["onnx/model.onnx", "source/model.tflite"]
 
 
+@pytest.mark.slow
 def test_a_swapped_onnx_is_named_before_the_quantizer_sees_it(art, tmp_path):
     dst, env = art
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 224, 224])

@@ -12,6 +12,8 @@ import pytest
 from conftest import CLI
 from modelport.common.artifacts import sha256_file
 
+pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
+
 ONE_CONVERTER = ["-o", "convert.onnx_converter=tflite2onnx"]  # one converter is enough to interrupt; halves the time
 
 

@@ -39,6 +39,7 @@ def agreement(ctx, runtime):
     return compare(out, ref, [p.name for p in ctx.eval_images])
 
 
+@pytest.mark.slow
 def test_fp32_matches_the_reference_on_every_image(ncnn_models):
     a = agreement(ncnn_models, NcnnRuntime.from_store(ncnn_models.store, ncnn_models.config))
     assert a.images == 12
@@ -46,6 +47,7 @@ def test_fp32_matches_the_reference_on_every_image(ncnn_models):
     assert a.cosine_min >= 0.999
 
 
+@pytest.mark.slow
 def test_fp32_blob_names_come_from_the_model(ncnn_models):
     m = json.loads(ncnn_models.store.path("ncnn/model.param.manifest.json").read_text())
     model = read_param(ncnn_models.store.path("ncnn/model.param"))
@@ -53,6 +55,7 @@ def test_fp32_blob_names_come_from_the_model(ncnn_models):
     assert m["extra"]["agreement"]["top1"] == 1.0 and m["options"]["fp16_weights"] is False
 
 
+@pytest.mark.slow
 def test_int8_meets_the_int8_floor_and_size(ncnn_models):
     store = ncnn_models.store
     a = agreement(ncnn_models, NcnnInt8Runtime.from_store(store, ncnn_models.config))
@@ -89,11 +92,13 @@ def check_native_int8(store, int8_types):
     return [la for la in convs if la.pint(8) > 100]
 
 
+@pytest.mark.slow
 def test_int8_model_is_a_native_ncnn_int8_model(ncnn_models):
     requantizing = check_native_int8(ncnn_models.store, ("Convolution",))
     assert len(requantizing) >= 1  # a conv feeding only convs hands them int8
 
 
+@pytest.mark.slow
 def test_all_int8_variant_meets_the_floor_and_chains_int8(all_int8):
     requantizing = check_native_int8(all_int8.store, ("Convolution", "ConvolutionDepthWise"))
     assert len(requantizing) >= 30  # conv -> depthwise -> conv chains stay int8 end to end
@@ -101,6 +106,7 @@ def test_all_int8_variant_meets_the_floor_and_chains_int8(all_int8):
     assert a.top1 >= 0.9 and a.cosine_mean >= 0.98 and a.cosine_min >= 0.95
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["default", "all_int8"])
 def test_ncnn_runs_int8_kernels(ncnn_models, all_int8, variant):
     """Blobs after requantizing convs are held as int8 by the runtime (1 byte per element)."""
@@ -114,6 +120,7 @@ def test_ncnn_runs_int8_kernels(ncnn_models, all_int8, variant):
     assert evidence["int8_blobs_at_runtime"] == evidence["requantized_layers"]
 
 
+@pytest.mark.slow
 def test_table_is_in_ncnn2table_format(ncnn_models):
     store = ncnn_models.store
     text = store.path("ncnn/model.table").read_text()
@@ -134,6 +141,7 @@ def test_table_is_in_ncnn2table_format(ncnn_models):
     assert table.bottoms[model.layers[1].name] == pytest.approx(127.0, rel=1e-3)  # first conv sees [-1, 1]
 
 
+@pytest.mark.slow
 def test_format_round_trip_is_byte_exact(ncnn_models, tmp_path):
     store = ncnn_models.store
     for stem in ("model", "model-int8"):
@@ -142,6 +150,7 @@ def test_format_round_trip_is_byte_exact(ncnn_models, tmp_path):
         assert (tmp_path / "x.bin").read_bytes() == store.path(f"ncnn/{stem}.bin").read_bytes()
 
 
+@pytest.mark.slow
 def test_truncated_bin_is_refused_naming_it(ncnn_models, tmp_path):
     store = ncnn_models.store
     bad = tmp_path / "model.bin"
@@ -161,6 +170,7 @@ def test_kl_clips_outliers_and_keeps_a_dense_range():
     assert kl_threshold(hist, u.max()) > 0.9  # a flat distribution keeps (almost) all of it
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["kl", "aciq"])
 def test_other_calibration_methods_produce_loadable_models(ncnn_models, test_env, tmp_path, method):
     """KL and ACIQ run end to end (verification off: on MobileNetV2 they clip ReLU6 outputs and miss the floor)."""
@@ -175,6 +185,7 @@ def test_other_calibration_methods_produce_loadable_models(ncnn_models, test_env
     assert all(table.bottoms[n] >= default.bottoms[n] * (1 - 1e-6) for n in default.bottoms)  # never wider than min-max
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(bool(ncnn_official.missing_tools()),
                     reason=f"official ncnn tools not on PATH ({', '.join(ncnn_official.missing_tools())}); built in envs/ncnn/Dockerfile")
 def test_official_and_builtin_tools_agree(ncnn_models, test_env, tmp_path):
@@ -237,6 +248,7 @@ def nothing_written(env):
     assert not os.path.isdir(tmp) or not os.listdir(tmp)
 
 
+@pytest.mark.slow
 def test_second_convert_is_a_manifest_hit(ncnn_models, test_env):
     proc = run(test_env, "convert", "ncnn", "ncnn-int8")
     assert proc.returncode == 0, proc.stderr
@@ -244,6 +256,7 @@ def test_second_convert_is_a_manifest_hit(ncnn_models, test_env):
     assert "verified" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_calibration_list_with_a_missing_file(int8_inputs, data_dir, tmp_path):
     listfile = tmp_path / "calib.txt"
     (tmp_path / "bird.jpg").write_bytes((data_dir / "images" / "calibration" / "bird.jpg").read_bytes())
@@ -255,6 +268,7 @@ def test_calibration_list_with_a_missing_file(int8_inputs, data_dir, tmp_path):
     nothing_written(int8_inputs)
 
 
+@pytest.mark.slow
 def test_empty_calibration_directory(int8_inputs, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -264,6 +278,7 @@ def test_empty_calibration_directory(int8_inputs, tmp_path):
     nothing_written(int8_inputs)
 
 
+@pytest.mark.slow
 def test_non_image_in_the_calibration_set(int8_inputs, data_dir, tmp_path):
     folder = tmp_path / "calib"
     folder.mkdir()
@@ -277,6 +292,7 @@ def test_non_image_in_the_calibration_set(int8_inputs, data_dir, tmp_path):
     nothing_written(int8_inputs)
 
 
+@pytest.mark.slow
 def test_official_tools_requested_but_missing(int8_inputs):
     from modelport.convert import ncnn_official
 

@@ -12,7 +12,7 @@ from modelport.common.layer_analysis import worst
 from modelport.convert.ncnn_table import Table
 from modelport.convert.registry import target_module
 
-pytestmark = pytest.mark.ncnn
+pytestmark = [pytest.mark.ncnn, pytest.mark.slow]
 INPUTS = ("source/model.tflite", "source/labels.txt", "source/reference.npy", "onnx/model.onnx",
           "ncnn/model.param", "ncnn/model.bin")
 

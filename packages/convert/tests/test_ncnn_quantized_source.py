@@ -15,7 +15,7 @@ import pytest
 
 from conftest import make_context, run
 
-pytestmark = pytest.mark.ncnn
+pytestmark = [pytest.mark.ncnn, pytest.mark.slow]
 
 
 def test_ncnn_rows_of_the_qat_source(test_env):

@@ -4,11 +4,14 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 
 from modelport.bench.runner import prepared_images, run_outputs
 from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
 from modelport.common.agreement import compare
 from modelport.common.reference import load_reference
+
+pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
 
 
 def outputs_vs_reference(ctx, runtime_cls):

@@ -145,6 +145,7 @@ def quant_artifacts(tmp_path) -> tuple[str, str]:
     return shared + "-quant", shared + "-quant.toml"
 
 
+@pytest.mark.slow
 def test_full_integer_tflite_source(env, data_dir, tmp_path):
     """The shipped uint8 QAT model: the source row is TFLite INT8, the float ONNX is verified against it."""
     art, config = quant_artifacts(tmp_path)
@@ -205,6 +206,7 @@ def _nhwc(src, dst):
     return dst
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_the_pipelines_own_onnx_as_the_source(pipeline, env, data_dir, tmp_path, layout):
     src = tmp_path / "model.onnx"

@@ -7,7 +7,7 @@ import pytest
 from modelport.common import cuda
 
 REASON = cuda.missing_layer()
-pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu,
+pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu, pytest.mark.slow,
               pytest.mark.skipif(REASON is not None, reason=f"needs a CUDA GPU with TensorRT: {REASON}")]
 
 

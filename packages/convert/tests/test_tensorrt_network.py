@@ -91,12 +91,14 @@ def test_unreadable_onnx_names_the_file(tmp_path):
 # -- on the pipeline's real models -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_real_fp32_onnx_is_static_nchw(pipeline):
     path = pipeline.store.path("onnx/model.onnx")
     inp = net.model_input(net.load(path), path)
     assert inp.shape == (1, 3, 224, 224) and not inp.dynamic and inp.layout == pipeline.config.input.layout
 
 
+@pytest.mark.slow
 def test_int8_plan_takes_the_symmetric_qdq_model(pipeline):
     """auto: the backbone's symmetric QDQ model (onnx-int8-tensorrt) is what TensorRT explicit quantization takes."""
     path = pipeline.store.path("onnx/model.int8.sym.onnx")
@@ -106,6 +108,7 @@ def test_int8_plan_takes_the_symmetric_qdq_model(pipeline):
     assert plan.mode == "qdq" and plan.onnx == path and plan.why is None
 
 
+@pytest.mark.slow
 def test_int8_plan_falls_back_from_the_u8s8_model(pipeline, test_env):
     """onnxruntime's U8S8 QDQ (uint8 activations, int32 biases) is not something TensorRT can run: calibrate, saying why."""
     u8s8 = make_context(test_env, overrides=["tensorrt.qdq_onnx=onnx/model.int8.onnx"])
@@ -118,6 +121,7 @@ def test_int8_plan_falls_back_from_the_u8s8_model(pipeline, test_env):
         trt_convert.int8_plan(strict)
 
 
+@pytest.mark.slow
 def test_int8_plan_honours_calibrate_and_a_missing_qdq_model(pipeline, test_env):
     calibrate = make_context(test_env, overrides=["tensorrt.int8_mode=calibrate"])
     assert trt_convert.int8_plan(calibrate).mode == "calibrate"

@@ -131,6 +131,7 @@ def real(test_env):
     return make_context(test_env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["openvino-fp32", "openvino-int8"])
 def test_real_model_converts_and_verifies(real, key):
     paths = target_module(key).run(real, force=False)

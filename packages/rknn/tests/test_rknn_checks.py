@@ -50,6 +50,7 @@ def test_missing_onnx_is_a_clear_error(test_env, tmp_path, no_toolkit):
         convert.run(ctx, "int8")
 
 
+@pytest.mark.slow
 def test_bad_target_platform_is_a_clear_error(test_env, art, no_toolkit):
     with pytest.raises(ConfigError, match=r"rknn.target_platform: Input should be 'rk3588'.*'rk3566'"):
         convert.run(ctx_for(test_env, art, overrides=[("rknn.target_platform", "rk3599")]), "int8")
@@ -71,6 +72,7 @@ def test_bad_target_platform_is_a_clear_error(test_env, art, no_toolkit):
     del CliRunner
 
 
+@pytest.mark.slow
 def test_missing_calibration_image_is_a_clear_error(test_env, art, tmp_path, data_dir, no_toolkit):
     shutil.copy(data_dir / "images" / "calibration" / "bird.jpg", tmp_path / "bird.jpg")
     (tmp_path / "calib.txt").write_text("bird.jpg\nnot-there.jpg\n")
@@ -79,6 +81,7 @@ def test_missing_calibration_image_is_a_clear_error(test_env, art, tmp_path, dat
         convert.run(ctx, "int8")
 
 
+@pytest.mark.slow
 def test_unreadable_calibration_image_is_named(test_env, art, tmp_path, no_toolkit):
     (tmp_path / "cal").mkdir()
     (tmp_path / "cal" / "broken.jpg").write_bytes(b"not a jpeg")
@@ -87,6 +90,7 @@ def test_unreadable_calibration_image_is_named(test_env, art, tmp_path, no_toolk
         convert.run(ctx, "int8")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dims, hint", [([1, 224, 224, 3], "NHWC"), (["N", 3, 224, 224], "dynamic")])
 def test_nhwc_or_dynamic_onnx_is_refused_before_the_toolkit(test_env, art, no_toolkit, dims, hint):
     onnx = pytest.importorskip("onnx")
@@ -100,6 +104,7 @@ def test_nhwc_or_dynamic_onnx_is_refused_before_the_toolkit(test_env, art, no_to
         convert.run(ctx_for(test_env, art), "int8")
 
 
+@pytest.mark.slow
 def test_dataset_is_the_common_preprocessing_in_nchw_uint8(test_env, art, tmp_path):
     ctx = ctx_for(test_env, art)
     listing = write_dataset(ctx.calibration, tmp_path / "ds")
@@ -231,6 +236,7 @@ def test_cli_registers_rknn_and_doctor_rows():
         assert not next(r for r in rows if "RKNNLite" in r.name).ok
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [b"", b"RKNN", b"\x89PNG not a model at all"])
 def test_corrupt_rknn_model_is_refused_before_any_runtime(test_env, art, content):
     """A truncated or wrong-format model.rknn: one clear error naming it, even on a machine with no board."""
@@ -247,6 +253,7 @@ def test_corrupt_rknn_model_is_refused_before_any_runtime(test_env, art, content
     assert not (art / "results").exists()
 
 
+@pytest.mark.slow
 def test_dataset_paths_have_no_whitespace_even_in_a_folder_with_spaces(test_env, art, tmp_path):
     """rknn-toolkit2 splits dataset.txt on whitespace: every listed path must survive that."""
     ctx = ctx_for(test_env, art)
@@ -287,6 +294,7 @@ def test_a_traceback_folded_into_the_exception_is_reduced_to_its_error(tmp_path)
     assert "failed: ValueError: Unsupport file /tmp/art! (full log" in str(e.value) and "Traceback" not in str(e.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype, scale, zero_point, mean, std", [
     ("float32", None, None, 127.5, 127.5),  # the float source: [input] mean/std
     ("uint8", 1 / 128, 128, 128.0, 128.0),  # the shipped QAT model's input quantization
