@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
-from tiny_models import tiny_onnx, tiny_tflite
 
-from conftest import error_line, make_context, run
+from conftest import cli, error_line, make_context
+from tiny_models import tiny_onnx, tiny_tflite
 
 QUICK = ("--runs", "3", "--warmup", "1")
 
@@ -27,13 +27,13 @@ def env(test_env, tmp_path):
 
 
 def init(env, model, config, *extra):
-    proc = run(env, "init", str(model), "--out", str(config), *extra)
+    proc = cli(env, "init", str(model), "--out", str(config), *extra)
     assert proc.returncode == 0, proc.stderr
     return env | {"MODELPORT_CONFIG": str(config)}
 
 
 def ok(env, *args):
-    proc = run(env, *args)
+    proc = cli(env, *args)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     return proc
@@ -76,7 +76,7 @@ def test_onnx_sources_end_to_end(env, tmp_path, kw, outputs):
 
 def test_dynamic_height_width_need_a_size(env, tmp_path):
     model = tiny_onnx(tmp_path / "dyn.onnx", size=("H", "W"))
-    proc = run(env, "init", str(model), "--out", str(tmp_path / "dyn.toml"))
+    proc = cli(env, "init", str(model), "--out", str(tmp_path / "dyn.toml"))
     assert proc.returncode != 0 and not (tmp_path / "dyn.toml").exists()
     line = error_line(proc)
     assert str(model) in line and "dynamic" in line and "[input] size" in line
@@ -97,7 +97,7 @@ def test_dynamic_height_width_need_a_size(env, tmp_path):
 def test_models_that_are_not_classifiers(env, test_env, tmp_path, kw, says):
     model = tiny_onnx(tmp_path / "bad.onnx", **kw)
     for args in (["fetch"], ["init", str(model), "--out", str(tmp_path / "bad.toml")]):
-        proc = run(env | {"MODELPORT_MODEL": str(model), "MODELPORT_CONFIG": test_env["MODELPORT_CONFIG"]}, *args)
+        proc = cli(env | {"MODELPORT_MODEL": str(model), "MODELPORT_CONFIG": test_env["MODELPORT_CONFIG"]}, *args)
         assert proc.returncode != 0, proc.stderr
         line = error_line(proc)
         assert str(model) in line and says in line, line
@@ -109,7 +109,7 @@ def test_labels_background_last_and_labels_that_fit_nothing(env, tmp_path):
     good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
     good.write_text("cat\ndog\nfox\nowl\nbackground\n")
     bad.write_text("cat\ndog\n")
-    proc = run(env, "init", str(model), "--labels", str(bad), "--out", str(tmp_path / "bad.toml"))
+    proc = cli(env, "init", str(model), "--labels", str(bad), "--out", str(tmp_path / "bad.toml"))
     assert proc.returncode != 0 and str(bad) in error_line(proc) and not (tmp_path / "bad.toml").exists()
     env = init(env, model, tmp_path / "tiny.toml", "--labels", str(good))
     assert "background last" in (tmp_path / "tiny.toml").read_text()
@@ -124,12 +124,12 @@ def test_a_config_that_contradicts_the_model_is_refused_naming_both(env, test_en
     sized = tmp_path / "sized.toml"
     sized.write_text("[input]\nsize = [224, 224]\n")
     model = tiny_onnx(tmp_path / "small.onnx")
-    proc = run(env | {"MODELPORT_MODEL": str(model), "MODELPORT_CONFIG": str(sized)}, "fetch")
+    proc = cli(env | {"MODELPORT_MODEL": str(model), "MODELPORT_CONFIG": str(sized)}, "fetch")
     line = error_line(proc)
     assert str(sized) in line and str(model) in line and "size = [224, 224]" in line and "[32, 32]" in line
     shipped = test_env["MODELPORT_CONFIG"]  # mean/std 127.5: the float model's
     quant = data_dir / "models" / "mobilenet_v2_1.0_224_quant.tflite"
-    proc = run(env | {"MODELPORT_MODEL": str(quant), "MODELPORT_CONFIG": shipped}, "fetch")
+    proc = cli(env | {"MODELPORT_MODEL": str(quant), "MODELPORT_CONFIG": shipped}, "fetch")
     line = error_line(proc)
     assert "mean = [127.5, 127.5, 127.5]" in line and "zero point 128" in line and str(quant) in line
     assert nothing_written(env)

@@ -1,4 +1,5 @@
-"""Smallest classifiers that exercise a source contract, built at test time (onnx.helper, the TFLite converter)."""
+"""Smallest classifiers that exercise a contract, built at test time (onnx.helper, the TFLite converter), and
+a pipeline around one (labels, generated images, config) for the fast tests."""
 
 from __future__ import annotations
 
@@ -78,3 +79,47 @@ def tiny_tflite(path: Path, *, full_integer: bool = False, calibration: list[np.
         converter.inference_output_type = tf.int8
     path.write_bytes(converter.convert())
     return path
+
+
+def tiny_images(folder: Path, n: int = 4, size: tuple = (20, 24)) -> Path:
+    """``n`` generated PNGs (eval and calibration images of a tiny model: no photo decoding)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def tiny_pipeline(root: Path, **model_kw) -> dict:
+    """A tiny ONNX source (``tiny_onnx(**model_kw)``, default 3x8x8 -> 5 classes), labels, generated images and
+    its config in ``root``: the env vars that point `modelport` at them, with an empty artifacts folder."""
+    model_kw = {"size": (8, 8), "classes": 5, "batch": 1} | model_kw
+    model = tiny_onnx(root / "tiny.onnx", **model_kw)
+    labels = root / "labels.txt"
+    labels.write_text("".join(f"class{i}\n" for i in range(model_kw["classes"])))
+    images = tiny_images(root / "images")
+    config = root / "tiny.toml"
+    # What `modelport init` would write for it, minus the comments; small runs keep the timing steps short.
+    config.write_text("""[model]
+name = "tiny"
+path = "tiny.onnx"
+labels = "labels.txt"
+
+[input]
+mean = [127.5, 127.5, 127.5]
+std = [127.5, 127.5, 127.5]
+layout = "NCHW"
+
+[images]
+eval = "images"
+calibration = "images"
+headline = "img0.png"
+
+[bench]
+warmup = 1
+runs = 3
+""")
+    return {"MODELPORT_CONFIG": str(config), "MODELPORT_ARTIFACTS": str(root / "art"), "MODELPORT_MODEL": str(model),
+            "MODELPORT_LABELS": str(labels), "MODELPORT_IMAGES": str(images), "MODELPORT_CALIBRATION": str(images)}
