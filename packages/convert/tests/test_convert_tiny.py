@@ -1,0 +1,156 @@
+"""The converter and bad-input contracts on a tiny ONNX classifier made here (tiny_models.py), through the real
+onnxruntime and the real CLI: seconds, not minutes. What only MobileNetV2 shows (agreement floors across
+toolchains, tflite2onnx/tf2onnx) stays in the slow tests (test_onnx.py, test_interrupt.py, test_failed_rows.py)."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import CLI, cli, error_line, failed_row
+from modelport.common.artifacts import sha256_file
+from modelport.common.images import load_image, resolve_images
+from modelport.common.preprocess import InputSpec, prepare, to_tensor
+
+INT8 = "onnx/model.int8.onnx"
+
+
+def ok(env, *args):
+    proc = cli(env, *args)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def files(art: Path) -> dict[str, int]:
+    """Every file under ``art`` (but the lock) with its mtime: what a step wrote, and whether it rewrote it."""
+    return {p.relative_to(art).as_posix(): p.stat().st_mtime_ns for p in art.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def half_written(art: Path) -> list[str]:
+    return [p for p in files(art) if ".partial" in p or p.startswith(".tmp/")]
+
+
+@pytest.fixture
+def converted(tiny):
+    """The tiny source fetched, its reference and static ONNX made."""
+    ok(tiny, "fetch")
+    ok(tiny, "convert", "reference", "onnx")
+    return tiny, Path(tiny["MODELPORT_ARTIFACTS"])
+
+
+def int8_cosines(art: Path, env: dict) -> np.ndarray:
+    """The INT8 model run here, in onnxruntime, against the reference on every eval image."""
+    import onnxruntime as ort
+
+    spec = InputSpec.model_validate({"size": [8, 8]})
+    session = ort.InferenceSession(str(art / INT8), providers=["CPUExecutionProvider"])
+    out = np.concatenate([session.run(None, {"image": to_tensor(prepare(load_image(p), spec), spec, "NCHW", "float32")})[0]
+                          for p in resolve_images(Path(env["MODELPORT_IMAGES"]))])
+    ref = np.load(art / "source" / "reference.npy")
+    return (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
+
+
+def test_onnx_int8_is_verified_recorded_and_then_up_to_date(converted):
+    env, art = converted
+    proc = ok(env, "convert", "onnx-int8")
+    assert "verified ONNX INT8 on 4 images" in proc.stderr
+    model = onnx.load(str(art / INT8))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in model.graph.node}
+
+    m = json.loads((art / f"{INT8}.manifest.json").read_text())
+    assert m["sha256"] == sha256_file(art / INT8) and m["size_bytes"] == (art / INT8).stat().st_size
+    assert m["inputs"]["onnx"] == {"path": "onnx/model.onnx", "sha256": sha256_file(art / "onnx" / "model.onnx")}
+    assert m["inputs"]["reference"]["sha256"] == sha256_file(art / "source" / "reference.npy")
+    assert [link["path"] for link in m["lineage"]] == ["onnx/model.onnx", "source/model.onnx"]
+    # The recorded agreement is the model's own against the reference: what verification measured.
+    agreement = m["extra"]["agreement"]
+    assert agreement["images"] == 4 and agreement["cosine_min"] == pytest.approx(int8_cosines(art, env).min(), abs=1e-6)
+
+    before = files(art)
+    again = ok(env, "convert", "onnx-int8")
+    assert "up to date" in again.stderr and "verified" not in again.stderr
+    assert files(art) == before  # nothing rewritten, not even the manifest
+    forced = ok(env, "--force", "convert", "onnx-int8")
+    assert "verified ONNX INT8" in forced.stderr and files(art)[INT8] != before[INT8]
+
+
+def test_a_conversion_below_its_floors_writes_no_trusted_model(converted):
+    env, art = converted
+    strict = ("-o", "accuracy.int8_cosine_min=0.999999", "-o", "quantization.recover=false")
+    proc = cli(env, *strict, "convert", "onnx-int8")
+    assert proc.returncode != 0 and "below the [accuracy] floors" in error_line(proc)
+    assert not (art / INT8).exists() and not (art / f"{INT8}.manifest.json").exists()
+    aside = json.loads((art / "onnx" / "model.int8.below-floor.onnx.manifest.json").read_text())
+    assert aside["trusted"] is False and aside["instead_of"] == INT8 and aside["agreement"]["cosine_min"] < 0.999999
+    assert half_written(art) == []
+    proc = cli(env, *strict, "bench", "onnx-int8")
+    row = json.loads((art / "results" / "onnx-int8.json").read_text())
+    assert proc.returncode != 0 and row["status"] == "failed" and "below the [accuracy] floors" in row["reason"]
+    assert row["latency_ms"] is None and row["agreement"]["cosine_min"] == aside["agreement"]["cosine_min"]
+
+
+def test_a_killed_conversion_leaves_nothing_a_later_run_trusts(converted):
+    env, art = converted
+    proc = subprocess.Popen([*CLI, "convert", "onnx-int8"], env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any((art / ".tmp").rglob("*.onnx")):  # the quantizer's work dir: the step is midway
+        assert proc.poll() is None and time.monotonic() < deadline, "conversion ended before it could be killed"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert not (art / INT8).exists() and not (art / f"{INT8}.manifest.json").exists()
+    assert half_written(art)  # SIGKILL cannot clean up: the next run must not trust or keep what it left
+    again = ok(env, "convert", "onnx-int8")
+    assert "verified ONNX INT8" in again.stderr and "up to date" not in again.stderr
+    assert half_written(art) == [] and (art / f"{INT8}.manifest.json").is_file()
+
+
+# -- bad input: a non-zero exit and one line naming the file
+
+
+def test_a_corrupt_onnx_source(tiny, tmp_path):
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(Path(tiny["MODELPORT_MODEL"]).read_bytes()[:300])
+    proc = cli(tiny | {"MODELPORT_MODEL": str(bad)}, "fetch")
+    assert proc.returncode != 0 and str(bad) in error_line(proc)
+    assert files(Path(tiny["MODELPORT_ARTIFACTS"])) == {}
+
+
+def test_a_converted_onnx_that_became_unreadable(converted):
+    env, art = converted
+    model = art / "onnx" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:300])
+    (art / "onnx" / "model.onnx.manifest.json").unlink()  # a user-supplied file: only the toolchain can judge it
+    proc = cli(env, "bench", "onnx")
+    assert proc.returncode != 0 and str(model) in proc.stderr and "not a readable ONNX model" in proc.stderr
+    assert str(model) in failed_row(art, "onnx")["reason"]
+
+
+@pytest.mark.parametrize("text, says", [
+    ('[bench]\nruns = "many"\n', "bench.runs"),
+    ("[images]\nheadlin = 'img0.png'\n", "unknown key 'images.headlin' (did you mean 'images.headline'?)"),
+])
+def test_a_config_with_a_wrong_type_or_an_unknown_key(tiny, text, says):
+    config = Path(tiny["MODELPORT_CONFIG"])
+    config.write_text(text)
+    proc = cli(tiny, "fetch")
+    assert proc.returncode != 0
+    line = error_line(proc)
+    assert str(config) in line and says in line, line
+    assert not Path(tiny["MODELPORT_ARTIFACTS"]).exists()
+
+
+def test_a_missing_image_folder(converted, tmp_path):
+    env, art = converted
+    missing = tmp_path / "no-such-images"
+    before = files(art)
+    proc = cli(env | {"MODELPORT_IMAGES": str(missing)}, "--force", "convert", "reference")
+    assert proc.returncode != 0 and str(missing) in error_line(proc)
+    assert files(art) == before
