@@ -61,15 +61,21 @@ def tiny_onnx(path: Path, *, layout: str = "NCHW", size: tuple = (32, 32), batch
 
 
 def tiny_tflite(path: Path, *, full_integer: bool = False, calibration: list[np.ndarray] | None = None,
-                classes: int = 6) -> Path:
-    """A Keras conv classifier through the TFLite converter; ``full_integer``: int8 input and output."""
+                classes: int = 6, conv_head: bool = False) -> Path:
+    """A Keras conv classifier through the TFLite converter; ``full_integer``: int8 input and output;
+    ``conv_head``: a 1x1 conv and a batch-1 RESHAPE to the classes instead of Dense, as MobileNetV2 ends."""
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(0)
     inp = tf.keras.Input((24, 24, 3), batch_size=1)
     x = tf.keras.layers.Conv2D(8, 3, activation="relu")(inp)
-    x = tf.keras.layers.GlobalAveragePooling2D()(x)
-    x = tf.keras.layers.Dense(classes, activation="softmax")(x)
+    if conv_head:
+        x = tf.keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+        x = tf.keras.layers.Conv2D(classes, 1)(x)
+        x = tf.keras.layers.Softmax()(tf.keras.layers.Reshape((classes,))(x))
+    else:
+        x = tf.keras.layers.GlobalAveragePooling2D()(x)
+        x = tf.keras.layers.Dense(classes, activation="softmax")(x)
     converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, x))
     if full_integer:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -92,19 +98,23 @@ def tiny_images(folder: Path, n: int = 4, size: tuple = (20, 24)) -> Path:
     return folder
 
 
-def tiny_pipeline(root: Path, **model_kw) -> dict:
-    """A tiny ONNX source (``tiny_onnx(**model_kw)``, default 3x8x8 -> 5 classes), labels, generated images and
-    its config in ``root``: the env vars that point `modelport` at them, with an empty artifacts folder."""
-    model_kw = {"size": (8, 8), "classes": 5, "batch": 1} | model_kw
-    model = tiny_onnx(root / "tiny.onnx", **model_kw)
+def tiny_pipeline(root: Path, *, tflite: bool = False, **model_kw) -> dict:
+    """A tiny source (``tiny_onnx(**model_kw)``, default 3x8x8 -> 5 classes; ``tflite``: ``tiny_tflite``, 24x24x3
+    -> 5), labels, generated images and its config in ``root``: the env vars that point `modelport` at them, with
+    an empty artifacts folder."""
+    model_kw = {"classes": 5} | model_kw
+    if tflite:
+        model = tiny_tflite(root / "tiny.tflite", **model_kw)
+    else:
+        model = tiny_onnx(root / "tiny.onnx", **{"size": (8, 8), "batch": 1} | model_kw)
     labels = root / "labels.txt"
     labels.write_text("".join(f"class{i}\n" for i in range(model_kw["classes"])))
     images = tiny_images(root / "images")
     config = root / "tiny.toml"
     # What `modelport init` would write for it, minus the comments; small runs keep the timing steps short.
-    config.write_text("""[model]
+    config.write_text(f"""[model]
 name = "tiny"
-path = "tiny.onnx"
+path = "{model.name}"
 labels = "labels.txt"
 
 [input]
