@@ -27,7 +27,6 @@ def tiny_onnx(path: Path, *, layout: str = "NCHW", size: tuple = (32, 32), batch
         numpy_helper.from_array(rng.normal(0, 0.1, (8,)).astype(np.float32), "conv_b"),
         numpy_helper.from_array(rng.normal(0, 0.5, (8, classes)).astype(np.float32), "fc_w"),
         numpy_helper.from_array(rng.normal(0, 0.1, (classes,)).astype(np.float32), "fc_b"),
-        numpy_helper.from_array(np.array([1, classes, 1], np.int64), "shape3"),
     ]
     nodes += [
         helper.make_node("Conv", [x, "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1]),
@@ -42,6 +41,7 @@ def tiny_onnx(path: Path, *, layout: str = "NCHW", size: tuple = (32, 32), batch
         out = "probs"
     out_dims = [batch, classes]
     if output_rank == 3:
+        inits.append(numpy_helper.from_array(np.array([1, classes, 1], np.int64), "shape3"))
         nodes.append(helper.make_node("Reshape", [out, "shape3"], ["scores3"]))
         out, out_dims = "scores3", [batch, classes, 1]
     inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)]

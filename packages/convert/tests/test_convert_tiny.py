@@ -4,6 +4,7 @@ toolchains, tflite2onnx/tf2onnx) stays in the slow tests (test_onnx.py, test_int
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +18,7 @@ from conftest import CLI, cli, error_line, failed_row
 from modelport.common.artifacts import sha256_file
 from modelport.common.images import load_image, resolve_images
 from modelport.common.preprocess import InputSpec, prepare, to_tensor
+from tiny_models import tiny_onnx
 
 INT8 = "onnx/model.int8.onnx"
 
@@ -44,14 +46,19 @@ def converted(tiny):
     return tiny, Path(tiny["MODELPORT_ARTIFACTS"])
 
 
-def int8_cosines(art: Path, env: dict) -> np.ndarray:
-    """The INT8 model run here, in onnxruntime, against the reference on every eval image."""
+def ort_outputs(model: Path, env: dict) -> np.ndarray:
+    """An NCHW 8x8 ONNX model run here, in onnxruntime, on every eval image."""
     import onnxruntime as ort
 
     spec = InputSpec.model_validate({"size": [8, 8]})
-    session = ort.InferenceSession(str(art / INT8), providers=["CPUExecutionProvider"])
-    out = np.concatenate([session.run(None, {"image": to_tensor(prepare(load_image(p), spec), spec, "NCHW", "float32")})[0]
-                          for p in resolve_images(Path(env["MODELPORT_IMAGES"]))])
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"image": to_tensor(prepare(load_image(p), spec), spec, "NCHW", "float32")})[0]
+                           for p in resolve_images(Path(env["MODELPORT_IMAGES"]))])
+
+
+def int8_cosines(art: Path, env: dict) -> np.ndarray:
+    """The INT8 model against the reference on every eval image."""
+    out = ort_outputs(art / INT8, env)
     ref = np.load(art / "source" / "reference.npy")
     return (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
 
@@ -110,6 +117,33 @@ def test_a_killed_conversion_leaves_nothing_a_later_run_trusts(converted):
     again = ok(env, "convert", "onnx-int8")
     assert "verified ONNX INT8" in again.stderr and "up to date" not in again.stderr
     assert half_written(art) == [] and (art / f"{INT8}.manifest.json").is_file()
+
+
+def test_a_changed_source_redoes_every_dependent(converted):
+    """The manifest chain: a model fetched anew makes every model made from the old one stale, then redone."""
+    env, art = converted
+    ok(env, "convert", "onnx-int8")
+    logits = tiny_onnx(Path(env["MODELPORT_MODEL"]), size=(8, 8), classes=5, batch=1, softmax=False)
+    ok(env, "fetch")
+    for key, made in (("onnx", "onnx/model.onnx"), ("onnx-int8", INT8)):
+        proc = cli(env, "bench", key)
+        assert proc.returncode != 0 and "was made from another source model" in proc.stderr, proc.stderr
+        assert str(art / made) in failed_row(art, key)["reason"]
+        shutil.rmtree(art / "results")
+    proc = ok(env, "convert", "reference", "onnx", "onnx-int8")
+    assert "up to date" not in proc.stderr and "verified ONNX FP32" in proc.stderr and "verified ONNX INT8" in proc.stderr
+    reference = np.load(art / "source" / "reference.npy")
+    assert np.allclose(reference, ort_outputs(logits, env), atol=1e-6)  # the new source's logits
+    assert not np.allclose(reference.sum(1), 1.0, atol=1e-3)
+
+
+def test_a_model_changed_since_conversion_is_refused(converted):
+    env, art = converted
+    model = art / "onnx" / "model.onnx"
+    model.write_bytes(model.read_bytes() + b"\0")
+    proc = cli(env, "bench", "onnx")
+    assert proc.returncode != 0 and str(model) in proc.stderr and "sha256 differs from its manifest" in proc.stderr
+    assert "sha256 differs" in failed_row(art, "onnx")["reason"]
 
 
 # -- bad input: a non-zero exit and one line naming the file
