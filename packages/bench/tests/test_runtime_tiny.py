@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli, make_context
+from conftest import cli, error_line, make_context
 from modelport.bench.registry import BATCH_TWINS, SOURCE_KEYS, batch_class, runtime_class, source_key
 from modelport.common.errors import InputError
 from modelport.common.images import load_image
@@ -176,3 +176,25 @@ def test_bench_results_follow_the_schema_and_the_report_is_written(made):
     assert "| ONNX INT8 |" in (folder / "results.md").read_text()
     assert (folder / "results.csv").read_text().splitlines()[0].startswith("model,device_key,run_id,key,name,backend")
     assert (folder / "latency.png").read_bytes()[:4] == b"\x89PNG" and (folder / "results.html").stat().st_size > 1000
+
+
+def test_failed_rows_are_reported_with_their_reasons(tiny):
+    """A row that could not run is a row with its reason; a report with no row that ran is an error."""
+    art = Path(tiny["MODELPORT_ARTIFACTS"])
+    ok(tiny, "fetch")
+    assert cli(tiny, "bench", "onnx", "onnx-int8").returncode != 0  # nothing converted
+    proc = cli(tiny, "report")
+    assert proc.returncode != 0 and "no backend produced a result (2 failed, 0 skipped)" in error_line(proc)
+    md = (art / "report" / "results.md").read_text()
+    assert "None" not in md and "Latency: no backend was timed." in md
+
+    ok(tiny, "convert", "reference")
+    ok(tiny, "bench", "source")
+    proc = cli(tiny, "report")
+    assert proc.returncode != 0 and "2 of 3 rows failed: onnx, onnx-int8" in error_line(proc)
+    rows = {e["key"]: e for e in json.loads((art / "report" / "results.json").read_text())["results"]}
+    assert rows["onnx-source"]["status"] == "ok" and rows["onnx-source"]["agreement"]["top1"] == 1.0
+    for key, file in (("onnx", "model.onnx"), ("onnx-int8", "model.int8.onnx")):
+        reason = rows[key]["reason"]
+        assert rows[key]["status"] == "failed" and str(art / "onnx" / file) in reason and f"convert {key}`" in reason
+        assert f"| failed: {reason} |" in (art / "report" / "results.md").read_text()
