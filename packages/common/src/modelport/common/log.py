@@ -97,7 +97,7 @@ def run_logged(cmd: Sequence[str], log: Path, description: str) -> subprocess.Co
 
 def _len(items) -> int | None:
     try:
-        return len(items)  # type: ignore[arg-type]
+        return len(items)
     except TypeError:
         return None
 
