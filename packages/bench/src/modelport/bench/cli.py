@@ -207,4 +207,4 @@ def overhead_cmd(ctx: StepContext, backends, settings_mode):
                           f"ratio {data['ratio']:.3f} (goal <= {data['goal']})")
 
 
-bench.help = bench.help.replace("{keys}", ", ".join(RUNTIMES))
+bench.help = (bench.help or "").replace("{keys}", ", ".join(RUNTIMES))

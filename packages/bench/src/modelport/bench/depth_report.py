@@ -61,11 +61,10 @@ def labeled_md(store: ArtifactStore, out: Path) -> str | None:
              "| backend | top-1 | 95% CI | top-5 | 95% CI | top-1 drop | top-5 drop | top-1 discordant |",
              "|---|---|---|---|---|---|---|---|"]
     for d in items:
-        same = ref is not None and ref["image_names"] == d["image_names"] and ref["truth"] == d["truth"]
-        drop1 = f"{100 * (ref['top1'] - d['top1']):+.1f}" if same else "–"
-        drop5 = f"{100 * (ref['top5'] - d['top5']):+.1f}" if same else "–"
-        disc = "–"
-        if same:
+        drop1 = drop5 = disc = "–"
+        if ref is not None and ref["image_names"] == d["image_names"] and ref["truth"] == d["truth"]:
+            drop1 = f"{100 * (ref['top1'] - d['top1']):+.1f}"
+            drop5 = f"{100 * (ref['top5'] - d['top5']):+.1f}"
             worse = sum(r and not b for r, b in zip(ref["hit1"], d["hit1"], strict=True))
             better = sum(b and not r for r, b in zip(ref["hit1"], d["hit1"], strict=True))
             disc = f"{worse} / {better}"

@@ -94,10 +94,9 @@ class LabelResolver:
     """Ground-truth label text -> output index of a ``classes``-wide model."""
 
     def __init__(self, labels: Labels, classes: int, synsets: list[str] | None = None):
-        labels.check(classes)
         self.labels, self.classes, self.synsets = labels, classes, synsets
         # output index = labels-file line - shift; id k (0-999) = line k + background
-        self.shift = labels.shift(classes)
+        self.shift = labels.check(classes)
         self.background = 1 if labels.has_background and classes == len(labels.names) else 0
         self.by_name: dict[str, set[int]] = {}
         for line, text in enumerate(labels.names):

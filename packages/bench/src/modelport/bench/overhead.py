@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from modelport.common.artifacts import write_atomic
+from modelport.common.config import Config
 from modelport.common.context import StepContext
 from modelport.common.machine import machine_info
 from modelport.common.preprocess import to_tensor
@@ -56,7 +57,7 @@ def harness_cost_ns(runs: int = 20000) -> float:
             return tensor
 
     x = np.zeros(1, np.float32)
-    rt = Instant(None, {}).activate()
+    rt = Instant(Config(), {}).activate()
     harness = float(np.median([np.mean(sample(lambda: rt.infer(x), runs // 10)) for _ in range(10)]))
     noop = lambda: x  # noqa: E731
     bare = float(np.median([bare_loop(noop, runs // 10) for _ in range(10)]))

@@ -11,6 +11,7 @@ import io
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from modelport.common.artifacts import ArtifactStore, short, write_atomic
@@ -155,11 +156,11 @@ def entry(r: BackendResult, ref: BackendResult | None) -> dict:
     }
 
 
-def build(store: ArtifactStore, config: Config | None = None, merge_paths: list[Path] = ()) -> dict:
+def build(store: ArtifactStore, config: Config | None = None, merge_paths: Sequence[Path] = ()) -> dict:
     config = config or Config()
     results = gather(store, list(merge_paths))
     machines = {device_of(r): r.machine for r in results if r.machine}
-    key = reference_key(store)
+    key: str | None = reference_key(store)
     if not any(r.key == key and r.status == "ok" for r in results):  # merged from elsewhere: their source's
         key = next((r.key for r in results if r.key in SOURCE_KEYS and r.status == "ok"), None)
     return {
@@ -186,13 +187,13 @@ def _kept(store: ArtifactStore, r: BackendResult) -> dict:
 
 def notes(store: ArtifactStore) -> list[str]:
     out = []
-    m = store.read_manifest("onnx/model.onnx")
-    conv = {n: v for n, v in (m or {}).get("extra", {}).get("converters", {}).items() if "median_ms" in v}
+    extra = (store.read_manifest("onnx/model.onnx") or {}).get("extra", {})
+    conv = {n: v for n, v in extra.get("converters", {}).items() if "median_ms" in v}
     if len(conv) > 1:
         parts = [f"{n}: median {v['median_ms']:.2f} ms / p90 {v['p90_ms']:.2f} ms" for n, v in conv.items()]
         out.append(f"Source->ONNX converters, verified ONNX timed in onnxruntime ({'; '.join(parts)}); "
-                   f"kept {m['extra']['converter']}.")
-    for name, reason in ((m or {}).get("extra", {}).get("failed_converters") or {}).items():
+                   f"kept {extra['converter']}.")
+    for name, reason in (extra.get("failed_converters") or {}).items():
         out.append(f"Converter {name} was not used: {reason}")
     return out
 

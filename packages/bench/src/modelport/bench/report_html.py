@@ -39,7 +39,9 @@ def _img(path: Path, alt: str) -> str:
 
 def section_html(markdown: str, folder: Path) -> str:
     """A report section (headings, paragraphs, lists, tables, images) as HTML; anything else as text."""
-    parts, table, items = [], [], []
+    parts: list[str] = []
+    table: list[str] = []
+    items: list[str] = []
 
     def flush():
         if table:

@@ -16,7 +16,7 @@ from modelport.common.images import load_image
 from modelport.common.log import console, progress
 from modelport.common.preprocess import prepare, to_tensor
 from modelport.common.results import fill_outputs, headline_index, new_result, write_result
-from modelport.common.schema import BackendResult
+from modelport.common.schema import BackendResult, Status
 from modelport.common.timing import load_average, load_problem, measure
 
 from .registry import SOURCE_KEYS, runtime_class, source_key
@@ -46,7 +46,7 @@ def source_runtime(config, model) -> Runtime:
     return runtime_class(source_key(config.contract))(config, {"model": model})
 
 
-def result_base(ctx: StepContext, cls: type[Runtime] | Runtime, status: str = "ok", reason: str | None = None) -> BackendResult:
+def result_base(ctx: StepContext, cls: type[Runtime] | Runtime, status: Status = "ok", reason: str | None = None) -> BackendResult:
     return new_result(ctx, key=cls.key, backend=cls.backend, precision=cls.precision, name=cls.display,
                       device=cls.device, input_layout=cls.input_layout, input_dtype=cls.input_dtype,
                       status=status, reason=reason)

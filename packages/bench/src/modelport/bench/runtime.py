@@ -26,8 +26,8 @@ class Runtime:
     backend: ClassVar[str]  # e.g. "onnxruntime"
     precision: ClassVar[str]  # fp32 / fp16 / int8
     display: ClassVar[str]  # e.g. "ONNX INT8"
-    input_layout: ClassVar[Layout] = "NCHW"
-    input_dtype: ClassVar[DType] = "float32"
+    input_layout: Layout = "NCHW"  # class default; an instance may differ by config (tensor_format)
+    input_dtype: DType = "float32"
     artifacts: ClassVar[Mapping[str, str]]  # role -> artifact path in the store
     requires: ClassVar[tuple[str, ...]] = ()  # import names the runtime needs
     device: ClassVar[str] = "cpu"

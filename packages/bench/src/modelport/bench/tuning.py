@@ -20,12 +20,13 @@ import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
 from rich.markup import escape
 
-from modelport.common.agreement import compare, gate_failures, gate_kind
+from modelport.common.agreement import Kind, compare, gate_failures, gate_kind
 from modelport.common.artifacts import ArtifactStore, write_atomic
 from modelport.common.config import Config
 from modelport.common.context import StepContext
@@ -138,7 +139,7 @@ class Candidates:
     def time(self, options: list[dict], phase: str, per_round: dict | None = None) -> dict[str, LatencyStats]:
         runtimes = {self.name(s): self.get(s) for s in options}
         x = self.tensor
-        return race({n: (lambda rt=rt: rt.infer(x)) for n, rt in runtimes.items()}, *ROUNDS[phase], per_round=per_round)
+        return race({n: partial(rt.infer, x) for n, rt in runtimes.items()}, *ROUNDS[phase], per_round=per_round)
 
     def close(self) -> None:
         for rt in self.active.values():
@@ -151,7 +152,7 @@ def passes_floor(ctx: StepContext, rt: Runtime, reference: np.ndarray | None) ->
         return True, None
     outputs = run_outputs(rt, prepared_images(ctx), ctx.config.input)
     agreement = compare(outputs, reference, [p.name for p in ctx.eval_images])
-    kind = "int8" if rt.precision == "int8" else "float"
+    kind: Kind = "int8" if rt.precision == "int8" else "float"
     return not gate_failures(agreement, gate_kind(kind, ctx.config), ctx.config.accuracy), agreement.model_dump(exclude={"per_image"})
 
 

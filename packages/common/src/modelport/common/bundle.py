@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 import click
 
@@ -27,9 +28,17 @@ from .machine import device_key, machine_info
 from .results import read_result
 from .schema import BackendResult
 
-BUNDLE_SCHEMA = "modelport.bundle/1"
+BUNDLE_VERSION = 1
+BUNDLE_SCHEMA = f"modelport.bundle/{BUNDLE_VERSION}"
 _SMALL = ("results/*.json", "results/*.npy", "**/*.manifest.json", "report/sections/*", "depth/*.json",
           "analysis/*.json")
+
+
+def _contents(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> IO[bytes]:
+    contents = tar.extractfile(member)
+    if contents is None:  # links and folders have none; callers let only plain files through
+        raise InputError(f"bundle member {member.name!r} is not a plain file (refused)", path)
+    return contents
 
 
 def _version(schema: str, family: str) -> int | None:
@@ -113,12 +122,12 @@ def read_bundle(path: Path, into: Path) -> Source:
             first = tar.next()
             if first is None or first.name != "bundle.json" or not first.isfile():
                 raise InputError("not a modelport bundle (no bundle.json first)", path)
-            index = json.loads(tar.extractfile(first).read())
+            index = json.loads(_contents(tar, first, path).read())
             schema = index.get("schema") if isinstance(index, dict) else None
             version = _version(schema or "", "modelport.bundle")
             if version is None:
                 raise InputError(f"not a modelport bundle (schema {schema!r})", path)
-            if version > _version(BUNDLE_SCHEMA, "modelport.bundle"):
+            if version > BUNDLE_VERSION:
                 raise InputError(f"bundle schema {schema} is newer than this modelport reads ({BUNDLE_SCHEMA}): "
                                  "upgrade modelport to merge it", path)
             listed = index.get("files", {})
@@ -134,7 +143,7 @@ def read_bundle(path: Path, into: Path) -> Source:
                     raise InputError(f"bundle member {m.name!r} is not in its index (refused)", path)
                 dest = into / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(m) as src, open(dest, "wb") as out:
+                with _contents(tar, m, path) as src, open(dest, "wb") as out:
                     out.write(src.read())
                 if sha256_file(dest) != listed[rel]["sha256"]:
                     raise InputError(f"bundle member {m.name!r} does not match its sha256 (damaged or edited)", path)

@@ -106,7 +106,7 @@ def _os_error(e: OSError) -> str:
         errno.ENOTDIR: "a file is where a folder is expected",
         errno.EISDIR: "a folder is where a file is expected",
         errno.ENOENT: "no such file or folder",
-    }.get(e.errno, e.strerror or type(e).__name__)
+    }.get(e.errno or 0, e.strerror or type(e).__name__)
     names = [str(n) for n in (e.filename, e.filename2) if n]
     return f"{' -> '.join(names)}: {what}" if names else what
 

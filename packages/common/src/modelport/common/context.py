@@ -10,7 +10,8 @@ from pathlib import Path
 from .artifacts import ArtifactStore
 from .calibration import CalibrationSet
 from .config import Config, load_config
-from .contract import CONTRACT, read_contract
+from .contract import CONTRACT, Contract, read_contract
+from .errors import InputError
 from .images import resolve_images
 from .labels import Labels
 
@@ -36,6 +37,14 @@ class StepContext:
         contract = read_contract(self.store.path(CONTRACT))
         raw = self.raw_config
         return raw if contract is None else raw.with_contract(contract, self.store.path(contract.file))
+
+    @property
+    def contract(self) -> Contract:
+        """The fetched source model's contract, for steps that need one (everything after fetch)."""
+        contract = self.config.contract
+        if contract is None:
+            raise InputError("no source model contract: run `modelport fetch` first", self.store.path("source"))
+        return contract
 
     @cached_property
     def store(self) -> ArtifactStore:

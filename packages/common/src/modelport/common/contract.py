@@ -122,6 +122,9 @@ def resolve_input(spec: InputSpec, contract: Contract, config: Path | str | None
         take("size", tuple(contract.size), "input height, width")
     take("dtype", contract.dtype, "input dtype")
     if contract.quantized:
+        if contract.scale is None or contract.zero_point is None:
+            raise InputError(f"{contract.dtype} input without its quantization scale/zero point: rerun `modelport fetch`",
+                             CONTRACT)
         take("scale", contract.scale, "input scale")
         take("zero_point", contract.zero_point, "input zero point")
         mean, std = float_twin(contract.dtype, contract.scale, contract.zero_point)

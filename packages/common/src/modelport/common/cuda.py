@@ -293,11 +293,14 @@ def missing_layer(device: int = 0) -> str | None:
     return missing.detail if missing else None
 
 
-def require(device: int = 0) -> None:
-    """Raise what ``Probe.error`` says unless TensorRT can build and run here."""
-    error = _probe(device).error()
+def require(device: int = 0) -> GpuInfo:
+    """Raise what ``Probe.error`` says unless TensorRT can build and run here; else the GPU it runs on."""
+    found = _probe(device)
+    error = found.error()
     if error is not None:
         raise error
+    assert found.gpu is not None  # no layer missing: the GPU layer passed, which sets it
+    return found.gpu
 
 
 def gpu_info(device: int = 0) -> GpuInfo | None:

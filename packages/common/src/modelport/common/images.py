@@ -69,14 +69,14 @@ def load_image(path: str | Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                if getattr(img, "n_frames", 1) > 1:
-                    raise InputError(f"animated image ({img.n_frames} frames); extract one frame first", path)
+                frames = getattr(img, "n_frames", 1)
+                if frames > 1:
+                    raise InputError(f"animated image ({frames} frames); extract one frame first", path)
                 if img.width * img.height > MAX_PIXELS:
                     raise InputError(f"image too large: {img.width}x{img.height} exceeds {MAX_PIXELS} pixels "
                                      "(decompression bomb guard); downscale it first", path)
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                return _to_rgb(img)
+                return _to_rgb(ImageOps.exif_transpose(img))
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

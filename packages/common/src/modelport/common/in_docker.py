@@ -21,6 +21,7 @@ import os
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 
@@ -46,12 +47,12 @@ def inputs(config: Path | None) -> dict[str, Path]:
     for var, (section, key) in PATH_VARS.items():
         value = os.environ.get(var) or data.get(section, {}).get(key)
         if value:
-            base = Path.cwd() if os.environ.get(var) else config.parent
+            base = config.parent if config and not os.environ.get(var) else Path.cwd()
             found[var] = (base / value).resolve()
     return found
 
 
-def container_spec(env: str, args: list[str], artifacts: Path, image: str | None = None) -> dict:
+def container_spec(env: str, args: list[str], artifacts: Path, image: str | None = None) -> dict[str, Any]:
     """Keyword arguments for `client.containers.run` (kept separate so it can be shown and tested)."""
     artifacts = artifacts.resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,7 @@ def container_spec(env: str, args: list[str], artifacts: Path, image: str | None
         if path.exists():
             volumes[str(path)] = {"bind": str(path), "mode": "ro"}
     fetching = args[:1] == ["fetch"] and not ({"MODELPORT_MODEL", "MODELPORT_LABELS"} <= local.keys())
-    spec = {
+    spec: dict[str, Any] = {
         "image": image or IMAGE.format(env=env),
         "command": args,
         "environment": environment,

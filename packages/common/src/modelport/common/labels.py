@@ -70,11 +70,13 @@ class Labels:
             return "no background"
         return "background first" if where[0] == 0 else "background last" if where[0] == len(self.names) - 1 else "background inside"
 
-    def check(self, num_classes: int) -> None:
-        """The model's output width must fit: N names, or N+1 with background first or last."""
-        if self.shift(num_classes) is None:
+    def check(self, num_classes: int) -> int:
+        """The model's output width must fit: N names, or N+1 with background first or last. Returns ``shift``."""
+        shift = self.shift(num_classes)
+        if shift is None:
             raise InputError(f"{len(self.names)} labels fit no convention for a model with {num_classes} outputs "
                              f"(expected {num_classes}, or {num_classes + 1} with 'background' first or last)", self.path)
+        return shift
 
     def name(self, index: int, num_classes: int | None = None) -> str:
         """Label of output ``index`` (its index when there are no labels)."""

@@ -39,7 +39,7 @@ def tensor_error(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]
     nx, ny = np.linalg.norm(x), np.linalg.norm(y)
     cosine = float(x @ y / (nx * ny)) if nx > 0 and ny > 0 else float(nx == ny)
     noise = np.linalg.norm(x - y)
-    sqnr = SQNR_CAP_DB if noise == 0 else min(SQNR_CAP_DB, 20 * math.log10(max(nx, 1e-30) / noise))
+    sqnr = SQNR_CAP_DB if noise == 0 else min(SQNR_CAP_DB, 20 * math.log10(max(float(nx), 1e-30) / float(noise)))
     return cosine, sqnr
 
 
@@ -89,9 +89,11 @@ class LayerErrors:
 
 def summarize(graph: OnnxGraph, collected: Iterable[dict]) -> list[dict]:
     """Rows in ONNX layer order; ``own_sqnr_db`` from the layer's SQNR and its input layers' (mean over images)."""
-    rows = []
+    rows: list[dict] = []
+    layers: dict[str, OnnxLayer] = {}
     for r in sorted(collected, key=lambda r: r["layer"].index):
         la: OnnxLayer = r["layer"]
+        layers[la.node] = la
         cos, sq = r["cosine"], r.get("sqnr_db") or [sqnr_from_cosine(c) for c in r["cosine"]]
         rows.append({"index": la.index, "node": la.node, "op": la.op, "tensor": r["tensor"],
                      "backend_name": r["backend_name"], "images": len(cos),
@@ -101,13 +103,15 @@ def summarize(graph: OnnxGraph, collected: Iterable[dict]) -> list[dict]:
                      **({"single_cosine_min": float(min(r["single_cosine"]))} if r.get("single_cosine") else {})})
     measured = {row["node"]: row for row in rows}
     # The image whose model output is furthest off sets cosine_min, the floor most often missed.
-    out = rows[-1] if rows else None
-    worst_image = int(np.argmin(out["cosine_images"])) if out else 0
+    if not rows:
+        return rows
+    out = rows[-1]
+    worst_image = int(np.argmin(out["cosine_images"]))
     for row in rows:
         if "single_cosine_min" in row:  # the toolkit measured the layer alone (float inputs): use that
             row["own_sqnr_db"] = sqnr_from_cosine(row["single_cosine_min"])
             continue
-        la = graph.by_node(row["node"])
+        la = layers[row["node"]]
         ins = [measured.get(src.node) for t in la.inputs if (src := _upstream(graph, t, measured))]
         sqnr_in = min((i["sqnr_db_mean"] for i in ins if i), default=None)
         row["own_sqnr_db"] = _own(row["sqnr_db_mean"], sqnr_in)

@@ -82,22 +82,28 @@ def activity(description: str, every: float | None = None) -> Iterator:
         thread.join()
 
 
-def run_logged(cmd: Sequence[str], log: Path, description: str) -> subprocess.CompletedProcess:
-    """Run a tool as a subprocess with its chatter in ``log`` (not on the terminal) and progress shown.
+class LoggedProcess(subprocess.CompletedProcess):
+    """A finished tool run whose output went to a log; ``last_error`` is the log's last non-empty line
+    (what a one-line error quotes)."""
 
-    The returned process has ``.last_error``: the log's last non-empty line (what a one-line error quotes).
-    """
+    last_error: str = "no output"
+
+
+def run_logged(cmd: Sequence[str], log: Path, description: str) -> LoggedProcess:
+    """Run a tool as a subprocess with its chatter in ``log`` (not on the terminal) and progress shown."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as f, activity(description):
-        proc = subprocess.run(list(cmd), stdout=f, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(list(cmd), stdout=f, stderr=subprocess.STDOUT, check=False)
+    proc = LoggedProcess(done.args, done.returncode)
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    proc.last_error = lines[-1] if lines else "no output"  # type: ignore[attr-defined]
+    if lines:
+        proc.last_error = lines[-1]
     return proc
 
 
 def _len(items) -> int | None:
     try:
-        return len(items)  # type: ignore[arg-type]
+        return len(items)
     except TypeError:
         return None
 

@@ -21,11 +21,11 @@ from .errors import ConfigError, InputError, ModelportError
 from .log import warn
 from .machine import device_key, machine_info, run_id
 from .reference import load_reference
-from .schema import RESULT_SCHEMA, BackendResult, Headline, TopK
+from .schema import RESULT_SCHEMA, BackendResult, Headline, Status, TopK
 
 
 def new_result(ctx: StepContext, *, key: str, backend: str, precision: str, name: str, device: str,
-               input_layout: str, input_dtype: str, status: str = "ok", reason: str | None = None) -> BackendResult:
+               input_layout: str, input_dtype: str, status: Status = "ok", reason: str | None = None) -> BackendResult:
     """A result stamped with what makes results comparable: source model sha256 and preprocessing."""
     source = ctx.store.current_source()
     return BackendResult(

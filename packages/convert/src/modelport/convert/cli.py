@@ -68,4 +68,4 @@ def record_failure(ctx: StepContext, name: str, exc: ModelportError) -> None:
             ctx.store.record_failure(rel, str(exc), target=name, **extra)
 
 
-convert.help = convert.help.replace("{targets}", ", ".join(TARGETS))
+convert.help = (convert.help or "").replace("{targets}", ", ".join(TARGETS))

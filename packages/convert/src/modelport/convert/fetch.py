@@ -83,13 +83,16 @@ def extract_member(archive: Path, member: str, dest: Path) -> None:
                 if m.name.startswith("/") or ".." in parts:
                     raise InputError(f"archive member {m.name!r} escapes the archive (refused)", archive)
                 members[m.name.removeprefix("./")] = m
-            m = members.get(member.removeprefix("./"))
-            if m is None or not m.isfile():
+            found = members.get(member.removeprefix("./"))
+            if found is None or not found.isfile():
                 tflites = [n for n, x in members.items() if n.endswith(".tflite") and x.isfile()]
                 if len(tflites) != 1:
                     raise InputError(f"archive has no single regular .tflite member (looked for {member!r})", archive)
-                m = members[tflites[0]]
-            with tar.extractfile(m) as src, open(dest, "wb") as out:
+                found = members[tflites[0]]
+            contents = tar.extractfile(found)
+            if contents is None:  # only regular files (isfile above) have contents
+                raise InputError(f"archive member {found.name!r} is not a regular file", archive)
+            with contents as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out)
     except tarfile.TarError as e:
         raise InputError(f"not a readable tar archive: {e}", archive) from None
@@ -153,6 +156,7 @@ def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, fo
     if labels_src is None and downloading:
         labels_src = download(cfg.model.labels_url, downloads / "labels.txt", cfg.model.labels_sha256, allow_unpinned)
     model_input = src or archive
+    assert model_input is not None  # no local model means a download, which set archive
     kind = source_kind(src) if src else "tflite"
     model_rel = SOURCES[kind]
     outputs = [model_rel, CONTRACT] + ([LABELS] if labels_src else [])
@@ -176,7 +180,7 @@ def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, fo
                     raise InputError(f"member {cfg.model.member!r} has sha256 {got}, not the pinned "
                                      f"[model] member_sha256 {cfg.model.member_sha256}", cfg.model.url)
         else:
-            shutil.copyfile(src, job.tmp(model_rel))
+            shutil.copyfile(model_input, job.tmp(model_rel))
         if labels_src:
             shutil.copyfile(labels_src, job.tmp(LABELS))
         contract = _validate(ctx, job.tmp(model_rel), Path(labels_src) if labels_src else None, shown=model_input)

@@ -9,11 +9,13 @@ naming the file: two inputs or outputs, an input that is not an image (rank 4 wi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, cast, get_args
 
 import numpy as np
 
 from modelport.common.contract import Contract
 from modelport.common.errors import InputError
+from modelport.common.preprocess import DType, Layout
 
 TFLITE_IDENTIFIER = b"TFL3"
 CHANNELS = (1, 3)
@@ -36,7 +38,7 @@ def inspect(path: Path, shown: Path | None = None) -> Contract:
     return inspect_tflite(path, shown) if kind == "tflite" else inspect_onnx(path, shown)
 
 
-def _image_layout(dims: list, shown: Path, declared: str | None = None) -> str:
+def _image_layout(dims: list, shown: Path, declared: Layout | None = None) -> Layout:
     """NHWC or NCHW from where the 1 or 3 channels sit (TFLite inputs are NHWC by definition)."""
     if len(dims) != 4:
         raise InputError(f"input is not an image: rank {len(dims)} {dims} (expected 4: batch, height, width, channels)", shown)
@@ -51,10 +53,10 @@ def _image_layout(dims: list, shown: Path, declared: str | None = None) -> str:
     raise InputError(f"input is not an image: {dims} has no axis of 1 or 3 channels (NCHW or NHWC)", shown)
 
 
-def _spatial(dims: list, layout: str) -> tuple[int, tuple[int, int] | None]:
+def _spatial(dims: list, layout: Layout) -> tuple[Literal[1, 3], tuple[int, int] | None]:
     c, h, w = (dims[1], dims[2], dims[3]) if layout == "NCHW" else (dims[3], dims[1], dims[2])
     static = isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0
-    return c, ((h, w) if static else None)
+    return cast("Literal[1, 3]", c), ((h, w) if static else None)  # _image_layout found 1 or 3 on this axis
 
 
 def _output_width(dims: list, shown: Path) -> int:
@@ -102,11 +104,11 @@ def inspect_tflite(path: Path, shown: Path) -> Contract:
     )
 
 
-def _dtype(dtype, shown: Path, what: str) -> str:
+def _dtype(dtype, shown: Path, what: str) -> DType:
     name = np.dtype(dtype).name
-    if name not in ("float32", "uint8", "int8"):
+    if name not in get_args(DType):
         raise InputError(f"{what} dtype {name} is not float32, uint8 or int8", shown)
-    return name
+    return cast(DType, name)
 
 
 def inspect_onnx(path: Path, shown: Path) -> Contract:

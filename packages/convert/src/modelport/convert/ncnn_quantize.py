@@ -58,7 +58,7 @@ def _quantize_layer(la: Layer, wscale: np.ndarray, bscale: float, mean_in: np.nd
         bias = Blob(corrected_bias(la, q, wscale, mean_in), typed=False)
         rest = [bias, *rest[1:]] if la.pint(_bias_key(la)) else [bias]
         la.params[_bias_key(la)] = "1"
-    la.weights = [Blob(q, typed=True), *rest, Blob(wscale.astype(np.float32), False), Blob(np.float32([bscale]), False)]
+    la.weights = [Blob(q, typed=True), *rest, Blob(wscale.astype(np.float32), False), Blob(np.array([bscale], np.float32), False)]
     # ConvolutionDepthWise: 1 = one weight scale per group. Convolution / InnerProduct: 2
     # (their loaders read num_output weight scales for any non-zero value).
     la.params[8] = "1" if la.type == "ConvolutionDepthWise" else "2"
@@ -103,6 +103,6 @@ def quantize_model(
             if not consumers or len({table.bottoms[c.name] for c in consumers}) != 1:
                 continue
             la.params[8] = str(int(la.params[8]) + 100)
-            la.weights.append(Blob(np.float32([table.bottoms[consumers[0].name]]), False))
+            la.weights.append(Blob(np.array([table.bottoms[consumers[0].name]], np.float32), False))
             fused.append(la.name)
     return {"quantized": quantized, "requantized": fused}

@@ -83,6 +83,8 @@ class BlobStats:
 
     @property
     def channel_mean(self) -> np.ndarray:
+        if self.channel_sum is None:
+            raise ValueError("no calibration image observed: no channel means")
         return self.channel_sum / max(self.images, 1)
 
 

@@ -17,7 +17,9 @@ from importlib.metadata import version
 import numpy as np
 
 from modelport.bench.runner import prepared_images
+from modelport.bench.runtime import Runtime
 from modelport.bench.runtimes.onnxruntime import OnnxFp32DynamicRuntime, OnnxInt8DynamicRuntime
+from modelport.common.agreement import Kind
 from modelport.common.context import StepContext
 from modelport.common.errors import ModelportError, ToolchainMissing
 from modelport.common.log import console, step
@@ -26,7 +28,7 @@ from modelport.common.preprocess import to_tensor
 from .verify import verify
 
 # static source -> (dynamic output, runtime that runs it, accuracy floor of its kind)
-MODELS = {
+MODELS: dict[str, tuple[str, type[Runtime], Kind]] = {
     "onnx/model.onnx": ("onnx/model.dynamic.onnx", OnnxFp32DynamicRuntime, "float"),
     "onnx/model.int8.onnx": ("onnx/model.int8.dynamic.onnx", OnnxInt8DynamicRuntime, "int8"),
 }

@@ -24,7 +24,7 @@ def static_nchw(source: Path, out: Path, ctx: StepContext, layout: str | None = 
     import onnx
     from onnx import helper, shape_inference, version_converter
 
-    contract, spec = ctx.config.contract, ctx.config.input
+    contract, spec = ctx.contract, ctx.config.input
     layout = layout or contract.layout
     model = onnx.load(str(source))
     g = model.graph

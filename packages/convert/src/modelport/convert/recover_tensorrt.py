@@ -55,8 +55,7 @@ class TensorrtBackend:
 def recover(ctx: StepContext, force: bool):
     """``tensorrt/int8.engine`` = the configured explicit-quantization engine, or the variant the search kept."""
     tcfg, store, q = ctx.config.tensorrt, ctx.store, ctx.config.quantization
-    cuda.require(tcfg.device)
-    gpu = cuda.gpu_info(tcfg.device)
+    gpu = cuda.require(tcfg.device)
     calib = ctx.calibration
     calib.validate()
     inputs = {"onnx": store.path(SOURCE), "reference": store.path(REFERENCE),

@@ -16,7 +16,6 @@ from modelport.bench.runner import prepared_images, run_outputs, source_runtime
 from modelport.bench.runtimes.onnxruntime import OnnxSourceRuntime
 from modelport.bench.runtimes.tflite import TfliteRuntime
 from modelport.common.context import StepContext
-from modelport.common.errors import InputError
 from modelport.common.reference import REFERENCE, image_ids
 
 
@@ -39,9 +38,8 @@ def output_kind(outputs: np.ndarray, step: float | None) -> str:
 
 def run(ctx: StepContext, force: bool):
     store, cfg = ctx.store, ctx.config
-    if cfg.contract is None:
-        raise InputError("no source model contract: run `modelport fetch` first", store.path("source"))
-    model = store.path(cfg.contract.file)
+    contract = ctx.contract
+    model = store.path(contract.file)
     inputs = {"model": model} | {f"image:{p.name}": p for p in ctx.eval_images}
     options = {"input": cfg.input.model_dump(mode="json"), "tflite": cfg.tflite.model_dump()}
     runtime = source_runtime(cfg, model)
@@ -55,5 +53,5 @@ def run(ctx: StepContext, force: bool):
         np.save(buf, outputs, allow_pickle=False)
         job.tmp().write_bytes(buf.getvalue())
         job.record(images=image_ids(ctx.eval_images), preprocessing=cfg.input.signature,
-                   source=runtime.display, outputs=output_kind(outputs, cfg.contract.output_scale))
+                   source=runtime.display, outputs=output_kind(outputs, contract.output_scale))
     return [job.path]

@@ -81,8 +81,7 @@ def build(ctx: StepContext, precision: str, force: bool, qdq: Path | None = None
     (default ``tensorrt/<precision>.engine``); ``gate=False`` measures without holding it to the floors."""
     cfg, store, tcfg = ctx.config, ctx.store, ctx.config.tensorrt
     # No driver/GPU -> HardwareMissing (the CLI records a skip); no toolchain -> ToolchainMissing.
-    cuda.require(tcfg.device)
-    gpu = cuda.gpu_info(tcfg.device)
+    gpu = cuda.require(tcfg.device)
     import tensorrt as trt
 
     plan = (Int8Plan("qdq", qdq) if qdq else int8_plan(ctx)) if precision == "int8" else None

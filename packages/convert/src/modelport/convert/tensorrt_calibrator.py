@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -62,7 +62,7 @@ class PycudaStaging:
         self._cuda = cuda
         self._ctx = cuda.Device(device).retain_primary_context()
         self._ctx.push()
-        self.buffers: dict[str, tuple[object, int]] = {}
+        self.buffers: dict[str, tuple[Any, int]] = {}  # name -> (pycuda DeviceAllocation, bytes)
 
     def put(self, name: str, batch: np.ndarray) -> int:
         alloc = self.buffers.get(name)

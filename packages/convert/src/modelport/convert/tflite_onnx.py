@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import sys
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def convert_tflite2onnx(ctx: StepContext, tflite: Path, out: Path) -> None:
     try:
         with activity("tflite2onnx conversion"):
             tflite2onnx.convert(str(tflite), str(out))
-        if ctx.config.contract.quantized:
+        if ctx.contract.quantized:
             dequantize(out)
         to_opset(out, ctx.config.convert.opset)
     except ModelportError:
@@ -83,7 +84,7 @@ def convert_tflite2onnx(ctx: StepContext, tflite: Path, out: Path) -> None:
 def convert_tf2onnx(ctx: StepContext, tflite: Path, out: Path, log: Path) -> None:
     # A subprocess: tf2onnx imports all of TensorFlow, which this process never needs. 30-70 s: its
     # chatter goes to ``log`` and progress lines show it is alive.
-    contract = ctx.config.contract
+    contract = ctx.contract
     cmd = [sys.executable, "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(out),
            "--inputs-as-nchw", contract.input_name, "--opset", str(ctx.config.convert.opset)]
     if contract.quantized:
@@ -126,13 +127,13 @@ def _convert_one(ctx: StepContext, name: str, source: Path, out: Path) -> dict:
         changes = static_nchw(source, out, ctx)
     else:
         step(f"{name}: {source.name} -> ONNX (opset {ctx.config.convert.opset})"
-             + (", dequantized to float" if ctx.config.contract.quantized else ""))
+             + (", dequantized to float" if ctx.contract.quantized else ""))
         if name == "tflite2onnx":
             convert_tflite2onnx(ctx, source, out)
         else:
             convert_tf2onnx(ctx, source, out, ctx.store.path("onnx/logs/tf2onnx.log"))
         changes = None
-        if ctx.config.contract.dynamic_batch or ctx.config.contract.size is None:
+        if ctx.contract.dynamic_batch or ctx.contract.size is None:
             from .onnx_source import static_nchw
 
             changes = static_nchw(out, out, ctx, layout="NCHW")
@@ -168,10 +169,10 @@ def race(ctx: StepContext, models: dict[str, Path]) -> dict[str, LatencyStats]:
     try:
         samples: dict[str, list] = {n: [] for n in models}
         for rt in runtimes.values():
-            measure(lambda rt=rt: rt.infer(x), warmup, 1)
+            measure(partial(rt.infer, x), warmup, 1)
         for _ in range(rounds):
             for n, rt in runtimes.items():
-                samples[n].extend(sample(lambda rt=rt: rt.infer(x), runs))
+                samples[n].extend(sample(partial(rt.infer, x), runs))
     finally:
         for rt in runtimes.values():
             rt.deactivate()
@@ -183,9 +184,7 @@ def run(ctx: StepContext, force: bool):
     if reason:
         raise ToolchainMissing(reason)
     cfg, store = ctx.config, ctx.store
-    contract = cfg.contract
-    if contract is None:
-        raise InputError("no source model contract: run `modelport fetch` first", store.path("source"))
+    contract = ctx.contract
     choice = cfg.convert.onnx_converter
     if contract.kind == "onnx":
         names = ["source"]

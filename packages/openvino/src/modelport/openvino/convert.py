@@ -11,6 +11,7 @@ import importlib.util
 import shutil
 from importlib.metadata import version
 
+from modelport.common.agreement import Kind
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import activity, step
@@ -59,7 +60,7 @@ def nncf_quantize(model, calibration):
 class Target:
     """One OpenVINO IR precision as a conversion target."""
 
-    def __init__(self, runtime, kind: str):
+    def __init__(self, runtime, kind: Kind):
         self.runtime, self.kind = runtime, kind
         self.xml, self.bin = runtime.artifacts["model"], runtime.artifacts["weights"]
 

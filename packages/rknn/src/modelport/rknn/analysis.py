@@ -38,7 +38,7 @@ def parse_error_analysis(text: str) -> list[dict]:
     ``{"entire": {"cosine", "euclidean"}, "single": {...}}``. Fused layers the toolkit prints without
     numbers get ``metrics == {}``."""
     groups: list[str] = []
-    layers = []
+    layers: list[dict] = []
     for line in text.splitlines():
         if line.lstrip().startswith("layer_name") and "_error" in line:  # "simulator_error" [+ "runtime_error"]
             groups = [g.removesuffix("_error") for g in re.findall(r"(\w+)_error", line)]
@@ -111,7 +111,8 @@ def run(ctx: StepContext, images: list[str] | None = None, force: bool = False, 
             by_name = dict(zip([p.name for p in ctx.eval_images], convert.eval_prepared(ctx), strict=True))
             npys = write_npy_list([nchw_uint8(by_name[n], ctx.config.input) for n in chosen], chosen, job.workdir / "inputs", "inputs.txt")
             paths = npys.read_text().split()
-            per_image, t0 = [], time.monotonic()
+            per_image: list[dict] = []
+            t0 = time.monotonic()
             with toolkit.session(log, job.workdir, verbose) as rk:
                 convert.build(rk, ctx, ctx.store.path(convert.ONNX), "int8", job.workdir, log)
                 build_s = time.monotonic() - t0

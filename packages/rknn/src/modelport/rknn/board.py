@@ -74,7 +74,8 @@ def _finish(ctx: StepContext, result: BackendResult, outputs: np.ndarray) -> Bac
     result.artifact, result.size_bytes = ctx.store.rel(model), model.stat().st_size
     fill_outputs(ctx, result, outputs)
     write_result(ctx.store, result, outputs)
-    console.print(f"   {simulate.summary(result)}; median {result.latency_ms.median:.2f} ms")
+    lat = result.latency_ms
+    console.print(f"   {simulate.summary(result)}" + (f"; median {lat.median:.2f} ms" if lat else ""))
     return result
 
 

@@ -61,7 +61,8 @@ def convert(ctx: StepContext, fp16, force):
 
     _overrides(ctx, fp16=fp16)
     with ctx.store.lock():
-        for kind in ["int8"] + (["fp16"] if ctx.config.rknn.fp16 else []):
+        kinds: list[conv.BuildKind] = ["int8", "fp16"] if ctx.config.rknn.fp16 else ["int8"]
+        for kind in kinds:
             conv.run(ctx, kind, force=force, verbose=_verbose(ctx))
 
 

@@ -36,6 +36,7 @@ from .dataset import write_dataset
 
 ONNX = "onnx/model.onnx"
 Kind = Literal["int8", "fp16", "hybrid"]
+BuildKind = Literal["int8", "fp16"]  # what `run` builds; hybrid is its own step (hybrid.py)
 MODELS: dict[str, str] = {"int8": "rknn/model.rknn", "fp16": "rknn/model-fp16.rknn", "hybrid": "rknn/model-hybrid.rknn"}
 
 
@@ -172,7 +173,7 @@ class Built:
     seconds: float | None
 
 
-def run(ctx: StepContext, kind: Literal["int8", "fp16"] = "int8", force: bool = False, verbose: bool = False) -> Built:
+def run(ctx: StepContext, kind: BuildKind = "int8", force: bool = False, verbose: bool = False) -> Built:
     """Produce ``MODELS[kind]`` + its simulator outputs (cached by manifest); INT8 through the recovery
     search (recover.py), which keeps the configured build when it meets the floors."""
     if kind == "int8":

@@ -66,7 +66,7 @@ def patch_cfg(text: str, layers: list[str]) -> str:
     return _BLOCK.sub(lambda _: block, text, count=1)
 
 
-def check_layers(wanted: list[str], tensors: list[str], cfg: Path) -> None:
+def check_layers(wanted: list[str], tensors: list[str], cfg: Path | str) -> None:
     unknown = [w for w in wanted if w not in tensors]
     if unknown:
         def hint(u: str) -> str:  # fused names are long ("BiasAdd_50;Conv2D_33;BiasAdd_50/bias1"): a part of one is a good guess

@@ -16,7 +16,7 @@ from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, InputError, ModelportError
 from modelport.common.log import console, failed, step
 from modelport.common.results import fill_outputs, new_result, write_result
-from modelport.common.schema import BackendResult
+from modelport.common.schema import BackendResult, Status
 
 from . import convert
 
@@ -25,7 +25,7 @@ BACKENDS = {"int8": backends()["rknn-int8"], "fp16": backends()["rknn-fp16"], "h
 SIMULATOR_NOTE = "not measured: x86 simulator (no NPU timing)"
 
 
-def result_base(ctx: StepContext, b: Backend, device: str, status: str = "ok", reason: str | None = None) -> BackendResult:
+def result_base(ctx: StepContext, b: Backend, device: str, status: Status = "ok", reason: str | None = None) -> BackendResult:
     return new_result(ctx, key=b.key, backend="rknn", precision=b.precision, name=b.display, device=device,
                       input_layout="NHWC", input_dtype="uint8", status=status, reason=reason)
 
@@ -52,7 +52,8 @@ def simulator_result(ctx: StepContext, kind: str, model: Path, eval_outputs: Pat
 def summary(r: BackendResult) -> str:
     a = r.agreement
     agree = f"top-1 agreement {a.top1:.0%}, cosine min {a.cosine_min:.5f} / mean {a.cosine_mean:.5f}" if a else "no reference"
-    return f"{r.name}: {agree}; {r.headline.label} {r.headline.confidence:.3f} on {r.headline.image}"
+    head = r.headline
+    return f"{r.name}: {agree}" + (f"; {head.label} {head.confidence:.3f} on {head.image}" if head else "")
 
 
 def simulator_device(ctx: StepContext) -> str:
@@ -74,7 +75,7 @@ def run(ctx: StepContext, force: bool = False, verbose: bool = False) -> list[Ba
 
     A kind that fails is written as a failed row and the next kind still runs; then this raises.
     """
-    kinds = ["int8"] + (["fp16"] if ctx.config.rknn.fp16 else [])
+    kinds: list[convert.BuildKind] = ["int8", "fp16"] if ctx.config.rknn.fp16 else ["int8"]
     out, failures = [], []
     for kind in kinds:
         try:

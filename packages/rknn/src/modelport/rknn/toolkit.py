@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from modelport.common.errors import ModelportError, ToolchainMissing
 from modelport.common.log import activity, console
@@ -82,7 +83,7 @@ def captured(log: Path, verbose: bool = False) -> Iterator[Path]:
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
-            console.file = previous
+            console._file = previous  # None: back to following sys.stdout/stderr
             real_stderr.close()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
@@ -148,7 +149,7 @@ def call(fn: Callable, *args, what: str, log: Path, path: Path | None = None, **
 
 
 @contextlib.contextmanager
-def session(log: Path, workdir: Path, verbose: bool = False) -> Iterator[object]:
+def session(log: Path, workdir: Path, verbose: bool = False) -> Iterator[Any]:  # rknn.api.RKNN: untyped
     """An ``RKNN`` object, run inside ``workdir`` (the toolkit writes files into the cwd), always released."""
     require()
     with captured(log, verbose), contextlib.chdir(workdir):

@@ -151,7 +151,7 @@ class TensorrtRuntime(Runtime):
     # -- lifecycle ----------------------------------------------------------------
 
     def _here(self, trt) -> dict:
-        gpu = cuda.gpu_info(self.config.tensorrt.device)
+        gpu = cuda.require(self.config.tensorrt.device)
         return {"tensorrt_version": trt.__version__,
                 "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability}}
 

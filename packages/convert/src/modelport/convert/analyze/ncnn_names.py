@@ -83,11 +83,12 @@ def map_model(ncnn: Model, graph: OnnxGraph, onnx_model) -> Mapping:
             for t in la.tops:
                 blobs[t] = sources[0]
             continue
-        node = _consumer(graph, sources, OPS.get(la.type, set())) if all(sources) else None
-        if node is None or not _weights_agree(la, node, onnx_model):
+        known = [s for s in sources if s]
+        node = _consumer(graph, known, OPS.get(la.type, set())) if len(known) == len(sources) else None
+        onnx_layer = graph.layer_of(node.output[0]) if node is not None else None
+        if node is None or onnx_layer is None or not _weights_agree(la, node, onnx_model):
             unmapped.append(la.name)
             continue
-        onnx_layer = graph.layer_of(node.output[0])
         tensor = node.output[0]
         if la.type in WEIGHTED and la.pint(9) and len(onnx_layer.tensors) > 1:
             tensor = onnx_layer.output  # activation fused into the conv: its output is the ONNX activation's

@@ -98,8 +98,8 @@ def analyze(ctx: StepContext, model: Path, workdir: Path | None = None) -> dict:
     errors = layer_analysis.LayerErrors(graph)
     for name, r, q in progress(list(zip(names, ref, test, strict=True)), "TensorRT INT8: per-layer tensors"):
         for tensor in sorted(set(r) & set(q)):
-            if graph.layer_of(tensor) is not None:
-                errors.add(graph.layer_of(tensor), tensor, name, r[tensor], q[tensor], tensor)
+            if (layer := graph.layer_of(tensor)) is not None:
+                errors.add(layer, tensor, name, r[tensor], q[tensor], tensor)
     rows = errors.rows()
     mapping = {"how": "TensorRT keeps the ONNX tensor names: every layer output marked in both engines",
                "layers": len(rows), "onnx_layers": len(graph.layers)}
