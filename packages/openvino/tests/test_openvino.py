@@ -86,6 +86,21 @@ def test_fp32_matches_numpy_reference(ctx, tmp_path):
     assert settings["INFERENCE_PRECISION_HINT"] == "f32" and settings["INFERENCE_NUM_THREADS"] >= 1
 
 
+def test_config_knobs_reach_compile_model(ctx, tmp_path):
+    from modelport.bench.tuning import config_with
+
+    tiny_onnx(tmp_path / "tiny.onnx", ctx.config.input.shape("NCHW"), np.random.default_rng(3))
+    xml, bin_ = save_ir(tmp_path / "tiny.onnx", tmp_path / "model.xml")
+    # 2 threads: the plugin caps the streams at the thread count
+    cfg = config_with(ctx.config, {"openvino.threads": 2, "openvino.performance_hint": "throughput",
+                                   "openvino.num_streams": 2, "openvino.cpu_pinning": False})
+    with OpenvinoFp32Runtime(cfg, {"model": xml, "weights": bin_}) as rt:
+        got = {k: rt.compiled.get_property(k) for k in ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "ENABLE_CPU_PINNING")}
+        hint = str(rt.compiled.get_property("PERFORMANCE_HINT"))
+    assert got == {"INFERENCE_NUM_THREADS": 2, "NUM_STREAMS": 2, "ENABLE_CPU_PINNING": False}
+    assert hint.endswith("THROUGHPUT")
+
+
 def test_nncf_quantize_tiny_model(ctx, tmp_path):
     """NNCF INT8 of the tiny model through the same helper the target uses, close to the reference."""
     import openvino as ov
@@ -142,3 +157,29 @@ def test_real_model_converts_and_verifies(real, key):
     with cls.from_store(real.store, real.config) as rt:
         out = rt.infer(to_tensor(prepared_images(real)[0], real.config.input, cls.input_layout, cls.input_dtype))
     assert out.shape[0] == 1 and out.shape[1] >= 1000
+
+
+@pytest.fixture(scope="module")
+def real_fp32(real):
+    target_module("openvino-fp32").run(real, force=False)
+    return real
+
+
+def test_real_depth_overhead_sweep_and_tune(real_fp32, monkeypatch):
+    """`modelport depth` on the real IR: the harness vs a bare loop of OpenVINO's own infer, a batch sweep
+    (sequential batch-1 requests: no batch twin) and a small tuning search over the descriptor's knobs."""
+    from modelport.bench import overhead, sweep, tuning
+
+    data = overhead.measure_overhead(real_fp32, "openvino-fp32", rounds=2, runs=3, warmup=1,
+                                     settings={"openvino.threads": 1})
+    assert data["settings"]["INFERENCE_NUM_THREADS"] == 1 and data["bare_mean_ms"] > 0
+    assert data["ratio_rounds"]["min"] <= data["ratio"] <= data["ratio_rounds"]["max"]
+    monkeypatch.setattr(sweep, "IMAGES_PER_POINT", 4)
+    s = sweep.sweep(real_fp32, "openvino-fp32", batches=[1, 4], threads=[1])
+    assert s["batch_support"] == "loop" and s["thread_setting"] == "openvino.threads"
+    assert [(p["batch"], p["mode"]) for p in s["points"]] == [(1, "loop"), (4, "loop")]
+    monkeypatch.setattr(tuning, "ROUNDS", {"search": (1, 2, 2), "final": (1, 2, 2)})
+    monkeypatch.setitem(tuning.SPACE, "openvino-fp32", {"openvino.threads": [1, 2], "openvino.num_streams": [1]})
+    entry = tuning.tune(real_fp32, "openvino-fp32")
+    assert set(entry["winner"]) == {"openvino.threads", "openvino.num_streams"} and len(entry["trials"]) == 5  # threads None (= [tflite] threads), 1, 2; streams None, 1
+    assert entry["agreement"]["cosine_min"] > 0.999  # the winner still meets the FP32 floor

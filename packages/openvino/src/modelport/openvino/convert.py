@@ -77,7 +77,7 @@ class Target:
         source = store.path(SOURCE)
         check_onnx(source)
         inputs = {"onnx": source, "reference": store.path("source/reference.npy")}
-        options = {"compress_to_fp16": False, "device": "CPU", "inference_precision": "f32"}
+        options = {"compress_to_fp16": False, "device": "CPU", "inference_precision": cfg.openvino.inference_precision}
         calib = None
         if self.kind == "int8":
             calib = ctx.calibration
