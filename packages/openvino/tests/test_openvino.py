@@ -183,3 +183,55 @@ def test_real_depth_overhead_sweep_and_tune(real_fp32, monkeypatch):
     entry = tuning.tune(real_fp32, "openvino-fp32")
     assert set(entry["winner"]) == {"openvino.threads", "openvino.num_streams"} and len(entry["trials"]) == 5  # threads None (= [tflite] threads), 1, 2; streams None, 1
     assert entry["agreement"]["cosine_min"] > 0.999  # the winner still meets the FP32 floor
+
+
+def test_real_int8_per_layer_analysis(real_fp32):
+    """`analyze openvino-int8` on the real model: registered through modelport.analyses, every ONNX layer matched."""
+    from modelport.common.layer_analysis import TARGETS
+    from modelport.convert.analyze import run, targets
+    from modelport.openvino.analyze import TARGET
+
+    assert "openvino-int8" in TARGETS and targets()["openvino-int8"] is TARGET
+    target_module("openvino-int8").run(real_fp32, force=False)
+    data = run(real_fp32, "openvino-int8")
+    assert data["backend"] == "openvino-int8" and data["images"] == [p.name for p in real_fp32.eval_images]
+    assert len(data["layers"]) == data["mapping"]["onnx_layers"] and not data["mapping"]["int8_only"]
+    first, last = data["layers"][0], data["layers"][-1]
+    assert first["sqnr_db_mean"] > last["sqnr_db_mean"]  # quantization noise accumulates through the network
+    assert min(r["own_sqnr_db"] for r in data["layers"]) < 40  # INT8 adds noise of its own somewhere
+
+
+def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(real_fp32, test_env, tmp_path):
+    """Floors the configured NNCF model misses: the search tries the other preset, then the analysis' worst
+    layers in NNCF's ignored_scope; the float layers really leave the IR's FakeQuantize ops."""
+    import shutil
+
+    from modelport.common.errors import AccuracyGateError
+    from modelport.common.recovery import record_path
+    from modelport.openvino.recover import OpenvinoBackend
+
+    shutil.copytree(real_fp32.store.path("source"), tmp_path / "source")
+    for rel in ("onnx/model.onnx", "openvino/model.xml", "openvino/model.bin"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        for f in (rel, f"{rel}.manifest.json"):
+            shutil.copyfile(real_fp32.store.path(f), tmp_path / f)
+    default = OpenvinoBackend(real_fp32, False).build("performance", [])
+    floor = round(default.agreement["cosine_min"] + 0.004, 4)
+    ctx = make_context(test_env | {"MODELPORT_ARTIFACTS": str(tmp_path)},
+                       overrides=[f"accuracy.int8_cosine_min={floor}", "quantization.recover_minutes=3",
+                                  "quantization.recover_max_float_layers=4", "quantization.recover_rounds=1",
+                                  "bench.runs=8"])
+    try:
+        target_module("openvino-int8").run(ctx, force=False)
+    except AccuracyGateError:
+        pass  # the best variant is below even these floors: the record still says what was tried
+    record = __import__("json").loads((tmp_path / record_path("openvino-int8")).read_text())
+    assert record["searched"] and record["default"] == "performance"
+    ids = [v["id"] for v in record["variants"]]
+    assert "mixed" in ids or any(v["float_layers"] for v in record["variants"])
+    floated = [v for v in record["variants"] if v["float_layers"]]
+    if floated:  # ignored_scope took effect: fewer FakeQuantize ops than the configured model
+        fq = lambda v: (tmp_path / v["files"]["model"]).read_text().count('type="FakeQuantize"')  # noqa: E731
+        assert fq(floated[0]) < fq(record["variants"][0])
+    kept = next(v for v in record["variants"] if v["id"] == record["kept"])
+    assert kept["passes"] == (not record["below_floors"])

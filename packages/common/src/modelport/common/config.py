@@ -206,8 +206,10 @@ class OpenvinoConfig(Section):
     performance_hint: Literal["latency", "throughput"] = "latency"  # PERFORMANCE_HINT
     num_streams: int | None = Field(None, ge=1)  # NUM_STREAMS; None: what the performance hint picks
     cpu_pinning: bool | None = None  # ENABLE_CPU_PINNING; None: the plugin's default
-    # NNCF layers kept in float (ignored_scope names: ONNX node names of onnx/model.onnx, as analysis/*.json
-    # lists them); the recovery search adds to these.
+    # NNCF INT8 (`convert openvino-int8`): the QuantizationPreset (mixed = asymmetric activations), and
+    # layers kept in float (ONNX layer names of onnx/model.onnx, as analysis/*.json lists them, or OpenVINO
+    # op names; they go to NNCF's ignored_scope). The recovery search tries the other preset and adds layers.
+    preset: Literal["performance", "mixed"] = "performance"
     float_layers: list[str] = []
 
 
