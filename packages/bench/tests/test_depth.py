@@ -258,7 +258,7 @@ def test_tuning_file_round_trips(tmp_path):
 @pytest.mark.slow
 def test_a_small_real_tune_and_bench_with_tuned_settings(ctx, monkeypatch, test_env):
     monkeypatch.setattr(tuning, "ROUNDS", {"search": (1, 2, 2), "final": (1, 2, 2)})
-    monkeypatch.setitem(tuning.SPACE, "onnxruntime", {"onnxruntime.intra_op_threads": [1, 2],
+    monkeypatch.setitem(tuning.SPACE, "onnx", {"onnxruntime.intra_op_threads": [1, 2],
                                                       "onnxruntime.graph_optimization_level": ["basic", "all"]})
     entry = tuning.tune(ctx, "onnx")
     assert set(entry["winner"]) == {"onnxruntime.intra_op_threads", "onnxruntime.graph_optimization_level"}
@@ -281,6 +281,19 @@ def test_a_small_real_tune_and_bench_with_tuned_settings(ctx, monkeypatch, test_
     assert result["settings"]["intra_op_threads"] == 1 and result["settings"]["graph_optimization_level"] == "extended"
     assert any("tuned settings" in n for n in result["notes"])
     ctx.store.path(tuning.TUNING_FILE).unlink()
+
+
+@pytest.mark.slow
+def test_every_tuning_knob_is_a_config_key_taking_each_of_its_values(ctx):
+    from modelport.common.backends import backends
+
+    assert set(tuning.SPACE) == {k for k, b in backends().items() if b.depth}  # a depth backend has knobs to tune
+    for key, space in tuning.SPACE.items():
+        assert tuning.THREADS[key] in space and space[tuning.THREADS[key]] == tuning.THREAD_COUNTS
+        assert set(backends()[key].numeric) <= set(space)
+        for knob, values in space.items():
+            for v in values:
+                assert tuning.current(tuning.config_with(ctx.config, {knob: v}), [knob]) == {knob: v}
 
 
 @pytest.mark.slow

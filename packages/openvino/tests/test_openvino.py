@@ -86,6 +86,21 @@ def test_fp32_matches_numpy_reference(ctx, tmp_path):
     assert settings["INFERENCE_PRECISION_HINT"] == "f32" and settings["INFERENCE_NUM_THREADS"] >= 1
 
 
+def test_config_knobs_reach_compile_model(ctx, tmp_path):
+    from modelport.bench.tuning import config_with
+
+    tiny_onnx(tmp_path / "tiny.onnx", ctx.config.input.shape("NCHW"), np.random.default_rng(3))
+    xml, bin_ = save_ir(tmp_path / "tiny.onnx", tmp_path / "model.xml")
+    # 2 threads: the plugin caps the streams at the thread count
+    cfg = config_with(ctx.config, {"openvino.threads": 2, "openvino.performance_hint": "throughput",
+                                   "openvino.num_streams": 2, "openvino.cpu_pinning": False})
+    with OpenvinoFp32Runtime(cfg, {"model": xml, "weights": bin_}) as rt:
+        got = {k: rt.compiled.get_property(k) for k in ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "ENABLE_CPU_PINNING")}
+        hint = str(rt.compiled.get_property("PERFORMANCE_HINT"))
+    assert got == {"INFERENCE_NUM_THREADS": 2, "NUM_STREAMS": 2, "ENABLE_CPU_PINNING": False}
+    assert hint.endswith("THROUGHPUT")
+
+
 def test_nncf_quantize_tiny_model(ctx, tmp_path):
     """NNCF INT8 of the tiny model through the same helper the target uses, close to the reference."""
     import openvino as ov
@@ -143,3 +158,81 @@ def test_real_model_converts_and_verifies(real, key):
     with cls.from_store(real.store, real.config) as rt:
         out = rt.infer(to_tensor(prepared_images(real)[0], real.config.input, cls.input_layout, cls.input_dtype))
     assert out.shape[0] == 1 and out.shape[1] >= 1000
+
+
+@pytest.fixture(scope="module")
+def real_fp32(real):
+    target_module("openvino-fp32").run(real, force=False)
+    return real
+
+
+def test_real_depth_overhead_sweep_and_tune(real_fp32, monkeypatch):
+    """`modelport depth` on the real IR: the harness vs a bare loop of OpenVINO's own infer, a batch sweep
+    (sequential batch-1 requests: no batch twin) and a small tuning search over the descriptor's knobs."""
+    from modelport.bench import overhead, sweep, tuning
+
+    data = overhead.measure_overhead(real_fp32, "openvino-fp32", rounds=2, runs=3, warmup=1,
+                                     settings={"openvino.threads": 1})
+    assert data["settings"]["INFERENCE_NUM_THREADS"] == 1 and data["bare_mean_ms"] > 0
+    assert data["ratio_rounds"]["min"] <= data["ratio"] <= data["ratio_rounds"]["max"]
+    monkeypatch.setattr(sweep, "IMAGES_PER_POINT", 4)
+    s = sweep.sweep(real_fp32, "openvino-fp32", batches=[1, 4], threads=[1])
+    assert s["batch_support"] == "loop" and s["thread_setting"] == "openvino.threads"
+    assert [(p["batch"], p["mode"]) for p in s["points"]] == [(1, "loop"), (4, "loop")]
+    monkeypatch.setattr(tuning, "ROUNDS", {"search": (1, 2, 2), "final": (1, 2, 2)})
+    monkeypatch.setitem(tuning.SPACE, "openvino-fp32", {"openvino.threads": [1, 2], "openvino.num_streams": [1]})
+    entry = tuning.tune(real_fp32, "openvino-fp32")
+    assert set(entry["winner"]) == {"openvino.threads", "openvino.num_streams"} and len(entry["trials"]) == 5  # threads None (= [tflite] threads), 1, 2; streams None, 1
+    assert entry["agreement"]["cosine_min"] > 0.999  # the winner still meets the FP32 floor
+
+
+def test_real_int8_per_layer_analysis(real_fp32):
+    """`analyze openvino-int8` on the real model: registered through modelport.analyses, every ONNX layer matched."""
+    from modelport.common.layer_analysis import TARGETS
+    from modelport.convert.analyze import run, targets
+    from modelport.openvino.analyze import TARGET
+
+    assert "openvino-int8" in TARGETS and targets()["openvino-int8"] is TARGET
+    target_module("openvino-int8").run(real_fp32, force=False)
+    data = run(real_fp32, "openvino-int8")
+    assert data["backend"] == "openvino-int8" and data["images"] == [p.name for p in real_fp32.eval_images]
+    assert len(data["layers"]) == data["mapping"]["onnx_layers"] and not data["mapping"]["int8_only"]
+    first, last = data["layers"][0], data["layers"][-1]
+    assert first["sqnr_db_mean"] > last["sqnr_db_mean"]  # quantization noise accumulates through the network
+    assert min(r["own_sqnr_db"] for r in data["layers"]) < 40  # INT8 adds noise of its own somewhere
+
+
+def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(real_fp32, test_env, tmp_path):
+    """Floors the configured NNCF model misses: the search tries the other preset, then the analysis' worst
+    layers in NNCF's ignored_scope; the float layers really leave the IR's FakeQuantize ops."""
+    import shutil
+
+    from modelport.common.errors import AccuracyGateError
+    from modelport.common.recovery import record_path
+    from modelport.openvino.recover import OpenvinoBackend
+
+    shutil.copytree(real_fp32.store.path("source"), tmp_path / "source")
+    for rel in ("onnx/model.onnx", "openvino/model.xml", "openvino/model.bin"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        for f in (rel, f"{rel}.manifest.json"):
+            shutil.copyfile(real_fp32.store.path(f), tmp_path / f)
+    default = OpenvinoBackend(real_fp32, False).build("performance", [])
+    floor = round(default.agreement["cosine_min"] + 0.004, 4)
+    ctx = make_context(test_env | {"MODELPORT_ARTIFACTS": str(tmp_path)},
+                       overrides=[f"accuracy.int8_cosine_min={floor}", "quantization.recover_minutes=3",
+                                  "quantization.recover_max_float_layers=4", "quantization.recover_rounds=1",
+                                  "bench.runs=8"])
+    try:
+        target_module("openvino-int8").run(ctx, force=False)
+    except AccuracyGateError:
+        pass  # the best variant is below even these floors: the record still says what was tried
+    record = __import__("json").loads((tmp_path / record_path("openvino-int8")).read_text())
+    assert record["searched"] and record["default"] == "performance"
+    ids = [v["id"] for v in record["variants"]]
+    assert "mixed" in ids or any(v["float_layers"] for v in record["variants"])
+    floated = [v for v in record["variants"] if v["float_layers"]]
+    if floated:  # ignored_scope took effect: fewer FakeQuantize ops than the configured model
+        fq = lambda v: (tmp_path / v["files"]["model"]).read_text().count('type="FakeQuantize"')  # noqa: E731
+        assert fq(floated[0]) < fq(record["variants"][0])
+    kept = next(v for v in record["variants"] if v["id"] == record["kept"])
+    assert kept["passes"] == (not record["below_floors"])

@@ -58,7 +58,7 @@ def sweep(ctx: StepContext, key: str, batches=BATCHES, threads=THREAD_COUNTS, se
     are timed in alternating rounds, so a burst of background load hits them alike.
     """
     cls = batch_class(key)
-    thread_key = THREADS[cls.backend]
+    thread_key = THREADS[key]
     base = config_with(ctx.config, settings or {})
     started, load_before, points = time.monotonic(), load_average(), []
     runtimes = {t: cls.from_store(ctx.store, config_with(base, {thread_key: t})) for t in threads}

@@ -1,7 +1,8 @@
 """`modelport depth tune`: each runtime's best settings on this machine, by a small bounded search.
 
-- The search space is the backend's own knobs as config keys (SPACE): thread counts up to
-  this machine's cores, and the options the toolchain documents as speed trade-offs.
+- The search space is the backend's own knobs as config keys (SPACE, from the descriptors'
+  ``tuning``): thread counts up to this machine's cores, and the options the toolchain
+  documents as speed trade-offs.
 - Coordinate descent from the configured ("default") settings: one knob at a time, every
   value of it timed in interleaved rounds (so background load hits all candidates alike),
   a value replaces the current one only if it is clearly faster (MIN_GAIN on the median and
@@ -28,6 +29,8 @@ from rich.markup import escape
 
 from modelport.common.agreement import Kind, compare, gate_failures, gate_kind
 from modelport.common.artifacts import ArtifactStore, write_atomic
+from modelport.common.backends import THREADS as THREADS_VALUES
+from modelport.common.backends import Backend, backends
 from modelport.common.config import Config
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError
@@ -47,31 +50,18 @@ TUNING_SCHEMA = "modelport.tuning/1"
 CORES = os.cpu_count() or 1
 THREAD_COUNTS = sorted({1, 2, CORES} & set(range(1, CORES + 1)))
 
-# Which config key sets a backend's thread count (the thread sweep uses it too).
-THREADS = {"tflite": "tflite.threads", "onnxruntime": "onnxruntime.intra_op_threads", "ncnn": "ncnn.threads"}
 
-# Knobs in the order they are tried. ncnn's lightmode is not here: it frees intermediate blobs
-# early (memory, not speed) and modelport does not expose it as a setting.
-SPACE: dict[str, dict[str, list]] = {
-    "tflite": {"tflite.threads": THREAD_COUNTS, "tflite.xnnpack": [True, False]},
-    "onnxruntime": {
-        "onnxruntime.intra_op_threads": THREAD_COUNTS,
-        "onnxruntime.graph_optimization_level": ["basic", "extended", "all"],
-        "onnxruntime.execution_mode": ["sequential", "parallel"],
-        "onnxruntime.inter_op_threads": THREAD_COUNTS,
-    },
-    "ncnn": {
-        "ncnn.threads": THREAD_COUNTS,
-        "ncnn.packing_layout": [True, False],
-        "ncnn.winograd": [True, False],
-        "ncnn.sgemm": [True, False],
-        "ncnn.fp16_storage": [False, True],
-        "ncnn.fp16_packed": [False, True],
-        "ncnn.fp16_arithmetic": [False, True],
-    },
-}
-# Knobs that can change the outputs: a value other than the default must pass the accuracy floor.
-NUMERIC = {"ncnn.fp16_storage", "ncnn.fp16_packed", "ncnn.fp16_arithmetic", "onnxruntime.graph_optimization_level"}
+def space_of(b: Backend) -> dict[str, list]:
+    """A descriptor's tuning knobs with THREADS resolved to this machine's thread counts."""
+    return {knob: THREAD_COUNTS if values == THREADS_VALUES else list(values) for knob, values in b.tuning.items()}
+
+
+# Per backend key, from the descriptors: the knobs in the order they are tried, the one that sets the
+# thread count (the thread sweep uses it too), and those that can change the outputs (a value other
+# than the default must pass the accuracy floor).
+SPACE: dict[str, dict[str, list]] = {k: space_of(b) for k, b in backends().items() if b.depth and b.tuning}
+THREADS: dict[str, str] = {k: b.thread_knob for k, b in backends().items() if b.thread_knob}
+NUMERIC: set[str] = {knob for b in backends().values() for knob in b.numeric}
 ROUNDS = {"search": (5, 6, 8), "final": (10, 10, 20)}  # warm-up calls, rounds, runs per round
 # A value replaces the current one only if its median is this much lower: on a shared 2-core machine
 # 1-2% differences are noise, and a "tuned" setting that only won a coin toss is worse than the default.
@@ -159,7 +149,7 @@ def passes_floor(ctx: StepContext, rt: Runtime, reference: np.ndarray | None) ->
 def tune(ctx: StepContext, key: str) -> dict:
     """Search ``key``'s SPACE on this machine; returns its tuning.json entry (not yet written)."""
     cls = runtime_class(key)
-    space = SPACE[cls.backend]
+    space = SPACE[key]
     cfg = ctx.config
     spec = cfg.input
     tensor = to_tensor(prepared_images(ctx)[headline_index(ctx)], spec, *cls.tensor_format(cfg))

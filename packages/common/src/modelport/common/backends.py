@@ -3,7 +3,8 @@
 A backend is a row of the report: a key (results/<key>.json and the CLI name), the env
 whose toolchain runs it, its precision (which accuracy floors apply), where it sorts,
 its FP32 twin if it is INT8, the runtime class that runs it and the conversion target
-that makes it (``"module:Name"`` strings, imported only when used).
+that makes it (``"module:Name"`` strings, imported only when used), and the knobs
+`modelport depth tune` searches (config keys -> the values to try).
 
 The built-in backends are the table below. A package adds its own through the
 ``modelport.backends`` entry-point group (a list of Backend), the way it adds CLI
@@ -12,12 +13,16 @@ commands through ``modelport.commands``: a new toolchain is its own package plus
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Literal
 
 Floors = Literal["float", "int8"]
+# A tuning knob's values: 1, 2 and this machine's core count (resolved where the search runs).
+# The first knob with these values is the backend's thread count, which the depth sweeps vary too.
+THREADS = "threads"
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,13 @@ class Backend:
     needs: str | None = None  # "gpu" / "board": hardware this machine may lack (then a skipped row, with its reason)
     source: bool = False  # the source model's own runtime: the reference row
     default_row: bool = True  # made by its env's default steps (`nox -s convert bench rknn`): CI expects it
+    # `depth tune`'s search space: config key -> values (or THREADS), in the order the knobs are tried
+    tuning: Mapping[str, tuple | str] = field(default_factory=dict, hash=False)
+    numeric: tuple[str, ...] = ()  # knobs whose non-default values can change the outputs: kept only above the floors
+
+    @property
+    def thread_knob(self) -> str | None:
+        return next((k for k, v in self.tuning.items() if v == THREADS), None)
 
     @property
     def floors(self) -> Floors:
@@ -42,23 +54,35 @@ class Backend:
 
 
 _B, _R = "modelport.bench.runtimes", "modelport.convert"
+_TFLITE = {"tflite.threads": THREADS, "tflite.xnnpack": (True, False)}
+_ORT = {"onnxruntime.intra_op_threads": THREADS, "onnxruntime.graph_optimization_level": ("basic", "extended", "all"),
+        "onnxruntime.execution_mode": ("sequential", "parallel"), "onnxruntime.inter_op_threads": THREADS}
+# ncnn's lightmode is not here: it frees intermediate blobs early (memory, not speed) and modelport
+# does not expose it as a setting.
+_NCNN = {"ncnn.threads": THREADS, "ncnn.packing_layout": (True, False), "ncnn.winograd": (True, False),
+         "ncnn.sgemm": (True, False), "ncnn.fp16_storage": (False, True), "ncnn.fp16_packed": (False, True),
+         "ncnn.fp16_arithmetic": (False, True)}
+_ORT_NUMERIC = ("onnxruntime.graph_optimization_level",)
+_NCNN_NUMERIC = ("ncnn.fp16_storage", "ncnn.fp16_packed", "ncnn.fp16_arithmetic")
 BUILTIN: tuple[Backend, ...] = (
     Backend("tflite", "TFLite FP32", "tf-onnx", "fp32", 0, f"{_B}.tflite:TfliteRuntime", source=True,
-            batch_twin=f"{_B}.tflite:TfliteDynamicRuntime", depth=True),
+            batch_twin=f"{_B}.tflite:TfliteDynamicRuntime", depth=True, tuning=_TFLITE),
     Backend("onnx-source", "ONNX FP32 (source)", "tf-onnx", "fp32", 1, f"{_B}.onnxruntime:OnnxSourceRuntime", source=True),
     Backend("onnx", "ONNX FP32", "tf-onnx", "fp32", 10, f"{_B}.onnxruntime:OnnxFp32Runtime", f"{_R}.tflite_onnx",
-            batch_twin=f"{_B}.onnxruntime:OnnxFp32DynamicRuntime", depth=True),
+            batch_twin=f"{_B}.onnxruntime:OnnxFp32DynamicRuntime", depth=True, tuning=_ORT, numeric=_ORT_NUMERIC),
     Backend("onnx-int8", "ONNX INT8", "tf-onnx", "int8", 11, f"{_B}.onnxruntime:OnnxInt8Runtime", f"{_R}.onnx_int8:ORT",
-            fp32_twin="onnx", batch_twin=f"{_B}.onnxruntime:OnnxInt8DynamicRuntime", depth=True),
+            fp32_twin="onnx", batch_twin=f"{_B}.onnxruntime:OnnxInt8DynamicRuntime", depth=True, tuning=_ORT,
+            numeric=_ORT_NUMERIC),
     Backend("tensorrt-fp32", "TensorRT FP32", "tensorrt", "fp32", 20, f"{_B}.tensorrt:TensorrtFp32Runtime",
             f"{_R}.tensorrt:FP32", needs="gpu"),
     Backend("tensorrt-fp16", "TensorRT FP16", "tensorrt", "fp16", 21, f"{_B}.tensorrt:TensorrtFp16Runtime",
             f"{_R}.tensorrt:FP16", needs="gpu"),
     Backend("tensorrt-int8", "TensorRT INT8", "tensorrt", "int8", 22, f"{_B}.tensorrt:TensorrtInt8Runtime",
             f"{_R}.tensorrt:INT8", fp32_twin="tensorrt-fp32", needs="gpu"),
-    Backend("ncnn", "NCNN FP32", "ncnn", "fp32", 30, f"{_B}.ncnn:NcnnRuntime", f"{_R}.ncnn", depth=True),
+    Backend("ncnn", "NCNN FP32", "ncnn", "fp32", 30, f"{_B}.ncnn:NcnnRuntime", f"{_R}.ncnn", depth=True, tuning=_NCNN,
+            numeric=_NCNN_NUMERIC),
     Backend("ncnn-int8", "NCNN INT8", "ncnn", "int8", 31, f"{_B}.ncnn:NcnnInt8Runtime", f"{_R}.ncnn_int8",
-            fp32_twin="ncnn", depth=True),
+            fp32_twin="ncnn", depth=True, tuning=_NCNN, numeric=_NCNN_NUMERIC),
     # RKNN rows are written by `rknn all` (simulator, board), not by `bench`: no runtime here.
     Backend("rknn-int8", "RKNN INT8 (simulator)", "rknn", "int8", 40),
     Backend("rknn-fp16", "RKNN FP16 (simulator)", "rknn", "fp16", 41, default_row=False),

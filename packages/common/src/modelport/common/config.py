@@ -196,6 +196,23 @@ class TensorrtConfig(Section):
     max_batch: int = Field(1, ge=1)  # optimisation profile max, used only if the ONNX batch is dynamic
 
 
+class OpenvinoConfig(Section):
+    """The OpenVINO CPU runtime (envs/openvino): the compile_model properties of both IRs, and NNCF INT8."""
+
+    threads: int | None = Field(None, ge=1)  # INFERENCE_NUM_THREADS; None: [tflite] threads (rows compare at one count)
+    # INFERENCE_PRECISION_HINT. On Xeons with AMX the CPU plugin's own default is bf16 (cosine min 0.9986
+    # vs the reference, under the FP32 floor); f32 gives 1.0000, and the layers NNCF leaves in float run in f32.
+    inference_precision: Literal["f32", "bf16", "f16"] = "f32"
+    performance_hint: Literal["latency", "throughput"] = "latency"  # PERFORMANCE_HINT
+    num_streams: int | None = Field(None, ge=1)  # NUM_STREAMS; None: what the performance hint picks
+    cpu_pinning: bool | None = None  # ENABLE_CPU_PINNING; None: the plugin's default
+    # NNCF INT8 (`convert openvino-int8`): the QuantizationPreset (mixed = asymmetric activations), and
+    # layers kept in float (ONNX layer names of onnx/model.onnx, as analysis/*.json lists them, or OpenVINO
+    # op names; they go to NNCF's ignored_scope). The recovery search tries the other preset and adds layers.
+    preset: Literal["performance", "mixed"] = "performance"
+    float_layers: list[str] = []
+
+
 class Config(Section):
     model: ModelConfig = ModelConfig()
     input: InputSpec = InputSpec()
@@ -209,6 +226,7 @@ class Config(Section):
     ncnn: NcnnConfig = NcnnConfig()
     rknn: RknnConfig = RknnConfig()
     tensorrt: TensorrtConfig = TensorrtConfig()
+    openvino: OpenvinoConfig = OpenvinoConfig()
 
     _source: Path | None = PrivateAttr(None)
     _contract: Contract | None = PrivateAttr(None)

@@ -1,7 +1,8 @@
 """`convert openvino-fp32` / `openvino-int8`: the pipeline's ONNX model as OpenVINO IR.
 
 FP32: ``ov.convert_model`` of onnx/model.onnx, saved with ``compress_to_fp16=False`` (fp32 weights).
-INT8: NNCF post-training quantization of that model over the common calibration set.
+INT8: NNCF post-training quantization of that model over the common calibration set, through
+the recovery search (recover.py) when it misses the [accuracy] floors.
 Each is verified against the reference through the runtime that benches it.
 """
 
@@ -48,13 +49,75 @@ def save(model, job, xml: str, bin_: str) -> None:
     shutil.move(out.with_suffix(".bin"), job.tmp(bin_))
 
 
-def nncf_quantize(model, calibration):
-    """NNCF post-training INT8 over the calibration tensors (NCHW float32, batch 1)."""
+PRESETS = ("performance", "mixed")  # NNCF's: symmetric activations, or asymmetric (ReLU6 outputs are one-sided)
+
+
+def ov_ops(model, source, layers: list[str]) -> list[str]:
+    """ONNX layer names (analysis/*.json) -> the friendly names of the OpenVINO ops ``convert_model`` made
+    of their nodes (a Conv node becomes ``<name>/WithoutBiases`` + ``<name>``); other names pass as they are."""
+    if not layers:
+        return []
+    from modelport.common import onnx_layers
+
+    graph = onnx_layers.load(source)
+    names = [op.get_friendly_name() for op in model.get_ordered_ops()]
+    out = []
+    for layer in layers:
+        la = graph.by_node(layer)
+        nodes = la.nodes if la is not None else [layer]
+        out += [n for n in names if any(n == node or n.startswith(node + "/") for node in nodes)] or [layer]
+    return list(dict.fromkeys(out))
+
+
+def nncf_quantize(model, calibration, preset: str = "performance", ignored: list[str] = ()):
+    """NNCF post-training INT8 over the calibration tensors (NCHW float32, batch 1); ``ignored``: op names kept in float."""
     import nncf
 
     tensors = list(calibration.tensors("NCHW", "float32"))
-    return nncf.quantize(model, nncf.Dataset(tensors), preset=nncf.QuantizationPreset.PERFORMANCE,
-                         subset_size=len(tensors))
+    scope = nncf.IgnoredScope(names=list(ignored), validate=False) if ignored else None
+    return nncf.quantize(model, nncf.Dataset(tensors), preset=nncf.QuantizationPreset(preset),
+                         subset_size=len(tensors), **({"ignored_scope": scope} if scope else {}))
+
+
+def build(ctx: StepContext, force: bool, runtime, xml: str, bin_: str, preset: str | None = None,
+          float_layers: list[str] | None = None, gate: bool = True):
+    """One IR: FP32 (``preset`` None) or NNCF INT8 with ``preset`` and ``float_layers`` (ONNX layer names)
+    kept in float; verified through ``runtime`` (with ``gate``, held to the floors)."""
+    reason = unavailable_reason(preset is not None)
+    if reason:
+        raise ToolchainMissing(reason)
+    cfg, store = ctx.config, ctx.store
+    source = store.path(SOURCE)
+    check_onnx(source)
+    inputs = {"onnx": source, "reference": store.path("source/reference.npy")}
+    options = {"compress_to_fp16": False, "device": "CPU", "inference_precision": cfg.openvino.inference_precision}
+    calib = None
+    if preset is not None:
+        calib = ctx.calibration
+        calib.validate()  # every calibration image decodes before anything is written
+        inputs |= {f"calibration:{p.name}": p for p in calib.paths}
+        options |= {"preset": preset, "subset_size": len(calib), "calibration_images": len(calib),
+                    "float_layers": list(float_layers or [])}
+    outputs = [store.path(xml), store.path(bin_)]
+    with store.produce([xml, bin_], inputs=inputs, tool="nncf" if calib else "openvino",
+                       tool_version=tool_version(calib is not None), options=options, force=force) as job:
+        if job.cached:
+            return outputs
+        model = read_onnx(source)
+        if calib is not None:
+            ignored = ov_ops(model, source, list(float_layers or []))
+            step(f"nncf.quantize {SOURCE} -> {xml}: INT8, {preset} preset, {len(calib)} calibration images"
+                 + (f", {len(float_layers)} layers ({len(ignored)} ops) in float" if float_layers else ""))
+            with activity(f"NNCF calibration + quantization on {len(calib)} images"):
+                model = nncf_quantize(model, calib, preset, ignored)
+        else:
+            step(f"ov.convert_model {SOURCE} -> {xml} (fp32 weights)")
+        save(model, job, xml, bin_)
+        rt = runtime(cfg, {"model": job.tmp(xml), "weights": job.tmp(bin_)})
+        agreement = verify(ctx, rt, "float" if calib is None else "int8", store.path(xml), gate=gate)
+        job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
+                   **({"calibration": calib.signature()} if calib is not None else {}))
+    return outputs
 
 
 class Target:
@@ -71,38 +134,14 @@ class Target:
         return tool_version(self.kind == "int8")
 
     def run(self, ctx: StepContext, force: bool):
+        if self.kind == "float":
+            return build(ctx, force, self.runtime, self.xml, self.bin)
         reason = self.unavailable_reason()
         if reason:
             raise ToolchainMissing(reason)
-        cfg, store = ctx.config, ctx.store
-        source = store.path(SOURCE)
-        check_onnx(source)
-        inputs = {"onnx": source, "reference": store.path("source/reference.npy")}
-        options = {"compress_to_fp16": False, "device": "CPU", "inference_precision": "f32"}
-        calib = None
-        if self.kind == "int8":
-            calib = ctx.calibration
-            calib.validate()  # every calibration image decodes before anything is written
-            inputs |= {f"calibration:{p.name}": p for p in calib.paths}
-            options |= {"preset": "performance", "subset_size": len(calib), "calibration_images": len(calib)}
-        outputs = [store.path(self.xml), store.path(self.bin)]
-        with store.produce([self.xml, self.bin], inputs=inputs, tool="nncf" if calib else "openvino",
-                           tool_version=self.tool_version(), options=options, force=force) as job:
-            if job.cached:
-                return outputs
-            model = read_onnx(source)
-            if calib is not None:
-                step(f"nncf.quantize {SOURCE} -> {self.xml}: INT8, performance preset, {len(calib)} calibration images")
-                with activity(f"NNCF calibration + quantization on {len(calib)} images"):
-                    model = nncf_quantize(model, calib)
-            else:
-                step(f"ov.convert_model {SOURCE} -> {self.xml} (fp32 weights)")
-            save(model, job, self.xml, self.bin)
-            runtime = self.runtime(cfg, {"model": job.tmp(self.xml), "weights": job.tmp(self.bin)})
-            agreement = verify(ctx, runtime, self.kind, store.path(self.xml))
-            job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
-                       **({"calibration": calib.signature()} if calib is not None else {}))
-        return outputs
+        from .recover import recover
+
+        return recover(ctx, force)
 
 
 FP32 = Target(OpenvinoFp32Runtime, "float")

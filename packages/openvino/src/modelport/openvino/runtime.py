@@ -1,26 +1,22 @@
 """OpenVINO CPU runtimes for the IR that `convert openvino-fp32` / `openvino-int8` write.
 
-Compiled with INFERENCE_PRECISION_HINT=f32: on Xeons with AMX the CPU plugin's default is
-bf16 (cosine min 0.9986 vs the reference); f32 gives 1.0000. The INT8 model is compiled with the
-same hint, so the layers NNCF left in float run in f32 rather than bf16.
+compile_model's properties come from [openvino]: INFERENCE_PRECISION_HINT f32 by default (on
+Xeons with AMX the CPU plugin's own default is bf16: cosine min 0.9986 vs the reference, f32
+gives 1.0000; the INT8 model gets the same hint, so the layers NNCF left in float run in f32).
+No batch twin: the IR of a tflite2onnx model bakes batch 1 into its Reshape constants, so
+reshaping it fails; the depth sweeps run N sequential batch-1 requests and say so (mode loop).
 """
 
 from __future__ import annotations
-
-import os
 
 from modelport.bench.runtime import Runtime
 from modelport.common.errors import InputError
 
 
 def threads(config) -> int:
-    """[openvino] threads when the config has such a section, else [tflite] threads (the reference
-    runtime's, so the rows compare at one thread count), else the number of cores."""
-    for section in ("openvino", "tflite"):
-        n = getattr(getattr(config, section, None), "threads", None)
-        if isinstance(n, int) and n > 0:
-            return n
-    return os.cpu_count() or 1
+    """[openvino] threads when set, else [tflite] threads (the reference runtime's, so the rows
+    compare at one thread count)."""
+    return config.openvino.threads or config.tflite.threads
 
 
 class OpenvinoRuntime(Runtime):
@@ -35,8 +31,14 @@ class OpenvinoRuntime(Runtime):
         return version("openvino")
 
     def properties(self) -> dict:
-        return {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads(self.config),
-                "PERFORMANCE_HINT": "LATENCY"}
+        c = self.config.openvino
+        props = {"INFERENCE_PRECISION_HINT": c.inference_precision, "INFERENCE_NUM_THREADS": threads(self.config),
+                 "PERFORMANCE_HINT": c.performance_hint.upper()}
+        if c.num_streams is not None:
+            props["NUM_STREAMS"] = c.num_streams
+        if c.cpu_pinning is not None:
+            props["ENABLE_CPU_PINNING"] = c.cpu_pinning
+        return props
 
     def settings(self):
         return {"device": "CPU"} | self.properties()

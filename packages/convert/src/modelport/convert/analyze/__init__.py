@@ -1,7 +1,8 @@
 """Per-layer error of each INT8 model against its FP32 twin -> ``analysis/<backend>.json`` (see common/layer_analysis.py).
 
 One target per INT8 backend this package's envs run; ``rknn-int8`` is analysed by the rknn
-package (its env has rknn-toolkit2), under the same command name.
+package (its env has rknn-toolkit2), under the same command name. Other packages add theirs
+through the ``modelport.analyses`` entry-point group (see ``targets()``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import importlib.util
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
+from functools import cache
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
 
 from modelport.common import layer_analysis
@@ -65,11 +67,22 @@ TARGETS = {
 }
 
 
+@cache
+def targets() -> dict[str, Target]:
+    """The built-in targets plus those installed packages register (entry-point group ``modelport.analyses``)."""
+    found = dict(TARGETS)
+    for ep in entry_points(group=layer_analysis.ANALYSES_GROUP):
+        if ep.name in found:
+            raise RuntimeError(f"analysis target {ep.name} registered twice")
+        found[ep.name] = ep.load()
+    return found
+
+
 def run(ctx: StepContext, key: str, files: dict[str, Path] | None = None, out: str | None = None,
         force: bool = False) -> dict:
     """Analyse ``files`` (default: the backend's INT8 model) into ``out`` (default ``analysis/<key>.json``), cached
     by manifest on both models, the eval images and the preprocessing."""
-    target = TARGETS[key]
+    target = targets()[key]
     reason = target.unavailable_reason()
     if reason:
         raise ToolchainMissing(f"{key}: {reason}")

@@ -17,18 +17,21 @@ from modelport.common.log import failed, skip, step
 def analyze(ctx: StepContext, targets, force):
     """Per-layer cosine and SQNR of each INT8 model against its FP32 twin -> analysis/<target>.json.
 
-    TARGET: onnx-int8, ncnn-int8, tensorrt-int8 here; rknn-int8 in the rknn env. Layers are named
+    TARGET: onnx-int8, ncnn-int8, tensorrt-int8 here (and those installed packages add, e.g.
+    openvino-int8 in the openvino env); rknn-int8 in the rknn env. Layers are named
     by onnx/model.onnx, so one layer lines up across backends; `modelport report` charts them.
     A target this env cannot run is skipped with the reason.
     """
-    from . import TARGETS as HERE
     from . import run
+    from . import targets as registered
+
+    here = registered()
 
     errors = []
     with ctx.store.lock():
         for key in dict.fromkeys(targets):
             step(f"analyze {key}")
-            if key not in HERE:
+            if key not in here:
                 skip(f"{key}: analysed in the rknn env (`nox -s analyze` runs every env's part)")
                 continue
             try:

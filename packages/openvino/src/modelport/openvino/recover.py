@@ -1,0 +1,56 @@
+"""OpenVINO INT8 recovery knobs: NNCF's quantization presets and layers in its ``ignored_scope`` (common/recovery.py searches)."""
+
+from __future__ import annotations
+
+from modelport.common import recovery
+from modelport.common.context import StepContext
+from modelport.common.recovery import Variant, variant_id
+from modelport.common.reference import REFERENCE
+from modelport.convert.recover import runtime_timers, worst_analysed
+
+from .convert import PRESETS, SOURCE, build, tool_version
+from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
+
+OUTPUTS = dict(OpenvinoInt8Runtime.artifacts)  # role -> the INT8 IR bench and analyze read
+
+
+class OpenvinoBackend:
+    key, display = "openvino-int8", "OpenVINO INT8"
+
+    def __init__(self, ctx: StepContext, force: bool):
+        self.ctx, self.force = ctx, force
+        c = ctx.config.openvino
+        self.methods = [c.preset, *(p for p in PRESETS if p != c.preset)]
+        self.float_layers = list(c.float_layers)
+
+    def build(self, method: str, float_layers: list[str]) -> Variant:
+        vid = variant_id(method, float_layers)
+        files = {"model": f"openvino/variants/int8-{vid}.xml", "weights": f"openvino/variants/int8-{vid}.bin"}
+        build(self.ctx, self.force, OpenvinoInt8Runtime, files["model"], files["weights"], method, float_layers, gate=False)
+        store = self.ctx.store
+        manifest = store.read_manifest(files["model"]) or {}
+        return Variant(vid, method, float_layers, files, recovery.brief(manifest.get("extra", {}).get("agreement")),
+                       size_bytes=sum(store.path(f).stat().st_size for f in files.values()),
+                       build_seconds=manifest.get("seconds"))
+
+    def worst_layers(self, variant: Variant, n: int) -> list[str]:
+        return worst_analysed(self.ctx, self.key, variant.files, variant.id, n)
+
+    def timers(self, variants: list[Variant]):
+        cfg, store = self.ctx.config, self.ctx.store
+        runtimes = {v.id: OpenvinoInt8Runtime(cfg, {r: store.path(f) for r, f in v.files.items()}) for v in variants}
+        return runtime_timers(self.ctx, {**runtimes, "fp32": OpenvinoFp32Runtime.from_store(store, cfg)})
+
+
+def recover(ctx: StepContext, force: bool):
+    """openvino/model.int8.xml/.bin = the configured NNCF model, or the variant the search kept."""
+    store, calib = ctx.store, ctx.calibration
+    calib.validate()
+    c = ctx.config.openvino
+    inputs = {"onnx": store.path(SOURCE), "reference": store.path(REFERENCE),
+              **{f"calibration:{p.name}": p for p in calib.paths}, **{f"image:{p.name}": p for p in ctx.eval_images}}
+    options = {"preset": c.preset, "float_layers": c.float_layers, "inference_precision": c.inference_precision,
+               "input": ctx.config.input.signature, "calibration_images": len(calib)}
+    recovery.produce(ctx, OpenvinoBackend(ctx, force), OUTPUTS, inputs=inputs, tool_version=tool_version(True),
+                     options=options, force=force)
+    return [store.path(rel) for rel in OUTPUTS.values()]
