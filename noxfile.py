@@ -15,7 +15,6 @@ and call the `modelport` CLI; what each env runs is the same list compose.yaml u
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -25,18 +24,10 @@ from pathlib import Path
 import nox
 
 ROOT = Path(__file__).parent.resolve()
+# nox's interpreter has no modelport installed; modelport.common.envs needs only the standard library.
+sys.path.insert(0, str(ROOT / "packages" / "common" / "src"))
+from modelport.common import envs  # noqa: E402
 
-
-def _load_envs_module():
-    """modelport.common.envs, loaded by path: nox's interpreter has no modelport installed (stdlib-only module)."""
-    spec = importlib.util.spec_from_file_location("modelport_envs", ROOT / "packages/common/src/modelport/common/envs.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-envs = _load_envs_module()
 try:
     TABLE = envs.load(ROOT)  # envs/<env>/env.toml: packages, steps, tests, image, needs of each env
 except envs.TableError as e:

@@ -1,8 +1,7 @@
 """The env table (envs/<env>/env.toml) and the virtualenvs built from it.
 
-Standard library only, no relative imports: noxfile.py and .ci/ load this file by path
-(nox's interpreter and CI's bare python3.11 have no modelport installed), and
-modelport.common.in_docker imports it as a module. Nothing here runs pip: `plan()`
+Standard library only: noxfile.py and .ci/ import it with packages/common/src on
+sys.path (nox's interpreter and CI's bare python3.11 have no modelport installed). Nothing here runs pip: `plan()`
 says whether a venv can be reused and which commands would (re)build it, the caller
 runs them.
 
@@ -16,7 +15,7 @@ An env.toml holds what one env is:
     needs = "gpu"                    # optional: hardware without which the toolchain cannot be installed
     without_toolchain = [...]        # with needs: pins installed instead of the toolchain when it is missing
     report = true                    # optional, exactly one env: runs report / init / bundle export
-    requirements = [...]             # optional; default: every envs/<env>/requirements*.txt, sorted
+    requirements = ["requirements.txt"]  # envs/<env>/ files, in install order (its Dockerfile's order)
     [steps]                          # the modelport command lines each nox session runs here
     convert = [["convert", "ncnn"]]  # convert, rknn, depth_convert: lists of command lines
     bench = ["ncnn"]                 # bench, analyze, depth: backend keys
@@ -98,7 +97,8 @@ def checkout_root() -> Path:
 
 _TYPES = {"order": int, "packages": list, "image": str, "services": list, "tests": list, "needs": str,
           "without_toolchain": list, "report": bool, "requirements": list, "steps": dict}
-_REQUIRED = ("order", "packages", "image", "services", "tests")
+_TYPE_NAMES = {int: "an integer", str: "a string", list: "a list", bool: "true or false", dict: "a table"}
+_REQUIRED = ("order", "packages", "image", "services", "tests", "requirements")
 
 
 def _strings(value, what: str, where: Path) -> list[str]:
@@ -122,7 +122,7 @@ def load_env(path: Path, root: Path) -> Env:
             raise TableError(f"{path}: missing key {key!r}")
     for key, value in data.items():
         if not isinstance(value, _TYPES[key]) or (_TYPES[key] is int and isinstance(value, bool)):
-            raise TableError(f"{path}: {key} must be a {_TYPES[key].__name__}, not {type(value).__name__}")
+            raise TableError(f"{path}: {key} must be {_TYPE_NAMES[_TYPES[key]]}, not {value!r}")
     for key in ("packages", "services", "tests", "without_toolchain", "requirements"):
         _strings(data.get(key, []), key, path)
     for p in data["packages"]:
@@ -149,13 +149,13 @@ def load_env(path: Path, root: Path) -> Env:
                 raise TableError(f"{path}: steps.{step} is empty")
         else:
             raise TableError(f"{path}: unknown step {step!r} (known: {', '.join(COMMAND_LISTS + KEY_LISTS)})")
-    if "requirements" in data:
-        reqs = [path.parent / r for r in data["requirements"]]
-    else:
-        reqs = sorted(path.parent.glob("requirements*.txt"))
+    reqs = [path.parent / r for r in data["requirements"]]
     for r in reqs:
         if not r.is_file():
             raise TableError(f"{path}: requirements file {r.name} does not exist")
+    unnamed = sorted(p.name for p in path.parent.glob("requirements*.txt") if p not in reqs)
+    if unnamed:
+        raise TableError(f"{path}: {unnamed[0]} is not in requirements (a pin file nothing installs)")
     return Env(name=name, order=data["order"], packages=data["packages"], image=data["image"],
                services=data["services"], tests=data["tests"], requirements=reqs, steps=steps,
                needs=needs, without_toolchain=data.get("without_toolchain", []), report=data.get("report", False))
