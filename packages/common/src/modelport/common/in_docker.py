@@ -10,8 +10,9 @@ read-write, everything else read-only. The container runs as the calling user, s
 files it writes belong to you, and without a network (except `fetch` with nothing local
 to import: MODELPORT_FETCH_NETWORK, default bridge, as in compose.yaml).
 
-Only the standard library and `docker` (the SDK, pinned by noxfile.py) are imported
-here: the host that calls this needs no toolchain and no modelport dependencies.
+Only the standard library and `docker` (the SDK, pinned in envs/tools.toml) are imported
+here: the host that calls this needs no toolchain and no modelport dependencies. Each
+env's image tag and whether it needs a GPU come from the env table (envs/<env>/env.toml).
 """
 
 from __future__ import annotations
@@ -23,16 +24,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, envs
 
-IMAGE = "modelport/{env}:" + __version__  # the tags compose.yaml builds
 PATH_VARS = {  # env var -> (config section, key): the inputs a step may read
     "MODELPORT_MODEL": ("model", "path"),
     "MODELPORT_LABELS": ("model", "labels"),
     "MODELPORT_IMAGES": ("images", "eval"),
     "MODELPORT_CALIBRATION": ("images", "calibration"),
 }
-GPU_ENVS = {"tensorrt"}
 
 
 def _config_file() -> Path | None:
@@ -54,6 +53,9 @@ def inputs(config: Path | None) -> dict[str, Path]:
 
 def container_spec(env: str, args: list[str], artifacts: Path, image: str | None = None) -> dict[str, Any]:
     """Keyword arguments for `client.containers.run` (kept separate so it can be shown and tested)."""
+    table = envs.load()
+    if env not in table.envs:
+        raise envs.TableError(f"{table.root / 'envs'}: no env {env!r} (envs: {', '.join(table.envs)})")
     artifacts = artifacts.resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
     environment = {"MODELPORT_ENV": env, "MODELPORT_ARTIFACTS": str(artifacts), "HOME": "/tmp"}
@@ -72,14 +74,14 @@ def container_spec(env: str, args: list[str], artifacts: Path, image: str | None
             volumes[str(path)] = {"bind": str(path), "mode": "ro"}
     fetching = args[:1] == ["fetch"] and not ({"MODELPORT_MODEL", "MODELPORT_LABELS"} <= local.keys())
     spec: dict[str, Any] = {
-        "image": image or IMAGE.format(env=env),
+        "image": image or table.envs[env].image,
         "command": args,
         "environment": environment,
         "volumes": volumes,
         "user": f"{os.getuid()}:{os.getgid()}",
         "network_mode": os.environ.get("MODELPORT_FETCH_NETWORK", "bridge") if fetching else "none",
     }
-    if env in GPU_ENVS:
+    if table.envs[env].needs == "gpu":
         import docker
 
         spec["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
@@ -91,7 +93,10 @@ def run(env: str, args: list[str], artifacts: Path, image: str | None = None) ->
     import docker
     from docker.errors import DockerException, ImageNotFound
 
-    spec = container_spec(env, args, artifacts, image)
+    try:
+        spec = container_spec(env, args, artifacts, image)
+    except envs.TableError as e:
+        sys.exit(f"in-docker: {e}")
     try:
         client = docker.from_env()
         client.images.get(spec["image"])
@@ -115,8 +120,9 @@ def run(env: str, args: list[str], artifacts: Path, image: str | None = None) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modelport.common.in_docker", description=__doc__.split("\n")[0])
-    parser.add_argument("--env", required=True, help="toolchain env whose image runs the step (tf-onnx, ncnn, rknn, tensorrt)")
-    parser.add_argument("--image", help=f"image to use (default: {IMAGE})")
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("--env", required=True, help="toolchain env whose image runs the step (envs/<env>/env.toml)")
+    parser.add_argument("--image", help="image to use (default: the env's image in its env.toml, what compose.yaml builds)")
     parser.add_argument("--artifacts", type=Path, default=Path(os.environ.get("MODELPORT_ARTIFACTS", "artifacts")))
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the modelport command line, after --")
     opts = parser.parse_args(argv)
