@@ -1,20 +1,42 @@
-"""Assert the main job's report has the rows and agreement floors the pipeline promises."""
+"""Assert the main job's report has the rows and agreement floors the pipeline promises.
 
+    python .ci/check_report.py RESULTS_JSON [--envs tf-onnx,ncnn]   (default: every env of the env table)
+"""
+
+import argparse
 import json
 import sys
 from pathlib import Path
 
-report = json.load(open(sys.argv[1]))
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def table_envs() -> list[str]:
+    sys.path.insert(0, str(ROOT / "packages" / "common" / "src"))  # CI's bare python3.11: modelport.common.envs is stdlib-only
+    from modelport.common import envs
+
+    try:
+        return list(envs.load(ROOT).envs)
+    except envs.TableError as e:
+        sys.exit(f"report check: {e}")
+
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+parser.add_argument("results", type=Path)
+parser.add_argument("--envs", type=lambda v: v.split(","), help="the envs whose rows must be there (comma-separated)")
+opts = parser.parse_args()
+ran = set(opts.envs or table_envs())
+report = json.load(open(opts.results))
 rows = {r["key"]: r for r in report["results"]}
 floors = report["floors"]  # the [accuracy] floors the pipeline verified against
 if not report["verify"]:
     sys.exit("report check failed: verification was off ([convert] verify = false)")
 reference = report["reference"] or "tflite"  # the source model's own row (tflite or onnx-source)
-# What this machine must have measured: every backend of each env this checkout has, from the descriptors the
+# What this machine must have measured: every backend of each env that ran, from the descriptors the
 # report carries. A source row other than this source's, and rows that need hardware missing here, are not expected.
 catalogue = report["backends"]
 expected = {k: b["floors"] for k, b in catalogue.items()
-            if Path("envs", b["env"]).is_dir() and (k == reference if b["source"] else b["default_row"]) and not b["needs"]}
+            if b["env"] in ran and (k == reference if b["source"] else b["default_row"]) and not b["needs"]}
 problems = []
 for key, kind in expected.items():
     r = rows.get(key)
@@ -31,7 +53,7 @@ for key, kind in expected.items():
     elif kind == "int8" and (a["top1"] < floors["int8_top1_min"] or a["cosine_mean"] < floors["int8_cosine_mean_min"]
                              or a["cosine_min"] < floors["int8_cosine_min"]):
         problems.append(f"{key}: int8 agreement below floor {a}")
-for key in [k for k, b in catalogue.items() if b["needs"] == "gpu" and Path("envs", b["env"]).is_dir()]:
+for key in [k for k, b in catalogue.items() if b["needs"] == "gpu" and b["env"] in ran]:
     r = rows.get(key)
     if r is None or (r["status"] == "skipped" and not r["reason"]):
         problems.append(f"{key}: must be measured or skipped with a reason")

@@ -33,8 +33,14 @@ import host_state  # noqa: E402
 import stack  # noqa: E402
 import wheelhouse  # noqa: E402
 
+sys.path.insert(0, str(stack.ROOT / "packages" / "common" / "src"))  # CI's bare python3.11: envs is stdlib-only
+from modelport.common import envs  # noqa: E402
+
 ROOT = stack.ROOT
-CPU_ENVS = ["tf-onnx", "ncnn", "rknn"]
+try:
+    CPU_ENVS = envs.load(ROOT).cpu_envs()  # the env table's envs that need no hardware: what `compose up` runs
+except envs.TableError as e:
+    sys.exit(f"containers: {e}")
 PROJECT = "modelport-ci"
 TIMES: list[tuple[str, float]] = []
 
@@ -103,19 +109,15 @@ def run_stack(compose: stack.Compose, services: dict[str, stack.Service], names:
     return compose.check_services(services, names)
 
 
-def check_report(compose: stack.Compose, built: list[str], workdir: Path) -> None:
+def check_report(compose: stack.Compose, built: list[str]) -> None:
     """Copy report/results.json out of the volume; .ci/check_report.py asserts the floors for the envs that ran."""
     dest = ROOT / ".nox" / "containers" / "results.json"
     compose.copy_out("report", "/artifacts/report/results.json", dest)
     print(compose.docker("logs", compose.containers()["report"]["Id"]).stdout, flush=True)  # the report table
     owners = "; ".join(compose.volume_owner(v) for v in ("source", "onnx", "ncnn", "rknn", "results", "report"))
     log(f"report copied to {dest.relative_to(ROOT)}; volumes: {owners}")
-    # check_report.py expects rows for every envs/<env> folder in its working directory:
-    # give it a folder listing exactly the envs whose services ran here.
-    cwd = workdir / "check"
-    for env in built:
-        (cwd / "envs" / env).mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, str(ROOT / ".ci" / "check_report.py"), str(dest)], cwd=cwd, check=True)
+    subprocess.run([sys.executable, str(ROOT / ".ci" / "check_report.py"), str(dest), "--envs", ",".join(built)],
+                   check=True)
 
 
 def negative(compose_factory, services: dict[str, stack.Service], names: list[str], logs: Path,
@@ -148,10 +150,8 @@ def in_docker_check(docker_env: dict[str, str], built: list[str], workdir: Path,
     sessions = [f"{step}(env='{e}')" for step in ("convert", "bench") for e in ("tf-onnx",) if e in built]
     subprocess.run([sys.executable, "-m", "nox", "-s", *sessions, "report", "--", "--in-docker"], cwd=ROOT,
                    env=env, check=True)
-    cwd = workdir / "check-in-docker"
-    (cwd / "envs" / "tf-onnx").mkdir(parents=True)
     subprocess.run([sys.executable, str(ROOT / ".ci" / "check_report.py"),
-                    str(workdir / "in-docker-artifacts" / "report" / "results.json")], cwd=cwd, check=True)
+                    str(workdir / "in-docker-artifacts" / "report" / "results.json"), "--envs", "tf-onnx"], check=True)
 
 
 def image_sizes(docker_env: dict[str, str], images: list[str]) -> None:
@@ -205,7 +205,7 @@ def main() -> int:
             failures = run_stack(compose, services, names, logs, "main")
             if not failures:
                 with phase("report check"):
-                    check_report(compose, built, workdir)
+                    check_report(compose, built)
         if opts.in_docker:
             with phase("nox --in-docker (Docker SDK) for tf-onnx"):
                 in_docker_check(engine.env(), built, workdir, data)
