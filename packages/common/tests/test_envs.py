@@ -171,26 +171,29 @@ def test_compose_services_run_the_tables_images_and_steps():
         assert sorted(commands) == sorted(steps), env.name
 
 
-def dockerfile_requirements(dockerfile: Path) -> list[tuple[str, bool]]:
-    """(file name, installed with --no-deps) for every `pip install ... -r envs/<env>/<file>`, in order."""
+def dockerfile_installs(dockerfile: Path) -> tuple[list[tuple[str, bool]], list[str]]:
+    """What its `pip install`s take: (file name, --no-deps) of each `-r envs/<env>/<file>`, and ./packages/<name>."""
     text = re.sub(r"\\\n", " ", dockerfile.read_text())
-    found = []
+    requirements, packages = [], []
     for command in re.split(r"&&|;|\n", text):
         words = shlex.split(command, comments=True) if "pip" in command else []
         if "install" in words:
-            found += [(Path(words[i + 1]).name, "--no-deps" in words) for i, w in enumerate(words) if w == "-r"]
-    return found
+            requirements += [(Path(words[i + 1]).name, "--no-deps" in words) for i, w in enumerate(words) if w == "-r"]
+            packages += [Path(w).name for w in words if Path(w).parent.name == "packages"]
+    return requirements, packages
 
 
-def test_every_dockerfile_installs_exactly_its_envs_requirement_files():
+def test_every_dockerfile_installs_exactly_its_envs_requirement_files_and_packages():
     for env in envs.load(ROOT).envs.values():
         dockerfile = ROOT / "envs" / env.name / "Dockerfile"
-        expected = [(r.name, "nodeps" in r.name) for r in env.requirements]
-        assert dockerfile_requirements(dockerfile) == expected, dockerfile
+        requirements, packages = dockerfile_installs(dockerfile)
+        assert requirements == [(r.name, "nodeps" in r.name) for r in env.requirements], dockerfile
+        assert packages == env.packages, dockerfile
 
 
-def test_the_dockerfile_parser_sees_a_requirement_file_left_out(tmp_path):
+def test_the_dockerfile_reader_sees_what_each_pip_install_takes(tmp_path):
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text("RUN pip install -r envs/x/requirements.txt \\\n    && pip install --no-deps -r envs/x/requirements-nodeps.txt\n"
-                          "# RUN pip install -r envs/x/requirements-old.txt\n")
-    assert dockerfile_requirements(dockerfile) == [("requirements.txt", False), ("requirements-nodeps.txt", True)]
+                          "# RUN pip install -r envs/x/requirements-old.txt\n"
+                          "COPY packages/common packages/common\nRUN pip install --no-deps ./packages/common \\\n && useradd x\n")
+    assert dockerfile_installs(dockerfile) == ([("requirements.txt", False), ("requirements-nodeps.txt", True)], ["common"])

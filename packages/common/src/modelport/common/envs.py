@@ -1,21 +1,21 @@
 """The env table (envs/<env>/env.toml) and the virtualenvs built from it.
 
 Standard library only: noxfile.py and .ci/ import it with packages/common/src on
-sys.path (nox's interpreter and CI's bare python3.11 have no modelport installed). Nothing here runs pip: `plan()`
-says whether a venv can be reused and which commands would (re)build it, the caller
-runs them.
+sys.path (nox's interpreter and CI's bare python3.11 have no modelport installed).
+Nothing here runs pip: `plan()` says whether a venv can be reused and which commands
+would (re)build it; the caller runs them.
 
 An env.toml holds what one env is:
 
     order = 10                       # position in every session list (tf-onnx first: the others use its ONNX)
+    requirements = ["requirements.txt"]  # envs/<env>/ files, in install order (its Dockerfile's order)
     packages = ["common", "bench"]   # packages/<name> installed with --no-deps -e
     image = "modelport/ncnn:0.1.0"   # the tag compose.yaml builds from envs/<env>/Dockerfile
     services = ["convert-ncnn", ...] # the compose.yaml services running that image
-    tests = [...]                    # pytest arguments (globs expanded by the noxfile)
+    tests = [...]                    # pytest arguments (globs expanded by Env.pytest_args)
     needs = "gpu"                    # optional: hardware without which the toolchain cannot be installed
     without_toolchain = [...]        # with needs: pins installed instead of the toolchain when it is missing
     report = true                    # optional, exactly one env: runs report / init / bundle export
-    requirements = ["requirements.txt"]  # envs/<env>/ files, in install order (its Dockerfile's order)
     [steps]                          # the modelport command lines each nox session runs here
     convert = [["convert", "ncnn"]]  # convert, rknn, depth_convert: lists of command lines
     bench = ["ncnn"]                 # bench, analyze, depth: backend keys
