@@ -25,7 +25,10 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("results", type=Path)
 parser.add_argument("--envs", type=lambda v: v.split(","), help="the envs whose rows must be there (comma-separated)")
 opts = parser.parse_args()
-ran = set(opts.envs or table_envs())
+known = table_envs()
+ran = set(opts.envs or known)
+if ran - set(known):
+    sys.exit(f"report check: --envs {','.join(sorted(ran - set(known)))}: not in the env table ({', '.join(known)})")
 report = json.load(open(opts.results))
 rows = {r["key"]: r for r in report["results"]}
 floors = report["floors"]  # the [accuracy] floors the pipeline verified against
