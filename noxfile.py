@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import nox
@@ -42,7 +43,7 @@ nox.options.error_on_external_run = False
 IN_DOCKER = "--in-docker"  # `nox -s convert -- --in-docker`: each step runs in its env's image (built by compose)
 
 
-def install(session: nox.Session, name: str, recipe, extra: list[str] = ()) -> Path:
+def install(session: nox.Session, name: str, recipe, extra: Sequence[str] = ()) -> Path:
     """Create or reuse .nox/env-<name> for recipe; returns its bin/ directory."""
     plan = envs.plan(ROOT / ".nox" / f"env-{name}", recipe, PYTHON, extra)
     if plan.reuse:
@@ -56,7 +57,7 @@ def install(session: nox.Session, name: str, recipe, extra: list[str] = ()) -> P
     return plan.bin
 
 
-def env_bin(session: nox.Session, env: str, extra: list[str] = ()) -> Path:
+def env_bin(session: nox.Session, env: str, extra: Sequence[str] = ()) -> Path:
     """The env's venv (its toolchain, or only what its steps need to record why it is missing)."""
     if IN_DOCKER in session.posargs:  # the step runs in the env's image: the host needs only the Docker SDK
         return install(session, "docker", envs.Recipe(pins=TABLE.tools["docker"], packages=[ROOT / "packages" / "common"]))

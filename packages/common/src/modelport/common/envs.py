@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,7 +258,7 @@ class Plan:
         (self.venv / STAMP).write_text(self.digest)
 
 
-def plan(venv: Path, recipe: Recipe, python: str, extra: list[str] = ()) -> Plan:
+def plan(venv: Path, recipe: Recipe, python: str, extra: Sequence[str] = ()) -> Plan:
     """Reuse venv if its stamp matches recipe's digest (and its python is there), else the commands rebuilding it."""
     digest = recipe.digest()
     stamp = venv / STAMP
