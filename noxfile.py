@@ -43,7 +43,7 @@ nox.options.error_on_external_run = False
 IN_DOCKER = "--in-docker"  # `nox -s convert -- --in-docker`: each step runs in its env's image (built by compose)
 
 
-def install(session: nox.Session, name: str, recipe, extra: Sequence[str] = ()) -> Path:
+def install(session: nox.Session, name: str, recipe: envs.Recipe, extra: Sequence[str] = ()) -> Path:
     """Create or reuse .nox/env-<name> for recipe; returns its bin/ directory."""
     plan = envs.plan(ROOT / ".nox" / f"env-{name}", recipe, PYTHON, extra)
     if plan.reuse:
