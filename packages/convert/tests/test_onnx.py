@@ -5,10 +5,10 @@ import json
 import numpy as np
 import onnx
 
-from modelport.bench.runner import prepared_images, run_outputs
-from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
 from modelport.common.agreement import compare
 from modelport.common.reference import load_reference
+from modelport.runtime.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
+from modelport.runtime.run import prepared_images, run_outputs
 
 
 def outputs_vs_reference(ctx, runtime_cls):

@@ -23,10 +23,10 @@ from modelport.common.machine import device_key, machine_info
 from modelport.common.reference import REFERENCE
 from modelport.common.results import LAST_OK, outputs_problem, read_result
 from modelport.common.schema import REPORT_SCHEMA, BackendResult
+from modelport.runtime.registry import SOURCE_KEYS, source_key
 
 from .depth_report import pipeline_time
 from .merge import device_of, matrix, merge, model_id, reference_for, store_merged
-from .registry import SOURCE_KEYS, source_key
 
 
 def reference_key(store: ArtifactStore) -> str:

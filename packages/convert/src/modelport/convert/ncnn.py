@@ -15,11 +15,11 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from modelport.bench.runtimes.ncnn import NcnnRuntime
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError, ToolchainMissing
 from modelport.common.log import activity, step
 from modelport.common.onnx_safety import check_onnx
+from modelport.runtime.ncnn import NcnnRuntime
 
 from .ncnn_format import read_param
 from .verify import verify

@@ -20,11 +20,11 @@ import importlib.util
 
 from rich.markup import escape
 
-from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common import __version__
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import console, step
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
 
 from . import ncnn_official
 from .ncnn import BIN, PARAM

@@ -16,12 +16,12 @@ from importlib.metadata import version
 
 import numpy as np
 
-from modelport.bench.runner import prepared_images
-from modelport.bench.runtimes.onnxruntime import OnnxFp32DynamicRuntime, OnnxInt8DynamicRuntime
 from modelport.common.context import StepContext
 from modelport.common.errors import ModelportError, ToolchainMissing
 from modelport.common.log import console, step
 from modelport.common.preprocess import to_tensor
+from modelport.runtime.onnxruntime import OnnxFp32DynamicRuntime, OnnxInt8DynamicRuntime
+from modelport.runtime.run import prepared_images
 
 from .verify import verify
 

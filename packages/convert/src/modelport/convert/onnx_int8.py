@@ -11,11 +11,11 @@ from __future__ import annotations
 import importlib.util
 from importlib.metadata import version
 
-from modelport.bench.runtimes.onnxruntime import OnnxInt8Runtime
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import activity, step, warn
 from modelport.common.onnx_safety import check_onnx
+from modelport.runtime.onnxruntime import OnnxInt8Runtime
 
 from .verify import verify
 

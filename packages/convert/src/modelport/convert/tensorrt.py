@@ -139,7 +139,7 @@ def build(ctx: StepContext, precision: str, force: bool, qdq: Path | None = None
 
 
 def origin(trt_version: str, gpu: cuda.GpuInfo) -> dict:
-    """Where an engine is built, in the shape the runtime compares (see runtimes.tensorrt.check_origin)."""
+    """Where an engine is built, in the shape the runtime compares (see modelport.runtime.tensorrt.check_origin)."""
     return {"tensorrt_version": trt_version, "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability}}
 
 
@@ -154,7 +154,7 @@ def _int8_record(store, plan, feeder, calib) -> dict | None:
 
 
 def _runtime(precision: str, config, engine: Path):
-    from modelport.bench.runtimes import tensorrt as rt
+    from modelport.runtime import tensorrt as rt
 
     cls = {"fp32": rt.TensorrtFp32Runtime, "fp16": rt.TensorrtFp16Runtime, "int8": rt.TensorrtInt8Runtime}[precision]
     return cls(config, {"engine": engine})
@@ -192,7 +192,7 @@ def _commit_calibration(job, feeder) -> None:
 
 
 def _build(trt, ctx, precision, plan, source, model_input, feeder) -> bytes:
-    from modelport.bench.runtimes.tensorrt import trt_logger
+    from modelport.runtime.tensorrt import trt_logger
 
     tcfg, store = ctx.config.tensorrt, ctx.store
     logger = trt_logger()

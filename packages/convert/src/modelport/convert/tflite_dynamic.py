@@ -15,10 +15,10 @@ from importlib.metadata import version
 
 import numpy as np
 
-from modelport.bench.runtimes.tflite import TfliteDynamicRuntime
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ToolchainMissing
 from modelport.common.log import console, step
+from modelport.runtime.tflite import TfliteDynamicRuntime
 
 from .onnx_dynamic import check_batch_consistency
 from .verify import verify

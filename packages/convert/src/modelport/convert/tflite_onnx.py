@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError, ToolchainMissing
 from modelport.common.log import activity, console, run_logged, step, warn
 from modelport.common.schema import LatencyStats
 from modelport.common.timing import measure, sample, summarize
+from modelport.runtime.onnxruntime import OnnxFp32Runtime
 
 from .verify import verify
 

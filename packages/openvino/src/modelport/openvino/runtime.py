@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from modelport.bench.runtime import Runtime
 from modelport.common.errors import InputError
+from modelport.runtime.base import Runtime
 
 
 def threads(config) -> int:

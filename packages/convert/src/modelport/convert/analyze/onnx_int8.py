@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.bench.runner import prepared_images
 from modelport.common import layer_analysis, onnx_layers
 from modelport.common.context import StepContext
 from modelport.common.log import progress
 from modelport.common.preprocess import to_tensor
+from modelport.runtime.run import prepared_images
 
 FP32 = "onnx/model.onnx"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from modelport.common.errors import InputError
 from modelport.common.onnx_safety import check_onnx
 
-from ..runtime import Runtime
+from .base import Runtime
 
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
