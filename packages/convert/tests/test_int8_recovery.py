@@ -11,10 +11,11 @@ import pytest
 
 from conftest import run
 from modelport.common.layer_analysis import worst
+from modelport.common.reference import REFERENCE
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed in this env")
 
-INPUTS = ("source/model.tflite", "source/labels.txt", "source/reference.npy", "onnx/model.onnx")
+INPUTS = ("source/model.tflite", "source/labels.txt", REFERENCE, "onnx/model.onnx")
 
 
 def private(pipeline, root):

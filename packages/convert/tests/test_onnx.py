@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 
 from modelport.common.agreement import compare
-from modelport.common.reference import load_reference
+from modelport.common.reference import REFERENCE, load_reference
 from modelport.runtime.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
 from modelport.runtime.run import prepared_images, run_outputs
 
@@ -53,7 +53,7 @@ def test_manifests_record_verification_and_both_converters(pipeline):
 
 
 def test_reference_is_the_tflite_output(pipeline):
-    ref = np.load(pipeline.store.path("source/reference.npy"))
+    ref = np.load(pipeline.store.path(REFERENCE))
     assert ref.shape == (12, 1001) and np.allclose(ref.sum(axis=1), 1, atol=1e-3)  # softmax rows
     names = [p.name for p in pipeline.eval_images]
     labels = pipeline.labels

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import make_context
+from modelport.common.reference import REFERENCE
 from modelport.convert.registry import TARGETS, target_module
 from modelport.openvino.runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 from modelport.runtime.registry import RUNTIMES, runtime_class
@@ -125,7 +126,7 @@ def test_wrong_input_shape_is_an_input_error(ctx, tmp_path):
 def real(test_env):
     """The pipeline's artifacts: this env needs only the ONNX model and the reference the tf-onnx env made."""
     root = os.environ.get("MODELPORT_TEST_ARTIFACTS")
-    needed = ("onnx/model.onnx", "source/reference.npy")
+    needed = ("onnx/model.onnx", REFERENCE)
     if not root or not all((Path(root) / rel).is_file() for rel in needed):
         pytest.skip(f"no pipeline artifacts (MODELPORT_TEST_ARTIFACTS with {' and '.join(needed)})")
     return make_context(test_env)

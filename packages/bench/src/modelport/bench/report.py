@@ -23,6 +23,7 @@ from modelport.common.machine import device_key, machine_info
 from modelport.common.reference import REFERENCE
 from modelport.common.results import LAST_OK, outputs_problem, read_result
 from modelport.common.schema import REPORT_SCHEMA, BackendResult
+from modelport.runtime.onnxruntime import ONNX_MODEL
 from modelport.runtime.registry import SOURCE_KEYS, source_key
 
 from .depth_report import pipeline_time
@@ -186,7 +187,7 @@ def _kept(store: ArtifactStore, r: BackendResult) -> dict:
 
 def notes(store: ArtifactStore) -> list[str]:
     out = []
-    m = store.read_manifest("onnx/model.onnx")
+    m = store.read_manifest(ONNX_MODEL)
     conv = {n: v for n, v in (m or {}).get("extra", {}).get("converters", {}).items() if "median_ms" in v}
     if len(conv) > 1:
         parts = [f"{n}: median {v['median_ms']:.2f} ms / p90 {v['p90_ms']:.2f} ms" for n, v in conv.items()]

@@ -15,11 +15,13 @@ from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import activity, step
 from modelport.common.onnx_safety import check_onnx
+from modelport.common.reference import REFERENCE
 from modelport.convert.verify import verify
+from modelport.runtime.onnxruntime import ONNX_MODEL
 
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 
-SOURCE = "onnx/model.onnx"
+SOURCE = ONNX_MODEL
 
 
 def unavailable_reason(need_nncf: bool = False) -> str | None:
@@ -76,7 +78,7 @@ class Target:
         cfg, store = ctx.config, ctx.store
         source = store.path(SOURCE)
         check_onnx(source)
-        inputs = {"onnx": source, "reference": store.path("source/reference.npy")}
+        inputs = {"onnx": source, "reference": store.path(REFERENCE)}
         options = {"compress_to_fp16": False, "device": "CPU", "inference_precision": "f32"}
         calib = None
         if self.kind == "int8":

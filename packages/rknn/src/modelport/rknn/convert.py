@@ -28,13 +28,14 @@ from modelport.common.log import console, step
 from modelport.common.preprocess import to_tensor
 from modelport.common.reference import REFERENCE
 from modelport.common.schema import Agreement
+from modelport.runtime.onnxruntime import ONNX_MODEL
 from modelport.runtime.run import prepared_images
 from modelport.runtime.verify import check_outputs, verification_off
 
 from . import toolkit
 from .dataset import write_dataset
 
-ONNX = "onnx/model.onnx"
+ONNX = ONNX_MODEL
 Kind = Literal["int8", "fp16", "hybrid"]
 MODELS: dict[str, str] = {"int8": "rknn/model.rknn", "fp16": "rknn/model-fp16.rknn", "hybrid": "rknn/model-hybrid.rknn"}
 

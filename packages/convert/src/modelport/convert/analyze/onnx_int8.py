@@ -19,9 +19,8 @@ from modelport.common import layer_analysis, onnx_layers
 from modelport.common.context import StepContext
 from modelport.common.log import progress
 from modelport.common.preprocess import to_tensor
+from modelport.runtime.onnxruntime import ONNX_MODEL as FP32
 from modelport.runtime.run import prepared_images
-
-FP32 = "onnx/model.onnx"
 
 
 def sessions(float_model: Path, qdq_model: Path, workdir: Path):

@@ -19,9 +19,8 @@ from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import progress
 from modelport.common.preprocess import to_tensor
+from modelport.runtime.onnxruntime import ONNX_MODEL as FP32
 from modelport.runtime.run import prepared_images
-
-FP32 = "onnx/model.onnx"
 
 
 def build_marked(trt, ctx: StepContext, onnx_path: Path, wanted: set[str], strongly_typed: bool) -> bytes:
