@@ -35,7 +35,7 @@ nox.options.error_on_external_run = False
 ENVS = {
     "tf-onnx": {
         # + openvino: its backend descriptors (plain data) give the report their order, floors and INT8 twin
-        "packages": ["common", "bench", "convert", "openvino"],
+        "packages": ["common", "runtime", "bench", "convert", "openvino"],
         "convert": [["fetch"], ["convert", "reference", "onnx", "onnx-int8", "onnx-int8-tensorrt"]],
         "bench": ["source", "onnx", "onnx-int8"],
         "analyze": ["onnx-int8"],
@@ -43,14 +43,14 @@ ENVS = {
                   "--ignore-glob=*/test_ncnn*", "--ignore-glob=*/test_tensorrt*"],
     },
     "ncnn": {
-        "packages": ["common", "bench", "convert"],
+        "packages": ["common", "runtime", "bench", "convert"],
         "convert": [["convert", "ncnn", "ncnn-int8"]],
         "bench": ["ncnn", "ncnn-int8"],
         "analyze": ["ncnn-int8"],
         "tests": ["packages/*/tests/test_ncnn*.py"],
     },
     "tensorrt": {
-        "packages": ["common", "bench", "convert"],
+        "packages": ["common", "runtime", "bench", "convert"],
         "convert": [["convert", "tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8"]],
         "bench": ["tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8"],
         "analyze": ["tensorrt-int8"],
@@ -58,13 +58,13 @@ ENVS = {
         "needs_gpu": True,
     },
     "openvino": {
-        "packages": ["common", "bench", "convert", "openvino"],
+        "packages": ["common", "runtime", "bench", "convert", "openvino"],
         "convert": [["convert", "openvino-fp32", "openvino-int8"]],
         "bench": ["openvino-fp32", "openvino-int8"],
         "tests": ["packages/openvino/tests"],
     },
     "rknn": {
-        "packages": ["common", "rknn"],
+        "packages": ["common", "runtime", "rknn"],
         "rknn": [["rknn", "all"]],
         "analyze": ["rknn-int8"],
         "tests": ["packages/rknn/tests"],

@@ -1,14 +1,17 @@
 """Every OS error, MemoryError and bad result file is one `error:` line from the CLI, never a traceback."""
 
 import errno
+import json
 
 import numpy as np
 import pytest
 
 from conftest import error_line, run
+from modelport.bench.report import load_results
 from modelport.common import artifacts
 from modelport.common.artifacts import ArtifactStore
 from modelport.common.cli import hoist_overrides, main
+from modelport.common.errors import InputError
 from modelport.common.results import write_result
 from modelport.common.schema import BackendResult, TopK
 
@@ -87,3 +90,8 @@ def test_an_override_error_blames_the_override(art, test_env):
     assert line.startswith("error: override -o bench.runs=abc: bench.runs") and "modelport.toml" not in line
 
 
+def test_result_schema_version_is_checked(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "x.json").write_text(json.dumps({"schema": "modelport.result/0", "key": "x"}))
+    with pytest.raises(InputError, match="result schema 'modelport.result/0' is not 'modelport.result/1'"):
+        load_results(ArtifactStore(tmp_path))

@@ -14,14 +14,14 @@ import pytest
 from conftest import make_context
 from modelport.bench import overhead, registry, sweep, tuning
 from modelport.bench.labeled import LabelResolver, labeled_accuracy, read_labeled, score, wilson
-from modelport.bench.runner import prepared_images
-from modelport.bench.runtimes.onnxruntime import OnnxFp32DynamicRuntime, OnnxFp32Runtime, OnnxInt8DynamicRuntime
-from modelport.bench.runtimes.tflite import TfliteDynamicRuntime, TfliteRuntime
 from modelport.common.artifacts import ArtifactStore
 from modelport.common.errors import InputError
 from modelport.common.labels import Labels
 from modelport.common.preprocess import to_tensor
 from modelport.convert.registry import target_module
+from modelport.runtime.onnxruntime import OnnxFp32DynamicRuntime, OnnxFp32Runtime, OnnxInt8DynamicRuntime
+from modelport.runtime.run import prepared_images
+from modelport.runtime.tflite import TfliteDynamicRuntime, TfliteRuntime
 
 # Ground truth assigned by looking at the photos (ImageNet-1k names). Left out: face.jpg, squat.jpg
 # (people: no ImageNet class), sunflower.jpg (no sunflower class; "daisy" is another flower),
@@ -134,8 +134,8 @@ def test_labeled_accuracy_on_the_shared_photos(ctx, labeled_file, key):
     assert data["classes"] == 1001 and data["label_convention"].startswith("1001")
     # Recompute from the runtime's raw outputs: the scoring is what it says.
     prepared = [prepared_images(ctx)[[p.name for p in ctx.eval_images].index(n)] for n in LABELS]
-    from modelport.bench.registry import runtime_class
-    from modelport.bench.runner import run_outputs
+    from modelport.runtime.registry import runtime_class
+    from modelport.runtime.run import run_outputs
 
     with runtime_class(key).from_store(ctx.store, ctx.config) as rt:
         outputs = run_outputs(rt, prepared, ctx.config.input)
@@ -229,7 +229,7 @@ def test_overhead_ratio_comes_from_real_runs(ctx, monkeypatch):
 @pytest.mark.slow
 def test_own_call_is_the_same_inference(ctx):
     for key in ("tflite", "onnx"):
-        from modelport.bench.registry import runtime_class
+        from modelport.runtime.registry import runtime_class
 
         cls = runtime_class(key)
         x = to_tensor(prepared_images(ctx)[0], ctx.config.input, cls.input_layout, cls.input_dtype)

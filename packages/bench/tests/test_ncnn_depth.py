@@ -7,10 +7,10 @@ import pytest
 
 from conftest import make_context
 from modelport.bench import overhead, sweep, tuning
-from modelport.bench.runner import prepared_images
-from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common.preprocess import to_tensor
 from modelport.convert.registry import target_module
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
+from modelport.runtime.run import prepared_images
 
 pytestmark = [pytest.mark.ncnn, pytest.mark.slow]
 

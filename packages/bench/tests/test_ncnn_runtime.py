@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import make_context
-from modelport.bench.runner import benchmark, prepared_images
-from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime, vulkan_devices
+from modelport.bench.runner import benchmark
 from modelport.common.preprocess import to_tensor
 from modelport.convert.registry import target_module
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime, vulkan_devices
+from modelport.runtime.run import prepared_images
 
 pytestmark = pytest.mark.ncnn
 

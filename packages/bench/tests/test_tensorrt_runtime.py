@@ -13,13 +13,13 @@ import pytest
 
 from conftest import make_context
 from modelport.bench import runner
-from modelport.bench.registry import runtime_class
 from modelport.bench.report import build, to_csv
-from modelport.bench.runtimes.tensorrt import ForeignEngine, check_origin, engine_origin, read_manifest
 from modelport.common import cuda
 from modelport.common.artifacts import ArtifactStore
 from modelport.common.schema import BackendResult
 from modelport.convert.tensorrt import ENGINES, origin
+from modelport.runtime.registry import runtime_class
+from modelport.runtime.tensorrt import ForeignEngine, check_origin, engine_origin, read_manifest
 
 pytestmark = pytest.mark.tensorrt
 

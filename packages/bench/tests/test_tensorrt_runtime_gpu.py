@@ -52,9 +52,9 @@ def test_bench_measures_host_and_gpu_time(quick, key):
 
 def test_foreign_engine_is_refused_before_deserializing(quick, test_env, tmp_path):
     from modelport.bench import runner
-    from modelport.bench.registry import runtime_class
-    from modelport.bench.runtimes.tensorrt import ForeignEngine
     from modelport.common.artifacts import ArtifactStore
+    from modelport.runtime.registry import runtime_class
+    from modelport.runtime.tensorrt import ForeignEngine
 
     other = ArtifactStore(tmp_path / "art")
     engine = quick.store.path("tensorrt/fp16.engine")
@@ -78,7 +78,7 @@ def test_activate_and_release_repeatedly(quick):
     """Each cycle deserializes, allocates, runs and frees again; the same input gives the same output."""
     import numpy as np
 
-    from modelport.bench.registry import runtime_class
+    from modelport.runtime.registry import runtime_class
 
     x = np.zeros(quick.config.input.shape("NCHW"), np.float32)
     outs = []

@@ -6,7 +6,6 @@ whose input size differs from the config: test_cli.py.)
 """
 
 import io
-import json
 import shutil
 import tarfile
 

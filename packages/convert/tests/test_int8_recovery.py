@@ -11,12 +11,13 @@ import pytest
 
 from conftest import run
 from modelport.common.layer_analysis import worst
+from modelport.common.reference import REFERENCE
 
 pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed in this env")
 
-INPUTS = ("source/model.tflite", "source/labels.txt", "source/reference.npy", "onnx/model.onnx")
+INPUTS = ("source/model.tflite", "source/labels.txt", REFERENCE, "onnx/model.onnx")
 
 
 def private(pipeline, root):

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from conftest import error_line, make_context, run
-from modelport.bench.runner import prepared_images, run_outputs
-from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common.agreement import compare
-from modelport.common.reference import load_reference
+from modelport.common.reference import REFERENCE, load_reference
 from modelport.convert import ncnn_official
 from modelport.convert.ncnn_format import TAG_INT8, NcnnFormatError, load, read_bin, read_param, write_bin
 from modelport.convert.ncnn_table import Table, kl_threshold
 from modelport.convert.registry import target_module
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
+from modelport.runtime.run import prepared_images, run_outputs
 
 pytestmark = pytest.mark.ncnn
 
@@ -220,7 +220,7 @@ def test_tools_choice(monkeypatch):
 
 def copy_inputs(ctx, root):
     """A fresh artifacts folder holding only what `convert ncnn-int8` reads (reference + FP32 model)."""
-    for rel in ("source/reference.npy", "ncnn/model.param", "ncnn/model.bin"):
+    for rel in (REFERENCE, "ncnn/model.param", "ncnn/model.bin"):
         for suffix in ("", ".manifest.json"):
             dst = root / (rel + suffix)
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -9,11 +9,12 @@ import pytest
 
 from conftest import run
 from modelport.common.layer_analysis import worst
+from modelport.common.reference import REFERENCE
 from modelport.convert.ncnn_table import Table
 from modelport.convert.registry import target_module
 
 pytestmark = [pytest.mark.ncnn, pytest.mark.slow]
-INPUTS = ("source/model.tflite", "source/labels.txt", "source/reference.npy", "onnx/model.onnx",
+INPUTS = ("source/model.tflite", "source/labels.txt", REFERENCE, "onnx/model.onnx",
           "ncnn/model.param", "ncnn/model.bin")
 
 

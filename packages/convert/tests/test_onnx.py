@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
-from modelport.bench.runner import prepared_images, run_outputs
-from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
 from modelport.common.agreement import compare
-from modelport.common.reference import load_reference
+from modelport.common.reference import REFERENCE, load_reference
+from modelport.runtime.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
+from modelport.runtime.run import prepared_images, run_outputs
 
 pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
 
@@ -56,7 +56,7 @@ def test_manifests_record_verification_and_both_converters(pipeline):
 
 
 def test_reference_is_the_tflite_output(pipeline):
-    ref = np.load(pipeline.store.path("source/reference.npy"))
+    ref = np.load(pipeline.store.path(REFERENCE))
     assert ref.shape == (12, 1001) and np.allclose(ref.sum(axis=1), 1, atol=1e-3)  # softmax rows
     names = [p.name for p in pipeline.eval_images]
     labels = pipeline.labels

@@ -16,6 +16,8 @@ from onnx import helper
 from conftest import cli, error_line, make_context
 from tiny_models import tiny_onnx, tiny_tflite
 
+from modelport.common.reference import REFERENCE
+
 QUICK = ("--runs", "3", "--warmup", "1")
 
 
@@ -218,8 +220,8 @@ def test_the_pipelines_own_onnx_as_the_source(pipeline, env, data_dir, tmp_path,
     ok(env, "convert", "reference", "onnx", "onnx-int8")
     ctx = make_context(env)
     assert ctx.config.contract.layout == layout
-    ours = np.load(ctx.store.path("source/reference.npy"))
-    tflite = np.load(pipeline.store.path("source/reference.npy"))
+    ours = np.load(ctx.store.path(REFERENCE))
+    tflite = np.load(pipeline.store.path(REFERENCE))
     cos = (ours * tflite).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(tflite, axis=1)
     assert (ours.argmax(1) == tflite.argmax(1)).all() and cos.min() > 0.99999
     made = onnx.load(str(ctx.store.path("onnx/model.onnx")))

@@ -161,7 +161,7 @@ def test_importing_the_tensorrt_modules_imports_no_toolchain():
         "import sys\n"
         "import modelport.common.cuda, modelport.convert.tensorrt\n"
         "import modelport.convert.tensorrt_calibrator, modelport.convert.tensorrt_network\n"
-        "import modelport.bench.runtimes.tensorrt\n"
+        "import modelport.runtime.tensorrt\n"
         "heavy = [m for m in ('tensorrt', 'pycuda', 'onnx', 'tensorflow', 'onnxruntime') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import make_context
-from modelport.bench.registry import RUNTIMES, runtime_class
+from modelport.common.reference import REFERENCE
 from modelport.convert.registry import TARGETS, target_module
 from modelport.openvino.runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
+from modelport.runtime.registry import RUNTIMES, runtime_class
 
 pytest.importorskip("openvino")
 
@@ -63,7 +64,7 @@ def test_registered_through_entry_points():
         assert target_module(key).unavailable_reason() is None
     assert runtime_class("openvino-fp32") is OpenvinoFp32Runtime
     assert runtime_class("openvino-int8") is OpenvinoInt8Runtime
-    assert RUNTIMES["onnx"].startswith("modelport.bench.")  # built-in entries untouched
+    assert RUNTIMES["onnx"].startswith("modelport.runtime.")  # built-in entries untouched
 
 
 def test_fp32_matches_numpy_reference(ctx, tmp_path):
@@ -140,7 +141,7 @@ def test_wrong_input_shape_is_an_input_error(ctx, tmp_path):
 def real(test_env):
     """The pipeline's artifacts: this env needs only the ONNX model and the reference the tf-onnx env made."""
     root = os.environ.get("MODELPORT_TEST_ARTIFACTS")
-    needed = ("onnx/model.onnx", "source/reference.npy")
+    needed = ("onnx/model.onnx", REFERENCE)
     if not root or not all((Path(root) / rel).is_file() for rel in needed):
         pytest.skip(f"no pipeline artifacts (MODELPORT_TEST_ARTIFACTS with {' and '.join(needed)})")
     return make_context(test_env)
@@ -151,8 +152,8 @@ def real(test_env):
 def test_real_model_converts_and_verifies(real, key):
     paths = target_module(key).run(real, force=False)
     assert all(p.is_file() for p in paths)
-    from modelport.bench.runner import prepared_images
     from modelport.common.preprocess import to_tensor
+    from modelport.runtime.run import prepared_images
 
     cls = runtime_class(key)
     with cls.from_store(real.store, real.config) as rt:

@@ -9,8 +9,9 @@ from modelport.common.errors import ModelportError
 from modelport.common.log import console, skip, step, warn
 from modelport.common.log import failed as log_failed
 from modelport.common.registry import chosen, legacy_flags
+from modelport.runtime.registry import RUNTIMES, runtime_class, source_key
 
-from .registry import DEPTH_KEYS, RUNTIMES, SOURCE, runtime_class, source_key
+from .registry import DEPTH_KEYS, SOURCE
 
 
 @click.command()

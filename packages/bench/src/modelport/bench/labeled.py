@@ -32,9 +32,9 @@ from modelport.common.images import load_image
 from modelport.common.labels import Labels
 from modelport.common.machine import machine_info
 from modelport.common.preprocess import prepare
+from modelport.runtime.registry import runtime_class
+from modelport.runtime.run import run_outputs
 
-from .registry import runtime_class
-from .runner import run_outputs
 from .tuning import config_with
 
 LABELED_SCHEMA = "modelport.labeled/1"

@@ -21,10 +21,11 @@ from modelport.common.config import Config
 from modelport.common.context import StepContext
 from modelport.common.machine import machine_info
 from modelport.common.preprocess import to_tensor
+from modelport.common.results import headline_index
 from modelport.common.timing import load_average, sample
+from modelport.runtime.registry import runtime_class
+from modelport.runtime.run import prepared_images
 
-from .registry import runtime_class
-from .runner import headline_index, prepared_images
 from .tuning import config_with
 
 OVERHEAD_SCHEMA = "modelport.overhead/1"
@@ -44,7 +45,7 @@ def harness_cost_ns(runs: int = 20000) -> float:
     """What the harness adds per call with the inference taken out: ``sample`` around ``Runtime.infer``
     of a runtime whose infer_impl returns at once, minus a bare loop of a call that returns at once.
     Load-insensitive (microseconds, no threads), so it shows the floor the ratio's noise sits on."""
-    from .runtime import Runtime
+    from modelport.runtime.base import Runtime
 
     class Instant(Runtime):
         key, backend, precision, display = "instant", "none", "fp32", "instant"

@@ -24,10 +24,11 @@ from modelport.common.machine import device_key, machine_info
 from modelport.common.reference import REFERENCE
 from modelport.common.results import LAST_OK, outputs_problem, read_result
 from modelport.common.schema import REPORT_SCHEMA, BackendResult
+from modelport.runtime.onnxruntime import ONNX_MODEL
+from modelport.runtime.registry import SOURCE_KEYS, source_key
 
 from .depth_report import pipeline_time
 from .merge import device_of, matrix, merge, model_id, reference_for, store_merged
-from .registry import SOURCE_KEYS, source_key
 
 
 def reference_key(store: ArtifactStore) -> str:
@@ -187,8 +188,8 @@ def _kept(store: ArtifactStore, r: BackendResult) -> dict:
 
 def notes(store: ArtifactStore) -> list[str]:
     out = []
-    extra = (store.read_manifest("onnx/model.onnx") or {}).get("extra", {})
-    conv = {n: v for n, v in extra.get("converters", {}).items() if "median_ms" in v}
+    m = store.read_manifest(ONNX_MODEL)
+    conv = {n: v for n, v in (m or {}).get("extra", {}).get("converters", {}).items() if "median_ms" in v}
     if len(conv) > 1:
         parts = [f"{n}: median {v['median_ms']:.2f} ms / p90 {v['p90_ms']:.2f} ms" for n, v in conv.items()]
         out.append(f"Source->ONNX converters, verified ONNX timed in onnxruntime ({'; '.join(parts)}); "

@@ -1,49 +1,18 @@
-"""Run a runtime on the eval images, time it, compare it, write ``results/<key>.json`` + ``.npy``.
-
-Also used by the converters to verify what they produced: one code path runs every
-model on the eval images, so a verified conversion and a benchmarked one see the
-same tensors.
-"""
+"""Run a runtime on the eval images, time it, compare it, write ``results/<key>.json`` + ``.npy``."""
 
 from __future__ import annotations
-
-import numpy as np
 
 from modelport.common.artifacts import sha256_file
 from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, ModelportError
-from modelport.common.images import load_image
-from modelport.common.log import console, progress
-from modelport.common.preprocess import prepare, to_tensor
+from modelport.common.log import console
+from modelport.common.preprocess import to_tensor
 from modelport.common.results import fill_outputs, headline_index, new_result, write_result
 from modelport.common.schema import BackendResult, Status
 from modelport.common.timing import load_average, load_problem, measure
-
-from .registry import SOURCE_KEYS, runtime_class, source_key
-from .runtime import Runtime
-
-
-def prepared_images(ctx: StepContext) -> list[np.ndarray]:
-    """Decode + prepare each eval image once; every runtime's tensor derives from these arrays."""
-    cache = ctx.__dict__.setdefault("_prepared", {})
-    key = tuple(ctx.eval_images)
-    if key not in cache:
-        cache[key] = [prepare(load_image(p), ctx.config.input) for p in ctx.eval_images]
-    return cache[key]
-
-
-def run_outputs(runtime: Runtime, prepared: list[np.ndarray], spec) -> np.ndarray:
-    """Outputs [N, C] of an active runtime on prepared images."""
-    outs = []
-    for arr in progress(prepared, f"{runtime.display}: eval images"):
-        out = np.asarray(runtime.infer(to_tensor(arr, spec, runtime.input_layout, runtime.input_dtype)))
-        outs.append(out.reshape(-1).astype(np.float32))
-    return np.stack(outs)
-
-
-def source_runtime(config, model) -> Runtime:
-    """The source model file in its own runtime (the reference): TFLite interpreter or onnxruntime."""
-    return runtime_class(source_key(config.contract))(config, {"model": model})
+from modelport.runtime.base import Runtime
+from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_key
+from modelport.runtime.run import prepared_images, run_outputs
 
 
 def result_base(ctx: StepContext, cls: type[Runtime] | Runtime, status: Status = "ok", reason: str | None = None) -> BackendResult:

@@ -25,10 +25,10 @@ from modelport.common.log import console
 from modelport.common.machine import machine_info
 from modelport.common.preprocess import to_tensor
 from modelport.common.timing import load_average, sample, summarize
+from modelport.runtime.base import Runtime
+from modelport.runtime.run import prepared_images
 
 from .registry import batch_class
-from .runner import prepared_images
-from .runtime import Runtime
 from .tuning import THREAD_COUNTS, THREADS, config_with
 
 SWEEP_SCHEMA = "modelport.sweep/1"

@@ -38,12 +38,12 @@ from modelport.common.log import console
 from modelport.common.machine import machine_info
 from modelport.common.preprocess import to_tensor
 from modelport.common.reference import load_reference
+from modelport.common.results import headline_index
 from modelport.common.schema import LatencyStats
 from modelport.common.timing import load_average, sample, summarize
-
-from .registry import runtime_class
-from .runner import headline_index, prepared_images, run_outputs
-from .runtime import Runtime
+from modelport.runtime.base import Runtime
+from modelport.runtime.registry import runtime_class
+from modelport.runtime.run import prepared_images, run_outputs
 
 TUNING_FILE = "depth/tuning.json"
 TUNING_SCHEMA = "modelport.tuning/1"

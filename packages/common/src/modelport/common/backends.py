@@ -32,7 +32,7 @@ class Backend:
     env: str  # the toolchain env (envs/<env>) whose steps make and measure it
     precision: str  # fp32 / fp16 / int8
     rank: int  # where its row sorts in the report (the source model first)
-    runtime: str | None = None  # "module:Class", a modelport.bench Runtime; None: its env's own step writes the row
+    runtime: str | None = None  # "module:Class", a modelport.runtime Runtime; None: its env's own step writes the row
     target: str | None = None  # "module[:obj]" conversion target of the same name
     fp32_twin: str | None = None  # an INT8 backend's float counterpart (speed and per-layer comparison)
     batch_twin: str | None = None  # "module:Class" of the dynamic-batch runtime the depth sweeps use
@@ -53,7 +53,7 @@ class Backend:
         return "int8" if "int8" in self.precision else "float"  # a hybrid (int8+fp16) is held to the INT8 floors
 
 
-_B, _R = "modelport.bench.runtimes", "modelport.convert"
+_B, _R = "modelport.runtime", "modelport.convert"
 _TFLITE = {"tflite.threads": THREADS, "tflite.xnnpack": (True, False)}
 _ORT = {"onnxruntime.intra_op_threads": THREADS, "onnxruntime.graph_optimization_level": ("basic", "extended", "all"),
         "onnxruntime.execution_mode": ("sequential", "parallel"), "onnxruntime.inter_op_threads": THREADS}

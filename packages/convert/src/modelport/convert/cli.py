@@ -59,7 +59,7 @@ def record_failure(ctx: StepContext, name: str, exc: ModelportError) -> None:
     """Mark the files a failed target makes for its backend (also when it failed before its artifact job
     started, e.g. on a calibration image), so `bench` writes the failure as that row instead of
     measuring an older model."""
-    from modelport.bench.registry import RUNTIMES, runtime_class
+    from modelport.runtime.registry import RUNTIMES, runtime_class
 
     agreement = getattr(exc, "agreement", None)  # below the floors: the row shows what was measured
     extra = {"agreement": agreement.model_dump()} if agreement is not None else {}

@@ -191,7 +191,7 @@ def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, fo
 
 def _validate(ctx: StepContext, model: Path, labels: Path | None, shown: Path) -> Contract:
     """The model's contract, checked against [input] and the labels, after one run in its own runtime."""
-    from modelport.bench.runner import source_runtime
+    from modelport.runtime.registry import source_runtime
 
     try:
         contract = inspect(model, shown)

@@ -70,11 +70,11 @@ def _dynamic(d) -> bool:
 
 
 def inspect_tflite(path: Path, shown: Path) -> Contract:
-    from modelport.bench.runtimes.tflite import _interpreter_class
+    from modelport.runtime.tflite import interpreter_class
 
     from .tflite_metadata import normalization
 
-    Interpreter, _ = _interpreter_class()
+    Interpreter, _ = interpreter_class()
     try:
         interp = Interpreter(model_path=str(path))
     except (ValueError, RuntimeError) as e:

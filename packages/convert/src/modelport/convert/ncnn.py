@@ -15,17 +15,19 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from modelport.bench.runtimes.ncnn import NcnnRuntime
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError, ToolchainMissing
 from modelport.common.log import activity, step
 from modelport.common.onnx_safety import check_onnx
+from modelport.common.reference import REFERENCE
+from modelport.runtime.ncnn import NcnnRuntime
+from modelport.runtime.onnxruntime import ONNX_MODEL
 
 from .ncnn_format import read_param
 from .verify import verify
 
-SOURCE = "onnx/model.onnx"
-PARAM, BIN = "ncnn/model.param", "ncnn/model.bin"
+SOURCE = ONNX_MODEL
+PARAM, BIN = NcnnRuntime.artifacts["param"], NcnnRuntime.artifacts["bin"]
 
 
 def pnnx_binary() -> Path | None:
@@ -83,7 +85,7 @@ def run(ctx: StepContext, force: bool):
     check_onnx(source)  # pnnx would follow external-data paths anywhere: only the model's own folder
     shape = cfg.input.shape("NCHW")
     options = {"inputshape": list(shape), "fp16_weights": cfg.ncnn.fp16_weights, "optlevel": 2}
-    inputs = {"onnx": source, "reference": store.path("source/reference.npy")}
+    inputs = {"onnx": source, "reference": store.path(REFERENCE)}
     with store.produce([PARAM, BIN], inputs=inputs, tool="pnnx", tool_version=tool_version(), options=options, force=force) as job:
         if job.cached:
             return [store.path(PARAM), store.path(BIN)]

@@ -20,11 +20,12 @@ import importlib.util
 
 from rich.markup import escape
 
-from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common import __version__
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import console, step
+from modelport.common.reference import REFERENCE
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
 
 from . import ncnn_official
 from .ncnn import BIN, PARAM
@@ -34,7 +35,8 @@ from .ncnn_quantize import quantize_model
 from .ncnn_table import Table, calibrate
 from .verify import verify
 
-INT8_PARAM, INT8_BIN, TABLE = "ncnn/model-int8.param", "ncnn/model-int8.bin", "ncnn/model.table"
+INT8_PARAM, INT8_BIN = NcnnInt8Runtime.artifacts["param"], NcnnInt8Runtime.artifacts["bin"]
+TABLE = "ncnn/model.table"
 
 
 def unavailable_reason() -> str | None:
@@ -86,7 +88,7 @@ def make(ctx: StepContext, force: bool, outputs: dict[str, str], method: str, fl
     if tools == "official" and method not in ncnn_official.METHODS:
         raise ToolchainMissing(f"ncnn2table has no {method} method ({', '.join(ncnn_official.METHODS)} only): "
                                "set [ncnn] calibration_method, or tools = builtin")
-    inputs = {"param": store.path(PARAM), "bin": store.path(BIN), "reference": store.path("source/reference.npy")}
+    inputs = {"param": store.path(PARAM), "bin": store.path(BIN), "reference": store.path(REFERENCE)}
     inputs |= {f"calibration:{p.name}": p for p in calibration.paths}
     options = {"tools": tools, "method": method, "calibration_images": len(calibration),
                "input": cfg.input.signature}

@@ -16,21 +16,20 @@ from importlib.metadata import version
 
 import numpy as np
 
-from modelport.bench.runner import prepared_images
-from modelport.bench.runtime import Runtime
-from modelport.bench.runtimes.onnxruntime import OnnxFp32DynamicRuntime, OnnxInt8DynamicRuntime
-from modelport.common.agreement import Kind
 from modelport.common.context import StepContext
 from modelport.common.errors import ModelportError, ToolchainMissing
 from modelport.common.log import console, step
 from modelport.common.preprocess import to_tensor
+from modelport.common.reference import REFERENCE
+from modelport.runtime.onnxruntime import OnnxFp32DynamicRuntime, OnnxFp32Runtime, OnnxInt8DynamicRuntime, OnnxInt8Runtime
+from modelport.runtime.run import prepared_images
 
 from .verify import verify
 
 # static source -> (dynamic output, runtime that runs it, accuracy floor of its kind)
-MODELS: dict[str, tuple[str, type[Runtime], Kind]] = {
-    "onnx/model.onnx": ("onnx/model.dynamic.onnx", OnnxFp32DynamicRuntime, "float"),
-    "onnx/model.int8.onnx": ("onnx/model.int8.dynamic.onnx", OnnxInt8DynamicRuntime, "int8"),
+MODELS = {
+    static.artifacts["model"]: (dynamic.artifacts["model"], dynamic, kind)
+    for static, dynamic, kind in ((OnnxFp32Runtime, OnnxFp32DynamicRuntime, "float"), (OnnxInt8Runtime, OnnxInt8DynamicRuntime, "int8"))
 }
 BATCH_DIM = "batch"
 
@@ -98,7 +97,7 @@ def run(ctx: StepContext, force: bool):
     store, made = ctx.store, []
     for source, (output, runtime_cls, kind) in MODELS.items():
         src = store.path(source)
-        with store.produce(output, inputs={"onnx": src, "reference": store.path("source/reference.npy")},
+        with store.produce(output, inputs={"onnx": src, "reference": store.path(REFERENCE)},
                            tool="onnx", tool_version=tool_version(), options={"batch_dim": BATCH_DIM}, force=force) as job:
             if job.cached:
                 made.append(job.path)

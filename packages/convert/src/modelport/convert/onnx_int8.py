@@ -11,15 +11,16 @@ from __future__ import annotations
 import importlib.util
 from importlib.metadata import version
 
-from modelport.bench.runtimes.onnxruntime import OnnxInt8Runtime
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import activity, step, warn
 from modelport.common.onnx_safety import check_onnx
+from modelport.common.reference import REFERENCE
+from modelport.runtime.onnxruntime import ONNX_MODEL, OnnxInt8Runtime
 
 from .verify import verify
 
-SOURCE = "onnx/model.onnx"
+SOURCE = ONNX_MODEL
 
 
 def unavailable_reason() -> str | None:
@@ -74,7 +75,7 @@ class Quantizer:
         return recover(ctx, force, self.output)
 
 
-ORT = Quantizer("onnx/model.int8.onnx", tensorrt=False)
+ORT = Quantizer(OnnxInt8Runtime.artifacts["model"], tensorrt=False)
 TENSORRT = Quantizer("onnx/model.int8.sym.onnx", tensorrt=True)
 
 
@@ -125,7 +126,7 @@ def quantize(ctx: StepContext, force: bool, output: str, q: dict, gate: bool = T
     calib.validate()  # every calibration image decodes before anything is written
     source = store.path(SOURCE)
     check_onnx(source)
-    inputs = {"onnx": source, "reference": store.path("source/reference.npy")}
+    inputs = {"onnx": source, "reference": store.path(REFERENCE)}
     inputs |= {f"calibration:{p.name}": p for p in calib.paths}
     excluded = excluded_nodes(source, q.get("nodes_to_exclude", []))
     options = q | {"calibration_images": len(calib)} | ({"excluded_nodes": excluded} if excluded else {})

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 
-from modelport.bench.runner import prepared_images
-from modelport.bench.runtime import Runtime
 from modelport.common import layer_analysis
 from modelport.common.context import StepContext
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import headline_index
+from modelport.runtime.base import Runtime
+from modelport.runtime.run import prepared_images
 
 
 @contextlib.contextmanager

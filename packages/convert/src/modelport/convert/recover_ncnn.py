@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common import layer_analysis, recovery
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
 
 from .ncnn import BIN, PARAM
 from .ncnn_format import load

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
 from modelport.common import recovery
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
+from modelport.runtime.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
 
 from .onnx_int8 import SOURCE, calibration_for, quantize, tool_version
 from .recover import runtime_timers, worst_analysed

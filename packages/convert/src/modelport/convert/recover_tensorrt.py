@@ -10,11 +10,11 @@ Entropy calibration (``[tensorrt] int8_mode = "calibrate"``) keeps its single co
 
 from __future__ import annotations
 
-from modelport.bench.runtimes.tensorrt import TensorrtFp32Runtime, TensorrtInt8Runtime
 from modelport.common import cuda, recovery
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
+from modelport.runtime.tensorrt import TensorrtFp32Runtime, TensorrtInt8Runtime
 
 from .onnx_int8 import SOURCE, TENSORRT, calibration_for, quantize
 from .recover import runtime_timers, worst_analysed

@@ -12,11 +12,12 @@ import io
 
 import numpy as np
 
-from modelport.bench.runner import prepared_images, run_outputs, source_runtime
-from modelport.bench.runtimes.onnxruntime import OnnxSourceRuntime
-from modelport.bench.runtimes.tflite import TfliteRuntime
 from modelport.common.context import StepContext
 from modelport.common.reference import REFERENCE, image_ids
+from modelport.runtime.onnxruntime import OnnxSourceRuntime
+from modelport.runtime.registry import source_runtime
+from modelport.runtime.run import prepared_images, run_outputs
+from modelport.runtime.tflite import TfliteRuntime
 
 
 def unavailable_reason() -> str | None:

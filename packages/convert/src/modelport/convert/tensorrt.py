@@ -27,12 +27,16 @@ from modelport.common.artifacts import sha256_file, write_atomic
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import console, step, warn
+from modelport.common.reference import REFERENCE
+from modelport.runtime.onnxruntime import ONNX_MODEL
+from modelport.runtime.tensorrt import TensorrtFp16Runtime, TensorrtFp32Runtime, TensorrtInt8Runtime
 
 from . import tensorrt_network as net
 from .verify import verify
 
-SOURCE = "onnx/model.onnx"
-ENGINES = {p: f"tensorrt/{p}.engine" for p in ("fp32", "fp16", "int8")}
+SOURCE = ONNX_MODEL
+RUNTIMES = {cls.precision: cls for cls in (TensorrtFp32Runtime, TensorrtFp16Runtime, TensorrtInt8Runtime)}
+ENGINES = {p: cls.artifacts["engine"] for p, cls in RUNTIMES.items()}
 CALIBRATION_CACHE = "tensorrt/calibration.cache"
 TIMING_CACHE = "tensorrt/timing.cache"
 
@@ -88,7 +92,7 @@ def build(ctx: StepContext, precision: str, force: bool, qdq: Path | None = None
     source = plan.onnx if plan else store.path(SOURCE)
     model_input = net.model_input(net.load(source), source)
     calib = None
-    inputs = {"onnx": source, "reference": store.path("source/reference.npy")}
+    inputs = {"onnx": source, "reference": store.path(REFERENCE)}
     if plan and plan.mode == "calibrate":
         if plan.why:
             warn(f"tensorrt-int8: {plan.why}; calibrating instead")
@@ -138,7 +142,7 @@ def build(ctx: StepContext, precision: str, force: bool, qdq: Path | None = None
 
 
 def origin(trt_version: str, gpu: cuda.GpuInfo) -> dict:
-    """Where an engine is built, in the shape the runtime compares (see runtimes.tensorrt.check_origin)."""
+    """Where an engine is built, in the shape the runtime compares (see modelport.runtime.tensorrt.check_origin)."""
     return {"tensorrt_version": trt_version, "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability}}
 
 
@@ -153,10 +157,7 @@ def _int8_record(store, plan, feeder, calib) -> dict | None:
 
 
 def _runtime(precision: str, config, engine: Path):
-    from modelport.bench.runtimes import tensorrt as rt
-
-    cls = {"fp32": rt.TensorrtFp32Runtime, "fp16": rt.TensorrtFp16Runtime, "int8": rt.TensorrtInt8Runtime}[precision]
-    return cls(config, {"engine": engine})
+    return RUNTIMES[precision](config, {"engine": engine})
 
 
 def _feeder(ctx, job, calib, model_input, force):
@@ -191,7 +192,7 @@ def _commit_calibration(job, feeder) -> None:
 
 
 def _build(trt, ctx, precision, plan, source, model_input, feeder) -> bytes:
-    from modelport.bench.runtimes.tensorrt import trt_logger
+    from modelport.runtime.tensorrt import trt_logger
 
     tcfg, store = ctx.config.tensorrt, ctx.store
     logger = trt_logger()

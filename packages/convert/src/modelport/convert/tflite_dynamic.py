@@ -15,15 +15,16 @@ from importlib.metadata import version
 
 import numpy as np
 
-from modelport.bench.runtimes.tflite import TfliteDynamicRuntime
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ToolchainMissing
 from modelport.common.log import console, step
+from modelport.common.reference import REFERENCE
+from modelport.runtime.tflite import TfliteDynamicRuntime, TfliteRuntime
 
 from .onnx_dynamic import check_batch_consistency
 from .verify import verify
 
-SOURCE, OUTPUT = "source/model.tflite", "tflite/model.dynamic.tflite"
+SOURCE, OUTPUT = TfliteRuntime.artifacts["model"], TfliteDynamicRuntime.artifacts["model"]
 
 
 def unavailable_reason() -> str | None:
@@ -74,7 +75,7 @@ def run(ctx: StepContext, force: bool):
         raise ToolchainMissing(reason)
     store = ctx.store
     src = store.path(SOURCE)
-    with store.produce(OUTPUT, inputs={"tflite": src, "reference": store.path("source/reference.npy")},
+    with store.produce(OUTPUT, inputs={"tflite": src, "reference": store.path(REFERENCE)},
                        tool="tflite", tool_version=tool_version(), options={}, force=force) as job:
         if job.cached:
             return [job.path]

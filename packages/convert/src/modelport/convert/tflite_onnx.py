@@ -21,16 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError, ToolchainMissing
 from modelport.common.log import activity, console, run_logged, step, warn
+from modelport.common.reference import REFERENCE
 from modelport.common.schema import LatencyStats
 from modelport.common.timing import measure, sample, summarize
+from modelport.runtime.onnxruntime import OnnxFp32Runtime
 
 from .verify import verify
 
-OUTPUT = "onnx/model.onnx"
+OUTPUT = OnnxFp32Runtime.artifacts["model"]
 CONVERTERS = ("tflite2onnx", "tf2onnx")
 RACE = (10, 10, 10)  # warm-up, rounds, runs per round: enough to rank two graphs, cheap next to converting
 
@@ -197,7 +198,7 @@ def run(ctx: StepContext, force: bool):
     source = store.path(contract.file)
     options = {"converter": choice if contract.kind == "tflite" else "source", "opset": cfg.convert.opset,
                "verify": cfg.convert.verify, "input": cfg.input.signature}
-    with store.produce(OUTPUT, inputs={"source": source, "reference": store.path("source/reference.npy")},
+    with store.produce(OUTPUT, inputs={"source": source, "reference": store.path(REFERENCE)},
                        tool="+".join(names), tool_version=tool_version(), options=options, force=force) as job:
         if job.cached:
             return [job.path]

@@ -13,16 +13,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from modelport.bench.runner import prepared_images
+from modelport.runtime.run import prepared_images
 from modelport.common import layer_analysis, onnx_layers
 from modelport.common.context import StepContext
 from modelport.common.log import progress
 from modelport.common.preprocess import to_tensor
 from modelport.convert.analyze import Target
+from modelport.runtime.onnxruntime import ONNX_MODEL
 
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 
-ONNX = "onnx/model.onnx"
+ONNX = ONNX_MODEL
 
 
 def exposed(core, xml: Path, graph: onnx_layers.OnnxGraph, properties: dict):

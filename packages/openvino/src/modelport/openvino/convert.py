@@ -17,11 +17,13 @@ from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import activity, step
 from modelport.common.onnx_safety import check_onnx
+from modelport.common.reference import REFERENCE
 from modelport.convert.verify import verify
+from modelport.runtime.onnxruntime import ONNX_MODEL
 
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 
-SOURCE = "onnx/model.onnx"
+SOURCE = ONNX_MODEL
 
 
 def unavailable_reason(need_nncf: bool = False) -> str | None:
@@ -89,7 +91,7 @@ def build(ctx: StepContext, force: bool, runtime, xml: str, bin_: str, preset: s
     cfg, store = ctx.config, ctx.store
     source = store.path(SOURCE)
     check_onnx(source)
-    inputs = {"onnx": source, "reference": store.path("source/reference.npy")}
+    inputs = {"onnx": source, "reference": store.path(REFERENCE)}
     options = {"compress_to_fp16": False, "device": "CPU", "inference_precision": cfg.openvino.inference_precision}
     calib = None
     if preset is not None:

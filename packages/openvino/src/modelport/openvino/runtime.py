@@ -9,8 +9,8 @@ reshaping it fails; the depth sweeps run N sequential batch-1 requests and say s
 
 from __future__ import annotations
 
-from modelport.bench.runtime import Runtime
 from modelport.common.errors import InputError
+from modelport.runtime.base import Runtime
 
 
 def threads(config) -> int:

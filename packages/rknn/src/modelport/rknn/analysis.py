@@ -22,6 +22,7 @@ from modelport.common.context import StepContext
 from modelport.common.errors import InputError
 from modelport.common.log import console, step
 from modelport.common.reference import load_reference
+from modelport.runtime.run import prepared_images
 
 from . import convert, toolkit
 from .dataset import nchw_uint8, write_npy_list
@@ -108,7 +109,7 @@ def run(ctx: StepContext, images: list[str] | None = None, force: bool = False, 
         if not job.cached:
             step(f"rknn analyze: accuracy_analysis on {', '.join(chosen)} -> {ANALYSIS}")
             log.unlink(missing_ok=True)
-            by_name = dict(zip([p.name for p in ctx.eval_images], convert.eval_prepared(ctx), strict=True))
+            by_name = dict(zip([p.name for p in ctx.eval_images], prepared_images(ctx), strict=True))
             npys = write_npy_list([nchw_uint8(by_name[n], ctx.config.input) for n in chosen], chosen, job.workdir / "inputs", "inputs.txt")
             paths = npys.read_text().split()
             per_image: list[dict] = []

@@ -25,9 +25,10 @@ from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, InputError, ModelportError
 from modelport.common.log import console, skip, step
 from modelport.common.preprocess import to_tensor
-from modelport.common.results import fill_outputs, write_result
+from modelport.common.results import fill_outputs, headline_index, write_result
 from modelport.common.schema import BackendResult
 from modelport.common.timing import load_average, measure
+from modelport.runtime.run import prepared_images
 
 from . import convert, simulate, toolkit
 
@@ -59,10 +60,9 @@ def _skipped(ctx: StepContext, b: Backend, reason: str) -> BackendResult:
 def _measure(ctx: StepContext, result: BackendResult, infer: Callable[[np.ndarray], list]) -> np.ndarray:
     """Outputs on every eval image, then warm-up + timed runs on the headline image (as `modelport bench`)."""
     cfg = ctx.config
-    tensors = [to_tensor(a, cfg.input, "NHWC", "uint8") for a in convert.eval_prepared(ctx)]
+    tensors = [to_tensor(a, cfg.input, "NHWC", "uint8") for a in prepared_images(ctx)]
     outputs = np.stack([np.asarray(infer(t)[0], dtype=np.float32).reshape(-1) for t in tensors])
-    names = [p.name for p in ctx.eval_images]
-    head = tensors[names.index(cfg.images.headline) if cfg.images.headline in names else 0]
+    head = tensors[headline_index(ctx)]
     before = load_average()
     result.latency_ms = measure(lambda: infer(head), cfg.bench.warmup, cfg.bench.runs)
     result.load_avg = {"before": before, "after": load_average()}

@@ -21,20 +21,21 @@ from typing import Literal
 
 import numpy as np
 
-from modelport.common.agreement import check_gate, compare, gate_kind
 from modelport.common.below_floor import keep_below_floor
 from modelport.common.context import StepContext
 from modelport.common.errors import AccuracyGateError, InputError
-from modelport.common.images import load_image
 from modelport.common.log import console, step
-from modelport.common.preprocess import prepare, to_tensor
-from modelport.common.reference import REFERENCE, load_reference
+from modelport.common.preprocess import to_tensor
+from modelport.common.reference import REFERENCE
 from modelport.common.schema import Agreement
+from modelport.runtime.onnxruntime import ONNX_MODEL
+from modelport.runtime.run import prepared_images
+from modelport.runtime.verify import check_outputs, verification_off
 
 from . import toolkit
 from .dataset import write_dataset
 
-ONNX = "onnx/model.onnx"
+ONNX = ONNX_MODEL
 Kind = Literal["int8", "fp16", "hybrid"]
 BuildKind = Literal["int8", "fp16"]  # what `run` builds; hybrid is its own step (hybrid.py)
 MODELS: dict[str, str] = {"int8": "rknn/model.rknn", "fp16": "rknn/model-fp16.rknn", "hybrid": "rknn/model-hybrid.rknn"}
@@ -133,16 +134,11 @@ def build(rk, ctx: StepContext, onnx_path: Path, kind: Kind, workdir: Path, log:
     return time.monotonic() - t0
 
 
-def eval_prepared(ctx: StepContext) -> list[np.ndarray]:
-    """Eval images through the one common loader + preprocessing (uint8 HWC)."""
-    return [prepare(load_image(p), ctx.config.input) for p in ctx.eval_images]
-
-
 def run_simulator(rk, ctx: StepContext, log: Path, what: Path) -> np.ndarray:
     """Simulator outputs [N, C] of the model built in ``rk`` on the eval images (uint8 NHWC in)."""
     toolkit.call(rk.init_runtime, what="init_runtime (simulator)", log=log, path=what)
     outs = []
-    for arr in eval_prepared(ctx):
+    for arr in prepared_images(ctx):
         tensor = to_tensor(arr, ctx.config.input, "NHWC", "uint8")
         res = toolkit.call(rk.inference, inputs=[tensor], data_format=["nhwc"], what="inference (simulator)", log=log, path=what)
         if not res:
@@ -153,15 +149,9 @@ def run_simulator(rk, ctx: StepContext, log: Path, what: Path) -> np.ndarray:
 
 def verify(ctx: StepContext, outputs: np.ndarray, kind: Kind, what: Path) -> Agreement | None:
     """Agreement with the reference (the source model), and the floor for the model's precision (raises below it)."""
-    if not ctx.config.convert.verify:
-        console.print("   [yellow]verification disabled (\\[convert] verify = false)[/]")
+    if verification_off(ctx):
         return None
-    reference = load_reference(ctx.store, ctx.eval_images, ctx.config.input.signature)
-    agreement = compare(outputs, reference, [p.name for p in ctx.eval_images])
-    console.print(f"   simulated on {agreement.images} images: top-1 agreement {agreement.top1:.0%}, "
-                  f"cosine min {agreement.cosine_min:.5f} / mean {agreement.cosine_mean:.5f}")
-    check_gate(agreement, gate_kind("float" if kind == "fp16" else "int8", ctx.config), what, ctx.config.accuracy)
-    return agreement
+    return check_outputs(ctx, outputs, "float" if kind == "fp16" else "int8", what, "simulated")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from modelport.common.context import StepContext
 from modelport.common.log import step
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import load_reference
+from modelport.runtime.run import prepared_images
 
 from . import convert, layers, toolkit
 from .analysis import parse_error_analysis
@@ -113,7 +114,7 @@ class RknnBackend:
             if not job.cached:
                 step(f"rknn accuracy_analysis of variant {variant.id} on {worst_image}")
                 log, t0 = convert.log_path(vctx, f"variant-{variant.id}-analysis"), time.monotonic()
-                by_name = dict(zip([p.name for p in vctx.eval_images], convert.eval_prepared(vctx), strict=True))
+                by_name = dict(zip([p.name for p in vctx.eval_images], prepared_images(vctx), strict=True))
                 npy = write_npy_list([nchw_uint8(by_name[worst_image], vctx.config.input)], [worst_image],
                                      job.workdir / "inputs", "inputs.txt").read_text().split()[0]
                 with self._built(vctx, onnx_path, variant.float_layers, job.workdir, log) as (rk, _):

@@ -20,6 +20,10 @@ from modelport.common import layer_analysis
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import step
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
+from modelport.runtime.onnxruntime import ONNX_MODEL, OnnxInt8Runtime
+
+from ..onnx_int8 import TENSORRT
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,10 @@ def _tensorrt(ctx, model, workdir):
 
 
 TARGETS = {
-    "onnx-int8": Target("onnx-int8", "onnxruntime", {"model": "onnx/model.int8.onnx"}, {"onnx": "onnx/model.onnx"}, _onnx),
-    "ncnn-int8": Target("ncnn-int8", "ncnn", {"param": "ncnn/model-int8.param", "bin": "ncnn/model-int8.bin"},
-                        {"param": "ncnn/model.param", "bin": "ncnn/model.bin", "onnx": "onnx/model.onnx"}, _ncnn),
-    "tensorrt-int8": Target("tensorrt-int8", "tensorrt", {"model": "onnx/model.int8.sym.onnx"}, {"onnx": "onnx/model.onnx"},
-                            _tensorrt),
+    "onnx-int8": Target("onnx-int8", "onnxruntime", dict(OnnxInt8Runtime.artifacts), {"onnx": ONNX_MODEL}, _onnx),
+    "ncnn-int8": Target("ncnn-int8", "ncnn", dict(NcnnInt8Runtime.artifacts), {**NcnnRuntime.artifacts, "onnx": ONNX_MODEL},
+                        _ncnn),
+    "tensorrt-int8": Target("tensorrt-int8", "tensorrt", {"model": TENSORRT.output}, {"onnx": ONNX_MODEL}, _tensorrt),
 }
 
 

@@ -12,18 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.bench.runner import prepared_images
-from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common import layer_analysis, onnx_layers
 from modelport.common.context import StepContext
 from modelport.common.log import progress
 from modelport.common.preprocess import to_tensor
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
+from modelport.runtime.onnxruntime import ONNX_MODEL as ONNX
+from modelport.runtime.run import prepared_images
 
 from ..ncnn import BIN, PARAM
 from ..ncnn_format import load, read_param
 from .ncnn_names import map_model
-
-ONNX = "onnx/model.onnx"
 
 
 def mapping(ctx: StepContext, param: Path):

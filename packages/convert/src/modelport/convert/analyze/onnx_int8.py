@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.bench.runner import prepared_images
 from modelport.common import layer_analysis, onnx_layers
 from modelport.common.context import StepContext
 from modelport.common.log import progress
 from modelport.common.preprocess import to_tensor
-
-FP32 = "onnx/model.onnx"
+from modelport.runtime.onnxruntime import ONNX_MODEL as FP32
+from modelport.runtime.run import prepared_images
 
 
 def sessions(float_model: Path, qdq_model: Path, workdir: Path):

@@ -14,18 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.bench.runner import prepared_images
 from modelport.common import cuda, layer_analysis, onnx_layers
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import progress
 from modelport.common.preprocess import to_tensor
-
-FP32 = "onnx/model.onnx"
+from modelport.runtime.onnxruntime import ONNX_MODEL as FP32
+from modelport.runtime.run import prepared_images
 
 
 def build_marked(trt, ctx: StepContext, onnx_path: Path, wanted: set[str], strongly_typed: bool) -> bytes:
-    from modelport.bench.runtimes.tensorrt import trt_logger
+    from modelport.runtime.tensorrt import trt_logger
 
     logger = trt_logger()
     builder = trt.Builder(logger)
@@ -50,7 +49,7 @@ def build_marked(trt, ctx: StepContext, onnx_path: Path, wanted: set[str], stron
 
 def run_marked(trt, drv, plan: bytes, tensors: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
     """Every output tensor of the engine for each input (batch 1, NCHW float32)."""
-    from modelport.bench.runtimes.tensorrt import trt_logger
+    from modelport.runtime.tensorrt import trt_logger
 
     engine = trt.Runtime(trt_logger()).deserialize_cuda_engine(plan)
     context = engine.create_execution_context()

@@ -22,7 +22,7 @@ import numpy as np
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.timing import measure
 
-from ..runtime import Runtime
+from .base import Runtime
 
 # ncnn GpuInfo.type(): 0 discrete, 1 integrated, 2 virtual, 3 cpu (Mesa llvmpipe/lavapipe).
 _CPU_VULKAN_DEVICE = 3

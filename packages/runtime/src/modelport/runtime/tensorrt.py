@@ -28,7 +28,7 @@ from modelport.common.artifacts import ArtifactStore
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.timing import summarize
 
-from ..runtime import Runtime
+from .base import Runtime
 
 _LOGGER = None
 
