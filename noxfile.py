@@ -38,6 +38,8 @@ ENVS = {
         "packages": ["common", "runtime", "bench", "convert", "openvino"],
         "convert": [["fetch"], ["convert", "reference", "onnx", "onnx-int8", "onnx-int8-tensorrt"]],
         "bench": ["source", "onnx", "onnx-int8"],
+        # depth's sweeps have a batch twin of a TFLite source only (convert tflite-dynamic)
+        "depth": [["convert", "onnx-dynamic", "tflite-dynamic"], ["tflite", "onnx", "onnx-int8"]],
         "analyze": ["onnx-int8"],
         "tests": ["packages/common/tests", "packages/bench/tests", "packages/convert/tests",
                   "--ignore-glob=*/test_ncnn*", "--ignore-glob=*/test_tensorrt*"],
@@ -46,6 +48,7 @@ ENVS = {
         "packages": ["common", "runtime", "bench", "convert"],
         "convert": [["convert", "ncnn", "ncnn-int8"]],
         "bench": ["ncnn", "ncnn-int8"],
+        "depth": [[], ["ncnn", "ncnn-int8"]],
         "analyze": ["ncnn-int8"],
         "tests": ["packages/*/tests/test_ncnn*.py"],
     },
@@ -61,6 +64,8 @@ ENVS = {
         "packages": ["common", "runtime", "bench", "convert", "openvino"],
         "convert": [["convert", "openvino-fp32", "openvino-int8"]],
         "bench": ["openvino-fp32", "openvino-int8"],
+        "depth": [[], ["openvino-fp32", "openvino-int8"]],  # no batch twin: its sweeps loop batch-1 calls
+        "analyze": ["openvino-int8"],
         "tests": ["packages/openvino/tests"],
     },
     "rknn": {
@@ -162,14 +167,11 @@ def depth(session: nox.Session) -> None:
     Not part of the default run; needs `nox -s convert` first. Several minutes on a 2-core machine.
     """
     labeled = os.environ.get("MODELPORT_LABELED")  # an image<TAB>label file, or a folder per class
-    for env in ("tf-onnx", "ncnn"):
-        if env not in STEP_ENVS["bench"]:
-            continue
+    for env in (e for e in STEP_ENVS["bench"] if "depth" in ENVS[e]):
         bin_dir = env_bin(session, env)
-        # depth's sweeps have a batch twin of a TFLite source only (convert tflite-dynamic)
-        keys = ["tflite" if k == "source" else k for k in ENVS[env]["bench"]]
-        if env == "tf-onnx":
-            modelport(session, bin_dir, env, "convert", "onnx-dynamic", "tflite-dynamic")
+        prepare, keys = ENVS[env]["depth"]  # the batch twins it converts first, the backends it measures
+        if prepare:
+            modelport(session, bin_dir, env, *prepare)
         for what in ("tune", "sweep", "overhead"):
             modelport(session, bin_dir, env, "depth", what, *keys)
         if labeled:

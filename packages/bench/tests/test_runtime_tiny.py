@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import cli, error_line, make_context
-from modelport.bench.registry import BATCH_TWINS, SOURCE_KEYS, batch_class, runtime_class, source_key
+from modelport.bench.registry import BATCH_TWINS, batch_class
 from modelport.common.errors import InputError
 from modelport.common.images import load_image
 from modelport.common.preprocess import prepare, to_tensor
 from modelport.common.schema import REPORT_SCHEMA, RESULT_SCHEMA, BackendResult
+from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_key
 from tiny_models import tiny_pipeline
 
 KEYS = ("source", "onnx", "onnx-int8")  # "source": the source's own runtime (tflite or onnx-source)

@@ -14,9 +14,8 @@ import pytest
 from onnx import helper
 
 from conftest import cli, error_line, make_context
-from tiny_models import tiny_onnx, tiny_tflite
-
 from modelport.common.reference import REFERENCE
+from tiny_models import tiny_onnx, tiny_tflite
 
 QUICK = ("--runs", "3", "--warmup", "1")
 

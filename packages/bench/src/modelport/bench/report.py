@@ -188,8 +188,8 @@ def _kept(store: ArtifactStore, r: BackendResult) -> dict:
 
 def notes(store: ArtifactStore) -> list[str]:
     out = []
-    m = store.read_manifest(ONNX_MODEL)
-    conv = {n: v for n, v in (m or {}).get("extra", {}).get("converters", {}).items() if "median_ms" in v}
+    extra = (store.read_manifest(ONNX_MODEL) or {}).get("extra", {})
+    conv = {n: v for n, v in extra.get("converters", {}).items() if "median_ms" in v}
     if len(conv) > 1:
         parts = [f"{n}: median {v['median_ms']:.2f} ms / p90 {v['p90_ms']:.2f} ms" for n, v in conv.items()]
         out.append(f"Source->ONNX converters, verified ONNX timed in onnxruntime ({'; '.join(parts)}); "

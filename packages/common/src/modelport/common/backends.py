@@ -13,11 +13,11 @@ commands through ``modelport.commands``: a new toolchain is its own package plus
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Literal
+from typing import Any, Literal
 
 Floors = Literal["float", "int8"]
 # A tuning knob's values: 1, 2 and this machine's core count (resolved where the search runs).
@@ -41,7 +41,7 @@ class Backend:
     source: bool = False  # the source model's own runtime: the reference row
     default_row: bool = True  # made by its env's default steps (`nox -s convert bench rknn`): CI expects it
     # `depth tune`'s search space: config key -> values (or THREADS), in the order the knobs are tried
-    tuning: Mapping[str, tuple | str] = field(default_factory=dict, hash=False)
+    tuning: Mapping[str, Sequence[Any]] = field(default_factory=dict, hash=False)
     numeric: tuple[str, ...] = ()  # knobs whose non-default values can change the outputs: kept only above the floors
 
     @property

@@ -16,20 +16,22 @@ from importlib.metadata import version
 
 import numpy as np
 
+from modelport.common.agreement import Kind
 from modelport.common.context import StepContext
 from modelport.common.errors import ModelportError, ToolchainMissing
 from modelport.common.log import console, step
 from modelport.common.preprocess import to_tensor
 from modelport.common.reference import REFERENCE
+from modelport.runtime.base import Runtime
 from modelport.runtime.onnxruntime import OnnxFp32DynamicRuntime, OnnxFp32Runtime, OnnxInt8DynamicRuntime, OnnxInt8Runtime
 from modelport.runtime.run import prepared_images
 
 from .verify import verify
 
 # static source -> (dynamic output, runtime that runs it, accuracy floor of its kind)
-MODELS = {
-    static.artifacts["model"]: (dynamic.artifacts["model"], dynamic, kind)
-    for static, dynamic, kind in ((OnnxFp32Runtime, OnnxFp32DynamicRuntime, "float"), (OnnxInt8Runtime, OnnxInt8DynamicRuntime, "int8"))
+MODELS: dict[str, tuple[str, type[Runtime], Kind]] = {
+    OnnxFp32Runtime.artifacts["model"]: (OnnxFp32DynamicRuntime.artifacts["model"], OnnxFp32DynamicRuntime, "float"),
+    OnnxInt8Runtime.artifacts["model"]: (OnnxInt8DynamicRuntime.artifacts["model"], OnnxInt8DynamicRuntime, "int8"),
 }
 BATCH_DIM = "batch"
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from modelport.runtime.run import prepared_images
 from modelport.common import layer_analysis, onnx_layers
 from modelport.common.context import StepContext
 from modelport.common.log import progress
 from modelport.common.preprocess import to_tensor
 from modelport.convert.analyze import Target
 from modelport.runtime.onnxruntime import ONNX_MODEL
+from modelport.runtime.run import prepared_images
 
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 
@@ -69,7 +69,9 @@ def analyze(ctx: StepContext, model: Path, weights: Path, workdir: Path) -> dict
         for t in shared:
             ref = float_r.get_output_tensor(float_ix[t][0]).data
             got = int8_r.get_output_tensor(int8_ix[t][0]).data
-            errors.add(graph.layer_of(t), int8_ix[t][1], name, ref, got, t)
+            layer = graph.layer_of(t)
+            if layer is not None:  # exposed() only names tensors of the graph
+                errors.add(layer, int8_ix[t][1], name, ref, got, t)
     rows = errors.rows()
     mapping = {"how": "ov.convert_model keeps the tensor names of onnx/model.onnx in both IRs; compared by name",
                "tensors_matched": len(shared), "fp32_only": sorted(set(float_ix) - set(int8_ix)),

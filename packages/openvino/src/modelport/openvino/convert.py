@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Sequence
 from importlib.metadata import version
 
 from modelport.common.agreement import Kind
@@ -71,7 +72,7 @@ def ov_ops(model, source, layers: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def nncf_quantize(model, calibration, preset: str = "performance", ignored: list[str] = ()):
+def nncf_quantize(model, calibration, preset: str = "performance", ignored: Sequence[str] = ()):
     """NNCF post-training INT8 over the calibration tensors (NCHW float32, batch 1); ``ignored``: op names kept in float."""
     import nncf
 
@@ -106,7 +107,7 @@ def build(ctx: StepContext, force: bool, runtime, xml: str, bin_: str, preset: s
         if job.cached:
             return outputs
         model = read_onnx(source)
-        if calib is not None:
+        if calib is not None and preset is not None:
             ignored = ov_ops(model, source, list(float_layers or []))
             step(f"nncf.quantize {SOURCE} -> {xml}: INT8, {preset} preset, {len(calib)} calibration images"
                  + (f", {len(float_layers)} layers ({len(ignored)} ops) in float" if float_layers else ""))
