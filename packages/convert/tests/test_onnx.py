@@ -43,7 +43,9 @@ def test_onnx_int8_meets_the_int8_floor(pipeline):
     model = onnx.load(str(pipeline.store.path("onnx/model.int8.onnx")))
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ, the format TensorRT explicit quantization takes
-    assert pipeline.store.path("onnx/model.int8.onnx").stat().st_size < 0.35 * pipeline.store.path("onnx/model.onnx").stat().st_size
+    assert (
+        pipeline.store.path("onnx/model.int8.onnx").stat().st_size < 0.35 * pipeline.store.path("onnx/model.onnx").stat().st_size
+    )
 
 
 def test_manifests_record_verification_and_both_converters(pipeline):
@@ -71,9 +73,13 @@ def test_tensorrt_qdq_variant_is_symmetric_int8_and_meets_the_floor(pipeline):
     rt = OnnxInt8Runtime(pipeline.config, {"model": path})
     ref = load_reference(pipeline.store, pipeline.eval_images, pipeline.config.input.signature)
     with rt:
-        a = compare(run_outputs(rt, prepared_images(pipeline), pipeline.config.input), ref, [p.name for p in pipeline.eval_images])
+        a = compare(
+            run_outputs(rt, prepared_images(pipeline), pipeline.config.input), ref, [p.name for p in pipeline.eval_images]
+        )
     assert a.top1 >= 0.9 and a.cosine_mean >= 0.98 and a.cosine_min >= 0.95
     model = onnx.load(str(path))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    zero_points = [
+        inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2
+    ]
     assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)

@@ -26,10 +26,12 @@ def tiny_onnx(path: Path, shape, rng) -> tuple[np.ndarray, np.ndarray]:
     w = rng.standard_normal((4, shape[1], 1, 1)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["input", "w", "b"], ["conv"]),
-         helper.make_node("Relu", ["conv"], ["relu"]),
-         helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
-         helper.make_node("Flatten", ["pool"], ["output"])],
+        [
+            helper.make_node("Conv", ["input", "w", "b"], ["conv"]),
+            helper.make_node("Relu", ["conv"], ["relu"]),
+            helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
+            helper.make_node("Flatten", ["pool"], ["output"]),
+        ],
         "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [shape[0], 4])],
@@ -93,8 +95,15 @@ def test_config_knobs_reach_compile_model(ctx, tmp_path):
     tiny_onnx(tmp_path / "tiny.onnx", ctx.config.input.shape("NCHW"), np.random.default_rng(3))
     xml, bin_ = save_ir(tmp_path / "tiny.onnx", tmp_path / "model.xml")
     # 2 threads: the plugin caps the streams at the thread count
-    cfg = config_with(ctx.config, {"openvino.threads": 2, "openvino.performance_hint": "throughput",
-                                   "openvino.num_streams": 2, "openvino.cpu_pinning": False})
+    cfg = config_with(
+        ctx.config,
+        {
+            "openvino.threads": 2,
+            "openvino.performance_hint": "throughput",
+            "openvino.num_streams": 2,
+            "openvino.cpu_pinning": False,
+        },
+    )
     with OpenvinoFp32Runtime(cfg, {"model": xml, "weights": bin_}) as rt:
         got = {k: rt.compiled.get_property(k) for k in ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "ENABLE_CPU_PINNING")}
         hint = str(rt.compiled.get_property("PERFORMANCE_HINT"))
@@ -172,8 +181,7 @@ def test_real_depth_overhead_sweep_and_tune(real_fp32, monkeypatch):
     (sequential batch-1 requests: no batch twin) and a small tuning search over the descriptor's knobs."""
     from modelport.bench import overhead, sweep, tuning
 
-    data = overhead.measure_overhead(real_fp32, "openvino-fp32", rounds=2, runs=3, warmup=1,
-                                     settings={"openvino.threads": 1})
+    data = overhead.measure_overhead(real_fp32, "openvino-fp32", rounds=2, runs=3, warmup=1, settings={"openvino.threads": 1})
     assert data["settings"]["INFERENCE_NUM_THREADS"] == 1 and data["bare_mean_ms"] > 0
     assert data["ratio_rounds"]["min"] <= data["ratio"] <= data["ratio_rounds"]["max"]
     monkeypatch.setattr(sweep, "IMAGES_PER_POINT", 4)
@@ -183,7 +191,9 @@ def test_real_depth_overhead_sweep_and_tune(real_fp32, monkeypatch):
     monkeypatch.setattr(tuning, "ROUNDS", {"search": (1, 2, 2), "final": (1, 2, 2)})
     monkeypatch.setitem(tuning.SPACE, "openvino-fp32", {"openvino.threads": [1, 2], "openvino.num_streams": [1]})
     entry = tuning.tune(real_fp32, "openvino-fp32")
-    assert set(entry["winner"]) == {"openvino.threads", "openvino.num_streams"} and len(entry["trials"]) == 5  # threads None (= [tflite] threads), 1, 2; streams None, 1
+    assert (
+        set(entry["winner"]) == {"openvino.threads", "openvino.num_streams"} and len(entry["trials"]) == 5
+    )  # threads None (= [tflite] threads), 1, 2; streams None, 1
     assert entry["agreement"]["cosine_min"] > 0.999  # the winner still meets the FP32 floor
 
 
@@ -219,10 +229,16 @@ def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(real_fp3
             shutil.copyfile(real_fp32.store.path(f), tmp_path / f)
     default = OpenvinoBackend(real_fp32, False).build("performance", [])
     floor = round(default.agreement["cosine_min"] + 0.004, 4)
-    ctx = make_context(test_env | {"MODELPORT_ARTIFACTS": str(tmp_path)},
-                       overrides=[f"accuracy.int8_cosine_min={floor}", "quantization.recover_minutes=3",
-                                  "quantization.recover_max_float_layers=4", "quantization.recover_rounds=1",
-                                  "bench.runs=8"])
+    ctx = make_context(
+        test_env | {"MODELPORT_ARTIFACTS": str(tmp_path)},
+        overrides=[
+            f"accuracy.int8_cosine_min={floor}",
+            "quantization.recover_minutes=3",
+            "quantization.recover_max_float_layers=4",
+            "quantization.recover_rounds=1",
+            "bench.runs=8",
+        ],
+    )
     try:
         target_module("openvino-int8").run(ctx, force=False)
     except AccuracyGateError:

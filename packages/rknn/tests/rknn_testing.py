@@ -20,8 +20,10 @@ def upstream(test_env: dict) -> Path:
     src = Path(test_env["MODELPORT_ARTIFACTS"])
     missing = [rel for rel in INPUTS if not (src / rel).is_file()]
     if missing:
-        pytest.fail(f"{', '.join(missing)} missing in {src}: run tests(tf-onnx) first (nox -s tests) or point "
-                    "MODELPORT_TEST_ARTIFACTS at artifacts made by `modelport fetch` + `modelport convert reference onnx`")
+        pytest.fail(
+            f"{', '.join(missing)} missing in {src}: run tests(tf-onnx) first (nox -s tests) or point "
+            "MODELPORT_TEST_ARTIFACTS at artifacts made by `modelport fetch` + `modelport convert reference onnx`"
+        )
     return src
 
 

@@ -15,10 +15,21 @@ from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_key
 from modelport.runtime.run import prepared_images, run_outputs
 
 
-def result_base(ctx: StepContext, cls: type[Runtime] | Runtime, status: Status = "ok", reason: str | None = None) -> BackendResult:
-    return new_result(ctx, key=cls.key, backend=cls.backend, precision=cls.precision, name=cls.display,
-                      device=cls.device, input_layout=cls.input_layout, input_dtype=cls.input_dtype,
-                      status=status, reason=reason)
+def result_base(
+    ctx: StepContext, cls: type[Runtime] | Runtime, status: Status = "ok", reason: str | None = None
+) -> BackendResult:
+    return new_result(
+        ctx,
+        key=cls.key,
+        backend=cls.backend,
+        precision=cls.precision,
+        name=cls.display,
+        device=cls.device,
+        input_layout=cls.input_layout,
+        input_dtype=cls.input_dtype,
+        status=status,
+        reason=reason,
+    )
 
 
 def not_this_source(ctx: StepContext, key: str) -> str | None:
@@ -62,7 +73,9 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
             outputs = run_outputs(runtime, prepared, cfg.input)
             headline_i = headline_index(ctx)
             tensor = to_tensor(prepared[headline_i], cfg.input, runtime.input_layout, runtime.input_dtype)
-            console.print(f"   timing {runtime.display}: {cfg.bench.warmup} warm-up + {cfg.bench.runs} runs on {names[headline_i]}")
+            console.print(
+                f"   timing {runtime.display}: {cfg.bench.warmup} warm-up + {cfg.bench.runs} runs on {names[headline_i]}"
+            )
             result.latency_ms = measure(lambda: runtime.infer(tensor), cfg.bench.warmup, cfg.bench.runs)
             result.extra_timings = getattr(runtime, "extra_timings", {})
             result.load_avg = {"before": load_before, "after": load_average()}

@@ -17,9 +17,12 @@ from .registry import TARGETS, target_module
 @click.argument("targets", nargs=-1, type=click.Choice(list(TARGETS)), metavar="TARGET...")
 @legacy_flags(TARGETS)
 @click.option("--force", is_flag=True, help="Redo even when the manifest says the output is up to date.")
-@click.option("--ncnn-tools", type=click.Choice(["auto", "official", "builtin"]),
-              help="ncnn INT8 tools: official = ncnnoptimize/ncnn2table/ncnn2int8 from PATH, builtin = modelport's "
-                   "own, auto = official when on PATH (overrides [ncnn] tools).")
+@click.option(
+    "--ncnn-tools",
+    type=click.Choice(["auto", "official", "builtin"]),
+    help="ncnn INT8 tools: official = ncnnoptimize/ncnn2table/ncnn2int8 from PATH, builtin = modelport's "
+    "own, auto = official when on PATH (overrides [ncnn] tools).",
+)
 @click.pass_obj
 def convert(ctx: StepContext, targets, force, ncnn_tools, **flags):
     """Convert to TARGET... (any of: {targets}), in the order given.

@@ -37,7 +37,11 @@ BATCH_DIM = "batch"
 
 
 def unavailable_reason() -> str | None:
-    return None if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime") else "onnx and onnxruntime are needed (tf-onnx env)"
+    return (
+        None
+        if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime")
+        else "onnx and onnxruntime are needed (tf-onnx env)"
+    )
 
 
 def tool_version() -> str:
@@ -99,8 +103,14 @@ def run(ctx: StepContext, force: bool):
     store, made = ctx.store, []
     for source, (output, runtime_cls, kind) in MODELS.items():
         src = store.path(source)
-        with store.produce(output, inputs={"onnx": src, "reference": store.path(REFERENCE)},
-                           tool="onnx", tool_version=tool_version(), options={"batch_dim": BATCH_DIM}, force=force) as job:
+        with store.produce(
+            output,
+            inputs={"onnx": src, "reference": store.path(REFERENCE)},
+            tool="onnx",
+            tool_version=tool_version(),
+            options={"batch_dim": BATCH_DIM},
+            force=force,
+        ) as job:
             if job.cached:
                 made.append(job.path)
                 continue
@@ -112,9 +122,14 @@ def run(ctx: StepContext, force: bool):
             rt = runtime_cls(ctx.config, {"model": job.tmp()})
             agreement = verify(ctx, rt, kind, store.path(output))
             diff = check_batch_consistency(ctx, runtime_cls(ctx.config, {"model": job.tmp()}), kind, store.path(output))
-            console.print(f"   {len(ctx.eval_images)} images as one batch = batch-1 outputs (max abs diff {diff:.1e}); "
-                          f"{reshapes} Reshape shape(s) made batch-agnostic")
-            job.record(reshapes_rewritten=reshapes, batch_vs_single_max_abs_diff=diff,
-                       agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None)
+            console.print(
+                f"   {len(ctx.eval_images)} images as one batch = batch-1 outputs (max abs diff {diff:.1e}); "
+                f"{reshapes} Reshape shape(s) made batch-agnostic"
+            )
+            job.record(
+                reshapes_rewritten=reshapes,
+                batch_vs_single_max_abs_diff=diff,
+                agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
+            )
         made.append(job.path)
     return made

@@ -31,6 +31,7 @@ def worst_analysed(ctx: StepContext, key: str, files: dict, variant_id: str, n: 
     """The ``n`` layers that add the most error of their own in a variant (its per-layer analysis, cached)."""
     from .analyze import run
 
-    data = run(ctx, key, files={r: ctx.store.path(rel) for r, rel in files.items()},
-               out=f"analysis/variants/{key}-{variant_id}.json")
+    data = run(
+        ctx, key, files={r: ctx.store.path(rel) for r, rel in files.items()}, out=f"analysis/variants/{key}-{variant_id}.json"
+    )
     return [r["node"] for r in layer_analysis.worst(data["layers"], n, "own_sqnr_db_worst_image")]

@@ -44,8 +44,9 @@ def run(ctx: StepContext, force: bool):
     inputs = {"model": model} | {f"image:{p.name}": p for p in ctx.eval_images}
     options = {"input": cfg.input.model_dump(mode="json"), "tflite": cfg.tflite.model_dump()}
     runtime = source_runtime(cfg, model)
-    with store.produce(REFERENCE, inputs=inputs, tool=runtime.backend, tool_version=tool_version(),
-                       options=options, force=force) as job:
+    with store.produce(
+        REFERENCE, inputs=inputs, tool=runtime.backend, tool_version=tool_version(), options=options, force=force
+    ) as job:
         if job.cached:
             return [job.path]
         with runtime:
@@ -53,6 +54,10 @@ def run(ctx: StepContext, force: bool):
         buf = io.BytesIO()
         np.save(buf, outputs, allow_pickle=False)
         job.tmp().write_bytes(buf.getvalue())
-        job.record(images=image_ids(ctx.eval_images), preprocessing=cfg.input.signature,
-                   source=runtime.display, outputs=output_kind(outputs, contract.output_scale))
+        job.record(
+            images=image_ids(ctx.eval_images),
+            preprocessing=cfg.input.signature,
+            source=runtime.display,
+            outputs=output_kind(outputs, contract.output_scale),
+        )
     return [job.path]

@@ -74,13 +74,13 @@ def int8_plan(ctx: StepContext) -> Int8Plan:
         return Int8Plan("qdq", qdq)
     why = f"{store.rel(qdq)} cannot be used for TensorRT explicit quantization: {'; '.join(problems)}"
     if tcfg.int8_mode == "qdq":
-        raise InputError(f"{why}. TensorRT needs symmetric int8 Q/DQ (zero point 0); "
-                         'or set [tensorrt] int8_mode = "calibrate"')
+        raise InputError(f'{why}. TensorRT needs symmetric int8 Q/DQ (zero point 0); or set [tensorrt] int8_mode = "calibrate"')
     return Int8Plan("calibrate", store.path(SOURCE), why)
 
 
-def build(ctx: StepContext, precision: str, force: bool, qdq: Path | None = None, engine_rel: str | None = None,
-          gate: bool = True) -> list[Path]:
+def build(
+    ctx: StepContext, precision: str, force: bool, qdq: Path | None = None, engine_rel: str | None = None, gate: bool = True
+) -> list[Path]:
     """The engine for ``precision`` (INT8: from ``qdq`` when given, else by ``int8_plan``) at ``engine_rel``
     (default ``tensorrt/<precision>.engine``); ``gate=False`` measures without holding it to the floors."""
     cfg, store, tcfg = ctx.config, ctx.store, ctx.config.tensorrt
@@ -111,13 +111,16 @@ def build(ctx: StepContext, precision: str, force: bool, qdq: Path | None = None
         "gpu": gpu.name,
         "compute_capability": gpu.compute_capability,
     }
-    with store.produce(outputs, inputs=inputs, tool="tensorrt", tool_version=trt.__version__,
-                       options=options, force=force) as job:
+    with store.produce(
+        outputs, inputs=inputs, tool="tensorrt", tool_version=trt.__version__, options=options, force=force
+    ) as job:
         if job.cached:
             return [store.path(o) for o in outputs]
         how = precision.upper() + (f", {plan.mode}" if plan else "")
-        step(f"build {engine_rel} from {store.rel(source)} ({how}) on {gpu.name} "
-             f"(compute capability {gpu.compute_capability}), TensorRT {trt.__version__}")
+        step(
+            f"build {engine_rel} from {store.rel(source)} ({how}) on {gpu.name} "
+            f"(compute capability {gpu.compute_capability}), TensorRT {trt.__version__}"
+        )
         feeder = _feeder(ctx, job, calib, model_input, force) if calib else None
         try:
             engine_bytes = _build(trt, ctx, precision, plan, source, model_input, feeder)
@@ -132,8 +135,12 @@ def build(ctx: StepContext, precision: str, force: bool, qdq: Path | None = None
         agreement = verify(ctx, runtime, "int8" if precision == "int8" else "float", store.path(engine_rel), gate=gate)
         job.record(
             tensorrt_version=trt.__version__,
-            gpu={"name": gpu.name, "compute_capability": gpu.compute_capability,
-                 "nvidia_driver": gpu.driver_version, "driver_cuda": gpu.driver_cuda},
+            gpu={
+                "name": gpu.name,
+                "compute_capability": gpu.compute_capability,
+                "nvidia_driver": gpu.driver_version,
+                "driver_cuda": gpu.driver_cuda,
+            },
             input={"name": model_input.name, "shape": list(model_input.shape), "layout": model_input.layout},
             int8=_int8_record(store, plan, feeder, calib),
             agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
@@ -151,8 +158,12 @@ def _int8_record(store, plan, feeder, calib) -> dict | None:
         return None
     out = {"mode": plan.mode, "source": store.rel(plan.onnx), "fallback_reason": plan.why}
     if feeder is not None:
-        out |= {"calibration": calib.signature(), "batches": feeder.batches, "images": feeder.images,
-                "cache_reused": feeder.cache.read_from is not None and feeder.batches == 0}
+        out |= {
+            "calibration": calib.signature(),
+            "batches": feeder.batches,
+            "images": feeder.images,
+            "cache_reused": feeder.cache.read_from is not None and feeder.batches == 0,
+        }
     return out
 
 
@@ -167,8 +178,13 @@ def _feeder(ctx, job, calib, model_input, force):
     previous = None if force else reusable_calibration_cache(ctx.store, job.inputs, job.tool_version)
     if previous:
         console.print(f"   reusing {CALIBRATION_CACHE}: same model, calibration images and TensorRT version")
-    return CalibrationFeeder(calib.tensors(model_input.layout, "float32"), model_input.name, shape,
-                             PycudaStaging(ctx.config.tensorrt.device), CalibrationCache(job.tmp(CALIBRATION_CACHE), previous))
+    return CalibrationFeeder(
+        calib.tensors(model_input.layout, "float32"),
+        model_input.name,
+        shape,
+        PycudaStaging(ctx.config.tensorrt.device),
+        CalibrationCache(job.tmp(CALIBRATION_CACHE), previous),
+    )
 
 
 def reusable_calibration_cache(store, inputs: dict[str, Path], tool_version: str) -> Path | None:

@@ -14,8 +14,7 @@ from modelport.runtime.run import prepared_images, run_outputs
 from modelport.runtime.verify import check_outputs, verification_off
 
 
-def verify(ctx: StepContext, runtime: Runtime, kind: Literal["float", "int8"], what: Path,
-           gate: bool = True) -> Agreement | None:
+def verify(ctx: StepContext, runtime: Runtime, kind: Literal["float", "int8"], what: Path, gate: bool = True) -> Agreement | None:
     """Run ``runtime`` (pointing at the not-yet-committed files) and apply the accuracy floor.
 
     Raises AccuracyGateError below the floor, so the caller's artifact job commits nothing; the

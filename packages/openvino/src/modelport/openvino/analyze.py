@@ -73,13 +73,26 @@ def analyze(ctx: StepContext, model: Path, weights: Path, workdir: Path) -> dict
             if layer is not None:  # exposed() only names tensors of the graph
                 errors.add(layer, int8_ix[t][1], name, ref, got, t)
     rows = errors.rows()
-    mapping = {"how": "ov.convert_model keeps the tensor names of onnx/model.onnx in both IRs; compared by name",
-               "tensors_matched": len(shared), "fp32_only": sorted(set(float_ix) - set(int8_ix)),
-               "int8_only": sorted(set(int8_ix) - set(float_ix)), "layers": len(rows), "onnx_layers": len(graph.layers)}
-    return layer_analysis.document("openvino-int8", "OpenVINO INT8", model=store.rel(model),
-                                   twin=OpenvinoFp32Runtime.artifacts["model"], images=names, rows=rows,
-                                   mapping=mapping, seconds=time.monotonic() - t0)
+    mapping = {
+        "how": "ov.convert_model keeps the tensor names of onnx/model.onnx in both IRs; compared by name",
+        "tensors_matched": len(shared),
+        "fp32_only": sorted(set(float_ix) - set(int8_ix)),
+        "int8_only": sorted(set(int8_ix) - set(float_ix)),
+        "layers": len(rows),
+        "onnx_layers": len(graph.layers),
+    }
+    return layer_analysis.document(
+        "openvino-int8",
+        "OpenVINO INT8",
+        model=store.rel(model),
+        twin=OpenvinoFp32Runtime.artifacts["model"],
+        images=names,
+        rows=rows,
+        mapping=mapping,
+        seconds=time.monotonic() - t0,
+    )
 
 
-TARGET = Target("openvino-int8", "openvino", dict(OpenvinoInt8Runtime.artifacts),
-                {**OpenvinoFp32Runtime.artifacts, "onnx": ONNX}, analyze)
+TARGET = Target(
+    "openvino-int8", "openvino", dict(OpenvinoInt8Runtime.artifacts), {**OpenvinoFp32Runtime.artifacts, "onnx": ONNX}, analyze
+)

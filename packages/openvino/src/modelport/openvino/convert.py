@@ -78,12 +78,25 @@ def nncf_quantize(model, calibration, preset: str = "performance", ignored: Sequ
 
     tensors = list(calibration.tensors("NCHW", "float32"))
     scope = nncf.IgnoredScope(names=list(ignored), validate=False) if ignored else None
-    return nncf.quantize(model, nncf.Dataset(tensors), preset=nncf.QuantizationPreset(preset),
-                         subset_size=len(tensors), **({"ignored_scope": scope} if scope else {}))
+    return nncf.quantize(
+        model,
+        nncf.Dataset(tensors),
+        preset=nncf.QuantizationPreset(preset),
+        subset_size=len(tensors),
+        **({"ignored_scope": scope} if scope else {}),
+    )
 
 
-def build(ctx: StepContext, force: bool, runtime, xml: str, bin_: str, preset: str | None = None,
-          float_layers: list[str] | None = None, gate: bool = True):
+def build(
+    ctx: StepContext,
+    force: bool,
+    runtime,
+    xml: str,
+    bin_: str,
+    preset: str | None = None,
+    float_layers: list[str] | None = None,
+    gate: bool = True,
+):
     """One IR: FP32 (``preset`` None) or NNCF INT8 with ``preset`` and ``float_layers`` (ONNX layer names)
     kept in float; verified through ``runtime`` (with ``gate``, held to the floors)."""
     reason = unavailable_reason(preset is not None)
@@ -99,18 +112,30 @@ def build(ctx: StepContext, force: bool, runtime, xml: str, bin_: str, preset: s
         calib = ctx.calibration
         calib.validate()  # every calibration image decodes before anything is written
         inputs |= {f"calibration:{p.name}": p for p in calib.paths}
-        options |= {"preset": preset, "subset_size": len(calib), "calibration_images": len(calib),
-                    "float_layers": list(float_layers or [])}
+        options |= {
+            "preset": preset,
+            "subset_size": len(calib),
+            "calibration_images": len(calib),
+            "float_layers": list(float_layers or []),
+        }
     outputs = [store.path(xml), store.path(bin_)]
-    with store.produce([xml, bin_], inputs=inputs, tool="nncf" if calib else "openvino",
-                       tool_version=tool_version(calib is not None), options=options, force=force) as job:
+    with store.produce(
+        [xml, bin_],
+        inputs=inputs,
+        tool="nncf" if calib else "openvino",
+        tool_version=tool_version(calib is not None),
+        options=options,
+        force=force,
+    ) as job:
         if job.cached:
             return outputs
         model = read_onnx(source)
         if calib is not None and preset is not None:
             ignored = ov_ops(model, source, list(float_layers or []))
-            step(f"nncf.quantize {SOURCE} -> {xml}: INT8, {preset} preset, {len(calib)} calibration images"
-                 + (f", {len(float_layers)} layers ({len(ignored)} ops) in float" if float_layers else ""))
+            step(
+                f"nncf.quantize {SOURCE} -> {xml}: INT8, {preset} preset, {len(calib)} calibration images"
+                + (f", {len(float_layers)} layers ({len(ignored)} ops) in float" if float_layers else "")
+            )
             with activity(f"NNCF calibration + quantization on {len(calib)} images"):
                 model = nncf_quantize(model, calib, preset, ignored)
         else:
@@ -118,8 +143,10 @@ def build(ctx: StepContext, force: bool, runtime, xml: str, bin_: str, preset: s
         save(model, job, xml, bin_)
         rt = runtime(cfg, {"model": job.tmp(xml), "weights": job.tmp(bin_)})
         agreement = verify(ctx, rt, "float" if calib is None else "int8", store.path(xml), gate=gate)
-        job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
-                   **({"calibration": calib.signature()} if calib is not None else {}))
+        job.record(
+            agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
+            **({"calibration": calib.signature()} if calib is not None else {}),
+        )
     return outputs
 
 

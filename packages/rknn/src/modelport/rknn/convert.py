@@ -71,7 +71,9 @@ def check_onnx(ctx: StepContext) -> Path:
     want = list(ctx.config.input.shape("NCHW"))
     if dims != want:
         hint = " (NHWC? export with an NCHW input)" if dims[-1:] == [3] else ""
-        hint += " (dynamic dims: rknn-toolkit2 needs a static shape)" if any(not isinstance(d, int) or d == 0 for d in dims) else ""
+        hint += (
+            " (dynamic dims: rknn-toolkit2 needs a static shape)" if any(not isinstance(d, int) or d == 0 for d in dims) else ""
+        )
         raise InputError(f"input {inputs[0].name!r} is {dims}, RKNN needs static NCHW {want}{hint}", path)
     return path
 
@@ -91,17 +93,24 @@ def rknn_config(ctx: StepContext) -> dict:
     """RKNN.config() arguments: normalisation from [input] (the model normalises uint8 pixels), the rest from [rknn]."""
     spec, rc = ctx.config.input, ctx.config.rknn
     return {
-        "mean_values": [spec.mean_values], "std_values": [spec.std_values],
-        "target_platform": rc.target_platform, "quantized_dtype": rc.quantized_dtype,
-        "quantized_algorithm": rc.quantized_algorithm, "quantized_method": rc.quantized_method,
+        "mean_values": [spec.mean_values],
+        "std_values": [spec.std_values],
+        "target_platform": rc.target_platform,
+        "quantized_dtype": rc.quantized_dtype,
+        "quantized_algorithm": rc.quantized_algorithm,
+        "quantized_method": rc.quantized_method,
         "optimization_level": rc.optimization_level,
     }
 
 
 def options(ctx: StepContext, kind: Kind) -> dict:
     """What the manifest records (and what invalidates the cached model when it changes)."""
-    opts = {**rknn_config(ctx), "do_quantization": kind != "fp16", "preprocessing": ctx.config.input.signature,
-            "eval_images": [p.name for p in ctx.eval_images]}
+    opts = {
+        **rknn_config(ctx),
+        "do_quantization": kind != "fp16",
+        "preprocessing": ctx.config.input.signature,
+        "eval_images": [p.name for p in ctx.eval_images],
+    }
     if kind == "fp16":
         for k in ("quantized_dtype", "quantized_algorithm", "quantized_method"):
             opts.pop(k)
@@ -129,8 +138,9 @@ def build(rk, ctx: StepContext, onnx_path: Path, kind: Kind, workdir: Path, log:
     load_and_config(rk, ctx, onnx_path, log)
     dataset = write_dataset(ctx.calibration, workdir / "calibration") if kind != "fp16" else None
     t0 = time.monotonic()
-    toolkit.call(rk.build, what="build", log=log, path=onnx_path,
-                 do_quantization=kind != "fp16", dataset=str(dataset) if dataset else None)
+    toolkit.call(
+        rk.build, what="build", log=log, path=onnx_path, do_quantization=kind != "fp16", dataset=str(dataset) if dataset else None
+    )
     return time.monotonic() - t0
 
 
@@ -178,8 +188,14 @@ def build_model(ctx: StepContext, kind: Kind, force: bool = False, verbose: bool
     onnx_path = preflight(ctx, kind)
     rel, evals = MODELS[kind], eval_outputs_path(kind)
     log = log_path(ctx, f"convert-{kind}")
-    with ctx.store.produce([rel, evals], inputs=inputs(ctx, onnx_path, kind), tool="rknn-toolkit2",
-                           tool_version=toolkit.tool_version(), options=options(ctx, kind), force=force or ctx.force) as job:
+    with ctx.store.produce(
+        [rel, evals],
+        inputs=inputs(ctx, onnx_path, kind),
+        tool="rknn-toolkit2",
+        tool_version=toolkit.tool_version(),
+        options=options(ctx, kind),
+        force=force or ctx.force,
+    ) as job:
         if not job.cached:
             rc = ctx.config.rknn
             algo = f"{rc.quantized_algorithm}/{rc.quantized_method} {rc.quantized_dtype}" if kind == "int8" else "no quantization"
@@ -199,8 +215,13 @@ def build_model(ctx: StepContext, kind: Kind, force: bool = False, verbose: bool
                 toolkit.call(rk.export_rknn, str(job.tmp(rel)), what="export_rknn", log=log, path=ctx.store.path(rel))
             np.save(job.tmp(evals), outputs, allow_pickle=False)
             seconds = round(time.monotonic() - t0, 1)
-            job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
-                       build_seconds=round(build_s, 1), seconds_total=seconds, versions=toolkit.versions(), log=ctx.store.rel(log))
+            job.record(
+                agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
+                build_seconds=round(build_s, 1),
+                seconds_total=seconds,
+                versions=toolkit.versions(),
+                log=ctx.store.rel(log),
+            )
             console.print(f"   built in {build_s:.1f} s ({seconds:.1f} s with simulation and export)")
     extra = (job.manifest or {}).get("extra", {})
     return Built(ctx.store.path(rel), ctx.store.path(evals), job.cached, extra.get("agreement"), extra.get("seconds_total"))

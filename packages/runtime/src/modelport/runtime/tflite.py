@@ -76,8 +76,9 @@ class TfliteRuntime(Runtime):
             raise self.model_error(e) from None
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
-            raise InputError(f"a classifier has one input and one output; this model has {len(ins)} and {len(outs)}",
-                             self.files["model"])
+            raise InputError(
+                f"a classifier has one input and one output; this model has {len(ins)} and {len(outs)}", self.files["model"]
+            )
         (inp,), (out,) = ins, outs
         expected = self.input_shape()
         if tuple(inp["shape"]) != expected and -1 in inp["shape_signature"]:

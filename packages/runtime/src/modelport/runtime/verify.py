@@ -23,8 +23,9 @@ def verification_off(ctx: StepContext) -> bool:
     return True
 
 
-def check_outputs(ctx: StepContext, outputs: np.ndarray, kind: Literal["float", "int8"], what: Path, label: str,
-                  gate: bool = True) -> Agreement:
+def check_outputs(
+    ctx: StepContext, outputs: np.ndarray, kind: Literal["float", "int8"], what: Path, label: str, gate: bool = True
+) -> Agreement:
     """Agreement of ``outputs`` [N, C] with the reference; with ``gate``, raises AccuracyGateError
     (naming ``what``) below the floors for ``kind``."""
     reference = load_reference(ctx.store, ctx.eval_images, ctx.config.input.signature)

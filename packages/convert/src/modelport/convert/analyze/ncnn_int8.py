@@ -71,12 +71,25 @@ def analyze(ctx: StepContext, param: Path, binfile: Path, workdir: Path | None =
                 errors.add(la, ncnn_layer.get(blob, blob), name, ref[blob], got, m.blobs[blob])
     rows = errors.rows()
     mapped_layers = {la.node for la in m.layers.values()}
-    mapping_doc = {"how": "graph walk from the input blob: op type, inputs, fused activation, conv weight count "
-                          "(ncnn_names.py); pnnx keeps no ONNX names",
-                   "requantized_blobs_dequantized": len(scales),
-                   "ncnn_layers": len([la for la in read_param(param).layers if la.type not in ("Input", "Split")]),
-                   "ncnn_layers_mapped": len(m.layers), "unmapped": m.unmapped, "onnx_layers": len(graph.layers),
-                   "onnx_layers_mapped": len(mapped_layers), "layers": len(rows),
-                   "onnx_layers_unmapped": [f"{la.node} ({la.op})" for la in graph.layers if la.node not in mapped_layers]}
-    return layer_analysis.document("ncnn-int8", "NCNN INT8", model=ctx.store.rel(param), twin=PARAM, images=names,
-                                   rows=rows, mapping=mapping_doc, seconds=time.monotonic() - t0)
+    mapping_doc = {
+        "how": "graph walk from the input blob: op type, inputs, fused activation, conv weight count "
+        "(ncnn_names.py); pnnx keeps no ONNX names",
+        "requantized_blobs_dequantized": len(scales),
+        "ncnn_layers": len([la for la in read_param(param).layers if la.type not in ("Input", "Split")]),
+        "ncnn_layers_mapped": len(m.layers),
+        "unmapped": m.unmapped,
+        "onnx_layers": len(graph.layers),
+        "onnx_layers_mapped": len(mapped_layers),
+        "layers": len(rows),
+        "onnx_layers_unmapped": [f"{la.node} ({la.op})" for la in graph.layers if la.node not in mapped_layers],
+    }
+    return layer_analysis.document(
+        "ncnn-int8",
+        "NCNN INT8",
+        model=ctx.store.rel(param),
+        twin=PARAM,
+        images=names,
+        rows=rows,
+        mapping=mapping_doc,
+        seconds=time.monotonic() - t0,
+    )

@@ -75,9 +75,22 @@ def analyze(ctx: StepContext, model: Path, workdir: Path) -> dict:
             errors.add(layer, tensor, name, m["float"][0], m["post_qdq"][0], tensor)
     weights = compute_weight_error(create_weight_matching(str(fp32), str(model)))
     rows = errors.rows()
-    mapping = {"how": "qdq_loss_debug: tensor names of the QDQ model are those of onnx/model.onnx",
-               "activations_matched": len(matched), "activations_unmatched": sorted(unmatched),
-               "layers": len(rows), "onnx_layers": len(graph.layers), "weights_matched": len(weights),
-               "weight_sqnr_db_min": round(min(weights.values()), 2) if weights else None}
-    return layer_analysis.document("onnx-int8", "ONNX INT8", model=ctx.store.rel(model), twin=FP32, images=names,
-                                   rows=rows, mapping=mapping, seconds=time.monotonic() - t0)
+    mapping = {
+        "how": "qdq_loss_debug: tensor names of the QDQ model are those of onnx/model.onnx",
+        "activations_matched": len(matched),
+        "activations_unmatched": sorted(unmatched),
+        "layers": len(rows),
+        "onnx_layers": len(graph.layers),
+        "weights_matched": len(weights),
+        "weight_sqnr_db_min": round(min(weights.values()), 2) if weights else None,
+    }
+    return layer_analysis.document(
+        "onnx-int8",
+        "ONNX INT8",
+        model=ctx.store.rel(model),
+        twin=FP32,
+        images=names,
+        rows=rows,
+        mapping=mapping,
+        seconds=time.monotonic() - t0,
+    )

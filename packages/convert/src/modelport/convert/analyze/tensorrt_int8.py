@@ -100,9 +100,19 @@ def analyze(ctx: StepContext, model: Path, workdir: Path | None = None) -> dict:
             if (layer := graph.layer_of(tensor)) is not None:
                 errors.add(layer, tensor, name, r[tensor], q[tensor], tensor)
     rows = errors.rows()
-    mapping = {"how": "TensorRT keeps the ONNX tensor names: every layer output marked in both engines",
-               "layers": len(rows), "onnx_layers": len(graph.layers)}
-    return layer_analysis.document("tensorrt-int8", "TensorRT INT8", model=ctx.store.rel(model), twin=FP32,
-                                   images=names, rows=rows, mapping=mapping, seconds=time.monotonic() - t0,
-                                   notes=["marked outputs stop TensorRT fusing across them: a less fused engine "
-                                          "than the benchmarked one"])
+    mapping = {
+        "how": "TensorRT keeps the ONNX tensor names: every layer output marked in both engines",
+        "layers": len(rows),
+        "onnx_layers": len(graph.layers),
+    }
+    return layer_analysis.document(
+        "tensorrt-int8",
+        "TensorRT INT8",
+        model=ctx.store.rel(model),
+        twin=FP32,
+        images=names,
+        rows=rows,
+        mapping=mapping,
+        seconds=time.monotonic() - t0,
+        notes=["marked outputs stop TensorRT fusing across them: a less fused engine than the benchmarked one"],
+    )
