@@ -357,7 +357,9 @@ def lint(session: nox.Session) -> None:
         stamp.write_text(repr(LINT_TOOLS + MYPY_TOOLS))
     tool = lambda name: str(venv / "bin" / name)  # noqa: E731
     session.run(tool("ruff"), "check", "packages", "noxfile.py", ".ci", external=True)
-    session.run(tool("ruff"), "format", "--check", "packages", "noxfile.py", ".ci", "conftest.py", "tiny_models.py", external=True)
+    session.run(
+        tool("ruff"), "format", "--check", "packages", "noxfile.py", ".ci", "conftest.py", "tiny_models.py", external=True
+    )
     session.run(tool("mypy"), external=True)  # what and how: pyproject.toml's [tool.mypy]
     for dockerfile in sorted(ROOT.glob("envs/*/Dockerfile")):
         session.run(tool("hadolint"), str(dockerfile.relative_to(ROOT)), external=True)
