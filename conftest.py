@@ -39,7 +39,9 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """A test on the pipeline's real artifacts must say so: `-m "not slow"` would otherwise wait minutes for it."""
-    unmarked = [item.nodeid for item in items if "pipeline" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("slow")]
+    unmarked = [
+        item.nodeid for item in items if "pipeline" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("slow")
+    ]
     if unmarked:
         raise pytest.UsageError("tests using the pipeline fixture without @pytest.mark.slow: " + ", ".join(unmarked))
 
@@ -47,8 +49,14 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch):
     """Tests say explicitly which model, images and artifacts they use; the caller's env must not leak in."""
-    for var in ("MODELPORT_MODEL", "MODELPORT_LABELS", "MODELPORT_IMAGES", "MODELPORT_CALIBRATION",
-                "MODELPORT_CONFIG", "MODELPORT_ARTIFACTS"):
+    for var in (
+        "MODELPORT_MODEL",
+        "MODELPORT_LABELS",
+        "MODELPORT_IMAGES",
+        "MODELPORT_CALIBRATION",
+        "MODELPORT_CONFIG",
+        "MODELPORT_ARTIFACTS",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -109,9 +117,17 @@ def pipeline(test_env):
     if target_module("onnx").unavailable_reason() is None:
         for name in ("reference", "onnx", "onnx-int8", "onnx-int8-tensorrt"):
             target_module(name).run(ctx, force=False)
-    for rel in ("source/model.tflite", "source/reference.npy", "onnx/model.onnx", "onnx/model.int8.onnx", "onnx/model.int8.sym.onnx"):
+    for rel in (
+        "source/model.tflite",
+        "source/reference.npy",
+        "onnx/model.onnx",
+        "onnx/model.int8.onnx",
+        "onnx/model.int8.sym.onnx",
+    ):
         if not ctx.store.path(rel).is_file():
-            pytest.fail(f"{ctx.store.path(rel)} missing: run the tf-onnx tests first (nox -s tests) or set MODELPORT_TEST_ARTIFACTS")
+            pytest.fail(
+                f"{ctx.store.path(rel)} missing: run the tf-onnx tests first (nox -s tests) or set MODELPORT_TEST_ARTIFACTS"
+            )
     return ctx
 
 

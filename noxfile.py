@@ -71,11 +71,25 @@ def modelport(session: nox.Session, bin_dir: Path, env: str, *args: str) -> None
     if IN_DOCKER in session.posargs:
         if envs.missing(ENVS[env]):
             session.skip(f"{env} image: {envs.missing(ENVS[env])}")
-        session.run(str(bin_dir / "python"), "-m", "modelport.common.in_docker", "--env", env, "--", *args,
-                    *[a for a in session.posargs if a != IN_DOCKER], external=True)
+        session.run(
+            str(bin_dir / "python"),
+            "-m",
+            "modelport.common.in_docker",
+            "--env",
+            env,
+            "--",
+            *args,
+            *[a for a in session.posargs if a != IN_DOCKER],
+            external=True,
+        )
         return
-    session.run(str(bin_dir / "modelport"), *args, *session.posargs, external=True,
-                env={"MODELPORT_ENV": env, "CI": os.environ.get("CI", "")})
+    session.run(
+        str(bin_dir / "modelport"),
+        *args,
+        *session.posargs,
+        external=True,
+        env={"MODELPORT_ENV": env, "CI": os.environ.get("CI", "")},
+    )
 
 
 def run_step(session: nox.Session, env: str, step: str) -> None:
@@ -124,10 +138,15 @@ def depth(session: nox.Session) -> None:
 
 
 # Three simulated farm machines on this one: (device key, envs it has, extra config overrides).
-FARM = [("farm-sim-a", ["tf-onnx", "ncnn"], []),
-        ("farm-sim-b", ["tf-onnx"], []),
-        ("farm-sim-c", ["tf-onnx", "ncnn"], ["-o", "tflite.threads=1", "-o", "onnxruntime.intra_op_threads=1",
-                                             "-o", "ncnn.threads=1"])]
+FARM = [
+    ("farm-sim-a", ["tf-onnx", "ncnn"], []),
+    ("farm-sim-b", ["tf-onnx"], []),
+    (
+        "farm-sim-c",
+        ["tf-onnx", "ncnn"],
+        ["-o", "tflite.threads=1", "-o", "onnxruntime.intra_op_threads=1", "-o", "ncnn.threads=1"],
+    ),
+]
 
 
 @nox.session(default=False)
@@ -145,12 +164,25 @@ def farm(session: nox.Session) -> None:
         shutil.copytree(ROOT / "artifacts", art, ignore=shutil.ignore_patterns("results", "report", "merged", ".tmp", ".lock"))
         env = {"MODELPORT_ARTIFACTS": str(art), "MODELPORT_DEVICE": device}
         for e in device_envs:
-            session.run(str(env_bin(session, e) / "modelport"), *sets, "bench", *ENVS[e].steps["bench"], "--runs", "50",
-                        external=True, env={**env, "MODELPORT_ENV": e})
+            session.run(
+                str(env_bin(session, e) / "modelport"),
+                *sets,
+                "bench",
+                *ENVS[e].steps["bench"],
+                "--runs",
+                "50",
+                external=True,
+                env={**env, "MODELPORT_ENV": e},
+            )
         bundles += ["--merge", str(root / f"{device}.tar.gz")]
         session.run(str(reporter), "bundle", "export", "--out", bundles[-1], external=True, env=env)
-    session.run(str(reporter), "report", *bundles, external=True,
-                env={"MODELPORT_ARTIFACTS": str(root / "merged"), "MODELPORT_ENV": TABLE.report_env})
+    session.run(
+        str(reporter),
+        "report",
+        *bundles,
+        external=True,
+        env={"MODELPORT_ARTIFACTS": str(root / "merged"), "MODELPORT_ENV": TABLE.report_env},
+    )
 
 
 @nox.session(default=False)
@@ -188,8 +220,16 @@ def doctor(session: nox.Session) -> None:
 
 def pytest(session: nox.Session, env: str, *args: str) -> None:
     bin_dir = env_bin(session, env, extra=TABLE.tools["tests"])
-    session.run(str(bin_dir / "python"), "-m", "pytest", *ENVS[env].pytest_args(ROOT), *args, *session.posargs,
-                external=True, env={"MODELPORT_ENV": env, "MODELPORT_TEST_ARTIFACTS": TEST_ARTIFACTS})
+    session.run(
+        str(bin_dir / "python"),
+        "-m",
+        "pytest",
+        *ENVS[env].pytest_args(ROOT),
+        *args,
+        *session.posargs,
+        external=True,
+        env={"MODELPORT_ENV": env, "MODELPORT_TEST_ARTIFACTS": TEST_ARTIFACTS},
+    )
 
 
 # One artifacts folder for the whole test run: later envs reuse the models tf-onnx made.
@@ -219,6 +259,9 @@ def lint(session: nox.Session) -> None:
     bin_dir = install(session, "lint", envs.Recipe(pins=[*TABLE.tools["lint"], *TABLE.tools["mypy"]]))
     tool = lambda name: str(bin_dir / name)  # noqa: E731
     session.run(tool("ruff"), "check", "packages", "noxfile.py", ".ci", external=True)
+    session.run(
+        tool("ruff"), "format", "--check", "packages", "noxfile.py", ".ci", "conftest.py", "tiny_models.py", external=True
+    )
     session.run(tool("mypy"), external=True)  # what and how: pyproject.toml's [tool.mypy]
     for dockerfile in sorted(ROOT.glob("envs/*/Dockerfile")):
         session.run(tool("hadolint"), str(dockerfile.relative_to(ROOT)), external=True)

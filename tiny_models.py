@@ -10,9 +10,20 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def tiny_onnx(path: Path, *, layout: str = "NCHW", size: tuple = (32, 32), batch="1", classes: int = 10,
-              softmax: bool = True, channels: int = 3, extra_input: bool = False, extra_output: bool = False,
-              output_rank: int = 2, rank: int = 4) -> Path:
+def tiny_onnx(
+    path: Path,
+    *,
+    layout: str = "NCHW",
+    size: tuple = (32, 32),
+    batch="1",
+    classes: int = 10,
+    softmax: bool = True,
+    channels: int = 3,
+    extra_input: bool = False,
+    extra_output: bool = False,
+    output_rank: int = 2,
+    rank: int = 4,
+) -> Path:
     """Conv 3x3 -> ReLU -> global average pool -> Gemm (-> Softmax); ``batch``/``size`` entries may be names (dynamic)."""
     rng = np.random.default_rng(0)
     h, w = size
@@ -60,8 +71,14 @@ def tiny_onnx(path: Path, *, layout: str = "NCHW", size: tuple = (32, 32), batch
     return path
 
 
-def tiny_tflite(path: Path, *, full_integer: bool = False, calibration: list[np.ndarray] | None = None,
-                classes: int = 6, conv_head: bool = False) -> Path:
+def tiny_tflite(
+    path: Path,
+    *,
+    full_integer: bool = False,
+    calibration: list[np.ndarray] | None = None,
+    classes: int = 6,
+    conv_head: bool = False,
+) -> Path:
     """A Keras conv classifier through the TFLite converter; ``full_integer``: int8 input and output;
     ``conv_head``: a 1x1 conv and a batch-1 RESHAPE to the classes instead of Dense, as MobileNetV2 ends."""
     import tensorflow as tf
@@ -131,5 +148,11 @@ headline = "img0.png"
 warmup = 1
 runs = 3
 """)
-    return {"MODELPORT_CONFIG": str(config), "MODELPORT_ARTIFACTS": str(root / "art"), "MODELPORT_MODEL": str(model),
-            "MODELPORT_LABELS": str(labels), "MODELPORT_IMAGES": str(images), "MODELPORT_CALIBRATION": str(images)}
+    return {
+        "MODELPORT_CONFIG": str(config),
+        "MODELPORT_ARTIFACTS": str(root / "art"),
+        "MODELPORT_MODEL": str(model),
+        "MODELPORT_LABELS": str(labels),
+        "MODELPORT_IMAGES": str(images),
+        "MODELPORT_CALIBRATION": str(images),
+    }

@@ -19,9 +19,21 @@ import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-         "--disable-background-networking", "--disable-component-update", "--disable-extensions",
-         "--proxy-server=127.0.0.1:9", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-extensions",
+    "--proxy-server=127.0.0.1:9",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--virtual-time-budget=5000",
+]
 CONSOLE = re.compile(r"CONSOLE\(\d+\)\]? ?\"?(.*)|Uncaught .*")
 
 
@@ -57,8 +69,12 @@ def chromium() -> str:
 
 def run(page: Path, *extra: str) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()],
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [chromium(), *FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
 
 def check(page: Path, screenshot: Path | None) -> list[str]:
@@ -94,8 +110,10 @@ def main() -> int:
     for p in problems:
         print(f"check_html: {opts.page}: {p}", file=sys.stderr)
     if not problems:
-        print(f"check_html: {opts.page}: every row rendered, no console errors"
-              + (f", screenshot {opts.screenshot}" if opts.screenshot else ""))
+        print(
+            f"check_html: {opts.page}: every row rendered, no console errors"
+            + (f", screenshot {opts.screenshot}" if opts.screenshot else "")
+        )
     return 1 if problems else 0
 
 

@@ -1,6 +1,6 @@
 """Assert the main job's report has the rows and agreement floors the pipeline promises.
 
-    python .ci/check_report.py RESULTS_JSON [--envs tf-onnx,ncnn]   (default: every env of the env table)
+python .ci/check_report.py RESULTS_JSON [--envs tf-onnx,ncnn]   (default: every env of the env table)
 """
 
 import argparse
@@ -38,8 +38,11 @@ reference = report["reference"] or "tflite"  # the source model's own row (tflit
 # What this machine must have measured: every backend of each env that ran, from the descriptors the
 # report carries. A source row other than this source's, and rows that need hardware missing here, are not expected.
 catalogue = report["backends"]
-expected = {k: b["floors"] for k, b in catalogue.items()
-            if b["env"] in ran and (k == reference if b["source"] else b["default_row"]) and not b["needs"]}
+expected = {
+    k: b["floors"]
+    for k, b in catalogue.items()
+    if b["env"] in ran and (k == reference if b["source"] else b["default_row"]) and not b["needs"]
+}
 problems = []
 for key, kind in expected.items():
     r = rows.get(key)
@@ -53,8 +56,11 @@ for key, kind in expected.items():
         problems.append(f"{key}: status {r['status']} {r['reason']}")
     elif kind == "float" and (a["top1"] < floors["fp_top1_min"] or a["cosine_min"] < floors["fp_cosine_min"]):
         problems.append(f"{key}: float agreement below floor {a}")
-    elif kind == "int8" and (a["top1"] < floors["int8_top1_min"] or a["cosine_mean"] < floors["int8_cosine_mean_min"]
-                             or a["cosine_min"] < floors["int8_cosine_min"]):
+    elif kind == "int8" and (
+        a["top1"] < floors["int8_top1_min"]
+        or a["cosine_mean"] < floors["int8_cosine_mean_min"]
+        or a["cosine_min"] < floors["int8_cosine_min"]
+    ):
         problems.append(f"{key}: int8 agreement below floor {a}")
 for key in [k for k, b in catalogue.items() if b["needs"] == "gpu" and b["env"] in ran]:
     r = rows.get(key)
@@ -63,8 +69,10 @@ for key in [k for k, b in catalogue.items() if b["needs"] == "gpu" and b["env"] 
 for key, r in sorted(rows.items()):
     lat = r["latency_ms"] or {}
     a = r["agreement"] or {}
-    print(f"{key:15} {r['status']:8} median {lat.get('median', float('nan')):7.2f} ms  "
-          f"top1 {a.get('top1', float('nan')):.2f}  cos min {a.get('cosine_min', float('nan')):.4f}  {r['reason'] or ''}")
+    print(
+        f"{key:15} {r['status']:8} median {lat.get('median', float('nan')):7.2f} ms  "
+        f"top1 {a.get('top1', float('nan')):.2f}  cos min {a.get('cosine_min', float('nan')):.4f}  {r['reason'] or ''}"
+    )
 if problems:
     sys.exit("report check failed:\n  " + "\n  ".join(problems))
 print("report check: ok")

@@ -43,16 +43,20 @@ CMD ["python3"]
 
 def apt_mirror() -> str:
     """The Debian mirror the host's apt uses (deb822 or one-line sources), else deb.debian.org."""
-    for path in [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"),
-                 *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+    for path in [
+        Path("/etc/apt/sources.list.d/debian.sources"),
+        Path("/etc/apt/sources.list"),
+        *sorted(Path("/etc/apt/sources.list.d").glob("*")),
+    ]:
         try:
             text = path.read_text()
         except OSError:
             continue
         if f"{SUITE}" not in text:
             continue
-        m = re.search(r"^URIs:\s*(\S+/debian)\s*$", text, re.M) or \
-            re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)\s+" + SUITE + r"\s", text, re.M)
+        m = re.search(r"^URIs:\s*(\S+/debian)\s*$", text, re.M) or re.search(
+            r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)\s+" + SUITE + r"\s", text, re.M
+        )
         if m:
             return m.group(1)
     return "http://deb.debian.org/debian"
@@ -60,7 +64,8 @@ def apt_mirror() -> str:
 
 def cache_dir() -> Path:
     base = os.environ.get("MODELPORT_CI_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "modelport-ci")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "modelport-ci"
+    )
     return Path(base)
 
 
@@ -86,10 +91,8 @@ def rootfs_tarball(log: callable = print) -> Path:
     try:
         rootfs = tmp / "rootfs"
         log(f"rootfs: debootstrap --variant=minbase {SUITE} from {mirror}")
-        subprocess.run([debootstrap, "--variant=minbase", SUITE, str(rootfs), mirror], check=True,
-                       stdout=subprocess.DEVNULL)
-        for sub in ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
-                    "var/cache/apt", "var/lib/apt/lists"):
+        subprocess.run([debootstrap, "--variant=minbase", SUITE, str(rootfs), mirror], check=True, stdout=subprocess.DEVNULL)
+        for sub in ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt", "var/lib/apt/lists"):
             shutil.rmtree(rootfs / sub, ignore_errors=True)
             (rootfs / sub).mkdir(parents=True, exist_ok=True)
         (rootfs / "usr/local/share/ca-certificates").mkdir(parents=True, exist_ok=True)
@@ -98,7 +101,8 @@ def rootfs_tarball(log: callable = print) -> Path:
             'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb '
             '/var/cache/apt/*.bin || true"; };\nAPT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb '
             '/var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };\n'
-            'Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";\n')
+            'Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";\n'
+        )
         for cert in certs:  # picked up by update-ca-certificates once ca-certificates is installed
             shutil.copy2(cert, rootfs / "usr/local/share/ca-certificates" / cert.name)
         partial = tarball.with_suffix(".partial")
@@ -118,15 +122,29 @@ def build(docker_env: dict[str, str], log: callable = print) -> None:
     """Import the rootfs as debian:bookworm-slim, then build python:3.11-slim-bookworm on it."""
     tarball = rootfs_tarball(log)
     with open(tarball, "rb") as f:
-        subprocess.run(["docker", "import", "-", DEBIAN_TAG], stdin=f, env=docker_env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(["docker", "import", "-", DEBIAN_TAG], stdin=f, env=docker_env, check=True, stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory(prefix="modelport-python-base-") as ctx:
         (Path(ctx) / "Dockerfile").write_text(PYTHON_DOCKERFILE)
-        built = subprocess.run(["docker", "build", "-q", "--network", "host", "-t", PYTHON_TAG, ctx],
-                               env=docker_env, capture_output=True, text=True)
+        built = subprocess.run(
+            ["docker", "build", "-q", "--network", "host", "-t", PYTHON_TAG, ctx], env=docker_env, capture_output=True, text=True
+        )
         if built.returncode != 0:
             raise RuntimeError(f"building the {PYTHON_TAG} stand-in failed:\n{built.stdout}{built.stderr}")
-    out = subprocess.run(["docker", "run", "--rm", "--network", "none", PYTHON_TAG, "python", "-c",
-                          "import sys, ssl; print(sys.version.split()[0], sys.prefix, ssl.OPENSSL_VERSION)"],
-                         env=docker_env, check=True, capture_output=True, text=True).stdout.strip()
+    out = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            PYTHON_TAG,
+            "python",
+            "-c",
+            "import sys, ssl; print(sys.version.split()[0], sys.prefix, ssl.OPENSSL_VERSION)",
+        ],
+        env=docker_env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     log(f"base: {DEBIAN_TAG} (local debootstrap), {PYTHON_TAG} = Debian python {out}")

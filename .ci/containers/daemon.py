@@ -30,8 +30,9 @@ class Dockerd:
     def env(self) -> dict[str, str]:
         """Environment for docker / docker-compose / the SDK to talk to this engine only."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        env.update(DOCKER_HOST=self.host, DOCKER_BUILDKIT="0", COMPOSE_DOCKER_CLI_BUILD="0",
-                   DOCKER_CONFIG=str(self.root / "client"))
+        env.update(
+            DOCKER_HOST=self.host, DOCKER_BUILDKIT="0", COMPOSE_DOCKER_CLI_BUILD="0", DOCKER_CONFIG=str(self.root / "client")
+        )
         return env
 
     def start(self, timeout: float = 60) -> None:
@@ -43,17 +44,33 @@ class Dockerd:
         (self.root / "client").mkdir()
         logfile = open(self.root / "dockerd.log", "wb")
         self.proc = subprocess.Popen(
-            [dockerd, "-H", self.host, "--data-root", str(self.root / "data"),
-             "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "dockerd.pid"),
-             "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
-             "--storage-driver=overlay2"],
-            stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                dockerd,
+                "-H",
+                self.host,
+                "--data-root",
+                str(self.root / "data"),
+                "--exec-root",
+                str(self.root / "exec"),
+                "--pidfile",
+                str(self.root / "dockerd.pid"),
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-masq=false",
+                "--storage-driver=overlay2",
+            ],
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"dockerd exited with {self.proc.returncode}:\n{self.log_tail()}")
-            ok = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], env=self.env(),
-                                capture_output=True, text=True)
+            ok = subprocess.run(
+                ["docker", "version", "--format", "{{.Server.Version}}"], env=self.env(), capture_output=True, text=True
+            )
             if ok.returncode == 0:
                 self.log(f"dockerd {ok.stdout.strip()} pid {self.proc.pid} on {self.host}")
                 return

@@ -61,8 +61,7 @@ def phase(name: str):
 
 
 def ensure_tools(install: bool) -> None:
-    needed = {"dockerd": "docker.io", "docker": "docker.io", "docker-compose": "docker-compose",
-              "debootstrap": "debootstrap"}
+    needed = {"dockerd": "docker.io", "docker": "docker.io", "docker-compose": "docker-compose", "debootstrap": "debootstrap"}
     missing = sorted({pkg for exe, pkg in needed.items() if shutil.which(exe) is None})
     if not missing:
         return
@@ -70,8 +69,12 @@ def ensure_tools(install: bool) -> None:
         sys.exit(f"missing tools; install with: apt-get install {' '.join(missing)}")
     log(f"apt-get install {' '.join(missing)}")
     subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, stdout=subprocess.DEVNULL,
-                   env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", *missing],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+    )
 
 
 def build_images(compose: stack.Compose, services: dict[str, stack.Service], logs: Path) -> list[str]:
@@ -99,8 +102,7 @@ def runnable(services: dict[str, stack.Service], built: list[str]) -> list[str]:
     return [s.name for s in services.values() if not s.profiles and (s.env is None or s.env in built)]
 
 
-def run_stack(compose: stack.Compose, services: dict[str, stack.Service], names: list[str], logs: Path,
-              label: str) -> list[str]:
+def run_stack(compose: stack.Compose, services: dict[str, stack.Service], names: list[str], logs: Path, label: str) -> list[str]:
     logfile = logs / f"up-{label}.log"
     with phase(f"compose up ({label}): {' '.join(names)}"):
         compose.up(names, logfile)
@@ -116,12 +118,12 @@ def check_report(compose: stack.Compose, built: list[str]) -> None:
     print(compose.docker("logs", compose.containers()["report"]["Id"]).stdout, flush=True)  # the report table
     owners = "; ".join(compose.volume_owner(v) for v in ("source", "onnx", "ncnn", "rknn", "results", "report"))
     log(f"report copied to {dest.relative_to(ROOT)}; volumes: {owners}")
-    subprocess.run([sys.executable, str(ROOT / ".ci" / "check_report.py"), str(dest), "--envs", ",".join(built)],
-                   check=True)
+    subprocess.run([sys.executable, str(ROOT / ".ci" / "check_report.py"), str(dest), "--envs", ",".join(built)], check=True)
 
 
-def negative(compose_factory, services: dict[str, stack.Service], names: list[str], logs: Path,
-             workdir: Path, data: Path) -> None:
+def negative(
+    compose_factory, services: dict[str, stack.Service], names: list[str], logs: Path, workdir: Path, data: Path
+) -> None:
     """A corrupt model mounted in must make the check fail, naming the service, with its log tail."""
     bad = workdir / "bad-data"
     shutil.copytree(data / "images", bad / "images")
@@ -142,23 +144,35 @@ def negative(compose_factory, services: dict[str, stack.Service], names: list[st
 
 def in_docker_check(docker_env: dict[str, str], built: list[str], workdir: Path, data: Path) -> None:
     """`nox -s convert bench -- --in-docker` for tf-onnx against this engine, into a fresh artifacts folder."""
-    env = dict(docker_env, MODELPORT_ARTIFACTS=str(workdir / "in-docker-artifacts"),
-               MODELPORT_MODEL=str(data / "models" / "mobilenet_v2_1.0_224.tflite"),
-               MODELPORT_LABELS=str(data / "models" / "labels.txt"),
-               MODELPORT_IMAGES=str(data / "images"), MODELPORT_CALIBRATION=str(data / "images" / "calibration"),
-               MODELPORT_FETCH_NETWORK="none")
+    env = dict(
+        docker_env,
+        MODELPORT_ARTIFACTS=str(workdir / "in-docker-artifacts"),
+        MODELPORT_MODEL=str(data / "models" / "mobilenet_v2_1.0_224.tflite"),
+        MODELPORT_LABELS=str(data / "models" / "labels.txt"),
+        MODELPORT_IMAGES=str(data / "images"),
+        MODELPORT_CALIBRATION=str(data / "images" / "calibration"),
+        MODELPORT_FETCH_NETWORK="none",
+    )
     sessions = [f"{step}(env='{e}')" for step in ("convert", "bench") for e in ("tf-onnx",) if e in built]
-    subprocess.run([sys.executable, "-m", "nox", "-s", *sessions, "report", "--", "--in-docker"], cwd=ROOT,
-                   env=env, check=True)
-    subprocess.run([sys.executable, str(ROOT / ".ci" / "check_report.py"),
-                    str(workdir / "in-docker-artifacts" / "report" / "results.json"), "--envs", "tf-onnx"], check=True)
+    subprocess.run([sys.executable, "-m", "nox", "-s", *sessions, "report", "--", "--in-docker"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / ".ci" / "check_report.py"),
+            str(workdir / "in-docker-artifacts" / "report" / "results.json"),
+            "--envs",
+            "tf-onnx",
+        ],
+        check=True,
+    )
 
 
 def image_sizes(docker_env: dict[str, str], images: list[str]) -> None:
     log("image sizes:")
     for image in images:
-        out = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", image], env=docker_env,
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Size}}", image], env=docker_env, capture_output=True, text=True
+        )
         size = f"{int(out.stdout) / 1e6:8.0f} MB" if out.returncode == 0 else "   (none)"
         log(f"  {image:32} {size}")
 
@@ -168,10 +182,15 @@ def main() -> int:
     parser.add_argument("--negative", action="store_true", help="also check that a corrupt model fails the test")
     parser.add_argument("--negative-only", action="store_true", help="only the negative test (images still built)")
     parser.add_argument("--in-docker", action="store_true", help="also run `nox -s convert bench -- --in-docker` for tf-onnx")
-    parser.add_argument("--install-tools", action="store_true", help="apt-get install missing docker.io, docker-compose, debootstrap")
-    parser.add_argument("--data", type=Path, help="models/ + images/ to mount (default: $MODELPORT_DATA, "
-                        "$MODELPORT_TEST_DATA, ./data)", default=Path(
-                            os.environ.get("MODELPORT_DATA") or os.environ.get("MODELPORT_TEST_DATA") or ROOT / "data"))
+    parser.add_argument(
+        "--install-tools", action="store_true", help="apt-get install missing docker.io, docker-compose, debootstrap"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="models/ + images/ to mount (default: $MODELPORT_DATA, $MODELPORT_TEST_DATA, ./data)",
+        default=Path(os.environ.get("MODELPORT_DATA") or os.environ.get("MODELPORT_TEST_DATA") or ROOT / "data"),
+    )
     opts = parser.parse_args()
     data = opts.data.resolve()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the cleanup below runs
@@ -212,8 +231,10 @@ def main() -> int:
         if opts.negative or opts.negative_only:
             with phase("negative test"):
                 negative(compose_for, services, names, logs, workdir, data)
-        image_sizes(engine.env(), [base_images.DEBIAN_TAG, base_images.PYTHON_TAG,
-                                   *sorted({s.image for s in services.values() if s.env in built})])
+        image_sizes(
+            engine.env(),
+            [base_images.DEBIAN_TAG, base_images.PYTHON_TAG, *sorted({s.image for s in services.values() if s.env in built})],
+        )
     finally:
         with phase("teardown"):
             for c in composes:
@@ -223,8 +244,11 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
             wheelhouse.cleanup(log)
             problems = host_state.leftovers(before, engine)
-            log("cleanup verified: no dockerd, bridge, iptables rule or temp root left" if not problems
-                else "cleanup problems:\n  " + "\n  ".join(problems))
+            log(
+                "cleanup verified: no dockerd, bridge, iptables rule or temp root left"
+                if not problems
+                else "cleanup problems:\n  " + "\n  ".join(problems)
+            )
         log("wall time per phase:")
         for name, secs in TIMES:
             log(f"  {secs:7.1f} s  {name}")

@@ -28,15 +28,14 @@ OFFLINE_BUILD_ARGS = {
 class Service:
     name: str
     image: str
-    env: str | None          # envs/<env>/Dockerfile it is built from, if any
+    env: str | None  # envs/<env>/Dockerfile it is built from, if any
     profiles: list[str]
     depends_on: list[str]
     build: dict = field(default_factory=dict)
 
 
 class Compose:
-    def __init__(self, docker_env: dict[str, str], project: str, workdir: Path, data: Path,
-                 log: callable = print) -> None:
+    def __init__(self, docker_env: dict[str, str], project: str, workdir: Path, data: Path, log: callable = print) -> None:
         self.docker_env = dict(docker_env, MODELPORT_DATA=str(data), MODELPORT_FETCH_NETWORK="none")
         self.project = project
         self.workdir = workdir
@@ -55,19 +54,29 @@ class Compose:
         """Services as docker-compose resolves them (parsed by docker-compose's own Python, which has PyYAML)."""
         text = self.run("config", override=False, capture=True).stdout
         interpreter = Path(self.exe).read_text(errors="replace").splitlines()[0].removeprefix("#!").split()
-        parsed = subprocess.run([*interpreter, "-c", "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"],
-                                input=text, capture_output=True, text=True, check=True).stdout
+        parsed = subprocess.run(
+            [*interpreter, "-c", "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         services = {}
         for name, spec in json.loads(parsed)["services"].items():
             dockerfile = (spec.get("build") or {}).get("dockerfile", "")
             m = re.fullmatch(r"envs/([^/]+)/Dockerfile", dockerfile)
-            services[name] = Service(name, spec["image"], m.group(1) if m else None, spec.get("profiles", []),
-                                     list(spec.get("depends_on", {})), spec.get("build") or {})
+            services[name] = Service(
+                name,
+                spec["image"],
+                m.group(1) if m else None,
+                spec.get("profiles", []),
+                list(spec.get("depends_on", {})),
+                spec.get("build") or {},
+            )
         return services
 
     def write_override(self, services: dict[str, Service], build_args: dict[str, dict[str, str]]) -> str:
-        lines = ["# CI only (no registry, engine without a bridge): build on the host network + offline build args.",
-                 "services:"]
+        lines = ["# CI only (no registry, engine without a bridge): build on the host network + offline build args.", "services:"]
         for s in services.values():
             if not s.build or s.env not in build_args:  # only the envs CI builds
                 continue
@@ -82,8 +91,9 @@ class Compose:
         return self.override.read_text()
 
     # -- running -------------------------------------------------------------------------------
-    def run(self, *args: str, override: bool = True, capture: bool = False, check: bool = True,
-            logfile: Path | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, override: bool = True, capture: bool = False, check: bool = True, logfile: Path | None = None
+    ) -> subprocess.CompletedProcess:
         cmd = [*self.base_cmd(override), *args]
         if logfile is not None:
             with open(logfile, "ab") as f:
@@ -134,8 +144,9 @@ class Compose:
             self.log(f"  {name:18} {status:8} exit {code}  {_duration(started, finished)}")
             if status != "exited" or code != 0:
                 logs = self.docker("logs", "--tail", str(tail), c["Id"], check=False)
-                failures.append(f"service {name}: {status}, exit code {code}; last {tail} log lines:\n"
-                                + _indent(logs.stdout + logs.stderr))
+                failures.append(
+                    f"service {name}: {status}, exit code {code}; last {tail} log lines:\n" + _indent(logs.stdout + logs.stderr)
+                )
         return failures
 
     def copy_out(self, service: str, path: str, dest: Path) -> Path:
@@ -172,6 +183,7 @@ def _indent(text: str) -> str:
 
 def _duration(started: str, finished: str) -> str:
     from datetime import datetime
+
     try:
         a = datetime.fromisoformat(started[:26].rstrip("Z"))
         b = datetime.fromisoformat(finished[:26].rstrip("Z"))

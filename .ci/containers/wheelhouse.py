@@ -31,9 +31,24 @@ def build_args(env: str, declared: set[str], log: callable = print) -> dict[str,
     house = ROOT / "envs" / "rknn" / "wheelhouse"
     torch = _pinned(ROOT / "envs" / "rknn" / "requirements.txt", "torch")
     before = set(house.glob("*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
-                    f"torch=={torch}", "--python-version", "3.11", "--only-binary=:all:", "-d", str(house)],
-                   check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-deps",
+            f"torch=={torch}",
+            "--python-version",
+            "3.11",
+            "--only-binary=:all:",
+            "-d",
+            str(house),
+        ],
+        check=True,
+    )
     ADDED.extend(set(house.glob("*.whl")) - before)
     wheels = sorted(p.name for p in house.glob("torch-*.whl"))
     log(f"rknn: wheelhouse {house.relative_to(ROOT)}: {', '.join(wheels)}; TORCH_INDEX_URL= (offline)")

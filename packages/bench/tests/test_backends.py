@@ -5,11 +5,12 @@ import pytest
 from modelport.bench import int8_report, registry
 from modelport.common.backends import backends, catalogue, floors_of, rank
 from modelport.convert.registry import TARGETS, target_module
+from modelport.runtime.registry import RUNTIMES, runtime_class
 
 
 @pytest.mark.parametrize("key", [k for k, b in backends().items() if b.runtime])
 def test_runtime_class_matches_its_descriptor(key):
-    b, cls = backends()[key], registry.runtime_class(key)
+    b, cls = backends()[key], runtime_class(key)
     assert (cls.key, cls.display, cls.precision) == (b.key, b.display, b.precision)
     assert cls.unavailable_reason() is None or isinstance(cls.unavailable_reason(), str)
 
@@ -31,7 +32,7 @@ def test_derived_tables():
     assert keys[:2] == ["tflite", "onnx-source"]  # the source rows lead the report
     assert all(t in keys for t in int8_report.TWINS.values())
     assert all(backends()[k].floors == "int8" for k in int8_report.TWINS)
-    assert set(registry.DEPTH_KEYS) <= set(registry.RUNTIMES)
+    assert set(registry.DEPTH_KEYS) <= set(RUNTIMES)
     assert rank("no-such-backend") > max(rank(k) for k in keys)
     assert floors_of("rknn-int8-hybrid") == "int8" and floors_of("unknown-int8", "int8") == "int8"
     assert floors_of("unknown", "fp16") == "float"

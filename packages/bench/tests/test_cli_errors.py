@@ -1,14 +1,17 @@
 """Every OS error, MemoryError and bad result file is one `error:` line from the CLI, never a traceback."""
 
 import errno
+import json
 
 import numpy as np
 import pytest
 
 from conftest import error_line, run
+from modelport.bench.report import load_results
 from modelport.common import artifacts
 from modelport.common.artifacts import ArtifactStore
 from modelport.common.cli import hoist_overrides, main
+from modelport.common.errors import InputError
 from modelport.common.results import write_result
 from modelport.common.schema import BackendResult, TopK
 
@@ -17,8 +20,14 @@ from modelport.common.schema import BackendResult, TopK
 def art(tmp_path):
     """An artifacts folder with one ok result: enough for `modelport report` to write."""
     store = ArtifactStore(tmp_path / "art")
-    r = BackendResult(key="onnx", backend="onnxruntime", precision="fp32", name="ONNX FP32", env="t",
-                      topk=[TopK(image="a.jpg", indices=[0], labels=["a"], scores=[1.0])])
+    r = BackendResult(
+        key="onnx",
+        backend="onnxruntime",
+        precision="fp32",
+        name="ONNX FP32",
+        env="t",
+        topk=[TopK(image="a.jpg", indices=[0], labels=["a"], scores=[1.0])],
+    )
     write_result(store, r, np.ones((1, 4), np.float32))
     return store.root
 
@@ -33,13 +42,17 @@ def one_error(capsys) -> str:
 def _raise(exc):
     def f(*a, **k):
         raise exc
+
     return f
 
 
-@pytest.mark.parametrize("exc, expected", [
-    (OSError(errno.EROFS, "Read-only file system", "/ro/report"), "/ro/report: read-only file system"),
-    (PermissionError(errno.EACCES, "Permission denied", "/x/report"), "/x/report: permission denied"),
-])
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        (OSError(errno.EROFS, "Read-only file system", "/ro/report"), "/ro/report: read-only file system"),
+        (PermissionError(errno.EACCES, "Permission denied", "/x/report"), "/x/report: permission denied"),
+    ],
+)
 def test_a_folder_that_cannot_be_written(art, monkeypatch, capsys, exc, expected):
     monkeypatch.setattr(artifacts.tempfile, "mkstemp", _raise(exc))
     assert main(["-a", str(art), "report"]) == 1
@@ -76,8 +89,16 @@ def test_a_result_that_is_not_a_json_object(art, test_env, content, message):
 
 
 def test_overrides_after_the_subcommand():
-    assert hoist_overrides(["-a", "x", "bench", "onnx", "-o", "bench.runs=5", "--set=bench.warmup=1", "-obench.runs=6"]) == \
-        ["-a", "x", "-o", "bench.runs=5", "--set=bench.warmup=1", "-obench.runs=6", "bench", "onnx"]
+    assert hoist_overrides(["-a", "x", "bench", "onnx", "-o", "bench.runs=5", "--set=bench.warmup=1", "-obench.runs=6"]) == [
+        "-a",
+        "x",
+        "-o",
+        "bench.runs=5",
+        "--set=bench.warmup=1",
+        "-obench.runs=6",
+        "bench",
+        "onnx",
+    ]
     assert hoist_overrides(["-o", "a.b=1", "report"]) == ["-o", "a.b=1", "report"]
 
 
@@ -87,3 +108,8 @@ def test_an_override_error_blames_the_override(art, test_env):
     assert line.startswith("error: override -o bench.runs=abc: bench.runs") and "modelport.toml" not in line
 
 
+def test_result_schema_version_is_checked(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "x.json").write_text(json.dumps({"schema": "modelport.result/0", "key": "x"}))
+    with pytest.raises(InputError, match="result schema 'modelport.result/0' is not 'modelport.result/1'"):
+        load_results(ArtifactStore(tmp_path))

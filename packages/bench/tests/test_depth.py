@@ -14,22 +14,27 @@ import pytest
 from conftest import make_context
 from modelport.bench import overhead, registry, sweep, tuning
 from modelport.bench.labeled import LabelResolver, labeled_accuracy, read_labeled, score, wilson
-from modelport.bench.runner import prepared_images
-from modelport.bench.runtimes.onnxruntime import OnnxFp32DynamicRuntime, OnnxFp32Runtime, OnnxInt8DynamicRuntime
-from modelport.bench.runtimes.tflite import TfliteDynamicRuntime, TfliteRuntime
 from modelport.common.artifacts import ArtifactStore
 from modelport.common.errors import InputError
 from modelport.common.labels import Labels
 from modelport.common.preprocess import to_tensor
 from modelport.convert.registry import target_module
+from modelport.runtime.onnxruntime import OnnxFp32DynamicRuntime, OnnxFp32Runtime, OnnxInt8DynamicRuntime
+from modelport.runtime.run import prepared_images
+from modelport.runtime.tflite import TfliteDynamicRuntime, TfliteRuntime
 
 # Ground truth assigned by looking at the photos (ImageNet-1k names). Left out: face.jpg, squat.jpg
 # (people: no ImageNet class), sunflower.jpg (no sunflower class; "daisy" is another flower),
 # pets.jpg (two dogs of two breeds). The cats are brown mackerel tabbies (striped, "M" on the forehead),
 # so "tabby" although the model says "Egyptian cat": a labeled set is there to find such misses.
 LABELS = {
-    "bird.jpg": "chickadee", "cat.jpg": "tabby", "cat_720p.jpg": "tabby", "resized_cat.jpg": "tabby",
-    "grace_hopper.jpg": "military uniform", "hot_dog.jpg": "hotdog", "kite_and_cold.jpg": "seashore",
+    "bird.jpg": "chickadee",
+    "cat.jpg": "tabby",
+    "cat_720p.jpg": "tabby",
+    "resized_cat.jpg": "tabby",
+    "grace_hopper.jpg": "military uniform",
+    "hot_dog.jpg": "hotdog",
+    "kite_and_cold.jpg": "seashore",
     "missvickie_potato_chips.jpg": "packet",
 }
 
@@ -74,11 +79,14 @@ def test_labeled_list_is_parsed_relative_to_the_file(tmp_path, data_dir):
     assert s.image == (tmp_path / "img" / "b.jpg").resolve() and s.label == "chickadee" and s.where.endswith("set.tsv:3")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("bird.jpg chickadee\n", "line 1: expected image<TAB>label"),
-    ("missing.jpg\tchickadee\n", "line 1: image missing.jpg not found"),
-    ("# only a comment\n", "no image<TAB>label lines"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("bird.jpg chickadee\n", "line 1: expected image<TAB>label"),
+        ("missing.jpg\tchickadee\n", "line 1: image missing.jpg not found"),
+        ("# only a comment\n", "no image<TAB>label lines"),
+    ],
+)
 def test_labeled_list_errors_name_the_file_and_line(tmp_path, text, message):
     bad = tmp_path / "bad.tsv"
     bad.write_text(text)
@@ -108,8 +116,12 @@ def test_labels_map_to_output_indices_in_both_conventions(labels, tmp_path):
     plain = tmp_path / "labels1000.txt"
     plain.write_text("\n".join(labels.names[1:]) + "\n")
     assert LabelResolver(Labels.load(plain), 1000).index("chickadee", "x") == wide.index("chickadee", "x") - 1
-    for bad, message in (("crane", "several classes"), ("sunflower", "not a class name"), ("1000", "outside 0..999"),
-                         ("n01440764", "needs synsets.txt")):
+    for bad, message in (
+        ("crane", "several classes"),
+        ("sunflower", "not a class name"),
+        ("1000", "outside 0..999"),
+        ("n01440764", "needs synsets.txt"),
+    ):
         with pytest.raises(InputError, match=message) as e:
             wide.index(bad, "set.tsv:7")
         assert "set.tsv:7" in str(e.value)
@@ -134,8 +146,8 @@ def test_labeled_accuracy_on_the_shared_photos(ctx, labeled_file, key):
     assert data["classes"] == 1001 and data["label_convention"].startswith("1001")
     # Recompute from the runtime's raw outputs: the scoring is what it says.
     prepared = [prepared_images(ctx)[[p.name for p in ctx.eval_images].index(n)] for n in LABELS]
-    from modelport.bench.registry import runtime_class
-    from modelport.bench.runner import run_outputs
+    from modelport.runtime.registry import runtime_class
+    from modelport.runtime.run import run_outputs
 
     with runtime_class(key).from_store(ctx.store, ctx.config) as rt:
         outputs = run_outputs(rt, prepared, ctx.config.input)
@@ -171,7 +183,10 @@ def test_dynamic_onnx_gives_the_static_outputs_per_image_and_in_a_batch(ctx):
 @pytest.mark.slow
 def test_dynamic_tflite_gives_the_reference_outputs_per_image_and_in_a_batch(ctx):
     tensors = [to_tensor(a, ctx.config.input, "NHWC", "float32") for a in prepared_images(ctx)]
-    with TfliteRuntime.from_store(ctx.store, ctx.config) as static, TfliteDynamicRuntime.from_store(ctx.store, ctx.config) as dynamic:
+    with (
+        TfliteRuntime.from_store(ctx.store, ctx.config) as static,
+        TfliteDynamicRuntime.from_store(ctx.store, ctx.config) as dynamic,
+    ):
         single = np.concatenate([static.infer(t) for t in tensors])
         np.testing.assert_array_equal(np.concatenate([dynamic.infer(t) for t in tensors]), single)
         dynamic.set_batch(len(tensors))
@@ -192,7 +207,12 @@ def test_sweep_points_and_modes(ctx, monkeypatch):
     data = sweep.sweep(ctx, "onnx-int8", batches=[1, 3], threads=[1, 2])
     assert data["schema"] == sweep.SWEEP_SCHEMA and data["batch_support"] == "native"
     assert data["artifact"] == "onnx/model.int8.dynamic.onnx"
-    assert [(p["threads"], p["batch"], p["mode"]) for p in data["points"]] == [(1, 1, "native"), (1, 3, "native"), (2, 1, "native"), (2, 3, "native")]
+    assert [(p["threads"], p["batch"], p["mode"]) for p in data["points"]] == [
+        (1, 1, "native"),
+        (1, 3, "native"),
+        (2, 1, "native"),
+        (2, 3, "native"),
+    ]
     for p in data["points"]:
         assert p["calls"] >= sweep.MIN_CALLS and p["images_per_s"] == pytest.approx(1000 * p["batch"] / p["latency_ms"]["median"])
     tfl = sweep.sweep(ctx, "tflite", batches=[2], threads=[1])
@@ -229,7 +249,7 @@ def test_overhead_ratio_comes_from_real_runs(ctx, monkeypatch):
 @pytest.mark.slow
 def test_own_call_is_the_same_inference(ctx):
     for key in ("tflite", "onnx"):
-        from modelport.bench.registry import runtime_class
+        from modelport.runtime.registry import runtime_class
 
         cls = runtime_class(key)
         x = to_tensor(prepared_images(ctx)[0], ctx.config.input, cls.input_layout, cls.input_dtype)
@@ -258,8 +278,9 @@ def test_tuning_file_round_trips(tmp_path):
 @pytest.mark.slow
 def test_a_small_real_tune_and_bench_with_tuned_settings(ctx, monkeypatch, test_env):
     monkeypatch.setattr(tuning, "ROUNDS", {"search": (1, 2, 2), "final": (1, 2, 2)})
-    monkeypatch.setitem(tuning.SPACE, "onnx", {"onnxruntime.intra_op_threads": [1, 2],
-                                                      "onnxruntime.graph_optimization_level": ["basic", "all"]})
+    monkeypatch.setitem(
+        tuning.SPACE, "onnx", {"onnxruntime.intra_op_threads": [1, 2], "onnxruntime.graph_optimization_level": ["basic", "all"]}
+    )
     entry = tuning.tune(ctx, "onnx")
     assert set(entry["winner"]) == {"onnxruntime.intra_op_threads", "onnxruntime.graph_optimization_level"}
     assert len(entry["trials"]) == 4 and entry["default_ms"]["runs"] == 4 and entry["tuned_ms"]["runs"] == 4
@@ -274,8 +295,9 @@ def test_a_small_real_tune_and_bench_with_tuned_settings(ctx, monkeypatch, test_
     from modelport.common.cli import _register, cli
 
     _register()
-    res = CliRunner().invoke(cli, ["bench", "onnx", "--settings", "tuned", "--runs", "3", "--warmup", "1"], env=test_env,
-                             catch_exceptions=False)
+    res = CliRunner().invoke(
+        cli, ["bench", "onnx", "--settings", "tuned", "--runs", "3", "--warmup", "1"], env=test_env, catch_exceptions=False
+    )
     assert res.exit_code == 0, res.output
     result = json.loads(ctx.store.path("results/onnx.json").read_text())
     assert result["settings"]["intra_op_threads"] == 1 and result["settings"]["graph_optimization_level"] == "extended"

@@ -33,7 +33,9 @@ def two_machines(pipeline, test_env, tmp_path_factory):
 def test_merged_report_keeps_every_device_and_compares_speed_within_one(two_machines):
     root, bundles, env = two_machines
     merged = root / "merged"
-    proc = run({**env, "MODELPORT_ARTIFACTS": str(merged)}, "report", "--merge", str(bundles["box-a"]), "--merge", str(bundles["box-b"]))
+    proc = run(
+        {**env, "MODELPORT_ARTIFACTS": str(merged)}, "report", "--merge", str(bundles["box-a"]), "--merge", str(bundles["box-b"])
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((merged / "report" / "results.json").read_text())
     rows = {(r["device_key"], r["key"]): r for r in report["results"]}
@@ -47,7 +49,9 @@ def test_merged_report_keeps_every_device_and_compares_speed_within_one(two_mach
     assert "## Models x backends, per device" in md and "**box-a**" in md and "**box-b**" in md
     csv_head = (merged / "report" / "results.csv").read_text().splitlines()[0]
     assert csv_head.startswith("model,device_key,run_id,")
-    stored = sorted(p.relative_to(merged / "merged").as_posix() for p in (merged / "merged").rglob("*.json") if p.name != "index.json")
+    stored = sorted(
+        p.relative_to(merged / "merged").as_posix() for p in (merged / "merged").rglob("*.json") if p.name != "index.json"
+    )
     assert len(stored) == 4 and all(s.split("/")[1] in ("box-a", "box-b") for s in stored)
 
 
@@ -80,14 +84,20 @@ def _rewrite(src, dest, edit):
 def test_bundles_of_a_newer_schema_or_edited_are_refused_in_one_line(two_machines, tmp_path):
     root, bundles, env = two_machines
     newer = tmp_path / "newer.tar.gz"
-    _rewrite(bundles["box-a"], newer, lambda m, d: (d.replace(b'"modelport.bundle/1"', b'"modelport.bundle/2"'), m)
-             if m.name == "bundle.json" else (d, m))
+    _rewrite(
+        bundles["box-a"],
+        newer,
+        lambda m, d: (d.replace(b'"modelport.bundle/1"', b'"modelport.bundle/2"'), m) if m.name == "bundle.json" else (d, m),
+    )
     out = {**env, "MODELPORT_ARTIFACTS": str(tmp_path / "out")}
     line = error_line(run(out, "report", "--merge", str(newer)))
     assert str(newer) in line and "newer than this modelport reads" in line
     edited = tmp_path / "edited.tar.gz"
-    _rewrite(bundles["box-a"], edited, lambda m, d: (d.replace(b'"box-a"', b'"box-z"'), m)
-             if m.name.endswith("results/tflite.json") else (d, m))
+    _rewrite(
+        bundles["box-a"],
+        edited,
+        lambda m, d: (d.replace(b'"box-a"', b'"box-z"'), m) if m.name.endswith("results/tflite.json") else (d, m),
+    )
     line = error_line(run(out, "report", "--merge", str(edited)))
     assert "does not match its sha256" in line and not (tmp_path / "out" / "report").exists()
     foreign = tmp_path / "foreign.tar.gz"

@@ -20,11 +20,14 @@ def ncnn_art(pipeline, test_env, tmp_path):
     return dst, {**test_env, "MODELPORT_ARTIFACTS": str(dst)}
 
 
-@pytest.mark.parametrize("which,content", [
-    ("model.param", b"7767517\n3 3\nInput in0 0 1 in0\nConvolution conv 1 1 in0 x 0=32 1=3\n"),  # cut mid-graph
-    ("model.param", b"TFL3 this is a flatbuffer, not an ncnn param\n"),
-    ("model.bin", b"\0" * 4096),  # far shorter than the weights the param declares
-])
+@pytest.mark.parametrize(
+    "which,content",
+    [
+        ("model.param", b"7767517\n3 3\nInput in0 0 1 in0\nConvolution conv 1 1 in0 x 0=32 1=3\n"),  # cut mid-graph
+        ("model.param", b"TFL3 this is a flatbuffer, not an ncnn param\n"),
+        ("model.bin", b"\0" * 4096),  # far shorter than the weights the param declares
+    ],
+)
 def test_corrupt_ncnn_model(ncnn_art, which, content):
     dst, env = ncnn_art
     path = dst / "ncnn" / which
@@ -59,6 +62,7 @@ def test_corrupt_onnx_is_refused_before_pnnx(pipeline, test_env, tmp_path):
 def test_official_ncnn_tools_requested_on_the_command_line_but_missing(ncnn_art):
     """`--ncnn-tools official` without ncnnoptimize/ncnn2table/ncnn2int8 on PATH: a clear error, nothing rewritten."""
     dst, env = ncnn_art
+
     def models():
         return sorted((p.name, p.read_bytes()) for p in (dst / "ncnn").iterdir() if p.is_file() and "failed" not in p.name)
 

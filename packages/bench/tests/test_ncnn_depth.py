@@ -7,10 +7,10 @@ import pytest
 
 from conftest import make_context
 from modelport.bench import overhead, sweep, tuning
-from modelport.bench.runner import prepared_images
-from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common.preprocess import to_tensor
 from modelport.convert.registry import target_module
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
+from modelport.runtime.run import prepared_images
 
 pytestmark = [pytest.mark.ncnn, pytest.mark.slow]
 
@@ -35,7 +35,12 @@ def test_ncnn_batches_are_sequential_extracts_and_say_so(ncnn_ctx, monkeypatch):
     monkeypatch.setattr(sweep, "IMAGES_PER_POINT", 4)
     data = sweep.sweep(ncnn_ctx, "ncnn-int8", batches=[1, 2], threads=[1, 2])
     assert data["batch_support"] == "loop" and data["thread_setting"] == "ncnn.threads"
-    assert [(p["threads"], p["batch"], p["mode"]) for p in data["points"]] == [(1, 1, "loop"), (1, 2, "loop"), (2, 1, "loop"), (2, 2, "loop")]
+    assert [(p["threads"], p["batch"], p["mode"]) for p in data["points"]] == [
+        (1, 1, "loop"),
+        (1, 2, "loop"),
+        (2, 1, "loop"),
+        (2, 2, "loop"),
+    ]
     with NcnnRuntime.from_store(ncnn_ctx.store, ncnn_ctx.config) as rt, pytest.raises(ValueError, match="batches of 1..1"):
         rt.set_batch(2)
 

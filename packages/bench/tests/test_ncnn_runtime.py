@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import make_context
-from modelport.bench.runner import benchmark, prepared_images
-from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime, vulkan_devices
+from modelport.bench.runner import benchmark
 from modelport.common.preprocess import to_tensor
 from modelport.convert.registry import target_module
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime, vulkan_devices
+from modelport.runtime.run import prepared_images
 
 pytestmark = pytest.mark.ncnn
 
@@ -36,7 +37,10 @@ def test_blob_names_are_read_from_the_model(ncnn_ctx, tmp_path):
     renamed = tmp_path / "renamed.param"
     renamed.write_text(text.replace(" in0", " data").replace(" out0", " prob"))
     x = tensors(ncnn_ctx, NcnnRuntime)[0]
-    with NcnnRuntime.from_store(store, ncnn_ctx.config) as a, NcnnRuntime(ncnn_ctx.config, {"param": renamed, "bin": store.path("ncnn/model.bin")}) as b:
+    with (
+        NcnnRuntime.from_store(store, ncnn_ctx.config) as a,
+        NcnnRuntime(ncnn_ctx.config, {"param": renamed, "bin": store.path("ncnn/model.bin")}) as b,
+    ):
         assert (b.input_name, b.output_name) == ("data", "prob")
         np.testing.assert_array_equal(a.infer(x), b.infer(x))
 
@@ -66,13 +70,20 @@ def test_int8_runtime_holds_int8_blobs(ncnn_ctx):
 
 @pytest.mark.slow
 def test_options_come_from_the_config(test_env, ncnn_ctx):
-    ctx = make_context(test_env, overrides=["ncnn.threads=1", "ncnn.winograd=false", "ncnn.sgemm=false", "ncnn.packing_layout=false"])
+    ctx = make_context(
+        test_env, overrides=["ncnn.threads=1", "ncnn.winograd=false", "ncnn.sgemm=false", "ncnn.packing_layout=false"]
+    )
     x = tensors(ctx, NcnnRuntime)[0]
     with NcnnRuntime.from_store(ctx.store, ctx.config) as rt:
         out = rt.infer(x)
         s = rt.settings()
         opt = rt.net.opt
-        assert (opt.num_threads, opt.use_winograd_convolution, opt.use_sgemm_convolution, opt.use_packing_layout) == (1, False, False, False)
+        assert (opt.num_threads, opt.use_winograd_convolution, opt.use_sgemm_convolution, opt.use_packing_layout) == (
+            1,
+            False,
+            False,
+            False,
+        )
     assert s["threads"] == 1 and s["use_packing_layout"] is False
     with NcnnRuntime.from_store(ncnn_ctx.store, ncnn_ctx.config) as rt:
         np.testing.assert_allclose(out, rt.infer(x), atol=1e-4)  # other kernels, same numbers
@@ -86,8 +97,10 @@ def test_benchmark_writes_results_with_both_thread_counts(ncnn_ctx):
         saved = json.loads(ncnn_ctx.store.path(f"results/{key}.json").read_text())
         assert saved["latency_ms"]["runs"] == 5 and saved["settings"]["threads"] == 2
         assert saved["extra_timings"]["threads_1"]["runs"] == 5
-        assert saved["size_bytes"] == sum(ncnn_ctx.store.path(f"ncnn/{f}").stat().st_size for f in (
-            ("model.param", "model.bin") if key == "ncnn" else ("model-int8.param", "model-int8.bin")))
+        assert saved["size_bytes"] == sum(
+            ncnn_ctx.store.path(f"ncnn/{f}").stat().st_size
+            for f in (("model.param", "model.bin") if key == "ncnn" else ("model-int8.param", "model-int8.bin"))
+        )
         assert saved["agreement"]["top1"] >= (1.0 if key == "ncnn" else 0.9)
 
 
@@ -100,7 +113,9 @@ def test_missing_model_names_the_convert_step(test_env, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not vulkan_devices(), reason="no Vulkan device (apt-get install mesa-vulkan-drivers libvulkan1 gives a CPU one)")
+@pytest.mark.skipif(
+    not vulkan_devices(), reason="no Vulkan device (apt-get install mesa-vulkan-drivers libvulkan1 gives a CPU one)"
+)
 def test_vulkan_path_gives_the_cpu_answer(test_env, ncnn_ctx):
     ctx = make_context(test_env, overrides=["ncnn.vulkan=on"])
     xs = tensors(ctx, NcnnRuntime)

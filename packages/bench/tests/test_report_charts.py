@@ -7,22 +7,41 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from modelport.bench import report_md  # noqa: E402
 
-FLOORS = {"fp_top1_min": 1.0, "fp_cosine_min": 0.999, "int8_top1_min": 0.9, "int8_cosine_min": 0.95,
-          "int8_cosine_mean_min": 0.98}
+FLOORS = {"fp_top1_min": 1.0, "fp_cosine_min": 0.999, "int8_top1_min": 0.9, "int8_cosine_min": 0.95, "int8_cosine_mean_min": 0.98}
 
 
 def row(key, median=None, cos=None, status="ok"):
-    return {"key": key, "name": key.upper(), "status": status, "reason": None if status == "ok" else "why",
-            "latency_ms": {"median": median, "p90": median * 1.1} if median else None,
-            "agreement": {"images": 12, "top1": 1.0, "cosine_min": cos[0], "cosine_mean": cos[1]} if cos else None,
-            "latency_note": None, "latency_runs": 5 if median else None, "fps": None, "relative_speed": None,
-            "size_bytes": None, "headline": None, "load_avg": {}, "tool_versions": {}, "settings": {},
-            "extra_timings": {}, "notes": [], "env": "t"}
+    return {
+        "key": key,
+        "name": key.upper(),
+        "status": status,
+        "reason": None if status == "ok" else "why",
+        "latency_ms": {"median": median, "p90": median * 1.1} if median else None,
+        "agreement": {"images": 12, "top1": 1.0, "cosine_min": cos[0], "cosine_mean": cos[1]} if cos else None,
+        "latency_note": None,
+        "latency_runs": 5 if median else None,
+        "fps": None,
+        "relative_speed": None,
+        "size_bytes": None,
+        "headline": None,
+        "load_avg": {},
+        "tool_versions": {},
+        "settings": {},
+        "extra_timings": {},
+        "notes": [],
+        "env": "t",
+    }
 
 
 def report(results):
-    return {"machine": {"cpu": "x", "cores": 2, "memory_gb": 1, "os": "linux", "python": "3"}, "reference": "tflite",
-            "results": results, "floors": FLOORS, "verify": True, "notes": []}
+    return {
+        "machine": {"cpu": "x", "cores": 2, "memory_gb": 1, "os": "linux", "python": "3"},
+        "reference": "tflite",
+        "results": results,
+        "floors": FLOORS,
+        "verify": True,
+        "notes": [],
+    }
 
 
 def test_no_empty_charts_when_nothing_was_measured(tmp_path):
@@ -51,6 +70,6 @@ def test_one_slow_backend_gets_a_log_axis_and_labels_stay_inside():
     box = ax.get_window_extent(renderer)
     labels = [t.get_window_extent(renderer) for t in ax.texts]
     assert all(b.x1 <= box.x1 and b.x0 >= box.x0 for b in labels)  # value labels are not cut off
-    assert not any(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1:])
+    assert not any(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1 :])
     plt.close(fig)
     assert report_md._latency(plt, rows[:3]).axes[0].get_xscale() == "linear"

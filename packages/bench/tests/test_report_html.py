@@ -37,7 +37,9 @@ def test_report_is_one_self_contained_file(report_page):
     html = report_page.read_text()
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
     assert "<script src" not in html and "<link" not in html
-    data = json.loads(html.split('<script id="report-data" type="application/json">')[1].split("</script>")[0].replace("<\\/", "</"))
+    data = json.loads(
+        html.split('<script id="report-data" type="application/json">')[1].split("</script>")[0].replace("<\\/", "</")
+    )
     assert {r["key"]: r["status"] for r in data["results"]} == {"tflite": "ok", "onnx": "ok", "onnx-int8": "failed"}
 
 

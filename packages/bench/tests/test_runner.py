@@ -8,10 +8,11 @@ import pytest
 
 from conftest import make_context
 from modelport.bench import runner
-from modelport.bench.registry import RUNTIMES, runtime_class
 from modelport.bench.report import build, load_results, write
 from modelport.common.preprocess import to_tensor
 from modelport.common.schema import BackendResult
+from modelport.runtime.registry import RUNTIMES, runtime_class
+from modelport.runtime.run import prepared_images, run_outputs
 
 pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
 
@@ -27,7 +28,7 @@ def available_keys():
 
 def test_every_backend_gets_tensors_derived_from_one_array(quick):
     """Each runtime's input is to_tensor() of the same prepared uint8 array: no second normalisation."""
-    prepared = runner.prepared_images(quick)[:2]
+    prepared = prepared_images(quick)[:2]
     spec = quick.config.input
     keys = available_keys()
     assert keys, "no runtime available in this env"
@@ -44,7 +45,7 @@ def test_every_backend_gets_tensors_derived_from_one_array(quick):
         if not all(p.is_file() for p in rt.files.values()):
             continue  # not converted in this env's test run
         with rt:
-            runner.run_outputs(rt, prepared, spec)
+            run_outputs(rt, prepared, spec)
         assert len(seen) == len(prepared)
         for arr, tensor in zip(prepared, seen, strict=True):
             np.testing.assert_array_equal(tensor, to_tensor(arr, spec, base.input_layout, base.input_dtype))

@@ -9,15 +9,21 @@ import numpy as np
 import pytest
 
 from conftest import cli, error_line, make_context
-from modelport.bench.registry import BATCH_TWINS, SOURCE_KEYS, batch_class, runtime_class, source_key
+from modelport.bench.registry import BATCH_TWINS, batch_class
 from modelport.common.errors import InputError
 from modelport.common.images import load_image
 from modelport.common.preprocess import prepare, to_tensor
 from modelport.common.schema import REPORT_SCHEMA, RESULT_SCHEMA, BackendResult
+from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_key
 from tiny_models import tiny_pipeline
 
 KEYS = ("source", "onnx", "onnx-int8")  # "source": the source's own runtime (tflite or onnx-source)
-VARIANTS = {"nchw": {}, "nhwc": {"layout": "NHWC"}, "dynamic-batch": {"batch": "N"}, "tflite": {"tflite": True, "conv_head": True}}
+VARIANTS = {
+    "nchw": {},
+    "nhwc": {"layout": "NHWC"},
+    "dynamic-batch": {"batch": "N"},
+    "tflite": {"tflite": True, "conv_head": True},
+}
 
 
 def resolve(ctx, key: str) -> str:
@@ -144,8 +150,12 @@ def test_a_missing_model_file_is_one_line_naming_it(tmp_path, key):
 
 
 def test_bench_results_follow_the_schema_and_the_report_is_written(made):
-    env = {"MODELPORT_CONFIG": str(made.config.source), "MODELPORT_ARTIFACTS": str(made.store.root),
-           "MODELPORT_IMAGES": str(made.eval_images[0].parent), "MODELPORT_CALIBRATION": str(made.eval_images[0].parent)}
+    env = {
+        "MODELPORT_CONFIG": str(made.config.source),
+        "MODELPORT_ARTIFACTS": str(made.store.root),
+        "MODELPORT_IMAGES": str(made.eval_images[0].parent),
+        "MODELPORT_CALIBRATION": str(made.eval_images[0].parent),
+    }
     ok(env, "bench", *KEYS)
     source_sha = made.store.current_source()["sha256"]
     reference = np.load(made.store.path("source/reference.npy"))

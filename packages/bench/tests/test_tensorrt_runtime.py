@@ -13,13 +13,13 @@ import pytest
 
 from conftest import make_context
 from modelport.bench import runner
-from modelport.bench.registry import runtime_class
 from modelport.bench.report import build, to_csv
-from modelport.bench.runtimes.tensorrt import ForeignEngine, check_origin, engine_origin, read_manifest
 from modelport.common import cuda
 from modelport.common.artifacts import ArtifactStore
 from modelport.common.schema import BackendResult
 from modelport.convert.tensorrt import ENGINES, origin
+from modelport.runtime.registry import runtime_class
+from modelport.runtime.tensorrt import ForeignEngine, check_origin, engine_origin, read_manifest
 
 pytestmark = pytest.mark.tensorrt
 
@@ -33,8 +33,9 @@ def engine_with_manifest(tmp_path, trt_version, gpu, precision="fp16"):
     store = ArtifactStore(tmp_path / "art")
     src = tmp_path / "model.onnx"
     src.write_bytes(b"onnx")
-    with store.produce(ENGINES[precision], inputs={"onnx": src}, tool="tensorrt", tool_version=trt_version,
-                       options={"precision": precision}) as job:
+    with store.produce(
+        ENGINES[precision], inputs={"onnx": src}, tool="tensorrt", tool_version=trt_version, options={"precision": precision}
+    ) as job:
         job.tmp().write_bytes(b"stand-in: only the manifest is read before TensorRT")
         job.record(tensorrt_version=trt_version, gpu={**origin(trt_version, gpu)["gpu"], "nvidia_driver": "x"})
     return store.path(ENGINES[precision])
@@ -47,12 +48,18 @@ def test_engine_built_here_is_accepted(tmp_path):
     check_origin(recorded, origin("10.16.1.11", A100), engine, "tensorrt-fp16")
 
 
-@pytest.mark.parametrize(("trt_here", "gpu_here", "says"), [
-    ("10.15.1.29", A100, "TensorRT 10.16.1.11 (here 10.15.1.29)"),
-    ("10.16.1.11", L4, "compute capability 8.0 (here 8.9), GPU NVIDIA A100-SXM4-40GB (here NVIDIA L4)"),
-    ("10.16.1.11", cuda.GpuInfo(0, "NVIDIA A100 80GB PCIe", "8.0", "12.4", None),
-     "GPU NVIDIA A100-SXM4-40GB (here NVIDIA A100 80GB PCIe)"),
-])
+@pytest.mark.parametrize(
+    ("trt_here", "gpu_here", "says"),
+    [
+        ("10.15.1.29", A100, "TensorRT 10.16.1.11 (here 10.15.1.29)"),
+        ("10.16.1.11", L4, "compute capability 8.0 (here 8.9), GPU NVIDIA A100-SXM4-40GB (here NVIDIA L4)"),
+        (
+            "10.16.1.11",
+            cuda.GpuInfo(0, "NVIDIA A100 80GB PCIe", "8.0", "12.4", None),
+            "GPU NVIDIA A100-SXM4-40GB (here NVIDIA A100 80GB PCIe)",
+        ),
+    ],
+)
 def test_engine_built_elsewhere_is_refused(tmp_path, trt_here, gpu_here, says):
     engine = engine_with_manifest(tmp_path, "10.16.1.11", A100)
     with pytest.raises(ForeignEngine) as e:

@@ -13,8 +13,12 @@ from conftest import make_context
 from modelport.common import cuda
 
 REASON = cuda.missing_layer()
-pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu, pytest.mark.slow,
-              pytest.mark.skipif(REASON is not None, reason=f"needs a CUDA GPU with TensorRT: {REASON}")]
+pytestmark = [
+    pytest.mark.tensorrt,
+    pytest.mark.gpu,
+    pytest.mark.slow,
+    pytest.mark.skipif(REASON is not None, reason=f"needs a CUDA GPU with TensorRT: {REASON}"),
+]
 
 KEYS = ["tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8"]
 
@@ -46,15 +50,17 @@ def test_bench_measures_host_and_gpu_time(quick, key):
         assert a.top1 >= 0.9 and a.cosine_mean >= 0.98 and a.cosine_min >= 0.95
     else:
         assert a.top1 == 1.0 and a.cosine_min >= 0.999
-    print(f"{key}: host median {r.latency_ms.median:.3f} ms, GPU compute {r.extra_timings['gpu_compute'].median:.3f} ms, "
-          f"cosine min {a.cosine_min:.5f}")
+    print(
+        f"{key}: host median {r.latency_ms.median:.3f} ms, GPU compute {r.extra_timings['gpu_compute'].median:.3f} ms, "
+        f"cosine min {a.cosine_min:.5f}"
+    )
 
 
 def test_foreign_engine_is_refused_before_deserializing(quick, test_env, tmp_path):
     from modelport.bench import runner
-    from modelport.bench.registry import runtime_class
-    from modelport.bench.runtimes.tensorrt import ForeignEngine
     from modelport.common.artifacts import ArtifactStore
+    from modelport.runtime.registry import runtime_class
+    from modelport.runtime.tensorrt import ForeignEngine
 
     other = ArtifactStore(tmp_path / "art")
     engine = quick.store.path("tensorrt/fp16.engine")
@@ -78,7 +84,7 @@ def test_activate_and_release_repeatedly(quick):
     """Each cycle deserializes, allocates, runs and frees again; the same input gives the same output."""
     import numpy as np
 
-    from modelport.bench.registry import runtime_class
+    from modelport.runtime.registry import runtime_class
 
     x = np.zeros(quick.config.input.shape("NCHW"), np.float32)
     outs = []

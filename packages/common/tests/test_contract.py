@@ -10,8 +10,17 @@ from modelport.common.preprocess import InputSpec, to_tensor
 
 
 def contract(**kw) -> Contract:
-    base = {"kind": "tflite", "input_name": "input", "input_shape": [1, 160, 192, 3], "layout": "NHWC", "size": (160, 192),
-                "channels": 3, "dtype": "float32", "output_name": "out", "classes": 10}
+    base = {
+        "kind": "tflite",
+        "input_name": "input",
+        "input_shape": [1, 160, 192, 3],
+        "layout": "NHWC",
+        "size": (160, 192),
+        "channels": 3,
+        "dtype": "float32",
+        "output_name": "out",
+        "classes": 10,
+    }
     return Contract(**(base | kw))
 
 
@@ -57,10 +66,15 @@ def test_metadata_normalisation_is_used_and_checked():
         resolve_input(InputSpec.model_validate({"mean": [127.5] * 3}), c, "c", "m")
 
 
-@pytest.mark.parametrize("names, classes, first", [
-    (["background", "a", "b"], 2, "a"), (["a", "b", "background"], 2, "a"), (["a", "b"], 2, "a"),
-    (["background", "a"], 2, "background"),
-])
+@pytest.mark.parametrize(
+    "names, classes, first",
+    [
+        (["background", "a", "b"], 2, "a"),
+        (["a", "b", "background"], 2, "a"),
+        (["a", "b"], 2, "a"),
+        (["background", "a"], 2, "background"),
+    ],
+)
 def test_label_conventions(tmp_path, names, classes, first):
     p = tmp_path / "labels.txt"
     p.write_text("\n".join(names))

@@ -56,24 +56,29 @@ def test_a_minimal_table_loads(checkout):
     assert a.commands("rknn") == [] and table.with_step("bench") == ["a"] and table.tools["docker"] == ["docker==7.2.0"]
 
 
-@pytest.mark.parametrize(("edit", "problem"), [
-    (lambda t: t.replace("order = 10", "order = 10\ncolour = 1"), "unknown key 'colour'"),
-    (lambda t: t.replace('image = "modelport/a:0.1.0"\n', ""), "missing key 'image'"),
-    (lambda t: t.replace("order = 10", 'order = "10"'), "order must be an integer, not '10'"),
-    (lambda t: t.replace("order = 10", "order = true"), "order must be an integer, not True"),
-    (lambda t: t.replace('packages = ["common"]', 'packages = ["common", "bench"]'), "package 'bench' has no packages/bench"),
-    (lambda t: t.replace('["requirements.txt"]', '["requirements.txt", "requirements-x.txt"]'),
-     "requirements file requirements-x.txt does not exist"),
-    (lambda t: t.replace('services = ["convert-a"]', "services = [1]"), "services must be a list of non-empty strings"),
-    (lambda t: t + "tune = [\"a\"]\n", "unknown step 'tune'"),
-    (lambda t: t.replace('bench = ["a"]', "bench = []"), "steps.bench is empty"),
-    (lambda t: t.replace('convert = [["convert", "a"]]', 'convert = ["convert a"]'), "steps.convert entries must be"),
-    (lambda t: t.replace("order = 10", 'order = 10\nneeds = "gpu"'), "must say what it installs without it"),
-    (lambda t: t.replace("order = 10", 'order = 10\nneeds = "npu"\nwithout_toolchain = ["x"]'), "needs must be one of"),
-    (lambda t: t.replace("order = 10", "order = 10\nwithout_toolchain = [\"x\"]"), "only used with needs"),
-    (lambda t: t.replace("report = true", "report = false"), "exactly one env.toml must say report = true"),
-    (lambda t: t.replace("order = 10", "order = = 10"), "Invalid"),
-])
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda t: t.replace("order = 10", "order = 10\ncolour = 1"), "unknown key 'colour'"),
+        (lambda t: t.replace('image = "modelport/a:0.1.0"\n', ""), "missing key 'image'"),
+        (lambda t: t.replace("order = 10", 'order = "10"'), "order must be an integer, not '10'"),
+        (lambda t: t.replace("order = 10", "order = true"), "order must be an integer, not True"),
+        (lambda t: t.replace('packages = ["common"]', 'packages = ["common", "bench"]'), "package 'bench' has no packages/bench"),
+        (
+            lambda t: t.replace('["requirements.txt"]', '["requirements.txt", "requirements-x.txt"]'),
+            "requirements file requirements-x.txt does not exist",
+        ),
+        (lambda t: t.replace('services = ["convert-a"]', "services = [1]"), "services must be a list of non-empty strings"),
+        (lambda t: t + 'tune = ["a"]\n', "unknown step 'tune'"),
+        (lambda t: t.replace('bench = ["a"]', "bench = []"), "steps.bench is empty"),
+        (lambda t: t.replace('convert = [["convert", "a"]]', 'convert = ["convert a"]'), "steps.convert entries must be"),
+        (lambda t: t.replace("order = 10", 'order = 10\nneeds = "gpu"'), "must say what it installs without it"),
+        (lambda t: t.replace("order = 10", 'order = 10\nneeds = "npu"\nwithout_toolchain = ["x"]'), "needs must be one of"),
+        (lambda t: t.replace("order = 10", 'order = 10\nwithout_toolchain = ["x"]'), "only used with needs"),
+        (lambda t: t.replace("report = true", "report = false"), "exactly one env.toml must say report = true"),
+        (lambda t: t.replace("order = 10", "order = = 10"), "Invalid"),
+    ],
+)
 def test_a_bad_table_is_one_line_naming_the_file(checkout, edit, problem):
     path = checkout / "envs" / "a" / "env.toml"
     path.write_text(edit(GOOD))
@@ -89,8 +94,9 @@ def test_what_two_envs_may_not_share_and_files_nothing_names(checkout):
     (checkout / "envs" / "b" / "requirements.txt").write_text("numpy==2.4.6\n")
     with pytest.raises(envs.TableError, match=r"envs/b/env.toml: missing \(envs/b/ has a Dockerfile or requirements"):
         envs.load(checkout)
-    (checkout / "envs" / "b" / "env.toml").write_text(GOOD.replace("order = 10", "order = 20")
-                                                      .replace("modelport/a", "modelport/b").replace("report = true", ""))
+    (checkout / "envs" / "b" / "env.toml").write_text(
+        GOOD.replace("order = 10", "order = 20").replace("modelport/a", "modelport/b").replace("report = true", "")
+    )
     with pytest.raises(envs.TableError, match=r"envs/b/env.toml: service 'convert-a' is also envs/a/env.toml's"):
         envs.load(checkout)
     (checkout / "envs" / "b" / "env.toml").write_text(GOOD.replace("convert-a", "convert-b").replace("report = true", ""))
@@ -137,20 +143,26 @@ def test_a_venv_is_reused_until_its_requirements_or_package_metadata_change(chec
 
 def test_without_its_hardware_an_env_installs_its_fallback_pins_and_nodeps_files_skip_deps(checkout):
     env = checkout / "envs" / "a" / "env.toml"
-    env.write_text(GOOD.replace("order = 10", 'order = 10\nneeds = "gpu"\nwithout_toolchain = ["onnx==1.23.2"]')
-                   .replace('["requirements.txt"]', '["requirements.txt", "requirements-nodeps.txt"]'))
+    env.write_text(
+        GOOD.replace("order = 10", 'order = 10\nneeds = "gpu"\nwithout_toolchain = ["onnx==1.23.2"]').replace(
+            '["requirements.txt"]', '["requirements.txt", "requirements-nodeps.txt"]'
+        )
+    )
     (checkout / "envs" / "a" / "requirements-nodeps.txt").write_text("pnnx==20260409\n")
     table, venv = envs.load(checkout), checkout / ".nox" / "env-a"
     full, fallback = envs.env_recipe(table, "a", None), envs.env_recipe(table, "a", "no GPU")
     assert full.digest() != fallback.digest()
-    installs = [cmd[cmd.index("-q") + 1:] for cmd in envs.plan(venv, full, "python3.11").build[1:]]
-    assert installs[1:3] == [["-r", str(env.parent / "requirements.txt")],
-                             ["--no-deps", "-r", str(env.parent / "requirements-nodeps.txt")]]
-    installs = [cmd[cmd.index("-q") + 1:] for cmd in envs.plan(venv, fallback, "python3.11").build[1:]]
+    installs = [cmd[cmd.index("-q") + 1 :] for cmd in envs.plan(venv, full, "python3.11").build[1:]]
+    assert installs[1:3] == [
+        ["-r", str(env.parent / "requirements.txt")],
+        ["--no-deps", "-r", str(env.parent / "requirements-nodeps.txt")],
+    ]
+    installs = [cmd[cmd.index("-q") + 1 :] for cmd in envs.plan(venv, fallback, "python3.11").build[1:]]
     assert ["onnx==1.23.2"] in installs and not any("-r" in c for c in installs)
 
 
 # --- the table vs compose.yaml and the Dockerfiles ----------------------------------------------
+
 
 def test_compose_services_run_the_tables_images_and_steps():
     table = envs.load(ROOT)
@@ -193,7 +205,9 @@ def test_every_dockerfile_installs_exactly_its_envs_requirement_files_and_packag
 
 def test_the_dockerfile_reader_sees_what_each_pip_install_takes(tmp_path):
     dockerfile = tmp_path / "Dockerfile"
-    dockerfile.write_text("RUN pip install -r envs/x/requirements.txt \\\n    && pip install --no-deps -r envs/x/requirements-nodeps.txt\n"
-                          "# RUN pip install -r envs/x/requirements-old.txt\n"
-                          "COPY packages/common packages/common\nRUN pip install --no-deps ./packages/common \\\n && useradd x\n")
+    dockerfile.write_text(
+        "RUN pip install -r envs/x/requirements.txt \\\n    && pip install --no-deps -r envs/x/requirements-nodeps.txt\n"
+        "# RUN pip install -r envs/x/requirements-old.txt\n"
+        "COPY packages/common packages/common\nRUN pip install --no-deps ./packages/common \\\n && useradd x\n"
+    )
     assert dockerfile_installs(dockerfile) == ([("requirements.txt", False), ("requirements-nodeps.txt", True)], ["common"])

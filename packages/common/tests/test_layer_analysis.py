@@ -18,20 +18,31 @@ def tiny_model():
     w = numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), "w")
     w2 = numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), "w2")
     lo, hi = numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c1"], name="conv1"),
-             helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"], name="relu1"),
-             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
-             helper.make_node("Add", ["c2", "r1"], ["a"], name="add"),
-             helper.make_node("Softmax", ["a"], ["y"], name="softmax")]
-    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])], [w, w2, lo, hi])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c1"], name="conv1"),
+        helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+        helper.make_node("Add", ["c2", "r1"], ["a"], name="add"),
+        helper.make_node("Softmax", ["a"], ["y"], name="softmax"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])],
+        [w, w2, lo, hi],
+    )
     return helper.make_model(g)
 
 
 def test_a_conv_and_its_activation_are_one_layer_named_by_the_conv():
     graph = onnx_layers.from_model(tiny_model())
     assert [(la.node, la.op, la.tensors) for la in graph.layers] == [
-        ("conv1", "Conv+Clip", ["c1", "r1"]), ("conv2", "Conv", ["c2"]), ("add", "Add", ["a"]), ("softmax", "Softmax", ["y"])]
+        ("conv1", "Conv+Clip", ["c1", "r1"]),
+        ("conv2", "Conv", ["c2"]),
+        ("add", "Add", ["a"]),
+        ("softmax", "Softmax", ["y"]),
+    ]
     assert graph.layer_of("c1") is graph.layer_of("r1") is graph.by_node("relu1")
     assert graph.by_node("add").inputs == ["c2", "r1"] and graph.graph_input == "x"
 

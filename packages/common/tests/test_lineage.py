@@ -6,6 +6,7 @@ import pytest
 
 from modelport.common.artifacts import ArtifactStore
 from modelport.common.errors import InputError
+from modelport.common.reference import REFERENCE
 
 
 def make(store, out, inputs, content):
@@ -56,7 +57,7 @@ def test_a_step_refuses_inputs_made_from_another_source(store, tmp_path):
 
 def test_a_step_refuses_inputs_from_two_sources(store, tmp_path):
     a = make(store, "onnx/model.onnx", {"tflite": fetch(store, tmp_path, "A")}, "onnx-A")
-    b = make(store, "source/reference.npy", {"tflite": fetch(store, tmp_path, "B")}, "ref-B")
+    b = make(store, REFERENCE, {"tflite": fetch(store, tmp_path, "B")}, "ref-B")
     with pytest.raises(InputError, match="inputs were made from different source models"):
         make(store, "onnx/model.int8.onnx", {"onnx": a, "reference": b}, "int8")
 

@@ -28,7 +28,6 @@ def test_run_logged_keeps_chatter_in_the_log(tmp_path, capsys):
     import sys
 
     log_file = tmp_path / "logs" / "tool.log"
-    proc = log.run_logged([sys.executable, "-c", "import sys; print('chatter'); sys.exit('E: the real error')"],
-                          log_file, "tool")
+    proc = log.run_logged([sys.executable, "-c", "import sys; print('chatter'); sys.exit('E: the real error')"], log_file, "tool")
     assert proc.returncode == 1 and proc.last_error == "E: the real error"
     assert "chatter" in log_file.read_text() and "chatter" not in capsys.readouterr().err

@@ -34,8 +34,14 @@ class NoisyBackend:
         noise = 0.4 * self.scale[method] * (1 - len(float_layers) / (len(LAYERS) + 1))
         out = REFERENCE + noise * np.random.default_rng(100 + len(float_layers)).normal(size=REFERENCE.shape)
         a = compare(out, REFERENCE, [f"img{i}" for i in range(len(REFERENCE))])
-        return Variant(f"{method}-{len(float_layers)}", method, list(float_layers), {"toy": "in memory"}, recovery.brief(a),
-                       size_bytes=1000 + 100 * len(float_layers))
+        return Variant(
+            f"{method}-{len(float_layers)}",
+            method,
+            list(float_layers),
+            {"toy": "in memory"},
+            recovery.brief(a),
+            size_bytes=1000 + 100 * len(float_layers),
+        )
 
     def worst_layers(self, variant, n):
         return LAYERS[:n]
@@ -67,7 +73,7 @@ def test_methods_then_doubling_then_bisection_to_the_fewest_float_layers():
     assert counts[4:6] == [6, 5]  # then bisection between the last failure (4) and the pass (8)
     greedy = [v for v in tried if v.stage == "greedy"]  # then small sets, one measured layer at a time
     assert greedy and all(len(v.float_layers) <= recovery.GREEDY_DEPTH for v in greedy)
-    assert {v.float_layers[-1] for v in greedy} <= set(LAYERS[:recovery.GREEDY_WIDTH])
+    assert {v.float_layers[-1] for v in greedy} <= set(LAYERS[: recovery.GREEDY_WIDTH])
     assert choose(tried).float_layers == LAYERS[:5]  # untimed: the fewest float layers that pass
 
 
@@ -103,8 +109,12 @@ def test_none_passing_keeps_the_closest_and_the_record_raises():
     kept = choose(tried)
     assert not any(v.passes for v in tried)
     assert kept.agreement["cosine_min"] == max(v.agreement["cosine_min"] for v in tried)
-    record = {"below_floors": True, "kept": kept.id, "wall_seconds": 1.0,
-              "variants": [v.__dict__ | {"passes": v.passes} for v in tried]}
+    record = {
+        "below_floors": True,
+        "kept": kept.id,
+        "wall_seconds": 1.0,
+        "variants": [v.__dict__ | {"passes": v.passes} for v in tried],
+    }
     with pytest.raises(AccuracyGateError, match=f"kept the best, {kept.id}"):
         recovery.check_record(record, "toy.onnx")
 

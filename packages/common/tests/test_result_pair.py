@@ -17,8 +17,9 @@ def store(tmp_path):
 
 
 def result(status="ok", reason=None, images=2):
-    r = BackendResult(key="onnx", backend="onnxruntime", precision="fp32", name="ONNX FP32", env="t",
-                      status=status, reason=reason)
+    r = BackendResult(
+        key="onnx", backend="onnxruntime", precision="fp32", name="ONNX FP32", env="t", status=status, reason=reason
+    )
     if status == "ok":
         r.topk = [TopK(image=f"{i}.jpg", indices=[0], labels=["a"], scores=[1.0]) for i in range(images)]
     return r
@@ -55,11 +56,14 @@ def test_failed_replaces_ok_but_keeps_it_as_last_ok(store):
     assert not kept.exists()
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.full((2, 4), np.nan, np.float32), "NaN"),
-    (np.ones((3, 4), np.float32), "shape"),
-    (None, "without its raw outputs"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.full((2, 4), np.nan, np.float32), "NaN"),
+        (np.ones((3, 4), np.float32), "shape"),
+        (None, "without its raw outputs"),
+    ],
+)
 def test_an_invalid_result_replaces_nothing(store, bad, message):
     path = write_result(store, result(), outputs())
     before = path.read_bytes()
@@ -68,11 +72,14 @@ def test_an_invalid_result_replaces_nothing(store, bad, message):
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"[1, 2]", "not a JSON object"),
-    (b"\xff\xfe{}", "not UTF-8"),
-    (b"{nope", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"[1, 2]", "not a JSON object"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"{nope", "not valid JSON"),
+    ],
+)
 def test_result_files_that_are_not_a_json_object_in_utf8(store, content, message):
     path = store.path("results/x.json")
     path.parent.mkdir(parents=True)

@@ -37,12 +37,18 @@ def test_nothing_reads_a_folder_beside_the_repo():
     """No default, test or CI file names ../shared (data now ships in data/)."""
     hits = []
     for p in ROOT.rglob("*"):
-        if p.is_file() and p.suffix in {".py", ".toml", ".yaml", ".yml", ".cfg", ""} and ".nox" not in p.parts \
-                and ".git" not in p.parts and "data" not in p.relative_to(ROOT).parts[:1] and p != Path(__file__):
+        if (
+            p.is_file()
+            and p.suffix in {".py", ".toml", ".yaml", ".yml", ".cfg", ""}
+            and ".nox" not in p.parts
+            and ".git" not in p.parts
+            and "data" not in p.relative_to(ROOT).parts[:1]
+            and p != Path(__file__)
+        ):
             try:
                 text = p.read_text(encoding="utf-8")
             except (UnicodeDecodeError, OSError):
                 continue
-            if "../shared" in text or "parent / \"shared\"" in text:
+            if "../shared" in text or 'parent / "shared"' in text:
                 hits.append(str(p.relative_to(ROOT)))
     assert hits == []

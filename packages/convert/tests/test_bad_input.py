@@ -6,7 +6,6 @@ whose input size differs from the config: test_cli.py.)
 """
 
 import io
-import json
 import shutil
 import tarfile
 
@@ -78,11 +77,12 @@ def nhwc_model(path):
     """A tiny valid classifier with an NHWC input: the layout the config does not say."""
     w = numpy_helper.from_array(np.ones((1001, 3), np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0),
-         helper.make_node("Gemm", ["m", "w"], ["y"], transB=1)],
-        "nhwc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 224, 224, 3])],
+        [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0), helper.make_node("Gemm", ["m", "w"], ["y"], transB=1)],
+        "nhwc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 224, 224, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1001])],
-        [w, numpy_helper.from_array(np.array([1, 2], np.int64), "axes")])
+        [w, numpy_helper.from_array(np.array([1, 2], np.int64), "axes")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), str(path))
 
 
@@ -125,9 +125,13 @@ def test_external_data_outside_the_model_folder(tmp_path):
     t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4], data_location=TensorProto.EXTERNAL)
     for k, v in (("location", "../secret.bin"), ("offset", "0"), ("length", "16")):
         t.external_data.add(key=k, value=v)
-    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [t])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        [t],
+    )
     model_path.write_bytes(helper.make_model(graph).SerializeToString())
     with pytest.raises(InputError, match=r"external data of tensor 'w' points outside the model folder: '../secret.bin'"):
         check_onnx(model_path)
@@ -165,13 +169,3 @@ def test_downloads_need_a_pinned_sha256(tmp_path):
     with pytest.raises(InputError, match="no sha256 pinned for this download"):
         download("https://example.invalid/model.tgz", tmp_path / "m.tgz", None)
     assert not (tmp_path / "m.tgz").exists()
-
-
-def test_result_schema_version_is_checked(tmp_path):
-    from modelport.bench.report import load_results
-    from modelport.common.artifacts import ArtifactStore
-
-    (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "x.json").write_text(json.dumps({"schema": "modelport.result/0", "key": "x"}))
-    with pytest.raises(InputError, match="result schema 'modelport.result/0' is not 'modelport.result/1'"):
-        load_results(ArtifactStore(tmp_path))

@@ -52,8 +52,12 @@ def ort_outputs(model: Path, env: dict) -> np.ndarray:
 
     spec = InputSpec.model_validate({"size": [8, 8]})
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, {"image": to_tensor(prepare(load_image(p), spec), spec, "NCHW", "float32")})[0]
-                           for p in resolve_images(Path(env["MODELPORT_IMAGES"]))])
+    return np.concatenate(
+        [
+            session.run(None, {"image": to_tensor(prepare(load_image(p), spec), spec, "NCHW", "float32")})[0]
+            for p in resolve_images(Path(env["MODELPORT_IMAGES"]))
+        ]
+    )
 
 
 def int8_cosines(art: Path, env: dict) -> np.ndarray:
@@ -104,8 +108,9 @@ def test_a_conversion_below_its_floors_writes_no_trusted_model(converted):
 
 def test_a_killed_conversion_leaves_nothing_a_later_run_trusts(converted):
     env, art = converted
-    proc = subprocess.Popen([*CLI, "convert", "onnx-int8"], env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*CLI, "convert", "onnx-int8"], env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 60
     while not any((art / ".tmp").rglob("*.onnx")):  # the quantizer's work dir: the step is midway
         assert proc.poll() is None and time.monotonic() < deadline, "conversion ended before it could be killed"
@@ -167,10 +172,13 @@ def test_a_converted_onnx_that_became_unreadable(converted):
     assert str(model) in failed_row(art, "onnx")["reason"]
 
 
-@pytest.mark.parametrize("text, says", [
-    ('[bench]\nruns = "many"\n', "bench.runs"),
-    ("[images]\nheadlin = 'img0.png'\n", "unknown key 'images.headlin' (did you mean 'images.headline'?)"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ('[bench]\nruns = "many"\n', "bench.runs"),
+        ("[images]\nheadlin = 'img0.png'\n", "unknown key 'images.headlin' (did you mean 'images.headline'?)"),
+    ],
+)
 def test_a_config_with_a_wrong_type_or_an_unknown_key(tiny, text, says):
     config = Path(tiny["MODELPORT_CONFIG"])
     config.write_text(text)

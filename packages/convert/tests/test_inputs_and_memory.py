@@ -35,8 +35,10 @@ def test_a_swapped_onnx_is_named_before_the_quantizer_sees_it(art, tmp_path):
     dst, env = art
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 224, 224])
     y = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 224, 224])
-    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["input"], ["out"])], "g", [x], [y])),
-              str(dst / "onnx" / "model.onnx"))
+    onnx.save(
+        helper.make_model(helper.make_graph([helper.make_node("Identity", ["input"], ["out"])], "g", [x], [y])),
+        str(dst / "onnx" / "model.onnx"),
+    )
     line = error_line(run(env, "convert", "onnx-int8"))
     assert f"{dst / 'onnx' / 'model.onnx'}: changed since the step that made it" in line and "partial" not in line
 

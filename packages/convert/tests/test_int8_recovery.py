@@ -11,12 +11,13 @@ import pytest
 
 from conftest import run
 from modelport.common.layer_analysis import worst
+from modelport.common.reference import REFERENCE
 
 pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed in this env")
 
-INPUTS = ("source/model.tflite", "source/labels.txt", "source/reference.npy", "onnx/model.onnx")
+INPUTS = ("source/model.tflite", "source/labels.txt", REFERENCE, "onnx/model.onnx")
 
 
 def private(pipeline, root):
@@ -50,8 +51,18 @@ def test_analysis_names_every_layer_by_the_onnx_model(pipeline, test_env, tmp_pa
 def test_a_model_below_the_floors_is_searched_and_the_best_written_marked(pipeline, test_env, tmp_path):
     art = private(pipeline, tmp_path)
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
-    strict = ["-o", "accuracy.int8_cosine_min=0.995", "-o", "quantization.recover_max_float_layers=2",
-              "-o", "images.calibration_limit=4", "-o", "quantization.recover_rounds=1", "-o", "bench.runs=40"]
+    strict = [
+        "-o",
+        "accuracy.int8_cosine_min=0.995",
+        "-o",
+        "quantization.recover_max_float_layers=2",
+        "-o",
+        "images.calibration_limit=4",
+        "-o",
+        "quantization.recover_rounds=1",
+        "-o",
+        "bench.runs=40",
+    ]
     proc = run(env, *strict, "convert", "onnx-int8")
     assert proc.returncode != 0
     assert "below the [accuracy] floors" in proc.stderr and "kept the best" in proc.stderr

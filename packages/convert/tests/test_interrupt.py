@@ -18,8 +18,13 @@ ONE_CONVERTER = ["-o", "convert.onnx_converter=tflite2onnx"]  # one converter is
 
 
 def start_conversion(env):
-    return subprocess.Popen([*CLI, *ONE_CONVERTER, "convert", "onnx"], env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [*CLI, *ONE_CONVERTER, "convert", "onnx"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_until_converting(art, proc, timeout=120):
@@ -42,7 +47,9 @@ def partials(art):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_conversion_is_redone(pipeline, test_env, tmp_path, sig):
     art = tmp_path / "art"
-    shutil.copytree(pipeline.store.root, art, ignore=shutil.ignore_patterns("onnx", "results", "report", "ncnn", "rknn", "tensorrt"))
+    shutil.copytree(
+        pipeline.store.root, art, ignore=shutil.ignore_patterns("onnx", "results", "report", "ncnn", "rknn", "tensorrt")
+    )
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
     proc = start_conversion(env)
     wait_until_converting(art, proc)
@@ -64,9 +71,13 @@ def test_changed_source_invalidates_every_dependent(pipeline, test_env, tmp_path
     art = tmp_path / "art"
     shutil.copytree(pipeline.store.root, art, ignore=shutil.ignore_patterns("results", "report", "ncnn", "rknn", "tensorrt"))
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art), "MODELPORT_IMAGES": str(pipeline.eval_images[0].parent)}
-    first = subprocess.run([*CLI, *ONE_CONVERTER, "convert", "reference", "onnx"], env={**os.environ, **env}, capture_output=True, text=True)
+    first = subprocess.run(
+        [*CLI, *ONE_CONVERTER, "convert", "reference", "onnx"], env={**os.environ, **env}, capture_output=True, text=True
+    )
     assert first.returncode == 0, first.stderr
-    cached = subprocess.run([*CLI, *ONE_CONVERTER, "convert", "reference", "onnx"], env={**os.environ, **env}, capture_output=True, text=True)
+    cached = subprocess.run(
+        [*CLI, *ONE_CONVERTER, "convert", "reference", "onnx"], env={**os.environ, **env}, capture_output=True, text=True
+    )
     assert cached.returncode == 0 and cached.stderr.count("up to date") == 2, cached.stderr
     # Same model, different bytes: a changed source must propagate through the sha256 chain.
     src = art / "source" / "model.tflite"
@@ -76,6 +87,8 @@ def test_changed_source_invalidates_every_dependent(pipeline, test_env, tmp_path
     data = json.loads(m.read_text())
     data["sha256"], data["size_bytes"] = sha256_file(src), src.stat().st_size
     m.write_text(json.dumps(data))
-    redo = subprocess.run([*CLI, *ONE_CONVERTER, "convert", "reference", "onnx"], env={**os.environ, **env}, capture_output=True, text=True)
+    redo = subprocess.run(
+        [*CLI, *ONE_CONVERTER, "convert", "reference", "onnx"], env={**os.environ, **env}, capture_output=True, text=True
+    )
     assert redo.returncode == 0, redo.stderr
     assert "up to date" not in redo.stderr and "verified ONNX FP32" in redo.stderr

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from conftest import error_line, make_context, run
-from modelport.bench.runner import prepared_images, run_outputs
-from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common.agreement import compare
-from modelport.common.reference import load_reference
+from modelport.common.reference import REFERENCE, load_reference
 from modelport.convert import ncnn_official
 from modelport.convert.ncnn_format import TAG_INT8, NcnnFormatError, load, read_bin, read_param, write_bin
 from modelport.convert.ncnn_table import Table, kl_threshold
 from modelport.convert.registry import target_module
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
+from modelport.runtime.run import prepared_images, run_outputs
 
 pytestmark = pytest.mark.ncnn
 
@@ -67,7 +67,9 @@ def test_int8_meets_the_int8_floor_and_size(ncnn_models):
 def all_int8(ncnn_models, test_env, tmp_path_factory):
     """The INT8 model with depthwise convs in int8 too ([ncnn] int8_depthwise = true), verified on the floor."""
     art = copy_inputs(ncnn_models, tmp_path_factory.mktemp("all-int8"))
-    ctx = make_context({**test_env, "MODELPORT_ARTIFACTS": str(art)}, overrides=["ncnn.int8_depthwise=true", "ncnn.tools=builtin"])
+    ctx = make_context(
+        {**test_env, "MODELPORT_ARTIFACTS": str(art)}, overrides=["ncnn.int8_depthwise=true", "ncnn.tools=builtin"]
+    )
     target_module("ncnn-int8").run(ctx, force=False)
     return ctx
 
@@ -174,8 +176,10 @@ def test_kl_clips_outliers_and_keeps_a_dense_range():
 @pytest.mark.parametrize("method", ["kl", "aciq"])
 def test_other_calibration_methods_produce_loadable_models(ncnn_models, test_env, tmp_path, method):
     """KL and ACIQ run end to end (verification off: on MobileNetV2 they clip ReLU6 outputs and miss the floor)."""
-    ctx = make_context({**test_env, "MODELPORT_ARTIFACTS": str(copy_inputs(ncnn_models, tmp_path))},
-                       overrides=[f"ncnn.calibration_method={method}", "ncnn.tools=builtin", "convert.verify=false"])
+    ctx = make_context(
+        {**test_env, "MODELPORT_ARTIFACTS": str(copy_inputs(ncnn_models, tmp_path))},
+        overrides=[f"ncnn.calibration_method={method}", "ncnn.tools=builtin", "convert.verify=false"],
+    )
     target_module("ncnn-int8").run(ctx, force=False)
     a = agreement(ctx, NcnnInt8Runtime.from_store(ctx.store, ctx.config))
     print(f"{method}: top-1 {a.top1:.2f}, cosine min {a.cosine_min:.4f} mean {a.cosine_mean:.4f}")
@@ -186,17 +190,24 @@ def test_other_calibration_methods_produce_loadable_models(ncnn_models, test_env
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(bool(ncnn_official.missing_tools()),
-                    reason=f"official ncnn tools not on PATH ({', '.join(ncnn_official.missing_tools())}); built in envs/ncnn/Dockerfile")
+@pytest.mark.skipif(
+    bool(ncnn_official.missing_tools()),
+    reason=f"official ncnn tools not on PATH ({', '.join(ncnn_official.missing_tools())}); built in envs/ncnn/Dockerfile",
+)
 def test_official_and_builtin_tools_agree(ncnn_models, test_env, tmp_path):
     results = {}
     for tools in ("official", "builtin"):
         art = copy_inputs(ncnn_models, tmp_path / tools)
-        ctx = make_context({**test_env, "MODELPORT_ARTIFACTS": str(art)},
-                           overrides=[f"ncnn.tools={tools}", "ncnn.calibration_method=kl", "convert.verify=false"])
+        ctx = make_context(
+            {**test_env, "MODELPORT_ARTIFACTS": str(art)},
+            overrides=[f"ncnn.tools={tools}", "ncnn.calibration_method=kl", "convert.verify=false"],
+        )
         target_module("ncnn-int8").run(ctx, force=False)
-        results[tools] = (ctx, Table.read(ctx.store.path("ncnn/model.table")),
-                          agreement(ctx, NcnnInt8Runtime.from_store(ctx.store, ctx.config)))
+        results[tools] = (
+            ctx,
+            Table.read(ctx.store.path("ncnn/model.table")),
+            agreement(ctx, NcnnInt8Runtime.from_store(ctx.store, ctx.config)),
+        )
     (_, official, a_off), (_, builtin, a_own) = results["official"], results["builtin"]
     print(f"official kl: {a_off.model_dump(exclude={'per_image'})}\nbuiltin kl: {a_own.model_dump(exclude={'per_image'})}")
     assert set(official.weights) == set(builtin.weights)
@@ -220,7 +231,7 @@ def test_tools_choice(monkeypatch):
 
 def copy_inputs(ctx, root):
     """A fresh artifacts folder holding only what `convert ncnn-int8` reads (reference + FP32 model)."""
-    for rel in ("source/reference.npy", "ncnn/model.param", "ncnn/model.bin"):
+    for rel in (REFERENCE, "ncnn/model.param", "ncnn/model.bin"):
         for suffix in ("", ".manifest.json"):
             dst = root / (rel + suffix)
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -229,6 +240,7 @@ def copy_inputs(ctx, root):
 
 
 # -- the CLI
+
 
 @pytest.fixture
 def int8_inputs(ncnn_models, test_env, tmp_path):
@@ -242,7 +254,11 @@ def nothing_written(env):
     root = env["MODELPORT_ARTIFACTS"]
     left = sorted(os.listdir(os.path.join(root, "ncnn")))
     assert [n for n in left if not n.endswith(".failed.json")] == [
-        "model.bin", "model.bin.manifest.json", "model.param", "model.param.manifest.json"], left
+        "model.bin",
+        "model.bin.manifest.json",
+        "model.param",
+        "model.param.manifest.json",
+    ], left
     assert [n for n in left if n.endswith(".failed.json")] == ["model-int8.bin.failed.json", "model-int8.param.failed.json"]
     tmp = os.path.join(root, ".tmp")
     assert not os.path.isdir(tmp) or not os.listdir(tmp)

@@ -9,12 +9,12 @@ import pytest
 
 from conftest import run
 from modelport.common.layer_analysis import worst
+from modelport.common.reference import REFERENCE
 from modelport.convert.ncnn_table import Table
 from modelport.convert.registry import target_module
 
 pytestmark = [pytest.mark.ncnn, pytest.mark.slow]
-INPUTS = ("source/model.tflite", "source/labels.txt", "source/reference.npy", "onnx/model.onnx",
-          "ncnn/model.param", "ncnn/model.bin")
+INPUTS = ("source/model.tflite", "source/labels.txt", REFERENCE, "onnx/model.onnx", "ncnn/model.param", "ncnn/model.bin")
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,18 @@ def test_blobs_line_up_with_onnx_layers(art, test_env):
 
 def test_recovery_keeps_layers_in_float_through_the_table(art, test_env):
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
-    strict = ["-o", "accuracy.int8_cosine_min=0.98", "-o", "accuracy.int8_top1_min=1.0", "-o", "quantization.recover_rounds=1",
-              "-o", "bench.runs=40", "-o", "quantization.recover_max_float_layers=4"]
+    strict = [
+        "-o",
+        "accuracy.int8_cosine_min=0.98",
+        "-o",
+        "accuracy.int8_top1_min=1.0",
+        "-o",
+        "quantization.recover_rounds=1",
+        "-o",
+        "bench.runs=40",
+        "-o",
+        "quantization.recover_max_float_layers=4",
+    ]
     proc = run(env, *strict, "convert", "ncnn-int8")
     record = json.loads((art / "recover" / "ncnn-int8.json").read_text())
     assert [v["method"] for v in record["variants"][:3]] == ["minmax", "kl", "aciq"]

@@ -15,19 +15,31 @@ from modelport.convert.ncnn_format import read_param  # noqa: E402
 
 def model():
     """x -> Conv(8)+Clip -> Conv(8) -> Add(residual) -> Reshape (pnnx drops it) -> Conv(3) -> Softmax."""
-    init = [numpy_helper.from_array(np.ones(s, np.float32), n) for n, s in
-            (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 1, 1)), ("w3", (3, 8, 1, 1)))]
-    init += [numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi"),
-             numpy_helper.from_array(np.array([1, 8, 4, 4], np.int64), "shape")]
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["t_conv1"], name="Conv1", pads=[1, 1, 1, 1]),
-             helper.make_node("Clip", ["t_conv1", "lo", "hi"], ["t_relu1"], name="Relu1"),
-             helper.make_node("Conv", ["t_relu1", "w2"], ["t_conv2"], name="Conv2"),
-             helper.make_node("Add", ["t_conv2", "t_relu1"], ["t_add"], name="Add"),
-             helper.make_node("Reshape", ["t_add", "shape"], ["t_reshape"], name="Reshape"),
-             helper.make_node("Conv", ["t_reshape", "w3"], ["t_conv3"], name="Conv3"),
-             helper.make_node("Softmax", ["t_conv3"], ["y"], name="Softmax")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])], init)
+    init = [
+        numpy_helper.from_array(np.ones(s, np.float32), n)
+        for n, s in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 1, 1)), ("w3", (3, 8, 1, 1)))
+    ]
+    init += [
+        numpy_helper.from_array(np.float32(0), "lo"),
+        numpy_helper.from_array(np.float32(6), "hi"),
+        numpy_helper.from_array(np.array([1, 8, 4, 4], np.int64), "shape"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["t_conv1"], name="Conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Clip", ["t_conv1", "lo", "hi"], ["t_relu1"], name="Relu1"),
+        helper.make_node("Conv", ["t_relu1", "w2"], ["t_conv2"], name="Conv2"),
+        helper.make_node("Add", ["t_conv2", "t_relu1"], ["t_add"], name="Add"),
+        helper.make_node("Reshape", ["t_add", "shape"], ["t_reshape"], name="Reshape"),
+        helper.make_node("Conv", ["t_reshape", "w3"], ["t_conv3"], name="Conv3"),
+        helper.make_node("Softmax", ["t_conv3"], ["y"], name="Softmax"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+        init,
+    )
     return helper.make_model(g)
 
 
@@ -53,7 +65,12 @@ def mapped(tmp_path, w2=64):
 def test_every_ncnn_layer_lands_on_its_onnx_layer(tmp_path):
     m = mapped(tmp_path)
     assert {k: v.node for k, v in m.layers.items()} == {
-        "convclip_0": "Conv1", "conv_1": "Conv2", "add_0": "Add", "conv_2": "Conv3", "softmax_0": "Softmax"}
+        "convclip_0": "Conv1",
+        "conv_1": "Conv2",
+        "add_0": "Add",
+        "conv_2": "Conv3",
+        "softmax_0": "Softmax",
+    }
     # The fused activation: the conv's blob is the Clip's output; both Split tops are that tensor.
     assert m.blobs["1"] == m.blobs["2"] == m.blobs["3"] == "t_relu1"
     assert m.blobs["out0"] == "y" and m.unmapped == []

@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
-from modelport.bench.runner import prepared_images, run_outputs
-from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
 from modelport.common.agreement import compare
-from modelport.common.reference import load_reference
+from modelport.common.reference import REFERENCE, load_reference
+from modelport.runtime.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
+from modelport.runtime.run import prepared_images, run_outputs
 
 pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
 
@@ -43,7 +43,9 @@ def test_onnx_int8_meets_the_int8_floor(pipeline):
     model = onnx.load(str(pipeline.store.path("onnx/model.int8.onnx")))
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ, the format TensorRT explicit quantization takes
-    assert pipeline.store.path("onnx/model.int8.onnx").stat().st_size < 0.35 * pipeline.store.path("onnx/model.onnx").stat().st_size
+    assert (
+        pipeline.store.path("onnx/model.int8.onnx").stat().st_size < 0.35 * pipeline.store.path("onnx/model.onnx").stat().st_size
+    )
 
 
 def test_manifests_record_verification_and_both_converters(pipeline):
@@ -56,7 +58,7 @@ def test_manifests_record_verification_and_both_converters(pipeline):
 
 
 def test_reference_is_the_tflite_output(pipeline):
-    ref = np.load(pipeline.store.path("source/reference.npy"))
+    ref = np.load(pipeline.store.path(REFERENCE))
     assert ref.shape == (12, 1001) and np.allclose(ref.sum(axis=1), 1, atol=1e-3)  # softmax rows
     names = [p.name for p in pipeline.eval_images]
     labels = pipeline.labels
@@ -71,9 +73,13 @@ def test_tensorrt_qdq_variant_is_symmetric_int8_and_meets_the_floor(pipeline):
     rt = OnnxInt8Runtime(pipeline.config, {"model": path})
     ref = load_reference(pipeline.store, pipeline.eval_images, pipeline.config.input.signature)
     with rt:
-        a = compare(run_outputs(rt, prepared_images(pipeline), pipeline.config.input), ref, [p.name for p in pipeline.eval_images])
+        a = compare(
+            run_outputs(rt, prepared_images(pipeline), pipeline.config.input), ref, [p.name for p in pipeline.eval_images]
+        )
     assert a.top1 >= 0.9 and a.cosine_mean >= 0.98 and a.cosine_min >= 0.95
     model = onnx.load(str(path))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    zero_points = [
+        inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2
+    ]
     assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)

@@ -14,6 +14,7 @@ import pytest
 from onnx import helper
 
 from conftest import cli, error_line, make_context
+from modelport.common.reference import REFERENCE
 from tiny_models import tiny_onnx, tiny_tflite
 
 QUICK = ("--runs", "3", "--warmup", "1")
@@ -51,11 +52,14 @@ def nothing_written(env) -> bool:
     return not os.path.isdir(root) or not [f for _, _, fs in os.walk(root) for f in fs if f != ".lock"]
 
 
-@pytest.mark.parametrize("kw, outputs", [
-    ({"layout": "NCHW"}, "probabilities"),
-    ({"layout": "NHWC", "batch": "N"}, "probabilities"),
-    ({"layout": "NCHW", "batch": "batch", "softmax": False}, "logits"),
-])
+@pytest.mark.parametrize(
+    "kw, outputs",
+    [
+        ({"layout": "NCHW"}, "probabilities"),
+        ({"layout": "NHWC", "batch": "N"}, "probabilities"),
+        ({"layout": "NCHW", "batch": "batch", "softmax": False}, "logits"),
+    ],
+)
 def test_onnx_sources_end_to_end(env, tmp_path, kw, outputs):
     model = tiny_onnx(tmp_path / "tiny.onnx", **kw)
     env = init(env, model, tmp_path / "tiny.toml")
@@ -87,13 +91,16 @@ def test_dynamic_height_width_need_a_size(env, tmp_path):
     assert [d.dim_value for d in made.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 40, 48]
 
 
-@pytest.mark.parametrize("kw, says", [
-    ({"extra_input": True}, "2 inputs and 1 outputs"),
-    ({"extra_output": True}, "1 inputs and 2 outputs"),
-    ({"rank": 3}, "not an image: rank 3"),
-    ({"channels": 4}, "no axis of 1 or 3 channels"),
-    ({"output_rank": 3}, "output is not [batch, N]"),
-])
+@pytest.mark.parametrize(
+    "kw, says",
+    [
+        ({"extra_input": True}, "2 inputs and 1 outputs"),
+        ({"extra_output": True}, "1 inputs and 2 outputs"),
+        ({"rank": 3}, "not an image: rank 3"),
+        ({"channels": 4}, "no axis of 1 or 3 channels"),
+        ({"output_rank": 3}, "output is not [batch, N]"),
+    ],
+)
 def test_models_that_are_not_classifiers(env, test_env, tmp_path, kw, says):
     model = tiny_onnx(tmp_path / "bad.onnx", **kw)
     for args in (["fetch"], ["init", str(model), "--out", str(tmp_path / "bad.toml")]):
@@ -218,8 +225,8 @@ def test_the_pipelines_own_onnx_as_the_source(pipeline, env, data_dir, tmp_path,
     ok(env, "convert", "reference", "onnx", "onnx-int8")
     ctx = make_context(env)
     assert ctx.config.contract.layout == layout
-    ours = np.load(ctx.store.path("source/reference.npy"))
-    tflite = np.load(pipeline.store.path("source/reference.npy"))
+    ours = np.load(ctx.store.path(REFERENCE))
+    tflite = np.load(pipeline.store.path(REFERENCE))
     cos = (ours * tflite).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(tflite, axis=1)
     assert (ours.argmax(1) == tflite.argmax(1)).all() and cos.min() > 0.99999
     made = onnx.load(str(ctx.store.path("onnx/model.onnx")))

@@ -7,8 +7,12 @@ import pytest
 from modelport.common import cuda
 
 REASON = cuda.missing_layer()
-pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu, pytest.mark.slow,
-              pytest.mark.skipif(REASON is not None, reason=f"needs a CUDA GPU with TensorRT: {REASON}")]
+pytestmark = [
+    pytest.mark.tensorrt,
+    pytest.mark.gpu,
+    pytest.mark.slow,
+    pytest.mark.skipif(REASON is not None, reason=f"needs a CUDA GPU with TensorRT: {REASON}"),
+]
 
 
 def test_layers_are_named_by_the_onnx_model(pipeline):

@@ -13,8 +13,12 @@ import pytest
 from modelport.common import cuda
 
 REASON = cuda.missing_layer()
-pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu, pytest.mark.slow,
-              pytest.mark.skipif(REASON is not None, reason=f"needs a CUDA GPU with TensorRT: {REASON}")]
+pytestmark = [
+    pytest.mark.tensorrt,
+    pytest.mark.gpu,
+    pytest.mark.slow,
+    pytest.mark.skipif(REASON is not None, reason=f"needs a CUDA GPU with TensorRT: {REASON}"),
+]
 
 PRECISIONS = ["fp32", "fp16", "int8"]
 
@@ -72,8 +76,9 @@ def test_timing_cache_is_kept_in_the_store(engines, pipeline):
 
 def test_second_convert_is_a_manifest_hit(engines, test_env):
     cli = [sys.executable, "-c", "import sys; from modelport.common.cli import main; sys.exit(main())"]
-    proc = subprocess.run([*cli, "convert", *(f"tensorrt-{p}" for p in PRECISIONS)],
-                          env={**os.environ, **test_env}, capture_output=True, text=True)
+    proc = subprocess.run(
+        [*cli, "convert", *(f"tensorrt-{p}" for p in PRECISIONS)], env={**os.environ, **test_env}, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("up to date") == 3, proc.stderr
 
@@ -88,11 +93,16 @@ def test_parser_errors_name_the_node(pipeline, tmp_path):
     from modelport.convert import tensorrt_network as net
 
     node = helper.make_node("NoSuchOp", ["x"], ["y"], name="mystery_node", domain="com.example")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1001])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1001])],
+    )
     path = tmp_path / "bad.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)]),
-              str(path))
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)]), str(path)
+    )
     with pytest.raises(InputError, match="TensorRT's ONNX parser refused it: .*mystery_node"):
         conv._build(trt, pipeline, "fp32", None, path, net.model_input(net.load(path)), None)
 
@@ -106,10 +116,29 @@ def test_int8_below_stricter_floors_is_recovered_by_leaving_layers_without_qdq(p
     art = tmp_path / "art"
     shutil.copytree(pipeline.store.root, art, ignore=shutil.ignore_patterns("results", "report", "ncnn", "rknn", ".tmp"))
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
-    strict = ["-o", "accuracy.int8_cosine_min=0.98", "-o", "accuracy.int8_top1_min=1.0",
-              "-o", "quantization.recover_max_float_layers=4", "-o", "quantization.recover_rounds=2"]
-    proc = subprocess.run([sys.executable, "-c", "import sys; from modelport.common.cli import main; sys.exit(main())",
-                           *strict, "convert", "tensorrt-int8"], env={**os.environ, **env}, capture_output=True, text=True)
+    strict = [
+        "-o",
+        "accuracy.int8_cosine_min=0.98",
+        "-o",
+        "accuracy.int8_top1_min=1.0",
+        "-o",
+        "quantization.recover_max_float_layers=4",
+        "-o",
+        "quantization.recover_rounds=2",
+    ]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from modelport.common.cli import main; sys.exit(main())",
+            *strict,
+            "convert",
+            "tensorrt-int8",
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     record = json.loads((art / "recover" / "tensorrt-int8.json").read_text())
     kept = next(v for v in record["variants"] if v["id"] == record["kept"])
     assert (art / "tensorrt" / "int8.engine").read_bytes() == (art / kept["files"]["engine"]).read_bytes()
@@ -119,5 +148,7 @@ def test_int8_below_stricter_floors_is_recovered_by_leaving_layers_without_qdq(p
     else:
         assert proc.returncode == 0, proc.stderr
         assert kept["agreement"]["cosine_min"] >= 0.98 and kept["agreement"]["top1"] == 1.0
-    print(f"kept {kept['id']} ({len(kept['float_layers'])} float layers): {kept['agreement']}, "
-          f"{kept['latency_ms']} ms vs FP32 {(record['timing'] or {}).get('fp32_ms')} ms")
+    print(
+        f"kept {kept['id']} ({len(kept['float_layers'])} float layers): {kept['agreement']}, "
+        f"{kept['latency_ms']} ms vs FP32 {(record['timing'] or {}).get('fp32_ms')} ms"
+    )

@@ -75,8 +75,9 @@ def test_nhwc_models_get_nhwc_batches(calib, tmp_path):
     feeder, staging = feeder_for(calib.tensors("NHWC", "float32"), tmp_path, shape=(1, 224, 224, 3))
     seen = drain(feeder, staging)
     assert len(seen) == 12 and seen[0].shape == (1, 224, 224, 3)
-    np.testing.assert_array_equal(seen[3][0].transpose(2, 0, 1), next(iter(
-        t for i, t in enumerate(calib.tensors("NCHW", "float32")) if i == 3))[0])
+    np.testing.assert_array_equal(
+        seen[3][0].transpose(2, 0, 1), next(iter(t for i, t in enumerate(calib.tensors("NCHW", "float32")) if i == 3))[0]
+    )
 
 
 def test_calibration_is_capped_at_the_configured_limit(ctx, data_dir, tmp_path):

@@ -19,8 +19,7 @@ from modelport.common.errors import HardwareMissing, ToolchainMissing
 
 pytestmark = pytest.mark.tensorrt
 
-ERRORS = {100: (b"CUDA_ERROR_NO_DEVICE", b"no CUDA-capable device is detected"),
-          999: (b"CUDA_ERROR_UNKNOWN", b"unknown error")}
+ERRORS = {100: (b"CUDA_ERROR_NO_DEVICE", b"no CUDA-capable device is detected"), 999: (b"CUDA_ERROR_UNKNOWN", b"unknown error")}
 
 
 def _driver_present() -> bool:
@@ -126,8 +125,9 @@ def test_driver_too_old_for_cuda_12():
     p = cuda.probe(loader=loader(FakeLibcuda(driver_cuda=11040)))
     assert p.gpu.name == "NVIDIA Test GPU" and p.gpu.compute_capability == "8.6" and p.gpu.driver_cuda == "11.4"
     assert p.missing.layer == "cuda-runtime"
-    assert p.missing.detail == ("CUDA runtime: the NVIDIA driver supports CUDA 11.4; TensorRT 10 for CUDA 12 "
-                                "needs a driver for CUDA >= 12.0")
+    assert p.missing.detail == (
+        "CUDA runtime: the NVIDIA driver supports CUDA 11.4; TensorRT 10 for CUDA 12 needs a driver for CUDA >= 12.0"
+    )
     assert isinstance(p.error(), HardwareMissing)  # a driver upgrade, not a pip install
 
 
@@ -145,8 +145,9 @@ def test_gpu_and_cuda_but_no_tensorrt_package():
     p = cuda.probe(loader=loader(FakeLibcuda(), FakeLibcudart()))
     assert p.layers[2].detail == "CUDA runtime 12.9"
     assert p.missing.layer == "tensorrt"
-    assert p.missing.detail == ("TensorRT: Python package 'tensorrt-cu12' not installed "
-                                "(pip install -r envs/tensorrt/requirements.txt)")
+    assert p.missing.detail == (
+        "TensorRT: Python package 'tensorrt-cu12' not installed (pip install -r envs/tensorrt/requirements.txt)"
+    )
     assert isinstance(p.error(), ToolchainMissing)
 
 
@@ -161,7 +162,7 @@ def test_importing_the_tensorrt_modules_imports_no_toolchain():
         "import sys\n"
         "import modelport.common.cuda, modelport.convert.tensorrt\n"
         "import modelport.convert.tensorrt_calibrator, modelport.convert.tensorrt_network\n"
-        "import modelport.bench.runtimes.tensorrt\n"
+        "import modelport.runtime.tensorrt\n"
         "heavy = [m for m in ('tensorrt', 'pycuda', 'onnx', 'tensorflow', 'onnxruntime') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -30,11 +30,17 @@ def qdq_model(zp_type=TensorProto.INT8, zp_value=0, zero_point="initializer", sh
     elif zero_point == "constant":
         nodes.append(helper.make_node("Constant", [], ["zp"], value=zp, name="zp_const"))
     q_inputs = ["x", "scale"] + (["zp"] if zero_point else [])
-    nodes += [helper.make_node("QuantizeLinear", q_inputs, ["q"], name="x_QuantizeLinear"),
-              helper.make_node("DequantizeLinear", ["q", "scale"] + (["zp"] if zero_point else []), ["y"],
-                               name="x_DequantizeLinear")]
-    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))], inits)
+    nodes += [
+        helper.make_node("QuantizeLinear", q_inputs, ["q"], name="x_QuantizeLinear"),
+        helper.make_node("DequantizeLinear", ["q", "scale"] + (["zp"] if zero_point else []), ["y"], name="x_DequantizeLinear"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(model)
     return model
@@ -46,12 +52,15 @@ def test_symmetric_int8_qdq_is_accepted():
     assert net.qdq_problems(qdq_model(zero_point="constant")) == []
 
 
-@pytest.mark.parametrize(("kwargs", "why"), [
-    ({"zp_type": TensorProto.UINT8, "zp_value": 128}, "2 node(s) with uint8 zero point (e.g. x_QuantizeLinear)"),
-    ({"zp_type": TensorProto.UINT8, "zp_value": 0}, "2 node(s) with uint8 zero point (e.g. x_QuantizeLinear)"),
-    ({"zp_type": TensorProto.INT8, "zp_value": 3}, "2 node(s) with non-zero zero point (e.g. x_QuantizeLinear)"),
-    ({"zero_point": None}, "2 node(s) with uint8 (no zero point given) (e.g. x_QuantizeLinear)"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "why"),
+    [
+        ({"zp_type": TensorProto.UINT8, "zp_value": 128}, "2 node(s) with uint8 zero point (e.g. x_QuantizeLinear)"),
+        ({"zp_type": TensorProto.UINT8, "zp_value": 0}, "2 node(s) with uint8 zero point (e.g. x_QuantizeLinear)"),
+        ({"zp_type": TensorProto.INT8, "zp_value": 3}, "2 node(s) with non-zero zero point (e.g. x_QuantizeLinear)"),
+        ({"zero_point": None}, "2 node(s) with uint8 (no zero point given) (e.g. x_QuantizeLinear)"),
+    ],
+)
 def test_qdq_tensorrt_would_refuse_is_named(kwargs, why):
     assert net.qdq_problems(qdq_model(**kwargs)) == [why]
 
@@ -75,8 +84,12 @@ def test_model_that_does_not_match_the_config_is_refused():
     with pytest.raises(InputError, match="cannot tell the layout"):
         net.layout_of((1, 4, 224, 224))
     with pytest.raises(InputError, match="rank 2"):
-        graph = helper.make_graph([], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1001])],
-                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1001])])
+        graph = helper.make_graph(
+            [],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1001])],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1001])],
+        )
         net.model_input(helper.make_model(graph))
 
 

@@ -77,8 +77,12 @@ def test_skipping_imports_no_toolchain(fresh):
         "        pass\n"
         "print(','.join(m for m in ('tensorrt', 'pycuda', 'onnx') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, fresh["MODELPORT_CONFIG"], fresh["MODELPORT_ARTIFACTS"]],
-                         env={**os.environ, **fresh}, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, fresh["MODELPORT_CONFIG"], fresh["MODELPORT_ARTIFACTS"]],
+        env={**os.environ, **fresh},
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import make_context
-from modelport.bench.registry import RUNTIMES, runtime_class
+from modelport.common.reference import REFERENCE
 from modelport.convert.registry import TARGETS, target_module
 from modelport.openvino.runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
+from modelport.runtime.registry import RUNTIMES, runtime_class
 
 pytest.importorskip("openvino")
 
@@ -25,10 +26,12 @@ def tiny_onnx(path: Path, shape, rng) -> tuple[np.ndarray, np.ndarray]:
     w = rng.standard_normal((4, shape[1], 1, 1)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["input", "w", "b"], ["conv"]),
-         helper.make_node("Relu", ["conv"], ["relu"]),
-         helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
-         helper.make_node("Flatten", ["pool"], ["output"])],
+        [
+            helper.make_node("Conv", ["input", "w", "b"], ["conv"]),
+            helper.make_node("Relu", ["conv"], ["relu"]),
+            helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
+            helper.make_node("Flatten", ["pool"], ["output"]),
+        ],
         "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [shape[0], 4])],
@@ -63,7 +66,7 @@ def test_registered_through_entry_points():
         assert target_module(key).unavailable_reason() is None
     assert runtime_class("openvino-fp32") is OpenvinoFp32Runtime
     assert runtime_class("openvino-int8") is OpenvinoInt8Runtime
-    assert RUNTIMES["onnx"].startswith("modelport.bench.")  # built-in entries untouched
+    assert RUNTIMES["onnx"].startswith("modelport.runtime.")  # built-in entries untouched
 
 
 def test_fp32_matches_numpy_reference(ctx, tmp_path):
@@ -92,8 +95,15 @@ def test_config_knobs_reach_compile_model(ctx, tmp_path):
     tiny_onnx(tmp_path / "tiny.onnx", ctx.config.input.shape("NCHW"), np.random.default_rng(3))
     xml, bin_ = save_ir(tmp_path / "tiny.onnx", tmp_path / "model.xml")
     # 2 threads: the plugin caps the streams at the thread count
-    cfg = config_with(ctx.config, {"openvino.threads": 2, "openvino.performance_hint": "throughput",
-                                   "openvino.num_streams": 2, "openvino.cpu_pinning": False})
+    cfg = config_with(
+        ctx.config,
+        {
+            "openvino.threads": 2,
+            "openvino.performance_hint": "throughput",
+            "openvino.num_streams": 2,
+            "openvino.cpu_pinning": False,
+        },
+    )
     with OpenvinoFp32Runtime(cfg, {"model": xml, "weights": bin_}) as rt:
         got = {k: rt.compiled.get_property(k) for k in ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "ENABLE_CPU_PINNING")}
         hint = str(rt.compiled.get_property("PERFORMANCE_HINT"))
@@ -140,7 +150,7 @@ def test_wrong_input_shape_is_an_input_error(ctx, tmp_path):
 def real(test_env):
     """The pipeline's artifacts: this env needs only the ONNX model and the reference the tf-onnx env made."""
     root = os.environ.get("MODELPORT_TEST_ARTIFACTS")
-    needed = ("onnx/model.onnx", "source/reference.npy")
+    needed = ("onnx/model.onnx", REFERENCE)
     if not root or not all((Path(root) / rel).is_file() for rel in needed):
         pytest.skip(f"no pipeline artifacts (MODELPORT_TEST_ARTIFACTS with {' and '.join(needed)})")
     return make_context(test_env)
@@ -151,8 +161,8 @@ def real(test_env):
 def test_real_model_converts_and_verifies(real, key):
     paths = target_module(key).run(real, force=False)
     assert all(p.is_file() for p in paths)
-    from modelport.bench.runner import prepared_images
     from modelport.common.preprocess import to_tensor
+    from modelport.runtime.run import prepared_images
 
     cls = runtime_class(key)
     with cls.from_store(real.store, real.config) as rt:
@@ -171,8 +181,7 @@ def test_real_depth_overhead_sweep_and_tune(real_fp32, monkeypatch):
     (sequential batch-1 requests: no batch twin) and a small tuning search over the descriptor's knobs."""
     from modelport.bench import overhead, sweep, tuning
 
-    data = overhead.measure_overhead(real_fp32, "openvino-fp32", rounds=2, runs=3, warmup=1,
-                                     settings={"openvino.threads": 1})
+    data = overhead.measure_overhead(real_fp32, "openvino-fp32", rounds=2, runs=3, warmup=1, settings={"openvino.threads": 1})
     assert data["settings"]["INFERENCE_NUM_THREADS"] == 1 and data["bare_mean_ms"] > 0
     assert data["ratio_rounds"]["min"] <= data["ratio"] <= data["ratio_rounds"]["max"]
     monkeypatch.setattr(sweep, "IMAGES_PER_POINT", 4)
@@ -182,7 +191,9 @@ def test_real_depth_overhead_sweep_and_tune(real_fp32, monkeypatch):
     monkeypatch.setattr(tuning, "ROUNDS", {"search": (1, 2, 2), "final": (1, 2, 2)})
     monkeypatch.setitem(tuning.SPACE, "openvino-fp32", {"openvino.threads": [1, 2], "openvino.num_streams": [1]})
     entry = tuning.tune(real_fp32, "openvino-fp32")
-    assert set(entry["winner"]) == {"openvino.threads", "openvino.num_streams"} and len(entry["trials"]) == 5  # threads None (= [tflite] threads), 1, 2; streams None, 1
+    assert (
+        set(entry["winner"]) == {"openvino.threads", "openvino.num_streams"} and len(entry["trials"]) == 5
+    )  # threads None (= [tflite] threads), 1, 2; streams None, 1
     assert entry["agreement"]["cosine_min"] > 0.999  # the winner still meets the FP32 floor
 
 
@@ -218,10 +229,16 @@ def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(real_fp3
             shutil.copyfile(real_fp32.store.path(f), tmp_path / f)
     default = OpenvinoBackend(real_fp32, False).build("performance", [])
     floor = round(default.agreement["cosine_min"] + 0.004, 4)
-    ctx = make_context(test_env | {"MODELPORT_ARTIFACTS": str(tmp_path)},
-                       overrides=[f"accuracy.int8_cosine_min={floor}", "quantization.recover_minutes=3",
-                                  "quantization.recover_max_float_layers=4", "quantization.recover_rounds=1",
-                                  "bench.runs=8"])
+    ctx = make_context(
+        test_env | {"MODELPORT_ARTIFACTS": str(tmp_path)},
+        overrides=[
+            f"accuracy.int8_cosine_min={floor}",
+            "quantization.recover_minutes=3",
+            "quantization.recover_max_float_layers=4",
+            "quantization.recover_rounds=1",
+            "bench.runs=8",
+        ],
+    )
     try:
         target_module("openvino-int8").run(ctx, force=False)
     except AccuracyGateError:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from modelport.common.reference import REFERENCE
+
 # What the tf-onnx env makes and the rknn env reads: `nox -s tests` runs tests(tf-onnx) first into
 # MODELPORT_TEST_ARTIFACTS. The rknn env cannot make them (no TFLite runtime, no tflite2onnx).
-INPUTS = ("source/model.tflite", "source/contract.json", "source/labels.txt", "source/reference.npy", "onnx/model.onnx")
+INPUTS = ("source/model.tflite", "source/contract.json", "source/labels.txt", REFERENCE, "onnx/model.onnx")
 
 
 def upstream(test_env: dict) -> Path:
@@ -18,8 +20,10 @@ def upstream(test_env: dict) -> Path:
     src = Path(test_env["MODELPORT_ARTIFACTS"])
     missing = [rel for rel in INPUTS if not (src / rel).is_file()]
     if missing:
-        pytest.fail(f"{', '.join(missing)} missing in {src}: run tests(tf-onnx) first (nox -s tests) or point "
-                    "MODELPORT_TEST_ARTIFACTS at artifacts made by `modelport fetch` + `modelport convert reference onnx`")
+        pytest.fail(
+            f"{', '.join(missing)} missing in {src}: run tests(tf-onnx) first (nox -s tests) or point "
+            "MODELPORT_TEST_ARTIFACTS at artifacts made by `modelport fetch` + `modelport convert reference onnx`"
+        )
     return src
 
 

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.rknn
 @pytest.fixture
 def no_toolkit(monkeypatch):
     """Fail the test if the toolkit would be started (every check here must come before it)."""
+
     def boom(*a, **k):
         raise AssertionError("rknn-toolkit2 was started before the error was found")
 
@@ -136,8 +137,10 @@ def test_error_analysis_parser():
     assert layers[1]["metrics"] == {}  # fused: printed without numbers
     conv = layers[3]
     assert conv["name"] == "BiasAdd_50;Conv2D_33;BiasAdd_50/bias1"
-    assert conv["metrics"]["simulator"] == {"entire": {"cosine": 0.97827, "euclidean": 46.74439},
-                                            "single": {"cosine": 0.99954, "euclidean": 6.79002}}
+    assert conv["metrics"]["simulator"] == {
+        "entire": {"cosine": 0.97827, "euclidean": 46.74439},
+        "single": {"cosine": 0.99954, "euclidean": 6.79002},
+    }
     assert layers[4]["metrics"]["simulator"]["single"]["euclidean"] == 4.0e-05
     worst = analysis.worst_layers([{"image": "face.jpg", "layers": layers}], 2)
     assert worst[0]["name"] == conv["name"] and worst[0]["entire_drop"] == pytest.approx(0.99996 - 0.97827)
@@ -145,7 +148,8 @@ def test_error_analysis_parser():
 
 def test_error_analysis_parser_reads_board_columns():
     text = SAMPLE.replace("simulator_error\n", "simulator_error     runtime_error\n").replace(
-        "0.99954 | 6.79002", "0.99954 | 6.79002   0.97000 | 50.00000  0.99900 | 7.00000")
+        "0.99954 | 6.79002", "0.99954 | 6.79002   0.97000 | 50.00000  0.99900 | 7.00000"
+    )
     conv = analysis.parse_error_analysis(text)[3]
     assert conv["metrics"]["runtime"]["entire"]["cosine"] == 0.97 and conv["metrics"]["simulator"]["single"]["cosine"] == 0.99954
 
@@ -170,7 +174,9 @@ quantize_parameters:
 
 def test_hybrid_cfg_is_patched_as_text():
     patched = hybrid.patch_cfg(CFG, ["BiasAdd_50;Conv2D_33;BiasAdd_50/bias1"])
-    assert patched.startswith("custom_quantize_layers:\n    'BiasAdd_50;Conv2D_33;BiasAdd_50/bias1': float16\nquantize_parameters:")
+    assert patched.startswith(
+        "custom_quantize_layers:\n    'BiasAdd_50;Conv2D_33;BiasAdd_50/bias1': float16\nquantize_parameters:"
+    )
     assert "7.62951094834821e-06" in patched  # saved scales untouched (a YAML round trip would re-round them)
     custom, tensors = hybrid.cfg_layers(patched)
     assert custom == ["BiasAdd_50;Conv2D_33;BiasAdd_50/bias1"] and tensors == ["input", "BiasAdd_50;Conv2D_33;BiasAdd_50/bias1"]
@@ -180,8 +186,10 @@ def test_hybrid_cfg_is_patched_as_text():
 def test_hybrid_cfg_reads_long_names_in_yamls_explicit_key_form():
     """tflite2onnx's tensor names pass 128 characters: the toolkit writes them as `? name` / `: value`."""
     long = "TFLITE2ONNX_FAF_MobilenetV2/expanded_conv/depthwise/Relu6;" + "MobilenetV2/expanded_conv/add_fold;" * 3
-    text = (f"custom_quantize_layers:\n    ? {long}\n    : float16\nquantize_parameters:\n    input:\n"
-            f"        qtype: asymmetric_quantized\n    ? {long}\n    :   qtype: asymmetric_quantized\n")
+    text = (
+        f"custom_quantize_layers:\n    ? {long}\n    : float16\nquantize_parameters:\n    input:\n"
+        f"        qtype: asymmetric_quantized\n    ? {long}\n    :   qtype: asymmetric_quantized\n"
+    )
     custom, tensors = hybrid.cfg_layers(text)
     assert custom == [long] and tensors == ["input", long]
     assert f"'{long}': float16" in hybrid.patch_cfg(text, custom)
@@ -286,8 +294,10 @@ def test_the_real_error_behind_a_toolkit_traceback(tmp_path):
 
 def test_a_traceback_folded_into_the_exception_is_reduced_to_its_error(tmp_path):
     def build():
-        raise ValueError('Traceback (most recent call last):\n  File "rknn/api/rknn_base.py", line 2091, in build\n'
-                         "ValueError: Unsupport file /tmp/art!")
+        raise ValueError(
+            'Traceback (most recent call last):\n  File "rknn/api/rknn_base.py", line 2091, in build\n'
+            "ValueError: Unsupport file /tmp/art!"
+        )
 
     with pytest.raises(Exception) as e:
         toolkit.call(build, what="build", log=tmp_path / "empty.log")
@@ -295,18 +305,31 @@ def test_a_traceback_folded_into_the_exception_is_reduced_to_its_error(tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype, scale, zero_point, mean, std", [
-    ("float32", None, None, 127.5, 127.5),  # the float source: [input] mean/std
-    ("uint8", 1 / 128, 128, 128.0, 128.0),  # the shipped QAT model's input quantization
-    ("int8", 1 / 255, -128, 0.0, 255.0),  # pixel - 128 enters it; real = (q + 128) / 255
-])
+@pytest.mark.parametrize(
+    "dtype, scale, zero_point, mean, std",
+    [
+        ("float32", None, None, 127.5, 127.5),  # the float source: [input] mean/std
+        ("uint8", 1 / 128, 128, 128.0, 128.0),  # the shipped QAT model's input quantization
+        ("int8", 1 / 255, -128, 0.0, 255.0),  # pixel - 128 enters it; real = (q + 128) / 255
+    ],
+)
 def test_rknn_normalisation_follows_the_source_contract(test_env, art, dtype, scale, zero_point, mean, std):
     """RKNN normalises uint8 pixels inside the model: its mean/std are the source's (contract.json)."""
     from modelport.common.contract import CONTRACT, Contract
 
-    contract = Contract(kind="tflite", input_name="input", input_shape=[1, 224, 224, 3], layout="NHWC",
-                        size=(224, 224), channels=3, dtype=dtype, scale=scale, zero_point=zero_point,
-                        output_name="out", classes=1001)
+    contract = Contract(
+        kind="tflite",
+        input_name="input",
+        input_shape=[1, 224, 224, 3],
+        layout="NHWC",
+        size=(224, 224),
+        channels=3,
+        dtype=dtype,
+        scale=scale,
+        zero_point=zero_point,
+        output_name="out",
+        classes=1001,
+    )
     (art / CONTRACT).write_text(contract.dump())
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
     if dtype != "float32":  # the shipped config's mean/std describe the float model: a config without them

@@ -13,7 +13,12 @@ pytest.importorskip("modelport.rknn", reason="modelport-rknn is not installed in
 
 from rknn_testing import copy_inputs, require_toolkit, upstream  # noqa: E402
 
-pytestmark = [pytest.mark.rknn, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.filterwarnings("ignore::UserWarning")]
+pytestmark = [
+    pytest.mark.rknn,
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
 
 
 @pytest.fixture(scope="module")

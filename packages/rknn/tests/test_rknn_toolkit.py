@@ -20,7 +20,12 @@ from modelport.common.reference import load_reference  # noqa: E402
 from modelport.common.schema import BackendResult  # noqa: E402
 
 # The toolkit calls deprecated onnx.mapping thousands of times and warns about pkg_resources: not ours to fix.
-pytestmark = [pytest.mark.rknn, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.filterwarnings("ignore::UserWarning")]
+pytestmark = [
+    pytest.mark.rknn,
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ from modelport.common.errors import ModelportError
 from modelport.common.log import console, skip, step, warn
 from modelport.common.log import failed as log_failed
 from modelport.common.registry import chosen, legacy_flags
+from modelport.runtime.registry import RUNTIMES, runtime_class, source_key
 
-from .registry import DEPTH_KEYS, RUNTIMES, SOURCE, runtime_class, source_key
+from .registry import DEPTH_KEYS, SOURCE
 
 
 @click.command()
@@ -18,10 +19,20 @@ from .registry import DEPTH_KEYS, RUNTIMES, SOURCE, runtime_class, source_key
 @legacy_flags(RUNTIMES)
 @click.option("--runs", type=int, help="Timed runs (default: [bench] runs).")
 @click.option("--warmup", type=int, help="Warm-up runs (default: [bench] warmup).")
-@click.option("--settings", "settings_mode", type=click.Choice(["default", "tuned"]), default="default", show_default=True,
-              help="tuned: each backend's winner from depth/tuning.json (`modelport depth tune`).")
-@click.option("--labeled", type=click.Path(exists=True), metavar="SRC",
-              help="Also top-1/top-5 accuracy on ground truth: a folder per class or an image<TAB>label file.")
+@click.option(
+    "--settings",
+    "settings_mode",
+    type=click.Choice(["default", "tuned"]),
+    default="default",
+    show_default=True,
+    help="tuned: each backend's winner from depth/tuning.json (`modelport depth tune`).",
+)
+@click.option(
+    "--labeled",
+    type=click.Path(exists=True),
+    metavar="SRC",
+    help="Also top-1/top-5 accuracy on ground truth: a folder per class or an image<TAB>label file.",
+)
 @click.pass_obj
 def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **flags):
     """Benchmark BACKEND... (any of: {keys}; `source` = the source model in its own runtime).
@@ -99,8 +110,9 @@ def _bench_one(ctx: StepContext, key: str, mode: str):
     if not settings:
         return benchmark(ctx, key)
     # A context whose config carries the tuned values: the result's settings show what ran.
-    tuned = StepContext(config_path=ctx.config_path, overrides=[*ctx.overrides, *settings.items()],
-                        artifacts=ctx.artifacts, force=ctx.force)
+    tuned = StepContext(
+        config_path=ctx.config_path, overrides=[*ctx.overrides, *settings.items()], artifacts=ctx.artifacts, force=ctx.force
+    )
     r = benchmark(tuned, key)
     if r.status == "ok":
         r.notes.append("tuned settings from depth/tuning.json: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
@@ -118,12 +130,14 @@ def _labeled_one(ctx: StepContext, key: str, src: str, mode: str) -> None:
     data = labeled_accuracy(ctx, key, src, _settings(ctx, key, mode))
     write_labeled(ctx, data)
     lo, hi = data["top1_ci95"]
-    console.print(f"   labeled ({data['images']} images): "
-                  f"top-1 {data['top1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), top-5 {data['top5']:.1%}")
+    console.print(
+        f"   labeled ({data['images']} images): top-1 {data['top1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), top-5 {data['top5']:.1%}"
+    )
 
 
 # -- `modelport depth ...`: sweeps, tuning, harness overhead (issue 7). Each writes depth/<what>-<key>.json;
 # `modelport report` renders them into report/sections/depth-*.md with charts.
+
 
 def _depth_keys(backends) -> list[str]:
     keys = list(backends) or DEPTH_KEYS
@@ -145,8 +159,14 @@ def _ints(text: str) -> list[int]:
 
 
 backend_args = click.argument("backends", nargs=-1, type=click.Choice(DEPTH_KEYS), metavar="[BACKEND...]")
-settings_opt = click.option("--settings", "settings_mode", type=click.Choice(["default", "tuned"]), default="default",
-                            show_default=True, help="Run with the configured settings or the tuned winners.")
+settings_opt = click.option(
+    "--settings",
+    "settings_mode",
+    type=click.Choice(["default", "tuned"]),
+    default="default",
+    show_default=True,
+    help="Run with the configured settings or the tuned winners.",
+)
 
 
 @click.group()
@@ -168,8 +188,9 @@ def sweep_cmd(ctx: StepContext, backends, batches, threads, settings_mode):
     with ctx.store.lock():
         for key in _depth_keys(backends):
             step(f"sweep {key}")
-            data = sweep(ctx, key, _ints(batches), _ints(threads) if threads else THREAD_COUNTS,
-                         _settings(ctx, key, settings_mode))
+            data = sweep(
+                ctx, key, _ints(batches), _ints(threads) if threads else THREAD_COUNTS, _settings(ctx, key, settings_mode)
+            )
             write_sweep(ctx, data)
 
 
@@ -186,8 +207,10 @@ def tune_cmd(ctx: StepContext, backends):
             entry = tune(ctx, key)
             save_entry(ctx.store, entry)
             changed = ", ".join(f"{k}={v}" for k, v in entry["changed"].items()) or "the defaults"
-            console.print(f"   {entry['name']}: default {entry['default_ms']['median']:.2f} ms -> tuned "
-                          f"{entry['tuned_ms']['median']:.2f} ms (x{entry['speedup']:.2f}) with {changed}")
+            console.print(
+                f"   {entry['name']}: default {entry['default_ms']['median']:.2f} ms -> tuned "
+                f"{entry['tuned_ms']['median']:.2f} ms (x{entry['speedup']:.2f}) with {changed}"
+            )
 
 
 @depth.command("overhead")
@@ -203,8 +226,10 @@ def overhead_cmd(ctx: StepContext, backends, settings_mode):
             step(f"harness overhead {key}")
             data = measure_overhead(ctx, key, settings=_settings(ctx, key, settings_mode))
             write_overhead(ctx, data)
-            console.print(f"   {data['name']}: harness {data['harness_mean_ms']:.3f} ms vs bare {data['bare_mean_ms']:.3f} ms: "
-                          f"ratio {data['ratio']:.3f} (goal <= {data['goal']})")
+            console.print(
+                f"   {data['name']}: harness {data['harness_mean_ms']:.3f} ms vs bare {data['bare_mean_ms']:.3f} ms: "
+                f"ratio {data['ratio']:.3f} (goal <= {data['goal']})"
+            )
 
 
 bench.help = (bench.help or "").replace("{keys}", ", ".join(RUNTIMES))

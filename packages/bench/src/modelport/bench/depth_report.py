@@ -31,8 +31,12 @@ def render(store: ArtifactStore) -> list[Path]:
     """Write report/sections/depth-*.md (+ PNGs) for whatever depth/*.json exist; remove stale ones."""
     out = store.path("report/sections")
     made = []
-    for name, fn in (("depth-1-labeled", labeled_md), ("depth-2-sweep", sweep_md), ("depth-3-tuning", tuning_md),
-                     ("depth-4-overhead", overhead_md)):
+    for name, fn in (
+        ("depth-1-labeled", labeled_md),
+        ("depth-2-sweep", sweep_md),
+        ("depth-3-tuning", tuning_md),
+        ("depth-4-overhead", overhead_md),
+    ):
         text = fn(store, out)
         path = out / f"{name}.md"
         if text:
@@ -54,12 +58,16 @@ def labeled_md(store: ArtifactStore, out: Path) -> str | None:
 
     ref = next((d for d in items if d["key"] == reference_key(store)), None)
     first = items[0]
-    lines = ["## Accuracy on labeled images", "",
-             f"{first['images']} labeled images (`{first['source']}`), {first['classes']}-class output "
-             f"({first['label_convention']} label convention). Intervals: Wilson 95%. Drop: reference (the source model) minus "
-             "backend, in points; discordant = images the reference gets right and the backend wrong / the reverse.", "",
-             "| backend | top-1 | 95% CI | top-5 | 95% CI | top-1 drop | top-5 drop | top-1 discordant |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Accuracy on labeled images",
+        "",
+        f"{first['images']} labeled images (`{first['source']}`), {first['classes']}-class output "
+        f"({first['label_convention']} label convention). Intervals: Wilson 95%. Drop: reference (the source model) minus "
+        "backend, in points; discordant = images the reference gets right and the backend wrong / the reverse.",
+        "",
+        "| backend | top-1 | 95% CI | top-5 | 95% CI | top-1 drop | top-5 drop | top-1 discordant |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for d in items:
         drop1 = drop5 = disc = "–"
         if ref is not None and ref["image_names"] == d["image_names"] and ref["truth"] == d["truth"]:
@@ -70,9 +78,16 @@ def labeled_md(store: ArtifactStore, out: Path) -> str | None:
             disc = f"{worse} / {better}"
         lo1, hi1 = d["top1_ci95"]
         lo5, hi5 = d["top5_ci95"]
-        lines.append(f"| {d['name']} | {d['top1_correct']}/{d['images']} = {d['top1']:.1%} | {lo1:.1%}–{hi1:.1%} | "
-                     f"{d['top5_correct']}/{d['images']} = {d['top5']:.1%} | {lo5:.1%}–{hi5:.1%} | {drop1} | {drop5} | {disc} |")
-    lines += ["", "Ground truth used: " + ", ".join(f"`{n}` = {lab}" for n, lab in zip(first["image_names"], first["labels"], strict=True)) + "."]
+        lines.append(
+            f"| {d['name']} | {d['top1_correct']}/{d['images']} = {d['top1']:.1%} | {lo1:.1%}–{hi1:.1%} | "
+            f"{d['top5_correct']}/{d['images']} = {d['top5']:.1%} | {lo5:.1%}–{hi5:.1%} | {drop1} | {drop5} | {disc} |"
+        )
+    lines += [
+        "",
+        "Ground truth used: "
+        + ", ".join(f"`{n}` = {lab}" for n, lab in zip(first["image_names"], first["labels"], strict=True))
+        + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -83,17 +98,24 @@ def sweep_md(store: ArtifactStore, out: Path) -> str | None:
     items = _load(store, "sweep-*.json")
     if not items:
         return None
-    lines = ["## Batch and thread sweeps", "",
-             "Per call: median ms for the whole batch; throughput = batch x 1000 / median. `native` = the batch is one "
-             "call on a model with a batch dim (`convert onnx-dynamic` / `tflite-dynamic`); `loop` = no batch dim (ncnn) and "
-             "the batch runs as N sequential calls.", ""]
+    lines = [
+        "## Batch and thread sweeps",
+        "",
+        "Per call: median ms for the whole batch; throughput = batch x 1000 / median. `native` = the batch is one "
+        "call on a model with a batch dim (`convert onnx-dynamic` / `tflite-dynamic`); `loop` = no batch dim (ncnn) and "
+        "the batch runs as N sequential calls.",
+        "",
+    ]
     for d in items:
         threads = sorted({p["threads"] for p in d["points"]})
         batches = sorted({p["batch"] for p in d["points"]})
         at = {(p["threads"], p["batch"]): p for p in d["points"]}
-        lines += [f"### {d['name']} ({d['batch_support']} batch; `{d['artifact']}`; threads via `{d['thread_setting']}`)", "",
-                  "| batch | " + " | ".join(f"{t} thr ms/call | {t} thr img/s" for t in threads) + " | load avg |",
-                  "|---|" + "---|---|" * len(threads) + "---|"]
+        lines += [
+            f"### {d['name']} ({d['batch_support']} batch; `{d['artifact']}`; threads via `{d['thread_setting']}`)",
+            "",
+            "| batch | " + " | ".join(f"{t} thr ms/call | {t} thr img/s" for t in threads) + " | load avg |",
+            "|---|" + "---|---|" * len(threads) + "---|",
+        ]
         for b in batches:
             cells = []
             for t in threads:
@@ -117,9 +139,13 @@ def _sweep_chart(items: list[dict], path: Path) -> None:
     for d in items:
         for t in sorted({p["threads"] for p in d["points"]}):
             pts = sorted((p for p in d["points"] if p["threads"] == t), key=lambda p: p["batch"])
-            ax.plot([p["batch"] for p in pts], [p["images_per_s"] for p in pts], marker="o",
-                    ls="-" if t == max(p["threads"] for p in d["points"]) else "--",
-                    label=f"{d['name']}, {t} thr ({d['batch_support']})")
+            ax.plot(
+                [p["batch"] for p in pts],
+                [p["images_per_s"] for p in pts],
+                marker="o",
+                ls="-" if t == max(p["threads"] for p in d["points"]) else "--",
+                label=f"{d['name']}, {t} thr ({d['batch_support']})",
+            )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel("images / s")
@@ -138,25 +164,33 @@ def tuning_md(store: ArtifactStore, out: Path) -> str | None:
     entries = sorted(json.loads(path.read_text())["backends"].values(), key=lambda e: rank(e["key"]))
     if not entries:
         return None
-    lines = ["## Tuned vs default settings", "",
-             f"Default = the configured settings (modelport.toml). Tuned = {entries[0]['method']}; knobs that change "
-             "numerics are kept only above the accuracy floor. Both timed head to head, interleaved, batch 1. "
-             "`modelport bench --settings tuned` runs the winners (stored in `depth/tuning.json`).", "",
-             "| backend | default median / p90 ms | tuned median / p90 ms | speed-up | tuned changes | cosine min (tuned) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "## Tuned vs default settings",
+        "",
+        f"Default = the configured settings (modelport.toml). Tuned = {entries[0]['method']}; knobs that change "
+        "numerics are kept only above the accuracy floor. Both timed head to head, interleaved, batch 1. "
+        "`modelport bench --settings tuned` runs the winners (stored in `depth/tuning.json`).",
+        "",
+        "| backend | default median / p90 ms | tuned median / p90 ms | speed-up | tuned changes | cosine min (tuned) |",
+        "|---|---|---|---|---|---|",
+    ]
     for e in entries:
         d, t = e["default_ms"], e["tuned_ms"]
         changed = ", ".join(f"`{k}={v}`" for k, v in e["changed"].items()) or "none (defaults are best)"
         cos = f"{e['agreement']['cosine_min']:.5f}" if e.get("agreement") else "–"
-        lines.append(f"| {e['name']} | {d['median']:.2f} / {d['p90']:.2f} | {t['median']:.2f} / {t['p90']:.2f} | "
-                     f"x{e['speedup']:.2f} | {changed} | {cos} |")
+        lines.append(
+            f"| {e['name']} | {d['median']:.2f} / {d['p90']:.2f} | {t['median']:.2f} / {t['p90']:.2f} | "
+            f"x{e['speedup']:.2f} | {changed} | {cos} |"
+        )
     lines += ["", "Search space (first value = where the search starts if the config says so):", ""]
     for e in entries:
         space = "; ".join(f"`{k}` {v}" for k, v in e["space"].items())
         rejected = [k for k, v in e.get("numeric_checks", {}).items() if not v["passes_floor"]]
         extra = f" Rejected by the accuracy floor: {', '.join(rejected)}." if rejected else ""
-        lines.append(f"- {e['name']}: {space}; {len(e['trials'])} timed candidates in {e['seconds']} s; "
-                     f"load {e['load_avg']['before']}->{e['load_avg']['after']}.{extra}")
+        lines.append(
+            f"- {e['name']}: {space}; {len(e['trials'])} timed candidates in {e['seconds']} s; "
+            f"load {e['load_avg']['before']}->{e['load_avg']['after']}.{extra}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -167,21 +201,31 @@ def overhead_md(store: ArtifactStore, out: Path) -> str | None:
     items = _load(store, "overhead-*.json")
     if not items:
         return None
-    lines = ["## Harness overhead", "",
-             "Benchmark per-inference time (what `bench` times: a clock pair around `Runtime.infer`) vs a bare loop of the "
-             "toolchain's own call on the same input, in alternating rounds; ratio = median over rounds of the paired "
-             "per-round ratio of means (goal <= 1.03).", "",
-             "| backend | harness ms | bare ms | ratio | per-round min / max | ratio of overall means | goal | harness cost per call |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Harness overhead",
+        "",
+        "Benchmark per-inference time (what `bench` times: a clock pair around `Runtime.infer`) vs a bare loop of the "
+        "toolchain's own call on the same input, in alternating rounds; ratio = median over rounds of the paired "
+        "per-round ratio of means (goal <= 1.03).",
+        "",
+        "| backend | harness ms | bare ms | ratio | per-round min / max | ratio of overall means | goal | harness cost per call |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for d in items:
         r = d["ratio_rounds"]
-        lines.append(f"| {d['name']} | {d['harness_mean_ms']:.3f} | {d['bare_mean_ms']:.3f} | {d['ratio']:.3f} | "
-                     f"{r['min']:.3f} / {r['max']:.3f} | {d.get('ratio_of_means', d['ratio']):.3f} | "
-                     f"{'met' if d['meets_goal'] else 'NOT met'} | {_cost(d)} |")
-    lines += ["", f"{items[0]['rounds']} rounds x {items[0]['runs_per_round']} runs per side. " + _load_note(items),
-              "", "Harness cost per call: the same harness around a runtime whose inference returns at once, minus a bare "
-              "loop of an instant call (no threads, so background load barely moves it): the ratio's true floor is "
-              "1 + cost / inference time; per-round ratios far from that are background load."]
+        lines.append(
+            f"| {d['name']} | {d['harness_mean_ms']:.3f} | {d['bare_mean_ms']:.3f} | {d['ratio']:.3f} | "
+            f"{r['min']:.3f} / {r['max']:.3f} | {d.get('ratio_of_means', d['ratio']):.3f} | "
+            f"{'met' if d['meets_goal'] else 'NOT met'} | {_cost(d)} |"
+        )
+    lines += [
+        "",
+        f"{items[0]['rounds']} rounds x {items[0]['runs_per_round']} runs per side. " + _load_note(items),
+        "",
+        "Harness cost per call: the same harness around a runtime whose inference returns at once, minus a bare "
+        "loop of an instant call (no threads, so background load barely moves it): the ratio's true floor is "
+        "1 + cost / inference time; per-round ratios far from that are background load.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -212,8 +256,11 @@ def pipeline_time(store: ArtifactStore) -> list[str]:
         total = sum(r[3] for r in rows)
         lines += ["## Pipeline wall time", "", "| step output | tool | seconds (when made) | made (UTC) |", "|---|---|---|---|"]
         lines += [f"| `{a}` | {t} | {s:.1f} | {c} |" for c, a, t, s in sorted(rows)]
-        lines += ["", f"Conversions: {total:.1f} s in all when each was made (cold). A cached rerun skips them "
-                  "after hashing inputs (not timed here)."]
+        lines += [
+            "",
+            f"Conversions: {total:.1f} s in all when each was made (cold). A cached rerun skips them "
+            "after hashing inputs (not timed here).",
+        ]
     stamps = []
     for p in store.path("results").glob("*.json"):
         try:
@@ -222,6 +269,8 @@ def pipeline_time(store: ArtifactStore) -> list[str]:
             continue
     if len(stamps) > 1:
         span = (max(stamps) - min(stamps)).total_seconds()
-        lines.append(f"Benchmarks: {len(stamps)} result files written over {span:.0f} s "
-                     f"({min(stamps).isoformat()} -> {max(stamps).isoformat()}; includes other steps run in between).")
+        lines.append(
+            f"Benchmarks: {len(stamps)} result files written over {span:.0f} s "
+            f"({min(stamps).isoformat()} -> {max(stamps).isoformat()}; includes other steps run in between)."
+        )
     return lines

@@ -56,21 +56,33 @@ def render(store: ArtifactStore) -> Path | None:
 def _layers_md(analyses: dict[str, dict]) -> list[str]:
     names = {k: {r["node"] for r in a["layers"]} for k, a in analyses.items()}
     common = set.intersection(*names.values()) if names else set()
-    lines = ["Each INT8 model against its FP32 twin on the eval images, per layer, named by the node names of "
-             "`onnx/model.onnx` (a conv and its fused activation are one layer). Own SQNR = the noise the layer "
-             "adds itself (lower = worse; what recovery keeps in float).", "",
-             "| backend | layers | mapped how | images | seconds |", "|---|---|---|---|---|"]
+    lines = [
+        "Each INT8 model against its FP32 twin on the eval images, per layer, named by the node names of "
+        "`onnx/model.onnx` (a conv and its fused activation are one layer). Own SQNR = the noise the layer "
+        "adds itself (lower = worse; what recovery keeps in float).",
+        "",
+        "| backend | layers | mapped how | images | seconds |",
+        "|---|---|---|---|---|",
+    ]
     for a in analyses.values():
         m = a["mapping"]
-        lines.append(f"| {a['display']} | {len(a['layers'])} of {m.get('onnx_layers', '?')} | {m['how']} | "
-                     f"{len(a['images'])} | {a['seconds']} |")
+        lines.append(
+            f"| {a['display']} | {len(a['layers'])} of {m.get('onnx_layers', '?')} | {m['how']} | "
+            f"{len(a['images'])} | {a['seconds']} |"
+        )
     lines += ["", f"{len(common)} layers line up across all {len(analyses)} backends.", ""]
     for a in analyses.values():
-        lines += [f"Worst layers, {a['display']}:", "",
-                  "| layer | op | backend name | own SQNR dB | output SQNR dB | cosine min |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"Worst layers, {a['display']}:",
+            "",
+            "| layer | op | backend name | own SQNR dB | output SQNR dB | cosine min |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in worst(a["layers"], WORST):
-            lines.append(f"| `{r['node']}` | {r['op']} | `{r['backend_name']}` | {r['own_sqnr_db']:.1f} | "
-                         f"{r['sqnr_db_mean']:.1f} | {r['cosine_min']:.4f} |")
+            lines.append(
+                f"| `{r['node']}` | {r['op']} | `{r['backend_name']}` | {r['own_sqnr_db']:.1f} | "
+                f"{r['sqnr_db_mean']:.1f} | {r['cosine_min']:.4f} |"
+            )
         lines.append("")
     return lines
 
@@ -109,19 +121,34 @@ def _recovery_md(rec: dict) -> list[str]:
     if not rec["searched"]:
         return [head + f"the configured variant ({kept['id']}) meets the floors: {_agree(kept['agreement'])}; no search.", ""]
     shown = kept["float_layers"][:6]
-    floats = (", ".join(f"`{n}`" for n in shown) + (f" and {len(kept['float_layers']) - len(shown)} more (all in "
-              f"`{record_path(rec['backend'])}`)" if len(kept["float_layers"]) > len(shown) else "")) or "nothing"
-    out = [head + (f"BELOW the floors after {len(v)} variants ({'; '.join(kept['failures'])}); kept the best, "
-                   if rec["below_floors"] else f"{len(v)} variants tried, kept ") +
-           f"`{kept['id']}` ({kept['method']}): {_agree(kept['agreement'])} (default `{default['id']}`: "
-           f"{_agree(default['agreement'])}). In float ({len(kept['float_layers'])} layer{'s' if len(kept['float_layers']) != 1 else ''}): {floats}. Search wall time {rec['wall_seconds']:.0f} s "
-           f"(budget {rec['budget_minutes']:g} min)."]
+    floats = (
+        ", ".join(f"`{n}`" for n in shown)
+        + (
+            f" and {len(kept['float_layers']) - len(shown)} more (all in `{record_path(rec['backend'])}`)"
+            if len(kept["float_layers"]) > len(shown)
+            else ""
+        )
+    ) or "nothing"
+    out = [
+        head
+        + (
+            f"BELOW the floors after {len(v)} variants ({'; '.join(kept['failures'])}); kept the best, "
+            if rec["below_floors"]
+            else f"{len(v)} variants tried, kept "
+        )
+        + f"`{kept['id']}` ({kept['method']}): {_agree(kept['agreement'])} (default `{default['id']}`: "
+        f"{_agree(default['agreement'])}). In float ({len(kept['float_layers'])} layer{'s' if len(kept['float_layers']) != 1 else ''}): {floats}. Search wall time {rec['wall_seconds']:.0f} s "
+        f"(budget {rec['budget_minutes']:g} min)."
+    ]
     if kept.get("latency_ms") and default.get("latency_ms"):
         t = rec["timing"]
-        out.append(f"Latency (best round's median of {t['rounds']} interleaved rounds, load {t['load_avg']['before']} -> "
-                   f"{t['load_avg']['after']}): kept {kept['latency_ms']:.2f} ms, INT8 default {default['latency_ms']:.2f} ms"
-                   + (f", FP32 {fp32:.2f} ms ({fp32 / kept['latency_ms']:.2f}x)" if fp32 else "") + "."
-                   + (" **The kept INT8 model is slower than its FP32 twin.**" if fp32 and kept["latency_ms"] > fp32 else ""))
+        out.append(
+            f"Latency (best round's median of {t['rounds']} interleaved rounds, load {t['load_avg']['before']} -> "
+            f"{t['load_avg']['after']}): kept {kept['latency_ms']:.2f} ms, INT8 default {default['latency_ms']:.2f} ms"
+            + (f", FP32 {fp32:.2f} ms ({fp32 / kept['latency_ms']:.2f}x)" if fp32 else "")
+            + "."
+            + (" **The kept INT8 model is slower than its FP32 twin.**" if fp32 and kept["latency_ms"] > fp32 else "")
+        )
     else:
         out.append("Latency: not measured here (simulator); among passing variants the fewest float layers won.")
     if kept.get("size_bytes") and default.get("size_bytes"):
@@ -146,8 +173,7 @@ def _layers_chart(analyses: dict[str, dict], out: Path) -> None:
     for a in analyses.values():
         rows = sorted(a["layers"], key=lambda r: pos[r["node"]])
         derived = " (from cosine)" if any("derived" in n for n in a.get("notes", [])) else ""
-        ax.plot([pos[r["node"]] for r in rows], [r["sqnr_db_mean"] for r in rows], marker=".", lw=1,
-                label=a["display"] + derived)
+        ax.plot([pos[r["node"]] for r in rows], [r["sqnr_db_mean"] for r in rows], marker=".", lw=1, label=a["display"] + derived)
     ax.set_xlabel("layer, in onnx/model.onnx order")
     ax.set_ylabel("output SQNR vs FP32 twin, dB (mean over images)")
     ax.set_title("INT8 error per layer, backends side by side")
@@ -163,8 +189,11 @@ def _recovery_chart(rec: dict, out: Path) -> None:
     for x in rec["variants"]:
         xv = x["latency_ms"] if timed else len(x["float_layers"])
         y = (x["agreement"] or {}).get("cosine_min", 0)
-        style = {"marker": "*", "s": 220, "color": "#c44e52", "zorder": 3} if x["id"] == rec["kept"] else \
-            {"marker": "o", "s": 40, "color": "#55a868" if x["passes"] else "#4c72b0"}
+        style = (
+            {"marker": "*", "s": 220, "color": "#c44e52", "zorder": 3}
+            if x["id"] == rec["kept"]
+            else {"marker": "o", "s": 40, "color": "#55a868" if x["passes"] else "#4c72b0"}
+        )
         ax.scatter([xv], [y], **style)
         ax.annotate(x["id"], (xv, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axhline(rec["floors"]["int8_cosine_min"], ls="--", color="grey", lw=1, label="cosine min floor")

@@ -32,9 +32,9 @@ from modelport.common.images import load_image
 from modelport.common.labels import Labels
 from modelport.common.machine import machine_info
 from modelport.common.preprocess import prepare
+from modelport.runtime.registry import runtime_class
+from modelport.runtime.run import run_outputs
 
-from .registry import runtime_class
-from .runner import run_outputs
 from .tuning import config_with
 
 LABELED_SCHEMA = "modelport.labeled/1"
@@ -148,9 +148,18 @@ def score(outputs: np.ndarray, truth: list[int]) -> dict:
     hit1 = top5[:, 0] == np.asarray(truth)
     hit5 = (top5 == np.asarray(truth)[:, None]).any(axis=1)
     n, k1, k5 = len(truth), int(hit1.sum()), int(hit5.sum())
-    return {"images": n, "top1_correct": k1, "top5_correct": k5, "top1": k1 / n, "top5": k5 / n,
-            "top1_ci95": wilson(k1, n), "top5_ci95": wilson(k5, n),
-            "hit1": hit1.tolist(), "hit5": hit5.tolist(), "top5_indices": top5.tolist()}
+    return {
+        "images": n,
+        "top1_correct": k1,
+        "top5_correct": k5,
+        "top1": k1 / n,
+        "top5": k5 / n,
+        "top1_ci95": wilson(k1, n),
+        "top5_ci95": wilson(k5, n),
+        "hit1": hit1.tolist(),
+        "hit5": hit5.tolist(),
+        "top5_indices": top5.tolist(),
+    }
 
 
 def labeled_accuracy(ctx: StepContext, key: str, src: str | Path, settings: dict | None = None) -> dict:
@@ -167,10 +176,19 @@ def labeled_accuracy(ctx: StepContext, key: str, src: str | Path, settings: dict
     truth = [resolver.index(s.label, s.where) for s in samples]
     result = score(outputs, truth)
     return {
-        "schema": LABELED_SCHEMA, "key": key, "name": cls.display, "env": ctx.env, "source": str(Path(src).resolve()),
-        "classes": int(outputs.shape[1]), "label_convention": "1001 (background first)" if resolver.background else "1000",
-        "image_names": [s.image.name for s in samples], "labels": [s.label for s in samples], "truth": truth,
-        **result, "created_utc": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_info(),
+        "schema": LABELED_SCHEMA,
+        "key": key,
+        "name": cls.display,
+        "env": ctx.env,
+        "source": str(Path(src).resolve()),
+        "classes": int(outputs.shape[1]),
+        "label_convention": "1001 (background first)" if resolver.background else "1000",
+        "image_names": [s.image.name for s in samples],
+        "labels": [s.label for s in samples],
+        "truth": truth,
+        **result,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
     }
 
 

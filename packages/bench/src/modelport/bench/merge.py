@@ -49,16 +49,25 @@ def merge(results: Iterable[BackendResult]) -> list[BackendResult]:
 
 def reference_for(r: BackendResult, results: list[BackendResult], reference_keys: Collection[str]) -> BackendResult | None:
     """The reference row (the source model's: one of ``reference_keys``) of the same model on the same device."""
-    return next((x for x in results if x.key in reference_keys and x.status == "ok"
-                 and model_id(x) == model_id(r) and device_of(x) == device_of(r)), None)
+    return next(
+        (
+            x
+            for x in results
+            if x.key in reference_keys and x.status == "ok" and model_id(x) == model_id(r) and device_of(x) == device_of(r)
+        ),
+        None,
+    )
 
 
 def matrix(results: list[BackendResult]) -> dict:
     """{device: {model: {key: {status, median_ms, cosine_min}}}}: the models x backends view per device."""
     out: dict = {}
     for r in results:
-        cell = {"status": r.status, "median_ms": r.latency_ms.median if r.latency_ms else None,
-                "cosine_min": r.agreement.cosine_min if r.agreement else None}
+        cell = {
+            "status": r.status,
+            "median_ms": r.latency_ms.median if r.latency_ms else None,
+            "cosine_min": r.agreement.cosine_min if r.agreement else None,
+        }
         out.setdefault(device_of(r), {}).setdefault(model_id(r), {})[r.key] = cell
     return out
 
@@ -78,8 +87,9 @@ def store_merged(store: ArtifactStore, results: list[BackendResult], sources: li
         write_atomic(folder / f"{r.key}.json", r.dump())
         if id(r) in outputs:
             write_atomic(folder / f"{r.key}.npy", outputs[id(r)].read_bytes())
-    write_atomic(root / "index.json", json.dumps(
-        {"sources": [s.origin for s in sources], "results": len(results)}, indent=2) + "\n")
+    write_atomic(
+        root / "index.json", json.dumps({"sources": [s.origin for s in sources], "results": len(results)}, indent=2) + "\n"
+    )
     return root
 
 

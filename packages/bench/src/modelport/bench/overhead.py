@@ -21,10 +21,11 @@ from modelport.common.config import Config
 from modelport.common.context import StepContext
 from modelport.common.machine import machine_info
 from modelport.common.preprocess import to_tensor
+from modelport.common.results import headline_index
 from modelport.common.timing import load_average, sample
+from modelport.runtime.registry import runtime_class
+from modelport.runtime.run import prepared_images
 
-from .registry import runtime_class
-from .runner import headline_index, prepared_images
 from .tuning import config_with
 
 OVERHEAD_SCHEMA = "modelport.overhead/1"
@@ -44,7 +45,7 @@ def harness_cost_ns(runs: int = 20000) -> float:
     """What the harness adds per call with the inference taken out: ``sample`` around ``Runtime.infer``
     of a runtime whose infer_impl returns at once, minus a bare loop of a call that returns at once.
     Load-insensitive (microseconds, no threads), so it shows the floor the ratio's noise sits on."""
-    from .runtime import Runtime
+    from modelport.runtime.base import Runtime
 
     class Instant(Runtime):
         key, backend, precision, display = "instant", "none", "fp32", "instant"
@@ -64,8 +65,9 @@ def harness_cost_ns(runs: int = 20000) -> float:
     return max(0.0, harness - bare)
 
 
-def measure_overhead(ctx: StepContext, key: str, rounds: int = ROUNDS, runs: int = RUNS, warmup: int = WARMUP,
-                     settings: dict | None = None) -> dict:
+def measure_overhead(
+    ctx: StepContext, key: str, rounds: int = ROUNDS, runs: int = RUNS, warmup: int = WARMUP, settings: dict | None = None
+) -> dict:
     cls = runtime_class(key)
     cfg = config_with(ctx.config, settings or {})
     tensor = to_tensor(prepared_images(ctx)[headline_index(ctx)], cfg.input, *cls.tensor_format(cfg))
@@ -89,15 +91,26 @@ def measure_overhead(ctx: StepContext, key: str, rounds: int = ROUNDS, runs: int
     h, b = np.asarray(harness_ns), np.asarray(bare_ns)
     per_round = h / b
     return {
-        "schema": OVERHEAD_SCHEMA, "key": key, "name": cls.display, "backend": cls.backend, "env": ctx.env,
-        "rounds": rounds, "runs_per_round": runs, "warmup": warmup,
-        "harness_mean_ms": float(h.mean() / 1e6), "bare_mean_ms": float(b.mean() / 1e6),
-        "ratio": float(np.median(per_round)), "ratio_of_means": float(h.mean() / b.mean()),
+        "schema": OVERHEAD_SCHEMA,
+        "key": key,
+        "name": cls.display,
+        "backend": cls.backend,
+        "env": ctx.env,
+        "rounds": rounds,
+        "runs_per_round": runs,
+        "warmup": warmup,
+        "harness_mean_ms": float(h.mean() / 1e6),
+        "bare_mean_ms": float(b.mean() / 1e6),
+        "ratio": float(np.median(per_round)),
+        "ratio_of_means": float(h.mean() / b.mean()),
         "ratio_rounds": {"min": float(per_round.min()), "median": float(np.median(per_round)), "max": float(per_round.max())},
-        "goal": GOAL, "meets_goal": bool(np.median(per_round) <= GOAL),
+        "goal": GOAL,
+        "meets_goal": bool(np.median(per_round) <= GOAL),
         "harness_cost_us": harness_cost_ns() / 1e3,
-        "settings": settings_used, "load_avg": {"before": load_before, "after": load_average()},
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_info(),
+        "settings": settings_used,
+        "load_avg": {"before": load_before, "after": load_average()},
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
     }
 
 

@@ -24,10 +24,11 @@ from modelport.common.machine import device_key, machine_info
 from modelport.common.reference import REFERENCE
 from modelport.common.results import LAST_OK, outputs_problem, read_result
 from modelport.common.schema import REPORT_SCHEMA, BackendResult
+from modelport.runtime.onnxruntime import ONNX_MODEL
+from modelport.runtime.registry import SOURCE_KEYS, source_key
 
 from .depth_report import pipeline_time
 from .merge import device_of, matrix, merge, model_id, reference_for, store_merged
-from .registry import SOURCE_KEYS, source_key
 
 
 def reference_key(store: ArtifactStore) -> str:
@@ -41,11 +42,22 @@ def source_info(store: ArtifactStore) -> dict | None:
     if contract is None:
         return None
     ref = (store.read_manifest(REFERENCE) or {}).get("extra", {})
-    return {"key": source_key(contract), "name": contract.name, "kind": contract.kind, "runtime": contract.runtime,
-            "input": {"layout": contract.layout, "shape": contract.input_shape, "dtype": contract.dtype,
-                      "scale": contract.scale, "zero_point": contract.zero_point},
-            "classes": contract.classes, "outputs": ref.get("outputs"),
-            "all_rows_int8_floors": contract.quantized}
+    return {
+        "key": source_key(contract),
+        "name": contract.name,
+        "kind": contract.kind,
+        "runtime": contract.runtime,
+        "input": {
+            "layout": contract.layout,
+            "shape": contract.input_shape,
+            "dtype": contract.dtype,
+            "scale": contract.scale,
+            "zero_point": contract.zero_point,
+        },
+        "classes": contract.classes,
+        "outputs": ref.get("outputs"),
+        "all_rows_int8_floors": contract.quantized,
+    }
 
 
 def load_results(store: ArtifactStore, required: bool = True) -> list[BackendResult]:
@@ -95,15 +107,25 @@ def flag_unusable(r: BackendResult, store: ArtifactStore, expected: tuple[str | 
     if sha and r.model_sha256 is None:
         problem = f"records no source model (written by an older modelport): rerun `modelport bench {r.key}`"
     elif sha and r.model_sha256 != sha:
-        problem = (f"measured another source model (sha256 {short(r.model_sha256)}, the source is {short(sha)}): "
-                   f"rerun its convert and `modelport bench {r.key}`")
+        problem = (
+            f"measured another source model (sha256 {short(r.model_sha256)}, the source is {short(sha)}): "
+            f"rerun its convert and `modelport bench {r.key}`"
+        )
     elif preprocessing and r.preprocessing != preprocessing:
         problem = f"measured with other preprocessing ({r.preprocessing}): rerun `modelport bench {r.key}`"
     if problem is None:
         return r
-    return r.model_copy(update={"status": "failed", "reason": f"not reported: {problem}", "latency_ms": None,
-                                "agreement": None, "headline": None, "extra_timings": {},
-                                "latency_note": "not reported"})
+    return r.model_copy(
+        update={
+            "status": "failed",
+            "reason": f"not reported: {problem}",
+            "latency_ms": None,
+            "agreement": None,
+            "headline": None,
+            "extra_timings": {},
+            "latency_note": "not reported",
+        }
+    )
 
 
 def last_ok(store: ArtifactStore, key: str) -> str | None:
@@ -123,7 +145,7 @@ def gather(store: ArtifactStore, merge_paths: list[Path]) -> list[BackendResult]
     workdir = Path(tempfile.mkdtemp(dir=store.path(".tmp"), prefix="merge-"))
     try:
         local = load_results(store, required=False)
-        sources = ([Source(str(store.root), local, store.root)] if local else [])
+        sources = [Source(str(store.root), local, store.root)] if local else []
         sources += [read_source(Path(p), workdir) for p in merge_paths]
         merged = merge([r for s in sources for r in s.results])
         check_comparable(merged, lambda r: f"{model_id(r)} on {device_of(r)}")
@@ -137,17 +159,30 @@ def entry(r: BackendResult, ref: BackendResult | None) -> dict:
     """One row of report/results.json (the keys DESIGN.md promises, and a few more)."""
     lat = r.latency_ms
     return {
-        "backend": r.backend, "precision": r.precision, "name": r.name, "key": r.key, "status": r.status,
-        "reason": r.reason, "env": r.env, "device": r.device,
-        "device_key": device_of(r), "model": model_id(r), "run_id": r.run_id, "created_utc": r.created_utc,
+        "backend": r.backend,
+        "precision": r.precision,
+        "name": r.name,
+        "key": r.key,
+        "status": r.status,
+        "reason": r.reason,
+        "env": r.env,
+        "device": r.device,
+        "device_key": device_of(r),
+        "model": model_id(r),
+        "run_id": r.run_id,
+        "created_utc": r.created_utc,
         "latency_ms": lat.model_dump(include={"min", "median", "mean", "p90", "p99", "max"}) if lat else None,
-        "latency_runs": lat.runs if lat else None, "latency_note": r.latency_note,
+        "latency_runs": lat.runs if lat else None,
+        "latency_note": r.latency_note,
         "fps": lat.fps if lat else None,
         "relative_speed": (ref.latency_ms.median / lat.median) if (lat and ref and ref.latency_ms) else None,
-        "size_bytes": r.size_bytes, "load_ms": r.load_ms,
+        "size_bytes": r.size_bytes,
+        "load_ms": r.load_ms,
         "agreement": r.agreement.model_dump(exclude={"per_image"}) if r.agreement else None,
         "headline": r.headline.model_dump() if r.headline else None,
-        "settings": r.settings, "tool_versions": r.tool_versions, "load_avg": r.load_avg,
+        "settings": r.settings,
+        "tool_versions": r.tool_versions,
+        "load_avg": r.load_avg,
         "extra_timings": {k: v.model_dump() for k, v in r.extra_timings.items()},
         "notes": r.notes,
         "under_load": r.under_load,
@@ -187,12 +222,13 @@ def _kept(store: ArtifactStore, r: BackendResult) -> dict:
 
 def notes(store: ArtifactStore) -> list[str]:
     out = []
-    extra = (store.read_manifest("onnx/model.onnx") or {}).get("extra", {})
+    extra = (store.read_manifest(ONNX_MODEL) or {}).get("extra", {})
     conv = {n: v for n, v in extra.get("converters", {}).items() if "median_ms" in v}
     if len(conv) > 1:
         parts = [f"{n}: median {v['median_ms']:.2f} ms / p90 {v['p90_ms']:.2f} ms" for n, v in conv.items()]
-        out.append(f"Source->ONNX converters, verified ONNX timed in onnxruntime ({'; '.join(parts)}); "
-                   f"kept {extra['converter']}.")
+        out.append(
+            f"Source->ONNX converters, verified ONNX timed in onnxruntime ({'; '.join(parts)}); kept {extra['converter']}."
+        )
     for name, reason in (extra.get("failed_converters") or {}).items():
         out.append(f"Converter {name} was not used: {reason}")
     return out
@@ -200,22 +236,64 @@ def notes(store: ArtifactStore) -> list[str]:
 
 def to_csv(report: dict) -> str:
     buf = io.StringIO()
-    cols = ["model", "device_key", "run_id", "key", "name", "backend", "precision", "status", "reason", "median_ms", "p90_ms", "p99_ms", "fps",
-            "relative_speed", "size_bytes", "load_ms", "top1_agreement", "top5_overlap", "cosine_min",
-            "cosine_mean", "max_abs_diff", "mse", "headline_label", "headline_confidence"]
+    cols = [
+        "model",
+        "device_key",
+        "run_id",
+        "key",
+        "name",
+        "backend",
+        "precision",
+        "status",
+        "reason",
+        "median_ms",
+        "p90_ms",
+        "p99_ms",
+        "fps",
+        "relative_speed",
+        "size_bytes",
+        "load_ms",
+        "top1_agreement",
+        "top5_overlap",
+        "cosine_min",
+        "cosine_mean",
+        "max_abs_diff",
+        "mse",
+        "headline_label",
+        "headline_confidence",
+    ]
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for e in report["results"]:
         lat, a, h = e["latency_ms"] or {}, e["agreement"] or {}, e["headline"] or {}
-        w.writerow({
-            "model": e["model"], "device_key": e["device_key"], "run_id": e["run_id"], "key": e["key"], "name": e["name"], "backend": e["backend"], "precision": e["precision"],
-            "status": e["status"], "reason": e["reason"], "median_ms": lat.get("median"), "p90_ms": lat.get("p90"),
-            "p99_ms": lat.get("p99"), "fps": e["fps"], "relative_speed": e["relative_speed"],
-            "size_bytes": e["size_bytes"], "load_ms": e["load_ms"], "top1_agreement": a.get("top1"),
-            "top5_overlap": a.get("top5_overlap"), "cosine_min": a.get("cosine_min"),
-            "cosine_mean": a.get("cosine_mean"), "max_abs_diff": a.get("max_abs_diff"), "mse": a.get("mse"),
-            "headline_label": h.get("label"), "headline_confidence": h.get("confidence"),
-        })
+        w.writerow(
+            {
+                "model": e["model"],
+                "device_key": e["device_key"],
+                "run_id": e["run_id"],
+                "key": e["key"],
+                "name": e["name"],
+                "backend": e["backend"],
+                "precision": e["precision"],
+                "status": e["status"],
+                "reason": e["reason"],
+                "median_ms": lat.get("median"),
+                "p90_ms": lat.get("p90"),
+                "p99_ms": lat.get("p99"),
+                "fps": e["fps"],
+                "relative_speed": e["relative_speed"],
+                "size_bytes": e["size_bytes"],
+                "load_ms": e["load_ms"],
+                "top1_agreement": a.get("top1"),
+                "top5_overlap": a.get("top5_overlap"),
+                "cosine_min": a.get("cosine_min"),
+                "cosine_mean": a.get("cosine_mean"),
+                "max_abs_diff": a.get("max_abs_diff"),
+                "mse": a.get("mse"),
+                "headline_label": h.get("label"),
+                "headline_confidence": h.get("confidence"),
+            }
+        )
     return buf.getvalue()
 
 

@@ -12,9 +12,15 @@ from modelport.common.log import console
 
 
 @click.command()
-@click.option("--merge", "merge_paths", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
-              help="Also merge results from another artifacts folder or a bundle (`modelport bundle export`); "
-                   "repeatable. Per (model, backend, device) a measured result beats a skipped one, then newer beats older.")
+@click.option(
+    "--merge",
+    "merge_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="Also merge results from another artifacts folder or a bundle (`modelport bundle export`); "
+    "repeatable. Per (model, backend, device) a measured result beats a skipped one, then newer beats older.",
+)
 @click.pass_obj
 def report(ctx: StepContext, merge_paths):
     """Merge results/*.json into report/results.md (+ results.html, latency.png, accuracy.png), results.json and results.csv.
@@ -40,8 +46,12 @@ def report(ctx: StepContext, merge_paths):
     statuses = [e["status"] for e in data["results"]]
     failed = [e["key"] for e in data["results"] if e["status"] == "failed"]
     if "ok" not in statuses:
-        raise ModelportError(f"no backend produced a result ({statuses.count('failed')} failed, "
-                             f"{statuses.count('skipped')} skipped): see the reasons above", paths["md"])
+        raise ModelportError(
+            f"no backend produced a result ({statuses.count('failed')} failed, "
+            f"{statuses.count('skipped')} skipped): see the reasons above",
+            paths["md"],
+        )
     if failed:
-        raise ModelportError(f"{len(failed)} of {len(statuses)} rows failed: {', '.join(failed)} (reasons in the table)",
-                             paths["md"])
+        raise ModelportError(
+            f"{len(failed)} of {len(statuses)} rows failed: {', '.join(failed)} (reasons in the table)", paths["md"]
+        )

@@ -45,12 +45,18 @@ def section_html(markdown: str, folder: Path) -> str:
 
     def flush():
         if table:
-            head, *body = [[c.strip() for c in row.strip().strip("|").split("|")] for row in table
-                           if not re.fullmatch(r"\|?(\s*:?-+:?\s*\|)+\s*", row.strip())]
-            parts.append('<table class="sortable"><thead><tr>' + "".join(f"<th>{_inline(c, folder)}</th>" for c in head)
-                         + "</tr></thead><tbody>" + "".join(
-                             "<tr>" + "".join(f"<td>{_inline(c, folder)}</td>" for c in r) + "</tr>" for r in body)
-                         + "</tbody></table>")
+            head, *body = [
+                [c.strip() for c in row.strip().strip("|").split("|")]
+                for row in table
+                if not re.fullmatch(r"\|?(\s*:?-+:?\s*\|)+\s*", row.strip())
+            ]
+            parts.append(
+                '<table class="sortable"><thead><tr>'
+                + "".join(f"<th>{_inline(c, folder)}</th>" for c in head)
+                + "</tr></thead><tbody>"
+                + "".join("<tr>" + "".join(f"<td>{_inline(c, folder)}</td>" for c in r) + "</tr>" for r in body)
+                + "</tbody></table>"
+            )
             table.clear()
         if items:
             parts.append("<ul>" + "".join(f"<li>{_inline(i, folder)}</li>" for i in items) + "</ul>")
@@ -74,17 +80,22 @@ def section_html(markdown: str, folder: Path) -> str:
 
 
 def render(report: dict, folder: Path, sections: list[Path], markdown_intro: str) -> str:
-    charts = "".join(_img(folder / name, alt) for name, alt in (("latency.png", "latency"), ("accuracy.png", "agreement"))
-                     if (folder / name).is_file())
+    charts = "".join(
+        _img(folder / name, alt)
+        for name, alt in (("latency.png", "latency"), ("accuracy.png", "agreement"))
+        if (folder / name).is_file()
+    )
     body = "\n".join(f'<section class="md">{section_html(s.read_text(encoding="utf-8"), folder)}</section>' for s in sections)
     data = json.dumps(report).replace("</", "<\\/")  # cannot close the script element
     page = (_ASSETS / "report.html").read_text(encoding="utf-8")
-    return (page.replace("/*STYLE*/", (_ASSETS / "report.css").read_text(encoding="utf-8"))
-                .replace("/*SCRIPT*/", (_ASSETS / "report.js").read_text(encoding="utf-8"))
-                .replace("<!--INTRO-->", f"<p>{_inline(markdown_intro, folder)}</p>")
-                .replace("<!--PNG-->", charts)
-                .replace("<!--SECTIONS-->", body)
-                .replace("{/*DATA*/}", data))
+    return (
+        page.replace("/*STYLE*/", (_ASSETS / "report.css").read_text(encoding="utf-8"))
+        .replace("/*SCRIPT*/", (_ASSETS / "report.js").read_text(encoding="utf-8"))
+        .replace("<!--INTRO-->", f"<p>{_inline(markdown_intro, folder)}</p>")
+        .replace("<!--PNG-->", charts)
+        .replace("<!--SECTIONS-->", body)
+        .replace("{/*DATA*/}", data)
+    )
 
 
 def write(report: dict, folder: Path, sections: list[Path], markdown_intro: str) -> Path:

@@ -34,33 +34,48 @@ def rows(report: dict) -> list[dict]:
             status = "ok" if lat else f"ok ({e['latency_note'] or 'no latency'})"
             if e.get("under_load"):
                 status += f" (UNDER LOAD: {e['under_load']})"
-        out.append({
-            "rank": str(i) if lat else "–",
-            "backend": e["name"],
-            "model": e.get("model") or "–",
-            "device": e.get("device_key") or "–",
-            "status": status,
-            "median": _f(lat.get("median"), ".2f"),
-            "p90": _f(lat.get("p90"), ".2f"),
-            "fps": _f(e["fps"], ".1f"),
-            "speed": _f(e["relative_speed"], ".2f") + ("x" if e["relative_speed"] else ""),
-            "size": _size(e["size_bytes"]),
-            "top1": f"{h['label']} ({h['confidence']:.3f})" if h else "–",
-            "agree": f"{a['top1']:.0%} of {a['images']}" if a else "–",
-            "cos": f"{a['cosine_min']:.4f} / {a['cosine_mean']:.4f}" if a else (
-                "not computed" if e.get("agreement_note") else "–"),
-        })
+        out.append(
+            {
+                "rank": str(i) if lat else "–",
+                "backend": e["name"],
+                "model": e.get("model") or "–",
+                "device": e.get("device_key") or "–",
+                "status": status,
+                "median": _f(lat.get("median"), ".2f"),
+                "p90": _f(lat.get("p90"), ".2f"),
+                "fps": _f(e["fps"], ".1f"),
+                "speed": _f(e["relative_speed"], ".2f") + ("x" if e["relative_speed"] else ""),
+                "size": _size(e["size_bytes"]),
+                "top1": f"{h['label']} ({h['confidence']:.3f})" if h else "–",
+                "agree": f"{a['top1']:.0%} of {a['images']}" if a else "–",
+                "cos": f"{a['cosine_min']:.4f} / {a['cosine_mean']:.4f}"
+                if a
+                else ("not computed" if e.get("agreement_note") else "–"),
+            }
+        )
     return out
 
 
-HEADERS = {"rank": "#", "backend": "backend", "status": "status", "median": "median ms", "p90": "p90 ms",
-           "fps": "FPS", "speed": "vs source", "size": "size", "top1": "headline top-1",
-           "agree": "top-1 agreement", "cos": "cosine min / mean"}
+HEADERS = {
+    "rank": "#",
+    "backend": "backend",
+    "status": "status",
+    "median": "median ms",
+    "p90": "p90 ms",
+    "fps": "FPS",
+    "speed": "vs source",
+    "size": "size",
+    "top1": "headline top-1",
+    "agree": "top-1 agreement",
+    "cos": "cosine min / mean",
+}
 
 
 def headers(report: dict) -> dict[str, str]:
     """The columns: model and device only when the report spans several."""
-    extra = {k: k for k, many in (("model", len(report.get("models", [])) > 1), ("device", len(report.get("devices", {})) > 1)) if many}
+    extra = {
+        k: k for k, many in (("model", len(report.get("models", [])) > 1), ("device", len(report.get("devices", {})) > 1)) if many
+    }
     return {"rank": "#", "backend": "backend", **extra, **{k: v for k, v in HEADERS.items() if k not in ("rank", "backend")}}
 
 
@@ -84,8 +99,10 @@ def markdown(report: dict, sections: list[Path], drawn: Collection[str] = ("late
     lines = ["# modelport results", ""]
     devices = report.get("devices") or {report["machine"].get("device_key", "this machine"): report["machine"]}
     for key, m in devices.items():
-        lines.append(f"Machine{f' `{key}`' if len(devices) > 1 else ''}: {m.get('cpu')}, {m.get('cores')} cores, "
-                     f"{m.get('memory_gb')} GB, {m.get('os')}, Python {m.get('python')}.  ")
+        lines.append(
+            f"Machine{f' `{key}`' if len(devices) > 1 else ''}: {m.get('cpu')}, {m.get('cores')} cores, "
+            f"{m.get('memory_gb')} GB, {m.get('os')}, Python {m.get('python')}.  "
+        )
     lines += ["", method(report), ""]
     cols = headers(report)
     lines.append("| " + " | ".join(cols.values()) + " |")
@@ -103,8 +120,9 @@ def markdown(report: dict, sections: list[Path], drawn: Collection[str] = ("late
             load = f"; load avg {la.get('before')} -> {la.get('after')}" if la else ""
             versions = ", ".join(f"{k} {v}" for k, v in e["tool_versions"].items())
             settings = ", ".join(f"{k}={v}" for k, v in e["settings"].items())
-            extra = "".join(f"; {k}: median {t['median']:.2f} / p90 {t['p90']:.2f} ms"
-                            for k, t in e["extra_timings"].items())  # e.g. ncnn threads_1, TensorRT gpu_compute
+            extra = "".join(
+                f"; {k}: median {t['median']:.2f} / p90 {t['p90']:.2f} ms" for k, t in e["extra_timings"].items()
+            )  # e.g. ncnn threads_1, TensorRT gpu_compute
             lines.append(f"- **{e['name']}** ({e['env']} env; {versions}): {settings}{load}{extra}")
     notes = list(report.get("notes", [])) + [f"{e['name']}: {n}" for e in report["results"] for n in e["notes"]]
     if notes:
@@ -123,8 +141,13 @@ def matrix_md(report: dict) -> list[str]:
     if len(grid) < 2 and len(models) < 2:
         return []
     keys = list(dict.fromkeys(e["key"] for e in report["results"]))
-    out = ["", "## Models x backends, per device", "",
-           "Cell: median ms / cosine min vs the reference (or the status). Speed compares within a device only.", ""]
+    out = [
+        "",
+        "## Models x backends, per device",
+        "",
+        "Cell: median ms / cosine min vs the reference (or the status). Speed compares within a device only.",
+        "",
+    ]
     for device, by_model in grid.items():
         out += [f"**{device}**", "", "| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
         for model in models:
@@ -136,7 +159,9 @@ def matrix_md(report: dict) -> list[str]:
                 elif c["status"] != "ok":
                     cells.append(c["status"])
                 else:
-                    cells.append(" / ".join(x for x in (_f(c["median_ms"], ".2f", ""), _f(c["cosine_min"], ".4f", "")) if x) or "ok")
+                    cells.append(
+                        " / ".join(x for x in (_f(c["median_ms"], ".2f", ""), _f(c["cosine_min"], ".4f", "")) if x) or "ok"
+                    )
             out.append(f"| {model} | " + " | ".join(cells) + " |")
         out.append("")
     return out
@@ -159,8 +184,10 @@ def method(report: dict) -> str:
     else:
         agreement = "Agreement: not computed (no reference result)."
     if missing:
-        agreement += (f" Agreement NOT computed for {', '.join(e['name'] for e in missing)}: "
-                      f"{missing[0]['agreement_note'].removeprefix('agreement not computed: ')}.")
+        agreement += (
+            f" Agreement NOT computed for {', '.join(e['name'] for e in missing)}: "
+            f"{missing[0]['agreement_note'].removeprefix('agreement not computed: ')}."
+        )
     loaded = [e["name"] for e in report["results"] if e.get("under_load")]
     if loaded:
         latency += f" Taken under load (latency not trustworthy): {', '.join(loaded)}."
@@ -168,9 +195,11 @@ def method(report: dict) -> str:
     if not report.get("verify", True):
         check = "Verification is OFF ([convert] verify = false): no conversion was checked against the floors."
     elif f:
-        check = (f"Floors ([accuracy]): FP32/FP16 top-1 >= {f['fp_top1_min']:.0%}, cosine min >= {f['fp_cosine_min']}; "
-                 f"INT8 top-1 >= {f['int8_top1_min']:.0%}, cosine min >= {f['int8_cosine_min']}, "
-                 f"mean >= {f['int8_cosine_mean_min']}.")
+        check = (
+            f"Floors ([accuracy]): FP32/FP16 top-1 >= {f['fp_top1_min']:.0%}, cosine min >= {f['fp_cosine_min']}; "
+            f"INT8 top-1 >= {f['int8_top1_min']:.0%}, cosine min >= {f['int8_cosine_min']}, "
+            f"mean >= {f['int8_cosine_mean_min']}."
+        )
         if src.get("all_rows_int8_floors"):
             check += " The source is quantized, so every row (float ones too) is held to the INT8 floors."
     else:
@@ -228,11 +257,17 @@ def _accuracy(plt, agreed: list[dict], floors: dict):
     ax.scatter(mins, names, color="#c44e52", zorder=3, label="cosine min")
     # Each floor beside the statistic it bounds: the mean floor for the bars, the min floor for the points.
     if "int8_cosine_mean_min" in floors:
-        ax.axvline(floors["int8_cosine_mean_min"], ls="--", color="#2d6a3e", lw=1,
-                   label=f"INT8 floor, mean ({floors['int8_cosine_mean_min']})")
+        ax.axvline(
+            floors["int8_cosine_mean_min"],
+            ls="--",
+            color="#2d6a3e",
+            lw=1,
+            label=f"INT8 floor, mean ({floors['int8_cosine_mean_min']})",
+        )
     if "int8_cosine_min" in floors:
-        ax.axvline(floors["int8_cosine_min"], ls=":", color="#c44e52", lw=1.2,
-                   label=f"INT8 floor, min ({floors['int8_cosine_min']})")
+        ax.axvline(
+            floors["int8_cosine_min"], ls=":", color="#c44e52", lw=1.2, label=f"INT8 floor, min ({floors['int8_cosine_min']})"
+        )
     lo = min([*mins, floors.get("int8_cosine_min", 0.95)])
     ax.set_xlim(max(-1.0, lo - 0.01), 1.0005)
     ax.invert_yaxis()

@@ -1,55 +1,35 @@
-"""Run a runtime on the eval images, time it, compare it, write ``results/<key>.json`` + ``.npy``.
-
-Also used by the converters to verify what they produced: one code path runs every
-model on the eval images, so a verified conversion and a benchmarked one see the
-same tensors.
-"""
+"""Run a runtime on the eval images, time it, compare it, write ``results/<key>.json`` + ``.npy``."""
 
 from __future__ import annotations
-
-import numpy as np
 
 from modelport.common.artifacts import sha256_file
 from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, ModelportError
-from modelport.common.images import load_image
-from modelport.common.log import console, progress
-from modelport.common.preprocess import prepare, to_tensor
+from modelport.common.log import console
+from modelport.common.preprocess import to_tensor
 from modelport.common.results import fill_outputs, headline_index, new_result, write_result
 from modelport.common.schema import BackendResult, Status
 from modelport.common.timing import load_average, load_problem, measure
-
-from .registry import SOURCE_KEYS, runtime_class, source_key
-from .runtime import Runtime
-
-
-def prepared_images(ctx: StepContext) -> list[np.ndarray]:
-    """Decode + prepare each eval image once; every runtime's tensor derives from these arrays."""
-    cache = ctx.__dict__.setdefault("_prepared", {})
-    key = tuple(ctx.eval_images)
-    if key not in cache:
-        cache[key] = [prepare(load_image(p), ctx.config.input) for p in ctx.eval_images]
-    return cache[key]
+from modelport.runtime.base import Runtime
+from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_key
+from modelport.runtime.run import prepared_images, run_outputs
 
 
-def run_outputs(runtime: Runtime, prepared: list[np.ndarray], spec) -> np.ndarray:
-    """Outputs [N, C] of an active runtime on prepared images."""
-    outs = []
-    for arr in progress(prepared, f"{runtime.display}: eval images"):
-        out = np.asarray(runtime.infer(to_tensor(arr, spec, runtime.input_layout, runtime.input_dtype)))
-        outs.append(out.reshape(-1).astype(np.float32))
-    return np.stack(outs)
-
-
-def source_runtime(config, model) -> Runtime:
-    """The source model file in its own runtime (the reference): TFLite interpreter or onnxruntime."""
-    return runtime_class(source_key(config.contract))(config, {"model": model})
-
-
-def result_base(ctx: StepContext, cls: type[Runtime] | Runtime, status: Status = "ok", reason: str | None = None) -> BackendResult:
-    return new_result(ctx, key=cls.key, backend=cls.backend, precision=cls.precision, name=cls.display,
-                      device=cls.device, input_layout=cls.input_layout, input_dtype=cls.input_dtype,
-                      status=status, reason=reason)
+def result_base(
+    ctx: StepContext, cls: type[Runtime] | Runtime, status: Status = "ok", reason: str | None = None
+) -> BackendResult:
+    return new_result(
+        ctx,
+        key=cls.key,
+        backend=cls.backend,
+        precision=cls.precision,
+        name=cls.display,
+        device=cls.device,
+        input_layout=cls.input_layout,
+        input_dtype=cls.input_dtype,
+        status=status,
+        reason=reason,
+    )
 
 
 def not_this_source(ctx: StepContext, key: str) -> str | None:
@@ -93,7 +73,9 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
             outputs = run_outputs(runtime, prepared, cfg.input)
             headline_i = headline_index(ctx)
             tensor = to_tensor(prepared[headline_i], cfg.input, runtime.input_layout, runtime.input_dtype)
-            console.print(f"   timing {runtime.display}: {cfg.bench.warmup} warm-up + {cfg.bench.runs} runs on {names[headline_i]}")
+            console.print(
+                f"   timing {runtime.display}: {cfg.bench.warmup} warm-up + {cfg.bench.runs} runs on {names[headline_i]}"
+            )
             result.latency_ms = measure(lambda: runtime.infer(tensor), cfg.bench.warmup, cfg.bench.runs)
             result.extra_timings = getattr(runtime, "extra_timings", {})
             result.load_avg = {"before": load_before, "after": load_average()}

@@ -25,10 +25,10 @@ from modelport.common.log import console
 from modelport.common.machine import machine_info
 from modelport.common.preprocess import to_tensor
 from modelport.common.timing import load_average, sample, summarize
+from modelport.runtime.base import Runtime
+from modelport.runtime.run import prepared_images
 
 from .registry import batch_class
-from .runner import prepared_images
-from .runtime import Runtime
 from .tuning import THREAD_COUNTS, THREADS, config_with
 
 SWEEP_SCHEMA = "modelport.sweep/1"
@@ -79,29 +79,46 @@ def sweep(ctx: StepContext, key: str, batches=BATCHES, threads=THREAD_COUNTS, se
                     fns[t]()
             samples: dict[int, list] = {t: [] for t in runtimes}
             for r in range(ROUNDS):
-                for t in (threads if r % 2 == 0 else list(reversed(threads))):
+                for t in threads if r % 2 == 0 else list(reversed(threads)):
                     samples[t].extend(sample(fns[t], per_round))
             for t in threads:
                 stats = summarize(samples[t], WARMUP_CALLS)
-                p = {"threads": t, "batch": n, "mode": "native" if native else "loop", "calls": stats.runs, "load_avg": load_average(),
-                     "latency_ms": stats.model_dump(), "per_image_ms": stats.median / n,
-                     "images_per_s": 1000.0 * n / stats.median}
+                p = {
+                    "threads": t,
+                    "batch": n,
+                    "mode": "native" if native else "loop",
+                    "calls": stats.runs,
+                    "load_avg": load_average(),
+                    "latency_ms": stats.model_dump(),
+                    "per_image_ms": stats.median / n,
+                    "images_per_s": 1000.0 * n / stats.median,
+                }
                 points.append(p)
-                console.print(f"   {cls.display} threads {t} batch {n:>2} ({p['mode']}): "
-                              f"{stats.median:.2f} ms/call, {p['images_per_s']:.0f} img/s")
+                console.print(
+                    f"   {cls.display} threads {t} batch {n:>2} ({p['mode']}): "
+                    f"{stats.median:.2f} ms/call, {p['images_per_s']:.0f} img/s"
+                )
         first = runtimes[threads[0]]
         settings_used = first.settings()  # while active: ncnn INT8 reads its runtime blobs for it
     finally:
         for rt in runtimes.values():
             rt.deactivate()
     return {
-        "schema": SWEEP_SCHEMA, "key": key, "name": cls.display, "backend": cls.backend, "precision": cls.precision,
-        "env": ctx.env, "artifact": ctx.store.rel(next(iter(first.files.values()))), "thread_setting": thread_key,
+        "schema": SWEEP_SCHEMA,
+        "key": key,
+        "name": cls.display,
+        "backend": cls.backend,
+        "precision": cls.precision,
+        "env": ctx.env,
+        "artifact": ctx.store.rel(next(iter(first.files.values()))),
+        "thread_setting": thread_key,
         "batch_support": "native" if cls.max_batch > 1 else "loop",
-        "settings": settings_used, "points": sorted(points, key=lambda p: (p["threads"], p["batch"])),
+        "settings": settings_used,
+        "points": sorted(points, key=lambda p: (p["threads"], p["batch"])),
         "load_avg": {"before": load_before, "after": load_average()},
         "seconds": round(time.monotonic() - started, 1),
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_info(),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
     }
 
 

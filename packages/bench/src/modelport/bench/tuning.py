@@ -38,12 +38,12 @@ from modelport.common.log import console
 from modelport.common.machine import machine_info
 from modelport.common.preprocess import to_tensor
 from modelport.common.reference import load_reference
+from modelport.common.results import headline_index
 from modelport.common.schema import LatencyStats
 from modelport.common.timing import load_average, sample, summarize
-
-from .registry import runtime_class
-from .runner import headline_index, prepared_images, run_outputs
-from .runtime import Runtime
+from modelport.runtime.base import Runtime
+from modelport.runtime.registry import runtime_class
+from modelport.runtime.run import prepared_images, run_outputs
 
 TUNING_FILE = "depth/tuning.json"
 TUNING_SCHEMA = "modelport.tuning/1"
@@ -81,8 +81,9 @@ def current(config: Config, keys) -> dict[str, Any]:
     return {k: getattr(getattr(config, k.split(".")[0]), k.split(".")[1]) for k in keys}
 
 
-def race(calls: dict[str, Callable[[], object]], warmup: int, rounds: int, runs: int,
-         per_round: dict[str, list[float]] | None = None) -> dict[str, LatencyStats]:
+def race(
+    calls: dict[str, Callable[[], object]], warmup: int, rounds: int, runs: int, per_round: dict[str, list[float]] | None = None
+) -> dict[str, LatencyStats]:
     """Time each call in alternating rounds (A B C, C B A, ...) so background load hits them alike.
 
     ``per_round`` (optional) receives each call's median ms per round, for paired comparisons.
@@ -143,7 +144,9 @@ def passes_floor(ctx: StepContext, rt: Runtime, reference: np.ndarray | None) ->
     outputs = run_outputs(rt, prepared_images(ctx), ctx.config.input)
     agreement = compare(outputs, reference, [p.name for p in ctx.eval_images])
     kind: Kind = "int8" if rt.precision == "int8" else "float"
-    return not gate_failures(agreement, gate_kind(kind, ctx.config), ctx.config.accuracy), agreement.model_dump(exclude={"per_image"})
+    return not gate_failures(agreement, gate_kind(kind, ctx.config), ctx.config.accuracy), agreement.model_dump(
+        exclude={"per_image"}
+    )
 
 
 def tune(ctx: StepContext, key: str) -> dict:
@@ -169,8 +172,9 @@ def tune(ctx: StepContext, key: str) -> dict:
             stats = pool.time(options, "search", rounds)
             ranked = sorted(options, key=lambda s: stats[pool.name(s)].median)
             for s in options:
-                trials.append({"knob": knob, "settings": s, "median_ms": stats[pool.name(s)].median,
-                               "p90_ms": stats[pool.name(s)].p90})
+                trials.append(
+                    {"knob": knob, "settings": s, "median_ms": stats[pool.name(s)].median, "p90_ms": stats[pool.name(s)].p90}
+                )
             current_rounds = rounds[pool.name(best)]
             for s in ranked:  # fastest first; a numeric change must keep the accuracy floor
                 if s[knob] != best[knob] and not clearly_faster(rounds[pool.name(s)], current_rounds):
@@ -182,24 +186,38 @@ def tune(ctx: StepContext, key: str) -> dict:
                         continue
                 best = s
                 break
-            console.print(f"   {knob}: " + ", ".join(f"{s[knob]} {stats[pool.name(s)].median:.2f}" for s in options)
-                          + f" ms -> {best[knob]}")
+            console.print(
+                f"   {knob}: "
+                + ", ".join(f"{s[knob]} {stats[pool.name(s)].median:.2f}" for s in options)
+                + f" ms -> {best[knob]}"
+            )
         final = pool.time([default, best], "final") if best != default else pool.time([default], "final")
         _, agreement = passes_floor(ctx, pool.get(best), reference)
     finally:
         pool.close()
     d, t = final[pool.name(default)], final[pool.name(best)]
     return {
-        "key": key, "name": cls.display, "backend": cls.backend, "precision": cls.precision, "env": ctx.env,
-        "space": space, "default": default, "winner": best,
+        "key": key,
+        "name": cls.display,
+        "backend": cls.backend,
+        "precision": cls.precision,
+        "env": ctx.env,
+        "space": space,
+        "default": default,
+        "winner": best,
         "changed": {k: v for k, v in best.items() if default[k] != v},
-        "default_ms": d.model_dump(), "tuned_ms": t.model_dump(), "speedup": d.median / t.median,
-        "trials": trials, "numeric_checks": checked, "agreement": agreement,
+        "default_ms": d.model_dump(),
+        "tuned_ms": t.model_dump(),
+        "speedup": d.median / t.median,
+        "trials": trials,
+        "numeric_checks": checked,
+        "agreement": agreement,
         "method": f"coordinate descent, a change kept only if >= {MIN_GAIN:.0%} faster and faster in all but one paired round, interleaved rounds "
-                  f"(search {ROUNDS['search']}, final {ROUNDS['final']}: warm-up, rounds, runs per round)",
+        f"(search {ROUNDS['search']}, final {ROUNDS['final']}: warm-up, rounds, runs per round)",
         "load_avg": {"before": load_before, "after": load_average()},
         "seconds": round(time.monotonic() - started, 1),
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_info(),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
     }
 
 

@@ -25,8 +25,7 @@ def floors(accuracy: AccuracyConfig, kind: Kind) -> dict[str, float]:
     """The [accuracy] floors for a kind of model, keyed by Agreement field."""
     if kind == "float":
         return {"top1": accuracy.fp_top1_min, "cosine_min": accuracy.fp_cosine_min}
-    return {"top1": accuracy.int8_top1_min, "cosine_mean": accuracy.int8_cosine_mean_min,
-            "cosine_min": accuracy.int8_cosine_min}
+    return {"top1": accuracy.int8_top1_min, "cosine_mean": accuracy.int8_cosine_mean_min, "cosine_min": accuracy.int8_cosine_min}
 
 
 def compare(outputs: np.ndarray, reference: np.ndarray, names: Sequence[str]) -> Agreement:
@@ -85,5 +84,4 @@ def check_gate(agreement: Agreement, kind: Kind, what: str | Path, accuracy: Acc
     """Raise AccuracyGateError (carrying the agreement) when the model is below the [accuracy] floors for its kind."""
     failures = gate_failures(agreement, kind, accuracy)
     if failures:
-        raise AccuracyGateError(f"{kind} model disagrees with the reference: {'; '.join(failures)}", what,
-                                agreement=agreement)
+        raise AccuracyGateError(f"{kind} model disagrees with the reference: {'; '.join(failures)}", what, agreement=agreement)

@@ -157,8 +157,9 @@ class ArtifactStore:
         if path.is_file() and m.is_file():
             recorded = (self.read_manifest(self.rel(path)) or {}).get("sha256")
             if recorded != sha256_file(path):
-                raise InputError("changed since the step that made it (sha256 differs from its manifest): "
-                                 "rerun that step (or --force)", path)
+                raise InputError(
+                    "changed since the step that made it (sha256 differs from its manifest): rerun that step (or --force)", path
+                )
 
     def current_source(self) -> dict | None:
         """``{"path", "sha256"}`` of the source model `fetch` put here last (None: nothing fetched)."""
@@ -195,8 +196,11 @@ class ArtifactStore:
         if not is_source_model(root["path"]):
             raise InputError(f"records no source model it was made from (made by an older modelport): run `{rerun}`", path)
         if root["sha256"] != current["sha256"]:
-            raise InputError(f"was made from another source model (sha256 {short(root['sha256'])}; "
-                             f"{current['path']} is now {short(current['sha256'])}): run `{rerun}`", path)
+            raise InputError(
+                f"was made from another source model (sha256 {short(root['sha256'])}; "
+                f"{current['path']} is now {short(current['sha256'])}): run `{rerun}`",
+                path,
+            )
         return chain
 
     def produce(
@@ -234,7 +238,6 @@ class ArtifactStore:
             finally:
                 f.truncate(0)
                 fcntl.flock(f, fcntl.LOCK_UN)
-
 
     def _sweep(self) -> None:
         """Delete what a SIGKILLed run left: temp files and work dirs. Never trusted (temp names, no
@@ -320,14 +323,19 @@ class Job:
         roots = {c[-1]["sha256"] for c in chains.values()}
         if len(roots) > 1:
             parts = ", ".join(f"{c[0]['path']} from {short(c[-1]['sha256'])}" for c in chains.values())
-            raise InputError(f"inputs were made from different source models ({parts}): rerun the step that "
-                             "made the older one (or --force)", self.store.path(self.outputs[0]))
+            raise InputError(
+                f"inputs were made from different source models ({parts}): rerun the step that made the older one (or --force)",
+                self.store.path(self.outputs[0]),
+            )
         current = self.store.current_source()
         if chains and current and roots != {current["sha256"]} and not any(map(is_source_model, self.outputs)):
             first = next(iter(chains.values()))
-            raise InputError(f"was made from another source model (sha256 {short(first[-1]['sha256'])}; "
-                             f"{current['path']} is now {short(current['sha256'])}): rerun the step that makes it "
-                             "first (or --force)", self.store.path(first[0]["path"]))
+            raise InputError(
+                f"was made from another source model (sha256 {short(first[-1]['sha256'])}; "
+                f"{current['path']} is now {short(current['sha256'])}): rerun the step that makes it "
+                "first (or --force)",
+                self.store.path(first[0]["path"]),
+            )
         # The first input is what the outputs are made from (the model; then reference, calibration...).
         return next(iter(chains.values()), [])
 
@@ -350,7 +358,9 @@ class Job:
         self.cached = not self.force and self._is_fresh(self._hashes)
         if self.cached:
             self._clear_failures()
-            console.print(f"   [green]up to date[/]: {', '.join(self.outputs)} (inputs, {self.tool} and options unchanged; --force redoes it)")
+            console.print(
+                f"   [green]up to date[/]: {', '.join(self.outputs)} (inputs, {self.tool} and options unchanged; --force redoes it)"
+            )
         self.started = time.monotonic()
         reset_peak()
         return self

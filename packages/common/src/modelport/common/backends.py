@@ -13,11 +13,11 @@ commands through ``modelport.commands``: a new toolchain is its own package plus
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Literal
+from typing import Any, Literal
 
 Floors = Literal["float", "int8"]
 # A tuning knob's values: 1, 2 and this machine's core count (resolved where the search runs).
@@ -32,7 +32,7 @@ class Backend:
     env: str  # the toolchain env (envs/<env>) whose steps make and measure it
     precision: str  # fp32 / fp16 / int8
     rank: int  # where its row sorts in the report (the source model first)
-    runtime: str | None = None  # "module:Class", a modelport.bench Runtime; None: its env's own step writes the row
+    runtime: str | None = None  # "module:Class", a modelport.runtime Runtime; None: its env's own step writes the row
     target: str | None = None  # "module[:obj]" conversion target of the same name
     fp32_twin: str | None = None  # an INT8 backend's float counterpart (speed and per-layer comparison)
     batch_twin: str | None = None  # "module:Class" of the dynamic-batch runtime the depth sweeps use
@@ -41,7 +41,7 @@ class Backend:
     source: bool = False  # the source model's own runtime: the reference row
     default_row: bool = True  # made by its env's default steps (`nox -s convert bench rknn`): CI expects it
     # `depth tune`'s search space: config key -> values (or THREADS), in the order the knobs are tried
-    tuning: Mapping[str, tuple | str] = field(default_factory=dict, hash=False)
+    tuning: Mapping[str, Sequence[Any]] = field(default_factory=dict, hash=False)
     numeric: tuple[str, ...] = ()  # knobs whose non-default values can change the outputs: kept only above the floors
 
     @property
@@ -53,36 +53,124 @@ class Backend:
         return "int8" if "int8" in self.precision else "float"  # a hybrid (int8+fp16) is held to the INT8 floors
 
 
-_B, _R = "modelport.bench.runtimes", "modelport.convert"
+_B, _R = "modelport.runtime", "modelport.convert"
 _TFLITE = {"tflite.threads": THREADS, "tflite.xnnpack": (True, False)}
-_ORT = {"onnxruntime.intra_op_threads": THREADS, "onnxruntime.graph_optimization_level": ("basic", "extended", "all"),
-        "onnxruntime.execution_mode": ("sequential", "parallel"), "onnxruntime.inter_op_threads": THREADS}
+_ORT = {
+    "onnxruntime.intra_op_threads": THREADS,
+    "onnxruntime.graph_optimization_level": ("basic", "extended", "all"),
+    "onnxruntime.execution_mode": ("sequential", "parallel"),
+    "onnxruntime.inter_op_threads": THREADS,
+}
 # ncnn's lightmode is not here: it frees intermediate blobs early (memory, not speed) and modelport
 # does not expose it as a setting.
-_NCNN = {"ncnn.threads": THREADS, "ncnn.packing_layout": (True, False), "ncnn.winograd": (True, False),
-         "ncnn.sgemm": (True, False), "ncnn.fp16_storage": (False, True), "ncnn.fp16_packed": (False, True),
-         "ncnn.fp16_arithmetic": (False, True)}
+_NCNN = {
+    "ncnn.threads": THREADS,
+    "ncnn.packing_layout": (True, False),
+    "ncnn.winograd": (True, False),
+    "ncnn.sgemm": (True, False),
+    "ncnn.fp16_storage": (False, True),
+    "ncnn.fp16_packed": (False, True),
+    "ncnn.fp16_arithmetic": (False, True),
+}
 _ORT_NUMERIC = ("onnxruntime.graph_optimization_level",)
 _NCNN_NUMERIC = ("ncnn.fp16_storage", "ncnn.fp16_packed", "ncnn.fp16_arithmetic")
 BUILTIN: tuple[Backend, ...] = (
-    Backend("tflite", "TFLite FP32", "tf-onnx", "fp32", 0, f"{_B}.tflite:TfliteRuntime", source=True,
-            batch_twin=f"{_B}.tflite:TfliteDynamicRuntime", depth=True, tuning=_TFLITE),
+    Backend(
+        "tflite",
+        "TFLite FP32",
+        "tf-onnx",
+        "fp32",
+        0,
+        f"{_B}.tflite:TfliteRuntime",
+        source=True,
+        batch_twin=f"{_B}.tflite:TfliteDynamicRuntime",
+        depth=True,
+        tuning=_TFLITE,
+    ),
     Backend("onnx-source", "ONNX FP32 (source)", "tf-onnx", "fp32", 1, f"{_B}.onnxruntime:OnnxSourceRuntime", source=True),
-    Backend("onnx", "ONNX FP32", "tf-onnx", "fp32", 10, f"{_B}.onnxruntime:OnnxFp32Runtime", f"{_R}.tflite_onnx",
-            batch_twin=f"{_B}.onnxruntime:OnnxFp32DynamicRuntime", depth=True, tuning=_ORT, numeric=_ORT_NUMERIC),
-    Backend("onnx-int8", "ONNX INT8", "tf-onnx", "int8", 11, f"{_B}.onnxruntime:OnnxInt8Runtime", f"{_R}.onnx_int8:ORT",
-            fp32_twin="onnx", batch_twin=f"{_B}.onnxruntime:OnnxInt8DynamicRuntime", depth=True, tuning=_ORT,
-            numeric=_ORT_NUMERIC),
-    Backend("tensorrt-fp32", "TensorRT FP32", "tensorrt", "fp32", 20, f"{_B}.tensorrt:TensorrtFp32Runtime",
-            f"{_R}.tensorrt:FP32", needs="gpu"),
-    Backend("tensorrt-fp16", "TensorRT FP16", "tensorrt", "fp16", 21, f"{_B}.tensorrt:TensorrtFp16Runtime",
-            f"{_R}.tensorrt:FP16", needs="gpu"),
-    Backend("tensorrt-int8", "TensorRT INT8", "tensorrt", "int8", 22, f"{_B}.tensorrt:TensorrtInt8Runtime",
-            f"{_R}.tensorrt:INT8", fp32_twin="tensorrt-fp32", needs="gpu"),
-    Backend("ncnn", "NCNN FP32", "ncnn", "fp32", 30, f"{_B}.ncnn:NcnnRuntime", f"{_R}.ncnn", depth=True, tuning=_NCNN,
-            numeric=_NCNN_NUMERIC),
-    Backend("ncnn-int8", "NCNN INT8", "ncnn", "int8", 31, f"{_B}.ncnn:NcnnInt8Runtime", f"{_R}.ncnn_int8",
-            fp32_twin="ncnn", depth=True, tuning=_NCNN, numeric=_NCNN_NUMERIC),
+    Backend(
+        "onnx",
+        "ONNX FP32",
+        "tf-onnx",
+        "fp32",
+        10,
+        f"{_B}.onnxruntime:OnnxFp32Runtime",
+        f"{_R}.tflite_onnx",
+        batch_twin=f"{_B}.onnxruntime:OnnxFp32DynamicRuntime",
+        depth=True,
+        tuning=_ORT,
+        numeric=_ORT_NUMERIC,
+    ),
+    Backend(
+        "onnx-int8",
+        "ONNX INT8",
+        "tf-onnx",
+        "int8",
+        11,
+        f"{_B}.onnxruntime:OnnxInt8Runtime",
+        f"{_R}.onnx_int8:ORT",
+        fp32_twin="onnx",
+        batch_twin=f"{_B}.onnxruntime:OnnxInt8DynamicRuntime",
+        depth=True,
+        tuning=_ORT,
+        numeric=_ORT_NUMERIC,
+    ),
+    Backend(
+        "tensorrt-fp32",
+        "TensorRT FP32",
+        "tensorrt",
+        "fp32",
+        20,
+        f"{_B}.tensorrt:TensorrtFp32Runtime",
+        f"{_R}.tensorrt:FP32",
+        needs="gpu",
+    ),
+    Backend(
+        "tensorrt-fp16",
+        "TensorRT FP16",
+        "tensorrt",
+        "fp16",
+        21,
+        f"{_B}.tensorrt:TensorrtFp16Runtime",
+        f"{_R}.tensorrt:FP16",
+        needs="gpu",
+    ),
+    Backend(
+        "tensorrt-int8",
+        "TensorRT INT8",
+        "tensorrt",
+        "int8",
+        22,
+        f"{_B}.tensorrt:TensorrtInt8Runtime",
+        f"{_R}.tensorrt:INT8",
+        fp32_twin="tensorrt-fp32",
+        needs="gpu",
+    ),
+    Backend(
+        "ncnn",
+        "NCNN FP32",
+        "ncnn",
+        "fp32",
+        30,
+        f"{_B}.ncnn:NcnnRuntime",
+        f"{_R}.ncnn",
+        depth=True,
+        tuning=_NCNN,
+        numeric=_NCNN_NUMERIC,
+    ),
+    Backend(
+        "ncnn-int8",
+        "NCNN INT8",
+        "ncnn",
+        "int8",
+        31,
+        f"{_B}.ncnn:NcnnInt8Runtime",
+        f"{_R}.ncnn_int8",
+        fp32_twin="ncnn",
+        depth=True,
+        tuning=_NCNN,
+        numeric=_NCNN_NUMERIC,
+    ),
     # RKNN rows are written by `rknn all` (simulator, board), not by `bench`: no runtime here.
     Backend("rknn-int8", "RKNN INT8 (simulator)", "rknn", "int8", 40),
     Backend("rknn-fp16", "RKNN FP16 (simulator)", "rknn", "fp16", 41, default_row=False),

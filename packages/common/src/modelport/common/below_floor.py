@@ -34,8 +34,13 @@ def keep_below_floor(store: ArtifactStore, files: dict[Path, Path], error) -> li
         shutil.copyfile(made, dest)
         agreement = getattr(error, "agreement", None)
         manifest = {
-            "artifact": store.rel(dest), "below_floor": True, "trusted": False, "instead_of": store.rel(Path(final)),
-            "reason": error.message, "sha256": sha256_file(dest), "size_bytes": dest.stat().st_size,
+            "artifact": store.rel(dest),
+            "below_floor": True,
+            "trusted": False,
+            "instead_of": store.rel(Path(final)),
+            "reason": error.message,
+            "sha256": sha256_file(dest),
+            "size_bytes": dest.stat().st_size,
             "agreement": agreement.model_dump(exclude={"per_image"}) if agreement is not None else None,
             "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         }

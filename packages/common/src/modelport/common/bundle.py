@@ -30,8 +30,7 @@ from .schema import BackendResult
 
 BUNDLE_VERSION = 1
 BUNDLE_SCHEMA = f"modelport.bundle/{BUNDLE_VERSION}"
-_SMALL = ("results/*.json", "results/*.npy", "**/*.manifest.json", "report/sections/*", "depth/*.json",
-          "analysis/*.json")
+_SMALL = ("results/*.json", "results/*.npy", "**/*.manifest.json", "report/sections/*", "depth/*.json", "analysis/*.json")
 
 
 def _contents(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> IO[bytes]:
@@ -128,8 +127,10 @@ def read_bundle(path: Path, into: Path) -> Source:
             if version is None:
                 raise InputError(f"not a modelport bundle (schema {schema!r})", path)
             if version > BUNDLE_VERSION:
-                raise InputError(f"bundle schema {schema} is newer than this modelport reads ({BUNDLE_SCHEMA}): "
-                                 "upgrade modelport to merge it", path)
+                raise InputError(
+                    f"bundle schema {schema} is newer than this modelport reads ({BUNDLE_SCHEMA}): upgrade modelport to merge it",
+                    path,
+                )
             listed = index.get("files", {})
             seen = set()
             for m in tar:
@@ -180,5 +181,4 @@ def export_cmd(ctx: StepContext, out: Path, with_models: bool):
     with ctx.store.lock():
         index = export(ctx.store, out, with_models)
     size = out.stat().st_size
-    console.print(f"bundle: {out} ({len(index['files'])} files, {size / 1e6:.2f} MB, device {index['device_key']})",
-                  markup=False)
+    console.print(f"bundle: {out} ({len(index['files'])} files, {size / 1e6:.2f} MB, device {index['device_key']})", markup=False)

@@ -27,11 +27,33 @@ MODELPORT_IMAGES / MODELPORT_CALIBRATION (eval / calibration images).
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="modelport.toml to use (default: ./modelport.toml, else built-in defaults).")
-@click.option("-a", "--artifacts", type=click.Path(file_okay=False), help="Artifacts directory (default: $MODELPORT_ARTIFACTS or ./artifacts).")
-@click.option("-o", "--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a config value, e.g. -o bench.runs=500 (repeatable).")
-@click.option("--image", "--images", "images", type=click.Path(), help="Eval image, directory or list file (overrides [images] eval).")
-@click.option("--calibration-dataset", type=click.Path(), help="Calibration image, directory or list file (overrides [images] calibration).")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="modelport.toml to use (default: ./modelport.toml, else built-in defaults).",
+)
+@click.option(
+    "-a",
+    "--artifacts",
+    type=click.Path(file_okay=False),
+    help="Artifacts directory (default: $MODELPORT_ARTIFACTS or ./artifacts).",
+)
+@click.option(
+    "-o",
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override a config value, e.g. -o bench.runs=500 (repeatable).",
+)
+@click.option(
+    "--image", "--images", "images", type=click.Path(), help="Eval image, directory or list file (overrides [images] eval)."
+)
+@click.option(
+    "--calibration-dataset", type=click.Path(), help="Calibration image, directory or list file (overrides [images] calibration)."
+)
 @click.option("--labels", type=click.Path(dir_okay=False), help="Labels file for `fetch` (overrides [model] labels).")
 @click.option("--force", is_flag=True, help="Redo every step even when its manifest says it is up to date.")
 @click.version_option(__version__, prog_name="modelport")
@@ -65,8 +87,18 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-_GLOBAL_VALUE_OPTS = {"-c", "--config", "-a", "--artifacts", "-o", "--set", "--image", "--images",
-                      "--calibration-dataset", "--labels"}
+_GLOBAL_VALUE_OPTS = {
+    "-c",
+    "--config",
+    "-a",
+    "--artifacts",
+    "-o",
+    "--set",
+    "--image",
+    "--images",
+    "--calibration-dataset",
+    "--labels",
+}
 
 
 def hoist_overrides(argv: list[str]) -> list[str]:
@@ -135,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[red]interrupted[/]")
         return 130
     except MemoryError:
-        console.print("[red]error:[/] out of memory (lower [images] calibration_limit or "
-                      "[quantization] histogram_calibration_limit, or free memory)", soft_wrap=True)
+        console.print(
+            "[red]error:[/] out of memory (lower [images] calibration_limit or "
+            "[quantization] histogram_calibration_limit, or free memory)",
+            soft_wrap=True,
+        )
         return 1
     except OSError as e:
         console.print(f"[red]error:[/] {escape(_os_error(e))}", soft_wrap=True)

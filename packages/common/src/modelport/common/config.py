@@ -269,8 +269,9 @@ def find_config(explicit: str | Path | None = None) -> Path | None:
     return p if p.is_file() else None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str | tuple[str, Any]] | None = None,
-                defaults: bool = False) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str | tuple[str, Any]] | None = None, defaults: bool = False
+) -> Config:
     """Read modelport.toml (or defaults), apply env vars, then overrides.
 
     An override is ``"section.key=value"`` (value parsed as TOML, else a bare string)

@@ -103,8 +103,11 @@ def resolve_input(spec: InputSpec, contract: Contract, config: Path | str | None
     """``[input]`` completed with what the model says; raises ConfigError naming the config and the model
     when a value set in the config contradicts the model."""
     if contract.channels != 3:
-        raise InputError("a 1-channel (grayscale) input: the one preprocessing makes 3-channel RGB/BGR only, "
-                         "grayscale sources are not supported yet", model)
+        raise InputError(
+            "a 1-channel (grayscale) input: the one preprocessing makes 3-channel RGB/BGR only, "
+            "grayscale sources are not supported yet",
+            model,
+        )
     given = spec.model_fields_set
     update: dict = {}
     errors: list[str] = []
@@ -116,15 +119,19 @@ def resolve_input(spec: InputSpec, contract: Contract, config: Path | str | None
 
     if contract.size is None:
         if "size" not in given:
-            raise ConfigError(f"the model's input height/width are dynamic ({contract.input_shape}): "
-                              f"set [input] size = [height, width] in the config ({config or 'none'})", model)
+            raise ConfigError(
+                f"the model's input height/width are dynamic ({contract.input_shape}): "
+                f"set [input] size = [height, width] in the config ({config or 'none'})",
+                model,
+            )
     else:
         take("size", tuple(contract.size), "input height, width")
     take("dtype", contract.dtype, "input dtype")
     if contract.quantized:
         if contract.scale is None or contract.zero_point is None:
-            raise InputError(f"{contract.dtype} input without its quantization scale/zero point: rerun `modelport fetch`",
-                             CONTRACT)
+            raise InputError(
+                f"{contract.dtype} input without its quantization scale/zero point: rerun `modelport fetch`", CONTRACT
+            )
         take("scale", contract.scale, "input scale")
         take("zero_point", contract.zero_point, "input zero point")
         mean, std = float_twin(contract.dtype, contract.scale, contract.zero_point)

@@ -147,8 +147,9 @@ def probe_gpu(drv: CudaDriver, index: int = 0) -> tuple[LayerStatus, GpuInfo | N
     if count == 0:
         return LayerStatus("gpu", False, "no CUDA GPU: the driver sees 0 devices", hardware=True), None
     if index >= count:
-        return LayerStatus("gpu", False, f"no CUDA GPU {index}: the driver sees {count} device(s) ([tensorrt] device)",
-                           hardware=True), None
+        return LayerStatus(
+            "gpu", False, f"no CUDA GPU {index}: the driver sees {count} device(s) ([tensorrt] device)", hardware=True
+        ), None
     try:
         name, cc = drv.device(index)
         major, minor = drv.driver_cuda_version()
@@ -162,7 +163,8 @@ def probe_cuda_runtime(gpu: GpuInfo, loader: Callable[[str], ctypes.CDLL] = ctyp
     major = int(gpu.driver_cuda.split(".")[0])
     if major < CUDA_MAJOR:
         return LayerStatus(
-            "cuda-runtime", False,
+            "cuda-runtime",
+            False,
             f"CUDA runtime: the NVIDIA driver supports CUDA {gpu.driver_cuda}; TensorRT {TENSORRT_MAJOR} for "
             f"CUDA {CUDA_MAJOR} needs a driver for CUDA >= {CUDA_MAJOR}.0",
             hardware=True,
@@ -179,7 +181,8 @@ def probe_cuda_runtime(gpu: GpuInfo, loader: Callable[[str], ctypes.CDLL] = ctyp
             return LayerStatus("cuda-runtime", True, f"CUDA runtime {v.value // 1000}.{(v.value % 1000) // 10}")
         return LayerStatus("cuda-runtime", True, f"{candidate} loaded")
     return LayerStatus(
-        "cuda-runtime", False,
+        "cuda-runtime",
+        False,
         f"CUDA runtime: {_CUDART_LIB} not found ({errors[0] if errors else 'not searched'}); "
         f"install nvidia-cuda-runtime-cu{CUDA_MAJOR} ({INSTALL_HINT}) or the CUDA {CUDA_MAJOR} toolkit",
     )

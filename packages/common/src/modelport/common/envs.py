@@ -68,8 +68,11 @@ class Env:
 
     def pytest_args(self, root: Path) -> list[str]:
         """tests with its globs expanded against the checkout (pytest options are passed as they are)."""
-        return [a for arg in self.tests
-                for a in (sorted(str(p) for p in root.glob(arg)) if "*" in arg and not arg.startswith("-") else [arg])]
+        return [
+            a
+            for arg in self.tests
+            for a in (sorted(str(p) for p in root.glob(arg)) if "*" in arg and not arg.startswith("-") else [arg])
+        ]
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,18 @@ def checkout_root() -> Path:
 
 # --- reading and validating -------------------------------------------------------------------
 
-_TYPES = {"order": int, "packages": list, "image": str, "services": list, "tests": list, "needs": str,
-          "without_toolchain": list, "report": bool, "requirements": list, "steps": dict}
+_TYPES = {
+    "order": int,
+    "packages": list,
+    "image": str,
+    "services": list,
+    "tests": list,
+    "needs": str,
+    "without_toolchain": list,
+    "report": bool,
+    "requirements": list,
+    "steps": dict,
+}
 _TYPE_NAMES = {int: "an integer", str: "a string", list: "a list", bool: "true or false", dict: "a table"}
 _REQUIRED = ("order", "packages", "image", "services", "tests", "requirements")
 
@@ -157,9 +170,19 @@ def load_env(path: Path, root: Path) -> Env:
     unnamed = sorted(p.name for p in path.parent.glob("requirements*.txt") if p not in reqs)
     if unnamed:
         raise TableError(f"{path}: {unnamed[0]} is not in requirements (a pin file nothing installs)")
-    return Env(name=name, order=data["order"], packages=data["packages"], image=data["image"],
-               services=data["services"], tests=data["tests"], requirements=reqs, steps=steps,
-               needs=needs, without_toolchain=data.get("without_toolchain", []), report=data.get("report", False))
+    return Env(
+        name=name,
+        order=data["order"],
+        packages=data["packages"],
+        image=data["image"],
+        services=data["services"],
+        tests=data["tests"],
+        requirements=reqs,
+        steps=steps,
+        needs=needs,
+        without_toolchain=data.get("without_toolchain", []),
+        report=data.get("report", False),
+    )
 
 
 def load(root: Path | None = None) -> Table:
@@ -200,6 +223,7 @@ def load_tools(path: Path) -> dict[str, list[str]]:
 
 # --- hardware ---------------------------------------------------------------------------------
 
+
 def gpu_missing() -> str | None:
     """Why TensorRT cannot be installed here (its wheels and pycuda need an NVIDIA driver), or None."""
     if Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi"):
@@ -214,9 +238,11 @@ def missing(env: Env) -> str | None:
 
 # --- venvs ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Recipe:
     """What goes into one venv, in install order: pins, requirement files, editable packages (--no-deps)."""
+
     pins: list[str] = field(default_factory=list)
     requirements: list[Path] = field(default_factory=list)
     packages: list[Path] = field(default_factory=list)  # folders holding a pyproject.toml

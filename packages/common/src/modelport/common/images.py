@@ -73,16 +73,20 @@ def load_image(path: str | Path) -> np.ndarray:
                 if frames > 1:
                     raise InputError(f"animated image ({frames} frames); extract one frame first", path)
                 if img.width * img.height > MAX_PIXELS:
-                    raise InputError(f"image too large: {img.width}x{img.height} exceeds {MAX_PIXELS} pixels "
-                                     "(decompression bomb guard); downscale it first", path)
+                    raise InputError(
+                        f"image too large: {img.width}x{img.height} exceeds {MAX_PIXELS} pixels "
+                        "(decompression bomb guard); downscale it first",
+                        path,
+                    )
                 img.load()
                 return _to_rgb(ImageOps.exif_transpose(img))
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         # PIL refuses before our own size check can run: the file is an image, just too large.
-        raise InputError(f"image too large (over {MAX_PIXELS} pixels, the decompression bomb guard); "
-                         "downscale it first", path) from None
+        raise InputError(
+            f"image too large (over {MAX_PIXELS} pixels, the decompression bomb guard); downscale it first", path
+        ) from None
     except UnidentifiedImageError as e:
         raise InputError(f"not a readable image ({type(e).__name__})", path) from None
     except (OSError, SyntaxError, ValueError) as e:

@@ -101,13 +101,14 @@ def run(env: str, args: list[str], artifacts: Path, image: str | None = None) ->
         client = docker.from_env()
         client.images.get(spec["image"])
     except ImageNotFound:
-        sys.exit(f"in-docker: image {spec['image']} not found on {os.environ.get('DOCKER_HOST', 'the local engine')}; "
-                 f"build it first: docker compose build")
+        sys.exit(
+            f"in-docker: image {spec['image']} not found on {os.environ.get('DOCKER_HOST', 'the local engine')}; "
+            f"build it first: docker compose build"
+        )
     except DockerException as e:
         sys.exit(f"in-docker: cannot reach a Docker engine: {e}")
     mounts = ", ".join(f"{src} ({v['mode']})" for src, v in spec["volumes"].items())
-    print(f"in-docker: {spec['image']} modelport {' '.join(args)}  [network {spec['network_mode']}; {mounts}]",
-          flush=True)
+    print(f"in-docker: {spec['image']} modelport {' '.join(args)}  [network {spec['network_mode']}; {mounts}]", flush=True)
     container = client.containers.run(detach=True, **spec)
     try:
         for chunk in container.logs(stream=True, follow=True):

@@ -68,14 +68,19 @@ class Labels:
         where = [i for i, n in enumerate(self.names) if self._is_background(n)]
         if not where:
             return "no background"
-        return "background first" if where[0] == 0 else "background last" if where[0] == len(self.names) - 1 else "background inside"
+        return (
+            "background first" if where[0] == 0 else "background last" if where[0] == len(self.names) - 1 else "background inside"
+        )
 
     def check(self, num_classes: int) -> int:
         """The model's output width must fit: N names, or N+1 with background first or last. Returns ``shift``."""
         shift = self.shift(num_classes)
         if shift is None:
-            raise InputError(f"{len(self.names)} labels fit no convention for a model with {num_classes} outputs "
-                             f"(expected {num_classes}, or {num_classes + 1} with 'background' first or last)", self.path)
+            raise InputError(
+                f"{len(self.names)} labels fit no convention for a model with {num_classes} outputs "
+                f"(expected {num_classes}, or {num_classes + 1} with 'background' first or last)",
+                self.path,
+            )
         return shift
 
     def name(self, index: int, num_classes: int | None = None) -> str:

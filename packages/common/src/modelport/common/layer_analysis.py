@@ -27,8 +27,9 @@ SCHEMA = "modelport.layer-analysis/1"
 # value: a modelport.convert.analyze.Target), read here by name only, so nothing is imported.
 ANALYSES_GROUP = "modelport.analyses"
 BUILTIN_TARGETS = ("onnx-int8", "ncnn-int8", "rknn-int8", "tensorrt-int8")
-TARGETS = BUILTIN_TARGETS + tuple(dict.fromkeys(ep.name for ep in entry_points(group=ANALYSES_GROUP)
-                                                if ep.name not in BUILTIN_TARGETS))
+TARGETS = BUILTIN_TARGETS + tuple(
+    dict.fromkeys(ep.name for ep in entry_points(group=ANALYSES_GROUP) if ep.name not in BUILTIN_TARGETS)
+)
 SQNR_CAP_DB = 120.0  # identical tensors: a finite number that still sorts as "no error"
 
 
@@ -72,25 +73,40 @@ class LayerErrors:
     graph: OnnxGraph
     per_layer: dict[str, dict] = field(default_factory=dict)
 
-    def add(self, layer: OnnxLayer, backend_name: str, image: str, reference: np.ndarray, test: np.ndarray,
-            tensor: str | None = None) -> None:
+    def add(
+        self, layer: OnnxLayer, backend_name: str, image: str, reference: np.ndarray, test: np.ndarray, tensor: str | None = None
+    ) -> None:
         cos, sqnr = tensor_error(reference, test)
         tensor = tensor or layer.output
         row = self.per_layer.get(layer.node)
         # Several tensors of one layer (conv output and its fused activation): keep the layer's last one.
         if row is None or layer.tensors.index(tensor) > layer.tensors.index(row["tensor"]):
-            row = self.per_layer[layer.node] = {"layer": layer, "backend_name": backend_name, "tensor": tensor,
-                                                "cosine": {}, "sqnr_db": {}}
+            row = self.per_layer[layer.node] = {
+                "layer": layer,
+                "backend_name": backend_name,
+                "tensor": tensor,
+                "cosine": {},
+                "sqnr_db": {},
+            }
         elif tensor != row["tensor"]:
             return
         row["cosine"][image] = cos
         row["sqnr_db"][image] = sqnr
 
     def rows(self) -> list[dict]:
-        return summarize(self.graph, [
-            {"layer": r["layer"], "backend_name": r["backend_name"], "tensor": r["tensor"],
-             "cosine": list(r["cosine"].values()), "sqnr_db": list(r["sqnr_db"].values())}
-            for r in self.per_layer.values()])
+        return summarize(
+            self.graph,
+            [
+                {
+                    "layer": r["layer"],
+                    "backend_name": r["backend_name"],
+                    "tensor": r["tensor"],
+                    "cosine": list(r["cosine"].values()),
+                    "sqnr_db": list(r["sqnr_db"].values()),
+                }
+                for r in self.per_layer.values()
+            ],
+        )
 
 
 def summarize(graph: OnnxGraph, collected: Iterable[dict]) -> list[dict]:
@@ -101,12 +117,23 @@ def summarize(graph: OnnxGraph, collected: Iterable[dict]) -> list[dict]:
         la: OnnxLayer = r["layer"]
         layers[la.node] = la
         cos, sq = r["cosine"], r.get("sqnr_db") or [sqnr_from_cosine(c) for c in r["cosine"]]
-        rows.append({"index": la.index, "node": la.node, "op": la.op, "tensor": r["tensor"],
-                     "backend_name": r["backend_name"], "images": len(cos),
-                     "cosine_min": float(min(cos)), "cosine_mean": float(np.mean(cos)),
-                     "sqnr_db_min": float(min(sq)), "sqnr_db_mean": float(np.mean(sq)),
-                     "sqnr_db_images": [round(float(v), 3) for v in sq], "cosine_images": [float(c) for c in cos],
-                     **({"single_cosine_min": float(min(r["single_cosine"]))} if r.get("single_cosine") else {})})
+        rows.append(
+            {
+                "index": la.index,
+                "node": la.node,
+                "op": la.op,
+                "tensor": r["tensor"],
+                "backend_name": r["backend_name"],
+                "images": len(cos),
+                "cosine_min": float(min(cos)),
+                "cosine_mean": float(np.mean(cos)),
+                "sqnr_db_min": float(min(sq)),
+                "sqnr_db_mean": float(np.mean(sq)),
+                "sqnr_db_images": [round(float(v), 3) for v in sq],
+                "cosine_images": [float(c) for c in cos],
+                **({"single_cosine_min": float(min(r["single_cosine"]))} if r.get("single_cosine") else {}),
+            }
+        )
     measured = {row["node"]: row for row in rows}
     # The image whose model output is furthest off sets cosine_min, the floor most often missed.
     if not rows:
@@ -149,18 +176,43 @@ def worst(rows: list[dict], n: int, on: str = "own_sqnr_db") -> list[dict]:
 
 def print_summary(data: dict, n: int = 3) -> None:
     m = data["mapping"]
-    console.print(f"   {data['display']}: {len(data['layers'])} layers named by onnx/model.onnx "
-                  f"(of {m.get('onnx_layers', '?')}), {data['seconds']} s", markup=False)
+    console.print(
+        f"   {data['display']}: {len(data['layers'])} layers named by onnx/model.onnx "
+        f"(of {m.get('onnx_layers', '?')}), {data['seconds']} s",
+        markup=False,
+    )
     for r in worst(data["layers"], n):
-        console.print(f"   worst: {r['node']} ({r['op']}, {r['backend_name']}): own SQNR {r['own_sqnr_db']:.1f} dB, "
-                      f"output SQNR {r['sqnr_db_mean']:.1f} dB, cosine min {r['cosine_min']:.4f}", markup=False)
+        console.print(
+            f"   worst: {r['node']} ({r['op']}, {r['backend_name']}): own SQNR {r['own_sqnr_db']:.1f} dB, "
+            f"output SQNR {r['sqnr_db_mean']:.1f} dB, cosine min {r['cosine_min']:.4f}",
+            markup=False,
+        )
 
 
-def document(backend: str, display: str, *, model: str, twin: str, images: list[str], rows: list[dict],
-             mapping: dict, seconds: float, notes: list[str] | None = None) -> dict:
-    return {"schema": SCHEMA, "backend": backend, "display": display, "model": model, "twin": twin,
-            "images": images, "layers": rows, "mapping": mapping, "seconds": round(seconds, 1),
-            "notes": notes or []}
+def document(
+    backend: str,
+    display: str,
+    *,
+    model: str,
+    twin: str,
+    images: list[str],
+    rows: list[dict],
+    mapping: dict,
+    seconds: float,
+    notes: list[str] | None = None,
+) -> dict:
+    return {
+        "schema": SCHEMA,
+        "backend": backend,
+        "display": display,
+        "model": model,
+        "twin": twin,
+        "images": images,
+        "layers": rows,
+        "mapping": mapping,
+        "seconds": round(seconds, 1),
+        "notes": notes or [],
+    }
 
 
 def write(store: ArtifactStore, data: dict) -> str:

@@ -38,8 +38,12 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
                 tick(f"{n}/{total if total is not None else _len(items) or '?'}")
         return
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as bar:
         task = bar.add_task(description, total=total if total is not None else _len(items))
         for item in items:
@@ -61,8 +65,9 @@ def activity(description: str, every: float | None = None) -> Iterator:
         state["status"] = status
 
     if _bars():
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=console, transient=True) as bar:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+        ) as bar:
             bar.add_task(description, total=None)
             yield tick
         return

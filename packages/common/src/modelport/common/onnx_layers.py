@@ -50,8 +50,7 @@ class OnnxGraph:
 
 def from_model(model) -> OnnxGraph:
     graph = model.graph
-    inits = {i.name for i in graph.initializer} | {
-        o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    inits = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     consumers: dict[str, list] = {}
     producer = {}
     for n in graph.node:
@@ -71,8 +70,7 @@ def from_model(model) -> OnnxGraph:
             nodes.append(act.name or act.output[0])
             tensors.append(act.output[0])
             ops.append(act.op_type)
-        layers.append(OnnxLayer(i, nodes[0], "+".join(ops), nodes, tensors,
-                                [t for t in n.input if t and t not in inits]))
+        layers.append(OnnxLayer(i, nodes[0], "+".join(ops), nodes, tensors, [t for t in n.input if t and t not in inits]))
     inputs = [i.name for i in graph.input if i.name not in inits]
     return OnnxGraph(layers, inputs[0] if inputs else "", consumers, producer, inits)
 

@@ -91,8 +91,9 @@ def brief(agreement: Agreement | dict | None) -> dict | None:
 
 
 def judge(variant: Variant, accuracy: AccuracyConfig) -> Variant:
-    variant.failures = (gate_failures(Agreement(**_full(variant.agreement)), "int8", accuracy)
-                        if variant.agreement else ["not verified"])
+    variant.failures = (
+        gate_failures(Agreement(**_full(variant.agreement)), "int8", accuracy) if variant.agreement else ["not verified"]
+    )
     return variant
 
 
@@ -111,8 +112,10 @@ def choose(variants: list[Variant]) -> Variant:
     passing = [v for v in variants if v.passes]
     if not passing:
         return max(variants, key=_quality)
-    return min(passing, key=lambda v: (v.latency_ms if v.latency_ms is not None else float("inf"),
-                                       len(v.float_layers), v.size_bytes or 0))
+    return min(
+        passing,
+        key=lambda v: (v.latency_ms if v.latency_ms is not None else float("inf"), len(v.float_layers), v.size_bytes or 0),
+    )
 
 
 @dataclass
@@ -141,9 +144,12 @@ class Search:
         v.stage = stage
         self.tried.append(v)
         a = v.agreement or {}
-        console.print(f"   variant {v.id}: top-1 {a.get('top1', 0):.0%}, cosine min {a.get('cosine_min', 0):.4f} / "
-                      f"mean {a.get('cosine_mean', 0):.4f}: {'meets the floors' if v.passes else '; '.join(v.failures)} "
-                      f"({self.left():.0f} s of the budget left)", markup=False)
+        console.print(
+            f"   variant {v.id}: top-1 {a.get('top1', 0):.0%}, cosine min {a.get('cosine_min', 0):.4f} / "
+            f"mean {a.get('cosine_mean', 0):.4f}: {'meets the floors' if v.passes else '; '.join(v.failures)} "
+            f"({self.left():.0f} s of the budget left)",
+            markup=False,
+        )
         return v
 
     def run(self) -> list[Variant]:
@@ -221,8 +227,12 @@ def time_variants(backend: Backend, variants: list[Variant], rounds: int, runs: 
     for v in variants:
         if v.id in medians:
             v.latency_ms = round(min(medians[v.id]), 3)
-    return {"fp32_ms": round(min(medians["fp32"]), 3) if "fp32" in medians else None,
-            "rounds": rounds, "runs": runs, "load_avg": load}
+    return {
+        "fp32_ms": round(min(medians["fp32"]), 3) if "fp32" in medians else None,
+        "rounds": rounds,
+        "runs": runs,
+        "load_avg": load,
+    }
 
 
 def recover(ctx: StepContext, backend: Backend) -> dict:
@@ -233,18 +243,31 @@ def recover(ctx: StepContext, backend: Backend) -> dict:
     t0 = time.monotonic()
     search = Search(backend, ctx.config.accuracy, q.recover_minutes * 60 if search_on else 0, q.recover_max_float_layers)
     if search_on:
-        step(f"{backend.display}: search for a variant that meets the [accuracy] floors "
-             f"(budget {q.recover_minutes:g} min, at most {q.recover_max_float_layers} float layers)")
+        step(
+            f"{backend.display}: search for a variant that meets the [accuracy] floors "
+            f"(budget {q.recover_minutes:g} min, at most {q.recover_max_float_layers} float layers)"
+        )
     variants = search.run() if search_on else [search.build(backend.methods[0], list(backend.float_layers), "default")]
     searched = len(variants) > 1
     timing = time_variants(backend, variants, q.recover_rounds, max(ctx.config.bench.runs // 4, 10)) if searched else None
     kept = choose(variants)
     default = variants[0]
-    record = {"schema": SCHEMA, "backend": backend.key, "display": backend.display,
-              "floors": ctx.config.accuracy.model_dump(), "recover": q.recover, "budget_minutes": q.recover_minutes,
-              "wall_seconds": round(time.monotonic() - t0, 1), "searched": searched, "kept": kept.id,
-              "default": default.id, "below_floors": verified and not kept.passes, "verified": verified, "timing": timing,
-              "variants": [asdict(v) | {"passes": v.passes} for v in variants]}
+    record = {
+        "schema": SCHEMA,
+        "backend": backend.key,
+        "display": backend.display,
+        "floors": ctx.config.accuracy.model_dump(),
+        "recover": q.recover,
+        "budget_minutes": q.recover_minutes,
+        "wall_seconds": round(time.monotonic() - t0, 1),
+        "searched": searched,
+        "kept": kept.id,
+        "default": default.id,
+        "below_floors": verified and not kept.passes,
+        "verified": verified,
+        "timing": timing,
+        "variants": [asdict(v) | {"passes": v.passes} for v in variants],
+    }
     if searched:
         summary(record)
     return record
@@ -254,11 +277,16 @@ def summary(record: dict) -> None:
     v = {x["id"]: x for x in record["variants"]}
     kept, default = v[record["kept"]], v[record["default"]]
     fp32 = (record.get("timing") or {}).get("fp32_ms")
-    lat = f", {kept['latency_ms']:.2f} ms (default {default['latency_ms']:.2f} ms, FP32 {fp32:.2f} ms)" \
-        if kept.get("latency_ms") and default.get("latency_ms") and fp32 else ""
+    lat = (
+        f", {kept['latency_ms']:.2f} ms (default {default['latency_ms']:.2f} ms, FP32 {fp32:.2f} ms)"
+        if kept.get("latency_ms") and default.get("latency_ms") and fp32
+        else ""
+    )
     floats = f"{len(kept['float_layers'])} layers in float" if kept["float_layers"] else "no float layers"
-    msg = (f"{record['display']}: kept {kept['id']} ({kept['method']}, {floats}){lat}; "
-           f"{len(record['variants'])} variants in {record['wall_seconds']:.0f} s")
+    msg = (
+        f"{record['display']}: kept {kept['id']} ({kept['method']}, {floats}){lat}; "
+        f"{len(record['variants'])} variants in {record['wall_seconds']:.0f} s"
+    )
     if record["below_floors"]:
         warn(msg + f"; BELOW the floors: {'; '.join(kept['failures'])}")
     else:
@@ -267,18 +295,37 @@ def summary(record: dict) -> None:
         warn(f"{record['display']}: the kept INT8 model is slower than its FP32 twin ({kept['latency_ms']:.2f} vs {fp32:.2f} ms)")
 
 
-def produce(ctx: StepContext, backend: Backend, outputs: Mapping[str, str], *, inputs: Mapping[str, Path],
-            tool_version: str, options: Mapping, force: bool) -> dict:
+def produce(
+    ctx: StepContext,
+    backend: Backend,
+    outputs: Mapping[str, str],
+    *,
+    inputs: Mapping[str, Path],
+    tool_version: str,
+    options: Mapping,
+    force: bool,
+) -> dict:
     """The backend's INT8 artifacts (``outputs``: role -> rel) = the kept variant's files, plus
     ``recover/<key>.json``; cached by manifest like any step. Raises after writing when below the floors.
     Returns the record, plus ``cached``."""
     store, q = ctx.store, ctx.config.quantization
     record_rel = record_path(backend.key)
-    opts = {**options, "floors": ctx.config.accuracy.model_dump(), "recover": q.recover,
-            "recover_minutes": q.recover_minutes, "recover_max_float_layers": q.recover_max_float_layers,
-            "eval_images": [p.name for p in ctx.eval_images]}
-    with store.produce([*outputs.values(), record_rel], inputs=inputs, tool="modelport recover",
-                       tool_version=tool_version, options=opts, force=force) as job:
+    opts = {
+        **options,
+        "floors": ctx.config.accuracy.model_dump(),
+        "recover": q.recover,
+        "recover_minutes": q.recover_minutes,
+        "recover_max_float_layers": q.recover_max_float_layers,
+        "eval_images": [p.name for p in ctx.eval_images],
+    }
+    with store.produce(
+        [*outputs.values(), record_rel],
+        inputs=inputs,
+        tool="modelport recover",
+        tool_version=tool_version,
+        options=opts,
+        force=force,
+    ) as job:
         if not job.cached:
             record = recover(ctx, backend)
             kept = next(v for v in record["variants"] if v["id"] == record["kept"])
@@ -290,16 +337,22 @@ def produce(ctx: StepContext, backend: Backend, outputs: Mapping[str, str], *, i
                 write_atomic(store.path(record_rel), json.dumps(record, indent=1) + "\n")
                 made = (store.read_manifest(next(iter(kept["files"].values()))) or {}).get("extra", {})
                 error = below_floors_error(record, store.path(next(iter(outputs.values()))), made.get("agreement"))
-                keep_below_floor(store, {store.path(kept["files"][role]): store.path(rel) for role, rel in outputs.items()},
-                                 error)
+                keep_below_floor(
+                    store, {store.path(kept["files"][role]): store.path(rel) for role, rel in outputs.items()}, error
+                )
                 raise error
             for role, rel in outputs.items():
                 shutil.copyfile(store.path(kept["files"][role]), job.tmp(rel))
             job.tmp(record_rel).write_text(json.dumps(record, indent=1) + "\n")
             # What the variant's own step recorded (agreement, calibration, layer counts) describes this file too.
             made = (store.read_manifest(next(iter(kept["files"].values()))) or {}).get("extra", {})
-            job.record(**made, variant=kept["id"], float_layers=kept["float_layers"],
-                       below_floors=record["below_floors"], variants=len(record["variants"]))
+            job.record(
+                **made,
+                variant=kept["id"],
+                float_layers=kept["float_layers"],
+                below_floors=record["below_floors"],
+                variants=len(record["variants"]),
+            )
     record = json.loads(store.path(record_rel).read_text())
     check_record(record, store.path(next(iter(outputs.values()))))
     return record | {"cached": job.cached}  # whether this call found everything up to date
@@ -312,7 +365,10 @@ def below_floors_error(record: dict, what, agreement: dict | None = None) -> Acc
         f"int8 model below the [accuracy] floors after {len(record['variants'])} variants "
         f"({record['wall_seconds']:.0f} s): kept the best, {kept['id']}, as its below-floor file: top-1 "
         f"{a.get('top1', 0):.0%}, cosine min {a.get('cosine_min', 0):.4f} / mean {a.get('cosine_mean', 0):.4f} "
-        f"({'; '.join(kept['failures'])})", what, agreement=Agreement.model_validate(agreement) if agreement else None)
+        f"({'; '.join(kept['failures'])})",
+        what,
+        agreement=Agreement.model_validate(agreement) if agreement else None,
+    )
 
 
 def check_record(record: dict, what) -> None:

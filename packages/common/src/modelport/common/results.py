@@ -24,15 +24,37 @@ from .reference import load_reference
 from .schema import RESULT_SCHEMA, BackendResult, Headline, Status, TopK
 
 
-def new_result(ctx: StepContext, *, key: str, backend: str, precision: str, name: str, device: str,
-               input_layout: str, input_dtype: str, status: Status = "ok", reason: str | None = None) -> BackendResult:
+def new_result(
+    ctx: StepContext,
+    *,
+    key: str,
+    backend: str,
+    precision: str,
+    name: str,
+    device: str,
+    input_layout: str,
+    input_dtype: str,
+    status: Status = "ok",
+    reason: str | None = None,
+) -> BackendResult:
     """A result stamped with what makes results comparable: source model sha256 and preprocessing."""
     source = ctx.store.current_source()
     return BackendResult(
-        key=key, backend=backend, precision=precision, name=name, env=ctx.env, status=status, reason=reason,
-        device=device, device_key=device_key(), run_id=run_id(), model=ctx.config.model.name,
-        machine=machine_info(), model_sha256=source["sha256"] if source else None,
-        preprocessing=ctx.config.input.signature, input={"layout": input_layout, "dtype": input_dtype},
+        key=key,
+        backend=backend,
+        precision=precision,
+        name=name,
+        env=ctx.env,
+        status=status,
+        reason=reason,
+        device=device,
+        device_key=device_key(),
+        run_id=run_id(),
+        model=ctx.config.model.name,
+        machine=machine_info(),
+        model_sha256=source["sha256"] if source else None,
+        preprocessing=ctx.config.input.signature,
+        input={"layout": input_layout, "dtype": input_dtype},
     )
 
 
@@ -43,8 +65,10 @@ def headline_index(ctx: StepContext) -> int:
     if images.headline in names:
         return names.index(images.headline)
     if "headline" in images.model_fields_set:
-        raise ConfigError(f"[images] headline {images.headline!r} is not an eval image; valid: {', '.join(names)}",
-                          ctx.config.source or "config")
+        raise ConfigError(
+            f"[images] headline {images.headline!r} is not an eval image; valid: {', '.join(names)}",
+            ctx.config.source or "config",
+        )
     return 0  # the default name is absent from these eval images: the first one is timed
 
 
@@ -55,8 +79,9 @@ def fill_outputs(ctx: StepContext, result: BackendResult, outputs: np.ndarray) -
     labels.check(classes)
     for name, out in zip(names, outputs, strict=True):
         idx = [int(i) for i in np.argsort(-out)[:5]]
-        result.topk.append(TopK(image=name, indices=idx, labels=[labels.name(i, classes) for i in idx],
-                                scores=[float(out[i]) for i in idx]))
+        result.topk.append(
+            TopK(image=name, indices=idx, labels=[labels.name(i, classes) for i in idx], scores=[float(out[i]) for i in idx])
+        )
     head = result.topk[headline_index(ctx)]
     result.headline = Headline(image=head.image, label=head.labels[0], confidence=head.scores[0])
     try:
@@ -86,10 +111,14 @@ def _validated(result: BackendResult, outputs: np.ndarray | None) -> BackendResu
     try:
         checked = BackendResult.model_validate_json(result.dump())
     except ValidationError as e:
-        raise ModelportError(f"refusing to write an invalid result ({e.errors()[0]['loc']}: {e.errors()[0]['msg']})", where) from None
+        raise ModelportError(
+            f"refusing to write an invalid result ({e.errors()[0]['loc']}: {e.errors()[0]['msg']})", where
+        ) from None
     if outputs is not None:
         if outputs.ndim != 2 or outputs.shape[0] != len(result.topk):
-            raise ModelportError(f"refusing to write outputs of shape {tuple(outputs.shape)} for {len(result.topk)} images", where)
+            raise ModelportError(
+                f"refusing to write outputs of shape {tuple(outputs.shape)} for {len(result.topk)} images", where
+            )
         if not np.isfinite(outputs).all():
             raise ModelportError("refusing to write outputs with NaN or infinite values", where)
     elif result.status == "ok" and result.topk:

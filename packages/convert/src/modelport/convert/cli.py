@@ -17,9 +17,12 @@ from .registry import TARGETS, target_module
 @click.argument("targets", nargs=-1, type=click.Choice(list(TARGETS)), metavar="TARGET...")
 @legacy_flags(TARGETS)
 @click.option("--force", is_flag=True, help="Redo even when the manifest says the output is up to date.")
-@click.option("--ncnn-tools", type=click.Choice(["auto", "official", "builtin"]),
-              help="ncnn INT8 tools: official = ncnnoptimize/ncnn2table/ncnn2int8 from PATH, builtin = modelport's "
-                   "own, auto = official when on PATH (overrides [ncnn] tools).")
+@click.option(
+    "--ncnn-tools",
+    type=click.Choice(["auto", "official", "builtin"]),
+    help="ncnn INT8 tools: official = ncnnoptimize/ncnn2table/ncnn2int8 from PATH, builtin = modelport's "
+    "own, auto = official when on PATH (overrides [ncnn] tools).",
+)
 @click.pass_obj
 def convert(ctx: StepContext, targets, force, ncnn_tools, **flags):
     """Convert to TARGET... (any of: {targets}), in the order given.
@@ -59,7 +62,7 @@ def record_failure(ctx: StepContext, name: str, exc: ModelportError) -> None:
     """Mark the files a failed target makes for its backend (also when it failed before its artifact job
     started, e.g. on a calibration image), so `bench` writes the failure as that row instead of
     measuring an older model."""
-    from modelport.bench.registry import RUNTIMES, runtime_class
+    from modelport.runtime.registry import RUNTIMES, runtime_class
 
     agreement = getattr(exc, "agreement", None)  # below the floors: the row shows what was measured
     extra = {"agreement": agreement.model_dump()} if agreement is not None else {}

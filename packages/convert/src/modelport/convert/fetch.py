@@ -32,8 +32,10 @@ from modelport.common.log import console, step, warn
 
 from .inspect import inspect, source_kind
 
-OFFLINE_HINT = ("the shipped model needs no network: keep [model] download = false (modelport.toml's default) "
-                "or import a local file with `modelport fetch --from FILE`")
+OFFLINE_HINT = (
+    "the shipped model needs no network: keep [model] download = false (modelport.toml's default) "
+    "or import a local file with `modelport fetch --from FILE`"
+)
 
 
 def download(url: str, dest: Path, sha256: str | None, allow_unpinned: bool = False, verified_later: bool = False) -> Path:
@@ -44,8 +46,11 @@ def download(url: str, dest: Path, sha256: str | None, allow_unpinned: bool = Fa
     before that member's hash is checked. A file nobody checked is never fed to a toolchain.
     """
     if not sha256 and not allow_unpinned and not verified_later:
-        raise InputError("no sha256 pinned for this download: set [model] member_sha256 / labels_sha256 (or --sha256) "
-                         "to the published value, or pass --allow-unpinned to accept and record what arrives", url)
+        raise InputError(
+            "no sha256 pinned for this download: set [model] member_sha256 / labels_sha256 (or --sha256) "
+            "to the published value, or pass --allow-unpinned to accept and record what arrives",
+            url,
+        )
     if dest.is_file() and sha256 and sha256_file(dest) == sha256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -112,18 +117,42 @@ def _local_source(path: Path) -> tuple[Path, Path | None]:
 
 
 @click.command()
-@click.option("--from", "from_path", type=click.Path(path_type=Path), help="Local .tflite, .onnx, folder or .tgz to import instead of downloading.")
-@click.option("--labels", "labels_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Local labels file: one per output, or one more with 'background' first or last (optional: indices otherwise).")
-@click.option("--download", "force_download", is_flag=True, help="Download the official model ([model] url) instead of "
-              "using [model] path, as [model] download = true does.")
+@click.option(
+    "--from",
+    "from_path",
+    type=click.Path(path_type=Path),
+    help="Local .tflite, .onnx, folder or .tgz to import instead of downloading.",
+)
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Local labels file: one per output, or one more with 'background' first or last (optional: indices otherwise).",
+)
+@click.option(
+    "--download",
+    "force_download",
+    is_flag=True,
+    help="Download the official model ([model] url) instead of using [model] path, as [model] download = true does.",
+)
 @click.option("--sha256", "sha256", help="Expected sha256 of the model archive download (overrides [model] sha256).")
-@click.option("--allow-unpinned", is_flag=True, envvar="MODELPORT_ALLOW_UNPINNED",
-              help="Accept a download with no pinned sha256 (its hash is printed and recorded). Env: MODELPORT_ALLOW_UNPINNED=1.")
+@click.option(
+    "--allow-unpinned",
+    is_flag=True,
+    envvar="MODELPORT_ALLOW_UNPINNED",
+    help="Accept a download with no pinned sha256 (its hash is printed and recorded). Env: MODELPORT_ALLOW_UNPINNED=1.",
+)
 @click.option("--force", is_flag=True, help="Re-import even when source/ is up to date.")
 @click.pass_obj
-def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, force_download: bool,
-          sha256: str | None, allow_unpinned: bool, force: bool):
+def fetch(
+    ctx: StepContext,
+    from_path: Path | None,
+    labels_path: Path | None,
+    force_download: bool,
+    sha256: str | None,
+    allow_unpinned: bool,
+    force: bool,
+):
     """Import the source model (TFLite or ONNX) and labels into artifacts/source/ (or download the official ones).
 
     Model: --from, else [model] path / MODELPORT_MODEL (modelport.toml: the model
@@ -139,8 +168,11 @@ def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, fo
     src = from_path or (None if downloading else cfg.model.path)
     labels_src = labels_path or (None if downloading else cfg.model.labels)
     if src is None and not downloading:
-        raise InputError("no source model: set [model] path (or MODELPORT_MODEL, or `fetch --from FILE`), "
-                         "or [model] download = true for the official one", cfg.source or "config")
+        raise InputError(
+            "no source model: set [model] path (or MODELPORT_MODEL, or `fetch --from FILE`), "
+            "or [model] download = true for the official one",
+            cfg.source or "config",
+        )
     if src is not None:
         src = Path(src)
         if src.suffix in (".tgz", ".gz", ".tar"):
@@ -151,8 +183,13 @@ def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, fo
             labels_src = labels_src or beside
             archive = None
     else:
-        archive = download(cfg.model.url, downloads / Path(cfg.model.url).name, sha256 or cfg.model.sha256,
-                           allow_unpinned, verified_later=bool(cfg.model.member_sha256))
+        archive = download(
+            cfg.model.url,
+            downloads / Path(cfg.model.url).name,
+            sha256 or cfg.model.sha256,
+            allow_unpinned,
+            verified_later=bool(cfg.model.member_sha256),
+        )
     if labels_src is None and downloading:
         labels_src = download(cfg.model.labels_url, downloads / "labels.txt", cfg.model.labels_sha256, allow_unpinned)
     model_input = src or archive
@@ -161,13 +198,21 @@ def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, fo
     model_rel = SOURCES[kind]
     outputs = [model_rel, CONTRACT] + ([LABELS] if labels_src else [])
     inputs = {"model": model_input} | ({"labels": Path(labels_src)} if labels_src else {})
-    with ctx.store.lock(), store.produce(
-        outputs, inputs=inputs, tool="modelport-fetch", tool_version="2",
-        options={"member": cfg.model.member if archive else None,
-                 "member_sha256": cfg.model.member_sha256 if downloading else None,
-                 "input": cfg.input.model_dump(mode="json", exclude_unset=True)},
-        force=force or ctx.force,
-    ) as job:
+    with (
+        ctx.store.lock(),
+        store.produce(
+            outputs,
+            inputs=inputs,
+            tool="modelport-fetch",
+            tool_version="2",
+            options={
+                "member": cfg.model.member if archive else None,
+                "member_sha256": cfg.model.member_sha256 if downloading else None,
+                "input": cfg.input.model_dump(mode="json", exclude_unset=True),
+            },
+            force=force or ctx.force,
+        ) as job,
+    ):
         if job.cached:
             return
         step(f"import {model_input}" + (f" + {labels_src}" if labels_src else " (no labels: classes named by index)"))
@@ -177,8 +222,11 @@ def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, fo
                 got = sha256_file(job.tmp(model_rel))
                 if got != cfg.model.member_sha256:
                     archive.unlink(missing_ok=True)  # never reused: the next fetch downloads again
-                    raise InputError(f"member {cfg.model.member!r} has sha256 {got}, not the pinned "
-                                     f"[model] member_sha256 {cfg.model.member_sha256}", cfg.model.url)
+                    raise InputError(
+                        f"member {cfg.model.member!r} has sha256 {got}, not the pinned "
+                        f"[model] member_sha256 {cfg.model.member_sha256}",
+                        cfg.model.url,
+                    )
         else:
             shutil.copyfile(model_input, job.tmp(model_rel))
         if labels_src:
@@ -191,7 +239,7 @@ def fetch(ctx: StepContext, from_path: Path | None, labels_path: Path | None, fo
 
 def _validate(ctx: StepContext, model: Path, labels: Path | None, shown: Path) -> Contract:
     """The model's contract, checked against [input] and the labels, after one run in its own runtime."""
-    from modelport.bench.runner import source_runtime
+    from modelport.runtime.registry import source_runtime
 
     try:
         contract = inspect(model, shown)
@@ -205,8 +253,11 @@ def _validate(ctx: StepContext, model: Path, labels: Path | None, shown: Path) -
         raise InputError(f"model outputs {out.shape} on a zero image, not [1, {contract.classes}]", shown)
     if labels is not None:
         Labels.load(labels, num_classes=contract.classes)
-    console.print(f"   source: {contract.name} ({contract.kind}, {contract.layout} {list(contract.input_shape)} "
-                  f"{contract.dtype}, {contract.classes} outputs)", markup=False)
+    console.print(
+        f"   source: {contract.name} ({contract.kind}, {contract.layout} {list(contract.input_shape)} "
+        f"{contract.dtype}, {contract.classes} outputs)",
+        markup=False,
+    )
     return contract
 
 

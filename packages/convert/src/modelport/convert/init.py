@@ -69,7 +69,7 @@ def render(contract: Contract, model: Path, labels: Labels | None, cfg, given: s
     if labels is not None and labels.path is not None:
         lines.append(_line("labels", _path(labels.path, d), f"{len(labels.names)} names, {labels.convention}"))
     else:
-        lines.append("# labels = \"labels.txt\"             # none given: classes are named by their index")
+        lines.append('# labels = "labels.txt"             # none given: classes are named by their index')
     lines += ["", "[input]"]
 
     def note(key: str, guess: str, known: str | None = None) -> str:
@@ -86,28 +86,44 @@ def render(contract: Contract, model: Path, labels: Labels | None, cfg, given: s
         lines.append(_line("crop", spec.crop, note("crop", "central crop fraction")))
     lines.append(_line("color", spec.color, note("color", "channel order the model was trained on")))
     if contract.quantized:
-        lines += [f"# mean = {_toml(list(spec.mean))}, std = {_toml(list(spec.std))}: derived from the "
-                  f"{contract.dtype} input's quantization",
-                  "# (real = (q - zero_point) * scale), what every float and self-normalising backend is given."]
+        lines += [
+            f"# mean = {_toml(list(spec.mean))}, std = {_toml(list(spec.std))}: derived from the "
+            f"{contract.dtype} input's quantization",
+            "# (real = (q - zero_point) * scale), what every float and self-normalising backend is given.",
+        ]
     else:
         from_meta = "from the model's metadata" if contract.mean is not None else None
         guess = "pixel range [-1, 1] (MobileNet/Inception style); ImageNet torchvision models use mean 123.675, 116.28, 103.53 and std 58.395, 57.12, 57.375"
         lines.append(_line("mean", list(spec.mean), note("mean", guess, from_meta)))
         lines.append(_line("std", list(spec.std), note("std", "see mean", from_meta)))
     lines.append(_line("layout", spec.layout, "of the exported ONNX (RKNN and TensorRT need NCHW)"))
-    lines += ["", "[images]",
-              _line("eval", _path(cfg.images.eval, d), "eval photos (agreement is measured on these)"),
-              _line("calibration", _path(cfg.images.calibration, d), "INT8 calibration images"),
-              _line("headline", cfg.images.headline, "the image whose top-1 the report shows"), ""]
+    lines += [
+        "",
+        "[images]",
+        _line("eval", _path(cfg.images.eval, d), "eval photos (agreement is measured on these)"),
+        _line("calibration", _path(cfg.images.calibration, d), "INT8 calibration images"),
+        _line("headline", cfg.images.headline, "the image whose top-1 the report shows"),
+        "",
+    ]
     return "\n".join(lines)
 
 
 @click.command("init")
 @click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--labels", "labels_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Labels file: one per output, or one more with 'background' first or last (optional).")
-@click.option("-o", "--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="A value the model cannot say, e.g. -o input.color=BGR -o 'input.mean=[123.675,116.28,103.53]'.")
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Labels file: one per output, or one more with 'background' first or last (optional).",
+)
+@click.option(
+    "-o",
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="A value the model cannot say, e.g. -o input.color=BGR -o 'input.mean=[123.675,116.28,103.53]'.",
+)
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Config file to write.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @click.pass_obj
@@ -129,5 +145,8 @@ def init(ctx: StepContext, model: Path, labels_path: Path | None, sets: tuple[st
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, text)
     guesses = sum("GUESS" in line for line in text.splitlines() if not line.startswith("# GUESS marks"))
-    console.print(f"wrote {out}: {contract.name}, {contract.layout} {contract.input_shape} {contract.dtype}, "
-                  f"{contract.classes} outputs; {guesses} guessed values marked GUESS", markup=False)
+    console.print(
+        f"wrote {out}: {contract.name}, {contract.layout} {contract.input_shape} {contract.dtype}, "
+        f"{contract.classes} outputs; {guesses} guessed values marked GUESS",
+        markup=False,
+    )

@@ -22,7 +22,7 @@ CHANNELS = (1, 3)
 
 
 def source_kind(path: Path) -> str:
-    """"tflite" or "onnx", from the file's bytes (a TFLite flatbuffer says so at offset 4)."""
+    """ "tflite" or "onnx", from the file's bytes (a TFLite flatbuffer says so at offset 4)."""
     head = path.read_bytes()[:8] if path.stat().st_size >= 8 else b""
     if head[4:8] == TFLITE_IDENTIFIER:
         return "tflite"
@@ -70,19 +70,20 @@ def _dynamic(d) -> bool:
 
 
 def inspect_tflite(path: Path, shown: Path) -> Contract:
-    from modelport.bench.runtimes.tflite import _interpreter_class
+    from modelport.runtime.tflite import interpreter_class
 
     from .tflite_metadata import normalization
 
-    Interpreter, _ = _interpreter_class()
+    Interpreter, _ = interpreter_class()
     try:
         interp = Interpreter(model_path=str(path))
     except (ValueError, RuntimeError) as e:
         raise InputError(f"the TFLite interpreter cannot load it: {str(e).strip().splitlines()[0]}", shown) from None
     ins, outs = interp.get_input_details(), interp.get_output_details()
     if len(ins) != 1 or len(outs) != 1:
-        raise InputError(f"a classifier has one input and one output; this model has {len(ins)} inputs and "
-                         f"{len(outs)} outputs", shown)
+        raise InputError(
+            f"a classifier has one input and one output; this model has {len(ins)} inputs and {len(outs)} outputs", shown
+        )
     (inp,), (out,) = ins, outs
     dims = [int(d) if d > 0 else "?" for d in inp["shape_signature"]]
     layout = _image_layout(dims, shown, declared="NHWC")
@@ -94,13 +95,23 @@ def inspect_tflite(path: Path, shown: Path) -> Contract:
     meta = normalization(path) if dtype == "float32" else None
     mean, std = (tuple(v * 3 if len(v) == 1 else v) for v in meta) if meta else (None, None)
     return Contract(
-        kind="tflite", input_name=inp["name"], input_shape=dims, layout=layout, size=size, channels=channels,
-        dtype=dtype, scale=float(scale) if dtype != "float32" else None, zero_point=int(zero) if dtype != "float32" else None,
-        dynamic_batch=_dynamic(dims[0]), output_name=out["name"], classes=_output_width(out_dims, shown),
+        kind="tflite",
+        input_name=inp["name"],
+        input_shape=dims,
+        layout=layout,
+        size=size,
+        channels=channels,
+        dtype=dtype,
+        scale=float(scale) if dtype != "float32" else None,
+        zero_point=int(zero) if dtype != "float32" else None,
+        dynamic_batch=_dynamic(dims[0]),
+        output_name=out["name"],
+        classes=_output_width(out_dims, shown),
         output_dtype=_dtype(out["dtype"], shown, "output"),
         output_scale=float(oscale) if out["dtype"] != np.float32 else None,
         output_zero_point=int(ozero) if out["dtype"] != np.float32 else None,
-        mean=mean, std=std,
+        mean=mean,
+        std=std,
     )
 
 
@@ -124,8 +135,9 @@ def inspect_onnx(path: Path, shown: Path) -> Contract:
     ins = [i for i in model.graph.input if i.name not in initializers]
     outs = list(model.graph.output)
     if len(ins) != 1 or len(outs) != 1:
-        raise InputError(f"a classifier has one input and one output; this model has {len(ins)} inputs and "
-                         f"{len(outs)} outputs", shown)
+        raise InputError(
+            f"a classifier has one input and one output; this model has {len(ins)} inputs and {len(outs)} outputs", shown
+        )
     (inp,), (out,) = ins, outs
     if inp.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
         name = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type).name
@@ -134,12 +146,21 @@ def inspect_onnx(path: Path, shown: Path) -> Contract:
     layout = _image_layout(dims, shown)
     channels, size = _spatial(dims, layout)
     return Contract(
-        kind="onnx", input_name=inp.name, input_shape=dims, layout=layout, size=size, channels=channels,
-        dtype="float32", dynamic_batch=_dynamic(dims[0]), output_name=out.name,
+        kind="onnx",
+        input_name=inp.name,
+        input_shape=dims,
+        layout=layout,
+        size=size,
+        channels=channels,
+        dtype="float32",
+        dynamic_batch=_dynamic(dims[0]),
+        output_name=out.name,
         classes=_output_width(_onnx_dims(out), shown),
     )
 
 
 def _onnx_dims(value) -> list:
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
-            for d in value.type.tensor_type.shape.dim]
+    return [
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+        for d in value.type.tensor_type.shape.dim
+    ]

@@ -20,11 +20,12 @@ import importlib.util
 
 from rich.markup import escape
 
-from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common import __version__
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import console, step
+from modelport.common.reference import REFERENCE
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
 
 from . import ncnn_official
 from .ncnn import BIN, PARAM
@@ -34,7 +35,8 @@ from .ncnn_quantize import quantize_model
 from .ncnn_table import Table, calibrate
 from .verify import verify
 
-INT8_PARAM, INT8_BIN, TABLE = "ncnn/model-int8.param", "ncnn/model-int8.bin", "ncnn/model.table"
+INT8_PARAM, INT8_BIN = NcnnInt8Runtime.artifacts["param"], NcnnInt8Runtime.artifacts["bin"]
+TABLE = "ncnn/model.table"
 
 
 def unavailable_reason() -> str | None:
@@ -72,8 +74,7 @@ def run(ctx: StepContext, force: bool):
 OUTPUTS = {"param": INT8_PARAM, "bin": INT8_BIN, "table": TABLE}
 
 
-def make(ctx: StepContext, force: bool, outputs: dict[str, str], method: str, float_layers: list[str],
-         gate: bool = True) -> list:
+def make(ctx: StepContext, force: bool, outputs: dict[str, str], method: str, float_layers: list[str], gate: bool = True) -> list:
     """INT8 model ``outputs`` (param, bin, table) calibrated with ``method``, ``float_layers`` (ncnn layer
     names) kept in float; verified, and with ``gate`` held to the floors."""
     cfg, store = ctx.config, ctx.store
@@ -84,12 +85,13 @@ def make(ctx: StepContext, force: bool, outputs: dict[str, str], method: str, fl
     if tools == "official" and ncnn_official.missing_tools():
         raise ToolchainMissing(f"[ncnn] tools = official, but not on PATH: {', '.join(ncnn_official.missing_tools())}")
     if tools == "official" and method not in ncnn_official.METHODS:
-        raise ToolchainMissing(f"ncnn2table has no {method} method ({', '.join(ncnn_official.METHODS)} only): "
-                               "set [ncnn] calibration_method, or tools = builtin")
-    inputs = {"param": store.path(PARAM), "bin": store.path(BIN), "reference": store.path("source/reference.npy")}
+        raise ToolchainMissing(
+            f"ncnn2table has no {method} method ({', '.join(ncnn_official.METHODS)} only): "
+            "set [ncnn] calibration_method, or tools = builtin"
+        )
+    inputs = {"param": store.path(PARAM), "bin": store.path(BIN), "reference": store.path(REFERENCE)}
     inputs |= {f"calibration:{p.name}": p for p in calibration.paths}
-    options = {"tools": tools, "method": method, "calibration_images": len(calibration),
-               "input": cfg.input.signature}
+    options = {"tools": tools, "method": method, "calibration_images": len(calibration), "input": cfg.input.signature}
     options["int8_depthwise"] = c.int8_depthwise
     if float_layers:
         options["float_layers"] = sorted(float_layers)
@@ -97,28 +99,60 @@ def make(ctx: StepContext, force: bool, outputs: dict[str, str], method: str, fl
         options |= {"bias_correction": c.bias_correction, "requantize": c.requantize}
     version = tool_version() if tools == "builtin" else f"ncnn tools {ncnn_official.tools_version()}"
     rel_param, rel_bin, rel_table = outputs["param"], outputs["bin"], outputs["table"]
-    with store.produce([rel_param, rel_bin, rel_table], inputs=inputs, tool=f"ncnn-int8-{tools}", tool_version=version,
-                       options=options, force=force) as job:
+    with store.produce(
+        [rel_param, rel_bin, rel_table],
+        inputs=inputs,
+        tool=f"ncnn-int8-{tools}",
+        tool_version=version,
+        options=options,
+        force=force,
+    ) as job:
         if job.cached:
             return [store.path(o) for o in outputs.values()]
-        step(escape(f"ncnn int8 ({tools}: {why}), {method} on {len(calibration)} calibration images"
-                    + (f", {len(float_layers)} layers in float" if float_layers else "") + f" -> {rel_param}"))
+        step(
+            escape(
+                f"ncnn int8 ({tools}: {why}), {method} on {len(calibration)} calibration images"
+                + (f", {len(float_layers)} layers in float" if float_layers else "")
+                + f" -> {rel_param}"
+            )
+        )
         keep_float = set(float_layers) | (set() if c.int8_depthwise else depthwise_layers(read_param(store.path(PARAM))))
         if tools == "official":
-            ncnn_official.make_int8(store.path(PARAM), store.path(BIN), calibration, method, c.threads,
-                                    job.workdir, job.tmp(rel_param), job.tmp(rel_bin), job.tmp(rel_table),
-                                    keep_float=keep_float or None)
+            ncnn_official.make_int8(
+                store.path(PARAM),
+                store.path(BIN),
+                calibration,
+                method,
+                c.threads,
+                job.workdir,
+                job.tmp(rel_param),
+                job.tmp(rel_bin),
+                job.tmp(rel_table),
+                keep_float=keep_float or None,
+            )
             layers = {}
         else:
             layers = builtin_int8(ctx, method, keep_float, job.tmp(rel_param), job.tmp(rel_bin), job.tmp(rel_table))
         ratio = job.tmp(rel_bin).stat().st_size / store.path(BIN).stat().st_size
-        console.print(f"   {rel_bin}: {ratio:.1%} of the FP32 .bin" + (
-            f"; {len(layers['quantized'])} int8 layers, {len(layers['requantized'])} requantize to int8" if layers else ""))
-        agreement = verify(ctx, NcnnInt8Runtime(cfg, {"param": job.tmp(rel_param), "bin": job.tmp(rel_bin)}), "int8",
-                           store.path(rel_param), gate=gate)
-        job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None, tools_reason=why,
-                   size_ratio=round(ratio, 4), calibration=calibration.signature(),
-                   int8_layers=len(layers.get("quantized", [])), requantized_layers=len(layers.get("requantized", [])))
+        console.print(
+            f"   {rel_bin}: {ratio:.1%} of the FP32 .bin"
+            + (f"; {len(layers['quantized'])} int8 layers, {len(layers['requantized'])} requantize to int8" if layers else "")
+        )
+        agreement = verify(
+            ctx,
+            NcnnInt8Runtime(cfg, {"param": job.tmp(rel_param), "bin": job.tmp(rel_bin)}),
+            "int8",
+            store.path(rel_param),
+            gate=gate,
+        )
+        job.record(
+            agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
+            tools_reason=why,
+            size_ratio=round(ratio, 4),
+            calibration=calibration.signature(),
+            int8_layers=len(layers.get("quantized", [])),
+            requantized_layers=len(layers.get("requantized", [])),
+        )
     return [store.path(o) for o in outputs.values()]
 
 
@@ -133,6 +167,7 @@ def builtin_int8(ctx: StepContext, method: str, keep_float: set[str], out_param,
     calibration = ctx.calibration
     # Statistics come from ncnn itself running the FP32 model on the uint8 images it will see.
     with NcnnRuntime(cfg, {"param": store.path(PARAM), "bin": store.path(BIN)}) as fp32:
+
         def run_blobs(image, names):
             return fp32.blobs(image[None], names)
 

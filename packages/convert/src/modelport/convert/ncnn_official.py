@@ -51,15 +51,25 @@ def _vector(values) -> str:
     return "[" + ",".join(f"{v:.9g}" for v in values) + "]"
 
 
-def make_int8(param: Path, binfile: Path, calibration: CalibrationSet, method: str, threads: int,
-              workdir: Path, out_param: Path, out_bin: Path, out_table: Path, keep_float: set[str] | None = None) -> None:
+def make_int8(
+    param: Path,
+    binfile: Path,
+    calibration: CalibrationSet,
+    method: str,
+    threads: int,
+    workdir: Path,
+    out_param: Path,
+    out_bin: Path,
+    out_table: Path,
+    keep_float: set[str] | None = None,
+) -> None:
     """ncnnoptimize -> ncnn2table -> ncnn2int8. ``keep_float``: layers whose table lines are
     commented out before ncnn2int8, which then leaves them FP32 (ncnn's mixed precision)."""
     missing = missing_tools()
     if missing:
         raise ToolchainMissing(f"official ncnn tools not on PATH: {', '.join(missing)} (they are built in envs/ncnn/Dockerfile)")
     if method not in METHODS:
-        raise ToolchainMissing(f"ncnn2table has no {method!r} method (only {', '.join(METHODS)}); use [ncnn] tools = \"builtin\"")
+        raise ToolchainMissing(f'ncnn2table has no {method!r} method (only {", ".join(METHODS)}); use [ncnn] tools = "builtin"')
     spec = calibration.spec
     opt_param, opt_bin = workdir / "opt.param", workdir / "opt.bin"
     _run(["ncnnoptimize", str(param), str(binfile), str(opt_param), str(opt_bin), "0"], workdir, param)
@@ -76,9 +86,23 @@ def make_int8(param: Path, binfile: Path, calibration: CalibrationSet, method: s
     listfile = workdir / "images.txt"
     listfile.write_text("\n".join(names) + "\n")
     h, w = spec.size
-    _run(["ncnn2table", str(opt_param), str(opt_bin), str(listfile), str(out_table),
-          f"mean={_vector(spec.mean_values)}", f"norm={_vector(spec.norm_values)}",
-          f"shape=[{w},{h},3]", "pixel=RGB", f"thread={threads}", f"method={method}"], workdir, param)
+    _run(
+        [
+            "ncnn2table",
+            str(opt_param),
+            str(opt_bin),
+            str(listfile),
+            str(out_table),
+            f"mean={_vector(spec.mean_values)}",
+            f"norm={_vector(spec.norm_values)}",
+            f"shape=[{w},{h},3]",
+            "pixel=RGB",
+            f"thread={threads}",
+            f"method={method}",
+        ],
+        workdir,
+        param,
+    )
     if keep_float:
         table = Table.read(out_table)
         table.disabled |= keep_float & set(table.weights)

@@ -34,7 +34,9 @@ def corrected_bias(la: Layer, qweights: np.ndarray, scales: np.ndarray, mean_in:
     E[x] is per input channel over the calibration images; zero padding at the borders
     is ignored."""
     rows = scales.size
-    err = qweights.reshape(rows, -1).astype(np.float32) / scales[:, None] - la.weights[0].data.astype(np.float32).reshape(rows, -1)
+    err = qweights.reshape(rows, -1).astype(np.float32) / scales[:, None] - la.weights[0].data.astype(np.float32).reshape(
+        rows, -1
+    )
     bias = la.weights[1].data if la.pint(_bias_key(la)) else np.zeros(la.pint(0), np.float32)
     if la.type == "ConvolutionDepthWise":
         if not rows == la.pint(0) == mean_in.size:

@@ -16,27 +16,32 @@ from importlib.metadata import version
 
 import numpy as np
 
-from modelport.bench.runner import prepared_images
-from modelport.bench.runtime import Runtime
-from modelport.bench.runtimes.onnxruntime import OnnxFp32DynamicRuntime, OnnxInt8DynamicRuntime
 from modelport.common.agreement import Kind
 from modelport.common.context import StepContext
 from modelport.common.errors import ModelportError, ToolchainMissing
 from modelport.common.log import console, step
 from modelport.common.preprocess import to_tensor
+from modelport.common.reference import REFERENCE
+from modelport.runtime.base import Runtime
+from modelport.runtime.onnxruntime import OnnxFp32DynamicRuntime, OnnxFp32Runtime, OnnxInt8DynamicRuntime, OnnxInt8Runtime
+from modelport.runtime.run import prepared_images
 
 from .verify import verify
 
 # static source -> (dynamic output, runtime that runs it, accuracy floor of its kind)
 MODELS: dict[str, tuple[str, type[Runtime], Kind]] = {
-    "onnx/model.onnx": ("onnx/model.dynamic.onnx", OnnxFp32DynamicRuntime, "float"),
-    "onnx/model.int8.onnx": ("onnx/model.int8.dynamic.onnx", OnnxInt8DynamicRuntime, "int8"),
+    OnnxFp32Runtime.artifacts["model"]: (OnnxFp32DynamicRuntime.artifacts["model"], OnnxFp32DynamicRuntime, "float"),
+    OnnxInt8Runtime.artifacts["model"]: (OnnxInt8DynamicRuntime.artifacts["model"], OnnxInt8DynamicRuntime, "int8"),
 }
 BATCH_DIM = "batch"
 
 
 def unavailable_reason() -> str | None:
-    return None if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime") else "onnx and onnxruntime are needed (tf-onnx env)"
+    return (
+        None
+        if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime")
+        else "onnx and onnxruntime are needed (tf-onnx env)"
+    )
 
 
 def tool_version() -> str:
@@ -98,8 +103,14 @@ def run(ctx: StepContext, force: bool):
     store, made = ctx.store, []
     for source, (output, runtime_cls, kind) in MODELS.items():
         src = store.path(source)
-        with store.produce(output, inputs={"onnx": src, "reference": store.path("source/reference.npy")},
-                           tool="onnx", tool_version=tool_version(), options={"batch_dim": BATCH_DIM}, force=force) as job:
+        with store.produce(
+            output,
+            inputs={"onnx": src, "reference": store.path(REFERENCE)},
+            tool="onnx",
+            tool_version=tool_version(),
+            options={"batch_dim": BATCH_DIM},
+            force=force,
+        ) as job:
             if job.cached:
                 made.append(job.path)
                 continue
@@ -111,9 +122,14 @@ def run(ctx: StepContext, force: bool):
             rt = runtime_cls(ctx.config, {"model": job.tmp()})
             agreement = verify(ctx, rt, kind, store.path(output))
             diff = check_batch_consistency(ctx, runtime_cls(ctx.config, {"model": job.tmp()}), kind, store.path(output))
-            console.print(f"   {len(ctx.eval_images)} images as one batch = batch-1 outputs (max abs diff {diff:.1e}); "
-                          f"{reshapes} Reshape shape(s) made batch-agnostic")
-            job.record(reshapes_rewritten=reshapes, batch_vs_single_max_abs_diff=diff,
-                       agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None)
+            console.print(
+                f"   {len(ctx.eval_images)} images as one batch = batch-1 outputs (max abs diff {diff:.1e}); "
+                f"{reshapes} Reshape shape(s) made batch-agnostic"
+            )
+            job.record(
+                reshapes_rewritten=reshapes,
+                batch_vs_single_max_abs_diff=diff,
+                agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
+            )
         made.append(job.path)
     return made

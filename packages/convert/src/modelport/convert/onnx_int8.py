@@ -11,15 +11,16 @@ from __future__ import annotations
 import importlib.util
 from importlib.metadata import version
 
-from modelport.bench.runtimes.onnxruntime import OnnxInt8Runtime
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import activity, step, warn
 from modelport.common.onnx_safety import check_onnx
+from modelport.common.reference import REFERENCE
+from modelport.runtime.onnxruntime import ONNX_MODEL, OnnxInt8Runtime
 
 from .verify import verify
 
-SOURCE = "onnx/model.onnx"
+SOURCE = ONNX_MODEL
 
 
 def unavailable_reason() -> str | None:
@@ -63,8 +64,11 @@ class Quantizer:
     def settings(self, q) -> dict:
         if not self.tensorrt:
             return q.quantizer_settings()
-        return q.quantizer_settings() | {"activation_type": "int8", "weight_type": "int8",
-                                 "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}}
+        return q.quantizer_settings() | {
+            "activation_type": "int8",
+            "weight_type": "int8",
+            "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+        }
 
     def run(self, ctx: StepContext, force: bool):
         if self.tensorrt:  # TensorRT's own INT8 build is judged (and recovered) on its side
@@ -74,7 +78,7 @@ class Quantizer:
         return recover(ctx, force, self.output)
 
 
-ORT = Quantizer("onnx/model.int8.onnx", tensorrt=False)
+ORT = Quantizer(OnnxInt8Runtime.artifacts["model"], tensorrt=False)
 TENSORRT = Quantizer("onnx/model.int8.sym.onnx", tensorrt=True)
 
 
@@ -106,8 +110,10 @@ def calibration_for(ctx: StepContext, method: str, say: bool = False):
     calib, cap = ctx.calibration, ctx.config.quantization.histogram_calibration_limit
     if method in ("percentile", "entropy") and len(calib) > cap:
         if say:
-            warn(f"{method} calibration keeps every activation in memory (~45 MB per image): using the "
-                 f"first {cap} of {len(calib)} calibration images ([quantization] histogram_calibration_limit)")
+            warn(
+                f"{method} calibration keeps every activation in memory (~45 MB per image): using the "
+                f"first {cap} of {len(calib)} calibration images ([quantization] histogram_calibration_limit)"
+            )
         return calib.limited(cap)
     return calib
 
@@ -125,17 +131,20 @@ def quantize(ctx: StepContext, force: bool, output: str, q: dict, gate: bool = T
     calib.validate()  # every calibration image decodes before anything is written
     source = store.path(SOURCE)
     check_onnx(source)
-    inputs = {"onnx": source, "reference": store.path("source/reference.npy")}
+    inputs = {"onnx": source, "reference": store.path(REFERENCE)}
     inputs |= {f"calibration:{p.name}": p for p in calib.paths}
     excluded = excluded_nodes(source, q.get("nodes_to_exclude", []))
     options = q | {"calibration_images": len(calib)} | ({"excluded_nodes": excluded} if excluded else {})
-    with store.produce(output, inputs=inputs, tool="onnxruntime.quantization", tool_version=tool_version(),
-                       options=options, force=force) as job:
+    with store.produce(
+        output, inputs=inputs, tool="onnxruntime.quantization", tool_version=tool_version(), options=options, force=force
+    ) as job:
         if job.cached:
             return [job.path]
-        step(f"quantize {SOURCE} -> {output}: QDQ, {'per-channel' if q['per_channel'] else 'per-tensor'}, "
-             f"{q['activation_type']}/{q['weight_type']}, {q['calibrate_method']} on {len(calib)} calibration images"
-             + (f", {len(q['nodes_to_exclude'])} layers in float" if q.get("nodes_to_exclude") else ""))
+        step(
+            f"quantize {SOURCE} -> {output}: QDQ, {'per-channel' if q['per_channel'] else 'per-tensor'}, "
+            f"{q['activation_type']}/{q['weight_type']}, {q['calibrate_method']} on {len(calib)} calibration images"
+            + (f", {len(q['nodes_to_exclude'])} layers in float" if q.get("nodes_to_exclude") else "")
+        )
         prepped = job.workdir / "prepped.onnx"
         quant_pre_process(str(source), str(prepped))
         import onnx
@@ -144,14 +153,21 @@ def quantize(ctx: StepContext, force: bool, output: str, q: dict, gate: bool = T
         qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
         with activity(f"{q['calibrate_method']} calibration + quantization on {len(calib)} images"):
             quantize_static(
-                str(prepped), str(job.tmp()), CalibrationReader(calib, input_name),
-                quant_format=QuantFormat.QDQ, per_channel=q["per_channel"],
-                activation_type=qtype[q["activation_type"]], weight_type=qtype[q["weight_type"]],
-                calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                                  "percentile": CalibrationMethod.Percentile}[q["calibrate_method"]],
-                extra_options=q.get("extra_options", {}) | _chunked(q["calibrate_method"]), nodes_to_exclude=excluded,
+                str(prepped),
+                str(job.tmp()),
+                CalibrationReader(calib, input_name),
+                quant_format=QuantFormat.QDQ,
+                per_channel=q["per_channel"],
+                activation_type=qtype[q["activation_type"]],
+                weight_type=qtype[q["weight_type"]],
+                calibrate_method={
+                    "minmax": CalibrationMethod.MinMax,
+                    "entropy": CalibrationMethod.Entropy,
+                    "percentile": CalibrationMethod.Percentile,
+                }[q["calibrate_method"]],
+                extra_options=q.get("extra_options", {}) | _chunked(q["calibrate_method"]),
+                nodes_to_exclude=excluded,
             )
         agreement = verify(ctx, OnnxInt8Runtime(cfg, {"model": job.tmp()}), "int8", store.path(output), gate=gate)
-        job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
-                   calibration=calib.signature())
+        job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None, calibration=calib.signature())
     return [job.path]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 
-from modelport.bench.runner import prepared_images
-from modelport.bench.runtime import Runtime
 from modelport.common import layer_analysis
 from modelport.common.context import StepContext
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import headline_index
+from modelport.runtime.base import Runtime
+from modelport.runtime.run import prepared_images
 
 
 @contextlib.contextmanager
@@ -31,6 +31,7 @@ def worst_analysed(ctx: StepContext, key: str, files: dict, variant_id: str, n: 
     """The ``n`` layers that add the most error of their own in a variant (its per-layer analysis, cached)."""
     from .analyze import run
 
-    data = run(ctx, key, files={r: ctx.store.path(rel) for r, rel in files.items()},
-               out=f"analysis/variants/{key}-{variant_id}.json")
+    data = run(
+        ctx, key, files={r: ctx.store.path(rel) for r, rel in files.items()}, out=f"analysis/variants/{key}-{variant_id}.json"
+    )
     return [r["node"] for r in layer_analysis.worst(data["layers"], n, "own_sqnr_db_worst_image")]

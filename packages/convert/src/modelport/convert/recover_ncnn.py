@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common import layer_analysis, recovery
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
 
 from .ncnn import BIN, PARAM
 from .ncnn_format import load
@@ -56,8 +56,15 @@ class NcnnBackend:
         make(self.ctx, self.force, outputs, method, self.to_ncnn(float_layers), gate=False)
         manifest = self.ctx.store.read_manifest(outputs["param"]) or {}
         size = sum(self.ctx.store.path(outputs[r]).stat().st_size for r in ("param", "bin"))
-        return Variant(vid, method, float_layers, outputs, recovery.brief(manifest.get("extra", {}).get("agreement")),
-                       size_bytes=size, build_seconds=manifest.get("seconds"))
+        return Variant(
+            vid,
+            method,
+            float_layers,
+            outputs,
+            recovery.brief(manifest.get("extra", {}).get("agreement")),
+            size_bytes=size,
+            build_seconds=manifest.get("seconds"),
+        )
 
     def worst_layers(self, variant: Variant, n: int) -> list[str]:
         from .analyze import run
@@ -78,11 +85,24 @@ def recover(ctx: StepContext, force: bool):
     store, calib = ctx.store, ctx.calibration
     calib.validate()
     c = ctx.config.ncnn
-    inputs = {"param": store.path(PARAM), "bin": store.path(BIN), "reference": store.path(REFERENCE),
-              **{f"calibration:{p.name}": p for p in calib.paths}, **{f"image:{p.name}": p for p in ctx.eval_images}}
-    options = {"tools": c.tools, "method": c.calibration_method, "int8_depthwise": c.int8_depthwise,
-               "bias_correction": c.bias_correction, "requantize": c.requantize, "float_layers": c.float_layers,
-               "input": ctx.config.input.signature, "calibration_images": len(calib)}
-    recovery.produce(ctx, NcnnBackend(ctx, force), OUTPUTS, inputs=inputs, tool_version=tool_version(),
-                     options=options, force=force)
+    inputs = {
+        "param": store.path(PARAM),
+        "bin": store.path(BIN),
+        "reference": store.path(REFERENCE),
+        **{f"calibration:{p.name}": p for p in calib.paths},
+        **{f"image:{p.name}": p for p in ctx.eval_images},
+    }
+    options = {
+        "tools": c.tools,
+        "method": c.calibration_method,
+        "int8_depthwise": c.int8_depthwise,
+        "bias_correction": c.bias_correction,
+        "requantize": c.requantize,
+        "float_layers": c.float_layers,
+        "input": ctx.config.input.signature,
+        "calibration_images": len(calib),
+    }
+    recovery.produce(
+        ctx, NcnnBackend(ctx, force), OUTPUTS, inputs=inputs, tool_version=tool_version(), options=options, force=force
+    )
     return [store.path(rel) for rel in OUTPUTS.values()]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
 from modelport.common import recovery
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
+from modelport.runtime.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
 
 from .onnx_int8 import SOURCE, calibration_for, quantize, tool_version
 from .recover import runtime_timers, worst_analysed
@@ -37,12 +37,20 @@ class OnnxBackend:
     def build(self, method: str, float_layers: list[str]) -> Variant:
         vid = variant_id(method, float_layers)
         rel = f"onnx/variants/int8-{vid}.onnx"
-        settings = self.ctx.config.quantization.quantizer_settings() | method_settings(method) | {
-            "nodes_to_exclude": float_layers}
+        settings = (
+            self.ctx.config.quantization.quantizer_settings() | method_settings(method) | {"nodes_to_exclude": float_layers}
+        )
         (path,) = quantize(self.ctx, self.force, rel, settings, gate=False)
         extra = (self.ctx.store.read_manifest(rel) or {}).get("extra", {})
-        return Variant(vid, method, float_layers, {"model": rel}, recovery.brief(extra.get("agreement")),
-                       size_bytes=path.stat().st_size, build_seconds=(self.ctx.store.read_manifest(rel) or {}).get("seconds"))
+        return Variant(
+            vid,
+            method,
+            float_layers,
+            {"model": rel},
+            recovery.brief(extra.get("agreement")),
+            size_bytes=path.stat().st_size,
+            build_seconds=(self.ctx.store.read_manifest(rel) or {}).get("seconds"),
+        )
 
     def worst_layers(self, variant: Variant, n: int) -> list[str]:
         return worst_analysed(self.ctx, self.key, {"model": variant.files["model"]}, variant.id, n)
@@ -57,10 +65,20 @@ def recover(ctx: StepContext, force: bool, output: str):
     """``output`` (onnx/model.int8.onnx) = the configured QDQ model, or the variant the search kept."""
     store, calib = ctx.store, ctx.calibration
     calib.validate()
-    inputs = {"onnx": store.path(SOURCE), "reference": store.path(REFERENCE),
-              **{f"calibration:{p.name}": p for p in calib.paths}, **{f"image:{p.name}": p for p in ctx.eval_images}}
-    recovery.produce(ctx, OnnxBackend(ctx, force), {"model": output}, inputs=inputs, tool_version=tool_version(),
-                     options=ctx.config.quantization.quantizer_settings() | {
-                         "calibration_images": len(calibration_for(ctx, ctx.config.quantization.calibrate_method))},
-                     force=force)
+    inputs = {
+        "onnx": store.path(SOURCE),
+        "reference": store.path(REFERENCE),
+        **{f"calibration:{p.name}": p for p in calib.paths},
+        **{f"image:{p.name}": p for p in ctx.eval_images},
+    }
+    recovery.produce(
+        ctx,
+        OnnxBackend(ctx, force),
+        {"model": output},
+        inputs=inputs,
+        tool_version=tool_version(),
+        options=ctx.config.quantization.quantizer_settings()
+        | {"calibration_images": len(calibration_for(ctx, ctx.config.quantization.calibrate_method))},
+        force=force,
+    )
     return [store.path(output)]

@@ -10,11 +10,11 @@ Entropy calibration (``[tensorrt] int8_mode = "calibrate"``) keeps its single co
 
 from __future__ import annotations
 
-from modelport.bench.runtimes.tensorrt import TensorrtFp32Runtime, TensorrtInt8Runtime
 from modelport.common import cuda, recovery
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
+from modelport.runtime.tensorrt import TensorrtFp32Runtime, TensorrtInt8Runtime
 
 from .onnx_int8 import SOURCE, TENSORRT, calibration_for, quantize
 from .recover import runtime_timers, worst_analysed
@@ -33,15 +33,20 @@ class TensorrtBackend:
         store = self.ctx.store
         vid = variant_id(method, float_layers)
         qdq = f"onnx/variants/int8-sym-{vid}.onnx"
-        settings = TENSORRT.settings(self.ctx.config.quantization) | method_settings(method) | {
-            "nodes_to_exclude": float_layers}
+        settings = TENSORRT.settings(self.ctx.config.quantization) | method_settings(method) | {"nodes_to_exclude": float_layers}
         quantize(self.ctx, self.force, qdq, settings, gate=False)
         engine = f"tensorrt/variants/int8-{vid}.engine"
         (path,) = build(self.ctx, "int8", self.force, qdq=store.path(qdq), engine_rel=engine, gate=False)
         manifest = store.read_manifest(engine) or {}
-        return Variant(vid, method, float_layers, {"engine": engine, "qdq": qdq},
-                       recovery.brief(manifest.get("extra", {}).get("agreement")),
-                       size_bytes=path.stat().st_size, build_seconds=manifest.get("seconds"))
+        return Variant(
+            vid,
+            method,
+            float_layers,
+            {"engine": engine, "qdq": qdq},
+            recovery.brief(manifest.get("extra", {}).get("agreement")),
+            size_bytes=path.stat().st_size,
+            build_seconds=manifest.get("seconds"),
+        )
 
     def worst_layers(self, variant: Variant, n: int) -> list[str]:
         return worst_analysed(self.ctx, self.key, {"model": variant.files["qdq"]}, variant.id, n)
@@ -58,12 +63,26 @@ def recover(ctx: StepContext, force: bool):
     gpu = cuda.require(tcfg.device)
     calib = ctx.calibration
     calib.validate()
-    inputs = {"onnx": store.path(SOURCE), "reference": store.path(REFERENCE),
-              **{f"calibration:{p.name}": p for p in calib.paths}, **{f"image:{p.name}": p for p in ctx.eval_images}}
-    options = TENSORRT.settings(q) | {"calibration_images": len(calibration_for(ctx, q.calibrate_method)),
-                                      "gpu": gpu.name, "compute_capability": gpu.compute_capability,
-                                      "workspace_mb": tcfg.workspace_mb,
-                                      "builder_optimization_level": tcfg.builder_optimization_level}
-    recovery.produce(ctx, TensorrtBackend(ctx, force), {"engine": ENGINES["int8"]}, inputs=inputs,
-                     tool_version=tool_version(), options=options, force=force)
+    inputs = {
+        "onnx": store.path(SOURCE),
+        "reference": store.path(REFERENCE),
+        **{f"calibration:{p.name}": p for p in calib.paths},
+        **{f"image:{p.name}": p for p in ctx.eval_images},
+    }
+    options = TENSORRT.settings(q) | {
+        "calibration_images": len(calibration_for(ctx, q.calibrate_method)),
+        "gpu": gpu.name,
+        "compute_capability": gpu.compute_capability,
+        "workspace_mb": tcfg.workspace_mb,
+        "builder_optimization_level": tcfg.builder_optimization_level,
+    }
+    recovery.produce(
+        ctx,
+        TensorrtBackend(ctx, force),
+        {"engine": ENGINES["int8"]},
+        inputs=inputs,
+        tool_version=tool_version(),
+        options=options,
+        force=force,
+    )
     return [store.path(ENGINES["int8"])]

@@ -12,11 +12,12 @@ import io
 
 import numpy as np
 
-from modelport.bench.runner import prepared_images, run_outputs, source_runtime
-from modelport.bench.runtimes.onnxruntime import OnnxSourceRuntime
-from modelport.bench.runtimes.tflite import TfliteRuntime
 from modelport.common.context import StepContext
 from modelport.common.reference import REFERENCE, image_ids
+from modelport.runtime.onnxruntime import OnnxSourceRuntime
+from modelport.runtime.registry import source_runtime
+from modelport.runtime.run import prepared_images, run_outputs
+from modelport.runtime.tflite import TfliteRuntime
 
 
 def unavailable_reason() -> str | None:
@@ -43,8 +44,9 @@ def run(ctx: StepContext, force: bool):
     inputs = {"model": model} | {f"image:{p.name}": p for p in ctx.eval_images}
     options = {"input": cfg.input.model_dump(mode="json"), "tflite": cfg.tflite.model_dump()}
     runtime = source_runtime(cfg, model)
-    with store.produce(REFERENCE, inputs=inputs, tool=runtime.backend, tool_version=tool_version(),
-                       options=options, force=force) as job:
+    with store.produce(
+        REFERENCE, inputs=inputs, tool=runtime.backend, tool_version=tool_version(), options=options, force=force
+    ) as job:
         if job.cached:
             return [job.path]
         with runtime:
@@ -52,6 +54,10 @@ def run(ctx: StepContext, force: bool):
         buf = io.BytesIO()
         np.save(buf, outputs, allow_pickle=False)
         job.tmp().write_bytes(buf.getvalue())
-        job.record(images=image_ids(ctx.eval_images), preprocessing=cfg.input.signature,
-                   source=runtime.display, outputs=output_kind(outputs, contract.output_scale))
+        job.record(
+            images=image_ids(ctx.eval_images),
+            preprocessing=cfg.input.signature,
+            source=runtime.display,
+            outputs=output_kind(outputs, contract.output_scale),
+        )
     return [job.path]

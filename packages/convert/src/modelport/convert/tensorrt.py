@@ -27,12 +27,16 @@ from modelport.common.artifacts import sha256_file, write_atomic
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import console, step, warn
+from modelport.common.reference import REFERENCE
+from modelport.runtime.onnxruntime import ONNX_MODEL
+from modelport.runtime.tensorrt import TensorrtFp16Runtime, TensorrtFp32Runtime, TensorrtInt8Runtime
 
 from . import tensorrt_network as net
 from .verify import verify
 
-SOURCE = "onnx/model.onnx"
-ENGINES = {p: f"tensorrt/{p}.engine" for p in ("fp32", "fp16", "int8")}
+SOURCE = ONNX_MODEL
+RUNTIMES = {cls.precision: cls for cls in (TensorrtFp32Runtime, TensorrtFp16Runtime, TensorrtInt8Runtime)}
+ENGINES = {p: cls.artifacts["engine"] for p, cls in RUNTIMES.items()}
 CALIBRATION_CACHE = "tensorrt/calibration.cache"
 TIMING_CACHE = "tensorrt/timing.cache"
 
@@ -70,13 +74,13 @@ def int8_plan(ctx: StepContext) -> Int8Plan:
         return Int8Plan("qdq", qdq)
     why = f"{store.rel(qdq)} cannot be used for TensorRT explicit quantization: {'; '.join(problems)}"
     if tcfg.int8_mode == "qdq":
-        raise InputError(f"{why}. TensorRT needs symmetric int8 Q/DQ (zero point 0); "
-                         'or set [tensorrt] int8_mode = "calibrate"')
+        raise InputError(f'{why}. TensorRT needs symmetric int8 Q/DQ (zero point 0); or set [tensorrt] int8_mode = "calibrate"')
     return Int8Plan("calibrate", store.path(SOURCE), why)
 
 
-def build(ctx: StepContext, precision: str, force: bool, qdq: Path | None = None, engine_rel: str | None = None,
-          gate: bool = True) -> list[Path]:
+def build(
+    ctx: StepContext, precision: str, force: bool, qdq: Path | None = None, engine_rel: str | None = None, gate: bool = True
+) -> list[Path]:
     """The engine for ``precision`` (INT8: from ``qdq`` when given, else by ``int8_plan``) at ``engine_rel``
     (default ``tensorrt/<precision>.engine``); ``gate=False`` measures without holding it to the floors."""
     cfg, store, tcfg = ctx.config, ctx.store, ctx.config.tensorrt
@@ -88,7 +92,7 @@ def build(ctx: StepContext, precision: str, force: bool, qdq: Path | None = None
     source = plan.onnx if plan else store.path(SOURCE)
     model_input = net.model_input(net.load(source), source)
     calib = None
-    inputs = {"onnx": source, "reference": store.path("source/reference.npy")}
+    inputs = {"onnx": source, "reference": store.path(REFERENCE)}
     if plan and plan.mode == "calibrate":
         if plan.why:
             warn(f"tensorrt-int8: {plan.why}; calibrating instead")
@@ -107,13 +111,16 @@ def build(ctx: StepContext, precision: str, force: bool, qdq: Path | None = None
         "gpu": gpu.name,
         "compute_capability": gpu.compute_capability,
     }
-    with store.produce(outputs, inputs=inputs, tool="tensorrt", tool_version=trt.__version__,
-                       options=options, force=force) as job:
+    with store.produce(
+        outputs, inputs=inputs, tool="tensorrt", tool_version=trt.__version__, options=options, force=force
+    ) as job:
         if job.cached:
             return [store.path(o) for o in outputs]
         how = precision.upper() + (f", {plan.mode}" if plan else "")
-        step(f"build {engine_rel} from {store.rel(source)} ({how}) on {gpu.name} "
-             f"(compute capability {gpu.compute_capability}), TensorRT {trt.__version__}")
+        step(
+            f"build {engine_rel} from {store.rel(source)} ({how}) on {gpu.name} "
+            f"(compute capability {gpu.compute_capability}), TensorRT {trt.__version__}"
+        )
         feeder = _feeder(ctx, job, calib, model_input, force) if calib else None
         try:
             engine_bytes = _build(trt, ctx, precision, plan, source, model_input, feeder)
@@ -128,8 +135,12 @@ def build(ctx: StepContext, precision: str, force: bool, qdq: Path | None = None
         agreement = verify(ctx, runtime, "int8" if precision == "int8" else "float", store.path(engine_rel), gate=gate)
         job.record(
             tensorrt_version=trt.__version__,
-            gpu={"name": gpu.name, "compute_capability": gpu.compute_capability,
-                 "nvidia_driver": gpu.driver_version, "driver_cuda": gpu.driver_cuda},
+            gpu={
+                "name": gpu.name,
+                "compute_capability": gpu.compute_capability,
+                "nvidia_driver": gpu.driver_version,
+                "driver_cuda": gpu.driver_cuda,
+            },
             input={"name": model_input.name, "shape": list(model_input.shape), "layout": model_input.layout},
             int8=_int8_record(store, plan, feeder, calib),
             agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
@@ -138,7 +149,7 @@ def build(ctx: StepContext, precision: str, force: bool, qdq: Path | None = None
 
 
 def origin(trt_version: str, gpu: cuda.GpuInfo) -> dict:
-    """Where an engine is built, in the shape the runtime compares (see runtimes.tensorrt.check_origin)."""
+    """Where an engine is built, in the shape the runtime compares (see modelport.runtime.tensorrt.check_origin)."""
     return {"tensorrt_version": trt_version, "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability}}
 
 
@@ -147,16 +158,17 @@ def _int8_record(store, plan, feeder, calib) -> dict | None:
         return None
     out = {"mode": plan.mode, "source": store.rel(plan.onnx), "fallback_reason": plan.why}
     if feeder is not None:
-        out |= {"calibration": calib.signature(), "batches": feeder.batches, "images": feeder.images,
-                "cache_reused": feeder.cache.read_from is not None and feeder.batches == 0}
+        out |= {
+            "calibration": calib.signature(),
+            "batches": feeder.batches,
+            "images": feeder.images,
+            "cache_reused": feeder.cache.read_from is not None and feeder.batches == 0,
+        }
     return out
 
 
 def _runtime(precision: str, config, engine: Path):
-    from modelport.bench.runtimes import tensorrt as rt
-
-    cls = {"fp32": rt.TensorrtFp32Runtime, "fp16": rt.TensorrtFp16Runtime, "int8": rt.TensorrtInt8Runtime}[precision]
-    return cls(config, {"engine": engine})
+    return RUNTIMES[precision](config, {"engine": engine})
 
 
 def _feeder(ctx, job, calib, model_input, force):
@@ -166,8 +178,13 @@ def _feeder(ctx, job, calib, model_input, force):
     previous = None if force else reusable_calibration_cache(ctx.store, job.inputs, job.tool_version)
     if previous:
         console.print(f"   reusing {CALIBRATION_CACHE}: same model, calibration images and TensorRT version")
-    return CalibrationFeeder(calib.tensors(model_input.layout, "float32"), model_input.name, shape,
-                             PycudaStaging(ctx.config.tensorrt.device), CalibrationCache(job.tmp(CALIBRATION_CACHE), previous))
+    return CalibrationFeeder(
+        calib.tensors(model_input.layout, "float32"),
+        model_input.name,
+        shape,
+        PycudaStaging(ctx.config.tensorrt.device),
+        CalibrationCache(job.tmp(CALIBRATION_CACHE), previous),
+    )
 
 
 def reusable_calibration_cache(store, inputs: dict[str, Path], tool_version: str) -> Path | None:
@@ -191,7 +208,7 @@ def _commit_calibration(job, feeder) -> None:
 
 
 def _build(trt, ctx, precision, plan, source, model_input, feeder) -> bytes:
-    from modelport.bench.runtimes.tensorrt import trt_logger
+    from modelport.runtime.tensorrt import trt_logger
 
     tcfg, store = ctx.config.tensorrt, ctx.store
     logger = trt_logger()

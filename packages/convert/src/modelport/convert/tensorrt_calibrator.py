@@ -112,8 +112,15 @@ class CalibrationFeeder:
     dropped (TensorRT needs every batch at the profile's shape) and said so.
     """
 
-    def __init__(self, tensors: Iterable[np.ndarray], input_name: str, input_shape: Sequence[int],
-                 staging: Staging, cache: CalibrationCache, dtype: str = "float32"):
+    def __init__(
+        self,
+        tensors: Iterable[np.ndarray],
+        input_name: str,
+        input_shape: Sequence[int],
+        staging: Staging,
+        cache: CalibrationCache,
+        dtype: str = "float32",
+    ):
         if any(int(d) < 1 for d in input_shape):
             raise ValueError(f"calibration input shape must be static, got {tuple(input_shape)}")
         self.input_name, self.input_shape = input_name, tuple(int(d) for d in input_shape)

@@ -15,15 +15,16 @@ from importlib.metadata import version
 
 import numpy as np
 
-from modelport.bench.runtimes.tflite import TfliteDynamicRuntime
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ToolchainMissing
 from modelport.common.log import console, step
+from modelport.common.reference import REFERENCE
+from modelport.runtime.tflite import TfliteDynamicRuntime, TfliteRuntime
 
 from .onnx_dynamic import check_batch_consistency
 from .verify import verify
 
-SOURCE, OUTPUT = "source/model.tflite", "tflite/model.dynamic.tflite"
+SOURCE, OUTPUT = TfliteRuntime.artifacts["model"], TfliteDynamicRuntime.artifacts["model"]
 
 
 def unavailable_reason() -> str | None:
@@ -74,8 +75,14 @@ def run(ctx: StepContext, force: bool):
         raise ToolchainMissing(reason)
     store = ctx.store
     src = store.path(SOURCE)
-    with store.produce(OUTPUT, inputs={"tflite": src, "reference": store.path("source/reference.npy")},
-                       tool="tflite", tool_version=tool_version(), options={}, force=force) as job:
+    with store.produce(
+        OUTPUT,
+        inputs={"tflite": src, "reference": store.path(REFERENCE)},
+        tool="tflite",
+        tool_version=tool_version(),
+        options={},
+        force=force,
+    ) as job:
         if job.cached:
             return [job.path]
         step(f"{SOURCE} -> {OUTPUT}: RESHAPE targets without the batch-1 pin")
@@ -86,8 +93,13 @@ def run(ctx: StepContext, force: bool):
         job.tmp().write_bytes(bytes(data))
         agreement = verify(ctx, TfliteDynamicRuntime(ctx.config, {"model": job.tmp()}), "float", store.path(OUTPUT))
         diff = check_batch_consistency(ctx, TfliteDynamicRuntime(ctx.config, {"model": job.tmp()}), "float", store.path(OUTPUT))
-        console.print(f"   {len(ctx.eval_images)} images as one batch = batch-1 outputs (max abs diff {diff:.1e}); "
-                      f"{patched} RESHAPE target(s) unpinned")
-        job.record(reshapes_rewritten=patched, batch_vs_single_max_abs_diff=diff,
-                   agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None)
+        console.print(
+            f"   {len(ctx.eval_images)} images as one batch = batch-1 outputs (max abs diff {diff:.1e}); "
+            f"{patched} RESHAPE target(s) unpinned"
+        )
+        job.record(
+            reshapes_rewritten=patched,
+            batch_vs_single_max_abs_diff=diff,
+            agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
+        )
     return [job.path]

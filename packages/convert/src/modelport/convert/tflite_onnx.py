@@ -21,16 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.bench.runtimes.onnxruntime import OnnxFp32Runtime
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError, ToolchainMissing
 from modelport.common.log import activity, console, run_logged, step, warn
+from modelport.common.reference import REFERENCE
 from modelport.common.schema import LatencyStats
 from modelport.common.timing import measure, sample, summarize
+from modelport.runtime.onnxruntime import OnnxFp32Runtime
 
 from .verify import verify
 
-OUTPUT = "onnx/model.onnx"
+OUTPUT = OnnxFp32Runtime.artifacts["model"]
 CONVERTERS = ("tflite2onnx", "tf2onnx")
 RACE = (10, 10, 10)  # warm-up, rounds, runs per round: enough to rank two graphs, cheap next to converting
 
@@ -85,8 +86,19 @@ def convert_tf2onnx(ctx: StepContext, tflite: Path, out: Path, log: Path) -> Non
     # A subprocess: tf2onnx imports all of TensorFlow, which this process never needs. 30-70 s: its
     # chatter goes to ``log`` and progress lines show it is alive.
     contract = ctx.contract
-    cmd = [sys.executable, "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(out),
-           "--inputs-as-nchw", contract.input_name, "--opset", str(ctx.config.convert.opset)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tf2onnx.convert",
+        "--tflite",
+        str(tflite),
+        "--output",
+        str(out),
+        "--inputs-as-nchw",
+        contract.input_name,
+        "--opset",
+        str(ctx.config.convert.opset),
+    ]
     if contract.quantized:
         cmd.append("--dequantize")
     proc = run_logged(cmd, log, "tf2onnx conversion")
@@ -126,8 +138,10 @@ def _convert_one(ctx: StepContext, name: str, source: Path, out: Path) -> dict:
 
         changes = static_nchw(source, out, ctx)
     else:
-        step(f"{name}: {source.name} -> ONNX (opset {ctx.config.convert.opset})"
-             + (", dequantized to float" if ctx.contract.quantized else ""))
+        step(
+            f"{name}: {source.name} -> ONNX (opset {ctx.config.convert.opset})"
+            + (", dequantized to float" if ctx.contract.quantized else "")
+        )
         if name == "tflite2onnx":
             convert_tflite2onnx(ctx, source, out)
         else:
@@ -140,7 +154,8 @@ def _convert_one(ctx: StepContext, name: str, source: Path, out: Path) -> dict:
     check_static_nchw(out, ctx)
     agreement = verify(ctx, OnnxFp32Runtime(ctx.config, {"model": out}), "float", ctx.store.path(OUTPUT))
     return {"agreement": agreement.model_dump(exclude={"per_image"}) if agreement else None} | (
-        {"changes": changes} if changes else {})
+        {"changes": changes} if changes else {}
+    )
 
 
 def convert_contained(ctx: StepContext, names: list[str], source: Path, workdir: Path) -> tuple[dict, dict]:
@@ -157,7 +172,9 @@ def convert_contained(ctx: StepContext, names: list[str], source: Path, workdir:
             if len(names) > 1:
                 warn(f"{n}: {e.message}")
     if not measured:
-        raise ModelportError("no converter made a model that passes: " + "; ".join(f"{n}: {r}" for n, r in failed.items()), source)
+        raise ModelportError(
+            "no converter made a model that passes: " + "; ".join(f"{n}: {r}" for n, r in failed.items()), source
+        )
     return measured, failed
 
 
@@ -195,17 +212,29 @@ def run(ctx: StepContext, force: bool):
     else:
         names = [choice]
     source = store.path(contract.file)
-    options = {"converter": choice if contract.kind == "tflite" else "source", "opset": cfg.convert.opset,
-               "verify": cfg.convert.verify, "input": cfg.input.signature}
-    with store.produce(OUTPUT, inputs={"source": source, "reference": store.path("source/reference.npy")},
-                       tool="+".join(names), tool_version=tool_version(), options=options, force=force) as job:
+    options = {
+        "converter": choice if contract.kind == "tflite" else "source",
+        "opset": cfg.convert.opset,
+        "verify": cfg.convert.verify,
+        "input": cfg.input.signature,
+    }
+    with store.produce(
+        OUTPUT,
+        inputs={"source": source, "reference": store.path(REFERENCE)},
+        tool="+".join(names),
+        tool_version=tool_version(),
+        options=options,
+        force=force,
+    ) as job:
         if job.cached:
             return [job.path]
         measured, failed = convert_contained(ctx, names, source, job.workdir)
         models = {n: job.workdir / f"{n}.onnx" for n in measured}
         for n, stats in (race(ctx, models) if len(models) > 1 else {}).items():
             measured[n] |= {"median_ms": stats.median, "p90_ms": stats.p90, "runs": stats.runs}
-            console.print(f"   {n}: onnxruntime median {stats.median:.2f} ms, p90 {stats.p90:.2f} ms ({stats.runs} runs, interleaved)")
+            console.print(
+                f"   {n}: onnxruntime median {stats.median:.2f} ms, p90 {stats.p90:.2f} ms ({stats.runs} runs, interleaved)"
+            )
         chosen = min(measured, key=lambda n: measured[n].get("median_ms", 0.0))
         if len(measured) > 1:
             console.print(f"   keeping {chosen}: the faster verified ONNX in onnxruntime")

@@ -13,16 +13,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from modelport.bench.runner import prepared_images
 from modelport.common import layer_analysis, onnx_layers
 from modelport.common.context import StepContext
 from modelport.common.log import progress
 from modelport.common.preprocess import to_tensor
 from modelport.convert.analyze import Target
+from modelport.runtime.onnxruntime import ONNX_MODEL
+from modelport.runtime.run import prepared_images
 
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 
-ONNX = "onnx/model.onnx"
+ONNX = ONNX_MODEL
 
 
 def exposed(core, xml: Path, graph: onnx_layers.OnnxGraph, properties: dict):
@@ -68,15 +69,30 @@ def analyze(ctx: StepContext, model: Path, weights: Path, workdir: Path) -> dict
         for t in shared:
             ref = float_r.get_output_tensor(float_ix[t][0]).data
             got = int8_r.get_output_tensor(int8_ix[t][0]).data
-            errors.add(graph.layer_of(t), int8_ix[t][1], name, ref, got, t)
+            layer = graph.layer_of(t)
+            if layer is not None:  # exposed() only names tensors of the graph
+                errors.add(layer, int8_ix[t][1], name, ref, got, t)
     rows = errors.rows()
-    mapping = {"how": "ov.convert_model keeps the tensor names of onnx/model.onnx in both IRs; compared by name",
-               "tensors_matched": len(shared), "fp32_only": sorted(set(float_ix) - set(int8_ix)),
-               "int8_only": sorted(set(int8_ix) - set(float_ix)), "layers": len(rows), "onnx_layers": len(graph.layers)}
-    return layer_analysis.document("openvino-int8", "OpenVINO INT8", model=store.rel(model),
-                                   twin=OpenvinoFp32Runtime.artifacts["model"], images=names, rows=rows,
-                                   mapping=mapping, seconds=time.monotonic() - t0)
+    mapping = {
+        "how": "ov.convert_model keeps the tensor names of onnx/model.onnx in both IRs; compared by name",
+        "tensors_matched": len(shared),
+        "fp32_only": sorted(set(float_ix) - set(int8_ix)),
+        "int8_only": sorted(set(int8_ix) - set(float_ix)),
+        "layers": len(rows),
+        "onnx_layers": len(graph.layers),
+    }
+    return layer_analysis.document(
+        "openvino-int8",
+        "OpenVINO INT8",
+        model=store.rel(model),
+        twin=OpenvinoFp32Runtime.artifacts["model"],
+        images=names,
+        rows=rows,
+        mapping=mapping,
+        seconds=time.monotonic() - t0,
+    )
 
 
-TARGET = Target("openvino-int8", "openvino", dict(OpenvinoInt8Runtime.artifacts),
-                {**OpenvinoFp32Runtime.artifacts, "onnx": ONNX}, analyze)
+TARGET = Target(
+    "openvino-int8", "openvino", dict(OpenvinoInt8Runtime.artifacts), {**OpenvinoFp32Runtime.artifacts, "onnx": ONNX}, analyze
+)

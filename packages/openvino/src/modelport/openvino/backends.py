@@ -5,11 +5,34 @@ from modelport.common.backends import THREADS, Backend
 _M = "modelport.openvino"
 # compile_model properties as [openvino] keys. Streams: with one synchronous request, more than one
 # splits the threads between idle streams; the search measures it rather than assuming.
-_TUNING = {"openvino.threads": THREADS, "openvino.performance_hint": ("latency", "throughput"),
-           "openvino.num_streams": (1, 2), "openvino.cpu_pinning": (True, False)}
+_TUNING = {
+    "openvino.threads": THREADS,
+    "openvino.performance_hint": ("latency", "throughput"),
+    "openvino.num_streams": (1, 2),
+    "openvino.cpu_pinning": (True, False),
+}
 BACKENDS = [
-    Backend("openvino-fp32", "OpenVINO FP32", "openvino", "fp32", 50, f"{_M}.runtime:OpenvinoFp32Runtime", f"{_M}.convert:FP32",
-            depth=True, tuning=_TUNING),
-    Backend("openvino-int8", "OpenVINO INT8", "openvino", "int8", 51, f"{_M}.runtime:OpenvinoInt8Runtime", f"{_M}.convert:INT8",
-            fp32_twin="openvino-fp32", depth=True, tuning=_TUNING),
+    Backend(
+        "openvino-fp32",
+        "OpenVINO FP32",
+        "openvino",
+        "fp32",
+        50,
+        f"{_M}.runtime:OpenvinoFp32Runtime",
+        f"{_M}.convert:FP32",
+        depth=True,
+        tuning=_TUNING,
+    ),
+    Backend(
+        "openvino-int8",
+        "OpenVINO INT8",
+        "openvino",
+        "int8",
+        51,
+        f"{_M}.runtime:OpenvinoInt8Runtime",
+        f"{_M}.convert:INT8",
+        fp32_twin="openvino-fp32",
+        depth=True,
+        tuning=_TUNING,
+    ),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Sequence
 from importlib.metadata import version
 
 from modelport.common.agreement import Kind
@@ -17,11 +18,13 @@ from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import activity, step
 from modelport.common.onnx_safety import check_onnx
+from modelport.common.reference import REFERENCE
 from modelport.convert.verify import verify
+from modelport.runtime.onnxruntime import ONNX_MODEL
 
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 
-SOURCE = "onnx/model.onnx"
+SOURCE = ONNX_MODEL
 
 
 def unavailable_reason(need_nncf: bool = False) -> str | None:
@@ -69,18 +72,31 @@ def ov_ops(model, source, layers: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def nncf_quantize(model, calibration, preset: str = "performance", ignored: list[str] = ()):
+def nncf_quantize(model, calibration, preset: str = "performance", ignored: Sequence[str] = ()):
     """NNCF post-training INT8 over the calibration tensors (NCHW float32, batch 1); ``ignored``: op names kept in float."""
     import nncf
 
     tensors = list(calibration.tensors("NCHW", "float32"))
     scope = nncf.IgnoredScope(names=list(ignored), validate=False) if ignored else None
-    return nncf.quantize(model, nncf.Dataset(tensors), preset=nncf.QuantizationPreset(preset),
-                         subset_size=len(tensors), **({"ignored_scope": scope} if scope else {}))
+    return nncf.quantize(
+        model,
+        nncf.Dataset(tensors),
+        preset=nncf.QuantizationPreset(preset),
+        subset_size=len(tensors),
+        **({"ignored_scope": scope} if scope else {}),
+    )
 
 
-def build(ctx: StepContext, force: bool, runtime, xml: str, bin_: str, preset: str | None = None,
-          float_layers: list[str] | None = None, gate: bool = True):
+def build(
+    ctx: StepContext,
+    force: bool,
+    runtime,
+    xml: str,
+    bin_: str,
+    preset: str | None = None,
+    float_layers: list[str] | None = None,
+    gate: bool = True,
+):
     """One IR: FP32 (``preset`` None) or NNCF INT8 with ``preset`` and ``float_layers`` (ONNX layer names)
     kept in float; verified through ``runtime`` (with ``gate``, held to the floors)."""
     reason = unavailable_reason(preset is not None)
@@ -89,25 +105,37 @@ def build(ctx: StepContext, force: bool, runtime, xml: str, bin_: str, preset: s
     cfg, store = ctx.config, ctx.store
     source = store.path(SOURCE)
     check_onnx(source)
-    inputs = {"onnx": source, "reference": store.path("source/reference.npy")}
+    inputs = {"onnx": source, "reference": store.path(REFERENCE)}
     options = {"compress_to_fp16": False, "device": "CPU", "inference_precision": cfg.openvino.inference_precision}
     calib = None
     if preset is not None:
         calib = ctx.calibration
         calib.validate()  # every calibration image decodes before anything is written
         inputs |= {f"calibration:{p.name}": p for p in calib.paths}
-        options |= {"preset": preset, "subset_size": len(calib), "calibration_images": len(calib),
-                    "float_layers": list(float_layers or [])}
+        options |= {
+            "preset": preset,
+            "subset_size": len(calib),
+            "calibration_images": len(calib),
+            "float_layers": list(float_layers or []),
+        }
     outputs = [store.path(xml), store.path(bin_)]
-    with store.produce([xml, bin_], inputs=inputs, tool="nncf" if calib else "openvino",
-                       tool_version=tool_version(calib is not None), options=options, force=force) as job:
+    with store.produce(
+        [xml, bin_],
+        inputs=inputs,
+        tool="nncf" if calib else "openvino",
+        tool_version=tool_version(calib is not None),
+        options=options,
+        force=force,
+    ) as job:
         if job.cached:
             return outputs
         model = read_onnx(source)
-        if calib is not None:
+        if calib is not None and preset is not None:
             ignored = ov_ops(model, source, list(float_layers or []))
-            step(f"nncf.quantize {SOURCE} -> {xml}: INT8, {preset} preset, {len(calib)} calibration images"
-                 + (f", {len(float_layers)} layers ({len(ignored)} ops) in float" if float_layers else ""))
+            step(
+                f"nncf.quantize {SOURCE} -> {xml}: INT8, {preset} preset, {len(calib)} calibration images"
+                + (f", {len(float_layers)} layers ({len(ignored)} ops) in float" if float_layers else "")
+            )
             with activity(f"NNCF calibration + quantization on {len(calib)} images"):
                 model = nncf_quantize(model, calib, preset, ignored)
         else:
@@ -115,8 +143,10 @@ def build(ctx: StepContext, force: bool, runtime, xml: str, bin_: str, preset: s
         save(model, job, xml, bin_)
         rt = runtime(cfg, {"model": job.tmp(xml), "weights": job.tmp(bin_)})
         agreement = verify(ctx, rt, "float" if calib is None else "int8", store.path(xml), gate=gate)
-        job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
-                   **({"calibration": calib.signature()} if calib is not None else {}))
+        job.record(
+            agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
+            **({"calibration": calib.signature()} if calib is not None else {}),
+        )
     return outputs
 
 

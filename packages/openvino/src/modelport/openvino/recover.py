@@ -29,9 +29,15 @@ class OpenvinoBackend:
         build(self.ctx, self.force, OpenvinoInt8Runtime, files["model"], files["weights"], method, float_layers, gate=False)
         store = self.ctx.store
         manifest = store.read_manifest(files["model"]) or {}
-        return Variant(vid, method, float_layers, files, recovery.brief(manifest.get("extra", {}).get("agreement")),
-                       size_bytes=sum(store.path(f).stat().st_size for f in files.values()),
-                       build_seconds=manifest.get("seconds"))
+        return Variant(
+            vid,
+            method,
+            float_layers,
+            files,
+            recovery.brief(manifest.get("extra", {}).get("agreement")),
+            size_bytes=sum(store.path(f).stat().st_size for f in files.values()),
+            build_seconds=manifest.get("seconds"),
+        )
 
     def worst_layers(self, variant: Variant, n: int) -> list[str]:
         return worst_analysed(self.ctx, self.key, variant.files, variant.id, n)
@@ -47,10 +53,20 @@ def recover(ctx: StepContext, force: bool):
     store, calib = ctx.store, ctx.calibration
     calib.validate()
     c = ctx.config.openvino
-    inputs = {"onnx": store.path(SOURCE), "reference": store.path(REFERENCE),
-              **{f"calibration:{p.name}": p for p in calib.paths}, **{f"image:{p.name}": p for p in ctx.eval_images}}
-    options = {"preset": c.preset, "float_layers": c.float_layers, "inference_precision": c.inference_precision,
-               "input": ctx.config.input.signature, "calibration_images": len(calib)}
-    recovery.produce(ctx, OpenvinoBackend(ctx, force), OUTPUTS, inputs=inputs, tool_version=tool_version(True),
-                     options=options, force=force)
+    inputs = {
+        "onnx": store.path(SOURCE),
+        "reference": store.path(REFERENCE),
+        **{f"calibration:{p.name}": p for p in calib.paths},
+        **{f"image:{p.name}": p for p in ctx.eval_images},
+    }
+    options = {
+        "preset": c.preset,
+        "float_layers": c.float_layers,
+        "inference_precision": c.inference_precision,
+        "input": ctx.config.input.signature,
+        "calibration_images": len(calib),
+    }
+    recovery.produce(
+        ctx, OpenvinoBackend(ctx, force), OUTPUTS, inputs=inputs, tool_version=tool_version(True), options=options, force=force
+    )
     return [store.path(rel) for rel in OUTPUTS.values()]

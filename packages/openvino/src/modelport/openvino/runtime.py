@@ -9,8 +9,8 @@ reshaping it fails; the depth sweeps run N sequential batch-1 requests and say s
 
 from __future__ import annotations
 
-from modelport.bench.runtime import Runtime
 from modelport.common.errors import InputError
+from modelport.runtime.base import Runtime
 
 
 def threads(config) -> int:
@@ -32,8 +32,11 @@ class OpenvinoRuntime(Runtime):
 
     def properties(self) -> dict:
         c = self.config.openvino
-        props = {"INFERENCE_PRECISION_HINT": c.inference_precision, "INFERENCE_NUM_THREADS": threads(self.config),
-                 "PERFORMANCE_HINT": c.performance_hint.upper()}
+        props = {
+            "INFERENCE_PRECISION_HINT": c.inference_precision,
+            "INFERENCE_NUM_THREADS": threads(self.config),
+            "PERFORMANCE_HINT": c.performance_hint.upper(),
+        }
         if c.num_streams is not None:
             props["NUM_STREAMS"] = c.num_streams
         if c.cpu_pinning is not None:
@@ -52,13 +55,16 @@ class OpenvinoRuntime(Runtime):
         except Exception as e:  # OpenVINO raises RuntimeError with its own text
             raise self.model_error(e) from None
         if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise InputError(f"{self.display} expects one input and one output, the model has "
-                             f"{len(model.inputs)} and {len(model.outputs)}", self.files["model"])
+            raise InputError(
+                f"{self.display} expects one input and one output, the model has {len(model.inputs)} and {len(model.outputs)}",
+                self.files["model"],
+            )
         shape = list(model.inputs[0].get_partial_shape().to_shape()) if model.inputs[0].get_partial_shape().is_static else None
         expected = list(self.input_shape())
         if shape is not None and shape != expected:
-            raise InputError(f"model input {shape} does not match the config ({self.input_layout} {expected})",
-                             self.files["model"])
+            raise InputError(
+                f"model input {shape} does not match the config ({self.input_layout} {expected})", self.files["model"]
+            )
         self.compiled = core.compile_model(model, "CPU", self.properties())
         self.request = self.compiled.create_infer_request()
 

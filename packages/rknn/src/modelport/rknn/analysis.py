@@ -22,6 +22,7 @@ from modelport.common.context import StepContext
 from modelport.common.errors import InputError
 from modelport.common.log import console, step
 from modelport.common.reference import load_reference
+from modelport.runtime.run import prepared_images
 
 from . import convert, toolkit
 from .dataset import nchw_uint8, write_npy_list
@@ -52,8 +53,10 @@ def parse_error_analysis(text: str) -> list[dict]:
         metrics = {}
         for g, i in zip(groups or ["simulator"], range(0, len(pairs), 2), strict=False):
             if i + 1 < len(pairs):
-                metrics[g] = {part: {"cosine": float(p.group(1)), "euclidean": float(p.group(2))}
-                              for part, p in (("entire", pairs[i]), ("single", pairs[i + 1]))}
+                metrics[g] = {
+                    part: {"cosine": float(p.group(1)), "euclidean": float(p.group(2))}
+                    for part, p in (("entire", pairs[i]), ("single", pairs[i + 1]))
+                }
         layers.append({"index": len(layers), "type": m.group("type"), "name": name, "metrics": metrics})
     if not layers:
         raise ValueError("no layer rows found (not an rknn-toolkit2 error_analysis.txt?)")
@@ -71,9 +74,15 @@ def worst_layers(per_image: list[dict], n: int, group: str = "simulator") -> lis
                 continue
             drop = prev - m["entire"]["cosine"]
             prev = m["entire"]["cosine"]
-            row = {"name": layer["name"], "type": layer["type"], "image": img["image"],
-                   "single_cosine": m["single"]["cosine"], "single_euclidean": m["single"]["euclidean"],
-                   "entire_cosine": m["entire"]["cosine"], "entire_drop": round(drop, 6)}
+            row = {
+                "name": layer["name"],
+                "type": layer["type"],
+                "image": img["image"],
+                "single_cosine": m["single"]["cosine"],
+                "single_euclidean": m["single"]["euclidean"],
+                "entire_cosine": m["entire"]["cosine"],
+                "entire_drop": round(drop, 6),
+            }
             if layer["name"] not in worst or row["single_cosine"] < worst[layer["name"]]["single_cosine"]:
                 worst[layer["name"]] = row
     return sorted(worst.values(), key=lambda r: r["single_cosine"])[:n]
@@ -102,14 +111,21 @@ def run(ctx: StepContext, images: list[str] | None = None, force: bool = False, 
     texts = {name: f"rknn/accuracy/error_analysis-{Path(name).stem}.txt" for name in chosen}
     log = convert.log_path(ctx, "analyze")
     opts = {**convert.options(ctx, "int8"), "images": chosen, "worst_layers": ctx.config.rknn.worst_layers}
-    with ctx.store.produce([ANALYSIS, *texts.values()], inputs={"model": built.model, **convert.inputs(ctx, ctx.store.path(convert.ONNX), "int8")},
-                           tool="rknn-toolkit2 accuracy_analysis", tool_version=toolkit.tool_version(), options=opts,
-                           force=force or ctx.force) as job:
+    with ctx.store.produce(
+        [ANALYSIS, *texts.values()],
+        inputs={"model": built.model, **convert.inputs(ctx, ctx.store.path(convert.ONNX), "int8")},
+        tool="rknn-toolkit2 accuracy_analysis",
+        tool_version=toolkit.tool_version(),
+        options=opts,
+        force=force or ctx.force,
+    ) as job:
         if not job.cached:
             step(f"rknn analyze: accuracy_analysis on {', '.join(chosen)} -> {ANALYSIS}")
             log.unlink(missing_ok=True)
-            by_name = dict(zip([p.name for p in ctx.eval_images], convert.eval_prepared(ctx), strict=True))
-            npys = write_npy_list([nchw_uint8(by_name[n], ctx.config.input) for n in chosen], chosen, job.workdir / "inputs", "inputs.txt")
+            by_name = dict(zip([p.name for p in ctx.eval_images], prepared_images(ctx), strict=True))
+            npys = write_npy_list(
+                [nchw_uint8(by_name[n], ctx.config.input) for n in chosen], chosen, job.workdir / "inputs", "inputs.txt"
+            )
             paths = npys.read_text().split()
             per_image: list[dict] = []
             t0 = time.monotonic()
@@ -119,28 +135,49 @@ def run(ctx: StepContext, images: list[str] | None = None, force: bool = False, 
                 for name, npy in zip(chosen, paths, strict=True):
                     snap = job.workdir / f"snapshot-{Path(name).stem}"
                     t1 = time.monotonic()
-                    toolkit.call(rk.accuracy_analysis, inputs=[npy], output_dir=str(snap), what="accuracy_analysis",
-                                 log=log, path=ctx.store.path(convert.ONNX))
+                    toolkit.call(
+                        rk.accuracy_analysis,
+                        inputs=[npy],
+                        output_dir=str(snap),
+                        what="accuracy_analysis",
+                        log=log,
+                        path=ctx.store.path(convert.ONNX),
+                    )
                     text = (snap / "error_analysis.txt").read_text(errors="replace")
                     layers = parse_error_analysis(text)
                     job.tmp(texts[name]).write_text(text)
-                    per_image.append({"image": name, "seconds": round(time.monotonic() - t1, 1), "layers": layers,
-                                      "output": next((lay["metrics"] for lay in reversed(layers) if lay["metrics"]), {})})
+                    per_image.append(
+                        {
+                            "image": name,
+                            "seconds": round(time.monotonic() - t1, 1),
+                            "layers": layers,
+                            "output": next((lay["metrics"] for lay in reversed(layers) if lay["metrics"]), {}),
+                        }
+                    )
                     if ctx.config.rknn.keep_snapshots:
                         keep = ctx.store.path(f"rknn/accuracy/snapshot-{Path(name).stem}")
                         shutil.rmtree(keep, ignore_errors=True)
                         shutil.move(str(snap), keep)
                     else:
                         shutil.rmtree(snap, ignore_errors=True)  # ~340 MB each: do not wait for the step's end
-            data = {"schema": SCHEMA, "model": ctx.store.rel(built.model), "target_platform": ctx.config.rknn.target_platform,
-                    "options": {k: v for k, v in opts.items() if k not in ("eval_images", "calibration")},
-                    "build_seconds": round(build_s, 1), "seconds_total": round(time.monotonic() - t0, 1),
-                    "worst_layers": worst_layers(per_image, ctx.config.rknn.worst_layers),
-                    "images": per_image, "raw": dict(texts.items())}
+            data = {
+                "schema": SCHEMA,
+                "model": ctx.store.rel(built.model),
+                "target_platform": ctx.config.rknn.target_platform,
+                "options": {k: v for k, v in opts.items() if k not in ("eval_images", "calibration")},
+                "build_seconds": round(build_s, 1),
+                "seconds_total": round(time.monotonic() - t0, 1),
+                "worst_layers": worst_layers(per_image, ctx.config.rknn.worst_layers),
+                "images": per_image,
+                "raw": dict(texts.items()),
+            }
             job.tmp(ANALYSIS).write_text(json.dumps(data, indent=1) + "\n")
             job.record(seconds_total=data["seconds_total"])
     data = json.loads(ctx.store.path(ANALYSIS).read_text())
     for w in data["worst_layers"][:3]:
-        console.print(f"   worst layer: [{w['type']}] {w['name']}: single cosine {w['single_cosine']:.5f}, "
-                      f"entire {w['entire_cosine']:.5f} on {w['image']}", markup=False)
+        console.print(
+            f"   worst layer: [{w['type']}] {w['name']}: single cosine {w['single_cosine']:.5f}, "
+            f"entire {w['entire_cosine']:.5f} on {w['image']}",
+            markup=False,
+        )
     return data

@@ -25,9 +25,10 @@ from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, InputError, ModelportError
 from modelport.common.log import console, skip, step
 from modelport.common.preprocess import to_tensor
-from modelport.common.results import fill_outputs, write_result
+from modelport.common.results import fill_outputs, headline_index, write_result
 from modelport.common.schema import BackendResult
 from modelport.common.timing import load_average, measure
+from modelport.runtime.run import prepared_images
 
 from . import convert, simulate, toolkit
 
@@ -44,8 +45,15 @@ def lite_unavailable_reason() -> str | None:
 
 
 def core_mask(cls, name: str) -> int:
-    return {"auto": cls.NPU_CORE_AUTO, "0": cls.NPU_CORE_0, "1": cls.NPU_CORE_1, "2": cls.NPU_CORE_2,
-            "0_1": cls.NPU_CORE_0_1, "0_1_2": cls.NPU_CORE_0_1_2, "all": cls.NPU_CORE_ALL}[name]
+    return {
+        "auto": cls.NPU_CORE_AUTO,
+        "0": cls.NPU_CORE_0,
+        "1": cls.NPU_CORE_1,
+        "2": cls.NPU_CORE_2,
+        "0_1": cls.NPU_CORE_0_1,
+        "0_1_2": cls.NPU_CORE_0_1_2,
+        "all": cls.NPU_CORE_ALL,
+    }[name]
 
 
 def _skipped(ctx: StepContext, b: Backend, reason: str) -> BackendResult:
@@ -59,10 +67,9 @@ def _skipped(ctx: StepContext, b: Backend, reason: str) -> BackendResult:
 def _measure(ctx: StepContext, result: BackendResult, infer: Callable[[np.ndarray], list]) -> np.ndarray:
     """Outputs on every eval image, then warm-up + timed runs on the headline image (as `modelport bench`)."""
     cfg = ctx.config
-    tensors = [to_tensor(a, cfg.input, "NHWC", "uint8") for a in convert.eval_prepared(ctx)]
+    tensors = [to_tensor(a, cfg.input, "NHWC", "uint8") for a in prepared_images(ctx)]
     outputs = np.stack([np.asarray(infer(t)[0], dtype=np.float32).reshape(-1) for t in tensors])
-    names = [p.name for p in ctx.eval_images]
-    head = tensors[names.index(cfg.images.headline) if cfg.images.headline in names else 0]
+    head = tensors[headline_index(ctx)]
     before = load_average()
     result.latency_ms = measure(lambda: infer(head), cfg.bench.warmup, cfg.bench.runs)
     result.load_avg = {"before": before, "after": load_average()}
@@ -95,8 +102,16 @@ def run_adb(ctx: StepContext, device: str | None, verbose: bool = False) -> Back
                 return _skipped(ctx, BOARD, f"{NO_DEVICE} (adb sees: {', '.join(serials) or 'nothing'})")
             device_id = None if device == "auto" else device
             toolkit.call(rk.load_rknn, str(built.model), what="load_rknn", log=log, path=built.model)
-            toolkit.call(rk.init_runtime, target=rc.target_platform, device_id=device_id, perf_debug=False,
-                         core_mask=core_mask(type(rk), rc.core_mask), what="init_runtime", log=log, path=built.model)
+            toolkit.call(
+                rk.init_runtime,
+                target=rc.target_platform,
+                device_id=device_id,
+                perf_debug=False,
+                core_mask=core_mask(type(rk), rc.core_mask),
+                what="init_runtime",
+                log=log,
+                path=built.model,
+            )
             outputs = _measure(ctx, result, lambda t: rk.inference(inputs=[t], data_format=["nhwc"]))
             result.latency_note = "host-side: includes the adb transfer; NPU time in settings.eval_perf"
             try:
@@ -105,8 +120,15 @@ def run_adb(ctx: StepContext, device: str | None, verbose: bool = False) -> Back
                 result.notes.append(f"eval_perf failed: {e}")
         with toolkit.session(log, ctx.store.path("rknn"), verbose) as rk:  # eval_mem=True slows inference: own runtime
             toolkit.call(rk.load_rknn, str(built.model), what="load_rknn", log=log, path=built.model)
-            toolkit.call(rk.init_runtime, target=rc.target_platform, device_id=device_id, eval_mem=True,
-                         what="init_runtime(eval_mem)", log=log, path=built.model)
+            toolkit.call(
+                rk.init_runtime,
+                target=rc.target_platform,
+                device_id=device_id,
+                eval_mem=True,
+                what="init_runtime(eval_mem)",
+                log=log,
+                path=built.model,
+            )
             try:
                 result.settings["eval_memory"] = rk.eval_memory(is_print=False)
             except Exception as e:
@@ -133,6 +155,7 @@ def run_lite(ctx: StepContext) -> BackendResult:
     if reason:
         return _skipped(ctx, LITE, reason)
     from rknnlite.api import RKNNLite  # only on the board
+
     step(f"rknn board --lite: {model.name} with RKNNLite")
     result = simulate.result_base(ctx, LITE, f"npu ({platform.node()})")
     lite = RKNNLite(verbose=False)

@@ -42,8 +42,13 @@ def rknn(ctx: StepContext, target_platform, quantized_algorithm, quantized_metho
 
     mean_values/std_values come from [input]; everything else from [rknn] in modelport.toml.
     """
-    _overrides(ctx, target_platform=target_platform, quantized_algorithm=quantized_algorithm,
-               quantized_method=quantized_method, quantized_dtype=quantized_dtype)
+    _overrides(
+        ctx,
+        target_platform=target_platform,
+        quantized_algorithm=quantized_algorithm,
+        quantized_method=quantized_method,
+        quantized_dtype=quantized_dtype,
+    )
     ctx.__dict__["rknn_verbose"] = verbose
 
 
@@ -80,7 +85,12 @@ def simulate(ctx: StepContext, force):
 
 
 @rknn.command()
-@click.option("--image", "images", multiple=True, help="Eval image name to analyze (repeatable; default: [rknn] analysis_images, else the worst INT8 image).")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    help="Eval image name to analyze (repeatable; default: [rknn] analysis_images, else the worst INT8 image).",
+)
 @force_option
 @click.pass_obj
 def analyze(ctx: StepContext, images, force):
@@ -93,9 +103,13 @@ def analyze(ctx: StepContext, images, force):
 
 
 @rknn.command()
-@click.option("--layer", "layers", multiple=True, help="Tensor to keep in float16 (repeatable; default: [rknn] hybrid_float16_layers).")
+@click.option(
+    "--layer", "layers", multiple=True, help="Tensor to keep in float16 (repeatable; default: [rknn] hybrid_float16_layers)."
+)
 @click.option("--proposal/--no-proposal", default=None, help="Add the toolkit's own proposal (default: [rknn] hybrid_proposal).")
-@click.option("--proposal-images", type=int, help="Calibration images the proposal uses (default: [rknn] hybrid_proposal_images).")
+@click.option(
+    "--proposal-images", type=int, help="Calibration images the proposal uses (default: [rknn] hybrid_proposal_images)."
+)
 @force_option
 @click.pass_obj
 def hybrid(ctx: StepContext, layers, proposal, proposal_images, force):
@@ -173,8 +187,15 @@ def doctor_rows():
     reason = toolkit.unavailable_reason()
     lite = lite_unavailable_reason()
     return [
-        Check("rknn", "convert / simulate / analyze / hybrid", reason is None, reason or f"{toolkit.tool_version()} (x86 simulator)"),
-        Check("rknn", "board over adb", False, reason or "needs a board: `modelport rknn board --target-device SERIAL` "
-              "(not probed here: probing starts an adb server)"),
+        Check(
+            "rknn", "convert / simulate / analyze / hybrid", reason is None, reason or f"{toolkit.tool_version()} (x86 simulator)"
+        ),
+        Check(
+            "rknn",
+            "board over adb",
+            False,
+            reason
+            or "needs a board: `modelport rknn board --target-device SERIAL` (not probed here: probing starts an adb server)",
+        ),
         Check("rknn", "board, RKNNLite", lite is None, lite or "rknn-toolkit-lite2 (on the board)"),
     ]

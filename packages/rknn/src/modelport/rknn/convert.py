@@ -21,20 +21,21 @@ from typing import Literal
 
 import numpy as np
 
-from modelport.common.agreement import check_gate, compare, gate_kind
 from modelport.common.below_floor import keep_below_floor
 from modelport.common.context import StepContext
 from modelport.common.errors import AccuracyGateError, InputError
-from modelport.common.images import load_image
 from modelport.common.log import console, step
-from modelport.common.preprocess import prepare, to_tensor
-from modelport.common.reference import REFERENCE, load_reference
+from modelport.common.preprocess import to_tensor
+from modelport.common.reference import REFERENCE
 from modelport.common.schema import Agreement
+from modelport.runtime.onnxruntime import ONNX_MODEL
+from modelport.runtime.run import prepared_images
+from modelport.runtime.verify import check_outputs, verification_off
 
 from . import toolkit
 from .dataset import write_dataset
 
-ONNX = "onnx/model.onnx"
+ONNX = ONNX_MODEL
 Kind = Literal["int8", "fp16", "hybrid"]
 BuildKind = Literal["int8", "fp16"]  # what `run` builds; hybrid is its own step (hybrid.py)
 MODELS: dict[str, str] = {"int8": "rknn/model.rknn", "fp16": "rknn/model-fp16.rknn", "hybrid": "rknn/model-hybrid.rknn"}
@@ -70,7 +71,9 @@ def check_onnx(ctx: StepContext) -> Path:
     want = list(ctx.config.input.shape("NCHW"))
     if dims != want:
         hint = " (NHWC? export with an NCHW input)" if dims[-1:] == [3] else ""
-        hint += " (dynamic dims: rknn-toolkit2 needs a static shape)" if any(not isinstance(d, int) or d == 0 for d in dims) else ""
+        hint += (
+            " (dynamic dims: rknn-toolkit2 needs a static shape)" if any(not isinstance(d, int) or d == 0 for d in dims) else ""
+        )
         raise InputError(f"input {inputs[0].name!r} is {dims}, RKNN needs static NCHW {want}{hint}", path)
     return path
 
@@ -90,17 +93,24 @@ def rknn_config(ctx: StepContext) -> dict:
     """RKNN.config() arguments: normalisation from [input] (the model normalises uint8 pixels), the rest from [rknn]."""
     spec, rc = ctx.config.input, ctx.config.rknn
     return {
-        "mean_values": [spec.mean_values], "std_values": [spec.std_values],
-        "target_platform": rc.target_platform, "quantized_dtype": rc.quantized_dtype,
-        "quantized_algorithm": rc.quantized_algorithm, "quantized_method": rc.quantized_method,
+        "mean_values": [spec.mean_values],
+        "std_values": [spec.std_values],
+        "target_platform": rc.target_platform,
+        "quantized_dtype": rc.quantized_dtype,
+        "quantized_algorithm": rc.quantized_algorithm,
+        "quantized_method": rc.quantized_method,
         "optimization_level": rc.optimization_level,
     }
 
 
 def options(ctx: StepContext, kind: Kind) -> dict:
     """What the manifest records (and what invalidates the cached model when it changes)."""
-    opts = {**rknn_config(ctx), "do_quantization": kind != "fp16", "preprocessing": ctx.config.input.signature,
-            "eval_images": [p.name for p in ctx.eval_images]}
+    opts = {
+        **rknn_config(ctx),
+        "do_quantization": kind != "fp16",
+        "preprocessing": ctx.config.input.signature,
+        "eval_images": [p.name for p in ctx.eval_images],
+    }
     if kind == "fp16":
         for k in ("quantized_dtype", "quantized_algorithm", "quantized_method"):
             opts.pop(k)
@@ -128,21 +138,17 @@ def build(rk, ctx: StepContext, onnx_path: Path, kind: Kind, workdir: Path, log:
     load_and_config(rk, ctx, onnx_path, log)
     dataset = write_dataset(ctx.calibration, workdir / "calibration") if kind != "fp16" else None
     t0 = time.monotonic()
-    toolkit.call(rk.build, what="build", log=log, path=onnx_path,
-                 do_quantization=kind != "fp16", dataset=str(dataset) if dataset else None)
+    toolkit.call(
+        rk.build, what="build", log=log, path=onnx_path, do_quantization=kind != "fp16", dataset=str(dataset) if dataset else None
+    )
     return time.monotonic() - t0
-
-
-def eval_prepared(ctx: StepContext) -> list[np.ndarray]:
-    """Eval images through the one common loader + preprocessing (uint8 HWC)."""
-    return [prepare(load_image(p), ctx.config.input) for p in ctx.eval_images]
 
 
 def run_simulator(rk, ctx: StepContext, log: Path, what: Path) -> np.ndarray:
     """Simulator outputs [N, C] of the model built in ``rk`` on the eval images (uint8 NHWC in)."""
     toolkit.call(rk.init_runtime, what="init_runtime (simulator)", log=log, path=what)
     outs = []
-    for arr in eval_prepared(ctx):
+    for arr in prepared_images(ctx):
         tensor = to_tensor(arr, ctx.config.input, "NHWC", "uint8")
         res = toolkit.call(rk.inference, inputs=[tensor], data_format=["nhwc"], what="inference (simulator)", log=log, path=what)
         if not res:
@@ -153,15 +159,9 @@ def run_simulator(rk, ctx: StepContext, log: Path, what: Path) -> np.ndarray:
 
 def verify(ctx: StepContext, outputs: np.ndarray, kind: Kind, what: Path) -> Agreement | None:
     """Agreement with the reference (the source model), and the floor for the model's precision (raises below it)."""
-    if not ctx.config.convert.verify:
-        console.print("   [yellow]verification disabled (\\[convert] verify = false)[/]")
+    if verification_off(ctx):
         return None
-    reference = load_reference(ctx.store, ctx.eval_images, ctx.config.input.signature)
-    agreement = compare(outputs, reference, [p.name for p in ctx.eval_images])
-    console.print(f"   simulated on {agreement.images} images: top-1 agreement {agreement.top1:.0%}, "
-                  f"cosine min {agreement.cosine_min:.5f} / mean {agreement.cosine_mean:.5f}")
-    check_gate(agreement, gate_kind("float" if kind == "fp16" else "int8", ctx.config), what, ctx.config.accuracy)
-    return agreement
+    return check_outputs(ctx, outputs, "float" if kind == "fp16" else "int8", what, "simulated")
 
 
 @dataclass
@@ -188,8 +188,14 @@ def build_model(ctx: StepContext, kind: Kind, force: bool = False, verbose: bool
     onnx_path = preflight(ctx, kind)
     rel, evals = MODELS[kind], eval_outputs_path(kind)
     log = log_path(ctx, f"convert-{kind}")
-    with ctx.store.produce([rel, evals], inputs=inputs(ctx, onnx_path, kind), tool="rknn-toolkit2",
-                           tool_version=toolkit.tool_version(), options=options(ctx, kind), force=force or ctx.force) as job:
+    with ctx.store.produce(
+        [rel, evals],
+        inputs=inputs(ctx, onnx_path, kind),
+        tool="rknn-toolkit2",
+        tool_version=toolkit.tool_version(),
+        options=options(ctx, kind),
+        force=force or ctx.force,
+    ) as job:
         if not job.cached:
             rc = ctx.config.rknn
             algo = f"{rc.quantized_algorithm}/{rc.quantized_method} {rc.quantized_dtype}" if kind == "int8" else "no quantization"
@@ -209,8 +215,13 @@ def build_model(ctx: StepContext, kind: Kind, force: bool = False, verbose: bool
                 toolkit.call(rk.export_rknn, str(job.tmp(rel)), what="export_rknn", log=log, path=ctx.store.path(rel))
             np.save(job.tmp(evals), outputs, allow_pickle=False)
             seconds = round(time.monotonic() - t0, 1)
-            job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
-                       build_seconds=round(build_s, 1), seconds_total=seconds, versions=toolkit.versions(), log=ctx.store.rel(log))
+            job.record(
+                agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
+                build_seconds=round(build_s, 1),
+                seconds_total=seconds,
+                versions=toolkit.versions(),
+                log=ctx.store.rel(log),
+            )
             console.print(f"   built in {build_s:.1f} s ({seconds:.1f} s with simulation and export)")
     extra = (job.manifest or {}).get("extra", {})
     return Built(ctx.store.path(rel), ctx.store.path(evals), job.cached, extra.get("agreement"), extra.get("seconds_total"))

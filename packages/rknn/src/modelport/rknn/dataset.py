@@ -43,8 +43,11 @@ def listable(folder: Path) -> Path:
     links = Path(tempfile.mkdtemp(prefix="modelport-rknn-"))
     atexit.register(shutil.rmtree, links, True)
     if re.search(r"\s", str(links)):
-        raise InputError("rknn-toolkit2 splits dataset.txt on whitespace, and both the artifacts folder and the temp "
-                         "folder contain whitespace: set TMPDIR to a folder without spaces", folder)
+        raise InputError(
+            "rknn-toolkit2 splits dataset.txt on whitespace, and both the artifacts folder and the temp "
+            "folder contain whitespace: set TMPDIR to a folder without spaces",
+            folder,
+        )
     link = links / "list"
     link.symlink_to(folder, target_is_directory=True)
     return link

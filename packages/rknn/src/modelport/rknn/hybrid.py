@@ -42,7 +42,7 @@ def cfg_layers(text: str) -> tuple[list[str], list[str]]:
     explicit form, ``? name`` with the value on the next line (``: float16``)."""
     m = _BLOCK.search(text)
     custom = []
-    for line in (m.group(0).splitlines()[1:] if m else []):
+    for line in m.group(0).splitlines()[1:] if m else []:
         entry = line.split("#", 1)[0].strip()
         if not entry or entry.startswith(":"):
             continue
@@ -69,13 +69,17 @@ def patch_cfg(text: str, layers: list[str]) -> str:
 def check_layers(wanted: list[str], tensors: list[str], cfg: Path | str) -> None:
     unknown = [w for w in wanted if w not in tensors]
     if unknown:
+
         def hint(u: str) -> str:  # fused names are long ("BiasAdd_50;Conv2D_33;BiasAdd_50/bias1"): a part of one is a good guess
             close = [t for t in tensors if u in t.split(";") or u in t][:3] or difflib.get_close_matches(u, tensors, 1)
             return f"{u!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
 
         hints = [hint(u) for u in unknown]
-        raise InputError(f"hybrid_float16_layers not in the model: {', '.join(hints)}; names are listed in "
-                         f"rknn/accuracy/analysis.json and {CFG}", cfg)
+        raise InputError(
+            f"hybrid_float16_layers not in the model: {', '.join(hints)}; names are listed in "
+            f"rknn/accuracy/analysis.json and {CFG}",
+            cfg,
+        )
 
 
 def agreement_of(ctx: StepContext, outputs: np.ndarray):
@@ -90,7 +94,9 @@ def _brief(a) -> dict | None:
     return None if a is None else {"top1": a.top1, "cosine_min": a.cosine_min, "cosine_mean": a.cosine_mean, "mse": a.mse}
 
 
-def run(ctx: StepContext, layers: list[str] | None = None, proposal: bool | None = None, force: bool = False, verbose: bool = False):
+def run(
+    ctx: StepContext, layers: list[str] | None = None, proposal: bool | None = None, force: bool = False, verbose: bool = False
+):
     """Hybrid INT8/FP16 model, simulated and compared with the plain INT8 build (before) -> results/rknn-int8-hybrid.json."""
     rc = ctx.config.rknn
     proposal = rc.hybrid_proposal if proposal is None else proposal
@@ -99,10 +105,21 @@ def run(ctx: StepContext, layers: list[str] | None = None, proposal: bool | None
     onnx_path = ctx.store.path(convert.ONNX)
     rel, evals = convert.MODELS["hybrid"], convert.eval_outputs_path("hybrid")
     n_prop = min(rc.hybrid_proposal_images, len(ctx.calibration))
-    opts = {**convert.options(ctx, "int8"), "proposal": proposal, "proposal_images": n_prop if proposal else 0, "float16_layers": wanted}
+    opts = {
+        **convert.options(ctx, "int8"),
+        "proposal": proposal,
+        "proposal_images": n_prop if proposal else 0,
+        "float16_layers": wanted,
+    }
     log = convert.log_path(ctx, "hybrid")
-    with ctx.store.produce([rel, evals, CFG], inputs=convert.inputs(ctx, onnx_path, "int8"), tool="rknn-toolkit2 hybrid_quantization",
-                           tool_version=toolkit.tool_version(), options=opts, force=force or ctx.force) as job:
+    with ctx.store.produce(
+        [rel, evals, CFG],
+        inputs=convert.inputs(ctx, onnx_path, "int8"),
+        tool="rknn-toolkit2 hybrid_quantization",
+        tool_version=toolkit.tool_version(),
+        options=opts,
+        force=force or ctx.force,
+    ) as job:
         if not job.cached:
             how = f"toolkit proposal from {n_prop} calibration images" if proposal else "no proposal"
             step(f"rknn hybrid: step1 ({how}) + {len(wanted)} configured float16 layer(s) -> {rel}")
@@ -112,8 +129,15 @@ def run(ctx: StepContext, layers: list[str] | None = None, proposal: bool | None
             with toolkit.session(log, work, verbose) as rk:
                 convert.load_and_config(rk, ctx, onnx_path, log)
                 dataset = write_dataset(ctx.calibration, work / "calibration")
-                toolkit.call(rk.hybrid_quantization_step1, dataset=str(dataset), proposal=proposal,
-                             proposal_dataset_size=n_prop, what="hybrid_quantization_step1", log=log, path=onnx_path)
+                toolkit.call(
+                    rk.hybrid_quantization_step1,
+                    dataset=str(dataset),
+                    proposal=proposal,
+                    proposal_dataset_size=n_prop,
+                    what="hybrid_quantization_step1",
+                    log=log,
+                    path=onnx_path,
+                )
             step1_s = time.monotonic() - t0
             stem = onnx_path.stem  # step1 names its files after the model
             cfg_in = work / f"{stem}.quantization.cfg"
@@ -125,24 +149,41 @@ def run(ctx: StepContext, layers: list[str] | None = None, proposal: bool | None
             job.tmp(CFG).write_text(patched)
             (work / "hybrid.quantization.cfg").write_text(patched)
             with toolkit.session(log, work, verbose) as rk:
-                toolkit.call(rk.hybrid_quantization_step2, model_input=f"{stem}.model", data_input=f"{stem}.data",
-                             model_quantization_cfg="hybrid.quantization.cfg", what="hybrid_quantization_step2", log=log, path=cfg_in)
+                toolkit.call(
+                    rk.hybrid_quantization_step2,
+                    model_input=f"{stem}.model",
+                    data_input=f"{stem}.data",
+                    model_quantization_cfg="hybrid.quantization.cfg",
+                    what="hybrid_quantization_step2",
+                    log=log,
+                    path=cfg_in,
+                )
                 outputs = convert.run_simulator(rk, ctx, log, ctx.store.path(rel))
                 after = convert.verify(ctx, outputs, "hybrid", ctx.store.path(rel))
                 toolkit.call(rk.export_rknn, str(job.tmp(rel)), what="export_rknn", log=log, path=ctx.store.path(rel))
             np.save(job.tmp(evals), outputs, allow_pickle=False)
             before = agreement_of(ctx, np.load(before_built.eval_outputs))
-            job.record(before=_brief(before), after=_brief(after), proposed_layers=proposed, float16_layers=chosen,
-                       step1_seconds=round(step1_s, 1), build_seconds=round(step1_s, 1), seconds_total=round(time.monotonic() - t0, 1),
-                       versions=toolkit.versions(), log=ctx.store.rel(log))
+            job.record(
+                before=_brief(before),
+                after=_brief(after),
+                proposed_layers=proposed,
+                float16_layers=chosen,
+                step1_seconds=round(step1_s, 1),
+                build_seconds=round(step1_s, 1),
+                seconds_total=round(time.monotonic() - t0, 1),
+                versions=toolkit.versions(),
+                log=ctx.store.rel(log),
+            )
     extra = (job.manifest or {}).get("extra", {})
     result = simulate.simulator_result(ctx, "hybrid", ctx.store.path(rel), ctx.store.path(evals))
     b, a = extra.get("before"), extra.get("after")
     if b and a:
         verdict = "improves" if (a["cosine_min"], a["cosine_mean"]) > (b["cosine_min"], b["cosine_mean"]) else "does not improve"
-        note = (f"hybrid ({len(extra.get('float16_layers', []))} float16 tensors) {verdict} on plain INT8: "
-                f"top-1 {b['top1']:.0%} -> {a['top1']:.0%}, cosine min {b['cosine_min']:.4f} -> {a['cosine_min']:.4f}, "
-                f"mean {b['cosine_mean']:.4f} -> {a['cosine_mean']:.4f}")
+        note = (
+            f"hybrid ({len(extra.get('float16_layers', []))} float16 tensors) {verdict} on plain INT8: "
+            f"top-1 {b['top1']:.0%} -> {a['top1']:.0%}, cosine min {b['cosine_min']:.4f} -> {a['cosine_min']:.4f}, "
+            f"mean {b['cosine_mean']:.4f} -> {a['cosine_mean']:.4f}"
+        )
         result.notes.append(note)
         result.settings |= {"float16_layers": len(extra.get("float16_layers", [])), "step1_seconds": extra.get("step1_seconds")}
         write_result(ctx.store, result, np.load(ctx.store.path(evals)))

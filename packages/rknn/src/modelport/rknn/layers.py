@@ -43,25 +43,48 @@ def document(ctx: StepContext, data: dict, graph: onnx_layers.OnnxGraph, model: 
             if got and layer.tensors.index(tensor) < layer.tensors.index(got["tensor"]):
                 continue
             if not got or got["tensor"] != tensor:
-                got = collected[layer.node] = {"layer": layer, "backend_name": row["name"], "tensor": tensor,
-                                               "cosine": [], "single_cosine": []}
+                got = collected[layer.node] = {
+                    "layer": layer,
+                    "backend_name": row["name"],
+                    "tensor": tensor,
+                    "cosine": [],
+                    "single_cosine": [],
+                }
             got["cosine"].append(m["entire"]["cosine"])
             got["single_cosine"].append(m["single"]["cosine"])
     rows = layer_analysis.summarize(graph, collected.values())
-    mapping = {"how": "by name: rknn-toolkit2 names layers by their ONNX output tensors", "rknn_layers":
-               len({r["name"] for img in data["images"] for r in img["layers"] if r["type"] not in OWN_TYPES}),
-               "layers": len(rows), "onnx_layers": len(graph.layers), "unmapped": unmapped}
-    return layer_analysis.document(KEY, "RKNN INT8 (simulator)", model=model, twin="rknn-toolkit2 float run",
-                                   images=images, rows=rows, mapping=mapping, seconds=data.get("seconds_total", 0),
-                                   notes=["sqnr_db is derived from the toolkit's cosine (it reports no signal norm)"])
+    mapping = {
+        "how": "by name: rknn-toolkit2 names layers by their ONNX output tensors",
+        "rknn_layers": len({r["name"] for img in data["images"] for r in img["layers"] if r["type"] not in OWN_TYPES}),
+        "layers": len(rows),
+        "onnx_layers": len(graph.layers),
+        "unmapped": unmapped,
+    }
+    return layer_analysis.document(
+        KEY,
+        "RKNN INT8 (simulator)",
+        model=model,
+        twin="rknn-toolkit2 float run",
+        images=images,
+        rows=rows,
+        mapping=mapping,
+        seconds=data.get("seconds_total", 0),
+        notes=["sqnr_db is derived from the toolkit's cosine (it reports no signal norm)"],
+    )
 
 
 def run(ctx: StepContext, force: bool = False, verbose: bool = False) -> dict:
     """accuracy_analysis (cached) -> analysis/rknn-int8.json."""
     analysis.run(ctx, force=force, verbose=verbose)
     store, out = ctx.store, layer_analysis.analysis_path(KEY)
-    with store.produce(out, inputs={"analysis": store.path(analysis.ANALYSIS), "onnx": store.path(ONNX)},
-                       tool="modelport analyze rknn-int8", tool_version="1", options={}, force=force or ctx.force) as job:
+    with store.produce(
+        out,
+        inputs={"analysis": store.path(analysis.ANALYSIS), "onnx": store.path(ONNX)},
+        tool="modelport analyze rknn-int8",
+        tool_version="1",
+        options={},
+        force=force or ctx.force,
+    ) as job:
         if not job.cached:
             step(f"analyze {KEY}: {analysis.ANALYSIS} -> {out}")
             t0 = time.monotonic()

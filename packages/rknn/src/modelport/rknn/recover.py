@@ -24,6 +24,7 @@ from modelport.common.context import StepContext
 from modelport.common.log import step
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import load_reference
+from modelport.runtime.run import prepared_images
 
 from . import convert, layers, toolkit
 from .analysis import parse_error_analysis
@@ -34,8 +35,12 @@ METHODS = ("normal", "kl_divergence", "mmse")  # cheapest first: an mmse build t
 
 
 def variant_ctx(ctx: StepContext, method: str) -> StepContext:
-    return StepContext(config_path=ctx.config_path, overrides=[*ctx.overrides, ("rknn.quantized_algorithm", method)],
-                       artifacts=ctx.artifacts, force=ctx.force)
+    return StepContext(
+        config_path=ctx.config_path,
+        overrides=[*ctx.overrides, ("rknn.quantized_algorithm", method)],
+        artifacts=ctx.artifacts,
+        force=ctx.force,
+    )
 
 
 class RknnBackend:
@@ -55,8 +60,14 @@ class RknnBackend:
         onnx_path = vctx.store.path(convert.ONNX)
         opts = {**convert.options(vctx, "int8"), "float16_layers": float_layers}
         log = convert.log_path(vctx, f"variant-{vid}")
-        with vctx.store.produce([rel, evals], inputs=convert.inputs(vctx, onnx_path, "int8"), tool="rknn-toolkit2",
-                                tool_version=toolkit.tool_version(), options=opts, force=self.force) as job:
+        with vctx.store.produce(
+            [rel, evals],
+            inputs=convert.inputs(vctx, onnx_path, "int8"),
+            tool="rknn-toolkit2",
+            tool_version=toolkit.tool_version(),
+            options=opts,
+            force=self.force,
+        ) as job:
             if not job.cached:
                 step(f"rknn variant {vid}: {method}" + (f", {len(float_layers)} layers in float16" if float_layers else ""))
                 with self._built(vctx, onnx_path, float_layers, job.workdir, log) as (rk, tensors):
@@ -65,12 +76,22 @@ class RknnBackend:
                 np.save(job.tmp(evals), outputs, allow_pickle=False)
                 ref = load_reference(vctx.store, vctx.eval_images, vctx.config.input.signature)
                 agreement = compare(outputs, ref, [p.name for p in vctx.eval_images])
-                job.record(agreement=agreement.model_dump(exclude={"per_image"}), float16_tensors=tensors,
-                           versions=toolkit.versions(), log=vctx.store.rel(log))
+                job.record(
+                    agreement=agreement.model_dump(exclude={"per_image"}),
+                    float16_tensors=tensors,
+                    versions=toolkit.versions(),
+                    log=vctx.store.rel(log),
+                )
         manifest = vctx.store.read_manifest(rel) or {}
-        return Variant(vid, method, float_layers, {"model": rel, "eval": evals},
-                       recovery.brief(manifest.get("extra", {}).get("agreement")),
-                       size_bytes=vctx.store.path(rel).stat().st_size, build_seconds=manifest.get("seconds"))
+        return Variant(
+            vid,
+            method,
+            float_layers,
+            {"model": rel, "eval": evals},
+            recovery.brief(manifest.get("extra", {}).get("agreement")),
+            size_bytes=vctx.store.path(rel).stat().st_size,
+            build_seconds=manifest.get("seconds"),
+        )
 
     @contextlib.contextmanager
     def _built(self, vctx: StepContext, onnx_path: Path, float_layers: list[str], workdir: Path, log: Path):
@@ -84,8 +105,14 @@ class RknnBackend:
         with toolkit.session(log, workdir, self.verbose) as rk:
             convert.load_and_config(rk, vctx, onnx_path, log)
             dataset = write_dataset(vctx.calibration, workdir / "calibration")
-            toolkit.call(rk.hybrid_quantization_step1, dataset=str(dataset), proposal=False,
-                         what="hybrid_quantization_step1", log=log, path=onnx_path)
+            toolkit.call(
+                rk.hybrid_quantization_step1,
+                dataset=str(dataset),
+                proposal=False,
+                what="hybrid_quantization_step1",
+                log=log,
+                path=onnx_path,
+            )
         stem = onnx_path.stem  # step1 names its files after the model
         text = (workdir / f"{stem}.quantization.cfg").read_text()
         _, known = cfg_layers(text)
@@ -93,9 +120,15 @@ class RknnBackend:
         tensors = [t for t in known if t in wanted]
         (workdir / "hybrid.quantization.cfg").write_text(patch_cfg(text, tensors))
         with toolkit.session(log, workdir, self.verbose) as rk:
-            toolkit.call(rk.hybrid_quantization_step2, model_input=f"{stem}.model", data_input=f"{stem}.data",
-                         model_quantization_cfg="hybrid.quantization.cfg", what="hybrid_quantization_step2",
-                         log=log, path=onnx_path)
+            toolkit.call(
+                rk.hybrid_quantization_step2,
+                model_input=f"{stem}.model",
+                data_input=f"{stem}.data",
+                model_quantization_cfg="hybrid.quantization.cfg",
+                what="hybrid_quantization_step2",
+                log=log,
+                path=onnx_path,
+            )
             yield rk, tensors
 
     def worst_layers(self, variant: Variant, n: int) -> list[str]:
@@ -107,19 +140,35 @@ class RknnBackend:
         per = compare(outputs, ref, [p.name for p in vctx.eval_images]).per_image
         worst_image = min(per, key=lambda p: p.cosine).image
         store, onnx_path = vctx.store, vctx.store.path(convert.ONNX)
-        with store.produce(out, inputs={"model": store.path(variant.files["model"]), "onnx": onnx_path},
-                           tool="rknn-toolkit2 accuracy_analysis", tool_version=toolkit.tool_version(),
-                           options={"image": worst_image}, force=self.force) as job:
+        with store.produce(
+            out,
+            inputs={"model": store.path(variant.files["model"]), "onnx": onnx_path},
+            tool="rknn-toolkit2 accuracy_analysis",
+            tool_version=toolkit.tool_version(),
+            options={"image": worst_image},
+            force=self.force,
+        ) as job:
             if not job.cached:
                 step(f"rknn accuracy_analysis of variant {variant.id} on {worst_image}")
                 log, t0 = convert.log_path(vctx, f"variant-{variant.id}-analysis"), time.monotonic()
-                by_name = dict(zip([p.name for p in vctx.eval_images], convert.eval_prepared(vctx), strict=True))
-                npy = write_npy_list([nchw_uint8(by_name[worst_image], vctx.config.input)], [worst_image],
-                                     job.workdir / "inputs", "inputs.txt").read_text().split()[0]
+                by_name = dict(zip([p.name for p in vctx.eval_images], prepared_images(vctx), strict=True))
+                npy = (
+                    write_npy_list(
+                        [nchw_uint8(by_name[worst_image], vctx.config.input)], [worst_image], job.workdir / "inputs", "inputs.txt"
+                    )
+                    .read_text()
+                    .split()[0]
+                )
                 with self._built(vctx, onnx_path, variant.float_layers, job.workdir, log) as (rk, _):
                     snap = job.workdir / "snapshot"
-                    toolkit.call(rk.accuracy_analysis, inputs=[npy], output_dir=str(snap), what="accuracy_analysis",
-                                 log=log, path=onnx_path)
+                    toolkit.call(
+                        rk.accuracy_analysis,
+                        inputs=[npy],
+                        output_dir=str(snap),
+                        what="accuracy_analysis",
+                        log=log,
+                        path=onnx_path,
+                    )
                     parsed = parse_error_analysis((snap / "error_analysis.txt").read_text(errors="replace"))
                 data = {"images": [{"image": worst_image, "layers": parsed}], "seconds_total": time.monotonic() - t0}
                 doc = layers.document(vctx, data, self.graph, model=variant.files["model"])
@@ -137,9 +186,16 @@ def run(ctx: StepContext, force: bool = False, verbose: bool = False) -> convert
     rel, evals = convert.MODELS["int8"], convert.eval_outputs_path("int8")
     inputs = {**convert.inputs(ctx, onnx_path, "int8"), **{f"image:{p.name}": p for p in ctx.eval_images}}
     opts = {k: v for k, v in convert.options(ctx, "int8").items() if k != "quantized_algorithm"}
-    record = recovery.produce(ctx, RknnBackend(ctx, force, verbose), {"model": rel, "eval": evals}, inputs=inputs,
-                              tool_version=toolkit.tool_version(), options=opts | {"algorithm": ctx.config.rknn.quantized_algorithm},
-                              force=force or ctx.force)
+    record = recovery.produce(
+        ctx,
+        RknnBackend(ctx, force, verbose),
+        {"model": rel, "eval": evals},
+        inputs=inputs,
+        tool_version=toolkit.tool_version(),
+        options=opts | {"algorithm": ctx.config.rknn.quantized_algorithm},
+        force=force or ctx.force,
+    )
     kept = next(v for v in record["variants"] if v["id"] == record["kept"])
-    return convert.Built(ctx.store.path(rel), ctx.store.path(evals), record["cached"], kept["agreement"],
-                         kept.get("build_seconds"))
+    return convert.Built(
+        ctx.store.path(rel), ctx.store.path(evals), record["cached"], kept["agreement"], kept.get("build_seconds")
+    )

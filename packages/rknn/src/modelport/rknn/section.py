@@ -31,11 +31,15 @@ def markdown(ctx: StepContext) -> str:
     rows = [r for b in BACKENDS.values() if (r := _result(ctx, b.key))]
     if rows:
         tv = rows[0].get("tool_versions", {})
-        lines += [f"rknn-toolkit2 {tv.get('rknn-toolkit2', '?')}, target `{rc.target_platform}`, "
-                  f"{rc.quantized_algorithm}/{rc.quantized_method} {rc.quantized_dtype}, mean/std from `[input]`. "
-                  "Latency is not measured here: rknn-toolkit2's x86 simulator models the NPU's arithmetic, not "
-                  "its speed (`modelport rknn board --target-device SERIAL` times a real board).", "",
-                  "| model | top-1 agreement | cosine min / mean | size | build s |", "|---|---|---|---|---|"]
+        lines += [
+            f"rknn-toolkit2 {tv.get('rknn-toolkit2', '?')}, target `{rc.target_platform}`, "
+            f"{rc.quantized_algorithm}/{rc.quantized_method} {rc.quantized_dtype}, mean/std from `[input]`. "
+            "Latency is not measured here: rknn-toolkit2's x86 simulator models the NPU's arithmetic, not "
+            "its speed (`modelport rknn board --target-device SERIAL` times a real board).",
+            "",
+            "| model | top-1 agreement | cosine min / mean | size | build s |",
+            "|---|---|---|---|---|",
+        ]
         for r in rows:
             a = r.get("agreement") or {}
             agree = f"{a['top1']:.0%} of {a['images']}" if a else "–"
@@ -48,23 +52,37 @@ def markdown(ctx: StepContext) -> str:
         e = hybrid["extra"]
         b, a = e["before"], e["after"]
         n_prop = hybrid["options"]["proposal_images"]
-        source = (f"{len(e['proposed_layers'])} proposed by the toolkit from {n_prop} calibration images, the rest"
-                  if n_prop else "no toolkit proposal, all") + " from `[rknn] hybrid_float16_layers`"
-        lines += [f"Hybrid quantization ({len(e['float16_layers'])} tensors kept in float16: {source}; "
-                  f"step 1 took {e['step1_seconds']} s): "
-                  f"top-1 {b['top1']:.0%} -> {a['top1']:.0%}, cosine min {b['cosine_min']:.4f} -> {a['cosine_min']:.4f}, "
-                  f"mean {b['cosine_mean']:.4f} -> {a['cosine_mean']:.4f}.", ""]
+        source = (
+            f"{len(e['proposed_layers'])} proposed by the toolkit from {n_prop} calibration images, the rest"
+            if n_prop
+            else "no toolkit proposal, all"
+        ) + " from `[rknn] hybrid_float16_layers`"
+        lines += [
+            f"Hybrid quantization ({len(e['float16_layers'])} tensors kept in float16: {source}; "
+            f"step 1 took {e['step1_seconds']} s): "
+            f"top-1 {b['top1']:.0%} -> {a['top1']:.0%}, cosine min {b['cosine_min']:.4f} -> {a['cosine_min']:.4f}, "
+            f"mean {b['cosine_mean']:.4f} -> {a['cosine_mean']:.4f}.",
+            "",
+        ]
     path = ctx.store.path(ANALYSIS)
     if path.is_file():
         data = json.loads(path.read_text())
-        outs = ", ".join(f"{i['image']} {i['output'].get('simulator', {}).get('entire', {}).get('cosine', float('nan')):.4f}"
-                         for i in data["images"])
-        lines += [f"Per-layer accuracy analysis (`{ANALYSIS}`, output cosine vs float: {outs}; analysis took "
-                  f"{data['seconds_total']} s). Worst layers by their own (single-layer) cosine:", "",
-                  "| layer | type | single cosine | entire cosine | entire drop | image |", "|---|---|---|---|---|---|"]
+        outs = ", ".join(
+            f"{i['image']} {i['output'].get('simulator', {}).get('entire', {}).get('cosine', float('nan')):.4f}"
+            for i in data["images"]
+        )
+        lines += [
+            f"Per-layer accuracy analysis (`{ANALYSIS}`, output cosine vs float: {outs}; analysis took "
+            f"{data['seconds_total']} s). Worst layers by their own (single-layer) cosine:",
+            "",
+            "| layer | type | single cosine | entire cosine | entire drop | image |",
+            "|---|---|---|---|---|---|",
+        ]
         for w in data["worst_layers"]:
-            lines.append(f"| `{w['name']}` | {w['type']} | {w['single_cosine']:.5f} | {w['entire_cosine']:.5f} | "
-                         f"{w['entire_drop']:+.5f} | {w['image']} |")
+            lines.append(
+                f"| `{w['name']}` | {w['type']} | {w['single_cosine']:.5f} | {w['entire_cosine']:.5f} | "
+                f"{w['entire_drop']:+.5f} | {w['image']} |"
+            )
     return "\n".join(lines) + "\n"
 
 

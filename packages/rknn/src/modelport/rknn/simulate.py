@@ -26,8 +26,18 @@ SIMULATOR_NOTE = "not measured: x86 simulator (no NPU timing)"
 
 
 def result_base(ctx: StepContext, b: Backend, device: str, status: Status = "ok", reason: str | None = None) -> BackendResult:
-    return new_result(ctx, key=b.key, backend="rknn", precision=b.precision, name=b.display, device=device,
-                      input_layout="NHWC", input_dtype="uint8", status=status, reason=reason)
+    return new_result(
+        ctx,
+        key=b.key,
+        backend="rknn",
+        precision=b.precision,
+        name=b.display,
+        device=device,
+        input_layout="NHWC",
+        input_dtype="uint8",
+        status=status,
+        reason=reason,
+    )
 
 
 def simulator_result(ctx: StepContext, kind: str, model: Path, eval_outputs: Path) -> BackendResult:
@@ -36,7 +46,9 @@ def simulator_result(ctx: StepContext, kind: str, model: Path, eval_outputs: Pat
     manifest = store.read_manifest(store.rel(model)) or {}
     outputs = np.load(eval_outputs, allow_pickle=False)
     if outputs.shape[0] != len(ctx.eval_images):
-        raise InputError(f"{outputs.shape[0]} simulator outputs for {len(ctx.eval_images)} eval images: rerun with --force", eval_outputs)
+        raise InputError(
+            f"{outputs.shape[0]} simulator outputs for {len(ctx.eval_images)} eval images: rerun with --force", eval_outputs
+        )
     result = result_base(ctx, b, simulator_device(ctx))
     result.latency_note = SIMULATOR_NOTE
     result.tool_versions = manifest.get("extra", {}).get("versions", {})

@@ -112,21 +112,21 @@ def error_lines(log: Path, limit: int = 3) -> list[str]:
             continue
         body = m.group(1)
         content = body.strip()
-        if not content or content.startswith(("Traceback", "File \"", "^")) or body.startswith((" ", "\t")):
+        if not content or content.startswith(("Traceback", 'File "', "^")) or body.startswith((" ", "\t")):
             continue  # a traceback frame, its source line or its caret marker
         line = content if _EXCEPTION.match(content) else raw.strip()
         if line in found:
             found.remove(line)  # tracebacks repeat lines: keep each once, at its last place
         found.append(line)
     real = [ln for ln in found if _EXCEPTION.match(ln)]
-    return (found if not real else [ln for ln in found if ln not in real][-(limit - 1):] + real[-1:])[-limit:]
+    return (found if not real else [ln for ln in found if ln not in real][-(limit - 1) :] + real[-1:])[-limit:]
 
 
 def last_exception(text: str) -> str | None:
     """The final ``XxxError: message`` in a traceback the toolkit folded into an exception's text."""
     for m in reversed(list(re.finditer(r"\b[A-Z]\w*(?:Error|Exception):", text))):
-        line = text[m.start():].strip().splitlines()[0]
-        if not text[m.end():].lstrip().startswith("Traceback"):  # "ValueError: Traceback ..." is the wrapper
+        line = text[m.start() :].strip().splitlines()[0]
+        if not text[m.end() :].lstrip().startswith("Traceback"):  # "ValueError: Traceback ..." is the wrapper
             return line
     return None
 

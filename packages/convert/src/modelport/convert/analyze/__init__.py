@@ -20,6 +20,10 @@ from modelport.common import layer_analysis
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import step
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
+from modelport.runtime.onnxruntime import ONNX_MODEL, OnnxInt8Runtime
+
+from ..onnx_int8 import TENSORRT
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,11 @@ def _tensorrt(ctx, model, workdir):
 
 
 TARGETS = {
-    "onnx-int8": Target("onnx-int8", "onnxruntime", {"model": "onnx/model.int8.onnx"}, {"onnx": "onnx/model.onnx"}, _onnx),
-    "ncnn-int8": Target("ncnn-int8", "ncnn", {"param": "ncnn/model-int8.param", "bin": "ncnn/model-int8.bin"},
-                        {"param": "ncnn/model.param", "bin": "ncnn/model.bin", "onnx": "onnx/model.onnx"}, _ncnn),
-    "tensorrt-int8": Target("tensorrt-int8", "tensorrt", {"model": "onnx/model.int8.sym.onnx"}, {"onnx": "onnx/model.onnx"},
-                            _tensorrt),
+    "onnx-int8": Target("onnx-int8", "onnxruntime", dict(OnnxInt8Runtime.artifacts), {"onnx": ONNX_MODEL}, _onnx),
+    "ncnn-int8": Target(
+        "ncnn-int8", "ncnn", dict(NcnnInt8Runtime.artifacts), {**NcnnRuntime.artifacts, "onnx": ONNX_MODEL}, _ncnn
+    ),
+    "tensorrt-int8": Target("tensorrt-int8", "tensorrt", {"model": TENSORRT.output}, {"onnx": ONNX_MODEL}, _tensorrt),
 }
 
 
@@ -78,8 +82,7 @@ def targets() -> dict[str, Target]:
     return found
 
 
-def run(ctx: StepContext, key: str, files: dict[str, Path] | None = None, out: str | None = None,
-        force: bool = False) -> dict:
+def run(ctx: StepContext, key: str, files: dict[str, Path] | None = None, out: str | None = None, force: bool = False) -> dict:
     """Analyse ``files`` (default: the backend's INT8 model) into ``out`` (default ``analysis/<key>.json``), cached
     by manifest on both models, the eval images and the preprocessing."""
     target = targets()[key]
@@ -89,13 +92,24 @@ def run(ctx: StepContext, key: str, files: dict[str, Path] | None = None, out: s
     store = ctx.store
     files = files or {role: store.path(rel) for role, rel in target.files.items()}
     out = out or layer_analysis.analysis_path(key)
-    inputs = {**files, **{f"twin:{r}": store.path(rel) for r, rel in target.twin.items()},
-              **{f"image:{p.name}": p for p in ctx.eval_images}}
-    with store.produce(out, inputs=inputs, tool=f"modelport analyze {key}", tool_version=target.tool_version(),
-                       options={"input": ctx.config.input.signature}, force=force or ctx.force) as job:
+    inputs = {
+        **files,
+        **{f"twin:{r}": store.path(rel) for r, rel in target.twin.items()},
+        **{f"image:{p.name}": p for p in ctx.eval_images},
+    }
+    with store.produce(
+        out,
+        inputs=inputs,
+        tool=f"modelport analyze {key}",
+        tool_version=target.tool_version(),
+        options={"input": ctx.config.input.signature},
+        force=force or ctx.force,
+    ) as job:
         if not job.cached:
-            step(f"analyze {key}: {', '.join(store.rel(p) for p in files.values())} vs its FP32 twin, "
-                 f"{len(ctx.eval_images)} eval images -> {out}")
+            step(
+                f"analyze {key}: {', '.join(store.rel(p) for p in files.values())} vs its FP32 twin, "
+                f"{len(ctx.eval_images)} eval images -> {out}"
+            )
             data = target.analyze(ctx, *files.values(), job.workdir)
             job.tmp().write_text(json.dumps(data, indent=1) + "\n")
             job.record(layers=len(data["layers"]), mapping={k: v for k, v in data["mapping"].items() if not isinstance(v, list)})

@@ -12,18 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.bench.runner import prepared_images
-from modelport.bench.runtimes.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.common import layer_analysis, onnx_layers
 from modelport.common.context import StepContext
 from modelport.common.log import progress
 from modelport.common.preprocess import to_tensor
+from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
+from modelport.runtime.onnxruntime import ONNX_MODEL as ONNX
+from modelport.runtime.run import prepared_images
 
 from ..ncnn import BIN, PARAM
 from ..ncnn_format import load, read_param
 from .ncnn_names import map_model
-
-ONNX = "onnx/model.onnx"
 
 
 def mapping(ctx: StepContext, param: Path):
@@ -72,12 +71,25 @@ def analyze(ctx: StepContext, param: Path, binfile: Path, workdir: Path | None =
                 errors.add(la, ncnn_layer.get(blob, blob), name, ref[blob], got, m.blobs[blob])
     rows = errors.rows()
     mapped_layers = {la.node for la in m.layers.values()}
-    mapping_doc = {"how": "graph walk from the input blob: op type, inputs, fused activation, conv weight count "
-                          "(ncnn_names.py); pnnx keeps no ONNX names",
-                   "requantized_blobs_dequantized": len(scales),
-                   "ncnn_layers": len([la for la in read_param(param).layers if la.type not in ("Input", "Split")]),
-                   "ncnn_layers_mapped": len(m.layers), "unmapped": m.unmapped, "onnx_layers": len(graph.layers),
-                   "onnx_layers_mapped": len(mapped_layers), "layers": len(rows),
-                   "onnx_layers_unmapped": [f"{la.node} ({la.op})" for la in graph.layers if la.node not in mapped_layers]}
-    return layer_analysis.document("ncnn-int8", "NCNN INT8", model=ctx.store.rel(param), twin=PARAM, images=names,
-                                   rows=rows, mapping=mapping_doc, seconds=time.monotonic() - t0)
+    mapping_doc = {
+        "how": "graph walk from the input blob: op type, inputs, fused activation, conv weight count "
+        "(ncnn_names.py); pnnx keeps no ONNX names",
+        "requantized_blobs_dequantized": len(scales),
+        "ncnn_layers": len([la for la in read_param(param).layers if la.type not in ("Input", "Split")]),
+        "ncnn_layers_mapped": len(m.layers),
+        "unmapped": m.unmapped,
+        "onnx_layers": len(graph.layers),
+        "onnx_layers_mapped": len(mapped_layers),
+        "layers": len(rows),
+        "onnx_layers_unmapped": [f"{la.node} ({la.op})" for la in graph.layers if la.node not in mapped_layers],
+    }
+    return layer_analysis.document(
+        "ncnn-int8",
+        "NCNN INT8",
+        model=ctx.store.rel(param),
+        twin=PARAM,
+        images=names,
+        rows=rows,
+        mapping=mapping_doc,
+        seconds=time.monotonic() - t0,
+    )

@@ -19,12 +19,23 @@ from modelport.common.onnx_layers import OnnxGraph, OnnxLayer
 from ..ncnn_format import Layer, Model
 
 OPS = {
-    "Convolution": {"Conv"}, "ConvolutionDepthWise": {"Conv"}, "InnerProduct": {"Gemm", "MatMul", "Conv"},
-    "BinaryOp": {"Add", "Sub", "Mul", "Div"}, "Eltwise": {"Add", "Mul", "Max"},
+    "Convolution": {"Conv"},
+    "ConvolutionDepthWise": {"Conv"},
+    "InnerProduct": {"Gemm", "MatMul", "Conv"},
+    "BinaryOp": {"Add", "Sub", "Mul", "Div"},
+    "Eltwise": {"Add", "Mul", "Max"},
     "Pooling": {"AveragePool", "MaxPool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean"},
-    "ReLU": {"Relu", "LeakyRelu"}, "Clip": {"Clip"}, "Sigmoid": {"Sigmoid"}, "HardSwish": {"HardSwish"},
-    "Softmax": {"Softmax"}, "Concat": {"Concat"}, "Reshape": {"Reshape", "Flatten"}, "Flatten": {"Flatten", "Reshape"},
-    "Permute": {"Transpose"}, "Padding": {"Pad"}, "Interp": {"Resize", "Upsample"},
+    "ReLU": {"Relu", "LeakyRelu"},
+    "Clip": {"Clip"},
+    "Sigmoid": {"Sigmoid"},
+    "HardSwish": {"HardSwish"},
+    "Softmax": {"Softmax"},
+    "Concat": {"Concat"},
+    "Reshape": {"Reshape", "Flatten"},
+    "Flatten": {"Flatten", "Reshape"},
+    "Permute": {"Transpose"},
+    "Padding": {"Pad"},
+    "Interp": {"Resize", "Upsample"},
 }
 # ONNX ops pnnx may fold away without an ncnn layer.
 PASS_THROUGH = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
@@ -56,8 +67,11 @@ def _consumer(graph: OnnxGraph, sources: list[str], ops: set[str]):
     """The ONNX node taking exactly ``sources`` (as activation inputs) with an op in ``ops``; steps through
     shape-only ops on a single source."""
     for _ in range(4):
-        candidates = [n for n in graph.consumers.get(sources[0], [])
-                      if n.op_type in ops and sorted(t for t in n.input if t and t not in graph.initializers) == sorted(sources)]
+        candidates = [
+            n
+            for n in graph.consumers.get(sources[0], [])
+            if n.op_type in ops and sorted(t for t in n.input if t and t not in graph.initializers) == sorted(sources)
+        ]
         if candidates:
             return candidates[0]
         if len(sources) != 1:

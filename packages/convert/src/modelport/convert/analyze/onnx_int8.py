@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.bench.runner import prepared_images
 from modelport.common import layer_analysis, onnx_layers
 from modelport.common.context import StepContext
 from modelport.common.log import progress
 from modelport.common.preprocess import to_tensor
-
-FP32 = "onnx/model.onnx"
+from modelport.runtime.onnxruntime import ONNX_MODEL as FP32
+from modelport.runtime.run import prepared_images
 
 
 def sessions(float_model: Path, qdq_model: Path, workdir: Path):
@@ -76,9 +75,22 @@ def analyze(ctx: StepContext, model: Path, workdir: Path) -> dict:
             errors.add(layer, tensor, name, m["float"][0], m["post_qdq"][0], tensor)
     weights = compute_weight_error(create_weight_matching(str(fp32), str(model)))
     rows = errors.rows()
-    mapping = {"how": "qdq_loss_debug: tensor names of the QDQ model are those of onnx/model.onnx",
-               "activations_matched": len(matched), "activations_unmatched": sorted(unmatched),
-               "layers": len(rows), "onnx_layers": len(graph.layers), "weights_matched": len(weights),
-               "weight_sqnr_db_min": round(min(weights.values()), 2) if weights else None}
-    return layer_analysis.document("onnx-int8", "ONNX INT8", model=ctx.store.rel(model), twin=FP32, images=names,
-                                   rows=rows, mapping=mapping, seconds=time.monotonic() - t0)
+    mapping = {
+        "how": "qdq_loss_debug: tensor names of the QDQ model are those of onnx/model.onnx",
+        "activations_matched": len(matched),
+        "activations_unmatched": sorted(unmatched),
+        "layers": len(rows),
+        "onnx_layers": len(graph.layers),
+        "weights_matched": len(weights),
+        "weight_sqnr_db_min": round(min(weights.values()), 2) if weights else None,
+    }
+    return layer_analysis.document(
+        "onnx-int8",
+        "ONNX INT8",
+        model=ctx.store.rel(model),
+        twin=FP32,
+        images=names,
+        rows=rows,
+        mapping=mapping,
+        seconds=time.monotonic() - t0,
+    )

@@ -14,18 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.bench.runner import prepared_images
 from modelport.common import cuda, layer_analysis, onnx_layers
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import progress
 from modelport.common.preprocess import to_tensor
-
-FP32 = "onnx/model.onnx"
+from modelport.runtime.onnxruntime import ONNX_MODEL as FP32
+from modelport.runtime.run import prepared_images
 
 
 def build_marked(trt, ctx: StepContext, onnx_path: Path, wanted: set[str], strongly_typed: bool) -> bytes:
-    from modelport.bench.runtimes.tensorrt import trt_logger
+    from modelport.runtime.tensorrt import trt_logger
 
     logger = trt_logger()
     builder = trt.Builder(logger)
@@ -50,7 +49,7 @@ def build_marked(trt, ctx: StepContext, onnx_path: Path, wanted: set[str], stron
 
 def run_marked(trt, drv, plan: bytes, tensors: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
     """Every output tensor of the engine for each input (batch 1, NCHW float32)."""
-    from modelport.bench.runtimes.tensorrt import trt_logger
+    from modelport.runtime.tensorrt import trt_logger
 
     engine = trt.Runtime(trt_logger()).deserialize_cuda_engine(plan)
     context = engine.create_execution_context()
@@ -101,9 +100,19 @@ def analyze(ctx: StepContext, model: Path, workdir: Path | None = None) -> dict:
             if (layer := graph.layer_of(tensor)) is not None:
                 errors.add(layer, tensor, name, r[tensor], q[tensor], tensor)
     rows = errors.rows()
-    mapping = {"how": "TensorRT keeps the ONNX tensor names: every layer output marked in both engines",
-               "layers": len(rows), "onnx_layers": len(graph.layers)}
-    return layer_analysis.document("tensorrt-int8", "TensorRT INT8", model=ctx.store.rel(model), twin=FP32,
-                                   images=names, rows=rows, mapping=mapping, seconds=time.monotonic() - t0,
-                                   notes=["marked outputs stop TensorRT fusing across them: a less fused engine "
-                                          "than the benchmarked one"])
+    mapping = {
+        "how": "TensorRT keeps the ONNX tensor names: every layer output marked in both engines",
+        "layers": len(rows),
+        "onnx_layers": len(graph.layers),
+    }
+    return layer_analysis.document(
+        "tensorrt-int8",
+        "TensorRT INT8",
+        model=ctx.store.rel(model),
+        twin=FP32,
+        images=names,
+        rows=rows,
+        mapping=mapping,
+        seconds=time.monotonic() - t0,
+        notes=["marked outputs stop TensorRT fusing across them: a less fused engine than the benchmarked one"],
+    )

@@ -11,7 +11,7 @@ import importlib.util
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
 
@@ -48,7 +48,7 @@ class Runtime:
         return cls.input_layout, cls.input_dtype
 
     @classmethod
-    def from_store(cls, store: ArtifactStore, config: Config) -> Runtime:
+    def from_store(cls, store: ArtifactStore, config: Config) -> Self:
         return cls(config, {role: store.path(rel) for role, rel in cls.artifacts.items()})
 
     # -- what a backend says about itself

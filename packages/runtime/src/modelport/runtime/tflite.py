@@ -12,10 +12,11 @@ import numpy as np
 
 from modelport.common.errors import InputError
 
-from ..runtime import Runtime
+from .base import Runtime
 
 
-def _interpreter_class():
+def interpreter_class():
+    """(Interpreter, OpResolverType) from ai-edge-litert, else from tensorflow: what reads a .tflite here."""
     if importlib.util.find_spec("ai_edge_litert"):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     else:
@@ -62,7 +63,7 @@ class TfliteRuntime(Runtime):
         return {"threads": self.config.tflite.threads, "xnnpack": self.config.tflite.xnnpack}
 
     def activate_impl(self):
-        Interpreter, OpResolverType = _interpreter_class()
+        Interpreter, OpResolverType = interpreter_class()
         resolver = OpResolverType.AUTO if self.config.tflite.xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
             self.interp = Interpreter(
@@ -75,8 +76,9 @@ class TfliteRuntime(Runtime):
             raise self.model_error(e) from None
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
-            raise InputError(f"a classifier has one input and one output; this model has {len(ins)} and {len(outs)}",
-                             self.files["model"])
+            raise InputError(
+                f"a classifier has one input and one output; this model has {len(ins)} and {len(outs)}", self.files["model"]
+            )
         (inp,), (out,) = ins, outs
         expected = self.input_shape()
         if tuple(inp["shape"]) != expected and -1 in inp["shape_signature"]:

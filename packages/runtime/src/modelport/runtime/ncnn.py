@@ -22,7 +22,7 @@ import numpy as np
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.timing import measure
 
-from ..runtime import Runtime
+from .base import Runtime
 
 # ncnn GpuInfo.type(): 0 discrete, 1 integrated, 2 virtual, 3 cpu (Mesa llvmpipe/lavapipe).
 _CPU_VULKAN_DEVICE = 3
@@ -66,10 +66,17 @@ class NcnnRuntime(Runtime):
     def settings(self) -> dict:
         c = self.config.ncnn
         out = {
-            "threads": c.threads, "use_vulkan_compute": self.use_vulkan, "use_int8_inference": self.int8,
-            "use_fp16_storage": c.fp16_storage, "use_fp16_packed": c.fp16_packed, "use_fp16_arithmetic": c.fp16_arithmetic,
-            "use_packing_layout": c.packing_layout, "use_winograd_convolution": c.winograd, "use_sgemm_convolution": c.sgemm,
-            "input_blob": getattr(self, "input_name", None), "output_blob": getattr(self, "output_name", None),
+            "threads": c.threads,
+            "use_vulkan_compute": self.use_vulkan,
+            "use_int8_inference": self.int8,
+            "use_fp16_storage": c.fp16_storage,
+            "use_fp16_packed": c.fp16_packed,
+            "use_fp16_arithmetic": c.fp16_arithmetic,
+            "use_packing_layout": c.packing_layout,
+            "use_winograd_convolution": c.winograd,
+            "use_sgemm_convolution": c.sgemm,
+            "input_blob": getattr(self, "input_name", None),
+            "output_blob": getattr(self, "output_name", None),
         }
         if self.use_vulkan:
             out["vulkan_devices"] = [name for name, _ in vulkan_devices()]
@@ -92,14 +99,18 @@ class NcnnRuntime(Runtime):
         if net.load_param(str(param)) != 0:
             raise InputError(f"{self.display}: ncnn cannot parse this .param (see ncnn's message above)", param)
         if net.load_model(str(binfile)) != 0:
-            raise InputError(f"{self.display}: ncnn cannot load this .bin for {param.name} (truncated or another model's?)", binfile)
+            raise InputError(
+                f"{self.display}: ncnn cannot load this .bin for {param.name} (truncated or another model's?)", binfile
+            )
         return net
 
     def activate_impl(self) -> None:
         self.net = self.new_net(self.config.ncnn.threads)
         ins, outs = list(self.net.input_names()), list(self.net.output_names())
         if len(ins) != 1 or len(outs) != 1:
-            raise InputError(f"{self.display}: expected one input and one output blob, model has {ins} -> {outs}", self.files["param"])
+            raise InputError(
+                f"{self.display}: expected one input and one output blob, model has {ins} -> {outs}", self.files["param"]
+            )
         self.input_name, self.output_name = ins[0], outs[0]
         spec = self.config.input
         self.mean, self.norm = spec.mean_values, spec.norm_values

@@ -5,8 +5,9 @@ from __future__ import annotations
 from modelport.common.errors import InputError
 from modelport.common.onnx_safety import check_onnx
 
-from ..runtime import Runtime
+from .base import Runtime
 
+ONNX_MODEL = "onnx/model.onnx"  # the FP32 ONNX: `convert onnx` writes it, the other toolchains convert from it
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
@@ -83,7 +84,7 @@ class OnnxSourceRuntime(OnnxRuntime):
 
 class OnnxFp32Runtime(OnnxRuntime):
     key, precision, display = "onnx", "fp32", "ONNX FP32"
-    artifacts = {"model": "onnx/model.onnx"}
+    artifacts = {"model": ONNX_MODEL}
 
 
 class OnnxInt8Runtime(OnnxRuntime):

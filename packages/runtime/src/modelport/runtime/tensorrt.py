@@ -28,7 +28,7 @@ from modelport.common.artifacts import ArtifactStore
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.timing import summarize
 
-from ..runtime import Runtime
+from .base import Runtime
 
 _LOGGER = None
 
@@ -81,8 +81,10 @@ def engine_origin(manifest: dict | None) -> dict | None:
     if "tensorrt_version" not in extra or "gpu" not in extra:
         return None
     gpu = extra["gpu"]
-    return {"tensorrt_version": extra["tensorrt_version"],
-            "gpu": {"name": gpu.get("name"), "compute_capability": gpu.get("compute_capability")}}
+    return {
+        "tensorrt_version": extra["tensorrt_version"],
+        "gpu": {"name": gpu.get("name"), "compute_capability": gpu.get("compute_capability")},
+    }
 
 
 def check_origin(origin: dict | None, here: dict, engine: Path, rebuild: str) -> None:
@@ -152,8 +154,7 @@ class TensorrtRuntime(Runtime):
 
     def _here(self, trt) -> dict:
         gpu = cuda.require(self.config.tensorrt.device)
-        return {"tensorrt_version": trt.__version__,
-                "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability}}
+        return {"tensorrt_version": trt.__version__, "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability}}
 
     def activate_impl(self) -> None:
         import pycuda.driver as drv
@@ -209,8 +210,11 @@ class TensorrtRuntime(Runtime):
         if len(self._inputs) != 1 or len(self._outputs) != 1:
             raise InputError(f"expected 1 input and 1 output, the engine has {self._inputs} -> {self._outputs}", engine_path)
         if self._host[self._inputs[0]].shape != want:
-            raise InputError(f"engine input {self._inputs[0]} {self._host[self._inputs[0]].shape} does not match "
-                             f"the config ({self.input_layout} {want})", engine_path)
+            raise InputError(
+                f"engine input {self._inputs[0]} {self._host[self._inputs[0]].shape} does not match "
+                f"the config ({self.input_layout} {want})",
+                engine_path,
+            )
 
     def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
         drv, stream, (e0, e1, e2, e3) = self._drv, self._stream, self._events

@@ -1,1 +1,0 @@
-"""One module per toolchain; each imports its toolchain lazily."""

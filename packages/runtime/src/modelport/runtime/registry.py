@@ -1,0 +1,25 @@
+"""Every runtime modelport knows, by key (from the backend descriptors), imported only when used."""
+
+from __future__ import annotations
+
+from modelport.common.backends import backends
+from modelport.common.registry import load
+
+from .base import Runtime
+
+RUNTIMES: dict[str, str] = {k: b.runtime for k, b in backends().items() if b.runtime}
+SOURCE_KEYS = tuple(k for k, b in backends().items() if b.source)  # the source model's own row: every other row's reference
+
+
+def source_key(contract) -> str:
+    """The runtime key of the source model itself (the reference row)."""
+    return "onnx-source" if contract is not None and contract.kind == "onnx" else "tflite"
+
+
+def runtime_class(key: str) -> type[Runtime]:
+    return load(RUNTIMES, key, "backend")
+
+
+def source_runtime(config, model) -> Runtime:
+    """The source model file in its own runtime (the reference): TFLite interpreter or onnxruntime."""
+    return runtime_class(source_key(config.contract))(config, {"model": model})
