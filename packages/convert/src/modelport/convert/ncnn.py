@@ -16,15 +16,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from modelport.common.context import StepContext
-from modelport.common.errors import InputError, ModelportError, ToolchainMissing
+from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import activity, step
 from modelport.common.onnx_safety import check_onnx
-from modelport.common.reference import REFERENCE
 from modelport.runtime.ncnn import NcnnRuntime
 from modelport.runtime.onnxruntime import ONNX_MODEL
 
+from .base import Converter
 from .ncnn_format import read_param
-from .verify import verify
 
 SOURCE = ONNX_MODEL
 PARAM, BIN = NcnnRuntime.artifacts["param"], NcnnRuntime.artifacts["bin"]
@@ -47,18 +46,6 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def unavailable_reason() -> str | None:
-    if importlib.util.find_spec("ncnn") is None:
-        return "python module ncnn not installed (envs/ncnn)"
-    if pnnx_binary() is None:
-        return "pnnx binary not found (pip install --no-deps -r envs/ncnn/requirements-nodeps.txt)"
-    return None
-
-
-def tool_version() -> str:
-    return f"pnnx {_version('pnnx')}, ncnn {_version('ncnn')}"
-
-
 def run_pnnx(onnx: Path, workdir: Path, input_shape: tuple[int, ...], fp16: bool) -> tuple[Path, Path]:
     """Run pnnx in ``workdir`` (it writes seven files next to its input); returns the ncnn pair."""
     src = workdir / "model.onnx"
@@ -74,38 +61,52 @@ def run_pnnx(onnx: Path, workdir: Path, input_shape: tuple[int, ...], fp16: bool
     return param, binfile
 
 
-def run(ctx: StepContext, force: bool):
-    reason = unavailable_reason()
-    if reason:
-        raise ToolchainMissing(reason)
-    cfg, store = ctx.config, ctx.store
-    if cfg.input.layout != "NCHW":
-        raise InputError('ncnn needs an NCHW ONNX model ([input] layout = "NCHW")', cfg.source)
-    source = store.path(SOURCE)
-    check_onnx(source)  # pnnx would follow external-data paths anywhere: only the model's own folder
-    shape = cfg.input.shape("NCHW")
-    options = {"inputshape": list(shape), "fp16_weights": cfg.ncnn.fp16_weights, "optlevel": 2}
-    inputs = {"onnx": source, "reference": store.path(REFERENCE)}
-    with store.produce(
-        [PARAM, BIN], inputs=inputs, tool="pnnx", tool_version=tool_version(), options=options, force=force
-    ) as job:
-        if job.cached:
-            return [store.path(PARAM), store.path(BIN)]
-        step(f"pnnx {SOURCE} -> {PARAM} ({'fp16' if cfg.ncnn.fp16_weights else 'fp32'} weights)")
-        param, binfile = run_pnnx(source, job.workdir, shape, cfg.ncnn.fp16_weights)
-        model = read_param(param)
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise InputError(
-                f"pnnx made a model with inputs {model.inputs} and outputs {model.outputs}; expected one each", source
-            )
-        shutil.move(param, job.tmp(PARAM))
-        shutil.move(binfile, job.tmp(BIN))
-        runtime = NcnnRuntime(cfg, {"param": job.tmp(PARAM), "bin": job.tmp(BIN)})
-        agreement = verify(ctx, runtime, "float", store.path(PARAM))
-        job.record(
-            agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
-            input_blob=model.inputs[0],
-            output_blob=model.outputs[0],
-            layers={t: sum(la.type == t for la in model.layers) for t in sorted({la.type for la in model.layers})},
+class Pnnx(Converter):
+    tool = "pnnx"
+
+    def unavailable_reason(self) -> str | None:
+        if importlib.util.find_spec("ncnn") is None:
+            return "python module ncnn not installed (envs/ncnn)"
+        if pnnx_binary() is None:
+            return "pnnx binary not found (pip install --no-deps -r envs/ncnn/requirements-nodeps.txt)"
+        return None
+
+    def tool_version(self) -> str:
+        return f"pnnx {_version('pnnx')}, ncnn {_version('ncnn')}"
+
+    def convert(self, ctx: StepContext, force: bool):
+        cfg, store = ctx.config, ctx.store
+        if cfg.input.layout != "NCHW":
+            raise InputError('ncnn needs an NCHW ONNX model ([input] layout = "NCHW")', cfg.source)
+        source = store.path(SOURCE)
+        check_onnx(source)  # pnnx would follow external-data paths anywhere: only the model's own folder
+        shape = cfg.input.shape("NCHW")
+
+        def make(job):
+            step(f"pnnx {SOURCE} -> {PARAM} ({'fp16' if cfg.ncnn.fp16_weights else 'fp32'} weights)")
+            param, binfile = run_pnnx(source, job.workdir, shape, cfg.ncnn.fp16_weights)
+            model = read_param(param)
+            if len(model.inputs) != 1 or len(model.outputs) != 1:
+                raise InputError(
+                    f"pnnx made a model with inputs {model.inputs} and outputs {model.outputs}; expected one each", source
+                )
+            shutil.move(param, job.tmp(PARAM))
+            shutil.move(binfile, job.tmp(BIN))
+            return {
+                "input_blob": model.inputs[0],
+                "output_blob": model.outputs[0],
+                "layers": {t: sum(la.type == t for la in model.layers) for t in sorted({la.type for la in model.layers})},
+            }
+
+        return self.produce(
+            ctx,
+            force,
+            {"param": PARAM, "bin": BIN},
+            make,
+            inputs={"onnx": source},
+            options={"inputshape": list(shape), "fp16_weights": cfg.ncnn.fp16_weights, "optlevel": 2},
+            runtime=NcnnRuntime,
         )
-    return [store.path(PARAM), store.path(BIN)]
+
+
+TARGET = Pnnx()

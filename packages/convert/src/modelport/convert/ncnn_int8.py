@@ -24,29 +24,18 @@ from modelport.common import __version__
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import console, step
-from modelport.common.reference import REFERENCE
 from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
 
 from . import ncnn_official
+from .base import Converter
 from .ncnn import BIN, PARAM
-from .ncnn import tool_version as pnnx_version
+from .ncnn import TARGET as PNNX
 from .ncnn_format import load, read_param, write_bin, write_param
 from .ncnn_quantize import quantize_model
 from .ncnn_table import Table, calibrate
-from .verify import verify
 
 INT8_PARAM, INT8_BIN = NcnnInt8Runtime.artifacts["param"], NcnnInt8Runtime.artifacts["bin"]
 TABLE = "ncnn/model.table"
-
-
-def unavailable_reason() -> str | None:
-    return None if importlib.util.find_spec("ncnn") else "python module ncnn not installed (envs/ncnn)"
-
-
-def tool_version() -> str:
-    missing = ncnn_official.missing_tools()
-    official = f"official tools {ncnn_official.tools_version()}" if not missing else "official tools not on PATH"
-    return f"builtin int8 (modelport {__version__}, {pnnx_version()}); {official}"
 
 
 def choose_tools(setting: str, method: str) -> tuple[str, str]:
@@ -61,99 +50,104 @@ def choose_tools(setting: str, method: str) -> tuple[str, str]:
     return "official", "official tools on PATH"
 
 
-def run(ctx: StepContext, force: bool):
-    """The configured INT8 model, or (below the floors) the variant the recovery search keeps."""
-    reason = unavailable_reason()
-    if reason:
-        raise ToolchainMissing(reason)
-    from .recover_ncnn import recover
-
-    return recover(ctx, force)
-
-
 OUTPUTS = {"param": INT8_PARAM, "bin": INT8_BIN, "table": TABLE}
 
 
-def make(ctx: StepContext, force: bool, outputs: dict[str, str], method: str, float_layers: list[str], gate: bool = True) -> list:
-    """INT8 model ``outputs`` (param, bin, table) calibrated with ``method``, ``float_layers`` (ncnn layer
-    names) kept in float; verified, and with ``gate`` held to the floors."""
-    cfg, store = ctx.config, ctx.store
-    c = cfg.ncnn
-    calibration = ctx.calibration  # a missing list entry or an empty folder fails here ...
-    calibration.validate()  # ... and an unreadable image here: before anything is written
-    tools, why = choose_tools(c.tools, method)
-    if tools == "official" and ncnn_official.missing_tools():
-        raise ToolchainMissing(f"[ncnn] tools = official, but not on PATH: {', '.join(ncnn_official.missing_tools())}")
-    if tools == "official" and method not in ncnn_official.METHODS:
-        raise ToolchainMissing(
-            f"ncnn2table has no {method} method ({', '.join(ncnn_official.METHODS)} only): "
-            "set [ncnn] calibration_method, or tools = builtin"
-        )
-    inputs = {"param": store.path(PARAM), "bin": store.path(BIN), "reference": store.path(REFERENCE)}
-    inputs |= {f"calibration:{p.name}": p for p in calibration.paths}
-    options = {"tools": tools, "method": method, "calibration_images": len(calibration), "input": cfg.input.signature}
-    options["int8_depthwise"] = c.int8_depthwise
-    if float_layers:
-        options["float_layers"] = sorted(float_layers)
-    if tools == "builtin":
-        options |= {"bias_correction": c.bias_correction, "requantize": c.requantize}
-    version = tool_version() if tools == "builtin" else f"ncnn tools {ncnn_official.tools_version()}"
-    rel_param, rel_bin, rel_table = outputs["param"], outputs["bin"], outputs["table"]
-    with store.produce(
-        [rel_param, rel_bin, rel_table],
-        inputs=inputs,
-        tool=f"ncnn-int8-{tools}",
-        tool_version=version,
-        options=options,
-        force=force,
-    ) as job:
-        if job.cached:
-            return [store.path(o) for o in outputs.values()]
-        step(
-            escape(
-                f"ncnn int8 ({tools}: {why}), {method} on {len(calibration)} calibration images"
-                + (f", {len(float_layers)} layers in float" if float_layers else "")
-                + f" -> {rel_param}"
+class NcnnInt8(Converter):
+    def unavailable_reason(self) -> str | None:
+        return None if importlib.util.find_spec("ncnn") else "python module ncnn not installed (envs/ncnn)"
+
+    def tool_version(self) -> str:
+        missing = ncnn_official.missing_tools()
+        official = f"official tools {ncnn_official.tools_version()}" if not missing else "official tools not on PATH"
+        return f"builtin int8 (modelport {__version__}, {PNNX.tool_version()}); {official}"
+
+    def convert(self, ctx: StepContext, force: bool):
+        """The configured INT8 model, or (below the floors) the variant the recovery search keeps."""
+        from .recover_ncnn import recover
+
+        return recover(ctx, force)
+
+    def make(
+        self, ctx: StepContext, force: bool, outputs: dict[str, str], method: str, float_layers: list[str], gate: bool = True
+    ) -> list:
+        """INT8 model ``outputs`` (param, bin, table) calibrated with ``method``, ``float_layers`` (ncnn layer
+        names) kept in float; verified, and with ``gate`` held to the floors."""
+        cfg, store = ctx.config, ctx.store
+        c = cfg.ncnn
+        calibration = ctx.calibration  # a missing list entry or an empty folder fails here ...
+        calibration.validate()  # ... and an unreadable image here: before anything is written
+        tools, why = choose_tools(c.tools, method)
+        if tools == "official" and ncnn_official.missing_tools():
+            raise ToolchainMissing(f"[ncnn] tools = official, but not on PATH: {', '.join(ncnn_official.missing_tools())}")
+        if tools == "official" and method not in ncnn_official.METHODS:
+            raise ToolchainMissing(
+                f"ncnn2table has no {method} method ({', '.join(ncnn_official.METHODS)} only): "
+                "set [ncnn] calibration_method, or tools = builtin"
             )
-        )
-        keep_float = set(float_layers) | (set() if c.int8_depthwise else depthwise_layers(read_param(store.path(PARAM))))
-        if tools == "official":
-            ncnn_official.make_int8(
-                store.path(PARAM),
-                store.path(BIN),
-                calibration,
-                method,
-                c.threads,
-                job.workdir,
-                job.tmp(rel_param),
-                job.tmp(rel_bin),
-                job.tmp(rel_table),
-                keep_float=keep_float or None,
+        inputs = {"param": store.path(PARAM), "bin": store.path(BIN)} | {f"calibration:{p.name}": p for p in calibration.paths}
+        options = {"tools": tools, "method": method, "calibration_images": len(calibration), "input": cfg.input.signature}
+        options["int8_depthwise"] = c.int8_depthwise
+        if float_layers:
+            options["float_layers"] = sorted(float_layers)
+        if tools == "builtin":
+            options |= {"bias_correction": c.bias_correction, "requantize": c.requantize}
+        rel_param, rel_bin, rel_table = outputs["param"], outputs["bin"], outputs["table"]
+
+        def make(job):
+            step(
+                escape(
+                    f"ncnn int8 ({tools}: {why}), {method} on {len(calibration)} calibration images"
+                    + (f", {len(float_layers)} layers in float" if float_layers else "")
+                    + f" -> {rel_param}"
+                )
             )
-            layers = {}
-        else:
-            layers = builtin_int8(ctx, method, keep_float, job.tmp(rel_param), job.tmp(rel_bin), job.tmp(rel_table))
-        ratio = job.tmp(rel_bin).stat().st_size / store.path(BIN).stat().st_size
-        console.print(
-            f"   {rel_bin}: {ratio:.1%} of the FP32 .bin"
-            + (f"; {len(layers['quantized'])} int8 layers, {len(layers['requantized'])} requantize to int8" if layers else "")
-        )
-        agreement = verify(
+            keep_float = set(float_layers) | (set() if c.int8_depthwise else depthwise_layers(read_param(store.path(PARAM))))
+            if tools == "official":
+                ncnn_official.make_int8(
+                    store.path(PARAM),
+                    store.path(BIN),
+                    calibration,
+                    method,
+                    c.threads,
+                    job.workdir,
+                    job.tmp(rel_param),
+                    job.tmp(rel_bin),
+                    job.tmp(rel_table),
+                    keep_float=keep_float or None,
+                )
+                layers = {}
+            else:
+                layers = builtin_int8(ctx, method, keep_float, job.tmp(rel_param), job.tmp(rel_bin), job.tmp(rel_table))
+            ratio = job.tmp(rel_bin).stat().st_size / store.path(BIN).stat().st_size
+            console.print(
+                f"   {rel_bin}: {ratio:.1%} of the FP32 .bin"
+                + (f"; {len(layers['quantized'])} int8 layers, {len(layers['requantized'])} requantize to int8" if layers else "")
+            )
+            return {
+                "tools_reason": why,
+                "size_ratio": round(ratio, 4),
+                "calibration": calibration.signature(),
+                "int8_layers": len(layers.get("quantized", [])),
+                "requantized_layers": len(layers.get("requantized", [])),
+            }
+
+        return self.produce(
             ctx,
-            NcnnInt8Runtime(cfg, {"param": job.tmp(rel_param), "bin": job.tmp(rel_bin)}),
-            "int8",
-            store.path(rel_param),
+            force,
+            {"param": rel_param, "bin": rel_bin, "table": rel_table},
+            make,
+            inputs=inputs,
+            options=options,
+            runtime=NcnnInt8Runtime,
+            kind="int8",
             gate=gate,
+            tool=f"ncnn-int8-{tools}",
+            tool_version=self.tool_version() if tools == "builtin" else f"ncnn tools {ncnn_official.tools_version()}",
         )
-        job.record(
-            agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
-            tools_reason=why,
-            size_ratio=round(ratio, 4),
-            calibration=calibration.signature(),
-            int8_layers=len(layers.get("quantized", [])),
-            requantized_layers=len(layers.get("requantized", [])),
-        )
-    return [store.path(o) for o in outputs.values()]
+
+
+TARGET = NcnnInt8()
 
 
 def depthwise_layers(model) -> set[str]:

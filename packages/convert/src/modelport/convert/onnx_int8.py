@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import importlib.util
 from importlib.metadata import version
+from pathlib import Path
 
 from modelport.common.context import StepContext
-from modelport.common.errors import ToolchainMissing
 from modelport.common.log import activity, step, warn
 from modelport.common.onnx_safety import check_onnx
-from modelport.common.reference import REFERENCE
 from modelport.runtime.onnxruntime import ONNX_MODEL, OnnxInt8Runtime
 
-from .verify import verify
+from .base import Converter
 
 SOURCE = ONNX_MODEL
-
-
-def unavailable_reason() -> str | None:
-    return None if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx") else "onnxruntime not installed"
-
-
-def tool_version() -> str:
-    return f"onnxruntime {version('onnxruntime')}"
 
 
 class CalibrationReader:
@@ -50,36 +41,6 @@ def _chunked(method: str) -> dict:
     """minmax: onnxruntime folds the ranges every MINMAX_CHUNK images (min of mins, max of maxes: the same
     result) instead of keeping every image's activations. Histogram methods cannot fold: they are capped."""
     return {"CalibMaxIntermediateOutputs": MINMAX_CHUNK} if method == "minmax" else {}
-
-
-class Quantizer:
-    """One QDQ variant as a conversion target (see the module docstring)."""
-
-    unavailable_reason = staticmethod(unavailable_reason)
-    tool_version = staticmethod(tool_version)
-
-    def __init__(self, output: str, tensorrt: bool):
-        self.output, self.tensorrt = output, tensorrt
-
-    def settings(self, q) -> dict:
-        if not self.tensorrt:
-            return q.quantizer_settings()
-        return q.quantizer_settings() | {
-            "activation_type": "int8",
-            "weight_type": "int8",
-            "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-        }
-
-    def run(self, ctx: StepContext, force: bool):
-        if self.tensorrt:  # TensorRT's own INT8 build is judged (and recovered) on its side
-            return quantize(ctx, force, self.output, self.settings(ctx.config.quantization))
-        from .recover_onnx import recover
-
-        return recover(ctx, force, self.output)
-
-
-ORT = Quantizer(OnnxInt8Runtime.artifacts["model"], tensorrt=False)
-TENSORRT = Quantizer("onnx/model.int8.sym.onnx", tensorrt=True)
 
 
 def excluded_nodes(source, layers: list[str]) -> list[str]:
@@ -118,56 +79,93 @@ def calibration_for(ctx: StepContext, method: str, say: bool = False):
     return calib
 
 
-def quantize(ctx: StepContext, force: bool, output: str, q: dict, gate: bool = True):
-    """QDQ model ``output`` with settings ``q``, verified (and, with ``gate``, held to the floors)."""
-    reason = unavailable_reason()
-    if reason:
-        raise ToolchainMissing(reason)
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+class Quantizer(Converter):
+    """One QDQ variant as a conversion target (see the module docstring)."""
 
-    cfg, store = ctx.config, ctx.store
-    calib = calibration_for(ctx, q["calibrate_method"], say=True)
-    calib.validate()  # every calibration image decodes before anything is written
-    source = store.path(SOURCE)
-    check_onnx(source)
-    inputs = {"onnx": source, "reference": store.path(REFERENCE)}
-    inputs |= {f"calibration:{p.name}": p for p in calib.paths}
-    excluded = excluded_nodes(source, q.get("nodes_to_exclude", []))
-    options = q | {"calibration_images": len(calib)} | ({"excluded_nodes": excluded} if excluded else {})
-    with store.produce(
-        output, inputs=inputs, tool="onnxruntime.quantization", tool_version=tool_version(), options=options, force=force
-    ) as job:
-        if job.cached:
-            return [job.path]
-        step(
-            f"quantize {SOURCE} -> {output}: QDQ, {'per-channel' if q['per_channel'] else 'per-tensor'}, "
-            f"{q['activation_type']}/{q['weight_type']}, {q['calibrate_method']} on {len(calib)} calibration images"
-            + (f", {len(q['nodes_to_exclude'])} layers in float" if q.get("nodes_to_exclude") else "")
+    tool = "onnxruntime.quantization"
+
+    def __init__(self, output: str, tensorrt: bool):
+        self.output, self.tensorrt = output, tensorrt
+
+    def unavailable_reason(self) -> str | None:
+        return (
+            None if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx") else "onnxruntime not installed"
         )
-        prepped = job.workdir / "prepped.onnx"
-        quant_pre_process(str(source), str(prepped))
-        import onnx
 
-        input_name = onnx.load(str(prepped), load_external_data=False).graph.input[0].name
-        qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-        with activity(f"{q['calibrate_method']} calibration + quantization on {len(calib)} images"):
-            quantize_static(
-                str(prepped),
-                str(job.tmp()),
-                CalibrationReader(calib, input_name),
-                quant_format=QuantFormat.QDQ,
-                per_channel=q["per_channel"],
-                activation_type=qtype[q["activation_type"]],
-                weight_type=qtype[q["weight_type"]],
-                calibrate_method={
-                    "minmax": CalibrationMethod.MinMax,
-                    "entropy": CalibrationMethod.Entropy,
-                    "percentile": CalibrationMethod.Percentile,
-                }[q["calibrate_method"]],
-                extra_options=q.get("extra_options", {}) | _chunked(q["calibrate_method"]),
-                nodes_to_exclude=excluded,
+    def tool_version(self) -> str:
+        return f"onnxruntime {version('onnxruntime')}"
+
+    def settings(self, q) -> dict:
+        if not self.tensorrt:
+            return q.quantizer_settings()
+        return q.quantizer_settings() | {
+            "activation_type": "int8",
+            "weight_type": "int8",
+            "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+        }
+
+    def convert(self, ctx: StepContext, force: bool):
+        if self.tensorrt:  # TensorRT's own INT8 build is judged (and recovered) on its side
+            return self.quantize(ctx, force, self.output, self.settings(ctx.config.quantization))
+        from .recover_onnx import recover
+
+        return recover(ctx, force, self.output)
+
+    def quantize(self, ctx: StepContext, force: bool, output: str, q: dict, gate: bool = True) -> list[Path]:
+        """QDQ model ``output`` with settings ``q``, verified (and, with ``gate``, held to the floors)."""
+        store = ctx.store
+        calib = calibration_for(ctx, q["calibrate_method"], say=True)
+        calib.validate()  # every calibration image decodes before anything is written
+        source = store.path(SOURCE)
+        check_onnx(source)
+        excluded = excluded_nodes(source, q.get("nodes_to_exclude", []))
+
+        def make(job):
+            from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            step(
+                f"quantize {SOURCE} -> {output}: QDQ, {'per-channel' if q['per_channel'] else 'per-tensor'}, "
+                f"{q['activation_type']}/{q['weight_type']}, {q['calibrate_method']} on {len(calib)} calibration images"
+                + (f", {len(q['nodes_to_exclude'])} layers in float" if q.get("nodes_to_exclude") else "")
             )
-        agreement = verify(ctx, OnnxInt8Runtime(cfg, {"model": job.tmp()}), "int8", store.path(output), gate=gate)
-        job.record(agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None, calibration=calib.signature())
-    return [job.path]
+            prepped = job.workdir / "prepped.onnx"
+            quant_pre_process(str(source), str(prepped))
+            import onnx
+
+            input_name = onnx.load(str(prepped), load_external_data=False).graph.input[0].name
+            qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+            with activity(f"{q['calibrate_method']} calibration + quantization on {len(calib)} images"):
+                quantize_static(
+                    str(prepped),
+                    str(job.tmp()),
+                    CalibrationReader(calib, input_name),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=q["per_channel"],
+                    activation_type=qtype[q["activation_type"]],
+                    weight_type=qtype[q["weight_type"]],
+                    calibrate_method={
+                        "minmax": CalibrationMethod.MinMax,
+                        "entropy": CalibrationMethod.Entropy,
+                        "percentile": CalibrationMethod.Percentile,
+                    }[q["calibrate_method"]],
+                    extra_options=q.get("extra_options", {}) | _chunked(q["calibrate_method"]),
+                    nodes_to_exclude=excluded,
+                )
+            return {"calibration": calib.signature()}
+
+        return self.produce(
+            ctx,
+            force,
+            {"model": output},
+            make,
+            inputs={"onnx": source} | {f"calibration:{p.name}": p for p in calib.paths},
+            options=q | {"calibration_images": len(calib)} | ({"excluded_nodes": excluded} if excluded else {}),
+            runtime=OnnxInt8Runtime,
+            kind="int8",
+            gate=gate,
+        )
+
+
+ORT = Quantizer(OnnxInt8Runtime.artifacts["model"], tensorrt=False)
+TENSORRT = Quantizer("onnx/model.int8.sym.onnx", tensorrt=True)

@@ -13,7 +13,7 @@ from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
 
 from .ncnn import BIN, PARAM
 from .ncnn_format import load
-from .ncnn_int8 import OUTPUTS, depthwise_layers, make, tool_version
+from .ncnn_int8 import OUTPUTS, TARGET, depthwise_layers
 from .ncnn_table import METHODS, quantizable_layers
 from .recover import runtime_timers
 
@@ -53,7 +53,7 @@ class NcnnBackend:
     def build(self, method: str, float_layers: list[str]) -> Variant:
         vid = variant_id(method, float_layers)
         outputs = {role: f"ncnn/variants/{vid}/{rel.rsplit('/', 1)[1]}" for role, rel in OUTPUTS.items()}
-        make(self.ctx, self.force, outputs, method, self.to_ncnn(float_layers), gate=False)
+        TARGET.make(self.ctx, self.force, outputs, method, self.to_ncnn(float_layers), gate=False)
         manifest = self.ctx.store.read_manifest(outputs["param"]) or {}
         size = sum(self.ctx.store.path(outputs[r]).stat().st_size for r in ("param", "bin"))
         return Variant(
@@ -103,6 +103,6 @@ def recover(ctx: StepContext, force: bool):
         "calibration_images": len(calib),
     }
     recovery.produce(
-        ctx, NcnnBackend(ctx, force), OUTPUTS, inputs=inputs, tool_version=tool_version(), options=options, force=force
+        ctx, NcnnBackend(ctx, force), OUTPUTS, inputs=inputs, tool_version=TARGET.tool_version(), options=options, force=force
     )
     return [store.path(rel) for rel in OUTPUTS.values()]

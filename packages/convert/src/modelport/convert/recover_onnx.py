@@ -8,7 +8,7 @@ from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
 from modelport.runtime.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
 
-from .onnx_int8 import SOURCE, calibration_for, quantize, tool_version
+from .onnx_int8 import ORT, SOURCE, calibration_for
 from .recover import runtime_timers, worst_analysed
 
 # onnxruntime's calibration methods, plus percentile at a wider clip than its 99.999 default:
@@ -40,7 +40,7 @@ class OnnxBackend:
         settings = (
             self.ctx.config.quantization.quantizer_settings() | method_settings(method) | {"nodes_to_exclude": float_layers}
         )
-        (path,) = quantize(self.ctx, self.force, rel, settings, gate=False)
+        (path,) = ORT.quantize(self.ctx, self.force, rel, settings, gate=False)
         extra = (self.ctx.store.read_manifest(rel) or {}).get("extra", {})
         return Variant(
             vid,
@@ -76,7 +76,7 @@ def recover(ctx: StepContext, force: bool, output: str):
         OnnxBackend(ctx, force),
         {"model": output},
         inputs=inputs,
-        tool_version=tool_version(),
+        tool_version=ORT.tool_version(),
         options=ctx.config.quantization.quantizer_settings()
         | {"calibration_images": len(calibration_for(ctx, ctx.config.quantization.calibrate_method))},
         force=force,

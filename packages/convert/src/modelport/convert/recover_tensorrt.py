@@ -16,10 +16,10 @@ from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
 from modelport.runtime.tensorrt import TensorrtFp32Runtime, TensorrtInt8Runtime
 
-from .onnx_int8 import SOURCE, TENSORRT, calibration_for, quantize
+from .onnx_int8 import SOURCE, TENSORRT, calibration_for
 from .recover import runtime_timers, worst_analysed
 from .recover_onnx import method_settings, qdq_knobs
-from .tensorrt import ENGINES, build, tool_version
+from .tensorrt import ENGINES, INT8
 
 
 class TensorrtBackend:
@@ -34,9 +34,9 @@ class TensorrtBackend:
         vid = variant_id(method, float_layers)
         qdq = f"onnx/variants/int8-sym-{vid}.onnx"
         settings = TENSORRT.settings(self.ctx.config.quantization) | method_settings(method) | {"nodes_to_exclude": float_layers}
-        quantize(self.ctx, self.force, qdq, settings, gate=False)
+        TENSORRT.quantize(self.ctx, self.force, qdq, settings, gate=False)
         engine = f"tensorrt/variants/int8-{vid}.engine"
-        (path,) = build(self.ctx, "int8", self.force, qdq=store.path(qdq), engine_rel=engine, gate=False)
+        path = INT8.build(self.ctx, self.force, qdq=store.path(qdq), engine_rel=engine, gate=False)[0]
         manifest = store.read_manifest(engine) or {}
         return Variant(
             vid,
@@ -81,7 +81,7 @@ def recover(ctx: StepContext, force: bool):
         TensorrtBackend(ctx, force),
         {"engine": ENGINES["int8"]},
         inputs=inputs,
-        tool_version=tool_version(),
+        tool_version=INT8.tool_version(),
         options=options,
         force=force,
     )

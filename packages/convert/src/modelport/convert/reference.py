@@ -19,13 +19,7 @@ from modelport.runtime.registry import source_runtime
 from modelport.runtime.run import prepared_images, run_outputs
 from modelport.runtime.tflite import TfliteRuntime
 
-
-def unavailable_reason() -> str | None:
-    return TfliteRuntime.unavailable_reason() or OnnxSourceRuntime.unavailable_reason()
-
-
-def tool_version() -> str:
-    return f"{TfliteRuntime.version()}, onnxruntime {OnnxSourceRuntime.version()}"
+from .base import Converter
 
 
 def output_kind(outputs: np.ndarray, step: float | None) -> str:
@@ -37,27 +31,41 @@ def output_kind(outputs: np.ndarray, step: float | None) -> str:
     return "probabilities" if in_range and np.allclose(sums, 1.0, atol=tol) else "logits"
 
 
-def run(ctx: StepContext, force: bool):
-    store, cfg = ctx.store, ctx.config
-    contract = ctx.contract
-    model = store.path(contract.file)
-    inputs = {"model": model} | {f"image:{p.name}": p for p in ctx.eval_images}
-    options = {"input": cfg.input.model_dump(mode="json"), "tflite": cfg.tflite.model_dump()}
-    runtime = source_runtime(cfg, model)
-    with store.produce(
-        REFERENCE, inputs=inputs, tool=runtime.backend, tool_version=tool_version(), options=options, force=force
-    ) as job:
-        if job.cached:
-            return [job.path]
-        with runtime:
-            outputs = run_outputs(runtime, prepared_images(ctx), cfg.input)
-        buf = io.BytesIO()
-        np.save(buf, outputs, allow_pickle=False)
-        job.tmp().write_bytes(buf.getvalue())
-        job.record(
-            images=image_ids(ctx.eval_images),
-            preprocessing=cfg.input.signature,
-            source=runtime.display,
-            outputs=output_kind(outputs, contract.output_scale),
+class Reference(Converter):
+    def unavailable_reason(self) -> str | None:
+        return TfliteRuntime.unavailable_reason() or OnnxSourceRuntime.unavailable_reason()
+
+    def tool_version(self) -> str:
+        return f"{TfliteRuntime.version()}, onnxruntime {OnnxSourceRuntime.version()}"
+
+    def convert(self, ctx: StepContext, force: bool):
+        cfg, contract = ctx.config, ctx.contract
+        model = ctx.store.path(contract.file)
+        runtime = source_runtime(cfg, model)
+
+        def make(job):
+            with runtime:
+                outputs = run_outputs(runtime, prepared_images(ctx), cfg.input)
+            buf = io.BytesIO()
+            np.save(buf, outputs, allow_pickle=False)
+            job.tmp().write_bytes(buf.getvalue())
+            return {
+                "images": image_ids(ctx.eval_images),
+                "preprocessing": cfg.input.signature,
+                "source": runtime.display,
+                "outputs": output_kind(outputs, contract.output_scale),
+            }
+
+        return self.produce(
+            ctx,
+            force,
+            {"reference": REFERENCE},
+            make,
+            inputs={"model": model} | {f"image:{p.name}": p for p in ctx.eval_images},
+            options={"input": cfg.input.model_dump(mode="json"), "tflite": cfg.tflite.model_dump()},
+            runtime=None,  # it is what the others are verified against
+            tool=runtime.backend,
         )
-    return [job.path]
+
+
+TARGET = Reference()

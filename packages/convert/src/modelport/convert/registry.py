@@ -1,7 +1,7 @@
 """Every conversion target, by name, imported only when used.
 
-A target is a module (``"pkg.mod"``) or an object in one (``"pkg.mod:NAME"``) with
-``run(ctx, force) -> list[Path]``, ``unavailable_reason() -> str | None`` and ``tool_version() -> str``.
+A target is a ``Converter`` (base.py) named as ``"pkg.mod:NAME"``: ``run(ctx, force) -> list[Path]``,
+``unavailable_reason() -> str | None`` and ``tool_version() -> str``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from modelport.common.registry import load
 # Steps that make no report row of their own: the reference outputs, the QDQ model TensorRT builds from,
 # and the dynamic-batch twins the depth sweeps use (the static models stay the default artifacts).
 STEPS: dict[str, str] = {
-    "reference": "modelport.convert.reference",
+    "reference": "modelport.convert.reference:TARGET",
     "onnx-int8-tensorrt": "modelport.convert.onnx_int8:TENSORRT",
-    "onnx-dynamic": "modelport.convert.onnx_dynamic",
-    "tflite-dynamic": "modelport.convert.tflite_dynamic",
+    "onnx-dynamic": "modelport.convert.onnx_dynamic:TARGET",
+    "tflite-dynamic": "modelport.convert.tflite_dynamic:TARGET",
 }
 TARGETS: dict[str, str] = {"reference": STEPS["reference"]} | {k: b.target for k, b in backends().items() if b.target} | STEPS
 

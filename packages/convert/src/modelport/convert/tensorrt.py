@@ -1,7 +1,7 @@
 """ONNX -> TensorRT engine (FP32 / FP16 / INT8) with the TensorRT 10 Python API.
 
 The targets ``tensorrt-fp32|fp16|int8`` (modules ``tensorrt_<precision>``) all call
-``build``. One build path, as ``trtexec`` would do it: OnnxParser with its errors
+``Target.build``. One build path, as ``trtexec`` would do it: OnnxParser with its errors
 surfaced node by node, explicit batch (the only mode in TensorRT 10), a workspace
 pool limit, the builder optimisation level, an optimisation profile when the input is
 dynamic, and the timing cache kept in the artifact store so rebuilds skip re-timing.
@@ -14,7 +14,7 @@ dynamic, and the timing cache kept in the artifact store so rebuilds skip re-tim
 The engine's manifest records the TensorRT version, GPU name and compute capability,
 and the runtime refuses an engine built anywhere else. GPU and compute capability are
 also part of the options, so the same artifacts on another GPU are rebuilt, not reused.
-Without a GPU ``build`` raises HardwareMissing (a skip) before tensorrt is imported.
+Without a GPU the target raises HardwareMissing (a skip) before tensorrt is imported.
 """
 
 from __future__ import annotations
@@ -27,26 +27,17 @@ from modelport.common.artifacts import sha256_file, write_atomic
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import console, step, warn
-from modelport.common.reference import REFERENCE
 from modelport.runtime.onnxruntime import ONNX_MODEL
 from modelport.runtime.tensorrt import TensorrtFp16Runtime, TensorrtFp32Runtime, TensorrtInt8Runtime
 
 from . import tensorrt_network as net
-from .verify import verify
+from .base import Converter
 
 SOURCE = ONNX_MODEL
 RUNTIMES = {cls.precision: cls for cls in (TensorrtFp32Runtime, TensorrtFp16Runtime, TensorrtInt8Runtime)}
 ENGINES = {p: cls.artifacts["engine"] for p, cls in RUNTIMES.items()}
 CALIBRATION_CACHE = "tensorrt/calibration.cache"
 TIMING_CACHE = "tensorrt/timing.cache"
-
-
-def unavailable_reason() -> str | None:
-    return cuda.missing_layer()
-
-
-def tool_version() -> str:
-    return f"TensorRT {cuda.tensorrt_version() or '(not installed)'}"
 
 
 @dataclass(frozen=True)
@@ -78,76 +69,6 @@ def int8_plan(ctx: StepContext) -> Int8Plan:
     return Int8Plan("calibrate", store.path(SOURCE), why)
 
 
-def build(
-    ctx: StepContext, precision: str, force: bool, qdq: Path | None = None, engine_rel: str | None = None, gate: bool = True
-) -> list[Path]:
-    """The engine for ``precision`` (INT8: from ``qdq`` when given, else by ``int8_plan``) at ``engine_rel``
-    (default ``tensorrt/<precision>.engine``); ``gate=False`` measures without holding it to the floors."""
-    cfg, store, tcfg = ctx.config, ctx.store, ctx.config.tensorrt
-    # No driver/GPU -> HardwareMissing (the CLI records a skip); no toolchain -> ToolchainMissing.
-    gpu = cuda.require(tcfg.device)
-    import tensorrt as trt
-
-    plan = (Int8Plan("qdq", qdq) if qdq else int8_plan(ctx)) if precision == "int8" else None
-    source = plan.onnx if plan else store.path(SOURCE)
-    model_input = net.model_input(net.load(source), source)
-    calib = None
-    inputs = {"onnx": source, "reference": store.path(REFERENCE)}
-    if plan and plan.mode == "calibrate":
-        if plan.why:
-            warn(f"tensorrt-int8: {plan.why}; calibrating instead")
-        calib = ctx.calibration
-        calib.validate()  # every calibration image decodes before TensorRT starts
-        inputs |= {f"calibration:{p.name}": p for p in calib.paths}
-    engine_rel = engine_rel or ENGINES[precision]
-    outputs = [engine_rel] + ([CALIBRATION_CACHE] if calib else [])
-    options = {
-        "precision": precision,
-        "workspace_mb": tcfg.workspace_mb,
-        "builder_optimization_level": tcfg.builder_optimization_level,
-        "max_batch": tcfg.max_batch,
-        "int8": plan.mode if plan else None,
-        "int8_fp16_fallback": tcfg.int8_fp16_fallback if calib else None,
-        "gpu": gpu.name,
-        "compute_capability": gpu.compute_capability,
-    }
-    with store.produce(
-        outputs, inputs=inputs, tool="tensorrt", tool_version=trt.__version__, options=options, force=force
-    ) as job:
-        if job.cached:
-            return [store.path(o) for o in outputs]
-        how = precision.upper() + (f", {plan.mode}" if plan else "")
-        step(
-            f"build {engine_rel} from {store.rel(source)} ({how}) on {gpu.name} "
-            f"(compute capability {gpu.compute_capability}), TensorRT {trt.__version__}"
-        )
-        feeder = _feeder(ctx, job, calib, model_input, force) if calib else None
-        try:
-            engine_bytes = _build(trt, ctx, precision, plan, source, model_input, feeder)
-        finally:
-            if feeder is not None:
-                feeder.close()
-        job.tmp(engine_rel).write_bytes(engine_bytes)
-        if feeder is not None:
-            _commit_calibration(job, feeder)
-        runtime = _runtime(precision, cfg, job.tmp(engine_rel))
-        runtime.origin = origin(trt.__version__, gpu)  # built in this process: nothing to check
-        agreement = verify(ctx, runtime, "int8" if precision == "int8" else "float", store.path(engine_rel), gate=gate)
-        job.record(
-            tensorrt_version=trt.__version__,
-            gpu={
-                "name": gpu.name,
-                "compute_capability": gpu.compute_capability,
-                "nvidia_driver": gpu.driver_version,
-                "driver_cuda": gpu.driver_cuda,
-            },
-            input={"name": model_input.name, "shape": list(model_input.shape), "layout": model_input.layout},
-            int8=_int8_record(store, plan, feeder, calib),
-            agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
-        )
-    return [store.path(o) for o in outputs]
-
-
 def origin(trt_version: str, gpu: cuda.GpuInfo) -> dict:
     """Where an engine is built, in the shape the runtime compares (see modelport.runtime.tensorrt.check_origin)."""
     return {"tensorrt_version": trt_version, "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability}}
@@ -165,10 +86,6 @@ def _int8_record(store, plan, feeder, calib) -> dict | None:
             "cache_reused": feeder.cache.read_from is not None and feeder.batches == 0,
         }
     return out
-
-
-def _runtime(precision: str, config, engine: Path):
-    return RUNTIMES[precision](config, {"engine": engine})
 
 
 def _feeder(ctx, job, calib, model_input, force):
@@ -278,23 +195,107 @@ def _call(obj, name: str):
         return None
 
 
-class Target:
+class Target(Converter):
     """One engine precision as a conversion target (``TARGETS["tensorrt-fp16"]`` -> ``tensorrt:FP16``)."""
 
-    unavailable_reason = staticmethod(unavailable_reason)
-    tool_version = staticmethod(tool_version)
+    tool = "tensorrt"
 
     def __init__(self, precision: str):
         self.precision = precision
 
-    def run(self, ctx: StepContext, force: bool) -> list[Path]:
-        if self.precision == "int8" and ctx.config.tensorrt.int8_mode != "calibrate":
-            cuda.require(ctx.config.tensorrt.device)  # before the CPU-side QDQ variants of the search
-            if int8_plan(ctx).mode == "qdq":
-                from .recover_tensorrt import recover
+    def unavailable_reason(self) -> str | None:
+        return cuda.missing_layer()
 
-                return recover(ctx, force)
-        return build(ctx, self.precision, force)
+    def tool_version(self) -> str:
+        return f"TensorRT {cuda.tensorrt_version() or '(not installed)'}"
+
+    def require(self, ctx: StepContext) -> None:
+        cuda.require(ctx.config.tensorrt.device)  # no driver/GPU: HardwareMissing (a skip); no toolchain: ToolchainMissing
+
+    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
+        if self.precision == "int8" and ctx.config.tensorrt.int8_mode != "calibrate" and int8_plan(ctx).mode == "qdq":
+            from .recover_tensorrt import recover
+
+            return recover(ctx, force)
+        return self.build(ctx, force)
+
+    def build(
+        self, ctx: StepContext, force: bool, qdq: Path | None = None, engine_rel: str | None = None, gate: bool = True
+    ) -> list[Path]:
+        """The engine (INT8: from ``qdq`` when given, else by ``int8_plan``) at ``engine_rel`` (default
+        ``tensorrt/<precision>.engine``); ``gate=False`` measures without holding it to the floors."""
+        store, tcfg, precision = ctx.store, ctx.config.tensorrt, self.precision
+        gpu = cuda.require(tcfg.device)
+        import tensorrt as trt
+
+        plan = (Int8Plan("qdq", qdq) if qdq else int8_plan(ctx)) if precision == "int8" else None
+        source = plan.onnx if plan else store.path(SOURCE)
+        model_input = net.model_input(net.load(source), source)
+        calib = None
+        inputs = {"onnx": source}
+        if plan and plan.mode == "calibrate":
+            if plan.why:
+                warn(f"tensorrt-int8: {plan.why}; calibrating instead")
+            calib = ctx.calibration
+            calib.validate()  # every calibration image decodes before TensorRT starts
+            inputs |= {f"calibration:{p.name}": p for p in calib.paths}
+        engine_rel = engine_rel or ENGINES[precision]
+        outputs = {"engine": engine_rel} | ({"calibration_cache": CALIBRATION_CACHE} if calib else {})
+        options = {
+            "precision": precision,
+            "workspace_mb": tcfg.workspace_mb,
+            "builder_optimization_level": tcfg.builder_optimization_level,
+            "max_batch": tcfg.max_batch,
+            "int8": plan.mode if plan else None,
+            "int8_fp16_fallback": tcfg.int8_fp16_fallback if calib else None,
+            "gpu": gpu.name,
+            "compute_capability": gpu.compute_capability,
+        }
+
+        def make(job):
+            how = precision.upper() + (f", {plan.mode}" if plan else "")
+            step(
+                f"build {engine_rel} from {store.rel(source)} ({how}) on {gpu.name} "
+                f"(compute capability {gpu.compute_capability}), TensorRT {trt.__version__}"
+            )
+            feeder = _feeder(ctx, job, calib, model_input, force) if calib else None
+            try:
+                engine_bytes = _build(trt, ctx, precision, plan, source, model_input, feeder)
+            finally:
+                if feeder is not None:
+                    feeder.close()
+            job.tmp(engine_rel).write_bytes(engine_bytes)
+            if feeder is not None:
+                _commit_calibration(job, feeder)
+            return {
+                "tensorrt_version": trt.__version__,
+                "gpu": {
+                    "name": gpu.name,
+                    "compute_capability": gpu.compute_capability,
+                    "nvidia_driver": gpu.driver_version,
+                    "driver_cuda": gpu.driver_cuda,
+                },
+                "input": {"name": model_input.name, "shape": list(model_input.shape), "layout": model_input.layout},
+                "int8": _int8_record(store, plan, feeder, calib),
+            }
+
+        def built_here(config, files):
+            runtime = RUNTIMES[precision](config, files)
+            runtime.origin = origin(trt.__version__, gpu)  # built in this process: nothing to check
+            return runtime
+
+        return self.produce(
+            ctx,
+            force,
+            outputs,
+            make,
+            inputs=inputs,
+            options=options,
+            runtime=built_here,
+            kind="int8" if precision == "int8" else "float",
+            gate=gate,
+            tool_version=trt.__version__,
+        )
 
 
 FP32, FP16, INT8 = Target("fp32"), Target("fp16"), Target("int8")

@@ -29,6 +29,7 @@ from modelport.common.schema import LatencyStats
 from modelport.common.timing import measure, sample, summarize
 from modelport.runtime.onnxruntime import OnnxFp32Runtime
 
+from .base import Converter
 from .verify import verify
 
 OUTPUT = OnnxFp32Runtime.artifacts["model"]
@@ -43,16 +44,6 @@ def available_converters() -> list[str]:
     if importlib.util.find_spec("tf2onnx") and importlib.util.find_spec("tensorflow"):
         found.append("tf2onnx")
     return found
-
-
-def unavailable_reason() -> str | None:
-    if not importlib.util.find_spec("onnx") or not importlib.util.find_spec("onnxruntime"):
-        return "onnx and onnxruntime are needed (tf-onnx env)"
-    return None if available_converters() else "neither tflite2onnx nor tf2onnx (+tensorflow) is installed"
-
-
-def tool_version() -> str:
-    return ", ".join(f"{c} {version(c)}" for c in available_converters()) or "none"
 
 
 def to_opset(path: Path, opset: int) -> None:
@@ -196,50 +187,61 @@ def race(ctx: StepContext, models: dict[str, Path]) -> dict[str, LatencyStats]:
     return {n: summarize(s, warmup) for n, s in samples.items()}
 
 
-def run(ctx: StepContext, force: bool):
-    reason = unavailable_reason()
-    if reason:
-        raise ToolchainMissing(reason)
-    cfg, store = ctx.config, ctx.store
-    contract = ctx.contract
-    choice = cfg.convert.onnx_converter
-    if contract.kind == "onnx":
-        names = ["source"]
-    elif choice == "auto":
-        names = available_converters()
-    elif choice not in available_converters():
-        raise ToolchainMissing(f"converter {choice} is not installed in this env")
-    else:
-        names = [choice]
-    source = store.path(contract.file)
-    options = {
-        "converter": choice if contract.kind == "tflite" else "source",
-        "opset": cfg.convert.opset,
-        "verify": cfg.convert.verify,
-        "input": cfg.input.signature,
-    }
-    with store.produce(
-        OUTPUT,
-        inputs={"source": source, "reference": store.path(REFERENCE)},
-        tool="+".join(names),
-        tool_version=tool_version(),
-        options=options,
-        force=force,
-    ) as job:
-        if job.cached:
-            return [job.path]
-        measured, failed = convert_contained(ctx, names, source, job.workdir)
-        models = {n: job.workdir / f"{n}.onnx" for n in measured}
-        for n, stats in (race(ctx, models) if len(models) > 1 else {}).items():
-            measured[n] |= {"median_ms": stats.median, "p90_ms": stats.p90, "runs": stats.runs}
-            console.print(
-                f"   {n}: onnxruntime median {stats.median:.2f} ms, p90 {stats.p90:.2f} ms ({stats.runs} runs, interleaved)"
-            )
-        chosen = min(measured, key=lambda n: measured[n].get("median_ms", 0.0))
-        if len(measured) > 1:
-            console.print(f"   keeping {chosen}: the faster verified ONNX in onnxruntime")
-        elif failed:
-            console.print(f"   keeping {chosen}: the only converter that passed", markup=False)
-        shutil.copyfile(job.workdir / f"{chosen}.onnx", job.tmp())
-        job.record(converter=chosen, converters=measured, failed_converters=failed)
-    return [job.path]
+class TfliteOnnx(Converter):
+    """Each candidate converter's model is verified on its own (``_convert_one``); the step keeps one that passed."""
+
+    def unavailable_reason(self) -> str | None:
+        if not importlib.util.find_spec("onnx") or not importlib.util.find_spec("onnxruntime"):
+            return "onnx and onnxruntime are needed (tf-onnx env)"
+        return None if available_converters() else "neither tflite2onnx nor tf2onnx (+tensorflow) is installed"
+
+    def tool_version(self) -> str:
+        return ", ".join(f"{c} {version(c)}" for c in available_converters()) or "none"
+
+    def convert(self, ctx: StepContext, force: bool):
+        cfg, contract = ctx.config, ctx.contract
+        choice = cfg.convert.onnx_converter
+        if contract.kind == "onnx":
+            names = ["source"]
+        elif choice == "auto":
+            names = available_converters()
+        elif choice not in available_converters():
+            raise ToolchainMissing(f"converter {choice} is not installed in this env")
+        else:
+            names = [choice]
+        source = ctx.store.path(contract.file)
+
+        def make(job):
+            measured, failed = convert_contained(ctx, names, source, job.workdir)
+            models = {n: job.workdir / f"{n}.onnx" for n in measured}
+            for n, stats in (race(ctx, models) if len(models) > 1 else {}).items():
+                measured[n] |= {"median_ms": stats.median, "p90_ms": stats.p90, "runs": stats.runs}
+                console.print(
+                    f"   {n}: onnxruntime median {stats.median:.2f} ms, p90 {stats.p90:.2f} ms ({stats.runs} runs, interleaved)"
+                )
+            chosen = min(measured, key=lambda n: measured[n].get("median_ms", 0.0))
+            if len(measured) > 1:
+                console.print(f"   keeping {chosen}: the faster verified ONNX in onnxruntime")
+            elif failed:
+                console.print(f"   keeping {chosen}: the only converter that passed", markup=False)
+            shutil.copyfile(job.workdir / f"{chosen}.onnx", job.tmp())
+            return {"converter": chosen, "converters": measured, "failed_converters": failed}
+
+        return self.produce(
+            ctx,
+            force,
+            {"model": OUTPUT},
+            make,
+            inputs={"source": source, "reference": ctx.store.path(REFERENCE)},
+            options={
+                "converter": choice if contract.kind == "tflite" else "source",
+                "opset": cfg.convert.opset,
+                "verify": cfg.convert.verify,
+                "input": cfg.input.signature,
+            },
+            runtime=None,
+            tool="+".join(names),
+        )
+
+
+TARGET = TfliteOnnx()

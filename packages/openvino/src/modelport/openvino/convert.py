@@ -12,28 +12,19 @@ import importlib.util
 import shutil
 from collections.abc import Sequence
 from importlib.metadata import version
+from pathlib import Path
 
 from modelport.common.agreement import Kind
 from modelport.common.context import StepContext
-from modelport.common.errors import ToolchainMissing
 from modelport.common.log import activity, step
 from modelport.common.onnx_safety import check_onnx
-from modelport.common.reference import REFERENCE
-from modelport.convert.verify import verify
+from modelport.convert.base import Converter
+from modelport.runtime.base import Runtime
 from modelport.runtime.onnxruntime import ONNX_MODEL
 
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 
 SOURCE = ONNX_MODEL
-
-
-def unavailable_reason(need_nncf: bool = False) -> str | None:
-    missing = [m for m in ("openvino",) + (("nncf",) if need_nncf else ()) if importlib.util.find_spec(m) is None]
-    return f"python module {', '.join(missing)} not installed in this env" if missing else None
-
-
-def tool_version(need_nncf: bool = False) -> str:
-    return f"openvino {version('openvino')}" + (f", nncf {version('nncf')}" if need_nncf else "")
 
 
 def read_onnx(path):
@@ -87,91 +78,85 @@ def nncf_quantize(model, calibration, preset: str = "performance", ignored: Sequ
     )
 
 
-def build(
-    ctx: StepContext,
-    force: bool,
-    runtime,
-    xml: str,
-    bin_: str,
-    preset: str | None = None,
-    float_layers: list[str] | None = None,
-    gate: bool = True,
-):
-    """One IR: FP32 (``preset`` None) or NNCF INT8 with ``preset`` and ``float_layers`` (ONNX layer names)
-    kept in float; verified through ``runtime`` (with ``gate``, held to the floors)."""
-    reason = unavailable_reason(preset is not None)
-    if reason:
-        raise ToolchainMissing(reason)
-    cfg, store = ctx.config, ctx.store
-    source = store.path(SOURCE)
-    check_onnx(source)
-    inputs = {"onnx": source, "reference": store.path(REFERENCE)}
-    options = {"compress_to_fp16": False, "device": "CPU", "inference_precision": cfg.openvino.inference_precision}
-    calib = None
-    if preset is not None:
-        calib = ctx.calibration
-        calib.validate()  # every calibration image decodes before anything is written
-        inputs |= {f"calibration:{p.name}": p for p in calib.paths}
-        options |= {
-            "preset": preset,
-            "subset_size": len(calib),
-            "calibration_images": len(calib),
-            "float_layers": list(float_layers or []),
-        }
-    outputs = [store.path(xml), store.path(bin_)]
-    with store.produce(
-        [xml, bin_],
-        inputs=inputs,
-        tool="nncf" if calib else "openvino",
-        tool_version=tool_version(calib is not None),
-        options=options,
-        force=force,
-    ) as job:
-        if job.cached:
-            return outputs
-        model = read_onnx(source)
-        if calib is not None and preset is not None:
-            ignored = ov_ops(model, source, list(float_layers or []))
-            step(
-                f"nncf.quantize {SOURCE} -> {xml}: INT8, {preset} preset, {len(calib)} calibration images"
-                + (f", {len(float_layers)} layers ({len(ignored)} ops) in float" if float_layers else "")
-            )
-            with activity(f"NNCF calibration + quantization on {len(calib)} images"):
-                model = nncf_quantize(model, calib, preset, ignored)
-        else:
-            step(f"ov.convert_model {SOURCE} -> {xml} (fp32 weights)")
-        save(model, job, xml, bin_)
-        rt = runtime(cfg, {"model": job.tmp(xml), "weights": job.tmp(bin_)})
-        agreement = verify(ctx, rt, "float" if calib is None else "int8", store.path(xml), gate=gate)
-        job.record(
-            agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
-            **({"calibration": calib.signature()} if calib is not None else {}),
-        )
-    return outputs
-
-
-class Target:
+class Target(Converter):
     """One OpenVINO IR precision as a conversion target."""
 
-    def __init__(self, runtime, kind: Kind):
+    def __init__(self, runtime: type[Runtime], kind: Kind):
         self.runtime, self.kind = runtime, kind
         self.xml, self.bin = runtime.artifacts["model"], runtime.artifacts["weights"]
 
     def unavailable_reason(self) -> str | None:
-        return unavailable_reason(self.kind == "int8")
+        missing = [m for m in ("openvino",) + (("nncf",) if self.kind == "int8" else ()) if importlib.util.find_spec(m) is None]
+        return f"python module {', '.join(missing)} not installed in this env" if missing else None
 
     def tool_version(self) -> str:
-        return tool_version(self.kind == "int8")
+        return f"openvino {version('openvino')}" + (f", nncf {version('nncf')}" if self.kind == "int8" else "")
 
-    def run(self, ctx: StepContext, force: bool):
+    def convert(self, ctx: StepContext, force: bool):
         if self.kind == "float":
-            return build(ctx, force, self.runtime, self.xml, self.bin)
-        reason = self.unavailable_reason()
-        if reason:
-            raise ToolchainMissing(reason)
+            return self.build(ctx, force)
         from .recover import recover
 
         return recover(ctx, force)
+
+    def build(
+        self,
+        ctx: StepContext,
+        force: bool,
+        files: dict[str, str] | None = None,
+        preset: str | None = None,
+        float_layers: list[str] | None = None,
+        gate: bool = True,
+    ) -> list[Path]:
+        """One IR at ``files`` (role -> path; default this target's): FP32, or NNCF INT8 with ``preset`` and
+        ``float_layers`` (ONNX layer names) kept in float; verified (with ``gate``, held to the floors)."""
+        cfg, store = ctx.config, ctx.store
+        files = files or dict(self.runtime.artifacts)
+        xml, bin_ = files["model"], files["weights"]
+        source = store.path(SOURCE)
+        check_onnx(source)
+        inputs = {"onnx": source}
+        options = {"compress_to_fp16": False, "device": "CPU", "inference_precision": cfg.openvino.inference_precision}
+        calib = None
+        if self.kind == "int8":
+            preset = preset or cfg.openvino.preset
+            calib = ctx.calibration
+            calib.validate()  # every calibration image decodes before anything is written
+            inputs |= {f"calibration:{p.name}": p for p in calib.paths}
+            options |= {
+                "preset": preset,
+                "subset_size": len(calib),
+                "calibration_images": len(calib),
+                "float_layers": list(float_layers or []),
+            }
+
+        def make(job):
+            model = read_onnx(source)
+            if calib is not None and preset is not None:
+                ignored = ov_ops(model, source, list(float_layers or []))
+                step(
+                    f"nncf.quantize {SOURCE} -> {xml}: INT8, {preset} preset, {len(calib)} calibration images"
+                    + (f", {len(float_layers)} layers ({len(ignored)} ops) in float" if float_layers else "")
+                )
+                with activity(f"NNCF calibration + quantization on {len(calib)} images"):
+                    model = nncf_quantize(model, calib, preset, ignored)
+            else:
+                step(f"ov.convert_model {SOURCE} -> {xml} (fp32 weights)")
+            save(model, job, xml, bin_)
+            return {"calibration": calib.signature()} if calib is not None else {}
+
+        return self.produce(
+            ctx,
+            force,
+            files,
+            make,
+            inputs=inputs,
+            options=options,
+            runtime=self.runtime,
+            kind=self.kind,
+            gate=gate,
+            tool="nncf" if calib else "openvino",
+        )
 
 
 FP32 = Target(OpenvinoFp32Runtime, "float")

@@ -8,7 +8,7 @@ from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
 from modelport.convert.recover import runtime_timers, worst_analysed
 
-from .convert import PRESETS, SOURCE, build, tool_version
+from .convert import INT8, PRESETS, SOURCE
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 
 OUTPUTS = dict(OpenvinoInt8Runtime.artifacts)  # role -> the INT8 IR bench and analyze read
@@ -26,7 +26,7 @@ class OpenvinoBackend:
     def build(self, method: str, float_layers: list[str]) -> Variant:
         vid = variant_id(method, float_layers)
         files = {"model": f"openvino/variants/int8-{vid}.xml", "weights": f"openvino/variants/int8-{vid}.bin"}
-        build(self.ctx, self.force, OpenvinoInt8Runtime, files["model"], files["weights"], method, float_layers, gate=False)
+        INT8.build(self.ctx, self.force, files, method, float_layers, gate=False)
         store = self.ctx.store
         manifest = store.read_manifest(files["model"]) or {}
         return Variant(
@@ -67,6 +67,6 @@ def recover(ctx: StepContext, force: bool):
         "calibration_images": len(calib),
     }
     recovery.produce(
-        ctx, OpenvinoBackend(ctx, force), OUTPUTS, inputs=inputs, tool_version=tool_version(True), options=options, force=force
+        ctx, OpenvinoBackend(ctx, force), OUTPUTS, inputs=inputs, tool_version=INT8.tool_version(), options=options, force=force
     )
     return [store.path(rel) for rel in OUTPUTS.values()]
