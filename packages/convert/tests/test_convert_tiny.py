@@ -14,10 +14,13 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import CLI, cli, error_line, failed_row
+from conftest import CLI, cli, error_line, failed_row, make_context
 from modelport.common.artifacts import sha256_file
+from modelport.common.errors import AccuracyGateError, ToolchainMissing
 from modelport.common.images import load_image, resolve_images
 from modelport.common.preprocess import InputSpec, prepare, to_tensor
+from modelport.convert.base import Converter
+from modelport.runtime.onnxruntime import ONNX_MODEL, OnnxFp32Runtime
 from tiny_models import tiny_onnx
 
 INT8 = "onnx/model.int8.onnx"
@@ -196,3 +199,63 @@ def test_a_missing_image_folder(converted, tmp_path):
     proc = cli(env | {"MODELPORT_IMAGES": str(missing)}, "--force", "convert", "reference")
     assert proc.returncode != 0 and str(missing) in error_line(proc)
     assert files(art) == before
+
+
+# -- the Converter base: what a target gets without writing it
+
+
+class Copy(Converter):
+    """A target whose toolchain call is a file copy, so the test sees only what the base adds."""
+
+    tool = "copy"
+
+    def __init__(self, model: Path, reason: str | None = None):
+        self.model, self.reason, self.made = model, reason, 0
+
+    def unavailable_reason(self) -> str | None:
+        return self.reason
+
+    def tool_version(self) -> str:
+        return "copy 1"
+
+    def convert(self, ctx, force):
+        def make(job):
+            self.made += 1
+            shutil.copyfile(self.model, job.tmp())
+            return {"copied_from": self.model.name}
+
+        source = ctx.store.path(ONNX_MODEL)
+        return self.produce(ctx, force, {"model": COPY}, make, inputs={"onnx": source}, options={}, runtime=OnnxFp32Runtime)
+
+
+COPY = "onnx/copy.onnx"
+
+
+def test_the_converter_base_checks_caches_verifies_and_records(converted, tmp_path):
+    env, art = converted
+    ctx = make_context(env)
+    made = art / COPY
+
+    missing = Copy(art / ONNX_MODEL, reason="copytool not installed")
+    with pytest.raises(ToolchainMissing, match="copytool not installed"):
+        missing.run(ctx, False)
+    assert missing.made == 0 and not made.exists()
+
+    # Logits where the reference holds probabilities: made, verified, refused; nothing committed.
+    wrong = Copy(tiny_onnx(tmp_path / "logits.onnx", size=(8, 8), classes=5, batch=1, softmax=False))
+    with pytest.raises(AccuracyGateError):
+        wrong.run(ctx, False)
+    assert wrong.made == 1 and not made.exists() and not (art / f"{COPY}.manifest.json").exists()
+
+    right = Copy(art / ONNX_MODEL)
+    assert right.run(ctx, False) == [made] and right.made == 1
+    m = json.loads((art / f"{COPY}.manifest.json").read_text())
+    assert m["tool"] == {"name": "copy", "version": "copy 1"} and m["extra"]["copied_from"] == "model.onnx"
+    assert m["inputs"]["reference"]["sha256"] == sha256_file(art / "source" / "reference.npy")
+    assert m["extra"]["agreement"]["images"] == 4 and m["extra"]["agreement"]["cosine_min"] > 0.99999
+
+    assert right.run(ctx, False) == [made] and right.made == 1  # up to date: the toolchain is not called
+    good = sha256_file(made)
+    with pytest.raises(AccuracyGateError):
+        wrong.run(ctx, True)
+    assert sha256_file(made) == good and half_written(art) == []  # a failed later run keeps the good result

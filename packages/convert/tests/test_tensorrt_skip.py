@@ -40,7 +40,7 @@ def fresh(test_env, tmp_path):
 def test_build_raises_hardware_missing_before_anything(fresh, precision):
     ctx = make_context(fresh)
     with pytest.raises(HardwareMissing) as e:
-        trt_convert.build(ctx, precision, force=False)
+        trt_convert.Target(precision).build(ctx, force=False)
     assert str(e.value) == REASON
     assert not ctx.store.path("tensorrt").exists()
 
