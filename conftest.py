@@ -103,6 +103,7 @@ def pipeline(test_env):
     Made here when the tf-onnx toolchain is installed; otherwise they must already be in
     MODELPORT_TEST_ARTIFACTS (nox runs tests(tf-onnx) first). Never silently skipped.
     """
+    from modelport.convert.onnx_int8 import TENSORRT as TENSORRT_QDQ
     from modelport.convert.registry import target_module
 
     if target_module("onnx").unavailable_reason() is None:
@@ -122,7 +123,7 @@ def pipeline(test_env):
         "source/reference.npy",
         "onnx/model.onnx",
         "onnx/model.int8.onnx",
-        "onnx/model.int8.sym.onnx",
+        TENSORRT_QDQ.output,
     ):
         if not ctx.store.path(rel).is_file():
             pytest.fail(

@@ -8,6 +8,7 @@ import pytest
 
 from modelport.common.agreement import compare
 from modelport.common.reference import REFERENCE, load_reference
+from modelport.convert.onnx_int8 import TENSORRT
 from modelport.runtime.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
 from modelport.runtime.run import prepared_images, run_outputs
 
@@ -69,7 +70,7 @@ def test_reference_is_the_tflite_output(pipeline):
 def test_tensorrt_qdq_variant_is_symmetric_int8_and_meets_the_floor(pipeline):
     from onnx import numpy_helper
 
-    path = pipeline.store.path("onnx/model.int8.sym.onnx")
+    path = pipeline.store.path(TENSORRT.output)
     rt = OnnxInt8Runtime(pipeline.config, {"model": path})
     ref = load_reference(pipeline.store, pipeline.eval_images, pipeline.config.input.signature)
     with rt:

@@ -114,7 +114,7 @@ def test_real_fp32_onnx_is_static_nchw(pipeline):
 @pytest.mark.slow
 def test_int8_plan_takes_the_symmetric_qdq_model(pipeline):
     """auto: the backbone's symmetric QDQ model (onnx-int8-tensorrt) is what TensorRT explicit quantization takes."""
-    path = pipeline.store.path("onnx/model.int8.sym.onnx")
+    path = pipeline.store.path(trt_convert.QDQ_TARGET.output)
     model = net.load(path)
     assert net.qdq_nodes(model) > 100 and net.qdq_problems(model) == []
     plan = trt_convert.int8_plan(pipeline)

@@ -191,7 +191,7 @@ class TensorrtConfig(Section):
     # int8 Q/DQ); "calibrate" = entropy calibration of the FP32 ONNX on [images] calibration;
     # "auto" = qdq when TensorRT accepts that model, else calibrate, saying why.
     int8_mode: Literal["auto", "qdq", "calibrate"] = "auto"
-    qdq_onnx: str = "onnx/model.int8.sym.onnx"  # in the artifact store: `convert onnx-int8-tensorrt` makes it
+    qdq_onnx: str | None = None  # in the artifact store; unset: the one `convert onnx-int8-tensorrt` makes
     int8_fp16_fallback: bool = True  # calibrate: layers TensorRT keeps out of INT8 may run FP16, as trtexec --int8 --fp16
     max_batch: int = Field(1, ge=1)  # optimisation profile max, used only if the ONNX batch is dynamic
 

@@ -32,6 +32,7 @@ from modelport.runtime.tensorrt import TensorrtFp16Runtime, TensorrtFp32Runtime,
 
 from . import tensorrt_network as net
 from .base import Converter
+from .onnx_int8 import TENSORRT as QDQ_TARGET
 
 SOURCE = ONNX_MODEL
 RUNTIMES = {cls.precision: cls for cls in (TensorrtFp32Runtime, TensorrtFp16Runtime, TensorrtInt8Runtime)}
@@ -55,7 +56,7 @@ def int8_plan(ctx: StepContext) -> Int8Plan:
     tcfg, store = ctx.config.tensorrt, ctx.store
     if tcfg.int8_mode == "calibrate":
         return Int8Plan("calibrate", store.path(SOURCE))
-    qdq = store.path(tcfg.qdq_onnx)
+    qdq = store.path(tcfg.qdq_onnx or QDQ_TARGET.output)
     if not qdq.is_file():
         problems = ["it does not exist (run `modelport convert onnx-int8-tensorrt` first)"]
     else:
