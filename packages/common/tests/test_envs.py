@@ -211,3 +211,30 @@ def test_the_dockerfile_reader_sees_what_each_pip_install_takes(tmp_path):
         "COPY packages/common packages/common\nRUN pip install --no-deps ./packages/common \\\n && useradd x\n"
     )
     assert dockerfile_installs(dockerfile) == ([("requirements.txt", False), ("requirements-nodeps.txt", True)], ["common"])
+
+
+def pins(lines) -> dict[str, str]:
+    """``name==version`` lines (comments and other specifiers skipped) by lower-cased name."""
+    found = [line.split("#")[0].strip().split("==") for line in lines]
+    return {p[0].strip().lower(): p[1].strip() for p in found if len(p) == 2}
+
+
+def test_pins_written_outside_requirement_files_match_them():
+    """Fallback and mypy pins repeat an env's requirement files by necessity (no toolchain to resolve from):
+    the skip path must run the versions the toolchain path runs, and mypy must check against them too."""
+    table = envs.load(ROOT)
+
+    def required(env: envs.Env) -> dict[str, str]:
+        return {k: v for f in env.requirements for k, v in pins(f.read_text().splitlines()).items()}
+
+    checked = 0
+    for env in table.envs.values():
+        own = required(env)
+        for name, ver in pins(env.without_toolchain).items():
+            assert own.get(name, ver) == ver, f"{env.name}: without_toolchain {name}=={ver}, requirements {own[name]}"
+            checked += name in own
+    report = required(table.envs[table.report_env])
+    for name, ver in pins(table.tools["mypy"]).items():
+        assert report.get(name, ver) == ver, f"tools.toml mypy {name}=={ver}, {table.report_env} requires {report[name]}"
+        checked += name in report
+    assert checked >= 10  # both lists are actually compared, not skipped by a parsing slip
