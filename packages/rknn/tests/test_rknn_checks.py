@@ -242,6 +242,9 @@ def test_cli_registers_rknn_and_doctor_rows():
     assert len(rows) == 3 and all(r.detail for r in rows)
     if os.uname().machine == "x86_64":
         assert not next(r for r in rows if "RKNNLite" in r.name).ok
+    runtimes = {r.name: r for r in collect() if r.kind == "runtime"}  # from the runtime package: no bench here
+    assert runtimes["onnx"].ok and "onnxruntime" in runtimes["onnx"].detail
+    assert not runtimes["ncnn"].ok and "ncnn" in runtimes["ncnn"].detail
 
 
 @pytest.mark.slow

@@ -1,11 +1,10 @@
-"""The bench side of the backend descriptors: depth keys, batch twins, the doctor's runtime rows."""
+"""The bench side of the backend descriptors: depth keys and batch twins."""
 
 from __future__ import annotations
 
 from modelport.common.backends import backends
-from modelport.common.doctor import Check
 from modelport.common.registry import load
-from modelport.runtime.registry import RUNTIMES, runtime_class
+from modelport.runtime.registry import runtime_class
 
 DEPTH_KEYS: list[str] = [k for k, b in backends().items() if b.depth]
 BATCH_TWINS: dict[str, str] = {k: b.batch_twin for k, b in backends().items() if b.batch_twin}
@@ -16,12 +15,3 @@ SOURCE = "source"  # `bench source`: whichever of the two runs this source model
 def batch_class(key: str):
     """The runtime that takes a batch dim for ``key`` (its dynamic-batch twin), else the key's own."""
     return load(BATCH_TWINS, key, "batch twin") if key in BATCH_TWINS else runtime_class(key)
-
-
-def doctor_rows() -> list[Check]:
-    rows = []
-    for key in RUNTIMES:
-        cls = runtime_class(key)
-        reason = cls.unavailable_reason()
-        rows.append(Check("runtime", key, reason is None, reason or f"{cls.backend} {cls.version()}"))
-    return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from modelport.common.backends import backends
+from modelport.common.doctor import Check
 from modelport.common.registry import load
 
 from .base import Runtime
@@ -23,3 +24,13 @@ def runtime_class(key: str) -> type[Runtime]:
 def source_runtime(config, model) -> Runtime:
     """The source model file in its own runtime (the reference): TFLite interpreter or onnxruntime."""
     return runtime_class(source_key(config.contract))(config, {"model": model})
+
+
+def doctor_rows() -> list[Check]:
+    """`modelport doctor`'s runtime rows, in every env that has runtimes (bench or not: rknn's too)."""
+    rows = []
+    for key in RUNTIMES:
+        cls = runtime_class(key)
+        reason = cls.unavailable_reason()
+        rows.append(Check("runtime", key, reason is None, reason or f"{cls.backend} {cls.version()}"))
+    return rows
