@@ -41,3 +41,18 @@ def test_derived_tables():
     assert floors_of("rknn-int8-hybrid") == "int8" and floors_of("unknown-int8", "int8") == "int8"
     assert floors_of("unknown", "fp16") == "float"
     assert catalogue()["ncnn-int8"]["env"] == "ncnn"
+
+
+def test_analyses_come_from_the_descriptors_and_each_env_runs_its_own():
+    from modelport.common import envs
+    from modelport.common.layer_analysis import TARGETS as ANALYSES
+    from modelport.convert.analyze import Target, targets
+
+    named = {k: b for k, b in backends().items() if b.analysis}
+    assert ANALYSES == tuple(named) and all(b.floors == "int8" for b in named.values())
+    table = envs.load()
+    for env in table.envs.values():  # `nox -s analyze` runs each env's part: every analysis exactly once
+        assert env.steps.get("analyze", []) == [k for k, b in named.items() if b.env == env.name], env.name
+    here = targets()  # the rknn package is not installed in this env: its analysis is not loaded here
+    assert "rknn-int8" not in here and {"onnx-int8", "ncnn-int8", "tensorrt-int8"} <= set(here)
+    assert all(isinstance(t, Target) and t.key == k for k, t in here.items())

@@ -198,7 +198,7 @@ def test_real_depth_overhead_sweep_and_tune(real_fp32, monkeypatch):
 
 
 def test_real_int8_per_layer_analysis(real_fp32):
-    """`analyze openvino-int8` on the real model: registered through modelport.analyses, every ONNX layer matched."""
+    """`analyze openvino-int8` on the real model: named by its descriptor, every ONNX layer matched."""
     from modelport.common.layer_analysis import TARGETS
     from modelport.convert.analyze import run, targets
     from modelport.openvino.analyze import TARGET

@@ -2,9 +2,9 @@
 
 A backend is a row of the report: a key (results/<key>.json and the CLI name), the env
 whose toolchain runs it, its precision (which accuracy floors apply), where it sorts,
-its FP32 twin if it is INT8, the runtime class that runs it and the conversion target
-that makes it (``"module:Name"`` strings, imported only when used), and the knobs
-`modelport depth tune` searches (config keys -> the values to try).
+its FP32 twin if it is INT8, the runtime class that runs it, the conversion target
+that makes it and its per-layer INT8 analysis (``"module:Name"`` strings, imported only
+when used), and the knobs `modelport depth tune` searches (config keys -> the values to try).
 
 The built-in backends are the table below. A package adds its own through the
 ``modelport.backends`` entry-point group (a list of Backend), the way it adds CLI
@@ -43,6 +43,7 @@ class Backend:
     # `depth tune`'s search space: config key -> values (or THREADS), in the order the knobs are tried
     tuning: Mapping[str, Sequence[Any]] = field(default_factory=dict, hash=False)
     numeric: tuple[str, ...] = ()  # knobs whose non-default values can change the outputs: kept only above the floors
+    analysis: str | None = None  # "module:NAME" of its per-layer INT8 analysis (`modelport analyze <key>` in its env)
 
     @property
     def thread_knob(self) -> str | None:
@@ -114,6 +115,7 @@ BUILTIN: tuple[Backend, ...] = (
         depth=True,
         tuning=_ORT,
         numeric=_ORT_NUMERIC,
+        analysis=f"{_R}.analyze:ONNX_INT8",
     ),
     Backend(
         "tensorrt-fp32",
@@ -145,6 +147,7 @@ BUILTIN: tuple[Backend, ...] = (
         f"{_R}.tensorrt:INT8",
         fp32_twin="tensorrt-fp32",
         needs="gpu",
+        analysis=f"{_R}.analyze:TENSORRT_INT8",
     ),
     Backend(
         "ncnn",
@@ -170,9 +173,10 @@ BUILTIN: tuple[Backend, ...] = (
         depth=True,
         tuning=_NCNN,
         numeric=_NCNN_NUMERIC,
+        analysis=f"{_R}.analyze:NCNN_INT8",
     ),
     # RKNN rows are written by `rknn all` (simulator, board), not by `bench`: no runtime here.
-    Backend("rknn-int8", "RKNN INT8 (simulator)", "rknn", "int8", 40),
+    Backend("rknn-int8", "RKNN INT8 (simulator)", "rknn", "int8", 40, analysis="modelport.rknn.layers:run"),
     Backend("rknn-fp16", "RKNN FP16 (simulator)", "rknn", "fp16", 41, default_row=False),
     Backend("rknn-int8-hybrid", "RKNN INT8 hybrid (simulator)", "rknn", "int8+fp16", 42, default_row=False),
     Backend("rknn-int8-board", "RKNN INT8 (board via adb)", "rknn", "int8", 43, needs="board"),

@@ -13,23 +13,18 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 
 import numpy as np
 
 from .artifacts import ArtifactStore, write_atomic
+from .backends import backends
 from .log import console
 from .onnx_layers import OnnxGraph, OnnxLayer
 
 SCHEMA = "modelport.layer-analysis/1"
-# `modelport analyze` targets, in report order; each env's package analyses the ones its toolchain runs.
-# A package adds its own through the ``modelport.analyses`` entry-point group (name: the backend key;
-# value: a modelport.convert.analyze.Target), read here by name only, so nothing is imported.
-ANALYSES_GROUP = "modelport.analyses"
-BUILTIN_TARGETS = ("onnx-int8", "ncnn-int8", "rknn-int8", "tensorrt-int8")
-TARGETS = BUILTIN_TARGETS + tuple(
-    dict.fromkeys(ep.name for ep in entry_points(group=ANALYSES_GROUP) if ep.name not in BUILTIN_TARGETS)
-)
+# `modelport analyze` targets, in report order: the backends whose descriptor names an analysis (nothing is
+# imported here); each env's package analyses the ones its toolchain runs.
+TARGETS = tuple(k for k, b in backends().items() if b.analysis)
 SQNR_CAP_DB = 120.0  # identical tensors: a finite number that still sorts as "no error"
 
 

@@ -1,6 +1,6 @@
 """`analyze openvino-int8`: the NNCF INT8 IR against the FP32 IR, per ONNX layer -> analysis/openvino-int8.json.
 
-Registered through the ``modelport.analyses`` entry-point group. Both IRs come from
+Named by openvino-int8's descriptor (``analysis``). Both IRs come from
 onnx/model.onnx through ``ov.convert_model``, which keeps the ONNX tensor names on the ops
 that produce them; NNCF inserts its FakeQuantize ops after those, unnamed. So every tensor of
 onnx/model.onnx that OpenVINO still has becomes an extra output of both models, and the two

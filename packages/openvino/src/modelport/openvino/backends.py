@@ -34,5 +34,6 @@ BACKENDS = [
         fp32_twin="openvino-fp32",
         depth=True,
         tuning=_TUNING,
+        analysis=f"{_M}.analyze:TARGET",
     ),
 ]

@@ -1,8 +1,8 @@
 """Per-layer error of each INT8 model against its FP32 twin -> ``analysis/<backend>.json`` (see common/layer_analysis.py).
 
-One target per INT8 backend this package's envs run; ``rknn-int8`` is analysed by the rknn
-package (its env has rknn-toolkit2), under the same command name. Other packages add theirs
-through the ``modelport.analyses`` entry-point group (see ``targets()``).
+One ``Target`` per INT8 backend this package's envs run, named by its descriptor's ``analysis``
+(another package names its own the same way, as openvino does); ``rknn-int8`` is analysed by
+the rknn package (its env has rknn-toolkit2), under the same command name.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from importlib.metadata import PackageNotFoundError, entry_points, version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from modelport.common import layer_analysis
+from modelport.common.backends import backends
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import step
+from modelport.common.registry import load
 from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
 from modelport.runtime.onnxruntime import ONNX_MODEL, OnnxInt8Runtime
 
@@ -62,24 +64,23 @@ def _tensorrt(ctx, model, workdir):
     return analyze(ctx, model, workdir)
 
 
-TARGETS = {
-    "onnx-int8": Target("onnx-int8", "onnxruntime", dict(OnnxInt8Runtime.artifacts), {"onnx": ONNX_MODEL}, _onnx),
-    "ncnn-int8": Target(
-        "ncnn-int8", "ncnn", dict(NcnnInt8Runtime.artifacts), {**NcnnRuntime.artifacts, "onnx": ONNX_MODEL}, _ncnn
-    ),
-    "tensorrt-int8": Target("tensorrt-int8", "tensorrt", {"model": TENSORRT.output}, {"onnx": ONNX_MODEL}, _tensorrt),
-}
+ONNX_INT8 = Target("onnx-int8", "onnxruntime", dict(OnnxInt8Runtime.artifacts), {"onnx": ONNX_MODEL}, _onnx)
+NCNN_INT8 = Target("ncnn-int8", "ncnn", dict(NcnnInt8Runtime.artifacts), {**NcnnRuntime.artifacts, "onnx": ONNX_MODEL}, _ncnn)
+TENSORRT_INT8 = Target("tensorrt-int8", "tensorrt", {"model": TENSORRT.output}, {"onnx": ONNX_MODEL}, _tensorrt)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is not installed in this env
+        return False
 
 
 @cache
 def targets() -> dict[str, Target]:
-    """The built-in targets plus those installed packages register (entry-point group ``modelport.analyses``)."""
-    found = dict(TARGETS)
-    for ep in entry_points(group=layer_analysis.ANALYSES_GROUP):
-        if ep.name in found:
-            raise RuntimeError(f"analysis target {ep.name} registered twice")
-        found[ep.name] = ep.load()
-    return found
+    """The analyses this env can start: every descriptor's ``analysis`` whose package is installed here."""
+    named = {k: b.analysis for k, b in backends().items() if b.analysis}
+    return {k: load(named, k, "analysis") for k, where in named.items() if _installed(where.partition(":")[0])}
 
 
 def run(ctx: StepContext, key: str, files: dict[str, Path] | None = None, out: str | None = None, force: bool = False) -> dict:

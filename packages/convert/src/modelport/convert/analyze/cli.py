@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from modelport.common.backends import backends
 from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, ModelportError, ToolchainMissing
 from modelport.common.layer_analysis import TARGETS
@@ -17,8 +18,8 @@ from modelport.common.log import failed, skip, step
 def analyze(ctx: StepContext, targets, force):
     """Per-layer cosine and SQNR of each INT8 model against its FP32 twin -> analysis/<target>.json.
 
-    TARGET: onnx-int8, ncnn-int8, tensorrt-int8 here (and those installed packages add, e.g.
-    openvino-int8 in the openvino env); rknn-int8 in the rknn env. Layers are named
+    TARGET: every INT8 backend whose descriptor names an analysis (onnx-int8, ncnn-int8,
+    tensorrt-int8, openvino-int8), each in its own env; rknn-int8 in the rknn env. Layers are named
     by onnx/model.onnx, so one layer lines up across backends; `modelport report` charts them.
     A target this env cannot run is skipped with the reason.
     """
@@ -32,7 +33,7 @@ def analyze(ctx: StepContext, targets, force):
         for key in dict.fromkeys(targets):
             step(f"analyze {key}")
             if key not in here:
-                skip(f"{key}: analysed in the rknn env (`nox -s analyze` runs every env's part)")
+                skip(f"{key}: analysed in the {backends()[key].env} env (`nox -s analyze` runs every env's part)")
                 continue
             try:
                 run(ctx, key, force=force)
