@@ -86,7 +86,7 @@ def build_images(compose: stack.Compose, services: dict[str, stack.Service], log
             log(f"SKIP {env}: {dockerfile.relative_to(ROOT)} does not exist (its services are left out)")
             continue
         declared = stack.declared_args(dockerfile)
-        args[env] = {k: v for k, v in stack.OFFLINE_BUILD_ARGS.get(env, {}).items() if k in declared}
+        args[env] = {k: v for k, v in stack.OFFLINE_BUILD_ARGS.items() if k in declared}
         args[env].update(wheelhouse.build_args(env, declared, log))
     log("CI override:\n" + compose.write_override(services, args))
     for env in args:

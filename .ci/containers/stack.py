@@ -17,11 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Build args an offline build needs, passed only if the env's Dockerfile declares them.
-# Their defaults in the Dockerfiles are the normal online behaviour.
-OFFLINE_BUILD_ARGS = {
-    "ncnn": {"NCNN_TOOLS": "skip"},
-}
+# Build args an offline build needs, passed to every Dockerfile that declares them (named by the ARG,
+# not the env). Their defaults in the Dockerfiles are the normal online behaviour.
+OFFLINE_BUILD_ARGS = {"NCNN_TOOLS": "skip"}
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Wheels an offline build cannot get from PyPI (the CPU torch wheel rknn-toolkit2 needs).
 
-envs/rknn/Dockerfile installs with `--find-links envs/rknn/wheelhouse` plus an extra
-index, TORCH_INDEX_URL, that defaults to PyTorch's CPU index (the online behaviour on
+A Dockerfile that declares ARG TORCH_INDEX_URL (envs/rknn's) installs with `--find-links
+envs/<env>/wheelhouse` plus that extra index, which defaults to PyTorch's CPU index (the online behaviour on
 a user's machine). PyTorch's index is not reachable here, so CI puts the wheel into
 the wheelhouse with `pip download` (this machine's pip finds it locally) and builds
 with TORCH_INDEX_URL= (empty). The wheels it adds are removed again by `cleanup()`.
@@ -26,10 +26,10 @@ def _pinned(requirements: Path, name: str) -> str:
 
 
 def build_args(env: str, declared: set[str], log: callable = print) -> dict[str, str]:
-    if env != "rknn" or "TORCH_INDEX_URL" not in declared:
+    if "TORCH_INDEX_URL" not in declared:
         return {}
-    house = ROOT / "envs" / "rknn" / "wheelhouse"
-    torch = _pinned(ROOT / "envs" / "rknn" / "requirements.txt", "torch")
+    house = ROOT / "envs" / env / "wheelhouse"
+    torch = _pinned(ROOT / "envs" / env / "requirements.txt", "torch")
     before = set(house.glob("*.whl"))
     subprocess.run(
         [
@@ -51,7 +51,7 @@ def build_args(env: str, declared: set[str], log: callable = print) -> dict[str,
     )
     ADDED.extend(set(house.glob("*.whl")) - before)
     wheels = sorted(p.name for p in house.glob("torch-*.whl"))
-    log(f"rknn: wheelhouse {house.relative_to(ROOT)}: {', '.join(wheels)}; TORCH_INDEX_URL= (offline)")
+    log(f"{env}: wheelhouse {house.relative_to(ROOT)}: {', '.join(wheels)}; TORCH_INDEX_URL= (offline)")
     return {"TORCH_INDEX_URL": ""}
 
 
