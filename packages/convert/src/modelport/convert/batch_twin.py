@@ -68,5 +68,12 @@ class BatchTwin(Converter):
             return {"reshapes_rewritten": changed, "batch_vs_single_max_abs_diff": diff}
 
         return self.produce(
-            ctx, force, {"model": output}, make, inputs={"model": src}, options=options, runtime=runtime, kind=kind
+            ctx,
+            force,
+            {"model": output},
+            make,
+            inputs={src.suffix.lstrip("."): src},  # "onnx" / "tflite": the manifests' role names
+            options=options,
+            runtime=runtime,
+            kind=kind,
         )
