@@ -102,7 +102,7 @@ def run_step(session: nox.Session, env: str, step: str) -> None:
 @nox.session
 @nox.parametrize("env", TABLE.with_step("convert"))
 def convert(session: nox.Session, env: str) -> None:
-    """Convert the model with each env's toolchain (TFLite -> ONNX/INT8, NCNN, TensorRT)."""
+    """Convert the model with each env's toolchain (TFLite -> ONNX/INT8, NCNN, TensorRT, OpenVINO)."""
     run_step(session, env, "convert")
 
 
