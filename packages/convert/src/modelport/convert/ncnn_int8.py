@@ -68,7 +68,7 @@ class NcnnInt8(Converter):
 
         return recover(ctx, force)
 
-    def make(
+    def quantize(
         self, ctx: StepContext, force: bool, outputs: dict[str, str], method: str, float_layers: list[str], gate: bool = True
     ) -> list:
         """INT8 model ``outputs`` (param, bin, table) calibrated with ``method``, ``float_layers`` (ncnn layer

@@ -53,7 +53,7 @@ class NcnnBackend:
     def build(self, method: str, float_layers: list[str]) -> Variant:
         vid = variant_id(method, float_layers)
         outputs = {role: f"ncnn/variants/{vid}/{rel.rsplit('/', 1)[1]}" for role, rel in OUTPUTS.items()}
-        TARGET.make(self.ctx, self.force, outputs, method, self.to_ncnn(float_layers), gate=False)
+        TARGET.quantize(self.ctx, self.force, outputs, method, self.to_ncnn(float_layers), gate=False)
         manifest = self.ctx.store.read_manifest(outputs["param"]) or {}
         size = sum(self.ctx.store.path(outputs[r]).stat().st_size for r in ("param", "bin"))
         return Variant(
