@@ -1,6 +1,13 @@
-import pytest
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-from modelport.common.config import load_config
+import pytest
+from pydantic import BaseModel
+
+from conftest import cli, error_line
+from modelport.common.config import Config, load_config
 from modelport.common.errors import ConfigError
 
 
@@ -69,3 +76,81 @@ def test_an_override_error_names_the_override_not_the_file(tmp_path):
     assert str(e.value).startswith("override -o bench.runs=abc: bench.runs") and str(p) not in str(e.value)
     with pytest.raises(ConfigError, match="'runs' is a value, not a section"):
         load_config(p, ["bench.runs.x=2"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("ncnn.extra_threads=[-1]", r"ncnn.extra_threads\[0\]: must be >= 1 \(got -1\)"),
+        ("ncnn.extra_threads=[2, 0]", r"ncnn.extra_threads\[1\]: must be >= 1 \(got 0\)"),
+        ("onnxruntime.intra_op_threads=0", r"onnxruntime.intra_op_threads: must be >= 1 \(got 0\)"),
+        ("onnxruntime.inter_op_threads=0", r"onnxruntime.inter_op_threads: must be >= 1 \(got 0\)"),
+    ],
+)
+def test_a_thread_count_is_threads_used(tmp_path, override, message):
+    """Every *threads setting counts threads run: 0 (onnxruntime's "pick for me") and below are refused at load."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, ""), [override])
+
+
+def test_nan_and_inf_are_refused_naming_the_key(tmp_path):
+    p = write(tmp_path, "[input]\nmean = [nan, 127.5, 127.5]\n")
+    with pytest.raises(ConfigError, match=r"input.mean\[0\]: must be a finite number \(got nan\)") as e:
+        load_config(p)
+    assert str(e.value).startswith(str(p))
+    with pytest.raises(ConfigError, match=r"quantization.recover_minutes: must be a finite number \(got inf\)"):
+        load_config(write(tmp_path, ""), ["quantization.recover_minutes=inf"])
+
+
+def numeric_settings(model: type[BaseModel] = Config, prefix: str = "") -> Iterator[tuple[str, type]]:
+    """(key, int or float) for every number in the config; a list or tuple item as key[0]."""
+
+    def bare(t: Any) -> Any:
+        return typing.get_args(t)[0] if typing.get_origin(t) is typing.Annotated else t
+
+    for name, field in model.model_fields.items():
+        key, annotation = f"{prefix}{name}", bare(field.annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from numeric_settings(annotation, key + ".")
+            continue
+        args = [bare(a) for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+        if typing.get_origin(annotation) in (list, tuple):
+            key, args = f"{key}[0]", args[:1]
+        if len(args) == 1 and args[0] in (int, float):
+            yield key, args[0]
+
+
+def test_every_number_in_the_config_is_checked(tmp_path):
+    """Each numeric setting, now and added later, refuses nan/inf (floats) and an absurd value, naming its key.
+
+    Only [input] mean may be any finite number: a normalisation offset has no natural bound.
+    """
+    settings = dict(numeric_settings())
+    assert len(settings) > 30 and settings["ncnn.extra_threads[0]"] is int and settings["input.mean[0]"] is float
+    defaults = Config()
+    for key, kind in settings.items():
+        dotted, _, index = key.partition("[")
+
+        def override(value, dotted=dotted, index=index):
+            if not index:
+                return (dotted, value)
+            section, name = dotted.split(".")
+            return (dotted, [value, *list(getattr(getattr(defaults, section), name))[1:]])
+
+        escaped = key.replace("[", r"\[").replace("]", r"\]")
+        if kind is float:
+            for bad in (float("nan"), float("inf")):
+                with pytest.raises(ConfigError, match=rf"{escaped}: must be a finite number"):
+                    load_config(write(tmp_path, ""), [override(bad)])
+        if key != "input.mean[0]":
+            with pytest.raises(ConfigError, match=rf"{escaped}: must be"):
+                load_config(write(tmp_path, ""), [override(-(10**9))])
+
+
+def test_a_bad_number_is_one_error_line_before_anything_runs(tiny):
+    """As `bench ncnn` once died of SIGFPE on a negative thread count: now refused at load, in one line."""
+    proc = cli(tiny, "fetch", "-o", "ncnn.extra_threads=[-1]")
+    assert proc.returncode == 2
+    assert error_line(proc) == "error: override -o ncnn.extra_threads=[-1]: ncnn.extra_threads[0]: must be >= 1 (got -1)"
+    art = Path(tiny["MODELPORT_ARTIFACTS"])
+    assert not art.exists() or not any(art.iterdir())

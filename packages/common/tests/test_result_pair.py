@@ -72,6 +72,18 @@ def test_an_invalid_result_replaces_nothing(store, bad, message):
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("field, value", [("load_ms", float("nan")), ("load_avg", {"before": float("inf")})])
+def test_a_non_finite_number_is_never_written(store, field, value):
+    """JSON has no NaN or Infinity: a result holding one is refused naming where, not written as null or Infinity."""
+    path = write_result(store, result(), outputs())
+    before = path.read_bytes()
+    bad = result()
+    setattr(bad, field, value)
+    with pytest.raises(ModelportError, match=rf"results/onnx.json: refusing to write an invalid result .*\$\.{field}"):
+        write_result(store, bad, outputs())
+    assert path.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

@@ -16,7 +16,6 @@ says so. The drop vs the reference (the source model) is computed by the report 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from modelport.common.images import load_image
 from modelport.common.labels import Labels
 from modelport.common.machine import machine_info
 from modelport.common.preprocess import prepare
+from modelport.common.strict_json import json_text
 from modelport.runtime.registry import runtime_class
 from modelport.runtime.run import run_outputs
 
@@ -193,4 +193,4 @@ def labeled_accuracy(ctx: StepContext, key: str, src: str | Path, settings: dict
 
 
 def write_labeled(ctx: StepContext, data: dict) -> None:
-    write_atomic(ctx.store.path(f"depth/labeled-{data['key']}.json"), json.dumps(data, indent=2) + "\n")
+    write_atomic(ctx.store.path(f"depth/labeled-{data['key']}.json"), json_text(data))

@@ -10,7 +10,6 @@ rounds, bare first in odd ones) so background load hits both alike. Means are co
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 
@@ -22,6 +21,7 @@ from modelport.common.context import StepContext
 from modelport.common.machine import machine_info
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import headline_index
+from modelport.common.strict_json import json_text
 from modelport.common.timing import load_average, sample
 from modelport.runtime.registry import runtime_class
 from modelport.runtime.run import prepared_images
@@ -115,4 +115,4 @@ def measure_overhead(
 
 
 def write_overhead(ctx: StepContext, data: dict) -> None:
-    write_atomic(ctx.store.path(f"depth/overhead-{data['key']}.json"), json.dumps(data, indent=2) + "\n")
+    write_atomic(ctx.store.path(f"depth/overhead-{data['key']}.json"), json_text(data))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from modelport.common.machine import device_key, machine_info
 from modelport.common.reference import REFERENCE
 from modelport.common.results import LAST_OK, outputs_problem, read_result
 from modelport.common.schema import REPORT_SCHEMA, BackendResult
+from modelport.common.strict_json import json_text
 from modelport.runtime.onnxruntime import ONNX_MODEL
 from modelport.runtime.registry import SOURCE_KEYS, source_key
 
@@ -310,7 +310,7 @@ def write(store: ArtifactStore, report: dict) -> dict[str, Path]:
     sections = sorted(store.path("report/sections").glob("*.md"))
     paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
     paths |= charts(report, out)
-    write_atomic(paths["json"], json.dumps(report, indent=2) + "\n")
+    write_atomic(paths["json"], json_text(report))
     write_atomic(paths["csv"], to_csv(report))
     write_atomic(paths["md"], markdown(report, sections=sections, drawn=[k for k in ("latency", "accuracy") if k in paths]))
     paths["html"] = report_html.write(report, out, sections, method(report))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from modelport.common.artifacts import sha256_file
 from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, ModelportError
@@ -13,6 +16,8 @@ from modelport.common.timing import load_average, load_problem, measure
 from modelport.runtime.base import Runtime
 from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_key
 from modelport.runtime.run import prepared_images, run_outputs
+
+T = TypeVar("T")
 
 
 def result_base(
@@ -38,6 +43,17 @@ def not_this_source(ctx: StepContext, key: str) -> str | None:
     if key in SOURCE_KEYS and contract is not None and key != source_key(contract):
         return f"the source is {contract.name}, not this kind (`bench source` runs it)"
     return None
+
+
+def secondary(result: BackendResult, what: str, measure: Callable[[], T], fallback: T) -> T:
+    """A measurement beside the row's own (other thread counts, GPU-only time): if it fails, a note on
+    the row says why and the row keeps its status, so a good main measurement is never lost to it."""
+    try:
+        return measure()
+    except Exception as e:  # noqa: BLE001 - whatever the toolchain raises, the main measurement stands
+        why = str(e) if isinstance(e, ModelportError) else f"{type(e).__name__}: {e}"
+        result.notes.append(f"{what} not measured: {' '.join(why.split())}")
+        return fallback
 
 
 def benchmark(ctx: StepContext, key: str) -> BackendResult:
@@ -77,7 +93,7 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
                 f"   timing {runtime.display}: {cfg.bench.warmup} warm-up + {cfg.bench.runs} runs on {names[headline_i]}"
             )
             result.latency_ms = measure(lambda: runtime.infer(tensor), cfg.bench.warmup, cfg.bench.runs)
-            result.extra_timings = getattr(runtime, "extra_timings", {})
+            result.extra_timings = secondary(result, "extra timings", lambda: getattr(runtime, "extra_timings", {}), {})
             result.load_avg = {"before": load_before, "after": load_average()}
             result.under_load = load_problem(**result.load_avg)
             result.load_ms = runtime.load_ms

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from modelport.common.context import StepContext
 from modelport.common.log import console
 from modelport.common.machine import machine_info
 from modelport.common.preprocess import to_tensor
+from modelport.common.strict_json import json_text
 from modelport.common.timing import load_average, sample, summarize
 from modelport.runtime.base import Runtime
 from modelport.runtime.run import prepared_images
@@ -123,4 +123,4 @@ def sweep(ctx: StepContext, key: str, batches=BATCHES, threads=THREAD_COUNTS, se
 
 
 def write_sweep(ctx: StepContext, data: dict) -> None:
-    write_atomic(ctx.store.path(f"depth/sweep-{data['key']}.json"), json.dumps(data, indent=2) + "\n")
+    write_atomic(ctx.store.path(f"depth/sweep-{data['key']}.json"), json_text(data))

@@ -40,6 +40,7 @@ from modelport.common.preprocess import to_tensor
 from modelport.common.reference import load_reference
 from modelport.common.results import headline_index
 from modelport.common.schema import LatencyStats
+from modelport.common.strict_json import json_text
 from modelport.common.timing import load_average, sample, summarize
 from modelport.runtime.base import Runtime
 from modelport.runtime.registry import runtime_class
@@ -241,7 +242,7 @@ def save_entry(store: ArtifactStore, entry: dict) -> None:
     """Merge one backend's entry (call with the store lock held: envs write the file in turn)."""
     data = load_tuning(store)
     data["backends"][entry["key"]] = entry
-    write_atomic(store.path(TUNING_FILE), json.dumps(data, indent=2) + "\n")
+    write_atomic(store.path(TUNING_FILE), json_text(data))
 
 
 def tuned_settings(store: ArtifactStore, key: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from . import __version__
 from .errors import InputError
 from .log import console
 from .memory import children_peak_rss_mb, peak_rss_mb, reset_peak
+from .strict_json import json_text
 
 ARTIFACTS_ENV = "MODELPORT_ARTIFACTS"
 MANIFEST_SCHEMA = "modelport.manifest/1"
@@ -143,7 +144,7 @@ class ArtifactStore:
         """Say beside ``rel`` that the step making it failed: a consumer reports that instead of
         using an older file or saying only that the file is missing. The next success clears it."""
         record = {"reason": reason, **extra, "created_utc": datetime.now(UTC).isoformat(timespec="seconds")}
-        write_atomic(self.failure_path(self.path(rel)), json.dumps(_canonical(record), indent=2) + "\n")
+        write_atomic(self.failure_path(self.path(rel)), json_text(_canonical(record)))
 
     def clear_failure(self, rel: str) -> None:
         self.failure_path(self.path(rel)).unlink(missing_ok=True)
@@ -389,14 +390,11 @@ class Job:
         seconds, peak, children = round(time.monotonic() - self.started, 3), peak_rss_mb(), children_peak_rss_mb()
         for rel in self.outputs:
             final, tmp = self.store.path(rel), self._tmps[rel]
-            # Drop the old manifest first: an artifact never sits beside a manifest that is not its own.
-            self.store.manifest_path(final).unlink(missing_ok=True)
-            publish(tmp, final)
             manifest = {
                 "schema": MANIFEST_SCHEMA,
                 "artifact": rel,
-                "sha256": sha256_file(final),
-                "size_bytes": final.stat().st_size,
+                "sha256": sha256_file(tmp),
+                "size_bytes": tmp.stat().st_size,
                 "inputs": self._hashes,
                 "tool": {"name": self.tool, "version": self.tool_version},
                 "options": self.options,
@@ -409,4 +407,8 @@ class Job:
                 "modelport_version": __version__,
                 **({"extra": self.extra} if self.extra else {}),
             }
-            write_atomic(self.store.manifest_path(final), json.dumps(manifest, indent=2) + "\n")
+            text = json_text(manifest)  # before anything moves: a manifest that cannot be written keeps the old pair
+            # Drop the old manifest first: an artifact never sits beside a manifest that is not its own.
+            self.store.manifest_path(final).unlink(missing_ok=True)
+            publish(tmp, final)
+            write_atomic(self.store.manifest_path(final), text)

@@ -7,13 +7,13 @@ so nothing downstream takes it for the real output; the failed row carries its n
 
 from __future__ import annotations
 
-import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .artifacts import ArtifactStore, sha256_file, write_atomic
 from .log import warn
+from .strict_json import json_text
 
 MARK = ".below-floor"
 
@@ -44,7 +44,7 @@ def keep_below_floor(store: ArtifactStore, files: dict[Path, Path], error) -> li
             "agreement": agreement.model_dump(exclude={"per_image"}) if agreement is not None else None,
             "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        write_atomic(store.manifest_path(dest), json.dumps(manifest, indent=2) + "\n")
+        write_atomic(store.manifest_path(dest), json_text(manifest))
         kept.append(dest)
     if kept:
         warn(f"below the floors: kept as {', '.join(store.rel(p) for p in kept)} (no step uses it)")

@@ -1,7 +1,8 @@
 """modelport.toml: one validated config, with env and CLI overrides.
 
 Unknown or mistyped keys are rejected with the key's name and the closest valid
-key, so a typo never silently falls back to a default.
+key, so a typo never silently falls back to a default. Every number is finite and bounded, checked
+at load: a bad value is one line naming its key, never a crash or a wrong row later.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import difflib
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -23,7 +24,12 @@ DEFAULT_CONFIG_NAME = "modelport.toml"
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: TOML spells nan and inf, and neither is a usable setting (nor valid JSON).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# Every thread count means threads used: onnxruntime's 0 ("pick for me") would record a row at an unknown count.
+Threads = Annotated[int, Field(ge=1)]
 
 
 class ModelConfig(Section):
@@ -105,13 +111,13 @@ class QuantizationConfig(Section):
 
 
 class TfliteConfig(Section):
-    threads: int = Field(2, ge=1)
+    threads: Threads = 2
     xnnpack: bool = True
 
 
 class OnnxruntimeConfig(Section):
-    intra_op_threads: int = Field(2, ge=0)
-    inter_op_threads: int = Field(1, ge=0)
+    intra_op_threads: Threads = 2
+    inter_op_threads: Threads = 1
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     execution_mode: Literal["sequential", "parallel"] = "sequential"
 
@@ -119,9 +125,9 @@ class OnnxruntimeConfig(Section):
 class NcnnConfig(Section):
     """ONNX -> ncnn (pnnx) FP32, ncnn INT8 and the ncnn runtime (envs/ncnn)."""
 
-    threads: int = Field(2, ge=1)
+    threads: Threads = 2
     # Also timed at these thread counts (results extra_timings "threads_N"): 1 vs 2 threads side by side.
-    extra_threads: list[int] = [1]
+    extra_threads: list[Threads] = [1]
     fp16_weights: bool = False  # pnnx fp16=1: half-size FP32 .bin (cosine 0.99996 instead of 0.9999998)
     # ncnn Option flags. FP32 means FP32: fp16 storage/arithmetic stay off unless asked for.
     fp16_storage: bool = False
@@ -199,7 +205,7 @@ class TensorrtConfig(Section):
 class OpenvinoConfig(Section):
     """The OpenVINO CPU runtime (envs/openvino): the compile_model properties of both IRs, and NNCF INT8."""
 
-    threads: int | None = Field(None, ge=1)  # INFERENCE_NUM_THREADS; None: [tflite] threads (rows compare at one count)
+    threads: Threads | None = None  # INFERENCE_NUM_THREADS; None: [tflite] threads (rows compare at one count)
     # INFERENCE_PRECISION_HINT. On Xeons with AMX the CPU plugin's own default is bf16 (cosine min 0.9986
     # vs the reference, under the FP32 floor); f32 gives 1.0000, and the layers NNCF leaves in float run in f32.
     inference_precision: Literal["f32", "bf16", "f16"] = "f32"
@@ -343,15 +349,37 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return [k for k, f in model.model_fields.items() if not f.exclude]
 
 
+# pydantic's bound errors, said as the user wrote the bound
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+
+
+def _key(loc: tuple) -> str:
+    """``("ncnn", "extra_threads", 0)`` -> ``ncnn.extra_threads[0]``: a list item as TOML users index it."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
+
+
 def _explain(e: ValidationError) -> str:
     msgs = []
     for err in e.errors():
         loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc)
+        key = _key(loc)
         if err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(loc[-1]), _valid_keys(Config, loc), n=1)
             hint = f" (did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?)" if close else ""
             msgs.append(f"unknown key {key!r}{hint}")
+            continue
+        bound = _BOUNDS.get(err["type"])
+        if bound:
+            limit = next(iter(err["ctx"].values()))
+            msg = f"must be {bound} {int(limit) if isinstance(limit, float) and limit.is_integer() else limit}"
+        elif err["type"] == "finite_number":
+            msg = "must be a finite number"
         else:
-            msgs.append(f"{key}: {err['msg']}")
+            msg = err["msg"]
+        value = err.get("input")
+        got = f" (got {value!r})" if isinstance(value, int | float | str) else ""
+        msgs.append(f"{key}: {msg}{got}")
     return "; ".join(msgs)

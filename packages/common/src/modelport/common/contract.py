@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError, InputError
 from .preprocess import INTEGER_OFFSET, DType, InputSpec, Layout
+from .strict_json import json_text
 
 CONTRACT = "source/contract.json"
 SOURCES = {"tflite": "source/model.tflite", "onnx": "source/model.onnx"}
@@ -66,7 +67,7 @@ class Contract(BaseModel):
         return "the TFLite interpreter" if self.kind == "tflite" else "onnxruntime"
 
     def dump(self) -> str:
-        return self.model_dump_json(indent=2) + "\n"
+        return json_text(self.model_dump(mode="json"))
 
 
 def read_contract(path: Path) -> Contract | None:

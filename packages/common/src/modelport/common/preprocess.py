@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 Layout = Literal["NCHW", "NHWC"]
 DType = Literal["float32", "uint8", "int8"]
@@ -31,30 +31,27 @@ _FILTERS = {
 }
 
 
+_Std = Annotated[float, Field(gt=0)]
+
+
 class InputSpec(BaseModel):
     """``[input]`` of modelport.toml. Defaults: MobileNetV2, RGB, 224x224, [-1, 1]."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # as config.Section
 
-    size: tuple[int, int] = (224, 224)  # height, width
+    size: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (224, 224)  # height, width
     resize: Literal["nearest", "bilinear", "bicubic", "lanczos", "area"] = "bilinear"
     # Central square of side crop*min(h, w) before resizing (0.875 = resize-256/crop-224); None = whole image.
     crop: float | None = Field(None, gt=0, le=1)
     color: Literal["RGB", "BGR"] = "RGB"
     mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
-    std: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    std: tuple[_Std, _Std, _Std] = (127.5, 127.5, 127.5)
     layout: Layout = "NCHW"  # of the exported ONNX model (TFLite's own input is NHWC)
     # The source model's input tensor type and quantization (real = (q - zero_point) * scale): read from
     # the model (modelport.common.contract), never guessed; a config value must agree with the model.
     dtype: DType = "float32"
     scale: float | None = Field(None, gt=0)
-    zero_point: int | None = None
-
-    @model_validator(mode="after")
-    def _positive(self):
-        if min(self.size) < 1 or min(self.std) <= 0:
-            raise ValueError("size and std must be positive")
-        return self
+    zero_point: int | None = Field(None, ge=-128, le=255)  # int8 or uint8
 
     @property
     def mean_values(self) -> list[float]:

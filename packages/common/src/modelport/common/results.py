@@ -110,6 +110,8 @@ def _validated(result: BackendResult, outputs: np.ndarray | None) -> BackendResu
     where = f"results/{result.key}.json"
     try:
         checked = BackendResult.model_validate_json(result.dump())
+    except ModelportError as e:  # a NaN or infinity somewhere: no JSON reader would take the file
+        raise ModelportError(f"refusing to write an invalid result ({e.message})", where) from None
     except ValidationError as e:
         raise ModelportError(
             f"refusing to write an invalid result ({e.errors()[0]['loc']}: {e.errors()[0]['msg']})", where

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .strict_json import json_text
+
 RESULT_SCHEMA = "modelport.result/1"
 REPORT_SCHEMA = "modelport.report/1"
 Status = Literal["ok", "skipped", "failed"]
@@ -106,4 +108,5 @@ class BackendResult(Model):
         return self.latency_ms.fps if self.latency_ms else None
 
     def dump(self) -> str:
-        return self.model_dump_json(by_alias=True, indent=2) + "\n"
+        # not model_dump_json: it writes NaN and infinities as null, silently
+        return json_text(self.model_dump(mode="json", by_alias=True))
