@@ -4,6 +4,7 @@
     nox -s init -- MODEL --out C  a config for your own model (then MODELPORT_CONFIG=C nox -s convert bench rknn)
     nox -s tests lint             what CI runs (.ci/run)
     nox -s doctor                 what can run where, and why not
+    nox -s modelport -- ARGS      any modelport command, in the env that has it
 
 Every env is one envs/<env>/env.toml (read through modelport.common.envs): its
 packages, requirement files (the same ones its Dockerfile installs), steps, image
@@ -209,6 +210,21 @@ def init(session: nox.Session) -> None:
 def report(session: nox.Session) -> None:
     """Merge every results/*.json into artifacts/report/ (Markdown + charts, JSON, CSV)."""
     modelport(session, env_bin(session, TABLE.report_env), TABLE.report_env, "report")
+
+
+@nox.session(name="modelport", default=False)
+def cli(session: nox.Session) -> None:
+    """Any modelport command, in the env that has it: nox -s modelport -- bundle export --out bundles/a.tar.gz.
+
+    The env is the one whose steps name the backends given (`-- bench ncnn` runs in ncnn, `-- rknn all` in rknn);
+    commands naming none (report, bundle, init, fetch, doctor, --help) run in the report env.
+    """
+    try:
+        env = TABLE.env_for(session.posargs)
+    except envs.TableError as e:
+        session.error(str(e))
+    session.log(f"modelport runs in .nox/env-{env}")
+    modelport(session, env_bin(session, env), env)
 
 
 @nox.session
