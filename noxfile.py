@@ -154,15 +154,17 @@ FARM = [
 def farm(session: nox.Session) -> None:
     """The device-farm path on this machine: three device keys bench the converted models, export bundles, one merge.
 
-    Needs `nox -s convert` first (uses ./artifacts' models). Writes .nox/farm/merged/report/.
+    Needs `nox -s convert` first (uses the models in $MODELPORT_ARTIFACTS, else ./artifacts). Writes .nox/farm/merged/report/.
     """
-    root = ROOT / ".nox" / "farm"
+    root, models = ROOT / ".nox" / "farm", envs.artifacts_root()
+    if not models.is_dir():
+        session.error(f"{models}: no artifacts folder to take the models from (run `nox -s convert` first)")
     shutil.rmtree(root, ignore_errors=True)
     reporter = env_bin(session, TABLE.report_env) / "modelport"
     bundles = []
     for device, device_envs, sets in FARM:
         art = root / device
-        shutil.copytree(ROOT / "artifacts", art, ignore=shutil.ignore_patterns("results", "report", "merged", ".tmp", ".lock"))
+        shutil.copytree(models, art, ignore=shutil.ignore_patterns("results", "report", "merged", ".tmp", ".lock"))
         env = {"MODELPORT_ARTIFACTS": str(art), "MODELPORT_DEVICE": device}
         for e in device_envs:
             session.run(

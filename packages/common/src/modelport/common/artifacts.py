@@ -26,11 +26,11 @@ from typing import Any
 from rich.markup import escape
 
 from . import __version__
+from .envs import artifacts_root
 from .errors import InputError
 from .log import console
 from .memory import children_peak_rss_mb, peak_rss_mb, reset_peak
 
-ARTIFACTS_ENV = "MODELPORT_ARTIFACTS"
 MANIFEST_SCHEMA = "modelport.manifest/1"
 SOURCE_MODEL_PREFIX = "source/model."  # what `fetch` imports: the root of every artifact's lineage
 _sha_cache: dict[tuple[str, int, int], str] = {}
@@ -94,7 +94,7 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 class ArtifactStore:
     def __init__(self, root: str | Path | None = None):
-        self.root = Path(root or os.environ.get(ARTIFACTS_ENV) or "artifacts").resolve()
+        self.root = Path(root).resolve() if root else artifacts_root()
         self._known_current: set[tuple[str, ...]] = set()  # outputs this process made or already called up to date
 
     def first_mention(self, outputs: Sequence[str]) -> bool:

@@ -28,9 +28,10 @@ envs/tools.toml pins the venvs that carry no toolchain (test tools, lint, the Do
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,6 +135,15 @@ class Table:
             spread = ", ".join(f"{key} ({'/'.join(where)})" for key, where in owned.items())
             raise TableError(f"`modelport {sub}` names backends of different envs: {spread}; run one env's at a time")
         return fits[0]
+
+
+ARTIFACTS_ENV = "MODELPORT_ARTIFACTS"
+
+
+def artifacts_root(environ: Mapping[str, str] | None = None) -> Path:
+    """The artifacts folder every step uses: $MODELPORT_ARTIFACTS, else ./artifacts (absolute)."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(ARTIFACTS_ENV) or "artifacts").resolve()
 
 
 def checkout_root() -> Path:
