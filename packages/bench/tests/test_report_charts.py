@@ -73,3 +73,10 @@ def test_one_slow_backend_gets_a_log_axis_and_labels_stay_inside():
     assert not any(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1 :])
     plt.close(fig)
     assert report_md._latency(plt, rows[:3]).axes[0].get_xscale() == "linear"
+
+
+def test_a_setting_left_to_its_default_reads_default_never_none():
+    r = row("openvino-fp32", median=5.0, cos=(1.0, 1.0))
+    r["settings"] = {"device": "CPU", "openvino.threads": None, "openvino.num_streams": [None, 1]}
+    md = report_md.markdown(report([r]), [], drawn=[])
+    assert "device=CPU, openvino.threads=default, openvino.num_streams=[default, 1]" in md and "None" not in md

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from modelport.common.artifacts import write_atomic
+from modelport.common.display import settings_text, shown
 
 
 def _f(v, fmt, dash="–"):
@@ -117,9 +118,9 @@ def markdown(report: dict, sections: list[Path], drawn: Collection[str] = ("late
     for e in report["results"]:
         if e["status"] == "ok":
             la = e["load_avg"]
-            load = f"; load avg {la.get('before')} -> {la.get('after')}" if la else ""
+            load = f"; load avg {shown(la.get('before'), '–')} -> {shown(la.get('after'), '–')}" if la else ""
             versions = ", ".join(f"{k} {v}" for k, v in e["tool_versions"].items())
-            settings = ", ".join(f"{k}={v}" for k, v in e["settings"].items())
+            settings = settings_text(e["settings"])
             extra = "".join(
                 f"; {k}: median {t['median']:.2f} / p90 {t['p90']:.2f} ms" for k, t in e["extra_timings"].items()
             )  # e.g. ncnn threads_1, TensorRT gpu_compute
