@@ -80,8 +80,15 @@ def headers(report: dict) -> dict[str, str]:
     return {"rank": "#", "backend": "backend", **extra, **{k: v for k, v in HEADERS.items() if k not in ("rank", "backend")}}
 
 
+def several_models(report: dict) -> bool:
+    """A merged report of several models: no claim about "the" source model holds for every row."""
+    return len(report.get("models", [])) > 1
+
+
 def reference_text(report: dict) -> str:
     """The reference as a phrase: "the source model (TFLite INT8, run in the TFLite interpreter)"."""
+    if several_models(report):
+        return "each row's own source model, in its own runtime (models: " + ", ".join(f"`{m}`" for m in report["models"]) + ")"
     src = report.get("source")
     return f"the source model ({src['name']}, run in {src['runtime']})" if src else "the source model"
 
@@ -178,7 +185,7 @@ def method(report: dict) -> str:
     latency = f"Latency: batch 1, {', '.join(timed)}." if runs else "Latency: no backend was timed."
     agreed = [e["agreement"]["images"] for e in report["results"] if e["agreement"]]
     missing = [e for e in report["results"] if e["status"] == "ok" and not e["agreement"] and e.get("agreement_note")]
-    src = report.get("source") or {}
+    src = {} if several_models(report) else report.get("source") or {}
     if report["reference"] and agreed:
         outputs = f"; its outputs are {src['outputs']}" if src.get("outputs") else ""
         agreement = f"Agreement: {max(agreed)} eval images vs {reference_text(report)}{outputs}."
