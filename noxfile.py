@@ -231,9 +231,14 @@ def cli(session: nox.Session) -> None:
 
 @nox.session
 def doctor(session: nox.Session) -> None:
-    """Show, per env, which converters and runtimes can run here and why not."""
+    """Show, per env, which converters and runtimes can run here and why not; then one summary of what runs where."""
+    saved = ROOT / ".nox" / "doctor"
+    shutil.rmtree(saved, ignore_errors=True)
+    saved.mkdir(parents=True)
     for env in ENVS:
-        modelport(session, env_bin(session, env), env, "doctor")
+        modelport(session, env_bin(session, env), env, "doctor", "--save", str(saved / f"{env}.json"))
+    summary = [str(saved / f"{env}.json") for env in ENVS]
+    modelport(session, env_bin(session, TABLE.report_env), TABLE.report_env, "doctor", "--summary", *summary)
 
 
 def pytest(session: nox.Session, env: str, *args: str) -> None:
