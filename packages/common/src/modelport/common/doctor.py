@@ -58,7 +58,9 @@ def summary_rows(saved: list[dict], owners: Mapping[str, str]) -> list[tuple[str
         ]
         why = ""
         if "ok" not in cells:
-            home = owners.get(name) if owners.get(name) in per_env else next(iter(per_env))
+            home = owners.get(name, "")
+            if home not in per_env:
+                home = next(iter(per_env))
             why = f"{home}: " + next(c["detail"] for c in per_env[home] if not c["ok"])
         out.append((name, cells, why))
     return out
