@@ -4,6 +4,7 @@
     nox -s init -- MODEL --out C  a config for your own model (then MODELPORT_CONFIG=C nox -s convert bench rknn)
     nox -s tests lint             what CI runs (.ci/run)
     nox -s doctor                 what can run where, and why not
+    nox -s modelport -- ARGS      any modelport command, in the env that has it
 
 Every env is one envs/<env>/env.toml (read through modelport.common.envs): its
 packages, requirement files (the same ones its Dockerfile installs), steps, image
@@ -153,15 +154,17 @@ FARM = [
 def farm(session: nox.Session) -> None:
     """The device-farm path on this machine: three device keys bench the converted models, export bundles, one merge.
 
-    Needs `nox -s convert` first (uses ./artifacts' models). Writes .nox/farm/merged/report/.
+    Needs `nox -s convert` first (uses the models in $MODELPORT_ARTIFACTS, else ./artifacts). Writes .nox/farm/merged/report/.
     """
-    root = ROOT / ".nox" / "farm"
+    root, models = ROOT / ".nox" / "farm", envs.artifacts_root()
+    if not models.is_dir():
+        session.error(f"{models}: no artifacts folder to take the models from (run `nox -s convert` first)")
     shutil.rmtree(root, ignore_errors=True)
     reporter = env_bin(session, TABLE.report_env) / "modelport"
     bundles = []
     for device, device_envs, sets in FARM:
         art = root / device
-        shutil.copytree(ROOT / "artifacts", art, ignore=shutil.ignore_patterns("results", "report", "merged", ".tmp", ".lock"))
+        shutil.copytree(models, art, ignore=shutil.ignore_patterns("results", "report", "merged", ".tmp", ".lock"))
         env = {"MODELPORT_ARTIFACTS": str(art), "MODELPORT_DEVICE": device}
         for e in device_envs:
             session.run(
@@ -211,11 +214,31 @@ def report(session: nox.Session) -> None:
     modelport(session, env_bin(session, TABLE.report_env), TABLE.report_env, "report")
 
 
+@nox.session(name="modelport", default=False)
+def cli(session: nox.Session) -> None:
+    """Any modelport command, in the env that has it: nox -s modelport -- bundle export --out bundles/a.tar.gz.
+
+    The env is the one whose steps name the backends given (`-- bench ncnn` runs in ncnn, `-- rknn all` in rknn);
+    commands naming none (report, bundle, init, fetch, doctor, --help) run in the report env.
+    """
+    try:
+        env = TABLE.env_for(session.posargs)
+    except envs.TableError as e:
+        session.error(str(e))
+    session.log(f"modelport runs in .nox/env-{env}")
+    modelport(session, env_bin(session, env), env)
+
+
 @nox.session
 def doctor(session: nox.Session) -> None:
-    """Show, per env, which converters and runtimes can run here and why not."""
+    """Show, per env, which converters and runtimes can run here and why not; then one summary of what runs where."""
+    saved = ROOT / ".nox" / "doctor"
+    shutil.rmtree(saved, ignore_errors=True)
+    saved.mkdir(parents=True)
     for env in ENVS:
-        modelport(session, env_bin(session, env), env, "doctor")
+        modelport(session, env_bin(session, env), env, "doctor", "--save", str(saved / f"{env}.json"))
+    summary = [str(saved / f"{env}.json") for env in ENVS]
+    modelport(session, env_bin(session, TABLE.report_env), TABLE.report_env, "doctor", "--summary", *summary)
 
 
 def pytest(session: nox.Session, env: str, *args: str) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import make_context
-from modelport.bench import overhead, registry, sweep, tuning
+from modelport.bench import depth_report, overhead, registry, sweep, tuning
 from modelport.bench.labeled import LabelResolver, labeled_accuracy, read_labeled, score, wilson
 from modelport.common.artifacts import ArtifactStore
 from modelport.common.errors import InputError
@@ -338,3 +338,14 @@ def test_a_candidate_must_win_clearly_and_consistently():
 def test_harness_cost_is_measured_and_small():
     cost = overhead.harness_cost_ns(runs=2000)
     assert 0 <= cost < 1e6  # ns: the harness machinery itself, never a millisecond
+
+
+def test_the_tuning_section_shows_an_unset_knob_as_default_never_none(tmp_path):
+    store = ArtifactStore(tmp_path)
+    ms = {"median": 2.0, "p90": 2.2}
+    entry = {"key": "openvino-fp32", "name": "OpenVINO FP32", "method": "m", "default_ms": ms, "tuned_ms": ms, "speedup": 1.0}
+    entry |= {"changed": {"openvino.threads": None}, "space": {"openvino.threads": [None, 1, 2]}, "trials": []}
+    entry |= {"seconds": 1.0, "load_avg": {"before": 0.1, "after": 0.2}, "agreement": None, "machine": {}}
+    tuning.save_entry(store, entry)
+    md = depth_report.tuning_md(store, tmp_path)
+    assert "`openvino.threads=default`" in md and "`openvino.threads` [default, 1, 2]" in md and "None" not in md

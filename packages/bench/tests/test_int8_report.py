@@ -93,3 +93,25 @@ def test_section_lines_up_layers_and_states_what_stayed_float(tmp_path):
 def test_no_analysis_no_section(tmp_path):
     store = ArtifactStore(tmp_path)
     assert render(store) is None and not store.path(SECTION).exists()
+
+
+def test_a_report_of_several_models_compares_and_describes_each_model_with_its_own_rows(tmp_path):
+    store = ArtifactStore(tmp_path)
+    (tmp_path / "analysis").mkdir()
+    (tmp_path / "analysis" / "onnx-int8.json").write_text(json.dumps(analysis("onnx-int8", ["c1", "c2"])))
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source" / "model.tflite").write_bytes(b"m")
+    sha = "ab" * 32
+    (tmp_path / "source" / "model.tflite.manifest.json").write_text(json.dumps({"sha256": sha, "created_utc": "t"}))
+    mine, other = f"mine@{sha[:12]}", "other@cdcdcdcdcdcd"
+
+    def bench(model, key, ms):
+        return {"model": model, "device_key": "d", "key": key, "status": "ok", "latency_ms": {"median": ms}}
+
+    rows = [bench(mine, "onnx", 6.0), bench(mine, "onnx-int8", 3.0), bench(other, "onnx-int8", 12.0), bench(other, "onnx", 4.0)]
+    md = render(store, {"models": sorted([mine, other]), "results": rows}).read_text()
+    assert f"model `{mine}` (this artifacts folder's)" in md
+    assert f"onnx-int8 (`{mine}` on `d`): median 3.00 ms vs onnx 6.00 ms: 2.00x faster" in md
+    assert f"onnx-int8 (`{other}` on `d`): median 12.00 ms vs onnx 4.00 ms: **slower" in md
+    # this folder's analysis is of neither model in the report: it is not presented as theirs
+    assert render(store, {"models": [other, "third@efefefefefef"], "results": rows[2:]}) is None

@@ -73,3 +73,21 @@ def test_one_slow_backend_gets_a_log_axis_and_labels_stay_inside():
     assert not any(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1 :])
     plt.close(fig)
     assert report_md._latency(plt, rows[:3]).axes[0].get_xscale() == "linear"
+
+
+def test_a_setting_left_to_its_default_reads_default_never_none():
+    r = row("openvino-fp32", median=5.0, cos=(1.0, 1.0))
+    r["settings"] = {"device": "CPU", "openvino.threads": None, "openvino.num_streams": [None, 1]}
+    md = report_md.markdown(report([r]), [], drawn=[])
+    assert "device=CPU, openvino.threads=default, openvino.num_streams=[default, 1]" in md and "None" not in md
+
+
+def test_a_report_of_several_models_names_each_and_claims_nothing_of_one_source():
+    r = report([row("onnx", median=5.0, cos=(1.0, 1.0))])
+    r["models"] = ["a@111111111111", "b@222222222222"]
+    r["source"] = {"name": "a", "runtime": "onnxruntime", "outputs": "probabilities", "all_rows_int8_floors": True}
+    text = report_md.method(r)
+    assert "`a@111111111111`, `b@222222222222`" in text and "each row's own source model" in text
+    assert "probabilities" not in text and "source is quantized" not in text and "(a, run in" not in text
+    r["models"] = r["models"][:1]
+    assert "the source model (a, run in onnxruntime); its outputs are probabilities" in report_md.method(r)

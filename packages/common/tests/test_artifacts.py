@@ -88,3 +88,13 @@ def test_second_writer_waits_for_the_lock(tmp_path):
         waited = time.monotonic() - t0
     p.join()
     assert waited > 0.3
+
+
+def test_up_to_date_is_said_once_per_process_not_after_building_it(store, tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    produce(store, src)  # made here: the later steps that reuse it say nothing more about it
+    assert produce(store, src).cached and produce(store, src).cached
+    assert "up to date" not in "".join(capsys.readouterr())
+    again = ArtifactStore(store.root)  # the next run (a new process) finds it current and says so, once
+    assert produce(again, src).cached and produce(again, src).cached
+    assert "".join(capsys.readouterr()).count("up to date") == 1

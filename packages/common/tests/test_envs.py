@@ -238,3 +238,19 @@ def test_pins_written_outside_requirement_files_match_them():
         assert report.get(name, ver) == ver, f"tools.toml mypy {name}=={ver}, {table.report_env} requires {report[name]}"
         checked += name in report
     assert checked >= 10  # both lists are actually compared, not skipped by a parsing slip
+
+
+def test_the_farm_takes_its_models_from_the_artifacts_folder_every_step_uses(monkeypatch, tmp_path):
+    import ast
+
+    from modelport.common.artifacts import ArtifactStore
+
+    monkeypatch.setenv("MODELPORT_ARTIFACTS", str(tmp_path / "mine"))
+    assert envs.artifacts_root() == ArtifactStore().root == tmp_path / "mine"
+    monkeypatch.delenv("MODELPORT_ARTIFACTS")
+    monkeypatch.chdir(tmp_path)
+    assert envs.artifacts_root() == ArtifactStore().root == tmp_path / "artifacts"
+    # noxfile.py cannot be imported here (no nox in the env venvs): its farm session is read instead.
+    tree = ast.parse((ROOT / "noxfile.py").read_text(encoding="utf-8"))
+    farm = ast.unparse(next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "farm"))
+    assert "envs.artifacts_root()" in farm and "'artifacts'" not in farm

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from modelport.common.context import StepContext
+from modelport.common.display import settings_text
 from modelport.common.errors import ModelportError
 from modelport.common.log import console, skip, step, warn
 from modelport.common.log import failed as log_failed
@@ -115,7 +116,7 @@ def _bench_one(ctx: StepContext, key: str, mode: str):
     )
     r = benchmark(tuned, key)
     if r.status == "ok":
-        r.notes.append("tuned settings from depth/tuning.json: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+        r.notes.append("tuned settings from depth/tuning.json: " + settings_text(settings))
         write_atomic(ctx.store.path(f"results/{key}.json"), r.dump())  # the .npy beside it is unchanged
     return r
 
@@ -206,7 +207,7 @@ def tune_cmd(ctx: StepContext, backends):
             step(f"tune {key}")
             entry = tune(ctx, key)
             save_entry(ctx.store, entry)
-            changed = ", ".join(f"{k}={v}" for k, v in entry["changed"].items()) or "the defaults"
+            changed = settings_text(entry["changed"]) or "the defaults"
             console.print(
                 f"   {entry['name']}: default {entry['default_ms']['median']:.2f} ms -> tuned "
                 f"{entry['tuned_ms']['median']:.2f} ms (x{entry['speedup']:.2f}) with {changed}"

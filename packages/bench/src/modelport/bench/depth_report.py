@@ -13,6 +13,7 @@ from pathlib import Path
 
 from modelport.common.artifacts import ArtifactStore, write_atomic
 from modelport.common.backends import rank
+from modelport.common.display import settings_text, shown
 
 from .report_md import _save
 
@@ -169,14 +170,14 @@ def tuning_md(store: ArtifactStore, out: Path) -> str | None:
         "",
         f"Default = the configured settings (modelport.toml). Tuned = {entries[0]['method']}; knobs that change "
         "numerics are kept only above the accuracy floor. Both timed head to head, interleaved, batch 1. "
-        "`modelport bench --settings tuned` runs the winners (stored in `depth/tuning.json`).",
+        "`nox -s bench -- --settings tuned` runs the winners (stored in `depth/tuning.json`).",
         "",
         "| backend | default median / p90 ms | tuned median / p90 ms | speed-up | tuned changes | cosine min (tuned) |",
         "|---|---|---|---|---|---|",
     ]
     for e in entries:
         d, t = e["default_ms"], e["tuned_ms"]
-        changed = ", ".join(f"`{k}={v}`" for k, v in e["changed"].items()) or "none (defaults are best)"
+        changed = settings_text(e["changed"], "`{}={}`") or "none (defaults are best)"
         cos = f"{e['agreement']['cosine_min']:.5f}" if e.get("agreement") else "–"
         lines.append(
             f"| {e['name']} | {d['median']:.2f} / {d['p90']:.2f} | {t['median']:.2f} / {t['p90']:.2f} | "
@@ -184,7 +185,7 @@ def tuning_md(store: ArtifactStore, out: Path) -> str | None:
         )
     lines += ["", "Search space (first value = where the search starts if the config says so):", ""]
     for e in entries:
-        space = "; ".join(f"`{k}` {v}" for k, v in e["space"].items())
+        space = "; ".join(f"`{k}` {shown(v)}" for k, v in e["space"].items())
         rejected = [k for k, v in e.get("numeric_checks", {}).items() if not v["passes_floor"]]
         extra = f" Rejected by the accuracy floor: {', '.join(rejected)}." if rejected else ""
         lines.append(

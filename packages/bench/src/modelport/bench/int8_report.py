@@ -30,19 +30,34 @@ def _records(store: ArtifactStore) -> dict[str, dict]:
     return out
 
 
-def render(store: ArtifactStore) -> Path | None:
+def local_model(store: ArtifactStore, models: list[str]) -> str | None:
+    """Which of a report's models this folder's analyses and recovery records are of (its fetched source)."""
+    source = store.current_source()
+    return next((m for m in models if source and m.endswith("@" + source["sha256"][:12])), None)
+
+
+def render(store: ArtifactStore, report: dict | None = None) -> Path | None:
+    """The section; with ``report``, its benchmark comparisons come from the report's rows, per model and device."""
     analyses = {k: a for k in TARGETS if (a := read_analysis(store, k))}
     records = _records(store)
     path = store.path(SECTION)
-    if not analyses and not records:
-        path.unlink(missing_ok=True)  # nothing analysed in this artifacts folder
-        return None
+    models = (report or {}).get("models", [])
     lines = ["## INT8: per-layer error and recovery", ""]
+    if len(models) > 1 and (analyses or records):
+        # A merged report spans several models: this folder's files describe one of them, or none in the report.
+        mine = local_model(store, models)
+        if mine is None:
+            analyses, records = {}, {}
+        else:
+            lines += [f"Per-layer analysis and recovery below: model `{mine}` (this artifacts folder's).", ""]
+    if not analyses and not records:
+        path.unlink(missing_ok=True)  # nothing analysed in this artifacts folder (or of a model in this report)
+        return None
     if analyses:
         lines += _layers_md(analyses)
         _layers_chart(analyses, store.path(LAYERS_PNG))
         lines += ["", f"![per-layer SQNR]({Path(LAYERS_PNG).name})", ""]
-    lines += _speed_md(store)
+    lines += _speed_md(report["results"] if report else _result_files(store))
     for key, rec in records.items():
         lines += _recovery_md(rec)
         if rec["searched"]:
@@ -90,22 +105,25 @@ def _layers_md(analyses: dict[str, dict]) -> list[str]:
 TWINS = {k: b.fp32_twin for k, b in backends().items() if b.fp32_twin}  # INT8 row -> its FP32 row
 
 
-def _median(store: ArtifactStore, key: str) -> float | None:
-    p = store.path(f"results/{key}.json")
-    if not p.is_file():
-        return None
-    r = json.loads(p.read_text())
-    return (r.get("latency_ms") or {}).get("median") if r.get("status") == "ok" else None
+def _result_files(store: ArtifactStore) -> list[dict]:
+    return [json.loads(p.read_text()) | {"key": p.stem} for p in sorted(store.path("results").glob("*.json"))]
 
 
-def _speed_md(store: ArtifactStore) -> list[str]:
-    """Each benchmarked INT8 model against its FP32 twin from the same bench, saying so when it is slower."""
+def _speed_md(rows: list[dict]) -> list[str]:
+    """Each benchmarked INT8 model against its FP32 twin of the same model on the same device, saying so when slower."""
+    medians: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        if r.get("status") == "ok" and (r.get("latency_ms") or {}).get("median"):
+            group = (r.get("model", ""), r.get("device_key", ""))
+            medians.setdefault(group, {})[r["key"]] = r["latency_ms"]["median"]
     out = []
-    for int8, fp32 in TWINS.items():
-        a, b = _median(store, int8), _median(store, fp32)
-        if a and b:
-            verdict = "**slower than its FP32 twin**" if a > b else f"{b / a:.2f}x faster than its FP32 twin"
-            out.append(f"- {int8}: median {a:.2f} ms vs {fp32} {b:.2f} ms: {verdict} (bench rows, not interleaved)")
+    for (model, device), median in sorted(medians.items()):
+        where = f" (`{model}` on `{device}`)" if len(medians) > 1 else ""
+        for int8, fp32 in TWINS.items():
+            a, b = median.get(int8), median.get(fp32)
+            if a and b:
+                verdict = "**slower than its FP32 twin**" if a > b else f"{b / a:.2f}x faster than its FP32 twin"
+                out.append(f"- {int8}{where}: median {a:.2f} ms vs {fp32} {b:.2f} ms: {verdict} (bench rows, not interleaved)")
     return (["INT8 against FP32 in the benchmark:", "", *out, ""]) if out else []
 
 

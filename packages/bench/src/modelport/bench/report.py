@@ -305,7 +305,7 @@ def write(store: ArtifactStore, report: dict) -> dict[str, Path]:
     render(store)  # depth/*.json -> report/sections/depth-*.md, before the sections are read
     from .int8_report import render as render_int8
 
-    render_int8(store)  # analysis/*.json + recover/*.json -> report/sections/int8.md
+    render_int8(store, report)  # analysis/*.json + recover/*.json -> report/sections/int8.md
     out = store.path("report")
     sections = sorted(store.path("report/sections").glob("*.md"))
     paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}

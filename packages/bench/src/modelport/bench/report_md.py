@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from modelport.common.artifacts import write_atomic
+from modelport.common.display import settings_text, shown
 
 
 def _f(v, fmt, dash="–"):
@@ -79,8 +80,15 @@ def headers(report: dict) -> dict[str, str]:
     return {"rank": "#", "backend": "backend", **extra, **{k: v for k, v in HEADERS.items() if k not in ("rank", "backend")}}
 
 
+def several_models(report: dict) -> bool:
+    """A merged report of several models: no claim about "the" source model holds for every row."""
+    return len(report.get("models", [])) > 1
+
+
 def reference_text(report: dict) -> str:
     """The reference as a phrase: "the source model (TFLite INT8, run in the TFLite interpreter)"."""
+    if several_models(report):
+        return "each row's own source model, in its own runtime (models: " + ", ".join(f"`{m}`" for m in report["models"]) + ")"
     src = report.get("source")
     return f"the source model ({src['name']}, run in {src['runtime']})" if src else "the source model"
 
@@ -117,9 +125,9 @@ def markdown(report: dict, sections: list[Path], drawn: Collection[str] = ("late
     for e in report["results"]:
         if e["status"] == "ok":
             la = e["load_avg"]
-            load = f"; load avg {la.get('before')} -> {la.get('after')}" if la else ""
+            load = f"; load avg {shown(la.get('before'), '–')} -> {shown(la.get('after'), '–')}" if la else ""
             versions = ", ".join(f"{k} {v}" for k, v in e["tool_versions"].items())
-            settings = ", ".join(f"{k}={v}" for k, v in e["settings"].items())
+            settings = settings_text(e["settings"])
             extra = "".join(
                 f"; {k}: median {t['median']:.2f} / p90 {t['p90']:.2f} ms" for k, t in e["extra_timings"].items()
             )  # e.g. ncnn threads_1, TensorRT gpu_compute
@@ -177,7 +185,7 @@ def method(report: dict) -> str:
     latency = f"Latency: batch 1, {', '.join(timed)}." if runs else "Latency: no backend was timed."
     agreed = [e["agreement"]["images"] for e in report["results"] if e["agreement"]]
     missing = [e for e in report["results"] if e["status"] == "ok" and not e["agreement"] and e.get("agreement_note")]
-    src = report.get("source") or {}
+    src = {} if several_models(report) else report.get("source") or {}
     if report["reference"] and agreed:
         outputs = f"; its outputs are {src['outputs']}" if src.get("outputs") else ""
         agreement = f"Agreement: {max(agreed)} eval images vs {reference_text(report)}{outputs}."

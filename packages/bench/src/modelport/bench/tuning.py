@@ -33,6 +33,7 @@ from modelport.common.backends import THREADS as THREADS_VALUES
 from modelport.common.backends import Backend, backends
 from modelport.common.config import Config
 from modelport.common.context import StepContext
+from modelport.common.display import shown
 from modelport.common.errors import InputError
 from modelport.common.log import console
 from modelport.common.machine import machine_info
@@ -189,8 +190,8 @@ def tune(ctx: StepContext, key: str) -> dict:
                 break
             console.print(
                 f"   {knob}: "
-                + ", ".join(f"{s[knob]} {stats[pool.name(s)].median:.2f}" for s in options)
-                + f" ms -> {best[knob]}"
+                + ", ".join(f"{shown(s[knob])} {stats[pool.name(s)].median:.2f}" for s in options)
+                + f" ms -> {shown(best[knob])}"
             )
         final = pool.time([default, best], "final") if best != default else pool.time([default], "final")
         _, agreement = passes_floor(ctx, pool.get(best), reference)

@@ -26,12 +26,12 @@ from typing import Any
 from rich.markup import escape
 
 from . import __version__
+from .envs import artifacts_root
 from .errors import InputError
 from .log import console
 from .memory import children_peak_rss_mb, peak_rss_mb, reset_peak
 from .strict_json import json_text
 
-ARTIFACTS_ENV = "MODELPORT_ARTIFACTS"
 MANIFEST_SCHEMA = "modelport.manifest/1"
 SOURCE_MODEL_PREFIX = "source/model."  # what `fetch` imports: the root of every artifact's lineage
 _sha_cache: dict[tuple[str, int, int], str] = {}
@@ -95,7 +95,16 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 class ArtifactStore:
     def __init__(self, root: str | Path | None = None):
-        self.root = Path(root or os.environ.get(ARTIFACTS_ENV) or "artifacts").resolve()
+        self.root = Path(root).resolve() if root else artifacts_root()
+        self._known_current: set[tuple[str, ...]] = set()  # outputs this process made or already called up to date
+
+    def first_mention(self, outputs: Sequence[str]) -> bool:
+        """True once per set of outputs: a later step reusing what an earlier one just made or checked stays quiet."""
+        key = tuple(outputs)
+        if key in self._known_current:
+            return False
+        self._known_current.add(key)
+        return True
 
     def path(self, rel: str | Path) -> Path:
         return self.root / rel
@@ -359,6 +368,7 @@ class Job:
         self.cached = not self.force and self._is_fresh(self._hashes)
         if self.cached:
             self._clear_failures()
+        if self.cached and self.store.first_mention(self.outputs):
             console.print(
                 f"   [green]up to date[/]: {', '.join(self.outputs)} (inputs, {self.tool} and options unchanged; --force redoes it)"
             )
@@ -370,6 +380,7 @@ class Job:
         try:
             if exc_type is None and not self.cached:
                 self._commit()
+                self.store.first_mention(self.outputs)
                 self._clear_failures()
         finally:
             for t in self._tmps.values():

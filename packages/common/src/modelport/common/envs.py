@@ -28,9 +28,10 @@ envs/tools.toml pins the venvs that carry no toolchain (test tools, lint, the Do
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,16 @@ class Env:
             return [list(line) for line in value]
         return [[step, *value]] if value else []
 
+    def backend_names(self) -> set[str]:
+        """Every backend or target name this env's steps name (`convert ncnn`, bench keys, `rknn all`, ...)."""
+        names: set[str] = set()
+        for step, value in self.steps.items():
+            if step in COMMAND_LISTS:
+                names |= {a for line in value for a in line[1:] if not a.startswith("-")}
+            else:
+                names |= set(value)
+        return names
+
     def pytest_args(self, root: Path) -> list[str]:
         """tests with its globs expanded against the checkout (pytest options are passed as they are)."""
         return [
@@ -90,6 +101,49 @@ class Table:
 
     def cpu_envs(self) -> list[str]:
         return [e.name for e in self.envs.values() if not e.needs]
+
+    def cli_commands(self, env: str) -> set[str]:
+        """The `modelport` subcommands installed in env: its packages' ``modelport.commands`` entry points."""
+        names: set[str] = set()
+        for p in self.envs[env].packages:
+            project = tomllib.loads((self.root / "packages" / p / "pyproject.toml").read_text(encoding="utf-8"))
+            names |= set(project.get("project", {}).get("entry-points", {}).get("modelport.commands", {}))
+        return names
+
+    def env_for(self, args: Sequence[str]) -> str:
+        """The env whose venv runs `modelport ARGS`: the one with that subcommand and every backend named.
+
+        Backends are the names in an env's [steps] (`bench ncnn` runs in ncnn, `analyze rknn-int8` in rknn);
+        a command naming none (report, bundle, init, fetch, doctor, --help) runs in the report env when it has it.
+        """
+        per_env = {name: self.cli_commands(name) for name in self.envs}
+        known = set().union(*per_env.values())
+        sub = next((a for a in args if a in known), None)
+        if sub is None:
+            return self.report_env
+        candidates = [name for name, cmds in per_env.items() if sub in cmds]
+        every = set().union(*(e.backend_names() for e in self.envs.values()))
+        rest = args[list(args).index(sub) + 1 :]
+        # `--ncnn-int8`: the original scripts' flag for a backend names it as well
+        named = [a for a in rest if not a.startswith("-")] + [a[2:] for a in rest if a.startswith("--") and a[2:] in every]
+        owners = {key: [e for e in candidates if key in self.envs[e].backend_names()] for key in named}
+        owned = {key: where for key, where in owners.items() if where}
+        if not owned:
+            return self.report_env if self.report_env in candidates else candidates[0]
+        fits = [e for e in candidates if all(e in where for where in owned.values())]
+        if not fits:
+            spread = ", ".join(f"{key} ({'/'.join(where)})" for key, where in owned.items())
+            raise TableError(f"`modelport {sub}` names backends of different envs: {spread}; run one env's at a time")
+        return fits[0]
+
+
+ARTIFACTS_ENV = "MODELPORT_ARTIFACTS"
+
+
+def artifacts_root(environ: Mapping[str, str] | None = None) -> Path:
+    """The artifacts folder every step uses: $MODELPORT_ARTIFACTS, else ./artifacts (absolute)."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(ARTIFACTS_ENV) or "artifacts").resolve()
 
 
 def checkout_root() -> Path:

@@ -140,7 +140,12 @@ def board(ctx: StepContext, target_device, lite):
 
 @rknn.command(name="all")
 @click.option("--target-device", help="Also run on this board over adb (default: [rknn] device_id; none: skipped).")
-@click.option("--hybrid/--no-hybrid", "with_hybrid", default=True, help="Include hybrid quantization (~100 s with the proposal).")
+@click.option(
+    "--hybrid/--no-hybrid",
+    "with_hybrid",
+    default=True,
+    help="Include hybrid quantization (35-55 s on 2 cores with the proposal).",
+)
 @force_option
 @click.pass_obj
 def all_(ctx: StepContext, target_device, with_hybrid, force):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from modelport.common.artifacts import write_atomic
 from modelport.common.context import StepContext
+from modelport.common.display import shown
 
 from .analysis import ANALYSIS
 from .convert import MODELS
@@ -45,7 +46,7 @@ def markdown(ctx: StepContext) -> str:
             agree = f"{a['top1']:.0%} of {a['images']}" if a else "–"
             cos = f"{a['cosine_min']:.4f} / {a['cosine_mean']:.4f}" if a else "–"
             size = f"{r['size_bytes'] / 1e6:.2f} MB" if r.get("size_bytes") else "–"
-            lines.append(f"| {r['name']} | {agree} | {cos} | {size} | {r.get('settings', {}).get('build_seconds', '–')} |")
+            lines.append(f"| {r['name']} | {agree} | {cos} | {size} | {shown(r.get('settings', {}).get('build_seconds'), '–')} |")
         lines.append("")
     hybrid = ctx.store.read_manifest(MODELS["hybrid"])
     if hybrid and hybrid.get("extra", {}).get("before") and hybrid["extra"].get("after"):

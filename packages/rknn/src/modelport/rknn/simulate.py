@@ -53,7 +53,8 @@ def simulator_result(ctx: StepContext, kind: str, model: Path, eval_outputs: Pat
     result.latency_note = SIMULATOR_NOTE
     result.tool_versions = manifest.get("extra", {}).get("versions", {})
     result.settings = {k: v for k, v in manifest.get("options", {}).items() if k not in ("eval_images", "calibration")}
-    result.settings["build_seconds"] = manifest.get("extra", {}).get("build_seconds")
+    if manifest.get("extra", {}).get("build_seconds") is not None:  # a time never recorded is left out, not shown as None
+        result.settings["build_seconds"] = manifest["extra"]["build_seconds"]
     result.artifact, result.artifact_sha256 = store.rel(model), sha256_file(model)
     result.size_bytes = model.stat().st_size
     fill_outputs(ctx, result, outputs)
