@@ -110,14 +110,14 @@ def _load_result(path: Path, origin: str) -> BackendResult:
         raise InputError(f"{path.name}: {e.message}", origin) from None
 
 
-def read_folder(path: Path) -> Source:
+def read_folder(path: Path, origin: str | None = None) -> Source:
     root = path if (path / "results").is_dir() else path.parent if path.name == "results" else path
     results_dir = root / "results"
     if not results_dir.is_dir():
-        raise InputError("neither a bundle nor a folder with results/ in it", path)
-    results = [_load_result(p, str(path)) for p in sorted(results_dir.glob("*.json"))]
+        raise InputError("neither a bundle nor a folder with results/ in it", origin or path)
+    results = [_load_result(p, origin or str(path)) for p in sorted(results_dir.glob("*.json"))]
     if not results:
-        raise InputError("no results in this folder", results_dir)
+        raise InputError("no results in this folder", origin or results_dir)
     return Source(str(path), results, root)
 
 
@@ -219,9 +219,7 @@ def read_bundle(path: Path, into: Path) -> Source:
         raise InputError(f"not a readable bundle: {e}", path) from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    source = read_folder(into)
-    source.origin = str(path)
-    return source
+    return read_folder(into, str(path))
 
 
 def read_source(path: Path, workdir: Path) -> Source:
