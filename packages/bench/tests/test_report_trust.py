@@ -52,10 +52,9 @@ def bundle_of(path: Path, *results: BackendResult) -> Path:
     return path
 
 
-@pytest.fixture
-def art(tmp_path) -> Path:
+def crafted_artifacts(root: Path) -> Path:
     """An artifacts folder whose results carry markup in every field a label, model or reason reaches."""
-    store = ArtifactStore(tmp_path / "art")
+    store = ArtifactStore(root)
     ok = _ok(name=f"TFLite {CRAFTED}", model=CRAFTED, notes=[CRAFTED])
     ok.topk = [TopK(image="a.jpg", indices=[0], labels=[CRAFTED], scores=[1.0])]
     write_result(store, ok, np.ones((1, 4), np.float32))
@@ -64,6 +63,11 @@ def art(tmp_path) -> Path:
     )
     write_result(store, failed)
     return store.root
+
+
+@pytest.fixture
+def art(tmp_path) -> Path:
+    return crafted_artifacts(tmp_path / "art")
 
 
 def _embedded(page: str) -> str:
