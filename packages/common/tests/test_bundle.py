@@ -170,3 +170,15 @@ def test_keys_are_checked_on_every_read(tmp_path):
     p.write_bytes(result_json(key="ONNX"))
     with pytest.raises(InputError, match="key 'ONNX' is not lowercase"):
         read_result(p)
+
+
+def test_export_refuses_a_name_no_merge_would_accept(tmp_path):
+    from modelport.common.artifacts import ArtifactStore
+
+    store = ArtifactStore(tmp_path / "art")
+    (store.root / "results").mkdir(parents=True)
+    (store.root / "results" / "onnx.json").write_bytes(result_json())
+    (store.root / "results" / "a b.json").write_bytes(result_json())
+    with pytest.raises(InputError, match="artifact name 'results/a b.json' is not a safe relative path"):
+        bundle.export(store, tmp_path / "b.tar.gz")
+    assert not list(tmp_path.glob("*.tar.gz*"))

@@ -66,6 +66,8 @@ def export(store: ArtifactStore, out: Path, with_models: bool = False) -> dict:
     results = [p for p in files if p.parent == store.path("results") and p.suffix == ".json"]
     if not results:
         raise InputError("no results to bundle: run `modelport bench ...` first", store.path("results"))
+    for p in files:  # refused here rather than by every machine that merges the bundle
+        safe_relpath(store.rel(p), "artifact name", p)
     index = {
         "schema": BUNDLE_SCHEMA,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
