@@ -55,3 +55,15 @@ def test_the_check_fails_on_a_page_that_throws(report_page, tmp_path):
     broken.write_text(report_page.read_text().replace("</body>", '<script>throw new Error("boom")</script></body>'))
     proc = check_html(broken)
     assert proc.returncode == 1 and "boom" in proc.stderr
+
+
+def test_markup_in_merged_fields_still_renders_every_row(tmp_path):
+    """A label, model name and reason holding `<!--<script>` (as a bundle may carry) once blanked the tables."""
+    from test_report_trust import crafted_artifacts
+
+    from conftest import cli
+
+    art = crafted_artifacts(tmp_path / "art")
+    cli({}, "-a", str(art), "report")
+    proc = check_html(art / "report" / "results.html")
+    assert proc.returncode == 0, proc.stderr

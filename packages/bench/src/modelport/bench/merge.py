@@ -16,6 +16,7 @@ from pathlib import Path
 from modelport.common.artifacts import ArtifactStore, write_atomic
 from modelport.common.bundle import Source
 from modelport.common.machine import device_key as this_device
+from modelport.common.safe_names import inside, slug
 from modelport.common.schema import BackendResult
 
 MERGED = "merged"  # artifacts/merged/<model>/<device>/<key>.json (+ .npy): the merged store
@@ -75,6 +76,10 @@ def matrix(results: list[BackendResult]) -> dict:
 def store_merged(store: ArtifactStore, results: list[BackendResult], sources: list[Source]) -> Path:
     """Write the merged set per model and device (with each result's raw outputs), replacing the last merge."""
     root = store.path(MERGED)
+    paths = [  # every name is checked before anything is removed or written
+        inside(root, f"{slug(model_id(r))}/{slug(device_of(r), 'device')}/{r.key}.json", "merged result", model_id(r))
+        for r in results
+    ]
     shutil.rmtree(root, ignore_errors=True)
     outputs = {}
     for s in sources:
@@ -82,16 +87,11 @@ def store_merged(store: ArtifactStore, results: list[BackendResult], sources: li
             npy = s.root / "results" / f"{r.key}.npy"
             if npy.is_file():
                 outputs[id(r)] = npy
-    for r in results:
-        folder = root / _safe(model_id(r)) / _safe(device_of(r))
-        write_atomic(folder / f"{r.key}.json", r.dump())
+    for r, path in zip(results, paths, strict=True):
+        write_atomic(path, r.dump())
         if id(r) in outputs:
-            write_atomic(folder / f"{r.key}.npy", outputs[id(r)].read_bytes())
+            write_atomic(path.with_suffix(".npy"), outputs[id(r)].read_bytes())
     write_atomic(
         root / "index.json", json.dumps({"sources": [s.origin for s in sources], "results": len(results)}, indent=2) + "\n"
     )
     return root
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._@-" else "-" for c in name)

@@ -298,16 +298,37 @@ def to_csv(report: dict) -> str:
 
 
 def write(store: ArtifactStore, report: dict) -> dict[str, Path]:
-    from . import report_html
+    """Write report/'s files as one set: built in a temp folder beside it, then swapped in, so a failed
+    write (a full disk) leaves the previous set whole instead of a new results.md beside an old results.html."""
     from .depth_report import render
-    from .report_md import charts, markdown, method
 
     render(store)  # depth/*.json -> report/sections/depth-*.md, before the sections are read
     from .int8_report import render as render_int8
 
     render_int8(store, report)  # analysis/*.json + recover/*.json -> report/sections/int8.md
-    out = store.path("report")
-    sections = sorted(store.path("report/sections").glob("*.md"))
+    final = store.path("report")
+    final.mkdir(parents=True, exist_ok=True)
+    store.path(".tmp").mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(dir=store.path(".tmp"), prefix="report-"))
+    try:
+        # what other steps keep in report/ (sections, their charts) comes along; temp files do not
+        shutil.copytree(final, new, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
+        paths = _write_set(new, report)
+        _swap(new, final)
+    except OSError as e:
+        if e.filename and Path(e.filename).is_relative_to(new):  # name the file the user knows
+            e.filename = str(final / Path(e.filename).relative_to(new))
+        raise
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
+    return {k: final / p.relative_to(new) for k, p in paths.items()}
+
+
+def _write_set(out: Path, report: dict) -> dict[str, Path]:
+    from . import report_html
+    from .report_md import charts, markdown, method
+
+    sections = sorted((out / "sections").glob("*.md"))
     paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
     paths |= charts(report, out)
     write_atomic(paths["json"], json_text(report))
@@ -315,3 +336,15 @@ def write(store: ArtifactStore, report: dict) -> dict[str, Path]:
     write_atomic(paths["md"], markdown(report, sections=sections, drawn=[k for k in ("latency", "accuracy") if k in paths]))
     paths["html"] = report_html.write(report, out, sections, method(report))
     return paths
+
+
+def _swap(new: Path, final: Path) -> None:
+    """``new`` becomes ``final``; the old one is put back if that fails (two renames on one filesystem)."""
+    old = new.with_name(new.name + ".old")
+    final.rename(old)
+    try:
+        new.rename(final)
+    except BaseException:
+        old.rename(final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -17,12 +17,15 @@ from modelport.common.log import console
     "merge_paths",
     multiple=True,
     type=click.Path(path_type=Path),
-    metavar="PATH",
-    help="Also merge results from another artifacts folder or a bundle (`modelport bundle export`); "
-    "repeatable. Per (model, backend, device) a measured result beats a skipped one, then newer beats older.",
+    metavar="PATH...",
+    help="Also merge results from other artifacts folders or bundles (`modelport bundle export`): "
+    "--merge A B C or --merge A --merge B. Per (model, backend, device) a measured result beats a skipped one, "
+    "then newer beats older.",
 )
+# click options take one value each: the paths after the first form this argument, valid only with --merge
+@click.argument("more_paths", nargs=-1, type=click.Path(path_type=Path), metavar="")
 @click.pass_obj
-def report(ctx: StepContext, merge_paths):
+def report(ctx: StepContext, merge_paths: tuple[Path, ...], more_paths: tuple[Path, ...]):
     """Merge results/*.json into report/results.md (+ results.html, latency.png, accuracy.png), results.json and results.csv.
 
     In one artifacts folder, results of a different source model or preprocessing than the
@@ -35,8 +38,11 @@ def report(ctx: StepContext, merge_paths):
     from .report import build, write
     from .report_md import terminal_table
 
+    if more_paths and not merge_paths:
+        raise click.UsageError(f"{more_paths[0]}: paths to merge follow --merge (modelport report --merge A B)")
+
     with ctx.store.lock():
-        data = build(ctx.store, ctx.config, list(merge_paths))
+        data = build(ctx.store, ctx.config, [*merge_paths, *more_paths])
         paths = write(ctx.store, data)
     console.print(terminal_table(data))
     for n in data["notes"]:

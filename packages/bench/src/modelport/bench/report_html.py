@@ -18,16 +18,33 @@ from modelport.common.artifacts import write_atomic
 
 _ASSETS = Path(__file__).with_name("report_assets")
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
-_CODE = re.compile(r"`([^`]+)`")
 _BOLD = re.compile(r"\*\*([^*]+)\*\*")
+# Left to right, as Markdown reads them: a code span (shown as it is), or a backslash escape (report_md.md_text
+# writes them: the character itself, never markup)
+_LITERAL = re.compile(r"`([^`]+)`|\\([!-/:-@\[-`{-~])")
+_HELD = "\ue000"  # a private-use character marks a literal while the other spans are found
+
+
+def script_json(data: object) -> str:
+    """``data`` as JSON to embed in a <script> element: no raw ``<``, ``>`` or ``&`` (a merged field holding
+    ``</script>`` or ``<!--<script>`` would otherwise end or swallow the element), the same value for JSON.parse."""
+    return json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _inline(text: str, folder: Path) -> str:
-    """Escape, then the few Markdown spans the sections use: code, bold, images (embedded)."""
-    out = html.escape(text)
-    out = _CODE.sub(r"<code>\1</code>", out)
+    """Markdown text as HTML: everything escaped, then the few spans the report writes: code, bold, images
+    (embedded), and backslash escapes shown as the character they escape."""
+    held: list[str] = []
+
+    def hold(m: re.Match) -> str:
+        code, char = m.groups()
+        held.append(f"<code>{html.escape(code)}</code>" if code is not None else html.escape(char))
+        return f"{_HELD}{len(held) - 1}{_HELD}"
+
+    out = html.escape(_LITERAL.sub(hold, text.replace(_HELD, "")))
     out = _BOLD.sub(r"<strong>\1</strong>", out)
-    return _IMAGE.sub(lambda m: _img(folder / html.unescape(m.group(2)), html.unescape(m.group(1))), out)
+    out = _IMAGE.sub(lambda m: _img(folder / html.unescape(m.group(2)), html.unescape(m.group(1))), out)
+    return re.sub(f"{_HELD}(\\d+){_HELD}", lambda m: held[int(m.group(1))], out)
 
 
 def _img(path: Path, alt: str) -> str:
@@ -86,16 +103,17 @@ def render(report: dict, folder: Path, sections: list[Path], markdown_intro: str
         if (folder / name).is_file()
     )
     body = "\n".join(f'<section class="md">{section_html(s.read_text(encoding="utf-8"), folder)}</section>' for s in sections)
-    data = json.dumps(report).replace("</", "<\\/")  # cannot close the script element
+    fill = {
+        "/*STYLE*/": (_ASSETS / "report.css").read_text(encoding="utf-8"),
+        "/*SCRIPT*/": (_ASSETS / "report.js").read_text(encoding="utf-8"),
+        "<!--INTRO-->": f"<p>{_inline(markdown_intro, folder)}</p>",
+        "<!--PNG-->": charts,
+        "<!--SECTIONS-->": body,
+        "{/*DATA*/}": script_json(report),
+    }
     page = (_ASSETS / "report.html").read_text(encoding="utf-8")
-    return (
-        page.replace("/*STYLE*/", (_ASSETS / "report.css").read_text(encoding="utf-8"))
-        .replace("/*SCRIPT*/", (_ASSETS / "report.js").read_text(encoding="utf-8"))
-        .replace("<!--INTRO-->", f"<p>{_inline(markdown_intro, folder)}</p>")
-        .replace("<!--PNG-->", charts)
-        .replace("<!--SECTIONS-->", body)
-        .replace("{/*DATA*/}", data)
-    )
+    # One pass: text filled in is never searched for another placeholder (a label may spell one).
+    return re.sub("|".join(map(re.escape, fill)), lambda m: fill[m.group(0)], page)
 
 
 def write(report: dict, folder: Path, sections: list[Path], markdown_intro: str) -> Path:

@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Collection
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from modelport.common.artifacts import write_atomic
 from modelport.common.display import settings_text, shown
+
+# Markdown's active characters; "_" only at a word's edge (inside a word it never emphasises). Backticks
+# stay: a code span shows its text as it is (never HTML), and reasons name commands in them.
+_ACTIVE = re.compile(r"[\\*\[\]<>|&#~!]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def md_text(value: object) -> str:
+    """Any value from a result, label or machine as Markdown text shown as it is: one line, every active
+    character but backticks backslash-escaped (no raw HTML, link, emphasis or table cell break; report_html
+    reads them back)."""
+    return _ACTIVE.sub(lambda m: "\\" + m.group(0), " ".join(str(value).split()))
+
+
+def md_code(value: object) -> str:
+    """A value as a code span (backslashes are literal there: only a backtick could end it)."""
+    return "`" + " ".join(str(value).split()).replace("`", "'") + "`"
 
 
 def _f(v, fmt, dash="–"):
@@ -99,7 +117,7 @@ def terminal_table(report: dict) -> Table:
     for key, title in cols.items():
         t.add_column(title, justify="right" if key in ("median", "p90", "fps", "speed", "size") else "left")
     for r in rows(report):
-        t.add_row(*[r[k] for k in cols])
+        t.add_row(*[Text(r[k]) for k in cols])  # plain text: a bracket in a label is not rich markup
     return t
 
 
@@ -108,15 +126,15 @@ def markdown(report: dict, sections: list[Path], drawn: Collection[str] = ("late
     devices = report.get("devices") or {report["machine"].get("device_key", "this machine"): report["machine"]}
     for key, m in devices.items():
         lines.append(
-            f"Machine{f' `{key}`' if len(devices) > 1 else ''}: {m.get('cpu')}, {m.get('cores')} cores, "
-            f"{m.get('memory_gb')} GB, {m.get('os')}, Python {m.get('python')}.  "
+            f"Machine{f' {md_code(key)}' if len(devices) > 1 else ''}: {md_text(m.get('cpu'))}, {md_text(m.get('cores'))} cores, "
+            f"{md_text(m.get('memory_gb'))} GB, {md_text(m.get('os'))}, Python {md_text(m.get('python'))}.  "
         )
     lines += ["", method(report), ""]
     cols = headers(report)
     lines.append("| " + " | ".join(cols.values()) + " |")
     lines.append("|" + "---|" * len(cols))
     for r in rows(report):
-        lines.append("| " + " | ".join(r[k].replace("|", "\\|") for k in cols) + " |")
+        lines.append("| " + " | ".join(md_text(r[k]) for k in cols) + " |")
     lines += matrix_md(report)
     lines += [""]
     for name, why in (("latency", "no backend was timed"), ("accuracy", "no row has agreement numbers")):
@@ -131,10 +149,11 @@ def markdown(report: dict, sections: list[Path], drawn: Collection[str] = ("late
             extra = "".join(
                 f"; {k}: median {t['median']:.2f} / p90 {t['p90']:.2f} ms" for k, t in e["extra_timings"].items()
             )  # e.g. ncnn threads_1, TensorRT gpu_compute
-            lines.append(f"- **{e['name']}** ({e['env']} env; {versions}): {settings}{load}{extra}")
+            detail = md_text(f"{e['env']} env; {versions}): {settings}{load}{extra}")
+            lines.append(f"- **{md_text(e['name'])}** ({detail}")
     notes = list(report.get("notes", [])) + [f"{e['name']}: {n}" for e in report["results"] for n in e["notes"]]
     if notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+        lines += ["", "## Notes", ""] + [f"- {md_text(n)}" for n in notes]
     for s in sections:
         lines += ["", s.read_text(encoding="utf-8").rstrip()]
     if report.get("pipeline_time"):  # footer: wall time per step (depth_report.pipeline_time)
@@ -157,7 +176,7 @@ def matrix_md(report: dict) -> list[str]:
         "",
     ]
     for device, by_model in grid.items():
-        out += [f"**{device}**", "", "| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+        out += [f"**{md_text(device)}**", "", "| model | " + " | ".join(map(md_text, keys)) + " |", "|---|" + "---|" * len(keys)]
         for model in models:
             cells = []
             for k in keys:
@@ -170,7 +189,7 @@ def matrix_md(report: dict) -> list[str]:
                     cells.append(
                         " / ".join(x for x in (_f(c["median_ms"], ".2f", ""), _f(c["cosine_min"], ".4f", "")) if x) or "ok"
                     )
-            out.append(f"| {model} | " + " | ".join(cells) + " |")
+            out.append(f"| {md_text(model)} | " + " | ".join(cells) + " |")
         out.append("")
     return out
 
@@ -179,7 +198,7 @@ def method(report: dict) -> str:
     """How the numbers were taken, saying only what is known (no 'None' for a missing piece)."""
     headline = next((e["headline"]["image"] for e in report["results"] if e["headline"]), None)
     runs = sorted({e["latency_runs"] for e in report["results"] if e["latency_runs"]})
-    timed = [f"headline image `{headline}`"] if headline else []
+    timed = [f"headline image {md_code(headline)}"] if headline else []
     if runs:
         timed.append(f"{'/'.join(map(str, runs))} timed runs after warm-up")
     latency = f"Latency: batch 1, {', '.join(timed)}." if runs else "Latency: no backend was timed."
@@ -188,17 +207,17 @@ def method(report: dict) -> str:
     src = {} if several_models(report) else report.get("source") or {}
     if report["reference"] and agreed:
         outputs = f"; its outputs are {src['outputs']}" if src.get("outputs") else ""
-        agreement = f"Agreement: {max(agreed)} eval images vs {reference_text(report)}{outputs}."
+        agreement = f"Agreement: {max(agreed)} eval images vs {md_text(reference_text(report) + outputs)}."
     else:
         agreement = "Agreement: not computed (no reference result)."
     if missing:
         agreement += (
-            f" Agreement NOT computed for {', '.join(e['name'] for e in missing)}: "
-            f"{missing[0]['agreement_note'].removeprefix('agreement not computed: ')}."
+            f" Agreement NOT computed for {md_text(', '.join(e['name'] for e in missing))}: "
+            f"{md_text(missing[0]['agreement_note'].removeprefix('agreement not computed: '))}."
         )
     loaded = [e["name"] for e in report["results"] if e.get("under_load")]
     if loaded:
-        latency += f" Taken under load (latency not trustworthy): {', '.join(loaded)}."
+        latency += f" Taken under load (latency not trustworthy): {md_text(', '.join(loaded))}."
     f = report.get("floors")
     if not report.get("verify", True):
         check = "Verification is OFF ([convert] verify = false): no conversion was checked against the floors."

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from .safe_names import check_key
 
 from .strict_json import json_text
 
 RESULT_SCHEMA = "modelport.result/1"
 REPORT_SCHEMA = "modelport.report/1"
 Status = Literal["ok", "skipped", "failed"]
+
+
+def _display_text(text: str | None) -> str | None:
+    """A name shown in reports (a model's): one line of printable text; never a path (merge slugs it)."""
+    if text is not None and (len(text) > 200 or any(c < " " or c == "\x7f" for c in text)):
+        raise ValueError(f"{text[:40]!r} is not one line of printable text (at most 200 characters)")
+    return text
+
+
+# Keys become file and folder names (results/<key>.json, merged/<model>/<device>/): checked on every read and write.
+Key = Annotated[str, AfterValidator(check_key)]
+DeviceKey = Annotated[str | None, AfterValidator(lambda v: None if v is None else check_key(v, "device key"))]
+DisplayName = Annotated[str | None, AfterValidator(_display_text)]
 
 
 class Model(BaseModel):
@@ -66,7 +81,7 @@ class Headline(Model):
 
 class BackendResult(Model):
     schema_version: str = Field(RESULT_SCHEMA, alias="schema")
-    key: str  # e.g. "onnx-int8": also the results file name
+    key: Key  # e.g. "onnx-int8": also the results file name
     backend: str  # e.g. "onnxruntime"
     precision: str  # fp32 / fp16 / int8
     name: str  # display name, e.g. "ONNX INT8"
@@ -75,9 +90,9 @@ class BackendResult(Model):
     reason: str | None = None
     device: str = "cpu"  # what ran it on the machine: cpu, cuda:0, rknn-simulator (...)
     # A result's identity across machines and models: (model, key, device_key); run_id orders runs.
-    device_key: str | None = None
+    device_key: DeviceKey = None
     run_id: str | None = None
-    model: str | None = None  # the source model's name ([model] name)
+    model: DisplayName = None  # the source model's name ([model] name)
     tool_versions: dict[str, str] = {}
     settings: dict[str, Any] = {}
     machine: dict[str, Any] = {}
