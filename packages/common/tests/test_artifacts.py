@@ -98,3 +98,64 @@ def test_up_to_date_is_said_once_per_process_not_after_building_it(store, tmp_pa
     again = ArtifactStore(store.root)  # the next run (a new process) finds it current and says so, once
     assert produce(again, src).cached and produce(again, src).cached
     assert "".join(capsys.readouterr()).count("up to date") == 1
+
+
+def test_a_file_replaced_with_its_size_and_mtime_kept_is_hashed_again(tmp_path):
+    """cp -p / rsync -t / a restore: same path, same size, same mtime, other bytes (another inode)."""
+    import os
+
+    from modelport.common.artifacts import sha256_file
+
+    path, other = tmp_path / "img.png", tmp_path / "new.png"
+    path.write_bytes(b"A" * 64)
+    before = sha256_file(path)
+    st = path.stat()
+    other.write_bytes(b"B" * 64)
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(other, path)
+    assert path.stat().st_mtime_ns == st.st_mtime_ns and path.stat().st_size == st.st_size
+    assert sha256_file(path) != before
+
+
+def test_two_inputs_of_one_name_in_different_folders_are_both_in_the_key(store, tmp_path):
+    """A list file may name a/photo.png and b/photo.png: a change to either redoes the step."""
+    from modelport.common.artifacts import file_inputs
+
+    files = []
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        files.append(tmp_path / d / "photo.png")
+        files[-1].write_text(d)
+
+    def step():
+        with store.produce("x/out.bin", inputs=file_inputs("image", files), tool="t", tool_version="1") as job:
+            if not job.cached:
+                job.tmp().write_text("out")
+        return job
+
+    assert not step().cached and step().cached
+    files[0].write_text("a, other bytes")
+    assert not step().cached
+
+
+@pytest.mark.parametrize("damage", [b"[]", b'"x"', b"\xff\xfe not utf-8", b'{"sha256": 5}', b'{"sha256": "ab", "lineage": 3}'])
+def test_a_damaged_manifest_is_never_trusted_and_never_a_crash(store, tmp_path, damage):
+    src = tmp_path / "in.txt"
+    produce(store, src)
+    out = store.path("x/out.bin")
+    store.manifest_path(out).write_bytes(damage)
+    assert store.read_manifest("x/out.bin") is None
+    assert store.lineage(out) == []
+    with pytest.raises(InputError, match=r"out.bin: changed since the step that made it"):
+        store.check_current(out, rerun="modelport convert x")
+    assert not produce(store, src).cached  # remade, and its manifest with it
+    assert store.read_manifest("x/out.bin")["sha256"]
+
+
+@pytest.mark.parametrize("damage", [b"[]", b"\xff not utf-8", b'{"reason": 3, "agreement": [1]}', b'{"agreement": {"x": 1}}'])
+def test_a_damaged_failure_record_still_says_failed_and_never_crashes(store, tmp_path, damage):
+    out = store.path("x/out.bin")
+    out.parent.mkdir(parents=True)
+    store.failure_path(out).write_bytes(damage)
+    assert store.failure(out).startswith("failed")
+    assert store.failure_agreement(out) is None

@@ -81,3 +81,47 @@ def test_peak_memory_is_the_steps_own(store, tmp_path):
     src = fetch(store, tmp_path, "A")
     m = json.loads(store.manifest_path(src).read_text())
     assert m["peak_rss_mb"] < before - 200
+
+
+def test_a_model_made_from_a_replaced_upstream_is_not_current(store, tmp_path):
+    """`convert onnx --force` made other bytes: the INT8 model made from the previous onnx/model.onnx is stale."""
+    source = fetch(store, tmp_path, "A")
+    onnx = make(store, "onnx/model.onnx", {"tflite": source}, "onnx-A")
+    int8 = make(store, "onnx/model.int8.onnx", {"onnx": onnx}, "int8-A")
+    assert store.check_current(int8, rerun="modelport convert onnx-int8")[-1]["path"] == "source/model.tflite"
+    with store.produce("onnx/model.onnx", inputs={"tflite": source}, tool="t", tool_version="1", force=True) as job:
+        job.tmp().write_text("onnx-A, by the other converter")
+    with pytest.raises(
+        InputError,
+        match=r"model.int8.onnx: was made from onnx/model.onnx as it was before \(sha256 \w{12}, now \w{12}\): "
+        r"run `modelport convert onnx-int8`",
+    ):
+        store.check_current(int8, rerun="modelport convert onnx-int8")
+
+
+def test_a_stale_link_further_up_names_its_own_step_first(store, tmp_path):
+    """An eval image changed: the reference is stale, so rerunning only the INT8 step would say 'up to date'."""
+    image = tmp_path / "img.png"
+    image.write_text("pixels")
+    source = fetch(store, tmp_path, "A")
+    ref = make(store, REFERENCE, {"model": source, "image/0000-img.png": image}, "ref")
+    int8 = make(store, "onnx/model.int8.onnx", {"onnx": source, "reference": ref}, "int8")
+    store.check_current(int8, rerun="modelport convert onnx-int8")
+    image.write_text("other pixels")
+    with pytest.raises(
+        InputError,
+        match=r"reference.npy: was made from .*img.png as it was before .*: rerun the step that makes "
+        r"source/reference.npy, then `modelport convert onnx-int8`",
+    ):
+        store.check_current(int8, rerun="modelport convert onnx-int8")
+    image.unlink()  # gone (the artifacts folder on another machine): not held against it
+    store.check_current(int8, rerun="modelport convert onnx-int8")
+
+
+def test_an_input_that_is_gone_is_not_held_against_a_model(store, tmp_path):
+    """A deleted reference: bench still times the model and says the agreement is missing (test_trust.py)."""
+    source = fetch(store, tmp_path, "A")
+    ref = make(store, REFERENCE, {"model": source}, "ref")
+    onnx = make(store, "onnx/model.onnx", {"tflite": source, "reference": ref}, "onnx-A")
+    ref.unlink()
+    store.check_current(onnx, rerun="modelport convert onnx")

@@ -154,6 +154,52 @@ def test_a_model_changed_since_conversion_is_refused(converted):
     assert "sha256 differs" in failed_row(art, "onnx")["reason"]
 
 
+def test_an_eval_image_replaced_at_the_same_path_remakes_the_reference(tiny, tmp_path):
+    """Keyed by content: a list file names two photos of one name; replacing one's bytes remakes the
+    reference, and the next conversion verifies against it (no loop that only --force breaks)."""
+    images = sorted(Path(tiny["MODELPORT_IMAGES"]).iterdir())
+    for folder, image in (("a", images[0]), ("b", images[1])):
+        (tmp_path / folder).mkdir()
+        shutil.copyfile(image, tmp_path / folder / "photo.png")
+    (tmp_path / "eval.txt").write_text("a/photo.png\nb/photo.png\n")
+    env = tiny | {"MODELPORT_IMAGES": str(tmp_path / "eval.txt")}
+    ok(env, "fetch")
+    ok(env, "convert", "reference", "onnx")
+    shutil.copyfile(images[2], tmp_path / "a" / "photo.png")
+    proc = ok(env, "convert", "reference")
+    assert "up to date" not in proc.stderr, proc.stderr
+    proc = ok(env, "convert", "onnx")
+    assert "verified ONNX FP32 on 2 images" in proc.stderr, proc.stderr
+    assert "up to date: source/reference.npy" in ok(env, "convert", "reference").stderr
+
+
+def test_a_changed_floor_rechecks_an_up_to_date_model(converted):
+    env, art = converted
+    assert "up to date: onnx/model.onnx" in ok(env, "convert", "onnx").stderr
+    proc = ok(env, "-o", "accuracy.fp_cosine_min=0.9995", "convert", "onnx")
+    assert "up to date" not in proc.stderr and "verified ONNX FP32" in proc.stderr, proc.stderr
+    m = json.loads((art / "onnx" / "model.onnx.manifest.json").read_text())
+    assert m["options"]["floors"] == {"top1": 1.0, "cosine_min": 0.9995}
+
+
+def test_bench_refuses_a_model_made_from_a_replaced_upstream(converted):
+    """`convert onnx` made other bytes (another opset) after the INT8 model was made from the previous ones:
+    bench writes a failed row naming what changed and the step to rerun, instead of timing the stale model."""
+    env, art = converted
+    ok(env, "convert", "onnx-int8")
+    proc = ok(env, "-o", "convert.opset=14", "convert", "onnx")
+    assert "up to date" not in proc.stderr, proc.stderr
+    proc = cli(env, "bench", "onnx-int8")
+    assert proc.returncode != 0, proc.stderr
+    reason = failed_row(art, "onnx-int8")["reason"]
+    assert f"{art / INT8}: was made from onnx/model.onnx as it was before" in reason, reason
+    assert reason.endswith("run `modelport convert onnx-int8`") and "\n" not in reason, reason
+    assert "was made from onnx/model.onnx as it was before" in proc.stderr, proc.stderr
+    shutil.rmtree(art / "results")
+    ok(env, "convert", "onnx-int8")
+    ok(env, "bench", "onnx-int8")
+
+
 # -- bad input: a non-zero exit and one line naming the file
 
 

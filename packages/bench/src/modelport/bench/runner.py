@@ -82,8 +82,7 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
             if failure:
                 result.agreement = store.failure_agreement(path)
                 raise ModelportError(f"its conversion failed: {failure}")
-            store.check_unchanged(path)
-            store.check_source(path, rerun=f"modelport {cls.made_by()}")
+            store.check_current(path, rerun=f"modelport {cls.made_by()}")
         load_before = load_average()
         with runtime:
             outputs = run_outputs(runtime, prepared, cfg.input)

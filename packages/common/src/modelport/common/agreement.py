@@ -80,6 +80,13 @@ def gate_kind(kind: Kind, config: Config) -> Kind:
     return "int8" if contract is not None and contract.quantized else kind
 
 
+def gate_options(config: Config, kind: Kind) -> dict[str, dict[str, float] | None]:
+    """What a verified step's cache key holds of its gate: the floors its output was held to (None with
+    verification off), so a changed floor rechecks an up-to-date model instead of trusting the old verdict."""
+    gated = floors(config.accuracy, gate_kind(kind, config)) if config.convert.verify else None
+    return {"floors": gated}
+
+
 def check_gate(agreement: Agreement, kind: Kind, what: str | Path, accuracy: AccuracyConfig) -> None:
     """Raise AccuracyGateError (carrying the agreement) when the model is below the [accuracy] floors for its kind."""
     failures = gate_failures(agreement, kind, accuracy)

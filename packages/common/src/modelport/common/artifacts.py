@@ -6,6 +6,11 @@ version and options all match its manifests is skipped; ``force`` redoes it. Out
 are written under temp names in the same folder and renamed into place only when
 the whole step (conversion *and* verification) succeeded, so a killed or failed
 step never leaves a file a later step would trust.
+
+Inputs are keyed by content (each file's sha256, a file set one key per file). A manifest that
+is not one (damaged, another JSON value, not UTF-8) is no manifest: its file is remade, never
+trusted. ``check_current`` is what a consumer (bench) asks before using an artifact: is every
+input in its lineage still what was recorded when it was made.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.markup import escape
 
 from . import __version__
@@ -34,12 +40,14 @@ from .strict_json import json_text
 
 MANIFEST_SCHEMA = "modelport.manifest/1"
 SOURCE_MODEL_PREFIX = "source/model."  # what `fetch` imports: the root of every artifact's lineage
-_sha_cache: dict[tuple[str, int, int], str] = {}
+_sha_cache: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def sha256_file(path: Path) -> str:
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    # Size and mtime alone miss a same-size file renamed over this one with its mtime kept (cp -p, rsync -t,
+    # a restore); a new inode or status change is caught by the kernel, not by whoever wrote the file.
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     if key not in _sha_cache:
         h = hashlib.sha256()
         with open(path, "rb") as f:
@@ -47,6 +55,43 @@ def sha256_file(path: Path) -> str:
                 h.update(chunk)
         _sha_cache[key] = h.hexdigest()
     return _sha_cache[key]
+
+
+def file_inputs(role: str, paths: Sequence[Path]) -> dict[str, Path]:
+    """A set of files (eval images, a calibration set) as a step's inputs, one key per file by position and
+    name: a list file may name two files of one name in different folders, and keyed by name alone one would
+    hide the other from the cache key."""
+    return {f"{role}/{i:04d}-{Path(p).name}": Path(p) for i, p in enumerate(paths)}
+
+
+def _read_json_object(path: Path) -> dict | None:
+    """A JSON object from a file this store wrote, or None when it is missing or is not one (truncated,
+    not UTF-8, another JSON value, unreadable): the caller treats that as no record, never as a crash."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _links_ok(value: Any) -> bool:
+    return isinstance(value, list) and all(_link_ok(v) for v in value)
+
+
+def _link_ok(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("path"), str) and isinstance(value.get("sha256"), str)
+
+
+def _manifest_ok(m: dict) -> bool:
+    """The fields other steps read have the types they read them as (a damaged manifest is no manifest)."""
+    return (
+        isinstance(m.get("sha256"), str)
+        and isinstance(m.get("inputs", {}), dict)
+        and all(_link_ok(v) for v in m.get("inputs", {}).values())
+        and _links_ok(m.get("lineage", []))
+        and isinstance(m.get("extra", {}), dict)
+        and isinstance(m.get("siblings", []), list)
+    )
 
 
 def is_source_model(rel: str) -> bool:
@@ -93,6 +138,10 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         raise
 
 
+def _rerun(rel: str, top: str, rerun: str) -> str:
+    return f"run `{rerun}`" if rel == top else f"rerun the step that makes {rel}, then `{rerun}`"
+
+
 class ArtifactStore:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root).resolve() if root else artifacts_root()
@@ -118,11 +167,10 @@ class ArtifactStore:
         return path.with_name(path.name + ".manifest.json")
 
     def read_manifest(self, rel: str | Path) -> dict | None:
-        m = self.manifest_path(self.path(rel))
-        try:
-            return json.loads(m.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        """The manifest of ``rel``; None when there is none or it is damaged (then nothing trusts the file:
+        a step remakes it, ``check_unchanged`` refuses it)."""
+        m = _read_json_object(self.manifest_path(self.path(rel)))
+        return m if m is not None and _manifest_ok(m) else None
 
     @staticmethod
     def failure_path(path: Path) -> Path:
@@ -134,20 +182,23 @@ class ArtifactStore:
         An older good file may still sit at ``path``; it no longer describes what the current
         inputs and options make, so nothing downstream should take it for this run's output.
         """
-        try:
-            return json.loads(self.failure_path(path).read_text()).get("reason") or "failed"
-        except (FileNotFoundError, json.JSONDecodeError):
+        if not self.failure_path(path).exists():
             return None
+        record = _read_json_object(self.failure_path(path))
+        if record is None:
+            return "failed (its failure record is unreadable)"
+        reason = record.get("reason")
+        return reason if isinstance(reason, str) and reason else "failed"
 
     def failure_agreement(self, path: Path):
         """The agreement measured before the failure (a model below its floors), if one was recorded."""
         from .schema import Agreement
 
+        data = (_read_json_object(self.failure_path(path)) or {}).get("agreement")
         try:
-            data = json.loads(self.failure_path(path).read_text()).get("agreement")
-        except (FileNotFoundError, json.JSONDecodeError):
+            return Agreement.model_validate(data) if isinstance(data, dict) and data else None
+        except ValidationError:
             return None
-        return Agreement.model_validate(data) if data else None
 
     def record_failure(self, rel: str, reason: str, **extra: Any) -> None:
         """Say beside ``rel`` that the step making it failed: a consumer reports that instead of
@@ -212,6 +263,48 @@ class ArtifactStore:
                 path,
             )
         return chain
+
+    def check_current(self, path: Path, rerun: str) -> list[dict]:
+        """Refuse ``path`` unless its whole lineage is current; its lineage (as ``check_source``).
+
+        Current: ``path`` is what its manifest recorded, it was made from the current source model, and
+        each input its manifest names still has the sha256 recorded when it was used, recursively back to
+        what `fetch` imported. ``rerun`` is the step that remakes ``path``; a stale link further up names
+        its own file, whose step must run first. An input that is gone (the eval images of another
+        machine, a deleted reference: its consumer says what it lacks) cannot be compared and is not held
+        against it. A file with no manifest (brought by the user) is taken as it is.
+        """
+        self.check_unchanged(path)
+        chain = self.check_source(path, rerun)
+        rel = self.rel(path)
+        self._check_inputs(rel, rel, rerun, set())
+        return chain
+
+    def _check_inputs(self, rel: str, top: str, rerun: str, seen: set[str]) -> None:
+        """Deepest first, so the message names the first step to rerun, not one that would say 'up to date'."""
+        m = self.read_manifest(rel)
+        if m is None or rel in seen or self._imported(rel, m):
+            return
+        seen.add(rel)
+        for link in m.get("inputs", {}).values():
+            dep = self.path(link["path"])
+            if not dep.is_file():  # gone, or no regular file (a crafted path to a device): nothing to compare
+                continue
+            if dep.resolve().is_relative_to(self.root):
+                self.check_unchanged(dep)
+                self._check_inputs(self.rel(dep), top, rerun, seen)
+            now = sha256_file(dep)
+            if now != link["sha256"]:
+                raise InputError(
+                    f"was made from {link['path']} as it was before (sha256 {short(link['sha256'])}, now "
+                    f"{short(now)}): {_rerun(rel, top, rerun)}",
+                    self.path(rel),
+                )
+
+    @staticmethod
+    def _imported(rel: str, m: dict) -> bool:
+        """What `fetch` wrote (the source model and its siblings): where a lineage starts."""
+        return is_source_model(rel) or any(isinstance(s, str) and is_source_model(s) for s in m.get("siblings", []))
 
     def produce(
         self,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from modelport.common.agreement import Kind
+from modelport.common.agreement import Kind, gate_options
 from modelport.common.artifacts import Job
 from modelport.common.config import Config
 from modelport.common.context import StepContext
@@ -82,6 +82,8 @@ class Converter:
         paths = [store.path(rel) for rel in rels.values()]
         if runtime is not None:
             inputs = {**inputs, "reference": store.path(REFERENCE)}
+            if gate:
+                options = {**options, **gate_options(ctx.config, kind)}
         with store.produce(
             list(rels.values()),
             inputs=inputs,

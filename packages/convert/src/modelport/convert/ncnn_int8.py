@@ -21,6 +21,7 @@ import importlib.util
 from rich.markup import escape
 
 from modelport.common import __version__
+from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import console, step
@@ -85,7 +86,7 @@ class NcnnInt8(Converter):
                 f"ncnn2table has no {method} method ({', '.join(ncnn_official.METHODS)} only): "
                 "set [ncnn] calibration_method, or tools = builtin"
             )
-        inputs = {"param": store.path(PARAM), "bin": store.path(BIN)} | {f"calibration:{p.name}": p for p in calibration.paths}
+        inputs = {"param": store.path(PARAM), "bin": store.path(BIN)} | file_inputs("calibration", calibration.paths)
         options = {"tools": tools, "method": method, "calibration_images": len(calibration), "input": cfg.input.signature}
         options["int8_depthwise"] = c.int8_depthwise
         if float_layers:

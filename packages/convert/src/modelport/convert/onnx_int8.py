@@ -12,6 +12,7 @@ import importlib.util
 from importlib.metadata import version
 from pathlib import Path
 
+from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.log import activity, step, warn
 from modelport.common.onnx_safety import check_onnx
@@ -159,7 +160,7 @@ class Quantizer(Converter):
             force,
             {"model": output},
             make,
-            inputs={"onnx": source} | {f"calibration:{p.name}": p for p in calib.paths},
+            inputs={"onnx": source} | file_inputs("calibration", calib.paths),
             options=q | {"calibration_images": len(calib)} | ({"excluded_nodes": excluded} if excluded else {}),
             runtime=OnnxInt8Runtime,
             kind="int8",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from modelport.common import layer_analysis, recovery
+from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
@@ -89,8 +90,8 @@ def recover(ctx: StepContext, force: bool):
         "param": store.path(PARAM),
         "bin": store.path(BIN),
         "reference": store.path(REFERENCE),
-        **{f"calibration:{p.name}": p for p in calib.paths},
-        **{f"image:{p.name}": p for p in ctx.eval_images},
+        **file_inputs("calibration", calib.paths),
+        **file_inputs("image", ctx.eval_images),
     }
     options = {
         "tools": c.tools,

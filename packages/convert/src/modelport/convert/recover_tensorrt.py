@@ -11,6 +11,7 @@ Entropy calibration (``[tensorrt] int8_mode = "calibrate"``) keeps its single co
 from __future__ import annotations
 
 from modelport.common import cuda, recovery
+from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
@@ -66,8 +67,8 @@ def recover(ctx: StepContext, force: bool):
     inputs = {
         "onnx": store.path(SOURCE),
         "reference": store.path(REFERENCE),
-        **{f"calibration:{p.name}": p for p in calib.paths},
-        **{f"image:{p.name}": p for p in ctx.eval_images},
+        **file_inputs("calibration", calib.paths),
+        **file_inputs("image", ctx.eval_images),
     }
     options = TENSORRT.settings(q) | {
         "calibration_images": len(calibration_for(ctx, q.calibrate_method)),

@@ -12,6 +12,7 @@ import io
 
 import numpy as np
 
+from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.reference import REFERENCE, image_ids
 from modelport.runtime.onnxruntime import OnnxSourceRuntime
@@ -61,7 +62,7 @@ class Reference(Converter):
             force,
             {"reference": REFERENCE},
             make,
-            inputs={"model": model} | {f"image:{p.name}": p for p in ctx.eval_images},
+            inputs={"model": model} | file_inputs("image", ctx.eval_images),
             options={"input": cfg.input.model_dump(mode="json"), "tflite": cfg.tflite.model_dump()},
             runtime=None,  # it is what the others are verified against
             tool=runtime.backend,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelport.common import cuda
-from modelport.common.artifacts import sha256_file, write_atomic
+from modelport.common.artifacts import file_inputs, sha256_file, write_atomic
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import console, step, warn
@@ -239,7 +239,7 @@ class Target(Converter):
                 warn(f"tensorrt-int8: {plan.why}; calibrating instead")
             calib = ctx.calibration
             calib.validate()  # every calibration image decodes before TensorRT starts
-            inputs |= {f"calibration:{p.name}": p for p in calib.paths}
+            inputs |= file_inputs("calibration", calib.paths)
         engine_rel = engine_rel or ENGINES[precision]
         outputs = {"engine": engine_rel} | ({"calibration_cache": CALIBRATION_CACHE} if calib else {})
         options = {

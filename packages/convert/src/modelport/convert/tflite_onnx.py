@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modelport.common.agreement import gate_options
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError, ToolchainMissing
 from modelport.common.log import activity, console, run_logged, step, warn
@@ -238,6 +239,7 @@ class TfliteOnnx(Converter):
                 "opset": cfg.convert.opset,
                 "verify": cfg.convert.verify,
                 "input": cfg.input.signature,
+                **gate_options(cfg, "float"),
             },
             runtime=None,
             tool="+".join(names),

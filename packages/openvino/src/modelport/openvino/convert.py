@@ -15,6 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from modelport.common.agreement import Kind
+from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.log import activity, step
 from modelport.common.onnx_safety import check_onnx
@@ -122,7 +123,7 @@ class Target(Converter):
             preset = preset or cfg.openvino.preset
             calib = ctx.calibration
             calib.validate()  # every calibration image decodes before anything is written
-            inputs |= {f"calibration:{p.name}": p for p in calib.paths}
+            inputs |= file_inputs("calibration", calib.paths)
             options |= {
                 "preset": preset,
                 "subset_size": len(calib),

@@ -21,6 +21,8 @@ from typing import Literal
 
 import numpy as np
 
+from modelport.common.agreement import gate_options
+from modelport.common.artifacts import file_inputs
 from modelport.common.below_floor import keep_below_floor
 from modelport.common.context import StepContext
 from modelport.common.errors import AccuracyGateError, InputError
@@ -110,6 +112,7 @@ def options(ctx: StepContext, kind: Kind) -> dict:
         "do_quantization": kind != "fp16",
         "preprocessing": ctx.config.input.signature,
         "eval_images": [p.name for p in ctx.eval_images],
+        **gate_options(ctx.config, "float" if kind == "fp16" else "int8"),
     }
     if kind == "fp16":
         for k in ("quantized_dtype", "quantized_algorithm", "quantized_method"):
@@ -124,7 +127,7 @@ def inputs(ctx: StepContext, onnx_path: Path, kind: Kind) -> dict[str, Path]:
     if ctx.config.convert.verify:
         files["reference"] = ctx.store.path(REFERENCE)
     if kind != "fp16":  # calibration content, not only names: an edited image re-quantizes
-        files |= {f"calibration/{i:04d}-{p.name}": p for i, p in enumerate(ctx.calibration.paths)}
+        files |= file_inputs("calibration", ctx.calibration.paths)
     return files
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from modelport.common import layer_analysis, onnx_layers, recovery
 from modelport.common.agreement import compare
+from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.log import step
 from modelport.common.recovery import Variant, variant_id
@@ -184,7 +185,7 @@ def run(ctx: StepContext, force: bool = False, verbose: bool = False) -> convert
     """rknn/model.rknn + its simulator outputs: the configured build, or the variant the search kept."""
     onnx_path = convert.preflight(ctx, "int8")
     rel, evals = convert.MODELS["int8"], convert.eval_outputs_path("int8")
-    inputs = {**convert.inputs(ctx, onnx_path, "int8"), **{f"image:{p.name}": p for p in ctx.eval_images}}
+    inputs = {**convert.inputs(ctx, onnx_path, "int8"), **file_inputs("image", ctx.eval_images)}
     opts = {k: v for k, v in convert.options(ctx, "int8").items() if k != "quantized_algorithm"}
     record = recovery.produce(
         ctx,

@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from modelport.common import layer_analysis
+from modelport.common.artifacts import file_inputs
 from modelport.common.backends import backends
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
@@ -96,7 +97,7 @@ def run(ctx: StepContext, key: str, files: dict[str, Path] | None = None, out: s
     inputs = {
         **files,
         **{f"twin:{r}": store.path(rel) for r, rel in target.twin.items()},
-        **{f"image:{p.name}": p for p in ctx.eval_images},
+        **file_inputs("image", ctx.eval_images),
     }
     with store.produce(
         out,
