@@ -88,21 +88,47 @@ def activity(description: str, every: float | None = None) -> Iterator:
 
 
 class LoggedProcess(subprocess.CompletedProcess):
-    """A finished tool run whose output went to a log; ``last_error`` is the log's last non-empty line
-    (what a one-line error quotes)."""
+    """A finished tool run whose output went to a log; ``last_error`` is the last non-empty line the tool wrote
+    to stderr, else to stdout (what a one-line error quotes)."""
 
     last_error: str = "no output"
 
 
+def _last_line(text: str) -> str | None:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else None
+
+
 def run_logged(cmd: Sequence[str], log: Path, description: str) -> LoggedProcess:
-    """Run a tool as a subprocess with its chatter in ``log`` (not on the terminal) and progress shown."""
+    """Run a tool as a subprocess with its chatter in ``log`` (not on the terminal) and progress shown.
+
+    stdout goes to the log as written; stderr passes through a pipe into the same log and is kept aside, so
+    the error is the tool's last stderr line whatever order a block-buffered stdout reaches the log in.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as f, activity(description):
-        done = subprocess.run(list(cmd), stdout=f, stderr=subprocess.STDOUT, check=False)
-    proc = LoggedProcess(done.args, done.returncode)
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    if lines:
-        proc.last_error = lines[-1]
+    log.write_bytes(b"")
+    last_stderr = b""
+    # O_APPEND: the tool's stdout writes and ours of its stderr both land at the end, neither overwrites.
+    with open(log, "ab", buffering=0) as f, activity(description):
+        child = subprocess.Popen(list(cmd), stdout=f, stderr=subprocess.PIPE)
+        stderr = child.stderr
+        assert stderr is not None
+        try:
+            for chunk in iter(stderr.readline, b""):
+                f.write(chunk)
+                if chunk.strip():
+                    last_stderr = chunk
+        except BaseException:  # as subprocess.run: an interrupted step leaves no tool running behind it
+            child.kill()
+            child.wait()
+            raise
+        finally:
+            stderr.close()
+        returncode = child.wait()
+    proc = LoggedProcess(child.args, returncode)
+    proc.last_error = (
+        _last_line(last_stderr.decode(errors="replace")) or _last_line(log.read_text(errors="replace")) or proc.last_error
+    )
     return proc
 
 
