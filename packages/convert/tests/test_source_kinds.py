@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from conftest import cli, error_line, make_context
+from conftest import cli, error_line, make_context, run
 from modelport.common.reference import REFERENCE
 from tiny_models import tiny_onnx, tiny_tflite
 
@@ -209,6 +209,16 @@ def test_a_converter_whose_model_onnx_rejects_loses_the_race_and_the_other_is_ke
     assert "ShapeInferenceError" in extra["failed_converters"]["tflite2onnx"]
     assert "warning: tflite2onnx:" in proc.stderr and "ShapeInferenceError" in proc.stderr
     assert "keeping tf2onnx: the only converter that passed" in proc.stderr
+
+
+def test_tflites_delegate_line_goes_to_the_toolchain_log(env, tmp_path):
+    """A fresh process (TFLite prints it once per process): the reference runs the source in TFLite with XNNPACK."""
+    env = init(env, tiny_tflite(tmp_path / "t.tflite", classes=5), tmp_path / "t.toml")
+    ok(env, "fetch")
+    proc = run(env, "convert", "reference")
+    assert proc.returncode == 0, proc.stderr
+    assert "XNNPACK" not in proc.stdout + proc.stderr
+    assert "XNNPACK delegate" in (tmp_path / "art" / "logs" / "toolchain.log").read_text()
 
 
 def _nhwc(src, dst):
