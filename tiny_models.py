@@ -78,15 +78,22 @@ def tiny_tflite(
     calibration: list[np.ndarray] | None = None,
     classes: int = 6,
     conv_head: bool = False,
+    dense_on_4d: bool = False,
 ) -> Path:
     """A Keras conv classifier through the TFLite converter; ``full_integer``: int8 input and output;
-    ``conv_head``: a 1x1 conv and a batch-1 RESHAPE to the classes instead of Dense, as MobileNetV2 ends."""
+    ``conv_head``: a 1x1 conv and a batch-1 RESHAPE to the classes instead of Dense, as MobileNetV2 ends;
+    ``dense_on_4d``: pooled with keepdims, flattened, then a Dense with a bias: the converter drops the
+    flatten, so FULLY_CONNECTED reads the 1x1x1xC tensor (tflite2onnx makes a Gemm of it that onnx rejects)."""
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(0)
     inp = tf.keras.Input((24, 24, 3), batch_size=1)
     x = tf.keras.layers.Conv2D(8, 3, activation="relu")(inp)
-    if conv_head:
+    if dense_on_4d:
+        x = tf.keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+        x = tf.keras.layers.Flatten()(x)
+        x = tf.keras.layers.Dense(classes, activation="softmax", bias_initializer="random_normal")(x)
+    elif conv_head:
         x = tf.keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
         x = tf.keras.layers.Conv2D(classes, 1)(x)
         x = tf.keras.layers.Softmax()(tf.keras.layers.Reshape((classes,))(x))

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import CLI, cli, error_line, failed_row, make_context
+from conftest import CLI, cli, error_line, failed_row, make_context, run
 from modelport.common.artifacts import sha256_file
 from modelport.common.errors import AccuracyGateError, ToolchainMissing
 from modelport.common.images import load_image, resolve_images
@@ -92,6 +92,15 @@ def test_onnx_int8_is_verified_recorded_and_then_up_to_date(converted):
     assert files(art) == before  # nothing rewritten, not even the manifest
     forced = ok(env, "--force", "convert", "onnx-int8")
     assert "verified ONNX INT8" in forced.stderr and files(art)[INT8] != before[INT8]
+
+
+def test_calibration_chatter_goes_to_the_steps_log(converted):
+    """onnxruntime prints its histogram calibration (percentile, the default) with print(): a fresh process's fds."""
+    env, art = converted
+    proc = run(env, "convert", "onnx-int8")
+    assert proc.returncode == 0, proc.stderr
+    assert "histogram" not in proc.stdout + proc.stderr
+    assert any("Number of histogram bins" in p.read_text() for p in (art / "onnx" / "logs").glob("*.log"))
 
 
 def test_a_conversion_below_its_floors_writes_no_trusted_model(converted):

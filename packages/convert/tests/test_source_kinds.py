@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from conftest import cli, error_line, make_context
+from conftest import cli, error_line, make_context, run
 from modelport.common.reference import REFERENCE
 from tiny_models import tiny_onnx, tiny_tflite
 
@@ -198,6 +198,29 @@ def test_int8_tflite_with_a_converter_that_crashes(env, data_dir, tmp_path):
     assert extra["converters"]["tf2onnx"]["agreement"]["top1"] >= ctx.config.accuracy.int8_top1_min
 
 
+def test_a_converter_whose_model_onnx_rejects_loses_the_race_and_the_other_is_kept(env, tmp_path):
+    """tflite2onnx converts a Dense on a 4-D tensor into a Gemm whose model onnx's shape inference rejects (not a
+    ModelportError): the race records why and goes on with tf2onnx."""
+    env = init(env, tiny_tflite(tmp_path / "fc4d.tflite", classes=5, dense_on_4d=True), tmp_path / "fc4d.toml")
+    ok(env, "fetch")
+    proc = ok(env, "convert", "reference", "onnx")
+    extra = make_context(env).store.read_manifest("onnx/model.onnx")["extra"]
+    assert extra["converter"] == "tf2onnx" and set(extra["converters"]) == {"tf2onnx"}
+    assert "ShapeInferenceError" in extra["failed_converters"]["tflite2onnx"]
+    assert "warning: tflite2onnx:" in proc.stderr and "ShapeInferenceError" in proc.stderr
+    assert "keeping tf2onnx: the only converter that passed" in proc.stderr
+
+
+def test_tflites_delegate_line_goes_to_the_toolchain_log(env, tmp_path):
+    """A fresh process (TFLite prints it once per process): the reference runs the source in TFLite with XNNPACK."""
+    env = init(env, tiny_tflite(tmp_path / "t.tflite", classes=5), tmp_path / "t.toml")
+    ok(env, "fetch")
+    proc = run(env, "convert", "reference")
+    assert proc.returncode == 0, proc.stderr
+    assert "XNNPACK" not in proc.stdout + proc.stderr
+    assert "XNNPACK delegate" in (tmp_path / "art" / "logs" / "toolchain.log").read_text()
+
+
 def _nhwc(src, dst):
     """The same network taking NHWC: a Transpose in front, as tf2onnx without --inputs-as-nchw gives."""
     model = onnx.load(str(src))
@@ -231,3 +254,17 @@ def test_the_pipelines_own_onnx_as_the_source(pipeline, env, data_dir, tmp_path,
     assert (ours.argmax(1) == tflite.argmax(1)).all() and cos.min() > 0.99999
     made = onnx.load(str(ctx.store.path("onnx/model.onnx")))
     assert [d.dim_value for d in made.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 224, 224]
+
+
+def test_the_race_keeps_the_preferred_converter_unless_another_is_clearly_faster():
+    from modelport.convert.tflite_onnx import pick
+
+    equal = {"tflite2onnx": [5.0] * 6, "tf2onnx": [5.0] * 6}
+    assert pick(equal) == ("tflite2onnx", pick(equal)[1]) and "within noise" in pick(equal)[1]
+    slightly = {"tflite2onnx": [5.0] * 6, "tf2onnx": [4.95] * 6}  # 1%: a coin toss, not a win
+    assert pick(slightly)[0] == "tflite2onnx" and "within noise" in pick(slightly)[1]
+    for per_round, winner in (
+        ({"tflite2onnx": [5.0] * 6, "tf2onnx": [4.0] * 6}, "tf2onnx"),
+        ({"tflite2onnx": [4.0] * 6, "tf2onnx": [5.0] * 6}, "tflite2onnx"),
+    ):
+        assert pick(per_round) == (winner, "clearly the faster verified ONNX in onnxruntime")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -42,7 +41,7 @@ from modelport.common.reference import load_reference
 from modelport.common.results import headline_index
 from modelport.common.schema import LatencyStats
 from modelport.common.strict_json import json_text
-from modelport.common.timing import load_average, sample, summarize
+from modelport.common.timing import MIN_GAIN, clearly_faster, load_average, race
 from modelport.runtime.base import Runtime
 from modelport.runtime.registry import runtime_class
 from modelport.runtime.run import prepared_images, run_outputs
@@ -65,9 +64,6 @@ SPACE: dict[str, dict[str, list]] = {k: space_of(b) for k, b in backends().items
 THREADS: dict[str, str] = {k: b.thread_knob for k, b in backends().items() if b.thread_knob}
 NUMERIC: set[str] = {knob for b in backends().values() for knob in b.numeric}
 ROUNDS = {"search": (5, 6, 8), "final": (10, 10, 20)}  # warm-up calls, rounds, runs per round
-# A value replaces the current one only if its median is this much lower: on a shared 2-core machine
-# 1-2% differences are noise, and a "tuned" setting that only won a coin toss is worse than the default.
-MIN_GAIN = 0.03
 
 
 def config_with(config: Config, settings: dict[str, Any]) -> Config:
@@ -81,34 +77,6 @@ def config_with(config: Config, settings: dict[str, Any]) -> Config:
 
 def current(config: Config, keys) -> dict[str, Any]:
     return {k: getattr(getattr(config, k.split(".")[0]), k.split(".")[1]) for k in keys}
-
-
-def race(
-    calls: dict[str, Callable[[], object]], warmup: int, rounds: int, runs: int, per_round: dict[str, list[float]] | None = None
-) -> dict[str, LatencyStats]:
-    """Time each call in alternating rounds (A B C, C B A, ...) so background load hits them alike.
-
-    ``per_round`` (optional) receives each call's median ms per round, for paired comparisons.
-    """
-    for fn in calls.values():
-        for _ in range(warmup):
-            fn()
-    samples: dict[str, list] = {n: [] for n in calls}
-    for r in range(rounds):
-        names = list(calls) if r % 2 == 0 else list(reversed(calls))  # no candidate always goes first
-        for n in names:
-            got = sample(calls[n], runs)
-            samples[n].extend(got)
-            if per_round is not None:
-                per_round.setdefault(n, []).append(float(np.median(got)) / 1e6)
-    return {n: summarize(s, warmup) for n, s in samples.items()}
-
-
-def clearly_faster(cand: list[float], current: list[float]) -> bool:
-    """Faster by MIN_GAIN overall and in all but at most one paired round: a burst of load in one
-    round cannot crown a candidate."""
-    wins = sum(c < k for c, k in zip(cand, current, strict=True))
-    return float(np.median(cand)) <= float(np.median(current)) * (1 - MIN_GAIN) and wins >= len(cand) - 1
 
 
 class Candidates:

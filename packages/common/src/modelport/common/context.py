@@ -14,8 +14,10 @@ from .contract import CONTRACT, Contract, read_contract
 from .errors import InputError
 from .images import resolve_images
 from .labels import Labels
+from .log import set_tool_log
 
 LABELS = "source/labels.txt"
+TOOL_LOG = "logs/toolchain.log"  # what in-process toolchains print (log.captured), kept off the terminal
 ENV_NAME = "MODELPORT_ENV"  # set by nox / the images: which toolchain env a result came from
 
 
@@ -48,7 +50,9 @@ class StepContext:
 
     @cached_property
     def store(self) -> ArtifactStore:
-        return ArtifactStore(self.artifacts)
+        store = ArtifactStore(self.artifacts)
+        set_tool_log(store.path(TOOL_LOG))
+        return store
 
     @cached_property
     def eval_images(self) -> list[Path]:

@@ -47,6 +47,39 @@ def measure(fn: Callable[[], object], warmup: int, runs: int) -> LatencyStats:
     return summarize(sample(fn, runs), warmup)
 
 
+# One candidate beats another only if its median is this much lower: on a shared 2-core machine 1-2%
+# differences are noise, and a choice that only won a coin toss is no choice.
+MIN_GAIN = 0.03
+
+
+def race(
+    calls: dict[str, Callable[[], object]], warmup: int, rounds: int, runs: int, per_round: dict[str, list[float]] | None = None
+) -> dict[str, LatencyStats]:
+    """Time each call in alternating rounds (A B C, C B A, ...) so background load hits them alike.
+
+    ``per_round`` (optional) receives each call's median ms per round, for paired comparisons.
+    """
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list] = {n: [] for n in calls}
+    for r in range(rounds):
+        names = list(calls) if r % 2 == 0 else list(reversed(calls))  # no candidate always goes first
+        for n in names:
+            got = sample(calls[n], runs)
+            samples[n].extend(got)
+            if per_round is not None:
+                per_round.setdefault(n, []).append(float(np.median(got)) / 1e6)
+    return {n: summarize(s, warmup) for n, s in samples.items()}
+
+
+def clearly_faster(cand: list[float], current: list[float]) -> bool:
+    """Faster by MIN_GAIN overall and in all but at most one paired round: a burst of load in one
+    round cannot crown a candidate."""
+    wins = sum(c < k for c, k in zip(cand, current, strict=True))
+    return float(np.median(cand)) <= float(np.median(current)) * (1 - MIN_GAIN) and wins >= len(cand) - 1
+
+
 def load_average() -> float:
     return round(os.getloadavg()[0], 2)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
-from modelport.common.log import activity, step, warn
+from modelport.common.log import activity, captured, step, warn
 from modelport.common.onnx_safety import check_onnx
 from modelport.runtime.onnxruntime import ONNX_MODEL, OnnxInt8Runtime
 
@@ -131,12 +131,16 @@ class Quantizer(Converter):
                 + (f", {len(q['nodes_to_exclude'])} layers in float" if q.get("nodes_to_exclude") else "")
             )
             prepped = job.workdir / "prepped.onnx"
-            quant_pre_process(str(source), str(prepped))
+            # onnxruntime prints its calibration histograms' sizes and thresholds: the step's log, not the terminal
+            log = store.path(f"onnx/logs/{Path(output).stem}.log")
+            log.unlink(missing_ok=True)
+            with captured(log):
+                quant_pre_process(str(source), str(prepped))
             import onnx
 
             input_name = onnx.load(str(prepped), load_external_data=False).graph.input[0].name
             qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-            with activity(f"{q['calibrate_method']} calibration + quantization on {len(calib)} images"):
+            with activity(f"{q['calibrate_method']} calibration + quantization on {len(calib)} images"), captured(log):
                 quantize_static(
                     str(prepped),
                     str(job.tmp()),

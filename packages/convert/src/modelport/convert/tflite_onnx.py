@@ -3,9 +3,10 @@
 A TFLite source goes through two converters: tflite2onnx (the original project's; no
 TensorFlow needed) and tf2onnx (``--inputs-as-nchw``). Both end at the configured
 opset (13: per-channel QDQ needs >= 13). ``auto`` converts with both, verifies both,
-times those that pass in onnxruntime and keeps the faster; a converter that crashes or
-fails verification is recorded with its one-line reason, and the step fails only when
-none passes. A full-integer TFLite source becomes a float ONNX (tf2onnx
+times those that pass in onnxruntime and keeps the clearly faster one (the first, tflite2onnx,
+when the difference is noise); a converter that fails in any way (an error, a model the ONNX
+checker rejects, failed verification) is recorded with its one-line reason, and the step fails
+only when none passes. A full-integer TFLite source becomes a float ONNX (tf2onnx
 ``--dequantize``, then onnx_float for both), held to the INT8 floors: it is one
 quantization away from the source. An ONNX source is only made static NCHW (onnx_source).
 """
@@ -27,7 +28,7 @@ from modelport.common.errors import InputError, ModelportError, ToolchainMissing
 from modelport.common.log import activity, console, run_logged, step, warn
 from modelport.common.reference import REFERENCE
 from modelport.common.schema import LatencyStats
-from modelport.common.timing import measure, sample, summarize
+from modelport.common.timing import MIN_GAIN, clearly_faster, race
 from modelport.runtime.onnxruntime import OnnxFp32Runtime
 
 from .base import Converter
@@ -113,7 +114,7 @@ def check_static_nchw(path: Path, ctx: StepContext) -> None:
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as e:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise ModelportError(f"onnx.checker rejected the converted model: {str(e).splitlines()[0]}", path) from None
     model = onnx.load(str(path), load_external_data=False)
     (inp,) = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
@@ -161,8 +162,10 @@ def convert_contained(ctx: StepContext, names: list[str], source: Path, workdir:
             measured[n] = _convert_one(ctx, n, source, workdir / f"{n}.onnx")
         except ModelportError as e:
             failed[n] = e.message
-            if len(names) > 1:
-                warn(f"{n}: {e.message}")
+        except Exception as e:  # a converter's model can break onnx, onnxruntime or numpy in ways no list foresees
+            failed[n] = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+        if n in failed and len(names) > 1:
+            warn(f"{n}: {failed[n]}")
     if not measured:
         raise ModelportError(
             "no converter made a model that passes: " + "; ".join(f"{n}: {r}" for n, r in failed.items()), source
@@ -170,22 +173,33 @@ def convert_contained(ctx: StepContext, names: list[str], source: Path, workdir:
     return measured, failed
 
 
-def race(ctx: StepContext, models: dict[str, Path]) -> dict[str, LatencyStats]:
-    """Time candidate ONNX models in alternating rounds, so background load hits them alike."""
-    warmup, rounds, runs = RACE
+def time_candidates(ctx: StepContext, models: dict[str, Path]) -> tuple[dict[str, LatencyStats], dict[str, list[float]]]:
+    """Time candidate ONNX models in alternating rounds, so background load hits them alike.
+
+    Returns each one's stats and its median ms per round (for ``pick``'s paired comparison).
+    """
     x = np.zeros(ctx.config.input.shape("NCHW"), "float32")
     runtimes = {n: OnnxFp32Runtime(ctx.config, {"model": p}).activate() for n, p in models.items()}
+    per_round: dict[str, list[float]] = {}
     try:
-        samples: dict[str, list] = {n: [] for n in models}
-        for rt in runtimes.values():
-            measure(partial(rt.infer, x), warmup, 1)
-        for _ in range(rounds):
-            for n, rt in runtimes.items():
-                samples[n].extend(sample(partial(rt.infer, x), runs))
+        stats = race({n: partial(rt.infer, x) for n, rt in runtimes.items()}, *RACE, per_round=per_round)
     finally:
         for rt in runtimes.values():
             rt.deactivate()
-    return {n: summarize(s, warmup) for n, s in samples.items()}
+    return stats, per_round
+
+
+def pick(per_round: dict[str, list[float]]) -> tuple[str, str]:
+    """The candidate to keep and why: the first (preferred) one unless another is clearly faster
+    (``clearly_faster``: MIN_GAIN on the median and in all but one paired round)."""
+    names = list(per_round)
+    chosen = names[0]
+    for n in names[1:]:
+        if clearly_faster(per_round[n], per_round[chosen]):
+            chosen = n
+    if chosen != names[0] or all(clearly_faster(per_round[chosen], per_round[n]) for n in names[1:]):
+        return chosen, "clearly the faster verified ONNX in onnxruntime"
+    return chosen, f"within noise of the others (not {MIN_GAIN:.0%} faster in all but one round): the preferred converter"
 
 
 class TfliteOnnx(Converter):
@@ -215,16 +229,19 @@ class TfliteOnnx(Converter):
         def make(job):
             measured, failed = convert_contained(ctx, names, source, job.workdir)
             models = {n: job.workdir / f"{n}.onnx" for n in measured}
-            for n, stats in (race(ctx, models) if len(models) > 1 else {}).items():
-                measured[n] |= {"median_ms": stats.median, "p90_ms": stats.p90, "runs": stats.runs}
-                console.print(
-                    f"   {n}: onnxruntime median {stats.median:.2f} ms, p90 {stats.p90:.2f} ms ({stats.runs} runs, interleaved)"
-                )
-            chosen = min(measured, key=lambda n: measured[n].get("median_ms", 0.0))
-            if len(measured) > 1:
-                console.print(f"   keeping {chosen}: the faster verified ONNX in onnxruntime")
-            elif failed:
-                console.print(f"   keeping {chosen}: the only converter that passed", markup=False)
+            if len(models) > 1:
+                stats, per_round = time_candidates(ctx, models)
+                for n, st in stats.items():
+                    measured[n] |= {"median_ms": st.median, "p90_ms": st.p90, "runs": st.runs}
+                    console.print(
+                        f"   {n}: onnxruntime median {st.median:.2f} ms, p90 {st.p90:.2f} ms ({st.runs} runs, interleaved)"
+                    )
+                chosen, why = pick(per_round)
+                console.print(f"   keeping {chosen}: {why}", markup=False)
+            else:
+                chosen = next(iter(measured))
+                if failed:
+                    console.print(f"   keeping {chosen}: the only converter that passed", markup=False)
             shutil.copyfile(job.workdir / f"{chosen}.onnx", job.tmp())
             return {"converter": chosen, "converters": measured, "failed_converters": failed}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from modelport.common.agreement import Kind
 from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
-from modelport.common.log import activity, step
+from modelport.common.log import activity, captured, step
 from modelport.common.onnx_safety import check_onnx
 from modelport.convert.base import Converter
 from modelport.runtime.base import Runtime
@@ -139,7 +139,10 @@ class Target(Converter):
                     f"nncf.quantize {SOURCE} -> {xml}: INT8, {preset} preset, {len(calib)} calibration images"
                     + (f", {len(float_layers)} layers ({len(ignored)} ops) in float" if float_layers else "")
                 )
-                with activity(f"NNCF calibration + quantization on {len(calib)} images"):
+                # NNCF's progress bars and INFO lines: the step's log, not the terminal
+                log = store.path(f"openvino/logs/{Path(xml).stem}.log")
+                log.unlink(missing_ok=True)
+                with activity(f"NNCF calibration + quantization on {len(calib)} images"), captured(log):
                     model = nncf_quantize(model, calib, preset, ignored)
             else:
                 step(f"ov.convert_model {SOURCE} -> {xml} (fp32 weights)")

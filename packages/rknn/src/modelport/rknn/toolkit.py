@@ -10,14 +10,13 @@ import contextlib
 import importlib.util
 import os
 import re
-import sys
 from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from modelport.common.errors import ModelportError, ToolchainMissing
-from modelport.common.log import activity, console
+from modelport.common.log import activity, captured, console
 
 DIST = "rknn-toolkit2"
 # Printed on every successful 2.5.0 build: noise, not an error.
@@ -55,40 +54,6 @@ def versions() -> dict[str, str]:
         with contextlib.suppress(PackageNotFoundError):
             out[dist] = version(dist)
     return out
-
-
-@contextlib.contextmanager
-def captured(log: Path, verbose: bool = False) -> Iterator[Path]:
-    """Send everything the toolkit prints (Python and C++, so at the fd level) to ``log``.
-
-    Its progress bars and ``I``/``W`` lines would bury modelport's own output; on failure
-    the ``E`` lines are lifted out of the log into the error message.
-    """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    if verbose:
-        yield log
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    # modelport's own messages keep going to the real stderr meanwhile.
-    real_stderr = os.fdopen(os.dup(saved[1]), "w", buffering=1, encoding="utf-8", errors="replace")
-    previous = console.file if console._file is not None else None
-    with open(log, "ab") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        console.file = real_stderr
-        try:
-            yield log
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            console._file = previous  # None: back to following sys.stdout/stderr
-            real_stderr.close()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
 
 
 _E_LINE = re.compile(r"^\s*E\s+(?:[\w.]+:\s?)?(.*)$")  # "E build: <text>" or "E <text>"

@@ -18,6 +18,7 @@ import numpy as np
 from modelport.common.artifacts import ArtifactStore
 from modelport.common.config import Config
 from modelport.common.errors import InputError, ToolchainMissing
+from modelport.common.log import captured
 from modelport.common.preprocess import DType, Layout
 
 
@@ -89,7 +90,8 @@ class Runtime:
             if not p.is_file():
                 raise InputError(f"{self.display} needs its {role} file: run `modelport {self.made_by()}` first", p)
         t0 = time.perf_counter_ns()
-        self.activate_impl()
+        with captured():  # loading is when toolchains announce themselves (TFLite's XNNPACK delegate line)
+            self.activate_impl()
         self.load_ms = (time.perf_counter_ns() - t0) / 1e6
         self.active = True
         return self
