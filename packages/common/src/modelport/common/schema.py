@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from .safe_names import check_key
-
 from .strict_json import json_text
 
 RESULT_SCHEMA = "modelport.result/1"
