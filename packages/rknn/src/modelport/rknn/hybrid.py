@@ -93,7 +93,7 @@ def check_float16(names: list[str], text: str, origin: str, what: Path | str, er
 
     raise error(
         f"{origin}: not a layer step 1 quantizes, so hybrid quantization cannot keep it in float16: "
-        f"{', '.join(why(u) for u in bad)}; the quantized layers are the int8 entries of {CFG}",
+        f"{', '.join(why(u) for u in bad)}; it quantizes {len(tensors)} (names in rknn/accuracy/analysis.json)",
         what,
     )
 
@@ -186,7 +186,7 @@ def run(
             text = cfg_in.read_text()
             proposed, _ = cfg_layers(text)
             check_float16(wanted, text, "[rknn] hybrid_float16_layers", ctx.config.source or cfg_in.name)
-            check_float16(proposed, text, "the toolkit's float16 proposal", cfg_in, ModelportError)
+            check_float16(proposed, text, "the toolkit's float16 proposal", onnx_path, ModelportError)
             chosen = list(dict.fromkeys(proposed + wanted))
             patched = patch_cfg(text, chosen)
             job.tmp(CFG).write_text(patched)
