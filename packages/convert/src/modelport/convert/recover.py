@@ -50,9 +50,9 @@ def ranked(rows: list[dict]) -> list[str]:
 def qdq_quantized(qdq: Path, graph: onnx_layers.OnnxGraph) -> set[str]:
     """The layers of ``graph`` that QDQ model ``qdq`` quantizes: a node of the layer reads an input through
     DequantizeLinear and no float weight directly (a float bias is allowed: the symmetric model for TensorRT
-    keeps it). onnxruntime runs those in INT8, and TensorRT's explicit
-    quantization takes each layer's precision from the same Q/DQ pairs. A node in ``nodes_to_exclude`` may
-    still read a dequantized activation (the pair belongs to the tensor), but its weights stay float."""
+    keeps one). onnxruntime runs those in INT8, and TensorRT's explicit quantization takes each layer's
+    precision from the same Q/DQ pairs. A node in ``nodes_to_exclude`` may still read a dequantized
+    activation (the pair belongs to the tensor), but its weights stay float."""
     import onnx
 
     model = onnx.load(str(qdq), load_external_data=False)
