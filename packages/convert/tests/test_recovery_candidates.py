@@ -25,7 +25,7 @@ def named_tiny(path: Path) -> Path:
     return path
 
 
-def qdq(source: Path, out: Path, exclude: list[str]) -> Path:
+def qdq(source: Path, out: Path, exclude: list[str], **extra_options) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -43,6 +43,7 @@ def qdq(source: Path, out: Path, exclude: list[str]) -> Path:
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=exclude,
+        extra_options=extra_options,
     )
     return out
 
@@ -55,3 +56,13 @@ def test_qdq_quantized_layers_leave_out_what_the_qdq_model_keeps_in_float(tmp_pa
     assert qdq_quantized(source, graph) == set()  # the FP32 model quantizes nothing
     fewer = qdq_quantized(qdq(source, tmp_path / "no-gemm.onnx", ["logits"]), graph)
     assert fewer == every - {"logits"}  # a layer in nodes_to_exclude is no candidate any more
+
+
+def test_a_float_bias_still_counts_as_quantized(tmp_path):
+    """The symmetric QDQ model TensorRT builds from keeps its biases float (QuantizeBias off): its layers
+    are quantized all the same."""
+    source = named_tiny(tmp_path / "tiny.onnx")
+    graph = onnx_layers.load(source)
+    every = qdq_quantized(qdq(source, tmp_path / "all.onnx", []), graph)
+    sym = qdq(source, tmp_path / "sym.onnx", [], ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False)
+    assert qdq_quantized(sym, graph) == every
