@@ -43,8 +43,11 @@ class NoisyBackend:
             size_bytes=1000 + 100 * len(float_layers),
         )
 
-    def worst_layers(self, variant, n):
-        return LAYERS[:n]
+    def worst_layers(self, variant):
+        return list(LAYERS)
+
+    def quantized_layers(self, variant):
+        return set(LAYERS) - set(variant.float_layers)
 
     def timers(self, variants):
         # Work grows with the float layers: a real callable per variant, timed like any model.
@@ -85,6 +88,26 @@ def test_greedy_looks_only_for_sets_smaller_than_the_one_that_passed():
     greedy = [v for v in tried if v.stage == "greedy"]
     assert greedy and {len(v.float_layers) for v in greedy} == {1}  # a 2-layer set passed: only singles are tried
     assert choose(tried).float_layers == LAYERS[:2]
+
+
+def test_only_layers_the_int8_model_quantizes_are_put_in_float():
+    """The analysis may rank a layer the toolchain never quantized (a Softmax, a Reshape) worst: keeping it
+    "in float" would build the same model again, so it is never a candidate."""
+    unquantized = {"layer0", "layer3"}
+
+    class PartlyQuantized(NoisyBackend):
+        def worst_layers(self, variant, *_):
+            return list(LAYERS)  # the unquantized ones rank worst, as a CPU's rounding may have it
+
+        def quantized_layers(self, variant):
+            return set(LAYERS) - unquantized - set(variant.float_layers)
+
+    b = PartlyQuantized()
+    need = judge(b.build("a", LAYERS[:4]), floors(0.0)).agreement["cosine_min"]
+    tried = Search(b, floors(need), budget_s=600, max_float_layers=4).run()
+    floated = [v for v in tried if v.float_layers]
+    assert floated and not any(set(v.float_layers) & unquantized for v in floated)
+    assert max(len(v.float_layers) for v in floated) <= 4  # the bound counts quantized candidates
 
 
 def test_no_budget_builds_only_the_default():

@@ -317,3 +317,29 @@ def test_official_tools_requested_but_missing(int8_inputs):
     proc = run(int8_inputs, "-o", "ncnn.tools=official", "convert", "ncnn-int8")
     assert proc.returncode == 2 and "not on PATH" in error_line(proc)
     nothing_written(int8_inputs)
+
+
+@pytest.mark.slow
+def test_recovery_candidates_are_the_layers_the_table_quantizes(ncnn_models, all_int8):
+    """What the recovery search may put back in float: ONNX layers whose ncnn layer the table enables. The
+    depthwise convs stay float by default ('#' lines), and the Softmax has no int8 kernel at all."""
+    import onnx
+
+    from modelport.common.recovery import Variant
+    from modelport.convert.ncnn_int8 import OUTPUTS
+    from modelport.convert.recover_ncnn import NcnnBackend
+
+    source = ncnn_models.store.path("onnx/model.onnx")
+    model = onnx.load(str(source))
+    for rel in ("onnx/model.onnx", "onnx/model.onnx.manifest.json"):  # the ONNX names of the all-int8 model's layers
+        all_int8.store.path(rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ncnn_models.store.path(rel), all_int8.store.path(rel))
+    depthwise = {n.name for n in model.graph.node if any(a.name == "group" and a.i > 1 for a in n.attribute)}
+    convs = {n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")}
+
+    def quantized(ctx):
+        return NcnnBackend(ctx, False).quantized_layers(Variant("default", "minmax", [], dict(OUTPUTS)))
+
+    default, every = quantized(ncnn_models), quantized(all_int8)
+    assert default == convs - depthwise and every == convs
+    assert "MobilenetV2/Predictions/Reshape_1" not in every

@@ -164,9 +164,11 @@ custom_quantize_layers: {}                                         # 0.999999989
 quantize_parameters:
     input:
         qtype: asym
+        dtype: float32
         scale: []
     BiasAdd_50;Conv2D_33;BiasAdd_50/bias1:
         qtype: asym
+        dtype: int8
         scale:
         -   7.62951094834821e-06
 """
@@ -192,12 +194,13 @@ def test_hybrid_cfg_reads_long_names_in_yamls_explicit_key_form():
     )
     custom, tensors = hybrid.cfg_layers(text)
     assert custom == [long] and tensors == ["input", long]
+    assert hybrid.quantized_tensors(text + "        dtype: int8\n") == [long]  # the dtype of an explicit-form entry
     assert f"'{long}': float16" in hybrid.patch_cfg(text, custom)
 
 
 def test_unknown_hybrid_layer_suggests_the_full_name():
     with pytest.raises(InputError, match=r"'Conv2D_33' \(did you mean 'BiasAdd_50;Conv2D_33;BiasAdd_50/bias1'\?\)"):
-        hybrid.check_layers(["Conv2D_33"], hybrid.cfg_layers(CFG)[1], "modelport.toml")
+        hybrid.check_float16(["Conv2D_33"], CFG, "[rknn] hybrid_float16_layers", "modelport.toml")
 
 
 def test_adb_guard_stops_only_the_servers_it_saw_start(tmp_path):

@@ -4,6 +4,8 @@
 2. The toolchain's other calibration methods, in its order, until one meets the floors.
 3. From the best of those, its worst layers (per-layer analysis, lowest own SQNR) kept in float:
    1, 2, 4, ... layers until the floors are met, then bisection down to the fewest that meet them.
+   Candidates are only layers that variant really quantizes (``Backend.quantized_layers``): a layer
+   the toolchain already runs in float ranks anywhere, by chance, and keeping it "in float" changes nothing.
 4. Greedy, measured: the one worst-ranked layer that helps most, then a second, ... (few layers,
    each one costs speed), while nothing that small meets the floors.
 Everything stops at ``[quantization] recover_minutes``. The variants are timed in interleaved rounds
@@ -76,7 +78,11 @@ class Backend(Protocol):
 
     def build(self, method: str, float_layers: list[str]) -> Variant: ...
 
-    def worst_layers(self, variant: Variant, n: int) -> list[str]: ...
+    def worst_layers(self, variant: Variant) -> list[str]:
+        """Every layer of ``variant``'s per-layer analysis, worst first (ONNX layer names)."""
+
+    def quantized_layers(self, variant: Variant) -> set[str]:
+        """The ONNX layers ``variant`` really quantizes, read from its INT8 model (or the toolkit's own record)."""
 
     def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         """variant id (and "fp32" for the twin) -> one inference, while the context is open; None when
@@ -166,7 +172,7 @@ class Search:
         if not built:
             return self.tried
         base = max(built, key=_quality)
-        ranked = [la for la in b.worst_layers(base, self.max_float_layers) if la not in b.float_layers]
+        ranked = self.candidates(base)
         failed_k, passed_k, k = 0, None, 1
         while k <= len(ranked) and self.left() > 0:
             if self.build(base.method, [*b.float_layers, *ranked[:k]], "float").passes:
@@ -181,6 +187,20 @@ class Search:
                 failed_k = mid
         self.greedy(base.method, ranked[:GREEDY_WIDTH], passed_k)
         return self.tried
+
+    def candidates(self, base: Variant) -> list[str]:
+        """The layers to try in float: ``base``'s worst quantized layers, at most ``max_float_layers``."""
+        b = self.backend
+        quantized = b.quantized_layers(base)
+        ranked = [la for la in b.worst_layers(base) if la not in b.float_layers]
+        kept = [la for la in ranked if la in quantized]
+        if len(kept) < len(ranked):
+            console.print(
+                f"   {b.display}: {len(ranked) - len(kept)} of the {len(ranked)} analysed layers are not quantized "
+                f"in {base.id}: not candidates for float",
+                markup=False,
+            )
+        return kept[: self.max_float_layers]
 
     def greedy(self, method: str, candidates: list[str], passed_k: int | None) -> None:
         """Measured, not ranked: add the one candidate layer that helps most, up to GREEDY_DEPTH layers.

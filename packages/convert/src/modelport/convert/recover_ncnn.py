@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from modelport.common import layer_analysis, recovery
+from modelport.common import recovery
 from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
@@ -13,10 +13,9 @@ from modelport.common.reference import REFERENCE
 from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
 
 from .ncnn import BIN, PARAM
-from .ncnn_format import load
-from .ncnn_int8 import OUTPUTS, TARGET, depthwise_layers
-from .ncnn_table import METHODS, quantizable_layers
-from .recover import runtime_timers
+from .ncnn_int8 import OUTPUTS, TARGET
+from .ncnn_table import METHODS, Table
+from .recover import ranked, runtime_timers
 
 
 class NcnnBackend:
@@ -39,13 +38,6 @@ class NcnnBackend:
             out.setdefault(onnx_layer.node, []).append(ncnn_name)
         return out
 
-    @cached_property
-    def quantized(self) -> set[str]:
-        """ncnn layers the INT8 model quantizes (so can be put back in float)."""
-        model = load(self.ctx.store.path(PARAM), self.ctx.store.path(BIN))
-        already_float = set() if self.ctx.config.ncnn.int8_depthwise else depthwise_layers(model)
-        return {la.name for la in quantizable_layers(model)} - already_float
-
     def to_ncnn(self, layers: list[str]) -> list[str]:
         if not layers:
             return []
@@ -67,14 +59,17 @@ class NcnnBackend:
             build_seconds=manifest.get("seconds"),
         )
 
-    def worst_layers(self, variant: Variant, n: int) -> list[str]:
+    def worst_layers(self, variant: Variant) -> list[str]:
         from .analyze import run
 
         files = {r: self.ctx.store.path(variant.files[r]) for r in ("param", "bin")}
-        data = run(self.ctx, self.key, files=files, out=f"analysis/variants/{self.key}-{variant.id}.json")
-        # Only layers with an int8 ncnn layer can be put back in float.
-        rows = [r for r in data["layers"] if set(self.ncnn_names.get(r["node"], [])) & self.quantized]
-        return [r["node"] for r in layer_analysis.worst(rows, n, "own_sqnr_db_worst_image")]
+        return ranked(run(self.ctx, self.key, files=files, out=f"analysis/variants/{self.key}-{variant.id}.json")["layers"])
+
+    def quantized_layers(self, variant: Variant) -> set[str]:
+        """The layers with an int8 ncnn layer: those the variant's calibration table enables (a ``#`` line,
+        a depthwise layer left float, a layer ncnn has no int8 kernel for: not there)."""
+        enabled = set(Table.read(self.ctx.store.path(variant.files["table"])).enabled())
+        return {node for node, names in self.ncnn_names.items() if enabled.intersection(names)}
 
     def timers(self, variants: list[Variant]):
         cfg, store = self.ctx.config, self.ctx.store

@@ -10,7 +10,7 @@ from modelport.common.reference import REFERENCE
 from modelport.runtime.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
 
 from .onnx_int8 import ORT, SOURCE, calibration_for
-from .recover import runtime_timers, worst_analysed
+from .recover import QdqCandidates, runtime_timers
 
 # onnxruntime's calibration methods, plus percentile at a wider clip than its 99.999 default:
 # on MobileNetV2 / the shipped photos cosine min 0.968 (99.999) -> 0.977 (99.9999); 99.99 loses (0.948).
@@ -28,8 +28,9 @@ def qdq_knobs(q) -> tuple[list[str], list[str]]:
     return [q.calibrate_method, *(m for m in METHODS if m != q.calibrate_method)], list(q.nodes_to_exclude)
 
 
-class OnnxBackend:
+class OnnxBackend(QdqCandidates):
     key, display = "onnx-int8", "ONNX INT8"
+    qdq_role = "model"
 
     def __init__(self, ctx: StepContext, force: bool):
         self.ctx, self.force = ctx, force
@@ -52,9 +53,6 @@ class OnnxBackend:
             size_bytes=path.stat().st_size,
             build_seconds=(self.ctx.store.read_manifest(rel) or {}).get("seconds"),
         )
-
-    def worst_layers(self, variant: Variant, n: int) -> list[str]:
-        return worst_analysed(self.ctx, self.key, {"model": variant.files["model"]}, variant.id, n)
 
     def timers(self, variants: list[Variant]):
         cfg, store = self.ctx.config, self.ctx.store

@@ -18,13 +18,14 @@ from modelport.common.reference import REFERENCE
 from modelport.runtime.tensorrt import TensorrtFp32Runtime, TensorrtInt8Runtime
 
 from .onnx_int8 import SOURCE, TENSORRT, calibration_for
-from .recover import runtime_timers, worst_analysed
+from .recover import QdqCandidates, runtime_timers
 from .recover_onnx import method_settings, qdq_knobs
 from .tensorrt import ENGINES, INT8
 
 
-class TensorrtBackend:
+class TensorrtBackend(QdqCandidates):
     key, display = "tensorrt-int8", "TensorRT INT8"
+    qdq_role = "qdq"  # the engine is built from it
 
     def __init__(self, ctx: StepContext, force: bool):
         self.ctx, self.force = ctx, force
@@ -48,9 +49,6 @@ class TensorrtBackend:
             size_bytes=path.stat().st_size,
             build_seconds=manifest.get("seconds"),
         )
-
-    def worst_layers(self, variant: Variant, n: int) -> list[str]:
-        return worst_analysed(self.ctx, self.key, {"model": variant.files["qdq"]}, variant.id, n)
 
     def timers(self, variants: list[Variant]):
         cfg, store = self.ctx.config, self.ctx.store

@@ -64,6 +64,34 @@ def ov_ops(model, source, layers: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+QUANTIZERS = ("FakeQuantize", "FakeConvert")
+# Ops the CPU plugin moves a quantizer across unchanged: NNCF may put a FakeQuantize before a Reshape it added.
+SHAPE_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Transpose")
+
+
+def quantized_layers(xml: Path, source: Path) -> set[str]:
+    """The ONNX layers (of ``source``) that INT8 IR ``xml`` quantizes: an op ``convert_model`` made of one of
+    the layer's nodes (named as ``ov_ops`` finds them) reads an input through a FakeQuantize/FakeConvert."""
+    import openvino as ov
+    from modelport.common import onnx_layers
+
+    def quantized_input(op) -> bool:
+        for port in op.inputs():
+            src = port.get_source_output().get_node()
+            while src.get_type_name() in SHAPE_OPS:
+                src = src.input(0).get_source_output().get_node()
+            if src.get_type_name() in QUANTIZERS:
+                return True
+        return False
+
+    model = ov.Core().read_model(str(xml))
+    ops = [
+        op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() not in QUANTIZERS and quantized_input(op)
+    ]
+    graph = onnx_layers.load(source)
+    return {la.node for la in graph.layers if any(n == node or n.startswith(node + "/") for n in ops for node in la.nodes)}
+
+
 def nncf_quantize(model, calibration, preset: str = "performance", ignored: Sequence[str] = ()):
     """NNCF post-training INT8 over the calibration tensors (NCHW float32, batch 1); ``ignored``: op names kept in float."""
     import nncf

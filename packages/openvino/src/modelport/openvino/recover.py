@@ -7,9 +7,9 @@ from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
-from modelport.convert.recover import runtime_timers, worst_analysed
+from modelport.convert.recover import analysed, ranked, runtime_timers
 
-from .convert import INT8, PRESETS, SOURCE
+from .convert import INT8, PRESETS, SOURCE, quantized_layers
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 
 OUTPUTS = dict(OpenvinoInt8Runtime.artifacts)  # role -> the INT8 IR bench and analyze read
@@ -40,8 +40,12 @@ class OpenvinoBackend:
             build_seconds=manifest.get("seconds"),
         )
 
-    def worst_layers(self, variant: Variant, n: int) -> list[str]:
-        return worst_analysed(self.ctx, self.key, variant.files, variant.id, n)
+    def worst_layers(self, variant: Variant) -> list[str]:
+        return ranked(analysed(self.ctx, self.key, variant.files, variant.id))
+
+    def quantized_layers(self, variant: Variant) -> set[str]:
+        store = self.ctx.store
+        return quantized_layers(store.path(variant.files["model"]), store.path(SOURCE))
 
     def timers(self, variants: list[Variant]):
         cfg, store = self.ctx.config, self.ctx.store

@@ -23,7 +23,7 @@ import numpy as np
 
 from modelport.common.agreement import compare
 from modelport.common.context import StepContext
-from modelport.common.errors import InputError
+from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import console, step
 from modelport.common.reference import load_reference
 from modelport.common.results import write_result
@@ -35,11 +35,30 @@ CFG = "rknn/model-hybrid.quantization.cfg"
 _BLOCK = re.compile(r"^custom_quantize_layers:.*?(?=^\S)", re.MULTILINE | re.DOTALL)
 
 
-def cfg_layers(text: str) -> tuple[list[str], list[str]]:
-    """(layers already in custom_quantize_layers, every tensor name in quantize_parameters).
+_KEY = re.compile(r"^    (?:\? (\S.*?)|([^\s:].*?):)\s*$")  # a tensor of quantize_parameters, plain or `? name`
+_DTYPE = re.compile(r"^\s+(?::\s+)?dtype:\s*(\S+)")
+INTEGER_DTYPES = ("int4", "int8", "uint8", "int16")  # what step 1 quantizes; float16/float32 entries it keeps in float
+
+
+def cfg_dtypes(text: str) -> dict[str, str]:
+    """Every tensor of a step-1 cfg's ``quantize_parameters`` -> its dtype ("" when the entry names none).
 
     The toolkit writes a key longer than 128 characters (tflite2onnx's tensor names) in YAML's
-    explicit form, ``? name`` with the value on the next line (``: float16``)."""
+    explicit form, ``? name`` with the value on the next line (``:   qtype: ...``)."""
+    params = text.split("quantize_parameters:", 1)[1] if "quantize_parameters:" in text else ""
+    out: dict[str, str] = {}
+    current = None
+    for line in params.splitlines():
+        if key := _KEY.match(line):
+            current = (key.group(1) or key.group(2)).strip("'\"")
+            out[current] = ""
+        elif current is not None and (dtype := _DTYPE.match(line)):
+            out[current] = dtype.group(1).strip("'\"")
+    return out
+
+
+def cfg_layers(text: str) -> tuple[list[str], list[str]]:
+    """(layers already in custom_quantize_layers, every tensor name in quantize_parameters)."""
     m = _BLOCK.search(text)
     custom = []
     for line in m.group(0).splitlines()[1:] if m else []:
@@ -48,10 +67,35 @@ def cfg_layers(text: str) -> tuple[list[str], list[str]]:
             continue
         name = entry[2:] if entry.startswith("? ") else entry.rsplit(":", 1)[0]
         custom.append(name.strip().strip("'\""))
-    params = text.split("quantize_parameters:", 1)[1] if "quantize_parameters:" in text else ""
-    keys = re.findall(r"^    (?:\? (\S.*?)|(\S.*?):)\s*$", params, flags=re.MULTILINE)
-    tensors = [(long or short).strip("'\"") for long, short in keys]
-    return custom, tensors
+    return custom, list(cfg_dtypes(text))
+
+
+def quantized_tensors(text: str) -> list[str]:
+    """The tensors step 1 quantizes: the only names step 2 can move to float16."""
+    return [t for t, dtype in cfg_dtypes(text).items() if dtype in INTEGER_DTYPES]
+
+
+def check_float16(names: list[str], text: str, origin: str, what: Path | str, error: type[ModelportError] = InputError) -> None:
+    """Raise ``error`` (one line, naming each) unless every name is a tensor step 1's cfg quantizes: step 2
+    refuses any other name ("Invalid operands name"), or it would change nothing (already float)."""
+    dtypes = cfg_dtypes(text)
+    bad = [n for n in names if dtypes.get(n) not in INTEGER_DTYPES]
+    if not bad:
+        return
+    tensors = [t for t, dtype in dtypes.items() if dtype in INTEGER_DTYPES]
+
+    def why(u: str) -> str:
+        if u in dtypes:
+            return f"{u!r} (step 1 keeps it {dtypes[u] or 'unquantized'})"
+        # fused names are long ("BiasAdd_50;Conv2D_33;BiasAdd_50/bias1"): a part of one is a good guess
+        close = [t for t in tensors if u in t.split(";") or u in t][:3] or difflib.get_close_matches(u, tensors, 1)
+        return f"{u!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else " (not in this graph)")
+
+    raise error(
+        f"{origin}: not a layer step 1 quantizes, so hybrid quantization cannot keep it in float16: "
+        f"{', '.join(why(u) for u in bad)}; it quantizes {len(tensors)} (names in rknn/accuracy/analysis.json)",
+        what,
+    )
 
 
 def patch_cfg(text: str, layers: list[str]) -> str:
@@ -66,20 +110,30 @@ def patch_cfg(text: str, layers: list[str]) -> str:
     return _BLOCK.sub(lambda _: block, text, count=1)
 
 
-def check_layers(wanted: list[str], tensors: list[str], cfg: Path | str) -> None:
-    unknown = [w for w in wanted if w not in tensors]
-    if unknown:
-
-        def hint(u: str) -> str:  # fused names are long ("BiasAdd_50;Conv2D_33;BiasAdd_50/bias1"): a part of one is a good guess
-            close = [t for t in tensors if u in t.split(";") or u in t][:3] or difflib.get_close_matches(u, tensors, 1)
-            return f"{u!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
-
-        hints = [hint(u) for u in unknown]
-        raise InputError(
-            f"hybrid_float16_layers not in the model: {', '.join(hints)}; names are listed in "
-            f"rknn/accuracy/analysis.json and {CFG}",
-            cfg,
+def step1(
+    ctx: StepContext,
+    onnx_path: Path,
+    workdir: Path,
+    log: Path,
+    verbose: bool,
+    proposal: bool = False,
+    proposal_images: int | None = None,
+) -> Path:
+    """The toolkit's hybrid step 1 in a session of its own (step 2 needs a new one): ``<stem>.model``, ``.data``
+    and ``.quantization.cfg`` in ``workdir``; returns the cfg."""
+    with toolkit.session(log, workdir, verbose) as rk:
+        convert.load_and_config(rk, ctx, onnx_path, log)
+        dataset = write_dataset(ctx.calibration, workdir / "calibration")
+        toolkit.call(
+            rk.hybrid_quantization_step1,
+            dataset=str(dataset),
+            proposal=proposal,
+            **({"proposal_dataset_size": proposal_images} if proposal_images is not None else {}),
+            what="hybrid_quantization_step1",
+            log=log,
+            path=onnx_path,
         )
+    return workdir / f"{onnx_path.stem}.quantization.cfg"  # step1 names its files after the model
 
 
 def agreement_of(ctx: StepContext, outputs: np.ndarray):
@@ -126,24 +180,13 @@ def run(
             log.unlink(missing_ok=True)
             work = job.workdir
             t0 = time.monotonic()
-            with toolkit.session(log, work, verbose) as rk:
-                convert.load_and_config(rk, ctx, onnx_path, log)
-                dataset = write_dataset(ctx.calibration, work / "calibration")
-                toolkit.call(
-                    rk.hybrid_quantization_step1,
-                    dataset=str(dataset),
-                    proposal=proposal,
-                    proposal_dataset_size=n_prop,
-                    what="hybrid_quantization_step1",
-                    log=log,
-                    path=onnx_path,
-                )
+            cfg_in = step1(ctx, onnx_path, work, log, verbose, proposal, n_prop)
             step1_s = time.monotonic() - t0
-            stem = onnx_path.stem  # step1 names its files after the model
-            cfg_in = work / f"{stem}.quantization.cfg"
+            stem = onnx_path.stem
             text = cfg_in.read_text()
-            proposed, tensors = cfg_layers(text)
-            check_layers(wanted, tensors, ctx.config.source or cfg_in.name)
+            proposed, _ = cfg_layers(text)
+            check_float16(wanted, text, "[rknn] hybrid_float16_layers", ctx.config.source or cfg_in.name)
+            check_float16(proposed, text, "the toolkit's float16 proposal", onnx_path, ModelportError)
             chosen = list(dict.fromkeys(proposed + wanted))
             patched = patch_cfg(text, chosen)
             job.tmp(CFG).write_text(patched)

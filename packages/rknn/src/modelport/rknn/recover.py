@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -29,8 +30,8 @@ from modelport.runtime.run import prepared_images
 
 from . import convert, layers, toolkit
 from .analysis import parse_error_analysis
-from .dataset import nchw_uint8, write_dataset, write_npy_list
-from .hybrid import cfg_layers, patch_cfg
+from .dataset import nchw_uint8, write_npy_list
+from .hybrid import patch_cfg, quantized_tensors, step1
 
 METHODS = ("normal", "kl_divergence", "mmse")  # cheapest first: an mmse build takes ~100 s
 
@@ -103,22 +104,9 @@ class RknnBackend:
                 convert.build(rk, vctx, onnx_path, "int8", workdir, log)
                 yield rk, []
             return
-        with toolkit.session(log, workdir, self.verbose) as rk:
-            convert.load_and_config(rk, vctx, onnx_path, log)
-            dataset = write_dataset(vctx.calibration, workdir / "calibration")
-            toolkit.call(
-                rk.hybrid_quantization_step1,
-                dataset=str(dataset),
-                proposal=False,
-                what="hybrid_quantization_step1",
-                log=log,
-                path=onnx_path,
-            )
-        stem = onnx_path.stem  # step1 names its files after the model
-        text = (workdir / f"{stem}.quantization.cfg").read_text()
-        _, known = cfg_layers(text)
-        wanted = {t for name in float_layers if (la := self.graph.by_node(name)) for t in la.tensors}
-        tensors = [t for t in known if t in wanted]
+        cfg = step1(vctx, onnx_path, workdir, log, self.verbose)
+        text, stem = cfg.read_text(), onnx_path.stem
+        tensors = [t for t in quantized_tensors(text) if (la := self.layer_of(t)) and la.node in float_layers]
         (workdir / "hybrid.quantization.cfg").write_text(patch_cfg(text, tensors))
         with toolkit.session(log, workdir, self.verbose) as rk:
             toolkit.call(
@@ -132,7 +120,34 @@ class RknnBackend:
             )
             yield rk, tensors
 
-    def worst_layers(self, variant: Variant, n: int) -> list[str]:
+    def layer_of(self, name: str) -> onnx_layers.OnnxLayer | None:
+        """The ONNX layer of a toolkit tensor or layer name (named after ONNX tensors, as layers.py maps them)."""
+        return self.graph.layer_of(name) or self.graph.by_node(name)
+
+    def step1_cfg(self, method: str) -> str:
+        """The toolkit's own hybrid step-1 cfg for ``method`` (cached): which tensors it quantizes."""
+        vctx = variant_ctx(self.ctx, method)
+        store, onnx_path = vctx.store, vctx.store.path(convert.ONNX)
+        rel = f"rknn/variants/{method}.quantization.cfg"
+        with store.produce(
+            rel,
+            inputs=convert.inputs(vctx, onnx_path, "int8"),
+            tool="rknn-toolkit2 hybrid_quantization_step1",
+            tool_version=toolkit.tool_version(),
+            options=convert.options(vctx, "int8"),
+            force=self.force,
+        ) as job:
+            if not job.cached:
+                log = convert.log_path(vctx, f"step1-{method}")
+                shutil.copyfile(step1(vctx, onnx_path, job.workdir, log, self.verbose), job.tmp(rel))
+        return store.path(rel).read_text()
+
+    def quantized_layers(self, variant: Variant) -> set[str]:
+        """The layers with a tensor step 1 quantizes (for the variant's method); its float16 layers excepted."""
+        layers = {la.node for t in quantized_tensors(self.step1_cfg(variant.method)) if (la := self.layer_of(t))}
+        return layers - set(variant.float_layers)
+
+    def worst_layers(self, variant: Variant) -> list[str]:
         """accuracy_analysis of ``variant``'s build on its worst eval image, ranked by the toolkit's single-layer cosine."""
         vctx = variant_ctx(self.ctx, variant.method)
         out = f"analysis/variants/{self.key}-{variant.id}.json"
@@ -175,7 +190,7 @@ class RknnBackend:
                 doc = layers.document(vctx, data, self.graph, model=variant.files["model"])
                 job.tmp().write_text(json.dumps(doc, indent=1) + "\n")
         rows = json.loads(store.path(out).read_text())["layers"]
-        return [r["node"] for r in layer_analysis.worst(rows, n)]
+        return [r["node"] for r in layer_analysis.worst(rows, len(rows))]
 
     def timers(self, variants: list[Variant]):
         return contextlib.nullcontext(None)  # the simulator has no NPU timing
