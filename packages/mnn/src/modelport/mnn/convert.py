@@ -51,7 +51,9 @@ def convert_onnx(onnx: Path, out: Path, log: Path) -> None:
     run_worker(["convert", str(onnx), str(out)], log, "MNNConvert ONNX -> MNN", onnx)
 
 
-def quantize(float_model: Path, out: Path, tensors: np.ndarray, workdir: Path, log: Path, scale_update: str, feature_scale: str) -> None:
+def quantize(
+    float_model: Path, out: Path, tensors: np.ndarray, workdir: Path, log: Path, scale_update: str, feature_scale: str
+) -> None:
     """Full INT8 of ``float_model`` calibrated on ``tensors`` ([n, 1, C, H, W] float32, the model's layout)."""
     calib = workdir / "calibration.npy"
     np.save(calib, tensors)

@@ -50,7 +50,13 @@ class MnnRuntime(Runtime):
 
     def settings(self) -> dict:
         c = self.config.mnn
-        return {"device": "CPU", "numThread": threads(self.config), "precision": c.precision, "memory": c.memory, "power": c.power}
+        return {
+            "device": "CPU",
+            "numThread": threads(self.config),
+            "precision": c.precision,
+            "memory": c.memory,
+            "power": c.power,
+        }
 
     def activate_impl(self) -> None:
         import MNN
@@ -70,7 +76,9 @@ class MnnRuntime(Runtime):
         self.input = next(iter(inputs.values()))
         shape, expected = list(self.input.getShape()), list(self.input_shape())
         if shape != expected:
-            raise InputError(f"model input {shape} does not match the config ({self.input_layout} {expected})", self.files["model"])
+            raise InputError(
+                f"model input {shape} does not match the config ({self.input_layout} {expected})", self.files["model"]
+            )
         self.interpreter, self.session, self.mnn = interpreter, session, MNN
         self.output = next(iter(outputs.values()))
 

@@ -11,6 +11,7 @@ This module imports nothing of modelport: the parent owns the files, the checks 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -26,8 +27,9 @@ def convert(onnx_path: str, out: str, weight_bits: int) -> None:
     argv = ["mnnconvert", "-f", "ONNX", "--modelFile", onnx_path, "--MNNModel", out, "--bizCode", "modelport"]
     if weight_bits:
         argv += [f"--weightQuantBits={weight_bits}"]
-    if not _tools.mnnconvert(argv):
-        sys.exit(f"MNNConvert could not convert {onnx_path}")
+    # It returns True and writes nothing when it refuses a model (its reason went to stderr): the file decides.
+    if not _tools.mnnconvert(argv) or not os.path.isfile(out) or os.path.getsize(out) == 0:
+        sys.exit("MNNConvert wrote no model (its [ERROR] lines are in the log)")
 
 
 def quantize(float_model: str, out: str, calibration: str, scale_update: str, feature_scale: str) -> None:
