@@ -219,6 +219,22 @@ class OpenvinoConfig(Section):
     float_layers: list[str] = []
 
 
+class MnnConfig(Section):
+    """The MNN CPU runtime and MNN INT8 (envs/mnn): the session's schedule of both models, and the calibration."""
+
+    threads: Threads | None = None  # numThread; None: [tflite] threads (rows compare at one count)
+    # MNN's BackendConfig modes. precision normal is fp32 on x86; low lets MNN use fp16/bf16 where the CPU has it.
+    precision: Literal["normal", "high", "low", "low_bf16"] = "normal"
+    memory: Literal["normal", "high", "low"] = "normal"
+    power: Literal["normal", "high", "low"] = "normal"
+    # INT8 (`convert mnn-int8`, MNN's nn.compress.train_quant over the calibration set): how activation ranges
+    # are updated across the calibration images, and per-tensor or per-channel activation scales. MobileNetV2,
+    # 12 calibration images: moving_average cosine min 0.966 / mean 0.994, maximum 0.892 / 0.989 (under the floor).
+    # The recovery search tries the other update method.
+    scale_update: Literal["maximum", "moving_average"] = "moving_average"
+    feature_scale: Literal["per_tensor", "per_channel"] = "per_tensor"
+
+
 class Config(Section):
     model: ModelConfig = ModelConfig()
     input: InputSpec = InputSpec()
@@ -233,6 +249,7 @@ class Config(Section):
     rknn: RknnConfig = RknnConfig()
     tensorrt: TensorrtConfig = TensorrtConfig()
     openvino: OpenvinoConfig = OpenvinoConfig()
+    mnn: MnnConfig = MnnConfig()
 
     _source: Path | None = PrivateAttr(None)
     _contract: Contract | None = PrivateAttr(None)

@@ -1,0 +1,130 @@
+"""`convert mnn-fp32` / `mnn-int8`: the pipeline's ONNX model as MNN models.
+
+FP32: MNN's converter (MNNConvert) on onnx/model.onnx. INT8: that float model quantized by MNN's own
+calibration (``nn.compress.train_quant``: weights and activations in INT8) over the common calibration
+set, through the recovery search (recover.py) when it misses the [accuracy] floors. Both run in a child
+process (worker.py), so an abort inside MNN is this step's error line, not the end of the CLI.
+Each is verified against the reference through the runtime that benches it.
+
+The wheel's offline quantizer (``mnnquant``) is not used: it aborts with ``std::length_error`` on
+MobileNetV2 for every feature method (KL, ADMM, EMA).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Mapping
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport.common.agreement import Kind
+from modelport.common.artifacts import Job, file_inputs
+from modelport.common.context import StepContext
+from modelport.common.errors import ModelportError
+from modelport.common.log import run_logged, step
+from modelport.common.onnx_safety import check_onnx
+from modelport.convert.base import Converter
+from modelport.runtime.base import Runtime
+from modelport.runtime.onnxruntime import ONNX_MODEL
+
+from .runtime import MnnFp32Runtime, MnnInt8Runtime
+from .worker import SCALE_UPDATE
+
+SOURCE = ONNX_MODEL
+WORKER = "modelport.mnn.worker"
+
+
+def run_worker(args: list[str], log: Path, description: str, model: Path) -> None:
+    """``python -m modelport.mnn.worker ARGS`` with its output in ``log``; a failure (an abort too) as one error
+    line naming ``model``."""
+    proc = run_logged([sys.executable, "-m", WORKER, *args], log, description)
+    if proc.returncode != 0:
+        how = f"exit {proc.returncode}" if proc.returncode > 0 else f"killed by signal {-proc.returncode}"
+        raise ModelportError(f"{description} failed ({how}): {proc.last_error} (log: {log})", model)
+
+
+def convert_onnx(onnx: Path, out: Path, log: Path) -> None:
+    run_worker(["convert", str(onnx), str(out)], log, "MNNConvert ONNX -> MNN", onnx)
+
+
+def quantize(
+    float_model: Path, out: Path, tensors: np.ndarray, workdir: Path, log: Path, scale_update: str, feature_scale: str
+) -> None:
+    """Full INT8 of ``float_model`` calibrated on ``tensors`` ([n, 1, C, H, W] float32, the model's layout)."""
+    calib = workdir / "calibration.npy"
+    np.save(calib, tensors)
+    args = ["quantize", str(float_model), str(out), str(calib), "--scale-update", scale_update, "--feature-scale", feature_scale]
+    run_worker(args, log, f"MNN INT8 calibration ({scale_update}, {feature_scale}) on {len(tensors)} images", float_model)
+
+
+class Target(Converter):
+    """One MNN precision as a conversion target."""
+
+    def __init__(self, runtime: type[Runtime], kind: Kind):
+        self.runtime, self.kind = runtime, kind
+
+    def unavailable_reason(self) -> str | None:
+        return None if importlib.util.find_spec("MNN") else "python module MNN not installed in this env"
+
+    def tool_version(self) -> str:
+        return f"MNN {version('MNN')}"
+
+    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
+        if self.kind == "float":
+            return self.build(ctx, force)
+        from .recover import recover
+
+        return recover(ctx, force)
+
+    def build(
+        self,
+        ctx: StepContext,
+        force: bool,
+        files: Mapping[str, str] | None = None,
+        scale_update: str | None = None,
+        gate: bool = True,
+    ) -> list[Path]:
+        """One model at ``files`` (role -> path; default this target's): FP32, or INT8 calibrated with
+        ``scale_update``; verified (with ``gate``, held to the floors)."""
+        cfg, store = ctx.config, ctx.store
+        files = dict(files or self.runtime.artifacts)
+        rel = files["model"]
+        source = store.path(SOURCE)
+        check_onnx(source)
+        inputs = {"onnx": source}
+        options: dict[str, Any] = {"format": "ONNX", "threads": cfg.mnn.threads, "precision": cfg.mnn.precision}
+        log = store.path(f"mnn/logs/{Path(rel).stem}.log")
+        calib = None
+        if self.kind == "int8":
+            scale_update = scale_update or cfg.mnn.scale_update
+            calib = ctx.calibration
+            calib.validate()  # every calibration image decodes before anything is written
+            inputs |= file_inputs("calibration", calib.paths)
+            options |= {"scale_update": scale_update, "feature_scale": cfg.mnn.feature_scale, "calibration_images": len(calib)}
+
+        def make(job: Job) -> dict:
+            out = job.tmp(rel)
+            if calib is None:
+                step(f"MNNConvert {SOURCE} -> {rel} (fp32)")
+                convert_onnx(source, out, log)
+                return {}
+            assert scale_update is not None
+            step(f"MNNConvert + nn.compress.train_quant {SOURCE} -> {rel}: INT8, {scale_update}, {len(calib)} calibration images")
+            float_model = job.workdir / "float.mnn"
+            convert_onnx(source, float_model, log.with_suffix(".convert.log"))
+            tensors = np.stack(list(calib.tensors(self.runtime.input_layout, self.runtime.input_dtype)))
+            quantize(float_model, out, tensors, job.workdir, log, scale_update, cfg.mnn.feature_scale)
+            return {"calibration": calib.signature()}
+
+        return self.produce(
+            ctx, force, files, make, inputs=inputs, options=options, runtime=self.runtime, kind=self.kind, gate=gate, tool="mnn"
+        )
+
+
+METHODS = SCALE_UPDATE
+FP32 = Target(MnnFp32Runtime, "float")
+INT8 = Target(MnnInt8Runtime, "int8")

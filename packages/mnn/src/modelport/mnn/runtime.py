@@ -1,0 +1,116 @@
+"""MNN CPU runtimes for the models `convert mnn-fp32` / `mnn-int8` write: ``MNN.Interpreter`` and one session.
+
+The session's schedule comes from [mnn]: threads, and MNN's precision, memory and power modes
+(BackendConfig). Precision ``normal`` is fp32 on x86; ``low`` lets MNN use fp16/bf16 where the CPU has it.
+No batch twin: the converted model keeps the ONNX model's batch of one, so the depth sweeps
+run N sequential batch-1 calls and say so (mode loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from modelport.common.config import Config
+from modelport.common.errors import InputError
+from modelport.runtime.base import Runtime
+
+# MNN::BackendConfig's enums, in their declared order (the session config takes their integer values).
+PRECISION = {"normal": 0, "high": 1, "low": 2, "low_bf16": 3}
+MODE = {"normal": 0, "high": 1, "low": 2}  # MemoryMode and PowerMode
+
+
+def threads(config: Config) -> int:
+    """[mnn] threads when set, else [tflite] threads (the reference runtime's, so the rows compare at one count)."""
+    return config.mnn.threads or config.tflite.threads
+
+
+class MnnRuntime(Runtime):
+    backend = "mnn"
+    input_layout, input_dtype = "NCHW", "float32"
+    requires = ("MNN",)
+
+    @classmethod
+    def version(cls) -> str:
+        from importlib.metadata import version
+
+        return version("MNN")
+
+    def session_config(self) -> dict[str, Any]:
+        c = self.config.mnn
+        return {
+            "backend": "CPU",
+            "numThread": threads(self.config),
+            "precision": PRECISION[c.precision],
+            "memory": MODE[c.memory],
+            "power": MODE[c.power],
+        }
+
+    def settings(self) -> dict:
+        c = self.config.mnn
+        return {
+            "device": "CPU",
+            "numThread": threads(self.config),
+            "precision": c.precision,
+            "memory": c.memory,
+            "power": c.power,
+        }
+
+    def activate_impl(self) -> None:
+        import MNN
+
+        path = str(self.files["model"])
+        try:
+            interpreter = MNN.Interpreter(path)
+        except Exception as e:  # MNN raises a bare Exception with its own text
+            raise self.model_error(e) from None
+        session = interpreter.createSession(self.session_config())
+        inputs, outputs = interpreter.getSessionInputAll(session), interpreter.getSessionOutputAll(session)
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise InputError(
+                f"{self.display} expects one input and one output, the model has {len(inputs)} and {len(outputs)}",
+                self.files["model"],
+            )
+        self.input = next(iter(inputs.values()))
+        shape, expected = list(self.input.getShape()), list(self.input_shape())
+        if shape != expected:
+            raise InputError(
+                f"model input {shape} does not match the config ({self.input_layout} {expected})", self.files["model"]
+            )
+        self.interpreter, self.session, self.mnn = interpreter, session, MNN
+        self.output = next(iter(outputs.values()))
+
+    def _host(self, tensor: np.ndarray) -> Any:
+        """``tensor`` as an MNN host tensor in NCHW (MNN's "Caffe" dimension type)."""
+        data = np.ascontiguousarray(tensor, dtype=np.float32)
+        return self.mnn.Tensor(tuple(data.shape), self.mnn.Halide_Type_Float, data, self.mnn.Tensor_DimensionType_Caffe)
+
+    def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
+        self.input.copyFrom(self._host(tensor))
+        self.interpreter.runSession(self.session)
+        return np.array(self.output.getNumpyData(), dtype=np.float32).copy()
+
+    def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
+        host, copy_in, run, session = self._host(tensor), self.input.copyFrom, self.interpreter.runSession, self.session
+
+        def call() -> None:
+            copy_in(host)
+            run(session)
+
+        return call
+
+    def deactivate_impl(self) -> None:
+        # The Python API has no releaseSession: the session goes with its interpreter.
+        del self.session, self.interpreter, self.input, self.output
+
+
+class MnnFp32Runtime(MnnRuntime):
+    key, precision, display = "mnn-fp32", "fp32", "MNN FP32"
+    artifacts = {"model": "mnn/model.mnn"}
+
+
+class MnnInt8Runtime(MnnRuntime):
+    key, precision, display = "mnn-int8", "int8", "MNN INT8"
+    artifacts = {"model": "mnn/model.int8.mnn"}

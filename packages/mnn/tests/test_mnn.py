@@ -1,0 +1,224 @@
+"""The MNN backend with the real MNN: a tiny ONNX model made here (compared with onnxruntime), the conversion
+sandbox (no pip, no network), and the pipeline's model when its artifacts exist (MODELPORT_TEST_ARTIFACTS)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_context
+from modelport.common.reference import REFERENCE
+from modelport.convert.registry import TARGETS, target_module
+from modelport.mnn.runtime import MnnFp32Runtime, MnnInt8Runtime
+from modelport.runtime.registry import RUNTIMES, runtime_class
+from tiny_models import tiny_onnx
+
+pytest.importorskip("MNN")
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def ctx(test_env):
+    return make_context(test_env)
+
+
+def tiny(ctx, tmp_path: Path) -> Path:
+    """The tiny classifier at the config's input size, NCHW, batch 1."""
+    _, c, h, w = ctx.config.input.shape("NCHW")
+    return tiny_onnx(tmp_path / "tiny.onnx", size=(h, w), channels=c, batch=1)
+
+
+def onnxruntime_outputs(onnx: Path, xs: list[np.ndarray]) -> list[np.ndarray]:
+    sess = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return [sess.run(None, {name: x})[0] for x in xs]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a.ravel() @ b.ravel() / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_registered_through_entry_points():
+    for key in ("mnn-fp32", "mnn-int8"):
+        assert key in RUNTIMES and key in TARGETS
+        assert target_module(key).unavailable_reason() is None
+    assert runtime_class("mnn-fp32") is MnnFp32Runtime
+    assert runtime_class("mnn-int8") is MnnInt8Runtime
+
+
+def test_fp32_tiny_model_matches_onnxruntime(ctx, tmp_path):
+    from modelport.mnn.convert import convert_onnx
+
+    onnx = tiny(ctx, tmp_path)
+    convert_onnx(onnx, tmp_path / "model.mnn", tmp_path / "convert.log")
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(ctx.config.input.shape("NCHW")).astype(np.float32) for _ in range(3)]
+    with MnnFp32Runtime(ctx.config, {"model": tmp_path / "model.mnn"}) as rt:
+        outs = [rt.infer(x) for x in xs]
+        rt.own_call(xs[0])()
+        bare = np.array(rt.output.getNumpyData())
+    refs = onnxruntime_outputs(onnx, xs)
+    for o, r in zip(outs, refs, strict=True):
+        assert o.shape == r.shape == (1, 10)
+        np.testing.assert_allclose(o, r, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bare, refs[0], rtol=1e-4, atol=1e-5)  # the bare call runs the same session
+    assert not np.allclose(outs[0], outs[1])  # each call gives its own result (the output is copied)
+
+
+def test_int8_tiny_model_is_quantized_and_close(ctx, tmp_path):
+    """MNN's own calibration on the tiny model: outputs close to onnxruntime's but not identical (INT8 ran)."""
+    from modelport.mnn.convert import convert_onnx, quantize
+
+    onnx = tiny(ctx, tmp_path)
+    convert_onnx(onnx, tmp_path / "float.mnn", tmp_path / "convert.log")
+    rng = np.random.default_rng(1)
+    shape = ctx.config.input.shape("NCHW")
+    calib = np.stack([rng.standard_normal(shape).astype(np.float32) for _ in range(4)])
+    quantize(
+        tmp_path / "float.mnn", tmp_path / "model.int8.mnn", calib, tmp_path, tmp_path / "q.log", "moving_average", "per_tensor"
+    )
+    x = calib[0]
+    with MnnInt8Runtime(ctx.config, {"model": tmp_path / "model.int8.mnn"}) as rt:
+        out = rt.infer(x)
+    (ref,) = onnxruntime_outputs(onnx, [x])
+    assert cosine(out, ref) > 0.99 and not np.allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_config_knobs_reach_the_session(ctx, tmp_path):
+    from modelport.bench.tuning import config_with
+    from modelport.mnn.convert import convert_onnx
+
+    convert_onnx(tiny(ctx, tmp_path), tmp_path / "model.mnn", tmp_path / "convert.log")
+    cfg = config_with(ctx.config, {"mnn.threads": 1, "mnn.precision": "low", "mnn.memory": "low", "mnn.power": "high"})
+    with MnnFp32Runtime(cfg, {"model": tmp_path / "model.mnn"}) as rt:
+        sent = rt.session_config()
+        # Session_Info_ThreadNumber (4) comes back as the int's bits in a float
+        threads = struct.unpack("i", struct.pack("f", rt.interpreter.getSessionInfo(rt.session, 4)))[0]
+    assert sent == {"backend": "CPU", "numThread": 1, "precision": 2, "memory": 2, "power": 1}
+    assert threads == 1  # not the default ([tflite] threads = 2); MNN caps it at the cores it finds
+
+
+def test_wrong_input_shape_is_an_input_error(ctx, tmp_path):
+    from modelport.common.errors import InputError
+    from modelport.mnn.convert import convert_onnx
+
+    convert_onnx(tiny_onnx(tmp_path / "small.onnx", size=(8, 8), batch=1), tmp_path / "model.mnn", tmp_path / "c.log")
+    with pytest.raises(InputError, match="does not match the config"):
+        MnnFp32Runtime(ctx.config, {"model": tmp_path / "model.mnn"}).activate()
+
+
+def test_a_model_mnn_refuses_is_one_error_line_naming_it(tmp_path):
+    """MNNConvert returns success and writes nothing for a file it cannot read: the step fails, with the log."""
+    from modelport.common.errors import ModelportError
+    from modelport.mnn.convert import convert_onnx
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07" + b"\x00" * 64)
+    with pytest.raises(ModelportError, match="MNNConvert ONNX -> MNN failed \\(exit 1\\): MNNConvert wrote no model") as e:
+        convert_onnx(bad, tmp_path / "out.mnn", tmp_path / "c.log")
+    assert e.value.path == bad and not (tmp_path / "out.mnn").exists()
+
+
+def test_an_abort_inside_mnn_is_a_failed_step_not_a_dead_process(tmp_path, monkeypatch):
+    """The worker runs in a child: a C++ abort there (as the offline quantizer's std::length_error) is an error."""
+    from modelport.common.errors import ModelportError
+    from modelport.mnn import convert
+
+    monkeypatch.setattr(convert, "WORKER", "worker_that_aborts")
+    (tmp_path / "worker_that_aborts.py").write_text(
+        "import os, sys\nprint('terminate called: std::length_error', file=sys.stderr)\nos.abort()\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    with pytest.raises(ModelportError, match="killed by signal 6\\): terminate called: std::length_error"):
+        convert.convert_onnx(tmp_path / "x.onnx", tmp_path / "out.mnn", tmp_path / "c.log")
+
+
+# Records, in every Python process that starts with it on its path, what would install packages or reach the network.
+_AUDIT = textwrap.dedent(
+    """
+    import json, os, sys
+    _LOG = os.environ["MODELPORT_AUDIT_LOG"]
+    _WATCH = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "socket.connect",
+              "socket.getaddrinfo", "urllib.Request")
+    def _hook(event, args):
+        if event.startswith(_WATCH):
+            what = [str(a) for a in args[1]] if event == "subprocess.Popen" else repr(args)[:400]
+            with open(_LOG, "a") as f:
+                f.write(json.dumps([event, what]) + "\\n")
+    sys.addaudithook(_hook)
+    """
+)
+
+
+def test_conversion_starts_no_pip_and_opens_no_socket(ctx, tmp_path):
+    """FP32 and INT8 conversion of the tiny model, with an audit hook in the CLI's process and in MNN's worker:
+    the only process started is the worker itself, nothing runs pip, nothing connects (the wheel's Python tool
+    wrappers would pip-install their usage logger and upload logs)."""
+    onnx = tiny(ctx, tmp_path)
+    hooks, log = tmp_path / "hooks", tmp_path / "audit.jsonl"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(_AUDIT)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np
+        from pathlib import Path
+        from modelport.mnn.convert import convert_onnx, quantize
+        d = Path({str(tmp_path)!r})
+        convert_onnx(Path({str(onnx)!r}), d / "f.mnn", d / "c.log")
+        calib = np.random.default_rng(0).standard_normal((2, *{tuple(ctx.config.input.shape("NCHW"))!r})).astype(np.float32)
+        quantize(d / "f.mnn", d / "q.mnn", calib, d, d / "q.log", "moving_average", "per_tensor")
+        """
+    )
+    env = {**os.environ, "MODELPORT_AUDIT_LOG": str(log), "PYTHONPATH": f"{hooks}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True)
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    started = [argv for ev, argv in events if ev == "subprocess.Popen"]
+    # the hook saw both workers start, and nothing else: no pip, no os.system / exec, no socket
+    assert [argv[:4] for argv in started] == [[sys.executable, "-m", "modelport.mnn.worker", c] for c in ("convert", "quantize")]
+    assert [e for e in events if e[0] != "subprocess.Popen"] == []
+    assert (tmp_path / "q.mnn").is_file()
+
+
+@pytest.fixture(scope="module")
+def real(test_env):
+    """The pipeline's artifacts: this env needs only the ONNX model and the reference the tf-onnx env made."""
+    root = os.environ.get("MODELPORT_TEST_ARTIFACTS")
+    needed = ("onnx/model.onnx", REFERENCE)
+    if not root or not all((Path(root) / rel).is_file() for rel in needed):
+        pytest.skip(f"no pipeline artifacts (MODELPORT_TEST_ARTIFACTS with {' and '.join(needed)})")
+    return make_context(test_env)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["mnn-fp32", "mnn-int8"])
+def test_real_model_converts_and_verifies(real, key):
+    paths = target_module(key).run(real, force=False)
+    assert all(p.is_file() for p in paths)
+    manifest = real.store.read_manifest(real.store.rel(paths[0])) or {}
+    agreement = manifest["extra"]["agreement"]
+    assert agreement["top1"] == 1.0 and agreement["cosine_min"] >= (0.999 if key == "mnn-fp32" else 0.95)
+    if key == "mnn-int8":
+        fp32 = real.store.path(MnnFp32Runtime.artifacts["model"])
+        assert not fp32.is_file() or paths[0].stat().st_size < fp32.stat().st_size / 3  # INT8 weights
+
+
+@pytest.mark.slow
+def test_real_depth_overhead_and_sweep(real, monkeypatch):
+    """`modelport depth` on the real model: the harness vs a bare loop of MNN's own runSession, a batch sweep
+    (sequential batch-1 calls: no batch twin)."""
+    from modelport.bench import overhead, sweep
+
+    target_module("mnn-fp32").run(real, force=False)
+    data = overhead.measure_overhead(real, "mnn-fp32", rounds=2, runs=3, warmup=1, settings={"mnn.threads": 1})
+    assert data["settings"]["numThread"] == 1 and data["bare_mean_ms"] > 0
+    monkeypatch.setattr(sweep, "IMAGES_PER_POINT", 4)
+    s = sweep.sweep(real, "mnn-fp32", batches=[1, 2], threads=[1])
+    assert s["batch_support"] == "loop" and s["thread_setting"] == "mnn.threads"
