@@ -193,7 +193,9 @@ def read_result(path: Path) -> BackendResult:
     try:
         return BackendResult.model_validate(data)
     except ValidationError as e:
-        raise InputError(f"invalid result: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}", path) from None
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "result"
+        raise InputError(f"invalid result: {where}: {first['msg'].removeprefix('Value error, ')}", path) from None
 
 
 def outputs_problem(result: BackendResult, path: Path) -> str | None:
