@@ -154,3 +154,27 @@ def test_a_bad_number_is_one_error_line_before_anything_runs(tiny):
     assert error_line(proc) == "error: override -o ncnn.extra_threads=[-1]: ncnn.extra_threads[0]: must be >= 1 (got -1)"
     art = Path(tiny["MODELPORT_ARTIFACTS"])
     assert not art.exists() or not any(art.iterdir())
+
+
+@pytest.mark.parametrize(
+    "line, error",
+    [
+        ("min_speedup = 0", "quantization.min_speedup: must be > 0"),
+        ("min_speedup = -1.3", "quantization.min_speedup: must be > 0"),
+        ("min_speedup = inf", "quantization.min_speedup: must be a finite number"),
+        ("min_speedup = nan", "quantization.min_speedup: must be a finite number"),
+        ('min_speedup = "fast"', "quantization.min_speedup: Input should be a valid number"),
+        ('speed_floor = "warn"', "quantization.speed_floor: Input should be 'report' or 'fail'"),
+    ],
+)
+def test_the_int8_speed_floor_is_a_finite_positive_factor_and_a_known_choice(tmp_path, line, error):
+    with pytest.raises(ConfigError, match=error):
+        load_config(write(tmp_path, f"[quantization]\n{line}\n"))
+
+
+def test_the_int8_speed_floor_defaults_to_reported_1_3x_and_is_not_a_quantizer_setting(tmp_path):
+    q = load_config(write(tmp_path, "")).quantization
+    assert (q.min_speedup, q.speed_floor) == (1.3, "report")
+    q = load_config(write(tmp_path, '[quantization]\nmin_speedup = 1.0\nspeed_floor = "fail"\n')).quantization
+    assert (q.min_speedup, q.speed_floor) == (1.0, "fail")
+    assert not {"min_speedup", "speed_floor"} & set(q.quantizer_settings())  # not part of the INT8 model's identity

@@ -157,3 +157,99 @@ def test_a_variant_that_fails_to_build_is_recorded_and_the_search_goes_on():
     failed = [v for v in tried if v.method == "b"]
     assert len(failed) == 1 and failed[0].failures == ["toolkit said no"] and not failed[0].passes
     assert choose(tried).float_layers == LAYERS[:1]
+
+
+# Per-round medians given, not measured: the speed floor's choices on known numbers.
+FP32_ROUNDS = [4.0, 4.1, 3.9, 4.0, 4.2]
+
+
+def timed(v: Variant, rounds: list[float]) -> Variant:
+    v.rounds_ms, v.latency_ms = rounds, min(rounds)
+    return v
+
+
+def test_a_variant_meeting_both_floors_is_kept_over_a_more_accurate_slow_one():
+    b = NoisyBackend()
+    accurate = timed(judge(b.build("a", LAYERS[:6]), floors(0.0)), [1.0, 3.6, 3.6, 3.6, 3.6])  # one lucky round
+    fast = timed(judge(b.build("a", LAYERS[:1]), floors(0.0)), [2.5, 2.6, 2.5, 2.4, 2.5])  # ~1.6x in every round
+    off = timed(judge(b.build("b", []), floors(0.99)), [1.5] * 5)  # fastest of all, below the accuracy floors
+    recovery.judge_speed([accurate, fast, off], {"fp32_rounds_ms": FP32_ROUNDS}, 1.3)
+    assert accurate.agreement["cosine_min"] > fast.agreement["cosine_min"] and accurate.latency_ms < fast.latency_ms
+    assert (accurate.meets_speed, fast.meets_speed, off.meets_speed) == (False, True, True)
+    assert choose([accurate, fast, off]) is fast
+    # Nothing meets the speed floor: the fastest variant that meets the accuracy floors is kept (and flagged).
+    recovery.judge_speed([accurate, fast], {"fp32_rounds_ms": FP32_ROUNDS}, 2.0)
+    assert not accurate.meets_speed and not fast.meets_speed and choose([accurate, fast, off]) is accurate
+
+
+def fake_ctx(**quantization):
+    from types import SimpleNamespace
+
+    from modelport.common.config import Config, QuantizationConfig
+
+    q = QuantizationConfig(recover_rounds=3, **quantization)
+    return SimpleNamespace(config=Config(quantization=q, accuracy=floors(0.0), bench={"runs": 40}))
+
+
+def test_the_configured_variant_alone_is_timed_against_its_twin_and_the_record_judges_it():
+    record = recovery.recover(fake_ctx(), NoisyBackend())  # the default passes: no search
+    kept = record["variants"][0]
+    assert not record["searched"] and len(kept["rounds_ms"]) == 3 and len(record["timing"]["fp32_rounds_ms"]) == 3
+    speed = record["speed"]
+    assert speed["min_speedup"] == 1.3 and speed["rounds"] == 3 and speed["speedup"] == kept["speedup"]
+    assert speed["slow"] is (not kept["meets_speed"])  # which one, this machine decides: not asserted
+
+
+def test_a_simulator_says_speed_not_measured_and_invents_no_number():
+    class Simulator(NoisyBackend):
+        def timers(self, variants):
+            return contextlib.nullcontext(None)
+
+    record = recovery.recover(fake_ctx(), Simulator())
+    assert record["timing"] is None and record["speed"]["speedup"] is None and record["speed"]["slow"] is None
+    assert recovery.speed_text(record["speed"]).startswith("speed not measured: toy INT8")
+    recovery.check_record(record, "toy.onnx", "fail")  # not measured is not below the floor
+
+
+def slow_record(kept_id="minmax-float3"):
+    kept = {"id": kept_id, "rounds_ms": [3.6, 3.7, 3.5], "speedup": 1.11, "meets_speed": False}
+    return {
+        "below_floors": False,
+        "kept": kept_id,
+        "speed": recovery.speed_check("onnx-int8", "ONNX INT8", kept, {"fp32_rounds_ms": [4.0] * 3}, 1.3),
+    }
+
+
+def test_a_kept_slow_variant_is_flagged_in_its_results_row_and_fails_the_step_only_when_configured(tmp_path):
+    import json
+
+    from modelport.common.artifacts import ArtifactStore
+    from modelport.common.errors import ModelportError
+    from modelport.common.results import read_result, write_result
+    from modelport.common.schema import BackendResult, TopK
+
+    store = ArtifactStore(tmp_path)
+    src = tmp_path / "src.onnx"
+    src.write_bytes(b"m")
+    with store.produce("onnx/model.int8.onnx", inputs={"onnx": src}, tool="t", tool_version="1") as job:
+        job.tmp().write_bytes(b"int8")
+        job.record(variant="minmax-float3")
+    record = slow_record()
+    store.path(recovery.record_path("onnx-int8")).parent.mkdir(parents=True)
+    store.path(recovery.record_path("onnx-int8")).write_text(json.dumps(record))
+
+    def row():
+        r = BackendResult(key="onnx-int8", backend="onnxruntime", precision="int8", name="ONNX INT8", env="t")
+        r.artifact = "onnx/model.int8.onnx"
+        r.topk = [TopK(image="a.jpg", indices=[0], labels=["a"], scores=[1.0])]
+        return r
+
+    r = read_result(write_result(store, row(), np.ones((1, 4), np.float32)))
+    assert r.status == "ok" and r.speed.slow and r.speed.speedup == 1.11 and r.speed.twin == "onnx"
+    assert recovery.speed_text(r.speed) == "SLOW: 1.11x its FP32 twin onnx in 3 interleaved rounds, below the 1.30x speed floor"
+    recovery.check_record(record, "onnx/model.int8.onnx")  # speed_floor = "report": flagged, not an error
+    with pytest.raises(ModelportError, match="below the speed floor"):
+        recovery.check_record(record, "onnx/model.int8.onnx", "fail")
+    # A record whose kept variant is not the one the artifact holds says nothing about this row.
+    store.path(recovery.record_path("onnx-int8")).write_text(json.dumps(slow_record("percentile")))
+    assert read_result(write_result(store, row(), np.ones((1, 4), np.float32))).speed is None

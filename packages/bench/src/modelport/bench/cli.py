@@ -9,6 +9,7 @@ from modelport.common.display import settings_text
 from modelport.common.errors import ModelportError
 from modelport.common.log import console, skip, step, warn
 from modelport.common.log import failed as log_failed
+from modelport.common.recovery import speed_text
 from modelport.common.registry import chosen, legacy_flags
 from modelport.runtime.registry import RUNTIMES, runtime_class, source_key
 
@@ -77,6 +78,8 @@ def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **fl
                     warn(f"{key}: {r.under_load}; the latency is not trustworthy (rerun on a quiet machine)")
                 if r.agreement_note:
                     warn(f"{key}: {r.agreement_note}")
+                if r.speed and r.speed.slow:
+                    warn(f"{key}: {speed_text(r.speed)}")
             if labeled and r.status == "ok":
                 _labeled_one(ctx, key, labeled, settings_mode)
     if failed:

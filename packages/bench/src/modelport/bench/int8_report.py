@@ -12,9 +12,11 @@ from pathlib import Path
 
 from modelport.common.artifacts import ArtifactStore, write_atomic
 from modelport.common.backends import backends
+from modelport.common.config import QuantizationConfig
 from modelport.common.layer_analysis import TARGETS, worst
 from modelport.common.layer_analysis import read as read_analysis
-from modelport.common.recovery import record_path
+from modelport.common.recovery import record_path, speed_text
+from modelport.common.timing import meets_speedup
 
 SECTION = "report/sections/int8.md"
 LAYERS_PNG = "report/int8-layers.png"
@@ -57,7 +59,8 @@ def render(store: ArtifactStore, report: dict | None = None) -> Path | None:
         lines += _layers_md(analyses)
         _layers_chart(analyses, store.path(LAYERS_PNG))
         lines += ["", f"![per-layer SQNR]({Path(LAYERS_PNG).name})", ""]
-    lines += _speed_md(report["results"] if report else _result_files(store))
+    default_floor = (report or {}).get("min_speedup") or QuantizationConfig().min_speedup
+    lines += _speed_md(report["results"] if report else _result_files(store), default_floor)
     for key, rec in records.items():
         lines += _recovery_md(rec)
         if rec["searched"]:
@@ -109,21 +112,40 @@ def _result_files(store: ArtifactStore) -> list[dict]:
     return [json.loads(p.read_text()) | {"key": p.stem} for p in sorted(store.path("results").glob("*.json"))]
 
 
-def _speed_md(rows: list[dict]) -> list[str]:
-    """Each benchmarked INT8 model against its FP32 twin of the same model on the same device, saying so when slower."""
+def _speed_md(rows: list[dict], min_speedup: float) -> list[str]:
+    """Each benchmarked INT8 model against its FP32 twin of the same model on the same device, and the speed
+    floor: judged on the recovery search's interleaved rounds when the row carries them, else on the one
+    pair of bench medians (the same rule, ``timing.meets_speedup``, with a single round), saying which."""
     medians: dict[tuple, dict[str, float]] = {}
+    speed: dict[tuple, dict] = {}
     for r in rows:
         if r.get("status") == "ok" and (r.get("latency_ms") or {}).get("median"):
             group = (r.get("model", ""), r.get("device_key", ""))
             medians.setdefault(group, {})[r["key"]] = r["latency_ms"]["median"]
+            if r.get("speed"):
+                speed[(*group, r["key"])] = r["speed"]
     out = []
     for (model, device), median in sorted(medians.items()):
         where = f" (`{model}` on `{device}`)" if len(medians) > 1 else ""
         for int8, fp32 in TWINS.items():
             a, b = median.get(int8), median.get(fp32)
-            if a and b:
-                verdict = "**slower than its FP32 twin**" if a > b else f"{b / a:.2f}x faster than its FP32 twin"
-                out.append(f"- {int8}{where}: median {a:.2f} ms vs {fp32} {b:.2f} ms: {verdict} (bench rows, not interleaved)")
+            if not (a and b):
+                continue
+            line = f"- {int8}{where}: median {a:.2f} ms vs {fp32} {b:.2f} ms: {b / a:.2f}x" + (
+                " (**slower than its FP32 twin**)" if a > b else ""
+            )
+            s = speed.get((model, device, int8))
+            if s and s.get("slow") is not None:
+                judged = f"{s['speedup']:.2f}x in the recovery search's {s['rounds']} interleaved rounds"
+                floor, meets = s["min_speedup"], not s["slow"]
+            else:
+                judged, floor, meets = (
+                    "one pair of bench medians, not interleaved",
+                    min_speedup,
+                    meets_speedup([a], [b], min_speedup),
+                )
+            verdict = f"meets the {floor:.2f}x speed floor" if meets else f"**below the {floor:.2f}x speed floor**"
+            out.append(f"{line}; {verdict} ({judged})")
     return (["INT8 against FP32 in the benchmark:", "", *out, ""]) if out else []
 
 
@@ -137,7 +159,12 @@ def _recovery_md(rec: dict) -> list[str]:
     fp32 = (rec.get("timing") or {}).get("fp32_ms")
     head = f"**{rec['display']}**: "
     if not rec["searched"]:
-        return [head + f"the configured variant ({kept['id']}) meets the floors: {_agree(kept['agreement'])}; no search.", ""]
+        return [
+            head
+            + f"the configured variant ({kept['id']}) meets the floors: {_agree(kept['agreement'])}; no search. "
+            + _speed_sentence(rec),
+            "",
+        ]
     shown = kept["float_layers"][:6]
     floats = (
         ", ".join(f"`{n}`" for n in shown)
@@ -163,15 +190,29 @@ def _recovery_md(rec: dict) -> list[str]:
         out.append(
             f"Latency (best round's median of {t['rounds']} interleaved rounds, load {t['load_avg']['before']} -> "
             f"{t['load_avg']['after']}): kept {kept['latency_ms']:.2f} ms, INT8 default {default['latency_ms']:.2f} ms"
-            + (f", FP32 {fp32:.2f} ms ({fp32 / kept['latency_ms']:.2f}x)" if fp32 else "")
+            + (f", FP32 {fp32:.2f} ms" if fp32 else "")
             + "."
             + (" **The kept INT8 model is slower than its FP32 twin.**" if fp32 and kept["latency_ms"] > fp32 else "")
         )
+        out.append(_speed_sentence(rec))
     else:
         out.append("Latency: not measured here (simulator); among passing variants the fewest float layers won.")
+        out.append(_speed_sentence(rec))
     if kept.get("size_bytes") and default.get("size_bytes"):
         out.append(f"Size {kept['size_bytes'] / 1e6:.2f} MB vs {default['size_bytes'] / 1e6:.2f} MB for the default.")
     return [" ".join(out), ""]
+
+
+def _speed_sentence(rec: dict) -> str:
+    """The kept variant against the speed floor (records written before there was one say nothing)."""
+    s = rec.get("speed")
+    if not s:
+        return ""
+    if s.get("slow") is None:
+        return f"Speed floor {s['min_speedup']:.2f}x: {s['note']}."
+    if s["slow"]:
+        return f"**{speed_text(s)}** (kept: no variant that meets the accuracy floors met it)."
+    return f"Kept variant: {s['speedup']:.2f}x its FP32 twin in {s['rounds']} interleaved rounds, meets the {s['min_speedup']:.2f}x speed floor."
 
 
 def _plt():
@@ -213,11 +254,16 @@ def _recovery_chart(rec: dict, out: Path) -> None:
             else {"marker": "o", "s": 40, "color": "#55a868" if x["passes"] else "#4c72b0"}
         )
         ax.scatter([xv], [y], **style)
-        ax.annotate(x["id"], (xv, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        label = x["id"] + (f" ({x['speedup']:.2f}x)" if x.get("speedup") else "")
+        ax.annotate(label, (xv, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axhline(rec["floors"]["int8_cosine_min"], ls="--", color="grey", lw=1, label="cosine min floor")
     fp32 = (rec.get("timing") or {}).get("fp32_ms")
     if timed and fp32:
         ax.axvline(fp32, ls=":", color="black", lw=1, label=f"FP32 twin {fp32:.2f} ms")
+        if rec.get("min_speedup"):
+            # Where a variant would sit at exactly the floor; the verdict itself is per round, not this line.
+            floor = fp32 / rec["min_speedup"]
+            ax.axvline(floor, ls="--", color="#c44e52", lw=1, label=f"speed floor {rec['min_speedup']:.2f}x ({floor:.2f} ms)")
     ax.set_xlabel("latency, ms (median)" if timed else "layers kept in float (no latency: simulator)")
     ax.set_ylabel("cosine min vs reference")
     ax.set_title(f"{rec['display']}: variants tried (star: kept)")

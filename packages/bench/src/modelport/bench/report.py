@@ -20,6 +20,7 @@ from modelport.common.config import Config
 from modelport.common.contract import CONTRACT, read_contract
 from modelport.common.errors import InputError
 from modelport.common.machine import device_key, machine_info
+from modelport.common.recovery import speed_text
 from modelport.common.reference import REFERENCE
 from modelport.common.results import LAST_OK, outputs_problem, read_result
 from modelport.common.schema import REPORT_SCHEMA, BackendResult
@@ -186,6 +187,8 @@ def entry(r: BackendResult, ref: BackendResult | None) -> dict:
         "extra_timings": {k: v.model_dump() for k, v in r.extra_timings.items()},
         "notes": r.notes,
         "under_load": r.under_load,
+        "speed": r.speed.model_dump() if r.speed else None,
+        "speed_note": speed_text(r.speed),
         "agreement_note": r.agreement_note,
         "source_chain": r.source_chain,
     }
@@ -208,6 +211,7 @@ def build(store: ArtifactStore, config: Config | None = None, merge_paths: Seque
         "results": [entry(r, reference_for(r, results, SOURCE_KEYS)) | _kept(store, r) for r in results],
         "matrix": matrix(results),
         "floors": config.accuracy.model_dump(),  # what every conversion was verified against
+        "min_speedup": config.quantization.min_speedup,  # the INT8 speed floor, for rows that carry none
         "backends": catalogue(),  # each key's env, precision and floors: what a checker needs without modelport installed
         "verify": config.convert.verify,
         "notes": notes(store),

@@ -53,6 +53,8 @@ def rows(report: dict) -> list[dict]:
             status = "ok" if lat else f"ok ({e['latency_note'] or 'no latency'})"
             if e.get("under_load"):
                 status += f" (UNDER LOAD: {e['under_load']})"
+            if e.get("speed_note"):
+                status += f" ({e['speed_note']})"
         out.append(
             {
                 "rank": str(i) if lat else "–",

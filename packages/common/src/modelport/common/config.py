@@ -104,10 +104,25 @@ class QuantizationConfig(Section):
     recover_minutes: float = Field(10.0, gt=0)
     recover_max_float_layers: int = Field(32, ge=1)
     recover_rounds: int = Field(5, ge=1)  # interleaved timing rounds over the variants and the FP32 twin
+    # Speed is a floor too: the kept INT8 variant should run min_speedup times as fast as its FP32 twin in
+    # those rounds (timing.meets_speedup); the search prefers variants that do. Below it, speed_floor =
+    # "report" keeps the variant flagged slow (a toolchain's INT8 may simply be slow on this machine);
+    # "fail" fails the step. 1.0 = no slower than FP32; below 1.0 tolerates a slower INT8.
+    min_speedup: float = Field(1.3, gt=0)
+    speed_floor: Literal["report", "fail"] = "report"
 
     def quantizer_settings(self) -> dict:
         """What onnxruntime.quantization reads (the recovery knobs are not part of a model's identity)."""
-        return self.model_dump(exclude={"recover", "recover_minutes", "recover_max_float_layers", "recover_rounds"})
+        return self.model_dump(
+            exclude={
+                "recover",
+                "recover_minutes",
+                "recover_max_float_layers",
+                "recover_rounds",
+                "min_speedup",
+                "speed_floor",
+            }
+        )
 
 
 class TfliteConfig(Section):

@@ -8,10 +8,14 @@
    the toolchain already runs in float ranks anywhere, by chance, and keeping it "in float" changes nothing.
 4. Greedy, measured: the one worst-ranked layer that helps most, then a second, ... (few layers,
    each one costs speed), while nothing that small meets the floors.
-Everything stops at ``[quantization] recover_minutes``. The variants are timed in interleaved rounds
-(with the FP32 twin) and the fastest one that meets the floors is kept; with none, the best by
-agreement is kept under its below-floor name (nothing later trusts it) and the step fails. A backend supplies only the knobs (``Backend``);
-each variant it builds is an artifact cached by its manifest.
+Everything stops at ``[quantization] recover_minutes``. The variants (the configured one alone too) are
+timed in interleaved rounds with the FP32 twin; speed is a floor as well: of the variants that meet the
+[accuracy] floors, those at least ``min_speedup`` times as fast as the twin in (nearly) every round come
+first (``speed_check``), and the fastest of the first group is kept. A kept variant below the speed floor is
+flagged slow in the record, the results row and the report, and fails the step only with ``speed_floor =
+"fail"``. With no variant meeting the accuracy floors, the best by agreement is kept under its below-floor
+name (nothing later trusts it) and the step fails. A backend supplies only the knobs (``Backend``); each
+variant it builds is an artifact cached by its manifest.
 """
 
 from __future__ import annotations
@@ -26,15 +30,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from pydantic import ValidationError
+
 from .agreement import gate_failures
-from .artifacts import write_atomic
+from .artifacts import ArtifactStore, write_atomic
+from .backends import backends
 from .below_floor import keep_below_floor
 from .config import AccuracyConfig
 from .context import StepContext
 from .errors import AccuracyGateError, HardwareMissing, InputError, ModelportError, ToolchainMissing
 from .log import console, progress, step, warn
-from .schema import Agreement
-from .timing import load_average
+from .schema import Agreement, BackendResult, SpeedCheck
+from .timing import load_average, meets_speedup, speedups
 
 SCHEMA = "modelport.recovery/1"
 GREEDY_WIDTH = 6  # worst-ranked layers the greedy stage tries one by one
@@ -60,7 +67,10 @@ class Variant:
     files: dict[str, str]  # role -> artifact
     agreement: dict | None = None  # top1, cosine_min, cosine_mean, images
     failures: list[str] = field(default_factory=list)  # floors missed; [] = meets them
-    latency_ms: float | None = None  # median of the interleaved rounds' medians
+    latency_ms: float | None = None  # best of the interleaved rounds' medians
+    rounds_ms: list[float] | None = None  # each interleaved round's median, paired with the FP32 twin's
+    speedup: float | None = None  # median over the rounds of FP32 ms / this variant's ms
+    meets_speed: bool | None = None  # timing.meets_speedup against [quantization] min_speedup; None: not timed
     size_bytes: int | None = None
     build_seconds: float | None = None
     stage: str = "default"  # default | calibration | float
@@ -113,13 +123,14 @@ def _quality(v: Variant) -> tuple:
 
 
 def choose(variants: list[Variant]) -> Variant:
-    """The fastest variant that meets the floors (untimed ones: fewest float layers, then smallest);
-    with none, the one closest to them."""
+    """Of the variants that meet the accuracy floors, those that also meet the speed floor first; the
+    fastest of them (untimed ones: fewest float layers, then smallest). With none meeting the accuracy
+    floors, the one closest to them."""
     passing = [v for v in variants if v.passes]
     if not passing:
         return max(variants, key=_quality)
     return min(
-        passing,
+        [v for v in passing if v.meets_speed] or passing,
         key=lambda v: (v.latency_ms if v.latency_ms is not None else float("inf"), len(v.float_layers), v.size_bytes or 0),
     )
 
@@ -232,6 +243,8 @@ def time_variants(backend: Backend, variants: list[Variant], rounds: int, runs: 
     from .timing import sample
 
     variants = [v for v in variants if v.files]  # a variant that failed to build has nothing to time
+    if not variants:
+        return None
     with backend.timers(variants) as timers:
         if not timers:
             return None
@@ -247,12 +260,57 @@ def time_variants(backend: Backend, variants: list[Variant], rounds: int, runs: 
     for v in variants:
         if v.id in medians:
             v.latency_ms = round(min(medians[v.id]), 3)
+            v.rounds_ms = [round(m, 4) for m in medians[v.id]]
     return {
         "fp32_ms": round(min(medians["fp32"]), 3) if "fp32" in medians else None,
+        "fp32_rounds_ms": [round(m, 4) for m in medians["fp32"]] if "fp32" in medians else None,
         "rounds": rounds,
         "runs": runs,
         "load_avg": load,
     }
+
+
+def judge_speed(variants: list[Variant], timing: dict | None, min_speedup: float) -> None:
+    """Each timed variant's speedup over the FP32 twin and whether it meets ``min_speedup``, from the
+    paired rounds of the one interleaved run (``timing.meets_speedup``: the one rule, here and in the report)."""
+    import numpy as np
+
+    fp32 = (timing or {}).get("fp32_rounds_ms")
+    for v in variants:
+        if fp32 and v.rounds_ms:
+            v.speedup = round(float(np.median(speedups(v.rounds_ms, fp32))), 3)
+            v.meets_speed = meets_speedup(v.rounds_ms, fp32, min_speedup)
+
+
+def speed_check(backend_key: str, display: str, kept: dict, timing: dict | None, min_speedup: float) -> dict:
+    """The kept variant against the speed floor, as a results row carries it (``schema.SpeedCheck``)."""
+    twin = backends()[backend_key].fp32_twin if backend_key in backends() else None
+    if kept.get("meets_speed") is None:
+        why = "no timing here (a simulator)" if timing is None else "its FP32 twin was not timed"
+        return SpeedCheck(twin=twin, min_speedup=min_speedup, note=f"speed not measured: {display}: {why}").model_dump()
+    rounds = len(kept["rounds_ms"])
+    return SpeedCheck(
+        twin=twin,
+        min_speedup=min_speedup,
+        speedup=kept["speedup"],
+        slow=not kept["meets_speed"],
+        rounds=rounds,
+        note=f"kept variant {kept['id']} vs its FP32 twin in {rounds} interleaved rounds of the recovery search",
+    ).model_dump()
+
+
+def speed_text(speed: SpeedCheck | dict | None) -> str | None:
+    """What a view says about a row's speed floor: only when the row is below it or was not measured."""
+    if not speed:
+        return None
+    s = speed.model_dump() if isinstance(speed, SpeedCheck) else speed
+    if s.get("slow"):
+        twin = f" {s['twin']}" if s.get("twin") else ""
+        return (
+            f"SLOW: {s['speedup']:.2f}x its FP32 twin{twin} in {s['rounds']} interleaved rounds, "
+            f"below the {s['min_speedup']:.2f}x speed floor"
+        )
+    return s["note"] if s.get("slow") is None else None
 
 
 def recover(ctx: StepContext, backend: Backend) -> dict:
@@ -269,7 +327,9 @@ def recover(ctx: StepContext, backend: Backend) -> dict:
         )
     variants = search.run() if search_on else [search.build(backend.methods[0], list(backend.float_layers), "default")]
     searched = len(variants) > 1
-    timing = time_variants(backend, variants, q.recover_rounds, max(ctx.config.bench.runs // 4, 10)) if searched else None
+    # The configured variant alone is timed too: the speed floor holds whether or not a search ran.
+    timing = time_variants(backend, variants, q.recover_rounds, max(ctx.config.bench.runs // 4, 10))
+    judge_speed(variants, timing, q.min_speedup)
     kept = choose(variants)
     default = variants[0]
     record = {
@@ -286,10 +346,13 @@ def recover(ctx: StepContext, backend: Backend) -> dict:
         "below_floors": verified and not kept.passes,
         "verified": verified,
         "timing": timing,
+        "min_speedup": q.min_speedup,
         "variants": [asdict(v) | {"passes": v.passes} for v in variants],
     }
+    record["speed"] = speed_check(backend.key, backend.display, asdict(kept), timing, q.min_speedup)
     if searched:
         summary(record)
+    speed_summary(record)
     return record
 
 
@@ -311,8 +374,21 @@ def summary(record: dict) -> None:
         warn(msg + f"; BELOW the floors: {'; '.join(kept['failures'])}")
     else:
         console.print(f"   {msg}", markup=False)
-    if kept.get("latency_ms") and fp32 and kept["latency_ms"] > fp32:
-        warn(f"{record['display']}: the kept INT8 model is slower than its FP32 twin ({kept['latency_ms']:.2f} vs {fp32:.2f} ms)")
+
+
+def speed_summary(record: dict) -> None:
+    speed = record["speed"]
+    text = speed_text(speed)
+    if speed.get("slow"):
+        warn(f"{record['display']}: {text}")
+    elif text:
+        console.print(f"   {record['display']}: {text}", markup=False)
+    else:
+        console.print(
+            f"   {record['display']}: {speed['speedup']:.2f}x its FP32 twin in {speed['rounds']} interleaved rounds "
+            f"(speed floor {speed['min_speedup']:.2f}x)",
+            markup=False,
+        )
 
 
 def produce(
@@ -336,6 +412,7 @@ def produce(
         "recover": q.recover,
         "recover_minutes": q.recover_minutes,
         "recover_max_float_layers": q.recover_max_float_layers,
+        "min_speedup": q.min_speedup,  # which variant is kept; speed_floor only decides whether slow fails
         "eval_images": [p.name for p in ctx.eval_images],
     }
     with store.produce(
@@ -374,7 +451,7 @@ def produce(
                 variants=len(record["variants"]),
             )
     record = json.loads(store.path(record_rel).read_text())
-    check_record(record, store.path(next(iter(outputs.values()))))
+    check_record(record, store.path(next(iter(outputs.values()))), q.speed_floor)
     return record | {"cached": job.cached}  # whether this call found everything up to date
 
 
@@ -391,7 +468,29 @@ def below_floors_error(record: dict, what, agreement: dict | None = None) -> Acc
     )
 
 
-def check_record(record: dict, what) -> None:
-    """Raise when the kept variant is below the floors."""
+def check_record(record: dict, what, speed_floor: str = "report") -> None:
+    """Raise when the kept variant is below the accuracy floors, or below the speed floor with
+    ``speed_floor = "fail"`` (its files stay: it meets the accuracy floors)."""
     if record["below_floors"]:
         raise below_floors_error(record, what)
+    speed = record.get("speed") or {}
+    if speed_floor == "fail" and speed.get("slow"):
+        raise ModelportError(f'int8 model below the speed floor ([quantization] speed_floor = "fail"): {speed_text(speed)}', what)
+
+
+def stamp_speed(store: ArtifactStore, result: BackendResult) -> None:
+    """An ok INT8 row takes its speed floor verdict from the recovery record that made its artifact (the
+    record's kept variant is the one the artifact's manifest names; another run's record says nothing)."""
+    if result.status != "ok" or not result.artifact:
+        return
+    path = store.path(record_path(result.key))
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    made = (store.read_manifest(result.artifact) or {}).get("extra", {})
+    if isinstance(record, dict) and record.get("speed") and made.get("variant") == record.get("kept"):
+        try:
+            result.speed = SpeedCheck.model_validate(record["speed"])
+        except ValidationError:  # a record from another modelport version: the row goes without it
+            return

@@ -20,6 +20,7 @@ from .context import StepContext
 from .errors import ConfigError, InputError, ModelportError
 from .log import warn
 from .machine import device_key, machine_info, run_id
+from .recovery import stamp_speed
 from .reference import load_reference
 from .schema import RESULT_SCHEMA, BackendResult, Headline, Status, TopK
 
@@ -137,6 +138,7 @@ def write_result(store: ArtifactStore, result: BackendResult, outputs: np.ndarra
     ``results/last-ok/`` and the report says it was kept.
     """
     stamp_source(store, result)
+    stamp_speed(store, result)
     path = store.path(f"results/{result.key}.json")
     npy = path.with_suffix(".npy")
     data = None

@@ -78,6 +78,19 @@ class Headline(Model):
     confidence: float
 
 
+class SpeedCheck(Model):
+    """An INT8 row's speed floor: its kept variant against the FP32 twin in the recovery search's
+    interleaved rounds (timing.meets_speedup). Beside ``status``, not in it: a slow model still
+    agrees with the reference and runs; ``slow`` is what every view shows instead of a plain ok."""
+
+    twin: str | None = None  # the FP32 row's key
+    min_speedup: float
+    speedup: float | None = None  # median over the rounds of FP32 ms / INT8 ms; None: not measured
+    slow: bool | None = None  # True: below min_speedup; None: not measured
+    rounds: int = 0
+    note: str = ""  # how it was measured, or why it was not
+
+
 class BackendResult(Model):
     schema_version: str = Field(RESULT_SCHEMA, alias="schema")
     key: Key  # e.g. "onnx-int8": also the results file name
@@ -113,6 +126,7 @@ class BackendResult(Model):
     topk: list[TopK] = []
     agreement: Agreement | None = None
     agreement_note: str | None = None  # why agreement is missing from an ok row (no or stale reference)
+    speed: SpeedCheck | None = None  # INT8 rows with a recovery record: the speed floor's verdict
     headline: Headline | None = None
     notes: list[str] = []
     created_utc: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

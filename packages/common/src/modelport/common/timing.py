@@ -80,6 +80,23 @@ def clearly_faster(cand: list[float], current: list[float]) -> bool:
     return float(np.median(cand)) <= float(np.median(current)) * (1 - MIN_GAIN) and wins >= len(cand) - 1
 
 
+def speedups(fast: list[float], slow: list[float]) -> list[float]:
+    """Per paired round of one interleaved run: how many times faster ``fast`` ran (``slow`` ms / ``fast`` ms)."""
+    return [s / f for f, s in zip(fast, slow, strict=True)]
+
+
+def meets_speedup(fast: list[float], slow: list[float], factor: float) -> bool:
+    """``fast`` runs at least ``factor`` times faster than ``slow``, judged on the paired rounds of one
+    interleaved run: the median ratio reaches it and so does every round but at most one (when there are
+    three or more). One burst of load in one round neither makes nor breaks it; one pair of medians
+    alone (a single round) must reach it outright."""
+    ratios = speedups(fast, slow)
+    if not ratios:
+        raise ValueError("no timing rounds")
+    misses = sum(r < factor for r in ratios)
+    return float(np.median(ratios)) >= factor and misses <= (1 if len(ratios) >= 3 else 0)
+
+
 def load_average() -> float:
     return round(os.getloadavg()[0], 2)
 
