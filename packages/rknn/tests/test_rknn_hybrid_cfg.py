@@ -83,3 +83,13 @@ def test_a_name_step1_does_not_quantize_is_one_line_naming_it(step1, name, why):
     assert "\n" not in str(e.value) and "'relu'" not in str(e.value)
     with pytest.raises(InputError, match=why):  # the configured list: the user's input
         hybrid.check_float16([name], text, "[rknn] hybrid_float16_layers", "modelport.toml")
+
+
+def test_a_layer_of_the_toolkits_own_proposal_is_float16_in_its_cfg_and_accepted(step1):
+    """With proposal=True step 1 writes its proposed layers as float16 in quantize_parameters: that is the
+    proposal, not a mistake (MobileNetV2's Reshape_sw); the same float16 entry not proposed changes nothing."""
+    text = (step1 / "tiny.quantization.cfg").read_text()
+    assert hybrid.cfg_dtypes(text)["probs"] == "float16"
+    hybrid.check_float16(["probs"], text, "the toolkit's float16 proposal", "x", ModelportError, proposed=["probs"])
+    with pytest.raises(InputError, match=r"'probs' \(step 1 keeps it float16\)"):
+        hybrid.check_float16(["probs"], text, "[rknn] hybrid_float16_layers", "x")

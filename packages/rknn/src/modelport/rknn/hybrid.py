@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import re
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -75,11 +76,20 @@ def quantized_tensors(text: str) -> list[str]:
     return [t for t, dtype in cfg_dtypes(text).items() if dtype in INTEGER_DTYPES]
 
 
-def check_float16(names: list[str], text: str, origin: str, what: Path | str, error: type[ModelportError] = InputError) -> None:
+def check_float16(
+    names: list[str],
+    text: str,
+    origin: str,
+    what: Path | str,
+    error: type[ModelportError] = InputError,
+    proposed: Collection[str] = (),
+) -> None:
     """Raise ``error`` (one line, naming each) unless every name is a tensor step 1's cfg quantizes: step 2
-    refuses any other name ("Invalid operands name"), or it would change nothing (already float)."""
+    refuses any other name ("Invalid operands name"), or it would change nothing (already float).
+
+    A layer of the toolkit's own proposal (``proposed``) is in the cfg as float16 already: step 1 wrote it so."""
     dtypes = cfg_dtypes(text)
-    bad = [n for n in names if dtypes.get(n) not in INTEGER_DTYPES]
+    bad = [n for n in names if dtypes.get(n) not in INTEGER_DTYPES and not (n in proposed and dtypes.get(n) == "float16")]
     if not bad:
         return
     tensors = [t for t, dtype in dtypes.items() if dtype in INTEGER_DTYPES]
@@ -185,8 +195,8 @@ def run(
             stem = onnx_path.stem
             text = cfg_in.read_text()
             proposed, _ = cfg_layers(text)
-            check_float16(wanted, text, "[rknn] hybrid_float16_layers", ctx.config.source or cfg_in.name)
-            check_float16(proposed, text, "the toolkit's float16 proposal", onnx_path, ModelportError)
+            check_float16(wanted, text, "[rknn] hybrid_float16_layers", ctx.config.source or cfg_in.name, proposed=proposed)
+            check_float16(proposed, text, "the toolkit's float16 proposal", onnx_path, ModelportError, proposed=proposed)
             chosen = list(dict.fromkeys(proposed + wanted))
             patched = patch_cfg(text, chosen)
             job.tmp(CFG).write_text(patched)
