@@ -30,12 +30,16 @@ def positive(*values) -> bool:
     return all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in values)
 
 
+SAID: dict[str, str] = {}  # what `modelport bench` printed in the module's fixture
+
+
 @pytest.fixture(scope="module")
 def benched(tmp_path_factory):
     env = tiny_pipeline(tmp_path_factory.mktemp("measure"))
     ok(env, "fetch")
     ok(env, "convert", "reference", "onnx")
-    ok(env, "bench", "onnx")
+    proc = ok(env, "bench", "onnx")
+    SAID["bench"] = proc.stdout + proc.stderr  # the console writes to one of them
     return env
 
 
@@ -63,6 +67,8 @@ def test_a_row_carries_throughput_cold_start_memory_frame_and_conditions(benched
     assert all(isinstance(v, str) and v for v in (cond.governor, cond.cur_mhz, cond.max_mhz, cond.smt, cond.throttled))
 
     assert BackendResult.model_validate_json(r.dump()) == r  # the schema round-trips
+    said = SAID["bench"]
+    assert "throughput: best" in said and "fresh process: load" in said and "whole frame:" in said
 
 
 def test_an_older_result_without_the_new_fields_still_reads(benched):
