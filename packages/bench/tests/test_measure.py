@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli, error_line, make_context
+from modelport.bench.coldstart import peak_rss_bytes, start_peak
 from modelport.bench.measure import Conditions, concurrency_levels
 from modelport.common.images import load_image
 from modelport.common.machine import NOT_EXPOSED, run_conditions
@@ -193,3 +194,17 @@ def test_run_conditions_read_what_sysfs_exposes(tmp_path):
     assert Conditions(tmp_path).finish().throttled == "no"
     write(tmp_path / "devices/system/cpu/cpu1/thermal_throttle/core_throttle_count", "8")
     assert run.finish().throttled == "yes: 3 thermal throttle events during the run"
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="the kernel's resettable high-water is Linux's")
+def test_the_peak_is_measured_from_the_baseline_not_from_the_process_start():
+    """A transient peak before loading (resolving the config reads the source model) must not hide the model's memory."""
+    mib = 2**20
+    transient = bytearray(256 * mib)
+    transient[::4096] = b"\x01" * len(range(0, len(transient), 4096))  # touched: resident
+    del transient
+    baseline = start_peak()
+    held = bytearray(64 * mib)
+    held[::4096] = b"\x01" * len(range(0, len(held), 4096))
+    assert peak_rss_bytes() - baseline >= 60 * mib
+    del held

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from modelport.common.artifacts import write_atomic
 from modelport.common.display import settings_text, shown
+from modelport.common.machine import NOT_EXPOSED
 
 # Markdown's active characters; "_" only at a word's edge (inside a word it never emphasises). Backticks
 # stay: a code span shows its text as it is (never HTML), and reasons name commands in them.
@@ -179,8 +180,8 @@ def beyond(report: dict, drawn: bool) -> list[str]:
         "## Throughput, cold start, memory, whole frame",
         "",
         "Throughput: concurrent batch-1 requests for a fixed time at each concurrency (p50/p90/p99: the latency each "
-        "request saw). Load and first inference: in a fresh process per row; RSS high-water of that process before "
-        "loading (interpreter + toolchain + input) and after load and the inferences: the model's share is the "
+        "request saw). Load and first inference: in a fresh process per row; its RSS before loading (interpreter + "
+        "toolchain + input) and its high-water from there through load and the inferences: the model's share is the "
         "difference. Frame: medians per stage of decode (the image file) + preprocess + inference + top-5.",
         "",
         "| backend | FPS @ concurrency (p50 / p90 / p99 ms) | load ms | first inference ms | RSS before load MiB "
@@ -219,11 +220,14 @@ def beyond(report: dict, drawn: bool) -> list[str]:
 
 
 def conditions_text(c: dict) -> str:
+    def mhz(v: str) -> str:
+        return v if v == NOT_EXPOSED else f"{v} MHz"
+
     def thermal(t: dict | str) -> str:
         return ", ".join(f"{k} {v:g} C" for k, v in t.items()) if isinstance(t, dict) else t
 
     return (
-        f"governor {c['governor']}; frequency {c['cur_mhz']} MHz (max {c['max_mhz']}); SMT {c['smt']}; "
+        f"governor {c['governor']}; frequency {mhz(c['cur_mhz'])} (max {mhz(c['max_mhz'])}); SMT {c['smt']}; "
         f"thermal {thermal(c['thermal_c'])} -> {thermal(c['thermal_c_after'])}; "
         f"load {c['load_before']:g} -> {c['load_after']:g}; throttled: {c['throttled']}"
     )

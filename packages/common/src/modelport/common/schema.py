@@ -111,8 +111,8 @@ class ColdStart(Model):
     load_ms: float
     first_infer_ms: float
     inferences: int  # run after the first, before the peak is read
-    baseline_rss_bytes: int  # high-water with the toolchain imported and the input ready, no model
-    peak_rss_bytes: int  # high-water after load and the inferences
+    baseline_rss_bytes: int  # RSS with the toolchain imported and the input ready, no model
+    peak_rss_bytes: int  # RSS high-water from there, after load and the inferences
 
     @property
     def model_rss_bytes(self) -> int:
