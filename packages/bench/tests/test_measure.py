@@ -5,6 +5,7 @@ are only checked to be finite and positive: their size depends on the machine.""
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,18 @@ def test_the_report_shows_the_new_columns_and_the_chart_without_none(benched):
     assert 'alt="throughput"' in page and "Throughput, cold start, memory, whole frame" in page
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert {"best_fps", "best_concurrency", "first_infer_ms", "peak_rss_bytes", "frame_ms"} <= set(header)
+
+
+def test_a_row_of_another_source_model_shows_none_of_its_measurements(benched, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(benched["MODELPORT_ARTIFACTS"], art, ignore=shutil.ignore_patterns("report"))
+    path = art / "results/onnx.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(data | {"model_sha256": "0" * 64}))
+    cli({**benched, "MODELPORT_ARTIFACTS": str(art)}, "report")  # fails (a failed row) and writes the report
+    (e,) = [e for e in json.loads((art / "report/results.json").read_text())["results"] if e["key"] == "onnx"]
+    assert e["status"] == "failed" and e["best_fps"] is None and e["cold_start"] is None and e["frame_ms"] is None
+    assert "## Throughput" not in (art / "report/results.md").read_text()
 
 
 def test_a_row_without_the_new_measurements_renders_no_section(tmp_path):

@@ -124,6 +124,9 @@ def flag_unusable(r: BackendResult, store: ArtifactStore, expected: tuple[str | 
             "agreement": None,
             "headline": None,
             "extra_timings": {},
+            "throughput": [],
+            "cold_start": None,
+            "frame_ms": None,
             "latency_note": "not reported",
         }
     )
