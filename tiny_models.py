@@ -154,6 +154,9 @@ headline = "img0.png"
 [bench]
 warmup = 1
 runs = 3
+throughput_seconds = 0.2
+cold_start_runs = 2
+frame_runs = 4
 """)
     return {
         "MODELPORT_CONFIG": str(config),

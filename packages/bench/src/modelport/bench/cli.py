@@ -74,6 +74,8 @@ def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **fl
                     f"   {r.name}: median {r.latency_ms.median:.2f} ms, p90 {r.latency_ms.p90:.2f} ms "
                     f"({r.latency_ms.fps:.1f} FPS), {r.headline.label} {r.headline.confidence:.3f}{agree}"
                 )
+                for line in _beyond_lines(r):
+                    console.print(f"   {line}")
                 if r.under_load:
                     warn(f"{key}: {r.under_load}; the latency is not trustworthy (rerun on a quiet machine)")
                 if r.agreement_note:
@@ -84,6 +86,24 @@ def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **fl
                 _labeled_one(ctx, key, labeled, settings_mode)
     if failed:
         raise ModelportError(f"failed: {', '.join(failed)} (each is a row with its reason in the report)")
+
+
+def _beyond_lines(r) -> list[str]:
+    """Throughput, cold start and memory, frame time of a benchmarked row, for the terminal."""
+    out = []
+    if best := r.best_throughput:
+        out.append(f"throughput: best {best.fps:.1f} FPS at concurrency {best.concurrency} (p99 {best.p99:.2f} ms)")
+    if c := r.cold_start:
+        out.append(
+            f"fresh process: load {c.load_ms:.1f} ms, first inference {c.first_infer_ms:.2f} ms, peak RSS "
+            f"{c.peak_rss_bytes / 2**20:.1f} MiB ({c.model_rss_bytes / 2**20:.1f} MiB over the toolchain alone)"
+        )
+    if f := r.frame_ms:
+        out.append(
+            f"whole frame: {f.total:.2f} ms (decode {f.decode:.2f} + preprocess {f.preprocess:.2f} + infer "
+            f"{f.infer:.2f} + top-5 {f.postprocess:.2f})"
+        )
+    return out
 
 
 def _check_usage(ctx: StepContext, labeled: str | None) -> None:

@@ -124,6 +124,9 @@ def flag_unusable(r: BackendResult, store: ArtifactStore, expected: tuple[str | 
             "agreement": None,
             "headline": None,
             "extra_timings": {},
+            "throughput": [],
+            "cold_start": None,
+            "frame_ms": None,
             "latency_note": "not reported",
         }
     )
@@ -188,9 +191,24 @@ def entry(r: BackendResult, ref: BackendResult | None) -> dict:
         "notes": r.notes,
         "under_load": r.under_load,
         "speed": r.speed.model_dump() if r.speed else None,
+        **beyond_latency(r),
         "speed_note": speed_text(r.speed),
         "agreement_note": r.agreement_note,
         "source_chain": r.source_chain,
+    }
+
+
+def beyond_latency(r: BackendResult) -> dict:
+    """Throughput, cold start, memory, frame time and run conditions of a row (each None when not measured)."""
+    best = r.best_throughput
+    cold = r.cold_start.model_dump() | {"model_rss_bytes": r.cold_start.model_rss_bytes} if r.cold_start else None
+    return {
+        "throughput": [t.model_dump() for t in r.throughput],
+        "best_fps": best.fps if best else None,
+        "best_concurrency": best.concurrency if best else None,
+        "cold_start": cold,
+        "frame_ms": r.frame_ms.model_dump() if r.frame_ms else None,
+        "conditions": r.conditions.model_dump() if r.conditions else None,
     }
 
 
@@ -265,11 +283,18 @@ def to_csv(report: dict) -> str:
         "mse",
         "headline_label",
         "headline_confidence",
+        "best_fps",
+        "best_concurrency",
+        "first_infer_ms",
+        "baseline_rss_bytes",
+        "peak_rss_bytes",
+        "frame_ms",
     ]
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for e in report["results"]:
         lat, a, h = e["latency_ms"] or {}, e["agreement"] or {}, e["headline"] or {}
+        cold, frame = e.get("cold_start") or {}, e.get("frame_ms") or {}
         w.writerow(
             {
                 "model": e["model"],
@@ -296,6 +321,12 @@ def to_csv(report: dict) -> str:
                 "mse": a.get("mse"),
                 "headline_label": h.get("label"),
                 "headline_confidence": h.get("confidence"),
+                "best_fps": e.get("best_fps"),
+                "best_concurrency": e.get("best_concurrency"),
+                "first_infer_ms": cold.get("first_infer_ms"),
+                "baseline_rss_bytes": cold.get("baseline_rss_bytes"),
+                "peak_rss_bytes": cold.get("peak_rss_bytes"),
+                "frame_ms": frame.get("total"),
             }
         )
     return buf.getvalue()
@@ -337,7 +368,8 @@ def _write_set(out: Path, report: dict) -> dict[str, Path]:
     paths |= charts(report, out)
     write_atomic(paths["json"], json_text(report))
     write_atomic(paths["csv"], to_csv(report))
-    write_atomic(paths["md"], markdown(report, sections=sections, drawn=[k for k in ("latency", "accuracy") if k in paths]))
+    drawn = [k for k in ("latency", "accuracy", "throughput") if k in paths]
+    write_atomic(paths["md"], markdown(report, sections=sections, drawn=drawn))
     paths["html"] = report_html.write(report, out, sections, method(report))
     return paths
 

@@ -102,7 +102,13 @@ def render(report: dict, folder: Path, sections: list[Path], markdown_intro: str
         for name, alt in (("latency.png", "latency"), ("accuracy.png", "agreement"))
         if (folder / name).is_file()
     )
-    body = "\n".join(f'<section class="md">{section_html(s.read_text(encoding="utf-8"), folder)}</section>' for s in sections)
+    from .report_md import beyond
+
+    extra = "\n".join(beyond(report, (folder / "throughput.png").is_file()))
+    body = "\n".join(
+        f'<section class="md">{section_html(text, folder)}</section>'
+        for text in ([extra] if extra else []) + [s.read_text(encoding="utf-8") for s in sections]
+    )
     fill = {
         "/*STYLE*/": (_ASSETS / "report.css").read_text(encoding="utf-8"),
         "/*SCRIPT*/": (_ASSETS / "report.js").read_text(encoding="utf-8"),

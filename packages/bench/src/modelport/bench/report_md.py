@@ -12,6 +12,7 @@ from rich.text import Text
 
 from modelport.common.artifacts import write_atomic
 from modelport.common.display import settings_text, shown
+from modelport.common.machine import NOT_EXPOSED
 
 # Markdown's active characters; "_" only at a word's edge (inside a word it never emphasises). Backticks
 # stay: a code span shows its text as it is (never HTML), and reasons name commands in them.
@@ -65,6 +66,7 @@ def rows(report: dict) -> list[dict]:
                 "median": _f(lat.get("median"), ".2f"),
                 "p90": _f(lat.get("p90"), ".2f"),
                 "fps": _f(e["fps"], ".1f"),
+                "best": f"{e['best_fps']:.1f} @ {e['best_concurrency']}" if e.get("best_fps") else "–",
                 "speed": _f(e["relative_speed"], ".2f") + ("x" if e["relative_speed"] else ""),
                 "size": _size(e["size_bytes"]),
                 "top1": f"{h['label']} ({h['confidence']:.3f})" if h else "–",
@@ -84,6 +86,7 @@ HEADERS = {
     "median": "median ms",
     "p90": "p90 ms",
     "fps": "FPS",
+    "best": "best FPS @ concurrency",
     "speed": "vs source",
     "size": "size",
     "top1": "headline top-1",
@@ -117,7 +120,7 @@ def terminal_table(report: dict) -> Table:
     t = Table(title=f"modelport report (agreement vs {reference_text(report)})")
     cols = headers(report)
     for key, title in cols.items():
-        t.add_column(title, justify="right" if key in ("median", "p90", "fps", "speed", "size") else "left")
+        t.add_column(title, justify="right" if key in ("median", "p90", "fps", "best", "speed", "size") else "left")
     for r in rows(report):
         t.add_row(*[Text(r[k]) for k in cols])  # plain text: a bracket in a label is not rich markup
     return t
@@ -141,6 +144,7 @@ def markdown(report: dict, sections: list[Path], drawn: Collection[str] = ("late
     lines += [""]
     for name, why in (("latency", "no backend was timed"), ("accuracy", "no row has agreement numbers")):
         lines += [f"![{name}]({name}.png)" if name in drawn else f"No {name} chart: {why}.", ""]
+    lines += beyond(report, "throughput" in drawn)
     lines += ["## Settings and versions", ""]
     for e in report["results"]:
         if e["status"] == "ok":
@@ -161,6 +165,72 @@ def markdown(report: dict, sections: list[Path], drawn: Collection[str] = ("late
     if report.get("pipeline_time"):  # footer: wall time per step (depth_report.pipeline_time)
         lines += [""] + report["pipeline_time"]
     return "\n".join(lines) + "\n"
+
+
+def _mb(b: int | None) -> str:
+    return "–" if b is None else f"{b / 2**20:.1f}"
+
+
+def beyond(report: dict, drawn: bool) -> list[str]:
+    """Throughput, cold start, memory, the whole frame and run conditions: a table of the rows that have any."""
+    measured = [e for e in report["results"] if e.get("throughput") or e.get("cold_start") or e.get("frame_ms")]
+    if not measured:
+        return []
+    out = [
+        "## Throughput, cold start, memory, whole frame",
+        "",
+        "Throughput: concurrent batch-1 requests for a fixed time at each concurrency (p50/p90/p99: the latency each "
+        "request saw). Load and first inference: in a fresh process per row; its RSS before loading (interpreter + "
+        "toolchain + input) and its high-water from there through load and the inferences: the model's share is the "
+        "difference. Frame: medians per stage of decode (the image file) + preprocess + inference + top-5.",
+        "",
+        "| backend | FPS @ concurrency (p50 / p90 / p99 ms) | load ms | first inference ms | RSS before load MiB "
+        "| peak RSS MiB | model MiB | frame ms (decode + pre + infer + post) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in measured:
+        sweep = "; ".join(
+            f"{t['fps']:.1f} @ {t['concurrency']} ({t['p50']:.2f} / {t['p90']:.2f} / {t['p99']:.2f})"
+            for t in e.get("throughput") or []
+        )
+        c, f = e.get("cold_start") or {}, e.get("frame_ms")
+        frame = (
+            f"{f['total']:.2f} ({f['decode']:.2f} + {f['preprocess']:.2f} + {f['infer']:.2f} + {f['postprocess']:.2f})"
+            if f
+            else "–"
+        )
+        cells = [
+            e["name"],
+            sweep or "–",
+            _f(c.get("load_ms"), ".1f"),
+            _f(c.get("first_infer_ms"), ".2f"),
+            _mb(c.get("baseline_rss_bytes")),
+            _mb(c.get("peak_rss_bytes")),
+            _mb(c.get("model_rss_bytes")),
+            frame,
+        ]
+        out.append("| " + " | ".join(md_text(x) for x in cells) + " |")
+    out += ["", "![throughput](throughput.png)" if drawn else "No throughput chart: no row was swept.", ""]
+    conditioned = [e for e in measured if e.get("conditions")]
+    if conditioned:
+        out += ['Run conditions (sysfs; "not exposed here" where the machine hides them):', ""]
+        out += [f"- **{md_text(e['name'])}**: {md_text(conditions_text(e['conditions']))}" for e in conditioned]
+        out.append("")
+    return out
+
+
+def conditions_text(c: dict) -> str:
+    def mhz(v: str) -> str:
+        return v if v == NOT_EXPOSED else f"{v} MHz"
+
+    def thermal(t: dict | str) -> str:
+        return ", ".join(f"{k} {v:g} C" for k, v in t.items()) if isinstance(t, dict) else t
+
+    return (
+        f"governor {c['governor']}; frequency {mhz(c['cur_mhz'])} (max {mhz(c['max_mhz'])}); SMT {c['smt']}; "
+        f"thermal {thermal(c['thermal_c'])} -> {thermal(c['thermal_c_after'])}; "
+        f"load {c['load_before']:g} -> {c['load_after']:g}; throttled: {c['throttled']}"
+    )
 
 
 def matrix_md(report: dict) -> list[str]:
@@ -244,6 +314,12 @@ def charts(report: dict, out: Path) -> dict[str, Path]:
     import matplotlib.pyplot as plt
 
     paths = {}
+    swept = [e for e in report["results"] if e.get("throughput")]
+    if swept:
+        several = len(report.get("devices") or {}) > 1
+        paths["throughput"] = _save(_throughput(plt, swept, several), out / "throughput.png", plt)
+    else:
+        (out / "throughput.png").unlink(missing_ok=True)
     timed = sorted((e for e in report["results"] if e["latency_ms"]), key=lambda e: e["latency_ms"]["median"])
     agreed = [e for e in report["results"] if e["agreement"] and e["key"] != report["reference"]]
     for name, rows_ in (("latency", timed), ("accuracy", agreed)):
@@ -275,6 +351,32 @@ def _latency(plt, timed: list[dict]):
     ax.invert_yaxis()
     ax.set_xlabel("latency, ms (bar: median, whisker: p90)" + (", log scale" if log else ""))
     ax.set_title("Batch-1 latency")
+    return fig
+
+
+def _throughput(plt, swept: list[dict], several_devices: bool = False):
+    """Per backend, FPS against p90 latency at each concurrency (points labelled with it): one panel each,
+    so no colour has to tell backends apart."""
+    cols = min(3, len(swept))
+    nrows = -(-len(swept) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
+    for ax, e in zip(axes.flat, swept, strict=False):
+        pts = sorted(e["throughput"], key=lambda t: t["concurrency"])
+        fps, p90 = [t["fps"] for t in pts], [t["p90"] for t in pts]
+        ax.plot(p90, fps, marker="o", color="#4c72b0")
+        for t in pts:
+            ax.annotate(f"x{t['concurrency']}", (t["p90"], t["fps"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set_xlim(0, max(p90) * 1.3)
+        ax.set_ylim(0, max(fps) * 1.25)
+        ax.set_title(e["name"] + (f"\n{e['device_key']}" if several_devices else ""), fontsize=9)
+        ax.set_xlabel("p90 latency, ms", fontsize=8)
+        ax.set_ylabel("inferences/s", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(swept) :]:
+        ax.set_visible(False)
+    fig.suptitle("Throughput vs latency (xN: concurrent requests)")
+    fig.tight_layout()
     return fig
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+import numpy as np
+
 from modelport.common.artifacts import sha256_file
 from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, ModelportError
@@ -16,6 +18,9 @@ from modelport.common.timing import load_average, load_problem, measure
 from modelport.runtime.base import Runtime
 from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_key
 from modelport.runtime.run import prepared_images, run_outputs
+
+from .coldstart import cold_start
+from .measure import Conditions, concurrency_levels, frame_time, throughput_sweep
 
 T = TypeVar("T")
 
@@ -56,6 +61,23 @@ def secondary(result: BackendResult, what: str, measure: Callable[[], T], fallba
         return fallback
 
 
+def more_measurements(ctx: StepContext, result: BackendResult, runtime: Runtime, tensor: np.ndarray) -> None:
+    """Throughput over concurrency levels and the whole frame's stages, each as configured in [bench]."""
+    bench = ctx.config.bench
+    if bench.throughput:
+        levels = concurrency_levels(bench.concurrency)
+        console.print(
+            f"   throughput {runtime.display}: concurrency {', '.join(map(str, levels))}, {bench.throughput_seconds:g} s each"
+        )
+        result.throughput = secondary(
+            result, "throughput", lambda: throughput_sweep(runtime, tensor, levels, bench.throughput_seconds), []
+        )
+    if bench.frame_runs:
+        result.frame_ms = secondary(
+            result, "frame time", lambda: frame_time(runtime, ctx.eval_images, ctx.config.input, bench.frame_runs), None
+        )
+
+
 def benchmark(ctx: StepContext, key: str) -> BackendResult:
     """Benchmark one backend and write its result.
 
@@ -84,6 +106,7 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
                 raise ModelportError(f"its conversion failed: {failure}")
             store.check_current(path, rerun=f"modelport {cls.made_by()}")
         load_before = load_average()
+        conditions = Conditions()
         with runtime:
             outputs = run_outputs(runtime, prepared, cfg.input)
             headline_i = headline_index(ctx)
@@ -93,6 +116,7 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
             )
             result.latency_ms = measure(lambda: runtime.infer(tensor), cfg.bench.warmup, cfg.bench.runs)
             result.extra_timings = secondary(result, "extra timings", lambda: getattr(runtime, "extra_timings", {}), {})
+            more_measurements(ctx, result, runtime, tensor)
             result.load_avg = {"before": load_before, "after": load_average()}
             result.under_load = load_problem(**result.load_avg)
             result.load_ms = runtime.load_ms
@@ -102,6 +126,12 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
             first = next(iter(runtime.files.values()))
             result.artifact = store.rel(first)
             result.artifact_sha256 = sha256_file(first)
+        if cfg.bench.cold_start:  # after this process released the model: the child has the machine to itself
+            image = str(ctx.eval_images[headline_i])
+            result.cold_start = secondary(
+                result, "cold start", lambda: cold_start(ctx, key, image, cfg.bench.cold_start_runs), None
+            )
+        result.conditions = conditions.finish()
     except HardwareMissing as e:
         result.status, result.reason = "skipped", str(e)
         write_result(store, result)

@@ -60,6 +60,16 @@ class ImagesConfig(Section):
 class BenchConfig(Section):
     warmup: int = Field(20, ge=0)
     runs: int = Field(200, ge=1)
+    # Beyond batch-1 latency, each per row and each bounded so a CI run stays short (2 cores, ~30 min for all):
+    # throughput swept over concurrency levels ([] = 1, 2 and this machine's cores), each timed this long
+    throughput: bool = True
+    concurrency: list[Annotated[int, Field(ge=1, le=256)]] = Field([], max_length=16)
+    throughput_seconds: float = Field(2.0, gt=0, le=600)
+    # load + first inference + peak memory in one fresh process per row, after this many more inferences
+    cold_start: bool = True
+    cold_start_runs: int = Field(10, ge=0, le=100_000)
+    # decode + preprocess + infer + postprocess per frame, cycling over the eval images this many frames
+    frame_runs: int = Field(20, ge=0, le=100_000)
 
 
 class AccuracyConfig(Section):

@@ -106,3 +106,64 @@ def run_id() -> str:
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+NOT_EXPOSED = "not exposed here"
+SYSFS_ENV = "MODELPORT_SYSFS"  # where /sys is read from (a test points it at a folder it made)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip() or None
+    except OSError:
+        return None
+
+
+def _number(path: Path) -> float | None:
+    text = _read(path)
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and value == value and abs(value) != float("inf") else None
+
+
+def _cpus(root: Path) -> list[Path]:
+    return sorted((root / "devices/system/cpu").glob("cpu[0-9]*"), key=lambda p: int(p.name[3:]))
+
+
+def throttle_count(root: Path | None = None) -> int | None:
+    """Sum of the kernel's thermal throttle events over every CPU (x86 thermal_throttle), None when not exposed."""
+    root = root or Path(os.environ.get(SYSFS_ENV) or "/sys")
+    counts = [
+        _number(cpu / "thermal_throttle" / name)
+        for cpu in _cpus(root)
+        for name in ("core_throttle_count", "package_throttle_count")
+    ]
+    known = [int(c) for c in counts if c is not None]
+    return sum(known) if known else None
+
+
+def run_conditions(root: Path | None = None) -> dict:
+    """What the CPU was doing when a number was taken, read from sysfs: governor, current and maximum
+    frequency (MHz, over the CPUs), SMT, thermal zones (deg C). A value the kernel does not expose here
+    is the text NOT_EXPOSED, never a guess (containers and VMs often hide cpufreq and thermal)."""
+    root = root or Path(os.environ.get(SYSFS_ENV) or "/sys")
+    cpus = _cpus(root)
+    governors = sorted({g for g in (_read(c / "cpufreq/scaling_governor") for c in cpus) if g})
+    cur = [f for f in (_number(c / "cpufreq/scaling_cur_freq") for c in cpus) if f is not None]
+    top = [f for f in (_number(c / "cpufreq/cpuinfo_max_freq") for c in cpus) if f is not None]
+    smt = _read(root / "devices/system/cpu/smt/active")
+    thermal: dict[str, float] = {}
+    for zone in sorted((root / "class/thermal").glob("thermal_zone*")):
+        temp = _number(zone / "temp")
+        if temp is not None:
+            thermal[f"{_read(zone / 'type') or 'zone'} ({zone.name})"] = round(temp / 1000, 1)
+    return {
+        "governor": ", ".join(governors) if governors else NOT_EXPOSED,
+        # kHz in sysfs; the slowest and fastest CPU now, and the highest maximum
+        "cur_mhz": f"{min(cur) / 1000:.0f}-{max(cur) / 1000:.0f}" if cur else NOT_EXPOSED,
+        "max_mhz": f"{max(top) / 1000:.0f}" if top else NOT_EXPOSED,
+        "smt": {"1": "on", "0": "off"}.get(smt or "", NOT_EXPOSED),
+        "thermal_c": thermal or NOT_EXPOSED,
+    }

@@ -91,6 +91,61 @@ class SpeedCheck(Model):
     note: str = ""  # how it was measured, or why it was not
 
 
+class ThroughputPoint(Model):
+    """Inferences per second with ``concurrency`` requests in flight, and the latency each one saw."""
+
+    concurrency: int
+    mechanism: str  # how the requests ran, e.g. "2 threads, one runtime each"
+    seconds: float  # wall time of the timed window
+    inferences: int
+    fps: float  # inferences / seconds
+    p50: float  # ms per inference, as each request saw it
+    p90: float
+    p99: float
+
+
+class ColdStart(Model):
+    """A fresh process per row: load and first inference, and its memory (bytes, RSS high-water)."""
+
+    pid: int  # the fresh process's: not the benchmark's
+    load_ms: float
+    first_infer_ms: float
+    inferences: int  # run after the first, before the peak is read
+    baseline_rss_bytes: int  # RSS with the toolchain imported and the input ready, no model
+    peak_rss_bytes: int  # RSS high-water from there, after load and the inferences
+
+    @property
+    def model_rss_bytes(self) -> int:
+        return self.peak_rss_bytes - self.baseline_rss_bytes
+
+
+class FrameTime(Model):
+    """Median ms per stage of a whole frame, as an application runs it: decode the file, preprocess,
+    infer, postprocess (top-5); ``total`` is the median of the per-frame sums."""
+
+    frames: int
+    decode: float
+    preprocess: float
+    infer: float
+    postprocess: float
+    total: float
+
+
+class RunConditions(Model):
+    """The CPU's state around a row's measurements; a value the machine does not expose is the text
+    "not exposed here" (machine.NOT_EXPOSED), never a guess."""
+
+    governor: str
+    cur_mhz: str
+    max_mhz: str
+    smt: str
+    thermal_c: dict[str, float] | str
+    thermal_c_after: dict[str, float] | str
+    load_before: float
+    load_after: float
+    throttled: str  # "no", "yes: ...", or not exposed
+
+
 class BackendResult(Model):
     schema_version: str = Field(RESULT_SCHEMA, alias="schema")
     key: Key  # e.g. "onnx-int8": also the results file name
@@ -128,12 +183,21 @@ class BackendResult(Model):
     agreement_note: str | None = None  # why agreement is missing from an ok row (no or stale reference)
     speed: SpeedCheck | None = None  # INT8 rows with a recovery record: the speed floor's verdict
     headline: Headline | None = None
+    # Beyond batch-1 latency (each optional: older results and rows that skip them have none)
+    throughput: list[ThroughputPoint] = []
+    cold_start: ColdStart | None = None
+    frame_ms: FrameTime | None = None
+    conditions: RunConditions | None = None
     notes: list[str] = []
     created_utc: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
     def fps(self) -> float | None:
         return self.latency_ms.fps if self.latency_ms else None
+
+    @property
+    def best_throughput(self) -> ThroughputPoint | None:
+        return max(self.throughput, key=lambda t: t.fps, default=None)
 
     def dump(self) -> str:
         # not model_dump_json: it writes NaN and infinities as null, silently

@@ -8,6 +8,7 @@ inside those methods, never at module import, so every env can list every runtim
 from __future__ import annotations
 
 import importlib.util
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -35,6 +36,9 @@ class Runtime:
     # Largest batch infer() takes after set_batch(n). 1 = the model has a fixed batch of one: a batch
     # sweep then runs N sequential batch-1 calls and says so (bench/sweep.py).
     max_batch: ClassVar[int] = 1
+    # True: one active instance takes infer() calls from several threads at once, so a throughput run
+    # shares it; False: each worker thread gets its own instance (the safe default).
+    thread_safe: ClassVar[bool] = False
 
     def __init__(self, config: Config, files: Mapping[str, Path]):
         self.config = config
@@ -116,6 +120,77 @@ class Runtime:
         work a hand-written loop over the toolchain's API would do.
         """
         raise NotImplementedError(f"{self.display} has no bare call for the overhead measurement")
+
+    # -- concurrency: the generic mechanism; a backend with its own (async infer requests, concurrent runs
+    # on one session, extractors) overrides concurrent_workers or run_concurrent.
+    def concurrency_mechanism(self, workers: int) -> str:
+        """How ``workers`` requests run at once, as the report says it."""
+        each = "sharing one runtime" if self.thread_safe else "one runtime each"
+        return f"{workers} thread{'s' if workers > 1 else ''}, {each}"
+
+    def concurrent_workers(self, workers: int) -> list[Runtime]:
+        """An active runtime per worker thread: this one shared when thread_safe, else this one and fresh copies
+        (the caller deactivates the copies: release_workers)."""
+        if self.thread_safe:
+            return [self] * workers
+        copies: list[Runtime] = []
+        try:
+            for _ in range(workers - 1):
+                copies.append(type(self)(self.config, self.files).activate())
+        except BaseException:
+            self.release_workers(copies)
+            raise
+        return [self, *copies]
+
+    def release_workers(self, runtimes: list[Runtime]) -> None:
+        for rt in runtimes:
+            if rt is not self:
+                rt.deactivate()
+
+    def run_concurrent(self, tensor: np.ndarray, workers: int, seconds: float) -> tuple[list[int], float]:
+        """``workers`` threads calling infer(tensor) back to back for ``seconds``: every call's ns and the
+        wall seconds from the common start to the last call's end. Each thread makes one untimed call
+        first (a copy's first call pays its lazy setup)."""
+        if not self.active:
+            raise RuntimeError(f"{self.display} runtime is not active")
+        runtimes = self.concurrent_workers(workers)
+        try:
+            samples: list[list[int]] = [[] for _ in range(workers)]
+            ends = [0] * workers
+            errors: list[BaseException] = []
+            window = [0, 0]  # start, deadline: set once every thread is ready, before any is released
+
+            def open_window() -> None:
+                window[0] = time.perf_counter_ns()
+                window[1] = window[0] + int(seconds * 1e9)
+
+            start = threading.Barrier(workers, action=open_window)
+
+            def work(i: int) -> None:
+                rt, clock, out = runtimes[i], time.perf_counter_ns, samples[i]
+                try:
+                    rt.infer(tensor)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                    errors.append(e)
+                start.wait()
+                try:
+                    while not errors and (t0 := clock()) < window[1]:
+                        rt.infer(tensor)
+                        out.append(clock() - t0)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                    errors.append(e)
+                ends[i] = clock()
+
+            threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(workers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if errors:
+                raise errors[0]
+            return [s for per in samples for s in per], (max(ends) - window[0]) / 1e9
+        finally:
+            self.release_workers(runtimes)
 
     def deactivate(self) -> None:
         if self.active:

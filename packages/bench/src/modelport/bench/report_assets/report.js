@@ -61,6 +61,8 @@
     ["median ms", (e) => fmt(e.latency_ms && e.latency_ms.median), (e) => e.latency_ms ? e.latency_ms.median : Infinity, true],
     ["p90 ms", (e) => fmt(e.latency_ms && e.latency_ms.p90), (e) => e.latency_ms ? e.latency_ms.p90 : Infinity, true],
     ["FPS", (e) => fmt(e.fps, 1), (e) => e.fps || 0, true],
+    ["best FPS @ concurrency", (e) => (e.best_fps ? fmt(e.best_fps, 1) + " @ " + e.best_concurrency : "–"), (e) => e.best_fps || 0, true],
+    ["frame ms", (e) => fmt(e.frame_ms && e.frame_ms.total), (e) => (e.frame_ms ? e.frame_ms.total : Infinity), true],
     ["speed vs ref", (e) => (e.relative_speed ? fmt(e.relative_speed) + "x" : "–"), (e) => e.relative_speed || 0, true],
     ["size", (e) => mb(e.size_bytes), (e) => e.size_bytes || 0, true],
     ["top-1 agreement", (e) => (e.agreement ? Math.round(e.agreement.top1 * 100) + "% of " + e.agreement.images : "–"),

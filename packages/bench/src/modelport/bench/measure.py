@@ -1,0 +1,98 @@
+"""Measurements of a row beyond its batch-1 latency: throughput over concurrency levels, the whole frame
+(decode + preprocess + infer + postprocess), and the CPU's run conditions around them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from modelport.common.images import load_image
+from modelport.common.machine import NOT_EXPOSED, run_conditions, throttle_count
+from modelport.common.preprocess import InputSpec, prepare, to_tensor
+from modelport.common.schema import FrameTime, RunConditions, ThroughputPoint
+from modelport.common.timing import cores, load_average
+from modelport.runtime.base import Runtime
+
+
+def concurrency_levels(configured: list[int]) -> list[int]:
+    """The configured levels, or 1, 2 and this machine's cores; each once, in order."""
+    return sorted(set(configured or [1, 2, cores()]))
+
+
+def throughput_point(runtime: Runtime, tensor: np.ndarray, workers: int, seconds: float) -> ThroughputPoint:
+    samples, wall = runtime.run_concurrent(tensor, workers, seconds)
+    ms = np.asarray(samples, dtype=np.float64) / 1e6
+    p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+    return ThroughputPoint(
+        concurrency=workers,
+        mechanism=runtime.concurrency_mechanism(workers),
+        seconds=wall,
+        inferences=len(samples),
+        fps=len(samples) / wall,
+        p50=p50,
+        p90=p90,
+        p99=p99,
+    )
+
+
+def throughput_sweep(runtime: Runtime, tensor: np.ndarray, levels: list[int], seconds: float) -> list[ThroughputPoint]:
+    return [throughput_point(runtime, tensor, n, seconds) for n in levels]
+
+
+def top5(out: np.ndarray) -> list[int]:
+    """What an application does with a classifier's output (and fill_outputs with every row's): the top 5."""
+    return [int(i) for i in np.argsort(-out.reshape(-1))[:5]]
+
+
+def frame_time(runtime: Runtime, images: list[Path], spec: InputSpec, frames: int) -> FrameTime:
+    """Median ms of each stage over ``frames`` frames, cycling over ``images`` (each decoded from its file every time)."""
+    clock = time.perf_counter_ns
+    stages = np.empty((frames, 4), dtype=np.int64)
+    for i in range(frames):
+        t0 = clock()
+        image = load_image(images[i % len(images)])
+        t1 = clock()
+        tensor = to_tensor(prepare(image, spec), spec, runtime.input_layout, runtime.input_dtype)
+        t2 = clock()
+        out = runtime.infer(tensor)
+        t3 = clock()
+        top5(np.asarray(out))
+        stages[i] = (t1 - t0, t2 - t1, t3 - t2, clock() - t3)
+    med = np.median(stages, axis=0) / 1e6
+    return FrameTime(
+        frames=frames,
+        decode=float(med[0]),
+        preprocess=float(med[1]),
+        infer=float(med[2]),
+        postprocess=float(med[3]),
+        total=float(np.median(stages.sum(axis=1)) / 1e6),
+    )
+
+
+class Conditions:
+    """The run conditions of one row: read before its measurements start and completed after they end."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = root
+        self.before = run_conditions(root)
+        self.load_before = load_average()
+        self.throttles = throttle_count(root)
+
+    def finish(self) -> RunConditions:
+        after = run_conditions(self.root)
+        now = throttle_count(self.root)
+        if self.throttles is None or now is None:
+            throttled = NOT_EXPOSED
+        elif now > self.throttles:
+            throttled = f"yes: {now - self.throttles} thermal throttle events during the run"
+        else:
+            throttled = "no"
+        return RunConditions(
+            **self.before,
+            thermal_c_after=after["thermal_c"],
+            load_before=self.load_before,
+            load_after=load_average(),
+            throttled=throttled,
+        )

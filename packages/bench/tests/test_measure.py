@@ -1,0 +1,223 @@
+"""Measurements beyond batch-1 latency on a tiny ONNX classifier through the real onnxruntime: throughput over
+concurrency levels, cold start and memory in a fresh process, the whole frame, and the run conditions. Timings
+are only checked to be finite and positive: their size depends on the machine."""
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import cli, error_line, make_context
+from modelport.bench.coldstart import peak_rss_bytes, start_peak
+from modelport.bench.measure import Conditions, concurrency_levels
+from modelport.common.images import load_image
+from modelport.common.machine import NOT_EXPOSED, run_conditions
+from modelport.common.preprocess import prepare, to_tensor
+from modelport.common.schema import BackendResult
+from modelport.common.timing import cores
+from modelport.runtime.registry import runtime_class
+from tiny_models import tiny_pipeline
+
+
+def ok(env, *args):
+    proc = cli(env, *args)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def positive(*values) -> bool:
+    return all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in values)
+
+
+SAID: dict[str, str] = {}  # what `modelport bench` printed in the module's fixture
+
+
+@pytest.fixture(scope="module")
+def benched(tmp_path_factory):
+    env = tiny_pipeline(tmp_path_factory.mktemp("measure"))
+    ok(env, "fetch")
+    ok(env, "convert", "reference", "onnx")
+    proc = ok(env, "bench", "onnx")
+    SAID["bench"] = proc.stdout + proc.stderr  # the console writes to one of them
+    return env
+
+
+def test_a_row_carries_throughput_cold_start_memory_frame_and_conditions(benched):
+    art = Path(benched["MODELPORT_ARTIFACTS"])
+    text = (art / "results/onnx.json").read_text()
+    r = BackendResult.model_validate_json(text)
+    assert r.status == "ok" and not r.notes, r.notes
+    assert [t.concurrency for t in r.throughput] == concurrency_levels([]) == sorted({1, 2, cores()})
+    for t in r.throughput:
+        assert positive(t.fps, t.seconds, t.p50, t.p90, t.p99) and t.inferences >= 1 and t.p50 <= t.p90 <= t.p99
+        assert t.mechanism.startswith(f"{t.concurrency} thread")
+    assert r.best_throughput in r.throughput
+
+    c = r.cold_start
+    assert c.pid != os.getpid()  # a fresh process, not the benchmark's
+    assert positive(c.load_ms, c.first_infer_ms, c.baseline_rss_bytes) and c.inferences == 2
+    assert c.peak_rss_bytes >= c.baseline_rss_bytes and c.model_rss_bytes >= 0
+
+    f = r.frame_ms
+    assert f.frames == 4 and positive(f.decode, f.preprocess, f.infer, f.postprocess, f.total)
+
+    cond = r.conditions
+    assert cond.load_before >= 0 and cond.load_after >= 0
+    assert all(isinstance(v, str) and v for v in (cond.governor, cond.cur_mhz, cond.max_mhz, cond.smt, cond.throttled))
+
+    assert BackendResult.model_validate_json(r.dump()) == r  # the schema round-trips
+    said = SAID["bench"]
+    assert "throughput: best" in said and "fresh process: load" in said and "whole frame:" in said
+
+
+def test_an_older_result_without_the_new_fields_still_reads(benched):
+    art = Path(benched["MODELPORT_ARTIFACTS"])
+    data = json.loads((art / "results/onnx.json").read_text())
+    for field in ("throughput", "cold_start", "frame_ms", "conditions"):
+        data.pop(field)
+    r = BackendResult.model_validate(data)
+    assert r.throughput == [] and r.cold_start is None and r.frame_ms is None and r.conditions is None
+    assert r.best_throughput is None
+
+
+def test_the_report_shows_the_new_columns_and_the_chart_without_none(benched):
+    ok(benched, "report")
+    out = Path(benched["MODELPORT_ARTIFACTS"]) / "report"
+    report = json.loads((out / "results.json").read_text())
+    (e,) = [e for e in report["results"] if e["key"] == "onnx"]
+    assert positive(e["best_fps"]) and e["best_concurrency"] in (1, 2, cores())
+    assert e["cold_start"]["model_rss_bytes"] >= 0 and e["frame_ms"]["total"] > 0 and e["conditions"]["governor"]
+    md = (out / "results.md").read_text()
+    assert "best FPS @ concurrency" in md and "## Throughput, cold start, memory, whole frame" in md
+    assert "![throughput](throughput.png)" in md and "None" not in md
+    assert f"@ {e['best_concurrency']} |" in md and "throttled:" in md
+    assert (out / "throughput.png").read_bytes()[:4] == b"\x89PNG"
+    page = (out / "results.html").read_text()
+    assert 'alt="throughput"' in page and "Throughput, cold start, memory, whole frame" in page
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"best_fps", "best_concurrency", "first_infer_ms", "peak_rss_bytes", "frame_ms"} <= set(header)
+
+
+def test_a_row_of_another_source_model_shows_none_of_its_measurements(benched, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(benched["MODELPORT_ARTIFACTS"], art, ignore=shutil.ignore_patterns("report"))
+    path = art / "results/onnx.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(data | {"model_sha256": "0" * 64}))
+    cli({**benched, "MODELPORT_ARTIFACTS": str(art)}, "report")  # fails (a failed row) and writes the report
+    (e,) = [e for e in json.loads((art / "report/results.json").read_text())["results"] if e["key"] == "onnx"]
+    assert e["status"] == "failed" and e["best_fps"] is None and e["cold_start"] is None and e["frame_ms"] is None
+    assert "## Throughput" not in (art / "report/results.md").read_text()
+
+
+def test_a_row_without_the_new_measurements_renders_no_section(tmp_path):
+    env = tiny_pipeline(tmp_path)
+    config = Path(env["MODELPORT_CONFIG"])
+    config.write_text(config.read_text().replace("frame_runs = 4", "frame_runs = 0") + "throughput = false\ncold_start = false\n")
+    ok(env, "fetch")
+    ok(env, "convert", "reference")
+    ok(env, "bench", "source")
+    r = BackendResult.model_validate_json((tmp_path / "art/results/onnx-source.json").read_text())
+    assert r.throughput == [] and r.cold_start is None and r.frame_ms is None and r.conditions is not None
+    ok(env, "report")
+    md = (tmp_path / "art/report/results.md").read_text()
+    assert "## Throughput" not in md and "None" not in md and not (tmp_path / "art/report/throughput.png").exists()
+
+
+@pytest.mark.parametrize(
+    "line, key",
+    [
+        ("concurrency = [0]", "concurrency"),
+        ("concurrency = [1, 1000]", "concurrency"),
+        ("throughput_seconds = inf", "throughput_seconds"),
+        ("throughput_seconds = nan", "throughput_seconds"),
+        ("throughput_seconds = 0", "throughput_seconds"),
+        ("cold_start_runs = -1", "cold_start_runs"),
+        ("cold_start_runs = 1e9", "cold_start_runs"),
+    ],
+)
+def test_bad_measurement_settings_are_one_error_line_naming_the_key(tmp_path, line, key):
+    env = tiny_pipeline(tmp_path)
+    config = Path(env["MODELPORT_CONFIG"])
+    kept = [t for t in config.read_text().splitlines() if not t.startswith(f"{key} =")]  # tiny sets some
+    config.write_text("\n".join([*kept, line, ""]))
+    proc = cli(env, "bench", "onnx")
+    assert proc.returncode != 0 and f"bench.{key}" in error_line(proc)
+    assert not (tmp_path / "art/results").exists()
+
+
+def test_concurrent_workers_are_copies_unless_the_runtime_is_thread_safe(benched):
+    ctx = make_context(benched)
+    cls = runtime_class("onnx")
+    spec = ctx.config.input
+    with cls.from_store(ctx.store, ctx.config) as rt:
+        tensor = to_tensor(prepare(load_image(ctx.eval_images[0]), spec), spec, rt.input_layout, rt.input_dtype)
+        workers = rt.concurrent_workers(3)
+        assert workers[0] is rt and len({id(w) for w in workers}) == 3 and all(w.active for w in workers)
+        rt.release_workers(workers)
+        assert rt.active and not any(w.active for w in workers[1:])
+        samples, wall = rt.run_concurrent(tensor, 2, 0.05)
+        assert len(samples) >= 2 and positive(wall, *samples)
+
+    class Shared(cls):  # a backend declaring its runtime safe to share between threads
+        thread_safe = True
+
+    with Shared.from_store(ctx.store, ctx.config) as rt:
+        assert rt.concurrent_workers(3) == [rt] * 3 and "sharing one runtime" in rt.concurrency_mechanism(3)
+        samples, _ = rt.run_concurrent(tensor, 2, 0.05)
+        assert len(samples) >= 2 and rt.active
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_run_conditions_say_not_exposed_when_sysfs_has_nothing(tmp_path):
+    (tmp_path / "devices/system/cpu/cpu0").mkdir(parents=True)  # a CPU without cpufreq, thermal or SMT files
+    c = run_conditions(tmp_path)
+    assert c == dict.fromkeys(("governor", "cur_mhz", "max_mhz", "smt", "thermal_c"), NOT_EXPOSED)
+    done = Conditions(tmp_path).finish()
+    assert done.throttled == NOT_EXPOSED and done.thermal_c_after == NOT_EXPOSED and done.load_before >= 0
+
+
+def test_run_conditions_read_what_sysfs_exposes(tmp_path):
+    for i, (gov, cur) in enumerate((("performance", "1200000"), ("performance", "1800000"))):
+        cpu = tmp_path / f"devices/system/cpu/cpu{i}"
+        write(cpu / "cpufreq/scaling_governor", gov + "\n")
+        write(cpu / "cpufreq/scaling_cur_freq", cur)
+        write(cpu / "cpufreq/cpuinfo_max_freq", "2400000")
+        write(cpu / "thermal_throttle/core_throttle_count", "5")
+    write(tmp_path / "devices/system/cpu/smt/active", "1")
+    write(tmp_path / "class/thermal/thermal_zone0/type", "x86_pkg_temp")
+    write(tmp_path / "class/thermal/thermal_zone0/temp", "47000")
+    write(tmp_path / "class/thermal/thermal_zone1/temp", "garbage")  # unreadable: left out, not guessed
+    c = run_conditions(tmp_path)
+    assert c == {
+        "governor": "performance",
+        "cur_mhz": "1200-1800",
+        "max_mhz": "2400",
+        "smt": "on",
+        "thermal_c": {"x86_pkg_temp (thermal_zone0)": 47.0},
+    }
+    run = Conditions(tmp_path)
+    assert Conditions(tmp_path).finish().throttled == "no"
+    write(tmp_path / "devices/system/cpu/cpu1/thermal_throttle/core_throttle_count", "8")
+    assert run.finish().throttled == "yes: 3 thermal throttle events during the run"
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="the kernel's resettable high-water is Linux's")
+def test_the_peak_is_measured_from_the_baseline_not_from_the_process_start():
+    """A transient peak before loading (resolving the config reads the source model) must not hide the model's memory."""
+    mib = 2**20
+    transient = bytearray(256 * mib)
+    transient[::4096] = b"\x01" * len(range(0, len(transient), 4096))  # touched: resident
+    del transient
+    baseline = start_peak()
+    held = bytearray(64 * mib)
+    held[::4096] = b"\x01" * len(range(0, len(held), 4096))
+    assert peak_rss_bytes() - baseline >= 60 * mib
+    del held
