@@ -78,7 +78,7 @@ def test_letterbox_places_the_photo_and_maps_boxes_back(photo, align):
 def test_stretch_maps_boxes_back_per_axis():
     image = np.zeros((480, 640, 3), np.uint8)
     spec = InputSpec(size=(240, 320))
-    out, placement = prepare(image, spec, DetectConfig(resize="stretch"))
+    out, placement = prepare(image, spec, DetectConfig(fit="stretch"))
     assert out.shape == (240, 320, 3)
     assert placement.to_original(np.array([[32, 24, 64, 48]])) == pytest.approx(np.array([[64, 48, 128, 96]]))
     # Clipped to the photo.

@@ -15,7 +15,7 @@ DATA = Path(__file__).resolve().parents[3] / "data" / "detection"
 PHOTOS = sorted((DATA / "coco" / "images").glob("*.jpg"))
 YOLOX_SPEC = InputSpec(size=(416, 416), color="BGR", mean=(0, 0, 0), std=(1, 1, 1))
 RFB_SPEC = InputSpec(size=(240, 320), color="RGB", mean=(127, 127, 127), std=(128, 128, 128))
-RFB_COMMON = {"strides": [8, 16, 32, 64], "background": True, "resize": "stretch", "score_threshold": 0.7, "nms_iou": 0.3}
+RFB_COMMON = {"strides": [8, 16, 32, 64], "background": True, "fit": "stretch", "score_threshold": 0.7, "nms_iou": 0.3}
 RFB_DECODED = DetectConfig(decoder="boxes_scores", boxes_output="boxes", scores_output="scores", **RFB_COMMON)
 RFB_RAW = DetectConfig(decoder="ssd", min_sizes=[[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]], **RFB_COMMON)
 

@@ -84,8 +84,8 @@ class DetectConfig(Section):
     # Agreement with the source: boxes above agreement_score matched one to one, same class, IoU >= match_iou.
     agreement_score: float = Field(0.3, ge=0, le=1)
     match_iou: float = Field(0.5, gt=0, le=1)
-    # Preprocessing geometry: letterbox = resize keeping the aspect ratio and pad; stretch = plain resize.
-    resize: Literal["letterbox", "stretch"] = "letterbox"
+    # Geometry ([input] resize is the filter): letterbox = keep the aspect ratio and pad; stretch = plain resize.
+    fit: Literal["letterbox", "stretch"] = "letterbox"
     pad_value: int = Field(114, ge=0, le=255)
     align: Literal["top-left", "center"] = "top-left"
 
@@ -338,8 +338,8 @@ class Config(Section):
         where = self.source or "config"
         if self.model.task != contract.task:
             raise ConfigError(
-                f'[model] task = "{self.model.task}" but the model {model} is a {contract.task} model '
-                f"(`modelport init` writes its config)",
+                f'[model] task = "{self.model.task}" but the model {model} is a '
+                f"{'detector' if contract.task == 'detect' else 'classifier'} (`modelport init MODEL` writes its config)",
                 where,
             )
         if contract.task != "detect":

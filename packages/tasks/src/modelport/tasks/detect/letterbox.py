@@ -59,7 +59,7 @@ def prepare(image: np.ndarray, spec: InputSpec, det: DetectConfig) -> tuple[np.n
     h, w = image.shape[:2]
     th, tw = spec.size
     pil = Image.fromarray(image)
-    if det.resize == "stretch":
+    if det.fit == "stretch":
         out = np.asarray(pil.resize((tw, th), FILTERS[spec.resize]) if (w, h) != (tw, th) else pil, np.uint8)
         placement = Placement(tw / w, th / h, 0.0, 0.0, w, h)
     else:
