@@ -122,3 +122,11 @@ def test_a_classifier_config_on_a_detector_is_one_config_error(test_env, tmp_pat
     line = error_line(proc)
     assert '[model] task = "classify"' in line and "is a detector" in line, line
     assert [p.name for p in (tmp_path / "a").rglob("*") if p.is_file()] in ([], [".lock"])
+
+
+def test_a_detect_output_the_model_does_not_have_is_one_config_error(env, tmp_path):
+    model = DETECTION / "ulfd_version-RFB-320.onnx"
+    proc = cli(env, "init", str(model), "--out", str(tmp_path / "det.toml"), "-o", "detect.boxes_output=box")
+    assert proc.returncode != 0
+    assert "[detect] boxes_output = 'box' is not an output of the model" in error_line(proc)
+    assert not (tmp_path / "det.toml").exists()

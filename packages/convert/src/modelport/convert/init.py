@@ -31,7 +31,7 @@ from .inspect import boxes_decoded, inspect
 YOLO_STRIDES = ([8, 16, 32], [8, 16, 32, 64], [16, 32, 64])
 # The Ultra-Light face detector's priors: the SSD guess when they give the model's number of rows.
 SSD_STRIDES = [8, 16, 32, 64]
-SSD_MIN_SIZES = [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]]
+SSD_MIN_SIZES: list[list[float]] = [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]]
 
 
 def _toml(value) -> str:
@@ -91,10 +91,10 @@ def detect_guesses(contract: Contract, model: Path) -> tuple[list[tuple[str, obj
     sets += [("input.color", "RGB"), ("input.mean", [127.0, 127.0, 127.0]), ("input.std", [128.0, 128.0, 128.0])]
     if decoder == "ssd":
         ssd = DetectConfig(decoder="ssd", strides=SSD_STRIDES, min_sizes=SSD_MIN_SIZES)
-        fits = bool(size) and expected_rows(ssd, size) == rows  # type: ignore[arg-type]
+        numbered = size is not None and expected_rows(ssd, size) == rows
         why["strides"] = why["min_sizes"] = (
             f"GUESS: these priors number the model's {rows} rows"
-            if fits
+            if numbered
             else f"GUESS, WRONG: these priors do not number the model's {rows} rows, set them"
         )
         sets += [("detect.strides", SSD_STRIDES), ("detect.min_sizes", SSD_MIN_SIZES)]
