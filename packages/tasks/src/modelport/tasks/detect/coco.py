@@ -67,8 +67,8 @@ class CocoSet:
     def evaluate(self, found: Mapping[str, Detections]) -> CocoScore:
         """mAP@[.5:.95] and AP50 over the photos in ``found`` (photos without boxes count, as COCO counts them)."""
         try:
-            from pycocotools.coco import COCO  # type: ignore[import-untyped]  # no stubs
-            from pycocotools.cocoeval import COCOeval  # type: ignore[import-untyped]
+            from pycocotools.coco import COCO
+            from pycocotools.cocoeval import COCOeval
         except ImportError:
             raise ToolchainMissing("pycocotools is not installed: COCO mAP needs it (pip install pycocotools)") from None
         results = self.results(found)
