@@ -174,3 +174,15 @@ def test_a_bad_detect_value_is_one_config_error_naming_its_key(tmp_path, line, e
         load_config(config)
     assert error in str(e.value)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("text", ["{", '{"images": []}', '{"images": [{"id": 1}], "categories": [], "annotations": []}'])
+def test_an_annotation_file_that_is_not_coco_is_one_input_error(tmp_path, text):
+    from modelport.common.errors import InputError
+    from modelport.tasks.detect.coco import CocoSet
+
+    bad = tmp_path / "instances.json"
+    bad.write_text(text)
+    with pytest.raises(InputError, match="not a COCO instances file") as e:
+        CocoSet(bad)
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
