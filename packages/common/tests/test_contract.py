@@ -87,3 +87,15 @@ def test_labels_that_fit_no_convention_and_no_labels(tmp_path):
     with pytest.raises(InputError, match="3 labels fit no convention for a model with 5 outputs"):
         Labels.load(p, num_classes=5)
     assert Labels.indices().name(7, 10) == "7"
+
+
+def test_a_contract_written_before_tasks_reads_as_a_classifier(tmp_path):
+    import json
+
+    from modelport.common.contract import read_contract
+
+    old = contract().model_dump(mode="json")
+    del old["task"], old["outputs"]
+    (tmp_path / "contract.json").write_text(json.dumps(old))
+    read = read_contract(tmp_path / "contract.json")
+    assert read is not None and (read.task, read.outputs) == ("classify", ())

@@ -94,11 +94,11 @@ def test_dynamic_height_width_need_a_size(env, tmp_path):
 @pytest.mark.parametrize(
     "kw, says",
     [
-        ({"extra_input": True}, "2 inputs and 1 outputs"),
-        ({"extra_output": True}, "1 inputs and 2 outputs"),
+        ({"extra_input": True}, "a model with 2 inputs"),
+        ({"extra_output": True}, "2 outputs ("),
         ({"rank": 3}, "not an image: rank 3"),
         ({"channels": 4}, "no axis of 1 or 3 channels"),
-        ({"output_rank": 3}, "output is not [batch, N]"),
+        ({"output_rank": 3}, "output is neither [batch, N] class scores nor a [1, N, 5 + C] detector head"),
     ],
 )
 def test_models_that_are_not_classifiers(env, test_env, tmp_path, kw, says):

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from .contract import Contract, resolve_input
 from .errors import ConfigError
@@ -34,6 +34,8 @@ Threads = Annotated[int, Field(ge=1)]
 
 class ModelConfig(Section):
     name: str = "mobilenet_v2_1.0_224"
+    # What the model does, as its contract says (`init` writes it): a different value is refused at load.
+    task: Literal["classify", "detect"] = "classify"
     # The source model and labels (env MODELPORT_MODEL / MODELPORT_LABELS win): modelport.toml points
     # at the copies shipped in data/models/.
     path: Path | None = None
@@ -48,6 +50,50 @@ class ModelConfig(Section):
     sha256: str | None = None  # of the archive (or of the model file, when url is not an archive)
     labels_url: str = "https://storage.googleapis.com/download.tensorflow.org/data/ImageNetLabels.txt"
     labels_sha256: str | None = "536feacc519de3d418de26b2effb4d75694a8c4c0063e36499a46fa8061e2da9"
+
+
+_Stride = Annotated[int, Field(ge=1, le=1024)]
+_PriorSize = Annotated[float, Field(gt=0, le=100_000)]
+_Variance = Annotated[float, Field(gt=0, le=10)]
+
+
+class DetectConfig(Section):
+    """How a detector's outputs become boxes in the original photo (modelport.tasks.detect).
+
+    Read only when [model] task = "detect". yolox: one [1, N, 5 + C] raw head, decoded on the grids of
+    ``strides``; ssd: raw regressions + scores, decoded with the priors of ``strides`` x ``min_sizes`` and
+    ``variances``; boxes_scores: boxes already decoded in the model.
+    """
+
+    decoder: Literal["yolox", "ssd", "boxes_scores"] = "yolox"
+    # Two-output layouts: the model's output names of the boxes [1, N, 4] and the scores [1, N, C].
+    boxes_output: str | None = None
+    scores_output: str | None = None
+    strides: list[_Stride] = Field([8, 16, 32], min_length=1, max_length=8)
+    # ssd: prior box sizes in input pixels, one list per stride (square priors centred on each cell).
+    min_sizes: list[list[_PriorSize]] = Field([], max_length=8)
+    variances: tuple[_Variance, _Variance] = (0.1, 0.2)  # ssd: centre, size
+    # boxes_scores: the corner (x1, y1, x2, y2) or centre form, in 0..1 of the input or in input pixels.
+    box_format: Literal["xyxy", "cxcywh"] = "xyxy"
+    normalized: bool = True
+    background: bool = False  # score column 0 is the background of a softmax, not a class
+    score_threshold: float = Field(0.01, ge=0, le=1)  # boxes kept (COCO mAP wants the low-score ones too)
+    nms_iou: float = Field(0.65, gt=0, le=1)
+    max_boxes: int = Field(100, ge=1, le=10_000)
+    class_agnostic: bool = False  # NMS across classes (one box per object whatever its class)
+    # Agreement with the source: boxes above agreement_score matched one to one, same class, IoU >= match_iou.
+    agreement_score: float = Field(0.3, ge=0, le=1)
+    match_iou: float = Field(0.5, gt=0, le=1)
+    # Geometry ([input] resize is the filter): letterbox = keep the aspect ratio and pad; stretch = plain resize.
+    fit: Literal["letterbox", "stretch"] = "letterbox"
+    pad_value: int = Field(114, ge=0, le=255)
+    align: Literal["top-left", "center"] = "top-left"
+
+    @model_validator(mode="after")
+    def _priors_per_stride(self) -> DetectConfig:
+        if self.decoder == "ssd" and len(self.min_sizes) != len(self.strides):
+            raise ValueError(f"ssd needs one min_sizes list per stride: {len(self.strides)} strides, {len(self.min_sizes)} lists")
+        return self
 
 
 class ImagesConfig(Section):
@@ -275,6 +321,7 @@ class Config(Section):
     tensorrt: TensorrtConfig = TensorrtConfig()
     openvino: OpenvinoConfig = OpenvinoConfig()
     mnn: MnnConfig = MnnConfig()
+    detect: DetectConfig = DetectConfig()
 
     _source: Path | None = PrivateAttr(None)
     _contract: Contract | None = PrivateAttr(None)
@@ -291,9 +338,27 @@ class Config(Section):
 
     def with_contract(self, contract: Contract, model: Path | str) -> Config:
         """This config with [input] completed by the model's contract (see modelport.common.contract)."""
+        self._check_task(contract, model)
         cfg = self.model_copy(update={"input": resolve_input(self.input, contract, self.source, model)})
         cfg._contract = contract
         return cfg
+
+    def _check_task(self, contract: Contract, model: Path | str) -> None:
+        """[model] task and the [detect] output names agree with the model, or one ConfigError naming both."""
+        where = self.source or "config"
+        if self.model.task != contract.task:
+            raise ConfigError(
+                f'[model] task = "{self.model.task}" but the model {model} is a '
+                f"{'detector' if contract.task == 'detect' else 'classifier'} (`modelport init MODEL` writes its config)",
+                where,
+            )
+        if contract.task != "detect":
+            return
+        names = [o.name for o in contract.outputs]
+        for key in ("boxes_output", "scores_output"):
+            value = getattr(self.detect, key)
+            if value is not None and value not in names:
+                raise ConfigError(f"[detect] {key} = {value!r} is not an output of the model {model} ({names})", where)
 
 
 _ENV_OVERRIDES = {

@@ -1,4 +1,4 @@
-"""The source model's contract: what its one input and one output are.
+"""The source model's contract: what its one input and its outputs are, and its task.
 
 Read from the model by `fetch` (tf-onnx env, modelport.convert.inspect) and kept as
 ``source/contract.json``, so every env (ncnn, rknn) preprocesses for the same model
@@ -24,6 +24,15 @@ from .strict_json import json_text
 CONTRACT = "source/contract.json"
 SOURCES = {"tflite": "source/model.tflite", "onnx": "source/model.onnx"}
 SourceKind = Literal["tflite", "onnx"]
+# classify: one [batch, N] output. detect: outputs a named decoder in [detect] turns into boxes.
+Task = Literal["classify", "detect"]
+
+
+class TensorInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    shape: list[int | str]  # as the model declares it; a str (or -1) is a dynamic dim
 
 
 class Contract(BaseModel):
@@ -39,8 +48,10 @@ class Contract(BaseModel):
     scale: float | None = None  # input quantization: real = (q - zero_point) * scale
     zero_point: int | None = None
     dynamic_batch: bool = False
-    output_name: str
-    classes: int
+    output_name: str  # detect: the first output
+    classes: int  # detect: the number of score columns per box
+    task: Task = "classify"
+    outputs: tuple[TensorInfo, ...] = ()  # detect: every output, in the model's order
     output_dtype: DType = "float32"
     output_scale: float | None = None
     output_zero_point: int | None = None

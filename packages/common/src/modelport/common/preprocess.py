@@ -22,7 +22,8 @@ DType = Literal["float32", "uint8", "int8"]
 # Pixel p enters an integer model as q = p + offset (int8 shifts the 0..255 range to -128..127).
 INTEGER_OFFSET = {"uint8": 0, "int8": -128}
 
-_FILTERS = {
+# [input] resize -> the PIL filter (detectors letterbox with the same one).
+FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -89,7 +90,7 @@ def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
         pil = pil.crop((round(left), round(top), round(left + side), round(top + side)))
     th, tw = spec.size
     if pil.size != (tw, th):
-        pil = pil.resize((tw, th), _FILTERS[spec.resize])
+        pil = pil.resize((tw, th), FILTERS[spec.resize])
     out = np.asarray(pil, dtype=np.uint8)
     if spec.color == "BGR":
         out = out[:, :, ::-1]

@@ -1,9 +1,11 @@
 """Read a source model's contract (modelport.common.contract) from the model itself.
 
 A TFLite model through the interpreter (and its metadata, when present), an ONNX model
-through ``onnx``. Everything a classifier source cannot be is refused here, as one line
-naming the file: two inputs or outputs, an input that is not an image (rank 4 with 1 or
-3 channels), an output that is not ``[batch, N]``, a non-float ONNX input.
+through ``onnx``. The outputs say the task: one ``[batch, N]`` is a classifier; one
+``[1, N, 5 + C]`` (a YOLOX-style raw head) or two, boxes ``[1, N, 4]`` and scores
+``[1, N, C]``, a detector. Everything else is refused here, as one line naming the file:
+two inputs, an input that is not an image (rank 4 with 1 or 3 channels), outputs of no
+known layout, a non-float ONNX input.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Literal, cast, get_args
 
 import numpy as np
 
-from modelport.common.contract import Contract
+from modelport.common.contract import Contract, Task, TensorInfo
 from modelport.common.errors import InputError
 from modelport.common.preprocess import DType, Layout
 
@@ -59,10 +61,53 @@ def _spatial(dims: list, layout: Layout) -> tuple[Literal[1, 3], tuple[int, int]
     return cast("Literal[1, 3]", c), ((h, w) if static else None)  # _image_layout found 1 or 3 on this axis
 
 
-def _output_width(dims: list, shown: Path) -> int:
-    if len(dims) != 2 or not isinstance(dims[1], int) or dims[1] < 1:
-        raise InputError(f"output is not [batch, N] class scores: {dims}", shown)
-    return dims[1]
+def _static(dims: list) -> bool:
+    return all(isinstance(d, int) and d > 0 for d in dims[1:])
+
+
+def outputs_task(outputs: list[tuple[str, list]], shown: Path) -> tuple[Task, int, tuple[TensorInfo, ...]]:
+    """The task, the number of classes and the outputs, from the output layouts; one line for any other."""
+    infos = tuple(TensorInfo(name=name, shape=dims) for name, dims in outputs)
+    shapes = ", ".join(str(dims) for _, dims in outputs)
+    if len(outputs) == 1:
+        (_, dims), *_ = outputs
+        if len(dims) == 2 and _static(dims):
+            return "classify", dims[1], ()
+        if len(dims) == 3 and _static(dims) and dims[2] >= 6 and dims[1] > dims[2]:
+            return "detect", dims[2] - 5, infos  # [1, N, 4 box + 1 objectness + C classes]
+        if len(dims) == 3 and _static(dims) and dims[1] >= 6 and dims[2] > dims[1]:
+            raise InputError(f"output {dims} is a channels-first detector head (YOLOv8-style): not decoded yet", shown)
+        raise InputError(f"output is neither [batch, N] class scores nor a [1, N, 5 + C] detector head: {dims}", shown)
+    if len(outputs) == 2 and all(len(d) == 3 and _static(d) for _, d in outputs):
+        boxes = [d for _, d in outputs if d[2] == 4]
+        scores = [d for _, d in outputs if d[2] != 4]
+        if len(boxes) == 1 and len(scores) == 1 and boxes[0][1] == scores[0][1]:
+            return "detect", scores[0][2], infos
+    raise InputError(
+        f"{len(outputs)} outputs ({shapes}): a classifier has one [batch, N], a detector one [1, N, 5 + C] "
+        "or boxes [1, N, 4] and scores [1, N, C]",
+        shown,
+    )
+
+
+def boxes_decoded(path: Path, output: str) -> bool | None:
+    """Whether an ONNX model decodes its boxes itself (an Exp feeds the output: exp(size regression))."""
+    import onnx
+
+    if source_kind(path) != "onnx":
+        return None
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    seen, todo = set(), [output]
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or id(node) in seen:
+            continue
+        if node.op_type == "Exp":
+            return True
+        seen.add(id(node))
+        todo.extend(node.input)
+    return False
 
 
 def _dynamic(d) -> bool:
@@ -80,16 +125,16 @@ def inspect_tflite(path: Path, shown: Path) -> Contract:
     except (ValueError, RuntimeError) as e:
         raise InputError(f"the TFLite interpreter cannot load it: {str(e).strip().splitlines()[0]}", shown) from None
     ins, outs = interp.get_input_details(), interp.get_output_details()
-    if len(ins) != 1 or len(outs) != 1:
-        raise InputError(
-            f"a classifier has one input and one output; this model has {len(ins)} inputs and {len(outs)} outputs", shown
-        )
-    (inp,), (out,) = ins, outs
+    if len(ins) != 1:
+        raise InputError(f"a model with {len(ins)} inputs: modelport feeds one image", shown)
+    (inp,), out = ins, outs[0]
     dims = [int(d) if d > 0 else "?" for d in inp["shape_signature"]]
     layout = _image_layout(dims, shown, declared="NHWC")
     channels, size = _spatial(dims, layout)
     dtype = _dtype(inp["dtype"], shown, "input")
-    out_dims = [int(d) if d > 0 else "?" for d in out["shape_signature"]]
+    task, classes, outputs = outputs_task(
+        [(o["name"], [int(d) if d > 0 else "?" for d in o["shape_signature"]]) for o in outs], shown
+    )
     scale, zero = inp["quantization"]
     oscale, ozero = out["quantization"]
     meta = normalization(path) if dtype == "float32" else None
@@ -106,7 +151,9 @@ def inspect_tflite(path: Path, shown: Path) -> Contract:
         zero_point=int(zero) if dtype != "float32" else None,
         dynamic_batch=_dynamic(dims[0]),
         output_name=out["name"],
-        classes=_output_width(out_dims, shown),
+        classes=classes,
+        task=task,
+        outputs=outputs,
         output_dtype=_dtype(out["dtype"], shown, "output"),
         output_scale=float(oscale) if out["dtype"] != np.float32 else None,
         output_zero_point=int(ozero) if out["dtype"] != np.float32 else None,
@@ -134,11 +181,10 @@ def inspect_onnx(path: Path, shown: Path) -> Contract:
     initializers = {t.name for t in model.graph.initializer}
     ins = [i for i in model.graph.input if i.name not in initializers]
     outs = list(model.graph.output)
-    if len(ins) != 1 or len(outs) != 1:
-        raise InputError(
-            f"a classifier has one input and one output; this model has {len(ins)} inputs and {len(outs)} outputs", shown
-        )
-    (inp,), (out,) = ins, outs
+    if len(ins) != 1:
+        raise InputError(f"a model with {len(ins)} inputs: modelport feeds one image", shown)
+    (inp,), out = ins, outs[0]
+    task, classes, outputs = outputs_task([(o.name, _onnx_dims(o)) for o in outs], shown)
     if inp.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
         name = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type).name
         raise InputError(f"input {inp.name!r} is {name}: an ONNX source must take float32", shown)
@@ -155,7 +201,9 @@ def inspect_onnx(path: Path, shown: Path) -> Contract:
         dtype="float32",
         dynamic_batch=_dynamic(dims[0]),
         output_name=out.name,
-        classes=_output_width(_onnx_dims(out), shown),
+        classes=classes,
+        task=task,
+        outputs=outputs,
     )
 
 
