@@ -252,14 +252,14 @@ def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(real_fp3
     from modelport.common.errors import AccuracyGateError
     from modelport.common.recovery import record_path
     from modelport.openvino.convert import quantized_layers
-    from modelport.openvino.recover import OpenvinoBackend
+    from modelport.openvino.recover import OpenvinoKnobs
 
     shutil.copytree(real_fp32.store.path("source"), tmp_path / "source")
     for rel in ("onnx/model.onnx", "openvino/model.xml", "openvino/model.bin"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         for f in (rel, f"{rel}.manifest.json"):
             shutil.copyfile(real_fp32.store.path(f), tmp_path / f)
-    presets = [OpenvinoBackend(real_fp32, False).build(p, []) for p in ("performance", "mixed")]
+    presets = [OpenvinoKnobs(real_fp32, False).build(p, []) for p in ("performance", "mixed")]
     floor = round(max(v.agreement["cosine_min"] for v in presets) + 0.004, 4)
     ctx = make_context(
         test_env | {"MODELPORT_ARTIFACTS": str(tmp_path)},

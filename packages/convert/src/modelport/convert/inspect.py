@@ -8,14 +8,17 @@ naming the file: two inputs or outputs, an input that is not an image (rank 4 wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal, cast, get_args
 
 import numpy as np
 
 from modelport.common.contract import Contract
-from modelport.common.errors import InputError
+from modelport.common.errors import InputError, ToolchainMissing
 from modelport.common.preprocess import DType, Layout
+from modelport.common.registry import load
 
 TFLITE_IDENTIFIER = b"TFL3"
 CHANNELS = (1, 3)
@@ -35,7 +38,15 @@ def inspect(path: Path, shown: Path | None = None) -> Contract:
     """The contract of the model at ``path`` (errors name ``shown``, the user's file)."""
     shown = shown or path
     kind = source_kind(path)
-    return inspect_tflite(path, shown) if kind == "tflite" else inspect_onnx(path, shown)
+    return inspect_onnx(path, shown) if kind == "onnx" else reader(kind)(path, shown)
+
+
+def reader(kind: str) -> Callable[[Path, Path], Contract]:
+    """The contract reader of a source kind a backend package registers (``modelport.sources``: tflite)."""
+    found = {ep.name: ep.value for ep in entry_points(group="modelport.sources")}
+    if kind not in found:
+        raise ToolchainMissing(f"no installed package reads {kind} models (the tf-onnx env has them)")
+    return load(found, kind, "source kind")
 
 
 def _image_layout(dims: list, shown: Path, declared: Layout | None = None) -> Layout:
@@ -67,52 +78,6 @@ def _output_width(dims: list, shown: Path) -> int:
 
 def _dynamic(d) -> bool:
     return not isinstance(d, int) or d <= 0
-
-
-def inspect_tflite(path: Path, shown: Path) -> Contract:
-    from modelport.runtime.tflite import interpreter_class
-
-    from .tflite_metadata import normalization
-
-    Interpreter, _ = interpreter_class()
-    try:
-        interp = Interpreter(model_path=str(path))
-    except (ValueError, RuntimeError) as e:
-        raise InputError(f"the TFLite interpreter cannot load it: {str(e).strip().splitlines()[0]}", shown) from None
-    ins, outs = interp.get_input_details(), interp.get_output_details()
-    if len(ins) != 1 or len(outs) != 1:
-        raise InputError(
-            f"a classifier has one input and one output; this model has {len(ins)} inputs and {len(outs)} outputs", shown
-        )
-    (inp,), (out,) = ins, outs
-    dims = [int(d) if d > 0 else "?" for d in inp["shape_signature"]]
-    layout = _image_layout(dims, shown, declared="NHWC")
-    channels, size = _spatial(dims, layout)
-    dtype = _dtype(inp["dtype"], shown, "input")
-    out_dims = [int(d) if d > 0 else "?" for d in out["shape_signature"]]
-    scale, zero = inp["quantization"]
-    oscale, ozero = out["quantization"]
-    meta = normalization(path) if dtype == "float32" else None
-    mean, std = (tuple(v * 3 if len(v) == 1 else v) for v in meta) if meta else (None, None)
-    return Contract(
-        kind="tflite",
-        input_name=inp["name"],
-        input_shape=dims,
-        layout=layout,
-        size=size,
-        channels=channels,
-        dtype=dtype,
-        scale=float(scale) if dtype != "float32" else None,
-        zero_point=int(zero) if dtype != "float32" else None,
-        dynamic_batch=_dynamic(dims[0]),
-        output_name=out["name"],
-        classes=_output_width(out_dims, shown),
-        output_dtype=_dtype(out["dtype"], shown, "output"),
-        output_scale=float(oscale) if out["dtype"] != np.float32 else None,
-        output_zero_point=int(ozero) if out["dtype"] != np.float32 else None,
-        mean=mean,
-        std=std,
-    )
 
 
 def _dtype(dtype, shown: Path, what: str) -> DType:
