@@ -49,7 +49,7 @@ def reader(kind: str) -> Callable[[Path, Path], Contract]:
     return load(found, kind, "source kind")
 
 
-def _image_layout(dims: list, shown: Path, declared: Layout | None = None) -> Layout:
+def image_layout(dims: list, shown: Path, declared: Layout | None = None) -> Layout:
     """NHWC or NCHW from where the 1 or 3 channels sit (TFLite inputs are NHWC by definition)."""
     if len(dims) != 4:
         raise InputError(f"input is not an image: rank {len(dims)} {dims} (expected 4: batch, height, width, channels)", shown)
@@ -64,23 +64,23 @@ def _image_layout(dims: list, shown: Path, declared: Layout | None = None) -> La
     raise InputError(f"input is not an image: {dims} has no axis of 1 or 3 channels (NCHW or NHWC)", shown)
 
 
-def _spatial(dims: list, layout: Layout) -> tuple[Literal[1, 3], tuple[int, int] | None]:
+def spatial(dims: list, layout: Layout) -> tuple[Literal[1, 3], tuple[int, int] | None]:
     c, h, w = (dims[1], dims[2], dims[3]) if layout == "NCHW" else (dims[3], dims[1], dims[2])
     static = isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0
-    return cast("Literal[1, 3]", c), ((h, w) if static else None)  # _image_layout found 1 or 3 on this axis
+    return cast("Literal[1, 3]", c), ((h, w) if static else None)  # image_layout found 1 or 3 on this axis
 
 
-def _output_width(dims: list, shown: Path) -> int:
+def output_width(dims: list, shown: Path) -> int:
     if len(dims) != 2 or not isinstance(dims[1], int) or dims[1] < 1:
         raise InputError(f"output is not [batch, N] class scores: {dims}", shown)
     return dims[1]
 
 
-def _dynamic(d) -> bool:
+def is_dynamic(d) -> bool:
     return not isinstance(d, int) or d <= 0
 
 
-def _dtype(dtype, shown: Path, what: str) -> DType:
+def checked_dtype(dtype, shown: Path, what: str) -> DType:
     name = np.dtype(dtype).name
     if name not in get_args(DType):
         raise InputError(f"{what} dtype {name} is not float32, uint8 or int8", shown)
@@ -108,8 +108,8 @@ def inspect_onnx(path: Path, shown: Path) -> Contract:
         name = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type).name
         raise InputError(f"input {inp.name!r} is {name}: an ONNX source must take float32", shown)
     dims = _onnx_dims(inp)
-    layout = _image_layout(dims, shown)
-    channels, size = _spatial(dims, layout)
+    layout = image_layout(dims, shown)
+    channels, size = spatial(dims, layout)
     return Contract(
         kind="onnx",
         input_name=inp.name,
@@ -118,9 +118,9 @@ def inspect_onnx(path: Path, shown: Path) -> Contract:
         size=size,
         channels=channels,
         dtype="float32",
-        dynamic_batch=_dynamic(dims[0]),
+        dynamic_batch=is_dynamic(dims[0]),
         output_name=out.name,
-        classes=_output_width(_onnx_dims(out), shown),
+        classes=output_width(_onnx_dims(out), shown),
     )
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from modelport.common.contract import Contract
 from modelport.common.errors import InputError
-from modelport.convert.inspect import _dtype, _dynamic, _image_layout, _output_width, _spatial
+from modelport.convert.inspect import checked_dtype, image_layout, is_dynamic, output_width, spatial
 
 from .metadata import normalization
 from .runtime import interpreter_class
@@ -27,9 +27,9 @@ def inspect_tflite(path: Path, shown: Path) -> Contract:
         )
     (inp,), (out,) = ins, outs
     dims = [int(d) if d > 0 else "?" for d in inp["shape_signature"]]
-    layout = _image_layout(dims, shown, declared="NHWC")
-    channels, size = _spatial(dims, layout)
-    dtype = _dtype(inp["dtype"], shown, "input")
+    layout = image_layout(dims, shown, declared="NHWC")
+    channels, size = spatial(dims, layout)
+    dtype = checked_dtype(inp["dtype"], shown, "input")
     out_dims = [int(d) if d > 0 else "?" for d in out["shape_signature"]]
     scale, zero = inp["quantization"]
     oscale, ozero = out["quantization"]
@@ -45,10 +45,10 @@ def inspect_tflite(path: Path, shown: Path) -> Contract:
         dtype=dtype,
         scale=float(scale) if dtype != "float32" else None,
         zero_point=int(zero) if dtype != "float32" else None,
-        dynamic_batch=_dynamic(dims[0]),
+        dynamic_batch=is_dynamic(dims[0]),
         output_name=out["name"],
-        classes=_output_width(out_dims, shown),
-        output_dtype=_dtype(out["dtype"], shown, "output"),
+        classes=output_width(out_dims, shown),
+        output_dtype=checked_dtype(out["dtype"], shown, "output"),
         output_scale=float(oscale) if out["dtype"] != np.float32 else None,
         output_zero_point=int(ozero) if out["dtype"] != np.float32 else None,
         mean=mean,
