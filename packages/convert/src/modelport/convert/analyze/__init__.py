@@ -22,7 +22,7 @@ from modelport.common.backends import backends
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import step
-from modelport.common.registry import load
+from modelport.common.registry import installed, load
 
 
 @dataclass(frozen=True)
@@ -43,18 +43,11 @@ class Target:
             return f"{self.module} {getattr(importlib.import_module(self.module), '__version__', '?')}"
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package is not installed in this env
-        return False
-
-
 @cache
 def targets() -> dict[str, Target]:
     """The analyses this env can start: every descriptor's ``analysis`` whose package is installed here."""
     named = {k: b.analysis for k, b in backends().items() if b.analysis}
-    loaded = {k: load(named, k, "analysis") for k, where in named.items() if _installed(where.partition(":")[0])}
+    loaded = {k: load(named, k, "analysis") for k, where in named.items() if installed(where)}
     return {k: t for k, t in loaded.items() if isinstance(t, Target)}  # rknn-int8's runs through the rknn package's own command
 
 
