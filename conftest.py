@@ -103,10 +103,10 @@ def pipeline(test_env):
     Made here when the tf-onnx toolchain is installed; otherwise they must already be in
     MODELPORT_TEST_ARTIFACTS (nox runs tests(tf-onnx) first). Never silently skipped.
     """
-    from modelport.convert.onnx_int8 import TENSORRT as TENSORRT_QDQ
-    from modelport.convert.registry import target_module
+    from modelport.convert.registry import TARGETS, target_module
 
-    if target_module("onnx").unavailable_reason() is None:
+    made_here = "onnx" in TARGETS and target_module("onnx").unavailable_reason() is None  # tf-onnx: the tflite package
+    if made_here:
         from click.testing import CliRunner
 
         from modelport.common.cli import _register, cli
@@ -115,7 +115,7 @@ def pipeline(test_env):
         result = CliRunner().invoke(cli, ["fetch"], obj=None, env=test_env, catch_exceptions=False)
         assert result.exit_code == 0, result.output
     ctx = make_context(test_env)  # after fetch: the config is completed by the fetched model's contract
-    if target_module("onnx").unavailable_reason() is None:
+    if made_here:
         for name in ("reference", "onnx", "onnx-int8", "onnx-int8-tensorrt"):
             target_module(name).run(ctx, force=False)
     for rel in (
@@ -123,7 +123,7 @@ def pipeline(test_env):
         "source/reference.npy",
         "onnx/model.onnx",
         "onnx/model.int8.onnx",
-        TENSORRT_QDQ.output,
+        "onnx/model.int8.sym.onnx",  # onnx-int8-tensorrt (modelport.tensorrt.qdq)
     ):
         if not ctx.store.path(rel).is_file():
             pytest.fail(

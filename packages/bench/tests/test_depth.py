@@ -19,9 +19,9 @@ from modelport.common.errors import InputError
 from modelport.common.labels import Labels
 from modelport.common.preprocess import to_tensor
 from modelport.convert.registry import target_module
-from modelport.runtime.onnxruntime import OnnxFp32DynamicRuntime, OnnxFp32Runtime, OnnxInt8DynamicRuntime
+from modelport.ort.runtime import OnnxFp32DynamicRuntime, OnnxFp32Runtime, OnnxInt8DynamicRuntime
 from modelport.runtime.run import prepared_images
-from modelport.runtime.tflite import TfliteDynamicRuntime, TfliteRuntime
+from modelport.tflite.runtime import TfliteDynamicRuntime, TfliteRuntime
 
 # Ground truth assigned by looking at the photos (ImageNet-1k names). Left out: face.jpg, squat.jpg
 # (people: no ImageNet class), sunflower.jpg (no sunflower class; "daisy" is another flower),

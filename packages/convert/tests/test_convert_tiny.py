@@ -20,7 +20,8 @@ from modelport.common.errors import AccuracyGateError, ToolchainMissing
 from modelport.common.images import load_image, resolve_images
 from modelport.common.preprocess import InputSpec, prepare, to_tensor
 from modelport.convert.base import Converter
-from modelport.runtime.onnxruntime import ONNX_MODEL, OnnxFp32Runtime
+from modelport.ort.runtime import OnnxFp32Runtime
+from modelport.runtime.base import ONNX_MODEL
 from tiny_models import tiny_onnx
 
 INT8 = "onnx/model.int8.onnx"

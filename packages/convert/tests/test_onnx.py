@@ -8,9 +8,9 @@ import pytest
 
 from modelport.common.agreement import compare
 from modelport.common.reference import REFERENCE, load_reference
-from modelport.convert.onnx_int8 import TENSORRT
-from modelport.runtime.onnxruntime import OnnxFp32Runtime, OnnxInt8Runtime
+from modelport.ort.runtime import OnnxFp32Runtime, OnnxInt8Runtime
 from modelport.runtime.run import prepared_images, run_outputs
+from modelport.tensorrt.qdq import QDQ as TENSORRT
 
 pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
 

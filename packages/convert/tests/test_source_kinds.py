@@ -257,7 +257,7 @@ def test_the_pipelines_own_onnx_as_the_source(pipeline, env, data_dir, tmp_path,
 
 
 def test_the_race_keeps_the_preferred_converter_unless_another_is_clearly_faster():
-    from modelport.convert.tflite_onnx import pick
+    from modelport.tflite.convert import pick
 
     equal = {"tflite2onnx": [5.0] * 6, "tf2onnx": [5.0] * 6}
     assert pick(equal) == ("tflite2onnx", pick(equal)[1]) and "within noise" in pick(equal)[1]

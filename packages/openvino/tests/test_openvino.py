@@ -66,7 +66,7 @@ def test_registered_through_entry_points():
         assert target_module(key).unavailable_reason() is None
     assert runtime_class("openvino-fp32") is OpenvinoFp32Runtime
     assert runtime_class("openvino-int8") is OpenvinoInt8Runtime
-    assert RUNTIMES["onnx"].startswith("modelport.runtime.")  # built-in entries untouched
+    assert all(not where.startswith("modelport.openvino.") for k, where in RUNTIMES.items() if not k.startswith("openvino-"))
 
 
 def test_fp32_matches_numpy_reference(ctx, tmp_path):
@@ -252,14 +252,14 @@ def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(real_fp3
     from modelport.common.errors import AccuracyGateError
     from modelport.common.recovery import record_path
     from modelport.openvino.convert import quantized_layers
-    from modelport.openvino.recover import OpenvinoBackend
+    from modelport.openvino.recover import OpenvinoKnobs
 
     shutil.copytree(real_fp32.store.path("source"), tmp_path / "source")
     for rel in ("onnx/model.onnx", "openvino/model.xml", "openvino/model.bin"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         for f in (rel, f"{rel}.manifest.json"):
             shutil.copyfile(real_fp32.store.path(f), tmp_path / f)
-    presets = [OpenvinoBackend(real_fp32, False).build(p, []) for p in ("performance", "mixed")]
+    presets = [OpenvinoKnobs(real_fp32, False).build(p, []) for p in ("performance", "mixed")]
     floor = round(max(v.agreement["cosine_min"] for v in presets) + 0.004, 4)
     ctx = make_context(
         test_env | {"MODELPORT_ARTIFACTS": str(tmp_path)},

@@ -245,9 +245,11 @@ def test_cli_registers_rknn_and_doctor_rows():
     assert len(rows) == 3 and all(r.detail for r in rows)
     if os.uname().machine == "x86_64":
         assert not next(r for r in rows if "RKNNLite" in r.name).ok
-    runtimes = {r.name: r for r in collect() if r.kind == "runtime"}  # from the runtime package: no bench here
-    assert runtimes["onnx"].ok and "onnxruntime" in runtimes["onnx"].detail
-    assert not runtimes["ncnn"].ok and "ncnn" in runtimes["ncnn"].detail
+    # runtime rows: one per descriptor of the backend packages installed here (RKNN's rows have no runtime)
+    from modelport.common.backends import backends
+
+    runtimes = {r.name for r in collect() if r.kind == "runtime"}
+    assert runtimes == {k for k, b in backends().items() if b.runtime} and "rknn-int8" in backends()
 
 
 @pytest.mark.slow

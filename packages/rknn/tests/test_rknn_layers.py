@@ -43,9 +43,9 @@ def test_analysis_is_named_by_the_onnx_model(ctx):
 
 def test_hybrid_variant_keeps_the_named_layer_in_float16(ctx):
     from modelport.common.recovery import Variant
-    from modelport.rknn.recover import RknnBackend
+    from modelport.rknn.recover import RknnKnobs
 
-    b = RknnBackend(ctx, force=False, verbose=False)
+    b = RknnKnobs(ctx, force=False, verbose=False)
     quantized = b.quantized_layers(Variant("normal", "normal", [], {}))  # from the toolkit's own step-1 cfg
     worst = json.loads(ctx.store.path("analysis/rknn-int8.json").read_text())["layers"]
     assert len(quantized) >= 50 and "MobilenetV2/Predictions/Reshape_1" not in quantized  # a float16 Softmax

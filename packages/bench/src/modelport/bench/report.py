@@ -25,7 +25,7 @@ from modelport.common.reference import REFERENCE
 from modelport.common.results import LAST_OK, outputs_problem, read_result
 from modelport.common.schema import REPORT_SCHEMA, BackendResult
 from modelport.common.strict_json import json_text
-from modelport.runtime.onnxruntime import ONNX_MODEL
+from modelport.runtime.base import ONNX_MODEL
 from modelport.runtime.registry import SOURCE_KEYS, source_key
 
 from .depth_report import pipeline_time

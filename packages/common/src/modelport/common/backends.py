@@ -6,9 +6,10 @@ its FP32 twin if it is INT8, the runtime class that runs it, the conversion targ
 that makes it and its per-layer INT8 analysis (``"module:Name"`` strings, imported only
 when used), and the knobs `modelport depth tune` searches (config keys -> the values to try).
 
-The built-in backends are the table below. A package adds its own through the
-``modelport.backends`` entry-point group (a list of Backend), the way it adds CLI
-commands through ``modelport.commands``: a new toolchain is its own package plus an env.
+Every backend package (packages/tflite, ort, ncnn, tensorrt, openvino, rknn) registers its own
+through the ``modelport.backends`` entry-point group (a list of Backend, written with keyword
+arguments), the way it adds CLI commands through ``modelport.commands``: a new toolchain is its
+own package plus an env. This module holds only the descriptor type and the discovery.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ Floors = Literal["float", "int8"]
 THREADS = "threads"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Backend:
+    """A report row's descriptor (see the module docstring); build it with keyword arguments."""
+
     key: str
     display: str
     env: str  # the toolchain env (envs/<env>) whose steps make and measure it
@@ -54,140 +57,10 @@ class Backend:
         return "int8" if "int8" in self.precision else "float"  # a hybrid (int8+fp16) is held to the INT8 floors
 
 
-_B, _R = "modelport.runtime", "modelport.convert"
-_TFLITE = {"tflite.threads": THREADS, "tflite.xnnpack": (True, False)}
-_ORT = {
-    "onnxruntime.intra_op_threads": THREADS,
-    "onnxruntime.graph_optimization_level": ("basic", "extended", "all"),
-    "onnxruntime.execution_mode": ("sequential", "parallel"),
-    "onnxruntime.inter_op_threads": THREADS,
-}
-# ncnn's lightmode is not here: it frees intermediate blobs early (memory, not speed) and modelport
-# does not expose it as a setting.
-_NCNN = {
-    "ncnn.threads": THREADS,
-    "ncnn.packing_layout": (True, False),
-    "ncnn.winograd": (True, False),
-    "ncnn.sgemm": (True, False),
-    "ncnn.fp16_storage": (False, True),
-    "ncnn.fp16_packed": (False, True),
-    "ncnn.fp16_arithmetic": (False, True),
-}
-_ORT_NUMERIC = ("onnxruntime.graph_optimization_level",)
-_NCNN_NUMERIC = ("ncnn.fp16_storage", "ncnn.fp16_packed", "ncnn.fp16_arithmetic")
-BUILTIN: tuple[Backend, ...] = (
-    Backend(
-        "tflite",
-        "TFLite FP32",
-        "tf-onnx",
-        "fp32",
-        0,
-        f"{_B}.tflite:TfliteRuntime",
-        source=True,
-        batch_twin=f"{_B}.tflite:TfliteDynamicRuntime",
-        depth=True,
-        tuning=_TFLITE,
-    ),
-    Backend("onnx-source", "ONNX FP32 (source)", "tf-onnx", "fp32", 1, f"{_B}.onnxruntime:OnnxSourceRuntime", source=True),
-    Backend(
-        "onnx",
-        "ONNX FP32",
-        "tf-onnx",
-        "fp32",
-        10,
-        f"{_B}.onnxruntime:OnnxFp32Runtime",
-        f"{_R}.tflite_onnx:TARGET",
-        batch_twin=f"{_B}.onnxruntime:OnnxFp32DynamicRuntime",
-        depth=True,
-        tuning=_ORT,
-        numeric=_ORT_NUMERIC,
-    ),
-    Backend(
-        "onnx-int8",
-        "ONNX INT8",
-        "tf-onnx",
-        "int8",
-        11,
-        f"{_B}.onnxruntime:OnnxInt8Runtime",
-        f"{_R}.onnx_int8:ORT",
-        fp32_twin="onnx",
-        batch_twin=f"{_B}.onnxruntime:OnnxInt8DynamicRuntime",
-        depth=True,
-        tuning=_ORT,
-        numeric=_ORT_NUMERIC,
-        analysis=f"{_R}.analyze:ONNX_INT8",
-    ),
-    Backend(
-        "tensorrt-fp32",
-        "TensorRT FP32",
-        "tensorrt",
-        "fp32",
-        20,
-        f"{_B}.tensorrt:TensorrtFp32Runtime",
-        f"{_R}.tensorrt:FP32",
-        needs="gpu",
-    ),
-    Backend(
-        "tensorrt-fp16",
-        "TensorRT FP16",
-        "tensorrt",
-        "fp16",
-        21,
-        f"{_B}.tensorrt:TensorrtFp16Runtime",
-        f"{_R}.tensorrt:FP16",
-        needs="gpu",
-    ),
-    Backend(
-        "tensorrt-int8",
-        "TensorRT INT8",
-        "tensorrt",
-        "int8",
-        22,
-        f"{_B}.tensorrt:TensorrtInt8Runtime",
-        f"{_R}.tensorrt:INT8",
-        fp32_twin="tensorrt-fp32",
-        needs="gpu",
-        analysis=f"{_R}.analyze:TENSORRT_INT8",
-    ),
-    Backend(
-        "ncnn",
-        "NCNN FP32",
-        "ncnn",
-        "fp32",
-        30,
-        f"{_B}.ncnn:NcnnRuntime",
-        f"{_R}.ncnn:TARGET",
-        depth=True,
-        tuning=_NCNN,
-        numeric=_NCNN_NUMERIC,
-    ),
-    Backend(
-        "ncnn-int8",
-        "NCNN INT8",
-        "ncnn",
-        "int8",
-        31,
-        f"{_B}.ncnn:NcnnInt8Runtime",
-        f"{_R}.ncnn_int8:TARGET",
-        fp32_twin="ncnn",
-        depth=True,
-        tuning=_NCNN,
-        numeric=_NCNN_NUMERIC,
-        analysis=f"{_R}.analyze:NCNN_INT8",
-    ),
-    # RKNN rows are written by `rknn all` (simulator, board), not by `bench`: no runtime here.
-    Backend("rknn-int8", "RKNN INT8 (simulator)", "rknn", "int8", 40, analysis="modelport.rknn.layers:run"),
-    Backend("rknn-fp16", "RKNN FP16 (simulator)", "rknn", "fp16", 41, default_row=False),
-    Backend("rknn-int8-hybrid", "RKNN INT8 hybrid (simulator)", "rknn", "int8+fp16", 42, default_row=False),
-    Backend("rknn-int8-board", "RKNN INT8 (board via adb)", "rknn", "int8", 43, needs="board"),
-    Backend("rknn-int8-lite", "RKNN INT8 (board, RKNNLite)", "rknn", "int8", 44, needs="board"),
-)
-
-
 @cache
 def backends() -> dict[str, Backend]:
-    """Every backend by key, in report order: the built-in table plus those installed packages register."""
-    found = list(BUILTIN)
+    """Every backend by key, in report order: those the installed backend packages register."""
+    found: list[Backend] = []
     for ep in entry_points(group="modelport.backends"):
         found += list(ep.load())
     keys = [b.key for b in found]

@@ -77,7 +77,9 @@ def cli(ctx, config_path, artifacts, overrides, images, calibration_dataset, lab
 
 
 def _register() -> None:
-    for ep in entry_points(group="modelport.commands"):
+    # A name two installed packages register (`analyze`: modelport-convert's for every analysis Target,
+    # modelport-rknn's for rknn-int8 in its env) goes to the first by distribution name, whatever the install order.
+    for ep in sorted(entry_points(group="modelport.commands"), key=lambda e: (e.dist.name if e.dist else "", e.name)):
         if ep.name not in cli.commands:
             cli.add_command(ep.load(), ep.name)
 

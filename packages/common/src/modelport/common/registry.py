@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Iterable, Mapping
 
 import click
@@ -16,6 +17,14 @@ def load(table: Mapping[str, str], name: str, what: str):
         raise KeyError(f"unknown {what} {name!r}; known: {', '.join(table)}") from None
     mod = importlib.import_module(module)
     return getattr(mod, attr) if attr else mod
+
+
+def installed(where: str) -> bool:
+    """Whether the module of ``"pkg.mod[:Name]"`` is installed here (a descriptor may name another package's module)."""
+    try:
+        return importlib.util.find_spec(where.partition(":")[0]) is not None
+    except ModuleNotFoundError:  # its parent package is not installed in this env
+        return False
 
 
 def legacy_flags(names: Iterable[str]):

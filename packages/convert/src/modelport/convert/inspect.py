@@ -10,14 +10,17 @@ known layout, a non-float ONNX input.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal, cast, get_args
 
 import numpy as np
 
 from modelport.common.contract import Contract, Task, TensorInfo
-from modelport.common.errors import InputError
+from modelport.common.errors import InputError, ToolchainMissing
 from modelport.common.preprocess import DType, Layout
+from modelport.common.registry import load
 
 TFLITE_IDENTIFIER = b"TFL3"
 CHANNELS = (1, 3)
@@ -37,10 +40,18 @@ def inspect(path: Path, shown: Path | None = None) -> Contract:
     """The contract of the model at ``path`` (errors name ``shown``, the user's file)."""
     shown = shown or path
     kind = source_kind(path)
-    return inspect_tflite(path, shown) if kind == "tflite" else inspect_onnx(path, shown)
+    return inspect_onnx(path, shown) if kind == "onnx" else reader(kind)(path, shown)
 
 
-def _image_layout(dims: list, shown: Path, declared: Layout | None = None) -> Layout:
+def reader(kind: str) -> Callable[[Path, Path], Contract]:
+    """The contract reader of a source kind a backend package registers (``modelport.sources``: tflite)."""
+    found = {ep.name: ep.value for ep in entry_points(group="modelport.sources")}
+    if kind not in found:
+        raise ToolchainMissing(f"no installed package reads {kind} models (the tf-onnx env has them)")
+    return load(found, kind, "source kind")
+
+
+def image_layout(dims: list, shown: Path, declared: Layout | None = None) -> Layout:
     """NHWC or NCHW from where the 1 or 3 channels sit (TFLite inputs are NHWC by definition)."""
     if len(dims) != 4:
         raise InputError(f"input is not an image: rank {len(dims)} {dims} (expected 4: batch, height, width, channels)", shown)
@@ -55,10 +66,10 @@ def _image_layout(dims: list, shown: Path, declared: Layout | None = None) -> La
     raise InputError(f"input is not an image: {dims} has no axis of 1 or 3 channels (NCHW or NHWC)", shown)
 
 
-def _spatial(dims: list, layout: Layout) -> tuple[Literal[1, 3], tuple[int, int] | None]:
+def spatial(dims: list, layout: Layout) -> tuple[Literal[1, 3], tuple[int, int] | None]:
     c, h, w = (dims[1], dims[2], dims[3]) if layout == "NCHW" else (dims[3], dims[1], dims[2])
     static = isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0
-    return cast("Literal[1, 3]", c), ((h, w) if static else None)  # _image_layout found 1 or 3 on this axis
+    return cast("Literal[1, 3]", c), ((h, w) if static else None)  # image_layout found 1 or 3 on this axis
 
 
 def _static(dims: list) -> bool:
@@ -110,59 +121,11 @@ def boxes_decoded(path: Path, output: str) -> bool | None:
     return False
 
 
-def _dynamic(d) -> bool:
+def is_dynamic(d) -> bool:
     return not isinstance(d, int) or d <= 0
 
 
-def inspect_tflite(path: Path, shown: Path) -> Contract:
-    from modelport.runtime.tflite import interpreter_class
-
-    from .tflite_metadata import normalization
-
-    Interpreter, _ = interpreter_class()
-    try:
-        interp = Interpreter(model_path=str(path))
-    except (ValueError, RuntimeError) as e:
-        raise InputError(f"the TFLite interpreter cannot load it: {str(e).strip().splitlines()[0]}", shown) from None
-    ins, outs = interp.get_input_details(), interp.get_output_details()
-    if len(ins) != 1:
-        raise InputError(f"a model with {len(ins)} inputs: modelport feeds one image", shown)
-    (inp,), out = ins, outs[0]
-    dims = [int(d) if d > 0 else "?" for d in inp["shape_signature"]]
-    layout = _image_layout(dims, shown, declared="NHWC")
-    channels, size = _spatial(dims, layout)
-    dtype = _dtype(inp["dtype"], shown, "input")
-    task, classes, outputs = outputs_task(
-        [(o["name"], [int(d) if d > 0 else "?" for d in o["shape_signature"]]) for o in outs], shown
-    )
-    scale, zero = inp["quantization"]
-    oscale, ozero = out["quantization"]
-    meta = normalization(path) if dtype == "float32" else None
-    mean, std = (tuple(v * 3 if len(v) == 1 else v) for v in meta) if meta else (None, None)
-    return Contract(
-        kind="tflite",
-        input_name=inp["name"],
-        input_shape=dims,
-        layout=layout,
-        size=size,
-        channels=channels,
-        dtype=dtype,
-        scale=float(scale) if dtype != "float32" else None,
-        zero_point=int(zero) if dtype != "float32" else None,
-        dynamic_batch=_dynamic(dims[0]),
-        output_name=out["name"],
-        classes=classes,
-        task=task,
-        outputs=outputs,
-        output_dtype=_dtype(out["dtype"], shown, "output"),
-        output_scale=float(oscale) if out["dtype"] != np.float32 else None,
-        output_zero_point=int(ozero) if out["dtype"] != np.float32 else None,
-        mean=mean,
-        std=std,
-    )
-
-
-def _dtype(dtype, shown: Path, what: str) -> DType:
+def checked_dtype(dtype, shown: Path, what: str) -> DType:
     name = np.dtype(dtype).name
     if name not in get_args(DType):
         raise InputError(f"{what} dtype {name} is not float32, uint8 or int8", shown)
@@ -189,8 +152,8 @@ def inspect_onnx(path: Path, shown: Path) -> Contract:
         name = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type).name
         raise InputError(f"input {inp.name!r} is {name}: an ONNX source must take float32", shown)
     dims = _onnx_dims(inp)
-    layout = _image_layout(dims, shown)
-    channels, size = _spatial(dims, layout)
+    layout = image_layout(dims, shown)
+    channels, size = spatial(dims, layout)
     return Contract(
         kind="onnx",
         input_name=inp.name,
@@ -199,7 +162,7 @@ def inspect_onnx(path: Path, shown: Path) -> Contract:
         size=size,
         channels=channels,
         dtype="float32",
-        dynamic_batch=_dynamic(dims[0]),
+        dynamic_batch=is_dynamic(dims[0]),
         output_name=out.name,
         classes=classes,
         task=task,

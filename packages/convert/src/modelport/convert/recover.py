@@ -13,8 +13,7 @@ from modelport.common.context import StepContext
 from modelport.common.preprocess import to_tensor
 from modelport.common.recovery import Variant
 from modelport.common.results import headline_index
-from modelport.runtime.base import Runtime
-from modelport.runtime.onnxruntime import ONNX_MODEL
+from modelport.runtime.base import ONNX_MODEL, Runtime
 from modelport.runtime.run import prepared_images
 
 

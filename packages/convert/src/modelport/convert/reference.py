@@ -15,10 +15,8 @@ import numpy as np
 from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.reference import REFERENCE, image_ids
-from modelport.runtime.onnxruntime import OnnxSourceRuntime
-from modelport.runtime.registry import source_runtime
+from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_runtime
 from modelport.runtime.run import prepared_images, run_outputs
-from modelport.runtime.tflite import TfliteRuntime
 
 from .base import Converter
 
@@ -34,10 +32,13 @@ def output_kind(outputs: np.ndarray, step: float | None) -> str:
 
 class Reference(Converter):
     def unavailable_reason(self) -> str | None:
-        return TfliteRuntime.unavailable_reason() or OnnxSourceRuntime.unavailable_reason()
+        """Either source kind may come: both source runtimes (the descriptors' ``source`` rows) are needed."""
+        return next(filter(None, (runtime_class(k).unavailable_reason() for k in SOURCE_KEYS)), None)
 
     def tool_version(self) -> str:
-        return f"{TfliteRuntime.version()}, onnxruntime {OnnxSourceRuntime.version()}"
+        # TFLite's version names its distribution (ai-edge-litert or tensorflow); onnxruntime's is a bare number
+        versions = ((runtime_class(k).backend, str(runtime_class(k).version())) for k in SOURCE_KEYS)
+        return ", ".join(v if " " in v else f"{backend} {v}" for backend, v in versions)
 
     def convert(self, ctx: StepContext, force: bool):
         cfg, contract = ctx.config, ctx.contract

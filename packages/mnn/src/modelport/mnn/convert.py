@@ -28,8 +28,7 @@ from modelport.common.errors import ModelportError
 from modelport.common.log import run_logged, step
 from modelport.common.onnx_safety import check_onnx
 from modelport.convert.base import Converter
-from modelport.runtime.base import Runtime
-from modelport.runtime.onnxruntime import ONNX_MODEL
+from modelport.runtime.base import ONNX_MODEL, Runtime
 
 from .runtime import MnnFp32Runtime, MnnInt8Runtime
 from .worker import SCALE_UPDATE

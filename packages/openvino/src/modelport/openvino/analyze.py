@@ -18,7 +18,7 @@ from modelport.common.context import StepContext
 from modelport.common.log import progress
 from modelport.common.preprocess import to_tensor
 from modelport.convert.analyze import Target
-from modelport.runtime.onnxruntime import ONNX_MODEL
+from modelport.runtime.base import ONNX_MODEL
 from modelport.runtime.run import prepared_images
 
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime

@@ -20,8 +20,7 @@ from modelport.common.context import StepContext
 from modelport.common.log import activity, captured, step
 from modelport.common.onnx_safety import check_onnx
 from modelport.convert.base import Converter
-from modelport.runtime.base import Runtime
-from modelport.runtime.onnxruntime import ONNX_MODEL
+from modelport.runtime.base import ONNX_MODEL, Runtime
 
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 

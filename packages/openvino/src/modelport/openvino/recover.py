@@ -15,7 +15,7 @@ from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 OUTPUTS = dict(OpenvinoInt8Runtime.artifacts)  # role -> the INT8 IR bench and analyze read
 
 
-class OpenvinoBackend:
+class OpenvinoKnobs:
     key, display = "openvino-int8", "OpenVINO INT8"
 
     def __init__(self, ctx: StepContext, force: bool):
@@ -72,6 +72,6 @@ def recover(ctx: StepContext, force: bool):
         "calibration_images": len(calib),
     }
     recovery.produce(
-        ctx, OpenvinoBackend(ctx, force), OUTPUTS, inputs=inputs, tool_version=INT8.tool_version(), options=options, force=force
+        ctx, OpenvinoKnobs(ctx, force), OUTPUTS, inputs=inputs, tool_version=INT8.tool_version(), options=options, force=force
     )
     return [store.path(rel) for rel in OUTPUTS.values()]

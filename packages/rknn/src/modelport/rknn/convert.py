@@ -30,7 +30,7 @@ from modelport.common.log import console, step
 from modelport.common.preprocess import to_tensor
 from modelport.common.reference import REFERENCE
 from modelport.common.schema import Agreement
-from modelport.runtime.onnxruntime import ONNX_MODEL
+from modelport.runtime.base import ONNX_MODEL
 from modelport.runtime.run import prepared_images
 from modelport.runtime.verify import check_outputs, verification_off
 

@@ -45,7 +45,7 @@ def variant_ctx(ctx: StepContext, method: str) -> StepContext:
     )
 
 
-class RknnBackend:
+class RknnKnobs:
     key, display = "rknn-int8", "RKNN INT8 (simulator)"
 
     def __init__(self, ctx: StepContext, force: bool, verbose: bool):
@@ -204,7 +204,7 @@ def run(ctx: StepContext, force: bool = False, verbose: bool = False) -> convert
     opts = {k: v for k, v in convert.options(ctx, "int8").items() if k != "quantized_algorithm"}
     record = recovery.produce(
         ctx,
-        RknnBackend(ctx, force, verbose),
+        RknnKnobs(ctx, force, verbose),
         {"model": rel, "eval": evals},
         inputs=inputs,
         tool_version=toolkit.tool_version(),

@@ -22,6 +22,8 @@ from modelport.common.errors import InputError, ToolchainMissing
 from modelport.common.log import captured
 from modelport.common.preprocess import DType, Layout
 
+ONNX_MODEL = "onnx/model.onnx"  # the FP32 ONNX: `convert onnx` writes it, every other toolchain converts from it
+
 
 class Runtime:
     key: ClassVar[str]  # results file name and CLI name, e.g. "onnx-int8"

@@ -1,8 +1,8 @@
 """Per-layer error of each INT8 model against its FP32 twin -> ``analysis/<backend>.json`` (see common/layer_analysis.py).
 
-One ``Target`` per INT8 backend this package's envs run, named by its descriptor's ``analysis``
-(another package names its own the same way, as openvino does); ``rknn-int8`` is analysed by
-the rknn package (its env has rknn-toolkit2), under the same command name.
+One ``Target`` per INT8 backend, in its backend package and named by its descriptor's ``analysis``
+(``modelport.ort.analyze:TARGET`` ...); ``rknn-int8`` is analysed by the rknn package (its env has
+rknn-toolkit2), under the same command name.
 """
 
 from __future__ import annotations
@@ -22,11 +22,7 @@ from modelport.common.backends import backends
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import step
-from modelport.common.registry import load
-from modelport.runtime.ncnn import NcnnInt8Runtime, NcnnRuntime
-from modelport.runtime.onnxruntime import ONNX_MODEL, OnnxInt8Runtime
-
-from ..onnx_int8 import TENSORRT
+from modelport.common.registry import installed, load
 
 
 @dataclass(frozen=True)
@@ -47,41 +43,12 @@ class Target:
             return f"{self.module} {getattr(importlib.import_module(self.module), '__version__', '?')}"
 
 
-def _onnx(ctx, model, workdir):
-    from .onnx_int8 import analyze
-
-    return analyze(ctx, model, workdir)
-
-
-def _ncnn(ctx, param, binfile, workdir):
-    from .ncnn_int8 import analyze
-
-    return analyze(ctx, param, binfile, workdir)
-
-
-def _tensorrt(ctx, model, workdir):
-    from .tensorrt_int8 import analyze
-
-    return analyze(ctx, model, workdir)
-
-
-ONNX_INT8 = Target("onnx-int8", "onnxruntime", dict(OnnxInt8Runtime.artifacts), {"onnx": ONNX_MODEL}, _onnx)
-NCNN_INT8 = Target("ncnn-int8", "ncnn", dict(NcnnInt8Runtime.artifacts), {**NcnnRuntime.artifacts, "onnx": ONNX_MODEL}, _ncnn)
-TENSORRT_INT8 = Target("tensorrt-int8", "tensorrt", {"model": TENSORRT.output}, {"onnx": ONNX_MODEL}, _tensorrt)
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package is not installed in this env
-        return False
-
-
 @cache
 def targets() -> dict[str, Target]:
     """The analyses this env can start: every descriptor's ``analysis`` whose package is installed here."""
     named = {k: b.analysis for k, b in backends().items() if b.analysis}
-    return {k: load(named, k, "analysis") for k, where in named.items() if _installed(where.partition(":")[0])}
+    loaded = {k: load(named, k, "analysis") for k, where in named.items() if installed(where)}
+    return {k: t for k, t in loaded.items() if isinstance(t, Target)}  # rknn-int8's runs through the rknn package's own command
 
 
 def run(ctx: StepContext, key: str, files: dict[str, Path] | None = None, out: str | None = None, force: bool = False) -> dict:

@@ -1,0 +1,1 @@
+"""modelport's ncnn backend (imports no toolchain: it loads inside the methods)."""

@@ -1,0 +1,1 @@
+"""modelport's tensorrt backend (imports no toolchain: it loads inside the methods)."""

@@ -1,0 +1,1 @@
+"""modelport's tflite backend (imports no toolchain: it loads inside the methods)."""

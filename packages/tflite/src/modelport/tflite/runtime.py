@@ -1,0 +1,133 @@
+"""TFLite (a TFLite source is the reference) via ai-edge-litert, falling back to tf.lite.
+
+A full-integer model takes its own integer tensor (the one preprocessing's uint8/int8
+input) and its integer output is dequantized, so every row compares real values.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from modelport.common.errors import InputError
+from modelport.runtime.base import Runtime
+
+
+def interpreter_class():
+    """(Interpreter, OpResolverType) from ai-edge-litert, else from tensorflow: what reads a .tflite here."""
+    if importlib.util.find_spec("ai_edge_litert"):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    else:
+        from tensorflow.lite.python.interpreter import Interpreter, OpResolverType
+    return Interpreter, OpResolverType
+
+
+class TfliteRuntime(Runtime):
+    key, backend, precision, display = "tflite", "tflite", "fp32", "TFLite FP32"
+    input_layout, input_dtype = "NHWC", "float32"
+    artifacts = {"model": "source/model.tflite"}
+
+    @classmethod
+    def made_by(cls) -> str:
+        return "fetch"  # the source model itself
+
+    @classmethod
+    def unavailable_reason(cls):
+        if importlib.util.find_spec("ai_edge_litert") or importlib.util.find_spec("tensorflow"):
+            return None
+        return "neither ai-edge-litert nor tensorflow is installed in this env"
+
+    @classmethod
+    def version(cls):
+        from importlib.metadata import PackageNotFoundError, version
+
+        for dist in ("ai-edge-litert", "tensorflow"):
+            try:
+                return f"{dist} {version(dist)}"
+            except PackageNotFoundError:
+                continue
+        return "not installed"
+
+    @classmethod
+    def tensor_format(cls, config):
+        return "NHWC", config.input.dtype  # the model's own: float32, or a full-integer model's uint8/int8
+
+    def __init__(self, config, files):
+        super().__init__(config, files)
+        if self.input_dtype != "float32":
+            self.precision, self.display = "int8", "TFLite INT8"
+
+    def settings(self):
+        return {"threads": self.config.tflite.threads, "xnnpack": self.config.tflite.xnnpack}
+
+    def activate_impl(self):
+        Interpreter, OpResolverType = interpreter_class()
+        resolver = OpResolverType.AUTO if self.config.tflite.xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            self.interp = Interpreter(
+                model_path=str(self.files["model"]),
+                num_threads=self.config.tflite.threads,
+                experimental_op_resolver_type=resolver,
+            )
+            self.interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise self.model_error(e) from None
+        ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
+        if len(ins) != 1 or len(outs) != 1:
+            raise InputError(
+                f"a classifier has one input and one output; this model has {len(ins)} and {len(outs)}", self.files["model"]
+            )
+        (inp,), (out,) = ins, outs
+        expected = self.input_shape()
+        if tuple(inp["shape"]) != expected and -1 in inp["shape_signature"]:
+            self.interp.resize_tensor_input(inp["index"], list(expected))  # dynamic dims: the config's size
+            self.interp.allocate_tensors()
+            (inp,) = self.interp.get_input_details()
+        if tuple(inp["shape"]) != expected or np.dtype(inp["dtype"]).name != self.input_dtype:
+            raise InputError(
+                f"model input {list(inp['shape'])} {np.dtype(inp['dtype']).name} does not match the config "
+                f"([input] size {list(self.config.input.size)} -> {self.input_dtype} {list(expected)})",
+                self.files["model"],
+            )
+        self.in_index, self.out_index = inp["index"], out["index"]
+        scale, zero = out["quantization"]
+        self.dequantize = (float(scale), int(zero)) if np.dtype(out["dtype"]).kind in "iu" and scale else None
+
+    def infer_impl(self, tensor):
+        self.interp.set_tensor(self.in_index, tensor)
+        self.interp.invoke()
+        out = self.interp.get_tensor(self.out_index)
+        if self.dequantize is None:
+            return out.copy()
+        scale, zero = self.dequantize
+        return (out.astype(np.float32) - zero) * np.float32(scale)
+
+    def set_batch_impl(self, n):
+        h, w = self.config.input.size
+        self.interp.resize_tensor_input(self.in_index, [n, h, w, 3])
+        self.interp.allocate_tensors()
+
+    def own_call(self, tensor):
+        interp, i, o = self.interp, self.in_index, self.out_index
+
+        def call():
+            interp.set_tensor(i, tensor)
+            interp.invoke()
+            return interp.get_tensor(o)  # get_tensor copies already
+
+        return call
+
+    def deactivate_impl(self):
+        del self.interp
+
+
+class TfliteDynamicRuntime(TfliteRuntime):
+    """The source model with its RESHAPE unpinned from batch 1 (`convert tflite-dynamic`), for batch sweeps."""
+
+    artifacts = {"model": "tflite/model.dynamic.tflite"}
+    max_batch = 64
+
+    @classmethod
+    def made_by(cls) -> str:
+        return "convert tflite-dynamic"
