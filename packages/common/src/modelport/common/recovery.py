@@ -4,7 +4,7 @@
 2. The toolchain's other calibration methods, in its order, until one meets the floors.
 3. From the best of those, its worst layers (per-layer analysis, lowest own SQNR) kept in float:
    1, 2, 4, ... layers until the floors are met, then bisection down to the fewest that meet them.
-   Candidates are only layers that variant really quantizes (``Backend.quantized_layers``): a layer
+   Candidates are only layers that variant really quantizes (``Knobs.quantized_layers``): a layer
    the toolchain already runs in float ranks anywhere, by chance, and keeping it "in float" changes nothing.
 4. Greedy, measured: the one worst-ranked layer that helps most, then a second, ... (few layers,
    each one costs speed), while nothing that small meets the floors.
@@ -14,7 +14,7 @@ timed in interleaved rounds with the FP32 twin; speed is a floor as well: of the
 first (``speed_check``), and the fastest of the first group is kept. A kept variant below the speed floor is
 flagged slow in the record, the results row and the report, and fails the step only with ``speed_floor =
 "fail"``. With no variant meeting the accuracy floors, the best by agreement is kept under its below-floor
-name (nothing later trusts it) and the step fails. A backend supplies only the knobs (``Backend``); each
+name (nothing later trusts it) and the step fails. A backend supplies only the knobs (``Knobs``); each
 variant it builds is an artifact cached by its manifest.
 """
 
@@ -80,7 +80,7 @@ class Variant:
         return self.agreement is not None and not self.failures
 
 
-class Backend(Protocol):
+class Knobs(Protocol):
     key: str  # results key, e.g. "onnx-int8"
     display: str
     methods: list[str]  # calibration methods, the configured one first
@@ -137,7 +137,7 @@ def choose(variants: list[Variant]) -> Variant:
 
 @dataclass
 class Search:
-    backend: Backend
+    backend: Knobs
     accuracy: AccuracyConfig
     budget_s: float
     max_float_layers: int
@@ -234,7 +234,7 @@ class Search:
             chosen = step_best.float_layers
 
 
-def time_variants(backend: Backend, variants: list[Variant], rounds: int, runs: int) -> dict | None:
+def time_variants(backend: Knobs, variants: list[Variant], rounds: int, runs: int) -> dict | None:
     """Latency per variant (and the FP32 twin) from ``rounds`` interleaved rounds: the machine's drift hits
     every variant alike. Each model's number is its best round's median: on a shared machine other
     processes only ever add time. Returns {"fp32_ms": ..., "load_avg": ...} or None when not timed."""
@@ -313,7 +313,7 @@ def speed_text(speed: SpeedCheck | dict | None) -> str | None:
     return s["note"] if s.get("slow") is None else None
 
 
-def recover(ctx: StepContext, backend: Backend) -> dict:
+def recover(ctx: StepContext, backend: Knobs) -> dict:
     """Run the search (or only the configured variant) and return the record (``recover/<key>.json``)."""
     q = ctx.config.quantization
     verified = ctx.config.convert.verify  # without verification there is nothing to judge a variant by
@@ -393,7 +393,7 @@ def speed_summary(record: dict) -> None:
 
 def produce(
     ctx: StepContext,
-    backend: Backend,
+    backend: Knobs,
     outputs: Mapping[str, str],
     *,
     inputs: Mapping[str, Path],

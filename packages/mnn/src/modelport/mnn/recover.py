@@ -22,7 +22,7 @@ from .runtime import MnnFp32Runtime, MnnInt8Runtime
 OUTPUTS = dict(MnnInt8Runtime.artifacts)  # role -> the INT8 model bench reads
 
 
-class MnnBackend:
+class MnnKnobs:
     key, display = "mnn-int8", "MNN INT8"
 
     def __init__(self, ctx: StepContext, force: bool):
@@ -47,8 +47,11 @@ class MnnBackend:
             build_seconds=manifest.get("seconds"),
         )
 
-    def worst_layers(self, variant: Variant, n: int) -> list[str]:
+    def worst_layers(self, variant: Variant) -> list[str]:
         return []  # no per-layer float fallback in MNN's quantizer (see the module docstring)
+
+    def quantized_layers(self, variant: Variant) -> set[str]:
+        return set()  # nothing can be put back in float, so no layer is a candidate
 
     def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         cfg, store = self.ctx.config, self.ctx.store
@@ -75,6 +78,6 @@ def recover(ctx: StepContext, force: bool) -> list:
         "calibration_images": len(calib),
     }
     recovery.produce(
-        ctx, MnnBackend(ctx, force), OUTPUTS, inputs=inputs, tool_version=INT8.tool_version(), options=options, force=force
+        ctx, MnnKnobs(ctx, force), OUTPUTS, inputs=inputs, tool_version=INT8.tool_version(), options=options, force=force
     )
     return [store.path(rel) for rel in OUTPUTS.values()]
