@@ -8,13 +8,13 @@ from functools import cached_property
 from pathlib import Path
 
 from .artifacts import ArtifactStore
-from .calibration import CalibrationSet
+from .calibration import CalibrationSet, size_warning
 from .config import Config, load_config
 from .contract import CONTRACT, Contract, read_contract
 from .errors import InputError
 from .images import resolve_images
 from .labels import Labels
-from .log import set_tool_log
+from .log import set_tool_log, warn
 
 LABELS = "source/labels.txt"
 TOOL_LOG = "logs/toolchain.log"  # what in-process toolchains print (log.captured), kept off the terminal
@@ -60,7 +60,10 @@ class StepContext:
 
     @cached_property
     def calibration(self) -> CalibrationSet:
-        return CalibrationSet.from_config(self.config)
+        calib = CalibrationSet.from_config(self.config)
+        if too_few := size_warning(len(calib), self.config.images.calibration_min):
+            warn(too_few)
+        return calib
 
     @cached_property
     def labels(self) -> Labels:

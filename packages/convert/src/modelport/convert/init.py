@@ -16,12 +16,13 @@ from pathlib import Path
 import click
 
 from modelport.common.artifacts import write_atomic
+from modelport.common.calibration import CalibrationSet, size_warning
 from modelport.common.config import load_config
 from modelport.common.context import StepContext
 from modelport.common.contract import Contract
 from modelport.common.errors import InputError
 from modelport.common.labels import Labels
-from modelport.common.log import console
+from modelport.common.log import console, warn
 
 from .inspect import inspect
 
@@ -44,6 +45,22 @@ def _path(p: Path, out_dir: Path) -> str:
 
 def _line(key: str, value, note: str) -> str:
     return f"{f'{key} = {_toml(value)}':<34} # {note}"
+
+
+def calibration_count(cfg) -> int | None:
+    """How many images an INT8 step would calibrate on (None: the folder or list is not there)."""
+    try:
+        return len(CalibrationSet.from_config(cfg))
+    except InputError:
+        return None
+
+
+def _calibration_note(cfg) -> str:
+    n = calibration_count(cfg)
+    if n is None:
+        return "INT8 calibration images: none found there yet"
+    low = " (below [images] calibration_min)" if size_warning(n, cfg.images.calibration_min) else ""
+    return f"INT8 calibration images: {n} found{low}"
 
 
 def render(contract: Contract, model: Path, labels: Labels | None, cfg, given: set[str], out: Path) -> str:
@@ -101,7 +118,7 @@ def render(contract: Contract, model: Path, labels: Labels | None, cfg, given: s
         "",
         "[images]",
         _line("eval", _path(cfg.images.eval, d), "eval photos (agreement is measured on these)"),
-        _line("calibration", _path(cfg.images.calibration, d), "INT8 calibration images"),
+        _line("calibration", _path(cfg.images.calibration, d), _calibration_note(cfg)),
         _line("headline", cfg.images.headline, "the image whose top-1 the report shows"),
         "",
     ]
@@ -144,9 +161,15 @@ def init(ctx: StepContext, model: Path, labels_path: Path | None, sets: tuple[st
     text = render(contract, model, labels, resolved, given, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, text)
+    n = calibration_count(resolved)
+    if n is None:
+        warn(f"no calibration images at {resolved.images.calibration}: set [images] calibration before any INT8 step")
+    elif too_few := size_warning(n, resolved.images.calibration_min):
+        warn(too_few)
     guesses = sum("GUESS" in line for line in text.splitlines() if not line.startswith("# GUESS marks"))
     console.print(
         f"wrote {out}: {contract.name}, {contract.layout} {contract.input_shape} {contract.dtype}, "
-        f"{contract.classes} outputs; {guesses} guessed values marked GUESS",
+        f"{contract.classes} outputs; {guesses} guessed values marked GUESS; "
+        + ("no calibration images yet" if n is None else f"{n} calibration images"),
         markup=False,
     )
