@@ -18,6 +18,7 @@ from .log import set_tool_log, warn
 
 LABELS = "source/labels.txt"
 TOOL_LOG = "logs/toolchain.log"  # what in-process toolchains print (log.captured), kept off the terminal
+_WARNED: set[tuple[str, int]] = set()  # a search's variants each get a context: say a small set once
 ENV_NAME = "MODELPORT_ENV"  # set by nox / the images: which toolchain env a result came from
 
 
@@ -61,7 +62,9 @@ class StepContext:
     @cached_property
     def calibration(self) -> CalibrationSet:
         calib = CalibrationSet.from_config(self.config)
-        if too_few := size_warning(len(calib), self.config.images.calibration_min):
+        too_few = size_warning(len(calib), self.config.images.calibration_min)
+        if too_few and (str(calib.source), len(calib)) not in _WARNED:
+            _WARNED.add((str(calib.source), len(calib)))
             warn(too_few)
         return calib
 
