@@ -87,12 +87,12 @@ def test_init_counts_the_calibration_images_and_warns_below_the_minimum(env, tmp
     warned = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warned) == 1 and "3 calibration images, below the minimum of 20 ([images] calibration_min)" in warned[0]
     assert "3 calibration images" in proc.stdout + proc.stderr
-    assert "INT8 calibration images: 3 found (below [images] calibration_min)" in (tmp_path / "few.toml").read_text()
+    assert "INT8 calibration images: 3 used (below [images] calibration_min)" in (tmp_path / "few.toml").read_text()
 
     shipped = len(list(Path(env["MODELPORT_CALIBRATION"]).iterdir()))
     proc = cli(env, "init", str(model), "--out", str(tmp_path / "enough.toml"))
     assert proc.returncode == 0 and "calibration_min" not in proc.stderr, proc.stderr
-    assert f"INT8 calibration images: {min(shipped, 50)} found" in (tmp_path / "enough.toml").read_text()
+    assert f"INT8 calibration images: 50 used of {shipped} ([images] calibration_limit)" in (tmp_path / "enough.toml").read_text()
 
 
 def test_dynamic_height_width_need_a_size(env, tmp_path):

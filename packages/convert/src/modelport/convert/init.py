@@ -16,11 +16,12 @@ from pathlib import Path
 import click
 
 from modelport.common.artifacts import write_atomic
-from modelport.common.calibration import CalibrationSet, size_warning
+from modelport.common.calibration import size_warning
 from modelport.common.config import load_config
 from modelport.common.context import StepContext
 from modelport.common.contract import Contract
 from modelport.common.errors import InputError
+from modelport.common.images import resolve_images
 from modelport.common.labels import Labels
 from modelport.common.log import console, warn
 
@@ -47,20 +48,23 @@ def _line(key: str, value, note: str) -> str:
     return f"{f'{key} = {_toml(value)}':<34} # {note}"
 
 
-def calibration_count(cfg) -> int | None:
-    """How many images an INT8 step would calibrate on (None: the folder or list is not there)."""
+def calibration_count(cfg) -> tuple[int, int] | None:
+    """(used, found): the images an INT8 step would calibrate on, of those there (None: nothing there)."""
     try:
-        return len(CalibrationSet.from_config(cfg))
+        found = len(resolve_images(cfg.images.calibration))
     except InputError:
         return None
+    return min(found, cfg.images.calibration_limit), found
 
 
 def _calibration_note(cfg) -> str:
-    n = calibration_count(cfg)
-    if n is None:
+    counted = calibration_count(cfg)
+    if counted is None:
         return "INT8 calibration images: none found there yet"
-    low = " (below [images] calibration_min)" if size_warning(n, cfg.images.calibration_min) else ""
-    return f"INT8 calibration images: {n} found{low}"
+    used, found = counted
+    of = f" of {found} ([images] calibration_limit)" if found > used else ""
+    low = " (below [images] calibration_min)" if size_warning(used, cfg.images.calibration_min) else ""
+    return f"INT8 calibration images: {used} used{of}{low}"
 
 
 def render(contract: Contract, model: Path, labels: Labels | None, cfg, given: set[str], out: Path) -> str:
@@ -161,15 +165,15 @@ def init(ctx: StepContext, model: Path, labels_path: Path | None, sets: tuple[st
     text = render(contract, model, labels, resolved, given, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, text)
-    n = calibration_count(resolved)
-    if n is None:
+    counted = calibration_count(resolved)
+    if counted is None:
         warn(f"no calibration images at {resolved.images.calibration}: set [images] calibration before any INT8 step")
-    elif too_few := size_warning(n, resolved.images.calibration_min):
+    elif too_few := size_warning(counted[0], resolved.images.calibration_min):
         warn(too_few)
     guesses = sum("GUESS" in line for line in text.splitlines() if not line.startswith("# GUESS marks"))
     console.print(
         f"wrote {out}: {contract.name}, {contract.layout} {contract.input_shape} {contract.dtype}, "
         f"{contract.classes} outputs; {guesses} guessed values marked GUESS; "
-        + ("no calibration images yet" if n is None else f"{n} calibration images"),
+        + ("no calibration images yet" if counted is None else f"{counted[0]} calibration images"),
         markup=False,
     )
