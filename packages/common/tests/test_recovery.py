@@ -188,7 +188,8 @@ def fake_ctx(**quantization):
     from modelport.common.config import Config, QuantizationConfig
 
     q = QuantizationConfig(recover_rounds=3, **quantization)
-    return SimpleNamespace(config=Config(quantization=q, accuracy=floors(0.0), bench={"runs": 40}))
+    # What the record reads of a calibration set is its size.
+    return SimpleNamespace(config=Config(quantization=q, accuracy=floors(0.0), bench={"runs": 40}), calibration=[None] * 20)
 
 
 def test_the_configured_variant_alone_is_timed_against_its_twin_and_the_record_judges_it():

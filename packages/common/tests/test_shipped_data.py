@@ -52,3 +52,20 @@ def test_nothing_reads_a_folder_beside_the_repo():
             if "../shared" in text or 'parent / "shared"' in text:
                 hits.append(str(p.relative_to(ROOT)))
     assert hits == []
+
+
+def test_the_shipped_calibration_set_is_big_enough_and_apart_from_every_eval_photo(monkeypatch):
+    for var in ("MODELPORT_IMAGES", "MODELPORT_CALIBRATION"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = load_config(ROOT / "modelport.toml")
+    calibration = [p for p in cfg.images.calibration.iterdir() if p.is_file()]
+    assert len(calibration) >= cfg.images.calibration_limit >= cfg.images.calibration_min
+    evaluated = [p for p in (*cfg.images.eval.iterdir(), *(DATA / "images" / "extra").iterdir()) if p.is_file()]
+
+    def digest(p: Path) -> str:
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+
+    assert not {digest(p) for p in calibration} & {digest(p) for p in evaluated}
+    # Nor derived from one (a crop of an eval photo is the eval photo to a quantizer): no shared stem.
+    eval_stems = {p.stem for p in evaluated}
+    assert not [p.name for p in calibration if any(p.stem == s or p.stem.startswith(s + "_") for s in eval_stems)]

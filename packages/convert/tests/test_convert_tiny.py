@@ -95,6 +95,71 @@ def test_onnx_int8_is_verified_recorded_and_then_up_to_date(converted):
     assert "verified ONNX INT8" in forced.stderr and files(art)[INT8] != before[INT8]
 
 
+def test_a_calibration_set_below_the_minimum_is_warned_about_and_counted_in_the_record(converted):
+    env, art = converted
+    proc = ok(env, "convert", "onnx-int8")
+    warned = [ln for ln in proc.stderr.splitlines() if "calibration_min" in ln]
+    assert len(warned) == 1 and "4 calibration images, below the minimum of 20" in warned[0]
+    record = json.loads((art / "recover" / "onnx-int8.json").read_text())
+    assert record["calibration"] == {"images": 4, "minimum": 20, "warning": warned[0].split("warning: ", 1)[1]}
+    ok(env, "bench", "onnx-int8")
+    ok(env, "report")
+    assert "Calibration set: 4 images. **Warning: 4 calibration images" in (art / "report" / "sections" / "int8.md").read_text()
+
+    enough = ok(env, "--force", "-o", "images.calibration_min=4", "convert", "onnx-int8")
+    assert "calibration_min" not in enough.stderr
+    assert json.loads((art / "recover" / "onnx-int8.json").read_text())["calibration"]["warning"] is None
+
+
+def test_minmax_calibrated_in_slices_has_the_ranges_of_the_whole_set(converted, tmp_path):
+    """More images than onnxruntime holds at once (16), the brightest first: the slices fold into the ranges
+    that calibrating every image in one go gives."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from PIL import Image
+
+    from modelport.common.calibration import CalibrationSet
+
+    env, art = converted
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(21):
+        Image.fromarray(rng.integers(0, 256 - 10 * i, (20, 24, 3), dtype=np.uint8)).save(folder / f"c{i:02d}.png")
+    env = env | {"MODELPORT_CALIBRATION": str(folder)}
+    ok(env, "-o", "quantization.calibrate_method=minmax", "-o", "quantization.recover=false", "convert", "onnx-int8")
+
+    class AllAtOnce:
+        def __init__(self):
+            spec = InputSpec.model_validate({"size": [8, 8]})
+            self.tensors = CalibrationSet(resolve_images(folder), spec).tensors("NCHW", "float32")
+
+        def get_next(self):
+            t = next(self.tensors, None)
+            return None if t is None else {"image": t}
+
+    quant_pre_process(str(art / "onnx" / "model.onnx"), str(tmp_path / "prepped.onnx"))
+    quantize_static(
+        str(tmp_path / "prepped.onnx"),
+        str(tmp_path / "whole.onnx"),
+        AllAtOnce(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+
+    def scales(path: Path) -> dict[str, np.ndarray]:
+        model = onnx.load(str(path))
+        return {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_scale")}
+
+    made, whole = scales(art / INT8), scales(tmp_path / "whole.onnx")
+    assert made.keys() == whole.keys() and len(made) > 3
+    for name in made:
+        np.testing.assert_allclose(made[name], whole[name], rtol=1e-6, err_msg=name)
+
+
 def test_calibration_chatter_goes_to_the_steps_log(converted):
     """onnxruntime prints its histogram calibration (percentile, the default) with print(): a fresh process's fds."""
     env, art = converted

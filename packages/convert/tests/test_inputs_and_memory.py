@@ -23,9 +23,12 @@ def test_percentile_calibration_is_capped_and_the_peak_memory_recorded(art):
     proc = run(env, "convert", "onnx-int8", "-o", "quantization.histogram_calibration_limit=3")
     assert proc.returncode == 0, proc.stderr
     warned = [ln for ln in proc.stderr.splitlines() if "histogram_calibration_limit" in ln]
-    assert len(warned) == 1 and "using the first 3 of 12 calibration images" in warned[0]
+    assert len(warned) == 1 and "using 3 of " in warned[0] and "calibration images, spread over the set" in warned[0]
     m = json.loads((dst / "onnx" / "model.int8.onnx.manifest.json").read_text())
-    assert m["options"]["calibration_images"] == 3 and len(m["extra"]["calibration"]) == 3
+    assert m["options"]["calibration_images"] == 3
+    # Three photos can miss the floors (the search then keeps another method): the capped variant's own record.
+    v = json.loads((dst / "onnx" / "variants" / "int8-percentile.onnx.manifest.json").read_text())
+    assert v["options"]["calibration_images"] == 3 and len(v["extra"]["calibration"]) == 3
     assert m["peak_rss_mb"] > 100 and m["seconds"] > 0
     assert [c["path"] for c in m["lineage"]] == ["onnx/model.onnx", "source/model.tflite"]
 

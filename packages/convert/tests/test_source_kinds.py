@@ -7,6 +7,7 @@ pipeline's own ONNX carry what only a real model shows (agreement across toolcha
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,7 +16,7 @@ from onnx import helper
 
 from conftest import cli, error_line, make_context, run
 from modelport.common.reference import REFERENCE
-from tiny_models import tiny_onnx, tiny_tflite
+from tiny_models import tiny_images, tiny_onnx, tiny_tflite
 
 QUICK = ("--runs", "3", "--warmup", "1")
 
@@ -76,6 +77,22 @@ def test_onnx_sources_end_to_end(env, tmp_path, kw, outputs):
     assert data["rows"]["onnx"]["status"] == "ok" and a["top1"] == 1.0 and a["cosine_min"] > 0.99999
     md = open(os.path.join(art, "report", "results.md")).read()
     assert "ONNX FP32, run in onnxruntime" in md and f"outputs are {outputs}" in md
+
+
+def test_init_counts_the_calibration_images_and_warns_below_the_minimum(env, tmp_path):
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    few = tiny_images(tmp_path / "few", n=3)
+    proc = cli(env | {"MODELPORT_CALIBRATION": str(few)}, "init", str(model), "--out", str(tmp_path / "few.toml"))
+    assert proc.returncode == 0, proc.stderr
+    warned = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 1 and "3 calibration images, below the minimum of 20 ([images] calibration_min)" in warned[0]
+    assert "3 calibration images" in proc.stdout + proc.stderr
+    assert "INT8 calibration images: 3 used (below [images] calibration_min)" in (tmp_path / "few.toml").read_text()
+
+    shipped = len(list(Path(env["MODELPORT_CALIBRATION"]).iterdir()))
+    proc = cli(env, "init", str(model), "--out", str(tmp_path / "enough.toml"))
+    assert proc.returncode == 0 and "calibration_min" not in proc.stderr, proc.stderr
+    assert f"INT8 calibration images: 50 used of {shipped} ([images] calibration_limit)" in (tmp_path / "enough.toml").read_text()
 
 
 def test_dynamic_height_width_need_a_size(env, tmp_path):

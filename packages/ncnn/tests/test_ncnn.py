@@ -275,7 +275,7 @@ def test_second_convert_is_a_manifest_hit(ncnn_models, test_env):
 @pytest.mark.slow
 def test_calibration_list_with_a_missing_file(int8_inputs, data_dir, tmp_path):
     listfile = tmp_path / "calib.txt"
-    (tmp_path / "bird.jpg").write_bytes((data_dir / "images" / "calibration" / "bird.jpg").read_bytes())
+    (tmp_path / "bird.jpg").write_bytes((data_dir / "images" / "bird.jpg").read_bytes())
     listfile.write_text("# calibration\nbird.jpg\nnot_there.jpg\n")
     proc = run(int8_inputs, "--calibration-dataset", str(listfile), "convert", "ncnn-int8")
     assert proc.returncode == 2
@@ -299,7 +299,7 @@ def test_non_image_in_the_calibration_set(int8_inputs, data_dir, tmp_path):
     folder = tmp_path / "calib"
     folder.mkdir()
     for name in ("bird.jpg", "cat.jpg"):
-        (folder / name).write_bytes((data_dir / "images" / "calibration" / name).read_bytes())
+        (folder / name).write_bytes((data_dir / "images" / name).read_bytes())
     fake = folder / "zz_notes.jpg"
     fake.write_text("these are my notes, not a photo\n" * 20)
     proc = run(int8_inputs, "--calibration-dataset", str(folder), "convert", "ncnn-int8")

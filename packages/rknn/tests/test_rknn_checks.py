@@ -75,7 +75,7 @@ def test_bad_target_platform_is_a_clear_error(test_env, art, no_toolkit):
 
 @pytest.mark.slow
 def test_missing_calibration_image_is_a_clear_error(test_env, art, tmp_path, data_dir, no_toolkit):
-    shutil.copy(data_dir / "images" / "calibration" / "bird.jpg", tmp_path / "bird.jpg")
+    shutil.copy(data_dir / "images" / "bird.jpg", tmp_path / "bird.jpg")
     (tmp_path / "calib.txt").write_text("bird.jpg\nnot-there.jpg\n")
     ctx = ctx_for(test_env, art, MODELPORT_CALIBRATION=str(tmp_path / "calib.txt"))
     with pytest.raises(InputError, match=r"calib.txt: line 2: image 'not-there.jpg' does not exist"):

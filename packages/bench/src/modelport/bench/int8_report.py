@@ -12,6 +12,7 @@ from pathlib import Path
 
 from modelport.common.artifacts import ArtifactStore, write_atomic
 from modelport.common.backends import backends
+from modelport.common.calibration import calibration_text
 from modelport.common.config import QuantizationConfig
 from modelport.common.layer_analysis import TARGETS, worst
 from modelport.common.layer_analysis import read as read_analysis
@@ -162,7 +163,8 @@ def _recovery_md(rec: dict) -> list[str]:
         return [
             head
             + f"the configured variant ({kept['id']}) meets the floors: {_agree(kept['agreement'])}; no search. "
-            + _speed_sentence(rec),
+            + _speed_sentence(rec)
+            + (" " + calibration_text(rec.get("calibration")) if rec.get("calibration") else ""),
             "",
         ]
     shown = kept["float_layers"][:6]
@@ -198,6 +200,8 @@ def _recovery_md(rec: dict) -> list[str]:
     else:
         out.append("Latency: not measured here (simulator); among passing variants the fewest float layers won.")
         out.append(_speed_sentence(rec))
+    if rec.get("calibration"):
+        out.append(calibration_text(rec["calibration"]))
     if kept.get("size_bytes") and default.get("size_bytes"):
         out.append(f"Size {kept['size_bytes'] / 1e6:.2f} MB vs {default['size_bytes'] / 1e6:.2f} MB for the default.")
     return [" ".join(out), ""]

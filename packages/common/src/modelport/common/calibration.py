@@ -12,6 +12,37 @@ from .log import progress
 from .preprocess import DType, InputSpec, Layout, prepare, to_tensor
 
 
+def spread(paths: list[Path], n: int) -> list[Path]:
+    """``n`` of ``paths``, evenly spaced, in order: a capped set still sees every part of a sorted folder
+    (the shipped set is named by source, so its first ``n`` would all be one source's photos)."""
+    if n >= len(paths):
+        return list(paths)
+    return [paths[i * len(paths) // n] for i in range(n)]
+
+
+def size_warning(count: int, minimum: int) -> str | None:
+    """The one warning about a calibration set too small to trust (init, every INT8 step, the report)."""
+    if count >= minimum:
+        return None
+    return (
+        f"{count} calibration image{'s' if count != 1 else ''}, below the minimum of {minimum} "
+        "([images] calibration_min): INT8 ranges from so few photos fit those photos, not yours"
+    )
+
+
+def calibration_record(count: int, minimum: int) -> dict:
+    """What a record (recover/<backend>.json) says about the calibration set, warning included."""
+    return {"images": count, "minimum": minimum, "warning": size_warning(count, minimum)}
+
+
+def calibration_text(record: dict | None) -> str:
+    """That record as the report's sentence (records written before it say nothing)."""
+    if not record:
+        return ""
+    text = f"Calibration set: {record['images']} images."
+    return text + (f" **Warning: {record['warning']}.**" if record.get("warning") else "")
+
+
 class CalibrationSet:
     def __init__(self, paths: list[Path], spec: InputSpec, source: Path | None = None):
         self.paths, self.spec, self.source = list(paths), spec, source
@@ -19,14 +50,18 @@ class CalibrationSet:
     @classmethod
     def from_config(cls, config, path: str | Path | None = None, limit: int | None = None) -> CalibrationSet:
         src = Path(path or config.images.calibration)
-        return cls(resolve_images(src, limit or config.images.calibration_limit), config.input, src)
+        return cls(spread(resolve_images(src), limit or config.images.calibration_limit), config.input, src)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def limited(self, n: int) -> CalibrationSet:
-        """The first ``n`` images (the set is sorted, so the same ones every run)."""
-        return CalibrationSet(self.paths[:n], self.spec, self.source)
+        """``n`` images spread over the set (the set is sorted, so the same ones every run)."""
+        return CalibrationSet(spread(self.paths, n), self.spec, self.source)
+
+    def part(self, start: int, end: int) -> CalibrationSet:
+        """Images ``start`` to ``end`` (a toolchain that calibrates a slice at a time)."""
+        return CalibrationSet(self.paths[start:end], self.spec, self.source)
 
     def prepared(self) -> Iterator[np.ndarray]:
         """uint8 HWC arrays, in ``paths`` order, decoded one at a time: memory stays at one image

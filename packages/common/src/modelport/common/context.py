@@ -8,16 +8,17 @@ from functools import cached_property
 from pathlib import Path
 
 from .artifacts import ArtifactStore
-from .calibration import CalibrationSet
+from .calibration import CalibrationSet, size_warning
 from .config import Config, load_config
 from .contract import CONTRACT, Contract, read_contract
 from .errors import InputError
 from .images import resolve_images
 from .labels import Labels
-from .log import set_tool_log
+from .log import set_tool_log, warn
 
 LABELS = "source/labels.txt"
 TOOL_LOG = "logs/toolchain.log"  # what in-process toolchains print (log.captured), kept off the terminal
+_WARNED: set[tuple[str, int]] = set()  # a search's variants each get a context: say a small set once
 ENV_NAME = "MODELPORT_ENV"  # set by nox / the images: which toolchain env a result came from
 
 
@@ -60,7 +61,12 @@ class StepContext:
 
     @cached_property
     def calibration(self) -> CalibrationSet:
-        return CalibrationSet.from_config(self.config)
+        calib = CalibrationSet.from_config(self.config)
+        too_few = size_warning(len(calib), self.config.images.calibration_min)
+        if too_few and (str(calib.source), len(calib)) not in _WARNED:
+            _WARNED.add((str(calib.source), len(calib)))
+            warn(too_few)
+        return calib
 
     @cached_property
     def labels(self) -> Labels:

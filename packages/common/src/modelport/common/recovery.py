@@ -36,6 +36,7 @@ from .agreement import gate_failures
 from .artifacts import ArtifactStore, write_atomic
 from .backends import backends
 from .below_floor import keep_below_floor
+from .calibration import calibration_record
 from .config import AccuracyConfig
 from .context import StepContext
 from .errors import AccuracyGateError, HardwareMissing, InputError, ModelportError, ToolchainMissing
@@ -347,6 +348,7 @@ def recover(ctx: StepContext, backend: Knobs) -> dict:
         "verified": verified,
         "timing": timing,
         "min_speedup": q.min_speedup,
+        "calibration": calibration_record(len(ctx.calibration), ctx.config.images.calibration_min),
         "variants": [asdict(v) | {"passes": v.passes} for v in variants],
     }
     record["speed"] = speed_check(backend.key, backend.display, asdict(kept), timing, q.min_speedup)

@@ -18,12 +18,14 @@ from pathlib import Path
 import click
 
 from modelport.common.artifacts import write_atomic
+from modelport.common.calibration import size_warning
 from modelport.common.config import load_config
 from modelport.common.context import StepContext
 from modelport.common.contract import Contract
 from modelport.common.errors import InputError
+from modelport.common.images import resolve_images
 from modelport.common.labels import Labels
-from modelport.common.log import console
+from modelport.common.log import console, warn
 
 from .inspect import boxes_decoded, inspect
 
@@ -140,6 +142,25 @@ def _detect_section(cfg, contract: Contract, given: set[str], why: dict[str, str
     return lines
 
 
+def calibration_count(cfg) -> tuple[int, int] | None:
+    """(used, found): the images an INT8 step would calibrate on, of those there (None: nothing there)."""
+    try:
+        found = len(resolve_images(cfg.images.calibration))
+    except InputError:
+        return None
+    return min(found, cfg.images.calibration_limit), found
+
+
+def _calibration_note(cfg) -> str:
+    counted = calibration_count(cfg)
+    if counted is None:
+        return "INT8 calibration images: none found there yet"
+    used, found = counted
+    of = f" of {found} ([images] calibration_limit)" if found > used else ""
+    low = " (below [images] calibration_min)" if size_warning(used, cfg.images.calibration_min) else ""
+    return f"INT8 calibration images: {used} used{of}{low}"
+
+
 def render(
     contract: Contract,
     model: Path,
@@ -213,7 +234,7 @@ def render(
         "",
         "[images]",
         _line("eval", _path(cfg.images.eval, d), "eval photos (agreement is measured on these)"),
-        _line("calibration", _path(cfg.images.calibration, d), "INT8 calibration images"),
+        _line("calibration", _path(cfg.images.calibration, d), _calibration_note(cfg)),
         _line("headline", cfg.images.headline, "the image whose top-1 the report shows"),
     ]
     if contract.task == "detect":
@@ -259,6 +280,11 @@ def init(ctx: StepContext, model: Path, labels_path: Path | None, sets: tuple[st
     text = render(contract, model, labels, resolved, given, out, why)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, text)
+    counted = calibration_count(resolved)
+    if counted is None:
+        warn(f"no calibration images at {resolved.images.calibration}: set [images] calibration before any INT8 step")
+    elif too_few := size_warning(counted[0], resolved.images.calibration_min):
+        warn(too_few)
     guesses = sum("GUESS" in line for line in text.splitlines() if not line.startswith("# GUESS marks"))
     what = (
         f"a detector ({resolved.detect.decoder}), {contract.classes} score columns"
@@ -267,6 +293,7 @@ def init(ctx: StepContext, model: Path, labels_path: Path | None, sets: tuple[st
     )
     console.print(
         f"wrote {out}: {contract.name}, {contract.layout} {contract.input_shape} {contract.dtype}, {what}; "
-        f"{guesses} guessed values marked GUESS",
+        f"{guesses} guessed values marked GUESS; "
+        + ("no calibration images yet" if counted is None else f"{counted[0]} calibration images"),
         markup=False,
     )

@@ -31,11 +31,18 @@ METHODS = ("minmax", "percentile", "entropy", "percentile@99.9999")
 
 
 class CalibrationReader:
-    """onnxruntime's CalibrationDataReader protocol over the common calibration set."""
+    """onnxruntime's CalibrationDataReader protocol over the common calibration set, with the ``__len__`` and
+    ``set_range`` its CalibStridedMinMax calls to calibrate one slice at a time."""
 
     def __init__(self, calibration, input_name: str):
-        self._tensors = calibration.tensors("NCHW", "float32")
-        self.input_name = input_name
+        self.calibration, self.input_name = calibration, input_name
+        self.set_range(0, len(calibration))
+
+    def __len__(self) -> int:
+        return len(self.calibration)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._tensors = self.calibration.part(start_index, end_index).tensors("NCHW", "float32")
 
     def get_next(self):
         tensor = next(self._tensors, None)
@@ -45,10 +52,14 @@ class CalibrationReader:
 MINMAX_CHUNK = 16  # images whose activations onnxruntime holds at once (~45 MB each for MobileNetV2)
 
 
-def _chunked(method: str) -> dict:
-    """minmax: onnxruntime folds the ranges every MINMAX_CHUNK images (min of mins, max of maxes: the same
-    result) instead of keeping every image's activations. Histogram methods cannot fold: they are capped."""
-    return {"CalibMaxIntermediateOutputs": MINMAX_CHUNK} if method == "minmax" else {}
+def _chunked(method: str, images: int) -> dict:
+    """minmax: onnxruntime folds the ranges of one slice of at most MINMAX_CHUNK images at a time (min of mins,
+    max of maxes: the ranges of the whole set) instead of holding every image's activations. Not its
+    CalibMaxIntermediateOutputs: that drops each full chunk unmeasured (onnxruntime 1.31), so 37 images
+    calibrated on their last 5. The stride must divide the set's size. Histogram methods cannot fold: capped."""
+    if method != "minmax":
+        return {}
+    return {"CalibStridedMinMax": max(d for d in range(1, MINMAX_CHUNK + 1) if images % d == 0)}
 
 
 def excluded_nodes(source, layers: list[str]) -> list[str]:
@@ -80,8 +91,8 @@ def calibration_for(ctx: StepContext, method: str, say: bool = False):
     if method in ("percentile", "entropy") and len(calib) > cap:
         if say:
             warn(
-                f"{method} calibration keeps every activation in memory (~45 MB per image): using the "
-                f"first {cap} of {len(calib)} calibration images ([quantization] histogram_calibration_limit)"
+                f"{method} calibration keeps every activation in memory (~45 MB per image): using "
+                f"{cap} of {len(calib)} calibration images, spread over the set ([quantization] histogram_calibration_limit)"
             )
         return calib.limited(cap)
     return calib
@@ -152,7 +163,7 @@ class Quantizer(Converter):
                         "entropy": CalibrationMethod.Entropy,
                         "percentile": CalibrationMethod.Percentile,
                     }[q["calibrate_method"]],
-                    extra_options=q.get("extra_options", {}) | _chunked(q["calibrate_method"]),
+                    extra_options=q.get("extra_options", {}) | _chunked(q["calibrate_method"], len(calib)),
                     nodes_to_exclude=excluded,
                 )
             return {"calibration": calib.signature()}
