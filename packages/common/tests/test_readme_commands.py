@@ -23,8 +23,9 @@ PLACEHOLDER = re.compile(r"^([A-Z][A-Z_]*(\.\.\.)?|.*<[a-z-]+>.*)$")  # ARGS, TA
 
 def readme_commands(text: str) -> list[list[str]]:
     """The nox / modelport command lines of a Markdown text: fenced shell blocks line by line, and inline code."""
-    fenced = re.findall(r"^```(?:bash|sh|console)?\n(.*?)^```", text, re.S | re.M)
-    lines = [line for block in fenced for line in block.splitlines()]
+    # Each fence pairs with the next: a ```text block's closing fence must not open a shell block.
+    fenced = re.findall(r"^```(\w*)\n(.*?)^```[ \t]*$", text, re.S | re.M)
+    lines = [line for lang, block in fenced if lang in ("", "bash", "sh", "console") for line in block.splitlines()]
     lines += [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", re.sub(r"^```.*?^```", "", text, flags=re.S | re.M))]
     out = []
     for line in lines:

@@ -254,3 +254,14 @@ def test_a_kept_slow_variant_is_flagged_in_its_results_row_and_fails_the_step_on
     # A record whose kept variant is not the one the artifact holds says nothing about this row.
     store.path(recovery.record_path("onnx-int8")).write_text(json.dumps(slow_record("percentile")))
     assert read_result(write_result(store, row(), np.ones((1, 4), np.float32))).speed is None
+
+
+def test_a_slow_verdict_whose_median_reaches_the_floor_says_which_rounds_missed_it():
+    """Median 1.70x yet slow (two of five rounds under 1.3x): the line must not read as a contradiction."""
+    fp32 = [10.0, 10.0, 10.0, 10.0, 10.0]
+    kept = {"id": "percentile", "rounds_ms": [5.9, 5.8, 9.0, 9.5, 5.9], "speedup": 1.7, "meets_speed": False}
+    speed = recovery.speed_check("onnx-int8", "ONNX INT8", kept, {"fp32_rounds_ms": fp32}, 1.3)
+    assert speed["rounds_below"] == 2
+    assert recovery.speed_text(speed) == (
+        "SLOW: median 1.70x its FP32 twin onnx, but below the 1.30x speed floor in 2 of 5 interleaved rounds (one is allowed)"
+    )

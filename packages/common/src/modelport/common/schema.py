@@ -88,6 +88,7 @@ class SpeedCheck(Model):
     speedup: float | None = None  # median over the rounds of FP32 ms / INT8 ms; None: not measured
     slow: bool | None = None  # True: below min_speedup; None: not measured
     rounds: int = 0
+    rounds_below: int = 0  # rounds whose own ratio missed min_speedup (meets_speedup allows one of three or more)
     note: str = ""  # how it was measured, or why it was not
 
 
