@@ -9,7 +9,7 @@ import pytest
 from modelport.common import envs
 
 ROOT = Path(__file__).resolve().parents[3]
-SHARED = ("common", "runtime", "convert", "bench")
+SHARED = ("common", "runtime", "convert", "bench", "tasks")  # tasks: what outputs mean, for every backend
 BACKENDS = sorted(p.parent.name for p in (ROOT / "packages").glob("*/pyproject.toml") if p.parent.name not in SHARED)
 
 
@@ -28,7 +28,7 @@ def imported(package: str) -> dict[str, set[str]]:
 
 
 def test_the_backend_packages_are_found():
-    assert {"tflite", "ort", "ncnn", "tensorrt", "openvino", "rknn"} <= set(BACKENDS)
+    assert {"tflite", "ort", "ncnn", "tensorrt", "openvino", "rknn", "mnn"} <= set(BACKENDS)
 
 
 @pytest.mark.parametrize("package", SHARED)
