@@ -49,9 +49,14 @@ def test_blobs_line_up_with_onnx_layers(art, test_env):
 
 def test_recovery_keeps_layers_in_float_through_the_table(art, test_env):
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
+    # A floor just above what the best calibration method reaches on this calibration set, so the search must
+    # go on to float layers whatever the set or the CPU: the methods first (and one float layer at most).
+    run(env, "-o", "accuracy.int8_cosine_min=0.9999", "-o", "quantization.recover_max_float_layers=1", "convert", "ncnn-int8")
+    methods = [v for v in json.loads((art / "recover" / "ncnn-int8.json").read_text())["variants"] if not v["float_layers"]]
+    floor = min(0.9995, round(max((v["agreement"] or {}).get("cosine_min", 0.0) for v in methods) + 0.003, 4))
     strict = [
         "-o",
-        "accuracy.int8_cosine_min=0.98",
+        f"accuracy.int8_cosine_min={floor}",
         "-o",
         "accuracy.int8_top1_min=1.0",
         "-o",
@@ -67,7 +72,7 @@ def test_recovery_keeps_layers_in_float_through_the_table(art, test_env):
     kept = next(v for v in record["variants"] if v["id"] == record["kept"])
     assert (proc.returncode == 0) == kept["passes"] == (not record["below_floors"]), proc.stderr
     floated = [v for v in record["variants"] if v["float_layers"]]
-    assert floated, "the methods alone miss 0.98 on MobileNetV2: layers must have been kept in float"
+    assert floated, f"the methods alone miss {floor}: layers must have been kept in float"
     analysis = json.loads((art / "analysis" / "variants" / f"ncnn-int8-{floated[0]['method']}.json").read_text())
     by_node = {r["node"]: r["backend_name"] for r in analysis["layers"]}
     ranked = [r["node"] for r in worst(analysis["layers"], 10, "own_sqnr_db_worst_image")]
