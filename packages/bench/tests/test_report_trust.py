@@ -157,3 +157,29 @@ def test_a_failed_write_keeps_the_previous_report_whole(art, monkeypatch):
     assert "no space left on the device" in line and str(report / "results.html") in line
     assert {p.name: p.read_bytes() for p in report.iterdir() if p.is_file()} == before
     assert not (art / ".tmp").exists() or not list((art / ".tmp").iterdir())  # the half-built set is gone
+
+
+def test_a_report_folder_that_is_a_mount_point_gets_its_files_replaced(tmp_path, monkeypatch):
+    """In compose, report/ is a volume: renaming it fails with EBUSY, so the set's files replace its entries."""
+    from modelport.bench import report as report_module
+
+    final, new = tmp_path / "report", tmp_path / ".tmp" / "report-x"
+    (final / "sections").mkdir(parents=True)
+    (final / "results.md").write_text("old")
+    (final / "sections" / "a.md").write_text("old section")
+    (new / "sections").mkdir(parents=True)
+    (new / "results.md").write_text("new")
+    (new / "results.html").write_text("<html>")
+    (new / "sections" / "a.md").write_text("new section")
+    real_rename = Path.rename
+
+    def busy(self, target):
+        if self == final:
+            raise OSError(errno.EBUSY, "Device or resource busy", str(self))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", busy)
+    report_module._swap(new, final)
+    assert (final / "results.md").read_text() == "new" and (final / "results.html").read_text() == "<html>"
+    assert (final / "sections" / "a.md").read_text() == "new section"
+    assert not [p for p in final.iterdir() if p.name.startswith(".")]

@@ -7,6 +7,7 @@ Reads only result files (plus manifests for notes), so results from other machin
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import shutil
 import tempfile
@@ -377,10 +378,30 @@ def _write_set(out: Path, report: dict) -> dict[str, Path]:
 def _swap(new: Path, final: Path) -> None:
     """``new`` becomes ``final``; the old one is put back if that fails (two renames on one filesystem)."""
     old = new.with_name(new.name + ".old")
-    final.rename(old)
+    try:
+        final.rename(old)
+    except OSError as e:
+        if e.errno not in (errno.EBUSY, errno.EXDEV):
+            raise
+        # report/ is a mount point (a compose volume): it cannot be renamed, so its entries are replaced one
+        # by one. The set was written in full beforehand, so a full disk has already failed before this.
+        _replace_entries(new, final)
+        return
     try:
         new.rename(final)
     except BaseException:
         old.rename(final)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _replace_entries(new: Path, final: Path) -> None:
+    for src in sorted(new.iterdir()):
+        dest = final / src.name
+        if src.is_dir():
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(src, dest)
+        else:
+            tmp = final / f".{src.name}.swap"
+            shutil.copyfile(src, tmp)  # new may sit on another filesystem: copy beside dest, then rename
+            tmp.replace(dest)
