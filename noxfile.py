@@ -267,9 +267,10 @@ def tests(session: nox.Session, env: str) -> None:
 
 
 @nox.session
-def fast(session: nox.Session) -> None:
-    """The tf-onnx env's tests but the slow ones (the real model): tiny models made at test time, under a minute."""
-    pytest(session, TABLE.report_env, "-m", "not slow")
+@nox.parametrize("env", list(ENVS))
+def fast(session: nox.Session, env: str) -> None:
+    """Each env's tests but the slow ones (the real model): tiny models made at test time, in that env."""
+    pytest(session, env, "-m", "not slow")
 
 
 KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes the farm manifests promise to work with

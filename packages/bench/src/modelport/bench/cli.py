@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import click
 
 from modelport.common.context import StepContext
@@ -11,6 +13,7 @@ from modelport.common.log import console, skip, step, warn
 from modelport.common.log import failed as log_failed
 from modelport.common.recovery import speed_text
 from modelport.common.registry import chosen, legacy_flags
+from modelport.common.schema import BackendResult, Headline, LatencyStats
 from modelport.runtime.registry import RUNTIMES, runtime_class, source_key
 
 from .registry import DEPTH_KEYS, SOURCE
@@ -36,7 +39,16 @@ from .registry import DEPTH_KEYS, SOURCE
     help="Also top-1/top-5 accuracy on ground truth: a folder per class or an image<TAB>label file.",
 )
 @click.pass_obj
-def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **flags):
+def bench(
+    ctx: StepContext,
+    /,
+    backends: tuple[str, ...],
+    runs: int | None,
+    warmup: int | None,
+    settings_mode: str,
+    labeled: str | None,
+    **flags: bool,
+) -> None:
     """Benchmark BACKEND... (any of: {keys}; `source` = the source model in its own runtime).
 
     Each backend runs every eval image (top-5, raw outputs, agreement with the
@@ -69,10 +81,11 @@ def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **fl
                 failed.append(key)
             else:
                 a = r.agreement
+                lat, head = cast(LatencyStats, r.latency_ms), cast(Headline, r.headline)  # an ok row has both
                 agree = f", top-1 agreement {a.top1:.0%}, cosine min {a.cosine_min:.5f}" if a else ""
                 console.print(
-                    f"   {r.name}: median {r.latency_ms.median:.2f} ms, p90 {r.latency_ms.p90:.2f} ms "
-                    f"({r.latency_ms.fps:.1f} FPS), {r.headline.label} {r.headline.confidence:.3f}{agree}"
+                    f"   {r.name}: median {lat.median:.2f} ms, p90 {lat.p90:.2f} ms "
+                    f"({lat.fps:.1f} FPS), {head.label} {head.confidence:.3f}{agree}"
                 )
                 for line in _beyond_lines(r):
                     console.print(f"   {line}")
@@ -88,7 +101,7 @@ def bench(ctx: StepContext, backends, runs, warmup, settings_mode, labeled, **fl
         raise ModelportError(f"failed: {', '.join(failed)} (each is a row with its reason in the report)")
 
 
-def _beyond_lines(r) -> list[str]:
+def _beyond_lines(r: BackendResult) -> list[str]:
     """Throughput, cold start and memory, frame time of a benchmarked row, for the terminal."""
     out = []
     if best := r.best_throughput:
@@ -117,7 +130,7 @@ def _check_usage(ctx: StepContext, labeled: str | None) -> None:
         read_labeled(labeled)
 
 
-def _settings(ctx: StepContext, key: str, mode: str) -> dict:
+def _settings(ctx: StepContext, key: str, mode: str) -> dict[str, Any]:
     if mode == "default":
         return {}
     from .tuning import tuned_settings
@@ -125,7 +138,7 @@ def _settings(ctx: StepContext, key: str, mode: str) -> dict:
     return tuned_settings(ctx.store, key)
 
 
-def _bench_one(ctx: StepContext, key: str, mode: str):
+def _bench_one(ctx: StepContext, key: str, mode: str) -> BackendResult:
     from modelport.common.artifacts import write_atomic
 
     from .runner import benchmark
@@ -163,7 +176,7 @@ def _labeled_one(ctx: StepContext, key: str, src: str, mode: str) -> None:
 # `modelport report` renders them into report/sections/depth-*.md with charts.
 
 
-def _depth_keys(backends) -> list[str]:
+def _depth_keys(backends: tuple[str, ...]) -> list[str]:
     keys = list(backends) or DEPTH_KEYS
     runnable = [k for k in keys if _runnable(k)]
     for k in keys:
@@ -194,7 +207,7 @@ settings_opt = click.option(
 
 
 @click.group()
-def depth():
+def depth() -> None:
     """Sweeps, tuning and harness overhead for BACKEND... (default: every one this env can run)."""
 
 
@@ -204,7 +217,7 @@ def depth():
 @click.option("--threads", default=None, help="Thread counts (default: 1, 2 .. this machine's cores).")
 @settings_opt
 @click.pass_obj
-def sweep_cmd(ctx: StepContext, backends, batches, threads, settings_mode):
+def sweep_cmd(ctx: StepContext, backends: tuple[str, ...], batches: str, threads: str | None, settings_mode: str) -> None:
     """Latency and images/s over batch sizes x thread counts -> depth/sweep-<backend>.json."""
     from .sweep import sweep, write_sweep
     from .tuning import THREAD_COUNTS
@@ -221,7 +234,7 @@ def sweep_cmd(ctx: StepContext, backends, batches, threads, settings_mode):
 @depth.command("tune")
 @backend_args
 @click.pass_obj
-def tune_cmd(ctx: StepContext, backends):
+def tune_cmd(ctx: StepContext, backends: tuple[str, ...]) -> None:
     """Bounded search for each backend's fastest settings here -> depth/tuning.json."""
     from .tuning import save_entry, tune
 
@@ -241,7 +254,7 @@ def tune_cmd(ctx: StepContext, backends):
 @backend_args
 @settings_opt
 @click.pass_obj
-def overhead_cmd(ctx: StepContext, backends, settings_mode):
+def overhead_cmd(ctx: StepContext, backends: tuple[str, ...], settings_mode: str) -> None:
     """Benchmark harness vs a bare loop of the toolchain's own call -> depth/overhead-<backend>.json."""
     from .overhead import measure_overhead, write_overhead
 

@@ -15,6 +15,7 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Any
 
 from modelport.common.context import StepContext
 from modelport.common.errors import ModelportError
@@ -56,7 +57,7 @@ def peak_rss_bytes() -> int:
     return _status_bytes("VmHWM") or max_rss_bytes()
 
 
-def measure_here(ctx: StepContext, key: str, image: str, runs: int) -> dict:
+def measure_here(ctx: StepContext, key: str, image: str, runs: int) -> dict[str, Any]:
     from modelport.common.images import load_image
     from modelport.common.preprocess import prepare, to_tensor
     from modelport.runtime.registry import runtime_class

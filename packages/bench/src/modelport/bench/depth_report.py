@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from modelport.common.artifacts import ArtifactStore, write_atomic
 from modelport.common.backends import rank
@@ -18,12 +19,12 @@ from modelport.common.display import settings_text, shown
 from .report_md import _save
 
 
-def _load(store: ArtifactStore, pattern: str) -> list[dict]:
+def _load(store: ArtifactStore, pattern: str) -> list[dict[str, Any]]:
     items = [json.loads(p.read_text()) for p in sorted(store.path("depth").glob(pattern))]
     return sorted(items, key=lambda d: (rank(d.get("key", "")), d.get("key", "")))
 
 
-def _load_note(items: list[dict]) -> str:
+def _load_note(items: list[dict[str, Any]]) -> str:
     loads = [f"{d['name']} {d['load_avg']['before']}->{d['load_avg']['after']}" for d in items if d.get("load_avg")]
     return "1-min load average (before->after) on this 2-core machine: " + "; ".join(loads) + "." if loads else ""
 
@@ -130,7 +131,7 @@ def sweep_md(store: ArtifactStore, out: Path) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-def _sweep_chart(items: list[dict], path: Path) -> None:
+def _sweep_chart(items: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,7 +231,7 @@ def overhead_md(store: ArtifactStore, out: Path) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-def _cost(d: dict) -> str:
+def _cost(d: dict[str, Any]) -> str:
     us = d.get("harness_cost_us")
     return "–" if us is None else f"{us:.2f} µs = {100 * us / 1e3 / d['bare_mean_ms']:.3f}% of an inference"
 

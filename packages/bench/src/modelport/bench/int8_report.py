@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 from modelport.common.artifacts import ArtifactStore, write_atomic
 from modelport.common.backends import backends
@@ -24,7 +25,7 @@ LAYERS_PNG = "report/int8-layers.png"
 WORST = 5
 
 
-def _records(store: ArtifactStore) -> dict[str, dict]:
+def _records(store: ArtifactStore) -> dict[str, dict[str, Any]]:
     out = {}
     for key in TARGETS:
         p = store.path(record_path(key))
@@ -39,7 +40,7 @@ def local_model(store: ArtifactStore, models: list[str]) -> str | None:
     return next((m for m in models if source and m.endswith("@" + source["sha256"][:12])), None)
 
 
-def render(store: ArtifactStore, report: dict | None = None) -> Path | None:
+def render(store: ArtifactStore, report: dict[str, Any] | None = None) -> Path | None:
     """The section; with ``report``, its benchmark comparisons come from the report's rows, per model and device."""
     analyses = {k: a for k in TARGETS if (a := read_analysis(store, k))}
     records = _records(store)
@@ -72,7 +73,7 @@ def render(store: ArtifactStore, report: dict | None = None) -> Path | None:
     return path
 
 
-def _layers_md(analyses: dict[str, dict]) -> list[str]:
+def _layers_md(analyses: dict[str, dict[str, Any]]) -> list[str]:
     names = {k: {r["node"] for r in a["layers"]} for k, a in analyses.items()}
     common = set.intersection(*names.values()) if names else set()
     lines = [
@@ -109,16 +110,16 @@ def _layers_md(analyses: dict[str, dict]) -> list[str]:
 TWINS = {k: b.fp32_twin for k, b in backends().items() if b.fp32_twin}  # INT8 row -> its FP32 row
 
 
-def _result_files(store: ArtifactStore) -> list[dict]:
+def _result_files(store: ArtifactStore) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) | {"key": p.stem} for p in sorted(store.path("results").glob("*.json"))]
 
 
-def _speed_md(rows: list[dict], min_speedup: float) -> list[str]:
+def _speed_md(rows: list[dict[str, Any]], min_speedup: float) -> list[str]:
     """Each benchmarked INT8 model against its FP32 twin of the same model on the same device, and the speed
     floor: judged on the recovery search's interleaved rounds when the row carries them, else on the one
     pair of bench medians (the same rule, ``timing.meets_speedup``, with a single round), saying which."""
-    medians: dict[tuple, dict[str, float]] = {}
-    speed: dict[tuple, dict] = {}
+    medians: dict[tuple[Any, ...], dict[str, float]] = {}
+    speed: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in rows:
         if r.get("status") == "ok" and (r.get("latency_ms") or {}).get("median"):
             group = (r.get("model", ""), r.get("device_key", ""))
@@ -150,11 +151,11 @@ def _speed_md(rows: list[dict], min_speedup: float) -> list[str]:
     return (["INT8 against FP32 in the benchmark:", "", *out, ""]) if out else []
 
 
-def _agree(a: dict | None) -> str:
+def _agree(a: dict[str, Any] | None) -> str:
     return "–" if not a else f"top-1 {a['top1']:.0%}, cosine min {a['cosine_min']:.4f} / mean {a['cosine_mean']:.4f}"
 
 
-def _recovery_md(rec: dict) -> list[str]:
+def _recovery_md(rec: dict[str, Any]) -> list[str]:
     v = {x["id"]: x for x in rec["variants"]}
     kept, default = v[rec["kept"]], v[rec["default"]]
     fp32 = (rec.get("timing") or {}).get("fp32_ms")
@@ -207,7 +208,7 @@ def _recovery_md(rec: dict) -> list[str]:
     return [" ".join(out), ""]
 
 
-def _speed_sentence(rec: dict) -> str:
+def _speed_sentence(rec: dict[str, Any]) -> str:
     """The kept variant against the speed floor (records written before there was one say nothing)."""
     s = rec.get("speed")
     if not s:
@@ -219,7 +220,7 @@ def _speed_sentence(rec: dict) -> str:
     return f"Kept variant: {s['speedup']:.2f}x its FP32 twin in {s['rounds']} interleaved rounds, meets the {s['min_speedup']:.2f}x speed floor."
 
 
-def _plt():
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -228,7 +229,7 @@ def _plt():
     return plt
 
 
-def _layers_chart(analyses: dict[str, dict], out: Path) -> None:
+def _layers_chart(analyses: dict[str, dict[str, Any]], out: Path) -> None:
     plt = _plt()
     order = sorted({(r["index"], r["node"]) for a in analyses.values() for r in a["layers"]})
     pos = {node: i for i, (_, node) in enumerate(order)}
@@ -245,7 +246,7 @@ def _layers_chart(analyses: dict[str, dict], out: Path) -> None:
     _save(fig, out, plt)
 
 
-def _recovery_chart(rec: dict, out: Path) -> None:
+def _recovery_chart(rec: dict[str, Any], out: Path) -> None:
     plt = _plt()
     timed = all(x.get("latency_ms") for x in rec["variants"])
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -275,7 +276,7 @@ def _recovery_chart(rec: dict, out: Path) -> None:
     _save(fig, out, plt)
 
 
-def _save(fig, path: Path, plt) -> None:
+def _save(fig: Any, path: Path, plt: Any) -> None:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -143,7 +144,7 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def score(outputs: np.ndarray, truth: list[int]) -> dict:
+def score(outputs: np.ndarray, truth: list[int]) -> dict[str, Any]:
     top5 = np.argsort(-outputs, axis=1)[:, :5]
     hit1 = top5[:, 0] == np.asarray(truth)
     hit5 = (top5 == np.asarray(truth)[:, None]).any(axis=1)
@@ -162,7 +163,7 @@ def score(outputs: np.ndarray, truth: list[int]) -> dict:
     }
 
 
-def labeled_accuracy(ctx: StepContext, key: str, src: str | Path, settings: dict | None = None) -> dict:
+def labeled_accuracy(ctx: StepContext, key: str, src: str | Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run ``key`` on the labeled set; the depth/labeled-<key>.json entry."""
     samples = read_labeled(src)
     cfg = config_with(ctx.config, settings or {})
@@ -192,5 +193,5 @@ def labeled_accuracy(ctx: StepContext, key: str, src: str | Path, settings: dict
     }
 
 
-def write_labeled(ctx: StepContext, data: dict) -> None:
+def write_labeled(ctx: StepContext, data: dict[str, Any]) -> None:
     write_atomic(ctx.store.path(f"depth/labeled-{data['key']}.json"), json_text(data))

@@ -12,6 +12,7 @@ import json
 import shutil
 from collections.abc import Collection, Iterable
 from pathlib import Path
+from typing import Any
 
 from modelport.common.artifacts import ArtifactStore, write_atomic
 from modelport.common.bundle import Source
@@ -35,12 +36,12 @@ def identity(r: BackendResult) -> tuple[str, str, str]:
     return model_id(r), r.key, device_of(r)
 
 
-def _precedence(r: BackendResult) -> tuple:
+def _precedence(r: BackendResult) -> tuple[Any, ...]:
     return r.status != "skipped", r.created_utc, r.run_id or ""
 
 
 def merge(results: Iterable[BackendResult]) -> list[BackendResult]:
-    best: dict[tuple, BackendResult] = {}
+    best: dict[tuple[Any, ...], BackendResult] = {}
     for r in results:
         k = identity(r)
         if k not in best or _precedence(r) > _precedence(best[k]):
@@ -60,9 +61,9 @@ def reference_for(r: BackendResult, results: list[BackendResult], reference_keys
     )
 
 
-def matrix(results: list[BackendResult]) -> dict:
+def matrix(results: list[BackendResult]) -> dict[str, Any]:
     """{device: {model: {key: {status, median_ms, cosine_min}}}}: the models x backends view per device."""
-    out: dict = {}
+    out: dict[str, Any] = {}
     for r in results:
         cell = {
             "status": r.status,

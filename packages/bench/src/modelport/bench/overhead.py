@@ -11,7 +11,9 @@ rounds, bare first in odd ones) so background load hits both alike. Means are co
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +35,7 @@ GOAL = 1.03
 ROUNDS, RUNS, WARMUP = 20, 20, 20
 
 
-def bare_loop(call, runs: int) -> float:
+def bare_loop(call: Callable[[], object], runs: int) -> float:
     """Mean ns per call of a plain loop: one clock pair, nothing else inside."""
     t0 = time.perf_counter_ns()
     for _ in range(runs):
@@ -51,10 +53,10 @@ def harness_cost_ns(runs: int = 20000) -> float:
         key, backend, precision, display = "instant", "none", "fp32", "instant"
         artifacts = {}
 
-        def activate_impl(self):
+        def activate_impl(self) -> None:
             pass
 
-        def infer_impl(self, tensor):
+        def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
             return tensor
 
     x = np.zeros(1, np.float32)
@@ -66,8 +68,13 @@ def harness_cost_ns(runs: int = 20000) -> float:
 
 
 def measure_overhead(
-    ctx: StepContext, key: str, rounds: int = ROUNDS, runs: int = RUNS, warmup: int = WARMUP, settings: dict | None = None
-) -> dict:
+    ctx: StepContext,
+    key: str,
+    rounds: int = ROUNDS,
+    runs: int = RUNS,
+    warmup: int = WARMUP,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     cls = runtime_class(key)
     cfg = config_with(ctx.config, settings or {})
     tensor = to_tensor(prepared_images(ctx)[headline_index(ctx)], cfg.input, *cls.tensor_format(cfg))
@@ -76,7 +83,7 @@ def measure_overhead(
     bare_ns: list[float] = []
     with cls.from_store(ctx.store, cfg) as rt:
         bare = rt.own_call(tensor)
-        harness = lambda: rt.infer(tensor)  # noqa: E731 - the very lambda runner.benchmark times
+        harness: Callable[[], object] = lambda: rt.infer(tensor)  # noqa: E731 - the very lambda runner.benchmark times
         for _ in range(warmup):
             harness()
             bare()
@@ -114,5 +121,5 @@ def measure_overhead(
     }
 
 
-def write_overhead(ctx: StepContext, data: dict) -> None:
+def write_overhead(ctx: StepContext, data: dict[str, Any]) -> None:
     write_atomic(ctx.store.path(f"depth/overhead-{data['key']}.json"), json_text(data))

@@ -11,8 +11,9 @@ import errno
 import io
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from modelport.common.artifacts import ArtifactStore, short, write_atomic
 from modelport.common.backends import catalogue, rank
@@ -38,7 +39,7 @@ def reference_key(store: ArtifactStore) -> str:
     return source_key(read_contract(store.path(CONTRACT)))
 
 
-def source_info(store: ArtifactStore) -> dict | None:
+def source_info(store: ArtifactStore) -> dict[str, Any] | None:
     """What the report says about the reference: the source, its runtime, its outputs."""
     contract = read_contract(store.path(CONTRACT))
     if contract is None:
@@ -74,7 +75,7 @@ def ordered(results: list[BackendResult]) -> list[BackendResult]:
     return sorted(results, key=lambda r: (r.status != "ok", model_id(r), device_of(r), rank(r.key), r.key))
 
 
-def check_comparable(results: list[BackendResult], where) -> None:
+def check_comparable(results: list[BackendResult], where: Callable[[BackendResult], str]) -> None:
     """Refuse to merge side by side results of one model measured with different preprocessing (one
     artifacts folder is checked against its fetched source instead: expected_source / flag_unusable)."""
     refs = {model_id(r): r for r in results if r.key in SOURCE_KEYS and r.status == "ok"}
@@ -160,7 +161,7 @@ def gather(store: ArtifactStore, merge_paths: list[Path]) -> list[BackendResult]
     return ordered(merged)
 
 
-def entry(r: BackendResult, ref: BackendResult | None) -> dict:
+def entry(r: BackendResult, ref: BackendResult | None) -> dict[str, Any]:
     """One row of report/results.json (the keys DESIGN.md promises, and a few more)."""
     lat = r.latency_ms
     return {
@@ -199,7 +200,7 @@ def entry(r: BackendResult, ref: BackendResult | None) -> dict:
     }
 
 
-def beyond_latency(r: BackendResult) -> dict:
+def beyond_latency(r: BackendResult) -> dict[str, Any]:
     """Throughput, cold start, memory, frame time and run conditions of a row (each None when not measured)."""
     best = r.best_throughput
     cold = r.cold_start.model_dump() | {"model_rss_bytes": r.cold_start.model_rss_bytes} if r.cold_start else None
@@ -213,7 +214,7 @@ def beyond_latency(r: BackendResult) -> dict:
     }
 
 
-def build(store: ArtifactStore, config: Config | None = None, merge_paths: Sequence[Path] = ()) -> dict:
+def build(store: ArtifactStore, config: Config | None = None, merge_paths: Sequence[Path] = ()) -> dict[str, Any]:
     config = config or Config()
     results = gather(store, list(merge_paths))
     machines = {device_of(r): r.machine for r in results if r.machine}
@@ -238,7 +239,7 @@ def build(store: ArtifactStore, config: Config | None = None, merge_paths: Seque
     }
 
 
-def _kept(store: ArtifactStore, r: BackendResult) -> dict:
+def _kept(store: ArtifactStore, r: BackendResult) -> dict[str, Any]:
     when = last_ok(store, r.key) if r.status == "failed" else None
     return {"last_ok": {"created_utc": when, "path": f"{LAST_OK}/{r.key}.json"} if when else None}
 
@@ -257,7 +258,7 @@ def notes(store: ArtifactStore) -> list[str]:
     return out
 
 
-def to_csv(report: dict) -> str:
+def to_csv(report: dict[str, Any]) -> str:
     buf = io.StringIO()
     cols = [
         "model",
@@ -333,7 +334,7 @@ def to_csv(report: dict) -> str:
     return buf.getvalue()
 
 
-def write(store: ArtifactStore, report: dict) -> dict[str, Path]:
+def write(store: ArtifactStore, report: dict[str, Any]) -> dict[str, Path]:
     """Write report/'s files as one set: built in a temp folder beside it, then swapped in, so a failed
     write (a full disk) leaves the previous set whole instead of a new results.md beside an old results.html."""
     from .depth_report import render
@@ -360,7 +361,7 @@ def write(store: ArtifactStore, report: dict) -> dict[str, Path]:
     return {k: final / p.relative_to(new) for k, p in paths.items()}
 
 
-def _write_set(out: Path, report: dict) -> dict[str, Path]:
+def _write_set(out: Path, report: dict[str, Any]) -> dict[str, Path]:
     from . import report_html
     from .report_md import charts, markdown, method
 

@@ -25,7 +25,7 @@ from modelport.common.log import console
 # click options take one value each: the paths after the first form this argument, valid only with --merge
 @click.argument("more_paths", nargs=-1, type=click.Path(path_type=Path), metavar="")
 @click.pass_obj
-def report(ctx: StepContext, merge_paths: tuple[Path, ...], more_paths: tuple[Path, ...]):
+def report(ctx: StepContext, merge_paths: tuple[Path, ...], more_paths: tuple[Path, ...]) -> None:
     """Merge results/*.json into report/results.md (+ results.html, latency.png, accuracy.png), results.json and results.csv.
 
     In one artifacts folder, results of a different source model or preprocessing than the

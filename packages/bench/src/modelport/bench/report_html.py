@@ -13,6 +13,7 @@ import html
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from modelport.common.artifacts import write_atomic
 
@@ -36,7 +37,7 @@ def _inline(text: str, folder: Path) -> str:
     (embedded), and backslash escapes shown as the character they escape."""
     held: list[str] = []
 
-    def hold(m: re.Match) -> str:
+    def hold(m: re.Match[str]) -> str:
         code, char = m.groups()
         held.append(f"<code>{html.escape(code)}</code>" if code is not None else html.escape(char))
         return f"{_HELD}{len(held) - 1}{_HELD}"
@@ -60,7 +61,7 @@ def section_html(markdown: str, folder: Path) -> str:
     table: list[str] = []
     items: list[str] = []
 
-    def flush():
+    def flush() -> None:
         if table:
             head, *body = [
                 [c.strip() for c in row.strip().strip("|").split("|")]
@@ -96,7 +97,7 @@ def section_html(markdown: str, folder: Path) -> str:
     return "\n".join(parts)
 
 
-def render(report: dict, folder: Path, sections: list[Path], markdown_intro: str) -> str:
+def render(report: dict[str, Any], folder: Path, sections: list[Path], markdown_intro: str) -> str:
     charts = "".join(
         _img(folder / name, alt)
         for name, alt in (("latency.png", "latency"), ("accuracy.png", "agreement"))
@@ -122,7 +123,7 @@ def render(report: dict, folder: Path, sections: list[Path], markdown_intro: str
     return re.sub("|".join(map(re.escape, fill)), lambda m: fill[m.group(0)], page)
 
 
-def write(report: dict, folder: Path, sections: list[Path], markdown_intro: str) -> Path:
+def write(report: dict[str, Any], folder: Path, sections: list[Path], markdown_intro: str) -> Path:
     path = folder / "results.html"
     write_atomic(path, render(report, folder, sections, markdown_intro))
     return path

@@ -6,6 +6,7 @@ import io
 import re
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
@@ -31,15 +32,15 @@ def md_code(value: object) -> str:
     return "`" + " ".join(str(value).split()).replace("`", "'") + "`"
 
 
-def _f(v, fmt, dash="–"):
+def _f(v: object, fmt: str, dash: str = "–") -> str:
     return dash if v is None else format(v, fmt)
 
 
-def _size(b):
+def _size(b: float | None) -> str:
     return "–" if b is None else f"{b / 1e6:.2f} MB"
 
 
-def rows(report: dict) -> list[dict]:
+def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Ranked rows: measured backends fastest first, then the rest."""
     timed = sorted((e for e in report["results"] if e["latency_ms"]), key=lambda e: e["latency_ms"]["median"])
     rest = [e for e in report["results"] if not e["latency_ms"]]
@@ -95,7 +96,7 @@ HEADERS = {
 }
 
 
-def headers(report: dict) -> dict[str, str]:
+def headers(report: dict[str, Any]) -> dict[str, str]:
     """The columns: model and device only when the report spans several."""
     extra = {
         k: k for k, many in (("model", len(report.get("models", [])) > 1), ("device", len(report.get("devices", {})) > 1)) if many
@@ -103,12 +104,12 @@ def headers(report: dict) -> dict[str, str]:
     return {"rank": "#", "backend": "backend", **extra, **{k: v for k, v in HEADERS.items() if k not in ("rank", "backend")}}
 
 
-def several_models(report: dict) -> bool:
+def several_models(report: dict[str, Any]) -> bool:
     """A merged report of several models: no claim about "the" source model holds for every row."""
     return len(report.get("models", [])) > 1
 
 
-def reference_text(report: dict) -> str:
+def reference_text(report: dict[str, Any]) -> str:
     """The reference as a phrase: "the source model (TFLite INT8, run in the TFLite interpreter)"."""
     if several_models(report):
         return "each row's own source model, in its own runtime (models: " + ", ".join(f"`{m}`" for m in report["models"]) + ")"
@@ -116,7 +117,7 @@ def reference_text(report: dict) -> str:
     return f"the source model ({src['name']}, run in {src['runtime']})" if src else "the source model"
 
 
-def terminal_table(report: dict) -> Table:
+def terminal_table(report: dict[str, Any]) -> Table:
     t = Table(title=f"modelport report (agreement vs {reference_text(report)})")
     cols = headers(report)
     for key, title in cols.items():
@@ -126,7 +127,7 @@ def terminal_table(report: dict) -> Table:
     return t
 
 
-def markdown(report: dict, sections: list[Path], drawn: Collection[str] = ("latency", "accuracy")) -> str:
+def markdown(report: dict[str, Any], sections: list[Path], drawn: Collection[str] = ("latency", "accuracy")) -> str:
     lines = ["# modelport results", ""]
     devices = report.get("devices") or {report["machine"].get("device_key", "this machine"): report["machine"]}
     for key, m in devices.items():
@@ -171,7 +172,7 @@ def _mb(b: int | None) -> str:
     return "–" if b is None else f"{b / 2**20:.1f}"
 
 
-def beyond(report: dict, drawn: bool) -> list[str]:
+def beyond(report: dict[str, Any], drawn: bool) -> list[str]:
     """Throughput, cold start, memory, the whole frame and run conditions: a table of the rows that have any."""
     measured = [e for e in report["results"] if e.get("throughput") or e.get("cold_start") or e.get("frame_ms")]
     if not measured:
@@ -219,11 +220,11 @@ def beyond(report: dict, drawn: bool) -> list[str]:
     return out
 
 
-def conditions_text(c: dict) -> str:
+def conditions_text(c: dict[str, Any]) -> str:
     def mhz(v: str) -> str:
         return v if v == NOT_EXPOSED else f"{v} MHz"
 
-    def thermal(t: dict | str) -> str:
+    def thermal(t: dict[str, Any] | str) -> str:
         return ", ".join(f"{k} {v:g} C" for k, v in t.items()) if isinstance(t, dict) else t
 
     return (
@@ -233,7 +234,7 @@ def conditions_text(c: dict) -> str:
     )
 
 
-def matrix_md(report: dict) -> list[str]:
+def matrix_md(report: dict[str, Any]) -> list[str]:
     """Models x backends, one table per device (only when the report spans several of either)."""
     grid = report.get("matrix") or {}
     models = report.get("models", [])
@@ -266,7 +267,7 @@ def matrix_md(report: dict) -> list[str]:
     return out
 
 
-def method(report: dict) -> str:
+def method(report: dict[str, Any]) -> str:
     """How the numbers were taken, saying only what is known (no 'None' for a missing piece)."""
     headline = next((e["headline"]["image"] for e in report["results"] if e["headline"]), None)
     runs = sorted({e["latency_runs"] for e in report["results"] if e["latency_runs"]})
@@ -306,7 +307,7 @@ def method(report: dict) -> str:
     return f"{latency} {agreement} {check}".rstrip()
 
 
-def charts(report: dict, out: Path) -> dict[str, Path]:
+def charts(report: dict[str, Any], out: Path) -> dict[str, Path]:
     """latency.png and accuracy.png, each only when it has something to show (a stale one is removed)."""
     import matplotlib
 
@@ -335,7 +336,7 @@ def charts(report: dict, out: Path) -> dict[str, Path]:
 LOG_AXIS_RATIO = 10  # slowest / fastest median beyond which a linear axis squashes the fast bars
 
 
-def _latency(plt, timed: list[dict]):
+def _latency(plt: Any, timed: list[dict[str, Any]]) -> Any:
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(timed) + 1.6))
     names = [e["name"] for e in timed]
     med = [e["latency_ms"]["median"] for e in timed]
@@ -354,7 +355,7 @@ def _latency(plt, timed: list[dict]):
     return fig
 
 
-def _throughput(plt, swept: list[dict], several_devices: bool = False):
+def _throughput(plt: Any, swept: list[dict[str, Any]], several_devices: bool = False) -> Any:
     """Per backend, FPS against p90 latency at each concurrency (points labelled with it): one panel each,
     so no colour has to tell backends apart."""
     cols = min(3, len(swept))
@@ -380,7 +381,7 @@ def _throughput(plt, swept: list[dict], several_devices: bool = False):
     return fig
 
 
-def _accuracy(plt, agreed: list[dict], floors: dict):
+def _accuracy(plt: Any, agreed: list[dict[str, Any]], floors: dict[str, Any]) -> Any:
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(agreed) + 2.2))
     names = [e["name"] for e in agreed]
     mins = [e["agreement"]["cosine_min"] for e in agreed]
@@ -408,7 +409,7 @@ def _accuracy(plt, agreed: list[dict], floors: dict):
     return fig
 
 
-def _save(fig, path: Path, plt) -> Path:
+def _save(fig: Any, path: Path, plt: Any) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -44,14 +46,20 @@ def batch_tensor(ctx: StepContext, cls: type[Runtime], n: int) -> np.ndarray:
     return np.concatenate(one)
 
 
-def batch_fn(rt: Runtime, x: np.ndarray, native: bool):
+def batch_fn(rt: Runtime, x: np.ndarray, native: bool) -> Callable[[], object]:
     if native:
         return lambda: rt.infer(x)
     parts = [x[i : i + 1] for i in range(x.shape[0])]
     return lambda: [rt.infer(p) for p in parts]
 
 
-def sweep(ctx: StepContext, key: str, batches=BATCHES, threads=THREAD_COUNTS, settings: dict | None = None) -> dict:
+def sweep(
+    ctx: StepContext,
+    key: str,
+    batches: Sequence[int] = BATCHES,
+    threads: Sequence[int] = THREAD_COUNTS,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Every (threads, batch) point for ``key``; ``settings`` = config overrides (e.g. the tuned ones).
 
     One runtime per thread count, all loaded up front; at each batch size the thread counts
@@ -77,7 +85,7 @@ def sweep(ctx: StepContext, key: str, batches=BATCHES, threads=THREAD_COUNTS, se
                 fns[t] = batch_fn(rt, x, native)
                 for _ in range(WARMUP_CALLS):
                     fns[t]()
-            samples: dict[int, list] = {t: [] for t in runtimes}
+            samples: dict[int, list[Any]] = {t: [] for t in runtimes}
             for r in range(ROUNDS):
                 for t in threads if r % 2 == 0 else list(reversed(threads)):
                     samples[t].extend(sample(fns[t], per_round))
@@ -122,5 +130,5 @@ def sweep(ctx: StepContext, key: str, batches=BATCHES, threads=THREAD_COUNTS, se
     }
 
 
-def write_sweep(ctx: StepContext, data: dict) -> None:
+def write_sweep(ctx: StepContext, data: dict[str, Any]) -> None:
     write_atomic(ctx.store.path(f"depth/sweep-{data['key']}.json"), json_text(data))

@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from rich.markup import escape
@@ -52,7 +53,7 @@ CORES = os.cpu_count() or 1
 THREAD_COUNTS = sorted({1, 2, CORES} & set(range(1, CORES + 1)))
 
 
-def space_of(b: Backend) -> dict[str, list]:
+def space_of(b: Backend) -> dict[str, list[Any]]:
     """A descriptor's tuning knobs with THREADS resolved to this machine's thread counts."""
     return {knob: THREAD_COUNTS if values == THREADS_VALUES else list(values) for knob, values in b.tuning.items()}
 
@@ -60,7 +61,7 @@ def space_of(b: Backend) -> dict[str, list]:
 # Per backend key, from the descriptors: the knobs in the order they are tried, the one that sets the
 # thread count (the thread sweep uses it too), and those that can change the outputs (a value other
 # than the default must pass the accuracy floor).
-SPACE: dict[str, dict[str, list]] = {k: space_of(b) for k, b in backends().items() if b.depth and b.tuning}
+SPACE: dict[str, dict[str, list[Any]]] = {k: space_of(b) for k, b in backends().items() if b.depth and b.tuning}
 THREADS: dict[str, str] = {k: b.thread_knob for k, b in backends().items() if b.thread_knob}
 NUMERIC: set[str] = {knob for b in backends().values() for knob in b.numeric}
 ROUNDS = {"search": (5, 6, 8), "final": (10, 10, 20)}  # warm-up calls, rounds, runs per round
@@ -75,7 +76,7 @@ def config_with(config: Config, settings: dict[str, Any]) -> Config:
     return cfg
 
 
-def current(config: Config, keys) -> dict[str, Any]:
+def current(config: Config, keys: Iterable[str]) -> dict[str, Any]:
     return {k: getattr(getattr(config, k.split(".")[0]), k.split(".")[1]) for k in keys}
 
 
@@ -87,17 +88,17 @@ class Candidates:
         self.active: dict[str, Runtime] = {}
 
     @staticmethod
-    def name(settings: dict) -> str:
+    def name(settings: dict[str, Any]) -> str:
         return json.dumps(settings, sort_keys=True)
 
-    def get(self, settings: dict) -> Runtime:
+    def get(self, settings: dict[str, Any]) -> Runtime:
         n = self.name(settings)
         if n not in self.active:
             rt = self.cls.from_store(self.ctx.store, config_with(self.ctx.config, settings))
             self.active[n] = rt.activate()
         return self.active[n]
 
-    def time(self, options: list[dict], phase: str, per_round: dict | None = None) -> dict[str, LatencyStats]:
+    def time(self, options: list[dict[str, Any]], phase: str, per_round: dict[str, Any] | None = None) -> dict[str, LatencyStats]:
         runtimes = {self.name(s): self.get(s) for s in options}
         x = self.tensor
         return race({n: partial(rt.infer, x) for n, rt in runtimes.items()}, *ROUNDS[phase], per_round=per_round)
@@ -108,7 +109,7 @@ class Candidates:
         self.active.clear()
 
 
-def passes_floor(ctx: StepContext, rt: Runtime, reference: np.ndarray | None) -> tuple[bool, dict | None]:
+def passes_floor(ctx: StepContext, rt: Runtime, reference: np.ndarray | None) -> tuple[bool, dict[str, Any] | None]:
     if reference is None:
         return True, None
     outputs = run_outputs(rt, prepared_images(ctx), ctx.config.input)
@@ -119,7 +120,7 @@ def passes_floor(ctx: StepContext, rt: Runtime, reference: np.ndarray | None) ->
     )
 
 
-def tune(ctx: StepContext, key: str) -> dict:
+def tune(ctx: StepContext, key: str) -> dict[str, Any]:
     """Search ``key``'s SPACE on this machine; returns its tuning.json entry (not yet written)."""
     cls = runtime_class(key)
     space = SPACE[key]
@@ -194,7 +195,7 @@ def tune(ctx: StepContext, key: str) -> dict:
 # -- the tuning file: written by `depth tune` (any env), read by `bench --settings tuned`
 
 
-def load_tuning(store: ArtifactStore) -> dict:
+def load_tuning(store: ArtifactStore) -> dict[str, Any]:
     path = store.path(TUNING_FILE)
     if not path.is_file():
         return {"schema": TUNING_SCHEMA, "backends": {}}
@@ -204,10 +205,10 @@ def load_tuning(store: ArtifactStore) -> dict:
         raise InputError(f"not valid JSON: {e}", path) from None
     if data.get("schema") != TUNING_SCHEMA or not isinstance(data.get("backends"), dict):
         raise InputError(f"not a {TUNING_SCHEMA} file", path)
-    return data
+    return cast(dict[str, Any], data)
 
 
-def save_entry(store: ArtifactStore, entry: dict) -> None:
+def save_entry(store: ArtifactStore, entry: dict[str, Any]) -> None:
     """Merge one backend's entry (call with the store lock held: envs write the file in turn)."""
     data = load_tuning(store)
     data["backends"][entry["key"]] = entry

@@ -26,7 +26,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from rich.markup import escape
@@ -37,6 +38,9 @@ from .errors import InputError
 from .log import console
 from .memory import children_peak_rss_mb, peak_rss_mb, reset_peak
 from .strict_json import json_text
+
+if TYPE_CHECKING:
+    from .schema import Agreement
 
 MANIFEST_SCHEMA = "modelport.manifest/1"
 SOURCE_MODEL_PREFIX = "source/model."  # what `fetch` imports: the root of every artifact's lineage
@@ -64,7 +68,7 @@ def file_inputs(role: str, paths: Sequence[Path]) -> dict[str, Path]:
     return {f"{role}/{i:04d}-{Path(p).name}": Path(p) for i, p in enumerate(paths)}
 
 
-def _read_json_object(path: Path) -> dict | None:
+def _read_json_object(path: Path) -> dict[str, Any] | None:
     """A JSON object from a file this store wrote, or None when it is missing or is not one (truncated,
     not UTF-8, another JSON value, unreadable): the caller treats that as no record, never as a crash."""
     try:
@@ -82,7 +86,7 @@ def _link_ok(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("path"), str) and isinstance(value.get("sha256"), str)
 
 
-def _manifest_ok(m: dict) -> bool:
+def _manifest_ok(m: dict[str, Any]) -> bool:
     """The fields other steps read have the types they read them as (a damaged manifest is no manifest)."""
     return (
         isinstance(m.get("sha256"), str)
@@ -166,7 +170,7 @@ class ArtifactStore:
     def manifest_path(path: Path) -> Path:
         return path.with_name(path.name + ".manifest.json")
 
-    def read_manifest(self, rel: str | Path) -> dict | None:
+    def read_manifest(self, rel: str | Path) -> dict[str, Any] | None:
         """The manifest of ``rel``; None when there is none or it is damaged (then nothing trusts the file:
         a step remakes it, ``check_unchanged`` refuses it)."""
         m = _read_json_object(self.manifest_path(self.path(rel)))
@@ -190,7 +194,7 @@ class ArtifactStore:
         reason = record.get("reason")
         return reason if isinstance(reason, str) and reason else "failed"
 
-    def failure_agreement(self, path: Path):
+    def failure_agreement(self, path: Path) -> Agreement | None:
         """The agreement measured before the failure (a model below its floors), if one was recorded."""
         from .schema import Agreement
 
@@ -222,7 +226,7 @@ class ArtifactStore:
                     "changed since the step that made it (sha256 differs from its manifest): rerun that step (or --force)", path
                 )
 
-    def current_source(self) -> dict | None:
+    def current_source(self) -> dict[str, Any] | None:
         """``{"path", "sha256"}`` of the source model `fetch` put here last (None: nothing fetched)."""
         found = []
         for p in self.path("source").glob("model.*"):
@@ -232,7 +236,7 @@ class ArtifactStore:
                 found.append((m.get("created_utc", ""), {"path": rel, "sha256": m["sha256"]}))
         return max(found, key=lambda f: f[0])[1] if found else None
 
-    def lineage(self, path: Path) -> list[dict]:
+    def lineage(self, path: Path) -> list[dict[str, Any]]:
         """``[{"path", "sha256"}, ...]`` from ``path`` back to the source model it was made from, as
         recorded when each link was made. Ends before the source when that is unknown (no manifest,
         or a manifest older than lineage records)."""
@@ -243,7 +247,7 @@ class ArtifactStore:
         link = {"path": rel, "sha256": m.get("sha256")}
         return [link] if is_source_model(rel) else [link, *m.get("lineage", [])]
 
-    def check_source(self, path: Path, rerun: str) -> list[dict]:
+    def check_source(self, path: Path, rerun: str) -> list[dict[str, Any]]:
         """Refuse ``path`` when it was made from another source model than the current one; its lineage.
 
         ``rerun`` is the step that remakes it (e.g. "modelport convert onnx"). A file with no
@@ -264,7 +268,7 @@ class ArtifactStore:
             )
         return chain
 
-    def check_current(self, path: Path, rerun: str) -> list[dict]:
+    def check_current(self, path: Path, rerun: str) -> list[dict[str, Any]]:
         """Refuse ``path`` unless its whole lineage is current; its lineage (as ``check_source``).
 
         Current: ``path`` is what its manifest recorded, it was made from the current source model, and
@@ -302,7 +306,7 @@ class ArtifactStore:
                 )
 
     @staticmethod
-    def _imported(rel: str, m: dict) -> bool:
+    def _imported(rel: str, m: dict[str, Any]) -> bool:
         """What `fetch` wrote (the source model and its siblings): where a lineage starts."""
         return is_source_model(rel) or any(isinstance(s, str) and is_source_model(s) for s in m.get("siblings", []))
 
@@ -357,7 +361,16 @@ class ArtifactStore:
 class Job:
     """One step's outputs. Use as a context manager; see the module docstring."""
 
-    def __init__(self, store, outputs, inputs, tool, tool_version, options, force):
+    def __init__(
+        self,
+        store: ArtifactStore,
+        outputs: list[str],
+        inputs: dict[str, Path],
+        tool: str,
+        tool_version: str,
+        options: dict[str, Any],
+        force: bool,
+    ):
         self.store, self.outputs, self.inputs = store, outputs, inputs
         self.tool, self.tool_version, self.options, self.force = tool, tool_version, _canonical(options), force
         self.extra: dict[str, Any] = {}
@@ -396,7 +409,7 @@ class Job:
         self.extra.update(_canonical(extra))
 
     @property
-    def manifest(self) -> dict | None:
+    def manifest(self) -> dict[str, Any] | None:
         return self.store.read_manifest(self.outputs[0])
 
     def _single(self) -> str:
@@ -416,7 +429,7 @@ class Job:
             out[name] = {"path": self.store.rel(p), "sha256": sha256_file(p)}
         return out
 
-    def _input_lineage(self) -> list[dict]:
+    def _input_lineage(self) -> list[dict[str, Any]]:
         """The lineage this step's outputs inherit: the inputs' (one source model), or refuse a mix."""
         chains = {}
         for name, p in self.inputs.items():
@@ -442,7 +455,7 @@ class Job:
         # The first input is what the outputs are made from (the model; then reference, calibration...).
         return next(iter(chains.values()), [])
 
-    def _is_fresh(self, input_hashes) -> bool:
+    def _is_fresh(self, input_hashes: dict[str, dict[str, str]]) -> bool:
         for rel in self.outputs:
             m, p = self.store.read_manifest(rel), self.store.path(rel)
             if m is None or not p.is_file() or m.get("schema") != MANIFEST_SCHEMA:
@@ -469,7 +482,7 @@ class Job:
         reset_peak()
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
             if exc_type is None and not self.cached:
                 self._commit()

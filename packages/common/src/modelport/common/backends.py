@@ -86,6 +86,6 @@ def floors_of(key: str, precision: str | None = None) -> Floors:
     return b.floors if b is not None else ("int8" if "int8" in (precision or "") else "float")
 
 
-def catalogue() -> dict[str, dict]:
+def catalogue() -> dict[str, dict[str, Any]]:
     """The descriptors as plain data (the report's JSON carries it, so CI and other tools need no install)."""
     return {k: asdict(b) | {"floors": b.floors} for k, b in backends().items()}

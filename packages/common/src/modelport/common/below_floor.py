@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .artifacts import ArtifactStore, sha256_file, write_atomic
+from .errors import ModelportError
 from .log import warn
 from .strict_json import json_text
 
@@ -23,7 +24,7 @@ def below_floor_name(path: Path) -> Path:
     return path.with_name(path.stem + MARK + path.suffix)
 
 
-def keep_below_floor(store: ArtifactStore, files: dict[Path, Path], error) -> list[Path]:
+def keep_below_floor(store: ArtifactStore, files: dict[Path, Path], error: ModelportError) -> list[Path]:
     """Copy each ``{made: final}`` file to its below-floor name beside ``final``, with a manifest."""
     kept = []
     for made, final in files.items():

@@ -22,7 +22,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 
@@ -60,7 +60,7 @@ def bundle_files(store: ArtifactStore, with_models: bool) -> list[Path]:
     return sorted(files)
 
 
-def export(store: ArtifactStore, out: Path, with_models: bool = False) -> dict:
+def export(store: ArtifactStore, out: Path, with_models: bool = False) -> dict[str, Any]:
     """Write the bundle to ``out`` (atomically); returns its index."""
     files = bundle_files(store, with_models)
     results = [p for p in files if p.parent == store.path("results") and p.suffix == ".json"]
@@ -134,7 +134,7 @@ _CHUNK = 1024**2
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def _index(tar: tarfile.TarFile, path: Path) -> tuple[tarfile.TarInfo, dict[str, dict]]:
+def _index(tar: tarfile.TarFile, path: Path) -> tuple[tarfile.TarInfo, dict[str, dict[str, Any]]]:
     """bundle.json, checked: a known schema and, per listed file, a safe name, a sha256 and a bounded size."""
     first = tar.next()
     if first is None or first.name != "bundle.json" or not first.isfile():
@@ -172,7 +172,7 @@ def _index(tar: tarfile.TarFile, path: Path) -> tuple[tarfile.TarInfo, dict[str,
     return first, listed
 
 
-def _land(src: IO[bytes], entry: dict, dest: Path, partial: Path, name: str, path: Path) -> None:
+def _land(src: IO[bytes], entry: dict[str, Any], dest: Path, partial: Path, name: str, path: Path) -> None:
     """Stream one member into a temp file while hashing; it lands at ``dest`` only with its listed size and sha256."""
     digest, size = hashlib.sha256(), 0
     with tempfile.NamedTemporaryFile(dir=partial, delete=False) as out:
@@ -234,7 +234,7 @@ def read_source(path: Path, workdir: Path) -> Source:
 
 
 @click.group()
-def bundle():
+def bundle() -> None:
     """Move results between machines: `bundle export` here, `modelport report --merge BUNDLE...` there."""
 
 
@@ -242,7 +242,7 @@ def bundle():
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .tar.gz to write.")
 @click.option("--with-models", is_flag=True, help="Also the converted models (every artifact with a manifest).")
 @click.pass_obj
-def export_cmd(ctx: StepContext, out: Path, with_models: bool):
+def export_cmd(ctx: StepContext, out: Path, with_models: bool) -> None:
     """Results, raw outputs, manifests, report sections of this artifacts folder, each sha256-checked on merge."""
     with ctx.store.lock():
         index = export(ctx.store, out, with_models)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .images import load_image, resolve_images
 from .log import progress
 from .preprocess import DType, InputSpec, Layout, prepare, to_tensor
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 def spread(paths: list[Path], n: int) -> list[Path]:
@@ -30,12 +34,12 @@ def size_warning(count: int, minimum: int) -> str | None:
     )
 
 
-def calibration_record(count: int, minimum: int) -> dict:
+def calibration_record(count: int, minimum: int) -> dict[str, Any]:
     """What a record (recover/<backend>.json) says about the calibration set, warning included."""
     return {"images": count, "minimum": minimum, "warning": size_warning(count, minimum)}
 
 
-def calibration_text(record: dict | None) -> str:
+def calibration_text(record: dict[str, Any] | None) -> str:
     """That record as the report's sentence (records written before it say nothing)."""
     if not record:
         return ""
@@ -48,7 +52,7 @@ class CalibrationSet:
         self.paths, self.spec, self.source = list(paths), spec, source
 
     @classmethod
-    def from_config(cls, config, path: str | Path | None = None, limit: int | None = None) -> CalibrationSet:
+    def from_config(cls, config: Config, path: str | Path | None = None, limit: int | None = None) -> CalibrationSet:
         src = Path(path or config.images.calibration)
         return cls(spread(resolve_images(src), limit or config.images.calibration_limit), config.input, src)
 

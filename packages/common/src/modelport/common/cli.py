@@ -10,6 +10,8 @@ import errno
 import signal
 import sys
 from importlib.metadata import entry_points
+from types import FrameType
+from typing import Any, NoReturn
 
 import click
 from rich.markup import escape
@@ -58,7 +60,16 @@ MODELPORT_IMAGES / MODELPORT_CALIBRATION (eval / calibration images).
 @click.option("--force", is_flag=True, help="Redo every step even when its manifest says it is up to date.")
 @click.version_option(__version__, prog_name="modelport")
 @click.pass_context
-def cli(ctx, config_path, artifacts, overrides, images, calibration_dataset, labels, force):
+def cli(
+    ctx: click.Context,
+    config_path: str | None,
+    artifacts: str | None,
+    overrides: tuple[str, ...],
+    images: str | None,
+    calibration_dataset: str | None,
+    labels: str | None,
+    force: bool,
+) -> None:
     """Convert one image classifier to every deployment toolchain and measure them the same way.
 
     Typical run (each step skips itself when its outputs are up to date):
@@ -69,7 +80,7 @@ def cli(ctx, config_path, artifacts, overrides, images, calibration_dataset, lab
       modelport bench tflite onnx onnx-int8
       modelport report
     """
-    sets = list(overrides)
+    sets: list[str | tuple[str, Any]] = list(overrides)
     for key, value in (("images.eval", images), ("images.calibration", calibration_dataset), ("model.labels", labels)):
         if value:
             sets.append((key, value))
@@ -84,7 +95,7 @@ def _register() -> None:
             cli.add_command(ep.load(), ep.name)
 
 
-def _terminate(signum, frame):
+def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
     # SIGTERM (docker stop, CI timeouts, kill) unwinds like Ctrl-C, so artifact jobs delete their temp files.
     raise KeyboardInterrupt(f"signal {signum}")
 

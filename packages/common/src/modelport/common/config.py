@@ -171,7 +171,7 @@ class QuantizationConfig(Section):
     min_speedup: float = Field(1.3, gt=0)
     speed_floor: Literal["report", "fail"] = "report"
 
-    def quantizer_settings(self) -> dict:
+    def quantizer_settings(self) -> dict[str, Any]:
         """What onnxruntime.quantization reads (the recovery knobs are not part of a model's identity)."""
         return self.model_dump(
             exclude={
@@ -429,7 +429,7 @@ def load_config(
     return cfg
 
 
-def _apply_override(data: dict, item: str | tuple[str, Any]) -> None:
+def _apply_override(data: dict[str, Any], item: str | tuple[str, Any]) -> None:
     if isinstance(item, tuple):
         dotted, value = item
     elif "=" not in item:
@@ -451,7 +451,7 @@ def _apply_override(data: dict, item: str | tuple[str, Any]) -> None:
     node[leaf] = value
 
 
-def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
@@ -464,7 +464,7 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 _BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
 
 
-def _key(loc: tuple) -> str:
+def _key(loc: tuple[Any, ...]) -> str:
     """``("ncnn", "extra_threads", 0)`` -> ``ncnn.extra_threads[0]``: a list item as TOML users index it."""
     out = ""
     for part in loc:

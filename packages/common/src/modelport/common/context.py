@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from .artifacts import ArtifactStore
 from .calibration import CalibrationSet, size_warning
@@ -25,7 +26,7 @@ ENV_NAME = "MODELPORT_ENV"  # set by nox / the images: which toolchain env a res
 @dataclass
 class StepContext:
     config_path: str | None = None
-    overrides: list = field(default_factory=list)  # see config.load_config
+    overrides: list[str | tuple[str, Any]] = field(default_factory=list)  # see config.load_config
     artifacts: str | None = None
     force: bool = False
 

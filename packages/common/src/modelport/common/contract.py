@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -97,15 +97,15 @@ def float_twin(dtype: DType, scale: float, zero_point: int) -> tuple[tuple[float
     return (mean,) * 3, (1.0 / scale,) * 3
 
 
-def _same(a, b) -> bool:
+def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (tuple, list)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) or isinstance(b, float):
         return math.isclose(float(a), float(b), rel_tol=1e-5, abs_tol=1e-6)
-    return a == b
+    return cast(bool, a == b)
 
 
-def _show(v) -> str:
+def _show(v: object) -> str:
     if isinstance(v, (tuple, list)):
         return "[" + ", ".join(_show(x) for x in v) + "]"
     return f"{v:g}" if isinstance(v, float) else str(v)
@@ -121,10 +121,10 @@ def resolve_input(spec: InputSpec, contract: Contract, config: Path | str | None
             model,
         )
     given = spec.model_fields_set
-    update: dict = {}
+    update: dict[str, Any] = {}
     errors: list[str] = []
 
-    def take(field: str, value, what: str) -> None:
+    def take(field: str, value: Any, what: str) -> None:
         if field in given and not _same(getattr(spec, field), value):
             errors.append(f"[input] {field} = {_show(getattr(spec, field))} but the model's {what} is {_show(value)}")
         update[field] = value

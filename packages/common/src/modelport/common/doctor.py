@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -39,14 +40,14 @@ def collect() -> list[Check]:
     return rows
 
 
-def summary_rows(saved: list[dict], owners: Mapping[str, str]) -> list[tuple[str, list[str], str]]:
+def summary_rows(saved: list[dict[str, Any]], owners: Mapping[str, str]) -> list[tuple[str, list[str], str]]:
     """(name, a cell per env, why not) for every converter/runtime/step name in the envs' saved checks.
 
     A cell is ``ok`` when every check of that name passes in that env, ``no`` when one fails, empty when the env has
     none. Why not: only for a name that runs nowhere, the reason given in the env it belongs to (``owners``, from the
     env table), else in the only or first env that lists it.
     """
-    per_name: dict[str, dict[str, list[dict]]] = {}
+    per_name: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for report in saved:
         for c in report["checks"]:
             name = c["name"] if c["kind"] in ("convert", "runtime") else f"{c['kind']} {c['name']}"  # one backend's two checks
@@ -75,7 +76,7 @@ def _owners() -> dict[str, str]:
     return {name: e.name for e in reversed(table.envs.values()) for name in e.backend_names()}
 
 
-def _read_saved(paths: Sequence[Path]) -> list[dict]:
+def _read_saved(paths: Sequence[Path]) -> list[dict[str, Any]]:
     saved = []
     for p in paths:
         try:

@@ -34,6 +34,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 STAMP = ".modelport-stamp"
 NEEDS = {"gpu"}
@@ -55,7 +56,7 @@ class Env:
     services: list[str]
     tests: list[str]
     requirements: list[Path]
-    steps: dict[str, list] = field(default_factory=dict)
+    steps: dict[str, list[Any]] = field(default_factory=dict)
     needs: str | None = None
     without_toolchain: list[str] = field(default_factory=list)
     report: bool = False
@@ -169,7 +170,7 @@ _TYPE_NAMES = {int: "an integer", str: "a string", list: "a list", bool: "true o
 _REQUIRED = ("order", "packages", "image", "services", "tests", "requirements")
 
 
-def _strings(value, what: str, where: Path) -> list[str]:
+def _strings(value: object, what: str, where: Path) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise TableError(f"{where}: {what} must be a list of non-empty strings")
     return value
@@ -253,7 +254,7 @@ def load(root: Path | None = None) -> Table:
             raise TableError(f"{d / 'env.toml'}: missing (envs/{d.name}/ has a Dockerfile or requirements but no table entry)")
     if not envs:
         raise TableError(f"{folder}: no envs/<env>/env.toml found")
-    seen: dict = {}
+    seen: dict[tuple[str, object], str] = {}
     for e in envs:
         for what, value in (("order", e.order), ("image", e.image), *(("service", s) for s in e.services)):
             other = seen.setdefault((what, value), e.name)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .schema import Agreement
 
 # numpy 2 scalar reprs (np.int32(1), np.float64(0.5)) leak into messages through lists and !r
 _NUMPY_REPR = re.compile(r"\bnp\.(?:u?int\d+|float\d+|bool_?|str_|complex\d+)\(([^()]*)\)")
@@ -47,6 +51,6 @@ class HardwareMissing(ModelportError):
 class AccuracyGateError(ModelportError):
     """A converted model disagrees with the reference beyond the floors (``agreement``: what was measured)."""
 
-    def __init__(self, message: str, path: str | Path | None = None, agreement=None):
+    def __init__(self, message: str, path: str | Path | None = None, agreement: Agreement | None = None):
         super().__init__(message, path)
         self.agreement = agreement

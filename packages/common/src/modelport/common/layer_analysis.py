@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,7 @@ class LayerErrors:
     """Collects per-image errors of the tensors a backend exposes, keyed by ONNX layer."""
 
     graph: OnnxGraph
-    per_layer: dict[str, dict] = field(default_factory=dict)
+    per_layer: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(
         self, layer: OnnxLayer, backend_name: str, image: str, reference: np.ndarray, test: np.ndarray, tensor: str | None = None
@@ -88,7 +89,7 @@ class LayerErrors:
         row["cosine"][image] = cos
         row["sqnr_db"][image] = sqnr
 
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[dict[str, Any]]:
         return summarize(
             self.graph,
             [
@@ -104,9 +105,9 @@ class LayerErrors:
         )
 
 
-def summarize(graph: OnnxGraph, collected: Iterable[dict]) -> list[dict]:
+def summarize(graph: OnnxGraph, collected: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows in ONNX layer order; ``own_sqnr_db`` from the layer's SQNR and its input layers' (mean over images)."""
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     layers: dict[str, OnnxLayer] = {}
     for r in sorted(collected, key=lambda r: r["layer"].index):
         la: OnnxLayer = r["layer"]
@@ -149,7 +150,7 @@ def summarize(graph: OnnxGraph, collected: Iterable[dict]) -> list[dict]:
     return rows
 
 
-def _upstream(graph: OnnxGraph, tensor: str, measured: dict) -> OnnxLayer | None:
+def _upstream(graph: OnnxGraph, tensor: str, measured: dict[str, Any]) -> OnnxLayer | None:
     """The nearest measured layer that ``tensor`` comes from (through unmeasured layers), or None at the input."""
     seen = set()
     while tensor and tensor != graph.graph_input and tensor not in seen:
@@ -163,13 +164,13 @@ def _upstream(graph: OnnxGraph, tensor: str, measured: dict) -> OnnxLayer | None
     return None
 
 
-def worst(rows: list[dict], n: int, on: str = "own_sqnr_db") -> list[dict]:
+def worst(rows: list[dict[str, Any]], n: int, on: str = "own_sqnr_db") -> list[dict[str, Any]]:
     """The ``n`` layers that add the most error themselves (lowest own SQNR; ``on`` =
     ``own_sqnr_db_worst_image``: on the image with the worst output)."""
     return sorted(rows, key=lambda r: (r.get(on, r["own_sqnr_db"]), r["index"]))[:n]
 
 
-def print_summary(data: dict, n: int = 3) -> None:
+def print_summary(data: dict[str, Any], n: int = 3) -> None:
     m = data["mapping"]
     console.print(
         f"   {data['display']}: {len(data['layers'])} layers named by onnx/model.onnx "
@@ -191,11 +192,11 @@ def document(
     model: str,
     twin: str,
     images: list[str],
-    rows: list[dict],
-    mapping: dict,
+    rows: list[dict[str, Any]],
+    mapping: dict[str, Any],
     seconds: float,
     notes: list[str] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "backend": backend,
@@ -210,13 +211,13 @@ def document(
     }
 
 
-def write(store: ArtifactStore, data: dict) -> str:
+def write(store: ArtifactStore, data: dict[str, Any]) -> str:
     rel = analysis_path(data["backend"])
     write_atomic(store.path(rel), json.dumps(data, indent=1) + "\n")
     return rel
 
 
-def read(store: ArtifactStore, backend: str) -> dict | None:
+def read(store: ArtifactStore, backend: str) -> dict[str, Any] | None:
     path = store.path(analysis_path(backend))
     if not path.is_file():
         return None

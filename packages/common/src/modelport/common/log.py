@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from rich.console import Console
 from rich.markup import escape  # messages name config sections like [model]: text, not markup
@@ -54,7 +54,7 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
 
 
 @contextlib.contextmanager
-def activity(description: str, every: float | None = None) -> Iterator:
+def activity(description: str, every: float | None = None) -> Iterator[Any]:
     """Show that a long step is alive: a spinner with elapsed time on a terminal, else a line every
     ``every`` seconds (default PROGRESS_EVERY) with the elapsed time. Silent for steps shorter than that.
 
@@ -89,7 +89,7 @@ def activity(description: str, every: float | None = None) -> Iterator:
         thread.join()
 
 
-class LoggedProcess(subprocess.CompletedProcess):
+class LoggedProcess(subprocess.CompletedProcess[str]):
     """A finished tool run whose output went to a log; ``last_error`` is the last non-empty line the tool wrote
     to stderr, else to stdout (what a one-line error quotes)."""
 
@@ -157,7 +157,7 @@ def _fd_stream(fd: int) -> io.TextIOWrapper:
 
 def _on_fd(stream: object, fd: int) -> bool:
     try:
-        return stream.fileno() == fd  # type: ignore[attr-defined]
+        return cast(bool, stream.fileno() == fd)  # type: ignore[attr-defined]
     except (AttributeError, OSError, ValueError):  # StringIO and other captures have no fd
         return False
 
@@ -202,7 +202,7 @@ def captured(log: Path | None = None, verbose: bool = False) -> Iterator[Path | 
             os.close(saved[1])
 
 
-def _len(items) -> int | None:
+def _len(items: Any) -> int | None:
     try:
         return len(items)
     except TypeError:

@@ -11,13 +11,14 @@ import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 DEVICE_ENV = "MODELPORT_DEVICE"  # overrides the derived device key (a board's name, a farm label)
 RUN_ENV = "MODELPORT_RUN_ID"  # one id for every step of one pipeline run (nox sets it once)
 
 
 @lru_cache(maxsize=1)
-def machine_info() -> dict:
+def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8"):
@@ -144,7 +145,7 @@ def throttle_count(root: Path | None = None) -> int | None:
     return sum(known) if known else None
 
 
-def run_conditions(root: Path | None = None) -> dict:
+def run_conditions(root: Path | None = None) -> dict[str, Any]:
     """What the CPU was doing when a number was taken, read from sysfs: governor, current and maximum
     frequency (MHz, over the CPUs), SMT, thermal zones (deg C). A value the kernel does not expose here
     is the text NOT_EXPOSED, never a guess (containers and VMs often hide cpufreq and thermal)."""

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import onnx
 
 # Activations toolchains fold into the preceding conv / matmul / add.
 FUSED_ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"})
@@ -33,7 +37,7 @@ class OnnxLayer:
 class OnnxGraph:
     layers: list[OnnxLayer]
     graph_input: str
-    consumers: dict[str, list]  # tensor -> onnx NodeProto list
+    consumers: dict[str, list[Any]]  # tensor -> onnx NodeProto list[Any]
     producer: dict[str, object]  # tensor -> onnx NodeProto
     initializers: set[str]
 
@@ -43,16 +47,16 @@ class OnnxGraph:
     def by_node(self, name: str) -> OnnxLayer | None:
         return self._by_node.get(name)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._by_tensor = {t: la for la in self.layers for t in la.tensors}
         self._by_node = {n: la for la in self.layers for n in la.nodes}
 
 
-def from_model(model) -> OnnxGraph:
+def from_model(model: onnx.ModelProto) -> OnnxGraph:
     graph = model.graph
     inits = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    consumers: dict[str, list] = {}
-    producer = {}
+    consumers: dict[str, list[Any]] = {}
+    producer: dict[str, object] = {}
     for n in graph.node:
         for t in n.input:
             consumers.setdefault(t, []).append(n)

@@ -7,7 +7,9 @@ Every external-data path must resolve inside the model's own folder.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError
 
@@ -36,7 +38,7 @@ def check_onnx(path: Path) -> None:
             raise InputError(f"external data of tensor {tensor.name!r} points outside the model folder: {location!r}", path)
 
 
-def _tensors(graph):
+def _tensors(graph: Any) -> Iterator[Any]:
     yield from graph.initializer
     for node in graph.node:
         for attr in node.attribute:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from pydantic import ValidationError
 
@@ -66,7 +66,7 @@ class Variant:
     method: str
     float_layers: list[str]  # ONNX layer names (onnx_layers.py) kept in float
     files: dict[str, str]  # role -> artifact
-    agreement: dict | None = None  # top1, cosine_min, cosine_mean, images
+    agreement: dict[str, Any] | None = None  # top1, cosine_min, cosine_mean, images
     failures: list[str] = field(default_factory=list)  # floors missed; [] = meets them
     latency_ms: float | None = None  # best of the interleaved rounds' medians
     rounds_ms: list[float] | None = None  # each interleaved round's median, paired with the FP32 twin's
@@ -100,7 +100,7 @@ class Knobs(Protocol):
         latency cannot be measured here (a simulator)."""
 
 
-def brief(agreement: Agreement | dict | None) -> dict | None:
+def brief(agreement: Agreement | dict[str, Any] | None) -> dict[str, Any] | None:
     if agreement is None:
         return None
     a = agreement if isinstance(agreement, dict) else agreement.model_dump(exclude={"per_image"})
@@ -114,11 +114,11 @@ def judge(variant: Variant, accuracy: AccuracyConfig) -> Variant:
     return variant
 
 
-def _full(a: dict) -> dict:
+def _full(a: dict[str, Any]) -> dict[str, Any]:
     return {"top5_overlap": 0.0, "max_abs_diff": 0.0, "mse": 0.0, **a}
 
 
-def _quality(v: Variant) -> tuple:
+def _quality(v: Variant) -> tuple[Any, ...]:
     a = v.agreement or {}
     return (v.passes, a.get("top1", -1), a.get("cosine_min", -2), a.get("cosine_mean", -2))
 
@@ -235,7 +235,7 @@ class Search:
             chosen = step_best.float_layers
 
 
-def time_variants(backend: Knobs, variants: list[Variant], rounds: int, runs: int) -> dict | None:
+def time_variants(backend: Knobs, variants: list[Variant], rounds: int, runs: int) -> dict[str, Any] | None:
     """Latency per variant (and the FP32 twin) from ``rounds`` interleaved rounds: the machine's drift hits
     every variant alike. Each model's number is its best round's median: on a shared machine other
     processes only ever add time. Returns {"fp32_ms": ..., "load_avg": ...} or None when not timed."""
@@ -271,7 +271,7 @@ def time_variants(backend: Knobs, variants: list[Variant], rounds: int, runs: in
     }
 
 
-def judge_speed(variants: list[Variant], timing: dict | None, min_speedup: float) -> None:
+def judge_speed(variants: list[Variant], timing: dict[str, Any] | None, min_speedup: float) -> None:
     """Each timed variant's speedup over the FP32 twin and whether it meets ``min_speedup``, from the
     paired rounds of the one interleaved run (``timing.meets_speedup``: the one rule, here and in the report)."""
     import numpy as np
@@ -283,7 +283,9 @@ def judge_speed(variants: list[Variant], timing: dict | None, min_speedup: float
             v.meets_speed = meets_speedup(v.rounds_ms, fp32, min_speedup)
 
 
-def speed_check(backend_key: str, display: str, kept: dict, timing: dict | None, min_speedup: float) -> dict:
+def speed_check(
+    backend_key: str, display: str, kept: dict[str, Any], timing: dict[str, Any] | None, min_speedup: float
+) -> dict[str, Any]:
     """The kept variant against the speed floor, as a results row carries it (``schema.SpeedCheck``)."""
     twin = backends()[backend_key].fp32_twin if backend_key in backends() else None
     if kept.get("meets_speed") is None:
@@ -303,7 +305,7 @@ def speed_check(backend_key: str, display: str, kept: dict, timing: dict | None,
     ).model_dump()
 
 
-def speed_text(speed: SpeedCheck | dict | None) -> str | None:
+def speed_text(speed: SpeedCheck | dict[str, Any] | None) -> str | None:
     """What a view says about a row's speed floor: only when the row is below it or was not measured."""
     if not speed:
         return None
@@ -322,7 +324,7 @@ def speed_text(speed: SpeedCheck | dict | None) -> str | None:
     return s["note"] if s.get("slow") is None else None
 
 
-def recover(ctx: StepContext, backend: Knobs) -> dict:
+def recover(ctx: StepContext, backend: Knobs) -> dict[str, Any]:
     """Run the search (or only the configured variant) and return the record (``recover/<key>.json``)."""
     q = ctx.config.quantization
     verified = ctx.config.convert.verify  # without verification there is nothing to judge a variant by
@@ -366,7 +368,7 @@ def recover(ctx: StepContext, backend: Knobs) -> dict:
     return record
 
 
-def summary(record: dict) -> None:
+def summary(record: dict[str, Any]) -> None:
     v = {x["id"]: x for x in record["variants"]}
     kept, default = v[record["kept"]], v[record["default"]]
     fp32 = (record.get("timing") or {}).get("fp32_ms")
@@ -386,7 +388,7 @@ def summary(record: dict) -> None:
         console.print(f"   {msg}", markup=False)
 
 
-def speed_summary(record: dict) -> None:
+def speed_summary(record: dict[str, Any]) -> None:
     speed = record["speed"]
     text = speed_text(speed)
     if speed.get("slow"):
@@ -408,9 +410,9 @@ def produce(
     *,
     inputs: Mapping[str, Path],
     tool_version: str,
-    options: Mapping,
+    options: Mapping[str, Any],
     force: bool,
-) -> dict:
+) -> dict[str, Any]:
     """The backend's INT8 artifacts (``outputs``: role -> rel) = the kept variant's files, plus
     ``recover/<key>.json``; cached by manifest like any step. Raises after writing when below the floors.
     Returns the record, plus ``cached``."""
@@ -462,10 +464,10 @@ def produce(
             )
     record = json.loads(store.path(record_rel).read_text())
     check_record(record, store.path(next(iter(outputs.values()))), q.speed_floor)
-    return record | {"cached": job.cached}  # whether this call found everything up to date
+    return cast(dict[str, Any], record) | {"cached": job.cached}  # whether this call found everything up to date
 
 
-def below_floors_error(record: dict, what, agreement: dict | None = None) -> AccuracyGateError:
+def below_floors_error(record: dict[str, Any], what: Path, agreement: dict[str, Any] | None = None) -> AccuracyGateError:
     kept = next(x for x in record["variants"] if x["id"] == record["kept"])
     a = kept["agreement"] or {}
     return AccuracyGateError(
@@ -478,7 +480,7 @@ def below_floors_error(record: dict, what, agreement: dict | None = None) -> Acc
     )
 
 
-def check_record(record: dict, what, speed_floor: str = "report") -> None:
+def check_record(record: dict[str, Any], what: Path, speed_floor: str = "report") -> None:
     """Raise when the kept variant is below the accuracy floors, or below the speed floor with
     ``speed_floor = "fail"`` (its files stay: it meets the accuracy floors)."""
     if record["below_floors"]:

@@ -7,6 +7,7 @@ env needs another env's runtime.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -33,4 +34,4 @@ def load_reference(store: ArtifactStore, images: list[Path], signature: str) -> 
         raise InputError("reference was made on other eval images: rerun `modelport convert reference`", path)
     if manifest.get("sha256") != sha256_file(path):
         raise InputError("reference does not match its manifest (modified or partial): rerun `modelport convert reference`", path)
-    return np.load(path, allow_pickle=False)
+    return cast(np.ndarray, np.load(path, allow_pickle=False))

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import click
 
+F = TypeVar("F", bound=Callable[..., Any])  # a click command function
 
-def load(table: Mapping[str, str], name: str, what: str):
+
+def load(table: Mapping[str, str], name: str, what: str) -> Any:
     """``table[name]`` is ``"pkg.mod"`` or ``"pkg.mod:Name"``; import it only now (toolchains stay lazy)."""
     try:
         module, _, attr = table[name].partition(":")
@@ -27,11 +30,11 @@ def installed(where: str) -> bool:
         return False
 
 
-def legacy_flags(names: Iterable[str]):
+def legacy_flags(names: Iterable[str]) -> Callable[[F], F]:
     """Hidden ``--tflite``, ``--onnx-int8``, ``--tensorrt-fp16`` ...: the original scripts' flags keep working."""
     names = list(names)
 
-    def decorate(fn):
+    def decorate(fn: F) -> F:
         for name in reversed(names):
             fn = click.option(f"--{name}", f"flag_{name.replace('-', '_')}", is_flag=True, hidden=True)(fn)
         return fn

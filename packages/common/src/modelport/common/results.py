@@ -10,6 +10,7 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from pydantic import ValidationError
@@ -218,4 +219,4 @@ def read_outputs(path: Path) -> np.ndarray:
     problem = outputs_problem(result, path) or (None if result.outputs_sha256 else "records no raw outputs")
     if problem:
         raise InputError(problem, path)
-    return np.load(path.with_suffix(".npy"), allow_pickle=False)
+    return cast(np.ndarray, np.load(path.with_suffix(".npy"), allow_pickle=False))

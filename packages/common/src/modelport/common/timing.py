@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ def race(
     for fn in calls.values():
         for _ in range(warmup):
             fn()
-    samples: dict[str, list] = {n: [] for n in calls}
+    samples: dict[str, list[Any]] = {n: [] for n in calls}
     for r in range(rounds):
         names = list(calls) if r % 2 == 0 else list(reversed(calls))  # no candidate always goes first
         for n in names:

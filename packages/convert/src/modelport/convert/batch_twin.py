@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from modelport.common.agreement import Kind
+from modelport.common.artifacts import Job
 from modelport.common.context import StepContext
 from modelport.common.errors import ModelportError
 from modelport.common.log import console, step
@@ -50,14 +51,14 @@ class BatchTwin(Converter):
         runtime: type[Runtime],
         kind: Kind,
         unpin: Callable[[Path, Path], int],
-        options: dict,
+        options: dict[str, object],
     ) -> list[Path]:
         """``runtime``'s model made from ``source`` by ``unpin(src, out)``, which returns how many reshape
         targets it changed."""
         store = ctx.store
         output, src = runtime.artifacts["model"], store.path(source)
 
-        def make(job):
+        def make(job: Job) -> dict[str, object]:
             step(f"{source} -> {output}: batch-1 reshape pins lifted")
             changed = unpin(src, job.tmp())
             diff = check_batch_consistency(ctx, runtime(ctx.config, {"model": job.tmp()}), kind, store.path(output))

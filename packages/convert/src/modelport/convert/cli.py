@@ -24,7 +24,7 @@ from .registry import TARGETS, target_module
     "own, auto = official when on PATH (overrides [ncnn] tools).",
 )
 @click.pass_obj
-def convert(ctx: StepContext, targets, force, ncnn_tools, **flags):
+def convert(ctx: StepContext, /, targets: tuple[str, ...], force: bool, ncnn_tools: str | None, **flags: bool) -> None:
     """Convert to TARGET... (any of: {targets}), in the order given.
 
     Every output is verified by running it on the eval images against the reference

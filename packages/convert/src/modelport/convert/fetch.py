@@ -152,7 +152,7 @@ def fetch(
     sha256: str | None,
     allow_unpinned: bool,
     force: bool,
-):
+) -> None:
     """Import the source model (TFLite or ONNX) and labels into artifacts/source/ (or download the official ones).
 
     Model: --from, else [model] path / MODELPORT_MODEL (modelport.toml: the model

@@ -19,7 +19,7 @@ import click
 
 from modelport.common.artifacts import write_atomic
 from modelport.common.calibration import size_warning
-from modelport.common.config import load_config
+from modelport.common.config import Config, load_config
 from modelport.common.context import StepContext
 from modelport.common.contract import Contract
 from modelport.common.errors import InputError
@@ -36,7 +36,7 @@ SSD_STRIDES = [8, 16, 32, 64]
 SSD_MIN_SIZES: list[list[float]] = [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]]
 
 
-def _toml(value) -> str:
+def _toml(value: object) -> str:
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, bool):
@@ -52,7 +52,7 @@ def _path(p: Path, out_dir: Path) -> str:
     return rel if not rel.startswith(os.path.join("..", "..")) else str(Path(p).resolve())
 
 
-def _line(key: str, value, note: str) -> str:
+def _line(key: str, value: object, note: str) -> str:
     return f"{f'{key} = {_toml(value)}':<34} # {note}"
 
 
@@ -121,7 +121,7 @@ _DETECT_NOTES = {
 }
 
 
-def _detect_section(cfg, contract: Contract, given: set[str], why: dict[str, str]) -> list[str]:
+def _detect_section(cfg: Config, contract: Contract, given: set[str], why: dict[str, str]) -> list[str]:
     det = cfg.detect
     keys = ["decoder"]
     if len(contract.outputs) == 2:
@@ -142,7 +142,7 @@ def _detect_section(cfg, contract: Contract, given: set[str], why: dict[str, str
     return lines
 
 
-def calibration_count(cfg) -> tuple[int, int] | None:
+def calibration_count(cfg: Config) -> tuple[int, int] | None:
     """(used, found): the images an INT8 step would calibrate on, of those there (None: nothing there)."""
     try:
         found = len(resolve_images(cfg.images.calibration))
@@ -151,7 +151,7 @@ def calibration_count(cfg) -> tuple[int, int] | None:
     return min(found, cfg.images.calibration_limit), found
 
 
-def _calibration_note(cfg) -> str:
+def _calibration_note(cfg: Config) -> str:
     counted = calibration_count(cfg)
     if counted is None:
         return "INT8 calibration images: none found there yet"
@@ -165,7 +165,7 @@ def render(
     contract: Contract,
     model: Path,
     labels: Labels | None,
-    cfg,
+    cfg: Config,
     given: set[str],
     out: Path,
     why: dict[str, str] | None = None,
@@ -261,7 +261,7 @@ def render(
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Config file to write.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @click.pass_obj
-def init(ctx: StepContext, model: Path, labels_path: Path | None, sets: tuple[str, ...], out: Path, force: bool):
+def init(ctx: StepContext, model: Path, labels_path: Path | None, sets: tuple[str, ...], out: Path, force: bool) -> None:
     """Inspect MODEL (.tflite or .onnx) and write a commented config for it to --out."""
     if not model.is_file():
         raise InputError("no such model file", model)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Literal, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 
@@ -48,10 +48,10 @@ def reader(kind: str) -> Callable[[Path, Path], Contract]:
     found = {ep.name: ep.value for ep in entry_points(group="modelport.sources")}
     if kind not in found:
         raise ToolchainMissing(f"no installed package reads {kind} models (the tf-onnx env has them)")
-    return load(found, kind, "source kind")
+    return cast(Callable[[Path, Path], Contract], load(found, kind, "source kind"))
 
 
-def image_layout(dims: list, shown: Path, declared: Layout | None = None) -> Layout:
+def image_layout(dims: list[Any], shown: Path, declared: Layout | None = None) -> Layout:
     """NHWC or NCHW from where the 1 or 3 channels sit (TFLite inputs are NHWC by definition)."""
     if len(dims) != 4:
         raise InputError(f"input is not an image: rank {len(dims)} {dims} (expected 4: batch, height, width, channels)", shown)
@@ -66,17 +66,17 @@ def image_layout(dims: list, shown: Path, declared: Layout | None = None) -> Lay
     raise InputError(f"input is not an image: {dims} has no axis of 1 or 3 channels (NCHW or NHWC)", shown)
 
 
-def spatial(dims: list, layout: Layout) -> tuple[Literal[1, 3], tuple[int, int] | None]:
+def spatial(dims: list[Any], layout: Layout) -> tuple[Literal[1, 3], tuple[int, int] | None]:
     c, h, w = (dims[1], dims[2], dims[3]) if layout == "NCHW" else (dims[3], dims[1], dims[2])
     static = isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0
     return cast("Literal[1, 3]", c), ((h, w) if static else None)  # image_layout found 1 or 3 on this axis
 
 
-def _static(dims: list) -> bool:
+def _static(dims: list[Any]) -> bool:
     return all(isinstance(d, int) and d > 0 for d in dims[1:])
 
 
-def outputs_task(outputs: list[tuple[str, list]], shown: Path) -> tuple[Task, int, tuple[TensorInfo, ...]]:
+def outputs_task(outputs: list[tuple[str, list[Any]]], shown: Path) -> tuple[Task, int, tuple[TensorInfo, ...]]:
     """The task, the number of classes and the outputs, from the output layouts; one line for any other."""
     infos = tuple(TensorInfo(name=name, shape=dims) for name, dims in outputs)
     shapes = ", ".join(str(dims) for _, dims in outputs)
@@ -121,11 +121,11 @@ def boxes_decoded(path: Path, output: str) -> bool | None:
     return False
 
 
-def is_dynamic(d) -> bool:
+def is_dynamic(d: object) -> bool:
     return not isinstance(d, int) or d <= 0
 
 
-def checked_dtype(dtype, shown: Path, what: str) -> DType:
+def checked_dtype(dtype: Any, shown: Path, what: str) -> DType:
     name = np.dtype(dtype).name
     if name not in get_args(DType):
         raise InputError(f"{what} dtype {name} is not float32, uint8 or int8", shown)
@@ -170,7 +170,7 @@ def inspect_onnx(path: Path, shown: Path) -> Contract:
     )
 
 
-def _onnx_dims(value) -> list:
+def _onnx_dims(value: Any) -> list[Any]:
     return [
         d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
         for d in value.type.tensor_type.shape.dim

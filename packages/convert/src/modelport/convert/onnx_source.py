@@ -8,12 +8,13 @@ source's input name); dynamic batch, height and width are fixed to 1 and [input]
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from modelport.common.context import StepContext
 from modelport.common.errors import ModelportError
 
 
-def _fix(dim, value: int) -> None:
+def _fix(dim: Any, value: int) -> None:
     dim.Clear()
     dim.dim_value = value
 

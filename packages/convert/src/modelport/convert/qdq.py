@@ -13,8 +13,13 @@ from __future__ import annotations
 import importlib.util
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
-from modelport.common.artifacts import file_inputs
+import numpy as np
+
+from modelport.common.artifacts import Job, file_inputs
+from modelport.common.calibration import CalibrationSet
+from modelport.common.config import QuantizationConfig
 from modelport.common.context import StepContext
 from modelport.common.log import activity, captured, step, warn
 from modelport.common.onnx_safety import check_onnx
@@ -34,7 +39,7 @@ class CalibrationReader:
     """onnxruntime's CalibrationDataReader protocol over the common calibration set, with the ``__len__`` and
     ``set_range`` its CalibStridedMinMax calls to calibrate one slice at a time."""
 
-    def __init__(self, calibration, input_name: str):
+    def __init__(self, calibration: CalibrationSet, input_name: str):
         self.calibration, self.input_name = calibration, input_name
         self.set_range(0, len(calibration))
 
@@ -44,7 +49,7 @@ class CalibrationReader:
     def set_range(self, start_index: int, end_index: int) -> None:
         self._tensors = self.calibration.part(start_index, end_index).tensors("NCHW", "float32")
 
-    def get_next(self):
+    def get_next(self) -> dict[str, np.ndarray] | None:
         tensor = next(self._tensors, None)
         return None if tensor is None else {self.input_name: tensor}
 
@@ -52,7 +57,7 @@ class CalibrationReader:
 MINMAX_CHUNK = 16  # images whose activations onnxruntime holds at once (~45 MB each for MobileNetV2)
 
 
-def _chunked(method: str, images: int) -> dict:
+def _chunked(method: str, images: int) -> dict[str, int]:
     """minmax: onnxruntime folds the ranges of one slice of at most MINMAX_CHUNK images at a time (min of mins,
     max of maxes: the ranges of the whole set) instead of holding every image's activations. Not its
     CalibMaxIntermediateOutputs: that drops each full chunk unmeasured (onnxruntime 1.31), so 37 images
@@ -62,7 +67,7 @@ def _chunked(method: str, images: int) -> dict:
     return {"CalibStridedMinMax": max(d for d in range(1, MINMAX_CHUNK + 1) if images % d == 0)}
 
 
-def excluded_nodes(source, layers: list[str]) -> list[str]:
+def excluded_nodes(source: Path, layers: list[str]) -> list[str]:
     """ONNX layer names (analysis/*.json) -> the nodes onnxruntime keeps in float.
 
     A layer's conv and its fused activation, and the consumers of its output: the QDQ quantizer
@@ -85,7 +90,7 @@ def excluded_nodes(source, layers: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def calibration_for(ctx: StepContext, method: str, say: bool = False):
+def calibration_for(ctx: StepContext, method: str, say: bool = False) -> CalibrationSet:
     """The calibration set a method gets: percentile/entropy capped at histogram_calibration_limit."""
     calib, cap = ctx.calibration, ctx.config.quantization.histogram_calibration_limit
     if method in ("percentile", "entropy") and len(calib) > cap:
@@ -114,14 +119,14 @@ class Quantizer(Converter):
     def tool_version(self) -> str:
         return f"onnxruntime {version('onnxruntime')}"
 
-    def settings(self, q) -> dict:
+    def settings(self, q: QuantizationConfig) -> dict[str, Any]:
         """The quantizer's settings from [quantization]; a backend with stricter needs overrides them."""
         return q.quantizer_settings()
 
-    def convert(self, ctx: StepContext, force: bool):
+    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
         return self.quantize(ctx, force, self.output, self.settings(ctx.config.quantization))
 
-    def quantize(self, ctx: StepContext, force: bool, output: str, q: dict, gate: bool = True) -> list[Path]:
+    def quantize(self, ctx: StepContext, force: bool, output: str, q: dict[str, Any], gate: bool = True) -> list[Path]:
         """QDQ model ``output`` with settings ``q``, verified (and, with ``gate``, held to the floors)."""
         store = ctx.store
         calib = calibration_for(ctx, q["calibrate_method"], say=True)
@@ -130,7 +135,7 @@ class Quantizer(Converter):
         check_onnx(source)
         excluded = excluded_nodes(source, q.get("nodes_to_exclude", []))
 
-        def make(job):
+        def make(job: Job) -> dict[str, object]:
             from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
             from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -181,12 +186,12 @@ class Quantizer(Converter):
         )
 
 
-def method_settings(method: str) -> dict:
+def method_settings(method: str) -> dict[str, Any]:
     """``percentile@P`` -> percentile with CalibPercentile P; the others as onnxruntime names them."""
     name, _, pct = method.partition("@")
     return {"calibrate_method": name, **({"extra_options": {"CalibPercentile": float(pct)}} if pct else {})}
 
 
-def qdq_knobs(q) -> tuple[list[str], list[str]]:
+def qdq_knobs(q: QuantizationConfig) -> tuple[list[str], list[str]]:
     """A QDQ model's search knobs from [quantization]: calibration methods (the configured one first), float layers."""
     return [q.calibrate_method, *(m for m in METHODS if m != q.calibrate_method)], list(q.nodes_to_exclude)

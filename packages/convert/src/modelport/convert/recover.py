@@ -4,9 +4,10 @@ model quantizes, timing through the runtimes."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import Any, cast
 
 from modelport.common import layer_analysis, onnx_layers
 from modelport.common.context import StepContext
@@ -18,30 +19,30 @@ from modelport.runtime.run import prepared_images
 
 
 @contextlib.contextmanager
-def runtime_timers(ctx: StepContext, runtimes: Mapping[str, Runtime]) -> Iterator[dict]:
+def runtime_timers(ctx: StepContext, runtimes: Mapping[str, Runtime]) -> Iterator[dict[str, Callable[[], object]]]:
     """One batch-1 inference on the headline image per runtime (each activated once), as bench times it."""
     i = headline_index(ctx)
     arr = prepared_images(ctx)[i]
     with contextlib.ExitStack() as stack:
-        timers = {}
+        timers: dict[str, Callable[[], object]] = {}
         for key, rt in runtimes.items():
             stack.enter_context(rt)
             tensor = to_tensor(arr, ctx.config.input, rt.input_layout, rt.input_dtype)
-            timers[key] = lambda rt=rt, tensor=tensor: rt.infer(tensor)
+            timers[key] = cast(Callable[[], object], lambda rt=rt, tensor=tensor: rt.infer(tensor))
         yield timers
 
 
-def analysed(ctx: StepContext, key: str, files: dict, variant_id: str) -> list[dict]:
+def analysed(ctx: StepContext, key: str, files: dict[str, str], variant_id: str) -> list[dict[str, Any]]:
     """A variant's per-layer analysis rows (cached as ``analysis/variants/<key>-<id>.json``)."""
     from .analyze import run
 
     data = run(
         ctx, key, files={r: ctx.store.path(rel) for r, rel in files.items()}, out=f"analysis/variants/{key}-{variant_id}.json"
     )
-    return data["layers"]
+    return cast(list[dict[str, Any]], data["layers"])
 
 
-def ranked(rows: list[dict]) -> list[str]:
+def ranked(rows: list[dict[str, Any]]) -> list[str]:
     """Every analysed layer, the one that adds the most error of its own on the worst image first."""
     return [r["node"] for r in layer_analysis.worst(rows, len(rows), "own_sqnr_db_worst_image")]
 

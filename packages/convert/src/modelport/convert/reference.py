@@ -9,10 +9,11 @@ backend with it. The manifest says whether the outputs are probabilities or logi
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 
-from modelport.common.artifacts import file_inputs
+from modelport.common.artifacts import Job, file_inputs
 from modelport.common.context import StepContext
 from modelport.common.reference import REFERENCE, image_ids
 from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_runtime
@@ -40,12 +41,12 @@ class Reference(Converter):
         versions = ((runtime_class(k).backend, str(runtime_class(k).version())) for k in SOURCE_KEYS)
         return ", ".join(v if " " in v else f"{backend} {v}" for backend, v in versions)
 
-    def convert(self, ctx: StepContext, force: bool):
+    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
         cfg, contract = ctx.config, ctx.contract
         model = ctx.store.path(contract.file)
         runtime = source_runtime(cfg, model)
 
-        def make(job):
+        def make(job: Job) -> dict[str, object]:
             with runtime:
                 outputs = run_outputs(runtime, prepared_images(ctx), cfg.input)
             buf = io.BytesIO()

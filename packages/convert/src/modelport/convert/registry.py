@@ -7,6 +7,7 @@ A target is a ``Converter`` (base.py) named as ``"pkg.mod:NAME"``: ``run(ctx, fo
 from __future__ import annotations
 
 from importlib.metadata import entry_points
+from typing import Any
 
 from modelport.common.backends import backends
 from modelport.common.doctor import Check
@@ -24,7 +25,7 @@ TARGETS: dict[str, str] = (
 )
 
 
-def target_module(name: str):
+def target_module(name: str) -> Any:
     return load(TARGETS, name, "target")
 
 

@@ -105,7 +105,7 @@ class Target(Converter):
             inputs |= file_inputs("calibration", calib.paths)
             options |= {"scale_update": scale_update, "feature_scale": cfg.mnn.feature_scale, "calibration_images": len(calib)}
 
-        def make(job: Job) -> dict:
+        def make(job: Job) -> dict[str, object]:
             out = job.tmp(rel)
             if calib is None:
                 step(f"MNNConvert {SOURCE} -> {rel} (fp32)")

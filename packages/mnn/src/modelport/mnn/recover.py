@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 from modelport.common import recovery
 from modelport.common.artifacts import file_inputs
@@ -59,7 +60,7 @@ class MnnKnobs:
         return runtime_timers(self.ctx, {**runtimes, "fp32": MnnFp32Runtime.from_store(store, cfg)})
 
 
-def recover(ctx: StepContext, force: bool) -> list:
+def recover(ctx: StepContext, force: bool) -> list[Path]:
     """mnn/model.int8.mnn = the configured calibration's model, or the variant the search kept."""
     store, calib = ctx.store, ctx.calibration
     calib.validate()

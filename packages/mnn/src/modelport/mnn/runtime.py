@@ -48,7 +48,7 @@ class MnnRuntime(Runtime):
             "power": MODE[c.power],
         }
 
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, object]:
         c = self.config.mnn
         return {
             "device": "CPU",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -22,11 +23,11 @@ from modelport.runtime.run import prepared_images
 
 from .convert import BIN, PARAM
 from .format import load, read_param
-from .names import map_model
+from .names import Mapping, map_model
 from .runtime import NcnnInt8Runtime, NcnnRuntime
 
 
-def mapping(ctx: StepContext, param: Path):
+def mapping(ctx: StepContext, param: Path) -> tuple[onnx_layers.OnnxGraph, Mapping]:
     import onnx
 
     model = onnx.load(str(ctx.store.path(ONNX)), load_external_data=False)
@@ -43,7 +44,7 @@ def requantized_scales(param: Path, binfile: Path) -> dict[str, float]:
     return {la.tops[0]: float(la.weights[-1].data[0]) for la in model.layers if la.pint(8) > 100}
 
 
-def analyze(ctx: StepContext, param: Path, binfile: Path, workdir: Path | None = None) -> dict:
+def analyze(ctx: StepContext, param: Path, binfile: Path, workdir: Path | None = None) -> dict[str, Any]:
     t0 = time.monotonic()
     cfg = ctx.config
     graph, m = mapping(ctx, ctx.store.path(PARAM))
@@ -67,7 +68,7 @@ def analyze(ctx: StepContext, param: Path, binfile: Path, workdir: Path | None =
             tensor = to_tensor(arr, cfg.input, "NHWC", "uint8")
             ref, test = fp32.blobs(tensor, blobs), int8.blobs(tensor, blobs)
             for blob in blobs:
-                la = m.layer_of_blob(graph, blob)
+                la = cast(onnx_layers.OnnxLayer, m.layer_of_blob(graph, blob))  # blobs holds mapped layers only
                 got = np.asarray(test[blob], np.float32) / scales.get(blob, 1.0)
                 errors.add(la, ncnn_layer.get(blob, blob), name, ref[blob], got, m.blobs[blob])
     rows = errors.rows()

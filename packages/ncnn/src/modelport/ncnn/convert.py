@@ -15,6 +15,7 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from modelport.common.artifacts import Job
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import activity, step
@@ -74,7 +75,7 @@ class Pnnx(Converter):
     def tool_version(self) -> str:
         return f"pnnx {_version('pnnx')}, ncnn {_version('ncnn')}"
 
-    def convert(self, ctx: StepContext, force: bool):
+    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
         cfg, store = ctx.config, ctx.store
         if cfg.input.layout != "NCHW":
             raise InputError('ncnn needs an NCHW ONNX model ([input] layout = "NCHW")', cfg.source)
@@ -82,7 +83,7 @@ class Pnnx(Converter):
         check_onnx(source)  # pnnx would follow external-data paths anywhere: only the model's own folder
         shape = cfg.input.shape("NCHW")
 
-        def make(job):
+        def make(job: Job) -> dict[str, object]:
             step(f"pnnx {SOURCE} -> {PARAM} ({'fp16' if cfg.ncnn.fp16_weights else 'fp32'} weights)")
             param, binfile = run_pnnx(source, job.workdir, shape, cfg.ncnn.fp16_weights)
             model = read_param(param)

@@ -17,11 +17,14 @@ the artifact store, so a bad image or a failed gate leaves no model behind.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
+from typing import cast
 
+import numpy as np
 from rich.markup import escape
 
 from modelport.common import __version__
-from modelport.common.artifacts import file_inputs
+from modelport.common.artifacts import Job, file_inputs
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import console, step
@@ -30,7 +33,7 @@ from modelport.convert.base import Converter
 from . import official as ncnn_official
 from .convert import BIN, PARAM
 from .convert import TARGET as PNNX
-from .format import load, read_param, write_bin, write_param
+from .format import Model, load, read_param, write_bin, write_param
 from .quantize import quantize_model
 from .runtime import NcnnInt8Runtime, NcnnRuntime
 from .table import Table, calibrate
@@ -63,7 +66,7 @@ class NcnnInt8(Converter):
         official = f"official tools {ncnn_official.tools_version()}" if not missing else "official tools not on PATH"
         return f"builtin int8 (modelport {__version__}, {PNNX.tool_version()}); {official}"
 
-    def convert(self, ctx: StepContext, force: bool):
+    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
         """The configured INT8 model, or (below the floors) the variant the recovery search keeps."""
         from .recover import recover
 
@@ -71,7 +74,7 @@ class NcnnInt8(Converter):
 
     def quantize(
         self, ctx: StepContext, force: bool, outputs: dict[str, str], method: str, float_layers: list[str], gate: bool = True
-    ) -> list:
+    ) -> list[Path]:
         """INT8 model ``outputs`` (param, bin, table) calibrated with ``method``, ``float_layers`` (ncnn layer
         names) kept in float; verified, and with ``gate`` held to the floors."""
         cfg, store = ctx.config, ctx.store
@@ -95,7 +98,7 @@ class NcnnInt8(Converter):
             options |= {"bias_correction": c.bias_correction, "requantize": c.requantize}
         rel_param, rel_bin, rel_table = outputs["param"], outputs["bin"], outputs["table"]
 
-        def make(job):
+        def make(job: Job) -> dict[str, object]:
             step(
                 escape(
                     f"ncnn int8 ({tools}: {why}), {method} on {len(calibration)} calibration images"
@@ -151,11 +154,13 @@ class NcnnInt8(Converter):
 TARGET = NcnnInt8()
 
 
-def depthwise_layers(model) -> set[str]:
+def depthwise_layers(model: Model) -> set[str]:
     return {la.name for la in model.layers if la.type == "ConvolutionDepthWise"}
 
 
-def builtin_int8(ctx: StepContext, method: str, keep_float: set[str], out_param, out_bin, out_table) -> dict[str, list[str]]:
+def builtin_int8(
+    ctx: StepContext, method: str, keep_float: set[str], out_param: Path, out_bin: Path, out_table: Path
+) -> dict[str, list[str]]:
     cfg, store = ctx.config, ctx.store
     c = cfg.ncnn
     model = load(store.path(PARAM), store.path(BIN))
@@ -163,8 +168,8 @@ def builtin_int8(ctx: StepContext, method: str, keep_float: set[str], out_param,
     # Statistics come from ncnn itself running the FP32 model on the uint8 images it will see.
     with NcnnRuntime(cfg, {"param": store.path(PARAM), "bin": store.path(BIN)}) as fp32:
 
-        def run_blobs(image, names):
-            return fp32.blobs(image[None], names)
+        def run_blobs(image: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+            return cast(NcnnRuntime, fp32).blobs(image[None], names)
 
         scales, stats = calibrate(model, run_blobs, calibration.prepared, method)
     table = Table.build(model, scales)

@@ -13,10 +13,14 @@ through. Convolutions are checked by weight count, so a wrong pairing stops the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from modelport.common.onnx_layers import OnnxGraph, OnnxLayer
 
 from .format import Layer, Model
+
+if TYPE_CHECKING:
+    import onnx
 
 OPS = {
     "Convolution": {"Conv"},
@@ -53,7 +57,7 @@ class Mapping:
         return graph.layer_of(tensor) if tensor else None
 
 
-def _weight_count(graph_model, node) -> int | None:
+def _weight_count(graph_model: onnx.ModelProto, node: Any) -> int | None:
     inits = {i.name: i for i in graph_model.graph.initializer}
     if len(node.input) < 2 or node.input[1] not in inits:
         return None
@@ -63,7 +67,7 @@ def _weight_count(graph_model, node) -> int | None:
     return n
 
 
-def _consumer(graph: OnnxGraph, sources: list[str], ops: set[str]):
+def _consumer(graph: OnnxGraph, sources: list[str], ops: set[str]) -> Any:
     """The ONNX node taking exactly ``sources`` (as activation inputs) with an op in ``ops``; steps through
     shape-only ops on a single source."""
     for _ in range(4):
@@ -83,7 +87,7 @@ def _consumer(graph: OnnxGraph, sources: list[str], ops: set[str]):
     return None
 
 
-def map_model(ncnn: Model, graph: OnnxGraph, onnx_model) -> Mapping:
+def map_model(ncnn: Model, graph: OnnxGraph, onnx_model: onnx.ModelProto) -> Mapping:
     blobs: dict[str, str] = {}
     layers: dict[str, OnnxLayer] = {}
     unmapped: list[str] = []
@@ -112,7 +116,7 @@ def map_model(ncnn: Model, graph: OnnxGraph, onnx_model) -> Mapping:
     return Mapping(layers, blobs, unmapped)
 
 
-def _weights_agree(la: Layer, node, onnx_model) -> bool:
+def _weights_agree(la: Layer, node: Any, onnx_model: onnx.ModelProto) -> bool:
     if la.type not in WEIGHTED:
         return True
     expected = _weight_count(onnx_model, node)

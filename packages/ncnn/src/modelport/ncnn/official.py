@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 from PIL import Image
@@ -47,7 +48,7 @@ def _run(args: list[str], cwd: Path, what: Path) -> str:
     return out
 
 
-def _vector(values) -> str:
+def _vector(values: Iterable[float]) -> str:
     return "[" + ",".join(f"{v:.9g}" for v in values) + "]"
 
 

@@ -11,6 +11,8 @@ dequantizing to fp32 and quantizing again.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from .format import Blob, Layer, Model, NcnnFormatError
@@ -25,7 +27,7 @@ def _bias_key(la: Layer) -> int:
 
 def _quantize(w: np.ndarray, scales: np.ndarray) -> np.ndarray:
     rows = w.astype(np.float32).reshape(scales.size, -1) * scales[:, None]
-    return np.clip(np.rint(rows), -127, 127).astype(np.int8).reshape(-1)
+    return cast(np.ndarray, np.clip(np.rint(rows), -127, 127).astype(np.int8).reshape(-1))
 
 
 def corrected_bias(la: Layer, qweights: np.ndarray, scales: np.ndarray, mean_in: np.ndarray) -> np.ndarray:
@@ -46,7 +48,7 @@ def corrected_bias(la: Layer, qweights: np.ndarray, scales: np.ndarray, mean_in:
         if err.shape[1] % mean_in.size:
             raise NcnnFormatError(f"{la.name}: {mean_in.size} input channels do not divide its {err.shape[1]} weights per output")
         shift = err.reshape(rows, mean_in.size, -1).sum(axis=2) @ mean_in
-    return (bias - shift).astype(np.float32)
+    return cast(np.ndarray, (bias - shift).astype(np.float32))
 
 
 def _quantize_layer(la: Layer, wscale: np.ndarray, bscale: float, mean_in: np.ndarray | None) -> None:

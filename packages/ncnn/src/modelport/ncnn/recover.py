@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import cached_property
+from pathlib import Path
 
 from modelport.common import recovery
 from modelport.common.artifacts import file_inputs
@@ -71,13 +74,13 @@ class NcnnKnobs:
         enabled = set(Table.read(self.ctx.store.path(variant.files["table"])).enabled())
         return {node for node, names in self.ncnn_names.items() if enabled.intersection(names)}
 
-    def timers(self, variants: list[Variant]):
+    def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         cfg, store = self.ctx.config, self.ctx.store
         runtimes = {v.id: NcnnInt8Runtime(cfg, {r: store.path(v.files[r]) for r in ("param", "bin")}) for v in variants}
         return runtime_timers(self.ctx, {**runtimes, "fp32": NcnnRuntime.from_store(store, cfg)})
 
 
-def recover(ctx: StepContext, force: bool):
+def recover(ctx: StepContext, force: bool) -> list[Path]:
     store, calib = ctx.store, ctx.calibration
     calib.validate()
     c = ctx.config.ncnn

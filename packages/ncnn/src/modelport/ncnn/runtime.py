@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import ctypes.util
 import re
+from collections.abc import Callable
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any, cast
 
 import numpy as np
 
 from modelport.common.errors import InputError, ModelportError
+from modelport.common.schema import LatencyStats
 from modelport.common.timing import measure
 from modelport.runtime.base import Runtime
 
@@ -62,9 +65,9 @@ class NcnnRuntime(Runtime):
             return True
         return any(kind != _CPU_VULKAN_DEVICE for _, kind in devices)
 
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, object]:
         c = self.config.ncnn
-        out = {
+        out: dict[str, object] = {
             "threads": c.threads,
             "use_vulkan_compute": self.use_vulkan,
             "use_int8_inference": self.int8,
@@ -81,7 +84,7 @@ class NcnnRuntime(Runtime):
             out["vulkan_devices"] = [name for name, _ in vulkan_devices()]
         return out
 
-    def new_net(self, threads: int):
+    def new_net(self, threads: int) -> Any:
         import ncnn
 
         c = self.config.ncnn
@@ -115,7 +118,7 @@ class NcnnRuntime(Runtime):
         self.mean, self.norm = spec.mean_values, spec.norm_values
         self._last: np.ndarray | None = None
 
-    def to_mat(self, tensor: np.ndarray):
+    def to_mat(self, tensor: np.ndarray) -> Any:
         """Batch-1 uint8 NHWC -> normalised ncnn Mat. from_pixels copies: no aliasing of numpy memory."""
         import ncnn
 
@@ -126,26 +129,26 @@ class NcnnRuntime(Runtime):
         mat.substract_mean_normalize(self.mean, self.norm)
         return mat
 
-    def run(self, net, tensor: np.ndarray) -> np.ndarray:
+    def run(self, net: Any, tensor: np.ndarray) -> np.ndarray:
         ex = net.create_extractor()
         ex.input(self.input_name, self.to_mat(tensor))
         ret, out = ex.extract(self.output_name)
         if ret != 0:
             raise ModelportError(f"{self.display}: ncnn extract({self.output_name}) returned {ret}", self.files["param"])
-        return np.array(out).reshape(1, -1).copy()  # copy: the Mat's memory belongs to the extractor
+        return cast(np.ndarray, np.array(out).reshape(1, -1).copy())  # copy: the Mat's memory belongs to the extractor
 
     def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
         self._last = tensor
         return self.run(self.net, tensor)
 
-    def own_call(self, tensor: np.ndarray):
+    def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
         """ncnn's own API, as an ncnn app writes it: Mat from the pixels, extractor, input, extract."""
         import ncnn
 
         net, i, o, (h, w) = self.net, self.input_name, self.output_name, tensor.shape[1:3]
         img, mean, norm = np.ascontiguousarray(tensor[0]), self.mean, self.norm
 
-        def call():
+        def call() -> object:
             mat = ncnn.Mat.from_pixels(img, ncnn.Mat.PixelType.PIXEL_RGB, w, h)
             mat.substract_mean_normalize(mean, norm)
             ex = net.create_extractor()
@@ -160,7 +163,7 @@ class NcnnRuntime(Runtime):
         ex = self.net.create_extractor()
         ex.set_light_mode(False)
         ex.input(self.input_name, self.to_mat(tensor))
-        out = {}
+        out: dict[str, np.ndarray] = {}
         for name in names:
             ret, mat = ex.extract(name)
             if ret != 0:
@@ -169,15 +172,15 @@ class NcnnRuntime(Runtime):
         return out
 
     @property
-    def extra_timings(self):
+    def extra_timings(self) -> dict[str, LatencyStats]:
         """Latency at the other thread counts of [ncnn] extra_threads, on the input just timed."""
         if self._last is None:
             return {}
         b = self.config.bench
-        out = {}
+        out: dict[str, LatencyStats] = {}
         for n in sorted(set(self.config.ncnn.extra_threads) - {self.config.ncnn.threads}):
             net = self.new_net(n)
-            out[f"threads_{n}"] = measure(lambda net=net: self.run(net, self._last), b.warmup, b.runs)
+            out[f"threads_{n}"] = measure(cast(Callable[[], object], lambda net=net: self.run(net, self._last)), b.warmup, b.runs)
             del net
         return out
 
@@ -190,12 +193,12 @@ class NcnnInt8Runtime(NcnnRuntime):
     artifacts = {"param": "ncnn/model-int8.param", "bin": "ncnn/model-int8.bin"}
     int8 = True
 
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, object]:
         counts = int8_layers(self.files["param"].read_text(encoding="utf-8"))
         counts.pop("requantized_tops")
         return super().settings() | counts | self.int8_evidence()
 
-    def int8_evidence(self) -> dict:
+    def int8_evidence(self) -> dict[str, int]:
         """Which blobs ncnn actually holds as int8 while running (1 byte per element).
 
         A requantizing conv (int8_scale_term > 100) hands int8 to the next layer; finding
@@ -215,7 +218,7 @@ class NcnnInt8Runtime(NcnnRuntime):
         return {"int8_blobs_at_runtime": sum(1 for b in stored.values() if b == 1), "requantized_blobs_checked": len(stored)}
 
 
-def int8_layers(param_text: str) -> dict:
+def int8_layers(param_text: str) -> dict[str, Any]:
     """Count int8 layers in a .param (``8=`` int8_scale_term) and the blobs requantizing layers output."""
     quantized, tops = 0, []
     for line in param_text.splitlines()[2:]:

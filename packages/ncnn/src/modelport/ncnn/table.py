@@ -177,7 +177,7 @@ class Table:
     def write(self, path: Path) -> None:
         fmt = "{:.9g}".format  # ncnn reads these with %f: plain decimal or exponent both parse
 
-        def off(name):
+        def off(name: str) -> str:
             return "#" if name in self.disabled else ""
 
         lines = [f"{off(n)}{n}_param_0 " + " ".join(map(fmt, s)) for n, s in self.weights.items()]

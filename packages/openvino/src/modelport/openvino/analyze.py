@@ -11,7 +11,9 @@ CPU plugin's own INT8 kernels, less the fusions an extra output prevents.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from modelport.common import layer_analysis, onnx_layers
 from modelport.common.context import StepContext
@@ -26,7 +28,9 @@ from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 ONNX = ONNX_MODEL
 
 
-def exposed(core, xml: Path, graph: onnx_layers.OnnxGraph, properties: dict):
+def exposed(
+    core: Any, xml: Path, graph: onnx_layers.OnnxGraph, properties: Mapping[str, object]
+) -> tuple[Any, dict[str, tuple[int, str]]]:
     """``xml`` compiled with every output whose tensor name is a layer tensor of ``graph`` as an extra
     output; returns (compiled model, {onnx tensor name: (output index, op friendly name)})."""
     model = core.read_model(str(xml))
@@ -46,7 +50,7 @@ def exposed(core, xml: Path, graph: onnx_layers.OnnxGraph, properties: dict):
     return compiled, index
 
 
-def analyze(ctx: StepContext, model: Path, weights: Path, workdir: Path) -> dict:
+def analyze(ctx: StepContext, model: Path, weights: Path, workdir: Path) -> dict[str, Any]:
     """The analysis document of INT8 IR ``model`` against openvino/model.xml on the eval images."""
     import openvino as ov
 

@@ -13,9 +13,11 @@ import shutil
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from modelport.common.agreement import Kind
-from modelport.common.artifacts import file_inputs
+from modelport.common.artifacts import Job, file_inputs
+from modelport.common.calibration import CalibrationSet
 from modelport.common.context import StepContext
 from modelport.common.log import activity, captured, step
 from modelport.common.onnx_safety import check_onnx
@@ -27,13 +29,13 @@ from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 SOURCE = ONNX_MODEL
 
 
-def read_onnx(path):
+def read_onnx(path: Path) -> Any:
     import openvino as ov
 
     return ov.convert_model(str(path))
 
 
-def save(model, job, xml: str, bin_: str) -> None:
+def save(model: Any, job: Job, xml: str, bin_: str) -> None:
     """Save the IR in the job's workdir, then move both files onto the job's temp outputs."""
     import openvino as ov
 
@@ -46,7 +48,7 @@ def save(model, job, xml: str, bin_: str) -> None:
 PRESETS = ("performance", "mixed")  # NNCF's: symmetric activations, or asymmetric (ReLU6 outputs are one-sided)
 
 
-def ov_ops(model, source, layers: list[str]) -> list[str]:
+def ov_ops(model: Any, source: Path, layers: list[str]) -> list[str]:
     """ONNX layer names (analysis/*.json) -> the friendly names of the OpenVINO ops ``convert_model`` made
     of their nodes (a Conv node becomes ``<name>/WithoutBiases`` + ``<name>``); other names pass as they are."""
     if not layers:
@@ -74,7 +76,7 @@ def quantized_layers(xml: Path, source: Path) -> set[str]:
     import openvino as ov
     from modelport.common import onnx_layers
 
-    def quantized_input(op) -> bool:
+    def quantized_input(op: Any) -> bool:
         for port in op.inputs():
             src = port.get_source_output().get_node()
             while src.get_type_name() in SHAPE_OPS:
@@ -91,7 +93,7 @@ def quantized_layers(xml: Path, source: Path) -> set[str]:
     return {la.node for la in graph.layers if any(n == node or n.startswith(node + "/") for n in ops for node in la.nodes)}
 
 
-def nncf_quantize(model, calibration, preset: str = "performance", ignored: Sequence[str] = ()):
+def nncf_quantize(model: Any, calibration: CalibrationSet, preset: str = "performance", ignored: Sequence[str] = ()) -> Any:
     """NNCF post-training INT8 over the calibration tensors (NCHW float32, batch 1); ``ignored``: op names kept in float."""
     import nncf
 
@@ -120,7 +122,7 @@ class Target(Converter):
     def tool_version(self) -> str:
         return f"openvino {version('openvino')}" + (f", nncf {version('nncf')}" if self.kind == "int8" else "")
 
-    def convert(self, ctx: StepContext, force: bool):
+    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
         if self.kind == "float":
             return self.build(ctx, force)
         from .recover import recover
@@ -158,7 +160,7 @@ class Target(Converter):
                 "float_layers": list(float_layers or []),
             }
 
-        def make(job):
+        def make(job: Job) -> dict[str, object]:
             model = read_onnx(source)
             if calib is not None and preset is not None:
                 ignored = ov_ops(model, source, list(float_layers or []))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
 from modelport.common import recovery
 from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
@@ -47,13 +51,13 @@ class OpenvinoKnobs:
         store = self.ctx.store
         return quantized_layers(store.path(variant.files["model"]), store.path(SOURCE))
 
-    def timers(self, variants: list[Variant]):
+    def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         cfg, store = self.ctx.config, self.ctx.store
         runtimes = {v.id: OpenvinoInt8Runtime(cfg, {r: store.path(f) for r, f in v.files.items()}) for v in variants}
         return runtime_timers(self.ctx, {**runtimes, "fp32": OpenvinoFp32Runtime.from_store(store, cfg)})
 
 
-def recover(ctx: StepContext, force: bool):
+def recover(ctx: StepContext, force: bool) -> list[Path]:
     """openvino/model.int8.xml/.bin = the configured NNCF model, or the variant the search kept."""
     store, calib = ctx.store, ctx.calibration
     calib.validate()

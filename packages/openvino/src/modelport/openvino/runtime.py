@@ -9,11 +9,17 @@ reshaping it fails; the depth sweeps run N sequential batch-1 requests and say s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
+import numpy as np
+
+from modelport.common.config import Config
 from modelport.common.errors import InputError
 from modelport.runtime.base import Runtime
 
 
-def threads(config) -> int:
+def threads(config: Config) -> int:
     """[openvino] threads when set, else [tflite] threads (the reference runtime's, so the rows
     compare at one thread count)."""
     return config.openvino.threads or config.tflite.threads
@@ -25,14 +31,14 @@ class OpenvinoRuntime(Runtime):
     requires = ("openvino",)
 
     @classmethod
-    def version(cls):
+    def version(cls) -> str:
         from importlib.metadata import version
 
         return version("openvino")
 
-    def properties(self) -> dict:
+    def properties(self) -> dict[str, object]:
         c = self.config.openvino
-        props = {
+        props: dict[str, object] = {
             "INFERENCE_PRECISION_HINT": c.inference_precision,
             "INFERENCE_NUM_THREADS": threads(self.config),
             "PERFORMANCE_HINT": c.performance_hint.upper(),
@@ -43,10 +49,10 @@ class OpenvinoRuntime(Runtime):
             props["ENABLE_CPU_PINNING"] = c.cpu_pinning
         return props
 
-    def settings(self):
+    def settings(self) -> dict[str, object]:
         return {"device": "CPU"} | self.properties()
 
-    def activate_impl(self):
+    def activate_impl(self) -> None:
         import openvino as ov
 
         core = ov.Core()
@@ -68,15 +74,15 @@ class OpenvinoRuntime(Runtime):
         self.compiled = core.compile_model(model, "CPU", self.properties())
         self.request = self.compiled.create_infer_request()
 
-    def infer_impl(self, tensor):
+    def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
         self.request.infer({0: tensor})
-        return self.request.get_output_tensor(0).data.copy()
+        return cast(np.ndarray, self.request.get_output_tensor(0).data.copy())
 
-    def own_call(self, tensor):
+    def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
         infer, feed = self.request.infer, {0: tensor}
         return lambda: infer(feed)
 
-    def deactivate_impl(self):
+    def deactivate_impl(self) -> None:
         del self.request, self.compiled
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from modelport.runtime.run import prepared_images
 from .runtime import OnnxInt8Runtime
 
 
-def sessions(float_model: Path, qdq_model: Path, workdir: Path):
+def sessions(float_model: Path, qdq_model: Path, workdir: Path) -> list[Any]:
     import onnxruntime as ort
     from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
 
@@ -41,7 +42,7 @@ def sessions(float_model: Path, qdq_model: Path, workdir: Path):
     return out
 
 
-def activations(session, feed: dict) -> dict[str, list[np.ndarray]]:
+def activations(session: Any, feed: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
     """What ``collect_activations`` returns, for one input."""
     from onnxruntime.quantization import qdq_loss_debug
 
@@ -50,7 +51,7 @@ def activations(session, feed: dict) -> dict[str, list[np.ndarray]]:
     return {n[: -len(suffix)]: [v] for n, v in zip(names, session.run(None, feed), strict=True) if n.endswith(suffix)}
 
 
-def analyze(ctx: StepContext, model: Path, workdir: Path) -> dict:
+def analyze(ctx: StepContext, model: Path, workdir: Path) -> dict[str, Any]:
     """The analysis document of QDQ ``model`` against ``onnx/model.onnx`` on the eval images."""
     from onnxruntime.quantization.qdq_loss_debug import (
         compute_weight_error,

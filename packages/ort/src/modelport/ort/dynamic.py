@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelport.common.agreement import Kind
 from modelport.common.context import StepContext
@@ -22,6 +23,9 @@ from modelport.runtime.base import Runtime
 
 from .runtime import OnnxFp32DynamicRuntime, OnnxFp32Runtime, OnnxInt8DynamicRuntime, OnnxInt8Runtime
 
+if TYPE_CHECKING:
+    import onnx
+
 # static source -> (the runtime of its twin, accuracy floor of its kind)
 MODELS: dict[str, tuple[type[Runtime], Kind]] = {
     OnnxFp32Runtime.artifacts["model"]: (OnnxFp32DynamicRuntime, "float"),
@@ -30,7 +34,7 @@ MODELS: dict[str, tuple[type[Runtime], Kind]] = {
 BATCH_DIM = "batch"
 
 
-def make_batch_dynamic(model):
+def make_batch_dynamic(model: onnx.ModelProto) -> int:
     """Symbolic batch dim on a static batch-1 ModelProto (in place); returns how many Reshapes changed."""
     from onnx import numpy_helper
 
@@ -71,7 +75,7 @@ class OnnxDynamic(BatchTwin):
     def tool_version(self) -> str:
         return f"onnx {version('onnx')}"
 
-    def convert(self, ctx: StepContext, force: bool):
+    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
         return [
             p
             for source, (runtime, kind) in MODELS.items()

@@ -3,6 +3,8 @@ the fast one for onnxruntime on x86), or the variant the INT8 search keeps (reco
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from modelport.common.context import StepContext
 from modelport.convert.qdq import Quantizer
 
@@ -10,7 +12,7 @@ from .runtime import OnnxInt8Runtime
 
 
 class OrtQuantizer(Quantizer):
-    def convert(self, ctx: StepContext, force: bool):
+    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
         from .recover import recover
 
         return recover(ctx, force, self.output)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
 from modelport.common import recovery
 from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
@@ -40,13 +44,13 @@ class OnnxKnobs(QdqCandidates):
             build_seconds=(self.ctx.store.read_manifest(rel) or {}).get("seconds"),
         )
 
-    def timers(self, variants: list[Variant]):
+    def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         cfg, store = self.ctx.config, self.ctx.store
         runtimes = {v.id: OnnxInt8Runtime(cfg, {"model": store.path(v.files["model"])}) for v in variants}
         return runtime_timers(self.ctx, {**runtimes, "fp32": OnnxFp32Runtime.from_store(store, cfg)})
 
 
-def recover(ctx: StepContext, force: bool, output: str):
+def recover(ctx: StepContext, force: bool, output: str) -> list[Path]:
     """``output`` (onnx/model.int8.onnx) = the configured QDQ model, or the variant the search kept."""
     store, calib = ctx.store, ctx.calibration
     calib.validate()

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import cast
+
+import numpy as np
+
+from modelport.common.config import Config
 from modelport.common.errors import InputError
 from modelport.common.onnx_safety import check_onnx
+from modelport.common.preprocess import DType, Layout
 from modelport.runtime.base import ONNX_MODEL, Runtime
 
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -15,15 +22,15 @@ class OnnxRuntime(Runtime):
     requires = ("onnxruntime", "onnx")
 
     @classmethod
-    def version(cls):
+    def version(cls) -> str:
         from importlib.metadata import version
 
         return version("onnxruntime")
 
-    def settings(self):
+    def settings(self) -> dict[str, object]:
         return self.config.onnxruntime.model_dump() | {"providers": ["CPUExecutionProvider"]}
 
-    def activate_impl(self):
+    def activate_impl(self) -> None:
         import onnxruntime as ort
 
         check_onnx(self.files["model"])
@@ -47,20 +54,20 @@ class OnnxRuntime(Runtime):
             )
         self.input_name = inp.name
 
-    def expected_input_shape(self) -> list:
+    def expected_input_shape(self) -> list[int | str]:
         return list(self.config.input.shape(self.input_layout))
 
-    def _shape_matches(self, shape) -> bool:
+    def _shape_matches(self, shape: Sequence[int | str]) -> bool:
         return list(shape) == self.expected_input_shape()
 
-    def infer_impl(self, tensor):
-        return self.session.run(None, {self.input_name: tensor})[0]
+    def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
+        return cast(np.ndarray, self.session.run(None, {self.input_name: tensor})[0])
 
-    def own_call(self, tensor):
+    def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
         run, feed = self.session.run, {self.input_name: tensor}
         return lambda: run(None, feed)
 
-    def deactivate_impl(self):
+    def deactivate_impl(self) -> None:
         del self.session
 
 
@@ -71,10 +78,10 @@ class OnnxSourceRuntime(OnnxRuntime):
     artifacts = {"model": "source/model.onnx"}
 
     @classmethod
-    def tensor_format(cls, config):
+    def tensor_format(cls, config: Config) -> tuple[Layout, DType]:
         return (config.contract.layout if config.contract is not None else "NCHW"), "float32"
 
-    def _shape_matches(self, shape) -> bool:
+    def _shape_matches(self, shape: Sequence[int | str]) -> bool:
         """Dynamic dims (batch, or height/width the config sizes) take any value; fixed ones must fit."""
         want = self.input_shape()
         return len(shape) == len(want) and all(not isinstance(d, int) or d == w for d, w in zip(shape, want, strict=True))
@@ -96,7 +103,7 @@ class OnnxDynamicRuntime(OnnxRuntime):
 
     max_batch = 64
 
-    def expected_input_shape(self) -> list:
+    def expected_input_shape(self) -> list[int | str]:
         return ["batch", *self.config.input.shape(self.input_layout)[1:]]
 
 

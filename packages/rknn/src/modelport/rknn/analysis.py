@@ -14,6 +14,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -34,12 +35,12 @@ _NUM = r"(-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|-?nan|-?inf)"
 _PAIR = re.compile(_NUM + r"\s*\|\s*" + _NUM, re.IGNORECASE)
 
 
-def parse_error_analysis(text: str) -> list[dict]:
+def parse_error_analysis(text: str) -> list[dict[str, Any]]:
     """Layers in file order: index, type, name and, per error group (``simulator``, ``runtime`` with a board),
     ``{"entire": {"cosine", "euclidean"}, "single": {...}}``. Fused layers the toolkit prints without
     numbers get ``metrics == {}``."""
     groups: list[str] = []
-    layers: list[dict] = []
+    layers: list[dict[str, Any]] = []
     for line in text.splitlines():
         if line.lstrip().startswith("layer_name") and "_error" in line:  # "simulator_error" [+ "runtime_error"]
             groups = [g.removesuffix("_error") for g in re.findall(r"(\w+)_error", line)]
@@ -63,9 +64,9 @@ def parse_error_analysis(text: str) -> list[dict]:
     return layers
 
 
-def worst_layers(per_image: list[dict], n: int, group: str = "simulator") -> list[dict]:
+def worst_layers(per_image: list[dict[str, Any]], n: int, group: str = "simulator") -> list[dict[str, Any]]:
     """The ``n`` layers with the lowest single-layer cosine (worst image each), with the entire-cosine drop there."""
-    worst: dict[str, dict] = {}
+    worst: dict[str, dict[str, Any]] = {}
     for img in per_image:
         prev = 1.0
         for layer in img["layers"]:
@@ -104,7 +105,7 @@ def choose_images(ctx: StepContext, requested: list[str], outputs: np.ndarray) -
     return [min(agreement.per_image, key=lambda p: p.cosine).image]
 
 
-def run(ctx: StepContext, images: list[str] | None = None, force: bool = False, verbose: bool = False) -> dict:
+def run(ctx: StepContext, images: list[str] | None = None, force: bool = False, verbose: bool = False) -> dict[str, Any]:
     """accuracy_analysis of the INT8 model on ``images`` -> rknn/accuracy/ (JSON + raw text)."""
     built = convert.run(ctx, "int8", verbose=verbose)  # cached; also runs every preflight check
     chosen = choose_images(ctx, list(images or ctx.config.rknn.analysis_images), np.load(built.eval_outputs))
@@ -127,7 +128,7 @@ def run(ctx: StepContext, images: list[str] | None = None, force: bool = False, 
                 [nchw_uint8(by_name[n], ctx.config.input) for n in chosen], chosen, job.workdir / "inputs", "inputs.txt"
             )
             paths = npys.read_text().split()
-            per_image: list[dict] = []
+            per_image: list[dict[str, Any]] = []
             t0 = time.monotonic()
             with toolkit.session(log, job.workdir, verbose) as rk:
                 convert.build(rk, ctx, ctx.store.path(convert.ONNX), "int8", job.workdir, log)
@@ -180,4 +181,4 @@ def run(ctx: StepContext, images: list[str] | None = None, force: bool = False, 
             f"entire {w['entire_cosine']:.5f} on {w['image']}",
             markup=False,
         )
-    return data
+    return cast(dict[str, Any], data)

@@ -13,7 +13,7 @@ from modelport.common.log import skip, step
 @click.argument("targets", nargs=-1, required=True, type=click.Choice(TARGETS), metavar="TARGET...")
 @click.option("--force", is_flag=True, help="Redo even when the manifest says the analysis is up to date.")
 @click.pass_obj
-def analyze(ctx: StepContext, targets, force):
+def analyze(ctx: StepContext, targets: tuple[str, ...], force: bool) -> None:
     """Per-layer error of the INT8 model against float -> analysis/<target>.json (rknn-int8 in this env:
     rknn-toolkit2's accuracy_analysis, named by onnx/model.onnx)."""
     from . import layers

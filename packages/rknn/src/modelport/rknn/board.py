@@ -17,6 +17,7 @@ import importlib.util
 import platform
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -44,16 +45,19 @@ def lite_unavailable_reason() -> str | None:
     return None
 
 
-def core_mask(cls, name: str) -> int:
-    return {
-        "auto": cls.NPU_CORE_AUTO,
-        "0": cls.NPU_CORE_0,
-        "1": cls.NPU_CORE_1,
-        "2": cls.NPU_CORE_2,
-        "0_1": cls.NPU_CORE_0_1,
-        "0_1_2": cls.NPU_CORE_0_1_2,
-        "all": cls.NPU_CORE_ALL,
-    }[name]
+def core_mask(cls: Any, name: str) -> int:
+    return cast(
+        int,
+        {
+            "auto": cls.NPU_CORE_AUTO,
+            "0": cls.NPU_CORE_0,
+            "1": cls.NPU_CORE_1,
+            "2": cls.NPU_CORE_2,
+            "0_1": cls.NPU_CORE_0_1,
+            "0_1_2": cls.NPU_CORE_0_1_2,
+            "all": cls.NPU_CORE_ALL,
+        }[name],
+    )
 
 
 def _skipped(ctx: StepContext, b: Backend, reason: str) -> BackendResult:
@@ -64,7 +68,7 @@ def _skipped(ctx: StepContext, b: Backend, reason: str) -> BackendResult:
     return result
 
 
-def _measure(ctx: StepContext, result: BackendResult, infer: Callable[[np.ndarray], list]) -> np.ndarray:
+def _measure(ctx: StepContext, result: BackendResult, infer: Callable[[np.ndarray], list[Any]]) -> np.ndarray:
     """Outputs on every eval image, then warm-up + timed runs on the headline image (as `modelport bench`)."""
     cfg = ctx.config
     tensors = [to_tensor(a, cfg.input, "NHWC", "uint8") for a in prepared_images(ctx)]

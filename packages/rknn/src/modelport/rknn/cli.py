@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,8 +12,11 @@ from modelport.common.errors import HardwareMissing, ModelportError
 from modelport.common.log import console, step
 from modelport.common.log import failed as log_failed
 
+if TYPE_CHECKING:
+    from modelport.common.doctor import Check
 
-def _overrides(ctx: StepContext, **values) -> None:
+
+def _overrides(ctx: StepContext, **values: object) -> None:
     # Through the config, so a bad value fails its validation (with the valid names) before the toolkit starts.
     for key, value in values.items():
         if value is not None:
@@ -29,7 +33,14 @@ force_option = click.option("--force", is_flag=True, help="Redo even when the ma
 @click.option("--quantized-dtype", help="w8a8 (default), w8a16, w16a16i_dfp, w4a16 (which a chip supports: Rockchip's docs).")
 @click.option("-v", "--verbose", is_flag=True, help="Show rknn-toolkit2's own output (otherwise kept in artifacts/rknn/logs/).")
 @click.pass_obj
-def rknn(ctx: StepContext, target_platform, quantized_algorithm, quantized_method, quantized_dtype, verbose):
+def rknn(
+    ctx: StepContext,
+    target_platform: str | None,
+    quantized_algorithm: str | None,
+    quantized_method: str | None,
+    quantized_dtype: str | None,
+    verbose: bool,
+) -> None:
     """Rockchip NPUs: ONNX -> RKNN, simulator inference, per-layer accuracy analysis, hybrid quantization, board.
 
     \b
@@ -60,7 +71,7 @@ def _verbose(ctx: StepContext) -> bool:
 @click.option("--fp16/--no-fp16", default=None, help="Also build the FP16 model (default: [rknn] fp16).")
 @force_option
 @click.pass_obj
-def convert(ctx: StepContext, fp16, force):
+def convert(ctx: StepContext, fp16: bool | None, force: bool) -> None:
     """ONNX -> rknn/model.rknn (INT8, + FP16), each verified in the simulator against the reference (the source model)."""
     from . import convert as conv
 
@@ -74,7 +85,7 @@ def convert(ctx: StepContext, fp16, force):
 @rknn.command()
 @force_option
 @click.pass_obj
-def simulate(ctx: StepContext, force):
+def simulate(ctx: StepContext, force: bool) -> None:
     """Simulator outputs on the eval images -> results/rknn-int8.json + .npy (+ rknn-fp16). No latency: a simulator."""
     from . import section
     from . import simulate as sim
@@ -93,7 +104,7 @@ def simulate(ctx: StepContext, force):
 )
 @force_option
 @click.pass_obj
-def analyze(ctx: StepContext, images, force):
+def analyze(ctx: StepContext, images: tuple[str, ...], force: bool) -> None:
     """accuracy_analysis per layer -> rknn/accuracy/analysis.json (+ error_analysis-<image>.txt)."""
     from . import analysis, section
 
@@ -112,7 +123,7 @@ def analyze(ctx: StepContext, images, force):
 )
 @force_option
 @click.pass_obj
-def hybrid(ctx: StepContext, layers, proposal, proposal_images, force):
+def hybrid(ctx: StepContext, layers: tuple[str, ...], proposal: bool | None, proposal_images: int | None, force: bool) -> None:
     """Hybrid quantization step1 + step2 -> rknn/model-hybrid.rknn, results/rknn-int8-hybrid.json (before/after)."""
     from . import hybrid as hyb
     from . import section
@@ -127,7 +138,7 @@ def hybrid(ctx: StepContext, layers, proposal, proposal_images, force):
 @click.option("--target-device", help="adb serial of the board ('auto': the only one connected). Without it: skipped.")
 @click.option("--lite", is_flag=True, help="Run on the board itself with rknn-toolkit-lite2 (results/rknn-int8-lite.json).")
 @click.pass_obj
-def board(ctx: StepContext, target_device, lite):
+def board(ctx: StepContext, target_device: str | None, lite: bool) -> None:
     """The INT8 model on a real NPU: outputs, latency, eval_perf, eval_memory. Skipped, with the reason, without one."""
     from . import board as brd
 
@@ -148,14 +159,16 @@ def board(ctx: StepContext, target_device, lite):
 )
 @force_option
 @click.pass_obj
-def all_(ctx: StepContext, target_device, with_hybrid, force):
+def all_(ctx: StepContext, target_device: str | None, with_hybrid: bool, force: bool) -> None:
     """convert + simulate + analyze + hybrid + board (skipped without --target-device), then the report section."""
     from . import analysis, section
     from . import board as brd
     from . import hybrid as hyb
     from . import simulate as sim
 
-    verbose, times, failures = _verbose(ctx), {}, []
+    verbose = _verbose(ctx)
+    times: dict[str, float] = {}
+    failures: list[str] = []
     with ctx.store.lock():
         for name, fn in (
             ("convert+simulate", lambda: sim.run(ctx, force=force, verbose=verbose)),
@@ -182,7 +195,7 @@ def all_(ctx: StepContext, target_device, with_hybrid, force):
         raise ModelportError(f"rknn all: {', '.join(failures)} failed (the other sub-steps ran)")
 
 
-def doctor_rows():
+def doctor_rows() -> list[Check]:
     """`modelport doctor` rows (entry point ``modelport.doctor``): nothing heavy is imported."""
     from modelport.common.doctor import Check
 

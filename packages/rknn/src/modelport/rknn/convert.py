@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -91,7 +91,7 @@ def preflight(ctx: StepContext, kind: Kind) -> Path:
 
 
 # -- building ------------------------------------------------------------------------------------
-def rknn_config(ctx: StepContext) -> dict:
+def rknn_config(ctx: StepContext) -> dict[str, Any]:
     """RKNN.config() arguments: normalisation from [input] (the model normalises uint8 pixels), the rest from [rknn]."""
     spec, rc = ctx.config.input, ctx.config.rknn
     return {
@@ -105,7 +105,7 @@ def rknn_config(ctx: StepContext) -> dict:
     }
 
 
-def options(ctx: StepContext, kind: Kind) -> dict:
+def options(ctx: StepContext, kind: Kind) -> dict[str, Any]:
     """What the manifest records (and what invalidates the cached model when it changes)."""
     opts = {
         **rknn_config(ctx),
@@ -131,12 +131,12 @@ def inputs(ctx: StepContext, onnx_path: Path, kind: Kind) -> dict[str, Path]:
     return files
 
 
-def load_and_config(rk, ctx: StepContext, onnx_path: Path, log: Path) -> None:
+def load_and_config(rk: Any, ctx: StepContext, onnx_path: Path, log: Path) -> None:
     toolkit.call(rk.config, what="config", log=log, path=onnx_path, **rknn_config(ctx))
     toolkit.call(rk.load_onnx, str(onnx_path), what="load_onnx", log=log, path=onnx_path)
 
 
-def build(rk, ctx: StepContext, onnx_path: Path, kind: Kind, workdir: Path, log: Path) -> float:
+def build(rk: Any, ctx: StepContext, onnx_path: Path, kind: Kind, workdir: Path, log: Path) -> float:
     """config + load_onnx + build in ``rk``; returns the build seconds."""
     load_and_config(rk, ctx, onnx_path, log)
     dataset = write_dataset(ctx.calibration, workdir / "calibration") if kind != "fp16" else None
@@ -147,7 +147,7 @@ def build(rk, ctx: StepContext, onnx_path: Path, kind: Kind, workdir: Path, log:
     return time.monotonic() - t0
 
 
-def run_simulator(rk, ctx: StepContext, log: Path, what: Path) -> np.ndarray:
+def run_simulator(rk: Any, ctx: StepContext, log: Path, what: Path) -> np.ndarray:
     """Simulator outputs [N, C] of the model built in ``rk`` on the eval images (uint8 NHWC in)."""
     toolkit.call(rk.init_runtime, what="init_runtime (simulator)", log=log, path=what)
     outs = []
@@ -172,7 +172,7 @@ class Built:
     model: Path
     eval_outputs: Path
     cached: bool
-    agreement: dict | None
+    agreement: dict[str, Any] | None
     seconds: float | None
 
 

@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import console, step
 from modelport.common.reference import load_reference
 from modelport.common.results import write_result
+from modelport.common.schema import Agreement, BackendResult
 
 from . import convert, simulate, toolkit
 from .dataset import write_dataset
@@ -146,7 +148,7 @@ def step1(
     return workdir / f"{onnx_path.stem}.quantization.cfg"  # step1 names its files after the model
 
 
-def agreement_of(ctx: StepContext, outputs: np.ndarray):
+def agreement_of(ctx: StepContext, outputs: np.ndarray) -> Agreement | None:
     try:
         ref = load_reference(ctx.store, ctx.eval_images, ctx.config.input.signature)
     except InputError:
@@ -154,13 +156,13 @@ def agreement_of(ctx: StepContext, outputs: np.ndarray):
     return compare(outputs, ref, [p.name for p in ctx.eval_images])
 
 
-def _brief(a) -> dict | None:
+def _brief(a: Agreement | None) -> dict[str, Any] | None:
     return None if a is None else {"top1": a.top1, "cosine_min": a.cosine_min, "cosine_mean": a.cosine_mean, "mse": a.mse}
 
 
 def run(
     ctx: StepContext, layers: list[str] | None = None, proposal: bool | None = None, force: bool = False, verbose: bool = False
-):
+) -> tuple[BackendResult, dict[str, Any]]:
     """Hybrid INT8/FP16 model, simulated and compared with the plain INT8 build (before) -> results/rknn-int8-hybrid.json."""
     rc = ctx.config.rknn
     proposal = rc.hybrid_proposal if proposal is None else proposal

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any, cast
 
 from modelport.common import layer_analysis, onnx_layers
 from modelport.common.context import StepContext
@@ -24,8 +25,8 @@ KEY = "rknn-int8"
 OWN_TYPES = ("Input", "exDataConvert")  # toolkit-internal rows, never an ONNX layer
 
 
-def document(ctx: StepContext, data: dict, graph: onnx_layers.OnnxGraph, model: str = MODELS["int8"]) -> dict:
-    collected: dict[str, dict] = {}
+def document(ctx: StepContext, data: dict[str, Any], graph: onnx_layers.OnnxGraph, model: str = MODELS["int8"]) -> dict[str, Any]:
+    collected: dict[str, dict[str, Any]] = {}
     unmapped: list[str] = []
     images = [img["image"] for img in data["images"]]
     for img in data["images"]:
@@ -73,7 +74,7 @@ def document(ctx: StepContext, data: dict, graph: onnx_layers.OnnxGraph, model: 
     )
 
 
-def run(ctx: StepContext, force: bool = False, verbose: bool = False) -> dict:
+def run(ctx: StepContext, force: bool = False, verbose: bool = False) -> dict[str, Any]:
     """accuracy_analysis (cached) -> analysis/rknn-int8.json."""
     analysis.run(ctx, force=force, verbose=verbose)
     store, out = ctx.store, layer_analysis.analysis_path(KEY)
@@ -91,4 +92,4 @@ def run(ctx: StepContext, force: bool = False, verbose: bool = False) -> dict:
             doc = document(ctx, json.loads(store.path(analysis.ANALYSIS).read_text()), onnx_layers.load(store.path(ONNX)))
             doc["seconds"] = round(doc["seconds"] + time.monotonic() - t0, 1)
             job.tmp().write_text(json.dumps(doc, indent=1) + "\n")
-    return json.loads(store.path(out).read_text())
+    return cast(dict[str, Any], json.loads(store.path(out).read_text()))

@@ -15,7 +15,10 @@ import contextlib
 import json
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +99,9 @@ class RknnKnobs:
         )
 
     @contextlib.contextmanager
-    def _built(self, vctx: StepContext, onnx_path: Path, float_layers: list[str], workdir: Path, log: Path):
+    def _built(
+        self, vctx: StepContext, onnx_path: Path, float_layers: list[str], workdir: Path, log: Path
+    ) -> Iterator[tuple[Any, list[str]]]:
         """A toolkit session holding the variant's build, and the tensors kept in float16: a plain build, or
         hybrid step1, then (in a new session, as the toolkit needs) the float16 layers and step2."""
         if not float_layers:
@@ -192,7 +197,7 @@ class RknnKnobs:
         rows = json.loads(store.path(out).read_text())["layers"]
         return [r["node"] for r in layer_analysis.worst(rows, len(rows))]
 
-    def timers(self, variants: list[Variant]):
+    def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         return contextlib.nullcontext(None)  # the simulator has no NPU timing
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from modelport.common.artifacts import write_atomic
 from modelport.common.context import StepContext
@@ -21,7 +22,7 @@ from .simulate import BACKENDS
 SECTION = "report/sections/rknn.md"
 
 
-def _result(ctx: StepContext, key: str) -> dict | None:
+def _result(ctx: StepContext, key: str) -> dict[str, Any] | None:
     p = ctx.store.path(f"results/{key}.json")
     return json.loads(p.read_text()) if p.is_file() else None
 

@@ -96,7 +96,7 @@ def last_exception(text: str) -> str | None:
     return None
 
 
-def call(fn: Callable, *args, what: str, log: Path, path: Path | None = None, **kwargs):
+def call(fn: Callable[..., Any], *args: Any, what: str, log: Path, path: Path | None = None, **kwargs: Any) -> Any:
     """Run one toolkit call; a -1 return or an exception becomes a ModelportError naming ``path``."""
     try:
         with activity(f"{DIST} {what}"):

@@ -77,7 +77,7 @@ class Runtime:
     def tool_versions(self) -> dict[str, str]:
         return {self.backend: self.version()}
 
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, object]:
         return {}
 
     def input_shape(self) -> tuple[int, ...]:
@@ -202,7 +202,7 @@ class Runtime:
     def __enter__(self) -> Runtime:
         return self.activate()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.deactivate()
 
     # -- implemented by backends

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import cast
+
 from modelport.common.backends import backends
+from modelport.common.config import Config
+from modelport.common.contract import Contract
 from modelport.common.doctor import Check
 from modelport.common.registry import load
 
@@ -12,16 +17,16 @@ RUNTIMES: dict[str, str] = {k: b.runtime for k, b in backends().items() if b.run
 SOURCE_KEYS = tuple(k for k, b in backends().items() if b.source)  # the source model's own row: every other row's reference
 
 
-def source_key(contract) -> str:
+def source_key(contract: Contract | None) -> str:
     """The runtime key of the source model itself (the reference row)."""
     return "onnx-source" if contract is not None and contract.kind == "onnx" else "tflite"
 
 
 def runtime_class(key: str) -> type[Runtime]:
-    return load(RUNTIMES, key, "backend")
+    return cast(type[Runtime], load(RUNTIMES, key, "backend"))
 
 
-def source_runtime(config, model) -> Runtime:
+def source_runtime(config: Config, model: Path) -> Runtime:
     """The source model file in its own runtime (the reference): TFLite interpreter or onnxruntime."""
     return runtime_class(source_key(config.contract))(config, {"model": model})
 

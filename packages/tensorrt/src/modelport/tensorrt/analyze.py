@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from . import cuda
 from .qdq import QDQ
 
 
-def build_marked(trt, ctx: StepContext, onnx_path: Path, wanted: set[str], strongly_typed: bool) -> bytes:
+def build_marked(trt: Any, ctx: StepContext, onnx_path: Path, wanted: set[str], strongly_typed: bool) -> bytes:
     from .runtime import trt_logger
 
     logger = trt_logger()
@@ -51,7 +52,7 @@ def build_marked(trt, ctx: StepContext, onnx_path: Path, wanted: set[str], stron
     return bytes(plan)
 
 
-def run_marked(trt, drv, plan: bytes, tensors: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+def run_marked(trt: Any, drv: Any, plan: bytes, tensors: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
     """Every output tensor of the engine for each input (batch 1, NCHW float32)."""
     from .runtime import trt_logger
 
@@ -79,7 +80,7 @@ def run_marked(trt, drv, plan: bytes, tensors: list[np.ndarray]) -> list[dict[st
     return out
 
 
-def analyze(ctx: StepContext, model: Path, workdir: Path | None = None) -> dict:
+def analyze(ctx: StepContext, model: Path, workdir: Path | None = None) -> dict[str, Any]:
     cuda.require(ctx.config.tensorrt.device)
     import pycuda.driver as drv
 

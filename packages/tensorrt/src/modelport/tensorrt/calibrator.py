@@ -176,33 +176,33 @@ class CalibrationFeeder:
     def read_calibration_cache(self) -> bytes | None:
         return self.cache.read()
 
-    def write_calibration_cache(self, data) -> None:
+    def write_calibration_cache(self, data: bytes | memoryview) -> None:
         self.cache.write(bytes(data))
 
     def close(self) -> None:
         self.staging.free()
 
 
-def entropy_calibrator(feeder: CalibrationFeeder):
+def entropy_calibrator(feeder: CalibrationFeeder) -> Any:
     """The TensorRT calibrator object around ``feeder`` (imports tensorrt)."""
     import tensorrt as trt
 
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]  # tensorrt ships no type information: its base class is Any here
+        def __init__(self) -> None:
             # pybind11 trampolines must have the base initialised explicitly.
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.feeder = feeder
 
-        def get_batch_size(self):
+        def get_batch_size(self) -> int:
             return feeder.batch_size
 
-        def get_batch(self, names):
+        def get_batch(self, names: Sequence[str]) -> list[int] | None:
             return feeder.get_batch(names)
 
-        def read_calibration_cache(self):
+        def read_calibration_cache(self) -> bytes | None:
             return feeder.read_calibration_cache()
 
-        def write_calibration_cache(self, cache):
+        def write_calibration_cache(self, cache: bytes | memoryview) -> None:
             feeder.write_calibration_cache(cache)
 
     return EntropyCalibrator()

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
-from modelport.common.artifacts import file_inputs, sha256_file, write_atomic
+from modelport.common.artifacts import ArtifactStore, Job, file_inputs, sha256_file, write_atomic
+from modelport.common.calibration import CalibrationSet
+from modelport.common.config import Config
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import console, step, warn
@@ -32,7 +35,10 @@ from modelport.runtime.base import ONNX_MODEL
 from . import cuda
 from . import network as net
 from .qdq import QDQ as QDQ_TARGET
-from .runtime import TensorrtFp16Runtime, TensorrtFp32Runtime, TensorrtInt8Runtime
+from .runtime import TensorrtFp16Runtime, TensorrtFp32Runtime, TensorrtInt8Runtime, TensorrtRuntime
+
+if TYPE_CHECKING:
+    from .calibrator import CalibrationFeeder
 
 SOURCE = ONNX_MODEL
 RUNTIMES = {cls.precision: cls for cls in (TensorrtFp32Runtime, TensorrtFp16Runtime, TensorrtInt8Runtime)}
@@ -70,18 +76,20 @@ def int8_plan(ctx: StepContext) -> Int8Plan:
     return Int8Plan("calibrate", store.path(SOURCE), why)
 
 
-def origin(trt_version: str, gpu: cuda.GpuInfo) -> dict:
+def origin(trt_version: str, gpu: cuda.GpuInfo) -> dict[str, Any]:
     """Where an engine is built, in the shape the runtime compares (see modelport.runtime.tensorrt.check_origin)."""
     return {"tensorrt_version": trt_version, "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability}}
 
 
-def _int8_record(store, plan, feeder, calib) -> dict | None:
+def _int8_record(
+    store: ArtifactStore, plan: Int8Plan | None, feeder: CalibrationFeeder | None, calib: CalibrationSet | None
+) -> dict[str, Any] | None:
     if plan is None:
         return None
-    out = {"mode": plan.mode, "source": store.rel(plan.onnx), "fallback_reason": plan.why}
+    out: dict[str, Any] = {"mode": plan.mode, "source": store.rel(plan.onnx), "fallback_reason": plan.why}
     if feeder is not None:
         out |= {
-            "calibration": calib.signature(),
+            "calibration": cast(CalibrationSet, calib).signature(),  # a feeder is made only with a calibration set
             "batches": feeder.batches,
             "images": feeder.images,
             "cache_reused": feeder.cache.read_from is not None and feeder.batches == 0,
@@ -89,7 +97,7 @@ def _int8_record(store, plan, feeder, calib) -> dict | None:
     return out
 
 
-def _feeder(ctx, job, calib, model_input, force):
+def _feeder(ctx: StepContext, job: Job, calib: CalibrationSet, model_input: net.ModelInput, force: bool) -> CalibrationFeeder:
     from .calibrator import CalibrationCache, CalibrationFeeder, PycudaStaging
 
     shape = net.profile_shapes(model_input.shape, ctx.config.input, 1)[1]  # calibration runs at batch 1
@@ -105,7 +113,7 @@ def _feeder(ctx, job, calib, model_input, force):
     )
 
 
-def reusable_calibration_cache(store, inputs: dict[str, Path], tool_version: str) -> Path | None:
+def reusable_calibration_cache(store: ArtifactStore, inputs: dict[str, Path], tool_version: str) -> Path | None:
     """The committed calibration cache, if it was made from these inputs by this TensorRT version.
 
     (The engine may still need a rebuild, e.g. for another GPU: calibration scales do not.)
@@ -117,7 +125,7 @@ def reusable_calibration_cache(store, inputs: dict[str, Path], tool_version: str
     return path if m.get("inputs") == want and m.get("tool", {}).get("version") == tool_version else None
 
 
-def _commit_calibration(job, feeder) -> None:
+def _commit_calibration(job: Job, feeder: CalibrationFeeder) -> None:
     if feeder.cache.data is None:
         raise ModelportError("TensorRT calibration produced no calibration cache")
     tmp = job.tmp(CALIBRATION_CACHE)
@@ -125,7 +133,15 @@ def _commit_calibration(job, feeder) -> None:
         tmp.write_bytes(feeder.cache.data)
 
 
-def _build(trt, ctx, precision, plan, source, model_input, feeder) -> bytes:
+def _build(
+    trt: Any,
+    ctx: StepContext,
+    precision: str,
+    plan: Int8Plan | None,
+    source: Path,
+    model_input: net.ModelInput,
+    feeder: CalibrationFeeder | None,
+) -> bytes:
     from .runtime import trt_logger
 
     tcfg, store = ctx.config.tensorrt, ctx.store
@@ -178,7 +194,7 @@ def _build(trt, ctx, precision, plan, source, model_input, feeder) -> bytes:
     return bytes(memoryview(serialized))
 
 
-def _parser_errors(parser) -> str:
+def _parser_errors(parser: Any) -> str:
     msgs = []
     for i in range(parser.num_errors):
         e = parser.get_error(i)
@@ -187,7 +203,7 @@ def _parser_errors(parser) -> str:
     return "; ".join(msgs) or "no details given"
 
 
-def _call(obj, name: str):
+def _call(obj: Any, name: str) -> Any:
     # node_name()/node_operator() came with TensorRT 8.6; keep the message if a build lacks them.
     fn = getattr(obj, name, None)
     try:
@@ -253,7 +269,7 @@ class Target(Converter):
             "compute_capability": gpu.compute_capability,
         }
 
-        def make(job):
+        def make(job: Job) -> dict[str, object]:
             how = precision.upper() + (f", {plan.mode}" if plan else "")
             step(
                 f"build {engine_rel} from {store.rel(source)} ({how}) on {gpu.name} "
@@ -280,7 +296,7 @@ class Target(Converter):
                 "int8": _int8_record(store, plan, feeder, calib),
             }
 
-        def built_here(config, files):
+        def built_here(config: Config, files: dict[str, Path]) -> TensorrtRuntime:
             runtime = RUNTIMES[precision](config, files)
             runtime.origin = origin(trt.__version__, gpu)  # built in this process: nothing to check
             return runtime

@@ -17,12 +17,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from modelport.common.errors import InputError
 from modelport.common.onnx_safety import check_onnx
 from modelport.common.preprocess import InputSpec, Layout
+
+if TYPE_CHECKING:
+    import onnx
 
 Shape = tuple[int, ...]
 
@@ -41,7 +45,7 @@ class ModelInput:
         return layout_of(self.shape)
 
 
-def load(path: Path):
+def load(path: Path) -> onnx.ModelProto:
     import onnx
 
     check_onnx(path)  # parseable, and no external data outside the model folder
@@ -53,7 +57,7 @@ def load(path: Path):
         raise InputError(f"not a readable ONNX model: {e}", path) from None
 
 
-def model_input(model, path: Path | None = None) -> ModelInput:
+def model_input(model: onnx.ModelProto, path: Path | None = None) -> ModelInput:
     initializers = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
@@ -100,11 +104,11 @@ def profile_shapes(shape: Sequence[int], spec: InputSpec, max_batch: int = 1) ->
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
-def qdq_nodes(model) -> int:
+def qdq_nodes(model: onnx.ModelProto) -> int:
     return sum(n.op_type in _QDQ_OPS for n in model.graph.node)
 
 
-def qdq_problems(model) -> list[str]:
+def qdq_problems(model: onnx.ModelProto) -> list[str]:
     """Why TensorRT's explicit quantization would refuse this QDQ model ([] = it accepts it)."""
     from onnx import TensorProto, numpy_helper
 

@@ -8,11 +8,14 @@ TensorRT's own INT8 build is judged (and recovered) on its side (convert.py, rec
 
 from __future__ import annotations
 
+from typing import Any
+
+from modelport.common.config import QuantizationConfig
 from modelport.convert.qdq import Quantizer
 
 
 class SymmetricQuantizer(Quantizer):
-    def settings(self, q) -> dict:
+    def settings(self, q: QuantizationConfig) -> dict[str, Any]:
         return q.quantizer_settings() | {
             "activation_type": "int8",
             "weight_type": "int8",

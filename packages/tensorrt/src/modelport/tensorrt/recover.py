@@ -10,6 +10,10 @@ Entropy calibration (``[tensorrt] int8_mode = "calibrate"``) keeps its single co
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
 from modelport.common import recovery
 from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
@@ -51,13 +55,13 @@ class TensorrtKnobs(QdqCandidates):
             build_seconds=manifest.get("seconds"),
         )
 
-    def timers(self, variants: list[Variant]):
+    def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         cfg, store = self.ctx.config, self.ctx.store
         runtimes = {v.id: TensorrtInt8Runtime(cfg, {"engine": store.path(v.files["engine"])}) for v in variants}
         return runtime_timers(self.ctx, {**runtimes, "fp32": TensorrtFp32Runtime.from_store(store, cfg)})
 
 
-def recover(ctx: StepContext, force: bool):
+def recover(ctx: StepContext, force: bool) -> list[Path]:
     """``tensorrt/int8.engine`` = the configured explicit-quantization engine, or the variant the search kept."""
     tcfg, store, q = ctx.config.tensorrt, ctx.store, ctx.config.quantization
     gpu = cuda.require(tcfg.device)

@@ -17,23 +17,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from rich.markup import escape
 
 from modelport.common.artifacts import ArtifactStore
+from modelport.common.config import Config
 from modelport.common.errors import InputError, ModelportError
+from modelport.common.schema import LatencyStats
 from modelport.common.timing import summarize
 from modelport.runtime.base import Runtime
 
 from . import cuda
 
-_LOGGER = None
+_LOGGER: Any = None  # the Logger class below: defined only once tensorrt is imported
 
 
-def trt_logger():
+def trt_logger() -> Any:
     """One TensorRT logger per process, for the converter and the runtime, kept alive.
 
     TensorRT registers the first logger it is given process-wide and ignores (with a
@@ -46,12 +49,12 @@ def trt_logger():
         import tensorrt as trt
         from modelport.common.log import console
 
-        class Logger(trt.ILogger):
-            def __init__(self):
+        class Logger(trt.ILogger):  # type: ignore[misc]  # tensorrt ships no type information: its base class is Any here
+            def __init__(self) -> None:
                 trt.ILogger.__init__(self)  # pybind11 trampoline: the base must be initialised
-                self.last_error = None
+                self.last_error: str | None = None
 
-            def log(self, severity, msg):
+            def log(self, severity: Any, msg: str) -> None:
                 if int(severity) <= int(trt.ILogger.Severity.ERROR):
                     self.last_error = msg
                     console.print(f"   [red]TensorRT:[/] {escape(str(msg))}")
@@ -67,14 +70,14 @@ class ForeignEngine(InputError):
     """The engine was built with another TensorRT version or on another GPU."""
 
 
-def read_manifest(artifact: Path) -> dict | None:
+def read_manifest(artifact: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(ArtifactStore.manifest_path(artifact).read_text(encoding="utf-8"))
+        return cast(dict[str, Any], json.loads(ArtifactStore.manifest_path(artifact).read_text(encoding="utf-8")))
     except (OSError, ValueError):
         return None
 
 
-def engine_origin(manifest: dict | None) -> dict | None:
+def engine_origin(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
     """Where an engine was built, from its manifest (``extra`` written by the converter)."""
     extra = (manifest or {}).get("extra") or {}
     if "tensorrt_version" not in extra or "gpu" not in extra:
@@ -86,7 +89,7 @@ def engine_origin(manifest: dict | None) -> dict | None:
     }
 
 
-def check_origin(origin: dict | None, here: dict, engine: Path, rebuild: str) -> None:
+def check_origin(origin: dict[str, Any] | None, here: dict[str, Any], engine: Path, rebuild: str) -> None:
     """Refuse an engine that was not built with this TensorRT on this GPU model."""
     fix = f"rebuild it here: `modelport convert {rebuild} --force`"
     if origin is None:
@@ -109,10 +112,10 @@ class TensorrtRuntime(Runtime):
     input_layout, input_dtype = "NCHW", "float32"
     requires = ("tensorrt", "pycuda")
 
-    def __init__(self, config, files):
+    def __init__(self, config: Config, files: Mapping[str, Path]):
         super().__init__(config, files)
         # Set by the converter for an engine it just built (no manifest yet); else read from the manifest.
-        self.origin: dict | None = None
+        self.origin: dict[str, Any] | None = None
         self._gpu_ms: dict[str, list[float]] = {"gpu_compute": [], "gpu_total": []}
 
     @classmethod
@@ -138,7 +141,7 @@ class TensorrtRuntime(Runtime):
                 out["nvidia_driver"] = gpu.driver_version
         return out
 
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, object]:
         gpu = cuda.gpu_info(self.config.tensorrt.device)
         return {
             "device": self.config.tensorrt.device,
@@ -151,7 +154,7 @@ class TensorrtRuntime(Runtime):
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def _here(self, trt) -> dict:
+    def _here(self, trt: Any) -> dict[str, Any]:
         gpu = cuda.require(self.config.tensorrt.device)
         return {"tensorrt_version": trt.__version__, "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability}}
 
@@ -174,7 +177,7 @@ class TensorrtRuntime(Runtime):
             self.deactivate_impl()
             raise
 
-    def _load(self, trt, drv, engine_path: Path) -> None:
+    def _load(self, trt: Any, drv: Any, engine_path: Path) -> None:
         logger = trt_logger()
         self._trt_runtime = trt.Runtime(logger)
         self._engine = self._trt_runtime.deserialize_cuda_engine(engine_path.read_bytes())
@@ -187,7 +190,8 @@ class TensorrtRuntime(Runtime):
         self._events = [drv.Event() for _ in range(4)]
         self._host: dict[str, np.ndarray] = {}
         self._device: dict[str, Any] = {}
-        self._inputs, self._outputs = [], []
+        self._inputs: list[str] = []
+        self._outputs: list[str] = []
         want = tuple(self.config.input.shape(self.input_layout))
         for i in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(i)
@@ -231,13 +235,13 @@ class TensorrtRuntime(Runtime):
         stream.synchronize()
         self._gpu_ms["gpu_compute"].append(e1.time_till(e2))
         self._gpu_ms["gpu_total"].append(e0.time_till(e3))
-        return self._host[out].reshape(1, -1).copy()
+        return cast(np.ndarray, self._host[out].reshape(1, -1).copy())
 
     @property
-    def extra_timings(self):
+    def extra_timings(self) -> dict[str, LatencyStats]:
         """GPU times of the last ``bench.runs`` calls: the timed runs, which come last."""
         runs, warmup = self.config.bench.runs, self.config.bench.warmup
-        out = {}
+        out: dict[str, LatencyStats] = {}
         for name, ms in self._gpu_ms.items():
             if len(ms) >= runs:
                 out[name] = summarize(np.asarray(ms[-runs:]) * 1e6, warmup)

@@ -19,10 +19,12 @@ import sys
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from modelport.common.agreement import gate_options
+from modelport.common.artifacts import Job
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError, ToolchainMissing
 from modelport.common.log import activity, console, run_logged, step, warn
@@ -125,7 +127,7 @@ def check_static_nchw(path: Path, ctx: StepContext) -> None:
         raise InputError(f"converted input {inp.name} is {dims}, expected static NCHW {expected}", path)
 
 
-def _convert_one(ctx: StepContext, name: str, source: Path, out: Path) -> dict:
+def _convert_one(ctx: StepContext, name: str, source: Path, out: Path) -> dict[str, Any]:
     if name == "source":
         step(f"{source.name} -> static NCHW batch-1 ONNX (opset >= {ctx.config.convert.opset})")
         from modelport.convert.onnx_source import static_nchw
@@ -152,7 +154,7 @@ def _convert_one(ctx: StepContext, name: str, source: Path, out: Path) -> dict:
     )
 
 
-def convert_contained(ctx: StepContext, names: list[str], source: Path, workdir: Path) -> tuple[dict, dict]:
+def convert_contained(ctx: StepContext, names: list[str], source: Path, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run each converter; a crash or failed verification is its one-line reason, never the step's end.
 
     Returns (measured, failed): name -> manifest record / name -> reason. Raises when none passed.
@@ -214,7 +216,7 @@ class TfliteOnnx(Converter):
     def tool_version(self) -> str:
         return ", ".join(f"{c} {version(c)}" for c in available_converters()) or "none"
 
-    def convert(self, ctx: StepContext, force: bool):
+    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
         cfg, contract = ctx.config, ctx.contract
         choice = cfg.convert.onnx_converter
         if contract.kind == "onnx":
@@ -227,7 +229,7 @@ class TfliteOnnx(Converter):
             names = [choice]
         source = ctx.store.path(contract.file)
 
-        def make(job):
+        def make(job: Job) -> dict[str, object]:
             measured, failed = convert_contained(ctx, names, source, job.workdir)
             models = {n: job.workdir / f"{n}.onnx" for n in measured}
             if len(models) > 1:

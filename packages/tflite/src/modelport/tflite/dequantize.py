@@ -12,16 +12,21 @@ output that is quantized is taken before its QuantizeLinear.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
 
 PROLOGUE = ("Cast", "Sub", "Mul", "DequantizeLinear")
 
 
-def _consumers(graph, name: str) -> list:
+def _consumers(graph: Any, name: str) -> list[Any]:
     return [n for n in graph.node if name in n.input]
 
 
-def _rename_uses(graph, old: str, new: str) -> None:
+def _rename_uses(graph: Any, old: str, new: str) -> None:
     for n in graph.node:
         for i, x in enumerate(n.input):
             if x == old:
@@ -31,13 +36,13 @@ def _rename_uses(graph, old: str, new: str) -> None:
             o.name = new
 
 
-def float_model(model):
+def float_model(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` (onnx.ModelProto) without quantization, in place; returns it."""
     from onnx import TensorProto, numpy_helper
 
     g = model.graph
     init = {t.name: t for t in g.initializer}
-    drop: list = []
+    drop: list[Any] = []
 
     # An integer input: its dequantizing chain's result becomes the float input.
     for inp in g.input:

@@ -76,7 +76,7 @@ class TfliteDynamic(BatchTwin):
     def tool_version(self) -> str:
         return f"tflite {version('tflite')}"
 
-    def convert(self, ctx: StepContext, force: bool):
+    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
         return self.twin(ctx, force, SOURCE, TfliteDynamicRuntime, "float", _unpin, {})
 
 

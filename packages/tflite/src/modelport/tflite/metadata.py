@@ -11,21 +11,22 @@ ProcessUnit.options_type/options = 0/1, NormalizationOptions.mean/std = 0/1.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions union tag
 
 
-def _table(buf: bytes, pos: int):
+def _table(buf: bytes, pos: int) -> Any:
     import flatbuffers
 
     return flatbuffers.table.Table(bytearray(buf), pos)
 
 
-def _field(t, index: int) -> int:
-    return t.Offset(4 + 2 * index)
+def _field(t: Any, index: int) -> int:
+    return cast(int, t.Offset(4 + 2 * index))
 
 
-def _vector_tables(t, index: int) -> list:
+def _vector_tables(t: Any, index: int) -> list[Any]:
     o = _field(t, index)
     if not o:
         return []
@@ -33,7 +34,7 @@ def _vector_tables(t, index: int) -> list:
     return [_table(t.Bytes, t.Indirect(start + 4 * i)) for i in range(n)]
 
 
-def _floats(t, index: int) -> tuple[float, ...] | None:
+def _floats(t: Any, index: int) -> tuple[float, ...] | None:
     import flatbuffers
 
     o = _field(t, index)

@@ -7,14 +7,19 @@ input) and its integer output is dequantized, so every row compares real values.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
+from modelport.common.config import Config
 from modelport.common.errors import InputError
+from modelport.common.preprocess import DType, Layout
 from modelport.runtime.base import Runtime
 
 
-def interpreter_class():
+def interpreter_class() -> tuple[Any, Any]:
     """(Interpreter, OpResolverType) from ai-edge-litert, else from tensorflow: what reads a .tflite here."""
     if importlib.util.find_spec("ai_edge_litert"):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -33,13 +38,13 @@ class TfliteRuntime(Runtime):
         return "fetch"  # the source model itself
 
     @classmethod
-    def unavailable_reason(cls):
+    def unavailable_reason(cls) -> str | None:
         if importlib.util.find_spec("ai_edge_litert") or importlib.util.find_spec("tensorflow"):
             return None
         return "neither ai-edge-litert nor tensorflow is installed in this env"
 
     @classmethod
-    def version(cls):
+    def version(cls) -> str:
         from importlib.metadata import PackageNotFoundError, version
 
         for dist in ("ai-edge-litert", "tensorflow"):
@@ -50,18 +55,18 @@ class TfliteRuntime(Runtime):
         return "not installed"
 
     @classmethod
-    def tensor_format(cls, config):
+    def tensor_format(cls, config: Config) -> tuple[Layout, DType]:
         return "NHWC", config.input.dtype  # the model's own: float32, or a full-integer model's uint8/int8
 
-    def __init__(self, config, files):
+    def __init__(self, config: Config, files: Mapping[str, Path]):
         super().__init__(config, files)
         if self.input_dtype != "float32":
             self.precision, self.display = "int8", "TFLite INT8"
 
-    def settings(self):
+    def settings(self) -> dict[str, object]:
         return {"threads": self.config.tflite.threads, "xnnpack": self.config.tflite.xnnpack}
 
-    def activate_impl(self):
+    def activate_impl(self) -> None:
         Interpreter, OpResolverType = interpreter_class()
         resolver = OpResolverType.AUTO if self.config.tflite.xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
@@ -94,31 +99,31 @@ class TfliteRuntime(Runtime):
         scale, zero = out["quantization"]
         self.dequantize = (float(scale), int(zero)) if np.dtype(out["dtype"]).kind in "iu" and scale else None
 
-    def infer_impl(self, tensor):
+    def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
         self.interp.set_tensor(self.in_index, tensor)
         self.interp.invoke()
         out = self.interp.get_tensor(self.out_index)
         if self.dequantize is None:
-            return out.copy()
+            return cast(np.ndarray, out.copy())
         scale, zero = self.dequantize
-        return (out.astype(np.float32) - zero) * np.float32(scale)
+        return cast(np.ndarray, (out.astype(np.float32) - zero) * np.float32(scale))
 
-    def set_batch_impl(self, n):
+    def set_batch_impl(self, n: int) -> None:
         h, w = self.config.input.size
         self.interp.resize_tensor_input(self.in_index, [n, h, w, 3])
         self.interp.allocate_tensors()
 
-    def own_call(self, tensor):
+    def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
         interp, i, o = self.interp, self.in_index, self.out_index
 
-        def call():
+        def call() -> object:
             interp.set_tensor(i, tensor)
             interp.invoke()
             return interp.get_tensor(o)  # get_tensor copies already
 
         return call
 
-    def deactivate_impl(self):
+    def deactivate_impl(self) -> None:
         del self.interp
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any, cast
 
 from modelport.common import layer_analysis
 from modelport.common.artifacts import file_inputs
@@ -31,7 +32,7 @@ class Target:
     module: str  # toolchain import name
     files: dict[str, str]  # role -> artifact of the INT8 model
     twin: dict[str, str]  # role -> artifact of the FP32 twin
-    analyze: Callable[..., dict]  # (ctx, *files, workdir) -> document
+    analyze: Callable[..., dict[str, Any]]  # (ctx, *files, workdir) -> document
 
     def unavailable_reason(self) -> str | None:
         return None if importlib.util.find_spec(self.module) else f"python module {self.module} not installed in this env"
@@ -51,7 +52,9 @@ def targets() -> dict[str, Target]:
     return {k: t for k, t in loaded.items() if isinstance(t, Target)}  # rknn-int8's runs through the rknn package's own command
 
 
-def run(ctx: StepContext, key: str, files: dict[str, Path] | None = None, out: str | None = None, force: bool = False) -> dict:
+def run(
+    ctx: StepContext, key: str, files: dict[str, Path] | None = None, out: str | None = None, force: bool = False
+) -> dict[str, Any]:
     """Analyse ``files`` (default: the backend's INT8 model) into ``out`` (default ``analysis/<key>.json``), cached
     by manifest on both models, the eval images and the preprocessing."""
     target = targets()[key]
@@ -84,4 +87,4 @@ def run(ctx: StepContext, key: str, files: dict[str, Path] | None = None, out: s
             job.record(layers=len(data["layers"]), mapping={k: v for k, v in data["mapping"].items() if not isinstance(v, list)})
     data = json.loads(store.path(out).read_text())
     layer_analysis.print_summary(data)
-    return data
+    return cast(dict[str, Any], data)

@@ -15,7 +15,7 @@ from modelport.common.log import failed, skip, step
 @click.argument("targets", nargs=-1, required=True, type=click.Choice(TARGETS), metavar="TARGET...")
 @click.option("--force", is_flag=True, help="Redo even when the manifest says the analysis is up to date.")
 @click.pass_obj
-def analyze(ctx: StepContext, targets, force):
+def analyze(ctx: StepContext, targets: tuple[str, ...], force: bool) -> None:
     """Per-layer cosine and SQNR of each INT8 model against its FP32 twin -> analysis/<target>.json.
 
     TARGET: every INT8 backend whose descriptor names an analysis (onnx-int8, ncnn-int8,

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class CocoSet:
             raise InputError(f"not a COCO instances file ({type(e).__name__}: {e})", self.path) from None
         self.data = data
 
-    def results(self, found: Mapping[str, Detections]) -> list[dict]:
+    def results(self, found: Mapping[str, Detections]) -> list[dict[str, Any]]:
         """COCO result entries (xywh boxes in photo pixels) for photos named by file name."""
         out = []
         for name, det in found.items():

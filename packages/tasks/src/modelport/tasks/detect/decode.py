@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -90,7 +91,7 @@ def _one(outputs: Mapping[str, np.ndarray], name: str | None, want_boxes: bool) 
         value = fits[0]
     a = np.asarray(value)
     if a.ndim == 3 and a.shape[0] == 1:
-        return a[0]
+        return cast(np.ndarray, a[0])
     raise ValueError(f"expected one image's [1, N, K] output, got {list(a.shape)}")
 
 

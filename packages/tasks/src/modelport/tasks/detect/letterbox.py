@@ -8,6 +8,7 @@ because its boxes must be mapped back to the photo they were found in.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -41,7 +42,7 @@ class Placement:
 
     def clip(self, boxes: np.ndarray) -> np.ndarray:
         """Corner boxes in the photo's pixels, clipped to the photo."""
-        return np.clip(boxes, 0, [self.width, self.height, self.width, self.height]).astype(np.float32)
+        return cast(np.ndarray, np.clip(boxes, 0, [self.width, self.height, self.width, self.height]).astype(np.float32))
 
     def to_input(self, boxes: np.ndarray) -> np.ndarray:
         """Corner boxes in the photo's pixels -> in input pixels."""
