@@ -18,6 +18,7 @@ from modelport.common.machine import NOT_EXPOSED, run_conditions
 from modelport.common.preprocess import prepare, to_tensor
 from modelport.common.schema import BackendResult
 from modelport.common.timing import cores
+from modelport.runtime.base import Runtime
 from modelport.runtime.registry import runtime_class
 from tiny_models import tiny_pipeline
 
@@ -53,7 +54,9 @@ def test_a_row_carries_throughput_cold_start_memory_frame_and_conditions(benched
     assert [t.concurrency for t in r.throughput] == concurrency_levels([]) == sorted({1, 2, cores()})
     for t in r.throughput:
         assert positive(t.fps, t.seconds, t.p50, t.p90, t.p99) and t.inferences >= 1 and t.p50 <= t.p90 <= t.p99
-        assert t.mechanism.startswith(f"{t.concurrency} thread")
+        # onnxruntime's own mechanism, the row's 2 intra-op threads split so workers x threads fit the cores
+        assert t.mechanism == f"{t.concurrency} concurrent run() call{'s' if t.concurrency > 1 else ''} on one InferenceSession"
+        assert t.threads_per_worker == (2 if t.concurrency == 1 else max(1, min(2, cores() // t.concurrency)))
     assert r.best_throughput in r.throughput
 
     c = r.cold_start
@@ -149,26 +152,48 @@ def test_bad_measurement_settings_are_one_error_line_naming_the_key(tmp_path, li
     assert not (tmp_path / "art/results").exists()
 
 
-def test_concurrent_workers_are_copies_unless_the_runtime_is_thread_safe(benched):
+def test_workers_share_one_session_or_get_a_runtime_each_at_the_split_thread_count(benched):
     ctx = make_context(benched)
-    cls = runtime_class("onnx")
     spec = ctx.config.input
-    with cls.from_store(ctx.store, ctx.config) as rt:
+    n = 3
+    with runtime_class("onnx").from_store(ctx.store, ctx.config) as rt:  # concurrent run() calls on one session
         tensor = to_tensor(prepare(load_image(ctx.eval_images[0]), spec), spec, rt.input_layout, rt.input_dtype)
-        workers = rt.concurrent_workers(3)
-        assert workers[0] is rt and len({id(w) for w in workers}) == 3 and all(w.active for w in workers)
+        per = rt.worker_threads(n)
+        assert rt.worker_threads(1) == rt.thread_count() == 2 and per == max(1, min(2, cores() // n))
+        workers = rt.concurrent_workers(n)
+        assert len({id(w) for w in workers}) == 1 and workers[0].thread_count() == per and workers[0].active
+        assert (workers[0] is rt) == (per == 2)
         rt.release_workers(workers)
-        assert rt.active and not any(w.active for w in workers[1:])
+        assert rt.active and (workers[0] is rt or not workers[0].active)
         samples, wall = rt.run_concurrent(tensor, 2, 0.05)
         assert len(samples) >= 2 and positive(wall, *samples)
 
-    class Shared(cls):  # a backend declaring its runtime safe to share between threads
-        thread_safe = True
+    class OneEach(runtime_class("onnx")):  # the generic pool: a backend whose runtime cannot be shared
+        thread_safe = False
+        concurrency_mechanism = Runtime.concurrency_mechanism
 
-    with Shared.from_store(ctx.store, ctx.config) as rt:
-        assert rt.concurrent_workers(3) == [rt] * 3 and "sharing one runtime" in rt.concurrency_mechanism(3)
+    with OneEach.from_store(ctx.store, ctx.config) as rt:
+        workers = rt.concurrent_workers(n)
+        assert len({id(w) for w in workers}) == n and all(w.active and w.thread_count() == rt.worker_threads(n) for w in workers)
+        assert "one runtime each" in rt.concurrency_mechanism(n)
+        rt.release_workers(workers)
+        assert rt.active and not any(w.active for w in workers if w is not rt)
         samples, _ = rt.run_concurrent(tensor, 2, 0.05)
         assert len(samples) >= 2 and rt.active
+
+
+def test_one_worker_runs_in_the_calling_thread():
+    """An OpenMP toolchain keeps a thread team per calling thread: one worker must be the batch-1 call itself."""
+    import threading
+
+    from modelport.runtime.base import concurrent_calls
+
+    seen: list[tuple[int, int]] = []
+    calls = [lambda i=i: seen.append((i, threading.get_ident())) for i in range(3)]
+    samples, wall = concurrent_calls(calls, 0.02)
+    assert {t for i, t in seen if i == 0} == {threading.get_ident()}
+    assert threading.get_ident() not in {t for i, t in seen if i > 0} and {i for i, _ in seen} == {0, 1, 2}
+    assert len(samples) == len(seen) - 3 and wall > 0  # each thread's first call is untimed
 
 
 def write(path: Path, text: str) -> None:

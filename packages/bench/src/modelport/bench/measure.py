@@ -28,6 +28,7 @@ def throughput_point(runtime: Runtime, tensor: np.ndarray, workers: int, seconds
     return ThroughputPoint(
         concurrency=workers,
         mechanism=runtime.concurrency_mechanism(workers),
+        threads_per_worker=runtime.worker_threads(workers),
         seconds=wall,
         inferences=len(samples),
         fps=len(samples) / wall,
