@@ -12,12 +12,12 @@ import pytest
 
 from conftest import cli, error_line, make_context
 from modelport.bench.coldstart import peak_rss_bytes, start_peak
-from modelport.bench.measure import Conditions, concurrency_levels
+from modelport.bench.measure import Conditions
 from modelport.common.images import load_image
 from modelport.common.machine import NOT_EXPOSED, run_conditions
 from modelport.common.preprocess import prepare, to_tensor
 from modelport.common.schema import BackendResult
-from modelport.common.timing import cores
+from modelport.common.timing import concurrency_levels, cores
 from modelport.runtime.base import Runtime
 from modelport.runtime.registry import runtime_class
 from tiny_models import tiny_pipeline

@@ -14,13 +14,13 @@ from modelport.common.log import console
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import fill_outputs, headline_index, new_result, write_result
 from modelport.common.schema import BackendResult, Status
-from modelport.common.timing import load_average, load_problem, measure
+from modelport.common.timing import concurrency_levels, load_average, load_problem, measure
 from modelport.runtime.base import Runtime
 from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_key
 from modelport.runtime.run import prepared_images, run_outputs
 
 from .coldstart import cold_start
-from .measure import Conditions, concurrency_levels, frame_time, throughput_sweep
+from .measure import Conditions, frame_time, throughput_sweep
 
 T = TypeVar("T")
 

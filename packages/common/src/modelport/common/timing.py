@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .schema import LatencyStats
+from .schema import LatencyStats, ThroughputPoint
 
 
 def summarize(samples_ns: list[int] | np.ndarray, warmup: int) -> LatencyStats:
@@ -117,3 +117,29 @@ def load_problem(before: float, after: float) -> str | None:
     if before > n:
         return f"taken under load: 1-min load average {before:g} (after {after:g}) on {n} cores"
     return None
+
+
+def concurrency_levels(configured: list[int]) -> list[int]:
+    """The configured levels, or 1, 2 and this machine's cores; each once, in order."""
+    return sorted(set(configured or [1, 2, cores()]))
+
+
+def throughput_summary(
+    samples_ns: list[int], wall: float, concurrency: int, mechanism: str, threads_per_worker: int | None
+) -> ThroughputPoint:
+    """One concurrency level's point from every request's ns and the wall seconds they took together."""
+    if not samples_ns or wall <= 0:
+        raise ValueError(f"no inference finished at concurrency {concurrency}")
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+    return ThroughputPoint(
+        concurrency=concurrency,
+        mechanism=mechanism,
+        threads_per_worker=threads_per_worker,
+        seconds=wall,
+        inferences=len(samples_ns),
+        fps=len(samples_ns) / wall,
+        p50=p50,
+        p90=p90,
+        p99=p99,
+    )

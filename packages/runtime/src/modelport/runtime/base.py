@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import ClassVar, Self
@@ -227,7 +227,7 @@ class Runtime:
         return InputError(f"{self.display} cannot load it: {msg[0] if msg else type(exc).__name__}", first)
 
 
-def concurrent_calls(calls: list[Callable[[], object]], seconds: float) -> tuple[list[int], float]:
+def concurrent_calls(calls: Sequence[Callable[[], object]], seconds: float) -> tuple[list[int], float]:
     """Each call run back to back in its own thread for ``seconds``: every call's ns and the wall seconds from
     the common start to the last call's end. Each thread makes one untimed call first (a fresh runtime's
     first call pays its lazy setup).
