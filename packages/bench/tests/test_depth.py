@@ -301,7 +301,8 @@ def test_a_small_real_tune_and_bench_with_tuned_settings(ctx, monkeypatch, test_
     assert res.exit_code == 0, res.output
     result = json.loads(ctx.store.path("results/onnx.json").read_text())
     assert result["settings"]["intra_op_threads"] == 1 and result["settings"]["graph_optimization_level"] == "extended"
-    assert any("tuned settings" in n for n in result["notes"])
+    assert any("tuned settings" in n for n in result["notes"]) and result["name"] == "ONNX FP32 (tuned)"
+    assert any(n.startswith("replaces the default-settings row") for n in result["notes"])
     ctx.store.path(tuning.TUNING_FILE).unlink()
 
 

@@ -24,9 +24,15 @@ def _load(store: ArtifactStore, pattern: str) -> list[dict[str, Any]]:
     return sorted(items, key=lambda d: (rank(d.get("key", "")), d.get("key", "")))
 
 
+def under_load(d: dict[str, Any]) -> str:
+    """The flag a timing taken under load carries, as the bench rows show it ("" when it was quiet)."""
+    return f" **UNDER LOAD ({d['name']}): {d['under_load']}; not trustworthy.**" if d.get("under_load") else ""
+
+
 def _load_note(items: list[dict[str, Any]]) -> str:
     loads = [f"{d['name']} {d['load_avg']['before']}->{d['load_avg']['after']}" for d in items if d.get("load_avg")]
-    return "1-min load average (before->after) on this 2-core machine: " + "; ".join(loads) + "." if loads else ""
+    note = "1-min load average (before->after): " + "; ".join(loads) + "." if loads else ""
+    return note + "".join(under_load(d) for d in items)
 
 
 def render(store: ArtifactStore) -> list[Path]:
@@ -125,7 +131,7 @@ def sweep_md(store: ArtifactStore, out: Path) -> str | None:
                 cells += [f"{p['latency_ms']['median']:.2f}", f"{p['images_per_s']:.0f}"] if p else ["–", "–"]
             load = at.get((threads[-1], b), {}).get("load_avg")
             lines.append(f"| {b} | " + " | ".join(cells) + f" | {'–' if load is None else load} |")
-        lines += ["", f"load avg {d['load_avg']['before']} -> {d['load_avg']['after']}; {d['seconds']} s.", ""]
+        lines += ["", f"load avg {d['load_avg']['before']} -> {d['load_avg']['after']}; {d['seconds']} s.{under_load(d)}", ""]
     lines.append("![throughput vs batch](sweep.png)")
     _sweep_chart(items, out.parent / "sweep.png")  # beside results.md, which the section is appended to
     return "\n".join(lines) + "\n"
@@ -191,7 +197,7 @@ def tuning_md(store: ArtifactStore, out: Path) -> str | None:
         extra = f" Rejected by the accuracy floor: {', '.join(rejected)}." if rejected else ""
         lines.append(
             f"- {e['name']}: {space}; {len(e['trials'])} timed candidates in {e['seconds']} s; "
-            f"load {e['load_avg']['before']}->{e['load_avg']['after']}.{extra}"
+            f"load {e['load_avg']['before']}->{e['load_avg']['after']}.{extra}{under_load(e)}"
         )
     return "\n".join(lines) + "\n"
 

@@ -14,7 +14,7 @@ from modelport.common.log import console
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import fill_outputs, headline_index, new_result, write_result
 from modelport.common.schema import BackendResult, Status
-from modelport.common.timing import concurrency_levels, load_average, load_problem, measure
+from modelport.common.timing import LoadWatch, concurrency_levels, measure
 from modelport.runtime.base import Runtime
 from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_key
 from modelport.runtime.run import prepared_images, run_outputs
@@ -105,7 +105,7 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
                 result.agreement = store.failure_agreement(path)
                 raise ModelportError(f"its conversion failed: {failure}")
             store.check_current(path, rerun=f"modelport {cls.made_by()}")
-        load_before = load_average()
+        load = LoadWatch()
         conditions = Conditions()
         with runtime:
             outputs = run_outputs(runtime, prepared, cfg.input)
@@ -117,8 +117,7 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
             result.latency_ms = measure(lambda: runtime.infer(tensor), cfg.bench.warmup, cfg.bench.runs)
             result.extra_timings = secondary(result, "extra timings", lambda: getattr(runtime, "extra_timings", {}), {})
             more_measurements(ctx, result, runtime, tensor)
-            result.load_avg = {"before": load_before, "after": load_average()}
-            result.under_load = load_problem(**result.load_avg)
+            result.load_avg, result.under_load = load.finish()
             result.load_ms = runtime.load_ms
             result.tool_versions = runtime.tool_versions()
             result.settings = runtime.settings()

@@ -29,7 +29,7 @@ from modelport.common.log import console, skip, step
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import fill_outputs, headline_index, write_result
 from modelport.common.schema import BackendResult, ThroughputPoint
-from modelport.common.timing import concurrency_levels, load_average, measure, throughput_summary
+from modelport.common.timing import LoadWatch, concurrency_levels, measure, throughput_summary
 from modelport.runtime.base import concurrent_calls
 from modelport.runtime.run import prepared_images
 
@@ -106,9 +106,9 @@ def _measure(ctx: StepContext, result: BackendResult, infer: Callable[[np.ndarra
     tensors = [to_tensor(a, cfg.input, "NHWC", "uint8") for a in prepared_images(ctx)]
     outputs = np.stack([np.asarray(infer(t)[0], dtype=np.float32).reshape(-1) for t in tensors])
     head = tensors[headline_index(ctx)]
-    before = load_average()
+    load = LoadWatch()
     result.latency_ms = measure(lambda: infer(head), cfg.bench.warmup, cfg.bench.runs)
-    result.load_avg = {"before": before, "after": load_average()}
+    result.load_avg, result.under_load = load.finish()
     return outputs
 
 
