@@ -295,4 +295,30 @@ def overhead_cmd(ctx: StepContext, backends: tuple[str, ...], settings_mode: str
             _warn_load(data)
 
 
+@depth.command("peer")
+@backend_args
+@click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True, help="Interleaved rounds.")
+@click.option("--seconds", type=click.FloatRange(1, 600), default=10.0, show_default=True, help="Each side's run per round.")
+@click.pass_obj
+def peer_cmd(ctx: StepContext, backends: tuple[str, ...], rounds: int, seconds: float) -> None:
+    """Our throughput vs the toolchain's own benchmark tool on the same files -> depth/peer-<backend>.json."""
+    from .peer import measure_peer, peer_reason, write_peer
+
+    with ctx.store.lock():
+        for key in _depth_keys(backends):
+            reason = peer_reason(key)
+            if reason:
+                skip(f"{key}: {reason}")
+                continue
+            step(f"peer {key}: {rounds} interleaved rounds of {seconds:g} s each side")
+            data = measure_peer(ctx, key, rounds, seconds)
+            write_peer(ctx, data)
+            console.print(
+                f"   {data['name']}: ours {data['ours_fps']:.1f} FPS vs {data['tool'].split()[0]} {data['tool_fps']:.1f} FPS: "
+                f"ratio {data['ratio']:.3f} (goal within {data['goal']:.0%})",
+                markup=False,
+            )
+            _warn_load(data)
+
+
 bench.help = (bench.help or "").replace("{keys}", ", ".join(RUNTIMES))

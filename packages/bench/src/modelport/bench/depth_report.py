@@ -16,7 +16,7 @@ from modelport.common.artifacts import ArtifactStore, write_atomic
 from modelport.common.backends import rank
 from modelport.common.display import settings_text, shown
 
-from .report_md import _save
+from .report_md import _save, md_code, md_text
 
 
 def _load(store: ArtifactStore, pattern: str) -> list[dict[str, Any]]:
@@ -44,6 +44,7 @@ def render(store: ArtifactStore) -> list[Path]:
         ("depth-2-sweep", sweep_md),
         ("depth-3-tuning", tuning_md),
         ("depth-4-overhead", overhead_md),
+        ("depth-5-peer", peer_md),
     ):
         text = fn(store, out)
         path = out / f"{name}.md"
@@ -234,6 +235,30 @@ def overhead_md(store: ArtifactStore, out: Path) -> str | None:
         "loop of an instant call (no threads, so background load barely moves it): the ratio's true floor is "
         "1 + cost / inference time; per-round ratios far from that are background load.",
     ]
+    return "\n".join(lines) + "\n"
+
+
+def peer_md(store: ArtifactStore, out: Path) -> str | None:
+    items = _load(store, "peer-*.json")
+    if not items:
+        return None
+    lines = [
+        "## Throughput vs the toolchain's own benchmark tool",
+        "",
+        "Our throughput (the toolchain's throughput settings, its optimal number of requests) and the toolchain's "
+        "benchmark tool on the same model files, one after the other in alternating order each round; ratio = "
+        "median over rounds of ours / the tool's FPS (goal: within 5%).",
+        "",
+        "| backend | ours FPS | tool FPS | ratio | per-round min / max | goal | tool |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d in items:
+        r = d["ratio_rounds"]
+        lines.append(
+            f"| {md_text(d['name'])} | {d['ours_fps']:.1f} | {d['tool_fps']:.1f} | {d['ratio']:.3f} | "
+            f"{r['min']:.3f} / {r['max']:.3f} | {'met' if d['meets_goal'] else 'NOT met'} | {md_code(d['tool'])} |"
+        )
+    lines += ["", f"{items[0]['rounds']} rounds x {items[0]['seconds']:g} s per side. " + _load_note(items)]
     return "\n".join(lines) + "\n"
 
 

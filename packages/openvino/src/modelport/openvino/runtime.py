@@ -128,12 +128,26 @@ class OpenvinoRuntime(Runtime):
             raise RuntimeError(f"{self.display} runtime is not active")
         return async_run(self.compiled_for(workers), workers, tensor, seconds)
 
-    def peer_throughput(self, tensor: np.ndarray, seconds: float) -> dict[str, object]:
-        """Ours and `benchmark_app -hint throughput` on the same IR, one after the other, at the same settings:
-        PERFORMANCE_HINT THROUGHPUT with OpenVINO's own stream count and its optimal number of requests,
-        the row's inference precision, OpenVINO's default thread count (benchmark_app refuses -nthreads
-        with a hint)."""
+    def peer_throughput(self, tensor: np.ndarray, seconds: float, tool_first: bool = False) -> dict[str, object]:
+        """Ours and `benchmark_app -hint throughput` on the same IR at the same settings: PERFORMANCE_HINT
+        THROUGHPUT with OpenVINO's own stream count and its optimal number of requests, the row's inference
+        precision, OpenVINO's default thread count (benchmark_app refuses -nthreads with a hint)."""
         precision = self.config.openvino.inference_precision
+        tool = [
+            str(Path(sys.executable).with_name("benchmark_app")),
+            *("-m", str(self.files["model"]), "-d", "CPU", "-hint", "throughput"),
+            *("-infer_precision", precision, "-t", f"{seconds:g}"),
+        ]
+
+        def theirs() -> float:
+            proc = subprocess.run(tool, capture_output=True, text=True, timeout=seconds * 10 + 120, check=False)
+            found = re.search(r"Throughput:\s*([0-9.]+)\s*FPS", proc.stdout)
+            if proc.returncode != 0 or not found:
+                tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
+                raise RuntimeError(f"benchmark_app exited {proc.returncode} without a throughput: {tail[0]}")
+            return float(found.group(1))
+
+        tool_fps = theirs() if tool_first else 0.0
         compiled = self.core.compile_model(
             self.model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": precision}
         )
@@ -141,21 +155,13 @@ class OpenvinoRuntime(Runtime):
         streams = int(compiled.get_property("NUM_STREAMS"))
         samples, wall = async_run(compiled, requests, tensor, seconds)
         del compiled
-        tool = [
-            str(Path(sys.executable).with_name("benchmark_app")),
-            *("-m", str(self.files["model"]), "-d", "CPU", "-hint", "throughput"),
-            *("-infer_precision", precision, "-t", f"{seconds:g}"),
-        ]
-        proc = subprocess.run(tool, capture_output=True, text=True, timeout=seconds * 10 + 120, check=False)
-        found = re.search(r"Throughput:\s*([0-9.]+)\s*FPS", proc.stdout)
-        if proc.returncode != 0 or not found:
-            tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
-            raise RuntimeError(f"benchmark_app exited {proc.returncode} without a throughput: {tail[0]}")
+        if not tool_first:
+            tool_fps = theirs()
         return {
             "ours_fps": len(samples) / wall,
             "ours_requests": requests,
             "ours_streams": streams,
-            "tool_fps": float(found.group(1)),
+            "tool_fps": tool_fps,
             "tool": " ".join(["benchmark_app", *tool[1:]]),
         }
 

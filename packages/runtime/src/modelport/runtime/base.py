@@ -190,9 +190,10 @@ class Runtime:
         finally:
             self.release_workers(runtimes)
 
-    def peer_throughput(self, tensor: np.ndarray, seconds: float) -> dict[str, object]:
+    def peer_throughput(self, tensor: np.ndarray, seconds: float, tool_first: bool = False) -> dict[str, object]:
         """One round of this runtime's throughput beside the toolchain's own benchmark tool's on the same
-        files and settings: ``ours_fps``, ``tool_fps``, ``tool`` (its command line) and what else each chose."""
+        files and settings, ``seconds`` each, the tool's run first if ``tool_first``: ``ours_fps``,
+        ``tool_fps``, ``tool`` (its command line) and what else each chose."""
         raise NotImplementedError(f"{self.display} has no benchmark tool of its own to compare with")
 
     def deactivate(self) -> None:
