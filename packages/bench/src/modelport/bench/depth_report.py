@@ -139,31 +139,38 @@ def sweep_md(store: ArtifactStore, out: Path) -> str | None:
 
 
 def _sweep_chart(items: list[dict[str, Any]], path: Path) -> None:
+    """Images/s over batch sizes: a colour per backend, a line style per thread count, the legend beside the
+    plot (over it, it hid lines; matplotlib's default cycle repeats its colours after ten lines)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for d in items:
-        for t in sorted({p["threads"] for p in d["points"]}):
+    cmap = plt.get_cmap("tab10" if len(items) <= 10 else "tab20")
+    colours = [cmap(i) for i in range(cmap.N)]
+    styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    for i, d in enumerate(items):
+        counts = sorted({p["threads"] for p in d["points"]}, reverse=True)  # the most threads: solid
+        for t in counts:
             pts = sorted((p for p in d["points"] if p["threads"] == t), key=lambda p: p["batch"])
             ax.plot(
                 [p["batch"] for p in pts],
                 [p["images_per_s"] for p in pts],
                 marker="o",
-                ls="-" if t == max(p["threads"] for p in d["points"]) else "--",
+                markersize=4,
+                color=colours[i % len(colours)],
+                ls=styles[counts.index(t) % len(styles)],
                 label=f"{d['name']}, {t} thr ({d['batch_support']})",
             )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel("images / s")
-    ax.set_title("Throughput vs batch size and threads")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.set_title("Throughput vs batch size and threads (colour: backend, line style: threads)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _save(fig, path, plt)
-
-
-# -- tuning
 
 
 def tuning_md(store: ArtifactStore, out: Path) -> str | None:
