@@ -97,11 +97,13 @@ def test_the_report_shows_the_new_columns_and_the_chart_without_none(benched):
     assert "best FPS @ concurrency" in md and "## Throughput, cold start, memory, whole frame" in md
     assert "![throughput](throughput.png)" in md and "None" not in md
     assert f"@ {e['best_concurrency']} |" in md and "throttled:" in md
+    assert e["best_mechanism"].endswith("on one InferenceSession") and e["best_threads_per_worker"] >= 1
+    assert "- ONNX FP32: " in md and "concurrent run() calls on one InferenceSession; threads per request 2 @ 1" in md
     assert (out / "throughput.png").read_bytes()[:4] == b"\x89PNG"
     page = (out / "results.html").read_text()
     assert 'alt="throughput"' in page and "Throughput, cold start, memory, whole frame" in page
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
-    assert {"best_fps", "best_concurrency", "first_infer_ms", "peak_rss_bytes", "frame_ms"} <= set(header)
+    assert {"best_fps", "best_concurrency", "best_mechanism", "first_infer_ms", "peak_rss_bytes", "frame_ms"} <= set(header)
 
 
 def test_a_row_of_another_source_model_shows_none_of_its_measurements(benched, tmp_path):

@@ -72,9 +72,7 @@ def test_the_page_reads_at_1400_px(tmp_path):
         row("ncnn-int8", "NCNN INT8", 3.93, 7.74, 0.9779, 0.9966, "int8"),
         row("rknn-int8-hybrid", "RKNN INT8 hybrid (simulator) with a long display name", 5.14, 9.9, 0.9886, 0.9982),
     ]
-    results.append(
-        {"key": "tensorrt-fp32", "name": "TensorRT FP32", "status": "skipped", "reason": "no NVIDIA driver: " * 6}
-    )
+    results.append({"key": "tensorrt-fp32", "name": "TensorRT FP32", "status": "skipped", "reason": "no NVIDIA driver: " * 6})
     report = {
         "results": results,
         "reference": "tflite",
