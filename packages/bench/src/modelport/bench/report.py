@@ -254,6 +254,11 @@ def notes(store: ArtifactStore) -> list[str]:
         parts = [f"{n}: median {v['median_ms']:.2f} ms / p90 {v['p90_ms']:.2f} ms" for n, v in conv.items()]
         out.append(
             f"Source->ONNX converters, verified ONNX timed in onnxruntime ({'; '.join(parts)}); kept {extra['converter']}."
+            + (
+                f" UNDER LOAD: {extra['race_under_load']}; these times are not trustworthy."
+                if extra.get("race_under_load")
+                else ""
+            )
         )
     for name, reason in (extra.get("failed_converters") or {}).items():
         out.append(f"Converter {name} was not used: {reason}")
