@@ -8,11 +8,12 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import cli, error_line, make_context
 from modelport.bench.coldstart import peak_rss_bytes, start_peak
-from modelport.bench.measure import Conditions
+from modelport.bench.measure import Conditions, throughput_point
 from modelport.common.images import load_image
 from modelport.common.machine import NOT_EXPOSED, run_conditions
 from modelport.common.preprocess import prepare, to_tensor
@@ -248,3 +249,23 @@ def test_the_peak_is_measured_from_the_baseline_not_from_the_process_start():
     held[::4096] = b"\x01" * len(range(0, len(held), 4096))
     assert peak_rss_bytes() - baseline >= 60 * mib
     del held
+
+
+def test_tflite_runs_an_interpreter_per_worker_at_the_split_thread_count(tmp_path):
+    from modelport.common.config import Config
+    from modelport.tflite.runtime import TfliteRuntime
+    from tiny_models import tiny_tflite
+
+    config = Config.model_validate({"input": {"size": [24, 24]}})
+    x = np.random.default_rng(0).standard_normal((1, 24, 24, 3)).astype(np.float32)
+    with TfliteRuntime(config, {"model": tiny_tflite(tmp_path / "t.tflite")}) as rt:
+        per = rt.worker_threads(3)
+        workers = rt.concurrent_workers(3)
+        assert rt.thread_count() == 2 and per == max(1, min(2, cores() // 3)) and len({id(w) for w in workers}) == 3
+        assert all(w.config.tflite.threads == per and w.active for w in workers)
+        np.testing.assert_allclose(workers[-1].infer(x), rt.infer(x), rtol=1e-6)
+        rt.release_workers(workers)
+        for n in (1, 3):
+            p = throughput_point(rt, x, n, 0.1)
+            assert p.mechanism == f"{n} thread{'s' if n > 1 else ''}, an Interpreter each"
+            assert p.threads_per_worker == rt.worker_threads(n) and p.inferences >= 1 and p.fps > 0
