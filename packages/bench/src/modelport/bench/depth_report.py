@@ -164,6 +164,8 @@ def _sweep_chart(items: list[dict[str, Any]], path: Path) -> None:
                 label=f"{d['name']}, {t} thr ({d['batch_support']})",
             )
     ax.set_xscale("log", base=2)
+    batches = sorted({p["batch"] for d in items for p in d["points"]})
+    ax.set_xticks(batches, [str(b) for b in batches])  # the batch sizes themselves, not powers of two
     ax.set_xlabel("batch size")
     ax.set_ylabel("images / s")
     ax.set_ylim(bottom=0)
