@@ -88,7 +88,8 @@ _CATEGORIES: dict[str, LayerCategory] = {
     "dequantize": "dequantize",
     "int8tofloat": "dequantize",
     # layout and precision moves between kernels: ORT's NCHWc reorders and the Transpose it inserts for
-    # NHWC int8 kernels, OpenVINO's Reorder/Convert, MNN's ConvertTensor, TensorRT's reformatting copies
+    # NHWC int8 kernels, OpenVINO's Reorder/Convert, MNN's ConvertTensor and Raster, TensorRT's reformatting copies,
+    # ncnn's Packing
     "reorderinput": "reorder",
     "reorderoutput": "reorder",
     "transpose": "reorder",
@@ -97,6 +98,7 @@ _CATEGORIES: dict[str, LayerCategory] = {
     "converttensor": "reorder",
     "reformat": "reorder",
     "packing": "reorder",
+    "raster": "reorder",
 }
 
 

@@ -146,6 +146,7 @@ def markdown(report: dict[str, Any], sections: list[Path], drawn: Collection[str
     for name, why in (("latency", "no backend was timed"), ("accuracy", "no row has agreement numbers")):
         lines += [f"![{name}]({name}.png)" if name in drawn else f"No {name} chart: {why}.", ""]
     lines += beyond(report, "throughput" in drawn)
+    lines += slowest_layers(report)
     lines += ["## Settings and versions", ""]
     for e in report["results"]:
         if e["status"] == "ok":
@@ -217,6 +218,45 @@ def beyond(report: dict[str, Any], drawn: bool) -> list[str]:
         out += ['Run conditions (sysfs; "not exposed here" where the machine hides them):', ""]
         out += [f"- **{md_text(e['name'])}**: {md_text(conditions_text(e['conditions']))}" for e in conditioned]
         out.append("")
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
+def slowest_layers(report: dict[str, Any]) -> list[str]:
+    """The three slowest layers per row and its share of quantize / dequantize / reorder work, or why the
+    toolchain gives no per-layer time."""
+    profiled = [e for e in report["results"] if e.get("layer_profile")]
+    if not profiled:
+        return []
+    out = [
+        "## Slowest layers",
+        "",
+        "Per-layer time from each toolchain's own profiler (mean per inference while profiling, which adds its own "
+        "overhead: compare layers within a row, not rows by it). Layers are named by their ONNX node in "
+        "onnx/model.onnx (the per-layer INT8 analysis's names) where the toolchain's name maps to one, else by the "
+        r"toolchain's own (marked \*). Q / DQ / reorder: the share of the summed layer time spent quantizing, "
+        "dequantizing and moving data between layouts or precisions.",
+        "",
+        "| backend | slowest layers: ms (share) | Q / DQ / reorder | layers (sum ms) | profiler |",
+        "|---|---|---|---|---|",
+    ]
+    for e in profiled:
+        p = e["layer_profile"]
+        if p.get("reason"):
+            out.append(f"| {md_text(e['name'])} | {md_text('not measured: ' + p['reason'])} | – | – | – |")
+            continue
+        top = "; ".join(
+            f"{md_text(t['name'])}{'' if t['onnx'] else chr(92) + '*'} {md_text(t['op'])}: {t['ms']:.3f} ({_pct(t['share'])})"
+            for t in p["slowest"][:3]
+        )
+        sh = p.get("shares") or {}
+        split = " / ".join(_pct(sh.get(c)) for c in ("quantize", "dequantize", "reorder"))
+        cells = [md_text(e["name"]), top, split, f"{p['layers']} ({_f(p.get('total_ms'), '.2f')})", md_text(p["how"])]
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
     return out
 
 
