@@ -68,6 +68,8 @@ def test_the_report_shows_the_slowest_layers_in_json_markdown_csv_and_html(profi
     assert table["tflite"]["slowest_layers"] == "" and table["tflite"]["layer_profile_note"]
     page = (out / "results.html").read_text()
     assert "Slowest layers" in page and f"{slowest[0]['ms']:.3f}" in page
+    assert "![layers](layers.png)" in section and (out / "layers.png").read_bytes()[:4] == b"\x89PNG"
+    assert 'alt="layers"' in page  # the chart inlined into the one self-contained page
 
 
 def test_layer_profile_off_leaves_the_row_without_one(tmp_path):
@@ -81,6 +83,7 @@ def test_layer_profile_off_leaves_the_row_without_one(tmp_path):
     assert r.status == "ok" and r.layer_profile is None
     ok(env, "report")
     assert "## Slowest layers" not in (tmp_path / "art/report/results.md").read_text()
+    assert not (tmp_path / "art/report/layers.png").exists()
 
 
 @pytest.mark.parametrize("line", ["layer_profile_runs = 0", "layer_profile_runs = 1e9", "layer_profile = 3"])

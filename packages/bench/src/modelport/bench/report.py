@@ -390,7 +390,7 @@ def _write_set(out: Path, report: dict[str, Any]) -> dict[str, Path]:
     paths |= charts(report, out)
     write_atomic(paths["json"], json_text(report))
     write_atomic(paths["csv"], to_csv(report))
-    drawn = [k for k in ("latency", "accuracy", "throughput") if k in paths]
+    drawn = [k for k in ("latency", "accuracy", "throughput", "layers") if k in paths]
     write_atomic(paths["md"], markdown(report, sections=sections, drawn=drawn))
     paths["html"] = report_html.write(report, out, sections, method(report))
     return paths

@@ -105,7 +105,9 @@ def render(report: dict[str, Any], folder: Path, sections: list[Path], markdown_
     )
     from .report_md import beyond, slowest_layers
 
-    extra = "\n".join(beyond(report, (folder / "throughput.png").is_file()) + slowest_layers(report))
+    extra = "\n".join(
+        beyond(report, (folder / "throughput.png").is_file()) + slowest_layers(report, (folder / "layers.png").is_file())
+    )
     body = "\n".join(
         f'<section class="md">{section_html(text, folder)}</section>'
         for text in ([extra] if extra else []) + [s.read_text(encoding="utf-8") for s in sections]
