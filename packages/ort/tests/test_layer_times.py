@@ -98,6 +98,7 @@ def test_without_a_graph_the_toolchain_names_stay(tmp_path):
         ("FakeQuantize", "quantize"),
         ("DequantizeLinear", "dequantize"),
         ("Int8ToFloat", "dequantize"),
+        ("FloatToInt8 [ DT_INT8 ] ", "quantize"),
         ("ReorderOutput", "reorder"),
         ("Reorder", "reorder"),
         ("Raster", "reorder"),

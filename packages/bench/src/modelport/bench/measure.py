@@ -104,7 +104,7 @@ _CATEGORIES: dict[str, LayerCategory] = {
 
 def layer_category(op: str) -> LayerCategory:
     """What kind of work a layer of op type ``op`` is (any toolchain's spelling; "other" for compute)."""
-    key = op.lower().replace("_", "").replace(" ", "")
+    key = op.split("[")[0].lower().replace("_", "").replace(" ", "")  # MNN appends its dtype: "FloatToInt8 [ DT_INT8 ]"
     if key in _CATEGORIES:
         return _CATEGORIES[key]
     return "reorder" if key.startswith("reformat") else "other"

@@ -124,7 +124,7 @@ class MnnRuntime(Runtime):
             end, name = time.perf_counter_ns(), info.getName()
             if timing[0]:
                 total[name] = total.get(name, 0) + end - started.get(name, end)
-                ops.setdefault(name, info.getType())
+                ops.setdefault(name, info.getType().split("[")[0].strip())  # "Convolution [ DT_INT8 ] ": the op
             return True
 
         self.input.copyFrom(self._host(tensor))
