@@ -7,11 +7,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from conftest import cli, run
 from modelport.common.onnx_layers import load
 from modelport.common.schema import BackendResult
 from modelport.tflite.runtime import TfliteRuntime
@@ -26,7 +27,9 @@ def ok(env, *args):
 
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory):
-    env = tiny_pipeline(tmp_path_factory.mktemp("layers"), tflite=True)
+    root = tmp_path_factory.mktemp("layers")
+    env = tiny_pipeline(root, tflite=True)
+    (root / "env.json").write_text(json.dumps(env))  # for a test that benches copies of these artifacts
     config = Path(env["MODELPORT_CONFIG"])
     config.write_text(config.read_text() + "throughput = false\ncold_start = false\n")
     ok(env, "fetch")
@@ -95,3 +98,23 @@ def test_bad_layer_profile_config_is_one_error_line(tmp_path, line):
     assert proc.returncode != 0
     errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "layer_profile" in errors[0], proc.stderr
+
+
+def test_merged_rows_of_two_machines_keep_their_own_layers(profiled, tmp_path):
+    env = json.loads((profiled.parent / "env.json").read_text())
+    bundles = []
+    for device in ("box-a", "box-b"):
+        art = tmp_path / device
+        shutil.copytree(profiled, art, ignore=shutil.ignore_patterns("report", "results"))
+        machine = {**env, "MODELPORT_ARTIFACTS": str(art), "MODELPORT_DEVICE": device}
+        bundles.append(tmp_path / f"{device}.tar.gz")
+        for args in (("bench", "tflite", "onnx"), ("bundle", "export", "--out", str(bundles[-1]))):
+            proc = run(machine, *args)  # a fresh process: the device key is read once per process
+            assert proc.returncode == 0, proc.stderr
+    merged = tmp_path / "merged"
+    ok({**env, "MODELPORT_ARTIFACTS": str(merged)}, "report", "--merge", str(bundles[0]), "--merge", str(bundles[1]))
+    rows = {(e["device_key"], e["key"]): e for e in json.loads((merged / "report/results.json").read_text())["results"]}
+    for device in ("box-a", "box-b"):
+        assert rows[(device, "onnx")]["layer_profile"]["slowest"] and rows[(device, "tflite")]["layer_profile"]["reason"]
+    section = (merged / "report/results.md").read_text().split("## Slowest layers", 1)[1]
+    assert "box-a)" in section and "box-b)" in section

@@ -243,10 +243,12 @@ def slowest_layers(report: dict[str, Any], drawn: bool) -> list[str]:
         "| backend | slowest layers: ms (share) | Q / DQ / reorder | layers (sum ms) | profiler |",
         "|---|---|---|---|---|",
     ]
+    several = len(report.get("devices") or {}) > 1 or several_models(report)
     for e in profiled:
         p = e["layer_profile"]
+        name = f"{e['name']} ({e['model']}, {e['device_key']})" if several else e["name"]
         if p.get("reason"):
-            out.append(f"| {md_text(e['name'])} | {md_text('not measured: ' + p['reason'])} | – | – | – |")
+            out.append(f"| {md_text(name)} | {md_text('not measured: ' + p['reason'])} | – | – | – |")
             continue
         top = "; ".join(
             f"{md_text(t['name'])}{'' if t['onnx'] else chr(92) + '*'} {md_text(t['op'])}: {t['ms']:.3f} ({_pct(t['share'])})"
@@ -254,7 +256,7 @@ def slowest_layers(report: dict[str, Any], drawn: bool) -> list[str]:
         )
         sh = p.get("shares") or {}
         split = " / ".join(_pct(sh.get(c)) for c in ("quantize", "dequantize", "reorder"))
-        cells = [md_text(e["name"]), top, split, f"{p['layers']} ({_f(p.get('total_ms'), '.2f')})", md_text(p["how"])]
+        cells = [md_text(name), top, split, f"{p['layers']} ({_f(p.get('total_ms'), '.2f')})", md_text(p["how"])]
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     if drawn:
