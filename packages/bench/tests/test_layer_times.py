@@ -118,3 +118,16 @@ def test_merged_rows_of_two_machines_keep_their_own_layers(profiled, tmp_path):
         assert rows[(device, "onnx")]["layer_profile"]["slowest"] and rows[(device, "tflite")]["layer_profile"]["reason"]
     section = (merged / "report/results.md").read_text().split("## Slowest layers", 1)[1]
     assert "box-a)" in section and "box-b)" in section
+
+
+def test_every_runtime_has_a_profiler_or_says_why_it_has_none():
+    """A runtime that overrides layer_times names its hook; one that does not says why its toolchain has none
+    (the base's generic sentence is not a reason a reader can act on)."""
+    from modelport.runtime.base import Runtime
+    from modelport.runtime.registry import RUNTIMES, runtime_class
+
+    for key in RUNTIMES:
+        cls = runtime_class(key)
+        hooked = cls.layer_times is not Runtime.layer_times
+        assert bool(cls.profiler) == hooked, key
+        assert hooked or cls.layer_times_reason != Runtime.layer_times_reason, key
