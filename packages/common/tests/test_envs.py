@@ -56,6 +56,16 @@ def test_a_minimal_table_loads(checkout):
     assert a.commands("rknn") == [] and table.with_step("bench") == ["a"] and table.tools["docker"] == ["docker==7.2.0"]
 
 
+
+def test_packages_star_is_every_package_folder_so_a_new_backend_needs_no_edit(checkout):
+    (checkout / "envs" / "a" / "env.toml").write_text(GOOD.replace('packages = ["common"]', 'packages = ["*"]'))
+    assert envs.load(checkout).envs["a"].packages == ["common"]
+    (checkout / "packages" / "newbackend").mkdir()
+    (checkout / "packages" / "newbackend" / "pyproject.toml").write_text('[project]\nname = "modelport-newbackend"\n')
+    (checkout / "packages" / "notes").mkdir()  # a folder without a pyproject.toml is no package
+    assert envs.load(checkout).envs["a"].packages == ["common", "newbackend"]
+    assert envs.load(ROOT).envs["tf-onnx"].packages == envs.every_package(ROOT)
+
 @pytest.mark.parametrize(
     ("edit", "problem"),
     [
@@ -191,7 +201,10 @@ def dockerfile_installs(dockerfile: Path) -> tuple[list[tuple[str, bool]], list[
         words = shlex.split(command, comments=True) if "pip" in command else []
         if "install" in words:
             requirements += [(Path(words[i + 1]).name, "--no-deps" in words) for i, w in enumerate(words) if w == "-r"]
-            packages += [Path(w).name for w in words if Path(w).parent.name == "packages"]
+            for w in words:
+                if Path(w).parent.name == "packages":
+                    # the shell expands ./packages/* to every package folder
+                    packages += envs.every_package(ROOT) if Path(w).name == "*" else [Path(w).name]
     return requirements, packages
 
 
