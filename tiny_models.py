@@ -104,7 +104,9 @@ def tiny_tflite(
     converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, x))
     if full_integer:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([((a.astype(np.float32) - 127.5) / 127.5)[None]] for a in cast("list[np.ndarray]", calibration))
+        converter.representative_dataset = lambda: (
+            [((a.astype(np.float32) - 127.5) / 127.5)[None]] for a in cast("list[np.ndarray]", calibration)
+        )
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
