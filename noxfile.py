@@ -278,7 +278,7 @@ KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes the farm manifests promis
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, mypy (pyproject.toml's list: every src/, the tests that passed), hadolint (Dockerfiles), docker-compose config, actionlint (the farm workflow),
+    """ruff, mypy (pyproject.toml's files), hadolint (Dockerfiles), docker-compose config, actionlint (the farm workflow),
     and every kustomize build of deploy/k8s validated offline against Kubernetes KUBERNETES_VERSION."""
     bin_dir = install(session, "lint", envs.Recipe(pins=[*TABLE.tools["lint"], *TABLE.tools["mypy"]]))
     tool = lambda name: str(bin_dir / name)  # noqa: E731
