@@ -166,7 +166,8 @@ def test_concurrent_workers_are_copies_unless_the_runtime_is_thread_safe(benched
         samples, wall = rt.run_concurrent(tensor, 2, 0.05)
         assert len(samples) >= 2 and positive(wall, *samples)
 
-    class Shared(cls):  # type: ignore[valid-type,misc]  # a backend declaring its runtime safe to share between threads
+    # A backend declaring its runtime safe to share between threads (cls: whichever class the registry gives).
+    class Shared(cls):  # type: ignore[valid-type,misc]
         thread_safe = True
 
     with Shared.from_store(ctx.store, ctx.config) as rt:
