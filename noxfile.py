@@ -20,8 +20,9 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import nox
 
@@ -278,10 +279,10 @@ KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes the farm manifests promis
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, mypy (packages/*/src), hadolint (Dockerfiles), docker-compose config, actionlint (the farm workflow),
+    """ruff, mypy (pyproject.toml's files), hadolint (Dockerfiles), docker-compose config, actionlint (the farm workflow),
     and every kustomize build of deploy/k8s validated offline against Kubernetes KUBERNETES_VERSION."""
     bin_dir = install(session, "lint", envs.Recipe(pins=[*TABLE.tools["lint"], *TABLE.tools["mypy"]]))
-    tool = lambda name: str(bin_dir / name)  # noqa: E731
+    tool: Callable[[str], str] = lambda name: str(bin_dir / name)  # noqa: E731
     session.run(tool("ruff"), "check", "packages", "noxfile.py", ".ci", external=True)
     session.run(
         tool("ruff"), "format", "--check", "packages", "noxfile.py", ".ci", "conftest.py", "tiny_models.py", external=True
@@ -304,7 +305,7 @@ def lint(session: nox.Session) -> None:
         if "components" in folder.parts:  # components are built through the overlays that use them
             continue
         out = built / ("-".join(folder.relative_to(ROOT / "deploy" / "k8s").parts) + ".yaml")
-        out.write_text(session.run(kubectl, "kustomize", str(folder), external=True, silent=True))
+        out.write_text(cast(str, session.run(kubectl, "kustomize", str(folder), external=True, silent=True)))
         session.run(tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, "--quiet", str(out), external=True)
 
 

@@ -4,6 +4,7 @@ a pipeline around one (labels, generated images, config) for the fast tests."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -14,8 +15,8 @@ def tiny_onnx(
     path: Path,
     *,
     layout: str = "NCHW",
-    size: tuple = (32, 32),
-    batch="1",
+    size: tuple[int | str, int | str] = (32, 32),
+    batch: int | str = "1",
     classes: int = 10,
     softmax: bool = True,
     channels: int = 3,
@@ -103,7 +104,9 @@ def tiny_tflite(
     converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, x))
     if full_integer:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([((a.astype(np.float32) - 127.5) / 127.5)[None]] for a in calibration)
+        converter.representative_dataset = lambda: (
+            [((a.astype(np.float32) - 127.5) / 127.5)[None]] for a in cast("list[np.ndarray]", calibration)
+        )
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
@@ -111,7 +114,7 @@ def tiny_tflite(
     return path
 
 
-def tiny_images(folder: Path, n: int = 4, size: tuple = (20, 24)) -> Path:
+def tiny_images(folder: Path, n: int = 4, size: tuple[int, int] = (20, 24)) -> Path:
     """``n`` generated PNGs (eval and calibration images of a tiny model: no photo decoding)."""
     from PIL import Image
 
@@ -122,15 +125,17 @@ def tiny_images(folder: Path, n: int = 4, size: tuple = (20, 24)) -> Path:
     return folder
 
 
-def tiny_pipeline(root: Path, *, tflite: bool = False, **model_kw) -> dict:
+def tiny_pipeline(root: Path, *, tflite: bool = False, **model_kw: Any) -> dict[str, str]:
     """A tiny source (``tiny_onnx(**model_kw)``, default 3x8x8 -> 5 classes; ``tflite``: ``tiny_tflite``, 24x24x3
     -> 5), labels, generated images and its config in ``root``: the env vars that point `modelport` at them, with
     an empty artifacts folder."""
-    model_kw = {"classes": 5} | model_kw
+    defaults: dict[str, Any] = {"classes": 5}
+    model_kw = defaults | model_kw
     if tflite:
         model = tiny_tflite(root / "tiny.tflite", **model_kw)
     else:
-        model = tiny_onnx(root / "tiny.onnx", **{"size": (8, 8), "batch": 1} | model_kw)
+        onnx_defaults: dict[str, Any] = {"size": (8, 8), "batch": 1}
+        model = tiny_onnx(root / "tiny.onnx", **onnx_defaults | model_kw)
     labels = root / "labels.txt"
     labels.write_text("".join(f"class{i}\n" for i in range(model_kw["classes"])))
     images = tiny_images(root / "images")

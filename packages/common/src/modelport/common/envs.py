@@ -9,7 +9,7 @@ An env.toml holds what one env is:
 
     order = 10                       # position in every session list (tf-onnx first: the others use its ONNX)
     requirements = ["requirements.txt"]  # envs/<env>/ files, in install order (its Dockerfile's order)
-    packages = ["common", "bench"]   # packages/<name> installed with --no-deps -e
+    packages = ["common", "bench"]   # packages/<name> installed with --no-deps -e; ["*"]: every packages/*/
     image = "modelport/ncnn:0.1.0"   # the tag compose.yaml builds from envs/<env>/Dockerfile
     services = ["convert-ncnn", ...] # the compose.yaml services running that image
     tests = [...]                    # pytest arguments (globs expanded by Env.pytest_args)
@@ -41,6 +41,11 @@ NEEDS = {"gpu"}
 COMMAND_LISTS = ("convert", "rknn", "depth_convert")  # steps holding command lines
 KEY_LISTS = ("bench", "analyze", "depth")  # steps holding backend keys
 TOOLS = ("tests", "lint", "mypy", "docker")
+
+
+def every_package(root: Path) -> list[str]:
+    """Every folder under packages/ with a pyproject.toml, by name."""
+    return sorted(p.parent.name for p in (root / "packages").glob("*/pyproject.toml"))
 
 
 class TableError(ValueError):
@@ -194,8 +199,12 @@ def load_env(path: Path, root: Path) -> Env:
             raise TableError(f"{path}: {key} must be {_TYPE_NAMES[_TYPES[key]]}, not {value!r}")
     for key in ("packages", "services", "tests", "without_toolchain", "requirements"):
         _strings(data.get(key, []), key, path)
+    if data["packages"] == ["*"]:
+        # The report env holds every package (each backend's descriptors order and judge the report's rows),
+        # so a new backend is a folder, not an edit here and in this env's Dockerfile.
+        data["packages"] = every_package(root)
     for p in data["packages"]:
-        if not (root / "packages" / p / "pyproject.toml").is_file():
+        if p == "*" or not (root / "packages" / p / "pyproject.toml").is_file():
             raise TableError(f"{path}: package {p!r} has no packages/{p}/pyproject.toml")
     needs = data.get("needs")
     if needs is not None and needs not in NEEDS:

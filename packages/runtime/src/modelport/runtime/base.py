@@ -106,7 +106,7 @@ class Runtime:
         return sum(p.stat().st_size for p in self.files.values() if p.is_file())
 
     # -- lifecycle
-    def activate(self) -> Runtime:
+    def activate(self) -> Self:
         reason = self.unavailable_reason()
         if reason:
             raise ToolchainMissing(f"{self.display}: {reason}")
@@ -224,7 +224,7 @@ class Runtime:
             self.deactivate_impl()
             self.active = False
 
-    def __enter__(self) -> Runtime:
+    def __enter__(self) -> Self:
         return self.activate()
 
     def __exit__(self, *exc: object) -> None:
