@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,14 +20,14 @@ from modelport.tflite.runtime import TfliteRuntime
 from tiny_models import tiny_pipeline
 
 
-def ok(env, *args):
+def ok(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     proc = cli(env, *args)
     assert proc.returncode == 0, proc.stderr
     return proc
 
 
 @pytest.fixture(scope="module")
-def profiled(tmp_path_factory):
+def profiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("layers")
     env = tiny_pipeline(root, tflite=True)
     (root / "env.json").write_text(json.dumps(env))  # for a test that benches copies of these artifacts
@@ -39,7 +40,7 @@ def profiled(tmp_path_factory):
     return Path(env["MODELPORT_ARTIFACTS"])
 
 
-def test_a_profiled_row_names_its_slowest_layers_by_the_onnx_layers(profiled):
+def test_a_profiled_row_names_its_slowest_layers_by_the_onnx_layers(profiled: Path) -> None:
     r = BackendResult.model_validate_json((profiled / "results/onnx.json").read_text())
     p = r.layer_profile
     assert r.status == "ok" and p is not None and p.reason is None, r.notes
@@ -50,14 +51,14 @@ def test_a_profiled_row_names_its_slowest_layers_by_the_onnx_layers(profiled):
     assert BackendResult.model_validate_json(r.dump()) == r
 
 
-def test_a_toolchain_without_a_hook_gives_the_reason_not_a_number(profiled):
+def test_a_toolchain_without_a_hook_gives_the_reason_not_a_number(profiled: Path) -> None:
     r = BackendResult.model_validate_json((profiled / "results/tflite.json").read_text())
     p = r.layer_profile
     assert r.status == "ok" and p is not None
     assert p.reason == TfliteRuntime.layer_times_reason and p.total_ms is None and not p.slowest and not p.shares
 
 
-def test_the_report_shows_the_slowest_layers_in_json_markdown_csv_and_html(profiled):
+def test_the_report_shows_the_slowest_layers_in_json_markdown_csv_and_html(profiled: Path) -> None:
     out = profiled / "report"
     rows = {e["key"]: e for e in json.loads((out / "results.json").read_text())["results"]}
     slowest = rows["onnx"]["layer_profile"]["slowest"]
@@ -75,7 +76,7 @@ def test_the_report_shows_the_slowest_layers_in_json_markdown_csv_and_html(profi
     assert 'alt="layers"' in page  # the chart inlined into the one self-contained page
 
 
-def test_layer_profile_off_leaves_the_row_without_one(tmp_path):
+def test_layer_profile_off_leaves_the_row_without_one(tmp_path: Path) -> None:
     env = tiny_pipeline(tmp_path)
     config = Path(env["MODELPORT_CONFIG"])
     config.write_text(config.read_text() + "throughput = false\ncold_start = false\nlayer_profile = false\n")
@@ -90,7 +91,7 @@ def test_layer_profile_off_leaves_the_row_without_one(tmp_path):
 
 
 @pytest.mark.parametrize("line", ["layer_profile_runs = 0", "layer_profile_runs = 1e9", "layer_profile = 3"])
-def test_bad_layer_profile_config_is_one_error_line(tmp_path, line):
+def test_bad_layer_profile_config_is_one_error_line(tmp_path: Path, line: str) -> None:
     env = tiny_pipeline(tmp_path)
     config = Path(env["MODELPORT_CONFIG"])
     config.write_text(config.read_text().replace("layer_profile_runs = 3", line))
@@ -100,7 +101,7 @@ def test_bad_layer_profile_config_is_one_error_line(tmp_path, line):
     assert len(errors) == 1 and "layer_profile" in errors[0], proc.stderr
 
 
-def test_merged_rows_of_two_machines_keep_their_own_layers(profiled, tmp_path):
+def test_merged_rows_of_two_machines_keep_their_own_layers(profiled: Path, tmp_path: Path) -> None:
     env = json.loads((profiled.parent / "env.json").read_text())
     bundles = []
     for device in ("box-a", "box-b"):
@@ -120,7 +121,7 @@ def test_merged_rows_of_two_machines_keep_their_own_layers(profiled, tmp_path):
     assert "box-a)" in section and "box-b)" in section
 
 
-def test_every_runtime_has_a_profiler_or_says_why_it_has_none():
+def test_every_runtime_has_a_profiler_or_says_why_it_has_none() -> None:
     """A runtime that overrides layer_times names its hook; one that does not says why its toolchain has none
     (the base's generic sentence is not a reason a reader can act on)."""
     from modelport.runtime.base import Runtime

@@ -28,7 +28,7 @@ def named_tiny(path: Path, config: Config) -> Path:
     return path
 
 
-def test_layers_are_named_by_the_onnx_nodes(tmp_path):
+def test_layers_are_named_by_the_onnx_nodes(tmp_path: Path) -> None:
     import openvino as ov
 
     config = Config()

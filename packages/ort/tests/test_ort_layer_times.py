@@ -13,7 +13,8 @@ import pytest
 
 from modelport.bench.measure import layer_category, layer_profile
 from modelport.common.config import Config
-from modelport.common.onnx_layers import load
+from modelport.common.onnx_layers import OnnxGraph, load
+from modelport.common.schema import LayerProfile
 from modelport.ort.runtime import OnnxFp32Runtime, OnnxInt8Runtime
 from tiny_models import tiny_onnx
 
@@ -46,7 +47,7 @@ def qdq(src: Path, dst: Path, config: Config) -> Path:
     return dst
 
 
-def check(profile, graph) -> None:
+def check(profile: LayerProfile, graph: OnnxGraph) -> None:
     nodes = {la.node for la in graph.layers}
     assert profile.reason is None and profile.layers >= len(profile.slowest) > 0
     assert all(t.name in nodes for t in profile.slowest if t.onnx)
@@ -55,7 +56,7 @@ def check(profile, graph) -> None:
     assert set(profile.shares) == {"quantize", "dequantize", "reorder"} and sum(profile.shares.values()) <= 1 + 1e-9
 
 
-def test_fp32_layers_carry_the_onnx_node_names(tmp_path):
+def test_fp32_layers_carry_the_onnx_node_names(tmp_path: Path) -> None:
     config = Config()
     model = named_tiny(tmp_path / "tiny.onnx", config)
     graph = load(model)
@@ -68,7 +69,7 @@ def test_fp32_layers_carry_the_onnx_node_names(tmp_path):
     assert "onnxruntime profiling" in profile.how and profile.runs == 3
 
 
-def test_int8_qdq_layers_keep_the_fp32_names_and_the_quantize_work_is_its_own(tmp_path):
+def test_int8_qdq_layers_keep_the_fp32_names_and_the_quantize_work_is_its_own(tmp_path: Path) -> None:
     config = Config()
     model = named_tiny(tmp_path / "tiny.onnx", config)
     int8 = qdq(model, tmp_path / "tiny.int8.onnx", config)
@@ -82,7 +83,7 @@ def test_int8_qdq_layers_keep_the_fp32_names_and_the_quantize_work_is_its_own(tm
     assert quantize and all(not t.onnx for t in quantize)  # the input's QuantizeLinear is not an FP32 layer
 
 
-def test_without_a_graph_the_toolchain_names_stay(tmp_path):
+def test_without_a_graph_the_toolchain_names_stay(tmp_path: Path) -> None:
     config = Config()
     model = named_tiny(tmp_path / "tiny.onnx", config)
     x = np.zeros(config.input.shape("NCHW"), dtype=np.float32)
@@ -107,5 +108,5 @@ def test_without_a_graph_the_toolchain_names_stay(tmp_path):
         ("Convolution", "other"),
     ],
 )
-def test_layer_categories(op, category):
+def test_layer_categories(op: str, category: str) -> None:
     assert layer_category(op) == category

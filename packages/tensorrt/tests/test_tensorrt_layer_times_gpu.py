@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from modelport.common.context import StepContext
 from modelport.tensorrt import cuda
 
 REASON = cuda.missing_layer()
@@ -18,7 +19,7 @@ pytestmark = [
 
 
 @pytest.mark.parametrize("key", ["tensorrt-fp32", "tensorrt-int8"])
-def test_layers_are_named_by_the_onnx_model(pipeline, key):
+def test_layers_are_named_by_the_onnx_model(pipeline: StepContext, key: str) -> None:
     from modelport.bench.measure import layer_profile
     from modelport.common.onnx_layers import load
     from modelport.convert.registry import target_module
