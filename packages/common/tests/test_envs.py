@@ -57,8 +57,7 @@ def test_a_minimal_table_loads(checkout: Path) -> None:
     assert a.commands("rknn") == [] and table.with_step("bench") == ["a"] and table.tools["docker"] == ["docker==7.2.0"]
 
 
-
-def test_packages_star_is_every_package_folder_so_a_new_backend_needs_no_edit(checkout):
+def test_packages_star_is_every_package_folder_so_a_new_backend_needs_no_edit(checkout: Path) -> None:
     (checkout / "envs" / "a" / "env.toml").write_text(GOOD.replace('packages = ["common"]', 'packages = ["*"]'))
     assert envs.load(checkout).envs["a"].packages == ["common"]
     (checkout / "packages" / "newbackend").mkdir()
@@ -66,6 +65,7 @@ def test_packages_star_is_every_package_folder_so_a_new_backend_needs_no_edit(ch
     (checkout / "packages" / "notes").mkdir()  # a folder without a pyproject.toml is no package
     assert envs.load(checkout).envs["a"].packages == ["common", "newbackend"]
     assert envs.load(ROOT).envs["tf-onnx"].packages == envs.every_package(ROOT)
+
 
 @pytest.mark.parametrize(
     ("edit", "problem"),
