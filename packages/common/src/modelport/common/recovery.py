@@ -104,7 +104,8 @@ def brief(agreement: Agreement | dict[str, Any] | None) -> dict[str, Any] | None
     if agreement is None:
         return None
     a = agreement if isinstance(agreement, dict) else agreement.model_dump(exclude={"per_image"})
-    return {k: a[k] for k in ("images", "top1", "cosine_min", "cosine_mean") if k in a}
+    # a detector's verdict is its boxes (``detect``): judged on them, ranked by F1 then mAP
+    return {k: a[k] for k in ("images", "top1", "cosine_min", "cosine_mean", "detect") if a.get(k) is not None}
 
 
 def judge(variant: Variant, accuracy: AccuracyConfig) -> Variant:
@@ -120,7 +121,9 @@ def _full(a: dict[str, Any]) -> dict[str, Any]:
 
 def _quality(v: Variant) -> tuple[Any, ...]:
     a = v.agreement or {}
-    return (v.passes, a.get("top1", -1), a.get("cosine_min", -2), a.get("cosine_mean", -2))
+    d = a.get("detect") or {}
+    boxes = (d.get("f1", -1), d.get("map") if d.get("map") is not None else -1)
+    return (v.passes, *boxes, a.get("top1", -1), a.get("cosine_min", -2), a.get("cosine_mean", -2))
 
 
 def choose(variants: list[Variant]) -> Variant:
