@@ -8,16 +8,19 @@ photos. The source's outputs and boxes are stored once, by ``convert reference``
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from modelport.common.agreement import compare
 from modelport.common.config import Config
-from modelport.common.errors import ToolchainMissing
+from modelport.common.context import StepContext
+from modelport.common.errors import InputError, ToolchainMissing
 from modelport.common.labels import Labels
 from modelport.common.letterbox import Placement
-from modelport.common.schema import Agreement, DetectAgreement, TopK
+from modelport.common.reference import load_detect_reference
+from modelport.common.results import headline_index
+from modelport.common.schema import Agreement, BackendResult, DetectAgreement, Headline, TopK
 
 from .agreement import box_agreement
 from .boxes import Detections
@@ -120,3 +123,34 @@ def top_boxes(name: str, found: Detections, labels: Labels, classes: int, k: int
     return TopK(
         image=name, indices=index, labels=[labels.name(c, classes) for c in index], scores=[float(s) for s in best.scores]
     )
+
+
+def fill_detections(
+    ctx: StepContext, result: BackendResult, outputs: Sequence[Outputs], placements: Sequence[Placement]
+) -> np.ndarray:
+    """A detector row's fill_outputs: its best boxes per photo as top-k, the headline photo's best box,
+    its agreement with the source; returns what results/<key>.npy holds (``flat``)."""
+    names = [p.name for p in ctx.eval_images]
+    classes = ctx.contract.classes
+    ctx.labels.check(classes)
+    try:
+        reference = load_detect_reference(ctx.store, ctx.eval_images, ctx.config.preprocessing)
+    except InputError as e:
+        found, _ = decode_all(outputs, ctx.config, placements)
+        result.agreement_note = f"agreement not computed: {e}"
+    else:
+        result.agreement, found, _ = judge(ctx.config, names, outputs, reference, placements)
+    result.topk = [top_boxes(name, d, ctx.labels, classes) for name, d in zip(names, found, strict=True)]
+    head = result.topk[headline_index(ctx)]
+    if head.indices:
+        result.headline = Headline(image=head.image, label=head.labels[0], confidence=head.scores[0])
+    return flat(outputs)
+
+
+def decode_call(outputs: Outputs, config: Config, placement: Placement) -> Callable[[], Detections]:
+    """One photo's decode + NMS as a call to time (the row's postprocess ms, apart from the model's)."""
+    det = config.detector
+    if det is None:
+        raise ValueError("[model] task is not detect")
+    size = (config.input.size[0], config.input.size[1])
+    return lambda: postprocess(outputs, det, size, placement)
