@@ -100,7 +100,11 @@ class Reference(Converter):
             {"reference": DETECT_REFERENCE},
             make,
             inputs={"model": model} | file_inputs("image", ctx.eval_images),
-            options={"input": cfg.input.model_dump(mode="json"), "detect": cfg.detect.model_dump(mode="json")},
+            # what judges the boxes (annotations, agreement thresholds) does not change the source's outputs
+            options={
+                "input": cfg.input.model_dump(mode="json"),
+                "detect": cfg.detect.model_dump(mode="json", exclude={"annotations", "agreement_score", "match_iou"}),
+            },
             runtime=None,  # it is what the others are verified against
             tool=runtime.backend,
         )
