@@ -147,7 +147,7 @@ def test_the_detect_floors():
 
 @pytest.mark.slow
 def test_yolox_nano_rows_onnx_fp32_holds_the_fp_floors_and_int8_has_its_numbers(tmp_path):
-    env = {"MODELPORT_CONFIG": str(ROOT / "data" / "detection" / "yolox_nano.toml"), "MODELPORT_ARTIFACTS": str(tmp_path)}
+    env = {"MODELPORT_CONFIG": str(ROOT / "yolox_nano.toml"), "MODELPORT_ARTIFACTS": str(tmp_path)}
     ok(cli(env, "fetch"))
     ok(cli(env, "convert", "reference", "onnx"))
     cli(env, "convert", "onnx-int8")  # below its floors with the defaults (TOOLCHAINS.md): a failed row is correct
