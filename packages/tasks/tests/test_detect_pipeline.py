@@ -160,3 +160,41 @@ def test_yolox_nano_rows_onnx_fp32_holds_the_fp_floors_and_int8_has_its_numbers(
     int8 = BackendResult.model_validate_json((tmp_path / "results" / "onnx-int8.json").read_text())
     assert int8.agreement is not None and int8.agreement.detect is not None  # measured, whether or not it passed
     assert int8.status == "ok" or "floors" in (int8.reason or "")
+
+
+def test_a_report_over_a_classifier_and_a_detector_keeps_each_models_rows_apart(detector, tmp_path):
+    from tiny_models import tiny_pipeline
+
+    (tmp_path / "cls").mkdir()
+    classifier = tiny_pipeline(tmp_path / "cls")
+    ok(cli(classifier, "fetch"))
+    ok(cli(classifier, "convert", "reference", "onnx"))
+    ok(cli(detector, "convert", "onnx"))
+    bundles = []
+    for env in (classifier, detector):
+        ok(cli(env, "-o", "bench.throughput=false", "-o", "bench.cold_start=false", "bench", "onnx-source", "onnx"))
+        bundles += ["--merge", str(tmp_path / f"{Path(env['MODELPORT_CONFIG']).stem}.tar.gz")]
+        ok(cli(env, "bundle", "export", "--out", bundles[-1]))
+    merged = {**classifier, "MODELPORT_ARTIFACTS": str(tmp_path / "merged")}
+    ok(cli(merged, "report", *bundles))
+    report = tmp_path / "merged" / "report"
+    md = (report / "results.md").read_text()
+    assert "Detectors: FP32/FP16 boxes F1 vs source >= 0.99" in md
+    first = md[md.index("\n| # |") :].split("\n\n")[0]  # the results table, not the matrix below it
+    lines = [line for line in first.splitlines() if line.startswith("| ")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert {"model", "boxes F1 vs source", "mAP / AP50", "postprocess ms"} <= set(head)
+    table = [dict(zip(head, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[1:]]
+    models = [r["model"].split("@")[0] for r in table]
+    assert sorted(models) == ["tiny", "tiny", "tiny_det", "tiny_det"] and models[0] == models[1]  # each model's rows together
+    for r in table:
+        if r["model"].startswith("tiny_det@"):
+            assert r["boxes F1 vs source"] == "1.000" and "(source " in r["mAP / AP50"] and r["top-1 agreement"] == "–"
+        else:
+            assert r["boxes F1 vs source"] == "–" and r["top-1 agreement"] == "100% of 4"
+    rows = {(r["model"].split("@")[0], r["key"]): r for r in json.loads((report / "results.json").read_text())["results"]}
+    assert rows[("tiny_det", "onnx")]["postprocess_ms"]["median"] > 0
+    assert rows[("tiny", "onnx")]["postprocess_ms"] is None
+    csv = (report / "results.csv").read_text().splitlines()
+    f1 = csv[0].split(",").index("f1_vs_source")
+    assert sorted(line.split(",")[f1] for line in csv[1:]) == ["", "", "1.0", "1.0"]
