@@ -23,7 +23,7 @@ from modelport.common.contract import CONTRACT, read_contract
 from modelport.common.errors import InputError
 from modelport.common.machine import device_key, machine_info
 from modelport.common.recovery import speed_text
-from modelport.common.reference import REFERENCE
+from modelport.common.reference import DETECT_REFERENCE, REFERENCE
 from modelport.common.results import LAST_OK, outputs_problem, read_result
 from modelport.common.schema import REPORT_SCHEMA, BackendResult
 from modelport.common.strict_json import json_text
@@ -44,7 +44,7 @@ def source_info(store: ArtifactStore) -> dict[str, Any] | None:
     contract = read_contract(store.path(CONTRACT))
     if contract is None:
         return None
-    ref = (store.read_manifest(REFERENCE) or {}).get("extra", {})
+    ref = (store.read_manifest(DETECT_REFERENCE if contract.task == "detect" else REFERENCE) or {}).get("extra", {})
     return {
         "key": source_key(contract),
         "name": contract.name,
@@ -58,6 +58,7 @@ def source_info(store: ArtifactStore) -> dict[str, Any] | None:
             "zero_point": contract.zero_point,
         },
         "classes": contract.classes,
+        "task": contract.task,
         "outputs": ref.get("outputs"),
         "all_rows_int8_floors": contract.quantized,
     }
