@@ -198,3 +198,18 @@ def test_a_report_over_a_classifier_and_a_detector_keeps_each_models_rows_apart(
     csv = (report / "results.csv").read_text().splitlines()
     f1 = csv[0].split(",").index("f1_vs_source")
     assert sorted(line.split(",")[f1] for line in csv[1:]) == ["", "", "1.0", "1.0"]
+
+
+def test_the_main_jobs_detector_steps_run_the_default_detector_in_each_rows_own_env():
+    from modelport.common import envs
+    from modelport.common.backends import backends
+    from modelport.common.config import load_config
+
+    config = load_config(ROOT / envs.DETECTOR)
+    assert config.detector is not None and config.detect.annotations is not None and config.detect.annotations.is_file()
+    table, catalogue = envs.load(ROOT), backends()
+    benched = {name: e.commands("detect_bench") for name, e in table.envs.items() if e.commands("detect_bench")}
+    assert set(benched) == {"tf-onnx", "openvino"} and benched["tf-onnx"] == [["bench", "onnx-source", "onnx"]]
+    for name, lines in benched.items():
+        assert table.envs[name].commands("detect_convert"), name  # what it benches, it converts first
+        assert all(catalogue[key].env == name for key in lines[0][1:]), lines
