@@ -15,6 +15,7 @@ import numpy as np
 
 from modelport.common.artifacts import Job, file_inputs
 from modelport.common.context import StepContext
+from modelport.common.log import console, warn
 from modelport.common.reference import DETECT_REFERENCE, REFERENCE, image_ids
 from modelport.runtime.base import Runtime
 from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_runtime
@@ -83,6 +84,17 @@ class Reference(Converter):
             with runtime:
                 outputs = run_all_outputs(runtime, prepared_images(ctx), cfg.input)
             found, _ = decode_all(outputs, cfg, placements(ctx))
+            above = sum(len(d.above(cfg.detect.agreement_score)) for d in found)
+            console.print(
+                f"   {runtime.display} on {len(found)} photos: {sum(len(d) for d in found)} boxes, {above} of them "
+                f"above the agreement score {cfg.detect.agreement_score} (what every row is compared on)",
+                markup=False,
+            )
+            if not above:
+                warn(
+                    f"the source found no box above [detect] agreement_score {cfg.detect.agreement_score} on these photos: "
+                    "every row agrees with it by F1 whatever it finds (lower agreement_score or use photos with objects)"
+                )
             buf = io.BytesIO()
             np.savez(buf, allow_pickle=False, **reference_arrays(outputs, found))
             job.tmp().write_bytes(buf.getvalue())
