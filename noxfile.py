@@ -42,6 +42,9 @@ os.environ.setdefault("MODELPORT_RUN_ID", time.strftime("%Y%m%dT%H%M%SZ", time.g
 nox.options.default_venv_backend = "none"  # the env venvs are managed by modelport.common.envs, once per env
 nox.options.sessions = ["convert", "bench", "rknn"]
 nox.options.error_on_external_run = False
+# The default detector (YOLOX-nano) beside the classifier: its own config and artifacts folder, merged into the report.
+DETECT_ARTIFACTS = os.environ.get("MODELPORT_DETECT_ARTIFACTS") or str(ROOT / "artifacts-yolox")
+DETECT_ENV = {"MODELPORT_CONFIG": str(ROOT / envs.DETECTOR), "MODELPORT_ARTIFACTS": DETECT_ARTIFACTS}
 IN_DOCKER = "--in-docker"  # `nox -s convert -- --in-docker`: each step runs in its env's image (built by compose)
 
 
@@ -69,7 +72,17 @@ def env_bin(session: nox.Session, env: str, extra: Sequence[str] = ()) -> Path:
     return install(session, env, envs.env_recipe(TABLE, env, why), extra)
 
 
-def modelport(session: nox.Session, bin_dir: Path, env: str, *args: str) -> None:
+def modelport(session: nox.Session, bin_dir: Path, env: str, *args: str, detector: bool = False) -> None:
+    """`modelport ARGS` (+ the session's posargs) in env; ``detector``: the default detector's step, in its own
+    config and artifacts folder, without the posargs (they are the classifier's)."""
+    if detector:
+        session.run(
+            str(bin_dir / "modelport"),
+            *args,
+            external=True,
+            env={"MODELPORT_ENV": env, "CI": os.environ.get("CI", ""), **DETECT_ENV},
+        )
+        return
     if IN_DOCKER in session.posargs:
         if envs.missing(ENVS[env]):
             session.skip(f"{env} image: {envs.missing(ENVS[env])}")
@@ -95,10 +108,25 @@ def modelport(session: nox.Session, bin_dir: Path, env: str, *args: str) -> None
 
 
 def run_step(session: nox.Session, env: str, step: str) -> None:
-    """The env's command lines for step (envs/<env>/env.toml [steps]), in its venv."""
+    """The env's command lines for step (envs/<env>/env.toml [steps]), in its venv; then the default
+    detector's (detect_<step>), in its own artifacts folder."""
     bin_dir = env_bin(session, env)
     for args in ENVS[env].commands(step):
         modelport(session, bin_dir, env, *args)
+    detect = ENVS[env].commands(f"detect_{step}")
+    redirected = [
+        v for v in ("MODELPORT_MODEL", "MODELPORT_LABELS", "MODELPORT_IMAGES", "MODELPORT_CALIBRATION") if os.environ.get(v)
+    ]
+    if detect and (IN_DOCKER in session.posargs or redirected):
+        why = (
+            "--in-docker runs the classifier only"
+            if IN_DOCKER in session.posargs
+            else f"{', '.join(redirected)} would redirect it"
+        )
+        session.warn(f"{env}: the default detector's {step} steps do not run: {why}")
+        return
+    for args in detect:
+        modelport(session, bin_dir, env, *args, detector=True)
 
 
 @nox.session
@@ -211,8 +239,10 @@ def init(session: nox.Session) -> None:
 
 @nox.session
 def report(session: nox.Session) -> None:
-    """Merge every results/*.json into artifacts/report/ (Markdown + charts, JSON, CSV)."""
-    modelport(session, env_bin(session, TABLE.report_env), TABLE.report_env, "report")
+    """Merge every results/*.json into artifacts/report/ (Markdown + charts, JSON, CSV), with the default
+    detector's rows when its folder has some."""
+    detector = ["--merge", DETECT_ARTIFACTS] if (Path(DETECT_ARTIFACTS) / "results").is_dir() else []
+    modelport(session, env_bin(session, TABLE.report_env), TABLE.report_env, "report", *detector)
 
 
 @nox.session(name="modelport", default=False)

@@ -172,3 +172,100 @@ layer_profile_runs = 3
         "MODELPORT_IMAGES": str(images),
         "MODELPORT_CALIBRATION": str(images),
     }
+
+
+def tiny_detector(path: Path, *, size: tuple = (32, 32), classes: int = 3, strides: tuple = (8, 16, 32)) -> Path:
+    """A YOLOX-like head ``[1, N, 5 + C]`` (sigmoids applied), one row per cell of each stride's grid, finest
+    first: Conv 3x3 -> ReLU, per stride AveragePool(s) -> Conv 1x1 to 5 + C -> [1, 5 + C, cells], concatenated,
+    transposed, Sigmoid. Objectness is biased high, so a few boxes clear an agreement threshold of 0.3."""
+    rng = np.random.default_rng(2)
+    h, w = size
+    k = 5 + classes
+    bias = np.zeros(k, np.float32)
+    bias[4] = 3.0
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.02, (8, 3, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (8,)).astype(np.float32), "conv_b"),
+        numpy_helper.from_array(rng.normal(0, 1.0, (k, 8, 1, 1)).astype(np.float32), "head_w"),
+        numpy_helper.from_array(bias, "head_b"),
+        numpy_helper.from_array(np.array([1, k, -1], np.int64), "flat_shape"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["feat"]),
+    ]
+    levels = []
+    for s in strides:
+        nodes += [
+            helper.make_node("AveragePool", ["feat"], [f"pool{s}"], kernel_shape=[s, s], strides=[s, s]),
+            helper.make_node("Conv", [f"pool{s}", "head_w", "head_b"], [f"head{s}"]),
+            helper.make_node("Reshape", [f"head{s}", "flat_shape"], [f"flat{s}"]),
+        ]
+        levels.append(f"flat{s}")
+    n = sum((h // s) * (w // s) for s in strides)
+    nodes += [
+        helper.make_node("Concat", levels, ["cells"], axis=2),
+        helper.make_node("Transpose", ["cells"], ["rows"], perm=[0, 2, 1]),
+        helper.make_node("Sigmoid", ["rows"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_detector",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, h, w])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, n, k])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def tiny_detector_pipeline(root: Path) -> dict:
+    """``tiny_pipeline``'s detector twin: a tiny_detector (32x32 -> 21 rows, 3 classes), labels, 4 generated
+    photos of another aspect ratio (letterboxed) and its config; [detect] annotations are added by the test."""
+    model = tiny_detector(root / "tiny_det.onnx")
+    labels = root / "labels.txt"
+    labels.write_text("a\nb\nc\n")
+    images = tiny_images(root / "images", size=(24, 40))
+    config = root / "tiny_det.toml"
+    config.write_text(f"""[model]
+name = "tiny_det"
+path = "{model.name}"
+task = "detect"
+labels = "labels.txt"
+
+[input]
+color = "BGR"
+mean = [0, 0, 0]
+std = [1, 1, 1]
+layout = "NCHW"
+
+[images]
+eval = "images"
+calibration = "images"
+headline = "img0.png"
+
+[detect]
+decoder = "yolox"
+strides = [8, 16, 32]
+score_threshold = 0.05
+agreement_score = 0.3
+
+[quantization]
+recover = false
+
+[bench]
+warmup = 1
+runs = 3
+throughput = false
+cold_start = false
+""")
+    return {
+        "MODELPORT_CONFIG": str(config),
+        "MODELPORT_ARTIFACTS": str(root / "art"),
+        "MODELPORT_MODEL": str(model),
+        "MODELPORT_LABELS": str(labels),
+        "MODELPORT_IMAGES": str(images),
+        "MODELPORT_CALIBRATION": str(images),
+    }

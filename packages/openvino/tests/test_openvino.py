@@ -296,3 +296,22 @@ def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(
         assert fq(v) < fq(default), v["id"]  # and ignored_scope took effect: a different model
     kept = next(v for v in record["variants"] if v["id"] == record["kept"])
     assert kept["passes"] == (not record["below_floors"])
+
+
+def test_infer_all_returns_a_detectors_outputs_by_name(tmp_path):
+    """A YOLOX-like head through OpenVINO: every output under the model's own name, as onnx's reference
+    evaluator computes it (what the detector path decodes after every runtime)."""
+    import onnx.reference
+
+    from tiny_models import tiny_detector_pipeline
+
+    env = tiny_detector_pipeline(tmp_path)
+    config = make_context(env, overrides=["input.size=[32,32]"]).config
+    xml, bin_ = save_ir(Path(env["MODELPORT_MODEL"]), tmp_path / "model.xml")
+    x = np.random.default_rng(4).uniform(0, 255, (1, 3, 32, 32)).astype(np.float32)
+    (want,) = onnx.reference.ReferenceEvaluator(env["MODELPORT_MODEL"]).run(None, {"image": x})
+    with OpenvinoFp32Runtime(config, {"model": xml, "weights": bin_}) as rt:
+        outs = rt.infer_all(x)
+        assert list(outs) == ["output"] and outs["output"].shape == (1, 21, 8)
+        np.testing.assert_allclose(outs["output"], want, atol=1e-5)
+        np.testing.assert_array_equal(outs["output"], rt.infer(x))

@@ -19,6 +19,7 @@ An env.toml holds what one env is:
     [steps]                          # the modelport command lines each nox session runs here
     convert = [["convert", "ncnn"]]  # convert, rknn, depth_convert: lists of command lines
     bench = ["ncnn"]                 # bench, analyze, depth: backend keys
+    detect_convert = [...]           # detect_convert, detect_bench: the default detector's, in its own folder
 
 A requirements file named *nodeps* is installed with --no-deps (wheels whose declared
 dependencies are wrong for us: pnnx pulls CUDA torch, ...).
@@ -38,8 +39,10 @@ from typing import Any
 
 STAMP = ".modelport-stamp"
 NEEDS = {"gpu"}
-COMMAND_LISTS = ("convert", "rknn", "depth_convert")  # steps holding command lines
-KEY_LISTS = ("bench", "analyze", "depth")  # steps holding backend keys
+# detect_convert / detect_bench: the same for the default detector (DETECTOR), in its own artifacts folder
+COMMAND_LISTS = ("convert", "rknn", "depth_convert", "detect_convert")  # steps holding command lines
+KEY_LISTS = ("bench", "analyze", "depth", "detect_bench")  # steps holding backend keys
+DETECTOR = "yolox_nano.toml"  # the default detector's config, at the checkout's root
 TOOLS = ("tests", "lint", "mypy", "docker")
 
 
@@ -71,7 +74,7 @@ class Env:
         value = self.steps.get(step, [])
         if step in COMMAND_LISTS:
             return [list(line) for line in value]
-        return [[step, *value]] if value else []
+        return [[step.removeprefix("detect_"), *value]] if value else []
 
     def backend_names(self) -> set[str]:
         """Every backend or target name this env's steps name (`convert ncnn`, bench keys, `rknn all`, ...)."""
