@@ -162,6 +162,7 @@ runs = 3
 throughput_seconds = 0.2
 cold_start_runs = 2
 frame_runs = 4
+layer_profile_runs = 3
 """)
     return {
         "MODELPORT_CONFIG": str(config),

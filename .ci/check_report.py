@@ -64,6 +64,9 @@ for key, kind in expected.items():
         or a["cosine_min"] < floors["int8_cosine_min"]
     ):
         problems.append(f"{key}: int8 agreement below floor {a}")
+    layers = r.get("layer_profile")
+    if r["status"] == "ok" and not (layers and (len(layers["slowest"]) >= 3 or layers["reason"])):
+        problems.append(f"{key}: neither its three slowest layers nor why its toolchain has none ([bench] layer_profile)")
 for key in [k for k, b in catalogue.items() if b["needs"] == "gpu" and b["env"] in ran]:
     r = rows.get(key)
     if r is None or (r["status"] == "skipped" and not r["reason"]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import click
+from rich.markup import escape
 
 from modelport.common.context import StepContext
 from modelport.common.display import settings_text
@@ -121,6 +122,13 @@ def _beyond_lines(r: BackendResult) -> list[str]:
             f"whole frame: {f.total:.2f} ms (decode {f.decode:.2f} + preprocess {f.preprocess:.2f} + infer "
             f"{f.infer:.2f} + top-5 {f.postprocess:.2f})"
         )
+    if p := r.layer_profile:
+        if p.reason:
+            out.append(f"per-layer time: not measured: {escape(p.reason)}")
+        else:
+            top = ", ".join(f"{escape(t.name)} ({escape(t.op)}) {t.ms:.3f} ms ({t.share:.1%})" for t in p.slowest[:3])
+            split = " / ".join(f"{p.shares.get(c, 0):.1%}" for c in ("quantize", "dequantize", "reorder"))
+            out.append(f"slowest layers: {top}; quantize / dequantize / reorder {split} of {p.layers} layers' time")
     return out
 
 

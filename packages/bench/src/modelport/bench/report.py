@@ -130,6 +130,7 @@ def flag_unusable(r: BackendResult, store: ArtifactStore, expected: tuple[str | 
             "throughput": [],
             "cold_start": None,
             "frame_ms": None,
+            "layer_profile": None,
             "latency_note": "not reported",
         }
     )
@@ -197,6 +198,7 @@ def entry(r: BackendResult, ref: BackendResult | None) -> dict[str, Any]:
         "under_load": r.under_load,
         "speed": r.speed.model_dump() if r.speed else None,
         **beyond_latency(r),
+        "layer_profile": r.layer_profile.model_dump() if r.layer_profile else None,
         "speed_note": speed_text(r.speed),
         "agreement_note": r.agreement_note,
         "source_chain": r.source_chain,
@@ -302,6 +304,7 @@ def to_csv(report: dict[str, Any]) -> str:
         "baseline_rss_bytes",
         "peak_rss_bytes",
         "frame_ms",
+        *LAYER_COLUMNS,
     ]
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
@@ -349,9 +352,26 @@ def to_csv(report: dict[str, Any]) -> str:
                 "baseline_rss_bytes": cold.get("baseline_rss_bytes"),
                 "peak_rss_bytes": cold.get("peak_rss_bytes"),
                 "frame_ms": frame.get("total"),
+                **layer_columns(e.get("layer_profile")),
             }
         )
     return buf.getvalue()
+
+
+LAYER_COLUMNS = ("slowest_layers", "layer_total_ms", "quantize_share", "dequantize_share", "reorder_share", "layer_profile_note")
+
+
+def layer_columns(profile: dict[str, Any] | None) -> dict[str, Any]:
+    """A row's per-layer time in CSV cells: the three slowest layers as "name (op) ms" joined by "; "."""
+    p = profile or {}
+    shares = p.get("shares") or {}
+    slowest = "; ".join(f"{t['name']} ({t['op']}) {t['ms']:.3f}" for t in (p.get("slowest") or [])[:3])
+    return {
+        "slowest_layers": slowest or None,
+        "layer_total_ms": p.get("total_ms"),
+        **{f"{c}_share": shares.get(c) for c in ("quantize", "dequantize", "reorder")},
+        "layer_profile_note": p.get("reason"),
+    }
 
 
 def write(store: ArtifactStore, report: dict[str, Any]) -> dict[str, Path]:
@@ -390,7 +410,7 @@ def _write_set(out: Path, report: dict[str, Any]) -> dict[str, Path]:
     paths |= charts(report, out)
     write_atomic(paths["json"], json_text(report))
     write_atomic(paths["csv"], to_csv(report))
-    drawn = [k for k in ("latency", "accuracy", "throughput") if k in paths]
+    drawn = [k for k in ("latency", "accuracy", "throughput", "layers") if k in paths]
     write_atomic(paths["md"], markdown(report, sections=sections, drawn=drawn))
     paths["html"] = report_html.write(report, out, sections, method(report))
     return paths

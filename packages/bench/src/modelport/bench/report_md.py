@@ -183,6 +183,7 @@ def markdown(report: dict[str, Any], sections: list[Path], drawn: Collection[str
     for name, why in (("latency", "no backend was timed"), ("accuracy", "no row has agreement numbers")):
         lines += [f"![{name}]({name}.png)" if name in drawn else f"No {name} chart: {why}.", ""]
     lines += beyond(report, "throughput" in drawn)
+    lines += slowest_layers(report, "layers" in drawn)
     lines += ["## Settings and versions", ""]
     for e in report["results"]:
         if e["status"] == "ok":
@@ -254,6 +255,49 @@ def beyond(report: dict[str, Any], drawn: bool) -> list[str]:
         out += ['Run conditions (sysfs; "not exposed here" where the machine hides them):', ""]
         out += [f"- **{md_text(e['name'])}**: {md_text(conditions_text(e['conditions']))}" for e in conditioned]
         out.append("")
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
+def slowest_layers(report: dict[str, Any], drawn: bool) -> list[str]:
+    """The three slowest layers per row and its share of quantize / dequantize / reorder work, or why the
+    toolchain gives no per-layer time; ``drawn``: layers.png shows each row's five slowest."""
+    profiled = [e for e in report["results"] if e.get("layer_profile")]
+    if not profiled:
+        return []
+    out = [
+        "## Slowest layers",
+        "",
+        "Per-layer time from each toolchain's own profiler (mean per inference while profiling, which adds its own "
+        "overhead: compare layers within a row, not rows by it). Layers are named by their ONNX node in "
+        "onnx/model.onnx (the per-layer INT8 analysis's names) where the toolchain's name maps to one, else by the "
+        r"toolchain's own (marked \*). Q / DQ / reorder: the share of the summed layer time spent quantizing, "
+        "dequantizing and moving data between layouts or precisions.",
+        "",
+        "| backend | slowest layers: ms (share) | Q / DQ / reorder | layers (sum ms) | profiler |",
+        "|---|---|---|---|---|",
+    ]
+    several = len(report.get("devices") or {}) > 1 or several_models(report)
+    for e in profiled:
+        p = e["layer_profile"]
+        name = f"{e['name']} ({e['model']}, {e['device_key']})" if several else e["name"]
+        if p.get("reason"):
+            out.append(f"| {md_text(name)} | {md_text('not measured: ' + p['reason'])} | – | – | – |")
+            continue
+        top = "; ".join(
+            f"{md_text(t['name'])}{'' if t['onnx'] else chr(92) + '*'} {md_text(t['op'])}: {t['ms']:.3f} ({_pct(t['share'])})"
+            for t in p["slowest"][:3]
+        )
+        sh = p.get("shares") or {}
+        split = " / ".join(_pct(sh.get(c)) for c in ("quantize", "dequantize", "reorder"))
+        cells = [md_text(name), top, split, f"{p['layers']} ({_f(p.get('total_ms'), '.2f')})", md_text(p["how"])]
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    if drawn:
+        out += ["![layers](layers.png)", ""]
     return out
 
 
@@ -364,6 +408,11 @@ def charts(report: dict[str, Any], out: Path) -> dict[str, Path]:
         paths["throughput"] = _save(_throughput(plt, swept, several), out / "throughput.png", plt)
     else:
         (out / "throughput.png").unlink(missing_ok=True)
+    profiled = [e for e in report["results"] if (e.get("layer_profile") or {}).get("slowest")]
+    if profiled:
+        paths["layers"] = _save(_layers(plt, profiled, len(report.get("devices") or {}) > 1), out / "layers.png", plt)
+    else:
+        (out / "layers.png").unlink(missing_ok=True)
     timed = sorted((e for e in report["results"] if e["latency_ms"]), key=lambda e: e["latency_ms"]["median"])
     agreed = [e for e in report["results"] if e["agreement"] and e["key"] != report["reference"]]
     for name, rows_ in (("latency", timed), ("accuracy", agreed)):
@@ -420,6 +469,42 @@ def _throughput(plt: Any, swept: list[dict[str, Any]], several_devices: bool = F
     for ax in list(axes.flat)[len(swept) :]:
         ax.set_visible(False)
     fig.suptitle("Throughput vs latency (xN: concurrent requests)")
+    fig.tight_layout()
+    return fig
+
+
+LAYER_BARS = 5
+_CATEGORY_COLOURS = {"quantize": "#c44e52", "dequantize": "#dd8452", "reorder": "#8172b3", "other": "#4c72b0"}
+
+
+def _short(name: str, width: int = 34) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1) :]  # the end tells the layers of a block apart
+
+
+def _layers(plt: Any, profiled: list[dict[str, Any]], several_devices: bool = False) -> Any:
+    """Per row, its slowest layers in ms under the profiler, coloured by kind of work: one panel each."""
+    cols = min(2, len(profiled))
+    nrows = -(-len(profiled) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.2 * cols, 2.4 * nrows + 0.6), squeeze=False)
+    for ax, e in zip(axes.flat, profiled, strict=False):
+        p = e["layer_profile"]
+        top = p["slowest"][:LAYER_BARS]
+        ms = [t["ms"] for t in top]
+        ax.barh(range(len(top)), ms, color=[_CATEGORY_COLOURS.get(t["category"], "#4c72b0") for t in top])
+        ax.set_yticks(range(len(top)), [_short(t["name"]) for t in top], fontsize=7)
+        for y, t in enumerate(top):
+            ax.text(t["ms"], y, f" {t['ms']:.3f} ({100 * t['share']:.0f}%)", va="center", fontsize=7)
+        ax.set_xlim(0, max(ms) * 1.45 if max(ms) > 0 else 1)
+        ax.invert_yaxis()
+        sh = p.get("shares") or {}
+        split = " / ".join(f"{100 * sh.get(c, 0):.1f}%" for c in ("quantize", "dequantize", "reorder"))
+        where = f"\n{e['device_key']}" if several_devices else ""
+        ax.set_title(f"{e['name']}{where}: Q / DQ / reorder {split}", fontsize=9)
+        ax.set_xlabel("ms per inference (profiled)", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    for ax in list(axes.flat)[len(profiled) :]:
+        ax.set_visible(False)
+    fig.suptitle("Slowest layers (red: quantize, orange: dequantize, purple: reorder)", fontsize=10)
     fig.tight_layout()
     return fig
 

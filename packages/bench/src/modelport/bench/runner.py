@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -11,17 +12,19 @@ from modelport.common.artifacts import sha256_file
 from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, ModelportError
 from modelport.common.log import console
+from modelport.common.onnx_layers import OnnxGraph
+from modelport.common.onnx_layers import load as load_layers
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import fill_outputs, headline_index, new_result, write_result
 from modelport.common.schema import BackendResult, Status
 from modelport.common.timing import load_average, load_problem, measure
-from modelport.runtime.base import Runtime
+from modelport.runtime.base import ONNX_MODEL, Runtime
 from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_key
 from modelport.runtime.run import placements, prepared_images, run_all_outputs, run_outputs
 from modelport.tasks.detect.judge import decode_call, fill_detections
 
 from .coldstart import cold_start
-from .measure import Conditions, concurrency_levels, frame_time, throughput_sweep
+from .measure import Conditions, concurrency_levels, frame_time, layer_profile, throughput_sweep
 
 T = TypeVar("T")
 
@@ -63,7 +66,7 @@ def secondary(result: BackendResult, what: str, measure: Callable[[], T], fallba
 
 
 def more_measurements(ctx: StepContext, result: BackendResult, runtime: Runtime, tensor: np.ndarray) -> None:
-    """Throughput over concurrency levels and the whole frame's stages, each as configured in [bench]."""
+    """Throughput over concurrency levels, the whole frame's stages and per-layer time, each as configured in [bench]."""
     bench = ctx.config.bench
     if bench.throughput:
         levels = concurrency_levels(bench.concurrency)
@@ -79,6 +82,20 @@ def more_measurements(ctx: StepContext, result: BackendResult, runtime: Runtime,
         result.frame_ms = secondary(
             result, "frame time", lambda: frame_time(runtime, ctx.eval_images, ctx.config.input, bench.frame_runs), None
         )
+    if bench.layer_profile:
+        result.layer_profile = secondary(
+            result,
+            "per-layer time",
+            lambda: layer_profile(runtime, tensor, bench.layer_profile_runs, onnx_graph(ctx) if runtime.profiler else None),
+            None,
+        )
+
+
+def onnx_graph(ctx: StepContext) -> OnnxGraph | None:
+    """The layers of onnx/model.onnx, the names per-layer times are given in (None before `convert onnx`, or in an
+    env without the onnx module: the toolchain's own names then)."""
+    path = ctx.store.path(ONNX_MODEL)
+    return load_layers(path) if path.is_file() and importlib.util.find_spec("onnx") is not None else None
 
 
 def benchmark(ctx: StepContext, key: str) -> BackendResult:

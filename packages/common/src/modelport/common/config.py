@@ -127,6 +127,9 @@ class BenchConfig(Section):
     cold_start_runs: int = Field(10, ge=0, le=100_000)
     # decode + preprocess + infer + postprocess per frame, cycling over the eval images this many frames
     frame_runs: int = Field(20, ge=0, le=100_000)
+    # per-layer time from the toolchain's profiler over this many runs (a few seconds a row), where it has one
+    layer_profile: bool = True
+    layer_profile_runs: int = Field(20, ge=1, le=100_000)
 
 
 class AccuracyConfig(Section):

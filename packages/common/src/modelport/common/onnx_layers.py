@@ -8,6 +8,7 @@ output or the fused activation's output lands on the same layer.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,18 @@ class OnnxGraph:
 
     def by_node(self, name: str) -> OnnxLayer | None:
         return self._by_node.get(name)
+
+    def find(self, name: str) -> OnnxLayer | None:
+        """The layer a toolchain's node name stands for: a node or tensor name of this graph, or one with the
+        suffixes toolchains add to it (onnxruntime's ``_nchwc``/``_token_N``, OpenVINO's ``/WithoutBiases``)."""
+        candidates = [name, re.sub(r"(_nchwc|_token_\d+)+$", "", name)]
+        while "/" in candidates[-1]:
+            candidates.append(candidates[-1].rsplit("/", 1)[0])
+        for c in candidates:
+            layer = self.by_node(c) or self.layer_of(c)
+            if layer is not None:
+                return layer
+        return None
 
     def __post_init__(self) -> None:
         self._by_tensor = {t: la for la in self.layers for t in la.tensors}

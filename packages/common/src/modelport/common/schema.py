@@ -155,6 +155,31 @@ class FrameTime(Model):
     total: float
 
 
+LayerCategory = Literal["quantize", "dequantize", "reorder", "other"]
+
+
+class LayerTime(Model):
+    name: str  # the ONNX layer (head node name) where the toolchain's name maps to one, else the toolchain's
+    onnx: bool  # whether ``name`` is an ONNX layer name
+    op: str  # the toolchain's op or kernel type
+    category: LayerCategory
+    ms: float  # mean per inference, under the profiler
+    share: float  # of the summed time of every layer
+
+
+class LayerProfile(Model):
+    """Per-layer time from the toolchain's own profiler (the slowest layers, and the share of quantize /
+    dequantize / reorder work), or ``reason`` why the toolchain gives none: never an estimate."""
+
+    how: str = ""  # the hook and its runs
+    runs: int = 0
+    layers: int = 0  # layers the profiler timed
+    total_ms: float | None = None  # their summed mean time per inference (profiler overhead included)
+    slowest: list[LayerTime] = []  # slowest first
+    shares: dict[str, float] = {}  # quantize / dequantize / reorder -> share of total_ms
+    reason: str | None = None
+
+
 class RunConditions(Model):
     """The CPU's state around a row's measurements; a value the machine does not expose is the text
     "not exposed here" (machine.NOT_EXPOSED), never a guess."""
@@ -213,6 +238,7 @@ class BackendResult(Model):
     throughput: list[ThroughputPoint] = []
     cold_start: ColdStart | None = None
     frame_ms: FrameTime | None = None
+    layer_profile: LayerProfile | None = None
     conditions: RunConditions | None = None
     notes: list[str] = []
     created_utc: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

@@ -11,8 +11,9 @@ import importlib.util
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 import numpy as np
 
@@ -22,7 +23,20 @@ from modelport.common.errors import InputError, ToolchainMissing
 from modelport.common.log import captured
 from modelport.common.preprocess import DType, Layout
 
+if TYPE_CHECKING:
+    from modelport.common.onnx_layers import OnnxGraph
+
 ONNX_MODEL = "onnx/model.onnx"  # the FP32 ONNX: `convert onnx` writes it, every other toolchain converts from it
+
+
+@dataclass(frozen=True)
+class LayerTime:
+    """One layer's mean time per inference, as the toolchain's profiler reports it."""
+
+    name: str  # the ONNX layer (head node of onnx/model.onnx) when the toolchain's name maps to one, else the toolchain's
+    op: str  # the toolchain's op or kernel type: what the quantize/dequantize/reorder split reads
+    ms: float
+    onnx: bool  # True: ``name`` is an ONNX layer name, the one the per-layer INT8 analysis uses
 
 
 class Runtime:
@@ -41,6 +55,10 @@ class Runtime:
     # True: one active instance takes infer() calls from several threads at once, so a throughput run
     # shares it; False: each worker thread gets its own instance (the safe default).
     thread_safe: ClassVar[bool] = False
+    # A runtime with a per-layer profiler overrides layer_times() and names the hook in ``profiler``;
+    # ``layer_times_reason`` is why layer_times() returns None.
+    profiler: ClassVar[str] = ""
+    layer_times_reason: ClassVar[str] = "modelport has no per-layer timing hook for this toolchain"
 
     def __init__(self, config: Config, files: Mapping[str, Path]):
         self.config = config
@@ -129,6 +147,13 @@ class Runtime:
         work a hand-written loop over the toolchain's API would do.
         """
         raise NotImplementedError(f"{self.display} has no bare call for the overhead measurement")
+
+    def layer_times(self, tensor: np.ndarray, runs: int, graph: OnnxGraph | None) -> list[LayerTime] | None:
+        """Each layer's mean time over ``runs`` inferences of ``tensor`` from the toolchain's own profiler,
+        in execution order, named through ``graph`` (onnx/model.onnx's layers) where the toolchain's names
+        map to one; None when the toolchain exposes no per-layer time (``layer_times_reason`` says why).
+        Profiling may slow a run down: the row's latency is never taken from here."""
+        return None
 
     # -- concurrency: the generic mechanism; a backend with its own (async infer requests, concurrent runs
     # on one session, extractors) overrides concurrent_workers or run_concurrent.
