@@ -6,6 +6,7 @@ writes what it found into the DOM, which --dump-dom returns."""
 import json
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,7 +46,9 @@ PROBE = """<script>
 </script></body>"""
 
 
-def row(key: str, name: str, median: float, p90: float, cos_min: float, cos_mean: float, precision: str = "fp32") -> dict:
+def row(
+    key: str, name: str, median: float, p90: float, cos_min: float, cos_mean: float, precision: str = "fp32"
+) -> dict[str, object]:
     return {
         "key": key,
         "name": name,
@@ -63,10 +66,10 @@ def row(key: str, name: str, median: float, p90: float, cos_min: float, cos_mean
     }
 
 
-def test_the_page_reads_at_1400_px(tmp_path):
+def test_the_page_reads_at_1400_px(tmp_path: Path) -> None:
     from modelport.bench import report_html
 
-    results = [
+    results: list[dict[str, object]] = [
         row("tflite", "TFLite FP32", 3.61, 3.97, 1.0, 1.0),
         row("onnx-int8", "ONNX INT8", 1.88, 2.06, 0.9684, 0.9943, "int8"),
         row("ncnn-int8", "NCNN INT8", 3.93, 7.74, 0.9779, 0.9966, "int8"),

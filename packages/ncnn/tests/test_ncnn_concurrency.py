@@ -34,7 +34,7 @@ def tiny_net(folder: Path, size: tuple[int, int]) -> dict[str, Path]:
     return {"param": param, "bin": binfile}
 
 
-def test_extractors_in_threads_share_one_net_at_the_split_thread_count(test_env, tmp_path):
+def test_extractors_in_threads_share_one_net_at_the_split_thread_count(test_env: dict[str, str], tmp_path: Path) -> None:
     ctx = make_context(test_env, overrides=["ncnn.vulkan=off"])
     files = tiny_net(tmp_path, ctx.config.input.size)
     x = np.random.default_rng(1).integers(0, 255, (1, *ctx.config.input.size, 3), dtype=np.uint8)
@@ -47,7 +47,7 @@ def test_extractors_in_threads_share_one_net_at_the_split_thread_count(test_env,
             per = rt.worker_threads(n)
             assert len({id(w) for w in workers}) == 1 and workers[0].thread_count() == per  # one Net for all
             assert per == (own if n == 1 else max(1, min(own, cores() // n))) and (workers[0] is rt) == (per == own)
-            assert workers[0].net.opt.num_threads == per
+            assert isinstance(workers[0], NcnnRuntime) and workers[0].net.opt.num_threads == per
             np.testing.assert_allclose(workers[0].infer(x), want, rtol=1e-5)  # the split Net answers the same
             rt.release_workers(workers)
             p = throughput_point(rt, x, n, 0.1)

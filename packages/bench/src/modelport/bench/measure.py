@@ -1,5 +1,5 @@
 """Measurements of a row beyond its batch-1 latency: throughput over concurrency levels, the whole frame
-(decode + preprocess + infer + postprocess), and the CPU's run conditions around them."""
+(decode + preprocess + infer + postprocess), per-layer time, and the CPU's run conditions around them."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 
 from modelport.common.images import load_image
 from modelport.common.machine import NOT_EXPOSED, run_conditions, throttle_count
+from modelport.common.onnx_layers import OnnxGraph
 from modelport.common.preprocess import InputSpec, prepare, to_tensor
-from modelport.common.schema import FrameTime, RunConditions, ThroughputPoint
+from modelport.common.schema import FrameTime, LayerCategory, LayerProfile, LayerTime, RunConditions, ThroughputPoint
 from modelport.common.timing import load_average, throughput_summary
 from modelport.runtime.base import Runtime
 
@@ -52,6 +53,69 @@ def frame_time(runtime: Runtime, images: list[Path], spec: InputSpec, frames: in
         infer=float(med[2]),
         postprocess=float(med[3]),
         total=float(np.median(stages.sum(axis=1)) / 1e6),
+    )
+
+
+SLOWEST = 10  # layers a row keeps (the report shows three)
+
+# Op and kernel types, as each toolchain's profiler names them, of work an INT8 model does besides its
+# layers' arithmetic: moving values into and out of integers, and reordering memory between kernels.
+_CATEGORIES: dict[str, LayerCategory] = {
+    # onnxruntime; OpenVINO (FakeQuantize); ncnn; MNN; TensorRT
+    "quantizelinear": "quantize",
+    "dynamicquantizelinear": "quantize",
+    "fakequantize": "quantize",
+    "quantize": "quantize",
+    "requantize": "quantize",
+    "floattoint8": "quantize",
+    "dequantizelinear": "dequantize",
+    "dequantize": "dequantize",
+    "int8tofloat": "dequantize",
+    # layout and precision moves between kernels: ORT's NCHWc reorders and the Transpose it inserts for
+    # NHWC int8 kernels, OpenVINO's Reorder/Convert, MNN's ConvertTensor and Raster, TensorRT's reformatting copies,
+    # ncnn's Packing
+    "reorderinput": "reorder",
+    "reorderoutput": "reorder",
+    "transpose": "reorder",
+    "reorder": "reorder",
+    "convert": "reorder",
+    "converttensor": "reorder",
+    "reformat": "reorder",
+    "packing": "reorder",
+    "raster": "reorder",
+}
+
+
+def layer_category(op: str) -> LayerCategory:
+    """What kind of work a layer of op type ``op`` is (any toolchain's spelling; "other" for compute)."""
+    key = op.split("[")[0].lower().replace("_", "").replace(" ", "")  # MNN appends its dtype: "FloatToInt8 [ DT_INT8 ]"
+    if key in _CATEGORIES:
+        return _CATEGORIES[key]
+    return "reorder" if key.startswith("reformat") else "other"
+
+
+def layer_profile(runtime: Runtime, tensor: np.ndarray, runs: int, graph: OnnxGraph | None) -> LayerProfile:
+    """The slowest layers of ``runtime`` on ``tensor`` and the shares of quantize/dequantize/reorder work, or why
+    its toolchain has no per-layer time."""
+    times = runtime.layer_times(tensor, runs, graph)
+    if times is None:
+        return LayerProfile(reason=runtime.layer_times_reason)
+    if not times:
+        return LayerProfile(reason=f"{runtime.display}'s profiler reported no layers")
+    total = sum(t.ms for t in times)
+    if not total > 0:
+        return LayerProfile(reason=f"{runtime.display}'s profiler reported no time for any of {len(times)} layers")
+    rows = [
+        LayerTime(name=t.name, onnx=t.onnx, op=t.op, category=layer_category(t.op), ms=t.ms, share=t.ms / total) for t in times
+    ]
+    shares = {c: sum(r.share for r in rows if r.category == c) for c in ("quantize", "dequantize", "reorder")}
+    return LayerProfile(
+        how=f"{runtime.profiler}, mean of {runs} runs",
+        runs=runs,
+        layers=len(rows),
+        total_ms=total,
+        slowest=sorted(rows, key=lambda r: -r.ms)[:SLOWEST],
+        shares=shares,
     )
 
 

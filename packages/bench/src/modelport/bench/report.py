@@ -23,7 +23,7 @@ from modelport.common.contract import CONTRACT, read_contract
 from modelport.common.errors import InputError
 from modelport.common.machine import device_key, machine_info
 from modelport.common.recovery import speed_text
-from modelport.common.reference import REFERENCE
+from modelport.common.reference import DETECT_REFERENCE, REFERENCE
 from modelport.common.results import LAST_OK, outputs_problem, read_result
 from modelport.common.schema import REPORT_SCHEMA, BackendResult
 from modelport.common.strict_json import json_text
@@ -44,7 +44,7 @@ def source_info(store: ArtifactStore) -> dict[str, Any] | None:
     contract = read_contract(store.path(CONTRACT))
     if contract is None:
         return None
-    ref = (store.read_manifest(REFERENCE) or {}).get("extra", {})
+    ref = (store.read_manifest(DETECT_REFERENCE if contract.task == "detect" else REFERENCE) or {}).get("extra", {})
     return {
         "key": source_key(contract),
         "name": contract.name,
@@ -58,6 +58,7 @@ def source_info(store: ArtifactStore) -> dict[str, Any] | None:
             "zero_point": contract.zero_point,
         },
         "classes": contract.classes,
+        "task": contract.task,
         "outputs": ref.get("outputs"),
         "all_rows_int8_floors": contract.quantized,
     }
@@ -129,6 +130,7 @@ def flag_unusable(r: BackendResult, store: ArtifactStore, expected: tuple[str | 
             "throughput": [],
             "cold_start": None,
             "frame_ms": None,
+            "layer_profile": None,
             "latency_note": "not reported",
         }
     )
@@ -185,6 +187,8 @@ def entry(r: BackendResult, ref: BackendResult | None) -> dict[str, Any]:
         "size_bytes": r.size_bytes,
         "load_ms": r.load_ms,
         "agreement": r.agreement.model_dump(exclude={"per_image"}) if r.agreement else None,
+        # a detector's decode + NMS, apart from the model's latency
+        "postprocess_ms": r.postprocess_ms.model_dump(include={"median", "p90"}) if r.postprocess_ms else None,
         "headline": r.headline.model_dump() if r.headline else None,
         "settings": r.settings,
         "tool_versions": r.tool_versions,
@@ -194,6 +198,7 @@ def entry(r: BackendResult, ref: BackendResult | None) -> dict[str, Any]:
         "under_load": r.under_load,
         "speed": r.speed.model_dump() if r.speed else None,
         **beyond_latency(r),
+        "layer_profile": r.layer_profile.model_dump() if r.layer_profile else None,
         "speed_note": speed_text(r.speed),
         "agreement_note": r.agreement_note,
         "source_chain": r.source_chain,
@@ -292,6 +297,14 @@ def to_csv(report: dict[str, Any]) -> str:
         "mse",
         "headline_label",
         "headline_confidence",
+        "f1_vs_source",
+        "precision_vs_source",
+        "recall_vs_source",
+        "mean_iou",
+        "map",
+        "ap50",
+        "source_map",
+        "postprocess_ms",
         "best_fps",
         "best_concurrency",
         "best_mechanism",
@@ -300,12 +313,14 @@ def to_csv(report: dict[str, Any]) -> str:
         "baseline_rss_bytes",
         "peak_rss_bytes",
         "frame_ms",
+        *LAYER_COLUMNS,
     ]
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for e in report["results"]:
         lat, a, h = e["latency_ms"] or {}, e["agreement"] or {}, e["headline"] or {}
         cold, frame = e.get("cold_start") or {}, e.get("frame_ms") or {}
+        det, post = a.get("detect") or {}, e.get("postprocess_ms") or {}
         w.writerow(
             {
                 "model": e["model"],
@@ -332,6 +347,14 @@ def to_csv(report: dict[str, Any]) -> str:
                 "mse": a.get("mse"),
                 "headline_label": h.get("label"),
                 "headline_confidence": h.get("confidence"),
+                "f1_vs_source": det.get("f1"),
+                "precision_vs_source": det.get("precision"),
+                "recall_vs_source": det.get("recall"),
+                "mean_iou": det.get("mean_iou"),
+                "map": det.get("map"),
+                "ap50": det.get("ap50"),
+                "source_map": det.get("source_map"),
+                "postprocess_ms": post.get("median"),
                 "best_fps": e.get("best_fps"),
                 "best_concurrency": e.get("best_concurrency"),
                 "best_mechanism": e.get("best_mechanism"),
@@ -340,9 +363,26 @@ def to_csv(report: dict[str, Any]) -> str:
                 "baseline_rss_bytes": cold.get("baseline_rss_bytes"),
                 "peak_rss_bytes": cold.get("peak_rss_bytes"),
                 "frame_ms": frame.get("total"),
+                **layer_columns(e.get("layer_profile")),
             }
         )
     return buf.getvalue()
+
+
+LAYER_COLUMNS = ("slowest_layers", "layer_total_ms", "quantize_share", "dequantize_share", "reorder_share", "layer_profile_note")
+
+
+def layer_columns(profile: dict[str, Any] | None) -> dict[str, Any]:
+    """A row's per-layer time in CSV cells: the three slowest layers as "name (op) ms" joined by "; "."""
+    p = profile or {}
+    shares = p.get("shares") or {}
+    slowest = "; ".join(f"{t['name']} ({t['op']}) {t['ms']:.3f}" for t in (p.get("slowest") or [])[:3])
+    return {
+        "slowest_layers": slowest or None,
+        "layer_total_ms": p.get("total_ms"),
+        **{f"{c}_share": shares.get(c) for c in ("quantize", "dequantize", "reorder")},
+        "layer_profile_note": p.get("reason"),
+    }
 
 
 def write(store: ArtifactStore, report: dict[str, Any]) -> dict[str, Path]:
@@ -381,7 +421,7 @@ def _write_set(out: Path, report: dict[str, Any]) -> dict[str, Path]:
     paths |= charts(report, out)
     write_atomic(paths["json"], json_text(report))
     write_atomic(paths["csv"], to_csv(report))
-    drawn = [k for k in ("latency", "accuracy", "throughput") if k in paths]
+    drawn = [k for k in ("latency", "accuracy", "throughput", "layers") if k in paths]
     write_atomic(paths["md"], markdown(report, sections=sections, drawn=drawn))
     paths["html"] = report_html.write(report, out, sections, method(report))
     return paths

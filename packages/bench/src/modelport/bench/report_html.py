@@ -103,9 +103,11 @@ def render(report: dict[str, Any], folder: Path, sections: list[Path], markdown_
         for name, alt in (("latency.png", "latency"), ("accuracy.png", "agreement"))
         if (folder / name).is_file()
     )
-    from .report_md import beyond
+    from .report_md import beyond, slowest_layers
 
-    extra = "\n".join(beyond(report, (folder / "throughput.png").is_file()))
+    extra = "\n".join(
+        beyond(report, (folder / "throughput.png").is_file()) + slowest_layers(report, (folder / "layers.png").is_file())
+    )
     body = "\n".join(
         f'<section class="md">{section_html(text, folder)}</section>'
         for text in ([extra] if extra else []) + [s.read_text(encoding="utf-8") for s in sections]

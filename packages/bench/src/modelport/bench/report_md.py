@@ -40,13 +40,38 @@ def _size(b: float | None) -> str:
     return "–" if b is None else f"{b / 1e6:.2f} MB"
 
 
+def _ranked(results: list[dict[str, Any]]) -> list[tuple[int | None, dict[str, Any]]]:
+    """Each model's rows together (a detector's milliseconds are not a classifier's), measured ones fastest
+    first with their rank in the model, then the rest."""
+    out: list[tuple[int | None, dict[str, Any]]] = []
+    for model in dict.fromkeys(e.get("model") for e in results):
+        mine = [e for e in results if e.get("model") == model]
+        timed = sorted((e for e in mine if e["latency_ms"]), key=lambda e: e["latency_ms"]["median"])
+        out += [(i, e) for i, e in enumerate(timed, 1)] + [(None, e) for e in mine if not e["latency_ms"]]
+    return out
+
+
+def detectors(report: dict[str, Any]) -> bool:
+    """Some row is a detector's (judged by its boxes): the report adds their columns."""
+    return any((e["agreement"] or {}).get("detect") for e in report["results"])
+
+
+def _detect_cells(e: dict[str, Any]) -> dict[str, str]:
+    det, post = (e["agreement"] or {}).get("detect"), e.get("postprocess_ms")
+    if not det:
+        return {"f1": "–", "map": "–", "post": _f((post or {}).get("median"), ".2f")}
+    mean_ap = "–" if det["map"] is None else f"{det['map']:.3f} / {det['ap50']:.3f}"
+    if det["map"] is not None and det["source_map"] is not None:
+        mean_ap += f" (source {det['source_map']:.3f})"
+    return {"f1": f"{det['f1']:.3f}", "map": mean_ap, "post": _f((post or {}).get("median"), ".2f")}
+
+
 def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Ranked rows: measured backends fastest first, then the rest."""
-    timed = sorted((e for e in report["results"] if e["latency_ms"]), key=lambda e: e["latency_ms"]["median"])
-    rest = [e for e in report["results"] if not e["latency_ms"]]
+    """Ranked rows: per model, measured backends fastest first, then the rest."""
     out = []
-    for i, e in enumerate(timed + rest, 1):
+    for i, e in _ranked(report["results"]):
         lat, a, h = e["latency_ms"] or {}, e["agreement"], e["headline"]
+        boxes = bool(a and a.get("detect"))  # a detector's raw-tensor top-1 and cosine are not its verdict
         if e["status"] != "ok":
             status = f"{e['status']}: {e['reason']}"
             if e.get("last_ok"):
@@ -59,7 +84,7 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 status += f" ({e['speed_note']})"
         out.append(
             {
-                "rank": str(i) if lat else "–",
+                "rank": str(i) if i is not None else "–",
                 "backend": e["name"],
                 "model": e.get("model") or "–",
                 "device": e.get("device_key") or "–",
@@ -71,10 +96,11 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "speed": _f(e["relative_speed"], ".2f") + ("x" if e["relative_speed"] else ""),
                 "size": _size(e["size_bytes"]),
                 "top1": f"{h['label']} ({h['confidence']:.3f})" if h else "–",
-                "agree": f"{a['top1']:.0%} of {a['images']}" if a else "–",
+                "agree": f"{a['top1']:.0%} of {a['images']}" if a and not boxes else "–",
                 "cos": f"{a['cosine_min']:.4f} / {a['cosine_mean']:.4f}"
-                if a
+                if a and not boxes
                 else ("not computed" if e.get("agreement_note") else "–"),
+                **_detect_cells(e),
             }
         )
     return out
@@ -96,12 +122,23 @@ HEADERS = {
 }
 
 
+# A detector's verdict: its boxes against the source's, COCO mAP with annotations, and its decode + NMS time.
+DETECT_HEADERS = {"f1": "boxes F1 vs source", "map": "mAP / AP50", "post": "postprocess ms"}
+
+
 def headers(report: dict[str, Any]) -> dict[str, str]:
     """The columns: model and device only when the report spans several."""
     extra = {
         k: k for k, many in (("model", len(report.get("models", [])) > 1), ("device", len(report.get("devices", {})) > 1)) if many
     }
-    return {"rank": "#", "backend": "backend", **extra, **{k: v for k, v in HEADERS.items() if k not in ("rank", "backend")}}
+    boxes = DETECT_HEADERS if detectors(report) else {}
+    return {
+        "rank": "#",
+        "backend": "backend",
+        **extra,
+        **{k: v for k, v in HEADERS.items() if k not in ("rank", "backend")},
+        **boxes,
+    }
 
 
 def several_models(report: dict[str, Any]) -> bool:
@@ -146,6 +183,7 @@ def markdown(report: dict[str, Any], sections: list[Path], drawn: Collection[str
     for name, why in (("latency", "no backend was timed"), ("accuracy", "no row has agreement numbers")):
         lines += [f"![{name}]({name}.png)" if name in drawn else f"No {name} chart: {why}.", ""]
     lines += beyond(report, "throughput" in drawn)
+    lines += slowest_layers(report, "layers" in drawn)
     lines += ["## Settings and versions", ""]
     for e in report["results"]:
         if e["status"] == "ok":
@@ -233,6 +271,49 @@ def beyond(report: dict[str, Any], drawn: bool) -> list[str]:
     return out
 
 
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
+def slowest_layers(report: dict[str, Any], drawn: bool) -> list[str]:
+    """The three slowest layers per row and its share of quantize / dequantize / reorder work, or why the
+    toolchain gives no per-layer time; ``drawn``: layers.png shows each row's five slowest."""
+    profiled = [e for e in report["results"] if e.get("layer_profile")]
+    if not profiled:
+        return []
+    out = [
+        "## Slowest layers",
+        "",
+        "Per-layer time from each toolchain's own profiler (mean per inference while profiling, which adds its own "
+        "overhead: compare layers within a row, not rows by it). Layers are named by their ONNX node in "
+        "onnx/model.onnx (the per-layer INT8 analysis's names) where the toolchain's name maps to one, else by the "
+        r"toolchain's own (marked \*). Q / DQ / reorder: the share of the summed layer time spent quantizing, "
+        "dequantizing and moving data between layouts or precisions.",
+        "",
+        "| backend | slowest layers: ms (share) | Q / DQ / reorder | layers (sum ms) | profiler |",
+        "|---|---|---|---|---|",
+    ]
+    several = len(report.get("devices") or {}) > 1 or several_models(report)
+    for e in profiled:
+        p = e["layer_profile"]
+        name = f"{e['name']} ({e['model']}, {e['device_key']})" if several else e["name"]
+        if p.get("reason"):
+            out.append(f"| {md_text(name)} | {md_text('not measured: ' + p['reason'])} | – | – | – |")
+            continue
+        top = "; ".join(
+            f"{md_text(t['name'])}{'' if t['onnx'] else chr(92) + '*'} {md_text(t['op'])}: {t['ms']:.3f} ({_pct(t['share'])})"
+            for t in p["slowest"][:3]
+        )
+        sh = p.get("shares") or {}
+        split = " / ".join(_pct(sh.get(c)) for c in ("quantize", "dequantize", "reorder"))
+        cells = [md_text(name), top, split, f"{p['layers']} ({_f(p.get('total_ms'), '.2f')})", md_text(p["how"])]
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    if drawn:
+        out += ["![layers](layers.png)", ""]
+    return out
+
+
 def conditions_text(c: dict[str, Any]) -> str:
     def mhz(v: str) -> str:
         return v if v == NOT_EXPOSED else f"{v} MHz"
@@ -258,7 +339,8 @@ def matrix_md(report: dict[str, Any]) -> list[str]:
         "",
         "## Models x backends, per device",
         "",
-        "Cell: median ms / cosine min vs the reference (or the status). Speed compares within a device only.",
+        "Cell: median ms / cosine min vs the reference (a detector's: boxes F1 vs its source), or the status. "
+        "Speed compares within a device only.",
         "",
     ]
     for device, by_model in grid.items():
@@ -272,9 +354,8 @@ def matrix_md(report: dict[str, Any]) -> list[str]:
                 elif c["status"] != "ok":
                     cells.append(c["status"])
                 else:
-                    cells.append(
-                        " / ".join(x for x in (_f(c["median_ms"], ".2f", ""), _f(c["cosine_min"], ".4f", "")) if x) or "ok"
-                    )
+                    agree = _f(c["cosine_min"], ".4f", "") or (f"F1 {c['f1']:.3f}" if c.get("f1") is not None else "")
+                    cells.append(" / ".join(x for x in (_f(c["median_ms"], ".2f", ""), agree) if x) or "ok")
             out.append(f"| {md_text(model)} | " + " | ".join(cells) + " |")
         out.append("")
     return out
@@ -313,6 +394,12 @@ def method(report: dict[str, Any]) -> str:
             f"INT8 top-1 >= {f['int8_top1_min']:.0%}, cosine min >= {f['int8_cosine_min']}, "
             f"mean >= {f['int8_cosine_mean_min']}."
         )
+        if detectors(report) and "detect_fp_f1_min" in f:
+            check += (
+                f" Detectors: FP32/FP16 boxes F1 vs source >= {f['detect_fp_f1_min']}, mAP within "
+                f"{f['detect_fp_map_drop_max']} of the source's; INT8 F1 >= {f['detect_int8_f1_min']}, mAP >= "
+                f"{f['detect_int8_map_ratio_min']:.0%} of the source's."
+            )
         if src.get("all_rows_int8_floors"):
             check += " The source is quantized, so every row (float ones too) is held to the INT8 floors."
     else:
@@ -334,6 +421,11 @@ def charts(report: dict[str, Any], out: Path) -> dict[str, Path]:
         paths["throughput"] = _save(_throughput(plt, swept, several), out / "throughput.png", plt)
     else:
         (out / "throughput.png").unlink(missing_ok=True)
+    profiled = [e for e in report["results"] if (e.get("layer_profile") or {}).get("slowest")]
+    if profiled:
+        paths["layers"] = _save(_layers(plt, profiled, len(report.get("devices") or {}) > 1), out / "layers.png", plt)
+    else:
+        (out / "layers.png").unlink(missing_ok=True)
     timed = sorted((e for e in report["results"] if e["latency_ms"]), key=lambda e: e["latency_ms"]["median"])
     agreed = [e for e in report["results"] if e["agreement"] and e["key"] != report["reference"]]
     for name, rows_ in (("latency", timed), ("accuracy", agreed)):
@@ -390,6 +482,42 @@ def _throughput(plt: Any, swept: list[dict[str, Any]], several_devices: bool = F
     for ax in list(axes.flat)[len(swept) :]:
         ax.set_visible(False)
     fig.suptitle("Throughput vs latency (xN: concurrent requests)")
+    fig.tight_layout()
+    return fig
+
+
+LAYER_BARS = 5
+_CATEGORY_COLOURS = {"quantize": "#c44e52", "dequantize": "#dd8452", "reorder": "#8172b3", "other": "#4c72b0"}
+
+
+def _short(name: str, width: int = 34) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1) :]  # the end tells the layers of a block apart
+
+
+def _layers(plt: Any, profiled: list[dict[str, Any]], several_devices: bool = False) -> Any:
+    """Per row, its slowest layers in ms under the profiler, coloured by kind of work: one panel each."""
+    cols = min(2, len(profiled))
+    nrows = -(-len(profiled) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.2 * cols, 2.4 * nrows + 0.6), squeeze=False)
+    for ax, e in zip(axes.flat, profiled, strict=False):
+        p = e["layer_profile"]
+        top = p["slowest"][:LAYER_BARS]
+        ms = [t["ms"] for t in top]
+        ax.barh(range(len(top)), ms, color=[_CATEGORY_COLOURS.get(t["category"], "#4c72b0") for t in top])
+        ax.set_yticks(range(len(top)), [_short(t["name"]) for t in top], fontsize=7)
+        for y, t in enumerate(top):
+            ax.text(t["ms"], y, f" {t['ms']:.3f} ({100 * t['share']:.0f}%)", va="center", fontsize=7)
+        ax.set_xlim(0, max(ms) * 1.45 if max(ms) > 0 else 1)
+        ax.invert_yaxis()
+        sh = p.get("shares") or {}
+        split = " / ".join(f"{100 * sh.get(c, 0):.1f}%" for c in ("quantize", "dequantize", "reorder"))
+        where = f"\n{e['device_key']}" if several_devices else ""
+        ax.set_title(f"{e['name']}{where}: Q / DQ / reorder {split}", fontsize=9)
+        ax.set_xlabel("ms per inference (profiled)", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    for ax in list(axes.flat)[len(profiled) :]:
+        ax.set_visible(False)
+    fig.suptitle("Slowest layers (red: quantize, orange: dequantize, purple: reorder)", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -11,16 +12,19 @@ from modelport.common.artifacts import sha256_file
 from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, ModelportError
 from modelport.common.log import console
+from modelport.common.onnx_layers import OnnxGraph
+from modelport.common.onnx_layers import load as load_layers
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import fill_outputs, headline_index, new_result, write_result
 from modelport.common.schema import BackendResult, Status
 from modelport.common.timing import LoadWatch, concurrency_levels, measure
-from modelport.runtime.base import Runtime
+from modelport.runtime.base import ONNX_MODEL, Runtime
 from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_key
-from modelport.runtime.run import prepared_images, run_outputs
+from modelport.runtime.run import placements, prepared_images, run_all_outputs, run_outputs
+from modelport.tasks.detect.judge import decode_call, fill_detections
 
 from .coldstart import cold_start
-from .measure import Conditions, frame_time, throughput_sweep
+from .measure import Conditions, frame_time, layer_profile, throughput_sweep
 
 T = TypeVar("T")
 
@@ -62,7 +66,7 @@ def secondary(result: BackendResult, what: str, measure: Callable[[], T], fallba
 
 
 def more_measurements(ctx: StepContext, result: BackendResult, runtime: Runtime, tensor: np.ndarray) -> None:
-    """Throughput over concurrency levels and the whole frame's stages, each as configured in [bench]."""
+    """Throughput over concurrency levels, the whole frame's stages and per-layer time, each as configured in [bench]."""
     bench = ctx.config.bench
     if bench.throughput:
         levels = concurrency_levels(bench.concurrency)
@@ -72,10 +76,26 @@ def more_measurements(ctx: StepContext, result: BackendResult, runtime: Runtime,
         result.throughput = secondary(
             result, "throughput", lambda: throughput_sweep(runtime, tensor, levels, bench.throughput_seconds), []
         )
-    if bench.frame_runs:
+    if bench.frame_runs and ctx.config.detector is not None:
+        result.notes.append("frame time not measured: a detector's stages are its latency and postprocess (decode + NMS) ms")
+    elif bench.frame_runs:
         result.frame_ms = secondary(
             result, "frame time", lambda: frame_time(runtime, ctx.eval_images, ctx.config.input, bench.frame_runs), None
         )
+    if bench.layer_profile:
+        result.layer_profile = secondary(
+            result,
+            "per-layer time",
+            lambda: layer_profile(runtime, tensor, bench.layer_profile_runs, onnx_graph(ctx) if runtime.profiler else None),
+            None,
+        )
+
+
+def onnx_graph(ctx: StepContext) -> OnnxGraph | None:
+    """The layers of onnx/model.onnx, the names per-layer times are given in (None before `convert onnx`, or in an
+    env without the onnx module: the toolchain's own names then)."""
+    path = ctx.store.path(ONNX_MODEL)
+    return load_layers(path) if path.is_file() and importlib.util.find_spec("onnx") is not None else None
 
 
 def benchmark(ctx: StepContext, key: str) -> BackendResult:
@@ -93,6 +113,7 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
         write_result(ctx.store, result)
         return result
     cfg, store = ctx.config, ctx.store
+    detector = cfg.detector is not None
     prepared = prepared_images(ctx)
     names = [p.name for p in ctx.eval_images]
     result = result_base(ctx, cls)
@@ -108,13 +129,19 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
         load = LoadWatch()
         conditions = Conditions()
         with runtime:
-            outputs = run_outputs(runtime, prepared, cfg.input)
+            if detector:
+                boxes = run_all_outputs(runtime, prepared, cfg.input)
+            else:
+                outputs = run_outputs(runtime, prepared, cfg.input)
             headline_i = headline_index(ctx)
             tensor = to_tensor(prepared[headline_i], cfg.input, runtime.input_layout, runtime.input_dtype)
             console.print(
                 f"   timing {runtime.display}: {cfg.bench.warmup} warm-up + {cfg.bench.runs} runs on {names[headline_i]}"
             )
             result.latency_ms = measure(lambda: runtime.infer(tensor), cfg.bench.warmup, cfg.bench.runs)
+            if detector:  # numpy after the model, whatever ran it: timed the same way, reported apart
+                decode = decode_call(boxes[headline_i], cfg, placements(ctx)[headline_i])
+                result.postprocess_ms = measure(decode, cfg.bench.warmup, cfg.bench.runs)
             result.extra_timings = secondary(result, "extra timings", lambda: getattr(runtime, "extra_timings", {}), {})
             more_measurements(ctx, result, runtime, tensor)
             result.load_avg, result.under_load = load.finish()
@@ -142,6 +169,9 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
         result.latency_note = "not measured: failed"
         write_result(store, result)
         return result
-    fill_outputs(ctx, result, outputs)
+    if detector:
+        outputs = fill_detections(ctx, result, boxes, placements(ctx))
+    else:
+        fill_outputs(ctx, result, outputs)
     write_result(store, result, outputs)
     return result

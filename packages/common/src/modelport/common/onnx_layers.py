@@ -8,6 +8,7 @@ output or the fused activation's output lands on the same layer.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,18 @@ class OnnxGraph:
     def by_node(self, name: str) -> OnnxLayer | None:
         return self._by_node.get(name)
 
+    def find(self, name: str) -> OnnxLayer | None:
+        """The layer a toolchain's node name stands for: a node or tensor name of this graph, or one with the
+        suffixes toolchains add to it (onnxruntime's ``_nchwc``/``_token_N``, OpenVINO's ``/WithoutBiases``)."""
+        candidates = [name, re.sub(r"(_nchwc|_token_\d+)+$", "", name)]
+        while "/" in candidates[-1]:
+            candidates.append(candidates[-1].rsplit("/", 1)[0])
+        for c in candidates:
+            layer = self.by_node(c) or self.layer_of(c)
+            if layer is not None:
+                return layer
+        return None
+
     def __post_init__(self) -> None:
         self._by_tensor = {t: la for la in self.layers for t in la.tensors}
         self._by_node = {n: la for la in self.layers for n in la.nodes}
@@ -64,13 +77,13 @@ def from_model(model: onnx.ModelProto) -> OnnxGraph:
             producer[t] = n
     layers, absorbed = [], set()
     for i, n in enumerate(graph.node):
-        if n.op_type == "Constant" or n.name in absorbed:
+        if n.op_type == "Constant" or (n.name or n.output[0]) in absorbed:
             continue
         nodes, tensors, ops = [n.name or n.output[0]], [n.output[0]], [n.op_type]
         users = consumers.get(n.output[0], [])
         if n.op_type not in FUSED_ACTIVATIONS and len(users) == 1 and users[0].op_type in FUSED_ACTIVATIONS:
             act = users[0]
-            absorbed.add(act.name)
+            absorbed.add(act.name or act.output[0])  # unnamed nodes go by their output, as in nodes
             nodes.append(act.name or act.output[0])
             tensors.append(act.output[0])
             ops.append(act.op_type)

@@ -54,6 +54,26 @@ class ImageAgreement(Model):
     mse: float
 
 
+class DetectAgreement(Model):
+    """A detector row's boxes against the source's on the same photos (modelport.tasks.detect), and COCO
+    mAP when [detect] annotations names the photos' annotations."""
+
+    source_boxes: int  # above [detect] agreement_score, over all photos
+    row_boxes: int
+    matched: int  # same class, IoU >= [detect] match_iou, one to one
+    precision: float
+    recall: float
+    f1: float
+    mean_iou: float
+    score_drift_mean: float
+    score_drift_max: float
+    map: float | None = None  # COCO mAP@[.5:.95] of the row's boxes
+    ap50: float | None = None
+    source_map: float | None = None  # the source model's, on the same photos and annotations
+    source_ap50: float | None = None
+    map_note: str | None = None  # why there is no mAP
+
+
 class Agreement(Model):
     images: int
     top1: float  # fraction of images whose top-1 equals the reference's
@@ -63,6 +83,9 @@ class Agreement(Model):
     max_abs_diff: float
     mse: float
     per_image: list[ImageAgreement] = []
+    # A detector's verdict: its boxes. The fields above then compare its raw outputs (every output
+    # flattened, by name): a diagnostic, not what its floors judge.
+    detect: DetectAgreement | None = None
 
 
 class TopK(Model):
@@ -133,6 +156,31 @@ class FrameTime(Model):
     total: float
 
 
+LayerCategory = Literal["quantize", "dequantize", "reorder", "other"]
+
+
+class LayerTime(Model):
+    name: str  # the ONNX layer (head node name) where the toolchain's name maps to one, else the toolchain's
+    onnx: bool  # whether ``name`` is an ONNX layer name
+    op: str  # the toolchain's op or kernel type
+    category: LayerCategory
+    ms: float  # mean per inference, under the profiler
+    share: float  # of the summed time of every layer
+
+
+class LayerProfile(Model):
+    """Per-layer time from the toolchain's own profiler (the slowest layers, and the share of quantize /
+    dequantize / reorder work), or ``reason`` why the toolchain gives none: never an estimate."""
+
+    how: str = ""  # the hook and its runs
+    runs: int = 0
+    layers: int = 0  # layers the profiler timed
+    total_ms: float | None = None  # their summed mean time per inference (profiler overhead included)
+    slowest: list[LayerTime] = []  # slowest first
+    shares: dict[str, float] = {}  # quantize / dequantize / reorder -> share of total_ms
+    reason: str | None = None
+
+
 class RunConditions(Model):
     """The CPU's state around a row's measurements; a value the machine does not expose is the text
     "not exposed here" (machine.NOT_EXPOSED), never a guess."""
@@ -177,6 +225,8 @@ class BackendResult(Model):
     latency_ms: LatencyStats | None = None
     latency_note: str | None = None  # why there is no latency (simulator, skipped, ...)
     extra_timings: dict[str, LatencyStats] = {}  # e.g. GPU time from CUDA events
+    # A detector's decode + NMS per photo, apart from the model's latency (whatever runs the model, this is numpy)
+    postprocess_ms: LatencyStats | None = None
     load_avg: dict[str, float] = {}  # 1-min load average before/after: a busy machine explains a slow number
     under_load: str | None = None  # set when the load average exceeded the cores: the latency is not trustworthy
     outputs_sha256: str | None = None  # of results/<key>.npy: the reader checks the pair belongs together
@@ -189,6 +239,7 @@ class BackendResult(Model):
     throughput: list[ThroughputPoint] = []
     cold_start: ColdStart | None = None
     frame_ms: FrameTime | None = None
+    layer_profile: LayerProfile | None = None
     conditions: RunConditions | None = None
     notes: list[str] = []
     created_utc: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

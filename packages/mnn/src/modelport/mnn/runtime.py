@@ -8,14 +8,18 @@ run N sequential batch-1 calls and say so (mode loop).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modelport.common.config import Config
 from modelport.common.errors import InputError
-from modelport.runtime.base import Runtime
+from modelport.runtime.base import LayerTime, Runtime
+
+if TYPE_CHECKING:
+    from modelport.common.onnx_layers import OnnxGraph
 
 # MNN::BackendConfig's enums, in their declared order (the session config takes their integer values).
 PRECISION = {"normal": 0, "high": 1, "low": 2, "low_bf16": 3}
@@ -31,6 +35,7 @@ class MnnRuntime(Runtime):
     backend = "mnn"
     input_layout, input_dtype = "NCHW", "float32"
     requires = ("MNN",)
+    profiler = "MNN runSessionWithCallBackInfo (host time from each op's before- to its after-callback)"
 
     @classmethod
     def version(cls) -> str:
@@ -111,9 +116,45 @@ class MnnRuntime(Runtime):
 
         return call
 
+    def layer_times(self, tensor: np.ndarray, runs: int, graph: OnnxGraph | None) -> list[LayerTime] | None:
+        """runSessionWithCallBackInfo on this session: each op's time from its before-callback to its after-callback
+        (host clock, so a few µs of Python per op are in it), one untimed run first. MNNConvert keeps the ONNX node
+        names on the ops it converts; the Raster ops it adds to move data between layouts are named after a
+        neighbour and keep their own entries."""
+        started: dict[str, int] = {}
+        total: dict[str, int] = {}
+        ops: dict[str, str] = {}
+        timing = [False]
+
+        def before(_tensors: Any, info: Any) -> bool:
+            started[info.getName()] = time.perf_counter_ns()
+            return True
+
+        def after(_tensors: Any, info: Any) -> bool:
+            end, name = time.perf_counter_ns(), info.getName()
+            if timing[0]:
+                total[name] = total.get(name, 0) + end - started.get(name, end)
+                ops.setdefault(name, info.getType().split("[")[0].strip())  # "Convolution [ DT_INT8 ] ": the op
+            return True
+
+        self.input.copyFrom(self._host(tensor))
+        self.interpreter.runSessionWithCallBackInfo(self.session, before, after)
+        timing[0] = True
+        for _ in range(runs):
+            self.interpreter.runSessionWithCallBackInfo(self.session, before, after)
+        out = []
+        for name, ns in total.items():
+            layer = graph.find(name) if graph is not None and ops[name] not in _NOT_LAYERS else None
+            out.append(LayerTime(layer.node if layer else name, ops[name], ns / runs / 1e6, layer is not None))
+        return out
+
     def deactivate_impl(self) -> None:
         # The Python API has no releaseSession: the session goes with its interpreter.
         del self.session, self.interpreter, self.input, self.output
+
+
+# Ops MNN adds between layers (memory layout and precision moves), named after a neighbour.
+_NOT_LAYERS = frozenset({"Raster", "ConvertTensor", "FloatToInt8", "Int8ToFloat"})
 
 
 class MnnFp32Runtime(MnnRuntime):

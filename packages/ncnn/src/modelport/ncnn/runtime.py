@@ -45,6 +45,10 @@ class NcnnRuntime(Runtime):
     input_layout, input_dtype = "NHWC", "uint8"
     artifacts = {"param": "ncnn/model.param", "bin": "ncnn/model.bin"}
     requires = ("ncnn",)
+    layer_times_reason = (
+        "the ncnn pip wheel has no per-layer timer: ncnn times layers only when built with NCNN_BENCHMARK, "
+        "and prints them to stderr, not to Python"
+    )
     int8 = False
     # One Net serves extractors in several threads at once (ncnn's own concurrency: the Net is read-only
     # while extracting, each extractor holds its own blobs); the workers share one Net at the split count.

@@ -15,13 +15,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from modelport.common.config import Config
 from modelport.common.errors import InputError
-from modelport.runtime.base import Runtime
+from modelport.runtime.base import LayerTime, Runtime
+
+if TYPE_CHECKING:
+    from modelport.common.onnx_layers import OnnxGraph
 
 
 def threads(config: Config) -> int:
@@ -34,6 +37,7 @@ class OpenvinoRuntime(Runtime):
     backend = "openvino"
     input_layout, input_dtype = "NCHW", "float32"
     requires = ("openvino",)
+    profiler = "OpenVINO PERF_COUNT (InferRequest.get_profiling_info, real_time)"
 
     @classmethod
     def version(cls) -> str:
@@ -65,9 +69,9 @@ class OpenvinoRuntime(Runtime):
             model = core.read_model(str(self.files["model"]), str(self.files["weights"]))
         except Exception as e:  # OpenVINO raises RuntimeError with its own text
             raise self.model_error(e) from None
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
+        if len(model.inputs) != 1 or not model.outputs:
             raise InputError(
-                f"{self.display} expects one input and one output, the model has {len(model.inputs)} and {len(model.outputs)}",
+                f"{self.display} expects one input and its outputs, the model has {len(model.inputs)} and {len(model.outputs)}",
                 self.files["model"],
             )
         shape = list(model.inputs[0].get_partial_shape().to_shape()) if model.inputs[0].get_partial_shape().is_static else None
@@ -84,6 +88,13 @@ class OpenvinoRuntime(Runtime):
     def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
         self.request.infer({0: tensor})
         return cast(np.ndarray, self.request.get_output_tensor(0).data.copy())
+
+    def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        self.request.infer({0: tensor})
+        return {
+            (next(iter(o.get_names()), None) or str(i)): self.request.get_output_tensor(i).data.copy()
+            for i, o in enumerate(self.compiled.outputs)
+        }
 
     def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
         infer, feed = self.request.infer, {0: tensor}
@@ -165,6 +176,39 @@ class OpenvinoRuntime(Runtime):
             "tool": " ".join(["benchmark_app", *tool[1:]]),
         }
 
+    def layer_times(self, tensor: np.ndarray, runs: int, graph: OnnxGraph | None) -> list[LayerTime] | None:
+        """The model compiled again with PERF_COUNT (the same properties otherwise): one untimed inference, then
+        each executed node's real_time summed over ``runs``. A node of the compiled graph names one original op
+        and lists the ops fused into it (rt_info originalLayersNames); ov.convert_model named those after the ONNX
+        nodes, so the first that ``graph`` knows names the layer."""
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(self.files["model"]), str(self.files["weights"]))
+        ir_types = {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()}
+        compiled = core.compile_model(model, "CPU", self.properties() | {"PERF_COUNT": True})
+        fused = {
+            op.get_friendly_name(): original_names(op.get_rt_info()) for op in compiled.get_runtime_model().get_ordered_ops()
+        }
+        request = compiled.create_infer_request()
+        request.infer({0: tensor})
+        total: dict[str, float] = {}
+        ops: dict[str, str] = {}
+        for _ in range(runs):
+            request.infer({0: tensor})
+            for p in request.get_profiling_info():
+                if p.status == p.Status.EXECUTED:
+                    total[p.node_name] = total.get(p.node_name, 0.0) + p.real_time.total_seconds() * 1e3
+                    # a Subgraph is a fused snippet: the op it came from says more (a FakeQuantize: quantize)
+                    ops[p.node_name] = ir_types.get(p.node_name, p.node_type) if p.node_type == "Subgraph" else p.node_type
+        out = []
+        for node, ms in total.items():
+            layer = None
+            if graph is not None and ops[node] not in _NOT_LAYERS:
+                layer = next((la for n in [node, *fused.get(node, [])] if (la := graph.find(n)) is not None), None)
+            out.append(LayerTime(layer.node if layer else node, ops[node], ms / runs, layer is not None))
+        return out
+
     def deactivate_impl(self) -> None:
         del self.request, self.compiled, self.model, self.core
 
@@ -200,6 +244,17 @@ def async_run(compiled: Any, requests: int, tensor: np.ndarray, seconds: float) 
         queue.start_async(userdata=clock())
     queue.wait_all()
     return list(samples), (last[0] - start) / 1e9
+
+
+# Nodes the CPU plugin adds between layers, named after a neighbour: their time is not that layer's.
+_NOT_LAYERS = frozenset({"Reorder", "Convert", "FakeQuantize"})
+
+
+def original_names(info: Any) -> list[str]:
+    """The original ops a compiled node stands for, from its rt_info (empty when it has none)."""
+    if "originalLayersNames" not in info:
+        return []
+    return [n for n in str(info["originalLayersNames"].astype(str)).split(",") if n]
 
 
 class OpenvinoFp32Runtime(OpenvinoRuntime):

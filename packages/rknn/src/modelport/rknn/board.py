@@ -28,7 +28,7 @@ from modelport.common.errors import HardwareMissing, InputError, ModelportError
 from modelport.common.log import console, skip, step
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import fill_outputs, headline_index, write_result
-from modelport.common.schema import BackendResult, ThroughputPoint
+from modelport.common.schema import BackendResult, LayerProfile, ThroughputPoint
 from modelport.common.timing import LoadWatch, concurrency_levels, measure, throughput_summary
 from modelport.runtime.base import concurrent_calls
 from modelport.runtime.run import prepared_images
@@ -150,6 +150,8 @@ def run_adb(ctx: StepContext, device: str | None, verbose: bool = False) -> Back
             )
             outputs = _measure(ctx, result, lambda t: rk.inference(inputs=[t], data_format=["nhwc"]))
             result.latency_note = "host-side: includes the adb transfer; NPU time in settings.eval_perf"
+            # eval_perf's per-layer table comes with perf_debug=True, which slows the timed runs: not taken here
+            result.layer_profile = LayerProfile(reason="per-layer NPU time needs init_runtime(perf_debug=True); not run")
             try:
                 result.settings["eval_perf"] = rk.eval_perf(is_print=False)
             except Exception as e:  # an old board runtime without perf support: keep the measured outputs
@@ -218,4 +220,5 @@ def run_lite(ctx: StepContext) -> BackendResult:
 
     result.tool_versions = {"rknn-toolkit-lite2": version("rknn-toolkit-lite2")}
     result.settings = {"core_mask": ctx.config.rknn.core_mask}
+    result.layer_profile = LayerProfile(reason="RKNNLite has no per-layer timing (rknn-toolkit2's eval_perf over adb has)")
     return _finish(ctx, result, outputs)

@@ -16,7 +16,7 @@ from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, InputError, ModelportError
 from modelport.common.log import console, failed, step
 from modelport.common.results import fill_outputs, new_result, write_result
-from modelport.common.schema import BackendResult, Status
+from modelport.common.schema import BackendResult, LayerProfile, Status
 
 from . import convert
 
@@ -26,6 +26,7 @@ SIMULATOR_NOTE = "not measured: x86 simulator (no NPU timing)"
 THROUGHPUT_NOTE = (
     "throughput not measured: x86 simulator; on a board `rknn board --lite` runs an RKNNLite per NPU core (core masks)"
 )
+NO_LAYER_TIMES = "per-layer time needs a board: rknn-toolkit2's eval_perf (perf_debug) times layers on the NPU only"
 
 
 def result_base(ctx: StepContext, b: Backend, device: str, status: Status = "ok", reason: str | None = None) -> BackendResult:
@@ -56,6 +57,7 @@ def simulator_result(ctx: StepContext, kind: str, model: Path, eval_outputs: Pat
     result.latency_note = SIMULATOR_NOTE
     if ctx.config.bench.throughput:
         result.notes.append(THROUGHPUT_NOTE)
+    result.layer_profile = LayerProfile(reason=NO_LAYER_TIMES)
     result.tool_versions = manifest.get("extra", {}).get("versions", {})
     result.settings = {k: v for k, v in manifest.get("options", {}).items() if k not in ("eval_images", "calibration")}
     if manifest.get("extra", {}).get("build_seconds") is not None:  # a time never recorded is left out, not shown as None

@@ -11,9 +11,10 @@ import importlib.util
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 import numpy as np
 
@@ -24,7 +25,20 @@ from modelport.common.log import captured
 from modelport.common.preprocess import DType, Layout
 from modelport.common.timing import cores
 
+if TYPE_CHECKING:
+    from modelport.common.onnx_layers import OnnxGraph
+
 ONNX_MODEL = "onnx/model.onnx"  # the FP32 ONNX: `convert onnx` writes it, every other toolchain converts from it
+
+
+@dataclass(frozen=True)
+class LayerTime:
+    """One layer's mean time per inference, as the toolchain's profiler reports it."""
+
+    name: str  # the ONNX layer (head node of onnx/model.onnx) when the toolchain's name maps to one, else the toolchain's
+    op: str  # the toolchain's op or kernel type: what the quantize/dequantize/reorder split reads
+    ms: float
+    onnx: bool  # True: ``name`` is an ONNX layer name, the one the per-layer INT8 analysis uses
 
 
 class Runtime:
@@ -43,6 +57,10 @@ class Runtime:
     # True: one active instance takes infer() calls from several threads at once, so a throughput run
     # shares it; False: each worker thread gets its own instance (the safe default).
     thread_safe: ClassVar[bool] = False
+    # A runtime with a per-layer profiler overrides layer_times() and names the hook in ``profiler``;
+    # ``layer_times_reason`` is why layer_times() returns None.
+    profiler: ClassVar[str] = ""
+    layer_times_reason: ClassVar[str] = "modelport has no per-layer timing hook for this toolchain"
 
     def __init__(self, config: Config, files: Mapping[str, Path]):
         self.config = config
@@ -90,7 +108,7 @@ class Runtime:
         return sum(p.stat().st_size for p in self.files.values() if p.is_file())
 
     # -- lifecycle
-    def activate(self) -> Runtime:
+    def activate(self) -> Self:
         reason = self.unavailable_reason()
         if reason:
             raise ToolchainMissing(f"{self.display}: {reason}")
@@ -109,6 +127,13 @@ class Runtime:
             raise RuntimeError(f"{self.display} runtime is not active")
         return self.infer_impl(tensor)
 
+    def infer_all(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name (a detector's boxes and scores); infer() is the one-output case, and stays
+        the timed call of a one-output model."""
+        if not self.active:
+            raise RuntimeError(f"{self.display} runtime is not active")
+        return self.infer_all_impl(tensor)
+
     def set_batch(self, n: int) -> None:
         """Make the following infer() calls take a leading batch of ``n`` (the tensor is [n, ...])."""
         if not self.active:
@@ -124,6 +149,13 @@ class Runtime:
         work a hand-written loop over the toolchain's API would do.
         """
         raise NotImplementedError(f"{self.display} has no bare call for the overhead measurement")
+
+    def layer_times(self, tensor: np.ndarray, runs: int, graph: OnnxGraph | None) -> list[LayerTime] | None:
+        """Each layer's mean time over ``runs`` inferences of ``tensor`` from the toolchain's own profiler,
+        in execution order, named through ``graph`` (onnx/model.onnx's layers) where the toolchain's names
+        map to one; None when the toolchain exposes no per-layer time (``layer_times_reason`` says why).
+        Profiling may slow a run down: the row's latency is never taken from here."""
+        return None
 
     # -- concurrency. The generic mechanism is a pool of threads, each with its own runtime (one shared when
     # thread_safe); a backend with its own (async infer requests, concurrent runs on one session, extractors
@@ -201,7 +233,7 @@ class Runtime:
             self.deactivate_impl()
             self.active = False
 
-    def __enter__(self) -> Runtime:
+    def __enter__(self) -> Self:
         return self.activate()
 
     def __exit__(self, *exc: object) -> None:
@@ -214,6 +246,12 @@ class Runtime:
     def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
         """Batch-1 tensor in ``input_layout``/``input_dtype`` -> output of shape (1, classes)."""
         raise NotImplementedError
+
+    def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by the source model's output name. The default, for a runtime that runs one-output
+        models only: its one output under the contract's (first) output name."""
+        contract = self.config.contract
+        return {contract.output_name if contract is not None else "output": self.infer_impl(tensor)}
 
     def deactivate_impl(self) -> None:
         pass

@@ -20,7 +20,7 @@ import json
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from rich.markup import escape
@@ -30,9 +30,12 @@ from modelport.common.config import Config
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.schema import LatencyStats
 from modelport.common.timing import summarize
-from modelport.runtime.base import Runtime, concurrent_calls
+from modelport.runtime.base import LayerTime, Runtime, concurrent_calls
 
 from . import cuda
+
+if TYPE_CHECKING:
+    from modelport.common.onnx_layers import OnnxGraph
 
 _LOGGER: Any = None  # the Logger class below: defined only once tensorrt is imported
 
@@ -112,6 +115,7 @@ class TensorrtRuntime(Runtime):
     device = "cuda"
     input_layout, input_dtype = "NCHW", "float32"
     requires = ("tensorrt", "pycuda")
+    profiler = "TensorRT IProfiler (IExecutionContext.profiler, report_layer_time)"
 
     def __init__(self, config: Config, files: Mapping[str, Path]):
         super().__init__(config, files)
@@ -310,6 +314,40 @@ class TensorrtRuntime(Runtime):
                 out[name] = summarize(np.asarray(ms[-runs:]) * 1e6, warmup)
         return out
 
+    def layer_times(self, tensor: np.ndarray, runs: int, graph: OnnxGraph | None) -> list[LayerTime] | None:
+        """An IProfiler on this context for one untimed and ``runs`` timed inferences (TensorRT reports each
+        layer's GPU time once the stream synchronizes), then removed. The ONNX parser names a layer after its
+        node and a fused layer after its parts joined by " + "; reformatting copies and Q/DQ layers keep theirs."""
+        import tensorrt as trt
+
+        class Profiler(trt.IProfiler):  # type: ignore[misc]  # tensorrt ships no type information: its base class is Any here
+            def __init__(self) -> None:
+                trt.IProfiler.__init__(self)
+                self.ms: dict[str, float] = {}
+                self.on = False
+
+            def report_layer_time(self, layer_name: str, ms: float) -> None:
+                if self.on:
+                    self.ms[layer_name] = self.ms.get(layer_name, 0.0) + ms
+
+        profiler = Profiler()
+        self._context.profiler = profiler
+        try:
+            self.infer_impl(tensor)
+            profiler.on = True
+            for _ in range(runs):
+                self.infer_impl(tensor)
+        finally:
+            self._context.profiler = None
+        out = []
+        for name, ms in profiler.ms.items():
+            op = trt_layer_kind(name)
+            layer = None
+            if graph is not None and op == "layer":
+                layer = next((la for part in name.split(" + ") if (la := graph.find(part.strip())) is not None), None)
+            out.append(LayerTime(layer.node if layer else name, op, ms / runs, layer is not None))
+        return out
+
     def deactivate_impl(self) -> None:
         # TensorRT objects first (they free device memory in the current context), then ours.
         for attr in ("_context", "_engine", "_trt_runtime"):
@@ -330,6 +368,17 @@ class TensorrtRuntime(Runtime):
             self._drv.Context.pop()
             ctx.detach()
             del self._ctx
+
+
+def trt_layer_kind(name: str) -> str:
+    """What a TensorRT engine layer is, from its name (IProfiler gives no type): its reformatting copies, a
+    lone quantize or dequantize of a QDQ network, else a compute layer."""
+    if name.startswith("Reformatting CopyNode"):
+        return "Reformat"
+    for op in ("QuantizeLinear", "DequantizeLinear"):
+        if " + " not in name and op in name:
+            return op
+    return "layer"
 
 
 class TensorrtFp32Runtime(TensorrtRuntime):

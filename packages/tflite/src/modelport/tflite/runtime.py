@@ -32,6 +32,10 @@ class TfliteRuntime(Runtime):
     key, backend, precision, display = "tflite", "tflite", "fp32", "TFLite FP32"
     input_layout, input_dtype = "NHWC", "float32"
     artifacts = {"model": "source/model.tflite"}
+    layer_times_reason = (
+        "the LiteRT/TFLite Python Interpreter exposes no op profiler "
+        "(per-op time is in the C++ benchmark_model tool's --enable_op_profiling)"
+    )
 
     @classmethod
     def made_by(cls) -> str:
