@@ -308,7 +308,8 @@ def test_a_small_real_tune_and_bench_with_tuned_settings(
     assert res.exit_code == 0, res.output
     result = json.loads(ctx.store.path("results/onnx.json").read_text())
     assert result["settings"]["intra_op_threads"] == 1 and result["settings"]["graph_optimization_level"] == "extended"
-    assert any("tuned settings" in n for n in result["notes"])
+    assert any("tuned settings" in n for n in result["notes"]) and result["name"] == "ONNX FP32 (tuned)"
+    assert any(n.startswith("replaces the default-settings row") for n in result["notes"])
     ctx.store.path(tuning.TUNING_FILE).unlink()
 
 
@@ -358,3 +359,30 @@ def test_the_tuning_section_shows_an_unset_knob_as_default_never_none(tmp_path: 
     assert (
         md is not None and "`openvino.threads=default`" in md and "`openvino.threads` [default, 1, 2]" in md and "None" not in md
     )
+
+
+def test_timings_taken_under_load_carry_the_flag_in_every_depth_section(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    ms = {"median": 2.0, "p90": 2.2}
+    entry = {"key": "onnx", "name": "ONNX FP32", "method": "m", "default_ms": ms, "tuned_ms": ms, "speedup": 1.0}
+    entry |= {"changed": {}, "space": {"onnxruntime.intra_op_threads": [1, 2]}, "trials": [], "agreement": None}
+    entry |= {"seconds": 1.0, "load_avg": {"before": 3.1, "after": 3.2}, "machine": {}, "under_load": "taken under load: X"}
+    tuning.save_entry(store, entry)
+    assert "**UNDER LOAD (ONNX FP32): taken under load: X; not trustworthy.**" in (depth_report.tuning_md(store, tmp_path) or "")
+    entry["under_load"] = None
+    tuning.save_entry(store, entry)
+    assert "UNDER LOAD" not in (depth_report.tuning_md(store, tmp_path) or "UNDER LOAD")
+
+
+def test_the_peer_comparison_is_offered_only_where_the_toolchain_has_a_tool(tmp_path: Path) -> None:
+    from modelport.bench import peer
+
+    assert "ships no throughput benchmark tool" in (peer.peer_reason("onnx") or "")
+    store = ArtifactStore(tmp_path)
+    d = {"key": "openvino-int8", "name": "OpenVINO INT8", "rounds": 3, "seconds": 10.0, "tool": "benchmark_app -m a|b.xml"}
+    d |= {"ours_fps": 99.0, "tool_fps": 100.0, "ratio": 0.99, "ratio_rounds": {"min": 0.97, "max": 1.01}, "goal": 0.05}
+    d |= {"meets_goal": True, "load_avg": {"before": 0.5, "after": 0.6}, "under_load": None}
+    store.path("depth").mkdir(parents=True)
+    store.path("depth/peer-openvino-int8.json").write_text(json.dumps(d))
+    md = depth_report.peer_md(store, tmp_path)
+    assert md is not None and "| OpenVINO INT8 | 99.0 | 100.0 | 0.990 | 0.970 / 1.010 | met |" in md and "UNDER LOAD" not in md

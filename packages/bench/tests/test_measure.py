@@ -9,16 +9,18 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import cli, error_line, make_context
 from modelport.bench.coldstart import peak_rss_bytes, start_peak
-from modelport.bench.measure import Conditions, concurrency_levels
+from modelport.bench.measure import Conditions, throughput_point
 from modelport.common.images import load_image
 from modelport.common.machine import NOT_EXPOSED, run_conditions
 from modelport.common.preprocess import prepare, to_tensor
 from modelport.common.schema import BackendResult
-from modelport.common.timing import cores
+from modelport.common.timing import concurrency_levels, cores
+from modelport.runtime.base import Runtime
 from modelport.runtime.registry import runtime_class
 from tiny_models import tiny_pipeline
 
@@ -54,7 +56,9 @@ def test_a_row_carries_throughput_cold_start_memory_frame_and_conditions(benched
     assert [t.concurrency for t in r.throughput] == concurrency_levels([]) == sorted({1, 2, cores()})
     for t in r.throughput:
         assert positive(t.fps, t.seconds, t.p50, t.p90, t.p99) and t.inferences >= 1 and t.p50 <= t.p90 <= t.p99
-        assert t.mechanism.startswith(f"{t.concurrency} thread")
+        # onnxruntime's own mechanism, the row's 2 intra-op threads split so workers x threads fit the cores
+        assert t.mechanism == f"{t.concurrency} concurrent run() call{'s' if t.concurrency > 1 else ''} on one InferenceSession"
+        assert t.threads_per_worker == (2 if t.concurrency == 1 else max(1, min(2, cores() // t.concurrency)))
     assert r.best_throughput in r.throughput
 
     c = r.cold_start
@@ -98,11 +102,13 @@ def test_the_report_shows_the_new_columns_and_the_chart_without_none(benched: di
     assert "best FPS @ concurrency" in md and "## Throughput, cold start, memory, whole frame" in md
     assert "![throughput](throughput.png)" in md and "None" not in md
     assert f"@ {e['best_concurrency']} |" in md and "throttled:" in md
+    assert e["best_mechanism"].endswith("on one InferenceSession") and e["best_threads_per_worker"] >= 1
+    assert "- ONNX FP32: " in md and "concurrent run() calls on one InferenceSession; threads per request 2 @ 1" in md
     assert (out / "throughput.png").read_bytes()[:4] == b"\x89PNG"
     page = (out / "results.html").read_text()
     assert 'alt="throughput"' in page and "Throughput, cold start, memory, whole frame" in page
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
-    assert {"best_fps", "best_concurrency", "first_infer_ms", "peak_rss_bytes", "frame_ms"} <= set(header)
+    assert {"best_fps", "best_concurrency", "best_mechanism", "first_infer_ms", "peak_rss_bytes", "frame_ms"} <= set(header)
 
 
 def test_a_row_of_another_source_model_shows_none_of_its_measurements(benched: dict[str, str], tmp_path: Path) -> None:
@@ -153,27 +159,49 @@ def test_bad_measurement_settings_are_one_error_line_naming_the_key(tmp_path: Pa
     assert not (tmp_path / "art/results").exists()
 
 
-def test_concurrent_workers_are_copies_unless_the_runtime_is_thread_safe(benched: dict[str, str]) -> None:
+def test_workers_share_one_session_or_get_a_runtime_each_at_the_split_thread_count(benched: dict[str, str]) -> None:
     ctx = make_context(benched)
-    cls = runtime_class("onnx")
     spec = ctx.config.input
-    with cls.from_store(ctx.store, ctx.config) as rt:
+    n = 3
+    with runtime_class("onnx").from_store(ctx.store, ctx.config) as rt:  # concurrent run() calls on one session
         tensor = to_tensor(prepare(load_image(ctx.eval_images[0]), spec), spec, rt.input_layout, rt.input_dtype)
-        workers = rt.concurrent_workers(3)
-        assert workers[0] is rt and len({id(w) for w in workers}) == 3 and all(w.active for w in workers)
+        per = rt.worker_threads(n)
+        assert rt.worker_threads(1) == rt.thread_count() == 2 and per == max(1, min(2, cores() // n))
+        workers = rt.concurrent_workers(n)
+        assert len({id(w) for w in workers}) == 1 and workers[0].thread_count() == per and workers[0].active
+        assert (workers[0] is rt) == (per == 2)
         rt.release_workers(workers)
-        assert rt.active and not any(w.active for w in workers[1:])
+        assert rt.active and (workers[0] is rt or not workers[0].active)
         samples, wall = rt.run_concurrent(tensor, 2, 0.05)
         assert len(samples) >= 2 and positive(wall, *samples)
 
-    # A backend declaring its runtime safe to share between threads (cls: whichever class the registry gives).
-    class Shared(cls):  # type: ignore[valid-type,misc]
-        thread_safe = True
+    # The generic pool: a backend whose runtime cannot be shared (cls: whichever class the registry gives).
+    class OneEach(runtime_class("onnx")):  # type: ignore[misc]
+        thread_safe = False
+        concurrency_mechanism = Runtime.concurrency_mechanism
 
-    with Shared.from_store(ctx.store, ctx.config) as rt:
-        assert rt.concurrent_workers(3) == [rt] * 3 and "sharing one runtime" in rt.concurrency_mechanism(3)
+    with OneEach.from_store(ctx.store, ctx.config) as rt:
+        workers = rt.concurrent_workers(n)
+        assert len({id(w) for w in workers}) == n and all(w.active and w.thread_count() == rt.worker_threads(n) for w in workers)
+        assert "one runtime each" in rt.concurrency_mechanism(n)
+        rt.release_workers(workers)
+        assert rt.active and not any(w.active for w in workers if w is not rt)
         samples, _ = rt.run_concurrent(tensor, 2, 0.05)
         assert len(samples) >= 2 and rt.active
+
+
+def test_one_worker_runs_in_the_calling_thread() -> None:
+    """An OpenMP toolchain keeps a thread team per calling thread: one worker must be the batch-1 call itself."""
+    import threading
+
+    from modelport.runtime.base import concurrent_calls
+
+    seen: list[tuple[int, int]] = []
+    calls = [lambda i=i: seen.append((i, threading.get_ident())) for i in range(3)]
+    samples, wall = concurrent_calls(calls, 0.02)
+    assert {t for i, t in seen if i == 0} == {threading.get_ident()}
+    assert threading.get_ident() not in {t for i, t in seen if i > 0} and {i for i, _ in seen} == {0, 1, 2}
+    assert len(samples) == len(seen) - 3 and wall > 0  # each thread's first call is untimed
 
 
 def write(path: Path, text: str) -> None:
@@ -226,3 +254,23 @@ def test_the_peak_is_measured_from_the_baseline_not_from_the_process_start() -> 
     held[::4096] = b"\x01" * len(range(0, len(held), 4096))
     assert peak_rss_bytes() - baseline >= 60 * mib
     del held
+
+
+def test_tflite_runs_an_interpreter_per_worker_at_the_split_thread_count(tmp_path: Path) -> None:
+    from modelport.common.config import Config
+    from modelport.tflite.runtime import TfliteRuntime
+    from tiny_models import tiny_tflite
+
+    config = Config.model_validate({"input": {"size": [24, 24]}})
+    x = np.random.default_rng(0).standard_normal((1, 24, 24, 3)).astype(np.float32)
+    with TfliteRuntime(config, {"model": tiny_tflite(tmp_path / "t.tflite")}) as rt:
+        per = rt.worker_threads(3)
+        workers = rt.concurrent_workers(3)
+        assert rt.thread_count() == 2 and per == max(1, min(2, cores() // 3)) and len({id(w) for w in workers}) == 3
+        assert all(w.config.tflite.threads == per and w.active for w in workers)
+        np.testing.assert_allclose(workers[-1].infer(x), rt.infer(x), rtol=1e-6)
+        rt.release_workers(workers)
+        for n in (1, 3):
+            p = throughput_point(rt, x, n, 0.1)
+            assert p.mechanism == f"{n} thread{'s' if n > 1 else ''}, an Interpreter each"
+            assert p.threads_per_worker == rt.worker_threads(n) and p.inferences >= 1 and p.fps > 0

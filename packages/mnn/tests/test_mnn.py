@@ -107,6 +107,30 @@ def test_config_knobs_reach_the_session(ctx: StepContext, tmp_path: Path) -> Non
     assert threads == 1  # not the default ([tflite] threads = 2); MNN caps it at the cores it finds
 
 
+def test_throughput_runs_an_interpreter_and_session_per_worker_at_the_split_thread_count(
+    ctx: StepContext, tmp_path: Path
+) -> None:
+    from modelport.bench.measure import throughput_point
+    from modelport.common.timing import cores
+    from modelport.mnn.convert import convert_onnx
+
+    convert_onnx(tiny(ctx, tmp_path), tmp_path / "model.mnn", tmp_path / "convert.log")
+    x = np.random.default_rng(2).standard_normal(ctx.config.input.shape("NCHW")).astype(np.float32)
+    with MnnFp32Runtime(ctx.config, {"model": tmp_path / "model.mnn"}) as rt:
+        own = rt.thread_count()
+        workers = rt.concurrent_workers(3)
+        per = rt.worker_threads(3)
+        assert per == max(1, min(own, cores() // 3)) and len({id(w) for w in workers}) == 3
+        assert all(isinstance(w, MnnFp32Runtime) and w.session_config()["numThread"] == per for w in workers)
+        np.testing.assert_allclose(workers[-1].infer(x), rt.infer(x), rtol=1e-5)
+        rt.release_workers(workers)
+        for n in (1, 3):
+            p = throughput_point(rt, x, n, 0.1)
+            assert p.mechanism == f"{n} thread{'s' if n > 1 else ''}, an Interpreter and session each"
+            assert p.threads_per_worker == rt.worker_threads(n) and p.inferences >= 1 and p.fps > 0
+        assert rt.active
+
+
 def test_wrong_input_shape_is_an_input_error(ctx: StepContext, tmp_path: Path) -> None:
     from modelport.common.errors import InputError
     from modelport.mnn.convert import convert_onnx

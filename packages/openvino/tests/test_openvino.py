@@ -182,6 +182,38 @@ def test_wrong_input_shape_is_an_input_error(ctx: StepContext, tmp_path: Path) -
         OpenvinoFp32Runtime(ctx.config, {"model": xml, "weights": bin_}).activate()
 
 
+def test_throughput_is_async_infer_requests_on_streams_of_one_compiled_model(ctx: StepContext, tmp_path: Path) -> None:
+    from modelport.bench.measure import throughput_point
+
+    tiny_onnx(tmp_path / "tiny.onnx", ctx.config.input.shape("NCHW"), np.random.default_rng(5))
+    xml, bin_ = save_ir(tmp_path / "tiny.onnx", tmp_path / "model.xml")
+    x = np.random.default_rng(6).standard_normal(ctx.config.input.shape("NCHW")).astype(np.float32)
+    with OpenvinoFp32Runtime(ctx.config, {"model": xml, "weights": bin_}) as rt:
+        assert rt.compiled_for(1) is rt.compiled  # one request: the row's own compiled model, as batch-1 timed it
+        three = rt.compiled_for(3)
+        streams, per = three.get_property("NUM_STREAMS"), rt.worker_threads(3)
+        assert 1 <= streams <= 3 and f"on {streams} stream" in rt.concurrency_mechanism(3)  # capped at the cores
+        assert per == three.get_property("INFERENCE_NUM_THREADS") // streams >= 1
+        del three
+        for n in (1, 3):
+            p = throughput_point(rt, x, n, 0.1)
+            assert p.concurrency == n and p.mechanism.startswith(f"AsyncInferQueue: {n} infer request")
+            assert p.threads_per_worker == rt.worker_threads(n) and p.inferences >= 1 and p.fps > 0
+            assert 0 < p.p50 <= p.p90 <= p.p99
+        assert rt.active and np.allclose(rt.infer(x), rt.infer(x))  # the row's own request still answers
+
+
+def test_peer_throughput_runs_benchmark_app_on_the_same_ir(ctx: StepContext, tmp_path: Path) -> None:
+    tiny_onnx(tmp_path / "tiny.onnx", ctx.config.input.shape("NCHW"), np.random.default_rng(7))
+    xml, bin_ = save_ir(tmp_path / "tiny.onnx", tmp_path / "model.xml")
+    x = np.zeros(ctx.config.input.shape("NCHW"), np.float32)
+    with OpenvinoFp32Runtime(ctx.config, {"model": xml, "weights": bin_}) as rt:
+        got = rt.peer_throughput(x, 1.0)
+    assert str(got["tool"]).startswith("benchmark_app -m " + str(xml)) and "-hint throughput" in str(got["tool"])
+    assert got["ours_fps"] > 0 and got["tool_fps"] > 0  # type: ignore[operator]
+    assert got["ours_requests"] >= got["ours_streams"] >= 1  # type: ignore[operator]
+
+
 @pytest.fixture(scope="module")
 def real(test_env: dict[str, str]) -> StepContext:
     """The pipeline's artifacts: this env needs only the ONNX model and the reference the tf-onnx env made."""

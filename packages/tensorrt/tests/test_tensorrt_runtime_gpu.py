@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import cast
 
+import numpy as np
 import pytest
 
 from conftest import make_context
@@ -106,3 +107,18 @@ def test_activate_and_release_repeatedly(quick: StepContext) -> None:
     assert outs[0].shape == (1, 1001)
     for o in outs[1:]:
         np.testing.assert_array_equal(o, outs[0])
+
+
+def test_throughput_runs_an_execution_context_per_stream(quick: StepContext) -> None:
+    from modelport.bench.measure import throughput_point
+    from modelport.runtime.registry import runtime_class
+
+    cls = runtime_class("tensorrt-fp32")
+    x = np.zeros(quick.config.input.shape("NCHW"), np.float32)
+    with cls.from_store(quick.store, quick.config) as rt:
+        want = rt.infer(x)
+        for n in (1, 3):
+            p = throughput_point(rt, x, n, 0.2)
+            assert p.mechanism.startswith(f"{n} execution context") and "CUDA stream" in p.mechanism
+            assert p.threads_per_worker is None and p.inferences >= n and p.fps > 0 and 0 < p.p50 <= p.p90 <= p.p99
+        np.testing.assert_array_equal(rt.infer(x), want)  # the row's own context is untouched

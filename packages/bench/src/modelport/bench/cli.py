@@ -159,15 +159,33 @@ def _bench_one(ctx: StepContext, key: str, mode: str) -> BackendResult:
     settings = _settings(ctx, key, mode) if mode == "tuned" and _runnable(key) else {}
     if not settings:
         return benchmark(ctx, key)
+    replaced = _default_row(ctx, key)
     # A context whose config carries the tuned values: the result's settings show what ran.
     tuned = StepContext(
         config_path=ctx.config_path, overrides=[*ctx.overrides, *settings.items()], artifacts=ctx.artifacts, force=ctx.force
     )
     r = benchmark(tuned, key)
     if r.status == "ok":
+        # The row's one file now holds the tuned run: its name says so in every table and chart, and its
+        # note says what it replaced, so a tuned number is never read as the default settings' number.
+        r.name = f"{r.name} (tuned)"
         r.notes.append("tuned settings from depth/tuning.json: " + settings_text(settings))
+        r.notes.append(f"replaces the default-settings row{replaced}; `modelport bench {key}` measures the defaults again")
         write_atomic(ctx.store.path(f"results/{key}.json"), r.dump())  # the .npy beside it is unchanged
+        warn(f"{key}: the tuned run replaced the default-settings row{replaced}")
     return r
+
+
+def _default_row(ctx: StepContext, key: str) -> str:
+    """What the tuned run replaces, as its note says it: the default-settings row's median, if there was one."""
+    path = ctx.store.path(f"results/{key}.json")
+    try:
+        old = BackendResult.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if old.status != "ok" or old.latency_ms is None or old.name.endswith("(tuned)"):
+        return ""
+    return f" (median {old.latency_ms.median:.2f} ms, measured {old.created_utc})"
 
 
 def _runnable(key: str) -> bool:
@@ -196,6 +214,11 @@ def _depth_keys(backends: tuple[str, ...]) -> list[str]:
         if k not in runnable:
             skip(f"{k}: {runtime_class(k).unavailable_reason()}")
     return runnable
+
+
+def _warn_load(data: dict[str, Any]) -> None:
+    if data.get("under_load"):
+        warn(f"{data['key']}: {data['under_load']}; these timings are not trustworthy (rerun on a quiet machine)")
 
 
 def _ints(text: str) -> list[int]:
@@ -242,6 +265,7 @@ def sweep_cmd(ctx: StepContext, backends: tuple[str, ...], batches: str, threads
                 ctx, key, _ints(batches), _ints(threads) if threads else THREAD_COUNTS, _settings(ctx, key, settings_mode)
             )
             write_sweep(ctx, data)
+            _warn_load(data)
 
 
 @depth.command("tune")
@@ -256,6 +280,7 @@ def tune_cmd(ctx: StepContext, backends: tuple[str, ...]) -> None:
             step(f"tune {key}")
             entry = tune(ctx, key)
             save_entry(ctx.store, entry)
+            _warn_load(entry)
             changed = settings_text(entry["changed"]) or "the defaults"
             console.print(
                 f"   {entry['name']}: default {entry['default_ms']['median']:.2f} ms -> tuned "
@@ -280,6 +305,33 @@ def overhead_cmd(ctx: StepContext, backends: tuple[str, ...], settings_mode: str
                 f"   {data['name']}: harness {data['harness_mean_ms']:.3f} ms vs bare {data['bare_mean_ms']:.3f} ms: "
                 f"ratio {data['ratio']:.3f} (goal <= {data['goal']})"
             )
+            _warn_load(data)
+
+
+@depth.command("peer")
+@backend_args
+@click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True, help="Interleaved rounds.")
+@click.option("--seconds", type=click.FloatRange(1, 600), default=10.0, show_default=True, help="Each side's run per round.")
+@click.pass_obj
+def peer_cmd(ctx: StepContext, backends: tuple[str, ...], rounds: int, seconds: float) -> None:
+    """Our throughput vs the toolchain's own benchmark tool on the same files -> depth/peer-<backend>.json."""
+    from .peer import measure_peer, peer_reason, write_peer
+
+    with ctx.store.lock():
+        for key in _depth_keys(backends):
+            reason = peer_reason(key)
+            if reason:
+                skip(f"{key}: {reason}")
+                continue
+            step(f"peer {key}: {rounds} interleaved rounds of {seconds:g} s each side")
+            data = measure_peer(ctx, key, rounds, seconds)
+            write_peer(ctx, data)
+            console.print(
+                f"   {data['name']}: ours {data['ours_fps']:.1f} FPS vs {data['tool'].split()[0]} {data['tool_fps']:.1f} FPS: "
+                f"ratio {data['ratio']:.3f} (goal within {data['goal']:.0%})",
+                markup=False,
+            )
+            _warn_load(data)
 
 
 bench.help = (bench.help or "").replace("{keys}", ", ".join(RUNTIMES))

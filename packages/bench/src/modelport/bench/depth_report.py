@@ -16,7 +16,7 @@ from modelport.common.artifacts import ArtifactStore, write_atomic
 from modelport.common.backends import rank
 from modelport.common.display import settings_text, shown
 
-from .report_md import _save
+from .report_md import _save, md_code, md_text
 
 
 def _load(store: ArtifactStore, pattern: str) -> list[dict[str, Any]]:
@@ -24,9 +24,15 @@ def _load(store: ArtifactStore, pattern: str) -> list[dict[str, Any]]:
     return sorted(items, key=lambda d: (rank(d.get("key", "")), d.get("key", "")))
 
 
+def under_load(d: dict[str, Any]) -> str:
+    """The flag a timing taken under load carries, as the bench rows show it ("" when it was quiet)."""
+    return f" **UNDER LOAD ({d['name']}): {d['under_load']}; not trustworthy.**" if d.get("under_load") else ""
+
+
 def _load_note(items: list[dict[str, Any]]) -> str:
     loads = [f"{d['name']} {d['load_avg']['before']}->{d['load_avg']['after']}" for d in items if d.get("load_avg")]
-    return "1-min load average (before->after) on this 2-core machine: " + "; ".join(loads) + "." if loads else ""
+    note = "1-min load average (before->after): " + "; ".join(loads) + "." if loads else ""
+    return note + "".join(under_load(d) for d in items)
 
 
 def render(store: ArtifactStore) -> list[Path]:
@@ -38,6 +44,7 @@ def render(store: ArtifactStore) -> list[Path]:
         ("depth-2-sweep", sweep_md),
         ("depth-3-tuning", tuning_md),
         ("depth-4-overhead", overhead_md),
+        ("depth-5-peer", peer_md),
     ):
         text = fn(store, out)
         path = out / f"{name}.md"
@@ -125,38 +132,47 @@ def sweep_md(store: ArtifactStore, out: Path) -> str | None:
                 cells += [f"{p['latency_ms']['median']:.2f}", f"{p['images_per_s']:.0f}"] if p else ["–", "–"]
             load = at.get((threads[-1], b), {}).get("load_avg")
             lines.append(f"| {b} | " + " | ".join(cells) + f" | {'–' if load is None else load} |")
-        lines += ["", f"load avg {d['load_avg']['before']} -> {d['load_avg']['after']}; {d['seconds']} s.", ""]
+        lines += ["", f"load avg {d['load_avg']['before']} -> {d['load_avg']['after']}; {d['seconds']} s.{under_load(d)}", ""]
     lines.append("![throughput vs batch](sweep.png)")
     _sweep_chart(items, out.parent / "sweep.png")  # beside results.md, which the section is appended to
     return "\n".join(lines) + "\n"
 
 
 def _sweep_chart(items: list[dict[str, Any]], path: Path) -> None:
+    """Images/s over batch sizes: a colour per backend, a line style per thread count, the legend beside the
+    plot (over it, it hid lines; matplotlib's default cycle repeats its colours after ten lines)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for d in items:
-        for t in sorted({p["threads"] for p in d["points"]}):
+    cmap = plt.get_cmap("tab10" if len(items) <= 10 else "tab20")
+    colours = [cmap(i) for i in range(cmap.N)]
+    styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    for i, d in enumerate(items):
+        counts = sorted({p["threads"] for p in d["points"]}, reverse=True)  # the most threads: solid
+        for t in counts:
             pts = sorted((p for p in d["points"] if p["threads"] == t), key=lambda p: p["batch"])
             ax.plot(
                 [p["batch"] for p in pts],
                 [p["images_per_s"] for p in pts],
                 marker="o",
-                ls="-" if t == max(p["threads"] for p in d["points"]) else "--",
+                markersize=4,
+                color=colours[i % len(colours)],
+                ls=styles[counts.index(t) % len(styles)],
                 label=f"{d['name']}, {t} thr ({d['batch_support']})",
             )
     ax.set_xscale("log", base=2)
+    batches = sorted({p["batch"] for d in items for p in d["points"]})
+    ax.set_xticks(batches, [str(b) for b in batches])  # the batch sizes themselves, not powers of two
     ax.set_xlabel("batch size")
     ax.set_ylabel("images / s")
-    ax.set_title("Throughput vs batch size and threads")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.set_title("Throughput vs batch size and threads (colour: backend, line style: threads)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _save(fig, path, plt)
-
-
-# -- tuning
 
 
 def tuning_md(store: ArtifactStore, out: Path) -> str | None:
@@ -191,7 +207,7 @@ def tuning_md(store: ArtifactStore, out: Path) -> str | None:
         extra = f" Rejected by the accuracy floor: {', '.join(rejected)}." if rejected else ""
         lines.append(
             f"- {e['name']}: {space}; {len(e['trials'])} timed candidates in {e['seconds']} s; "
-            f"load {e['load_avg']['before']}->{e['load_avg']['after']}.{extra}"
+            f"load {e['load_avg']['before']}->{e['load_avg']['after']}.{extra}{under_load(e)}"
         )
     return "\n".join(lines) + "\n"
 
@@ -228,6 +244,30 @@ def overhead_md(store: ArtifactStore, out: Path) -> str | None:
         "loop of an instant call (no threads, so background load barely moves it): the ratio's true floor is "
         "1 + cost / inference time; per-round ratios far from that are background load.",
     ]
+    return "\n".join(lines) + "\n"
+
+
+def peer_md(store: ArtifactStore, out: Path) -> str | None:
+    items = _load(store, "peer-*.json")
+    if not items:
+        return None
+    lines = [
+        "## Throughput vs the toolchain's own benchmark tool",
+        "",
+        "Our throughput (the toolchain's throughput settings, its optimal number of requests) and the toolchain's "
+        "benchmark tool on the same model files, one after the other in alternating order each round; ratio = "
+        "median over rounds of ours / the tool's FPS (goal: within 5%).",
+        "",
+        "| backend | ours FPS | tool FPS | ratio | per-round min / max | goal | tool |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d in items:
+        r = d["ratio_rounds"]
+        lines.append(
+            f"| {md_text(d['name'])} | {d['ours_fps']:.1f} | {d['tool_fps']:.1f} | {d['ratio']:.3f} | "
+            f"{r['min']:.3f} / {r['max']:.3f} | {'met' if d['meets_goal'] else 'NOT met'} | {md_code(d['tool'])} |"
+        )
+    lines += ["", f"{items[0]['rounds']} rounds x {items[0]['seconds']:g} s per side. " + _load_note(items)]
     return "\n".join(lines) + "\n"
 
 

@@ -196,6 +196,7 @@ def _recovery_md(rec: dict[str, Any]) -> list[str]:
             + (f", FP32 {fp32:.2f} ms" if fp32 else "")
             + "."
             + (" **The kept INT8 model is slower than its FP32 twin.**" if fp32 and kept["latency_ms"] > fp32 else "")
+            + (f" **UNDER LOAD: {t['under_load']}; these times are not trustworthy.**" if t.get("under_load") else "")
         )
         out.append(_speed_sentence(rec))
     else:

@@ -13,29 +13,13 @@ from modelport.common.machine import NOT_EXPOSED, run_conditions, throttle_count
 from modelport.common.onnx_layers import OnnxGraph
 from modelport.common.preprocess import InputSpec, prepare, to_tensor
 from modelport.common.schema import FrameTime, LayerCategory, LayerProfile, LayerTime, RunConditions, ThroughputPoint
-from modelport.common.timing import cores, load_average
+from modelport.common.timing import load_average, throughput_summary
 from modelport.runtime.base import Runtime
-
-
-def concurrency_levels(configured: list[int]) -> list[int]:
-    """The configured levels, or 1, 2 and this machine's cores; each once, in order."""
-    return sorted(set(configured or [1, 2, cores()]))
 
 
 def throughput_point(runtime: Runtime, tensor: np.ndarray, workers: int, seconds: float) -> ThroughputPoint:
     samples, wall = runtime.run_concurrent(tensor, workers, seconds)
-    ms = np.asarray(samples, dtype=np.float64) / 1e6
-    p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
-    return ThroughputPoint(
-        concurrency=workers,
-        mechanism=runtime.concurrency_mechanism(workers),
-        seconds=wall,
-        inferences=len(samples),
-        fps=len(samples) / wall,
-        p50=p50,
-        p90=p90,
-        p99=p99,
-    )
+    return throughput_summary(samples, wall, workers, runtime.concurrency_mechanism(workers), runtime.worker_threads(workers))
 
 
 def throughput_sweep(runtime: Runtime, tensor: np.ndarray, levels: list[int], seconds: float) -> list[ThroughputPoint]:

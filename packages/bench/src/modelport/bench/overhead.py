@@ -24,7 +24,7 @@ from modelport.common.machine import machine_info
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import headline_index
 from modelport.common.strict_json import json_text
-from modelport.common.timing import load_average, sample
+from modelport.common.timing import LoadWatch, sample
 from modelport.runtime.registry import runtime_class
 from modelport.runtime.run import prepared_images
 
@@ -78,7 +78,7 @@ def measure_overhead(
     cls = runtime_class(key)
     cfg = config_with(ctx.config, settings or {})
     tensor = to_tensor(prepared_images(ctx)[headline_index(ctx)], cfg.input, *cls.tensor_format(cfg))
-    load_before = load_average()
+    load = LoadWatch()
     harness_ns: list[float] = []  # mean per call, per round
     bare_ns: list[float] = []
     with cls.from_store(ctx.store, cfg) as rt:
@@ -115,7 +115,7 @@ def measure_overhead(
         "meets_goal": bool(np.median(per_round) <= GOAL),
         "harness_cost_us": harness_cost_ns() / 1e3,
         "settings": settings_used,
-        "load_avg": {"before": load_before, "after": load_average()},
+        **dict(zip(("load_avg", "under_load"), load.finish(), strict=True)),
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
     }

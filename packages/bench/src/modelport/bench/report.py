@@ -213,6 +213,8 @@ def beyond_latency(r: BackendResult) -> dict[str, Any]:
         "throughput": [t.model_dump() for t in r.throughput],
         "best_fps": best.fps if best else None,
         "best_concurrency": best.concurrency if best else None,
+        "best_mechanism": best.mechanism if best else None,
+        "best_threads_per_worker": best.threads_per_worker if best else None,
         "cold_start": cold,
         "frame_ms": r.frame_ms.model_dump() if r.frame_ms else None,
         "conditions": r.conditions.model_dump() if r.conditions else None,
@@ -257,6 +259,11 @@ def notes(store: ArtifactStore) -> list[str]:
         parts = [f"{n}: median {v['median_ms']:.2f} ms / p90 {v['p90_ms']:.2f} ms" for n, v in conv.items()]
         out.append(
             f"Source->ONNX converters, verified ONNX timed in onnxruntime ({'; '.join(parts)}); kept {extra['converter']}."
+            + (
+                f" UNDER LOAD: {extra['race_under_load']}; these times are not trustworthy."
+                if extra.get("race_under_load")
+                else ""
+            )
         )
     for name, reason in (extra.get("failed_converters") or {}).items():
         out.append(f"Converter {name} was not used: {reason}")
@@ -300,6 +307,8 @@ def to_csv(report: dict[str, Any]) -> str:
         "postprocess_ms",
         "best_fps",
         "best_concurrency",
+        "best_mechanism",
+        "best_threads_per_worker",
         "first_infer_ms",
         "baseline_rss_bytes",
         "peak_rss_bytes",
@@ -348,6 +357,8 @@ def to_csv(report: dict[str, Any]) -> str:
                 "postprocess_ms": post.get("median"),
                 "best_fps": e.get("best_fps"),
                 "best_concurrency": e.get("best_concurrency"),
+                "best_mechanism": e.get("best_mechanism"),
+                "best_threads_per_worker": e.get("best_threads_per_worker"),
                 "first_infer_ms": cold.get("first_infer_ms"),
                 "baseline_rss_bytes": cold.get("baseline_rss_bytes"),
                 "peak_rss_bytes": cold.get("peak_rss_bytes"),

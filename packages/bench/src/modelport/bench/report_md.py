@@ -249,6 +249,19 @@ def beyond(report: dict[str, Any], drawn: bool) -> list[str]:
             frame,
         ]
         out.append("| " + " | ".join(md_text(x) for x in cells) + " |")
+    how = [e for e in measured if e.get("throughput")]
+    if how:
+        out += [
+            "",
+            "How the concurrent requests ran (the toolchain's own mechanism, at the highest level; threads per request at each):",
+            "",
+        ]
+        for e in how:
+            top = max(e["throughput"], key=lambda t: t["concurrency"])
+            per = ", ".join(
+                f"{_f(t.get('threads_per_worker'), 'd', 'not a CPU count')} @ {t['concurrency']}" for t in e["throughput"]
+            )
+            out.append(f"- {md_text(e['name'])}: {md_text(top['mechanism'])}; threads per request {md_text(per)}")
     out += ["", "![throughput](throughput.png)" if drawn else "No throughput chart: no row was swept.", ""]
     conditioned = [e for e in measured if e.get("conditions")]
     if conditioned:

@@ -17,14 +17,14 @@ from modelport.common.onnx_layers import load as load_layers
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import fill_outputs, headline_index, new_result, write_result
 from modelport.common.schema import BackendResult, Status
-from modelport.common.timing import load_average, load_problem, measure
+from modelport.common.timing import LoadWatch, concurrency_levels, measure
 from modelport.runtime.base import ONNX_MODEL, Runtime
 from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_key
 from modelport.runtime.run import placements, prepared_images, run_all_outputs, run_outputs
 from modelport.tasks.detect.judge import decode_call, fill_detections
 
 from .coldstart import cold_start
-from .measure import Conditions, concurrency_levels, frame_time, layer_profile, throughput_sweep
+from .measure import Conditions, frame_time, layer_profile, throughput_sweep
 
 T = TypeVar("T")
 
@@ -126,7 +126,7 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
                 result.agreement = store.failure_agreement(path)
                 raise ModelportError(f"its conversion failed: {failure}")
             store.check_current(path, rerun=f"modelport {cls.made_by()}")
-        load_before = load_average()
+        load = LoadWatch()
         conditions = Conditions()
         with runtime:
             if detector:
@@ -144,8 +144,7 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
                 result.postprocess_ms = measure(decode, cfg.bench.warmup, cfg.bench.runs)
             result.extra_timings = secondary(result, "extra timings", lambda: getattr(runtime, "extra_timings", {}), {})
             more_measurements(ctx, result, runtime, tensor)
-            result.load_avg = {"before": load_before, "after": load_average()}
-            result.under_load = load_problem(**result.load_avg)
+            result.load_avg, result.under_load = load.finish()
             result.load_ms = runtime.load_ms
             result.tool_versions = runtime.tool_versions()
             result.settings = runtime.settings()

@@ -26,7 +26,7 @@ from modelport.common.log import console
 from modelport.common.machine import machine_info
 from modelport.common.preprocess import to_tensor
 from modelport.common.strict_json import json_text
-from modelport.common.timing import load_average, sample, summarize
+from modelport.common.timing import LoadWatch, load_average, sample, summarize
 from modelport.runtime.base import Runtime
 from modelport.runtime.run import prepared_images
 
@@ -68,7 +68,7 @@ def sweep(
     cls = batch_class(key)
     thread_key = THREADS[key]
     base = config_with(ctx.config, settings or {})
-    started, load_before, points = time.monotonic(), load_average(), []
+    started, load, points = time.monotonic(), LoadWatch(), []
     runtimes = {t: cls.from_store(ctx.store, config_with(base, {thread_key: t})) for t in threads}
     try:
         for rt in runtimes.values():
@@ -123,7 +123,7 @@ def sweep(
         "batch_support": "native" if cls.max_batch > 1 else "loop",
         "settings": settings_used,
         "points": sorted(points, key=lambda p: (p["threads"], p["batch"])),
-        "load_avg": {"before": load_before, "after": load_average()},
+        **dict(zip(("load_avg", "under_load"), load.finish(), strict=True)),
         "seconds": round(time.monotonic() - started, 1),
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),

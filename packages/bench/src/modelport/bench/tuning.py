@@ -42,7 +42,7 @@ from modelport.common.reference import load_reference
 from modelport.common.results import headline_index
 from modelport.common.schema import LatencyStats
 from modelport.common.strict_json import json_text
-from modelport.common.timing import MIN_GAIN, clearly_faster, load_average, race
+from modelport.common.timing import MIN_GAIN, LoadWatch, clearly_faster, race
 from modelport.runtime.base import Runtime
 from modelport.runtime.registry import runtime_class
 from modelport.runtime.run import prepared_images, run_outputs
@@ -134,7 +134,7 @@ def tune(ctx: StepContext, key: str) -> dict[str, Any]:
         reference = None
     default = current(cfg, space)
     best = dict(default)
-    trials, checked, started, load_before = [], {}, time.monotonic(), load_average()
+    trials, checked, started, load = [], {}, time.monotonic(), LoadWatch()
     pool = Candidates(ctx, cls, tensor)
     try:
         for knob, values in space.items():
@@ -185,7 +185,7 @@ def tune(ctx: StepContext, key: str) -> dict[str, Any]:
         "agreement": agreement,
         "method": f"coordinate descent, a change kept only if >= {MIN_GAIN:.0%} faster and faster in all but one paired round, interleaved rounds "
         f"(search {ROUNDS['search']}, final {ROUNDS['final']}: warm-up, rounds, runs per round)",
-        "load_avg": {"before": load_before, "after": load_average()},
+        **dict(zip(("load_avg", "under_load"), load.finish(), strict=True)),
         "seconds": round(time.monotonic() - started, 1),
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),

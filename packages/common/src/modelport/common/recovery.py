@@ -42,7 +42,7 @@ from .context import StepContext
 from .errors import AccuracyGateError, HardwareMissing, InputError, ModelportError, ToolchainMissing
 from .log import console, progress, step, warn
 from .schema import Agreement, BackendResult, SpeedCheck
-from .timing import load_average, meets_speedup, speedups
+from .timing import LoadWatch, meets_speedup, speedups
 
 SCHEMA = "modelport.recovery/1"
 GREEDY_WIDTH = 6  # worst-ranked layers the greedy stage tries one by one
@@ -261,14 +261,14 @@ def time_variants(backend: Knobs, variants: list[Variant], rounds: int, runs: in
         if not timers:
             return None
         step(f"{backend.display}: timing {len(timers)} models in {rounds} interleaved rounds of {runs} runs")
-        load = {"before": load_average()}
+        watch = LoadWatch()
         medians: dict[str, list[float]] = {k: [] for k in timers}
         for _ in progress(range(rounds), "timing rounds", total=rounds):
             for k, fn in timers.items():
                 for _ in range(max(runs // 5, 3)):
                     fn()
                 medians[k].append(float(np.median(sample(fn, runs))) / 1e6)
-        load["after"] = load_average()
+        load, under_load = watch.finish()
     for v in variants:
         if v.id in medians:
             v.latency_ms = round(min(medians[v.id]), 3)
@@ -279,6 +279,7 @@ def time_variants(backend: Knobs, variants: list[Variant], rounds: int, runs: in
         "rounds": rounds,
         "runs": runs,
         "load_avg": load,
+        "under_load": under_load,
     }
 
 

@@ -119,7 +119,8 @@ class ThroughputPoint(Model):
     """Inferences per second with ``concurrency`` requests in flight, and the latency each one saw."""
 
     concurrency: int
-    mechanism: str  # how the requests ran, e.g. "2 threads, one runtime each"
+    mechanism: str  # how the requests ran, e.g. "2 concurrent run() calls on one InferenceSession"
+    threads_per_worker: int | None = None  # CPU threads each request's inference used (None: not a CPU count)
     seconds: float  # wall time of the timed window
     inferences: int
     fps: float  # inferences / seconds

@@ -63,6 +63,16 @@ class MnnRuntime(Runtime):
             "power": c.power,
         }
 
+    def thread_count(self) -> int:
+        return threads(self.config)
+
+    def config_with_threads(self, n: int) -> Config:
+        return self.config.model_copy(update={"mnn": self.config.mnn.model_copy(update={"threads": n})})
+
+    def concurrency_mechanism(self, workers: int) -> str:
+        # A session's tensors are its own: MNN serves requests at once with an Interpreter + session per worker.
+        return f"{workers} thread{'s' if workers > 1 else ''}, an Interpreter and session each"
+
     def activate_impl(self) -> None:
         import MNN
 

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from modelport.common.config import Config
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.schema import LatencyStats
 from modelport.common.timing import measure
@@ -49,6 +50,9 @@ class NcnnRuntime(Runtime):
         "and prints them to stderr, not to Python"
     )
     int8 = False
+    # One Net serves extractors in several threads at once (ncnn's own concurrency: the Net is read-only
+    # while extracting, each extractor holds its own blobs); the workers share one Net at the split count.
+    thread_safe = True
 
     @classmethod
     def version(cls) -> str:
@@ -87,6 +91,15 @@ class NcnnRuntime(Runtime):
         if self.use_vulkan:
             out["vulkan_devices"] = [name for name, _ in vulkan_devices()]
         return out
+
+    def thread_count(self) -> int:
+        return self.config.ncnn.threads
+
+    def config_with_threads(self, threads: int) -> Config:
+        return self.config.model_copy(update={"ncnn": self.config.ncnn.model_copy(update={"threads": threads})})
+
+    def concurrency_mechanism(self, workers: int) -> str:
+        return f"{workers} thread{'s' if workers > 1 else ''}, an Extractor each on one Net"
 
     def new_net(self, threads: int) -> Any:
         import ncnn

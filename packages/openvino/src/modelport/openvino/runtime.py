@@ -9,7 +9,12 @@ reshaping it fails; the depth sweeps run N sequential batch-1 requests and say s
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -75,6 +80,8 @@ class OpenvinoRuntime(Runtime):
             raise InputError(
                 f"model input {shape} does not match the config ({self.input_layout} {expected})", self.files["model"]
             )
+        self.core, self.model = core, model
+        self.streams: dict[int, tuple[int, int]] = {}  # concurrency -> (streams, threads per stream) compiled for it
         self.compiled = core.compile_model(model, "CPU", self.properties())
         self.request = self.compiled.create_infer_request()
 
@@ -92,6 +99,82 @@ class OpenvinoRuntime(Runtime):
     def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
         infer, feed = self.request.infer, {0: tensor}
         return lambda: infer(feed)
+
+    # -- concurrency: OpenVINO's own, N asynchronous infer requests on N streams of one compiled model
+    def thread_count(self) -> int:
+        return threads(self.config)
+
+    def concurrency_mechanism(self, workers: int) -> str:
+        streams, _ = getattr(self, "streams", {}).get(workers, (workers, None))
+        return (
+            f"AsyncInferQueue: {workers} infer request{'s' if workers > 1 else ''} on {streams} "
+            f"stream{'s' if streams > 1 else ''} of one compiled model"
+        )
+
+    def worker_threads(self, workers: int) -> int | None:
+        """Threads per stream, as OpenVINO compiled them (it caps the streams at the cores)."""
+        _, per = getattr(self, "streams", {}).get(workers, (None, None))
+        return per if per is not None else super().worker_threads(workers)
+
+    def compiled_for(self, workers: int) -> Any:
+        """The row's compiled model for one request; for more, one with a stream per request (as many as
+        OpenVINO grants: it caps them at the cores) and the threads split between them (OpenVINO divides
+        INFERENCE_NUM_THREADS between its streams)."""
+        if workers == 1:
+            compiled = self.compiled
+        else:
+            per = super().worker_threads(workers) or 1
+            props = self.properties() | {
+                "PERFORMANCE_HINT": "THROUGHPUT",
+                "NUM_STREAMS": workers,
+                "INFERENCE_NUM_THREADS": per * workers,
+            }
+            compiled = self.core.compile_model(self.model, "CPU", props)
+        streams, total = int(compiled.get_property("NUM_STREAMS")), int(compiled.get_property("INFERENCE_NUM_THREADS"))
+        self.streams[workers] = (streams, max(1, total // max(1, streams)))
+        return compiled
+
+    def run_concurrent(self, tensor: np.ndarray, workers: int, seconds: float) -> tuple[list[int], float]:
+        if not self.active:
+            raise RuntimeError(f"{self.display} runtime is not active")
+        return async_run(self.compiled_for(workers), workers, tensor, seconds)
+
+    def peer_throughput(self, tensor: np.ndarray, seconds: float, tool_first: bool = False) -> dict[str, object]:
+        """Ours and `benchmark_app -hint throughput` on the same IR at the same settings: PERFORMANCE_HINT
+        THROUGHPUT with OpenVINO's own stream count and its optimal number of requests, the row's inference
+        precision, OpenVINO's default thread count (benchmark_app refuses -nthreads with a hint)."""
+        precision = self.config.openvino.inference_precision
+        tool = [
+            str(Path(sys.executable).with_name("benchmark_app")),
+            *("-m", str(self.files["model"]), "-d", "CPU", "-hint", "throughput"),
+            *("-infer_precision", precision, "-t", f"{seconds:g}"),
+        ]
+
+        def theirs() -> float:
+            proc = subprocess.run(tool, capture_output=True, text=True, timeout=seconds * 10 + 120, check=False)
+            found = re.search(r"Throughput:\s*([0-9.]+)\s*FPS", proc.stdout)
+            if proc.returncode != 0 or not found:
+                tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
+                raise RuntimeError(f"benchmark_app exited {proc.returncode} without a throughput: {tail[0]}")
+            return float(found.group(1))
+
+        tool_fps = theirs() if tool_first else 0.0
+        compiled = self.core.compile_model(
+            self.model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": precision}
+        )
+        requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        streams = int(compiled.get_property("NUM_STREAMS"))
+        samples, wall = async_run(compiled, requests, tensor, seconds)
+        del compiled
+        if not tool_first:
+            tool_fps = theirs()
+        return {
+            "ours_fps": len(samples) / wall,
+            "ours_requests": requests,
+            "ours_streams": streams,
+            "tool_fps": tool_fps,
+            "tool": " ".join(["benchmark_app", *tool[1:]]),
+        }
 
     def layer_times(self, tensor: np.ndarray, runs: int, graph: OnnxGraph | None) -> list[LayerTime] | None:
         """The model compiled again with PERF_COUNT (the same properties otherwise): one untimed inference, then
@@ -127,7 +210,40 @@ class OpenvinoRuntime(Runtime):
         return out
 
     def deactivate_impl(self) -> None:
-        del self.request, self.compiled
+        del self.request, self.compiled, self.model, self.core
+
+
+def async_run(compiled: Any, requests: int, tensor: np.ndarray, seconds: float) -> tuple[list[int], float]:
+    """``requests`` infer requests of an AsyncInferQueue kept busy for ``seconds``: each request's ns from its
+    start to its completion callback, and the wall seconds from the start to the last completion. Each request
+    holds the input from the start (as benchmark_app's inference-only mode does: a request re-run on the same
+    tensor copies nothing), and is timed from when it starts, not from when the loop began waiting for it."""
+    import openvino as ov
+
+    queue = ov.AsyncInferQueue(compiled, requests)
+    for i in range(requests):
+        queue[i].set_input_tensor(ov.Tensor(np.ascontiguousarray(tensor)))
+    clock = time.perf_counter_ns
+    samples: list[int] = []
+    last = [0]
+
+    def done(_request: Any, started: int) -> None:
+        now = clock()
+        samples.append(now - started)
+        last[0] = max(last[0], now)
+
+    queue.set_callback(done)
+    for _ in range(requests):  # untimed: each request's first inference pays its lazy setup
+        queue.start_async(userdata=clock())
+    queue.wait_all()
+    samples.clear()
+    start = clock()
+    deadline = start + int(seconds * 1e9)
+    while clock() < deadline:
+        queue.get_idle_request_id()  # blocks until one is free
+        queue.start_async(userdata=clock())
+    queue.wait_all()
+    return list(samples), (last[0] - start) / 1e9
 
 
 # Nodes the CPU plugin adds between layers, named after a neighbour: their time is not that layer's.

@@ -27,6 +27,9 @@ class OnnxRuntime(Runtime):
     input_layout, input_dtype = "NCHW", "float32"
     requires = ("onnxruntime", "onnx")
     profiler = "onnxruntime profiling (SessionOptions.enable_profiling, its kernel_time events)"
+    # InferenceSession.run is safe to call from several threads at once (onnxruntime's own concurrency):
+    # the workers share one session, made at the split intra-op thread count.
+    thread_safe = True
 
     @classmethod
     def version(cls) -> str:
@@ -36,6 +39,16 @@ class OnnxRuntime(Runtime):
 
     def settings(self) -> dict[str, object]:
         return self.config.onnxruntime.model_dump() | {"providers": ["CPUExecutionProvider"]}
+
+    def thread_count(self) -> int:
+        return self.config.onnxruntime.intra_op_threads
+
+    def config_with_threads(self, threads: int) -> Config:
+        ort = self.config.onnxruntime.model_copy(update={"intra_op_threads": threads})
+        return self.config.model_copy(update={"onnxruntime": ort})
+
+    def concurrency_mechanism(self, workers: int) -> str:
+        return f"{workers} concurrent run() call{'s' if workers > 1 else ''} on one InferenceSession"
 
     def session_options(self) -> Any:
         import onnxruntime as ort

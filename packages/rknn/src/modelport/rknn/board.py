@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import platform
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,8 +28,9 @@ from modelport.common.errors import HardwareMissing, InputError, ModelportError
 from modelport.common.log import console, skip, step
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import fill_outputs, headline_index, write_result
-from modelport.common.schema import BackendResult, LayerProfile
-from modelport.common.timing import load_average, measure
+from modelport.common.schema import BackendResult, LayerProfile, ThroughputPoint
+from modelport.common.timing import LoadWatch, concurrency_levels, measure, throughput_summary
+from modelport.runtime.base import concurrent_calls
 from modelport.runtime.run import prepared_images
 
 from . import convert, simulate, toolkit
@@ -60,6 +62,36 @@ def core_mask(cls: Any, name: str) -> int:
     )
 
 
+# NPU cores per chip (rknn-toolkit-lite2's core masks address them one by one); the others have one.
+NPU_CORES = {"rk3588": 3, "rk3576": 2}
+
+
+def lite_throughput(ctx: StepContext, model: Path, tensor: np.ndarray) -> list[ThroughputPoint]:
+    """RKNN's own concurrency on the board: an RKNNLite per worker, each pinned to its own NPU core by its core
+    mask (workers beyond the chip's cores share them round-robin), inferring in its own thread."""
+    from rknnlite.api import RKNNLite  # only on the board
+
+    cores = NPU_CORES.get(ctx.config.rknn.target_platform, 1)
+    points = []
+    for n in concurrency_levels(ctx.config.bench.concurrency):
+        lites: list[Any] = []
+        try:
+            for i in range(n):
+                lite = RKNNLite(verbose=False)
+                lites.append(lite)
+                mask = core_mask(RKNNLite, str(i % cores)) if cores > 1 else RKNNLite.NPU_CORE_AUTO
+                if lite.load_rknn(str(model)) != 0 or lite.init_runtime(core_mask=mask) != 0:
+                    raise ModelportError(f"RKNNLite could not start a runtime for worker {i + 1} of {n}", model)
+            calls = [partial(lite.inference, inputs=[tensor], data_format=["nhwc"]) for lite in lites]
+            samples, wall = concurrent_calls(calls, ctx.config.bench.throughput_seconds)
+        finally:
+            for lite in lites:
+                lite.release()
+        on = f"NPU cores 0-{cores - 1} by core mask" if cores > 1 else "the NPU (one core)"
+        points.append(throughput_summary(samples, wall, n, f"{n} RKNNLite runtime{'s' if n > 1 else ''} on {on}", None))
+    return points
+
+
 def _skipped(ctx: StepContext, b: Backend, reason: str) -> BackendResult:
     result = simulate.result_base(ctx, b, "npu", "skipped", reason)
     result.latency_note = "not measured: " + reason
@@ -74,9 +106,9 @@ def _measure(ctx: StepContext, result: BackendResult, infer: Callable[[np.ndarra
     tensors = [to_tensor(a, cfg.input, "NHWC", "uint8") for a in prepared_images(ctx)]
     outputs = np.stack([np.asarray(infer(t)[0], dtype=np.float32).reshape(-1) for t in tensors])
     head = tensors[headline_index(ctx)]
-    before = load_average()
+    load = LoadWatch()
     result.latency_ms = measure(lambda: infer(head), cfg.bench.warmup, cfg.bench.runs)
-    result.load_avg = {"before": before, "after": load_average()}
+    result.load_avg, result.under_load = load.finish()
     return outputs
 
 
@@ -172,9 +204,18 @@ def run_lite(ctx: StepContext) -> BackendResult:
             raise HardwareMissing("RKNNLite.init_runtime failed: no NPU driver / librknnrt on this machine")
         outputs = _measure(ctx, result, lambda t: lite.inference(inputs=[t], data_format=["nhwc"]))
     except HardwareMissing as e:
-        return _skipped(ctx, LITE, str(e))
-    finally:
         lite.release()
+        return _skipped(ctx, LITE, str(e))
+    except BaseException:
+        lite.release()
+        raise
+    lite.release()  # before the throughput runs: each core then has only their runtimes
+    if ctx.config.bench.throughput:
+        head = to_tensor(prepared_images(ctx)[headline_index(ctx)], ctx.config.input, "NHWC", "uint8")
+        try:
+            result.throughput = lite_throughput(ctx, model, head)
+        except ModelportError as e:
+            result.notes.append(f"throughput not measured: {e}")
     from importlib.metadata import version
 
     result.tool_versions = {"rknn-toolkit-lite2": version("rknn-toolkit-lite2")}

@@ -23,6 +23,9 @@ from . import convert
 BACKENDS = {"int8": backends()["rknn-int8"], "fp16": backends()["rknn-fp16"], "hybrid": backends()["rknn-int8-hybrid"]}
 # The simulator models the NPU's arithmetic, not its speed; `modelport rknn board` times a real board.
 SIMULATOR_NOTE = "not measured: x86 simulator (no NPU timing)"
+THROUGHPUT_NOTE = (
+    "throughput not measured: x86 simulator; on a board `rknn board --lite` runs an RKNNLite per NPU core (core masks)"
+)
 NO_LAYER_TIMES = "per-layer time needs a board: rknn-toolkit2's eval_perf (perf_debug) times layers on the NPU only"
 
 
@@ -52,6 +55,8 @@ def simulator_result(ctx: StepContext, kind: str, model: Path, eval_outputs: Pat
         )
     result = result_base(ctx, b, simulator_device(ctx))
     result.latency_note = SIMULATOR_NOTE
+    if ctx.config.bench.throughput:
+        result.notes.append(THROUGHPUT_NOTE)
     result.layer_profile = LayerProfile(reason=NO_LAYER_TIMES)
     result.tool_versions = manifest.get("extra", {}).get("versions", {})
     result.settings = {k: v for k, v in manifest.get("options", {}).items() if k not in ("eval_images", "calibration")}

@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
@@ -22,6 +23,7 @@ from modelport.common.config import Config
 from modelport.common.errors import InputError, ToolchainMissing
 from modelport.common.log import captured
 from modelport.common.preprocess import DType, Layout
+from modelport.common.timing import cores
 
 if TYPE_CHECKING:
     from modelport.common.onnx_layers import OnnxGraph
@@ -155,26 +157,54 @@ class Runtime:
         Profiling may slow a run down: the row's latency is never taken from here."""
         return None
 
-    # -- concurrency: the generic mechanism; a backend with its own (async infer requests, concurrent runs
-    # on one session, extractors) overrides concurrent_workers or run_concurrent.
+    # -- concurrency. The generic mechanism is a pool of threads, each with its own runtime (one shared when
+    # thread_safe); a backend with its own (async infer requests, concurrent runs on one session, extractors
+    # on one net) says so in concurrency_mechanism and overrides concurrent_workers or run_concurrent. Every
+    # mechanism splits the row's threads between workers (worker_threads): N workers each running the row's
+    # own thread count would oversubscribe the cores and measure the scheduler, not the toolchain.
+    def thread_count(self) -> int | None:
+        """Threads one inference of this runtime uses (None: not a CPU thread count, e.g. a GPU)."""
+        return None
+
+    def config_with_threads(self, threads: int) -> Config:
+        """This runtime's config with its thread count set to ``threads`` (a worker's runtime is made from it)."""
+        return self.config
+
+    def worker_threads(self, workers: int) -> int | None:
+        """Threads per worker at ``workers`` concurrent requests: the row's own count for one worker, else
+        that count split so workers x threads stays within this machine's cores (at least one each)."""
+        own = self.thread_count()
+        if own is None or workers == 1:
+            return own
+        return max(1, min(own, cores() // workers))
+
     def concurrency_mechanism(self, workers: int) -> str:
         """How ``workers`` requests run at once, as the report says it."""
         each = "sharing one runtime" if self.thread_safe else "one runtime each"
         return f"{workers} thread{'s' if workers > 1 else ''}, {each}"
 
+    def worker_runtime(self, workers: int) -> Runtime:
+        """An active runtime for one worker at ``workers`` concurrent requests: this one when its thread
+        count is the worker's, else a fresh one at the worker's count (the caller releases it)."""
+        per = self.worker_threads(workers)
+        if per == self.thread_count():
+            return self
+        return type(self)(self.config_with_threads(per) if per is not None else self.config, self.files).activate()
+
     def concurrent_workers(self, workers: int) -> list[Runtime]:
-        """An active runtime per worker thread: this one shared when thread_safe, else this one and fresh copies
-        (the caller deactivates the copies: release_workers)."""
-        if self.thread_safe:
-            return [self] * workers
-        copies: list[Runtime] = []
+        """An active runtime per worker thread: one shared when thread_safe, else one each (this one where its
+        thread count fits). The caller deactivates the fresh ones: release_workers."""
+        made: list[Runtime] = []
         try:
-            for _ in range(workers - 1):
-                copies.append(type(self)(self.config, self.files).activate())
+            if self.thread_safe:
+                return [self.worker_runtime(workers)] * workers
+            for i in range(workers):
+                rt = self.worker_runtime(workers) if i == 0 else type(self)(made[0].config, self.files).activate()
+                made.append(rt)
+            return made
         except BaseException:
-            self.release_workers(copies)
+            self.release_workers(made)
             raise
-        return [self, *copies]
 
     def release_workers(self, runtimes: list[Runtime]) -> None:
         for rt in runtimes:
@@ -183,48 +213,20 @@ class Runtime:
 
     def run_concurrent(self, tensor: np.ndarray, workers: int, seconds: float) -> tuple[list[int], float]:
         """``workers`` threads calling infer(tensor) back to back for ``seconds``: every call's ns and the
-        wall seconds from the common start to the last call's end. Each thread makes one untimed call
-        first (a copy's first call pays its lazy setup)."""
+        wall seconds from the common start to the last call's end."""
         if not self.active:
             raise RuntimeError(f"{self.display} runtime is not active")
         runtimes = self.concurrent_workers(workers)
         try:
-            samples: list[list[int]] = [[] for _ in range(workers)]
-            ends = [0] * workers
-            errors: list[BaseException] = []
-            window = [0, 0]  # start, deadline: set once every thread is ready, before any is released
-
-            def open_window() -> None:
-                window[0] = time.perf_counter_ns()
-                window[1] = window[0] + int(seconds * 1e9)
-
-            start = threading.Barrier(workers, action=open_window)
-
-            def work(i: int) -> None:
-                rt, clock, out = runtimes[i], time.perf_counter_ns, samples[i]
-                try:
-                    rt.infer(tensor)
-                except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-                    errors.append(e)
-                start.wait()
-                try:
-                    while not errors and (t0 := clock()) < window[1]:
-                        rt.infer(tensor)
-                        out.append(clock() - t0)
-                except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-                    errors.append(e)
-                ends[i] = clock()
-
-            threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(workers)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            if errors:
-                raise errors[0]
-            return [s for per in samples for s in per], (max(ends) - window[0]) / 1e9
+            return concurrent_calls([partial(rt.infer, tensor) for rt in runtimes], seconds)
         finally:
             self.release_workers(runtimes)
+
+    def peer_throughput(self, tensor: np.ndarray, seconds: float, tool_first: bool = False) -> dict[str, object]:
+        """One round of this runtime's throughput beside the toolchain's own benchmark tool's on the same
+        files and settings, ``seconds`` each, the tool's run first if ``tool_first``: ``ours_fps``,
+        ``tool_fps``, ``tool`` (its command line) and what else each chose."""
+        raise NotImplementedError(f"{self.display} has no benchmark tool of its own to compare with")
 
     def deactivate(self) -> None:
         if self.active:
@@ -262,3 +264,51 @@ class Runtime:
         first = next(iter(self.files.values()))
         msg = str(exc).strip().splitlines()
         return InputError(f"{self.display} cannot load it: {msg[0] if msg else type(exc).__name__}", first)
+
+
+def concurrent_calls(calls: Sequence[Callable[[], object]], seconds: float) -> tuple[list[int], float]:
+    """Each call run back to back in its own thread for ``seconds``: every call's ns and the wall seconds from
+    the common start to the last call's end. Each thread makes one untimed call first (a fresh runtime's
+    first call pays its lazy setup).
+
+    The first call runs in the caller's thread, the others in new threads: an OpenMP toolchain (ncnn) keeps a
+    thread team per calling thread, and measured here, ncnn MobileNetV2 took 10.5 ms per call from a new
+    thread against 5.5 ms from the thread that had been running it (the idle team of the first spins on
+    the cores the second needs). One worker is then exactly the batch-1 latency's call.
+    """
+    n = len(calls)
+    samples: list[list[int]] = [[] for _ in range(n)]
+    ends = [0] * n
+    errors: list[BaseException] = []
+    window = [0, 0]  # start, deadline: set once every thread is ready, before any is released
+
+    def open_window() -> None:
+        window[0] = time.perf_counter_ns()
+        window[1] = window[0] + int(seconds * 1e9)
+
+    start = threading.Barrier(n, action=open_window)
+
+    def work(i: int) -> None:
+        call, clock, out = calls[i], time.perf_counter_ns, samples[i]
+        try:
+            call()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(e)
+        start.wait()
+        try:
+            while not errors and (t0 := clock()) < window[1]:
+                call()
+                out.append(clock() - t0)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(e)
+        ends[i] = clock()
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, n)]
+    for t in threads:
+        t.start()
+    work(0)
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return [s for per in samples for s in per], (max(ends) - window[0]) / 1e9

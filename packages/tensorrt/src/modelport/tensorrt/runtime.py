@@ -17,7 +17,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,7 +30,7 @@ from modelport.common.config import Config
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.schema import LatencyStats
 from modelport.common.timing import summarize
-from modelport.runtime.base import LayerTime, Runtime
+from modelport.runtime.base import LayerTime, Runtime, concurrent_calls
 
 from . import cuda
 
@@ -153,7 +154,7 @@ class TensorrtRuntime(Runtime):
             "compute_capability": gpu.compute_capability if gpu else None,
             "io": {n: {"shape": list(h.shape), "dtype": str(h.dtype)} for n, h in getattr(self, "_host", {}).items()},
             "host_buffers": "page-locked",
-            "streams": 1,
+            "streams": 1,  # for batch-1 latency; a throughput run adds a context and stream per request
         }
 
     # -- lifecycle ----------------------------------------------------------------
@@ -240,6 +241,68 @@ class TensorrtRuntime(Runtime):
         self._gpu_ms["gpu_compute"].append(e1.time_till(e2))
         self._gpu_ms["gpu_total"].append(e0.time_till(e3))
         return cast(np.ndarray, self._host[out].reshape(1, -1).copy())
+
+    # -- concurrency: TensorRT's own, an execution context per CUDA stream on the one engine
+    def concurrency_mechanism(self, workers: int) -> str:
+        s = "s" if workers > 1 else ""
+        return f"{workers} execution context{s} of one engine, each on its own CUDA stream"
+
+    def _extra_slot(self) -> tuple[Any, Any, dict[str, np.ndarray], dict[str, Any]]:
+        """Another execution context with its own stream and buffers (a context holds its I/O addresses)."""
+        drv = self._drv
+        context = self._engine.create_execution_context()
+        if context is None:
+            raise ModelportError("TensorRT could not create another execution context (out of GPU memory?)", self.files["engine"])
+        host: dict[str, np.ndarray] = {}
+        device: dict[str, Any] = {}
+        for name in self._inputs + self._outputs:
+            if name in self._inputs:
+                context.set_input_shape(name, self._host[name].shape)
+            host[name] = drv.pagelocked_empty(self._host[name].shape, self._host[name].dtype)
+            device[name] = drv.mem_alloc(max(host[name].nbytes, 1))
+            context.set_tensor_address(name, int(device[name]))
+        return context, drv.Stream(), host, device
+
+    def _slot_call(
+        self, slot: tuple[Any, Any, dict[str, np.ndarray], dict[str, Any]], tensor: np.ndarray
+    ) -> Callable[[], object]:
+        context, stream, host, device = slot
+        (inp,), (out,) = self._inputs, self._outputs
+        drv, owner, entered = self._drv, threading.get_ident(), set()
+
+        def call() -> object:
+            if threading.get_ident() not in entered:  # the untimed first call: CUDA's context is per thread
+                if threading.get_ident() != owner:
+                    self._ctx.push()
+                entered.add(threading.get_ident())
+            np.copyto(host[inp], tensor, casting="same_kind")
+            drv.memcpy_htod_async(device[inp], host[inp], stream)
+            if not context.execute_async_v3(stream.handle):
+                raise ModelportError("TensorRT execute_async_v3 failed (see the TensorRT error above)", self.files["engine"])
+            drv.memcpy_dtoh_async(host[out], device[out], stream)
+            stream.synchronize()
+            return host[out]
+
+        return call
+
+    def run_concurrent(self, tensor: np.ndarray, workers: int, seconds: float) -> tuple[list[int], float]:
+        if not self.active:
+            raise RuntimeError(f"{self.display} runtime is not active")
+        slots = []
+        try:
+            for _ in range(workers - 1):
+                slots.append(self._extra_slot())
+            own = (self._context, self._stream, self._host, self._device)
+            return concurrent_calls([self._slot_call(slot, tensor) for slot in [own, *slots]], seconds)
+        finally:
+            for _context, _stream, host, device in slots:
+                for dev in device.values():
+                    dev.free()
+                for h in host.values():
+                    free = getattr(h.base, "free", None)
+                    if free:
+                        free()
+            slots.clear()
 
     @property
     def extra_timings(self) -> dict[str, LatencyStats]:

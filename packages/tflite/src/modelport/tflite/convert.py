@@ -30,7 +30,7 @@ from modelport.common.errors import InputError, ModelportError, ToolchainMissing
 from modelport.common.log import activity, console, run_logged, step, warn
 from modelport.common.reference import reference_file
 from modelport.common.schema import LatencyStats
-from modelport.common.timing import MIN_GAIN, clearly_faster, race
+from modelport.common.timing import MIN_GAIN, LoadWatch, clearly_faster, race
 from modelport.convert.base import Converter
 from modelport.convert.verify import verify
 from modelport.runtime.base import ONNX_MODEL
@@ -232,8 +232,14 @@ class TfliteOnnx(Converter):
         def make(job: Job) -> dict[str, object]:
             measured, failed = convert_contained(ctx, names, source, job.workdir)
             models = {n: job.workdir / f"{n}.onnx" for n in measured}
+            race_load: dict[str, object] = {}
             if len(models) > 1:
+                watch = LoadWatch()
                 stats, per_round = time_candidates(ctx, models)
+                load, under_load = watch.finish()
+                race_load = {"race_load_avg": load, "race_under_load": under_load}
+                if under_load:
+                    warn(f"converter race {under_load}; its timings are not trustworthy")
                 for n, st in stats.items():
                     measured[n] |= {"median_ms": st.median, "p90_ms": st.p90, "runs": st.runs}
                     console.print(
@@ -246,7 +252,7 @@ class TfliteOnnx(Converter):
                 if failed:
                     console.print(f"   keeping {chosen}: the only converter that passed", markup=False)
             shutil.copyfile(job.workdir / f"{chosen}.onnx", job.tmp())
-            return {"converter": chosen, "converters": measured, "failed_converters": failed}
+            return {"converter": chosen, "converters": measured, "failed_converters": failed, **race_load}
 
         return self.produce(
             ctx,

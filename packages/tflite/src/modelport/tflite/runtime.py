@@ -70,6 +70,16 @@ class TfliteRuntime(Runtime):
     def settings(self) -> dict[str, object]:
         return {"threads": self.config.tflite.threads, "xnnpack": self.config.tflite.xnnpack}
 
+    def thread_count(self) -> int:
+        return self.config.tflite.threads
+
+    def config_with_threads(self, threads: int) -> Config:
+        return self.config.model_copy(update={"tflite": self.config.tflite.model_copy(update={"threads": threads})})
+
+    def concurrency_mechanism(self, workers: int) -> str:
+        # An Interpreter is not thread-safe: TFLite's way to serve requests at once is one per worker.
+        return f"{workers} thread{'s' if workers > 1 else ''}, an Interpreter each"
+
     def activate_impl(self) -> None:
         Interpreter, OpResolverType = interpreter_class()
         resolver = OpResolverType.AUTO if self.config.tflite.xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES

@@ -130,6 +130,41 @@
     return e.name + (many(deviceOf) ? " @ " + deviceOf(e) : "") + (many(modelOf) ? " (" + modelOf(e).split("@")[0] + ")" : "");
   }
 
+  // Chart geometry that reads at a glance: the label column as wide as the longest label (measured in the
+  // page's font, so no name is clipped), the plot as wide as the page allows.
+  function textWidth(strings, size = 12) {
+    const probe = svgEl("svg", { width: 0, height: 0, class: "chart" }), t = svgEl("text", { "font-size": size });
+    probe.append(t);
+    document.body.append(probe);
+    let w = 0;
+    for (const s of strings) { t.textContent = s; w = Math.max(w, t.getComputedTextLength() || s.length * 7); }
+    probe.remove();
+    return Math.ceil(w);
+  }
+  const chartWidth = (box) => Math.max(640, Math.min(1200, (box.clientWidth || 900) - 4));
+
+  // Round tick values between lo and hi: 1, 2 or 5 times a power of ten apart, about n of them.
+  function ticks(lo, hi, n = 6) {
+    const raw = (hi - lo) / n, p = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw);
+    const out = [];
+    for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + 1e-9; v += step) out.push(Number(v.toFixed(10)));
+    return { values: out, digits: Math.max(0, -Math.floor(Math.log10(step))) };
+  }
+  function logTicks(lo, hi) {
+    const out = [];
+    for (let k = Math.floor(Math.log10(lo)); k <= Math.ceil(Math.log10(hi)); k++)
+      for (const m of [1, 2, 5]) { const v = m * Math.pow(10, k); if (v >= lo && v <= hi) out.push(v); }
+    return { values: out, digits: Math.max(0, -Math.floor(Math.log10(lo))) };
+  }
+  function axis(svg, x, t, top, bottom, unit) {
+    for (const v of t.values) {
+      svg.append(svgEl("line", { x1: x(v), x2: x(v), y1: top, y2: bottom, stroke: "#e3e3e3" }));
+      svg.append(svgEl("text", { x: x(v), y: bottom + 14, "text-anchor": "middle", class: "tick" }, v.toFixed(t.digits)));
+    }
+    if (unit) svg.append(svgEl("text", { x: x(t.values[t.values.length - 1]), y: bottom + 28, "text-anchor": "end", class: "tick" }, unit));
+  }
+
   function latencyChart() {
     const box = document.getElementById("latency-chart");
     box.replaceChildren();
@@ -138,18 +173,25 @@
     const meds = timed.map((e) => e.latency_ms.median), p90s = timed.map((e) => e.latency_ms.p90);
     const lo = Math.min(...meds), hi = Math.max(...p90s);
     const log = Math.max(...meds) / lo > 10;  // one slow backend must not squash the rest
-    const W = 900, L = 230, R = 60, row = 26, H = timed.length * row + 40;
-    const x = log ? (v) => L + (Math.log10(v) - Math.log10(lo / 1.5)) / (Math.log10(hi * 1.2) - Math.log10(lo / 1.5)) * (W - L - R)
-                  : (v) => L + v / (hi * 1.1) * (W - L - R);
+    const names = timed.map((e) => label(e, timed));
+    const values = timed.map((e) => fmt(e.latency_ms.median) + " ms (p90 " + fmt(e.latency_ms.p90) + ")");
+    // The values stand in their own column right of the plot: never on a whisker, always lined up.
+    const W = chartWidth(box), L = textWidth(names) + 14, R = textWidth(values) + 20, row = 26, top = 8;
+    const plotH = timed.length * row, H = top + plotH + 58;
+    const x0 = log ? lo / 1.5 : 0, x1 = log ? hi * 1.2 : hi * 1.08;
+    const x = log ? (v) => L + (Math.log10(v) - Math.log10(x0)) / (Math.log10(x1) - Math.log10(x0)) * (W - L - R)
+                  : (v) => L + (v - x0) / (x1 - x0) * (W - L - R);
     const svg = svgEl("svg", { width: W, height: H, role: "img", "aria-label": "latency chart" });
+    axis(svg, x, log ? logTicks(x0, x1) : ticks(0, x1), top, top + plotH, "ms" + (log ? " (log scale)" : ""));
     timed.forEach((e, i) => {
-      const y = 10 + i * row;
-      svg.append(svgEl("text", { x: L - 6, y: y + 15, "text-anchor": "end" }, label(e, timed)));
-      svg.append(svgEl("rect", { x: L, y: y + 3, width: Math.max(1, x(e.latency_ms.median) - L), height: row - 8, fill: "var(--bar)" }));
-      svg.append(svgEl("line", { x1: x(e.latency_ms.median), x2: x(e.latency_ms.p90), y1: y + row / 2, y2: y + row / 2, stroke: "#222" }));
-      svg.append(svgEl("text", { x: x(e.latency_ms.p90) + 4, y: y + 15 }, fmt(e.latency_ms.median) + " ms"));
+      const y = top + i * row, mid = y + row / 2;
+      svg.append(svgEl("text", { x: L - 8, y: mid + 4, "text-anchor": "end" }, names[i]));
+      svg.append(svgEl("rect", { x: L, y: y + 4, width: Math.max(1, x(e.latency_ms.median) - L), height: row - 8, fill: "var(--bar)" }));
+      svg.append(svgEl("line", { x1: x(e.latency_ms.median), x2: x(e.latency_ms.p90), y1: mid, y2: mid, stroke: "#222" }));
+      svg.append(svgEl("line", { x1: x(e.latency_ms.p90), x2: x(e.latency_ms.p90), y1: mid - 5, y2: mid + 5, stroke: "#222" }));
+      svg.append(svgEl("text", { x: W - R + 10, y: mid + 4, class: "value" }, values[i]));
     });
-    svg.append(svgEl("text", { x: L, y: H - 8 }, "bar: median, whisker: p90" + (log ? " (log scale: the slowest is over 10x the fastest)" : "")));
+    svg.append(svgEl("text", { x: L, y: H - 6 }, "bar: median, whisker: p90" + (log ? " (log scale: the slowest is over 10x the fastest)" : "")));
     box.append(svg);
   }
 
@@ -159,25 +201,37 @@
     const agreed = visible().filter((e) => e.agreement && e.key !== report.reference);
     if (!agreed.length) { box.append(el("p", {}, "No agreement numbers (no reference, or nothing else ran).")); return; }
     const f = report.floors || {};
-    const floorLines = [["INT8 cosine min floor", f.int8_cosine_min], ["INT8 cosine mean floor", f.int8_cosine_mean_min], ["FP cosine floor", f.fp_cosine_min]]
+    const floorLines = [["FP cosine floor", f.fp_cosine_min], ["INT8 cosine mean floor", f.int8_cosine_mean_min], ["INT8 cosine min floor", f.int8_cosine_min]]
       .filter(([, v]) => typeof v === "number");
-    const lo = Math.min(...agreed.map((e) => e.agreement.cosine_min), ...floorLines.map(([, v]) => v)) - 0.01;
-    const W = 900, L = 230, R = 40, row = 26, H = agreed.length * row + 60;
-    const x = (v) => L + (v - lo) / (1.0005 - lo) * (W - L - R);
+    // Cosines sit near 1: a bar from an axis that starts at 0.94 would make a 0.97 look half of a 1.0. Points on a
+    // numbered axis (min and mean, joined) show the values without pretending to be lengths.
+    const t = ticks(Math.min(...agreed.map((e) => e.agreement.cosine_min), ...floorLines.map(([, v]) => v)) - 0.005, 1, 6);
+    const lo = Math.min(t.values[0], 1 - 1e-3), hi = 1;
+    const names = agreed.map((e) => label(e, agreed));
+    const values = agreed.map((e) => "min " + fmt(e.agreement.cosine_min, 4) + " · mean " + fmt(e.agreement.cosine_mean, 4));
+    const W = chartWidth(box), L = textWidth(names) + 14, R = textWidth(values) + 20, row = 26;
+    const top = 8 + floorLines.length * 15, plotH = agreed.length * row, H = top + plotH + 58;
+    const x = (v) => L + 6 + (v - lo) / (hi - lo) * (W - L - R - 12);
     const svg = svgEl("svg", { width: W, height: H, role: "img", "aria-label": "agreement chart" });
+    axis(svg, x, ticks(lo, hi, 6), top, top + plotH, "cosine similarity");
+    floorLines.forEach(([name, v], i) => {  // each label on its own line above the plot: none covers another
+      const right = x(v) > (L + W - R) / 2;
+      svg.append(svgEl("line", { x1: x(v), x2: x(v), y1: 8 + i * 15 + 3, y2: top + plotH, stroke: "#888", "stroke-dasharray": "4 3" }));
+      svg.append(svgEl("text", { x: right ? x(v) - 4 : x(v) + 4, y: 8 + i * 15 + 10, class: "tick", "text-anchor": right ? "end" : "start" }, name + " " + v));
+    });
     agreed.forEach((e, i) => {
-      const y = 10 + i * row, a = e.agreement;
-      svg.append(svgEl("text", { x: L - 6, y: y + 15, "text-anchor": "end" }, label(e, agreed)));
-      svg.append(svgEl("rect", { x: L, y: y + 4, width: Math.max(1, x(a.cosine_mean) - L), height: row - 10, fill: "var(--mean)" }));
-      svg.append(svgEl("circle", { cx: x(a.cosine_min), cy: y + row / 2, r: 5, fill: "var(--min)" }));
+      const mid = top + i * row + row / 2, a = e.agreement;
+      svg.append(svgEl("text", { x: L - 8, y: mid + 4, "text-anchor": "end" }, names[i]));
+      svg.append(svgEl("line", { x1: x(a.cosine_min), x2: x(a.cosine_mean), y1: mid, y2: mid, stroke: "#999", "stroke-width": 2 }));
+      svg.append(svgEl("circle", { cx: x(a.cosine_mean), cy: mid, r: 5, fill: "var(--mean)" }));
+      svg.append(svgEl("circle", { cx: x(a.cosine_min), cy: mid, r: 5, fill: "var(--min)" }));
+      svg.append(svgEl("text", { x: W - R + 10, y: mid + 4, class: "value" }, values[i]));
     });
-    floorLines.forEach(([name, v], i) => {
-      svg.append(svgEl("line", { x1: x(v), x2: x(v), y1: 4, y2: H - 40, stroke: "#888", "stroke-dasharray": "4 3" }));
-      const right = x(v) > W - 160;  // keep the label inside the chart
-      svg.append(svgEl("text", { x: right ? x(v) - 3 : x(v) + 3, y: H - 28 + (i % 2) * 12, "font-size": 11,
-        "text-anchor": right ? "end" : "start" }, name + " " + v));
-    });
-    svg.append(svgEl("text", { x: L, y: H - 4 }, "bar: cosine mean, dot: cosine min, per image vs the reference"));
+    const legend = top + plotH + 44;
+    svg.append(svgEl("circle", { cx: L + 5, cy: legend - 4, r: 5, fill: "var(--min)" }));
+    svg.append(svgEl("text", { x: L + 14, y: legend }, "cosine min"));
+    svg.append(svgEl("circle", { cx: L + 100, cy: legend - 4, r: 5, fill: "var(--mean)" }));
+    svg.append(svgEl("text", { x: L + 109, y: legend }, "cosine mean, per image vs the reference (the axis starts at " + lo.toFixed(t.digits) + ", not 0)"));
     box.append(svg);
   }
 
