@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -252,6 +252,18 @@ class Runtime:
         models only: its one output under the contract's (first) output name."""
         contract = self.config.contract
         return {contract.output_name if contract is not None else "output": self.infer_impl(tensor)}
+
+    def output_name(self, names: Iterable[str], index: int) -> str:
+        """The source model's name for output ``index`` among a toolchain output's tensor names (a converted
+        output may carry several: the graph output's and its producer's); a set's order is no answer."""
+        found = sorted(names)
+        contract = self.config.contract
+        wanted = [o.name for o in contract.outputs] if contract is not None and contract.outputs else []
+        if contract is not None and not wanted:
+            wanted = [contract.output_name]
+        if index < len(wanted) and wanted[index] in found:
+            return wanted[index]
+        return next((n for n in found if n in wanted), found[0] if found else str(index))
 
     def deactivate_impl(self) -> None:
         pass
