@@ -109,11 +109,11 @@ class NcnnRuntime(Runtime):
     def activate_impl(self) -> None:
         self.net = self.new_net(self.config.ncnn.threads)
         ins, outs = list(self.net.input_names()), list(self.net.output_names())
-        if len(ins) != 1 or len(outs) != 1:
+        if len(ins) != 1 or not outs:
             raise InputError(
-                f"{self.display}: expected one input and one output blob, model has {ins} -> {outs}", self.files["param"]
+                f"{self.display}: expected one input blob and outputs, model has {ins} -> {outs}", self.files["param"]
             )
-        self.input_name, self.output_name = ins[0], outs[0]
+        self.input_name, self.output_name, self.output_names = ins[0], outs[0], outs
         spec = self.config.input
         self.mean, self.norm = spec.mean_values, spec.norm_values
         self._last: np.ndarray | None = None
@@ -138,8 +138,17 @@ class NcnnRuntime(Runtime):
         return cast(np.ndarray, np.array(out).reshape(1, -1).copy())  # copy: the Mat's memory belongs to the extractor
 
     def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
+        if len(self.output_names) != 1:
+            raise ModelportError(
+                f"{self.display}: the model has outputs {self.output_names}; infer returns one (outputs() returns each)",
+                self.files["param"],
+            )
         self._last = tensor
         return self.run(self.net, tensor)
+
+    def outputs(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output blob (a detector has several), as ncnn shapes it: batch dropped, e.g. [3549, 85]."""
+        return self.blobs(tensor, self.output_names)
 
     def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
         """ncnn's own API, as an ncnn app writes it: Mat from the pixels, extractor, input, extract."""
