@@ -1,5 +1,6 @@
 """A Caffe source through the CLI: fetch imports the .prototxt and its .caffemodel, the reference runs in
-OpenCV, `convert onnx` is caffe2onnx's model verified against it; a network without weights is one `error:` line."""
+OpenCV, `convert onnx` is caffe2onnx's model verified against it, `bench source` is the `caffe` row; a network
+without weights is one `error:` line."""
 
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ def test_caffe_source_to_verified_onnx(env):
     model = onnx.load(str(art / "onnx" / "model.onnx"))
     assert [o.version for o in model.opset_import] == [13] and model.ir_version == 7
     assert np.load(art / REFERENCE).shape == (4, 5)
+    ok(env, "bench", "source", "onnx")
+    for key in ("caffe", "onnx"):
+        row = json.loads((art / "results" / f"{key}.json").read_text())
+        assert row["status"] == "ok" and row["agreement"]["top1"] == 1.0, row
 
 
 def test_prototxt_without_weights_is_one_error_line(env):

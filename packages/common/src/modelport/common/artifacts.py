@@ -259,8 +259,8 @@ class ArtifactStore:
         """
         chain = self.lineage(path)
         current = self.current_source()
-        if not chain or current is None:
-            return chain
+        if not chain or current is None or self.rel(path) in _COMPANION_FILES:
+            return chain  # a companion is imported with its model by the same fetch: the model's lineage speaks for it
         root = chain[-1]
         if not is_source_model(root["path"]):
             raise InputError(f"records no source model it was made from (made by an older modelport): run `{rerun}`", path)
