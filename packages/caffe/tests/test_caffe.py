@@ -3,7 +3,9 @@ model matches OpenCV output by output, and broken inputs are refused naming the 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -39,9 +41,11 @@ def tensors(n, seed=0):
 
 @pytest.fixture(scope="module")
 def converted(rfb, tmp_path_factory):
+    """caffe2onnx's model, from paths relative to the working directory (the child runs elsewhere)."""
     folder = tmp_path_factory.mktemp("caffe2onnx")
     out = folder / "model.onnx"
-    changes = caffe_to_onnx(*rfb, out, folder)
+    with contextlib.chdir(rfb[0].parent):
+        changes = caffe_to_onnx(Path(rfb[0].name), Path(rfb[1].name), out, folder)
     return out, changes
 
 

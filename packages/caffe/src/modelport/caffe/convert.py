@@ -50,11 +50,20 @@ def _version(dist: str) -> str:
 def run_caffe2onnx(prototxt: Path, weights: Path, out: Path, timeout: float = 900) -> None:
     """caffe2onnx in a child process; it prints errors and still exits 0, so the file is what counts."""
     env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
-    cmd = [sys.executable, "-m", "caffe2onnx.convert", "--prototxt", str(prototxt), "--caffemodel", str(weights)]
+    # absolute paths: the child runs in the output's folder (caffe2onnx writes nothing else, but its cwd is ours to pick)
+    cmd = [
+        sys.executable,
+        "-m",
+        "caffe2onnx.convert",
+        "--prototxt",
+        str(prototxt.resolve()),
+        "--caffemodel",
+        str(weights.resolve()),
+    ]
     with activity("caffe2onnx conversion"):
         try:
             proc = subprocess.run(
-                [*cmd, "--onnx", str(out)], cwd=out.parent, env=env, capture_output=True, text=True, timeout=timeout
+                [*cmd, "--onnx", str(out.resolve())], cwd=out.parent, env=env, capture_output=True, text=True, timeout=timeout
             )
         except subprocess.TimeoutExpired:
             raise ModelportError(f"caffe2onnx did not finish in {timeout:.0f} s", prototxt) from None
