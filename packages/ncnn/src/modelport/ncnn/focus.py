@@ -47,9 +47,8 @@ def rewrite_focus(model: Any, input_shape: tuple[int, ...]) -> int:
     graph_outputs = {o.name for o in graph.output}
     inits = {t.name: t for t in graph.initializer}
 
-    rewritten, dead = 0, set()
-    new_nodes: dict[int, list[Any]] = {}
-    for concat in graph.node:
+    new_nodes: dict[int, list[Any]] = {}  # by index in graph.node: protobuf hands out a new wrapper per access
+    for index, concat in enumerate(graph.node):
         match = _match(concat, producer, consts, shapes)
         if match is None:
             continue
@@ -74,28 +73,27 @@ def rewrite_focus(model: Any, input_shape: tuple[int, ...]) -> int:
                 numpy_helper.from_array(np.array([n, 4 * c, h // 2, w // 2], np.int64), four),
             ]
         )
-        new_nodes[id(concat)] = [
+        new_nodes[index] = [
             helper.make_node("Reshape", [src, six], [f"{prefix}/split"], name=f"{prefix}/Reshape6"),
             helper.make_node(
                 "Transpose", [f"{prefix}/split"], [f"{prefix}/moved"], name=f"{prefix}/Transpose", perm=[0, 1, 3, 5, 2, 4]
             ),
             helper.make_node("Reshape", [f"{prefix}/moved", four], [concat.output[0]], name=f"{prefix}/Reshape4"),
         ]
-        dead.add(id(concat))
-        rewritten += 1
-    if not rewritten:
+    if not new_nodes:
         return 0
+    orphaned = {name for index in new_nodes for name in graph.node[index].input}
     kept: list[Any] = []
-    for node in graph.node:
-        kept += new_nodes.get(id(node), [] if id(node) in dead else [node])
+    for index, node in enumerate(graph.node):
+        kept += new_nodes.get(index, [node])
+    kept = _without_orphans(kept, orphaned, graph_outputs)
     del graph.node[:]
-    graph.node.extend(_live(kept, graph_outputs))
-    used = {name for node in graph.node for name in node.input}
-    unused = [t for t in graph.initializer if t.name not in used]
-    for t in unused:
-        graph.initializer.remove(t)
+    graph.node.extend(kept)
+    used = {name for node in graph.node for name in node.input} | {i.name for i in graph.input}
+    for t in [t for t in graph.initializer if t.name in consts and t.name not in used]:
+        graph.initializer.remove(t)  # the slices' starts/ends/axes/steps, read by nothing now
     onnx.checker.check_model(model)
-    return rewritten
+    return len(new_nodes)
 
 
 def _match(
@@ -187,12 +185,15 @@ def _shapes(model: Any, input_shape: tuple[int, ...]) -> dict[str, list[int]]:
     return out
 
 
-def _live(nodes: list[Any], outputs: set[str]) -> list[Any]:
-    """``nodes`` without those whose outputs nothing reads (the slices and constants the rewrite orphaned)."""
-    needed = set(outputs)
-    keep = []
-    for node in reversed(nodes):
-        if any(out in needed for out in node.output):
-            keep.append(node)
-            needed.update(node.input)
-    return keep[::-1]
+def _without_orphans(nodes: list[Any], orphaned: set[str], outputs: set[str]) -> list[Any]:
+    """``nodes`` without the producers of ``orphaned`` tensors that nothing reads any more, and then theirs
+    (the slices a rewritten concat read, their constants); every other node stays."""
+    nodes = list(nodes)
+    while orphaned:
+        read = {name for node in nodes for name in node.input} | outputs
+        dead = [n for n in nodes if n.output and all(o in orphaned and o not in read for o in n.output)]
+        if not dead:
+            break
+        orphaned = {name for n in dead for name in n.input}
+        nodes = [n for n in nodes if not any(n is d for d in dead)]
+    return nodes
