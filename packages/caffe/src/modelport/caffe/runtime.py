@@ -65,7 +65,7 @@ class CaffeRuntime(Runtime):
     @classmethod
     def version(cls) -> str:
         try:
-            return f"opencv-python-headless {version('opencv-python-headless')}"
+            return version("opencv-python-headless")
         except PackageNotFoundError:
             return "unknown"
 
