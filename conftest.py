@@ -18,13 +18,17 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:  # modelport is imported inside the fixtures: this file is loaded before any test runs
+    from modelport.common.context import StepContext
 
 ROOT = Path(__file__).parent
 
 
-def pytest_configure(config):
+def pytest_configure(config: pytest.Config) -> None:
     for marker, text in {
         "ncnn": "needs the ncnn env (ncnn + pnnx)",
         "rknn": "needs the rknn env (rknn-toolkit2)",
@@ -37,7 +41,7 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{marker}: {text}")
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test on the pipeline's real artifacts must say so: `-m "not slow"` would otherwise wait minutes for it."""
     unmarked = [
         item.nodeid for item in items if "pipeline" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("slow")
@@ -47,7 +51,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch):
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests say explicitly which model, images and artifacts they use; the caller's env must not leak in."""
     for var in (
         "MODELPORT_MODEL",
@@ -69,7 +73,7 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def test_env(data_dir, tmp_path_factory):
+def test_env(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Env vars that point modelport at the test data and a per-run artifacts folder."""
     artifacts = os.environ.get("MODELPORT_TEST_ARTIFACTS") or str(tmp_path_factory.mktemp("artifacts"))
     return {
@@ -82,7 +86,7 @@ def test_env(data_dir, tmp_path_factory):
     }
 
 
-def make_context(env: dict, **kwargs):
+def make_context(env: dict[str, str], **kwargs: Any) -> StepContext:
     from modelport.common.context import StepContext
 
     old = {k: os.environ.get(k) for k in env}
@@ -97,7 +101,7 @@ def make_context(env: dict, **kwargs):
 
 
 @pytest.fixture(scope="session")
-def pipeline(test_env):
+def pipeline(test_env: dict[str, str]) -> StepContext:
     """A StepContext whose artifacts hold source/, the reference, onnx/model.onnx and both INT8 QDQ models.
 
     Made here when the tf-onnx toolchain is installed; otherwise they must already be in
@@ -135,7 +139,7 @@ def pipeline(test_env):
 OTHER_THAN_TF_ONNX = ("results", "report", "ncnn", "rknn", "tensorrt", ".tmp")
 
 
-def private_artifacts(pipeline, dst: Path, *also_ignore: str) -> Path:
+def private_artifacts(pipeline: StepContext, dst: Path, *also_ignore: str) -> Path:
     """A test's own copy of the pipeline's tf-onnx artifacts (source, reference, ONNX models, their manifests):
     no results, reports or other envs' models, so the test can break or fill it freely."""
     shutil.copytree(pipeline.store.root, dst, ignore=shutil.ignore_patterns(*OTHER_THAN_TF_ONNX, *also_ignore))
@@ -146,11 +150,11 @@ def private_artifacts(pipeline, dst: Path, *also_ignore: str) -> Path:
 CLI = [sys.executable, "-c", "import sys; from modelport.common.cli import main; sys.exit(main())"]
 
 
-def run(env: dict, *args: str, cwd=None) -> subprocess.CompletedProcess:
+def run(env: dict[str, str], *args: str, cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], env={**os.environ, **env}, capture_output=True, text=True, cwd=cwd)
 
 
-def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI in this process, as `run` gives it: a fraction of a second per call instead of a fresh interpreter."""
     from modelport.common.cli import main
 
@@ -168,7 +172,7 @@ def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def tiny(tmp_path) -> dict:
+def tiny(tmp_path: Path) -> dict[str, str]:
     """Env vars for a tiny ONNX classifier (3x8x8 NCHW -> 5 classes), its labels, 4 generated PNGs, its config
     and an empty artifacts folder (tiny_models.tiny_pipeline): the fast tier's stand-in for MobileNetV2."""
     from tiny_models import tiny_pipeline
@@ -176,19 +180,19 @@ def tiny(tmp_path) -> dict:
     return tiny_pipeline(tmp_path)
 
 
-def error_line(proc: subprocess.CompletedProcess) -> str:
+def error_line(proc: subprocess.CompletedProcess[str]) -> str:
     """The one `error:` line a failed command printed (asserts there is exactly one)."""
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, proc.stderr
     return lines[0]
 
 
-def failed_row(artifacts: Path, key: str) -> dict:
+def failed_row(artifacts: Path, key: str) -> dict[str, Any]:
     """After a failed bench: ``key`` is a failed row with its reason, no raw outputs, and nothing else was written."""
     import json
 
     results = artifacts / "results"
     assert sorted(p.name for p in results.iterdir()) == [f"{key}.json"], sorted(results.iterdir())
-    row = json.loads((results / f"{key}.json").read_text())
+    row: dict[str, Any] = json.loads((results / f"{key}.json").read_text())
     assert row["status"] == "failed" and row["reason"] and row["agreement"] is None and row["latency_ms"] is None, row
     return row

@@ -20,8 +20,9 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import nox
 
@@ -41,6 +42,9 @@ os.environ.setdefault("MODELPORT_RUN_ID", time.strftime("%Y%m%dT%H%M%SZ", time.g
 nox.options.default_venv_backend = "none"  # the env venvs are managed by modelport.common.envs, once per env
 nox.options.sessions = ["convert", "bench", "rknn"]
 nox.options.error_on_external_run = False
+# The default detector (YOLOX-nano) beside the classifier: its own config and artifacts folder, merged into the report.
+DETECT_ARTIFACTS = os.environ.get("MODELPORT_DETECT_ARTIFACTS") or str(ROOT / "artifacts-yolox")
+DETECT_ENV = {"MODELPORT_CONFIG": str(ROOT / envs.DETECTOR), "MODELPORT_ARTIFACTS": DETECT_ARTIFACTS}
 IN_DOCKER = "--in-docker"  # `nox -s convert -- --in-docker`: each step runs in its env's image (built by compose)
 
 
@@ -68,7 +72,17 @@ def env_bin(session: nox.Session, env: str, extra: Sequence[str] = ()) -> Path:
     return install(session, env, envs.env_recipe(TABLE, env, why), extra)
 
 
-def modelport(session: nox.Session, bin_dir: Path, env: str, *args: str) -> None:
+def modelport(session: nox.Session, bin_dir: Path, env: str, *args: str, detector: bool = False) -> None:
+    """`modelport ARGS` (+ the session's posargs) in env; ``detector``: the default detector's step, in its own
+    config and artifacts folder, without the posargs (they are the classifier's)."""
+    if detector:
+        session.run(
+            str(bin_dir / "modelport"),
+            *args,
+            external=True,
+            env={"MODELPORT_ENV": env, "CI": os.environ.get("CI", ""), **DETECT_ENV},
+        )
+        return
     if IN_DOCKER in session.posargs:
         if envs.missing(ENVS[env]):
             session.skip(f"{env} image: {envs.missing(ENVS[env])}")
@@ -94,10 +108,25 @@ def modelport(session: nox.Session, bin_dir: Path, env: str, *args: str) -> None
 
 
 def run_step(session: nox.Session, env: str, step: str) -> None:
-    """The env's command lines for step (envs/<env>/env.toml [steps]), in its venv."""
+    """The env's command lines for step (envs/<env>/env.toml [steps]), in its venv; then the default
+    detector's (detect_<step>), in its own artifacts folder."""
     bin_dir = env_bin(session, env)
     for args in ENVS[env].commands(step):
         modelport(session, bin_dir, env, *args)
+    detect = ENVS[env].commands(f"detect_{step}")
+    redirected = [
+        v for v in ("MODELPORT_MODEL", "MODELPORT_LABELS", "MODELPORT_IMAGES", "MODELPORT_CALIBRATION") if os.environ.get(v)
+    ]
+    if detect and (IN_DOCKER in session.posargs or redirected):
+        why = (
+            "--in-docker runs the classifier only"
+            if IN_DOCKER in session.posargs
+            else f"{', '.join(redirected)} would redirect it"
+        )
+        session.warn(f"{env}: the default detector's {step} steps do not run: {why}")
+        return
+    for args in detect:
+        modelport(session, bin_dir, env, *args, detector=True)
 
 
 @nox.session
@@ -210,8 +239,10 @@ def init(session: nox.Session) -> None:
 
 @nox.session
 def report(session: nox.Session) -> None:
-    """Merge every results/*.json into artifacts/report/ (Markdown + charts, JSON, CSV)."""
-    modelport(session, env_bin(session, TABLE.report_env), TABLE.report_env, "report")
+    """Merge every results/*.json into artifacts/report/ (Markdown + charts, JSON, CSV), with the default
+    detector's rows when its folder has some."""
+    detector = ["--merge", DETECT_ARTIFACTS] if (Path(DETECT_ARTIFACTS) / "results").is_dir() else []
+    modelport(session, env_bin(session, TABLE.report_env), TABLE.report_env, "report", *detector)
 
 
 @nox.session(name="modelport", default=False)
@@ -278,10 +309,10 @@ KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes the farm manifests promis
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, mypy (packages/*/src), hadolint (Dockerfiles), docker-compose config, actionlint (the farm workflow),
+    """ruff, mypy (pyproject.toml's files), hadolint (Dockerfiles), docker-compose config, actionlint (the farm workflow),
     and every kustomize build of deploy/k8s validated offline against Kubernetes KUBERNETES_VERSION."""
     bin_dir = install(session, "lint", envs.Recipe(pins=[*TABLE.tools["lint"], *TABLE.tools["mypy"]]))
-    tool = lambda name: str(bin_dir / name)  # noqa: E731
+    tool: Callable[[str], str] = lambda name: str(bin_dir / name)  # noqa: E731
     session.run(tool("ruff"), "check", "packages", "noxfile.py", ".ci", external=True)
     session.run(
         tool("ruff"), "format", "--check", "packages", "noxfile.py", ".ci", "conftest.py", "tiny_models.py", external=True
@@ -304,7 +335,7 @@ def lint(session: nox.Session) -> None:
         if "components" in folder.parts:  # components are built through the overlays that use them
             continue
         out = built / ("-".join(folder.relative_to(ROOT / "deploy" / "k8s").parts) + ".yaml")
-        out.write_text(session.run(kubectl, "kustomize", str(folder), external=True, silent=True))
+        out.write_text(cast(str, session.run(kubectl, "kustomize", str(folder), external=True, silent=True)))
         session.run(tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, "--quiet", str(out), external=True)
 
 

@@ -4,6 +4,7 @@ a pipeline around one (labels, generated images, config) for the fast tests."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -14,8 +15,8 @@ def tiny_onnx(
     path: Path,
     *,
     layout: str = "NCHW",
-    size: tuple = (32, 32),
-    batch="1",
+    size: tuple[int | str, int | str] = (32, 32),
+    batch: int | str = "1",
     classes: int = 10,
     softmax: bool = True,
     channels: int = 3,
@@ -103,7 +104,9 @@ def tiny_tflite(
     converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, x))
     if full_integer:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([((a.astype(np.float32) - 127.5) / 127.5)[None]] for a in calibration)
+        converter.representative_dataset = lambda: (
+            [((a.astype(np.float32) - 127.5) / 127.5)[None]] for a in cast("list[np.ndarray]", calibration)
+        )
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
@@ -111,7 +114,7 @@ def tiny_tflite(
     return path
 
 
-def tiny_images(folder: Path, n: int = 4, size: tuple = (20, 24)) -> Path:
+def tiny_images(folder: Path, n: int = 4, size: tuple[int, int] = (20, 24)) -> Path:
     """``n`` generated PNGs (eval and calibration images of a tiny model: no photo decoding)."""
     from PIL import Image
 
@@ -122,15 +125,17 @@ def tiny_images(folder: Path, n: int = 4, size: tuple = (20, 24)) -> Path:
     return folder
 
 
-def tiny_pipeline(root: Path, *, tflite: bool = False, **model_kw) -> dict:
+def tiny_pipeline(root: Path, *, tflite: bool = False, **model_kw: Any) -> dict[str, str]:
     """A tiny source (``tiny_onnx(**model_kw)``, default 3x8x8 -> 5 classes; ``tflite``: ``tiny_tflite``, 24x24x3
     -> 5), labels, generated images and its config in ``root``: the env vars that point `modelport` at them, with
     an empty artifacts folder."""
-    model_kw = {"classes": 5} | model_kw
+    defaults: dict[str, Any] = {"classes": 5}
+    model_kw = defaults | model_kw
     if tflite:
         model = tiny_tflite(root / "tiny.tflite", **model_kw)
     else:
-        model = tiny_onnx(root / "tiny.onnx", **{"size": (8, 8), "batch": 1} | model_kw)
+        onnx_defaults: dict[str, Any] = {"size": (8, 8), "batch": 1}
+        model = tiny_onnx(root / "tiny.onnx", **onnx_defaults | model_kw)
     labels = root / "labels.txt"
     labels.write_text("".join(f"class{i}\n" for i in range(model_kw["classes"])))
     images = tiny_images(root / "images")
@@ -157,6 +162,103 @@ runs = 3
 throughput_seconds = 0.2
 cold_start_runs = 2
 frame_runs = 4
+""")
+    return {
+        "MODELPORT_CONFIG": str(config),
+        "MODELPORT_ARTIFACTS": str(root / "art"),
+        "MODELPORT_MODEL": str(model),
+        "MODELPORT_LABELS": str(labels),
+        "MODELPORT_IMAGES": str(images),
+        "MODELPORT_CALIBRATION": str(images),
+    }
+
+
+def tiny_detector(path: Path, *, size: tuple = (32, 32), classes: int = 3, strides: tuple = (8, 16, 32)) -> Path:
+    """A YOLOX-like head ``[1, N, 5 + C]`` (sigmoids applied), one row per cell of each stride's grid, finest
+    first: Conv 3x3 -> ReLU, per stride AveragePool(s) -> Conv 1x1 to 5 + C -> [1, 5 + C, cells], concatenated,
+    transposed, Sigmoid. Objectness is biased high, so a few boxes clear an agreement threshold of 0.3."""
+    rng = np.random.default_rng(2)
+    h, w = size
+    k = 5 + classes
+    bias = np.zeros(k, np.float32)
+    bias[4] = 3.0
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.02, (8, 3, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (8,)).astype(np.float32), "conv_b"),
+        numpy_helper.from_array(rng.normal(0, 1.0, (k, 8, 1, 1)).astype(np.float32), "head_w"),
+        numpy_helper.from_array(bias, "head_b"),
+        numpy_helper.from_array(np.array([1, k, -1], np.int64), "flat_shape"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["feat"]),
+    ]
+    levels = []
+    for s in strides:
+        nodes += [
+            helper.make_node("AveragePool", ["feat"], [f"pool{s}"], kernel_shape=[s, s], strides=[s, s]),
+            helper.make_node("Conv", [f"pool{s}", "head_w", "head_b"], [f"head{s}"]),
+            helper.make_node("Reshape", [f"head{s}", "flat_shape"], [f"flat{s}"]),
+        ]
+        levels.append(f"flat{s}")
+    n = sum((h // s) * (w // s) for s in strides)
+    nodes += [
+        helper.make_node("Concat", levels, ["cells"], axis=2),
+        helper.make_node("Transpose", ["cells"], ["rows"], perm=[0, 2, 1]),
+        helper.make_node("Sigmoid", ["rows"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_detector",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, h, w])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, n, k])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def tiny_detector_pipeline(root: Path) -> dict:
+    """``tiny_pipeline``'s detector twin: a tiny_detector (32x32 -> 21 rows, 3 classes), labels, 4 generated
+    photos of another aspect ratio (letterboxed) and its config; [detect] annotations are added by the test."""
+    model = tiny_detector(root / "tiny_det.onnx")
+    labels = root / "labels.txt"
+    labels.write_text("a\nb\nc\n")
+    images = tiny_images(root / "images", size=(24, 40))
+    config = root / "tiny_det.toml"
+    config.write_text(f"""[model]
+name = "tiny_det"
+path = "{model.name}"
+task = "detect"
+labels = "labels.txt"
+
+[input]
+color = "BGR"
+mean = [0, 0, 0]
+std = [1, 1, 1]
+layout = "NCHW"
+
+[images]
+eval = "images"
+calibration = "images"
+headline = "img0.png"
+
+[detect]
+decoder = "yolox"
+strides = [8, 16, 32]
+score_threshold = 0.05
+agreement_score = 0.3
+
+[quantization]
+recover = false
+
+[bench]
+warmup = 1
+runs = 3
+throughput = false
+cold_start = false
 """)
     return {
         "MODELPORT_CONFIG": str(config),

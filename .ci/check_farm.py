@@ -2,9 +2,10 @@
 
 import json
 import sys
+from typing import Any
 
 report = json.load(open(sys.argv[1]))
-rows = {}
+rows: dict[str, dict[str, dict[str, Any]]] = {}
 for r in report["results"]:
     rows.setdefault(r["device_key"], {})[r["key"]] = r
 cpu = ["tflite", "onnx", "onnx-int8"]

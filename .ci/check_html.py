@@ -18,6 +18,7 @@ import sys
 import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import cast
 
 FLAGS = [
     "--headless",
@@ -38,11 +39,13 @@ CONSOLE = re.compile(r"CONSOLE\(\d+\)\]? ?\"?(.*)|Uncaught .*")
 
 
 class Dom(HTMLParser):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
-        self.rows, self.rendered, self.errors_hidden, self.errors_text, self._in_errors = [], None, True, "", False
+        self.rows: list[tuple[str | None, str | None]] = []
+        self.rendered: str | None = None
+        self.errors_hidden, self.errors_text, self._in_errors = True, "", False
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         if tag == "tr" and "data-key" in a:
             self.rows.append((a["data-key"], a.get("data-status")))
@@ -51,11 +54,11 @@ class Dom(HTMLParser):
         if a.get("id") == "errors":
             self.errors_hidden, self._in_errors = "hidden" in a, True
 
-    def handle_endtag(self, tag):
+    def handle_endtag(self, tag: str) -> None:
         if tag == "div":
             self._in_errors = False
 
-    def handle_data(self, data):
+    def handle_data(self, data: str) -> None:
         if self._in_errors:
             self.errors_text += data
 
@@ -67,7 +70,7 @@ def chromium() -> str:
     raise SystemExit("check_html: no chromium on PATH (Debian: apt-get install chromium)")
 
 
-def run(page: Path, *extra: str) -> subprocess.CompletedProcess:
+def run(page: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     with tempfile.TemporaryDirectory() as profile:
         return subprocess.run(
             [chromium(), *FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()],
@@ -80,7 +83,7 @@ def run(page: Path, *extra: str) -> subprocess.CompletedProcess:
 def check(page: Path, screenshot: Path | None) -> list[str]:
     html = page.read_text(encoding="utf-8")
     data = re.search(r'<script id="report-data" type="application/json">(.*?)</script>', html, re.S)
-    expected = [(r["key"], r["status"]) for r in json.loads(data.group(1).replace("<\\/", "</"))["results"]]
+    expected = [(r["key"], r["status"]) for r in json.loads(cast(re.Match[str], data).group(1).replace("<\\/", "</"))["results"]]
     proc = run(page, "--dump-dom")
     dom = Dom()
     dom.feed(proc.stdout)

@@ -9,20 +9,20 @@ from modelport.runtime.registry import RUNTIMES, runtime_class
 
 
 @pytest.mark.parametrize("key", [k for k, b in backends().items() if b.runtime])
-def test_runtime_class_matches_its_descriptor(key):
+def test_runtime_class_matches_its_descriptor(key: str) -> None:
     b, cls = backends()[key], runtime_class(key)
     assert (cls.key, cls.display, cls.precision) == (b.key, b.display, b.precision)
     assert cls.unavailable_reason() is None or isinstance(cls.unavailable_reason(), str)
 
 
 @pytest.mark.parametrize("key", [k for k, b in backends().items() if b.batch_twin])
-def test_batch_twin_takes_batches_of_the_same_backend(key):
+def test_batch_twin_takes_batches_of_the_same_backend(key: str) -> None:
     twin = registry.batch_class(key)
     assert twin.key == key and twin.max_batch > 1
 
 
 @pytest.mark.parametrize("name", list(TARGETS))
-def test_every_target_resolves(name):
+def test_every_target_resolves(name: str) -> None:
     from modelport.convert.base import Converter
 
     t = target_module(name)
@@ -31,7 +31,7 @@ def test_every_target_resolves(name):
     assert isinstance(reason, str) if reason is not None else isinstance(t.tool_version(), str)
 
 
-def test_derived_tables():
+def test_derived_tables() -> None:
     keys = list(backends())
     assert keys[:2] == ["tflite", "onnx-source"]  # the source rows lead the report
     assert all(t in keys for t in int8_report.TWINS.values())
@@ -43,7 +43,7 @@ def test_derived_tables():
     assert catalogue()["ncnn-int8"]["env"] == "ncnn"
 
 
-def test_analyses_come_from_the_descriptors_and_each_env_runs_its_own():
+def test_analyses_come_from_the_descriptors_and_each_env_runs_its_own() -> None:
     from modelport.common import envs
     from modelport.common.layer_analysis import TARGETS as ANALYSES
     from modelport.convert.analyze import Target, targets

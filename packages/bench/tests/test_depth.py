@@ -7,6 +7,9 @@ ONNX gives the static model's outputs, and that ratios come from real runs.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -15,9 +18,11 @@ from conftest import make_context
 from modelport.bench import depth_report, overhead, registry, sweep, tuning
 from modelport.bench.labeled import LabelResolver, labeled_accuracy, read_labeled, score, wilson
 from modelport.common.artifacts import ArtifactStore
+from modelport.common.context import StepContext
 from modelport.common.errors import InputError
 from modelport.common.labels import Labels
 from modelport.common.preprocess import to_tensor
+from modelport.common.timing import clearly_faster
 from modelport.convert.registry import target_module
 from modelport.ort.runtime import OnnxFp32DynamicRuntime, OnnxFp32Runtime, OnnxInt8DynamicRuntime
 from modelport.runtime.run import prepared_images
@@ -40,14 +45,14 @@ LABELS = {
 
 
 @pytest.fixture(scope="module")
-def ctx(pipeline, test_env):
+def ctx(pipeline: StepContext, test_env: dict[str, str]) -> StepContext:
     for name in ("onnx-dynamic", "tflite-dynamic"):
         target_module(name).run(pipeline, force=False)
     return make_context(test_env, overrides=["bench.runs=5", "bench.warmup=1"])
 
 
 @pytest.fixture
-def labeled_file(tmp_path, data_dir):
+def labeled_file(tmp_path: Path, data_dir: Path) -> Path:
     path = tmp_path / "labels.tsv"
     lines = ["# image<TAB>label, labels assigned by eye"] + [f"{data_dir / 'images' / n}\t{lab}" for n, lab in LABELS.items()]
     path.write_text("\n".join(lines) + "\n")
@@ -55,14 +60,14 @@ def labeled_file(tmp_path, data_dir):
 
 
 @pytest.fixture(scope="module")
-def labels(data_dir):
+def labels(data_dir: Path) -> Labels:
     return Labels.load(data_dir / "models" / "labels.txt")
 
 
 # -- labeled accuracy
 
 
-def test_wilson_interval_matches_the_formula():
+def test_wilson_interval_matches_the_formula() -> None:
     lo, hi = wilson(5, 8)
     assert lo == pytest.approx(0.3058, abs=1e-4) and hi == pytest.approx(0.8632, abs=1e-4)
     assert wilson(0, 10)[0] == pytest.approx(0.0, abs=1e-12) and wilson(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
@@ -70,7 +75,7 @@ def test_wilson_interval_matches_the_formula():
     assert wilson(0, 0) == (0.0, 1.0)
 
 
-def test_labeled_list_is_parsed_relative_to_the_file(tmp_path, data_dir):
+def test_labeled_list_is_parsed_relative_to_the_file(tmp_path: Path, data_dir: Path) -> None:
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "b.jpg").write_bytes((data_dir / "images" / "bird.jpg").read_bytes())
     listing = tmp_path / "set.tsv"
@@ -87,7 +92,7 @@ def test_labeled_list_is_parsed_relative_to_the_file(tmp_path, data_dir):
         ("# only a comment\n", "no image<TAB>label lines"),
     ],
 )
-def test_labeled_list_errors_name_the_file_and_line(tmp_path, text, message):
+def test_labeled_list_errors_name_the_file_and_line(tmp_path: Path, text: str, message: str) -> None:
     bad = tmp_path / "bad.tsv"
     bad.write_text(text)
     with pytest.raises(InputError, match=message) as e:
@@ -95,7 +100,7 @@ def test_labeled_list_errors_name_the_file_and_line(tmp_path, text, message):
     assert "bad.tsv" in str(e.value)
 
 
-def test_labeled_folders_one_per_class(tmp_path, data_dir):
+def test_labeled_folders_one_per_class(tmp_path: Path, data_dir: Path) -> None:
     for cls, name in (("chickadee", "bird.jpg"), ("n02123045", "cat.jpg")):
         (tmp_path / cls).mkdir()
         (tmp_path / cls / name).write_bytes((data_dir / "images" / name).read_bytes())
@@ -106,7 +111,7 @@ def test_labeled_folders_one_per_class(tmp_path, data_dir):
         read_labeled(tmp_path / "nope")
 
 
-def test_labels_map_to_output_indices_in_both_conventions(labels, tmp_path):
+def test_labels_map_to_output_indices_in_both_conventions(labels: Labels, tmp_path: Path) -> None:
     wide = LabelResolver(labels, 1001)  # background first: tench is output 1, ImageNet id 0
     narrow = LabelResolver(labels, 1000)  # same file, 1000-wide model: tench is output 0
     assert wide.index("tench", "x") == 1 and narrow.index("tench", "x") == 0
@@ -131,7 +136,7 @@ def test_labels_map_to_output_indices_in_both_conventions(labels, tmp_path):
     assert LabelResolver(labels, 1001, synsets).index("n00000002", "x") == 3
 
 
-def test_score_counts_top1_and_top5():
+def test_score_counts_top1_and_top5() -> None:
     out = np.zeros((3, 10), np.float32)
     out[0, 4], out[1, [1, 2, 3, 5, 6]], out[2] = 1, [5, 4, 3, 2, 1], np.arange(10)  # row 2: class 0 ranks last
     s = score(out, [4, 6, 0])
@@ -140,7 +145,7 @@ def test_score_counts_top1_and_top5():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["tflite", "onnx-int8"])
-def test_labeled_accuracy_on_the_shared_photos(ctx, labeled_file, key):
+def test_labeled_accuracy_on_the_shared_photos(ctx: StepContext, labeled_file: Path, key: str) -> None:
     data = labeled_accuracy(ctx, key, labeled_file)
     assert data["images"] == len(LABELS) and data["image_names"] == list(LABELS)
     assert data["classes"] == 1001 and data["label_convention"].startswith("1001")
@@ -163,7 +168,7 @@ def test_labeled_accuracy_on_the_shared_photos(ctx, labeled_file, key):
 
 
 @pytest.mark.slow
-def test_dynamic_onnx_gives_the_static_outputs_per_image_and_in_a_batch(ctx):
+def test_dynamic_onnx_gives_the_static_outputs_per_image_and_in_a_batch(ctx: StepContext) -> None:
     tensors = [to_tensor(a, ctx.config.input, "NCHW", "float32") for a in prepared_images(ctx)]
     static = OnnxFp32Runtime.from_store(ctx.store, ctx.config)
     dynamic = OnnxFp32DynamicRuntime.from_store(ctx.store, ctx.config)
@@ -176,12 +181,12 @@ def test_dynamic_onnx_gives_the_static_outputs_per_image_and_in_a_batch(ctx):
         np.testing.assert_allclose(dynamic.infer(np.concatenate(tensors)), single, rtol=0, atol=1e-5)
         with pytest.raises(ValueError, match="batches of 1..1"):
             static.set_batch(2)
-    manifest = ctx.store.read_manifest("onnx/model.int8.dynamic.onnx")
+    manifest = cast(dict[str, Any], ctx.store.read_manifest("onnx/model.int8.dynamic.onnx"))
     assert manifest["extra"]["reshapes_rewritten"] >= 1 and manifest["inputs"]["onnx"]["path"] == "onnx/model.int8.onnx"
 
 
 @pytest.mark.slow
-def test_dynamic_tflite_gives_the_reference_outputs_per_image_and_in_a_batch(ctx):
+def test_dynamic_tflite_gives_the_reference_outputs_per_image_and_in_a_batch(ctx: StepContext) -> None:
     tensors = [to_tensor(a, ctx.config.input, "NHWC", "float32") for a in prepared_images(ctx)]
     with (
         TfliteRuntime.from_store(ctx.store, ctx.config) as static,
@@ -202,7 +207,7 @@ def test_dynamic_tflite_gives_the_reference_outputs_per_image_and_in_a_batch(ctx
 
 
 @pytest.mark.slow
-def test_sweep_points_and_modes(ctx, monkeypatch):
+def test_sweep_points_and_modes(ctx: StepContext, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sweep, "IMAGES_PER_POINT", 4)
     data = sweep.sweep(ctx, "onnx-int8", batches=[1, 3], threads=[1, 2])
     assert data["schema"] == sweep.SWEEP_SCHEMA and data["batch_support"] == "native"
@@ -224,14 +229,14 @@ def test_sweep_points_and_modes(ctx, monkeypatch):
 
 
 @pytest.mark.slow
-def test_overhead_ratio_comes_from_real_runs(ctx, monkeypatch):
+def test_overhead_ratio_comes_from_real_runs(ctx: StepContext, monkeypatch: pytest.MonkeyPatch) -> None:
     counted = {"bare": 0}
     real = OnnxFp32Runtime.own_call
 
-    def counting(self, tensor):
+    def counting(self: OnnxFp32Runtime, tensor: np.ndarray) -> Callable[[], object]:
         call = real(self, tensor)
 
-        def wrapped():
+        def wrapped() -> object:
             counted["bare"] += 1
             return call()
 
@@ -247,7 +252,7 @@ def test_overhead_ratio_comes_from_real_runs(ctx, monkeypatch):
 
 
 @pytest.mark.slow
-def test_own_call_is_the_same_inference(ctx):
+def test_own_call_is_the_same_inference(ctx: StepContext) -> None:
     for key in ("tflite", "onnx"):
         from modelport.runtime.registry import runtime_class
 
@@ -260,7 +265,7 @@ def test_own_call_is_the_same_inference(ctx):
 # -- tuning
 
 
-def test_tuning_file_round_trips(tmp_path):
+def test_tuning_file_round_trips(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
     with pytest.raises(InputError, match="depth tune onnx") as e:
         tuning.tuned_settings(store, "onnx")
@@ -276,7 +281,9 @@ def test_tuning_file_round_trips(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_small_real_tune_and_bench_with_tuned_settings(ctx, monkeypatch, test_env):
+def test_a_small_real_tune_and_bench_with_tuned_settings(
+    ctx: StepContext, monkeypatch: pytest.MonkeyPatch, test_env: dict[str, str]
+) -> None:
     monkeypatch.setattr(tuning, "ROUNDS", {"search": (1, 2, 2), "final": (1, 2, 2)})
     monkeypatch.setitem(
         tuning.SPACE, "onnx", {"onnxruntime.intra_op_threads": [1, 2], "onnxruntime.graph_optimization_level": ["basic", "all"]}
@@ -306,7 +313,7 @@ def test_a_small_real_tune_and_bench_with_tuned_settings(ctx, monkeypatch, test_
 
 
 @pytest.mark.slow
-def test_every_tuning_knob_is_a_config_key_taking_each_of_its_values(ctx):
+def test_every_tuning_knob_is_a_config_key_taking_each_of_its_values(ctx: StepContext) -> None:
     from modelport.common.backends import backends
 
     assert set(tuning.SPACE) == {k for k, b in backends().items() if b.depth}  # a depth backend has knobs to tune
@@ -319,7 +326,7 @@ def test_every_tuning_knob_is_a_config_key_taking_each_of_its_values(ctx):
 
 
 @pytest.mark.slow
-def test_config_with_validates_like_the_file(ctx):
+def test_config_with_validates_like_the_file(ctx: StepContext) -> None:
     from modelport.common.config import Config
 
     assert tuning.config_with(ctx.config, {"tflite.threads": 1}).tflite.threads == 1
@@ -328,19 +335,19 @@ def test_config_with_validates_like_the_file(ctx):
         tuning.config_with(ctx.config, {"onnxruntime.graph_optimization_level": "fastest"})
 
 
-def test_a_candidate_must_win_clearly_and_consistently():
-    assert tuning.clearly_faster([5.0, 5.0, 5.0, 5.0], [6.0, 6.0, 6.0, 6.0])
-    assert not tuning.clearly_faster([5.9, 5.9, 5.9, 5.9], [6.0, 6.0, 6.0, 6.0])  # < MIN_GAIN: noise
-    assert not tuning.clearly_faster([1.0, 1.0, 9.0, 9.0], [6.0, 6.0, 6.0, 6.0])  # won only half the rounds
-    assert tuning.clearly_faster([4.0, 4.0, 4.0, 9.0], [6.0, 6.0, 6.0, 6.0])  # one bad round is allowed
+def test_a_candidate_must_win_clearly_and_consistently() -> None:
+    assert clearly_faster([5.0, 5.0, 5.0, 5.0], [6.0, 6.0, 6.0, 6.0])
+    assert not clearly_faster([5.9, 5.9, 5.9, 5.9], [6.0, 6.0, 6.0, 6.0])  # < MIN_GAIN: noise
+    assert not clearly_faster([1.0, 1.0, 9.0, 9.0], [6.0, 6.0, 6.0, 6.0])  # won only half the rounds
+    assert clearly_faster([4.0, 4.0, 4.0, 9.0], [6.0, 6.0, 6.0, 6.0])  # one bad round is allowed
 
 
-def test_harness_cost_is_measured_and_small():
+def test_harness_cost_is_measured_and_small() -> None:
     cost = overhead.harness_cost_ns(runs=2000)
     assert 0 <= cost < 1e6  # ns: the harness machinery itself, never a millisecond
 
 
-def test_the_tuning_section_shows_an_unset_knob_as_default_never_none(tmp_path):
+def test_the_tuning_section_shows_an_unset_knob_as_default_never_none(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
     ms = {"median": 2.0, "p90": 2.2}
     entry = {"key": "openvino-fp32", "name": "OpenVINO FP32", "method": "m", "default_ms": ms, "tuned_ms": ms, "speedup": 1.0}
@@ -348,4 +355,6 @@ def test_the_tuning_section_shows_an_unset_knob_as_default_never_none(tmp_path):
     entry |= {"seconds": 1.0, "load_avg": {"before": 0.1, "after": 0.2}, "agreement": None, "machine": {}}
     tuning.save_entry(store, entry)
     md = depth_report.tuning_md(store, tmp_path)
-    assert "`openvino.threads=default`" in md and "`openvino.threads` [default, 1, 2]" in md and "None" not in md
+    assert (
+        md is not None and "`openvino.threads=default`" in md and "`openvino.threads` [default, 1, 2]" in md and "None" not in md
+    )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any, cast
 
 from modelport.bench.int8_report import LAYERS_PNG, SECTION, render
 from modelport.common.artifacts import ArtifactStore
 from modelport.common.config import AccuracyConfig
 
 
-def row(i, node, own):
+def row(i: int, node: str, own: float) -> dict[str, Any]:
     return {
         "index": i,
         "node": node,
@@ -25,7 +27,7 @@ def row(i, node, own):
     }
 
 
-def analysis(key, nodes):
+def analysis(key: str, nodes: list[str]) -> dict[str, Any]:
     return {
         "schema": "modelport.layer-analysis/1",
         "backend": key,
@@ -40,7 +42,7 @@ def analysis(key, nodes):
     }
 
 
-def variant(vid, floats, cos, ms, passes):
+def variant(vid: str, floats: list[str], cos: float, ms: float, passes: bool) -> dict[str, Any]:
     return {
         "id": vid,
         "method": "minmax",
@@ -56,7 +58,7 @@ def variant(vid, floats, cos, ms, passes):
     }
 
 
-def test_section_lines_up_layers_and_states_what_stayed_float(tmp_path):
+def test_section_lines_up_layers_and_states_what_stayed_float(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
     for key, nodes in (("onnx-int8", ["c1", "c2", "c3"]), ("ncnn-int8", ["c1", "c3"])):
         (tmp_path / "analysis").mkdir(exist_ok=True)
@@ -80,7 +82,7 @@ def test_section_lines_up_layers_and_states_what_stayed_float(tmp_path):
     (tmp_path / "results").mkdir()
     for key, ms in (("ncnn", 10.0), ("ncnn-int8", 12.0), ("onnx", 6.0), ("onnx-int8", 3.0)):
         (tmp_path / "results" / f"{key}.json").write_text(json.dumps({"status": "ok", "latency_ms": {"median": ms}}))
-    md = render(store).read_text()
+    md = cast(Path, render(store)).read_text()
     assert "ncnn-int8: median 12.00 ms vs ncnn 10.00 ms: 0.83x (**slower than its FP32 twin**)" in md
     assert "onnx-int8: median 3.00 ms vs onnx 6.00 ms: 2.00x; meets the 1.30x speed floor" in md
     assert "2 layers line up across all 2 backends" in md
@@ -90,12 +92,12 @@ def test_section_lines_up_layers_and_states_what_stayed_float(tmp_path):
     assert store.path(SECTION).is_file()
 
 
-def test_no_analysis_no_section(tmp_path):
+def test_no_analysis_no_section(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
     assert render(store) is None and not store.path(SECTION).exists()
 
 
-def test_a_report_of_several_models_compares_and_describes_each_model_with_its_own_rows(tmp_path):
+def test_a_report_of_several_models_compares_and_describes_each_model_with_its_own_rows(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
     (tmp_path / "analysis").mkdir()
     (tmp_path / "analysis" / "onnx-int8.json").write_text(json.dumps(analysis("onnx-int8", ["c1", "c2"])))
@@ -105,11 +107,11 @@ def test_a_report_of_several_models_compares_and_describes_each_model_with_its_o
     (tmp_path / "source" / "model.tflite.manifest.json").write_text(json.dumps({"sha256": sha, "created_utc": "t"}))
     mine, other = f"mine@{sha[:12]}", "other@cdcdcdcdcdcd"
 
-    def bench(model, key, ms):
+    def bench(model: str, key: str, ms: float) -> dict[str, Any]:
         return {"model": model, "device_key": "d", "key": key, "status": "ok", "latency_ms": {"median": ms}}
 
     rows = [bench(mine, "onnx", 6.0), bench(mine, "onnx-int8", 3.0), bench(other, "onnx-int8", 12.0), bench(other, "onnx", 4.0)]
-    md = render(store, {"models": sorted([mine, other]), "results": rows}).read_text()
+    md = cast(Path, render(store, {"models": sorted([mine, other]), "results": rows})).read_text()
     assert f"model `{mine}` (this artifacts folder's)" in md
     assert f"onnx-int8 (`{mine}` on `d`): median 3.00 ms vs onnx 6.00 ms: 2.00x; meets" in md
     assert f"onnx-int8 (`{other}` on `d`): median 12.00 ms vs onnx 4.00 ms: 0.33x (**slower" in md
@@ -127,7 +129,7 @@ SLOW = {
 }
 
 
-def test_a_kept_slow_variant_is_flagged_in_the_section_the_table_and_the_page(tmp_path):
+def test_a_kept_slow_variant_is_flagged_in_the_section_the_table_and_the_page(tmp_path: Path) -> None:
     from modelport.bench import report_html
     from modelport.bench.report import entry
     from modelport.bench.report_md import rows
@@ -157,13 +159,15 @@ def test_a_kept_slow_variant_is_flagged_in_the_section_the_table_and_the_page(tm
         {"key": "onnx", "status": "ok", "latency_ms": {"median": 4.0}},
         {"key": "onnx-int8", "status": "ok", "latency_ms": {"median": 2.0}, "speed": SLOW},  # one lucky bench pair
     ]
-    md = render(store, {"models": [], "results": results}).read_text()
+    md = cast(Path, render(store, {"models": [], "results": results})).read_text()
     assert "**SLOW: 1.11x its FP32 twin onnx in 3 interleaved rounds, below the 1.30x speed floor**" in md
     # the bench pair alone would say 2x: the verdict is the interleaved one, and says so
     assert "2.00x; **below the 1.30x speed floor** (1.11x in the recovery search's 3 interleaved rounds)" in md
     assert store.path("report/int8-recovery-onnx-int8.png").read_bytes()[:4] == b"\x89PNG"
 
-    row = BackendResult(key="onnx-int8", backend="onnxruntime", precision="int8", name="ONNX INT8", env="t", speed=SLOW)
+    row = BackendResult(
+        key="onnx-int8", backend="onnxruntime", precision="int8", name="ONNX INT8", env="t", speed=cast(Any, SLOW)
+    )
     e = entry(row, None)
     assert e["status"] == "ok" and e["speed"]["slow"] and e["speed_note"].startswith("SLOW: 1.11x")
     assert "(SLOW: 1.11x its FP32 twin onnx" in rows({"results": [e]})[0]["status"]

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,13 +23,13 @@ from modelport.runtime.registry import runtime_class
 from tiny_models import tiny_pipeline
 
 
-def ok(env, *args):
+def ok(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     proc = cli(env, *args)
     assert proc.returncode == 0, proc.stderr
     return proc
 
 
-def positive(*values) -> bool:
+def positive(*values: object) -> bool:
     return all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in values)
 
 
@@ -36,7 +37,7 @@ SAID: dict[str, str] = {}  # what `modelport bench` printed in the module's fixt
 
 
 @pytest.fixture(scope="module")
-def benched(tmp_path_factory):
+def benched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = tiny_pipeline(tmp_path_factory.mktemp("measure"))
     ok(env, "fetch")
     ok(env, "convert", "reference", "onnx")
@@ -45,7 +46,7 @@ def benched(tmp_path_factory):
     return env
 
 
-def test_a_row_carries_throughput_cold_start_memory_frame_and_conditions(benched):
+def test_a_row_carries_throughput_cold_start_memory_frame_and_conditions(benched: dict[str, str]) -> None:
     art = Path(benched["MODELPORT_ARTIFACTS"])
     text = (art / "results/onnx.json").read_text()
     r = BackendResult.model_validate_json(text)
@@ -57,14 +58,17 @@ def test_a_row_carries_throughput_cold_start_memory_frame_and_conditions(benched
     assert r.best_throughput in r.throughput
 
     c = r.cold_start
+    assert c is not None
     assert c.pid != os.getpid()  # a fresh process, not the benchmark's
     assert positive(c.load_ms, c.first_infer_ms, c.baseline_rss_bytes) and c.inferences == 2
     assert c.peak_rss_bytes >= c.baseline_rss_bytes and c.model_rss_bytes >= 0
 
     f = r.frame_ms
+    assert f is not None
     assert f.frames == 4 and positive(f.decode, f.preprocess, f.infer, f.postprocess, f.total)
 
     cond = r.conditions
+    assert cond is not None
     assert cond.load_before >= 0 and cond.load_after >= 0
     assert all(isinstance(v, str) and v for v in (cond.governor, cond.cur_mhz, cond.max_mhz, cond.smt, cond.throttled))
 
@@ -73,7 +77,7 @@ def test_a_row_carries_throughput_cold_start_memory_frame_and_conditions(benched
     assert "throughput: best" in said and "fresh process: load" in said and "whole frame:" in said
 
 
-def test_an_older_result_without_the_new_fields_still_reads(benched):
+def test_an_older_result_without_the_new_fields_still_reads(benched: dict[str, str]) -> None:
     art = Path(benched["MODELPORT_ARTIFACTS"])
     data = json.loads((art / "results/onnx.json").read_text())
     for field in ("throughput", "cold_start", "frame_ms", "conditions"):
@@ -83,7 +87,7 @@ def test_an_older_result_without_the_new_fields_still_reads(benched):
     assert r.best_throughput is None
 
 
-def test_the_report_shows_the_new_columns_and_the_chart_without_none(benched):
+def test_the_report_shows_the_new_columns_and_the_chart_without_none(benched: dict[str, str]) -> None:
     ok(benched, "report")
     out = Path(benched["MODELPORT_ARTIFACTS"]) / "report"
     report = json.loads((out / "results.json").read_text())
@@ -101,7 +105,7 @@ def test_the_report_shows_the_new_columns_and_the_chart_without_none(benched):
     assert {"best_fps", "best_concurrency", "first_infer_ms", "peak_rss_bytes", "frame_ms"} <= set(header)
 
 
-def test_a_row_of_another_source_model_shows_none_of_its_measurements(benched, tmp_path):
+def test_a_row_of_another_source_model_shows_none_of_its_measurements(benched: dict[str, str], tmp_path: Path) -> None:
     art = tmp_path / "art"
     shutil.copytree(benched["MODELPORT_ARTIFACTS"], art, ignore=shutil.ignore_patterns("report"))
     path = art / "results/onnx.json"
@@ -113,7 +117,7 @@ def test_a_row_of_another_source_model_shows_none_of_its_measurements(benched, t
     assert "## Throughput" not in (art / "report/results.md").read_text()
 
 
-def test_a_row_without_the_new_measurements_renders_no_section(tmp_path):
+def test_a_row_without_the_new_measurements_renders_no_section(tmp_path: Path) -> None:
     env = tiny_pipeline(tmp_path)
     config = Path(env["MODELPORT_CONFIG"])
     config.write_text(config.read_text().replace("frame_runs = 4", "frame_runs = 0") + "throughput = false\ncold_start = false\n")
@@ -139,7 +143,7 @@ def test_a_row_without_the_new_measurements_renders_no_section(tmp_path):
         ("cold_start_runs = 1e9", "cold_start_runs"),
     ],
 )
-def test_bad_measurement_settings_are_one_error_line_naming_the_key(tmp_path, line, key):
+def test_bad_measurement_settings_are_one_error_line_naming_the_key(tmp_path: Path, line: str, key: str) -> None:
     env = tiny_pipeline(tmp_path)
     config = Path(env["MODELPORT_CONFIG"])
     kept = [t for t in config.read_text().splitlines() if not t.startswith(f"{key} =")]  # tiny sets some
@@ -149,7 +153,7 @@ def test_bad_measurement_settings_are_one_error_line_naming_the_key(tmp_path, li
     assert not (tmp_path / "art/results").exists()
 
 
-def test_concurrent_workers_are_copies_unless_the_runtime_is_thread_safe(benched):
+def test_concurrent_workers_are_copies_unless_the_runtime_is_thread_safe(benched: dict[str, str]) -> None:
     ctx = make_context(benched)
     cls = runtime_class("onnx")
     spec = ctx.config.input
@@ -162,7 +166,8 @@ def test_concurrent_workers_are_copies_unless_the_runtime_is_thread_safe(benched
         samples, wall = rt.run_concurrent(tensor, 2, 0.05)
         assert len(samples) >= 2 and positive(wall, *samples)
 
-    class Shared(cls):  # a backend declaring its runtime safe to share between threads
+    # A backend declaring its runtime safe to share between threads (cls: whichever class the registry gives).
+    class Shared(cls):  # type: ignore[valid-type,misc]
         thread_safe = True
 
     with Shared.from_store(ctx.store, ctx.config) as rt:
@@ -176,7 +181,7 @@ def write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def test_run_conditions_say_not_exposed_when_sysfs_has_nothing(tmp_path):
+def test_run_conditions_say_not_exposed_when_sysfs_has_nothing(tmp_path: Path) -> None:
     (tmp_path / "devices/system/cpu/cpu0").mkdir(parents=True)  # a CPU without cpufreq, thermal or SMT files
     c = run_conditions(tmp_path)
     assert c == dict.fromkeys(("governor", "cur_mhz", "max_mhz", "smt", "thermal_c"), NOT_EXPOSED)
@@ -184,7 +189,7 @@ def test_run_conditions_say_not_exposed_when_sysfs_has_nothing(tmp_path):
     assert done.throttled == NOT_EXPOSED and done.thermal_c_after == NOT_EXPOSED and done.load_before >= 0
 
 
-def test_run_conditions_read_what_sysfs_exposes(tmp_path):
+def test_run_conditions_read_what_sysfs_exposes(tmp_path: Path) -> None:
     for i, (gov, cur) in enumerate((("performance", "1200000"), ("performance", "1800000"))):
         cpu = tmp_path / f"devices/system/cpu/cpu{i}"
         write(cpu / "cpufreq/scaling_governor", gov + "\n")
@@ -210,7 +215,7 @@ def test_run_conditions_read_what_sysfs_exposes(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="the kernel's resettable high-water is Linux's")
-def test_the_peak_is_measured_from_the_baseline_not_from_the_process_start():
+def test_the_peak_is_measured_from_the_baseline_not_from_the_process_start() -> None:
     """A transient peak before loading (resolving the config reads the source model) must not hide the model's memory."""
     mib = 2**20
     transient = bytearray(256 * mib)

@@ -3,18 +3,24 @@
 import io
 import json
 import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, cast
 
 import pytest
 
 from conftest import error_line, private_artifacts, run
 from modelport.bench.merge import merge
+from modelport.common.context import StepContext
 from modelport.common.schema import BackendResult
 
 pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
 
 
 @pytest.fixture(scope="module")
-def two_machines(pipeline, test_env, tmp_path_factory):
+def two_machines(
+    pipeline: StepContext, test_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Path], dict[str, str]]:
     """The same converted models benchmarked under two device keys, each exported as a bundle."""
     root = tmp_path_factory.mktemp("farm")
     bundles = {}
@@ -30,7 +36,9 @@ def two_machines(pipeline, test_env, tmp_path_factory):
     return root, bundles, test_env
 
 
-def test_merged_report_keeps_every_device_and_compares_speed_within_one(two_machines):
+def test_merged_report_keeps_every_device_and_compares_speed_within_one(
+    two_machines: tuple[Path, dict[str, Path], dict[str, str]],
+) -> None:
     root, bundles, env = two_machines
     merged = root / "merged"
     proc = run(
@@ -55,11 +63,11 @@ def test_merged_report_keeps_every_device_and_compares_speed_within_one(two_mach
     assert len(stored) == 4 and all(s.split("/")[1] in ("box-a", "box-b") for s in stored)
 
 
-def _result(base: BackendResult, **changes) -> BackendResult:
+def _result(base: BackendResult, **changes: Any) -> BackendResult:
     return base.model_copy(update=changes)
 
 
-def test_measured_beats_skipped_and_newer_beats_older(two_machines):
+def test_measured_beats_skipped_and_newer_beats_older(two_machines: tuple[Path, dict[str, Path], dict[str, str]]) -> None:
     root, _, _ = two_machines
     ok = BackendResult.model_validate_json((root / "box-a" / "results" / "tflite.json").read_text())
     skipped_newer = _result(ok, status="skipped", reason="not here", created_utc="2999-01-01T00:00:00+00:00")
@@ -72,16 +80,18 @@ def test_measured_beats_skipped_and_newer_beats_older(two_machines):
     assert len(merge([ok, other_device])) == 2
 
 
-def _rewrite(src, dest, edit):
+def _rewrite(src: Path, dest: Path, edit: Callable[[tarfile.TarInfo, bytes], tuple[bytes, tarfile.TarInfo]]) -> None:
     with tarfile.open(src) as tar_in, tarfile.open(dest, "w:gz") as tar_out:
         for m in tar_in:
-            data = tar_in.extractfile(m).read()
+            data = cast(IO[bytes], tar_in.extractfile(m)).read()
             data, m = edit(m, data)
             m.size = len(data)
             tar_out.addfile(m, io.BytesIO(data))
 
 
-def test_bundles_of_a_newer_schema_or_edited_are_refused_in_one_line(two_machines, tmp_path):
+def test_bundles_of_a_newer_schema_or_edited_are_refused_in_one_line(
+    two_machines: tuple[Path, dict[str, Path], dict[str, str]], tmp_path: Path
+) -> None:
     root, bundles, env = two_machines
     newer = tmp_path / "newer.tar.gz"
     _rewrite(

@@ -9,6 +9,7 @@ import os
 import re
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from modelport.common.schema import BackendResult, LatencyStats, TopK
 CRAFTED = "<!--<script>alert(1)</script> | `x` **y** [z](javascript:0) <img src=x>"
 
 
-def _ok(key="tflite", **changes) -> BackendResult:
+def _ok(key: str = "tflite", **changes: Any) -> BackendResult:
     lat = LatencyStats(warmup=1, runs=3, min=1.0, median=2.0, mean=2.0, p90=3.0, p99=3.0, max=3.0, std=0.1, fps=500.0)
     r = BackendResult(
         key=key,
@@ -66,7 +67,7 @@ def crafted_artifacts(root: Path) -> Path:
 
 
 @pytest.fixture
-def art(tmp_path) -> Path:
+def art(tmp_path: Path) -> Path:
     return crafted_artifacts(tmp_path / "art")
 
 
@@ -74,7 +75,7 @@ def _embedded(page: str) -> str:
     return page.split('<script id="report-data" type="application/json">')[1].split("</script>")[0]
 
 
-def test_markup_in_merged_fields_cannot_blank_the_page_or_reach_results_md(art):
+def test_markup_in_merged_fields_cannot_blank_the_page_or_reach_results_md(art: Path) -> None:
     proc = cli({}, "-a", str(art), "report")
     assert "1 of 2 rows failed" in error_line(proc)
     page = (art / "report" / "results.html").read_text()
@@ -91,7 +92,7 @@ def test_markup_in_merged_fields_cannot_blank_the_page_or_reach_results_md(art):
     assert len(table) == 1 and len(cells.findall(table[0])) == len(cells.findall(header))  # no extra cell
 
 
-def test_markdown_escapes_read_back_as_the_text_in_html():
+def test_markdown_escapes_read_back_as_the_text_in_html() -> None:
     from modelport.bench.report_html import _inline
     from modelport.bench.report_md import md_code, md_text
 
@@ -102,7 +103,7 @@ def test_markdown_escapes_read_back_as_the_text_in_html():
     )
 
 
-def test_a_merged_key_that_leaves_the_merged_folder_writes_nothing(tmp_path):
+def test_a_merged_key_that_leaves_the_merged_folder_writes_nothing(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path / "art")
     (store.root / "merged").mkdir(parents=True)
     (store.root / "merged" / "index.json").write_text("{}")  # the last merge: kept on refusal
@@ -112,7 +113,7 @@ def test_a_merged_key_that_leaves_the_merged_folder_writes_nothing(tmp_path):
     assert not list(tmp_path.rglob("esc*")) and (store.root / "merged" / "index.json").read_text() == "{}"
 
 
-def test_report_merge_refuses_a_bundle_whose_key_is_a_path(tmp_path):
+def test_report_merge_refuses_a_bundle_whose_key_is_a_path(tmp_path: Path) -> None:
     # relative, so that even a regressed reader writes only inside tmp_path (absolute keys: test_bundle.py)
     bad = bundle_of(tmp_path / "bad.tar.gz", _ok().model_copy(update={"key": "../../../../elsewhere/esc"}))
     proc = cli({}, "-a", str(tmp_path / "art"), "report", "--merge", str(bad))
@@ -122,7 +123,7 @@ def test_report_merge_refuses_a_bundle_whose_key_is_a_path(tmp_path):
 
 
 @pytest.mark.parametrize("flags", [["--merge", "A", "B"], ["--merge", "A", "--merge", "B"]])
-def test_merge_takes_several_paths_after_one_flag_and_stays_repeatable(tmp_path, flags):
+def test_merge_takes_several_paths_after_one_flag_and_stays_repeatable(tmp_path: Path, flags: list[str]) -> None:
     paths = {
         "A": bundle_of(tmp_path / "a.tar.gz", _ok(device_key="box-a")),
         "B": bundle_of(tmp_path / "b.tar.gz", _ok(device_key="box-b")),
@@ -133,12 +134,12 @@ def test_merge_takes_several_paths_after_one_flag_and_stays_repeatable(tmp_path,
     assert sorted(r["device_key"] for r in report["results"]) == ["box-a", "box-b"]
 
 
-def test_paths_without_merge_are_a_usage_error(tmp_path):
+def test_paths_without_merge_are_a_usage_error(tmp_path: Path) -> None:
     proc = cli({}, "-a", str(tmp_path / "art"), "report", str(tmp_path))
     assert proc.returncode != 0 and "--merge" in proc.stderr
 
 
-def test_a_failed_write_keeps_the_previous_report_whole(art, monkeypatch):
+def test_a_failed_write_keeps_the_previous_report_whole(art: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cli({}, "-a", str(art), "report")
     report = art / "report"
     before = {p.name: p.read_bytes() for p in report.iterdir() if p.is_file()}
@@ -146,12 +147,12 @@ def test_a_failed_write_keeps_the_previous_report_whole(art, monkeypatch):
     write_result(ArtifactStore(art), _ok(key="onnx", backend="onnxruntime", name="ONNX"), np.ones((1, 4), np.float32))
     real_fsync = os.fsync
 
-    def full_at_html(fd):  # the disk fills up when results.html, the last of the set, is written
+    def full_at_html(fd: int) -> None:  # the disk fills up when results.html, the last of the set, is written
         if ".results.html." in os.readlink(f"/proc/self/fd/{fd}"):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_fsync(fd)
 
-    monkeypatch.setattr(artifacts.os, "fsync", full_at_html)
+    monkeypatch.setattr(artifacts.os, "fsync", full_at_html)  # type: ignore[attr-defined]  # the os that artifacts calls
     proc = cli({}, "-a", str(art), "report")
     line = error_line(proc)
     assert "no space left on the device" in line and str(report / "results.html") in line
@@ -159,7 +160,7 @@ def test_a_failed_write_keeps_the_previous_report_whole(art, monkeypatch):
     assert not (art / ".tmp").exists() or not list((art / ".tmp").iterdir())  # the half-built set is gone
 
 
-def test_a_report_folder_that_is_a_mount_point_gets_its_files_replaced(tmp_path, monkeypatch):
+def test_a_report_folder_that_is_a_mount_point_gets_its_files_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In compose, report/ is a volume: renaming it fails with EBUSY, so the set's files replace its entries."""
     from modelport.bench import report as report_module
 
@@ -173,7 +174,7 @@ def test_a_report_folder_that_is_a_mount_point_gets_its_files_replaced(tmp_path,
     (new / "sections" / "a.md").write_text("new section")
     real_rename = Path.rename
 
-    def busy(self, target):
+    def busy(self: Path, target: Path) -> Path:
         if self == final:
             raise OSError(errno.EBUSY, "Device or resource busy", str(self))
         return real_rename(self, target)

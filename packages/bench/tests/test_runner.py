@@ -2,6 +2,8 @@
 
 import json
 import shutil
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -9,7 +11,9 @@ import pytest
 from conftest import make_context
 from modelport.bench import runner
 from modelport.bench.report import build, load_results, write
+from modelport.common.context import StepContext
 from modelport.common.preprocess import to_tensor
+from modelport.common.results import write_result
 from modelport.common.schema import BackendResult
 from modelport.runtime.registry import RUNTIMES, runtime_class
 from modelport.runtime.run import prepared_images, run_outputs
@@ -18,15 +22,15 @@ pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipel
 
 
 @pytest.fixture(scope="module")
-def quick(pipeline, test_env):
+def quick(pipeline: StepContext, test_env: dict[str, str]) -> StepContext:
     return make_context(test_env, overrides=["bench.runs=20", "bench.warmup=2"])
 
 
-def available_keys():
+def available_keys() -> list[str]:
     return [k for k in RUNTIMES if runtime_class(k).unavailable_reason() is None]
 
 
-def test_every_backend_gets_tensors_derived_from_one_array(quick):
+def test_every_backend_gets_tensors_derived_from_one_array(quick: StepContext) -> None:
     """Each runtime's input is to_tensor() of the same prepared uint8 array: no second normalisation."""
     prepared = prepared_images(quick)[:2]
     spec = quick.config.input
@@ -36,10 +40,10 @@ def test_every_backend_gets_tensors_derived_from_one_array(quick):
         base = runtime_class(key)
         seen: list[np.ndarray] = []
 
-        class Recording(base):
-            def infer_impl(self, tensor, seen=seen):
+        class Recording(base):  # type: ignore[valid-type,misc]  # whichever runtime class the registry gives
+            def infer_impl(self, tensor: np.ndarray, seen: list[np.ndarray] = seen) -> np.ndarray:
                 seen.append(tensor.copy())
-                return super().infer_impl(tensor)
+                return cast(np.ndarray, super().infer_impl(tensor))
 
         rt = Recording.from_store(quick.store, quick.config)
         if not all(p.is_file() for p in rt.files.values()):
@@ -51,18 +55,20 @@ def test_every_backend_gets_tensors_derived_from_one_array(quick):
             np.testing.assert_array_equal(tensor, to_tensor(arr, spec, base.input_layout, base.input_dtype))
             back = tensor[0] if base.input_layout == "NHWC" else tensor[0].transpose(1, 2, 0)
             if base.input_dtype == "float32":
-                back = np.rint(back * np.float32(spec.std_values) + np.float32(spec.mean_values))
+                back = np.rint(back * np.float32(cast(Any, spec.std_values)) + np.float32(cast(Any, spec.mean_values)))
             np.testing.assert_array_equal(back.astype(np.uint8), arr)
 
 
 @pytest.mark.parametrize("key", ["tflite", "onnx", "onnx-int8"])
-def test_bench_writes_a_result_in_the_schema(quick, key):
+def test_bench_writes_a_result_in_the_schema(quick: StepContext, key: str) -> None:
     result = runner.benchmark(quick, key)
     assert result.status == "ok", result.reason
     path = quick.store.path(f"results/{key}.json")
     data = json.loads(path.read_text())
     assert data["schema"] == "modelport.result/1"
     r = BackendResult.model_validate(data)
+    assert r.latency_ms is not None and r.size_bytes is not None and r.load_ms is not None
+    assert r.headline is not None and r.agreement is not None
     assert r.latency_ms.runs == 20 and r.latency_ms.warmup == 2
     assert r.latency_ms.min <= r.latency_ms.median <= r.latency_ms.p90 <= r.latency_ms.p99 <= r.latency_ms.max
     assert r.size_bytes > 1_000_000 and r.load_ms > 0 and r.model_sha256 and r.preprocessing == quick.config.input.signature
@@ -72,13 +78,13 @@ def test_bench_writes_a_result_in_the_schema(quick, key):
     assert r.agreement.images == 12 and r.agreement.top1 >= 0.9
 
 
-def test_report_merges_results_and_flags_other_models(quick, tmp_path):
+def test_report_merges_results_and_flags_other_models(quick: StepContext, tmp_path: Path) -> None:
     for key in ("tflite", "onnx", "onnx-int8"):
         if not quick.store.path(f"results/{key}.json").is_file():
             runner.benchmark(quick, key)
     skipped = runner.result_base(quick, runtime_class("onnx"), "skipped", "no CUDA GPU: test")
     skipped.key, skipped.name = "tensorrt-fp16", "TensorRT FP16"
-    runner.write_result(quick.store, skipped)
+    write_result(quick.store, skipped)
     try:
         report = build(quick.store)
         paths = write(quick.store, report)
@@ -109,6 +115,6 @@ def test_report_merges_results_and_flags_other_models(quick, tmp_path):
         flagged = {r.key: r for r in load_results(ArtifactStore(other))}
         assert flagged["tflite"].status == "ok"
         assert flagged["onnx"].status == "failed" and flagged["onnx"].latency_ms is None
-        assert "measured another source model (sha256 000000000000" in flagged["onnx"].reason
+        assert "measured another source model (sha256 000000000000" in cast(str, flagged["onnx"].reason)
     finally:
         quick.store.path("results/tensorrt-fp16.json").unlink()

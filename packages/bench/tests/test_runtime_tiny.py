@@ -3,22 +3,26 @@ onnxruntime and TFLite: NCHW, NHWC, dynamic-batch ONNX and a float TFLite source
 with its agreement floors: test_runner.py and test_depth.py (marked slow)."""
 
 import json
+import subprocess
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
 from conftest import cli, error_line, make_context
 from modelport.bench.registry import BATCH_TWINS, batch_class
+from modelport.common.context import StepContext
 from modelport.common.errors import InputError
 from modelport.common.images import load_image
 from modelport.common.preprocess import prepare, to_tensor
 from modelport.common.schema import REPORT_SCHEMA, RESULT_SCHEMA, BackendResult
+from modelport.runtime.base import Runtime
 from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_key
 from tiny_models import tiny_pipeline
 
 KEYS = ("source", "onnx", "onnx-int8")  # "source": the source's own runtime (tflite or onnx-source)
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "nchw": {},
     "nhwc": {"layout": "NHWC"},
     "dynamic-batch": {"batch": "N"},
@@ -26,18 +30,18 @@ VARIANTS = {
 }
 
 
-def resolve(ctx, key: str) -> str:
+def resolve(ctx: StepContext, key: str) -> str:
     return source_key(ctx.config.contract) if key == "source" else key
 
 
-def ok(env, *args):
+def ok(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     proc = cli(env, *args)
     assert proc.returncode == 0, proc.stderr
     return proc
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
-def made(request, tmp_path_factory):
+def made(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> StepContext:
     """A tiny source of each variant, fetched and converted (reference, ONNX, INT8, dynamic twins): its context."""
     env = tiny_pipeline(tmp_path_factory.mktemp(request.param), **VARIANTS[request.param])
     ok(env, "fetch")
@@ -46,7 +50,7 @@ def made(request, tmp_path_factory):
     return make_context(env)
 
 
-def tensors(ctx, rt) -> list[np.ndarray]:
+def tensors(ctx: StepContext, rt: Runtime) -> list[np.ndarray]:
     spec = ctx.config.input
     return [to_tensor(prepare(load_image(p), spec), spec, rt.input_layout, rt.input_dtype) for p in ctx.eval_images]
 
@@ -57,9 +61,10 @@ def close(out: np.ndarray, ref: np.ndarray, key: str) -> bool:
     return np.allclose(out, ref, atol=1e-5)
 
 
-def test_the_reference_is_the_source_run_by_its_own_toolchain(made):
+def test_the_reference_is_the_source_run_by_its_own_toolchain(made: StepContext) -> None:
     """Every row is judged against the reference: it must be the source model's output, not the harness's."""
     c, spec = made.config.contract, made.config.input
+    assert c is not None
     x = [to_tensor(prepare(load_image(p), spec), spec, c.layout, "float32") for p in made.eval_images]
     path = str(made.store.path(c.file))
     if c.kind == "onnx":
@@ -83,11 +88,12 @@ def test_the_reference_is_the_source_run_by_its_own_toolchain(made):
 
 
 @pytest.mark.parametrize("key", KEYS)
-def test_runtime_lifecycle(made, key):
+def test_runtime_lifecycle(made: StepContext, key: str) -> None:
     source, key = key == "source", resolve(made, key)
     rt = runtime_class(key).from_store(made.store, made.config)
     x = tensors(made, rt)
     reference = np.load(made.store.path("source/reference.npy"))
+    assert made.config.contract is not None
     source_layout = made.config.contract.layout
     assert rt.input_layout == (source_layout if source else "NCHW")
     assert x[0].shape == rt.input_shape() and x[0].dtype == np.float32
@@ -96,7 +102,7 @@ def test_runtime_lifecycle(made, key):
     with pytest.raises(RuntimeError, match="not active"):
         rt.set_batch(1)
 
-    assert rt.activate() is rt and rt.active and rt.load_ms > 0
+    assert rt.activate() is rt and rt.active and rt.load_ms is not None and rt.load_ms > 0
     out = rt.infer(x[0])
     assert out.shape == (1, 5) and out.dtype == np.float32 and close(out[0], reference[0], key)
     with pytest.raises(ValueError, match=r"takes batches of 1\.\.1, not 2"):
@@ -114,7 +120,7 @@ def test_runtime_lifecycle(made, key):
 
 
 @pytest.mark.parametrize("key", KEYS)
-def test_batch_twin_gives_the_per_image_outputs_in_one_batch(made, key):
+def test_batch_twin_gives_the_per_image_outputs_in_one_batch(made: StepContext, key: str) -> None:
     key = resolve(made, key)
     if key not in BATCH_TWINS:  # an ONNX source runs as it is: batch runs use its own runtime
         assert batch_class(key) is runtime_class(key)
@@ -134,7 +140,7 @@ def test_batch_twin_gives_the_per_image_outputs_in_one_batch(made, key):
 
 
 @pytest.mark.parametrize("key", KEYS)
-def test_a_missing_model_file_is_one_line_naming_it(tmp_path, key):
+def test_a_missing_model_file_is_one_line_naming_it(tmp_path: Path, key: str) -> None:
     env = tiny_pipeline(tmp_path)
     ok(env, "fetch")
     ctx = make_context(env)
@@ -149,7 +155,7 @@ def test_a_missing_model_file_is_one_line_naming_it(tmp_path, key):
         assert f"run `modelport convert {key}` first" in str(e.value)
 
 
-def test_bench_results_follow_the_schema_and_the_report_is_written(made):
+def test_bench_results_follow_the_schema_and_the_report_is_written(made: StepContext) -> None:
     env = {
         "MODELPORT_CONFIG": str(made.config.source),
         "MODELPORT_ARTIFACTS": str(made.store.root),
@@ -157,13 +163,14 @@ def test_bench_results_follow_the_schema_and_the_report_is_written(made):
         "MODELPORT_CALIBRATION": str(made.eval_images[0].parent),
     }
     ok(env, "bench", *KEYS)
-    source_sha = made.store.current_source()["sha256"]
+    source_sha = cast(dict[str, Any], made.store.current_source())["sha256"]
     reference = np.load(made.store.path("source/reference.npy"))
     for key in (resolve(made, k) for k in KEYS):
         data = json.loads(made.store.path(f"results/{key}.json").read_text())
         r = BackendResult.model_validate(data)
         assert data["schema"] == RESULT_SCHEMA and r.key == key and r.status == "ok", r.reason
         lat = r.latency_ms
+        assert lat is not None and r.load_ms is not None and r.headline is not None and r.agreement is not None
         assert (lat.warmup, lat.runs) == (1, 3) and 0 < lat.min <= lat.median <= lat.p90 <= lat.p99 <= lat.max
         assert r.model_sha256 == source_sha and r.preprocessing == made.config.input.signature and r.load_ms > 0
         outputs = np.load(made.store.path(f"results/{key}.npy"), allow_pickle=False)
@@ -188,7 +195,7 @@ def test_bench_results_follow_the_schema_and_the_report_is_written(made):
     assert (folder / "latency.png").read_bytes()[:4] == b"\x89PNG" and (folder / "results.html").stat().st_size > 1000
 
 
-def test_failed_rows_are_reported_with_their_reasons(tiny):
+def test_failed_rows_are_reported_with_their_reasons(tiny: dict[str, str]) -> None:
     """A row that could not run is a row with its reason; a report with no row that ran is an error."""
     art = Path(tiny["MODELPORT_ARTIFACTS"])
     ok(tiny, "fetch")

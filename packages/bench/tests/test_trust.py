@@ -2,6 +2,7 @@
 getting a quiet wrong number: on the real pipeline and the real CLI."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -9,19 +10,20 @@ from conftest import error_line, make_context, private_artifacts, run
 from modelport.bench import runner
 from modelport.bench.report import build, write
 from modelport.common.cli import main
+from modelport.common.context import StepContext
 
 QUICK = ["-o", "bench.runs=5", "-o", "bench.warmup=1"]
 
 
 @pytest.fixture
-def art(pipeline, test_env, tmp_path):
+def art(pipeline: StepContext, test_env: dict[str, str], tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A private copy of the pipeline's models and manifests, no results."""
     dst = tmp_path / "art"
     private_artifacts(pipeline, dst, "depth", "*.int8*")
     return dst, {**test_env, "MODELPORT_ARTIFACTS": str(dst)}
 
 
-def second_model(env, tmp_path):
+def second_model(env: dict[str, str], tmp_path: Path) -> None:
     """Another source model: the same graph with trailing bytes (another sha256), imported by `fetch`."""
     other = tmp_path / "other.tflite"
     other.write_bytes(open(env["MODELPORT_MODEL"], "rb").read() + b"\0" * 16)
@@ -30,7 +32,9 @@ def second_model(env, tmp_path):
 
 
 @pytest.mark.slow
-def test_nothing_of_the_first_model_is_benchmarked_or_reported_after_a_second_fetch(art, tmp_path):
+def test_nothing_of_the_first_model_is_benchmarked_or_reported_after_a_second_fetch(
+    art: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
     dst, env = art
     proc = run(env, "bench", "tflite", "onnx", *QUICK)  # -o after the subcommand
     assert proc.returncode == 0, proc.stderr
@@ -57,7 +61,7 @@ def test_nothing_of_the_first_model_is_benchmarked_or_reported_after_a_second_fe
 
 
 @pytest.mark.slow
-def test_a_mistyped_headline_is_an_error_naming_the_images(art):
+def test_a_mistyped_headline_is_an_error_naming_the_images(art: tuple[Path, dict[str, str]]) -> None:
     dst, env = art
     proc = run(env, "bench", "onnx", "-o", "images.headline=grace_hoper.jpg")
     line = error_line(proc)
@@ -66,7 +70,7 @@ def test_a_mistyped_headline_is_an_error_naming_the_images(art):
 
 
 @pytest.mark.slow
-def test_bad_labeled_input_is_checked_before_the_benchmark(art, tmp_path):
+def test_bad_labeled_input_is_checked_before_the_benchmark(art: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     dst, env = art
     assert run(env, "bench", "onnx", *QUICK).returncode == 0
     good = (dst / "results" / "onnx.json").read_bytes()
@@ -78,7 +82,7 @@ def test_bad_labeled_input_is_checked_before_the_benchmark(art, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_missing_reference_is_visible_in_the_row_and_the_summary(art):
+def test_a_missing_reference_is_visible_in_the_row_and_the_summary(art: tuple[Path, dict[str, str]]) -> None:
     dst, env = art
     for f in (dst / "source").glob("reference.npy*"):
         f.unlink()
@@ -91,7 +95,9 @@ def test_a_missing_reference_is_visible_in_the_row_and_the_summary(art):
 
 
 @pytest.mark.slow
-def test_a_benchmark_under_load_is_flagged_in_terminal_report_and_json(art, monkeypatch, capsys):
+def test_a_benchmark_under_load_is_flagged_in_terminal_report_and_json(
+    art: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     dst, env = art
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -106,7 +112,7 @@ def test_a_benchmark_under_load_is_flagged_in_terminal_report_and_json(art, monk
     assert "UNDER LOAD" in (dst / "report" / "results.md").read_text()
 
 
-def test_the_missing_source_names_fetch(test_env, tmp_path):
+def test_the_missing_source_names_fetch(test_env: dict[str, str], tmp_path: Path) -> None:
     art = tmp_path / "empty"
     proc = run({**test_env, "MODELPORT_ARTIFACTS": str(art)}, "bench", "tflite")
     assert proc.returncode != 0

@@ -1,21 +1,31 @@
 import json
 import multiprocessing
+import threading
 import time
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from modelport.common.artifacts import ArtifactStore
+from modelport.common.artifacts import ArtifactStore, Job
 from modelport.common.errors import InputError
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(tmp_path: Path) -> ArtifactStore:
     s = ArtifactStore(tmp_path / "art")
     (tmp_path / "in.txt").write_text("v1")
     return s
 
 
-def produce(store, src, options=None, force=False, content="out", fail=False):
+def produce(
+    store: ArtifactStore,
+    src: Path,
+    options: dict[str, Any] | None = None,
+    force: bool = False,
+    content: str = "out",
+    fail: bool = False,
+) -> Job:
     with store.produce("x/out.bin", inputs={"src": src}, tool="t", tool_version="1", options=options or {}, force=force) as job:
         if not job.cached:
             job.tmp().write_text(content)
@@ -24,7 +34,7 @@ def produce(store, src, options=None, force=False, content="out", fail=False):
     return job
 
 
-def test_manifest_and_cache_hit(store, tmp_path):
+def test_manifest_and_cache_hit(store: ArtifactStore, tmp_path: Path) -> None:
     src = tmp_path / "in.txt"
     assert not produce(store, src).cached
     m = json.loads((store.path("x/out.bin.manifest.json")).read_text())
@@ -33,7 +43,7 @@ def test_manifest_and_cache_hit(store, tmp_path):
     assert not produce(store, src, force=True).cached
 
 
-def test_changed_input_or_option_redoes(store, tmp_path):
+def test_changed_input_or_option_redoes(store: ArtifactStore, tmp_path: Path) -> None:
     src = tmp_path / "in.txt"
     produce(store, src)
     assert not produce(store, src, options={"a": 1}).cached
@@ -41,20 +51,20 @@ def test_changed_input_or_option_redoes(store, tmp_path):
     assert not produce(store, src, options={"a": 1}).cached
 
 
-def test_modified_artifact_is_not_trusted(store, tmp_path):
+def test_modified_artifact_is_not_trusted(store: ArtifactStore, tmp_path: Path) -> None:
     src = tmp_path / "in.txt"
     produce(store, src)
     store.path("x/out.bin").write_text("tampered")
     assert not produce(store, src).cached
 
 
-def test_failed_step_writes_nothing(store, tmp_path):
+def test_failed_step_writes_nothing(store: ArtifactStore, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         produce(store, tmp_path / "in.txt", fail=True)
     assert list(store.path("x").iterdir()) == []
 
 
-def test_failed_redo_keeps_previous_good_artifact(store, tmp_path):
+def test_failed_redo_keeps_previous_good_artifact(store: ArtifactStore, tmp_path: Path) -> None:
     src = tmp_path / "in.txt"
     produce(store, src, content="good")
     with pytest.raises(RuntimeError):
@@ -63,18 +73,18 @@ def test_failed_redo_keeps_previous_good_artifact(store, tmp_path):
     assert sorted(p.name for p in store.path("x").iterdir()) == ["out.bin", "out.bin.manifest.json"]
 
 
-def test_missing_input_is_a_clear_error(store, tmp_path):
+def test_missing_input_is_a_clear_error(store: ArtifactStore, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="input 'src' does not exist"):
         produce(store, tmp_path / "nope")
 
 
-def _hold_lock(root, held, seconds):
+def _hold_lock(root: Path, held: threading.Event, seconds: float) -> None:
     with ArtifactStore(root).lock():
         held.set()
         time.sleep(seconds)
 
 
-def test_second_writer_waits_for_the_lock(tmp_path):
+def test_second_writer_waits_for_the_lock(tmp_path: Path) -> None:
     root = tmp_path / "art"
     ArtifactStore(root).root.mkdir()
     mp = multiprocessing.get_context("spawn")
@@ -90,7 +100,9 @@ def test_second_writer_waits_for_the_lock(tmp_path):
     assert waited > 0.3
 
 
-def test_up_to_date_is_said_once_per_process_not_after_building_it(store, tmp_path, capsys):
+def test_up_to_date_is_said_once_per_process_not_after_building_it(
+    store: ArtifactStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "in.txt"
     produce(store, src)  # made here: the later steps that reuse it say nothing more about it
     assert produce(store, src).cached and produce(store, src).cached
@@ -100,7 +112,7 @@ def test_up_to_date_is_said_once_per_process_not_after_building_it(store, tmp_pa
     assert "".join(capsys.readouterr()).count("up to date") == 1
 
 
-def test_a_file_replaced_with_its_size_and_mtime_kept_is_hashed_again(tmp_path):
+def test_a_file_replaced_with_its_size_and_mtime_kept_is_hashed_again(tmp_path: Path) -> None:
     """cp -p / rsync -t / a restore: same path, same size, same mtime, other bytes (another inode)."""
     import os
 
@@ -117,7 +129,7 @@ def test_a_file_replaced_with_its_size_and_mtime_kept_is_hashed_again(tmp_path):
     assert sha256_file(path) != before
 
 
-def test_two_inputs_of_one_name_in_different_folders_are_both_in_the_key(store, tmp_path):
+def test_two_inputs_of_one_name_in_different_folders_are_both_in_the_key(store: ArtifactStore, tmp_path: Path) -> None:
     """A list file may name a/photo.png and b/photo.png: a change to either redoes the step."""
     from modelport.common.artifacts import file_inputs
 
@@ -127,7 +139,7 @@ def test_two_inputs_of_one_name_in_different_folders_are_both_in_the_key(store, 
         files.append(tmp_path / d / "photo.png")
         files[-1].write_text(d)
 
-    def step():
+    def step() -> Job:
         with store.produce("x/out.bin", inputs=file_inputs("image", files), tool="t", tool_version="1") as job:
             if not job.cached:
                 job.tmp().write_text("out")
@@ -139,7 +151,7 @@ def test_two_inputs_of_one_name_in_different_folders_are_both_in_the_key(store, 
 
 
 @pytest.mark.parametrize("damage", [b"[]", b'"x"', b"\xff\xfe not utf-8", b'{"sha256": 5}', b'{"sha256": "ab", "lineage": 3}'])
-def test_a_damaged_manifest_is_never_trusted_and_never_a_crash(store, tmp_path, damage):
+def test_a_damaged_manifest_is_never_trusted_and_never_a_crash(store: ArtifactStore, tmp_path: Path, damage: bytes) -> None:
     src = tmp_path / "in.txt"
     produce(store, src)
     out = store.path("x/out.bin")
@@ -149,13 +161,15 @@ def test_a_damaged_manifest_is_never_trusted_and_never_a_crash(store, tmp_path, 
     with pytest.raises(InputError, match=r"out.bin: changed since the step that made it"):
         store.check_current(out, rerun="modelport convert x")
     assert not produce(store, src).cached  # remade, and its manifest with it
-    assert store.read_manifest("x/out.bin")["sha256"]
+    assert cast(dict[str, Any], store.read_manifest("x/out.bin"))["sha256"]
 
 
 @pytest.mark.parametrize("damage", [b"[]", b"\xff not utf-8", b'{"reason": 3, "agreement": [1]}', b'{"agreement": {"x": 1}}'])
-def test_a_damaged_failure_record_still_says_failed_and_never_crashes(store, tmp_path, damage):
+def test_a_damaged_failure_record_still_says_failed_and_never_crashes(
+    store: ArtifactStore, tmp_path: Path, damage: bytes
+) -> None:
     out = store.path("x/out.bin")
     out.parent.mkdir(parents=True)
     store.failure_path(out).write_bytes(damage)
-    assert store.failure(out).startswith("failed")
+    assert cast(str, store.failure(out)).startswith("failed")
     assert store.failure_agreement(out) is None

@@ -5,6 +5,7 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,13 +17,13 @@ from modelport.common.safe_names import inside, safe_relpath
 from modelport.common.schema import BackendResult
 
 
-def result_json(**changes) -> bytes:
+def result_json(**changes: Any) -> bytes:
     r = BackendResult(key="onnx", backend="onnxruntime", precision="fp32", name="ONNX FP32", env="t", status="skipped")
     data = json.loads(r.dump()) | changes
     return json.dumps(data).encode()
 
 
-def craft(path: Path, members: dict[str, bytes], index: dict[str, dict] | None = None) -> Path:
+def craft(path: Path, members: dict[str, bytes], index: dict[str, dict[str, Any]] | None = None) -> Path:
     """A .tar.gz with bundle.json first, then ``members`` as given (names used verbatim, no normalising)."""
     files = {
         name.removeprefix("artifacts/"): {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
@@ -40,8 +41,11 @@ def craft(path: Path, members: dict[str, bytes], index: dict[str, dict] | None =
     return path
 
 
+Farm = tuple[Path, Path, Path]  # the bundle's parent folder, its temp folder, the victim file
+
+
 @pytest.fixture
-def farm(tmp_path):
+def farm(tmp_path: Path) -> Farm:
     """A bundle's temp folder, and a victim file beside it that nothing may touch."""
     work = tmp_path / "work"
     work.mkdir()
@@ -57,7 +61,7 @@ def untouched(tmp_path: Path, victim: Path) -> None:
     assert not list(tmp_path.rglob("esc*"))
 
 
-def test_a_good_bundle_is_read(farm):
+def test_a_good_bundle_is_read(farm: Farm) -> None:
     tmp_path, work, _ = farm
     src = read_source(craft(tmp_path / "b.tar.gz", {"artifacts/results/onnx.json": result_json()}), work)
     assert [r.key for r in src.results] == ["onnx"]
@@ -75,7 +79,7 @@ def test_a_good_bundle_is_read(farm):
     ],
 )
 @pytest.mark.parametrize("sha_ok", [True, False])
-def test_a_member_name_that_leaves_its_folder_is_refused_before_anything_lands(farm, name, sha_ok):
+def test_a_member_name_that_leaves_its_folder_is_refused_before_anything_lands(farm: Farm, name: str, sha_ok: bool) -> None:
     tmp_path, work, victim = farm
     name = name.format(victim=str(victim).lstrip("/"))
     payload = b"overwritten"
@@ -92,7 +96,7 @@ def test_a_member_name_that_leaves_its_folder_is_refused_before_anything_lands(f
     untouched(tmp_path, victim)
 
 
-def test_a_wrong_sha256_lands_nothing(farm):
+def test_a_wrong_sha256_lands_nothing(farm: Farm) -> None:
     tmp_path, work, victim = farm
     data = result_json()
     index = {"results/onnx.json": {"sha256": hashlib.sha256(b"other").hexdigest(), "size": len(data)}}
@@ -102,7 +106,7 @@ def test_a_wrong_sha256_lands_nothing(farm):
     untouched(tmp_path, victim)
 
 
-def test_an_oversized_member_is_refused_before_it_is_read(farm, monkeypatch):
+def test_an_oversized_member_is_refused_before_it_is_read(farm: Farm, monkeypatch: pytest.MonkeyPatch) -> None:
     tmp_path, work, _ = farm
     monkeypatch.setattr(bundle, "MAX_MEMBER_BYTES", 1000)
     big = {"artifacts/results/onnx.json": result_json(), "artifacts/onnx/model.onnx": b"x" * 1001}
@@ -111,7 +115,7 @@ def test_an_oversized_member_is_refused_before_it_is_read(farm, monkeypatch):
     assert not list(work.rglob("model.onnx"))
 
 
-def test_a_member_larger_than_its_index_says_is_refused(farm):
+def test_a_member_larger_than_its_index_says_is_refused(farm: Farm) -> None:
     tmp_path, work, _ = farm
     data = result_json()
     index = {"results/onnx.json": {"sha256": hashlib.sha256(data).hexdigest(), "size": 10}}
@@ -119,7 +123,7 @@ def test_a_member_larger_than_its_index_says_is_refused(farm):
         read_source(craft(tmp_path / "b.tar.gz", {"artifacts/results/onnx.json": data}, index), work)
 
 
-def test_too_many_members_or_bytes_are_refused(farm, monkeypatch):
+def test_too_many_members_or_bytes_are_refused(farm: Farm, monkeypatch: pytest.MonkeyPatch) -> None:
     tmp_path, work, _ = farm
     members = {"artifacts/results/onnx.json": result_json()} | {f"artifacts/depth/{i}.json": b"{}" for i in range(5)}
     monkeypatch.setattr(bundle, "MAX_MEMBERS", 4)
@@ -141,7 +145,7 @@ def test_too_many_members_or_bytes_are_refused(farm, monkeypatch):
     "field, value",
     [("key", "../../../../elsewhere/esc"), ("key", "/elsewhere/esc"), ("key", "a/b"), ("device_key", "../x"), ("model", "a\nb")],
 )
-def test_a_result_with_a_key_that_is_no_key_is_refused_when_read(farm, field, value):
+def test_a_result_with_a_key_that_is_no_key_is_refused_when_read(farm: Farm, field: str, value: str) -> None:
     tmp_path, work, victim = farm
     path = craft(tmp_path / "b.tar.gz", {"artifacts/results/onnx.json": result_json(**{field: value})})
     with pytest.raises(InputError, match=f"invalid result: {field}: "):
@@ -150,14 +154,14 @@ def test_a_result_with_a_key_that_is_no_key_is_refused_when_read(farm, field, va
 
 
 @pytest.mark.parametrize("name", ["", "a//b", "/a", "a/../b", "..", ".", "a/", "a\\b", "a\x00b", "results/.x", 3, None])
-def test_unsafe_relative_names_are_refused(tmp_path, name):
+def test_unsafe_relative_names_are_refused(tmp_path: Path, name: Any) -> None:
     with pytest.raises(InputError, match="not a safe relative path"):
         safe_relpath(name, "name", "where")
     with pytest.raises(InputError):
         inside(tmp_path, name, "name")
 
 
-def test_a_symlink_inside_the_root_cannot_lead_out(tmp_path):
+def test_a_symlink_inside_the_root_cannot_lead_out(tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()
     (tmp_path / "root" / "link").symlink_to(tmp_path)
     with pytest.raises(InputError, match="leads outside"):
@@ -165,14 +169,14 @@ def test_a_symlink_inside_the_root_cannot_lead_out(tmp_path):
     assert inside(tmp_path / "root", "results/onnx-int8.json", "name") == tmp_path / "root" / "results" / "onnx-int8.json"
 
 
-def test_keys_are_checked_on_every_read(tmp_path):
+def test_keys_are_checked_on_every_read(tmp_path: Path) -> None:
     p = tmp_path / "r.json"
     p.write_bytes(result_json(key="ONNX"))
     with pytest.raises(InputError, match="key 'ONNX' is not lowercase"):
         read_result(p)
 
 
-def test_export_refuses_a_name_no_merge_would_accept(tmp_path):
+def test_export_refuses_a_name_no_merge_would_accept(tmp_path: Path) -> None:
     from modelport.common.artifacts import ArtifactStore
 
     store = ArtifactStore(tmp_path / "art")

@@ -3,13 +3,14 @@
 import os
 import re
 import subprocess
+from typing import cast
 
 from conftest import ROOT
 
 AS_USER = ROOT / ".ci" / "as-user"
 
 
-def test_the_readme_commands_see_only_path_home_and_the_package_index_settings():
+def test_the_readme_commands_see_only_path_home_and_the_package_index_settings() -> None:
     caller = os.environ | {
         "PYTHONUNBUFFERED": "1",
         "CI": "true",
@@ -24,9 +25,9 @@ def test_the_readme_commands_see_only_path_home_and_the_package_index_settings()
     assert {k for k in seen if not k.startswith("PIP_")} == {"PATH", "HOME"}
 
 
-def test_ci_runs_both_readme_commands_through_it():
+def test_ci_runs_both_readme_commands_through_it() -> None:
     readme = (ROOT / "README.md").read_text()
-    commands = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    commands = cast(re.Match[str], re.search(r"```bash\n(.*?)```", readme, re.S)).group(1)
     shown = [m.group(0).strip() for m in re.finditer(r"nox -s [^#\n]*", commands)]
     assert shown == ["nox -s convert bench rknn", "nox -s tests"]
     ci = (ROOT / ".ci" / "run").read_text()

@@ -1,5 +1,8 @@
 """The source contract meets [input] in one place: what the model says wins, a contradiction is refused."""
 
+from pathlib import Path
+from typing import Any, Literal
+
 import numpy as np
 import pytest
 
@@ -9,8 +12,8 @@ from modelport.common.labels import Labels
 from modelport.common.preprocess import InputSpec, to_tensor
 
 
-def contract(**kw) -> Contract:
-    base = {
+def contract(**kw: Any) -> Contract:
+    base: dict[str, Any] = {
         "kind": "tflite",
         "input_name": "input",
         "input_shape": [1, 160, 192, 3],
@@ -24,13 +27,15 @@ def contract(**kw) -> Contract:
     return Contract(**(base | kw))
 
 
-def test_the_model_gives_size_and_dtype():
+def test_the_model_gives_size_and_dtype() -> None:
     spec = resolve_input(InputSpec(), contract(), "cfg.toml", "m.tflite")
     assert spec.size == (160, 192) and spec.dtype == "float32" and spec.mean == (127.5,) * 3
 
 
 @pytest.mark.parametrize("dtype, zero_point, mean", [("uint8", 128, 128.0), ("int8", 0, 128.0), ("int8", -128, 0.0)])
-def test_quantized_input_gives_the_float_twins_mean_and_std(dtype, zero_point, mean):
+def test_quantized_input_gives_the_float_twins_mean_and_std(
+    dtype: Literal["uint8", "int8"], zero_point: int, mean: float
+) -> None:
     c = contract(dtype=dtype, scale=1 / 128, zero_point=zero_point)
     spec = resolve_input(InputSpec(), c, "cfg.toml", "m.tflite")
     assert spec.mean == (mean,) * 3 and spec.std == (128.0,) * 3
@@ -42,7 +47,7 @@ def test_quantized_input_gives_the_float_twins_mean_and_std(dtype, zero_point, m
     assert np.allclose(real, to_tensor(pixels, spec16, "NHWC", "float32"), atol=1e-6)
 
 
-def test_a_contradiction_names_both_values_the_config_and_the_model():
+def test_a_contradiction_names_both_values_the_config_and_the_model() -> None:
     given = InputSpec.model_validate({"size": [224, 224], "mean": [127.5] * 3})
     with pytest.raises(ConfigError) as e:
         resolve_input(given, contract(dtype="uint8", scale=1 / 128, zero_point=128), "my.toml", "m.tflite")
@@ -52,14 +57,14 @@ def test_a_contradiction_names_both_values_the_config_and_the_model():
     assert "[input] mean = [127.5, 127.5, 127.5]" in msg and "is [128, 128, 128]" in msg
 
 
-def test_dynamic_height_width_need_a_size():
+def test_dynamic_height_width_need_a_size() -> None:
     c = contract(size=None, input_shape=[1, "?", "?", 3])
     with pytest.raises(ConfigError, match="dynamic"):
         resolve_input(InputSpec(), c, "cfg.toml", "m.onnx")
     assert resolve_input(InputSpec.model_validate({"size": [64, 64]}), c, "cfg.toml", "m.onnx").size == (64, 64)
 
 
-def test_metadata_normalisation_is_used_and_checked():
+def test_metadata_normalisation_is_used_and_checked() -> None:
     c = contract(mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0))
     assert resolve_input(InputSpec(), c, "c", "m").std == (255.0,) * 3
     with pytest.raises(ConfigError, match="metadata mean"):
@@ -75,13 +80,13 @@ def test_metadata_normalisation_is_used_and_checked():
         (["background", "a"], 2, "background"),
     ],
 )
-def test_label_conventions(tmp_path, names, classes, first):
+def test_label_conventions(tmp_path: Path, names: list[str], classes: int, first: str) -> None:
     p = tmp_path / "labels.txt"
     p.write_text("\n".join(names))
     assert Labels.load(p, num_classes=classes).name(0, classes) == first
 
 
-def test_labels_that_fit_no_convention_and_no_labels(tmp_path):
+def test_labels_that_fit_no_convention_and_no_labels(tmp_path: Path) -> None:
     p = tmp_path / "labels.txt"
     p.write_text("a\nb\nc\n")
     with pytest.raises(InputError, match="3 labels fit no convention for a model with 5 outputs"):
@@ -89,7 +94,7 @@ def test_labels_that_fit_no_convention_and_no_labels(tmp_path):
     assert Labels.indices().name(7, 10) == "7"
 
 
-def test_a_contract_written_before_tasks_reads_as_a_classifier(tmp_path):
+def test_a_contract_written_before_tasks_reads_as_a_classifier(tmp_path: Path) -> None:
     import json
 
     from modelport.common.contract import read_contract

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def checkout(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_the_checkouts_table_loads_in_order():
+def test_the_checkouts_table_loads_in_order() -> None:
     table = envs.load(ROOT)
     assert list(table.envs)[0] == table.report_env == "tf-onnx"  # the others convert its ONNX
     assert [e.order for e in table.envs.values()] == sorted(e.order for e in table.envs.values())
@@ -48,12 +49,22 @@ def test_the_checkouts_table_loads_in_order():
     assert "tensorrt" not in table.cpu_envs() and "openvino" in table.cpu_envs()
 
 
-def test_a_minimal_table_loads(checkout):
+def test_a_minimal_table_loads(checkout: Path) -> None:
     table = envs.load(checkout)
     a = table.envs["a"]
     assert a.requirements == [checkout / "envs" / "a" / "requirements.txt"]
     assert a.commands("convert") == [["convert", "a"]] and a.commands("bench") == [["bench", "a"]]
     assert a.commands("rknn") == [] and table.with_step("bench") == ["a"] and table.tools["docker"] == ["docker==7.2.0"]
+
+
+def test_packages_star_is_every_package_folder_so_a_new_backend_needs_no_edit(checkout: Path) -> None:
+    (checkout / "envs" / "a" / "env.toml").write_text(GOOD.replace('packages = ["common"]', 'packages = ["*"]'))
+    assert envs.load(checkout).envs["a"].packages == ["common"]
+    (checkout / "packages" / "newbackend").mkdir()
+    (checkout / "packages" / "newbackend" / "pyproject.toml").write_text('[project]\nname = "modelport-newbackend"\n')
+    (checkout / "packages" / "notes").mkdir()  # a folder without a pyproject.toml is no package
+    assert envs.load(checkout).envs["a"].packages == ["common", "newbackend"]
+    assert envs.load(ROOT).envs["tf-onnx"].packages == envs.every_package(ROOT)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +90,7 @@ def test_a_minimal_table_loads(checkout):
         (lambda t: t.replace("order = 10", "order = = 10"), "Invalid"),
     ],
 )
-def test_a_bad_table_is_one_line_naming_the_file(checkout, edit, problem):
+def test_a_bad_table_is_one_line_naming_the_file(checkout: Path, edit: Callable[[str], str], problem: str) -> None:
     path = checkout / "envs" / "a" / "env.toml"
     path.write_text(edit(GOOD))
     with pytest.raises(envs.TableError) as e:
@@ -89,7 +100,7 @@ def test_a_bad_table_is_one_line_naming_the_file(checkout, edit, problem):
     assert message.startswith(str(path) if "report = true" not in problem else str(checkout / "envs"))
 
 
-def test_what_two_envs_may_not_share_and_files_nothing_names(checkout):
+def test_what_two_envs_may_not_share_and_files_nothing_names(checkout: Path) -> None:
     (checkout / "envs" / "b").mkdir()
     (checkout / "envs" / "b" / "requirements.txt").write_text("numpy==2.4.6\n")
     with pytest.raises(envs.TableError, match=r"envs/b/env.toml: missing \(envs/b/ has a Dockerfile or requirements"):
@@ -107,7 +118,7 @@ def test_what_two_envs_may_not_share_and_files_nothing_names(checkout):
         envs.load(checkout)
 
 
-def test_tools_must_define_exactly_the_tool_venvs(checkout):
+def test_tools_must_define_exactly_the_tool_venvs(checkout: Path) -> None:
     (checkout / "envs" / "tools.toml").write_text(TOOLS.replace('mypy = ["mypy==2.4.1"]\n', ""))
     with pytest.raises(envs.TableError, match=r"tools.toml: must define exactly tests, lint, mypy, docker"):
         envs.load(checkout)
@@ -120,7 +131,7 @@ def _stamp(plan: envs.Plan) -> None:
     plan.write_stamp()
 
 
-def test_a_venv_is_reused_until_its_requirements_or_package_metadata_change(checkout):
+def test_a_venv_is_reused_until_its_requirements_or_package_metadata_change(checkout: Path) -> None:
     table, venv = envs.load(checkout), checkout / ".nox" / "env-a"
     recipe = envs.env_recipe(table, "a", None)
     first = envs.plan(venv, recipe, "python3.11", ["pytest==9.2.0"])
@@ -141,7 +152,7 @@ def test_a_venv_is_reused_until_its_requirements_or_package_metadata_change(chec
     assert not envs.plan(venv, recipe, "python3.11").reuse
 
 
-def test_without_its_hardware_an_env_installs_its_fallback_pins_and_nodeps_files_skip_deps(checkout):
+def test_without_its_hardware_an_env_installs_its_fallback_pins_and_nodeps_files_skip_deps(checkout: Path) -> None:
     env = checkout / "envs" / "a" / "env.toml"
     env.write_text(
         GOOD.replace("order = 10", 'order = 10\nneeds = "gpu"\nwithout_toolchain = ["onnx==1.23.2"]').replace(
@@ -164,7 +175,7 @@ def test_without_its_hardware_an_env_installs_its_fallback_pins_and_nodeps_files
 # --- the table vs compose.yaml and the Dockerfiles ----------------------------------------------
 
 
-def test_compose_services_run_the_tables_images_and_steps():
+def test_compose_services_run_the_tables_images_and_steps() -> None:
     table = envs.load(ROOT)
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
     assert set(compose) == {s for e in table.envs.values() for s in e.services}
@@ -191,11 +202,14 @@ def dockerfile_installs(dockerfile: Path) -> tuple[list[tuple[str, bool]], list[
         words = shlex.split(command, comments=True) if "pip" in command else []
         if "install" in words:
             requirements += [(Path(words[i + 1]).name, "--no-deps" in words) for i, w in enumerate(words) if w == "-r"]
-            packages += [Path(w).name for w in words if Path(w).parent.name == "packages"]
+            for w in words:
+                if Path(w).parent.name == "packages":
+                    # the shell expands ./packages/* to every package folder
+                    packages += envs.every_package(ROOT) if Path(w).name == "*" else [Path(w).name]
     return requirements, packages
 
 
-def test_every_dockerfile_installs_exactly_its_envs_requirement_files_and_packages():
+def test_every_dockerfile_installs_exactly_its_envs_requirement_files_and_packages() -> None:
     for env in envs.load(ROOT).envs.values():
         dockerfile = ROOT / "envs" / env.name / "Dockerfile"
         requirements, packages = dockerfile_installs(dockerfile)
@@ -203,7 +217,7 @@ def test_every_dockerfile_installs_exactly_its_envs_requirement_files_and_packag
         assert packages == env.packages, dockerfile
 
 
-def test_the_dockerfile_reader_sees_what_each_pip_install_takes(tmp_path):
+def test_the_dockerfile_reader_sees_what_each_pip_install_takes(tmp_path: Path) -> None:
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text(
         "RUN pip install -r envs/x/requirements.txt \\\n    && pip install --no-deps -r envs/x/requirements-nodeps.txt\n"
@@ -213,13 +227,13 @@ def test_the_dockerfile_reader_sees_what_each_pip_install_takes(tmp_path):
     assert dockerfile_installs(dockerfile) == ([("requirements.txt", False), ("requirements-nodeps.txt", True)], ["common"])
 
 
-def pins(lines) -> dict[str, str]:
+def pins(lines: Iterable[str]) -> dict[str, str]:
     """``name==version`` lines (comments and other specifiers skipped) by lower-cased name."""
     found = [line.split("#")[0].strip().split("==") for line in lines]
     return {p[0].strip().lower(): p[1].strip() for p in found if len(p) == 2}
 
 
-def test_pins_written_outside_requirement_files_match_them():
+def test_pins_written_outside_requirement_files_match_them() -> None:
     """Fallback and mypy pins repeat an env's requirement files by necessity (no toolchain to resolve from):
     the skip path must run the versions the toolchain path runs, and mypy must check against them too."""
     table = envs.load(ROOT)
@@ -240,7 +254,9 @@ def test_pins_written_outside_requirement_files_match_them():
     assert checked >= 10  # both lists are actually compared, not skipped by a parsing slip
 
 
-def test_the_farm_takes_its_models_from_the_artifacts_folder_every_step_uses(monkeypatch, tmp_path):
+def test_the_farm_takes_its_models_from_the_artifacts_folder_every_step_uses(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import ast
 
     from modelport.common.artifacts import ArtifactStore

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from modelport.common import in_docker
+import pytest
+
+from modelport.common import __version__, in_docker
 
 
-def test_spec_mounts_every_input_at_its_host_path(tmp_path, monkeypatch, data_dir):
+def test_spec_mounts_every_input_at_its_host_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "modelport.toml").write_text('[images]\neval = "photos"\n')
     (tmp_path / "photos").mkdir()
@@ -15,7 +18,7 @@ def test_spec_mounts_every_input_at_its_host_path(tmp_path, monkeypatch, data_di
     monkeypatch.setenv("MODELPORT_MODEL", str(model))
     spec = in_docker.container_spec("tf-onnx", ["convert", "onnx"], tmp_path / "artifacts")
 
-    assert spec["image"] == f"modelport/tf-onnx:{in_docker.__version__}"
+    assert spec["image"] == f"modelport/tf-onnx:{__version__}"
     assert spec["command"] == ["convert", "onnx"]
     assert spec["user"] == f"{os.getuid()}:{os.getgid()}"
     assert spec["network_mode"] == "none"
@@ -29,7 +32,7 @@ def test_spec_mounts_every_input_at_its_host_path(tmp_path, monkeypatch, data_di
     assert spec["environment"]["MODELPORT_CONFIG"] == str(tmp_path / "modelport.toml")
 
 
-def test_fetch_gets_a_network_only_when_nothing_local(tmp_path, monkeypatch, data_dir):
+def test_fetch_gets_a_network_only_when_nothing_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MODELPORT_FETCH_NETWORK", "host")
     assert in_docker.container_spec("tf-onnx", ["fetch"], tmp_path / "a")["network_mode"] == "host"

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed in this env")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import ModelProto, TensorProto, helper, numpy_helper  # noqa: E402
 
 from modelport.common import layer_analysis, onnx_layers  # noqa: E402
+from modelport.common.onnx_layers import OnnxLayer  # noqa: E402
 
 
-def tiny_model():
+def tiny_model() -> ModelProto:
     """input -> Conv -> Clip -> Conv -> Add(residual with the Clip output) -> Softmax."""
     w = numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), "w")
     w2 = numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), "w2")
-    lo, hi = numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")
+    lo, hi = (
+        numpy_helper.from_array(cast(np.ndarray, np.float32(0)), "lo"),
+        numpy_helper.from_array(cast(np.ndarray, np.float32(6)), "hi"),
+    )
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c1"], name="conv1"),
         helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"], name="relu1"),
@@ -35,7 +40,7 @@ def tiny_model():
     return helper.make_model(g)
 
 
-def test_a_conv_and_its_activation_are_one_layer_named_by_the_conv():
+def test_a_conv_and_its_activation_are_one_layer_named_by_the_conv() -> None:
     graph = onnx_layers.from_model(tiny_model())
     assert [(la.node, la.op, la.tensors) for la in graph.layers] == [
         ("conv1", "Conv+Clip", ["c1", "r1"]),
@@ -44,26 +49,26 @@ def test_a_conv_and_its_activation_are_one_layer_named_by_the_conv():
         ("softmax", "Softmax", ["y"]),
     ]
     assert graph.layer_of("c1") is graph.layer_of("r1") is graph.by_node("relu1")
-    assert graph.by_node("add").inputs == ["c2", "r1"] and graph.graph_input == "x"
+    assert cast(OnnxLayer, graph.by_node("add")).inputs == ["c2", "r1"] and graph.graph_input == "x"
 
 
-def test_tensor_error():
+def test_tensor_error() -> None:
     x = np.random.default_rng(0).normal(size=1000)
-    assert layer_analysis.tensor_error(x, x) == (pytest.approx(1.0), layer_analysis.SQNR_CAP_DB)
+    assert cast(tuple[object, ...], layer_analysis.tensor_error(x, x)) == (pytest.approx(1.0), layer_analysis.SQNR_CAP_DB)
     noise = 0.1 * np.random.default_rng(1).normal(size=1000)
     cos, sqnr = layer_analysis.tensor_error(x, x + noise)
     assert sqnr == pytest.approx(20 * math.log10(np.linalg.norm(x) / np.linalg.norm(noise)))
     assert layer_analysis.sqnr_from_cosine(cos) == pytest.approx(sqnr, abs=0.5)  # uncorrelated noise
 
 
-def test_rows_keep_the_layers_last_tensor_and_own_error_subtracts_the_inputs_noise():
+def test_rows_keep_the_layers_last_tensor_and_own_error_subtracts_the_inputs_noise() -> None:
     graph = onnx_layers.from_model(tiny_model())
     errors = layer_analysis.LayerErrors(graph)
     rng = np.random.default_rng(2)
     ref = {t: rng.normal(size=64) for t in ("c1", "r1", "c2", "a", "y")}
     noise = {"c1": 0.5, "r1": 0.01, "c2": 0.02, "a": 0.02, "y": 0.02}  # c1 is overwritten by r1: same layer
     for t, n in noise.items():
-        errors.add(graph.layer_of(t), t, "img", ref[t], ref[t] + n * rng.normal(size=64), t)
+        errors.add(cast(OnnxLayer, graph.layer_of(t)), t, "img", ref[t], ref[t] + n * rng.normal(size=64), t)
     rows = {r["node"]: r for r in errors.rows()}
     assert list(rows) == ["conv1", "conv2", "add", "softmax"] and rows["conv1"]["tensor"] == "r1"
     assert rows["conv1"]["sqnr_db_mean"] > 30  # from r1 (noise 0.01), not c1 (0.5)

@@ -27,24 +27,24 @@ def imported(package: str) -> dict[str, set[str]]:
     return out
 
 
-def test_the_backend_packages_are_found():
+def test_the_backend_packages_are_found() -> None:
     assert {"tflite", "ort", "ncnn", "tensorrt", "openvino", "rknn", "mnn"} <= set(BACKENDS)
 
 
 @pytest.mark.parametrize("package", SHARED)
-def test_a_shared_package_imports_no_backend_package(package):
+def test_a_shared_package_imports_no_backend_package(package: str) -> None:
     bad = {f: sorted(n & set(BACKENDS)) for f, n in imported(package).items() if n & set(BACKENDS)}
     assert not bad
 
 
 @pytest.mark.parametrize("package", BACKENDS)
-def test_a_backend_package_imports_no_other_backend_package(package):
+def test_a_backend_package_imports_no_other_backend_package(package: str) -> None:
     others = set(BACKENDS) - {package}
     bad = {f: sorted(n & others) for f, n in imported(package).items() if n & others}
     assert not bad
 
 
-def test_every_env_lists_test_folders_not_file_globs():
+def test_every_env_lists_test_folders_not_file_globs() -> None:
     listed = [arg for env in envs.load(ROOT).envs.values() for arg in env.tests]
     assert all("*" not in arg and (ROOT / arg).is_dir() for arg in listed), listed
     for package in BACKENDS:  # each backend package's tests run once, in its env

@@ -1,15 +1,18 @@
 """Long steps show they are alive: periodic lines off a terminal, one shared helper."""
 
 import threading
+from pathlib import Path
+
+import pytest
 
 from modelport.common import log
 
 
-def test_a_long_step_prints_elapsed_time_lines(capsys):
+def test_a_long_step_prints_elapsed_time_lines(capsys: pytest.CaptureFixture[str]) -> None:
     done = threading.Event()
     seen = []
 
-    def wait_for_a_line():
+    def wait_for_a_line() -> None:
         while not done.is_set():  # ends when a progress line was printed (no timing assumed)
             seen.append(capsys.readouterr().err)
             if "... tf2onnx conversion (3/12):" in "".join(seen):
@@ -24,7 +27,9 @@ def test_a_long_step_prints_elapsed_time_lines(capsys):
     assert "s elapsed" in "".join(seen)
 
 
-def test_run_logged_keeps_chatter_in_the_log(tmp_path, capsys, monkeypatch):
+def test_run_logged_keeps_chatter_in_the_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
 
     monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # as on users' machines: the child's stdout is buffered
@@ -34,7 +39,7 @@ def test_run_logged_keeps_chatter_in_the_log(tmp_path, capsys, monkeypatch):
     assert "chatter" in log_file.read_text() and "chatter" not in capsys.readouterr().err
 
 
-def test_run_logged_quotes_stderr_even_when_stdout_chatter_lands_after_it(tmp_path):
+def test_run_logged_quotes_stderr_even_when_stdout_chatter_lands_after_it(tmp_path: Path) -> None:
     import sys
 
     # The order a block-buffered stdout reaches the log in, made explicit: the error first, the chatter later.
@@ -45,14 +50,14 @@ def test_run_logged_quotes_stderr_even_when_stdout_chatter_lands_after_it(tmp_pa
     assert {"E: the real error", "chatter"} <= set(log_file.read_text().splitlines())
 
 
-def test_run_logged_falls_back_to_stdout_when_stderr_is_silent(tmp_path):
+def test_run_logged_falls_back_to_stdout_when_stderr_is_silent(tmp_path: Path) -> None:
     import sys
 
     proc = log.run_logged([sys.executable, "-c", "print('only stdout'); raise SystemExit(3)"], tmp_path / "t.log", "tool")
     assert proc.returncode == 3 and proc.last_error == "only stdout"
 
 
-def test_toolchain_chatter_goes_to_the_log_and_ours_to_the_terminal(tmp_path, capfd):
+def test_toolchain_chatter_goes_to_the_log_and_ours_to_the_terminal(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     import logging
     import os
     import sys

@@ -8,6 +8,7 @@ import ast
 import re
 import shlex
 import subprocess
+from typing import cast
 
 import pytest
 
@@ -49,7 +50,7 @@ def nox_sessions() -> set[str]:
             call = d if isinstance(d, ast.Call) else None
             target = call.func if call else d
             if ast.unparse(target) == "nox.session":
-                named = [k.value.value for k in (call.keywords if call else []) if k.arg == "name"]
+                named = [cast(str, cast(ast.Constant, k.value).value) for k in (call.keywords if call else []) if k.arg == "name"]
                 names.add(named[0] if named else node.name)
     return names
 
@@ -78,14 +79,14 @@ def cli_lines(words: list[str]) -> list[tuple[str, list[str]]]:
 README = readme_commands((ROOT / "README.md").read_text(encoding="utf-8"))
 
 
-def test_the_readme_shows_the_commands_this_test_reads():
+def test_the_readme_shows_the_commands_this_test_reads() -> None:
     shown = {" ".join(w) for w in README}
     assert "nox -s convert bench rknn" in shown and "nox -s tests" in shown
     assert any(w[:4] == ["nox", "-s", "modelport", "--"] for w in README)
 
 
 @pytest.mark.parametrize("words", README, ids=[" ".join(w) for w in README])
-def test_every_readme_command_runs_as_written(words, capsys):
+def test_every_readme_command_runs_as_written(words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     # A bare `modelport` is on no PATH: the CLI lives in .nox/env-<env>/bin/, reached through nox.
     assert words[0] != "modelport", "write `nox -s modelport -- ...` (modelport is not on a fresh clone's PATH)"
     if words[0] == "nox":
@@ -106,7 +107,7 @@ def test_every_readme_command_runs_as_written(words, capsys):
         assert main([*args, "--help"]) == 0, f"`modelport {shlex.join(args)}` in {env}: {capsys.readouterr()}"
 
 
-def test_every_step_command_runs_in_the_env_the_modelport_session_picks():
+def test_every_step_command_runs_in_the_env_the_modelport_session_picks() -> None:
     for name, env in TABLE.envs.items():
         for step in (*envs.COMMAND_LISTS, *envs.KEY_LISTS):
             for line in env.commands(step):
@@ -114,13 +115,13 @@ def test_every_step_command_runs_in_the_env_the_modelport_session_picks():
                     assert TABLE.env_for(line) == name, (name, line)
 
 
-def test_the_modelport_session_refuses_backends_of_two_envs():
+def test_the_modelport_session_refuses_backends_of_two_envs() -> None:
     with pytest.raises(envs.TableError, match=r"ncnn \(ncnn\), onnx \(tf-onnx\)"):
         TABLE.env_for(["bench", "ncnn", "onnx"])
     assert TABLE.env_for(["bench", "--ncnn-int8"]) == "ncnn" and TABLE.env_for(["report", "--merge", "a", "b"]) == "tf-onnx"
 
 
-def test_what_readme_commands_write_is_ignored_by_git():
+def test_what_readme_commands_write_is_ignored_by_git() -> None:
     if subprocess.run(["git", "-C", str(ROOT), "rev-parse"], capture_output=True).returncode:
         pytest.skip("not a git checkout")
     written = []

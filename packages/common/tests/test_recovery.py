@@ -5,6 +5,10 @@ latency from `time_variants` timing real callables. Nothing here asserts a speed
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -12,6 +16,7 @@ import pytest
 from modelport.common import recovery
 from modelport.common.agreement import compare
 from modelport.common.config import AccuracyConfig
+from modelport.common.context import StepContext
 from modelport.common.errors import AccuracyGateError
 from modelport.common.recovery import Search, Variant, choose, judge, time_variants
 
@@ -22,14 +27,14 @@ REFERENCE = np.random.default_rng(0).normal(size=(8, 50)).astype(np.float32)
 class NoisyBackend:
     """Variant error falls with each layer kept in float; calibration methods scale it."""
 
-    key, display, float_layers = "toy-int8", "toy INT8", []
+    key, display, float_layers = "toy-int8", "toy INT8", cast(list[str], [])
 
-    def __init__(self, methods=("a", "b"), scale=None):
+    def __init__(self, methods: Sequence[str] = ("a", "b"), scale: dict[str, float] | None = None) -> None:
         self.methods = list(methods)
         self.scale = scale or {"a": 1.0, "b": 1.2}
-        self.built: list[tuple[str, tuple]] = []
+        self.built: list[tuple[str, tuple[str, ...]]] = []
 
-    def build(self, method, float_layers):
+    def build(self, method: str, float_layers: list[str]) -> Variant:
         self.built.append((method, tuple(float_layers)))
         noise = 0.4 * self.scale[method] * (1 - len(float_layers) / (len(LAYERS) + 1))
         out = REFERENCE + noise * np.random.default_rng(100 + len(float_layers)).normal(size=REFERENCE.shape)
@@ -43,31 +48,32 @@ class NoisyBackend:
             size_bytes=1000 + 100 * len(float_layers),
         )
 
-    def worst_layers(self, variant):
+    def worst_layers(self, variant: Variant) -> list[str]:
         return list(LAYERS)
 
-    def quantized_layers(self, variant):
+    def quantized_layers(self, variant: Variant) -> set[str]:
         return set(LAYERS) - set(variant.float_layers)
 
-    def timers(self, variants):
+    def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         # Work grows with the float layers: a real callable per variant, timed like any model.
         mats = {v.id: np.ones((20 + 10 * len(v.float_layers),) * 2) for v in variants}
-        return contextlib.nullcontext({**{k: (lambda m=m: m @ m) for k, m in mats.items()}, "fp32": lambda: None})
+        calls = {k: (lambda m=m: m @ m) for k, m in mats.items()}  # m=m: each lambda keeps its own matrix
+        return contextlib.nullcontext({**calls, "fp32": lambda: None})
 
 
-def floors(cosine_min):
+def floors(cosine_min: float) -> AccuracyConfig:
     return AccuracyConfig(int8_top1_min=0.0, int8_cosine_mean_min=0.0, int8_cosine_min=cosine_min)
 
 
-def test_a_passing_default_is_the_answer():
+def test_a_passing_default_is_the_answer() -> None:
     b = NoisyBackend()
     tried = Search(b, floors(0.0), budget_s=60, max_float_layers=8).run()
     assert [v.id for v in tried] == ["a-0"] and tried[0].passes
 
 
-def test_methods_then_doubling_then_bisection_to_the_fewest_float_layers():
+def test_methods_then_doubling_then_bisection_to_the_fewest_float_layers() -> None:
     b = NoisyBackend()
-    need = judge(b.build("a", LAYERS[:5]), floors(0.0)).agreement["cosine_min"]  # what 5 float layers reach
+    need = cast(dict[str, Any], judge(b.build("a", LAYERS[:5]), floors(0.0)).agreement)["cosine_min"]  # what 5 float layers reach
     b.built.clear()
     tried = Search(b, floors(need), budget_s=600, max_float_layers=8).run()
     assert [m for m, _ in b.built[:2]] == ["a", "b"]  # the configured method, then the other one
@@ -80,9 +86,9 @@ def test_methods_then_doubling_then_bisection_to_the_fewest_float_layers():
     assert choose(tried).float_layers == LAYERS[:5]  # untimed: the fewest float layers that pass
 
 
-def test_greedy_looks_only_for_sets_smaller_than_the_one_that_passed():
+def test_greedy_looks_only_for_sets_smaller_than_the_one_that_passed() -> None:
     b = NoisyBackend()
-    need = judge(b.build("a", LAYERS[:2]), floors(0.0)).agreement["cosine_min"]
+    need = cast(dict[str, Any], judge(b.build("a", LAYERS[:2]), floors(0.0)).agreement)["cosine_min"]
     b.built.clear()
     tried = Search(b, floors(need), budget_s=600, max_float_layers=8).run()
     greedy = [v for v in tried if v.stage == "greedy"]
@@ -90,48 +96,50 @@ def test_greedy_looks_only_for_sets_smaller_than_the_one_that_passed():
     assert choose(tried).float_layers == LAYERS[:2]
 
 
-def test_only_layers_the_int8_model_quantizes_are_put_in_float():
+def test_only_layers_the_int8_model_quantizes_are_put_in_float() -> None:
     """The analysis may rank a layer the toolchain never quantized (a Softmax, a Reshape) worst: keeping it
     "in float" would build the same model again, so it is never a candidate."""
     unquantized = {"layer0", "layer3"}
 
     class PartlyQuantized(NoisyBackend):
-        def worst_layers(self, variant, *_):
+        def worst_layers(self, variant: Variant, *_: object) -> list[str]:
             return list(LAYERS)  # the unquantized ones rank worst, as a CPU's rounding may have it
 
-        def quantized_layers(self, variant):
+        def quantized_layers(self, variant: Variant) -> set[str]:
             return set(LAYERS) - unquantized - set(variant.float_layers)
 
     b = PartlyQuantized()
-    need = judge(b.build("a", LAYERS[:4]), floors(0.0)).agreement["cosine_min"]
+    need = cast(dict[str, Any], judge(b.build("a", LAYERS[:4]), floors(0.0)).agreement)["cosine_min"]
     tried = Search(b, floors(need), budget_s=600, max_float_layers=4).run()
     floated = [v for v in tried if v.float_layers]
     assert floated and not any(set(v.float_layers) & unquantized for v in floated)
     assert max(len(v.float_layers) for v in floated) <= 4  # the bound counts quantized candidates
 
 
-def test_no_budget_builds_only_the_default():
+def test_no_budget_builds_only_the_default() -> None:
     b = NoisyBackend()
     tried = Search(b, floors(0.9999), budget_s=0, max_float_layers=8).run()
     assert len(tried) == 1 and not tried[0].passes
 
 
-def test_the_fastest_passing_variant_is_kept_with_measured_latency():
+def test_the_fastest_passing_variant_is_kept_with_measured_latency() -> None:
     b = NoisyBackend()
     tried = Search(b, floors(0.0), budget_s=60, max_float_layers=8).run()
     tried += [judge(b.build("a", LAYERS[:k]), floors(0.0)) for k in (2, 6)]
     timing = time_variants(b, tried, rounds=2, runs=5)
-    assert timing["rounds"] == 2 and all(v.latency_ms > 0 for v in tried)
+    assert timing is not None and timing["rounds"] == 2 and all(v.latency_ms is not None and v.latency_ms > 0 for v in tried)
     kept = choose(tried)
-    assert kept.latency_ms == min(v.latency_ms for v in tried if v.passes)
+    assert kept.latency_ms == min(cast(float, v.latency_ms) for v in tried if v.passes)
 
 
-def test_none_passing_keeps_the_closest_and_the_record_raises():
+def test_none_passing_keeps_the_closest_and_the_record_raises() -> None:
     b = NoisyBackend()
     tried = Search(b, floors(1.0), budget_s=600, max_float_layers=4).run()
     kept = choose(tried)
     assert not any(v.passes for v in tried)
-    assert kept.agreement["cosine_min"] == max(v.agreement["cosine_min"] for v in tried)
+    assert cast(dict[str, Any], kept.agreement)["cosine_min"] == max(
+        cast(dict[str, Any], v.agreement)["cosine_min"] for v in tried
+    )
     record = {
         "below_floors": True,
         "kept": kept.id,
@@ -139,20 +147,20 @@ def test_none_passing_keeps_the_closest_and_the_record_raises():
         "variants": [v.__dict__ | {"passes": v.passes} for v in tried],
     }
     with pytest.raises(AccuracyGateError, match=f"kept the best, {kept.id}"):
-        recovery.check_record(record, "toy.onnx")
+        recovery.check_record(record, Path("toy.onnx"))
 
 
-def test_a_variant_that_fails_to_build_is_recorded_and_the_search_goes_on():
+def test_a_variant_that_fails_to_build_is_recorded_and_the_search_goes_on() -> None:
     from modelport.common.errors import ModelportError
 
     class Flaky(NoisyBackend):
-        def build(self, method, float_layers):
+        def build(self, method: str, float_layers: list[str]) -> Variant:
             if method == "b":
                 raise ModelportError("toolkit said no")
             return super().build(method, float_layers)
 
     b = Flaky()
-    need = judge(b.build("a", LAYERS[:1]), floors(0.0)).agreement["cosine_min"]
+    need = cast(dict[str, Any], judge(b.build("a", LAYERS[:1]), floors(0.0)).agreement)["cosine_min"]
     tried = Search(b, floors(need), budget_s=600, max_float_layers=4).run()
     failed = [v for v in tried if v.method == "b"]
     assert len(failed) == 1 and failed[0].failures == ["toolkit said no"] and not failed[0].passes
@@ -168,12 +176,14 @@ def timed(v: Variant, rounds: list[float]) -> Variant:
     return v
 
 
-def test_a_variant_meeting_both_floors_is_kept_over_a_more_accurate_slow_one():
+def test_a_variant_meeting_both_floors_is_kept_over_a_more_accurate_slow_one() -> None:
     b = NoisyBackend()
     accurate = timed(judge(b.build("a", LAYERS[:6]), floors(0.0)), [1.0, 3.6, 3.6, 3.6, 3.6])  # one lucky round
     fast = timed(judge(b.build("a", LAYERS[:1]), floors(0.0)), [2.5, 2.6, 2.5, 2.4, 2.5])  # ~1.6x in every round
     off = timed(judge(b.build("b", []), floors(0.99)), [1.5] * 5)  # fastest of all, below the accuracy floors
     recovery.judge_speed([accurate, fast, off], {"fp32_rounds_ms": FP32_ROUNDS}, 1.3)
+    assert accurate.agreement is not None and fast.agreement is not None
+    assert accurate.latency_ms is not None and fast.latency_ms is not None
     assert accurate.agreement["cosine_min"] > fast.agreement["cosine_min"] and accurate.latency_ms < fast.latency_ms
     assert (accurate.meets_speed, fast.meets_speed, off.meets_speed) == (False, True, True)
     assert choose([accurate, fast, off]) is fast
@@ -182,17 +192,18 @@ def test_a_variant_meeting_both_floors_is_kept_over_a_more_accurate_slow_one():
     assert not accurate.meets_speed and not fast.meets_speed and choose([accurate, fast, off]) is accurate
 
 
-def fake_ctx(**quantization):
+def fake_ctx(**quantization: Any) -> StepContext:
     from types import SimpleNamespace
 
     from modelport.common.config import Config, QuantizationConfig
 
     q = QuantizationConfig(recover_rounds=3, **quantization)
     # What the record reads of a calibration set is its size.
-    return SimpleNamespace(config=Config(quantization=q, accuracy=floors(0.0), bench={"runs": 40}), calibration=[None] * 20)
+    config = Config(quantization=q, accuracy=floors(0.0), bench=cast(Any, {"runs": 40}))
+    return cast(StepContext, SimpleNamespace(config=config, calibration=[None] * 20))
 
 
-def test_the_configured_variant_alone_is_timed_against_its_twin_and_the_record_judges_it():
+def test_the_configured_variant_alone_is_timed_against_its_twin_and_the_record_judges_it() -> None:
     record = recovery.recover(fake_ctx(), NoisyBackend())  # the default passes: no search
     kept = record["variants"][0]
     assert not record["searched"] and len(kept["rounds_ms"]) == 3 and len(record["timing"]["fp32_rounds_ms"]) == 3
@@ -201,18 +212,18 @@ def test_the_configured_variant_alone_is_timed_against_its_twin_and_the_record_j
     assert speed["slow"] is (not kept["meets_speed"])  # which one, this machine decides: not asserted
 
 
-def test_a_simulator_says_speed_not_measured_and_invents_no_number():
+def test_a_simulator_says_speed_not_measured_and_invents_no_number() -> None:
     class Simulator(NoisyBackend):
-        def timers(self, variants):
+        def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
             return contextlib.nullcontext(None)
 
     record = recovery.recover(fake_ctx(), Simulator())
     assert record["timing"] is None and record["speed"]["speedup"] is None and record["speed"]["slow"] is None
-    assert recovery.speed_text(record["speed"]).startswith("speed not measured: toy INT8")
-    recovery.check_record(record, "toy.onnx", "fail")  # not measured is not below the floor
+    assert cast(str, recovery.speed_text(record["speed"])).startswith("speed not measured: toy INT8")
+    recovery.check_record(record, Path("toy.onnx"), "fail")  # not measured is not below the floor
 
 
-def slow_record(kept_id="minmax-float3"):
+def slow_record(kept_id: str = "minmax-float3") -> dict[str, Any]:
     kept = {"id": kept_id, "rounds_ms": [3.6, 3.7, 3.5], "speedup": 1.11, "meets_speed": False}
     return {
         "below_floors": False,
@@ -221,7 +232,7 @@ def slow_record(kept_id="minmax-float3"):
     }
 
 
-def test_a_kept_slow_variant_is_flagged_in_its_results_row_and_fails_the_step_only_when_configured(tmp_path):
+def test_a_kept_slow_variant_is_flagged_in_its_results_row_and_fails_the_step_only_when_configured(tmp_path: Path) -> None:
     import json
 
     from modelport.common.artifacts import ArtifactStore
@@ -239,24 +250,25 @@ def test_a_kept_slow_variant_is_flagged_in_its_results_row_and_fails_the_step_on
     store.path(recovery.record_path("onnx-int8")).parent.mkdir(parents=True)
     store.path(recovery.record_path("onnx-int8")).write_text(json.dumps(record))
 
-    def row():
+    def row() -> BackendResult:
         r = BackendResult(key="onnx-int8", backend="onnxruntime", precision="int8", name="ONNX INT8", env="t")
         r.artifact = "onnx/model.int8.onnx"
         r.topk = [TopK(image="a.jpg", indices=[0], labels=["a"], scores=[1.0])]
         return r
 
     r = read_result(write_result(store, row(), np.ones((1, 4), np.float32)))
+    assert r.speed is not None
     assert r.status == "ok" and r.speed.slow and r.speed.speedup == 1.11 and r.speed.twin == "onnx"
     assert recovery.speed_text(r.speed) == "SLOW: 1.11x its FP32 twin onnx in 3 interleaved rounds, below the 1.30x speed floor"
-    recovery.check_record(record, "onnx/model.int8.onnx")  # speed_floor = "report": flagged, not an error
+    recovery.check_record(record, Path("onnx/model.int8.onnx"))  # speed_floor = "report": flagged, not an error
     with pytest.raises(ModelportError, match="below the speed floor"):
-        recovery.check_record(record, "onnx/model.int8.onnx", "fail")
+        recovery.check_record(record, Path("onnx/model.int8.onnx"), "fail")
     # A record whose kept variant is not the one the artifact holds says nothing about this row.
     store.path(recovery.record_path("onnx-int8")).write_text(json.dumps(slow_record("percentile")))
     assert read_result(write_result(store, row(), np.ones((1, 4), np.float32))).speed is None
 
 
-def test_a_slow_verdict_whose_median_reaches_the_floor_says_which_rounds_missed_it():
+def test_a_slow_verdict_whose_median_reaches_the_floor_says_which_rounds_missed_it() -> None:
     """Median 1.70x yet slow (two of five rounds under 1.3x): the line must not read as a contradiction."""
     fp32 = [10.0, 10.0, 10.0, 10.0, 10.0]
     kept = {"id": "percentile", "rounds_ms": [5.9, 5.8, 9.0, 9.5, 5.9], "speedup": 1.7, "meets_speed": False}

@@ -1,6 +1,8 @@
 """results/<key>.json + .npy: validated, written as a pair, never losing a good result."""
 
 import json
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -12,11 +14,11 @@ from modelport.common.schema import BackendResult, TopK
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(tmp_path: Path) -> ArtifactStore:
     return ArtifactStore(tmp_path / "art")
 
 
-def result(status="ok", reason=None, images=2):
+def result(status: Literal["ok", "skipped", "failed"] = "ok", reason: str | None = None, images: int = 2) -> BackendResult:
     r = BackendResult(
         key="onnx", backend="onnxruntime", precision="fp32", name="ONNX FP32", env="t", status=status, reason=reason
     )
@@ -25,11 +27,11 @@ def result(status="ok", reason=None, images=2):
     return r
 
 
-def outputs(value=1.0):
+def outputs(value: float = 1.0) -> np.ndarray:
     return np.full((2, 4), value, np.float32)
 
 
-def test_pair_records_and_checks_the_npy(store):
+def test_pair_records_and_checks_the_npy(store: ArtifactStore) -> None:
     path = write_result(store, result(), outputs())
     assert read_result(path).outputs_sha256
     np.testing.assert_array_equal(read_outputs(path), outputs())
@@ -38,13 +40,13 @@ def test_pair_records_and_checks_the_npy(store):
         read_outputs(path)
 
 
-def test_skipped_never_replaces_ok(store):
+def test_skipped_never_replaces_ok(store: ArtifactStore) -> None:
     path = write_result(store, result(), outputs())
     write_result(store, result("skipped", "toolchain missing here"))
     assert read_result(path).status == "ok" and path.with_suffix(".npy").is_file()
 
 
-def test_failed_replaces_ok_but_keeps_it_as_last_ok(store):
+def test_failed_replaces_ok_but_keeps_it_as_last_ok(store: ArtifactStore) -> None:
     path = write_result(store, result(), outputs())
     good = read_result(path)
     write_result(store, result("failed", "bad option"))
@@ -64,7 +66,7 @@ def test_failed_replaces_ok_but_keeps_it_as_last_ok(store):
         (None, "without its raw outputs"),
     ],
 )
-def test_an_invalid_result_replaces_nothing(store, bad, message):
+def test_an_invalid_result_replaces_nothing(store: ArtifactStore, bad: np.ndarray, message: str) -> None:
     path = write_result(store, result(), outputs())
     before = path.read_bytes()
     with pytest.raises(ModelportError, match=message):
@@ -73,7 +75,7 @@ def test_an_invalid_result_replaces_nothing(store, bad, message):
 
 
 @pytest.mark.parametrize("field, value", [("load_ms", float("nan")), ("load_avg", {"before": float("inf")})])
-def test_a_non_finite_number_is_never_written(store, field, value):
+def test_a_non_finite_number_is_never_written(store: ArtifactStore, field: str, value: object) -> None:
     """JSON has no NaN or Infinity: a result holding one is refused naming where, not written as null or Infinity."""
     path = write_result(store, result(), outputs())
     before = path.read_bytes()
@@ -92,7 +94,7 @@ def test_a_non_finite_number_is_never_written(store, field, value):
         (b"{nope", "not valid JSON"),
     ],
 )
-def test_result_files_that_are_not_a_json_object_in_utf8(store, content, message):
+def test_result_files_that_are_not_a_json_object_in_utf8(store: ArtifactStore, content: bytes, message: str) -> None:
     path = store.path("results/x.json")
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
@@ -100,7 +102,7 @@ def test_result_files_that_are_not_a_json_object_in_utf8(store, content, message
         read_result(path)
 
 
-def test_a_bom_in_a_result_is_accepted(store):
+def test_a_bom_in_a_result_is_accepted(store: ArtifactStore) -> None:
     path = write_result(store, result(), outputs())
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     assert read_result(path).key == "onnx"

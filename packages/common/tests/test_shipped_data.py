@@ -3,13 +3,15 @@
 import hashlib
 from pathlib import Path
 
+import pytest
+
 from modelport.common.config import load_config
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "data"
 
 
-def test_every_shipped_file_matches_sha256sums():
+def test_every_shipped_file_matches_sha256sums() -> None:
     listed = {}
     for line in (DATA / "SHA256SUMS").read_text().splitlines():
         digest, rel = line.split(maxsplit=1)
@@ -20,20 +22,20 @@ def test_every_shipped_file_matches_sha256sums():
         assert hashlib.sha256((DATA / rel).read_bytes()).hexdigest() == digest, rel
 
 
-def test_default_config_runs_on_the_shipped_data(monkeypatch):
+def test_default_config_runs_on_the_shipped_data(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("MODELPORT_MODEL", "MODELPORT_LABELS", "MODELPORT_IMAGES", "MODELPORT_CALIBRATION"):
         monkeypatch.delenv(var, raising=False)
     cfg = load_config(ROOT / "modelport.toml")
     assert cfg.model.download is False
     for path in (cfg.model.path, cfg.model.labels, cfg.images.eval, cfg.images.calibration):
-        assert path.exists() and path.is_relative_to(DATA), path
+        assert path is not None and path.exists() and path.is_relative_to(DATA), path
     assert len(list(cfg.images.eval.glob("*.jpg"))) == 12
     # The official download is pinned by the member's published hash, and the labels' too.
     assert cfg.model.member_sha256 == "9f3bc29e38e90842a852bfed957dbf5e36f2d97a91dd17736b1e5c0aca8d3303"
     assert cfg.model.labels_sha256 == "536feacc519de3d418de26b2effb4d75694a8c4c0063e36499a46fa8061e2da9"
 
 
-def test_nothing_reads_a_folder_beside_the_repo():
+def test_nothing_reads_a_folder_beside_the_repo() -> None:
     """No default, test or CI file names ../shared (data now ships in data/)."""
     hits = []
     for p in ROOT.rglob("*"):
@@ -54,7 +56,7 @@ def test_nothing_reads_a_folder_beside_the_repo():
     assert hits == []
 
 
-def test_the_shipped_calibration_set_is_big_enough_and_apart_from_every_eval_photo(monkeypatch):
+def test_the_shipped_calibration_set_is_big_enough_and_apart_from_every_eval_photo(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("MODELPORT_IMAGES", "MODELPORT_CALIBRATION"):
         monkeypatch.delenv(var, raising=False)
     cfg = load_config(ROOT / "modelport.toml")

@@ -8,6 +8,8 @@ whose input size differs from the config: test_cli.py.)
 import io
 import shutil
 import tarfile
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -15,13 +17,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import error_line, failed_row, private_artifacts, run
+from modelport.common.context import StepContext
 from modelport.common.errors import InputError
 from modelport.common.onnx_safety import check_onnx
 from modelport.convert.fetch import download, extract_member
 
 
 @pytest.fixture
-def art(pipeline, test_env, tmp_path):
+def art(pipeline: StepContext, test_env: dict[str, str], tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A private copy of the pipeline's artifacts (models, manifests, reference), no results."""
     dst = tmp_path / "art"
     private_artifacts(pipeline, dst)
@@ -29,7 +32,7 @@ def art(pipeline, test_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_truncated_onnx_is_refused_by_bench(art):
+def test_truncated_onnx_is_refused_by_bench(art: tuple[Path, dict[str, str]]) -> None:
     dst, env = art
     model = dst / "onnx" / "model.onnx"
     model.write_bytes(model.read_bytes()[:100_000])
@@ -42,7 +45,7 @@ def test_truncated_onnx_is_refused_by_bench(art):
 
 
 @pytest.mark.slow
-def test_model_changed_since_conversion_is_refused(art):
+def test_model_changed_since_conversion_is_refused(art: tuple[Path, dict[str, str]]) -> None:
     dst, env = art
     model = dst / "onnx" / "model.int8.onnx"
     model.write_bytes(model.read_bytes() + b"\0")
@@ -52,7 +55,7 @@ def test_model_changed_since_conversion_is_refused(art):
 
 
 @pytest.mark.slow
-def test_failed_bench_replaces_a_stale_result_with_a_failed_row(art):
+def test_failed_bench_replaces_a_stale_result_with_a_failed_row(art: tuple[Path, dict[str, str]]) -> None:
     dst, env = art
     (dst / "results").mkdir()
     (dst / "results" / "onnx.json").write_text("{}")
@@ -63,7 +66,7 @@ def test_failed_bench_replaces_a_stale_result_with_a_failed_row(art):
 
 
 @pytest.mark.slow
-def test_wrong_format_under_onnx_name_for_quantization(art):
+def test_wrong_format_under_onnx_name_for_quantization(art: tuple[Path, dict[str, str]]) -> None:
     dst, env = art
     src = dst / "onnx" / "model.onnx"
     shutil.copy(dst / "source" / "model.tflite", src)
@@ -73,7 +76,7 @@ def test_wrong_format_under_onnx_name_for_quantization(art):
     assert not [p for p in (dst / "onnx").iterdir() if "int8" in p.name and "partial" in p.name]
 
 
-def nhwc_model(path):
+def nhwc_model(path: Path) -> None:
     """A tiny valid classifier with an NHWC input: the layout the config does not say."""
     w = numpy_helper.from_array(np.ones((1001, 3), np.float32), "w")
     graph = helper.make_graph(
@@ -87,7 +90,7 @@ def nhwc_model(path):
 
 
 @pytest.mark.slow
-def test_input_layout_that_does_not_match_the_config(art):
+def test_input_layout_that_does_not_match_the_config(art: tuple[Path, dict[str, str]]) -> None:
     dst, env = art
     model = dst / "onnx" / "model.onnx"
     nhwc_model(model)
@@ -98,7 +101,7 @@ def test_input_layout_that_does_not_match_the_config(art):
     assert str(model) in failed_row(dst, "onnx")["reason"]
 
 
-def test_labels_with_the_wrong_line_count(test_env, data_dir, tmp_path):
+def test_labels_with_the_wrong_line_count(test_env: dict[str, str], data_dir: Path, tmp_path: Path) -> None:
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(data_dir.joinpath("models", "labels.txt").read_text().splitlines()[:999]) + "\n")
     env = {**test_env, "MODELPORT_ARTIFACTS": str(tmp_path / "art"), "MODELPORT_LABELS": str(labels)}
@@ -108,7 +111,7 @@ def test_labels_with_the_wrong_line_count(test_env, data_dir, tmp_path):
     assert not (tmp_path / "art" / "source").exists() or not any((tmp_path / "art" / "source").iterdir())
 
 
-def test_config_with_a_mistyped_key(test_env, tmp_path):
+def test_config_with_a_mistyped_key(test_env: dict[str, str], tmp_path: Path) -> None:
     cfg = tmp_path / "modelport.toml"
     cfg.write_text("[bench]\nwarmpu = 5\n")
     proc = run({**test_env, "MODELPORT_CONFIG": str(cfg), "MODELPORT_ARTIFACTS": str(tmp_path / "art")}, "fetch")
@@ -117,7 +120,7 @@ def test_config_with_a_mistyped_key(test_env, tmp_path):
     assert not (tmp_path / "art").exists()
 
 
-def test_external_data_outside_the_model_folder(tmp_path):
+def test_external_data_outside_the_model_folder(tmp_path: Path) -> None:
     secret = tmp_path / "secret.bin"
     secret.write_bytes(np.ones(4, np.float32).tobytes())
     (tmp_path / "m").mkdir()
@@ -137,7 +140,7 @@ def test_external_data_outside_the_model_folder(tmp_path):
         check_onnx(model_path)
 
 
-def _tgz(path, members):
+def _tgz(path: Path, members: list[tuple[str, Any, str]]) -> None:  # data: bytes, or a symlink's target
     with tarfile.open(path, "w:gz") as tar:
         for name, data, kind in members:
             info = tarfile.TarInfo(name)
@@ -149,7 +152,7 @@ def _tgz(path, members):
                 tar.addfile(info, io.BytesIO(data))
 
 
-def test_archive_members_cannot_escape_or_link(tmp_path):
+def test_archive_members_cannot_escape_or_link(tmp_path: Path) -> None:
     evil = tmp_path / "evil.tgz"
     _tgz(evil, [("../../outside.tflite", b"x" * 100, "file")])
     with pytest.raises(InputError, match="escapes the archive"):
@@ -165,7 +168,7 @@ def test_archive_members_cannot_escape_or_link(tmp_path):
     assert (tmp_path / "out.tflite").read_bytes() == b"TFL3" * 10
 
 
-def test_downloads_need_a_pinned_sha256(tmp_path):
+def test_downloads_need_a_pinned_sha256(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no sha256 pinned for this download"):
         download("https://example.invalid/model.tgz", tmp_path / "m.tgz", None)
     assert not (tmp_path / "m.tgz").exists()

@@ -2,19 +2,21 @@
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
 from conftest import error_line, run
+from modelport.common.context import StepContext
 
 
 @pytest.fixture
-def fresh(test_env, tmp_path):
+def fresh(test_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     """The test env with an empty artifacts folder."""
     return {**test_env, "MODELPORT_ARTIFACTS": str(tmp_path / "art")}
 
 
-def artifacts_written(env):
+def artifacts_written(env: dict[str, str]) -> list[str]:
     root = env["MODELPORT_ARTIFACTS"]
     if not os.path.isdir(root):
         return []
@@ -22,14 +24,14 @@ def artifacts_written(env):
 
 
 @pytest.mark.slow
-def test_second_convert_is_a_manifest_hit(pipeline, test_env):
+def test_second_convert_is_a_manifest_hit(pipeline: StepContext, test_env: dict[str, str]) -> None:
     proc = run(test_env, "convert", "reference", "onnx", "onnx-int8")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("up to date") == 3, proc.stderr
     assert "verified" not in proc.stderr  # nothing was redone
 
 
-def test_truncated_tflite(fresh, data_dir, tmp_path):
+def test_truncated_tflite(fresh: dict[str, str], data_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "model.tflite"
     bad.write_bytes((data_dir / "models" / "mobilenet_v2_1.0_224.tflite").read_bytes()[:200_000])
     proc = run(fresh, "fetch", "--from", str(bad))
@@ -38,7 +40,7 @@ def test_truncated_tflite(fresh, data_dir, tmp_path):
     assert artifacts_written(fresh) == []
 
 
-def test_wrong_format_under_tflite_name(fresh, tmp_path):
+def test_wrong_format_under_tflite_name(fresh: dict[str, str], tmp_path: Path) -> None:
     bad = tmp_path / "model.tflite"
     bad.write_text("this is not a model\n" * 10)
     proc = run(fresh, "fetch", "--from", str(bad))
@@ -46,7 +48,7 @@ def test_wrong_format_under_tflite_name(fresh, tmp_path):
     assert artifacts_written(fresh) == []
 
 
-def test_model_input_size_differs_from_config(fresh, data_dir):
+def test_model_input_size_differs_from_config(fresh: dict[str, str], data_dir: Path) -> None:
     proc = run(fresh, "-o", "input.size=[192, 192]", "fetch")
     assert proc.returncode != 0
     line = error_line(proc)
@@ -55,7 +57,7 @@ def test_model_input_size_differs_from_config(fresh, data_dir):
     assert artifacts_written(fresh) == []
 
 
-def test_text_file_named_jpg(fresh, tmp_path, data_dir):
+def test_text_file_named_jpg(fresh: dict[str, str], tmp_path: Path, data_dir: Path) -> None:
     imgs = tmp_path / "imgs"
     shutil.copytree(data_dir / "images", imgs, ignore=shutil.ignore_patterns("calibration"))
     (imgs / "notes.jpg").write_text("not an image")
@@ -67,7 +69,7 @@ def test_text_file_named_jpg(fresh, tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_calibration_list_with_missing_image(pipeline, test_env, tmp_path):
+def test_calibration_list_with_missing_image(pipeline: StepContext, test_env: dict[str, str], tmp_path: Path) -> None:
     lst = tmp_path / "calib.txt"
     lst.write_text(f"{pipeline.eval_images[0]}\n# a comment\nnot-there.jpg\n")
     shutil.copy(pipeline.eval_images[0], tmp_path / pipeline.eval_images[0].name)

@@ -9,13 +9,15 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnx
 import pytest
 
 from conftest import CLI, cli, error_line, failed_row, make_context, run
-from modelport.common.artifacts import sha256_file
+from modelport.common.artifacts import Job, sha256_file
+from modelport.common.context import StepContext
 from modelport.common.errors import AccuracyGateError, ToolchainMissing
 from modelport.common.images import load_image, resolve_images
 from modelport.common.preprocess import InputSpec, prepare, to_tensor
@@ -27,7 +29,7 @@ from tiny_models import tiny_onnx
 INT8 = "onnx/model.int8.onnx"
 
 
-def ok(env, *args):
+def ok(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     proc = cli(env, *args)
     assert proc.returncode == 0, proc.stderr
     return proc
@@ -43,14 +45,14 @@ def half_written(art: Path) -> list[str]:
 
 
 @pytest.fixture
-def converted(tiny):
+def converted(tiny: dict[str, str]) -> tuple[dict[str, str], Path]:
     """The tiny source fetched, its reference and static ONNX made."""
     ok(tiny, "fetch")
     ok(tiny, "convert", "reference", "onnx")
     return tiny, Path(tiny["MODELPORT_ARTIFACTS"])
 
 
-def ort_outputs(model: Path, env: dict) -> np.ndarray:
+def ort_outputs(model: Path, env: dict[str, str]) -> np.ndarray:
     """An NCHW 8x8 ONNX model run here, in onnxruntime, on every eval image."""
     import onnxruntime as ort
 
@@ -64,14 +66,14 @@ def ort_outputs(model: Path, env: dict) -> np.ndarray:
     )
 
 
-def int8_cosines(art: Path, env: dict) -> np.ndarray:
+def int8_cosines(art: Path, env: dict[str, str]) -> np.ndarray:
     """The INT8 model against the reference on every eval image."""
     out = ort_outputs(art / INT8, env)
     ref = np.load(art / "source" / "reference.npy")
-    return (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
+    return cast(np.ndarray, (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1))
 
 
-def test_onnx_int8_is_verified_recorded_and_then_up_to_date(converted):
+def test_onnx_int8_is_verified_recorded_and_then_up_to_date(converted: tuple[dict[str, str], Path]) -> None:
     env, art = converted
     proc = ok(env, "convert", "onnx-int8")
     assert "verified ONNX INT8 on 4 images" in proc.stderr
@@ -95,7 +97,9 @@ def test_onnx_int8_is_verified_recorded_and_then_up_to_date(converted):
     assert "verified ONNX INT8" in forced.stderr and files(art)[INT8] != before[INT8]
 
 
-def test_a_calibration_set_below_the_minimum_is_warned_about_and_counted_in_the_record(converted):
+def test_a_calibration_set_below_the_minimum_is_warned_about_and_counted_in_the_record(
+    converted: tuple[dict[str, str], Path],
+) -> None:
     env, art = converted
     proc = ok(env, "convert", "onnx-int8")
     warned = [ln for ln in proc.stderr.splitlines() if "calibration_min" in ln]
@@ -111,7 +115,9 @@ def test_a_calibration_set_below_the_minimum_is_warned_about_and_counted_in_the_
     assert json.loads((art / "recover" / "onnx-int8.json").read_text())["calibration"]["warning"] is None
 
 
-def test_minmax_calibrated_in_slices_has_the_ranges_of_the_whole_set(converted, tmp_path):
+def test_minmax_calibrated_in_slices_has_the_ranges_of_the_whole_set(
+    converted: tuple[dict[str, str], Path], tmp_path: Path
+) -> None:
     """More images than onnxruntime holds at once (16), the brightest first: the slices fold into the ranges
     that calibrating every image in one go gives."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -130,11 +136,11 @@ def test_minmax_calibrated_in_slices_has_the_ranges_of_the_whole_set(converted, 
     ok(env, "-o", "quantization.calibrate_method=minmax", "-o", "quantization.recover=false", "convert", "onnx-int8")
 
     class AllAtOnce:
-        def __init__(self):
+        def __init__(self) -> None:
             spec = InputSpec.model_validate({"size": [8, 8]})
             self.tensors = CalibrationSet(resolve_images(folder), spec).tensors("NCHW", "float32")
 
-        def get_next(self):
+        def get_next(self) -> dict[str, np.ndarray] | None:
             t = next(self.tensors, None)
             return None if t is None else {"image": t}
 
@@ -160,7 +166,7 @@ def test_minmax_calibrated_in_slices_has_the_ranges_of_the_whole_set(converted, 
         np.testing.assert_allclose(made[name], whole[name], rtol=1e-6, err_msg=name)
 
 
-def test_calibration_chatter_goes_to_the_steps_log(converted):
+def test_calibration_chatter_goes_to_the_steps_log(converted: tuple[dict[str, str], Path]) -> None:
     """onnxruntime prints its histogram calibration (percentile, the default) with print(): a fresh process's fds."""
     env, art = converted
     proc = run(env, "convert", "onnx-int8")
@@ -169,7 +175,7 @@ def test_calibration_chatter_goes_to_the_steps_log(converted):
     assert any("Number of histogram bins" in p.read_text() for p in (art / "onnx" / "logs").glob("*.log"))
 
 
-def test_a_conversion_below_its_floors_writes_no_trusted_model(converted):
+def test_a_conversion_below_its_floors_writes_no_trusted_model(converted: tuple[dict[str, str], Path]) -> None:
     env, art = converted
     strict = ("-o", "accuracy.int8_cosine_min=0.999999", "-o", "quantization.recover=false")
     proc = cli(env, *strict, "convert", "onnx-int8")
@@ -184,7 +190,7 @@ def test_a_conversion_below_its_floors_writes_no_trusted_model(converted):
     assert row["latency_ms"] is None and row["agreement"]["cosine_min"] == aside["agreement"]["cosine_min"]
 
 
-def test_a_killed_conversion_leaves_nothing_a_later_run_trusts(converted):
+def test_a_killed_conversion_leaves_nothing_a_later_run_trusts(converted: tuple[dict[str, str], Path]) -> None:
     env, art = converted
     proc = subprocess.Popen(
         [*CLI, "convert", "onnx-int8"], env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -202,7 +208,7 @@ def test_a_killed_conversion_leaves_nothing_a_later_run_trusts(converted):
     assert half_written(art) == [] and (art / f"{INT8}.manifest.json").is_file()
 
 
-def test_a_changed_source_redoes_every_dependent(converted):
+def test_a_changed_source_redoes_every_dependent(converted: tuple[dict[str, str], Path]) -> None:
     """The manifest chain: a model fetched anew makes every model made from the old one stale, then redone."""
     env, art = converted
     ok(env, "convert", "onnx-int8")
@@ -220,7 +226,7 @@ def test_a_changed_source_redoes_every_dependent(converted):
     assert not np.allclose(reference.sum(1), 1.0, atol=1e-3)
 
 
-def test_a_model_changed_since_conversion_is_refused(converted):
+def test_a_model_changed_since_conversion_is_refused(converted: tuple[dict[str, str], Path]) -> None:
     env, art = converted
     model = art / "onnx" / "model.onnx"
     model.write_bytes(model.read_bytes() + b"\0")
@@ -229,7 +235,7 @@ def test_a_model_changed_since_conversion_is_refused(converted):
     assert "sha256 differs" in failed_row(art, "onnx")["reason"]
 
 
-def test_an_eval_image_replaced_at_the_same_path_remakes_the_reference(tiny, tmp_path):
+def test_an_eval_image_replaced_at_the_same_path_remakes_the_reference(tiny: dict[str, str], tmp_path: Path) -> None:
     """Keyed by content: a list file names two photos of one name; replacing one's bytes remakes the
     reference, and the next conversion verifies against it (no loop that only --force breaks)."""
     images = sorted(Path(tiny["MODELPORT_IMAGES"]).iterdir())
@@ -248,7 +254,7 @@ def test_an_eval_image_replaced_at_the_same_path_remakes_the_reference(tiny, tmp
     assert "up to date: source/reference.npy" in ok(env, "convert", "reference").stderr
 
 
-def test_a_changed_floor_rechecks_an_up_to_date_model(converted):
+def test_a_changed_floor_rechecks_an_up_to_date_model(converted: tuple[dict[str, str], Path]) -> None:
     env, art = converted
     assert "up to date: onnx/model.onnx" in ok(env, "convert", "onnx").stderr
     proc = ok(env, "-o", "accuracy.fp_cosine_min=0.9995", "convert", "onnx")
@@ -257,7 +263,7 @@ def test_a_changed_floor_rechecks_an_up_to_date_model(converted):
     assert m["options"]["floors"] == {"top1": 1.0, "cosine_min": 0.9995}
 
 
-def test_bench_refuses_a_model_made_from_a_replaced_upstream(converted):
+def test_bench_refuses_a_model_made_from_a_replaced_upstream(converted: tuple[dict[str, str], Path]) -> None:
     """`convert onnx` made other bytes (another opset) after the INT8 model was made from the previous ones:
     bench writes a failed row naming what changed and the step to rerun, instead of timing the stale model."""
     env, art = converted
@@ -278,7 +284,7 @@ def test_bench_refuses_a_model_made_from_a_replaced_upstream(converted):
 # -- bad input: a non-zero exit and one line naming the file
 
 
-def test_a_corrupt_onnx_source(tiny, tmp_path):
+def test_a_corrupt_onnx_source(tiny: dict[str, str], tmp_path: Path) -> None:
     bad = tmp_path / "corrupt.onnx"
     bad.write_bytes(Path(tiny["MODELPORT_MODEL"]).read_bytes()[:300])
     proc = cli(tiny | {"MODELPORT_MODEL": str(bad)}, "fetch")
@@ -286,7 +292,7 @@ def test_a_corrupt_onnx_source(tiny, tmp_path):
     assert files(Path(tiny["MODELPORT_ARTIFACTS"])) == {}
 
 
-def test_a_converted_onnx_that_became_unreadable(converted):
+def test_a_converted_onnx_that_became_unreadable(converted: tuple[dict[str, str], Path]) -> None:
     env, art = converted
     model = art / "onnx" / "model.onnx"
     model.write_bytes(model.read_bytes()[:300])
@@ -303,7 +309,7 @@ def test_a_converted_onnx_that_became_unreadable(converted):
         ("[images]\nheadlin = 'img0.png'\n", "unknown key 'images.headlin' (did you mean 'images.headline'?)"),
     ],
 )
-def test_a_config_with_a_wrong_type_or_an_unknown_key(tiny, text, says):
+def test_a_config_with_a_wrong_type_or_an_unknown_key(tiny: dict[str, str], text: str, says: str) -> None:
     config = Path(tiny["MODELPORT_CONFIG"])
     config.write_text(text)
     proc = cli(tiny, "fetch")
@@ -313,7 +319,7 @@ def test_a_config_with_a_wrong_type_or_an_unknown_key(tiny, text, says):
     assert not Path(tiny["MODELPORT_ARTIFACTS"]).exists()
 
 
-def test_a_missing_image_folder(converted, tmp_path):
+def test_a_missing_image_folder(converted: tuple[dict[str, str], Path], tmp_path: Path) -> None:
     env, art = converted
     missing = tmp_path / "no-such-images"
     before = files(art)
@@ -330,7 +336,7 @@ class Copy(Converter):
 
     tool = "copy"
 
-    def __init__(self, model: Path, reason: str | None = None):
+    def __init__(self, model: Path, reason: str | None = None) -> None:
         self.model, self.reason, self.made = model, reason, 0
 
     def unavailable_reason(self) -> str | None:
@@ -339,8 +345,8 @@ class Copy(Converter):
     def tool_version(self) -> str:
         return "copy 1"
 
-    def convert(self, ctx, force):
-        def make(job):
+    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
+        def make(job: Job) -> dict[str, object]:
             self.made += 1
             shutil.copyfile(self.model, job.tmp())
             return {"copied_from": self.model.name}
@@ -352,7 +358,7 @@ class Copy(Converter):
 COPY = "onnx/copy.onnx"
 
 
-def test_the_converter_base_checks_caches_verifies_and_records(converted, tmp_path):
+def test_the_converter_base_checks_caches_verifies_and_records(converted: tuple[dict[str, str], Path], tmp_path: Path) -> None:
     env, art = converted
     ctx = make_context(env)
     made = art / COPY

@@ -1,15 +1,19 @@
 """A failed step is a row with its reason, the other steps still run, and the job exits non-zero."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from conftest import private_artifacts, run
+from modelport.common.context import StepContext
 
 pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
 
 
-def test_failed_conversion_is_a_row_and_an_older_model_is_not_benchmarked(pipeline, test_env, tmp_path):
+def test_failed_conversion_is_a_row_and_an_older_model_is_not_benchmarked(
+    pipeline: StepContext, test_env: dict[str, str], tmp_path: Path
+) -> None:
     art = tmp_path / "art"
     private_artifacts(pipeline, art)
     assert (art / "onnx" / "model.int8.onnx").is_file()  # a good model from an earlier run stays on disk
@@ -43,7 +47,7 @@ def test_failed_conversion_is_a_row_and_an_older_model_is_not_benchmarked(pipeli
     assert not (art / "onnx" / "model.int8.onnx.failed.json").exists()
 
 
-def test_a_report_with_no_ok_row_is_an_error(pipeline, test_env, tmp_path):
+def test_a_report_with_no_ok_row_is_an_error(pipeline: StepContext, test_env: dict[str, str], tmp_path: Path) -> None:
     art = tmp_path / "art"
     (art / "source").mkdir(parents=True)
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
@@ -55,7 +59,9 @@ def test_a_report_with_no_ok_row_is_an_error(pipeline, test_env, tmp_path):
     assert "None" not in md and "Latency: no backend was timed." in md
 
 
-def test_a_conversion_below_its_floors_is_kept_aside_and_its_row_has_the_numbers(pipeline, test_env, tmp_path):
+def test_a_conversion_below_its_floors_is_kept_aside_and_its_row_has_the_numbers(
+    pipeline: StepContext, test_env: dict[str, str], tmp_path: Path
+) -> None:
     art = tmp_path / "art"
     private_artifacts(pipeline, art)
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}

@@ -16,12 +16,12 @@ DETECTION = ROOT / "data" / "detection"
 
 
 @pytest.fixture
-def env(test_env, tmp_path):
+def env(test_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     base = {k: v for k, v in test_env.items() if k not in ("MODELPORT_MODEL", "MODELPORT_LABELS", "MODELPORT_CONFIG")}
     return base | {"MODELPORT_ARTIFACTS": str(tmp_path / "art")}
 
 
-def init(env, model: Path, out: Path, *extra) -> str:
+def init(env: dict[str, str], model: Path, out: Path, *extra: str) -> str:
     proc = cli(env, "init", str(model), "--out", str(out), *extra)
     assert proc.returncode == 0, proc.stderr
     return out.read_text()
@@ -39,7 +39,9 @@ def init(env, model: Path, out: Path, *extra) -> str:
         ),
     ],
 )
-def test_init_writes_a_detect_config_that_loads_and_decodes(env, tmp_path, name, decoder, keys):
+def test_init_writes_a_detect_config_that_loads_and_decodes(
+    env: dict[str, str], tmp_path: Path, name: str, decoder: str, keys: set[str]
+) -> None:
     from modelport.common.images import load_image
     from modelport.tasks.detect import postprocess, preprocess
 
@@ -67,7 +69,7 @@ def test_init_writes_a_detect_config_that_loads_and_decodes(env, tmp_path, name,
     assert (found.boxes[:, 2] <= image.shape[1]).all() and (found.boxes[:, 3] <= image.shape[0]).all()
 
 
-def test_an_override_wins_over_a_detector_guess(env, tmp_path):
+def test_an_override_wins_over_a_detector_guess(env: dict[str, str], tmp_path: Path) -> None:
     text = init(
         env, DETECTION / "yolox_nano.onnx", tmp_path / "det.toml", "-o", "detect.nms_iou=0.45", "-o", "detect.align=center"
     )
@@ -96,7 +98,9 @@ def _reshape_model(path: Path, shapes: list[list[int]]) -> Path:
         ([[1, 192], [1, 48, 4], [1, 48, 4]], "3 outputs"),
     ],
 )
-def test_an_output_layout_nothing_decodes_is_one_line(env, tmp_path, shapes, says):
+def test_an_output_layout_nothing_decodes_is_one_line(
+    env: dict[str, str], tmp_path: Path, shapes: list[list[int]], says: str
+) -> None:
     model = _reshape_model(tmp_path / "odd.onnx", shapes)
     proc = cli(env, "init", str(model), "--out", str(tmp_path / "odd.toml"))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
@@ -105,7 +109,7 @@ def test_an_output_layout_nothing_decodes_is_one_line(env, tmp_path, shapes, say
     assert not (tmp_path / "odd.toml").exists()
 
 
-def test_a_tiny_yolox_layout_is_a_detector_and_its_strides_are_checked(env, tmp_path):
+def test_a_tiny_yolox_layout_is_a_detector_and_its_strides_are_checked(env: dict[str, str], tmp_path: Path) -> None:
     # 192 values as [1, 16, 12]: 16 rows of 5 + 7; no YOLOX strides give 16 rows at 8x8, and init says so.
     model = _reshape_model(tmp_path / "tiny.onnx", [[1, 16, 12]])
     text = init(env, model, tmp_path / "tiny.toml")
@@ -114,7 +118,7 @@ def test_a_tiny_yolox_layout_is_a_detector_and_its_strides_are_checked(env, tmp_
     assert (contract.task, contract.classes, [o.shape for o in contract.outputs]) == ("detect", 7, [[1, 16, 12]])
 
 
-def test_a_classifier_config_on_a_detector_is_one_config_error(test_env, tmp_path):
+def test_a_classifier_config_on_a_detector_is_one_config_error(test_env: dict[str, str], tmp_path: Path) -> None:
     proc = cli(
         test_env | {"MODELPORT_MODEL": str(DETECTION / "yolox_nano.onnx"), "MODELPORT_ARTIFACTS": str(tmp_path / "a")}, "fetch"
     )
@@ -124,7 +128,7 @@ def test_a_classifier_config_on_a_detector_is_one_config_error(test_env, tmp_pat
     assert [p.name for p in (tmp_path / "a").rglob("*") if p.is_file()] in ([], [".lock"])
 
 
-def test_a_detect_output_the_model_does_not_have_is_one_config_error(env, tmp_path):
+def test_a_detect_output_the_model_does_not_have_is_one_config_error(env: dict[str, str], tmp_path: Path) -> None:
     model = DETECTION / "ulfd_version-RFB-320.onnx"
     proc = cli(env, "init", str(model), "--out", str(tmp_path / "det.toml"), "-o", "detect.boxes_output=box")
     assert proc.returncode != 0

@@ -2,23 +2,25 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from conftest import error_line, private_artifacts, run
+from modelport.common.context import StepContext
 
 
 @pytest.fixture
-def art(pipeline, test_env, tmp_path):
+def art(pipeline: StepContext, test_env: dict[str, str], tmp_path: Path) -> tuple[Path, dict[str, str]]:
     dst = tmp_path / "art"
     private_artifacts(pipeline, dst, "depth", "*.int8*")
     return dst, {**test_env, "MODELPORT_ARTIFACTS": str(dst)}
 
 
 @pytest.mark.slow
-def test_percentile_calibration_is_capped_and_the_peak_memory_recorded(art):
+def test_percentile_calibration_is_capped_and_the_peak_memory_recorded(art: tuple[Path, dict[str, str]]) -> None:
     dst, env = art
     proc = run(env, "convert", "onnx-int8", "-o", "quantization.histogram_calibration_limit=3")
     assert proc.returncode == 0, proc.stderr
@@ -34,7 +36,7 @@ def test_percentile_calibration_is_capped_and_the_peak_memory_recorded(art):
 
 
 @pytest.mark.slow
-def test_a_swapped_onnx_is_named_before_the_quantizer_sees_it(art, tmp_path):
+def test_a_swapped_onnx_is_named_before_the_quantizer_sees_it(art: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     dst, env = art
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 224, 224])
     y = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 224, 224])
@@ -46,7 +48,7 @@ def test_a_swapped_onnx_is_named_before_the_quantizer_sees_it(art, tmp_path):
     assert f"{dst / 'onnx' / 'model.onnx'}: changed since the step that made it" in line and "partial" not in line
 
 
-def test_an_upper_case_tflite_is_found_in_a_folder(data_dir, test_env, tmp_path):
+def test_an_upper_case_tflite_is_found_in_a_folder(data_dir: Path, test_env: dict[str, str], tmp_path: Path) -> None:
     folder = tmp_path / "model dir"
     folder.mkdir()
     shutil.copyfile(data_dir / "models" / "mobilenet_v2_1.0_224.tflite", folder / "MODEL.TFLITE")

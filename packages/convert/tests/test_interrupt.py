@@ -6,18 +6,21 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
+from typing import IO, cast
 
 import pytest
 
 from conftest import CLI
 from modelport.common.artifacts import sha256_file
+from modelport.common.context import StepContext
 
 pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
 
 ONE_CONVERTER = ["-o", "convert.onnx_converter=tflite2onnx"]  # one converter is enough to interrupt; halves the time
 
 
-def start_conversion(env):
+def start_conversion(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*CLI, *ONE_CONVERTER, "convert", "onnx"],
         env={**os.environ, **env},
@@ -27,7 +30,7 @@ def start_conversion(env):
     )
 
 
-def wait_until_converting(art, proc, timeout=120):
+def wait_until_converting(art: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
     """Until the step has a work dir with something in it (tflite2onnx has started writing)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -35,17 +38,19 @@ def wait_until_converting(art, proc, timeout=120):
         if work.is_dir() and any(p.is_file() for p in work.rglob("*")):
             return
         if proc.poll() is not None:
-            pytest.fail(f"conversion ended before it could be interrupted:\n{proc.stdout.read()}")
+            pytest.fail(f"conversion ended before it could be interrupted:\n{cast(IO[str], proc.stdout).read()}")
         time.sleep(0.05)
     pytest.fail("conversion did not start")
 
 
-def partials(art):
+def partials(art: Path) -> list[Path]:
     return [p for p in art.rglob("*") if "partial" in p.name or p.parent.name == ".tmp"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_killed_conversion_is_redone(pipeline, test_env, tmp_path, sig):
+def test_killed_conversion_is_redone(
+    pipeline: StepContext, test_env: dict[str, str], tmp_path: Path, sig: signal.Signals
+) -> None:
     art = tmp_path / "art"
     shutil.copytree(
         pipeline.store.root, art, ignore=shutil.ignore_patterns("onnx", "results", "report", "ncnn", "rknn", "tensorrt")
@@ -66,7 +71,7 @@ def test_killed_conversion_is_redone(pipeline, test_env, tmp_path, sig):
     assert (art / "onnx" / "model.onnx.manifest.json").is_file()
 
 
-def test_changed_source_invalidates_every_dependent(pipeline, test_env, tmp_path):
+def test_changed_source_invalidates_every_dependent(pipeline: StepContext, test_env: dict[str, str], tmp_path: Path) -> None:
     """Manifest chain: a different input model redoes the reference, the ONNX and the INT8 model."""
     art = tmp_path / "art"
     shutil.copytree(pipeline.store.root, art, ignore=shutil.ignore_patterns("results", "report", "ncnn", "rknn", "tensorrt"))

@@ -4,6 +4,7 @@ candidates for float (common/recovery.py). A tiny ONNX model quantized here by o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -25,14 +26,14 @@ def named_tiny(path: Path) -> Path:
     return path
 
 
-def qdq(source: Path, out: Path, exclude: list[str], **extra_options) -> Path:
+def qdq(source: Path, out: Path, exclude: list[str], **extra_options: Any) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type information
+        def __init__(self) -> None:
             self.feeds = iter([{"image": np.random.default_rng(i).random((1, 3, 8, 8), dtype=np.float32)} for i in range(3)])
 
-        def get_next(self):
+        def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.feeds, None)
 
     quantize_static(
@@ -48,7 +49,7 @@ def qdq(source: Path, out: Path, exclude: list[str], **extra_options) -> Path:
     return out
 
 
-def test_qdq_quantized_layers_leave_out_what_the_qdq_model_keeps_in_float(tmp_path):
+def test_qdq_quantized_layers_leave_out_what_the_qdq_model_keeps_in_float(tmp_path: Path) -> None:
     source = named_tiny(tmp_path / "tiny.onnx")
     graph = onnx_layers.load(source)
     every = qdq_quantized(qdq(source, tmp_path / "all.onnx", []), graph)
@@ -58,7 +59,7 @@ def test_qdq_quantized_layers_leave_out_what_the_qdq_model_keeps_in_float(tmp_pa
     assert fewer == every - {"logits"}  # a layer in nodes_to_exclude is no candidate any more
 
 
-def test_a_float_bias_still_counts_as_quantized(tmp_path):
+def test_a_float_bias_still_counts_as_quantized(tmp_path: Path) -> None:
     """The symmetric QDQ model TensorRT builds from keeps its biases float (QuantizeBias off): its layers
     are quantized all the same."""
     source = named_tiny(tmp_path / "tiny.onnx")

@@ -7,7 +7,9 @@ pipeline's own ONNX carry what only a real model shows (agreement across toolcha
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -15,6 +17,7 @@ import pytest
 from onnx import helper
 
 from conftest import cli, error_line, make_context, run
+from modelport.common.context import StepContext
 from modelport.common.reference import REFERENCE
 from tiny_models import tiny_images, tiny_onnx, tiny_tflite
 
@@ -22,33 +25,33 @@ QUICK = ("--runs", "3", "--warmup", "1")
 
 
 @pytest.fixture
-def env(test_env, tmp_path):
+def env(test_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     """Test images, an empty artifacts folder, and no model/config: each test inits its own."""
     base = {k: v for k, v in test_env.items() if k not in ("MODELPORT_MODEL", "MODELPORT_LABELS", "MODELPORT_CONFIG")}
     return base | {"MODELPORT_ARTIFACTS": str(tmp_path / "art")}
 
 
-def init(env, model, config, *extra):
+def init(env: dict[str, str], model: Path, config: str | Path, *extra: str) -> dict[str, str]:
     proc = cli(env, "init", str(model), "--out", str(config), *extra)
     assert proc.returncode == 0, proc.stderr
     return env | {"MODELPORT_CONFIG": str(config)}
 
 
-def ok(env, *args):
+def ok(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     proc = cli(env, *args)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     return proc
 
 
-def report(env) -> dict:
+def report(env: dict[str, str]) -> dict[str, Any]:
     ok(env, "report")
     with open(os.path.join(env["MODELPORT_ARTIFACTS"], "report", "results.json")) as f:
-        data = json.load(f)
+        data: dict[str, Any] = json.load(f)
     return data | {"rows": {r["key"]: r for r in data["results"]}}
 
 
-def nothing_written(env) -> bool:
+def nothing_written(env: dict[str, str]) -> bool:
     root = env["MODELPORT_ARTIFACTS"]
     return not os.path.isdir(root) or not [f for _, _, fs in os.walk(root) for f in fs if f != ".lock"]
 
@@ -61,7 +64,7 @@ def nothing_written(env) -> bool:
         ({"layout": "NCHW", "batch": "batch", "softmax": False}, "logits"),
     ],
 )
-def test_onnx_sources_end_to_end(env, tmp_path, kw, outputs):
+def test_onnx_sources_end_to_end(env: dict[str, str], tmp_path: Path, kw: dict[str, Any], outputs: str) -> None:
     model = tiny_onnx(tmp_path / "tiny.onnx", **kw)
     env = init(env, model, tmp_path / "tiny.toml")
     ok(env, "fetch")
@@ -79,7 +82,7 @@ def test_onnx_sources_end_to_end(env, tmp_path, kw, outputs):
     assert "ONNX FP32, run in onnxruntime" in md and f"outputs are {outputs}" in md
 
 
-def test_init_counts_the_calibration_images_and_warns_below_the_minimum(env, tmp_path):
+def test_init_counts_the_calibration_images_and_warns_below_the_minimum(env: dict[str, str], tmp_path: Path) -> None:
     model = tiny_onnx(tmp_path / "tiny.onnx")
     few = tiny_images(tmp_path / "few", n=3)
     proc = cli(env | {"MODELPORT_CALIBRATION": str(few)}, "init", str(model), "--out", str(tmp_path / "few.toml"))
@@ -95,7 +98,7 @@ def test_init_counts_the_calibration_images_and_warns_below_the_minimum(env, tmp
     assert f"INT8 calibration images: 50 used of {shipped} ([images] calibration_limit)" in (tmp_path / "enough.toml").read_text()
 
 
-def test_dynamic_height_width_need_a_size(env, tmp_path):
+def test_dynamic_height_width_need_a_size(env: dict[str, str], tmp_path: Path) -> None:
     model = tiny_onnx(tmp_path / "dyn.onnx", size=("H", "W"))
     proc = cli(env, "init", str(model), "--out", str(tmp_path / "dyn.toml"))
     assert proc.returncode != 0 and not (tmp_path / "dyn.toml").exists()
@@ -118,7 +121,9 @@ def test_dynamic_height_width_need_a_size(env, tmp_path):
         ({"output_rank": 3}, "output is neither [batch, N] class scores nor a [1, N, 5 + C] detector head"),
     ],
 )
-def test_models_that_are_not_classifiers(env, test_env, tmp_path, kw, says):
+def test_models_that_are_not_classifiers(
+    env: dict[str, str], test_env: dict[str, str], tmp_path: Path, kw: dict[str, Any], says: str
+) -> None:
     model = tiny_onnx(tmp_path / "bad.onnx", **kw)
     for args in (["fetch"], ["init", str(model), "--out", str(tmp_path / "bad.toml")]):
         proc = cli(env | {"MODELPORT_MODEL": str(model), "MODELPORT_CONFIG": test_env["MODELPORT_CONFIG"]}, *args)
@@ -128,7 +133,7 @@ def test_models_that_are_not_classifiers(env, test_env, tmp_path, kw, says):
     assert nothing_written(env) and not (tmp_path / "bad.toml").exists()
 
 
-def test_labels_background_last_and_labels_that_fit_nothing(env, tmp_path):
+def test_labels_background_last_and_labels_that_fit_nothing(env: dict[str, str], tmp_path: Path) -> None:
     model = tiny_onnx(tmp_path / "tiny.onnx", classes=4)
     good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
     good.write_text("cat\ndog\nfox\nowl\nbackground\n")
@@ -144,7 +149,9 @@ def test_labels_background_last_and_labels_that_fit_nothing(env, tmp_path):
     assert {n for t in row["topk"] for n in t["labels"]} <= {"cat", "dog", "fox", "owl"}
 
 
-def test_a_config_that_contradicts_the_model_is_refused_naming_both(env, test_env, data_dir, tmp_path):
+def test_a_config_that_contradicts_the_model_is_refused_naming_both(
+    env: dict[str, str], test_env: dict[str, str], data_dir: Path, tmp_path: Path
+) -> None:
     sized = tmp_path / "sized.toml"
     sized.write_text("[input]\nsize = [224, 224]\n")
     model = tiny_onnx(tmp_path / "small.onnx")
@@ -159,7 +166,7 @@ def test_a_config_that_contradicts_the_model_is_refused_naming_both(env, test_en
     assert nothing_written(env)
 
 
-def quant_artifacts(tmp_path) -> tuple[str, str]:
+def quant_artifacts(tmp_path: Path) -> tuple[str, str]:
     """Artifacts folder and config of the QAT source: beside MODELPORT_TEST_ARTIFACTS in a `nox -s tests`
     run (-quant, -quant.toml), so the ncnn env converts the same source (test_ncnn_quantized_source.py)."""
     shared = os.environ.get("MODELPORT_TEST_ARTIFACTS")
@@ -170,7 +177,7 @@ def quant_artifacts(tmp_path) -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_full_integer_tflite_source(env, data_dir, tmp_path):
+def test_full_integer_tflite_source(env: dict[str, str], data_dir: Path, tmp_path: Path) -> None:
     """The shipped uint8 QAT model: the source row is TFLite INT8, the float ONNX is verified against it."""
     art, config = quant_artifacts(tmp_path)
     env = env | {"MODELPORT_ARTIFACTS": art}
@@ -196,7 +203,7 @@ def test_full_integer_tflite_source(env, data_dir, tmp_path):
     assert "every row (float ones too) is held to the INT8 floors" in open(ctx.store.path("report/results.md")).read()
 
 
-def test_int8_tflite_with_a_converter_that_crashes(env, data_dir, tmp_path):
+def test_int8_tflite_with_a_converter_that_crashes(env: dict[str, str], data_dir: Path, tmp_path: Path) -> None:
     """int8 input and output; tflite2onnx cannot read the converter's current flatbuffers: tf2onnx is kept."""
     from modelport.common.images import load_image, resolve_images
     from modelport.common.preprocess import InputSpec, prepare
@@ -208,27 +215,28 @@ def test_int8_tflite_with_a_converter_that_crashes(env, data_dir, tmp_path):
     ok(env, "fetch")
     proc = ok(env, "convert", "reference", "onnx")
     ctx = make_context(env)
-    assert ctx.config.contract.dtype == "int8" and ctx.config.contract.output_dtype == "int8"
-    extra = ctx.store.read_manifest("onnx/model.onnx")["extra"]
+    contract = ctx.config.contract
+    assert contract is not None and contract.dtype == "int8" and contract.output_dtype == "int8"
+    extra = cast(dict[str, Any], ctx.store.read_manifest("onnx/model.onnx"))["extra"]
     assert extra["converter"] == "tf2onnx" and "tflite2onnx failed" in extra["failed_converters"]["tflite2onnx"]
     assert "tflite2onnx failed" in proc.stderr
     assert extra["converters"]["tf2onnx"]["agreement"]["top1"] >= ctx.config.accuracy.int8_top1_min
 
 
-def test_a_converter_whose_model_onnx_rejects_loses_the_race_and_the_other_is_kept(env, tmp_path):
+def test_a_converter_whose_model_onnx_rejects_loses_the_race_and_the_other_is_kept(env: dict[str, str], tmp_path: Path) -> None:
     """tflite2onnx converts a Dense on a 4-D tensor into a Gemm whose model onnx's shape inference rejects (not a
     ModelportError): the race records why and goes on with tf2onnx."""
     env = init(env, tiny_tflite(tmp_path / "fc4d.tflite", classes=5, dense_on_4d=True), tmp_path / "fc4d.toml")
     ok(env, "fetch")
     proc = ok(env, "convert", "reference", "onnx")
-    extra = make_context(env).store.read_manifest("onnx/model.onnx")["extra"]
+    extra = cast(dict[str, Any], make_context(env).store.read_manifest("onnx/model.onnx"))["extra"]
     assert extra["converter"] == "tf2onnx" and set(extra["converters"]) == {"tf2onnx"}
     assert "ShapeInferenceError" in extra["failed_converters"]["tflite2onnx"]
     assert "warning: tflite2onnx:" in proc.stderr and "ShapeInferenceError" in proc.stderr
     assert "keeping tf2onnx: the only converter that passed" in proc.stderr
 
 
-def test_tflites_delegate_line_goes_to_the_toolchain_log(env, tmp_path):
+def test_tflites_delegate_line_goes_to_the_toolchain_log(env: dict[str, str], tmp_path: Path) -> None:
     """A fresh process (TFLite prints it once per process): the reference runs the source in TFLite with XNNPACK."""
     env = init(env, tiny_tflite(tmp_path / "t.tflite", classes=5), tmp_path / "t.toml")
     ok(env, "fetch")
@@ -238,12 +246,12 @@ def test_tflites_delegate_line_goes_to_the_toolchain_log(env, tmp_path):
     assert "XNNPACK delegate" in (tmp_path / "art" / "logs" / "toolchain.log").read_text()
 
 
-def _nhwc(src, dst):
+def _nhwc(src: Path, dst: Path) -> Path:
     """The same network taking NHWC: a Transpose in front, as tf2onnx without --inputs-as-nchw gives."""
     model = onnx.load(str(src))
     inp = model.graph.input[0]
-    for n in model.graph.node:
-        n.input[:] = ["nchw" if x == inp.name else x for x in n.input]
+    for node in model.graph.node:
+        node.input[:] = ["nchw" if x == inp.name else x for x in node.input]
     model.graph.node.insert(0, helper.make_node("Transpose", [inp.name], ["nchw"], perm=[0, 3, 1, 2]))
     dims = inp.type.tensor_type.shape.dim
     n, c, h, w = (d.dim_value for d in dims)
@@ -255,7 +263,9 @@ def _nhwc(src, dst):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_the_pipelines_own_onnx_as_the_source(pipeline, env, data_dir, tmp_path, layout):
+def test_the_pipelines_own_onnx_as_the_source(
+    pipeline: StepContext, env: dict[str, str], data_dir: Path, tmp_path: Path, layout: str
+) -> None:
     src = tmp_path / "model.onnx"
     shutil.copyfile(pipeline.store.path("onnx/model.onnx"), src)
     if layout == "NHWC":
@@ -264,7 +274,7 @@ def test_the_pipelines_own_onnx_as_the_source(pipeline, env, data_dir, tmp_path,
     ok(env, "fetch")
     ok(env, "convert", "reference", "onnx", "onnx-int8")
     ctx = make_context(env)
-    assert ctx.config.contract.layout == layout
+    assert ctx.config.contract is not None and ctx.config.contract.layout == layout
     ours = np.load(ctx.store.path(REFERENCE))
     tflite = np.load(pipeline.store.path(REFERENCE))
     cos = (ours * tflite).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(tflite, axis=1)
@@ -273,7 +283,7 @@ def test_the_pipelines_own_onnx_as_the_source(pipeline, env, data_dir, tmp_path,
     assert [d.dim_value for d in made.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 224, 224]
 
 
-def test_the_race_keeps_the_preferred_converter_unless_another_is_clearly_faster():
+def test_the_race_keeps_the_preferred_converter_unless_another_is_clearly_faster() -> None:
     from modelport.tflite.convert import pick
 
     equal = {"tflite2onnx": [5.0] * 6, "tf2onnx": [5.0] * 6}

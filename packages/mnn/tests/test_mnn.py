@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import make_context
+from modelport.common.context import StepContext
 from modelport.common.reference import REFERENCE
 from modelport.convert.registry import TARGETS, target_module
 from modelport.mnn.runtime import MnnFp32Runtime, MnnInt8Runtime
@@ -26,11 +27,11 @@ ort = pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def ctx(test_env):
+def ctx(test_env: dict[str, str]) -> StepContext:
     return make_context(test_env)
 
 
-def tiny(ctx, tmp_path: Path) -> Path:
+def tiny(ctx: StepContext, tmp_path: Path) -> Path:
     """The tiny classifier at the config's input size, NCHW, batch 1."""
     _, c, h, w = ctx.config.input.shape("NCHW")
     return tiny_onnx(tmp_path / "tiny.onnx", size=(h, w), channels=c, batch=1)
@@ -46,7 +47,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a.ravel() @ b.ravel() / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def test_registered_through_entry_points():
+def test_registered_through_entry_points() -> None:
     for key in ("mnn-fp32", "mnn-int8"):
         assert key in RUNTIMES and key in TARGETS
         assert target_module(key).unavailable_reason() is None
@@ -54,7 +55,7 @@ def test_registered_through_entry_points():
     assert runtime_class("mnn-int8") is MnnInt8Runtime
 
 
-def test_fp32_tiny_model_matches_onnxruntime(ctx, tmp_path):
+def test_fp32_tiny_model_matches_onnxruntime(ctx: StepContext, tmp_path: Path) -> None:
     from modelport.mnn.convert import convert_onnx
 
     onnx = tiny(ctx, tmp_path)
@@ -73,7 +74,7 @@ def test_fp32_tiny_model_matches_onnxruntime(ctx, tmp_path):
     assert not np.allclose(outs[0], outs[1])  # each call gives its own result (the output is copied)
 
 
-def test_int8_tiny_model_is_quantized_and_close(ctx, tmp_path):
+def test_int8_tiny_model_is_quantized_and_close(ctx: StepContext, tmp_path: Path) -> None:
     """MNN's own calibration on the tiny model: outputs close to onnxruntime's but not identical (INT8 ran)."""
     from modelport.mnn.convert import convert_onnx, quantize
 
@@ -92,7 +93,7 @@ def test_int8_tiny_model_is_quantized_and_close(ctx, tmp_path):
     assert cosine(out, ref) > 0.99 and not np.allclose(out, ref, rtol=1e-5, atol=1e-6)
 
 
-def test_config_knobs_reach_the_session(ctx, tmp_path):
+def test_config_knobs_reach_the_session(ctx: StepContext, tmp_path: Path) -> None:
     from modelport.bench.tuning import config_with
     from modelport.mnn.convert import convert_onnx
 
@@ -106,7 +107,7 @@ def test_config_knobs_reach_the_session(ctx, tmp_path):
     assert threads == 1  # not the default ([tflite] threads = 2); MNN caps it at the cores it finds
 
 
-def test_wrong_input_shape_is_an_input_error(ctx, tmp_path):
+def test_wrong_input_shape_is_an_input_error(ctx: StepContext, tmp_path: Path) -> None:
     from modelport.common.errors import InputError
     from modelport.mnn.convert import convert_onnx
 
@@ -115,7 +116,7 @@ def test_wrong_input_shape_is_an_input_error(ctx, tmp_path):
         MnnFp32Runtime(ctx.config, {"model": tmp_path / "model.mnn"}).activate()
 
 
-def test_a_model_mnn_refuses_is_one_error_line_naming_it(tmp_path):
+def test_a_model_mnn_refuses_is_one_error_line_naming_it(tmp_path: Path) -> None:
     """MNNConvert returns success and writes nothing for a file it cannot read: the step fails, with the log."""
     from modelport.common.errors import ModelportError
     from modelport.mnn.convert import convert_onnx
@@ -127,7 +128,7 @@ def test_a_model_mnn_refuses_is_one_error_line_naming_it(tmp_path):
     assert e.value.path == bad and not (tmp_path / "out.mnn").exists()
 
 
-def test_an_abort_inside_mnn_is_a_failed_step_not_a_dead_process(tmp_path, monkeypatch):
+def test_an_abort_inside_mnn_is_a_failed_step_not_a_dead_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker runs in a child: a C++ abort there (as the offline quantizer's std::length_error) is an error."""
     from modelport.common.errors import ModelportError
     from modelport.mnn import convert
@@ -158,7 +159,7 @@ _AUDIT = textwrap.dedent(
 )
 
 
-def test_conversion_starts_no_pip_and_opens_no_socket(ctx, tmp_path):
+def test_conversion_starts_no_pip_and_opens_no_socket(ctx: StepContext, tmp_path: Path) -> None:
     """FP32 and INT8 conversion of the tiny model, with an audit hook in the CLI's process and in MNN's worker:
     the only process started is the worker itself, nothing runs pip, nothing connects (the wheel's Python tool
     wrappers would pip-install their usage logger and upload logs)."""
@@ -188,7 +189,7 @@ def test_conversion_starts_no_pip_and_opens_no_socket(ctx, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def real(test_env):
+def real(test_env: dict[str, str]) -> StepContext:
     """The pipeline's artifacts: this env needs only the ONNX model and the reference the tf-onnx env made."""
     root = os.environ.get("MODELPORT_TEST_ARTIFACTS")
     needed = ("onnx/model.onnx", REFERENCE)
@@ -198,7 +199,7 @@ def real(test_env):
 
 
 @pytest.mark.slow
-def test_real_model_converts_and_verifies(real):
+def test_real_model_converts_and_verifies(real: StepContext) -> None:
     paths = target_module("mnn-fp32").run(real, force=False)
     assert all(p.is_file() for p in paths)
     manifest = real.store.read_manifest(real.store.rel(paths[0])) or {}
@@ -207,7 +208,7 @@ def test_real_model_converts_and_verifies(real):
 
 
 @pytest.mark.slow
-def test_real_int8_is_int8_and_judged_by_the_floors(real):
+def test_real_int8_is_int8_and_judged_by_the_floors(real: StepContext) -> None:
     """MNN's train_quant on the shipped calibration crops lands below the INT8 floors here (cosine min ~0.79):
     either way the model is really INT8 and a miss is the step's one-line floor failure, never an ok row."""
     from modelport.common.errors import AccuracyGateError
@@ -223,7 +224,7 @@ def test_real_int8_is_int8_and_judged_by_the_floors(real):
 
 
 @pytest.mark.slow
-def test_real_depth_overhead_and_sweep(real, monkeypatch):
+def test_real_depth_overhead_and_sweep(real: StepContext, monkeypatch: pytest.MonkeyPatch) -> None:
     """`modelport depth` on the real model: the harness vs a bare loop of MNN's own runSession, a batch sweep
     (sequential batch-1 calls: no batch twin)."""
     from modelport.bench import overhead, sweep

@@ -7,32 +7,39 @@ import json
 import os
 import shutil
 import struct
+from collections.abc import Collection
+from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 
 from conftest import error_line, make_context, run
 from modelport.common.agreement import compare
+from modelport.common.artifacts import ArtifactStore
+from modelport.common.context import StepContext
 from modelport.common.reference import REFERENCE, load_reference
+from modelport.common.schema import Agreement
 from modelport.convert.registry import target_module
 from modelport.ncnn import official as ncnn_official
-from modelport.ncnn.format import TAG_INT8, NcnnFormatError, load, read_bin, read_param, write_bin
+from modelport.ncnn.format import TAG_INT8, Layer, NcnnFormatError, load, read_bin, read_param, write_bin
 from modelport.ncnn.runtime import NcnnInt8Runtime, NcnnRuntime
 from modelport.ncnn.table import Table, kl_threshold
+from modelport.runtime.base import Runtime
 from modelport.runtime.run import prepared_images, run_outputs
 
 pytestmark = pytest.mark.ncnn
 
 
 @pytest.fixture(scope="session")
-def ncnn_models(pipeline):
+def ncnn_models(pipeline: StepContext) -> StepContext:
     """The pipeline's artifacts plus ncnn/model.* and ncnn/model-int8.* (cached by manifest)."""
     for name in ("ncnn", "ncnn-int8"):
         target_module(name).run(pipeline, force=False)
     return pipeline
 
 
-def agreement(ctx, runtime):
+def agreement(ctx: StepContext, runtime: Runtime) -> Agreement:
     ref = load_reference(ctx.store, ctx.eval_images, ctx.config.input.signature)
     with runtime:
         out = run_outputs(runtime, prepared_images(ctx), ctx.config.input)
@@ -40,7 +47,7 @@ def agreement(ctx, runtime):
 
 
 @pytest.mark.slow
-def test_fp32_matches_the_reference_on_every_image(ncnn_models):
+def test_fp32_matches_the_reference_on_every_image(ncnn_models: StepContext) -> None:
     a = agreement(ncnn_models, NcnnRuntime.from_store(ncnn_models.store, ncnn_models.config))
     assert a.images == 12
     assert a.top1 == 1.0, [p.image for p in a.per_image if not p.top1_match]
@@ -48,7 +55,7 @@ def test_fp32_matches_the_reference_on_every_image(ncnn_models):
 
 
 @pytest.mark.slow
-def test_fp32_blob_names_come_from_the_model(ncnn_models):
+def test_fp32_blob_names_come_from_the_model(ncnn_models: StepContext) -> None:
     m = json.loads(ncnn_models.store.path("ncnn/model.param.manifest.json").read_text())
     model = read_param(ncnn_models.store.path("ncnn/model.param"))
     assert [m["extra"]["input_blob"]] == model.inputs and [m["extra"]["output_blob"]] == model.outputs
@@ -56,7 +63,7 @@ def test_fp32_blob_names_come_from_the_model(ncnn_models):
 
 
 @pytest.mark.slow
-def test_int8_meets_the_int8_floor_and_size(ncnn_models):
+def test_int8_meets_the_int8_floor_and_size(ncnn_models: StepContext) -> None:
     store = ncnn_models.store
     a = agreement(ncnn_models, NcnnInt8Runtime.from_store(store, ncnn_models.config))
     assert a.top1 >= 0.9 and a.cosine_mean >= 0.98 and a.cosine_min >= 0.95, a.model_dump(exclude={"per_image"})
@@ -64,7 +71,7 @@ def test_int8_meets_the_int8_floor_and_size(ncnn_models):
 
 
 @pytest.fixture(scope="module")
-def all_int8(ncnn_models, test_env, tmp_path_factory):
+def all_int8(ncnn_models: StepContext, test_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> StepContext:
     """The INT8 model with depthwise convs in int8 too ([ncnn] int8_depthwise = true), verified on the floor."""
     art = copy_inputs(ncnn_models, tmp_path_factory.mktemp("all-int8"))
     ctx = make_context(
@@ -74,7 +81,7 @@ def all_int8(ncnn_models, test_env, tmp_path_factory):
     return ctx
 
 
-def check_native_int8(store, int8_types):
+def check_native_int8(store: ArtifactStore, int8_types: Collection[str]) -> list[Layer]:
     """Quantized convs store int8 weights (int8 tag) then bias, weight scales, input scale
     (+ output scale when requantizing), as ncnn2int8 writes them; the others stay FP32."""
     model = load(store.path("ncnn/model-int8.param"), store.path("ncnn/model-int8.bin"))
@@ -95,13 +102,13 @@ def check_native_int8(store, int8_types):
 
 
 @pytest.mark.slow
-def test_int8_model_is_a_native_ncnn_int8_model(ncnn_models):
+def test_int8_model_is_a_native_ncnn_int8_model(ncnn_models: StepContext) -> None:
     requantizing = check_native_int8(ncnn_models.store, ("Convolution",))
     assert len(requantizing) >= 1  # a conv feeding only convs hands them int8
 
 
 @pytest.mark.slow
-def test_all_int8_variant_meets_the_floor_and_chains_int8(all_int8):
+def test_all_int8_variant_meets_the_floor_and_chains_int8(all_int8: StepContext) -> None:
     requantizing = check_native_int8(all_int8.store, ("Convolution", "ConvolutionDepthWise"))
     assert len(requantizing) >= 30  # conv -> depthwise -> conv chains stay int8 end to end
     a = agreement(all_int8, NcnnInt8Runtime.from_store(all_int8.store, all_int8.config))
@@ -110,7 +117,7 @@ def test_all_int8_variant_meets_the_floor_and_chains_int8(all_int8):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["default", "all_int8"])
-def test_ncnn_runs_int8_kernels(ncnn_models, all_int8, variant):
+def test_ncnn_runs_int8_kernels(ncnn_models: StepContext, all_int8: StepContext, variant: str) -> None:
     """Blobs after requantizing convs are held as int8 by the runtime (1 byte per element)."""
     ctx = ncnn_models if variant == "default" else all_int8
     rt = NcnnInt8Runtime.from_store(ctx.store, ctx.config)
@@ -118,12 +125,12 @@ def test_ncnn_runs_int8_kernels(ncnn_models, all_int8, variant):
         rt.infer(np.zeros((1, 224, 224, 3), np.uint8) + 128)
         evidence = rt.settings()
     assert evidence["int8_layers"] == (36 if variant == "default" else 53)
-    assert evidence["requantized_blobs_checked"] == evidence["requantized_layers"] > 0
+    assert evidence["requantized_blobs_checked"] == cast(int, evidence["requantized_layers"]) > 0
     assert evidence["int8_blobs_at_runtime"] == evidence["requantized_layers"]
 
 
 @pytest.mark.slow
-def test_table_is_in_ncnn2table_format(ncnn_models):
+def test_table_is_in_ncnn2table_format(ncnn_models: StepContext) -> None:
     store = ncnn_models.store
     text = store.path("ncnn/model.table").read_text()
     model = read_param(store.path("ncnn/model.param"))
@@ -144,7 +151,7 @@ def test_table_is_in_ncnn2table_format(ncnn_models):
 
 
 @pytest.mark.slow
-def test_format_round_trip_is_byte_exact(ncnn_models, tmp_path):
+def test_format_round_trip_is_byte_exact(ncnn_models: StepContext, tmp_path: Path) -> None:
     store = ncnn_models.store
     for stem in ("model", "model-int8"):
         model = load(store.path(f"ncnn/{stem}.param"), store.path(f"ncnn/{stem}.bin"))
@@ -153,7 +160,7 @@ def test_format_round_trip_is_byte_exact(ncnn_models, tmp_path):
 
 
 @pytest.mark.slow
-def test_truncated_bin_is_refused_naming_it(ncnn_models, tmp_path):
+def test_truncated_bin_is_refused_naming_it(ncnn_models: StepContext, tmp_path: Path) -> None:
     store = ncnn_models.store
     bad = tmp_path / "model.bin"
     bad.write_bytes(store.path("ncnn/model.bin").read_bytes()[:-1000])
@@ -162,7 +169,7 @@ def test_truncated_bin_is_refused_naming_it(ncnn_models, tmp_path):
     assert str(bad) in str(e.value)
 
 
-def test_kl_clips_outliers_and_keeps_a_dense_range():
+def test_kl_clips_outliers_and_keeps_a_dense_range() -> None:
     rng = np.random.default_rng(0)
     x = np.abs(np.concatenate([rng.normal(0, 1, 200_000), [40.0]]))
     hist = np.histogram(x, bins=2048, range=(0, x.max()))[0].astype(float)
@@ -174,7 +181,9 @@ def test_kl_clips_outliers_and_keeps_a_dense_range():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["kl", "aciq"])
-def test_other_calibration_methods_produce_loadable_models(ncnn_models, test_env, tmp_path, method):
+def test_other_calibration_methods_produce_loadable_models(
+    ncnn_models: StepContext, test_env: dict[str, str], tmp_path: Path, method: str
+) -> None:
     """KL and ACIQ run end to end (verification off: on MobileNetV2 they clip ReLU6 outputs and miss the floor)."""
     ctx = make_context(
         {**test_env, "MODELPORT_ARTIFACTS": str(copy_inputs(ncnn_models, tmp_path))},
@@ -194,7 +203,7 @@ def test_other_calibration_methods_produce_loadable_models(ncnn_models, test_env
     bool(ncnn_official.missing_tools()),
     reason=f"official ncnn tools not on PATH ({', '.join(ncnn_official.missing_tools())}); built in envs/ncnn/Dockerfile",
 )
-def test_official_and_builtin_tools_agree(ncnn_models, test_env, tmp_path):
+def test_official_and_builtin_tools_agree(ncnn_models: StepContext, test_env: dict[str, str], tmp_path: Path) -> None:
     results = {}
     for tools in ("official", "builtin"):
         art = copy_inputs(ncnn_models, tmp_path / tools)
@@ -218,7 +227,7 @@ def test_official_and_builtin_tools_agree(ncnn_models, test_env, tmp_path):
     assert a_off.top1 >= 0.75 and a_own.top1 >= 0.75
 
 
-def test_tools_choice(monkeypatch):
+def test_tools_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     from modelport.ncnn.int8 import choose_tools
 
     monkeypatch.setattr(ncnn_official, "missing_tools", lambda: ["ncnn2table"])
@@ -229,7 +238,7 @@ def test_tools_choice(monkeypatch):
     assert choose_tools("builtin", "kl")[0] == "builtin" and choose_tools("official", "aciq")[0] == "official"
 
 
-def copy_inputs(ctx, root):
+def copy_inputs(ctx: StepContext, root: Path) -> Path:
     """A fresh artifacts folder holding only what `convert ncnn-int8` reads (reference + FP32 model)."""
     for rel in (REFERENCE, "ncnn/model.param", "ncnn/model.bin"):
         for suffix in ("", ".manifest.json"):
@@ -243,12 +252,12 @@ def copy_inputs(ctx, root):
 
 
 @pytest.fixture
-def int8_inputs(ncnn_models, test_env, tmp_path):
+def int8_inputs(ncnn_models: StepContext, test_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     """Env for a fresh artifacts folder that holds only the inputs of `convert ncnn-int8`."""
     return {**test_env, "MODELPORT_ARTIFACTS": str(copy_inputs(ncnn_models, tmp_path / "art"))}
 
 
-def nothing_written(env):
+def nothing_written(env: dict[str, str]) -> None:
     """Only the copied inputs are there (no int8 model, no table, no partial or temp file), and the
     record of the failure that `bench ncnn-int8` reports as its row."""
     root = env["MODELPORT_ARTIFACTS"]
@@ -265,7 +274,7 @@ def nothing_written(env):
 
 
 @pytest.mark.slow
-def test_second_convert_is_a_manifest_hit(ncnn_models, test_env):
+def test_second_convert_is_a_manifest_hit(ncnn_models: StepContext, test_env: dict[str, str]) -> None:
     proc = run(test_env, "convert", "ncnn", "ncnn-int8")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("up to date") == 2, proc.stderr
@@ -273,7 +282,7 @@ def test_second_convert_is_a_manifest_hit(ncnn_models, test_env):
 
 
 @pytest.mark.slow
-def test_calibration_list_with_a_missing_file(int8_inputs, data_dir, tmp_path):
+def test_calibration_list_with_a_missing_file(int8_inputs: dict[str, str], data_dir: Path, tmp_path: Path) -> None:
     listfile = tmp_path / "calib.txt"
     (tmp_path / "bird.jpg").write_bytes((data_dir / "images" / "bird.jpg").read_bytes())
     listfile.write_text("# calibration\nbird.jpg\nnot_there.jpg\n")
@@ -285,7 +294,7 @@ def test_calibration_list_with_a_missing_file(int8_inputs, data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_empty_calibration_directory(int8_inputs, tmp_path):
+def test_empty_calibration_directory(int8_inputs: dict[str, str], tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = run(int8_inputs, "--calibration-dataset", str(empty), "convert", "ncnn-int8")
@@ -295,7 +304,7 @@ def test_empty_calibration_directory(int8_inputs, tmp_path):
 
 
 @pytest.mark.slow
-def test_non_image_in_the_calibration_set(int8_inputs, data_dir, tmp_path):
+def test_non_image_in_the_calibration_set(int8_inputs: dict[str, str], data_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "calib"
     folder.mkdir()
     for name in ("bird.jpg", "cat.jpg"):
@@ -309,7 +318,7 @@ def test_non_image_in_the_calibration_set(int8_inputs, data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_official_tools_requested_but_missing(int8_inputs):
+def test_official_tools_requested_but_missing(int8_inputs: dict[str, str]) -> None:
     from modelport.ncnn import official as ncnn_official
 
     if not ncnn_official.missing_tools():
@@ -320,7 +329,7 @@ def test_official_tools_requested_but_missing(int8_inputs):
 
 
 @pytest.mark.slow
-def test_recovery_candidates_are_the_layers_the_table_quantizes(ncnn_models, all_int8):
+def test_recovery_candidates_are_the_layers_the_table_quantizes(ncnn_models: StepContext, all_int8: StepContext) -> None:
     """What the recovery search may put back in float: ONNX layers whose ncnn layer the table enables. The
     depthwise convs stay float by default ('#' lines), and the Softmax has no int8 kernel at all."""
     import onnx
@@ -337,7 +346,7 @@ def test_recovery_candidates_are_the_layers_the_table_quantizes(ncnn_models, all
     depthwise = {n.name for n in model.graph.node if any(a.name == "group" and a.i > 1 for a in n.attribute)}
     convs = {n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")}
 
-    def quantized(ctx):
+    def quantized(ctx: StepContext) -> set[str]:
         return NcnnKnobs(ctx, False).quantized_layers(Variant("default", "minmax", [], dict(OUTPUTS)))
 
     default, every = quantized(ncnn_models), quantized(all_int8)

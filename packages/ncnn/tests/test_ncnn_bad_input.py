@@ -1,16 +1,18 @@
 """Bad ncnn input through the CLI: one line naming the file, non-zero exit, only a failed row written."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
 from conftest import failed_row, private_artifacts, run
+from modelport.common.context import StepContext
 
 pytestmark = [pytest.mark.ncnn, pytest.mark.slow]
 
 
 @pytest.fixture
-def ncnn_art(pipeline, test_env, tmp_path):
+def ncnn_art(pipeline: StepContext, test_env: dict[str, str], tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A private artifacts folder with a converted ncnn FP32 model (cached by manifest in the shared one)."""
     from modelport.convert.registry import target_module
 
@@ -28,7 +30,7 @@ def ncnn_art(pipeline, test_env, tmp_path):
         ("model.bin", b"\0" * 4096),  # far shorter than the weights the param declares
     ],
 )
-def test_corrupt_ncnn_model(ncnn_art, which, content):
+def test_corrupt_ncnn_model(ncnn_art: tuple[Path, dict[str, str]], which: str, content: bytes) -> None:
     dst, env = ncnn_art
     path = dst / "ncnn" / which
     path.write_bytes(content)
@@ -39,7 +41,7 @@ def test_corrupt_ncnn_model(ncnn_art, which, content):
     assert str(path) in failed_row(dst, "ncnn")["reason"]
 
 
-def test_ncnn_model_changed_since_conversion(ncnn_art):
+def test_ncnn_model_changed_since_conversion(ncnn_art: tuple[Path, dict[str, str]]) -> None:
     dst, env = ncnn_art
     path = dst / "ncnn" / "model.bin"
     path.write_bytes(path.read_bytes()[:-16])
@@ -48,7 +50,7 @@ def test_ncnn_model_changed_since_conversion(ncnn_art):
     assert str(path) in failed_row(dst, "ncnn")["reason"]
 
 
-def test_corrupt_onnx_is_refused_before_pnnx(pipeline, test_env, tmp_path):
+def test_corrupt_onnx_is_refused_before_pnnx(pipeline: StepContext, test_env: dict[str, str], tmp_path: Path) -> None:
     dst = tmp_path / "art"
     private_artifacts(pipeline, dst)
     model = dst / "onnx" / "model.onnx"
@@ -59,11 +61,11 @@ def test_corrupt_onnx_is_refused_before_pnnx(pipeline, test_env, tmp_path):
     assert written == ["model.bin.failed.json", "model.param.failed.json"]  # only the failure, for bench's row
 
 
-def test_official_ncnn_tools_requested_on_the_command_line_but_missing(ncnn_art):
+def test_official_ncnn_tools_requested_on_the_command_line_but_missing(ncnn_art: tuple[Path, dict[str, str]]) -> None:
     """`--ncnn-tools official` without ncnnoptimize/ncnn2table/ncnn2int8 on PATH: a clear error, nothing rewritten."""
     dst, env = ncnn_art
 
-    def models():
+    def models() -> list[tuple[str, bytes]]:
         return sorted((p.name, p.read_bytes()) for p in (dst / "ncnn").iterdir() if p.is_file() and "failed" not in p.name)
 
     before = models()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import pytest
 
 from conftest import make_context
 from modelport.bench import overhead, sweep, tuning
+from modelport.common.context import StepContext
 from modelport.common.preprocess import to_tensor
 from modelport.convert.registry import target_module
 from modelport.ncnn.runtime import NcnnInt8Runtime, NcnnRuntime
@@ -16,22 +19,22 @@ pytestmark = [pytest.mark.ncnn, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def ncnn_ctx(pipeline, test_env):
+def ncnn_ctx(pipeline: StepContext, test_env: dict[str, str]) -> StepContext:
     for name in ("ncnn", "ncnn-int8"):
         target_module(name).run(pipeline, force=False)
     return make_context(test_env)
 
 
 @pytest.mark.parametrize("cls", [NcnnRuntime, NcnnInt8Runtime])
-def test_own_call_is_the_same_inference(ncnn_ctx, cls):
+def test_own_call_is_the_same_inference(ncnn_ctx: StepContext, cls: type[NcnnRuntime]) -> None:
     x = to_tensor(prepared_images(ncnn_ctx)[0], ncnn_ctx.config.input, cls.input_layout, cls.input_dtype)
     with cls.from_store(ncnn_ctx.store, ncnn_ctx.config) as rt:
-        ret, mat = rt.own_call(x)()
+        ret, mat = cast(tuple[int, Any], rt.own_call(x)())
         assert ret == 0
         np.testing.assert_array_equal(np.array(mat).reshape(-1), rt.infer(x).reshape(-1))
 
 
-def test_ncnn_batches_are_sequential_extracts_and_say_so(ncnn_ctx, monkeypatch):
+def test_ncnn_batches_are_sequential_extracts_and_say_so(ncnn_ctx: StepContext, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sweep, "IMAGES_PER_POINT", 4)
     data = sweep.sweep(ncnn_ctx, "ncnn-int8", batches=[1, 2], threads=[1, 2])
     assert data["batch_support"] == "loop" and data["thread_setting"] == "ncnn.threads"
@@ -45,7 +48,7 @@ def test_ncnn_batches_are_sequential_extracts_and_say_so(ncnn_ctx, monkeypatch):
         rt.set_batch(2)
 
 
-def test_ncnn_overhead_and_a_thread_override(ncnn_ctx):
+def test_ncnn_overhead_and_a_thread_override(ncnn_ctx: StepContext) -> None:
     data = overhead.measure_overhead(ncnn_ctx, "ncnn", rounds=2, runs=2, warmup=1, settings={"ncnn.threads": 1})
     assert data["settings"]["threads"] == 1
     assert data["ratio_of_means"] == pytest.approx(data["harness_mean_ms"] / data["bare_mean_ms"])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from conftest import run
+from modelport.common.context import StepContext
 from modelport.common.layer_analysis import worst
 from modelport.common.reference import REFERENCE
 from modelport.convert.registry import target_module
@@ -18,7 +20,7 @@ INPUTS = ("source/model.tflite", "source/labels.txt", REFERENCE, "onnx/model.onn
 
 
 @pytest.fixture(scope="module")
-def art(pipeline, tmp_path_factory):
+def art(pipeline: StepContext, tmp_path_factory: pytest.TempPathFactory) -> Path:
     target_module("ncnn").run(pipeline, force=False)
     root = tmp_path_factory.mktemp("ncnn-recovery")
     for rel in INPUTS:
@@ -28,7 +30,7 @@ def art(pipeline, tmp_path_factory):
     return root
 
 
-def test_blobs_line_up_with_onnx_layers(art, test_env):
+def test_blobs_line_up_with_onnx_layers(art: Path, test_env: dict[str, str]) -> None:
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
     assert run(env, "convert", "ncnn-int8").returncode == 0
     proc = run(env, "analyze", "ncnn-int8")
@@ -47,7 +49,7 @@ def test_blobs_line_up_with_onnx_layers(art, test_env):
     assert {r["backend_name"] for r in data["layers"]} <= set((art / "ncnn" / "model-int8.param").read_text().split())
 
 
-def test_recovery_keeps_layers_in_float_through_the_table(art, test_env):
+def test_recovery_keeps_layers_in_float_through_the_table(art: Path, test_env: dict[str, str]) -> None:
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
     # A floor just above what the best calibration method reaches on this calibration set, so the search must
     # go on to float layers whatever the set or the CPU: the methods first (and one float layer at most).

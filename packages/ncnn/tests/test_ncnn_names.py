@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import cast
+
 import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed in this env")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import ModelProto, TensorProto, helper, numpy_helper  # noqa: E402
 
 from modelport.common import onnx_layers  # noqa: E402
 from modelport.ncnn.format import read_param  # noqa: E402
-from modelport.ncnn.names import map_model  # noqa: E402
+from modelport.ncnn.names import Mapping, map_model  # noqa: E402
 
 
-def model():
+def model() -> ModelProto:
     """x -> Conv(8)+Clip -> Conv(8) -> Add(residual) -> Reshape (pnnx drops it) -> Conv(3) -> Softmax."""
     init = [
         numpy_helper.from_array(np.ones(s, np.float32), n)
         for n, s in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 1, 1)), ("w3", (3, 8, 1, 1)))
     ]
     init += [
-        numpy_helper.from_array(np.float32(0), "lo"),
-        numpy_helper.from_array(np.float32(6), "hi"),
+        numpy_helper.from_array(cast(np.ndarray, np.float32(0)), "lo"),
+        numpy_helper.from_array(cast(np.ndarray, np.float32(6)), "hi"),
         numpy_helper.from_array(np.array([1, 8, 4, 4], np.int64), "shape"),
     ]
     nodes = [
@@ -55,14 +58,14 @@ Softmax                  softmax_0    1 1 6 out0 0=0
 """
 
 
-def mapped(tmp_path, w2=64):
+def mapped(tmp_path: Path, w2: int = 64) -> Mapping:
     path = tmp_path / "model.param"
     path.write_text(PARAM.format(w2=w2))
     m = model()
     return map_model(read_param(path), onnx_layers.from_model(m), m)
 
 
-def test_every_ncnn_layer_lands_on_its_onnx_layer(tmp_path):
+def test_every_ncnn_layer_lands_on_its_onnx_layer(tmp_path: Path) -> None:
     m = mapped(tmp_path)
     assert {k: v.node for k, v in m.layers.items()} == {
         "convclip_0": "Conv1",
@@ -76,7 +79,7 @@ def test_every_ncnn_layer_lands_on_its_onnx_layer(tmp_path):
     assert m.blobs["out0"] == "y" and m.unmapped == []
 
 
-def test_a_weight_count_that_disagrees_stops_the_walk_there(tmp_path):
+def test_a_weight_count_that_disagrees_stops_the_walk_there(tmp_path: Path) -> None:
     m = mapped(tmp_path, w2=63)
     assert "conv_1" not in m.layers and m.unmapped == ["conv_1", "add_0", "conv_2", "softmax_0"]
     assert m.layers["convclip_0"].node == "Conv1"  # what came before is still named

@@ -18,7 +18,7 @@ from conftest import make_context, run
 pytestmark = [pytest.mark.ncnn, pytest.mark.slow]
 
 
-def test_ncnn_rows_of_the_qat_source(test_env):
+def test_ncnn_rows_of_the_qat_source(test_env: dict[str, str]) -> None:
     shared = os.environ.get("MODELPORT_TEST_ARTIFACTS")
     art = Path(f"{shared}-quant") if shared else None
     if art is None or not (art / "source" / "contract.json").is_file():

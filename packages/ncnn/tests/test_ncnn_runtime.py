@@ -3,34 +3,38 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 
 from conftest import make_context
 from modelport.bench.runner import benchmark
+from modelport.common.context import StepContext
 from modelport.common.preprocess import to_tensor
 from modelport.convert.registry import target_module
 from modelport.ncnn.runtime import NcnnInt8Runtime, NcnnRuntime, vulkan_devices
+from modelport.runtime.base import Runtime
 from modelport.runtime.run import prepared_images
 
 pytestmark = pytest.mark.ncnn
 
 
 @pytest.fixture(scope="module")
-def ncnn_ctx(pipeline, test_env):
+def ncnn_ctx(pipeline: StepContext, test_env: dict[str, str]) -> StepContext:
     for name in ("ncnn", "ncnn-int8"):
         target_module(name).run(pipeline, force=False)
     # Short timings: tests check that timing works, the benchmark measures speed.
     return make_context(test_env, overrides=["bench.warmup=2", "bench.runs=5"])
 
 
-def tensors(ctx, cls):
+def tensors(ctx: StepContext, cls: type[Runtime]) -> list[np.ndarray]:
     return [to_tensor(a, ctx.config.input, cls.input_layout, cls.input_dtype) for a in prepared_images(ctx)]
 
 
 @pytest.mark.slow
-def test_blob_names_are_read_from_the_model(ncnn_ctx, tmp_path):
+def test_blob_names_are_read_from_the_model(ncnn_ctx: StepContext, tmp_path: Path) -> None:
     """Renaming the input/output blobs (not in0/out0) changes nothing."""
     store = ncnn_ctx.store
     text = store.path("ncnn/model.param").read_text()
@@ -46,7 +50,7 @@ def test_blob_names_are_read_from_the_model(ncnn_ctx, tmp_path):
 
 
 @pytest.mark.slow
-def test_outputs_do_not_alias_between_calls(ncnn_ctx):
+def test_outputs_do_not_alias_between_calls(ncnn_ctx: StepContext) -> None:
     """ncnn.Mat(ndarray) does not copy; every call must give its own, stable result."""
     xs = tensors(ncnn_ctx, NcnnRuntime)[:3]
     with NcnnRuntime.from_store(ncnn_ctx.store, ncnn_ctx.config) as rt:
@@ -59,17 +63,17 @@ def test_outputs_do_not_alias_between_calls(ncnn_ctx):
 
 
 @pytest.mark.slow
-def test_int8_runtime_holds_int8_blobs(ncnn_ctx):
+def test_int8_runtime_holds_int8_blobs(ncnn_ctx: StepContext) -> None:
     x = tensors(ncnn_ctx, NcnnInt8Runtime)[0]
     with NcnnInt8Runtime.from_store(ncnn_ctx.store, ncnn_ctx.config) as rt:
         rt.infer(x)
         s = rt.settings()
     assert s["use_int8_inference"] is True and s["use_vulkan_compute"] is False
-    assert s["int8_blobs_at_runtime"] == s["requantized_layers"] > 0
+    assert s["int8_blobs_at_runtime"] == cast(int, s["requantized_layers"]) > 0
 
 
 @pytest.mark.slow
-def test_options_come_from_the_config(test_env, ncnn_ctx):
+def test_options_come_from_the_config(test_env: dict[str, str], ncnn_ctx: StepContext) -> None:
     ctx = make_context(
         test_env, overrides=["ncnn.threads=1", "ncnn.winograd=false", "ncnn.sgemm=false", "ncnn.packing_layout=false"]
     )
@@ -90,7 +94,7 @@ def test_options_come_from_the_config(test_env, ncnn_ctx):
 
 
 @pytest.mark.slow
-def test_benchmark_writes_results_with_both_thread_counts(ncnn_ctx):
+def test_benchmark_writes_results_with_both_thread_counts(ncnn_ctx: StepContext) -> None:
     for key in ("ncnn", "ncnn-int8"):
         result = benchmark(ncnn_ctx, key)
         assert result.status == "ok", result.reason
@@ -104,7 +108,7 @@ def test_benchmark_writes_results_with_both_thread_counts(ncnn_ctx):
         assert saved["agreement"]["top1"] >= (1.0 if key == "ncnn" else 0.9)
 
 
-def test_missing_model_names_the_convert_step(test_env, tmp_path):
+def test_missing_model_names_the_convert_step(test_env: dict[str, str], tmp_path: Path) -> None:
     ctx = make_context({**test_env, "MODELPORT_ARTIFACTS": str(tmp_path)})
     from modelport.common.errors import InputError
 
@@ -116,7 +120,7 @@ def test_missing_model_names_the_convert_step(test_env, tmp_path):
 @pytest.mark.skipif(
     not vulkan_devices(), reason="no Vulkan device (apt-get install mesa-vulkan-drivers libvulkan1 gives a CPU one)"
 )
-def test_vulkan_path_gives_the_cpu_answer(test_env, ncnn_ctx):
+def test_vulkan_path_gives_the_cpu_answer(test_env: dict[str, str], ncnn_ctx: StepContext) -> None:
     ctx = make_context(test_env, overrides=["ncnn.vulkan=on"])
     xs = tensors(ctx, NcnnRuntime)
     with NcnnRuntime.from_store(ctx.store, ctx.config) as gpu, NcnnRuntime.from_store(ncnn_ctx.store, ncnn_ctx.config) as cpu:

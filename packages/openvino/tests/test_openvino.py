@@ -4,12 +4,16 @@ when its artifacts exist (MODELPORT_TEST_ARTIFACTS)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
 from conftest import make_context
+from modelport.common.calibration import CalibrationSet
+from modelport.common.context import StepContext
 from modelport.common.reference import REFERENCE
 from modelport.convert.registry import TARGETS, target_module
 from modelport.openvino.runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
@@ -18,7 +22,7 @@ from modelport.runtime.registry import RUNTIMES, runtime_class
 pytest.importorskip("openvino")
 
 
-def tiny_onnx(path: Path, shape, rng) -> tuple[np.ndarray, np.ndarray]:
+def tiny_onnx(path: Path, shape: tuple[int, ...], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Conv 1x1 (3->4) + bias -> Relu -> GlobalAveragePool -> Flatten; returns (weights, bias)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -43,13 +47,13 @@ def tiny_onnx(path: Path, shape, rng) -> tuple[np.ndarray, np.ndarray]:
     return w, b
 
 
-def reference(x, w, b):
-    conv = np.einsum("nchw,oc->nohw", x, w[:, :, 0, 0]) + b[None, :, None, None]
-    return np.maximum(conv, 0).mean(axis=(2, 3))
+def reference(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    conv: np.ndarray = np.einsum("nchw,oc->nohw", x, w[:, :, 0, 0]) + b[None, :, None, None]
+    return cast(np.ndarray, np.maximum(conv, 0).mean(axis=(2, 3)))
 
 
 @pytest.fixture(scope="module")
-def ctx(test_env):
+def ctx(test_env: dict[str, str]) -> StepContext:
     return make_context(test_env)
 
 
@@ -60,7 +64,7 @@ def save_ir(onnx_path: Path, out: Path) -> tuple[Path, Path]:
     return out, out.with_suffix(".bin")
 
 
-def test_registered_through_entry_points():
+def test_registered_through_entry_points() -> None:
     for key in ("openvino-fp32", "openvino-int8"):
         assert key in RUNTIMES and key in TARGETS
         assert target_module(key).unavailable_reason() is None
@@ -69,7 +73,7 @@ def test_registered_through_entry_points():
     assert all(not where.startswith("modelport.openvino.") for k, where in RUNTIMES.items() if not k.startswith("openvino-"))
 
 
-def test_fp32_matches_numpy_reference(ctx, tmp_path):
+def test_fp32_matches_numpy_reference(ctx: StepContext, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     shape = ctx.config.input.shape("NCHW")
     w, b = tiny_onnx(tmp_path / "tiny.onnx", shape, rng)
@@ -86,10 +90,10 @@ def test_fp32_matches_numpy_reference(ctx, tmp_path):
         assert o.shape == (1, 4)
         np.testing.assert_allclose(o, reference(x, w, b), rtol=1e-5, atol=1e-5)
     assert not np.allclose(outs[0], outs[1])  # each call gives its own result (the output is copied)
-    assert settings["INFERENCE_PRECISION_HINT"] == "f32" and settings["INFERENCE_NUM_THREADS"] >= 1
+    assert settings["INFERENCE_PRECISION_HINT"] == "f32" and cast(int, settings["INFERENCE_NUM_THREADS"]) >= 1
 
 
-def test_config_knobs_reach_compile_model(ctx, tmp_path):
+def test_config_knobs_reach_compile_model(ctx: StepContext, tmp_path: Path) -> None:
     from modelport.bench.tuning import config_with
 
     tiny_onnx(tmp_path / "tiny.onnx", ctx.config.input.shape("NCHW"), np.random.default_rng(3))
@@ -111,7 +115,7 @@ def test_config_knobs_reach_compile_model(ctx, tmp_path):
     assert hint.endswith("THROUGHPUT")
 
 
-def test_nncf_quantize_tiny_model(ctx, tmp_path):
+def test_nncf_quantize_tiny_model(ctx: StepContext, tmp_path: Path) -> None:
     """NNCF INT8 of the tiny model through the same helper the target uses, close to the reference."""
     import openvino as ov
 
@@ -123,11 +127,11 @@ def test_nncf_quantize_tiny_model(ctx, tmp_path):
     xs = [rng.standard_normal(shape).astype(np.float32) for _ in range(4)]
 
     class Calib:
-        def tensors(self, layout, dtype):
+        def tensors(self, layout: str, dtype: str) -> Iterator[np.ndarray]:
             assert (layout, dtype) == ("NCHW", "float32")
             return iter(xs)
 
-    model = nncf_quantize(ov.convert_model(str(tmp_path / "tiny.onnx")), Calib())
+    model = nncf_quantize(ov.convert_model(str(tmp_path / "tiny.onnx")), cast(CalibrationSet, Calib()))
     ov.save_model(model, str(tmp_path / "model.int8.xml"), compress_to_fp16=False)
     assert "FakeQuantize" in (tmp_path / "model.int8.xml").read_text()
     with OpenvinoInt8Runtime(ctx.config, {"model": tmp_path / "model.int8.xml", "weights": tmp_path / "model.int8.bin"}) as rt:
@@ -137,7 +141,7 @@ def test_nncf_quantize_tiny_model(ctx, tmp_path):
     assert cos > 0.99
 
 
-def test_quantized_layers_are_read_from_the_int8_ir(ctx, tmp_path):
+def test_quantized_layers_are_read_from_the_int8_ir(ctx: StepContext, tmp_path: Path) -> None:
     """The recovery search's candidates: layers with a FakeQuantize on an input in the INT8 IR; a layer in
     NNCF's ignored_scope, and the FP32 IR, have none."""
     import openvino as ov
@@ -150,13 +154,15 @@ def test_quantized_layers_are_read_from_the_int8_ir(ctx, tmp_path):
     xs = [rng.standard_normal(shape).astype(np.float32) for _ in range(4)]
 
     class Calib:
-        def tensors(self, layout, dtype):
+        def tensors(self, layout: str, dtype: str) -> Iterator[np.ndarray]:
             return iter(xs)
 
-    def int8(name, ignored=()):
+    def int8(name: str, ignored: Sequence[str] = ()) -> set[str]:
         model = ov.convert_model(str(tmp_path / "tiny.onnx"))
         ignored = ov_ops(model, tmp_path / "tiny.onnx", list(ignored))
-        ov.save_model(nncf_quantize(model, Calib(), ignored=ignored), str(tmp_path / name), compress_to_fp16=False)
+        ov.save_model(
+            nncf_quantize(model, cast(CalibrationSet, Calib()), ignored=ignored), str(tmp_path / name), compress_to_fp16=False
+        )
         return quantized_layers(tmp_path / name, tmp_path / "tiny.onnx")
 
     assert int8("all.xml") == {"conv"}  # the Conv (+Relu); pool and Flatten have no quantizer of their own
@@ -165,7 +171,7 @@ def test_quantized_layers_are_read_from_the_int8_ir(ctx, tmp_path):
     assert quantized_layers(tmp_path / "fp32.xml", tmp_path / "tiny.onnx") == set()
 
 
-def test_wrong_input_shape_is_an_input_error(ctx, tmp_path):
+def test_wrong_input_shape_is_an_input_error(ctx: StepContext, tmp_path: Path) -> None:
     from modelport.common.errors import InputError
 
     tiny_onnx(tmp_path / "tiny.onnx", (1, 3, 8, 8), np.random.default_rng(2))
@@ -175,7 +181,7 @@ def test_wrong_input_shape_is_an_input_error(ctx, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def real(test_env):
+def real(test_env: dict[str, str]) -> StepContext:
     """The pipeline's artifacts: this env needs only the ONNX model and the reference the tf-onnx env made."""
     root = os.environ.get("MODELPORT_TEST_ARTIFACTS")
     needed = ("onnx/model.onnx", REFERENCE)
@@ -186,7 +192,7 @@ def real(test_env):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["openvino-fp32", "openvino-int8"])
-def test_real_model_converts_and_verifies(real, key):
+def test_real_model_converts_and_verifies(real: StepContext, key: str) -> None:
     paths = target_module(key).run(real, force=False)
     assert all(p.is_file() for p in paths)
     from modelport.common.preprocess import to_tensor
@@ -199,12 +205,12 @@ def test_real_model_converts_and_verifies(real, key):
 
 
 @pytest.fixture(scope="module")
-def real_fp32(real):
+def real_fp32(real: StepContext) -> StepContext:
     target_module("openvino-fp32").run(real, force=False)
     return real
 
 
-def test_real_depth_overhead_sweep_and_tune(real_fp32, monkeypatch):
+def test_real_depth_overhead_sweep_and_tune(real_fp32: StepContext, monkeypatch: pytest.MonkeyPatch) -> None:
     """`modelport depth` on the real IR: the harness vs a bare loop of OpenVINO's own infer, a batch sweep
     (sequential batch-1 requests: no batch twin) and a small tuning search over the descriptor's knobs."""
     from modelport.bench import overhead, sweep, tuning
@@ -225,7 +231,7 @@ def test_real_depth_overhead_sweep_and_tune(real_fp32, monkeypatch):
     assert entry["agreement"]["cosine_min"] > 0.999  # the winner still meets the FP32 floor
 
 
-def test_real_int8_per_layer_analysis(real_fp32):
+def test_real_int8_per_layer_analysis(real_fp32: StepContext) -> None:
     """`analyze openvino-int8` on the real model: named by its descriptor, every ONNX layer matched."""
     from modelport.common.layer_analysis import TARGETS
     from modelport.convert.analyze import run, targets
@@ -241,7 +247,9 @@ def test_real_int8_per_layer_analysis(real_fp32):
     assert min(r["own_sqnr_db"] for r in data["layers"]) < 40  # INT8 adds noise of its own somewhere
 
 
-def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(real_fp32, test_env, tmp_path):
+def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(
+    real_fp32: StepContext, test_env: dict[str, str], tmp_path: Path
+) -> None:
     """Floors neither NNCF preset meets: the search keeps the analysis' worst layers in float through NNCF's
     ignored_scope, and only layers the INT8 IR really quantizes (FakeQuantize on an input), so every such
     variant leaves the IR with fewer FakeQuantize ops. Which layers rank worst depends on the CPU's kernels;
@@ -260,7 +268,7 @@ def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(real_fp3
         for f in (rel, f"{rel}.manifest.json"):
             shutil.copyfile(real_fp32.store.path(f), tmp_path / f)
     presets = [OpenvinoKnobs(real_fp32, False).build(p, []) for p in ("performance", "mixed")]
-    floor = round(max(v.agreement["cosine_min"] for v in presets) + 0.004, 4)
+    floor = round(max(cast(dict[str, Any], v.agreement)["cosine_min"] for v in presets) + 0.004, 4)
     ctx = make_context(
         test_env | {"MODELPORT_ARTIFACTS": str(tmp_path)},
         overrides=[
@@ -282,9 +290,28 @@ def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(real_fp3
     assert "MobilenetV2/Predictions/Reshape_1" not in quantized  # the Softmax has no FakeQuantize
     floated = [v for v in record["variants"] if v["float_layers"] and v["files"]]
     assert floated  # neither preset meets the floor: the search went on to float layers
-    fq = lambda v: (tmp_path / v["files"]["model"]).read_text().count('type="FakeQuantize"')  # noqa: E731
+    fq: Callable[[dict[str, Any]], int] = lambda v: (tmp_path / v["files"]["model"]).read_text().count('type="FakeQuantize"')  # noqa: E731
     for v in floated:
         assert set(v["float_layers"]) <= quantized, v["id"]  # only layers the INT8 model quantizes
         assert fq(v) < fq(default), v["id"]  # and ignored_scope took effect: a different model
     kept = next(v for v in record["variants"] if v["id"] == record["kept"])
     assert kept["passes"] == (not record["below_floors"])
+
+
+def test_infer_all_returns_a_detectors_outputs_by_name(tmp_path):
+    """A YOLOX-like head through OpenVINO: every output under the model's own name, as onnx's reference
+    evaluator computes it (what the detector path decodes after every runtime)."""
+    import onnx.reference
+
+    from tiny_models import tiny_detector_pipeline
+
+    env = tiny_detector_pipeline(tmp_path)
+    config = make_context(env, overrides=["input.size=[32,32]"]).config
+    xml, bin_ = save_ir(Path(env["MODELPORT_MODEL"]), tmp_path / "model.xml")
+    x = np.random.default_rng(4).uniform(0, 255, (1, 3, 32, 32)).astype(np.float32)
+    (want,) = onnx.reference.ReferenceEvaluator(env["MODELPORT_MODEL"]).run(None, {"image": x})
+    with OpenvinoFp32Runtime(config, {"model": xml, "weights": bin_}) as rt:
+        outs = rt.infer_all(x)
+        assert list(outs) == ["output"] and outs["output"].shape == (1, 21, 8)
+        np.testing.assert_allclose(outs["output"], want, atol=1e-5)
+        np.testing.assert_array_equal(outs["output"], rt.infer(x))

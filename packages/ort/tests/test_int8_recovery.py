@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import onnx
 import pytest
 
 from conftest import run
+from modelport.common.context import StepContext
 from modelport.common.layer_analysis import worst
 from modelport.common.reference import REFERENCE
 
@@ -20,7 +22,7 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed in this 
 INPUTS = ("source/model.tflite", "source/labels.txt", REFERENCE, "onnx/model.onnx")
 
 
-def private(pipeline, root):
+def private(pipeline: StepContext, root: Path) -> Path:
     for rel in INPUTS:
         for name in (rel, rel + ".manifest.json"):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -28,7 +30,7 @@ def private(pipeline, root):
     return root
 
 
-def test_analysis_names_every_layer_by_the_onnx_model(pipeline, test_env, tmp_path):
+def test_analysis_names_every_layer_by_the_onnx_model(pipeline: StepContext, test_env: dict[str, str], tmp_path: Path) -> None:
     art = private(pipeline, tmp_path)
     shutil.copy2(pipeline.store.path("onnx/model.int8.onnx"), art / "onnx" / "model.int8.onnx")
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
@@ -48,7 +50,9 @@ def test_analysis_names_every_layer_by_the_onnx_model(pipeline, test_env, tmp_pa
     assert again.returncode == 0 and "up to date" in again.stderr
 
 
-def test_a_model_below_the_floors_is_searched_and_the_best_written_marked(pipeline, test_env, tmp_path):
+def test_a_model_below_the_floors_is_searched_and_the_best_written_marked(
+    pipeline: StepContext, test_env: dict[str, str], tmp_path: Path
+) -> None:
     art = private(pipeline, tmp_path)
     env = {**test_env, "MODELPORT_ARTIFACTS": str(art)}
     strict = [
@@ -92,7 +96,7 @@ def test_a_model_below_the_floors_is_searched_and_the_best_written_marked(pipeli
     assert again.returncode != 0 and "up to date" in again.stderr and "quantize" not in again.stderr
 
 
-def test_float_layers_expand_to_the_conv_its_activation_and_its_consumers(pipeline):
+def test_float_layers_expand_to_the_conv_its_activation_and_its_consumers(pipeline: StepContext) -> None:
     from modelport.common import onnx_layers
     from modelport.convert.qdq import excluded_nodes
 

@@ -15,7 +15,7 @@ from modelport.common.reference import REFERENCE
 INPUTS = ("source/model.tflite", "source/contract.json", "source/labels.txt", REFERENCE, "onnx/model.onnx")
 
 
-def upstream(test_env: dict) -> Path:
+def upstream(test_env: dict[str, str]) -> Path:
     """The artifacts folder holding the tf-onnx env's outputs; fails (never skips) when they are missing."""
     src = Path(test_env["MODELPORT_ARTIFACTS"])
     missing = [rel for rel in INPUTS if not (src / rel).is_file()]

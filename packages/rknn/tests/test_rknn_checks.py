@@ -6,11 +6,15 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, cast
 
 import numpy as np
 import pytest
 
 from conftest import make_context
+from modelport.common.context import StepContext
 
 pytest.importorskip("modelport.rknn", reason="modelport-rknn is not installed in this env (nox -s tests runs it in the rknn env)")
 
@@ -26,10 +30,10 @@ pytestmark = pytest.mark.rknn
 
 
 @pytest.fixture
-def no_toolkit(monkeypatch):
+def no_toolkit(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if the toolkit would be started (every check here must come before it)."""
 
-    def boom(*a, **k):
+    def boom(*a: object, **k: object) -> None:
         raise AssertionError("rknn-toolkit2 was started before the error was found")
 
     monkeypatch.setattr(toolkit, "session", boom)
@@ -37,22 +41,22 @@ def no_toolkit(monkeypatch):
 
 
 @pytest.fixture
-def art(test_env, tmp_path):
+def art(test_env: dict[str, str], tmp_path: Path) -> Path:
     return copy_inputs(upstream(test_env), tmp_path / "art")
 
 
-def ctx_for(test_env, art, overrides=(), **env):
+def ctx_for(test_env: dict[str, str], art: Path, overrides: Sequence[str | tuple[str, Any]] = (), **env: str) -> StepContext:
     return make_context({**test_env, "MODELPORT_ARTIFACTS": str(art), **env}, overrides=list(overrides))
 
 
-def test_missing_onnx_is_a_clear_error(test_env, tmp_path, no_toolkit):
+def test_missing_onnx_is_a_clear_error(test_env: dict[str, str], tmp_path: Path, no_toolkit: None) -> None:
     ctx = ctx_for(test_env, tmp_path / "empty")
     with pytest.raises(InputError, match=r"onnx/model.onnx: no ONNX model: run `modelport convert onnx`"):
         convert.run(ctx, "int8")
 
 
 @pytest.mark.slow
-def test_bad_target_platform_is_a_clear_error(test_env, art, no_toolkit):
+def test_bad_target_platform_is_a_clear_error(test_env: dict[str, str], art: Path, no_toolkit: None) -> None:
     with pytest.raises(ConfigError, match=r"rknn.target_platform: Input should be 'rk3588'.*'rk3566'"):
         convert.run(ctx_for(test_env, art, overrides=[("rknn.target_platform", "rk3599")]), "int8")
     # The same through the CLI: exit 2 with one line, and no model written.
@@ -74,7 +78,9 @@ def test_bad_target_platform_is_a_clear_error(test_env, art, no_toolkit):
 
 
 @pytest.mark.slow
-def test_missing_calibration_image_is_a_clear_error(test_env, art, tmp_path, data_dir, no_toolkit):
+def test_missing_calibration_image_is_a_clear_error(
+    test_env: dict[str, str], art: Path, tmp_path: Path, data_dir: Path, no_toolkit: None
+) -> None:
     shutil.copy(data_dir / "images" / "bird.jpg", tmp_path / "bird.jpg")
     (tmp_path / "calib.txt").write_text("bird.jpg\nnot-there.jpg\n")
     ctx = ctx_for(test_env, art, MODELPORT_CALIBRATION=str(tmp_path / "calib.txt"))
@@ -83,7 +89,7 @@ def test_missing_calibration_image_is_a_clear_error(test_env, art, tmp_path, dat
 
 
 @pytest.mark.slow
-def test_unreadable_calibration_image_is_named(test_env, art, tmp_path, no_toolkit):
+def test_unreadable_calibration_image_is_named(test_env: dict[str, str], art: Path, tmp_path: Path, no_toolkit: None) -> None:
     (tmp_path / "cal").mkdir()
     (tmp_path / "cal" / "broken.jpg").write_bytes(b"not a jpeg")
     ctx = ctx_for(test_env, art, MODELPORT_CALIBRATION=str(tmp_path / "cal"))
@@ -93,7 +99,9 @@ def test_unreadable_calibration_image_is_named(test_env, art, tmp_path, no_toolk
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dims, hint", [([1, 224, 224, 3], "NHWC"), (["N", 3, 224, 224], "dynamic")])
-def test_nhwc_or_dynamic_onnx_is_refused_before_the_toolkit(test_env, art, no_toolkit, dims, hint):
+def test_nhwc_or_dynamic_onnx_is_refused_before_the_toolkit(
+    test_env: dict[str, str], art: Path, no_toolkit: None, dims: list[int | str], hint: str
+) -> None:
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
@@ -106,7 +114,7 @@ def test_nhwc_or_dynamic_onnx_is_refused_before_the_toolkit(test_env, art, no_to
 
 
 @pytest.mark.slow
-def test_dataset_is_the_common_preprocessing_in_nchw_uint8(test_env, art, tmp_path):
+def test_dataset_is_the_common_preprocessing_in_nchw_uint8(test_env: dict[str, str], art: Path, tmp_path: Path) -> None:
     ctx = ctx_for(test_env, art)
     listing = write_dataset(ctx.calibration, tmp_path / "ds")
     files = listing.read_text().split()
@@ -131,7 +139,7 @@ layer_name                                                  simulator_error
 """
 
 
-def test_error_analysis_parser():
+def test_error_analysis_parser() -> None:
     layers = analysis.parse_error_analysis(SAMPLE)
     assert [lay["type"] for lay in layers] == ["Input", "Conv", "Clip", "Conv", "Reshape"]
     assert layers[1]["metrics"] == {}  # fused: printed without numbers
@@ -146,7 +154,7 @@ def test_error_analysis_parser():
     assert worst[0]["name"] == conv["name"] and worst[0]["entire_drop"] == pytest.approx(0.99996 - 0.97827)
 
 
-def test_error_analysis_parser_reads_board_columns():
+def test_error_analysis_parser_reads_board_columns() -> None:
     text = SAMPLE.replace("simulator_error\n", "simulator_error     runtime_error\n").replace(
         "0.99954 | 6.79002", "0.99954 | 6.79002   0.97000 | 50.00000  0.99900 | 7.00000"
     )
@@ -154,7 +162,7 @@ def test_error_analysis_parser_reads_board_columns():
     assert conv["metrics"]["runtime"]["entire"]["cosine"] == 0.97 and conv["metrics"]["simulator"]["single"]["cosine"] == 0.99954
 
 
-def test_error_analysis_parser_rejects_other_text():
+def test_error_analysis_parser_rejects_other_text() -> None:
     with pytest.raises(ValueError, match="no layer rows"):
         analysis.parse_error_analysis("hello\nworld\n")
 
@@ -174,7 +182,7 @@ quantize_parameters:
 """
 
 
-def test_hybrid_cfg_is_patched_as_text():
+def test_hybrid_cfg_is_patched_as_text() -> None:
     patched = hybrid.patch_cfg(CFG, ["BiasAdd_50;Conv2D_33;BiasAdd_50/bias1"])
     assert patched.startswith(
         "custom_quantize_layers:\n    'BiasAdd_50;Conv2D_33;BiasAdd_50/bias1': float16\nquantize_parameters:"
@@ -185,7 +193,7 @@ def test_hybrid_cfg_is_patched_as_text():
     assert hybrid.cfg_layers(CFG)[0] == [] and hybrid.patch_cfg(patched, []).startswith("custom_quantize_layers: {}\n")
 
 
-def test_hybrid_cfg_reads_long_names_in_yamls_explicit_key_form():
+def test_hybrid_cfg_reads_long_names_in_yamls_explicit_key_form() -> None:
     """tflite2onnx's tensor names pass 128 characters: the toolkit writes them as `? name` / `: value`."""
     long = "TFLITE2ONNX_FAF_MobilenetV2/expanded_conv/depthwise/Relu6;" + "MobilenetV2/expanded_conv/add_fold;" * 3
     text = (
@@ -198,14 +206,14 @@ def test_hybrid_cfg_reads_long_names_in_yamls_explicit_key_form():
     assert f"'{long}': float16" in hybrid.patch_cfg(text, custom)
 
 
-def test_unknown_hybrid_layer_suggests_the_full_name():
+def test_unknown_hybrid_layer_suggests_the_full_name() -> None:
     with pytest.raises(InputError, match=r"'Conv2D_33' \(did you mean 'BiasAdd_50;Conv2D_33;BiasAdd_50/bias1'\?\)"):
         hybrid.check_float16(["Conv2D_33"], CFG, "[rknn] hybrid_float16_layers", "modelport.toml")
 
 
-def test_adb_guard_stops_only_the_servers_it_saw_start(tmp_path):
+def test_adb_guard_stops_only_the_servers_it_saw_start(tmp_path: Path) -> None:
     fake = tmp_path / "adb"
-    shutil.copy(shutil.which("sleep"), fake)  # a process whose executable is named adb
+    shutil.copy(cast(str, shutil.which("sleep")), fake)  # a process whose executable is named adb
     old = subprocess.Popen([str(fake), "60"])
     try:
         with toolkit.adb_guard():
@@ -218,11 +226,11 @@ def test_adb_guard_stops_only_the_servers_it_saw_start(tmp_path):
         old.wait()
 
 
-def test_toolkit_errors_become_one_line_with_the_log(tmp_path):
+def test_toolkit_errors_become_one_line_with_the_log(tmp_path: Path) -> None:
     log = tmp_path / "t.log"
     log.write_text("I noise\n\x1b[1;31mE\x1b[0m build: The input('x.npy') shape is wrong!\nE RKNN: Unkown op target: 0\n")
 
-    def fails():
+    def fails() -> None:
         raise ValueError("Traceback ...")
 
     with pytest.raises(Exception, match=r"build failed: E build: The input\('x.npy'\) shape is wrong! \(full log"):
@@ -231,7 +239,7 @@ def test_toolkit_errors_become_one_line_with_the_log(tmp_path):
         toolkit.call(lambda: -1, what="load_onnx", log=log)
 
 
-def test_cli_registers_rknn_and_doctor_rows():
+def test_cli_registers_rknn_and_doctor_rows() -> None:
     from click.testing import CliRunner
 
     from modelport.common.cli import _register, cli
@@ -254,7 +262,7 @@ def test_cli_registers_rknn_and_doctor_rows():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("content", [b"", b"RKNN", b"\x89PNG not a model at all"])
-def test_corrupt_rknn_model_is_refused_before_any_runtime(test_env, art, content):
+def test_corrupt_rknn_model_is_refused_before_any_runtime(test_env: dict[str, str], art: Path, content: bytes) -> None:
     """A truncated or wrong-format model.rknn: one clear error naming it, even on a machine with no board."""
     from modelport.rknn import board
 
@@ -270,7 +278,9 @@ def test_corrupt_rknn_model_is_refused_before_any_runtime(test_env, art, content
 
 
 @pytest.mark.slow
-def test_dataset_paths_have_no_whitespace_even_in_a_folder_with_spaces(test_env, art, tmp_path):
+def test_dataset_paths_have_no_whitespace_even_in_a_folder_with_spaces(
+    test_env: dict[str, str], art: Path, tmp_path: Path
+) -> None:
     """rknn-toolkit2 splits dataset.txt on whitespace: every listed path must survive that."""
     ctx = ctx_for(test_env, art)
     listing = write_dataset(ctx.calibration, tmp_path / "calibration images ä" / "ds")
@@ -292,7 +302,7 @@ W build: something else
 """
 
 
-def test_the_real_error_behind_a_toolkit_traceback(tmp_path):
+def test_the_real_error_behind_a_toolkit_traceback(tmp_path: Path) -> None:
     log = tmp_path / "build.log"
     log.write_text(TRACEBACK_LOG)
     found = toolkit.error_lines(log)
@@ -300,8 +310,8 @@ def test_the_real_error_behind_a_toolkit_traceback(tmp_path):
     assert not any("Traceback" in ln or "File " in ln for ln in found)
 
 
-def test_a_traceback_folded_into_the_exception_is_reduced_to_its_error(tmp_path):
-    def build():
+def test_a_traceback_folded_into_the_exception_is_reduced_to_its_error(tmp_path: Path) -> None:
+    def build() -> None:
         raise ValueError(
             'Traceback (most recent call last):\n  File "rknn/api/rknn_base.py", line 2091, in build\n'
             "ValueError: Unsupport file /tmp/art!"
@@ -321,7 +331,15 @@ def test_a_traceback_folded_into_the_exception_is_reduced_to_its_error(tmp_path)
         ("int8", 1 / 255, -128, 0.0, 255.0),  # pixel - 128 enters it; real = (q + 128) / 255
     ],
 )
-def test_rknn_normalisation_follows_the_source_contract(test_env, art, dtype, scale, zero_point, mean, std):
+def test_rknn_normalisation_follows_the_source_contract(
+    test_env: dict[str, str],
+    art: Path,
+    dtype: Literal["float32", "uint8", "int8"],
+    scale: float | None,
+    zero_point: int | None,
+    mean: float,
+    std: float,
+) -> None:
     """RKNN normalises uint8 pixels inside the model: its mean/std are the source's (contract.json)."""
     from modelport.common.contract import CONTRACT, Contract
 

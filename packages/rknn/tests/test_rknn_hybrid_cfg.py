@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.rknn
 
 
 @pytest.fixture(scope="module")
-def step1(tmp_path_factory) -> Path:
+def step1(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny.model / tiny.data / tiny.quantization.cfg from the toolkit's step 1 (Conv -> Relu -> pool -> Gemm -> Softmax)."""
     require_toolkit()
     from rknn.api import RKNN
@@ -51,14 +52,17 @@ def step2(work: Path, layers: list[str]) -> int:
     rk = RKNN(verbose=False)
     try:
         with contextlib.chdir(work):
-            return rk.hybrid_quantization_step2(
-                model_input="tiny.model", data_input="tiny.data", model_quantization_cfg="hybrid.cfg"
+            return cast(
+                int,
+                rk.hybrid_quantization_step2(
+                    model_input="tiny.model", data_input="tiny.data", model_quantization_cfg="hybrid.cfg"
+                ),
             )
     finally:
         rk.release()
 
 
-def test_the_quantized_tensors_of_step1_are_what_step2_takes(step1):
+def test_the_quantized_tensors_of_step1_are_what_step2_takes(step1: Path) -> None:
     text = (step1 / "tiny.quantization.cfg").read_text()
     quantized = hybrid.quantized_tensors(text)
     assert {"conv", "relu"} <= set(quantized) and "image" not in quantized  # the graph input stays float32
@@ -74,7 +78,7 @@ def test_the_quantized_tensors_of_step1_are_what_step2_takes(step1):
         ("probs", r"'probs' \(step 1 keeps it float16\)"),  # already float: a float16 entry changes nothing
     ],
 )
-def test_a_name_step1_does_not_quantize_is_one_line_naming_it(step1, name, why):
+def test_a_name_step1_does_not_quantize_is_one_line_naming_it(step1: Path, name: str, why: str) -> None:
     text = (step1 / "tiny.quantization.cfg").read_text()
     with pytest.raises(ModelportError, match=rf"tiny.quantization.cfg: the toolkit's float16 proposal: .*{why}") as e:
         hybrid.check_float16(
@@ -85,7 +89,7 @@ def test_a_name_step1_does_not_quantize_is_one_line_naming_it(step1, name, why):
         hybrid.check_float16([name], text, "[rknn] hybrid_float16_layers", "modelport.toml")
 
 
-def test_a_layer_of_the_toolkits_own_proposal_is_float16_in_its_cfg_and_accepted(step1):
+def test_a_layer_of_the_toolkits_own_proposal_is_float16_in_its_cfg_and_accepted(step1: Path) -> None:
     """With proposal=True step 1 writes its proposed layers as float16 in quantize_parameters: that is the
     proposal, not a mistake (MobileNetV2's Reshape_sw); the same float16 entry not proposed changes nothing."""
     text = (step1 / "tiny.quantization.cfg").read_text()

@@ -8,6 +8,7 @@ import onnx
 import pytest
 
 from conftest import make_context
+from modelport.common.context import StepContext
 
 pytest.importorskip("modelport.rknn", reason="modelport-rknn is not installed in this env (nox -s tests runs it in the rknn env)")
 
@@ -22,13 +23,13 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def ctx(test_env, tmp_path_factory):
+def ctx(test_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> StepContext:
     require_toolkit()
     art = copy_inputs(upstream(test_env), tmp_path_factory.mktemp("rknn-layers"))
     return make_context({**test_env, "MODELPORT_ARTIFACTS": str(art)})
 
 
-def test_analysis_is_named_by_the_onnx_model(ctx):
+def test_analysis_is_named_by_the_onnx_model(ctx: StepContext) -> None:
     from modelport.rknn import layers
 
     data = layers.run(ctx)
@@ -41,7 +42,7 @@ def test_analysis_is_named_by_the_onnx_model(ctx):
     assert not record["searched"] and record["kept"] == "normal" and not record["below_floors"]
 
 
-def test_hybrid_variant_keeps_the_named_layer_in_float16(ctx):
+def test_hybrid_variant_keeps_the_named_layer_in_float16(ctx: StepContext) -> None:
     from modelport.common.recovery import Variant
     from modelport.rknn.recover import RknnKnobs
 
@@ -52,7 +53,9 @@ def test_hybrid_variant_keeps_the_named_layer_in_float16(ctx):
     layer = min((r for r in worst if r["node"] in quantized), key=lambda r: r["own_sqnr_db"])["node"]
     v = b.build("normal", [layer])
     manifest = ctx.store.read_manifest(v.files["model"])
+    layer_tensors = b.graph.by_node(layer)
+    assert manifest is not None and layer_tensors is not None and v.agreement is not None
     assert manifest["extra"]["float16_tensors"], manifest["extra"]  # the layer's tensors went into the hybrid cfg
-    assert set(manifest["extra"]["float16_tensors"]) <= set(b.graph.by_node(layer).tensors)
+    assert set(manifest["extra"]["float16_tensors"]) <= set(layer_tensors.tensors)
     assert v.agreement["images"] == 12 and v.agreement["top1"] >= 0.9
     assert ctx.store.path(v.files["eval"]).is_file()

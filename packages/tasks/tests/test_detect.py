@@ -1,7 +1,11 @@
 """Detection building blocks on synthetic boxes: NMS, letterbox and its way back, decoders, agreement, [detect]."""
 
+from pathlib import Path
+from typing import Literal
+
 import numpy as np
 import pytest
+from numpy.typing import ArrayLike
 
 from modelport.common.config import DetectConfig, load_config
 from modelport.common.errors import ConfigError
@@ -10,17 +14,17 @@ from modelport.tasks.detect import Detections, batched_nms, box_agreement, decod
 from modelport.tasks.detect.decode import expected_rows, ssd, ssd_priors
 
 
-def dets(boxes, scores, classes):
+def dets(boxes: ArrayLike, scores: ArrayLike, classes: ArrayLike) -> Detections:
     return Detections(np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(classes, np.int64))
 
 
-def test_iou_of_known_boxes():
+def test_iou_of_known_boxes() -> None:
     a = np.array([[0, 0, 10, 10]])
     b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 0, 0]])
     assert iou(a, b)[0] == pytest.approx([1.0, 50 / 150, 0.0, 0.0])
 
 
-def test_nms_keeps_the_best_of_overlapping_boxes_and_every_separate_one():
+def test_nms_keeps_the_best_of_overlapping_boxes_and_every_separate_one() -> None:
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 9]], np.float64)
     scores = np.array([0.8, 0.9, 0.7, 0.1])
     assert nms(boxes, scores, 0.5).tolist() == [1, 2]
@@ -28,7 +32,7 @@ def test_nms_keeps_the_best_of_overlapping_boxes_and_every_separate_one():
     assert nms(boxes, scores, 0.7).tolist() == [1, 0, 2]
 
 
-def test_nms_result_does_not_depend_on_the_input_order():
+def test_nms_result_does_not_depend_on_the_input_order() -> None:
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 100, (200, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(5, 30, (200, 2))], axis=1)
@@ -43,7 +47,7 @@ def test_nms_result_does_not_depend_on_the_input_order():
     assert overlap.max() <= 0.45
 
 
-def test_per_class_nms_never_suppresses_another_class_and_class_agnostic_does():
+def test_per_class_nms_never_suppresses_another_class_and_class_agnostic_does() -> None:
     boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], np.float64)
     scores = np.array([0.9, 0.8, 0.7])
     classes = np.array([0, 1, 0])
@@ -53,7 +57,7 @@ def test_per_class_nms_never_suppresses_another_class_and_class_agnostic_does():
 
 @pytest.mark.parametrize("align", ["top-left", "center"])
 @pytest.mark.parametrize("photo", [(300, 600), (600, 300), (416, 416)])
-def test_letterbox_places_the_photo_and_maps_boxes_back(photo, align):
+def test_letterbox_places_the_photo_and_maps_boxes_back(photo: tuple[int, int], align: Literal["top-left", "center"]) -> None:
     h, w = photo
     image = np.full((h, w, 3), (10, 20, 30), np.uint8)
     spec = InputSpec(size=(416, 416), color="BGR", mean=(0, 0, 0), std=(1, 1, 1))
@@ -75,7 +79,7 @@ def test_letterbox_places_the_photo_and_maps_boxes_back(photo, align):
     assert placement.to_input(boxes)[0] == pytest.approx([x0, y0, x0 + nw, y0 + nh], abs=1e-3)
 
 
-def test_stretch_maps_boxes_back_per_axis():
+def test_stretch_maps_boxes_back_per_axis() -> None:
     image = np.zeros((480, 640, 3), np.uint8)
     spec = InputSpec(size=(240, 320))
     out, placement = prepare(image, spec, DetectConfig(fit="stretch"))
@@ -85,12 +89,12 @@ def test_stretch_maps_boxes_back_per_axis():
     assert placement.to_original(np.array([[-5, -5, 400, 300]])) == pytest.approx(np.array([[0, 0, 640, 480]]))
 
 
-def test_a_detector_with_a_crop_is_refused():
+def test_a_detector_with_a_crop_is_refused() -> None:
     with pytest.raises(ConfigError, match="crop"):
         prepare(np.zeros((10, 10, 3), np.uint8), InputSpec(size=(8, 8), crop=0.5), DetectConfig())
 
 
-def test_yolox_decode_puts_each_anchor_point_on_its_grid_cell():
+def test_yolox_decode_puts_each_anchor_point_on_its_grid_cell() -> None:
     det = DetectConfig(strides=[8, 16, 32])
     size = (64, 96)  # 8x12 + 4x6 + 2x3 = 96 + 24 + 6 points
     n = expected_rows(det, size)
@@ -110,9 +114,9 @@ def test_yolox_decode_puts_each_anchor_point_on_its_grid_cell():
         decode({"output": head[:, :-1]}, det, size)
 
 
-def test_ssd_decode_of_zero_regressions_is_the_priors():
+def test_ssd_decode_of_zero_regressions_is_the_priors() -> None:
     size = (240, 320)
-    min_sizes = [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]]
+    min_sizes: list[list[float]] = [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]]
     priors = ssd_priors(size, [8, 16, 32, 64], min_sizes)
     assert len(priors) == 4420 == expected_rows(DetectConfig(decoder="ssd", strides=[8, 16, 32, 64], min_sizes=min_sizes), size)
     boxes = ssd(np.zeros((4420, 4)), priors, (0.1, 0.2))
@@ -121,7 +125,7 @@ def test_ssd_decode_of_zero_regressions_is_the_priors():
     assert priors[0] == pytest.approx([0.5 / 40, 0.5 / 30, 10 / 320, 10 / 240])
 
 
-def test_box_agreement_is_perfect_for_identical_boxes_and_lower_for_perturbed_ones():
+def test_box_agreement_is_perfect_for_identical_boxes_and_lower_for_perturbed_ones() -> None:
     rng = np.random.default_rng(1)
     photos = []
     for _ in range(5):
@@ -146,7 +150,7 @@ def test_box_agreement_is_perfect_for_identical_boxes_and_lower_for_perturbed_on
     assert (half.precision, half.recall) == (1.0, 0.5)
 
 
-def test_box_agreement_with_nothing_found_on_either_side():
+def test_box_agreement_with_nothing_found_on_either_side() -> None:
     empty = [Detections.empty()] * 3
     assert box_agreement(empty, empty, 0.3, 0.5).f1 == 1.0
     one = [dets([[0, 0, 10, 10]], [0.9], [0])] + [Detections.empty()] * 2
@@ -167,7 +171,7 @@ def test_box_agreement_with_nothing_found_on_either_side():
         ("pad_value = 256", "detect.pad_value: must be <= 255"),
     ],
 )
-def test_a_bad_detect_value_is_one_config_error_naming_its_key(tmp_path, line, error):
+def test_a_bad_detect_value_is_one_config_error_naming_its_key(tmp_path: Path, line: str, error: str) -> None:
     config = tmp_path / "m.toml"
     config.write_text(f"[detect]\n{line}\n")
     with pytest.raises(ConfigError, match=None) as e:
@@ -177,7 +181,7 @@ def test_a_bad_detect_value_is_one_config_error_naming_its_key(tmp_path, line, e
 
 
 @pytest.mark.parametrize("text", ["{", '{"images": []}', '{"images": [{"id": 1}], "categories": [], "annotations": []}'])
-def test_an_annotation_file_that_is_not_coco_is_one_input_error(tmp_path, text):
+def test_an_annotation_file_that_is_not_coco_is_one_input_error(tmp_path: Path, text: str) -> None:
     from modelport.common.errors import InputError
     from modelport.tasks.detect.coco import CocoSet
 

@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -11,16 +12,24 @@ from modelport.common.images import load_image
 from modelport.common.preprocess import InputSpec
 from modelport.tasks.detect import Detections, box_agreement, decode, iou, postprocess, preprocess
 
+# YOLOX-nano's detections and each photo's (height, width), by file name.
+YoloxBoxes = tuple[dict[str, Detections], dict[str, tuple[int, ...]]]
 DATA = Path(__file__).resolve().parents[3] / "data" / "detection"
 PHOTOS = sorted((DATA / "coco" / "images").glob("*.jpg"))
 YOLOX_SPEC = InputSpec(size=(416, 416), color="BGR", mean=(0, 0, 0), std=(1, 1, 1))
 RFB_SPEC = InputSpec(size=(240, 320), color="RGB", mean=(127, 127, 127), std=(128, 128, 128))
-RFB_COMMON = {"strides": [8, 16, 32, 64], "background": True, "fit": "stretch", "score_threshold": 0.7, "nms_iou": 0.3}
+RFB_COMMON: dict[str, Any] = {
+    "strides": [8, 16, 32, 64],
+    "background": True,
+    "fit": "stretch",
+    "score_threshold": 0.7,
+    "nms_iou": 0.3,
+}
 RFB_DECODED = DetectConfig(decoder="boxes_scores", boxes_output="boxes", scores_output="scores", **RFB_COMMON)
 RFB_RAW = DetectConfig(decoder="ssd", min_sizes=[[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]], **RFB_COMMON)
 
 
-def session(name):
+def session(name: str) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -28,15 +37,17 @@ def session(name):
     return ort.InferenceSession(str(DATA / name), options, providers=["CPUExecutionProvider"])
 
 
-def run(sess, tensor):
+def run(sess: Any, tensor: np.ndarray) -> dict[str, np.ndarray]:
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: tensor}), strict=True))
 
 
 @pytest.fixture(scope="module")
-def yolox():
+def yolox() -> YoloxBoxes:
     """YOLOX-nano's boxes on the 13 COCO photos, by file name, and each photo's size."""
-    sess, found, sizes = session("yolox_nano.onnx"), {}, {}
+    sess = session("yolox_nano.onnx")
+    found: dict[str, Detections] = {}
+    sizes: dict[str, tuple[int, ...]] = {}
     for photo in PHOTOS:
         image = load_image(photo)
         tensor, placement = preprocess(image, YOLOX_SPEC, DetectConfig())
@@ -45,7 +56,7 @@ def yolox():
     return found, sizes
 
 
-def truth(name):
+def truth(name: str) -> tuple[np.ndarray, np.ndarray]:
     data = json.loads((DATA / "coco" / "instances.json").read_text())
     (image_id,) = [im["id"] for im in data["images"] if im["file_name"] == name]
     cats = sorted(c["id"] for c in data["categories"])
@@ -54,7 +65,7 @@ def truth(name):
     return boxes, np.array([cats.index(a["category_id"]) for a in anns])
 
 
-def test_yolox_nano_finds_the_annotated_objects_in_the_photos_coordinates(yolox):
+def test_yolox_nano_finds_the_annotated_objects_in_the_photos_coordinates(yolox: YoloxBoxes) -> None:
     found, sizes = yolox
     for name in ("000000041888.jpg", "000000397133.jpg", "000000331352.jpg"):
         det, (h, w) = found[name], sizes[name]
@@ -70,7 +81,7 @@ def test_yolox_nano_finds_the_annotated_objects_in_the_photos_coordinates(yolox)
         assert (overlap.max(axis=1) >= 0.5).mean() >= 0.75, (name, overlap.max(axis=1))
 
 
-def test_yolox_nano_coco_map_on_the_13_photos(yolox):
+def test_yolox_nano_coco_map_on_the_13_photos(yolox: YoloxBoxes) -> None:
     pytest.importorskip("pycocotools", reason="COCO mAP needs pycocotools (tf-onnx env requirements)")
     from modelport.tasks.detect.coco import CocoSet
 
@@ -80,7 +91,7 @@ def test_yolox_nano_coco_map_on_the_13_photos(yolox):
     assert (score.images, score.annotations) == (13, 93)
 
 
-def test_yolox_nano_agrees_with_itself_and_less_with_a_perturbed_head(yolox):
+def test_yolox_nano_agrees_with_itself_and_less_with_a_perturbed_head(yolox: YoloxBoxes) -> None:
     sess = session("yolox_nano.onnx")
     rng = np.random.default_rng(0)
     same, noisy = [], []
@@ -93,12 +104,16 @@ def test_yolox_nano_agrees_with_itself_and_less_with_a_perturbed_head(yolox):
         noisy.append(postprocess({"output": head}, DetectConfig(), YOLOX_SPEC.size, placement))
     source = [yolox[0][p.name] for p in PHOTOS[:4]]
     exact = box_agreement(same, source, 0.3, 0.5)
-    assert (exact.f1, exact.mean_iou, exact.score_drift_max) == (1.0, pytest.approx(1.0), pytest.approx(0.0, abs=1e-6))
+    assert cast(tuple[object, ...], (exact.f1, exact.mean_iou, exact.score_drift_max)) == (
+        1.0,
+        pytest.approx(1.0),
+        pytest.approx(0.0, abs=1e-6),
+    )
     moved = box_agreement(noisy, source, 0.3, 0.5)
     assert moved.f1 < 1.0 and moved.mean_iou < 0.95
 
 
-def test_rfb320_with_and_without_postprocessing_agree_after_the_ssd_decode():
+def test_rfb320_with_and_without_postprocessing_agree_after_the_ssd_decode() -> None:
     decoded, raw = session("ulfd_version-RFB-320.onnx"), session("ulfd_version-RFB-320_without_postprocessing.onnx")
     worst, faces_a, faces_b = 0.0, [], []
     for photo in [*PHOTOS[:6], DATA.parent / "images" / "grace_hopper.jpg", DATA.parent / "images" / "face.jpg"]:
@@ -116,7 +131,7 @@ def test_rfb320_with_and_without_postprocessing_agree_after_the_ssd_decode():
     assert agreement.f1 == 1.0 and agreement.mean_iou > 0.999
 
 
-def test_decoding_a_two_output_model_needs_to_know_which_output_is_which():
+def test_decoding_a_two_output_model_needs_to_know_which_output_is_which() -> None:
     both = {"a": np.zeros((1, 10, 4)), "b": np.zeros((1, 10, 4))}
     with pytest.raises(ValueError, match="name it in \\[detect\\]"):
         decode(both, DetectConfig(decoder="boxes_scores"), (240, 320))

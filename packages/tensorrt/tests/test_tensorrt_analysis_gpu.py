@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from modelport.common.context import StepContext
 from modelport.tensorrt import cuda
 
 REASON = cuda.missing_layer()
@@ -15,7 +16,7 @@ pytestmark = [
 ]
 
 
-def test_layers_are_named_by_the_onnx_model(pipeline):
+def test_layers_are_named_by_the_onnx_model(pipeline: StepContext) -> None:
     from modelport.convert.analyze import run
 
     data = run(pipeline, "tensorrt-int8")

@@ -7,9 +7,12 @@ no TensorRT): on this project's machines and CI that is always the case.
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
+from modelport.common.context import StepContext
 from modelport.tensorrt import cuda
 
 REASON = cuda.missing_layer()
@@ -24,18 +27,21 @@ PRECISIONS = ["fp32", "fp16", "int8"]
 
 
 @pytest.fixture(scope="module")
-def engines(pipeline):
+def engines(pipeline: StepContext) -> dict[str, list[Path]]:
     from modelport.convert.registry import target_module
 
     return {p: target_module(f"tensorrt-{p}").run(pipeline, False) for p in PRECISIONS}
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_engine_is_verified_and_records_where_it_was_built(engines, pipeline, precision):
+def test_engine_is_verified_and_records_where_it_was_built(
+    engines: dict[str, list[Path]], pipeline: StepContext, precision: str
+) -> None:
     from modelport.tensorrt.convert import ENGINES
 
-    m = pipeline.store.read_manifest(ENGINES[precision])
+    m = cast(dict[str, Any], pipeline.store.read_manifest(ENGINES[precision]))
     extra, gpu = m["extra"], cuda.gpu_info(pipeline.config.tensorrt.device)
+    assert gpu is not None
     assert extra["tensorrt_version"].startswith("10.") and m["tool"]["version"] == extra["tensorrt_version"]
     assert extra["gpu"]["name"] == gpu.name and extra["gpu"]["compute_capability"] == gpu.compute_capability
     assert m["options"]["gpu"] == gpu.name and m["options"]["precision"] == precision
@@ -48,8 +54,8 @@ def test_engine_is_verified_and_records_where_it_was_built(engines, pipeline, pr
     print(f"{precision}: {a}")  # the measured values, for the closing note
 
 
-def test_int8_records_how_it_was_quantized(engines, pipeline):
-    extra = pipeline.store.read_manifest("tensorrt/int8.engine")["extra"]["int8"]
+def test_int8_records_how_it_was_quantized(engines: dict[str, list[Path]], pipeline: StepContext) -> None:
+    extra = cast(dict[str, Any], pipeline.store.read_manifest("tensorrt/int8.engine"))["extra"]["int8"]
     assert extra["mode"] in ("qdq", "calibrate")
     if extra["mode"] == "calibrate":
         cache = pipeline.store.path("tensorrt/calibration.cache")
@@ -59,22 +65,24 @@ def test_int8_records_how_it_was_quantized(engines, pipeline):
             assert extra["fallback_reason"]
 
 
-def test_calibration_cache_is_reused_when_only_the_engine_is_missing(engines, pipeline):
+def test_calibration_cache_is_reused_when_only_the_engine_is_missing(
+    engines: dict[str, list[Path]], pipeline: StepContext
+) -> None:
     from modelport.convert.registry import target_module
 
-    if pipeline.store.read_manifest("tensorrt/int8.engine")["extra"]["int8"]["mode"] != "calibrate":
+    if cast(dict[str, Any], pipeline.store.read_manifest("tensorrt/int8.engine"))["extra"]["int8"]["mode"] != "calibrate":
         pytest.skip("int8 was built by explicit quantization: no calibration cache")
     pipeline.store.path("tensorrt/int8.engine").unlink()
     target_module("tensorrt-int8").run(pipeline, False)
-    extra = pipeline.store.read_manifest("tensorrt/int8.engine")["extra"]["int8"]
+    extra = cast(dict[str, Any], pipeline.store.read_manifest("tensorrt/int8.engine"))["extra"]["int8"]
     assert extra["cache_reused"] and extra["batches"] == 0
 
 
-def test_timing_cache_is_kept_in_the_store(engines, pipeline):
+def test_timing_cache_is_kept_in_the_store(engines: dict[str, list[Path]], pipeline: StepContext) -> None:
     assert pipeline.store.path("tensorrt/timing.cache").stat().st_size > 0
 
 
-def test_second_convert_is_a_manifest_hit(engines, test_env):
+def test_second_convert_is_a_manifest_hit(engines: dict[str, list[Path]], test_env: dict[str, str]) -> None:
     cli = [sys.executable, "-c", "import sys; from modelport.common.cli import main; sys.exit(main())"]
     proc = subprocess.run(
         [*cli, "convert", *(f"tensorrt-{p}" for p in PRECISIONS)], env={**os.environ, **test_env}, capture_output=True, text=True
@@ -83,7 +91,7 @@ def test_second_convert_is_a_manifest_hit(engines, test_env):
     assert proc.stderr.count("up to date") == 3, proc.stderr
 
 
-def test_parser_errors_name_the_node(pipeline, tmp_path):
+def test_parser_errors_name_the_node(pipeline: StepContext, tmp_path: Path) -> None:
     import onnx
     import tensorrt as trt
     from onnx import TensorProto, helper
@@ -107,7 +115,9 @@ def test_parser_errors_name_the_node(pipeline, tmp_path):
         conv._build(trt, pipeline, "fp32", None, path, net.model_input(net.load(path)), None)
 
 
-def test_int8_below_stricter_floors_is_recovered_by_leaving_layers_without_qdq(pipeline, test_env, tmp_path):
+def test_int8_below_stricter_floors_is_recovered_by_leaving_layers_without_qdq(
+    pipeline: StepContext, test_env: dict[str, str], tmp_path: Path
+) -> None:
     """The explicit-quantization search: calibration methods of the symmetric QDQ model, then layers left
     without Q/DQ (float in a strongly typed engine); every variant an engine verified on the GPU."""
     import json

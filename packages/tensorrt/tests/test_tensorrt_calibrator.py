@@ -7,12 +7,15 @@ the cap on the number of images, and the calibration cache round trip.
 """
 
 import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import make_context
 from modelport.common.calibration import CalibrationSet
+from modelport.common.context import StepContext
 from modelport.tensorrt.calibrator import CalibrationCache, CalibrationFeeder, HostStaging
 
 pytestmark = pytest.mark.tensorrt
@@ -21,22 +24,28 @@ NCHW = (1, 3, 224, 224)
 
 
 @pytest.fixture(scope="module")
-def ctx(test_env):
+def ctx(test_env: dict[str, str]) -> StepContext:
     return make_context(test_env)
 
 
 @pytest.fixture(scope="module")
-def calib(ctx):
+def calib(ctx: StepContext) -> CalibrationSet:
     return CalibrationSet.from_config(ctx.config, limit=12)  # 12 of the shipped set: the batch arithmetic below
 
 
-def feeder_for(tensors, tmp_path, shape=NCHW, name="input", previous=None):
+def feeder_for(
+    tensors: Iterable[np.ndarray],
+    tmp_path: Path,
+    shape: Sequence[int] = NCHW,
+    name: str = "input",
+    previous: Path | None = None,
+) -> tuple[CalibrationFeeder, HostStaging]:
     staging = HostStaging()
     cache = CalibrationCache(tmp_path / "calibration.cache", previous)
     return CalibrationFeeder(tensors, name, shape, staging, cache), staging
 
 
-def drain(feeder, staging, name="input"):
+def drain(feeder: CalibrationFeeder, staging: HostStaging, name: str = "input") -> list[np.ndarray]:
     """Call get_batch like TensorRT until it returns None; what sat at each address, in order."""
     seen = []
     while (ptrs := feeder.get_batch([name])) is not None:
@@ -47,7 +56,7 @@ def drain(feeder, staging, name="input"):
     return seen
 
 
-def test_batches_are_the_common_calibration_tensors_in_order(calib, tmp_path):
+def test_batches_are_the_common_calibration_tensors_in_order(calib: CalibrationSet, tmp_path: Path) -> None:
     expected = list(calib.tensors("NCHW", "float32"))
     assert len(expected) == 12
     feeder, staging = feeder_for(calib.tensors("NCHW", "float32"), tmp_path)
@@ -62,7 +71,7 @@ def test_batches_are_the_common_calibration_tensors_in_order(calib, tmp_path):
     assert feeder.error is None
 
 
-def test_larger_batches_stack_in_order_and_drop_the_remainder(calib, tmp_path):
+def test_larger_batches_stack_in_order_and_drop_the_remainder(calib: CalibrationSet, tmp_path: Path) -> None:
     expected = np.concatenate(list(calib.tensors("NCHW", "float32")))
     feeder, staging = feeder_for(calib.tensors("NCHW", "float32"), tmp_path, shape=(5, 3, 224, 224))
     seen = drain(feeder, staging)
@@ -71,7 +80,7 @@ def test_larger_batches_stack_in_order_and_drop_the_remainder(calib, tmp_path):
     assert feeder.images == 10 and feeder.dropped == 2
 
 
-def test_nhwc_models_get_nhwc_batches(calib, tmp_path):
+def test_nhwc_models_get_nhwc_batches(calib: CalibrationSet, tmp_path: Path) -> None:
     feeder, staging = feeder_for(calib.tensors("NHWC", "float32"), tmp_path, shape=(1, 224, 224, 3))
     seen = drain(feeder, staging)
     assert len(seen) == 12 and seen[0].shape == (1, 224, 224, 3)
@@ -80,7 +89,7 @@ def test_nhwc_models_get_nhwc_batches(calib, tmp_path):
     )
 
 
-def test_calibration_is_capped_at_the_configured_limit(ctx, data_dir, tmp_path):
+def test_calibration_is_capped_at_the_configured_limit(ctx: StepContext, data_dir: Path, tmp_path: Path) -> None:
     # A list file names images relative to its folder: copy the photos, list 12 of them 5 times.
     photos = sorted((data_dir / "images" / "calibration").glob("*.jpg"))
     for p in photos:
@@ -97,7 +106,7 @@ def test_calibration_is_capped_at_the_configured_limit(ctx, data_dir, tmp_path):
     assert len(drain(feeder, staging)) == 7
 
 
-def test_a_wrong_request_ends_the_stream_with_the_error_kept(calib, tmp_path):
+def test_a_wrong_request_ends_the_stream_with_the_error_kept(calib: CalibrationSet, tmp_path: Path) -> None:
     feeder, _ = feeder_for(calib.tensors("NCHW", "float32"), tmp_path)
     assert feeder.get_batch(["images"]) is None  # TensorRT must not get an exception back
     assert "feeds 'input'" in str(feeder.error)
@@ -107,12 +116,12 @@ def test_a_wrong_request_ends_the_stream_with_the_error_kept(calib, tmp_path):
     assert "(1, 224, 224, 3) does not fit input input (1, 3, 224, 224)" in str(feeder.error)
 
 
-def test_dynamic_shapes_are_refused_up_front(tmp_path):
+def test_dynamic_shapes_are_refused_up_front(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="must be static"):
         feeder_for(iter(()), tmp_path, shape=(-1, 3, 224, 224))
 
 
-def test_calibration_cache_round_trip(tmp_path):
+def test_calibration_cache_round_trip(tmp_path: Path) -> None:
     first = CalibrationCache(tmp_path / "new.cache")
     assert first.read() is None  # nothing to reuse: TensorRT calibrates
     blob = b"TRT-101601-EntropyCalibration2\ninput: 3c010a14\n"

@@ -11,6 +11,8 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 
@@ -33,62 +35,69 @@ def _driver_present() -> bool:
 class FakeLibcuda:
     """libcuda.so.1's entry points as modelport calls them (out-parameters through ctypes.byref)."""
 
-    def __init__(self, init_rc=0, devices=1, driver_cuda=12040, name=b"NVIDIA Test GPU", cc=(8, 6)):
+    def __init__(
+        self,
+        init_rc: int = 0,
+        devices: int = 1,
+        driver_cuda: int = 12040,
+        name: bytes = b"NVIDIA Test GPU",
+        cc: tuple[int, int] = (8, 6),
+    ) -> None:
         self.init_rc, self.devices, self.driver_cuda, self.name, self.cc = init_rc, devices, driver_cuda, name, cc
 
-    def cuGetErrorName(self, rc, out):
+    def cuGetErrorName(self, rc: int, out: Any) -> int:
         out._obj.value = ERRORS.get(rc, (None, None))[0]
         return 0
 
-    def cuGetErrorString(self, rc, out):
+    def cuGetErrorString(self, rc: int, out: Any) -> int:
         out._obj.value = ERRORS.get(rc, (None, None))[1]
         return 0
 
-    def cuInit(self, flags):
+    def cuInit(self, flags: int) -> int:
         return self.init_rc
 
-    def cuDeviceGetCount(self, out):
+    def cuDeviceGetCount(self, out: Any) -> int:
         out._obj.value = self.devices
         return 0
 
-    def cuDriverGetVersion(self, out):
+    def cuDriverGetVersion(self, out: Any) -> int:
         out._obj.value = self.driver_cuda
         return 0
 
-    def cuDeviceGet(self, out, index):
+    def cuDeviceGet(self, out: Any, index: int) -> int:
         out._obj.value = index
         return 0
 
-    def cuDeviceGetName(self, buf, size, dev):
+    def cuDeviceGetName(self, buf: Any, size: int, dev: Any) -> int:
         buf.value = self.name
         return 0
 
-    def cuDeviceGetAttribute(self, out, attr, dev):
+    def cuDeviceGetAttribute(self, out: Any, attr: int, dev: Any) -> int:
         out._obj.value = {75: self.cc[0], 76: self.cc[1]}[attr]
         return 0
 
 
 class FakeLibcudart:
-    def cudaRuntimeGetVersion(self, out):
+    def cudaRuntimeGetVersion(self, out: Any) -> int:
         out._obj.value = 12090
         return 0
 
 
-def loader(libcuda=None, cudart=None):
-    def load(name):
+def loader(libcuda: FakeLibcuda | None = None, cudart: FakeLibcudart | None = None) -> Callable[[str], ctypes.CDLL]:
+    def load(name: str) -> ctypes.CDLL:
         base = os.path.basename(name)
         lib = {"libcuda.so.1": libcuda, "libcudart.so.12": cudart}.get(base)
         if lib is None:
             raise OSError(f"{base}: cannot open shared object file: No such file or directory")
-        return lib
+        return cast(ctypes.CDLL, lib)  # a stand-in for the library: the entry points the probe calls
 
     return load
 
 
 @pytest.mark.skipif(_driver_present(), reason="this machine has an NVIDIA driver")
-def test_this_machine_reports_the_missing_driver():
+def test_this_machine_reports_the_missing_driver() -> None:
     reason = cuda.missing_layer()
-    assert reason.startswith("no NVIDIA driver: libcuda.so.1 not found")
+    assert reason is not None and reason.startswith("no NVIDIA driver: libcuda.so.1 not found")
     assert "\n" not in reason
     assert cuda.gpu_info() is None
     with pytest.raises(HardwareMissing) as e:
@@ -96,33 +105,39 @@ def test_this_machine_reports_the_missing_driver():
     assert str(e.value) == reason
 
 
-def test_no_driver_is_a_hardware_skip():
+def test_no_driver_is_a_hardware_skip() -> None:
     p = cuda.probe(loader=loader())
+    assert p.missing is not None
     assert [s.layer for s in p.layers] == ["driver"]
     assert p.missing.detail.startswith("no NVIDIA driver: libcuda.so.1 not found")
     assert isinstance(p.error(), HardwareMissing)
 
 
-def test_driver_without_a_gpu():
+def test_driver_without_a_gpu() -> None:
     p = cuda.probe(loader=loader(FakeLibcuda(init_rc=100)))
+    assert p.missing is not None
     assert p.missing.layer == "gpu"
     assert p.missing.detail == "no CUDA GPU: cuInit failed: CUDA_ERROR_NO_DEVICE (no CUDA-capable device is detected)"
     assert isinstance(p.error(), HardwareMissing) and p.gpu is None
 
 
-def test_zero_devices_and_a_missing_device_index():
-    assert cuda.probe(loader=loader(FakeLibcuda(devices=0))).missing.detail == "no CUDA GPU: the driver sees 0 devices"
+def test_zero_devices_and_a_missing_device_index() -> None:
+    none = cuda.probe(loader=loader(FakeLibcuda(devices=0))).missing
+    assert none is not None and none.detail == "no CUDA GPU: the driver sees 0 devices"
     p = cuda.probe(device=2, loader=loader(FakeLibcuda(devices=1)))
+    assert p.missing is not None
     assert p.missing.detail == "no CUDA GPU 2: the driver sees 1 device(s) ([tensorrt] device)"
 
 
-def test_unknown_cuda_error_code_keeps_the_number():
+def test_unknown_cuda_error_code_keeps_the_number() -> None:
     p = cuda.probe(loader=loader(FakeLibcuda(init_rc=12345)))
+    assert p.missing is not None
     assert p.missing.detail == "no CUDA GPU: cuInit failed: CUDA error 12345"
 
 
-def test_driver_too_old_for_cuda_12():
+def test_driver_too_old_for_cuda_12() -> None:
     p = cuda.probe(loader=loader(FakeLibcuda(driver_cuda=11040)))
+    assert p.missing is not None and p.gpu is not None
     assert p.gpu.name == "NVIDIA Test GPU" and p.gpu.compute_capability == "8.6" and p.gpu.driver_cuda == "11.4"
     assert p.missing.layer == "cuda-runtime"
     assert p.missing.detail == (
@@ -131,8 +146,9 @@ def test_driver_too_old_for_cuda_12():
     assert isinstance(p.error(), HardwareMissing)  # a driver upgrade, not a pip install
 
 
-def test_gpu_but_no_cuda_runtime_library():
+def test_gpu_but_no_cuda_runtime_library() -> None:
     p = cuda.probe(loader=loader(FakeLibcuda()))
+    assert p.missing is not None
     assert [s.layer for s in p.layers] == ["driver", "gpu", "cuda-runtime"]
     assert p.layers[1].detail == "NVIDIA Test GPU (compute capability 8.6)"
     assert p.missing.detail.startswith("CUDA runtime: libcudart.so.12 not found")
@@ -141,8 +157,9 @@ def test_gpu_but_no_cuda_runtime_library():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
-def test_gpu_and_cuda_but_no_tensorrt_package():
+def test_gpu_and_cuda_but_no_tensorrt_package() -> None:
     p = cuda.probe(loader=loader(FakeLibcuda(), FakeLibcudart()))
+    assert p.missing is not None
     assert p.layers[2].detail == "CUDA runtime 12.9"
     assert p.missing.layer == "tensorrt"
     assert p.missing.detail == (
@@ -151,12 +168,12 @@ def test_gpu_and_cuda_but_no_tensorrt_package():
     assert isinstance(p.error(), ToolchainMissing)
 
 
-def test_report_lists_every_layer_without_importing_toolchains():
+def test_report_lists_every_layer_without_importing_toolchains() -> None:
     layers = [s.layer for s in cuda.report()]
     assert layers[0] == "driver" and layers[-2:] == ["tensorrt", "pycuda"]
 
 
-def test_importing_the_tensorrt_modules_imports_no_toolchain():
+def test_importing_the_tensorrt_modules_imports_no_toolchain() -> None:
     """Every env imports these (doctor, the registries): no tensorrt, pycuda or onnx may load."""
     code = (
         "import sys\n"

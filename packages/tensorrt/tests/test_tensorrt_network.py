@@ -6,22 +6,34 @@ env, next to the real onnx/model.onnx and onnx/model.int8.onnx the pipeline make
 models built with onnx.helper, checked by onnx.checker.
 """
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
+from modelport.common.context import StepContext
+
 onnx = pytest.importorskip("onnx", reason="needs onnx (installed in the tf-onnx and tensorrt envs)")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import ModelProto, TensorProto, helper, numpy_helper  # noqa: E402
 
 from conftest import make_context  # noqa: E402
 from modelport.common.errors import InputError  # noqa: E402
 from modelport.common.preprocess import InputSpec  # noqa: E402
 from modelport.tensorrt import convert as trt_convert  # noqa: E402
 from modelport.tensorrt import network as net  # noqa: E402
+from modelport.tensorrt.qdq import QDQ  # noqa: E402
 
 SPEC = InputSpec()
 
 
-def qdq_model(zp_type=TensorProto.INT8, zp_value=0, zero_point="initializer", shape=("N", 3, 224, 224)):
+def qdq_model(
+    zp_type: int = TensorProto.INT8,
+    zp_value: int = 0,
+    zero_point: str | None = "initializer",
+    shape: Sequence[int | str] = ("N", 3, 224, 224),
+) -> ModelProto:
     """x -> QuantizeLinear -> DequantizeLinear -> y, with the zero point given as asked."""
     nodes, inits = [], [numpy_helper.from_array(np.array(0.02, np.float32), "scale")]
     zp = helper.make_tensor("zp", zp_type, [], [zp_value])
@@ -46,7 +58,7 @@ def qdq_model(zp_type=TensorProto.INT8, zp_value=0, zero_point="initializer", sh
     return model
 
 
-def test_symmetric_int8_qdq_is_accepted():
+def test_symmetric_int8_qdq_is_accepted() -> None:
     assert net.qdq_nodes(qdq_model()) == 2
     assert net.qdq_problems(qdq_model()) == []
     assert net.qdq_problems(qdq_model(zero_point="constant")) == []
@@ -61,11 +73,11 @@ def test_symmetric_int8_qdq_is_accepted():
         ({"zero_point": None}, "2 node(s) with uint8 (no zero point given) (e.g. x_QuantizeLinear)"),
     ],
 )
-def test_qdq_tensorrt_would_refuse_is_named(kwargs, why):
+def test_qdq_tensorrt_would_refuse_is_named(kwargs: dict[str, Any], why: str) -> None:
     assert net.qdq_problems(qdq_model(**kwargs)) == [why]
 
 
-def test_model_input_layout_and_profiles():
+def test_model_input_layout_and_profiles() -> None:
     dyn = net.model_input(qdq_model())
     assert dyn.name == "x" and dyn.shape == (-1, 3, 224, 224) and dyn.dynamic and dyn.layout == "NCHW"
     assert net.profile_shapes(dyn.shape, SPEC, max_batch=8) == ((1, 3, 224, 224), (1, 3, 224, 224), (8, 3, 224, 224))
@@ -78,7 +90,7 @@ def test_model_input_layout_and_profiles():
     assert net.static_shape(open_hw, SPEC) == (1, 3, 224, 224)  # height/width from [input]
 
 
-def test_model_that_does_not_match_the_config_is_refused():
+def test_model_that_does_not_match_the_config_is_refused() -> None:
     with pytest.raises(InputError, match=r"does not match \[input\]"):
         net.static_shape((1, 3, 299, 299), SPEC)
     with pytest.raises(InputError, match="cannot tell the layout"):
@@ -93,7 +105,7 @@ def test_model_that_does_not_match_the_config_is_refused():
         net.model_input(helper.make_model(graph))
 
 
-def test_unreadable_onnx_names_the_file(tmp_path):
+def test_unreadable_onnx_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"\x00not onnx" * 50)
     with pytest.raises(InputError) as e:
@@ -105,16 +117,16 @@ def test_unreadable_onnx_names_the_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_fp32_onnx_is_static_nchw(pipeline):
+def test_real_fp32_onnx_is_static_nchw(pipeline: StepContext) -> None:
     path = pipeline.store.path("onnx/model.onnx")
     inp = net.model_input(net.load(path), path)
     assert inp.shape == (1, 3, 224, 224) and not inp.dynamic and inp.layout == pipeline.config.input.layout
 
 
 @pytest.mark.slow
-def test_int8_plan_takes_the_symmetric_qdq_model(pipeline):
+def test_int8_plan_takes_the_symmetric_qdq_model(pipeline: StepContext) -> None:
     """auto: the backbone's symmetric QDQ model (onnx-int8-tensorrt) is what TensorRT explicit quantization takes."""
-    path = pipeline.store.path(trt_convert.QDQ_TARGET.output)
+    path = pipeline.store.path(QDQ.output)
     model = net.load(path)
     assert net.qdq_nodes(model) > 100 and net.qdq_problems(model) == []
     plan = trt_convert.int8_plan(pipeline)
@@ -122,22 +134,28 @@ def test_int8_plan_takes_the_symmetric_qdq_model(pipeline):
 
 
 @pytest.mark.slow
-def test_int8_plan_falls_back_from_the_u8s8_model(pipeline, test_env):
+def test_int8_plan_falls_back_from_the_u8s8_model(pipeline: StepContext, test_env: dict[str, str]) -> None:
     """onnxruntime's U8S8 QDQ (uint8 activations, int32 biases) is not something TensorRT can run: calibrate, saying why."""
     u8s8 = make_context(test_env, overrides=["tensorrt.qdq_onnx=onnx/model.int8.onnx"])
     assert any("uint8 zero point" in p for p in net.qdq_problems(net.load(pipeline.store.path("onnx/model.int8.onnx"))))
     plan = trt_convert.int8_plan(u8s8)
     assert plan.mode == "calibrate" and plan.onnx == pipeline.store.path("onnx/model.onnx")
-    assert plan.why.startswith("onnx/model.int8.onnx cannot be used for TensorRT explicit quantization: ")
+    assert plan.why is not None and plan.why.startswith(
+        "onnx/model.int8.onnx cannot be used for TensorRT explicit quantization: "
+    )
     strict = make_context(test_env, overrides=["tensorrt.int8_mode=qdq", "tensorrt.qdq_onnx=onnx/model.int8.onnx"])
     with pytest.raises(InputError, match='TensorRT needs symmetric int8 Q/DQ .* int8_mode = "calibrate"'):
         trt_convert.int8_plan(strict)
 
 
 @pytest.mark.slow
-def test_int8_plan_honours_calibrate_and_a_missing_qdq_model(pipeline, test_env):
+def test_int8_plan_honours_calibrate_and_a_missing_qdq_model(pipeline: StepContext, test_env: dict[str, str]) -> None:
     calibrate = make_context(test_env, overrides=["tensorrt.int8_mode=calibrate"])
     assert trt_convert.int8_plan(calibrate).mode == "calibrate"
     missing = make_context(test_env, overrides=["tensorrt.qdq_onnx=onnx/nope.onnx"])
     plan = trt_convert.int8_plan(missing)
-    assert plan.mode == "calibrate" and "does not exist (run `modelport convert onnx-int8-tensorrt` first)" in plan.why
+    assert (
+        plan.mode == "calibrate"
+        and plan.why is not None
+        and "does not exist (run `modelport convert onnx-int8-tensorrt` first)" in plan.why
+    )

@@ -8,6 +8,7 @@ is read before TensorRT is. Running real engines is in test_tensorrt_gpu.py.
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,7 @@ A100 = cuda.GpuInfo(0, "NVIDIA A100-SXM4-40GB", "8.0", "12.4", "550.54.14")
 L4 = cuda.GpuInfo(0, "NVIDIA L4", "8.9", "12.4", "550.54.14")
 
 
-def engine_with_manifest(tmp_path, trt_version, gpu, precision="fp16"):
+def engine_with_manifest(tmp_path: Path, trt_version: str, gpu: cuda.GpuInfo, precision: str = "fp16") -> Path:
     """An engine artifact whose manifest carries what tensorrt.build records."""
     store = ArtifactStore(tmp_path / "art")
     src = tmp_path / "model.onnx"
@@ -41,7 +42,7 @@ def engine_with_manifest(tmp_path, trt_version, gpu, precision="fp16"):
     return store.path(ENGINES[precision])
 
 
-def test_engine_built_here_is_accepted(tmp_path):
+def test_engine_built_here_is_accepted(tmp_path: Path) -> None:
     engine = engine_with_manifest(tmp_path, "10.16.1.11", A100)
     recorded = engine_origin(read_manifest(engine))
     assert recorded == origin("10.16.1.11", A100)
@@ -60,7 +61,7 @@ def test_engine_built_here_is_accepted(tmp_path):
         ),
     ],
 )
-def test_engine_built_elsewhere_is_refused(tmp_path, trt_here, gpu_here, says):
+def test_engine_built_elsewhere_is_refused(tmp_path: Path, trt_here: str, gpu_here: cuda.GpuInfo, says: str) -> None:
     engine = engine_with_manifest(tmp_path, "10.16.1.11", A100)
     with pytest.raises(ForeignEngine) as e:
         check_origin(engine_origin(read_manifest(engine)), origin(trt_here, gpu_here), engine, "tensorrt-fp16")
@@ -69,7 +70,7 @@ def test_engine_built_elsewhere_is_refused(tmp_path, trt_here, gpu_here, says):
     assert msg.endswith("rebuild it here: `modelport convert tensorrt-fp16 --force`")
 
 
-def test_engine_without_manifest_is_refused(tmp_path):
+def test_engine_without_manifest_is_refused(tmp_path: Path) -> None:
     engine = tmp_path / "fp32.engine"
     engine.write_bytes(b"x")
     assert read_manifest(engine) is None and engine_origin(None) is None
@@ -79,7 +80,7 @@ def test_engine_without_manifest_is_refused(tmp_path):
     assert engine_origin({"schema": "modelport.manifest/1", "extra": {"agreement": {}}}) is None
 
 
-def test_runtime_classes_describe_themselves():
+def test_runtime_classes_describe_themselves() -> None:
     for key, precision in zip(KEYS, ["fp32", "fp16", "int8"], strict=True):
         cls = runtime_class(key)
         assert (cls.key, cls.backend, cls.precision, cls.device) == (key, "tensorrt", precision, "cuda")
@@ -89,7 +90,7 @@ def test_runtime_classes_describe_themselves():
 
 
 @pytest.mark.skipif(cuda.missing_layer() is None, reason="TensorRT can run here: nothing is skipped")
-def test_bench_records_skipped_results_and_the_report_shows_them(test_env, tmp_path):
+def test_bench_records_skipped_results_and_the_report_shows_them(test_env: dict[str, str], tmp_path: Path) -> None:
     reason = cuda.missing_layer()
     ctx = make_context({**test_env, "MODELPORT_ARTIFACTS": str(tmp_path / "art")})
     for key in KEYS:

@@ -6,11 +6,15 @@ project's machines and CI).
 
 import json
 import shutil
+from pathlib import Path
+from typing import cast
 
 import pytest
 
 from conftest import make_context
+from modelport.common.context import StepContext
 from modelport.tensorrt import cuda
+from modelport.tensorrt.runtime import TensorrtRuntime
 
 REASON = cuda.missing_layer()
 pytestmark = [
@@ -24,7 +28,7 @@ KEYS = ["tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8"]
 
 
 @pytest.fixture(scope="module")
-def quick(pipeline, test_env):
+def quick(pipeline: StepContext, test_env: dict[str, str]) -> StepContext:
     from modelport.convert.registry import target_module
 
     for key in KEYS:
@@ -33,18 +37,20 @@ def quick(pipeline, test_env):
 
 
 @pytest.mark.parametrize("key", KEYS)
-def test_bench_measures_host_and_gpu_time(quick, key):
+def test_bench_measures_host_and_gpu_time(quick: StepContext, key: str) -> None:
     from modelport.bench import runner
 
     r = runner.benchmark(quick, key)
     assert r.status == "ok", r.reason
+    gpu = cuda.gpu_info()
+    assert r.latency_ms is not None and r.agreement is not None and gpu is not None
     assert r.latency_ms.runs == 50 and r.device == "cuda"
     for name in ("gpu_compute", "gpu_total"):
         t = r.extra_timings[name]
         assert t.runs == 50 and t.warmup == 5 and 0 < t.min <= t.median
     # GPU time is part of the host's wall time around the same call.
     assert r.extra_timings["gpu_compute"].median <= r.extra_timings["gpu_total"].median <= r.latency_ms.median
-    assert r.tool_versions["tensorrt"].startswith("10.") and r.settings["gpu"] == cuda.gpu_info().name
+    assert r.tool_versions["tensorrt"].startswith("10.") and r.settings["gpu"] == gpu.name
     a = r.agreement
     if key.endswith("int8"):
         assert a.top1 >= 0.9 and a.cosine_mean >= 0.98 and a.cosine_min >= 0.95
@@ -56,7 +62,7 @@ def test_bench_measures_host_and_gpu_time(quick, key):
     )
 
 
-def test_foreign_engine_is_refused_before_deserializing(quick, test_env, tmp_path):
+def test_foreign_engine_is_refused_before_deserializing(quick: StepContext, test_env: dict[str, str], tmp_path: Path) -> None:
     from modelport.bench import runner
     from modelport.common.artifacts import ArtifactStore
     from modelport.runtime.registry import runtime_class
@@ -77,10 +83,14 @@ def test_foreign_engine_is_refused_before_deserializing(quick, test_env, tmp_pat
 
     ctx = make_context({**test_env, "MODELPORT_ARTIFACTS": str(tmp_path / "art")})
     result = runner.benchmark(ctx, "tensorrt-fp16")
-    assert result.status == "failed" and "rebuild it here: `modelport convert tensorrt-fp16 --force`" in result.reason
+    assert (
+        result.status == "failed"
+        and result.reason is not None
+        and "rebuild it here: `modelport convert tensorrt-fp16 --force`" in result.reason
+    )
 
 
-def test_activate_and_release_repeatedly(quick):
+def test_activate_and_release_repeatedly(quick: StepContext) -> None:
     """Each cycle deserializes, allocates, runs and frees again; the same input gives the same output."""
     import numpy as np
 
@@ -89,7 +99,7 @@ def test_activate_and_release_repeatedly(quick):
     x = np.zeros(quick.config.input.shape("NCHW"), np.float32)
     outs = []
     for _ in range(5):
-        rt = runtime_class("tensorrt-fp32").from_store(quick.store, quick.config)
+        rt = cast(TensorrtRuntime, runtime_class("tensorrt-fp32").from_store(quick.store, quick.config))
         with rt:
             outs.append(rt.infer(x))
         assert not rt.active and rt._device == {} and rt._host == {}

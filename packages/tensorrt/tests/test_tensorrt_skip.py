@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -19,25 +21,25 @@ pytestmark = pytest.mark.tensorrt
 
 REASON = cuda.missing_layer()
 needs_no_gpu = pytest.mark.skipif(
-    REASON is None or not cuda.probe().missing.hardware,
+    REASON is None or not cast(cuda.LayerStatus, cuda.probe().missing).hardware,
     reason="this machine has an NVIDIA driver and GPU: the skip path does not apply",
 )
 CLI = [sys.executable, "-c", "import sys; from modelport.common.cli import main; sys.exit(main())"]
 TARGETS = ["tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8"]
 
 
-def run(env, *args):
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], env={**os.environ, **env}, capture_output=True, text=True)
 
 
 @pytest.fixture
-def fresh(test_env, tmp_path):
+def fresh(test_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     return {**test_env, "MODELPORT_ARTIFACTS": str(tmp_path / "art")}
 
 
 @needs_no_gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_build_raises_hardware_missing_before_anything(fresh, precision):
+def test_build_raises_hardware_missing_before_anything(fresh: dict[str, str], precision: str) -> None:
     ctx = make_context(fresh)
     with pytest.raises(HardwareMissing) as e:
         trt_convert.Target(precision).build(ctx, force=False)
@@ -46,7 +48,7 @@ def test_build_raises_hardware_missing_before_anything(fresh, precision):
 
 
 @needs_no_gpu
-def test_cli_convert_skips_each_target_with_the_reason(fresh):
+def test_cli_convert_skips_each_target_with_the_reason(fresh: dict[str, str]) -> None:
     proc = run(fresh, "convert", *TARGETS)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("skip ")]
@@ -57,13 +59,13 @@ def test_cli_convert_skips_each_target_with_the_reason(fresh):
 
 
 @needs_no_gpu
-def test_the_original_flag_spelling_works_too(fresh):
+def test_the_original_flag_spelling_works_too(fresh: dict[str, str]) -> None:
     proc = run(fresh, "convert", "--tensorrt-fp16")
     assert proc.returncode == 0 and f"skip tensorrt-fp16: {REASON}" in proc.stderr
 
 
 @needs_no_gpu
-def test_skipping_imports_no_toolchain(fresh):
+def test_skipping_imports_no_toolchain(fresh: dict[str, str]) -> None:
     code = (
         "import sys\n"
         "from modelport.common.errors import HardwareMissing\n"
@@ -87,7 +89,7 @@ def test_skipping_imports_no_toolchain(fresh):
     assert out.stdout.strip() == ""
 
 
-def test_doctor_names_the_missing_layer_for_every_tensorrt_row(fresh):
+def test_doctor_names_the_missing_layer_for_every_tensorrt_row(fresh: dict[str, str]) -> None:
     proc = run(fresh, "doctor", "--json")
     assert proc.returncode == 0, proc.stderr
     rows = {(c["kind"], c["name"]): c for c in json.loads(proc.stdout)["checks"]}

@@ -13,7 +13,7 @@ from modelport.common.log import console, skip, step, warn
 from modelport.common.log import failed as log_failed
 from modelport.common.recovery import speed_text
 from modelport.common.registry import chosen, legacy_flags
-from modelport.common.schema import BackendResult, Headline, LatencyStats
+from modelport.common.schema import BackendResult, LatencyStats
 from modelport.runtime.registry import RUNTIMES, runtime_class, source_key
 
 from .registry import DEPTH_KEYS, SOURCE
@@ -81,11 +81,16 @@ def bench(
                 failed.append(key)
             else:
                 a = r.agreement
-                lat, head = cast(LatencyStats, r.latency_ms), cast(Headline, r.headline)  # an ok row has both
+                lat = cast(LatencyStats, r.latency_ms)  # an ok row has one
+                head = f", {r.headline.label} {r.headline.confidence:.3f}" if r.headline else ", no box on the headline photo"
                 agree = f", top-1 agreement {a.top1:.0%}, cosine min {a.cosine_min:.5f}" if a else ""
+                if a is not None and a.detect is not None:
+                    d, post = a.detect, r.postprocess_ms
+                    mean_ap = f", mAP {d.map:.4f}, AP50 {d.ap50:.4f}" if d.map is not None and d.ap50 is not None else ""
+                    agree = f", boxes F1 vs source {d.f1:.4f}{mean_ap}" + (f", postprocess {post.median:.2f} ms" if post else "")
                 console.print(
-                    f"   {r.name}: median {lat.median:.2f} ms, p90 {lat.p90:.2f} ms "
-                    f"({lat.fps:.1f} FPS), {head.label} {head.confidence:.3f}{agree}"
+                    f"   {r.name}: median {lat.median:.2f} ms, p90 {lat.p90:.2f} ms ({lat.fps:.1f} FPS){head}{agree}",
+                    markup=False,
                 )
                 for line in _beyond_lines(r):
                     console.print(f"   {line}")

@@ -62,13 +62,14 @@ def reference_for(r: BackendResult, results: list[BackendResult], reference_keys
 
 
 def matrix(results: list[BackendResult]) -> dict[str, Any]:
-    """{device: {model: {key: {status, median_ms, cosine_min}}}}: the models x backends view per device."""
+    """{device: {model: {key: {status, median_ms, cosine_min, f1}}}}: the models x backends view per device."""
     out: dict[str, Any] = {}
     for r in results:
         cell = {
             "status": r.status,
             "median_ms": r.latency_ms.median if r.latency_ms else None,
-            "cosine_min": r.agreement.cosine_min if r.agreement else None,
+            "cosine_min": r.agreement.cosine_min if r.agreement and r.agreement.detect is None else None,
+            "f1": r.agreement.detect.f1 if r.agreement and r.agreement.detect else None,  # a detector's boxes vs its source's
         }
         out.setdefault(device_of(r), {}).setdefault(model_id(r), {})[r.key] = cell
     return out

@@ -23,7 +23,7 @@ from modelport.common.contract import CONTRACT, read_contract
 from modelport.common.errors import InputError
 from modelport.common.machine import device_key, machine_info
 from modelport.common.recovery import speed_text
-from modelport.common.reference import REFERENCE
+from modelport.common.reference import DETECT_REFERENCE, REFERENCE
 from modelport.common.results import LAST_OK, outputs_problem, read_result
 from modelport.common.schema import REPORT_SCHEMA, BackendResult
 from modelport.common.strict_json import json_text
@@ -44,7 +44,7 @@ def source_info(store: ArtifactStore) -> dict[str, Any] | None:
     contract = read_contract(store.path(CONTRACT))
     if contract is None:
         return None
-    ref = (store.read_manifest(REFERENCE) or {}).get("extra", {})
+    ref = (store.read_manifest(DETECT_REFERENCE if contract.task == "detect" else REFERENCE) or {}).get("extra", {})
     return {
         "key": source_key(contract),
         "name": contract.name,
@@ -58,6 +58,7 @@ def source_info(store: ArtifactStore) -> dict[str, Any] | None:
             "zero_point": contract.zero_point,
         },
         "classes": contract.classes,
+        "task": contract.task,
         "outputs": ref.get("outputs"),
         "all_rows_int8_floors": contract.quantized,
     }
@@ -185,6 +186,8 @@ def entry(r: BackendResult, ref: BackendResult | None) -> dict[str, Any]:
         "size_bytes": r.size_bytes,
         "load_ms": r.load_ms,
         "agreement": r.agreement.model_dump(exclude={"per_image"}) if r.agreement else None,
+        # a detector's decode + NMS, apart from the model's latency
+        "postprocess_ms": r.postprocess_ms.model_dump(include={"median", "p90"}) if r.postprocess_ms else None,
         "headline": r.headline.model_dump() if r.headline else None,
         "settings": r.settings,
         "tool_versions": r.tool_versions,
@@ -285,6 +288,14 @@ def to_csv(report: dict[str, Any]) -> str:
         "mse",
         "headline_label",
         "headline_confidence",
+        "f1_vs_source",
+        "precision_vs_source",
+        "recall_vs_source",
+        "mean_iou",
+        "map",
+        "ap50",
+        "source_map",
+        "postprocess_ms",
         "best_fps",
         "best_concurrency",
         "first_infer_ms",
@@ -297,6 +308,7 @@ def to_csv(report: dict[str, Any]) -> str:
     for e in report["results"]:
         lat, a, h = e["latency_ms"] or {}, e["agreement"] or {}, e["headline"] or {}
         cold, frame = e.get("cold_start") or {}, e.get("frame_ms") or {}
+        det, post = a.get("detect") or {}, e.get("postprocess_ms") or {}
         w.writerow(
             {
                 "model": e["model"],
@@ -323,6 +335,14 @@ def to_csv(report: dict[str, Any]) -> str:
                 "mse": a.get("mse"),
                 "headline_label": h.get("label"),
                 "headline_confidence": h.get("confidence"),
+                "f1_vs_source": det.get("f1"),
+                "precision_vs_source": det.get("precision"),
+                "recall_vs_source": det.get("recall"),
+                "mean_iou": det.get("mean_iou"),
+                "map": det.get("map"),
+                "ap50": det.get("ap50"),
+                "source_map": det.get("source_map"),
+                "postprocess_ms": post.get("median"),
                 "best_fps": e.get("best_fps"),
                 "best_concurrency": e.get("best_concurrency"),
                 "first_infer_ms": cold.get("first_infer_ms"),

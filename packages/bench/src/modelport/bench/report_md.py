@@ -40,13 +40,38 @@ def _size(b: float | None) -> str:
     return "–" if b is None else f"{b / 1e6:.2f} MB"
 
 
+def _ranked(results: list[dict[str, Any]]) -> list[tuple[int | None, dict[str, Any]]]:
+    """Each model's rows together (a detector's milliseconds are not a classifier's), measured ones fastest
+    first with their rank in the model, then the rest."""
+    out: list[tuple[int | None, dict[str, Any]]] = []
+    for model in dict.fromkeys(e.get("model") for e in results):
+        mine = [e for e in results if e.get("model") == model]
+        timed = sorted((e for e in mine if e["latency_ms"]), key=lambda e: e["latency_ms"]["median"])
+        out += [(i, e) for i, e in enumerate(timed, 1)] + [(None, e) for e in mine if not e["latency_ms"]]
+    return out
+
+
+def detectors(report: dict[str, Any]) -> bool:
+    """Some row is a detector's (judged by its boxes): the report adds their columns."""
+    return any((e["agreement"] or {}).get("detect") for e in report["results"])
+
+
+def _detect_cells(e: dict[str, Any]) -> dict[str, str]:
+    det, post = (e["agreement"] or {}).get("detect"), e.get("postprocess_ms")
+    if not det:
+        return {"f1": "–", "map": "–", "post": _f((post or {}).get("median"), ".2f")}
+    mean_ap = "–" if det["map"] is None else f"{det['map']:.3f} / {det['ap50']:.3f}"
+    if det["map"] is not None and det["source_map"] is not None:
+        mean_ap += f" (source {det['source_map']:.3f})"
+    return {"f1": f"{det['f1']:.3f}", "map": mean_ap, "post": _f((post or {}).get("median"), ".2f")}
+
+
 def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Ranked rows: measured backends fastest first, then the rest."""
-    timed = sorted((e for e in report["results"] if e["latency_ms"]), key=lambda e: e["latency_ms"]["median"])
-    rest = [e for e in report["results"] if not e["latency_ms"]]
+    """Ranked rows: per model, measured backends fastest first, then the rest."""
     out = []
-    for i, e in enumerate(timed + rest, 1):
+    for i, e in _ranked(report["results"]):
         lat, a, h = e["latency_ms"] or {}, e["agreement"], e["headline"]
+        boxes = bool(a and a.get("detect"))  # a detector's raw-tensor top-1 and cosine are not its verdict
         if e["status"] != "ok":
             status = f"{e['status']}: {e['reason']}"
             if e.get("last_ok"):
@@ -59,7 +84,7 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 status += f" ({e['speed_note']})"
         out.append(
             {
-                "rank": str(i) if lat else "–",
+                "rank": str(i) if i is not None else "–",
                 "backend": e["name"],
                 "model": e.get("model") or "–",
                 "device": e.get("device_key") or "–",
@@ -71,10 +96,11 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "speed": _f(e["relative_speed"], ".2f") + ("x" if e["relative_speed"] else ""),
                 "size": _size(e["size_bytes"]),
                 "top1": f"{h['label']} ({h['confidence']:.3f})" if h else "–",
-                "agree": f"{a['top1']:.0%} of {a['images']}" if a else "–",
+                "agree": f"{a['top1']:.0%} of {a['images']}" if a and not boxes else "–",
                 "cos": f"{a['cosine_min']:.4f} / {a['cosine_mean']:.4f}"
-                if a
+                if a and not boxes
                 else ("not computed" if e.get("agreement_note") else "–"),
+                **_detect_cells(e),
             }
         )
     return out
@@ -96,12 +122,23 @@ HEADERS = {
 }
 
 
+# A detector's verdict: its boxes against the source's, COCO mAP with annotations, and its decode + NMS time.
+DETECT_HEADERS = {"f1": "boxes F1 vs source", "map": "mAP / AP50", "post": "postprocess ms"}
+
+
 def headers(report: dict[str, Any]) -> dict[str, str]:
     """The columns: model and device only when the report spans several."""
     extra = {
         k: k for k, many in (("model", len(report.get("models", [])) > 1), ("device", len(report.get("devices", {})) > 1)) if many
     }
-    return {"rank": "#", "backend": "backend", **extra, **{k: v for k, v in HEADERS.items() if k not in ("rank", "backend")}}
+    boxes = DETECT_HEADERS if detectors(report) else {}
+    return {
+        "rank": "#",
+        "backend": "backend",
+        **extra,
+        **{k: v for k, v in HEADERS.items() if k not in ("rank", "backend")},
+        **boxes,
+    }
 
 
 def several_models(report: dict[str, Any]) -> bool:
@@ -245,7 +282,8 @@ def matrix_md(report: dict[str, Any]) -> list[str]:
         "",
         "## Models x backends, per device",
         "",
-        "Cell: median ms / cosine min vs the reference (or the status). Speed compares within a device only.",
+        "Cell: median ms / cosine min vs the reference (a detector's: boxes F1 vs its source), or the status. "
+        "Speed compares within a device only.",
         "",
     ]
     for device, by_model in grid.items():
@@ -259,9 +297,8 @@ def matrix_md(report: dict[str, Any]) -> list[str]:
                 elif c["status"] != "ok":
                     cells.append(c["status"])
                 else:
-                    cells.append(
-                        " / ".join(x for x in (_f(c["median_ms"], ".2f", ""), _f(c["cosine_min"], ".4f", "")) if x) or "ok"
-                    )
+                    agree = _f(c["cosine_min"], ".4f", "") or (f"F1 {c['f1']:.3f}" if c.get("f1") is not None else "")
+                    cells.append(" / ".join(x for x in (_f(c["median_ms"], ".2f", ""), agree) if x) or "ok")
             out.append(f"| {md_text(model)} | " + " | ".join(cells) + " |")
         out.append("")
     return out
@@ -300,6 +337,12 @@ def method(report: dict[str, Any]) -> str:
             f"INT8 top-1 >= {f['int8_top1_min']:.0%}, cosine min >= {f['int8_cosine_min']}, "
             f"mean >= {f['int8_cosine_mean_min']}."
         )
+        if detectors(report) and "detect_fp_f1_min" in f:
+            check += (
+                f" Detectors: FP32/FP16 boxes F1 vs source >= {f['detect_fp_f1_min']}, mAP within "
+                f"{f['detect_fp_map_drop_max']} of the source's; INT8 F1 >= {f['detect_int8_f1_min']}, mAP >= "
+                f"{f['detect_int8_map_ratio_min']:.0%} of the source's."
+            )
         if src.get("all_rows_int8_floors"):
             check += " The source is quantized, so every row (float ones too) is held to the INT8 floors."
     else:

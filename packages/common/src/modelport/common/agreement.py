@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from .errors import AccuracyGateError
-from .schema import Agreement, ImageAgreement
+from .schema import Agreement, DetectAgreement, ImageAgreement
 
 if TYPE_CHECKING:
     from .config import AccuracyConfig, Config
@@ -26,6 +26,26 @@ def floors(accuracy: AccuracyConfig, kind: Kind) -> dict[str, float]:
     if kind == "float":
         return {"top1": accuracy.fp_top1_min, "cosine_min": accuracy.fp_cosine_min}
     return {"top1": accuracy.int8_top1_min, "cosine_mean": accuracy.int8_cosine_mean_min, "cosine_min": accuracy.int8_cosine_min}
+
+
+def detect_floors(accuracy: AccuracyConfig, kind: Kind) -> dict[str, float]:
+    """A detector's floors: F1 of its boxes against the source's, and its COCO mAP against the source's."""
+    if kind == "float":
+        return {"f1": accuracy.detect_fp_f1_min, "map_drop_max": accuracy.detect_fp_map_drop_max}
+    return {"f1": accuracy.detect_int8_f1_min, "map_ratio_min": accuracy.detect_int8_map_ratio_min}
+
+
+def detect_failures(det: DetectAgreement, kind: Kind, accuracy: AccuracyConfig) -> list[str]:
+    floor = detect_floors(accuracy, kind)
+    failures = []
+    if det.f1 < floor["f1"] - 1e-12:
+        failures.append(f"F1 vs source {det.f1:.4f} < {floor['f1']}")
+    if det.map is not None and det.source_map is not None:
+        if kind == "float" and det.map < det.source_map - floor["map_drop_max"] - 1e-12:
+            failures.append(f"mAP {det.map:.4f} < source {det.source_map:.4f} - {floor['map_drop_max']}")
+        if kind == "int8" and det.map < det.source_map * floor["map_ratio_min"] - 1e-12:
+            failures.append(f"mAP {det.map:.4f} < {floor['map_ratio_min']:.0%} of source {det.source_map:.4f}")
+    return failures
 
 
 def compare(outputs: np.ndarray, reference: np.ndarray, names: Sequence[str]) -> Agreement:
@@ -61,6 +81,8 @@ def compare(outputs: np.ndarray, reference: np.ndarray, names: Sequence[str]) ->
 
 
 def gate_failures(agreement: Agreement, kind: Kind, accuracy: AccuracyConfig) -> list[str]:
+    if agreement.detect is not None:
+        return detect_failures(agreement.detect, kind, accuracy)
     floor = floors(accuracy, kind)
     failures = []
     for metric, minimum in floor.items():
@@ -83,7 +105,8 @@ def gate_kind(kind: Kind, config: Config) -> Kind:
 def gate_options(config: Config, kind: Kind) -> dict[str, dict[str, float] | None]:
     """What a verified step's cache key holds of its gate: the floors its output was held to (None with
     verification off), so a changed floor rechecks an up-to-date model instead of trusting the old verdict."""
-    gated = floors(config.accuracy, gate_kind(kind, config)) if config.convert.verify else None
+    judge = floors if config.detector is None else detect_floors
+    gated = judge(config.accuracy, gate_kind(kind, config)) if config.convert.verify else None
     return {"floors": gated}
 
 

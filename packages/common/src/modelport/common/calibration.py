@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .images import load_image, resolve_images
+from .letterbox import prepare_photo
 from .log import progress
-from .preprocess import DType, InputSpec, Layout, prepare, to_tensor
+from .preprocess import DType, InputSpec, Layout, to_tensor
 
 if TYPE_CHECKING:
-    from .config import Config
+    from .config import Config, DetectConfig
 
 
 def spread(paths: list[Path], n: int) -> list[Path]:
@@ -48,30 +49,31 @@ def calibration_text(record: dict[str, Any] | None) -> str:
 
 
 class CalibrationSet:
-    def __init__(self, paths: list[Path], spec: InputSpec, source: Path | None = None):
-        self.paths, self.spec, self.source = list(paths), spec, source
+    def __init__(self, paths: list[Path], spec: InputSpec, source: Path | None = None, detect: DetectConfig | None = None):
+        # detect: a detector's calibration photos are letterboxed as its eval photos are
+        self.paths, self.spec, self.source, self.detect = list(paths), spec, source, detect
 
     @classmethod
     def from_config(cls, config: Config, path: str | Path | None = None, limit: int | None = None) -> CalibrationSet:
         src = Path(path or config.images.calibration)
-        return cls(spread(resolve_images(src), limit or config.images.calibration_limit), config.input, src)
+        return cls(spread(resolve_images(src), limit or config.images.calibration_limit), config.input, src, config.detector)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def limited(self, n: int) -> CalibrationSet:
         """``n`` images spread over the set (the set is sorted, so the same ones every run)."""
-        return CalibrationSet(spread(self.paths, n), self.spec, self.source)
+        return CalibrationSet(spread(self.paths, n), self.spec, self.source, self.detect)
 
     def part(self, start: int, end: int) -> CalibrationSet:
         """Images ``start`` to ``end`` (a toolchain that calibrates a slice at a time)."""
-        return CalibrationSet(self.paths[start:end], self.spec, self.source)
+        return CalibrationSet(self.paths[start:end], self.spec, self.source, self.detect)
 
     def prepared(self) -> Iterator[np.ndarray]:
         """uint8 HWC arrays, in ``paths`` order, decoded one at a time: memory stays at one image
         whatever the set's size (a list of 500 decoded photos is what a toolchain does not need)."""
         for p in self.paths:
-            yield prepare(load_image(p), self.spec)
+            yield prepare_photo(load_image(p), self.spec, self.detect)[0]
 
     def validate(self) -> None:
         """Decode every image now (and keep none), so a bad one fails before any toolchain starts writing."""

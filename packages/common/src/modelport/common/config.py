@@ -88,6 +88,13 @@ class DetectConfig(Section):
     fit: Literal["letterbox", "stretch"] = "letterbox"
     pad_value: int = Field(114, ge=0, le=255)
     align: Literal["top-left", "center"] = "top-left"
+    # COCO instances json of the eval photos (by file name): every row gets mAP@[.5:.95] and AP50 from it.
+    annotations: Path | None = None
+
+    @property
+    def geometry(self) -> str:
+        """What of [detect] shapes the model's input: part of a detector's preprocessing signature."""
+        return f"{self.fit}/pad{self.pad_value}/{self.align}"
 
     @model_validator(mode="after")
     def _priors_per_stride(self) -> DetectConfig:
@@ -134,6 +141,12 @@ class AccuracyConfig(Section):
     int8_top1_min: float = Field(0.90, ge=0, le=1)
     int8_cosine_min: float = Field(0.95, ge=-1, le=1)
     int8_cosine_mean_min: float = Field(0.98, ge=-1, le=1)
+    # Detectors ([model] task = "detect") are judged by their boxes: F1 of a row's boxes matched to the
+    # source's, and COCO mAP@[.5:.95] against the source's own mAP on the same photos (with annotations).
+    detect_fp_f1_min: float = Field(0.99, ge=0, le=1)
+    detect_fp_map_drop_max: float = Field(0.005, ge=0, le=1)  # mAP at least the source's minus this
+    detect_int8_f1_min: float = Field(0.90, ge=0, le=1)
+    detect_int8_map_ratio_min: float = Field(0.95, ge=0, le=1)  # mAP at least this fraction of the source's
 
 
 class ConvertConfig(Section):
@@ -334,6 +347,17 @@ class Config(Section):
     _contract: Contract | None = PrivateAttr(None)
 
     @property
+    def detector(self) -> DetectConfig | None:
+        """[detect] when the model is a detector, else None: the one test every task branch makes."""
+        return self.detect if self.model.task == "detect" else None
+
+    @property
+    def preprocessing(self) -> str:
+        """What shapes every input tensor: [input]'s signature, and a detector's letterbox geometry."""
+        det = self.detector
+        return self.input.signature if det is None else f"{self.input.signature};{det.geometry}"
+
+    @property
     def source(self) -> Path | None:
         """The file this config was read from (None: built-in defaults)."""
         return self._source
@@ -374,7 +398,7 @@ _ENV_OVERRIDES = {
     "MODELPORT_IMAGES": ("images", "eval"),
     "MODELPORT_CALIBRATION": ("images", "calibration"),
 }
-_PATH_KEYS = {("model", "path"), ("model", "labels"), ("images", "eval"), ("images", "calibration")}
+_PATH_KEYS = {("model", "path"), ("model", "labels"), ("images", "eval"), ("images", "calibration"), ("detect", "annotations")}
 
 
 def find_config(explicit: str | Path | None = None) -> Path | None:

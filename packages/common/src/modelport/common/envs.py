@@ -9,7 +9,7 @@ An env.toml holds what one env is:
 
     order = 10                       # position in every session list (tf-onnx first: the others use its ONNX)
     requirements = ["requirements.txt"]  # envs/<env>/ files, in install order (its Dockerfile's order)
-    packages = ["common", "bench"]   # packages/<name> installed with --no-deps -e
+    packages = ["common", "bench"]   # packages/<name> installed with --no-deps -e; ["*"]: every packages/*/
     image = "modelport/ncnn:0.1.0"   # the tag compose.yaml builds from envs/<env>/Dockerfile
     services = ["convert-ncnn", ...] # the compose.yaml services running that image
     tests = [...]                    # pytest arguments (globs expanded by Env.pytest_args)
@@ -19,6 +19,7 @@ An env.toml holds what one env is:
     [steps]                          # the modelport command lines each nox session runs here
     convert = [["convert", "ncnn"]]  # convert, rknn, depth_convert: lists of command lines
     bench = ["ncnn"]                 # bench, analyze, depth: backend keys
+    detect_convert = [...]           # detect_convert, detect_bench: the default detector's, in its own folder
 
 A requirements file named *nodeps* is installed with --no-deps (wheels whose declared
 dependencies are wrong for us: pnnx pulls CUDA torch, ...).
@@ -38,9 +39,16 @@ from typing import Any
 
 STAMP = ".modelport-stamp"
 NEEDS = {"gpu"}
-COMMAND_LISTS = ("convert", "rknn", "depth_convert")  # steps holding command lines
-KEY_LISTS = ("bench", "analyze", "depth")  # steps holding backend keys
+# detect_convert / detect_bench: the same for the default detector (DETECTOR), in its own artifacts folder
+COMMAND_LISTS = ("convert", "rknn", "depth_convert", "detect_convert")  # steps holding command lines
+KEY_LISTS = ("bench", "analyze", "depth", "detect_bench")  # steps holding backend keys
+DETECTOR = "yolox_nano.toml"  # the default detector's config, at the checkout's root
 TOOLS = ("tests", "lint", "mypy", "docker")
+
+
+def every_package(root: Path) -> list[str]:
+    """Every folder under packages/ with a pyproject.toml, by name."""
+    return sorted(p.parent.name for p in (root / "packages").glob("*/pyproject.toml"))
 
 
 class TableError(ValueError):
@@ -66,7 +74,7 @@ class Env:
         value = self.steps.get(step, [])
         if step in COMMAND_LISTS:
             return [list(line) for line in value]
-        return [[step, *value]] if value else []
+        return [[step.removeprefix("detect_"), *value]] if value else []
 
     def backend_names(self) -> set[str]:
         """Every backend or target name this env's steps name (`convert ncnn`, bench keys, `rknn all`, ...)."""
@@ -194,8 +202,12 @@ def load_env(path: Path, root: Path) -> Env:
             raise TableError(f"{path}: {key} must be {_TYPE_NAMES[_TYPES[key]]}, not {value!r}")
     for key in ("packages", "services", "tests", "without_toolchain", "requirements"):
         _strings(data.get(key, []), key, path)
+    if data["packages"] == ["*"]:
+        # The report env holds every package (each backend's descriptors order and judge the report's rows),
+        # so a new backend is a folder, not an edit here and in this env's Dockerfile.
+        data["packages"] = every_package(root)
     for p in data["packages"]:
-        if not (root / "packages" / p / "pyproject.toml").is_file():
+        if p == "*" or not (root / "packages" / p / "pyproject.toml").is_file():
             raise TableError(f"{path}: package {p!r} has no packages/{p}/pyproject.toml")
     needs = data.get("needs")
     if needs is not None and needs not in NEEDS:

@@ -64,13 +64,13 @@ def from_model(model: onnx.ModelProto) -> OnnxGraph:
             producer[t] = n
     layers, absorbed = [], set()
     for i, n in enumerate(graph.node):
-        if n.op_type == "Constant" or n.name in absorbed:
+        if n.op_type == "Constant" or (n.name or n.output[0]) in absorbed:
             continue
         nodes, tensors, ops = [n.name or n.output[0]], [n.output[0]], [n.op_type]
         users = consumers.get(n.output[0], [])
         if n.op_type not in FUSED_ACTIVATIONS and len(users) == 1 and users[0].op_type in FUSED_ACTIVATIONS:
             act = users[0]
-            absorbed.add(act.name)
+            absorbed.add(act.name or act.output[0])  # unnamed nodes go by their output, as in nodes
             nodes.append(act.name or act.output[0])
             tensors.append(act.output[0])
             ops.append(act.op_type)

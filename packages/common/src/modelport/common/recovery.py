@@ -104,7 +104,18 @@ def brief(agreement: Agreement | dict[str, Any] | None) -> dict[str, Any] | None
     if agreement is None:
         return None
     a = agreement if isinstance(agreement, dict) else agreement.model_dump(exclude={"per_image"})
-    return {k: a[k] for k in ("images", "top1", "cosine_min", "cosine_mean") if k in a}
+    # a detector's verdict is its boxes (``detect``): judged on them, ranked by F1 then mAP
+    return {k: a[k] for k in ("images", "top1", "cosine_min", "cosine_mean", "detect") if a.get(k) is not None}
+
+
+def agreement_text(a: dict[str, Any] | None) -> str:
+    """A variant's agreement as one phrase: a detector's boxes, else top-1 and cosine."""
+    a = a or {}
+    d = a.get("detect")
+    if d:
+        mean_ap = f", mAP {d['map']:.4f}" if d.get("map") is not None else ""
+        return f"boxes F1 vs source {d.get('f1', 0):.4f}{mean_ap}"
+    return f"top-1 {a.get('top1', 0):.0%}, cosine min {a.get('cosine_min', 0):.4f} / mean {a.get('cosine_mean', 0):.4f}"
 
 
 def judge(variant: Variant, accuracy: AccuracyConfig) -> Variant:
@@ -120,7 +131,9 @@ def _full(a: dict[str, Any]) -> dict[str, Any]:
 
 def _quality(v: Variant) -> tuple[Any, ...]:
     a = v.agreement or {}
-    return (v.passes, a.get("top1", -1), a.get("cosine_min", -2), a.get("cosine_mean", -2))
+    d = a.get("detect") or {}
+    boxes = (d.get("f1", -1), d.get("map") if d.get("map") is not None else -1)
+    return (v.passes, *boxes, a.get("top1", -1), a.get("cosine_min", -2), a.get("cosine_mean", -2))
 
 
 def choose(variants: list[Variant]) -> Variant:
@@ -161,10 +174,8 @@ class Search:
             v = Variant(f"{method}-float{len(layers)}-failed", method, layers, {}, failures=[str(e)])
         v.stage = stage
         self.tried.append(v)
-        a = v.agreement or {}
         console.print(
-            f"   variant {v.id}: top-1 {a.get('top1', 0):.0%}, cosine min {a.get('cosine_min', 0):.4f} / "
-            f"mean {a.get('cosine_mean', 0):.4f}: {'meets the floors' if v.passes else '; '.join(v.failures)} "
+            f"   variant {v.id}: {agreement_text(v.agreement)}: {'meets the floors' if v.passes else '; '.join(v.failures)} "
             f"({self.left():.0f} s of the budget left)",
             markup=False,
         )
@@ -472,9 +483,8 @@ def below_floors_error(record: dict[str, Any], what: Path, agreement: dict[str, 
     a = kept["agreement"] or {}
     return AccuracyGateError(
         f"int8 model below the [accuracy] floors after {len(record['variants'])} variants "
-        f"({record['wall_seconds']:.0f} s): kept the best, {kept['id']}, as its below-floor file: top-1 "
-        f"{a.get('top1', 0):.0%}, cosine min {a.get('cosine_min', 0):.4f} / mean {a.get('cosine_mean', 0):.4f} "
-        f"({'; '.join(kept['failures'])})",
+        f"({record['wall_seconds']:.0f} s): kept the best, {kept['id']}, as its below-floor file: "
+        f"{agreement_text(a)} ({'; '.join(kept['failures'])})",
         what,
         agreement=Agreement.model_validate(agreement) if agreement else None,
     )

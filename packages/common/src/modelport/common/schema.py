@@ -54,6 +54,26 @@ class ImageAgreement(Model):
     mse: float
 
 
+class DetectAgreement(Model):
+    """A detector row's boxes against the source's on the same photos (modelport.tasks.detect), and COCO
+    mAP when [detect] annotations names the photos' annotations."""
+
+    source_boxes: int  # above [detect] agreement_score, over all photos
+    row_boxes: int
+    matched: int  # same class, IoU >= [detect] match_iou, one to one
+    precision: float
+    recall: float
+    f1: float
+    mean_iou: float
+    score_drift_mean: float
+    score_drift_max: float
+    map: float | None = None  # COCO mAP@[.5:.95] of the row's boxes
+    ap50: float | None = None
+    source_map: float | None = None  # the source model's, on the same photos and annotations
+    source_ap50: float | None = None
+    map_note: str | None = None  # why there is no mAP
+
+
 class Agreement(Model):
     images: int
     top1: float  # fraction of images whose top-1 equals the reference's
@@ -63,6 +83,9 @@ class Agreement(Model):
     max_abs_diff: float
     mse: float
     per_image: list[ImageAgreement] = []
+    # A detector's verdict: its boxes. The fields above then compare its raw outputs (every output
+    # flattened, by name): a diagnostic, not what its floors judge.
+    detect: DetectAgreement | None = None
 
 
 class TopK(Model):
@@ -176,6 +199,8 @@ class BackendResult(Model):
     latency_ms: LatencyStats | None = None
     latency_note: str | None = None  # why there is no latency (simulator, skipped, ...)
     extra_timings: dict[str, LatencyStats] = {}  # e.g. GPU time from CUDA events
+    # A detector's decode + NMS per photo, apart from the model's latency (whatever runs the model, this is numpy)
+    postprocess_ms: LatencyStats | None = None
     load_avg: dict[str, float] = {}  # 1-min load average before/after: a busy machine explains a slow number
     under_load: str | None = None  # set when the load average exceeded the cores: the latency is not trustworthy
     outputs_sha256: str | None = None  # of results/<key>.npy: the reader checks the pair belongs together

@@ -21,7 +21,7 @@ from modelport.common.artifacts import Job
 from modelport.common.config import Config
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
-from modelport.common.reference import REFERENCE
+from modelport.common.reference import reference_file
 from modelport.runtime.base import Runtime
 
 from .verify import verify
@@ -81,7 +81,7 @@ class Converter:
         rels = dict(outputs)
         paths = [store.path(rel) for rel in rels.values()]
         if runtime is not None:
-            inputs = {**inputs, "reference": store.path(REFERENCE)}
+            inputs = {**inputs, "reference": store.path(reference_file(ctx.config))}
             if gate:
                 options = {**options, **gate_options(ctx.config, kind)}
         with store.produce(

@@ -266,10 +266,18 @@ def _validate(ctx: StepContext, model: Path, labels: Path | None, shown: Path) -
         cfg = ctx.raw_config.with_contract(contract, shown)
         runtime = source_runtime(cfg, model)
         with runtime:
-            out = runtime.infer(np.zeros(runtime.input_shape(), runtime.input_dtype))
+            zero = np.zeros(runtime.input_shape(), runtime.input_dtype)
+            outs = runtime.infer_all(zero) if contract.task == "detect" else {contract.output_name: runtime.infer(zero)}
     except InputError as e:
         raise InputError(e.message, shown if e.path == model else e.path) from None  # the user's file, not our copy
-    if out.reshape(out.shape[0], -1).shape[-1] != contract.classes:
+    out = outs[contract.output_name] if contract.output_name in outs else next(iter(outs.values()))
+    if contract.task == "detect":
+        # a detector's outputs are what the model declares (the decoder checks their layout)
+        got = {k: list(np.shape(v)) for k, v in outs.items()}
+        static = {o.name: list(o.shape) for o in contract.outputs if all(isinstance(d, int) and d >= 0 for d in o.shape)}
+        if any(got.get(name) != shape for name, shape in static.items()):
+            raise InputError(f"model outputs {got} on a zero image, not {static}", shown)
+    elif out.reshape(out.shape[0], -1).shape[-1] != contract.classes:
         raise InputError(f"model outputs {out.shape} on a zero image, not [1, {contract.classes}]", shown)
     if labels is not None:
         Labels.load(labels, num_classes=contract.classes)

@@ -16,9 +16,12 @@ import numpy as np
 
 from modelport.common.artifacts import COMPANIONS, Job, file_inputs
 from modelport.common.context import StepContext
-from modelport.common.reference import REFERENCE, image_ids
+from modelport.common.log import console, warn
+from modelport.common.reference import DETECT_REFERENCE, REFERENCE, image_ids
+from modelport.runtime.base import Runtime
 from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_runtime
-from modelport.runtime.run import prepared_images, run_outputs
+from modelport.runtime.run import placements, prepared_images, run_all_outputs, run_outputs
+from modelport.tasks.detect.judge import decode_all, reference_arrays
 
 from .base import Converter
 
@@ -47,6 +50,9 @@ class Reference(Converter):
         model = ctx.store.path(contract.file)
         runtime = source_runtime(cfg, model)
 
+        if cfg.detector is not None:
+            return self._detector(ctx, force, runtime, model)
+
         def make(job: Job) -> dict[str, object]:
             with runtime:
                 outputs = run_outputs(runtime, prepared_images(ctx), cfg.input)
@@ -69,6 +75,51 @@ class Reference(Converter):
             | {rel: ctx.store.path(rel) for rel in COMPANIONS.get(contract.kind, ())}
             | file_inputs("image", ctx.eval_images),
             options={"input": cfg.input.model_dump(mode="json"), "tflite": cfg.tflite.model_dump()},
+            runtime=None,  # it is what the others are verified against
+            tool=runtime.backend,
+        )
+
+    def _detector(self, ctx: StepContext, force: bool, runtime: Runtime, model: Path) -> list[Path]:
+        """A detector's reference: every output by name and the source's decoded boxes (modelport.tasks.detect)."""
+        cfg = ctx.config
+
+        def make(job: Job) -> dict[str, object]:
+            with runtime:
+                outputs = run_all_outputs(runtime, prepared_images(ctx), cfg.input)
+            found, _ = decode_all(outputs, cfg, placements(ctx))
+            above = sum(len(d.above(cfg.detect.agreement_score)) for d in found)
+            console.print(
+                f"   {runtime.display} on {len(found)} photos: {sum(len(d) for d in found)} boxes, {above} of them "
+                f"above the agreement score {cfg.detect.agreement_score} (what every row is compared on)",
+                markup=False,
+            )
+            if not above:
+                warn(
+                    f"the source found no box above [detect] agreement_score {cfg.detect.agreement_score} on these photos: "
+                    "every row agrees with it by F1 whatever it finds (lower agreement_score or use photos with objects)"
+                )
+            buf = io.BytesIO()
+            np.savez(buf, allow_pickle=False, **reference_arrays(outputs, found))
+            job.tmp().write_bytes(buf.getvalue())
+            return {
+                "images": image_ids(ctx.eval_images),
+                "preprocessing": cfg.preprocessing,
+                "source": runtime.display,
+                "outputs": {name: list(np.shape(v)) for name, v in outputs[0].items()},
+                "boxes": sum(len(d) for d in found),
+            }
+
+        return self.produce(
+            ctx,
+            force,
+            {"reference": DETECT_REFERENCE},
+            make,
+            inputs={"model": model} | file_inputs("image", ctx.eval_images),
+            # what judges the boxes (annotations, agreement thresholds) does not change the source's outputs
+            options={
+                "input": cfg.input.model_dump(mode="json"),
+                "detect": cfg.detect.model_dump(mode="json", exclude={"annotations", "agreement_score", "match_iou"}),
+            },
             runtime=None,  # it is what the others are verified against
             tool=runtime.backend,
         )

@@ -10,8 +10,8 @@ from modelport.common.context import StepContext
 from modelport.common.errors import AccuracyGateError
 from modelport.common.schema import Agreement
 from modelport.runtime.base import Runtime
-from modelport.runtime.run import prepared_images, run_outputs
-from modelport.runtime.verify import check_outputs, verification_off
+from modelport.runtime.run import prepared_images, run_all_outputs, run_outputs
+from modelport.runtime.verify import check_detections, check_outputs, verification_off
 
 
 def verify(ctx: StepContext, runtime: Runtime, kind: Literal["float", "int8"], what: Path, gate: bool = True) -> Agreement | None:
@@ -23,9 +23,15 @@ def verify(ctx: StepContext, runtime: Runtime, kind: Literal["float", "int8"], w
     """
     if verification_off(ctx):
         return None
+    detector = ctx.config.detector is not None
     with runtime:
-        outputs = run_outputs(runtime, prepared_images(ctx), ctx.config.input)
+        if detector:
+            boxes = run_all_outputs(runtime, prepared_images(ctx), ctx.config.input)
+        else:
+            outputs = run_outputs(runtime, prepared_images(ctx), ctx.config.input)
     try:
+        if detector:
+            return check_detections(ctx, boxes, kind, what, f"verified {runtime.display}", gate)
         return check_outputs(ctx, outputs, kind, what, f"verified {runtime.display}", gate)
     except AccuracyGateError as e:
         finals = {role: ctx.store.path(rel) for role, rel in type(runtime).artifacts.items()}

@@ -36,6 +36,7 @@ BACKENDS = [
         fp32_twin="mnn-fp32",
         # Not made by the default steps: train_quant misses the INT8 floors on the shipped calibration crops.
         default_row=False,
+        analysis=f"{_M}.analyze:TARGET",
         depth=True,
         tuning=_TUNING,
         numeric=_NUMERIC,

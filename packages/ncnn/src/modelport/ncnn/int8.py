@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 from rich.markup import escape
@@ -169,7 +168,7 @@ def builtin_int8(
     with NcnnRuntime(cfg, {"param": store.path(PARAM), "bin": store.path(BIN)}) as fp32:
 
         def run_blobs(image: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-            return cast(NcnnRuntime, fp32).blobs(image[None], names)
+            return fp32.blobs(image[None], names)
 
         scales, stats = calibrate(model, run_blobs, calibration.prepared, method)
     table = Table.build(model, scales)

@@ -10,7 +10,7 @@ from modelport.common import recovery
 from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
-from modelport.common.reference import REFERENCE
+from modelport.common.reference import reference_file
 from modelport.convert.recover import analysed, ranked, runtime_timers
 
 from .convert import INT8, PRESETS, SOURCE, quantized_layers
@@ -64,7 +64,7 @@ def recover(ctx: StepContext, force: bool) -> list[Path]:
     c = ctx.config.openvino
     inputs = {
         "onnx": store.path(SOURCE),
-        "reference": store.path(REFERENCE),
+        "reference": store.path(reference_file(ctx.config)),
         **file_inputs("calibration", calib.paths),
         **file_inputs("image", ctx.eval_images),
     }

@@ -60,9 +60,9 @@ class OpenvinoRuntime(Runtime):
             model = core.read_model(str(self.files["model"]), str(self.files["weights"]))
         except Exception as e:  # OpenVINO raises RuntimeError with its own text
             raise self.model_error(e) from None
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
+        if len(model.inputs) != 1 or not model.outputs:
             raise InputError(
-                f"{self.display} expects one input and one output, the model has {len(model.inputs)} and {len(model.outputs)}",
+                f"{self.display} expects one input and its outputs, the model has {len(model.inputs)} and {len(model.outputs)}",
                 self.files["model"],
             )
         shape = list(model.inputs[0].get_partial_shape().to_shape()) if model.inputs[0].get_partial_shape().is_static else None
@@ -77,6 +77,13 @@ class OpenvinoRuntime(Runtime):
     def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
         self.request.infer({0: tensor})
         return cast(np.ndarray, self.request.get_output_tensor(0).data.copy())
+
+    def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        self.request.infer({0: tensor})
+        return {
+            (next(iter(o.get_names()), None) or str(i)): self.request.get_output_tensor(i).data.copy()
+            for i, o in enumerate(self.compiled.outputs)
+        }
 
     def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
         infer, feed = self.request.infer, {0: tensor}

@@ -63,6 +63,10 @@ class OnnxRuntime(Runtime):
     def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
         return cast(np.ndarray, self.session.run(None, {self.input_name: tensor})[0])
 
+    def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.session.run(None, {self.input_name: tensor})
+        return {o.name: cast(np.ndarray, v) for o, v in zip(self.session.get_outputs(), outputs, strict=True)}
+
     def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
         run, feed = self.session.run, {self.input_name: tensor}
         return lambda: run(None, feed)

@@ -88,7 +88,7 @@ class Runtime:
         return sum(p.stat().st_size for p in self.files.values() if p.is_file())
 
     # -- lifecycle
-    def activate(self) -> Runtime:
+    def activate(self) -> Self:
         reason = self.unavailable_reason()
         if reason:
             raise ToolchainMissing(f"{self.display}: {reason}")
@@ -106,6 +106,13 @@ class Runtime:
         if not self.active:
             raise RuntimeError(f"{self.display} runtime is not active")
         return self.infer_impl(tensor)
+
+    def infer_all(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name (a detector's boxes and scores); infer() is the one-output case, and stays
+        the timed call of a one-output model."""
+        if not self.active:
+            raise RuntimeError(f"{self.display} runtime is not active")
+        return self.infer_all_impl(tensor)
 
     def set_batch(self, n: int) -> None:
         """Make the following infer() calls take a leading batch of ``n`` (the tensor is [n, ...])."""
@@ -199,7 +206,7 @@ class Runtime:
             self.deactivate_impl()
             self.active = False
 
-    def __enter__(self) -> Runtime:
+    def __enter__(self) -> Self:
         return self.activate()
 
     def __exit__(self, *exc: object) -> None:
@@ -212,6 +219,12 @@ class Runtime:
     def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
         """Batch-1 tensor in ``input_layout``/``input_dtype`` -> output of shape (1, classes)."""
         raise NotImplementedError
+
+    def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by the source model's output name. The default, for a runtime that runs one-output
+        models only: its one output under the contract's (first) output name."""
+        contract = self.config.contract
+        return {contract.output_name if contract is not None else "output": self.infer_impl(tensor)}
 
     def deactivate_impl(self) -> None:
         pass

@@ -29,7 +29,7 @@ from modelport.common.artifacts import Job
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError, ToolchainMissing
 from modelport.common.log import activity, console, run_logged, step, warn
-from modelport.common.reference import REFERENCE
+from modelport.common.reference import reference_file
 from modelport.common.registry import load
 from modelport.common.schema import LatencyStats
 from modelport.common.timing import MIN_GAIN, clearly_faster, race
@@ -260,7 +260,7 @@ class TfliteOnnx(Converter):
             force,
             {"model": OUTPUT},
             make,
-            inputs={"source": source, "reference": ctx.store.path(REFERENCE)},
+            inputs={"source": source, "reference": ctx.store.path(reference_file(cfg))},
             options={
                 "converter": choice if contract.kind == "tflite" else "source",
                 "opset": cfg.convert.opset,

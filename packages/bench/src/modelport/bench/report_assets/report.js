@@ -52,6 +52,9 @@
       && (state.model === "all" || modelOf(e) === state.model));
   }
 
+  const det = (e) => (e.agreement && e.agreement.detect) || null;
+  const cls = (e) => (e.agreement && !e.agreement.detect ? e.agreement : null);
+
   // [title, cell text, sort value, numeric]
   const COLUMNS = [
     ["backend", (e) => e.name, (e) => e.name],
@@ -65,16 +68,23 @@
     ["frame ms", (e) => fmt(e.frame_ms && e.frame_ms.total), (e) => (e.frame_ms ? e.frame_ms.total : Infinity), true],
     ["speed vs ref", (e) => (e.relative_speed ? fmt(e.relative_speed) + "x" : "–"), (e) => e.relative_speed || 0, true],
     ["size", (e) => mb(e.size_bytes), (e) => e.size_bytes || 0, true],
-    ["top-1 agreement", (e) => (e.agreement ? Math.round(e.agreement.top1 * 100) + "% of " + e.agreement.images : "–"),
-      (e) => (e.agreement ? e.agreement.top1 : -1), true],
-    ["cosine min", (e) => fmt(e.agreement && e.agreement.cosine_min, 4), (e) => (e.agreement ? e.agreement.cosine_min : -2), true],
-    ["cosine mean", (e) => fmt(e.agreement && e.agreement.cosine_mean, 4), (e) => (e.agreement ? e.agreement.cosine_mean : -2), true],
+    ["top-1 agreement", (e) => (cls(e) ? Math.round(e.agreement.top1 * 100) + "% of " + e.agreement.images : "–"),
+      (e) => (cls(e) ? e.agreement.top1 : -1), true],
+    ["cosine min", (e) => fmt(cls(e) && e.agreement.cosine_min, 4), (e) => (cls(e) ? e.agreement.cosine_min : -2), true],
+    ["cosine mean", (e) => fmt(cls(e) && e.agreement.cosine_mean, 4), (e) => (cls(e) ? e.agreement.cosine_mean : -2), true],
+    // a detector's verdict: its boxes against the source's, COCO mAP, and decode + NMS apart from the model
+    ["boxes F1 vs source", (e) => fmt(det(e) && det(e).f1, 3), (e) => (det(e) ? det(e).f1 : -1), true],
+    ["mAP", (e) => fmt(det(e) && det(e).map, 3), (e) => (det(e) && det(e).map !== null ? det(e).map : -1), true],
+    ["AP50", (e) => fmt(det(e) && det(e).ap50, 3), (e) => (det(e) && det(e).ap50 !== null ? det(e).ap50 : -1), true],
+    ["postprocess ms", (e) => fmt(e.postprocess_ms && e.postprocess_ms.median), (e) => (e.postprocess_ms ? e.postprocess_ms.median : Infinity), true],
     ["headline top-1", (e) => (e.headline ? e.headline.label + " (" + fmt(e.headline.confidence, 3) + ")" : "–"), (e) => (e.headline ? e.headline.label : "")],
   ];
   let sort = { col: 4, dir: 1 };
 
-  // device and model columns only where the results span several
-  const shown = COLUMNS.map(([title, text]) => !["device", "model"].includes(title) || new Set(rows.map(text)).size > 1);
+  // device and model columns only where the results span several; a detector's columns only where there is one
+  const BOXES = ["boxes F1 vs source", "mAP", "AP50", "postprocess ms"];
+  const shown = COLUMNS.map(([title, text]) => (BOXES.includes(title) ? rows.some(det)
+    : !["device", "model"].includes(title) || new Set(rows.map(text)).size > 1));
 
   function table() {
     const t = document.getElementById("results");

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, cast
 
 from modelport.common import layer_analysis
-from modelport.common.artifacts import file_inputs
+from modelport.common.artifacts import ArtifactStore, file_inputs
 from modelport.common.backends import backends
+from modelport.common.below_floor import below_floor_name
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
-from modelport.common.log import step
+from modelport.common.log import step, warn
 from modelport.common.registry import installed, load
 
 
@@ -52,6 +53,21 @@ def targets() -> dict[str, Target]:
     return {k: t for k, t in loaded.items() if isinstance(t, Target)}  # rknn-int8's runs through the rknn package's own command
 
 
+def int8_files(store: ArtifactStore, target: Target) -> dict[str, Path]:
+    """The backend's INT8 model; when the step kept it only under its below-floor name (it missed the
+    floors), that one: why an INT8 model missed its floors is what the analysis is for."""
+    files = {role: store.path(rel) for role, rel in target.files.items()}
+    if all(p.is_file() for p in files.values()):
+        return files
+    below = {role: below_floor_name(p) for role, p in files.items()}
+    if all(p.is_file() for p in below.values()):
+        warn(
+            f"{target.key}: no INT8 model met the floors; analysing the one kept below them ({', '.join(store.rel(p) for p in below.values())})"
+        )
+        return below
+    return files
+
+
 def run(
     ctx: StepContext, key: str, files: dict[str, Path] | None = None, out: str | None = None, force: bool = False
 ) -> dict[str, Any]:
@@ -62,7 +78,7 @@ def run(
     if reason:
         raise ToolchainMissing(f"{key}: {reason}")
     store = ctx.store
-    files = files or {role: store.path(rel) for role, rel in target.files.items()}
+    files = files or int8_files(store, target)
     out = out or layer_analysis.analysis_path(key)
     inputs = {
         **files,

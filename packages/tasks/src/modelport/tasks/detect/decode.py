@@ -131,4 +131,8 @@ def postprocess(outputs: Mapping[str, np.ndarray], det: DetectConfig, size: Size
     photo = placement.to_original(boxes[keep], clip=False).astype(np.float64)
     kept = batched_nms(photo, best[keep], classes[keep], det.nms_iou, det.class_agnostic)[: det.max_boxes]
     found = placement.clip(photo[kept])
-    return Detections(found.astype(np.float32), best[keep][kept].astype(np.float32), classes[keep][kept].astype(np.int64))
+    # A box that lies wholly in the letterbox's padding clips to nothing: no object of the photo, and no IoU
+    # to match it by (what a detector sees in grey padding is not compared).
+    inside = kept[(found[:, 2] > found[:, 0]) & (found[:, 3] > found[:, 1])]
+    found = placement.clip(photo[inside])
+    return Detections(found.astype(np.float32), best[keep][inside].astype(np.float32), classes[keep][inside].astype(np.int64))
