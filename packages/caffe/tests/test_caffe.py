@@ -24,23 +24,23 @@ pytest.importorskip("cv2", reason="OpenCV (opencv-python-headless) is in the tf-
 
 
 @pytest.fixture(scope="module")
-def rfb(data_dir):
+def rfb(data_dir: Path) -> tuple[Path, Path]:
     folder = data_dir / "detection"
     return folder / "ulfd_RFB-320.prototxt", folder / "ulfd_RFB-320.caffemodel"
 
 
 @pytest.fixture(scope="module")
-def config():
+def config() -> Config:
     return Config(input=InputSpec(size=(240, 320), mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0)))
 
 
-def tensors(n, seed=0):
+def tensors(n: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.uniform(-1, 1, (1, 3, 240, 320)).astype(np.float32) for _ in range(n)]
 
 
 @pytest.fixture(scope="module")
-def converted(rfb, tmp_path_factory):
+def converted(rfb: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     """caffe2onnx's model, from paths relative to the working directory (the child runs elsewhere)."""
     folder = tmp_path_factory.mktemp("caffe2onnx")
     out = folder / "model.onnx"
@@ -49,7 +49,7 @@ def converted(rfb, tmp_path_factory):
     return out, changes
 
 
-def test_opencv_runs_the_caffe_model_as_the_onnx_release_does(rfb, config, data_dir):
+def test_opencv_runs_the_caffe_model_as_the_onnx_release_does(rfb: tuple[Path, Path], config: Config, data_dir: Path) -> None:
     """The reference for a Caffe source: OpenCV dnn on the .prototxt + .caffemodel, every output."""
     release = data_dir / "detection" / "ulfd_version-RFB-320_without_postprocessing.onnx"
     with CaffeRuntime(config, dict(zip(("prototxt", "caffemodel"), rfb, strict=True))) as rt:
@@ -62,7 +62,7 @@ def test_opencv_runs_the_caffe_model_as_the_onnx_release_does(rfb, config, data_
             np.testing.assert_array_equal(rt.infer(x), got["boxes"])
 
 
-def test_contract_is_read_from_the_caffe_files(rfb):
+def test_contract_is_read_from_the_caffe_files(rfb: tuple[Path, Path]) -> None:
     c = inspect_caffe(rfb[0], rfb[0])
     assert (c.kind, c.task, c.classes, c.layout, c.size) == ("caffe", "detect", 2, "NCHW", (240, 320))
     assert c.input_name == "input" and [(o.name, o.shape) for o in c.outputs] == [
@@ -72,7 +72,9 @@ def test_contract_is_read_from_the_caffe_files(rfb):
     assert c.name == "Caffe FP32" and c.file == "source/model.prototxt"
 
 
-def test_caffe2onnx_model_is_relabelled_and_matches_opencv(rfb, config, converted):
+def test_caffe2onnx_model_is_relabelled_and_matches_opencv(
+    rfb: tuple[Path, Path], config: Config, converted: tuple[Path, list[str]]
+) -> None:
     out, changes = converted
     model = onnx.load(str(out))
     assert [(o.domain, o.version) for o in model.opset_import] == [("", OPSET)] and model.ir_version == 7
@@ -84,7 +86,9 @@ def test_caffe2onnx_model_is_relabelled_and_matches_opencv(rfb, config, converte
     assert all(w["max_abs_diff"] < 1e-4 and w["cosine"] > 0.999999 for w in worst.values()), worst
 
 
-def test_verification_catches_a_model_that_differs(rfb, config, converted, tmp_path):
+def test_verification_catches_a_model_that_differs(
+    rfb: tuple[Path, Path], config: Config, converted: tuple[Path, list[str]], tmp_path: Path
+) -> None:
     out, _ = converted
     model = onnx.load(str(out))
     conv = next(n for n in model.graph.node if n.op_type == "Conv")
@@ -97,7 +101,7 @@ def test_verification_catches_a_model_that_differs(rfb, config, converted, tmp_p
             check_against_source(rt, bad, tensors(1))
 
 
-def test_prototxt_without_weights_is_refused(rfb, tmp_path):
+def test_prototxt_without_weights_is_refused(rfb: tuple[Path, Path], tmp_path: Path) -> None:
     alone = tmp_path / "net.prototxt"
     shutil.copyfile(rfb[0], alone)
     with pytest.raises(InputError, match="needs its weights: net.caffemodel") as e:
@@ -105,7 +109,7 @@ def test_prototxt_without_weights_is_refused(rfb, tmp_path):
     assert e.value.path == alone
 
 
-def test_broken_prototxt_is_refused_naming_it(rfb, tmp_path):
+def test_broken_prototxt_is_refused_naming_it(rfb: tuple[Path, Path], tmp_path: Path) -> None:
     broken = tmp_path / "net.prototxt"
     broken.write_text(rfb[0].read_text()[:-400])  # cut inside the last layer
     shutil.copyfile(rfb[1], tmp_path / "net.caffemodel")
@@ -114,7 +118,7 @@ def test_broken_prototxt_is_refused_naming_it(rfb, tmp_path):
     assert e.value.path == broken and "\n" not in e.value.message
 
 
-def test_weights_of_another_shape_are_refused_naming_them(rfb, tmp_path):
+def test_weights_of_another_shape_are_refused_naming_them(rfb: tuple[Path, Path], tmp_path: Path) -> None:
     proto = tmp_path / "net.prototxt"
     shutil.copyfile(rfb[0], proto)
     (tmp_path / "net.caffemodel").write_bytes(rfb[1].read_bytes()[: rfb[1].stat().st_size // 2])
@@ -123,7 +127,7 @@ def test_weights_of_another_shape_are_refused_naming_them(rfb, tmp_path):
     assert e.value.path == tmp_path / "net.caffemodel"
 
 
-def test_input_forms(tmp_path):
+def test_input_forms(tmp_path: Path) -> None:
     old = tmp_path / "old.prototxt"
     old.write_text('name: "n"\ninput: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 224\ninput_dim: 224\n')
     assert input_of(old) == ("data", [1, 3, 224, 224])

@@ -5,6 +5,7 @@ without weights is one `error:` line."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ pytest.importorskip("caffe2onnx", reason="caffe2onnx is in the tf-onnx env (requ
 
 
 @pytest.fixture
-def env(tmp_path):
+def env(tmp_path: Path) -> dict[str, str]:
     """tiny_pipeline's labels, images and config, with a tiny Caffe classifier as the model."""
     env = tiny_pipeline(tmp_path)
     model = tiny_caffe(tmp_path, size=(8, 8), classes=5)
@@ -30,13 +31,13 @@ def env(tmp_path):
     return env | {"MODELPORT_MODEL": str(model)}
 
 
-def ok(env, *args):
+def ok(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     proc = cli(env, *args)
     assert proc.returncode == 0, proc.stderr
     return proc
 
 
-def test_caffe_source_to_verified_onnx(env):
+def test_caffe_source_to_verified_onnx(env: dict[str, str]) -> None:
     art = Path(env["MODELPORT_ARTIFACTS"])
     ok(env, "fetch")
     contract = json.loads((art / "source" / "contract.json").read_text())
@@ -58,7 +59,7 @@ def test_caffe_source_to_verified_onnx(env):
         assert row["status"] == "ok" and row["agreement"]["top1"] == 1.0, row
 
 
-def test_prototxt_without_weights_is_one_error_line(env):
+def test_prototxt_without_weights_is_one_error_line(env: dict[str, str]) -> None:
     Path(env["MODELPORT_MODEL"]).with_suffix(".caffemodel").unlink()
     proc = cli(env, "fetch")
     assert proc.returncode != 0
@@ -67,7 +68,7 @@ def test_prototxt_without_weights_is_one_error_line(env):
     assert not (Path(env["MODELPORT_ARTIFACTS"]) / "source" / "model.prototxt").exists()
 
 
-def test_broken_prototxt_is_one_error_line(env, tmp_path):
+def test_broken_prototxt_is_one_error_line(env: dict[str, str], tmp_path: Path) -> None:
     model = Path(env["MODELPORT_MODEL"])
     model.write_text(model.read_text().replace("layer {", "layer {{", 1))
     proc = cli(env, "fetch")

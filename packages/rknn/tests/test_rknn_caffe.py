@@ -7,6 +7,7 @@ with rknn-toolkit2 here (one of its dependencies) and still reads Caffe (4.x).
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,9 @@ from conftest import make_context
 pytest.importorskip("modelport.rknn", reason="modelport-rknn is not installed in this env (nox -s tests runs it in the rknn env)")
 cv2 = pytest.importorskip("cv2", reason="OpenCV comes with rknn-toolkit2 (rknn env)")
 
+from modelport.common.context import StepContext  # noqa: E402
 from modelport.common.contract import Contract, TensorInfo  # noqa: E402
+from modelport.common.errors import InputError  # noqa: E402
 from modelport.rknn import convert, toolkit  # noqa: E402
 
 pytestmark = pytest.mark.rknn
@@ -36,10 +39,11 @@ calibration = "{data}/images/calibration"
 
 
 @pytest.fixture
-def caffe_ctx(data_dir, tmp_path):
+def caffe_ctx(data_dir: Path, tmp_path: Path) -> tuple[StepContext, Path]:
     """An artifacts folder holding a fetched Caffe source (its files and contract), as `fetch` leaves it."""
-    if toolkit.unavailable_reason():
-        pytest.skip(toolkit.unavailable_reason())
+    reason = toolkit.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
     art = tmp_path / "art"
     (art / "source").mkdir(parents=True)
     shutil.copyfile(data_dir / "detection" / "ulfd_RFB-320.prototxt", art / "source" / "model.prototxt")
@@ -63,9 +67,11 @@ def caffe_ctx(data_dir, tmp_path):
     return make_context({"MODELPORT_CONFIG": str(config), "MODELPORT_ARTIFACTS": str(art)}), art
 
 
-def test_fp16_from_the_caffe_files_matches_opencv(caffe_ctx, tmp_path):
+def test_fp16_from_the_caffe_files_matches_opencv(caffe_ctx: tuple[StepContext, Path], tmp_path: Path) -> None:
     ctx, art = caffe_ctx
-    prototxt, weights = convert.caffe_source(ctx)
+    source = convert.caffe_source(ctx)
+    assert source is not None
+    prototxt, weights = source
     assert convert.options(ctx, "fp16")["loaded_from"] == "caffe"
     assert set(convert.inputs(ctx, art / "onnx" / "model.onnx", "fp16")) - {"reference"} == {"prototxt", "caffemodel"}
     rng = np.random.default_rng(0)
@@ -87,7 +93,7 @@ def test_fp16_from_the_caffe_files_matches_opencv(caffe_ctx, tmp_path):
                 assert np.abs(a - b).max() < 0.1, name
 
 
-def test_load_caffe_off_takes_the_onnx(caffe_ctx):
+def test_load_caffe_off_takes_the_onnx(caffe_ctx: tuple[StepContext, Path]) -> None:
     ctx, art = caffe_ctx
     ctx = make_context(
         {"MODELPORT_CONFIG": str(ctx.config_path), "MODELPORT_ARTIFACTS": str(art)}, overrides=["rknn.load_caffe=false"]
@@ -95,9 +101,9 @@ def test_load_caffe_off_takes_the_onnx(caffe_ctx):
     assert convert.caffe_source(ctx) is None and convert.options(ctx, "fp16")["loaded_from"] == "onnx"
 
 
-def test_missing_weights_are_named(caffe_ctx):
+def test_missing_weights_are_named(caffe_ctx: tuple[StepContext, Path]) -> None:
     ctx, art = caffe_ctx
     (art / "source" / "model.caffemodel").unlink()
-    with pytest.raises(Exception, match="run `modelport fetch` first") as e:
+    with pytest.raises(InputError, match="run `modelport fetch` first") as e:
         convert.caffe_source(ctx)
     assert e.value.path == art / "source" / "model.caffemodel"

@@ -97,6 +97,9 @@ class CaffeRuntime(Runtime):
             raise ModelportError(f"{self.display}: OpenCV could not run it: {cv_message(e)}", self.files["prototxt"]) from None
         return {name: np.array(out, copy=True) for name, out in zip(self.output_names, outs, strict=True)}
 
+    def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        return self.outputs(tensor)  # the network's blob names are the source model's output names
+
     def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
         return next(iter(self.outputs(tensor).values()))
 

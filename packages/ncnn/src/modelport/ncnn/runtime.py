@@ -138,17 +138,33 @@ class NcnnRuntime(Runtime):
         return cast(np.ndarray, np.array(out).reshape(1, -1).copy())  # copy: the Mat's memory belongs to the extractor
 
     def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
-        if len(self.output_names) != 1:
-            raise ModelportError(
-                f"{self.display}: the model has outputs {self.output_names}; infer returns one (outputs() returns each)",
-                self.files["param"],
-            )
         self._last = tensor
+        if len(self.output_names) > 1:  # ncnn computes only what an extracted blob needs: the timed call extracts all
+            return next(iter(self.outputs(tensor).values())).reshape(1, -1)
         return self.run(self.net, tensor)
 
     def outputs(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
-        """Every output blob (a detector has several), as ncnn shapes it: batch dropped, e.g. [3549, 85]."""
+        """Every output blob by its ncnn name (a detector has several), as ncnn shapes it: batch dropped, e.g. [3549, 85]."""
         return self.blobs(tensor, self.output_names)
+
+    def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """The outputs under the source model's names and shapes: pnnx keeps the ONNX outputs' order (out0, out1...)."""
+        contract = self.config.contract
+        infos = contract.outputs if contract is not None else ()
+        if not infos and len(self.output_names) == 1:
+            return super().infer_all_impl(tensor)
+        got = list(self.outputs(tensor).values())
+        if len(infos) != len(got):
+            raise ModelportError(
+                f"{self.display}: the model has outputs {self.output_names}, the source {[o.name for o in infos]}",
+                self.files["param"],
+            )
+        out = {}
+        for info, arr in zip(infos, got, strict=True):
+            dims = [d for d in info.shape if isinstance(d, int) and d > 0]
+            static = len(dims) == len(info.shape)
+            out[info.name] = arr.reshape(dims) if static and arr.size == int(np.prod(dims)) else arr[None]
+        return out
 
     def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
         """ncnn's own API, as an ncnn app writes it: Mat from the pixels, extractor, input, extract."""
