@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 
 MANIFEST_SCHEMA = "modelport.manifest/1"
 SOURCE_MODEL_PREFIX = "source/model."  # what `fetch` imports: the root of every artifact's lineage
+# Files a source of a kind keeps beside its model, named as the model with their suffix (a Caffe network's
+# weights): inputs of every step that reads the model, never a lineage root of their own.
+COMPANIONS: dict[str, tuple[str, ...]] = {"caffe": ("source/model.caffemodel",)}
+_COMPANION_FILES = {rel for rels in COMPANIONS.values() for rel in rels}
 _sha_cache: dict[tuple[str, int, int, int, int], str] = {}
 
 
@@ -99,7 +103,7 @@ def _manifest_ok(m: dict[str, Any]) -> bool:
 
 
 def is_source_model(rel: str) -> bool:
-    return rel.startswith(SOURCE_MODEL_PREFIX) and not rel.endswith(".json")
+    return rel.startswith(SOURCE_MODEL_PREFIX) and not rel.endswith(".json") and rel not in _COMPANION_FILES
 
 
 def short(sha: str | None) -> str:
@@ -255,8 +259,8 @@ class ArtifactStore:
         """
         chain = self.lineage(path)
         current = self.current_source()
-        if not chain or current is None:
-            return chain
+        if not chain or current is None or self.rel(path) in _COMPANION_FILES:
+            return chain  # a companion is imported with its model by the same fetch: the model's lineage speaks for it
         root = chain[-1]
         if not is_source_model(root["path"]):
             raise InputError(f"records no source model it was made from (made by an older modelport): run `{rerun}`", path)

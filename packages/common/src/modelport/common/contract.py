@@ -22,8 +22,11 @@ from .preprocess import INTEGER_OFFSET, DType, InputSpec, Layout
 from .strict_json import json_text
 
 CONTRACT = "source/contract.json"
-SOURCES = {"tflite": "source/model.tflite", "onnx": "source/model.onnx"}
-SourceKind = Literal["tflite", "onnx"]
+# A Caffe source is its .prototxt here and the .caffemodel beside it (modelport.caffe).
+SOURCES = {"tflite": "source/model.tflite", "onnx": "source/model.onnx", "caffe": "source/model.prototxt"}
+SourceKind = Literal["tflite", "onnx", "caffe"]
+_KIND_NAMES = {"tflite": "TFLite", "onnx": "ONNX", "caffe": "Caffe"}
+_RUNTIMES = {"tflite": "the TFLite interpreter", "onnx": "onnxruntime", "caffe": "OpenCV dnn"}
 # classify: one [batch, N] output. detect: outputs a named decoder in [detect] turns into boxes.
 Task = Literal["classify", "detect"]
 
@@ -71,11 +74,11 @@ class Contract(BaseModel):
     @property
     def name(self) -> str:
         """The source as a row name: "TFLite INT8", "ONNX FP32"."""
-        return f"{'TFLite' if self.kind == 'tflite' else 'ONNX'} {'INT8' if self.quantized else 'FP32'}"
+        return f"{_KIND_NAMES[self.kind]} {'INT8' if self.quantized else 'FP32'}"
 
     @property
     def runtime(self) -> str:
-        return "the TFLite interpreter" if self.kind == "tflite" else "onnxruntime"
+        return _RUNTIMES[self.kind]
 
     def dump(self) -> str:
         return json_text(self.model_dump(mode="json"))

@@ -6,7 +6,8 @@ downloads the official archive and takes its one .tflite member out without
 extracting anything to disk (so no archive path can escape). Every download is
 checked against a pinned sha256 before anything reads it as a model.
 
-The source is a TFLite model (float or full-integer) or a float ONNX model. Its contract
+The source is a TFLite model (float or full-integer), a float ONNX model, or a Caffe network
+(.prototxt, with the .caffemodel of the same name beside it: both are imported). Its contract
 (modelport.common.contract) is read from the model, checked against [input] and the
 labels, and written beside it as source/contract.json; the model is run once in its
 own runtime before anything is committed.
@@ -23,7 +24,7 @@ from pathlib import Path, PurePosixPath
 import click
 import numpy as np
 
-from modelport.common.artifacts import sha256_file
+from modelport.common.artifacts import COMPANIONS, sha256_file
 from modelport.common.context import LABELS, StepContext
 from modelport.common.contract import CONTRACT, SOURCES, Contract
 from modelport.common.errors import InputError, ModelportError
@@ -103,12 +104,15 @@ def extract_member(archive: Path, member: str, dest: Path) -> None:
         raise InputError(f"not a readable tar archive: {e}", archive) from None
 
 
+MODEL_SUFFIXES = (".tflite", ".onnx", ".prototxt")
+
+
 def _local_source(path: Path) -> tuple[Path, Path | None]:
-    """A .tflite or .onnx file, or a folder with one of them (and maybe labels.txt)."""
+    """A .tflite, .onnx or .prototxt file, or a folder with one of them (and maybe labels.txt)."""
     if path.is_dir():
-        models = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in (".tflite", ".onnx"))
+        models = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES)
         if len(models) != 1:
-            raise InputError(f"folder must hold exactly one .tflite or .onnx, found {len(models)}", path)
+            raise InputError(f"folder must hold exactly one .tflite, .onnx or .prototxt, found {len(models)}", path)
         labels = path / "labels.txt"
         return models[0], labels if labels.is_file() else None
     if not path.is_file():
@@ -196,8 +200,9 @@ def fetch(
     assert model_input is not None  # no local model means a download, which set archive
     kind = source_kind(src) if src else "tflite"
     model_rel = SOURCES[kind]
-    outputs = [model_rel, CONTRACT] + ([LABELS] if labels_src else [])
-    inputs = {"model": model_input} | ({"labels": Path(labels_src)} if labels_src else {})
+    companions = {rel: _companion(model_input, rel) for rel in COMPANIONS.get(kind, ())}
+    outputs = [model_rel, *companions, CONTRACT] + ([LABELS] if labels_src else [])
+    inputs = {"model": model_input} | companions | ({"labels": Path(labels_src)} if labels_src else {})
     with (
         ctx.store.lock(),
         store.produce(
@@ -229,12 +234,27 @@ def fetch(
                     )
         else:
             shutil.copyfile(model_input, job.tmp(model_rel))
+            for rel, companion in companions.items():
+                shutil.copyfile(companion, job.tmp(rel))
         if labels_src:
             shutil.copyfile(labels_src, job.tmp(LABELS))
-        contract = _validate(ctx, job.tmp(model_rel), Path(labels_src) if labels_src else None, shown=model_input)
+        checked = job.tmp(model_rel)
+        if companions:  # checked side by side, named as in the store (the outputs' temp names differ)
+            checked = job.workdir / PurePosixPath(model_rel).name
+            for rel in [model_rel, *companions]:
+                shutil.copyfile(job.tmp(rel), job.workdir / PurePosixPath(rel).name)
+        contract = _validate(ctx, checked, Path(labels_src) if labels_src else None, shown=model_input)
         job.tmp(CONTRACT).write_text(contract.dump(), encoding="utf-8")
         job.record(contract=contract.model_dump(mode="json"))
     forget_other_sources(ctx, contract, labels_src is not None)
+
+
+def _companion(model: Path, rel: str) -> Path:
+    """The file a source keeps beside its model (a Caffe network's .caffemodel): same name, its suffix."""
+    path = model.with_suffix(PurePosixPath(rel).suffix)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise InputError(f"this model needs {path.name} beside it (missing or empty)", model)
+    return path
 
 
 def _validate(ctx: StepContext, model: Path, labels: Path | None, shown: Path) -> Contract:
@@ -273,7 +293,9 @@ def forget_other_sources(ctx: StepContext, contract: Contract, has_labels: bool)
     """A new source makes the other kind's model copy, and labels it was not given, stale: they go. Results
     measured on another model stay (the report shows them as rows of another source model)."""
     store = ctx.store
-    stale = [rel for kind, rel in SOURCES.items() if kind != contract.kind] + ([] if has_labels else [LABELS])
+    others = [kind for kind in SOURCES if kind != contract.kind]
+    stale = [SOURCES[k] for k in others] + [rel for k in others for rel in COMPANIONS.get(k, ())]
+    stale += [] if has_labels else [LABELS]
     for rel in stale:
         store.path(rel).unlink(missing_ok=True)
         store.manifest_path(store.path(rel)).unlink(missing_ok=True)

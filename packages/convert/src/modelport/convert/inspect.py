@@ -27,7 +27,10 @@ CHANNELS = (1, 3)
 
 
 def source_kind(path: Path) -> str:
-    """ "tflite" or "onnx", from the file's bytes (a TFLite flatbuffer says so at offset 4)."""
+    """ "tflite" or "onnx", from the file's bytes (a TFLite flatbuffer says so at offset 4); "caffe"
+    for a .prototxt (a text network, its weights beside it)."""
+    if path.suffix.lower() == ".prototxt":
+        return "caffe"
     head = path.read_bytes()[:8] if path.stat().st_size >= 8 else b""
     if head[4:8] == TFLITE_IDENTIFIER:
         return "tflite"

@@ -1,7 +1,8 @@
 """`convert reference`: the source model's outputs on the eval images, in its own runtime.
 
 A TFLite source runs in the TFLite interpreter (a full-integer one on its own integer
-input, its output dequantized), an ONNX source in onnxruntime as it came. Every
+input, its output dequantized), an ONNX source in onnxruntime as it came, a Caffe source
+in OpenCV's dnn module. Every
 converter in every env verifies against this file, and the report compares every
 backend with it. The manifest says whether the outputs are probabilities or logits.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.common.artifacts import Job, file_inputs
+from modelport.common.artifacts import COMPANIONS, Job, file_inputs
 from modelport.common.context import StepContext
 from modelport.common.log import console, warn
 from modelport.common.reference import DETECT_REFERENCE, REFERENCE, image_ids
@@ -70,7 +71,9 @@ class Reference(Converter):
             force,
             {"reference": REFERENCE},
             make,
-            inputs={"model": model} | file_inputs("image", ctx.eval_images),
+            inputs={"model": model}
+            | {rel: ctx.store.path(rel) for rel in COMPANIONS.get(contract.kind, ())}
+            | file_inputs("image", ctx.eval_images),
             options={"input": cfg.input.model_dump(mode="json"), "tflite": cfg.tflite.model_dump()},
             runtime=None,  # it is what the others are verified against
             tool=runtime.backend,

@@ -23,6 +23,7 @@ from modelport.common.onnx_safety import check_onnx
 from modelport.convert.base import Converter
 from modelport.runtime.base import ONNX_MODEL
 
+from .focus import rewrite_focus
 from .format import read_param
 from .runtime import NcnnRuntime
 
@@ -45,6 +46,19 @@ def _version(dist: str) -> str:
         return version(dist)
     except PackageNotFoundError:
         return "not installed"
+
+
+def pnnx_ready(onnx_path: Path, workdir: Path, input_shape: tuple[int, ...]) -> tuple[Path, int]:
+    """The model pnnx should read: ``onnx_path`` itself, or its rewrite in ``workdir`` if it has Focus blocks."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    count = rewrite_focus(model, input_shape)
+    if not count:
+        return onnx_path, 0
+    out = workdir / "focus-rewritten.onnx"
+    onnx.save(model, str(out))
+    return out, count
 
 
 def run_pnnx(onnx: Path, workdir: Path, input_shape: tuple[int, ...], fp16: bool) -> tuple[Path, Path]:
@@ -85,7 +99,8 @@ class Pnnx(Converter):
 
         def make(job: Job) -> dict[str, object]:
             step(f"pnnx {SOURCE} -> {PARAM} ({'fp16' if cfg.ncnn.fp16_weights else 'fp32'} weights)")
-            param, binfile = run_pnnx(source, job.workdir, shape, cfg.ncnn.fp16_weights)
+            ready, focus = pnnx_ready(source, job.workdir, shape)
+            param, binfile = run_pnnx(ready, job.workdir, shape, cfg.ncnn.fp16_weights)
             model = read_param(param)
             if len(model.inputs) != 1 or len(model.outputs) != 1:
                 raise InputError(
@@ -96,6 +111,7 @@ class Pnnx(Converter):
             return {
                 "input_blob": model.inputs[0],
                 "output_blob": model.outputs[0],
+                "focus_rewrites": focus,
                 "layers": {t: sum(la.type == t for la in model.layers) for t in sorted({la.type for la in model.layers})},
             }
 

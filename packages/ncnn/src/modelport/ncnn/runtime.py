@@ -126,11 +126,11 @@ class NcnnRuntime(Runtime):
     def activate_impl(self) -> None:
         self.net = self.new_net(self.config.ncnn.threads)
         ins, outs = list(self.net.input_names()), list(self.net.output_names())
-        if len(ins) != 1 or len(outs) != 1:
+        if len(ins) != 1 or not outs:
             raise InputError(
-                f"{self.display}: expected one input and one output blob, model has {ins} -> {outs}", self.files["param"]
+                f"{self.display}: expected one input blob and outputs, model has {ins} -> {outs}", self.files["param"]
             )
-        self.input_name, self.output_name = ins[0], outs[0]
+        self.input_name, self.output_name, self.output_names = ins[0], outs[0], outs
         spec = self.config.input
         self.mean, self.norm = spec.mean_values, spec.norm_values
         self._last: np.ndarray | None = None
@@ -156,7 +156,32 @@ class NcnnRuntime(Runtime):
 
     def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
         self._last = tensor
+        if len(self.output_names) > 1:  # ncnn computes only what an extracted blob needs: the timed call extracts all
+            return next(iter(self.outputs(tensor).values())).reshape(1, -1)
         return self.run(self.net, tensor)
+
+    def outputs(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output blob by its ncnn name (a detector has several), as ncnn shapes it: batch dropped, e.g. [3549, 85]."""
+        return self.blobs(tensor, self.output_names)
+
+    def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """The outputs under the source model's names and shapes: pnnx keeps the ONNX outputs' order (out0, out1...)."""
+        contract = self.config.contract
+        infos = contract.outputs if contract is not None else ()
+        if not infos and len(self.output_names) == 1:
+            return super().infer_all_impl(tensor)
+        got = list(self.outputs(tensor).values())
+        if len(infos) != len(got):
+            raise ModelportError(
+                f"{self.display}: the model has outputs {self.output_names}, the source {[o.name for o in infos]}",
+                self.files["param"],
+            )
+        out = {}
+        for info, arr in zip(infos, got, strict=True):
+            dims = [d for d in info.shape if isinstance(d, int) and d > 0]
+            static = len(dims) == len(info.shape)
+            out[info.name] = arr.reshape(dims) if static and arr.size == int(np.prod(dims)) else arr[None]
+        return out
 
     def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
         """ncnn's own API, as an ncnn app writes it: Mat from the pixels, extractor, input, extract."""

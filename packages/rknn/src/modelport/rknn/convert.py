@@ -22,9 +22,10 @@ from typing import Any, Literal
 import numpy as np
 
 from modelport.common.agreement import gate_options
-from modelport.common.artifacts import file_inputs
+from modelport.common.artifacts import COMPANIONS, file_inputs
 from modelport.common.below_floor import keep_below_floor
 from modelport.common.context import StepContext
+from modelport.common.contract import SOURCES
 from modelport.common.errors import AccuracyGateError, InputError
 from modelport.common.log import console, step
 from modelport.common.preprocess import to_tensor
@@ -110,6 +111,7 @@ def options(ctx: StepContext, kind: Kind) -> dict[str, Any]:
     opts = {
         **rknn_config(ctx),
         "do_quantization": kind != "fp16",
+        "loaded_from": "onnx" if caffe_source(ctx) is None else "caffe",
         "preprocessing": ctx.config.input.signature,
         "eval_images": [p.name for p in ctx.eval_images],
         **gate_options(ctx.config, "float" if kind == "fp16" else "int8"),
@@ -122,8 +124,21 @@ def options(ctx: StepContext, kind: Kind) -> dict[str, Any]:
     return opts
 
 
+def caffe_source(ctx: StepContext) -> tuple[Path, Path] | None:
+    """A Caffe source's .prototxt and .caffemodel when the toolkit reads them itself ([rknn] load_caffe)."""
+    contract = ctx.config.contract
+    if contract is None or contract.kind != "caffe" or not ctx.config.rknn.load_caffe:
+        return None
+    prototxt, weights = ctx.store.path(SOURCES["caffe"]), ctx.store.path(COMPANIONS["caffe"][0])
+    for path in (prototxt, weights):
+        if not path.is_file():
+            raise InputError("the Caffe source is not in the artifacts: run `modelport fetch` first", path)
+    return prototxt, weights
+
+
 def inputs(ctx: StepContext, onnx_path: Path, kind: Kind) -> dict[str, Path]:
-    files = {"onnx": onnx_path}
+    caffe = caffe_source(ctx)
+    files = {"onnx": onnx_path} if caffe is None else {"prototxt": caffe[0], "caffemodel": caffe[1]}
     if ctx.config.convert.verify:
         files["reference"] = ctx.store.path(REFERENCE)
     if kind != "fp16":  # calibration content, not only names: an edited image re-quantizes
@@ -133,7 +148,11 @@ def inputs(ctx: StepContext, onnx_path: Path, kind: Kind) -> dict[str, Path]:
 
 def load_and_config(rk: Any, ctx: StepContext, onnx_path: Path, log: Path) -> None:
     toolkit.call(rk.config, what="config", log=log, path=onnx_path, **rknn_config(ctx))
-    toolkit.call(rk.load_onnx, str(onnx_path), what="load_onnx", log=log, path=onnx_path)
+    caffe = caffe_source(ctx)
+    if caffe is None:
+        toolkit.call(rk.load_onnx, str(onnx_path), what="load_onnx", log=log, path=onnx_path)
+    else:  # it logs "E RKNN: Unkown op target: 0" for some layers and loads them all
+        toolkit.call(rk.load_caffe, model=str(caffe[0]), blobs=str(caffe[1]), what="load_caffe", log=log, path=caffe[0])
 
 
 def build(rk: Any, ctx: StepContext, onnx_path: Path, kind: Kind, workdir: Path, log: Path) -> float:

@@ -19,7 +19,7 @@ SOURCE_KEYS = tuple(k for k, b in backends().items() if b.source)  # the source 
 
 def source_key(contract: Contract | None) -> str:
     """The runtime key of the source model itself (the reference row)."""
-    return "onnx-source" if contract is not None and contract.kind == "onnx" else "tflite"
+    return {"onnx": "onnx-source", "caffe": "caffe"}.get(contract.kind, "tflite") if contract is not None else "tflite"
 
 
 def runtime_class(key: str) -> type[Runtime]:
@@ -28,7 +28,11 @@ def runtime_class(key: str) -> type[Runtime]:
 
 def source_runtime(config: Config, model: Path) -> Runtime:
     """The source model file in its own runtime (the reference): TFLite interpreter or onnxruntime."""
-    return runtime_class(source_key(config.contract))(config, {"model": model})
+    cls = runtime_class(source_key(config.contract))
+    if len(cls.artifacts) == 1:
+        return cls(config, {"model": model})
+    # a source of several files (Caffe: .prototxt + .caffemodel) keeps them side by side, as the store does
+    return cls(config, {role: model.with_suffix(Path(rel).suffix) for role, rel in cls.artifacts.items()})
 
 
 def doctor_rows() -> list[Check]:

@@ -9,6 +9,7 @@ checker rejects, failed verification) is recorded with its one-line reason, and 
 only when none passes. A full-integer TFLite source becomes a float ONNX (tf2onnx
 ``--dequantize``, then dequantize.py for both), held to the INT8 floors: it is one
 quantization away from the source. An ONNX source is only made static NCHW (modelport.convert.onnx_source).
+A Caffe source is the caffe package's step (``caffe-onnx``), reached by name.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import importlib.util
 import shutil
 import sys
 from functools import partial
-from importlib.metadata import version
+from importlib.metadata import entry_points, version
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError, ToolchainMissing
 from modelport.common.log import activity, console, run_logged, step, warn
 from modelport.common.reference import reference_file
+from modelport.common.registry import load
 from modelport.common.schema import LatencyStats
 from modelport.common.timing import MIN_GAIN, LoadWatch, clearly_faster, race
 from modelport.convert.base import Converter
@@ -218,6 +220,11 @@ class TfliteOnnx(Converter):
 
     def convert(self, ctx: StepContext, force: bool) -> list[Path]:
         cfg, contract = ctx.config, ctx.contract
+        if contract.kind == "caffe":
+            steps = {ep.name: ep.value for ep in entry_points(group="modelport.steps")}
+            if "caffe-onnx" not in steps:
+                raise ToolchainMissing("a Caffe source is converted by the caffe package (tf-onnx env), not installed here")
+            return cast(list[Path], load(steps, "caffe-onnx", "conversion step").convert(ctx, force))
         choice = cfg.convert.onnx_converter
         if contract.kind == "onnx":
             names = ["source"]
