@@ -174,7 +174,9 @@ layer_profile_runs = 3
     }
 
 
-def tiny_detector(path: Path, *, size: tuple = (32, 32), classes: int = 3, strides: tuple = (8, 16, 32)) -> Path:
+def tiny_detector(
+    path: Path, *, size: tuple[int, int] = (32, 32), classes: int = 3, strides: tuple[int, ...] = (8, 16, 32)
+) -> Path:
     """A YOLOX-like head ``[1, N, 5 + C]`` (sigmoids applied), one row per cell of each stride's grid, finest
     first: Conv 3x3 -> ReLU, per stride AveragePool(s) -> Conv 1x1 to 5 + C -> [1, 5 + C, cells], concatenated,
     transposed, Sigmoid. Objectness is biased high, so a few boxes clear an agreement threshold of 0.3."""
@@ -221,7 +223,7 @@ def tiny_detector(path: Path, *, size: tuple = (32, 32), classes: int = 3, strid
     return path
 
 
-def tiny_detector_pipeline(root: Path) -> dict:
+def tiny_detector_pipeline(root: Path) -> dict[str, str]:
     """``tiny_pipeline``'s detector twin: a tiny_detector (32x32 -> 21 rows, 3 classes), labels, 4 generated
     photos of another aspect ratio (letterboxed) and its config; [detect] annotations are added by the test."""
     model = tiny_detector(root / "tiny_det.onnx")

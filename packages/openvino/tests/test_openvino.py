@@ -332,7 +332,7 @@ def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(
     assert kept["passes"] == (not record["below_floors"])
 
 
-def test_infer_all_returns_a_detectors_outputs_by_name(tmp_path):
+def test_infer_all_returns_a_detectors_outputs_by_name(tmp_path: Path) -> None:
     """A YOLOX-like head through OpenVINO: every output under the model's own name, as onnx's reference
     evaluator computes it (what the detector path decodes after every runtime)."""
     import onnx.reference
@@ -344,6 +344,7 @@ def test_infer_all_returns_a_detectors_outputs_by_name(tmp_path):
     xml, bin_ = save_ir(Path(env["MODELPORT_MODEL"]), tmp_path / "model.xml")
     x = np.random.default_rng(4).uniform(0, 255, (1, 3, 32, 32)).astype(np.float32)
     (want,) = onnx.reference.ReferenceEvaluator(env["MODELPORT_MODEL"]).run(None, {"image": x})
+    assert isinstance(want, np.ndarray)
     with OpenvinoFp32Runtime(config, {"model": xml, "weights": bin_}) as rt:
         outs = rt.infer_all(x)
         assert list(outs) == ["output"] and outs["output"].shape == (1, 21, 8)

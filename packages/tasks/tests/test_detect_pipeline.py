@@ -7,6 +7,7 @@ onnxruntime. Slow tier: YOLOX-nano on the 13 COCO photos of data/detection.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,13 @@ from modelport.runtime.verify import check_detections
 from modelport.tasks.detect.judge import reference_detections, reference_outputs
 
 
-def ok(proc):
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
 
 @pytest.fixture
-def detector(tmp_path) -> dict:
+def detector(tmp_path: Path) -> dict[str, str]:
     """The tiny detector fetched and its reference made, with COCO annotations written from the source's own
     confident boxes (so the source's mAP is high and a row that moves its boxes loses some)."""
     from tiny_models import tiny_detector_pipeline
@@ -57,12 +58,12 @@ def detector(tmp_path) -> dict:
     return env
 
 
-def test_the_reference_holds_every_output_and_the_sources_boxes(detector):
+def test_the_reference_holds_every_output_and_the_sources_boxes(detector: dict[str, str]) -> None:
     ctx = make_context(detector)
     arrays = load_detect_reference(ctx.store, ctx.eval_images, ctx.config.preprocessing)
     assert arrays["output/output"].shape == (4, 1, 21, 8)  # 4 photos, [1, 16 + 4 + 1 cells, 5 + 3]
     manifest = ctx.store.read_manifest(DETECT_REFERENCE)
-    assert manifest["extra"]["preprocessing"].endswith("letterbox/pad114/top-left")
+    assert manifest is not None and manifest["extra"]["preprocessing"].endswith("letterbox/pad114/top-left")
     # the stored boxes are the stored outputs decoded: what every row is compared with
     with runtime_class("onnx-source").from_store(ctx.store, ctx.config) as rt:
         first = rt.infer_all(np.ascontiguousarray(prepared_images(ctx)[0].transpose(2, 0, 1)[None], np.float32))
@@ -70,13 +71,13 @@ def test_the_reference_holds_every_output_and_the_sources_boxes(detector):
     assert len(arrays["boxes"]) == len(arrays["scores"]) == len(arrays["photo"]) > 0
 
 
-def test_a_letterbox_change_makes_the_reference_stale(detector):
+def test_a_letterbox_change_makes_the_reference_stale(detector: dict[str, str]) -> None:
     ctx = make_context(detector, overrides=["detect.pad_value=0"])
     with pytest.raises(InputError, match="other preprocessing"):
         load_detect_reference(ctx.store, ctx.eval_images, ctx.config.preprocessing)
 
 
-def test_photos_are_letterboxed_with_the_pad_value(detector):
+def test_photos_are_letterboxed_with_the_pad_value(detector: dict[str, str]) -> None:
     ctx = make_context(detector)
     arr, place = prepared_images(ctx)[0], placements(ctx)[0]
     assert arr.shape == (32, 32, 3)  # the 40x24 photo scaled by 0.8 to 32x19, top-left, grey below
@@ -84,7 +85,7 @@ def test_photos_are_letterboxed_with_the_pad_value(detector):
     assert (arr[20:] == 114).all() and not (arr[:19] == 114).all()
 
 
-def test_infer_all_is_every_output_by_name_and_infer_the_first(detector):
+def test_infer_all_is_every_output_by_name_and_infer_the_first(detector: dict[str, str]) -> None:
     ctx = make_context(detector)
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, 32, 32)).astype(np.float32)
     with runtime_class("onnx-source").from_store(ctx.store, ctx.config) as rt:
@@ -93,7 +94,7 @@ def test_infer_all_is_every_output_by_name_and_infer_the_first(detector):
         np.testing.assert_array_equal(outs["output"], rt.infer(x))
 
 
-def test_a_converted_detector_is_verified_by_its_boxes_and_benched_with_them(detector):
+def test_a_converted_detector_is_verified_by_its_boxes_and_benched_with_them(detector: dict[str, str]) -> None:
     ok(cli(detector, "convert", "onnx"))
     art = Path(detector["MODELPORT_ARTIFACTS"])
     made = json.loads((art / "onnx" / "model.onnx.manifest.json").read_text())
@@ -105,14 +106,15 @@ def test_a_converted_detector_is_verified_by_its_boxes_and_benched_with_them(det
         det = row.agreement.detect if row.agreement else None
         assert det is not None, row.agreement_note
         assert det.f1 == 1.0 and det.matched == det.source_boxes > 0
-        assert det.map is not None and det.map == det.source_map > 0.5  # the annotations are its own boxes
+        assert det.map is not None and det.source_map is not None  # the annotations are its own boxes:
+        assert det.map == det.source_map > 0.5
         assert row.postprocess_ms is not None and row.latency_ms is not None
         assert [t.image for t in row.topk] == ["img0.png", "img1.png", "img2.png", "img3.png"]
         assert all(t.labels[0] in "abc" for t in row.topk)
         assert np.load(art / "results" / f"{key}.npy").shape == (4, 21 * 8)
 
 
-def test_the_gate_fails_a_detector_whose_boxes_moved(detector):
+def test_the_gate_fails_a_detector_whose_boxes_moved(detector: dict[str, str]) -> None:
     ctx = make_context(detector)
     arrays = load_detect_reference(ctx.store, ctx.eval_images, ctx.config.preprocessing)
     outputs = reference_outputs(arrays)
@@ -126,16 +128,27 @@ def test_the_gate_fails_a_detector_whose_boxes_moved(detector):
     with pytest.raises(AccuracyGateError, match="F1 vs source") as e:
         check_detections(ctx, moved, "float", what, "moved boxes")
     assert e.value.agreement is not None and e.value.agreement.detect is not None
-    assert e.value.agreement.detect.map is not None and e.value.agreement.detect.map < e.value.agreement.detect.source_map
+    moved_det = e.value.agreement.detect
+    assert moved_det.map is not None and moved_det.source_map is not None and moved_det.map < moved_det.source_map
 
 
-def test_the_detect_floors():
+def test_the_detect_floors() -> None:
     acc = AccuracyConfig()
-    base = dict.fromkeys(("source_boxes", "row_boxes", "matched", "precision", "recall", "mean_iou"), 0)
-    base |= {"score_drift_mean": 0.0, "score_drift_max": 0.0}
 
-    def agreement(f1, map_, source_map=0.30):
-        return DetectAgreement(**base, f1=f1, map=map_, source_map=source_map)
+    def agreement(f1: float, map_: float | None, source_map: float | None = 0.30) -> DetectAgreement:
+        return DetectAgreement(
+            source_boxes=0,
+            row_boxes=0,
+            matched=0,
+            precision=0,
+            recall=0,
+            mean_iou=0,
+            score_drift_mean=0.0,
+            score_drift_max=0.0,
+            f1=f1,
+            map=map_,
+            source_map=source_map,
+        )
 
     assert detect_failures(agreement(0.99, 0.296), "float", acc) == []
     assert detect_failures(agreement(0.985, 0.30), "float", acc) == ["F1 vs source 0.9850 < 0.99"]
@@ -146,7 +159,7 @@ def test_the_detect_floors():
 
 
 @pytest.mark.slow
-def test_yolox_nano_rows_onnx_fp32_holds_the_fp_floors_and_int8_has_its_numbers(tmp_path):
+def test_yolox_nano_rows_onnx_fp32_holds_the_fp_floors_and_int8_has_its_numbers(tmp_path: Path) -> None:
     env = {"MODELPORT_CONFIG": str(ROOT / "yolox_nano.toml"), "MODELPORT_ARTIFACTS": str(tmp_path)}
     ok(cli(env, "fetch"))
     ok(cli(env, "convert", "reference", "onnx"))
@@ -162,7 +175,7 @@ def test_yolox_nano_rows_onnx_fp32_holds_the_fp_floors_and_int8_has_its_numbers(
     assert int8.status == "ok" or "floors" in (int8.reason or "")
 
 
-def test_a_report_over_a_classifier_and_a_detector_keeps_each_models_rows_apart(detector, tmp_path):
+def test_a_report_over_a_classifier_and_a_detector_keeps_each_models_rows_apart(detector: dict[str, str], tmp_path: Path) -> None:
     from tiny_models import tiny_pipeline
 
     (tmp_path / "cls").mkdir()
@@ -200,7 +213,7 @@ def test_a_report_over_a_classifier_and_a_detector_keeps_each_models_rows_apart(
     assert sorted(line.split(",")[f1] for line in csv[1:]) == ["", "", "1.0", "1.0"]
 
 
-def test_the_main_jobs_detector_steps_run_the_default_detector_in_each_rows_own_env():
+def test_the_main_jobs_detector_steps_run_the_default_detector_in_each_rows_own_env() -> None:
     from modelport.common import envs
     from modelport.common.backends import backends
     from modelport.common.config import load_config

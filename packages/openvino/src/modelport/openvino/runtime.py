@@ -92,7 +92,7 @@ class OpenvinoRuntime(Runtime):
     def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
         self.request.infer({0: tensor})
         return {
-            self.output_name(o.get_names(), i): self.request.get_output_tensor(i).data.copy()
+            self.source_output_name(o.get_names(), i): self.request.get_output_tensor(i).data.copy()
             for i, o in enumerate(self.compiled.outputs)
         }
 

@@ -253,7 +253,7 @@ class Runtime:
         contract = self.config.contract
         return {contract.output_name if contract is not None else "output": self.infer_impl(tensor)}
 
-    def output_name(self, names: Iterable[str], index: int) -> str:
+    def source_output_name(self, names: Iterable[str], index: int) -> str:
         """The source model's name for output ``index`` among a toolchain output's tensor names (a converted
         output may carry several: the graph output's and its producer's); a set's order is no answer."""
         found = sorted(names)
