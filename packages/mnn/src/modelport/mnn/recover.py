@@ -7,7 +7,6 @@ list of layers to leave out, so the search ends after the methods (the base's em
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from modelport.convert.recover import Searched
@@ -22,6 +21,8 @@ class MnnKnobs(Knobs):
     outputs = dict(MnnInt8Runtime.artifacts)  # role -> the INT8 model bench reads
     files = {"model": "mnn/variants/int8-{id}.mnn"}
     runtimes = (MnnInt8Runtime, MnnFp32Runtime)
+    sources = {"onnx": SOURCE}
+    builder = INT8
 
     def space(self) -> tuple[list[str], list[str]]:
         return configured_first(self.ctx.config.mnn.scale_update, METHODS), []  # METHODS: convert.py
@@ -29,21 +30,15 @@ class MnnKnobs(Knobs):
     def make(self, method: str, float_layers: list[str], files: dict[str, str]) -> None:
         INT8.build(self.ctx, self.force, files, method, gate=False)
 
-    def tool_version(self) -> str:
-        return INT8.tool_version()
-
-    def sources(self) -> dict[str, Path]:
-        return {"onnx": self.ctx.store.path(SOURCE)}
-
     def options(self) -> dict[str, Any]:
         c = self.ctx.config.mnn
-        return {
-            "scale_update": c.scale_update,
-            "feature_scale": c.feature_scale,
-            "precision": c.precision,
-            "input": self.ctx.config.input.signature,
-            "calibration_images": len(self.ctx.calibration),
-        }
+        return self.with_input(
+            {
+                "scale_update": c.scale_update,
+                "feature_scale": c.feature_scale,
+                "precision": c.precision,
+            }
+        )
 
 
 TARGET = Searched(INT8, MnnKnobs)

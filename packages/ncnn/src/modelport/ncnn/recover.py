@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from modelport.common.recovery import Variant
@@ -29,6 +28,8 @@ class NcnnKnobs(Knobs):
     files = {role: f"ncnn/variants/{{id}}/{rel.rsplit('/', 1)[1]}" for role, rel in OUTPUTS.items()}
     sized = ("param", "bin")
     runtimes = (NcnnInt8Runtime, NcnnRuntime)
+    sources = {"param": PARAM, "bin": BIN}
+    builder = INT8
 
     def space(self) -> tuple[list[str], list[str]]:
         c = self.ctx.config.ncnn
@@ -61,24 +62,18 @@ class NcnnKnobs(Knobs):
         enabled = set(Table.read(self.ctx.store.path(variant.files["table"])).enabled())
         return {node for node, names in self.ncnn_names.items() if enabled.intersection(names)}
 
-    def tool_version(self) -> str:
-        return INT8.tool_version()
-
-    def sources(self) -> dict[str, Path]:
-        return {"param": self.ctx.store.path(PARAM), "bin": self.ctx.store.path(BIN)}
-
     def options(self) -> dict[str, Any]:
         c = self.ctx.config.ncnn
-        return {
-            "tools": c.tools,
-            "method": c.calibration_method,
-            "int8_depthwise": c.int8_depthwise,
-            "bias_correction": c.bias_correction,
-            "requantize": c.requantize,
-            "float_layers": c.float_layers,
-            "input": self.ctx.config.input.signature,
-            "calibration_images": len(self.ctx.calibration),
-        }
+        return self.with_input(
+            {
+                "tools": c.tools,
+                "method": c.calibration_method,
+                "int8_depthwise": c.int8_depthwise,
+                "bias_correction": c.bias_correction,
+                "requantize": c.requantize,
+                "float_layers": c.float_layers,
+            }
+        )
 
 
 TARGET = Searched(INT8, NcnnKnobs)

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from modelport.common.recovery import Variant
@@ -21,6 +20,8 @@ class OpenvinoKnobs(Knobs):
     outputs = dict(OpenvinoInt8Runtime.artifacts)  # role -> the INT8 IR bench and analyze read
     files = {"model": "openvino/variants/int8-{id}.xml", "weights": "openvino/variants/int8-{id}.bin"}
     runtimes = (OpenvinoInt8Runtime, OpenvinoFp32Runtime)
+    sources = {"onnx": SOURCE}
+    builder = INT8
 
     def space(self) -> tuple[list[str], list[str]]:
         c = self.ctx.config.openvino
@@ -36,21 +37,15 @@ class OpenvinoKnobs(Knobs):
         store = self.ctx.store
         return quantized_layers(store.path(variant.files["model"]), store.path(SOURCE))
 
-    def tool_version(self) -> str:
-        return INT8.tool_version()
-
-    def sources(self) -> dict[str, Path]:
-        return {"onnx": self.ctx.store.path(SOURCE)}
-
     def options(self) -> dict[str, Any]:
         c = self.ctx.config.openvino
-        return {
-            "preset": c.preset,
-            "float_layers": c.float_layers,
-            "inference_precision": c.inference_precision,
-            "input": self.ctx.config.input.signature,
-            "calibration_images": len(self.ctx.calibration),
-        }
+        return self.with_input(
+            {
+                "preset": c.preset,
+                "float_layers": c.float_layers,
+                "inference_precision": c.inference_precision,
+            }
+        )
 
 
 TARGET = Searched(INT8, OpenvinoKnobs)

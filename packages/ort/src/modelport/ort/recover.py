@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from modelport.convert.qdq import SOURCE, calibration_for, method_settings, qdq_knobs
@@ -21,6 +20,8 @@ class OnnxKnobs(QdqKnobs):
     outputs = {"model": ORT.output}
     files = {"model": "onnx/variants/int8-{id}.onnx"}
     runtimes = (OnnxInt8Runtime, OnnxFp32Runtime)
+    sources = {"onnx": SOURCE}
+    builder = ORT
 
     def space(self) -> tuple[list[str], list[str]]:
         return qdq_knobs(self.ctx.config.quantization)  # the methods are modelport.convert.qdq.METHODS
@@ -30,12 +31,6 @@ class OnnxKnobs(QdqKnobs):
             self.ctx.config.quantization.quantizer_settings() | method_settings(method) | {"nodes_to_exclude": float_layers}
         )
         ORT.quantize(self.ctx, self.force, files["model"], settings, gate=False)
-
-    def tool_version(self) -> str:
-        return ORT.tool_version()
-
-    def sources(self) -> dict[str, Path]:
-        return {"onnx": self.ctx.store.path(SOURCE)}
 
     def options(self) -> dict[str, Any]:
         q = self.ctx.config.quantization

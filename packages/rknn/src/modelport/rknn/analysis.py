@@ -26,6 +26,7 @@ from modelport.runtime.run import prepared_images
 
 from . import build, convert, toolkit
 from .dataset import nchw_uint8, write_npy_list
+from .error_analysis import accuracy_analysis
 from .error_analysis import parse_error_analysis as parse_error_analysis
 
 SCHEMA = "modelport.rknn-accuracy/1"
@@ -104,14 +105,7 @@ def run(ctx: StepContext, images: list[str] | None = None, force: bool = False, 
                 for name, npy in zip(chosen, paths, strict=True):
                     snap = job.workdir / f"snapshot-{Path(name).stem}"
                     t1 = time.monotonic()
-                    toolkit.call(
-                        rk.accuracy_analysis,
-                        inputs=[npy],
-                        output_dir=str(snap),
-                        what="accuracy_analysis",
-                        log=log,
-                        path=ctx.store.path(convert.ONNX),
-                    )
+                    accuracy_analysis(rk, npy, snap, log, ctx.store.path(convert.ONNX))
                     text = (snap / "error_analysis.txt").read_text(errors="replace")
                     layers = parse_error_analysis(text)
                     job.tmp(texts[name]).write_text(text)

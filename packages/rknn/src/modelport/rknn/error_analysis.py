@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
+
+from . import toolkit
 
 _ROW = re.compile(r"^\[(?P<type>[^\]]+)\]\s+(?P<rest>.*?)\s*$")
 _NUM = r"(-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|-?nan|-?inf)"
@@ -37,3 +40,8 @@ def parse_error_analysis(text: str) -> list[dict[str, Any]]:
     if not layers:
         raise ValueError("no layer rows found (not an rknn-toolkit2 error_analysis.txt?)")
     return layers
+
+
+def accuracy_analysis(rk: Any, npy: str, snap: Path, log: Path, path: Path) -> None:
+    """The toolkit's accuracy_analysis of ``rk``'s build on one input (``npy``), written to ``snap``."""
+    toolkit.call(rk.accuracy_analysis, inputs=[npy], output_dir=str(snap), what="accuracy_analysis", log=log, path=path)

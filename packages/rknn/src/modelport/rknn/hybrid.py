@@ -37,6 +37,7 @@ from .hybrid_cfg import check_float16 as check_float16
 from .hybrid_cfg import patch_cfg as patch_cfg
 from .hybrid_cfg import quantized_tensors as quantized_tensors
 from .hybrid_cfg import step1 as step1
+from .hybrid_cfg import step2
 
 CFG = "rknn/model-hybrid.quantization.cfg"
 
@@ -97,15 +98,7 @@ def run(
             job.tmp(CFG).write_text(patched)
             (work / "hybrid.quantization.cfg").write_text(patched)
             with toolkit.session(log, work, verbose) as rk:
-                toolkit.call(
-                    rk.hybrid_quantization_step2,
-                    model_input=f"{stem}.model",
-                    data_input=f"{stem}.data",
-                    model_quantization_cfg="hybrid.quantization.cfg",
-                    what="hybrid_quantization_step2",
-                    log=log,
-                    path=cfg_in,
-                )
+                step2(rk, stem, log, cfg_in)
                 outputs = convert.run_simulator(rk, ctx, log, ctx.store.path(rel))
                 after = convert.verify(ctx, outputs, "hybrid", ctx.store.path(rel))
                 toolkit.call(rk.export_rknn, str(job.tmp(rel)), what="export_rknn", log=log, path=ctx.store.path(rel))

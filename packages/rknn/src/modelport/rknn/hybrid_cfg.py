@@ -7,6 +7,7 @@ import difflib
 import re
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError
@@ -124,3 +125,17 @@ def step1(
             path=onnx_path,
         )
     return workdir / f"{onnx_path.stem}.quantization.cfg"  # step1 names its files after the model
+
+
+def step2(rk: Any, stem: str, log: Path, path: Path) -> None:
+    """The toolkit's hybrid step 2 in ``rk``'s session: builds from step 1's ``<stem>.model`` / ``.data`` and the
+    edited ``hybrid.quantization.cfg`` in the session's folder."""
+    toolkit.call(
+        rk.hybrid_quantization_step2,
+        model_input=f"{stem}.model",
+        data_input=f"{stem}.data",
+        model_quantization_cfg="hybrid.quantization.cfg",
+        what="hybrid_quantization_step2",
+        log=log,
+        path=path,
+    )

@@ -16,8 +16,9 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -28,13 +29,13 @@ from modelport.common.context import StepContext
 from modelport.common.log import step
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import load_reference
-from modelport.runtime.knobs import Knobs, configured_first
+from modelport.runtime.knobs import Builder, Knobs, configured_first
 from modelport.runtime.run import prepared_images
 
 from . import convert, toolkit
 from .dataset import nchw_uint8, write_npy_list
-from .error_analysis import parse_error_analysis
-from .hybrid_cfg import patch_cfg, quantized_tensors, step1
+from .error_analysis import accuracy_analysis, parse_error_analysis
+from .hybrid_cfg import patch_cfg, quantized_tensors, step1, step2
 from .layer_doc import document
 
 METHODS = ("normal", "kl_divergence", "mmse")  # cheapest first: an mmse build takes ~100 s
@@ -55,11 +56,16 @@ class RknnKnobs(Knobs):
     files = {"model": "rknn/variants/{id}.rknn", "eval": "rknn/variants/{id}.eval.npy"}
     sized = ("model",)
     runtimes = None  # the simulator has no NPU timing
+    builder: ClassVar[Builder] = toolkit  # its tool_version()
 
     def __init__(self, ctx: StepContext, force: bool, verbose: bool):
         self.verbose = verbose
         super().__init__(ctx, force)
-        self.graph = onnx_layers.load(ctx.store.path(convert.ONNX))
+
+    @cached_property
+    def graph(self) -> onnx_layers.OnnxGraph:
+        """Read when a layer is first named: after the preflight checks that the ONNX model is there."""
+        return onnx_layers.load(self.ctx.store.path(convert.ONNX))
 
     def space(self) -> tuple[list[str], list[str]]:
         # [rknn] hybrid_float16_layers stay `rknn hybrid`'s: no configured float layers here
@@ -96,9 +102,6 @@ class RknnKnobs(Knobs):
                     log=vctx.store.rel(log),
                 )
 
-    def tool_version(self) -> str:
-        return toolkit.tool_version()
-
     def inputs(self) -> dict[str, Path]:
         """The configured build's inputs (every preflight check first) and the eval images."""
         onnx_path = convert.preflight(self.ctx, "int8")
@@ -124,15 +127,7 @@ class RknnKnobs(Knobs):
         tensors = [t for t in quantized_tensors(text) if (la := self.layer_of(t)) and la.node in float_layers]
         (workdir / "hybrid.quantization.cfg").write_text(patch_cfg(text, tensors))
         with toolkit.session(log, workdir, self.verbose) as rk:
-            toolkit.call(
-                rk.hybrid_quantization_step2,
-                model_input=f"{stem}.model",
-                data_input=f"{stem}.data",
-                model_quantization_cfg="hybrid.quantization.cfg",
-                what="hybrid_quantization_step2",
-                log=log,
-                path=onnx_path,
-            )
+            step2(rk, stem, log, onnx_path)
             yield rk, tensors
 
     def layer_of(self, name: str) -> onnx_layers.OnnxLayer | None:
@@ -192,14 +187,7 @@ class RknnKnobs(Knobs):
                 )
                 with self._built(vctx, onnx_path, variant.float_layers, job.workdir, log) as (rk, _):
                     snap = job.workdir / "snapshot"
-                    toolkit.call(
-                        rk.accuracy_analysis,
-                        inputs=[npy],
-                        output_dir=str(snap),
-                        what="accuracy_analysis",
-                        log=log,
-                        path=onnx_path,
-                    )
+                    accuracy_analysis(rk, npy, snap, log, onnx_path)
                     parsed = parse_error_analysis((snap / "error_analysis.txt").read_text(errors="replace"))
                 data = {"images": [{"image": worst_image, "layers": parsed}], "seconds_total": time.monotonic() - t0}
                 doc = document(vctx, data, self.graph, model=variant.files["model"])

@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Protocol, cast
 
 from modelport.common import recovery
 from modelport.common.artifacts import file_inputs
@@ -29,6 +29,12 @@ from modelport.common.results import headline_index
 
 from .base import Runtime
 from .run import prepared_images
+
+
+class Builder(Protocol):
+    """What makes a backend's variants (its converter): the search's outputs are recorded under its version."""
+
+    def tool_version(self) -> str: ...
 
 
 def configured_first(configured: str, methods: tuple[str, ...] | list[str]) -> list[str]:
@@ -52,13 +58,15 @@ def runtime_timers(ctx: StepContext, runtimes: Mapping[str, Runtime]) -> Iterato
 
 class Knobs:
     """One backend's INT8 search space (``recovery.Knobs``): subclass, set the class attributes, write
-    ``space``, ``make``, ``tool_version``, ``sources`` and ``options``."""
+    ``space``, ``make`` and ``options``."""
 
     key: str  # results key, e.g. "onnx-int8"
     display: str
     outputs: ClassVar[dict[str, str]]  # role -> the INT8 artifacts later steps read (the kept variant's files)
     files: ClassVar[dict[str, str]]  # role -> one variant's file, "{id}" standing for the variant id
     sized: ClassVar[tuple[str, ...] | None] = None  # the roles a variant's size counts; None: every file
+    sources: ClassVar[dict[str, str]] = {}  # input name -> the store path of a model the variants are made from
+    builder: ClassVar[Builder]  # the converter that makes each variant
     # The INT8 runtime over a variant's files and its FP32 twin, for the interleaved timing; None: no latency here.
     runtimes: ClassVar[tuple[type[Runtime], type[Runtime]] | None] = None
 
@@ -76,16 +84,13 @@ class Knobs:
         manifest recording the agreement (on the first file)."""
         raise NotImplementedError
 
-    def tool_version(self) -> str:
-        raise NotImplementedError
-
-    def sources(self) -> dict[str, Path]:
-        """The models the variants are made from, as the step's inputs."""
-        raise NotImplementedError
-
     def options(self) -> dict[str, Any]:
         """The configuration the search's outputs depend on (the step's options)."""
         raise NotImplementedError
+
+    def with_input(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` and what every calibrated model depends on: the input signature, the calibration set's size."""
+        return options | {"input": self.ctx.config.input.signature, "calibration_images": len(self.ctx.calibration)}
 
     def worst_layers(self, variant: Variant) -> list[str]:
         return []  # no layer can be kept in float unless the backend says how it ranks them
@@ -126,7 +131,7 @@ class Knobs:
         store, calib = self.ctx.store, self.ctx.calibration
         calib.validate()
         return {
-            **self.sources(),
+            **{name: store.path(rel) for name, rel in self.sources.items()},
             "reference": store.path(REFERENCE),
             **file_inputs("calibration", calib.paths),
             **file_inputs("image", self.ctx.eval_images),
@@ -140,7 +145,7 @@ class Knobs:
             self,
             self.outputs,
             inputs=self.inputs(),
-            tool_version=self.tool_version(),
+            tool_version=self.builder.tool_version(),
             options=self.options(),
             force=self.force if force is None else force,
         )

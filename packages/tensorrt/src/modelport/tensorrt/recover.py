@@ -31,6 +31,8 @@ class TensorrtKnobs(QdqKnobs):
     files = {"engine": "tensorrt/variants/int8-{id}.engine", "qdq": "onnx/variants/int8-sym-{id}.onnx"}
     sized = ("engine",)
     runtimes = (TensorrtInt8Runtime, TensorrtFp32Runtime)
+    sources = {"onnx": SOURCE}
+    builder = INT8
 
     def space(self) -> tuple[list[str], list[str]]:
         return qdq_knobs(self.ctx.config.quantization)  # the symmetric QDQ model's; modelport.convert.qdq.METHODS
@@ -41,15 +43,9 @@ class TensorrtKnobs(QdqKnobs):
         QDQ.quantize(self.ctx, self.force, files["qdq"], settings, gate=False)
         INT8.build(self.ctx, self.force, qdq=store.path(files["qdq"]), engine_rel=files["engine"], gate=False)
 
-    def tool_version(self) -> str:
-        return INT8.tool_version()
-
     def inputs(self) -> dict[str, Path]:
         cuda.require(self.ctx.config.tensorrt.device)  # before the calibration set is read
         return super().inputs()
-
-    def sources(self) -> dict[str, Path]:
-        return {"onnx": self.ctx.store.path(SOURCE)}
 
     def options(self) -> dict[str, Any]:
         tcfg, q = self.ctx.config.tensorrt, self.ctx.config.quantization
