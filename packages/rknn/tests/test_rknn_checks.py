@@ -23,7 +23,7 @@ from rknn_testing import copy_inputs, upstream  # noqa: E402
 from modelport.common.errors import ConfigError, InputError  # noqa: E402
 from modelport.common.images import load_image  # noqa: E402
 from modelport.common.preprocess import prepare  # noqa: E402
-from modelport.rknn import analysis, convert, hybrid, toolkit  # noqa: E402
+from modelport.rknn import analysis, build, convert, hybrid, toolkit  # noqa: E402
 from modelport.rknn.dataset import write_dataset  # noqa: E402
 
 pytestmark = pytest.mark.rknn
@@ -52,13 +52,13 @@ def ctx_for(test_env: dict[str, str], art: Path, overrides: Sequence[str | tuple
 def test_missing_onnx_is_a_clear_error(test_env: dict[str, str], tmp_path: Path, no_toolkit: None) -> None:
     ctx = ctx_for(test_env, tmp_path / "empty")
     with pytest.raises(InputError, match=r"onnx/model.onnx: no ONNX model: run `modelport convert onnx`"):
-        convert.run(ctx, "int8")
+        build.run(ctx, "int8")
 
 
 @pytest.mark.slow
 def test_bad_target_platform_is_a_clear_error(test_env: dict[str, str], art: Path, no_toolkit: None) -> None:
     with pytest.raises(ConfigError, match=r"rknn.target_platform: Input should be 'rk3588'.*'rk3566'"):
-        convert.run(ctx_for(test_env, art, overrides=[("rknn.target_platform", "rk3599")]), "int8")
+        build.run(ctx_for(test_env, art, overrides=[("rknn.target_platform", "rk3599")]), "int8")
     # The same through the CLI: exit 2 with one line, and no model written.
     from click.testing import CliRunner
 
@@ -85,7 +85,7 @@ def test_missing_calibration_image_is_a_clear_error(
     (tmp_path / "calib.txt").write_text("bird.jpg\nnot-there.jpg\n")
     ctx = ctx_for(test_env, art, MODELPORT_CALIBRATION=str(tmp_path / "calib.txt"))
     with pytest.raises(InputError, match=r"calib.txt: line 2: image 'not-there.jpg' does not exist"):
-        convert.run(ctx, "int8")
+        build.run(ctx, "int8")
 
 
 @pytest.mark.slow
@@ -94,7 +94,7 @@ def test_unreadable_calibration_image_is_named(test_env: dict[str, str], art: Pa
     (tmp_path / "cal" / "broken.jpg").write_bytes(b"not a jpeg")
     ctx = ctx_for(test_env, art, MODELPORT_CALIBRATION=str(tmp_path / "cal"))
     with pytest.raises(InputError, match=r"broken.jpg: not a readable image"):
-        convert.run(ctx, "int8")
+        build.run(ctx, "int8")
 
 
 @pytest.mark.slow
@@ -110,7 +110,7 @@ def test_nhwc_or_dynamic_onnx_is_refused_before_the_toolkit(
     model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["input"], ["out"])], "g", [x], [y]))
     onnx.save(model, str(art / "onnx" / "model.onnx"))
     with pytest.raises(InputError, match=rf"RKNN needs static NCHW \[1, 3, 224, 224\].*{hint}"):
-        convert.run(ctx_for(test_env, art), "int8")
+        build.run(ctx_for(test_env, art), "int8")
 
 
 @pytest.mark.slow

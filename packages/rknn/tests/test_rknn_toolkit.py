@@ -85,14 +85,14 @@ def test_normalisation_comes_from_the_input_spec(ctx: StepContext) -> None:
 
 
 def test_second_run_is_cached_and_does_not_start_the_toolkit(ctx: StepContext, monkeypatch: pytest.MonkeyPatch) -> None:
-    from modelport.rknn import convert, toolkit
+    from modelport.rknn import build, toolkit
 
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("toolkit started for an up-to-date model")
 
     monkeypatch.setattr(toolkit, "session", boom)
     t0 = time.monotonic()
-    built = convert.run(ctx, "int8")
+    built = build.run(ctx, "int8")
     assert built.cached and time.monotonic() - t0 < 5
 
 
@@ -156,9 +156,9 @@ def test_on_a_real_board(ctx: StepContext) -> None:
 def test_a_build_in_a_folder_with_spaces_and_non_ascii(test_env: dict[str, str], tmp_path: Path) -> None:
     """Every path the toolkit gets (ONNX, dataset.txt and its entries, the export) may hold spaces and non-ASCII."""
     require_toolkit()
-    from modelport.rknn import convert
+    from modelport.rknn import build
 
     art = copy_inputs(upstream(test_env), tmp_path / "art dir ä")
     c = make_context({**test_env, "MODELPORT_ARTIFACTS": str(art)})
-    built = convert.run(c, "int8")
+    built = build.run(c, "int8")
     assert built.model.is_file() and np.load(built.eval_outputs).shape == (12, 1001)

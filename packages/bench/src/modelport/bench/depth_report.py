@@ -15,6 +15,7 @@ from typing import Any
 from modelport.common.artifacts import ArtifactStore, write_atomic
 from modelport.common.backends import rank
 from modelport.common.display import settings_text, shown
+from modelport.runtime.registry import reference_key
 
 from .report_md import _save, md_code, md_text
 
@@ -63,8 +64,6 @@ def labeled_md(store: ArtifactStore, out: Path) -> str | None:
     items = _load(store, "labeled-*.json")
     if not items:
         return None
-    from .report import reference_key
-
     ref = next((d for d in items if d["key"] == reference_key(store)), None)
     first = items[0]
     lines = [

@@ -28,15 +28,10 @@ from modelport.common.results import LAST_OK, outputs_problem, read_result
 from modelport.common.schema import REPORT_SCHEMA, BackendResult
 from modelport.common.strict_json import json_text
 from modelport.runtime.base import ONNX_MODEL
-from modelport.runtime.registry import SOURCE_KEYS, source_key
+from modelport.runtime.registry import SOURCE_KEYS, reference_key, source_key
 
 from .depth_report import pipeline_time
 from .merge import device_of, matrix, merge, model_id, reference_for, store_merged
-
-
-def reference_key(store: ArtifactStore) -> str:
-    """The row of the source model itself: every agreement is measured against it."""
-    return source_key(read_contract(store.path(CONTRACT)))
 
 
 def source_info(store: ArtifactStore) -> dict[str, Any] | None:

@@ -1,42 +1,50 @@
-"""What the convert-side recovery backends (ONNX, NCNN, TensorRT INT8) share: ranking layers, the layers a QDQ
-model quantizes, timing through the runtimes."""
+"""What the convert-side recovery backends (ONNX, NCNN, OpenVINO, MNN, TensorRT INT8) share: the INT8 target
+that runs a search space (``Searched``), ranking layers, the layers a QDQ model quantizes."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from modelport.common import layer_analysis, onnx_layers
 from modelport.common.context import StepContext
-from modelport.common.preprocess import to_tensor
 from modelport.common.recovery import Variant
-from modelport.common.results import headline_index
-from modelport.runtime.base import ONNX_MODEL, Runtime
-from modelport.runtime.run import prepared_images
+from modelport.runtime.base import ONNX_MODEL
+from modelport.runtime.knobs import Knobs
+
+from .analyze import run as analyze
+from .base import Converter
 
 
-@contextlib.contextmanager
-def runtime_timers(ctx: StepContext, runtimes: Mapping[str, Runtime]) -> Iterator[dict[str, Callable[[], object]]]:
-    """One batch-1 inference on the headline image per runtime (each activated once), as bench times it."""
-    i = headline_index(ctx)
-    arr = prepared_images(ctx)[i]
-    with contextlib.ExitStack() as stack:
-        timers: dict[str, Callable[[], object]] = {}
-        for key, rt in runtimes.items():
-            stack.enter_context(rt)
-            tensor = to_tensor(arr, ctx.config.input, rt.input_layout, rt.input_dtype)
-            timers[key] = cast(Callable[[], object], lambda rt=rt, tensor=tensor: rt.infer(tensor))
-        yield timers
+class Searched(Converter):
+    """The INT8 conversion target of a backend with a search space (``knobs``): the toolchain check and
+    version are its ``converter``'s (the one that makes each variant), and converting runs the search,
+    which keeps the configured variant when it meets the floors. ``searches(ctx)`` False: the
+    converter's own configured build, no search."""
+
+    def __init__(self, converter: Converter, knobs: type[Knobs], searches: Callable[[StepContext], bool] | None = None):
+        self.converter, self.knobs, self.searches = converter, knobs, searches
+
+    def unavailable_reason(self) -> str | None:
+        return self.converter.unavailable_reason()
+
+    def tool_version(self) -> str:
+        return self.converter.tool_version()
+
+    def require(self, ctx: StepContext) -> None:
+        self.converter.require(ctx)
+
+    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
+        if self.searches is not None and not self.searches(ctx):
+            return self.converter.convert(ctx, force)
+        return self.knobs(ctx, force).run()
 
 
 def analysed(ctx: StepContext, key: str, files: dict[str, str], variant_id: str) -> list[dict[str, Any]]:
     """A variant's per-layer analysis rows (cached as ``analysis/variants/<key>-<id>.json``)."""
-    from .analyze import run
-
-    data = run(
+    data = analyze(
         ctx, key, files={r: ctx.store.path(rel) for r, rel in files.items()}, out=f"analysis/variants/{key}-{variant_id}.json"
     )
     return cast(list[dict[str, Any]], data["layers"])
@@ -72,13 +80,11 @@ def qdq_quantized(qdq: Path, graph: onnx_layers.OnnxGraph) -> set[str]:
     return layers
 
 
-class QdqCandidates:
-    """The recovery candidates of a backend whose variants are QDQ models (``files[qdq_role]``): ONNX and
-    TensorRT INT8 rank them by the variant's analysis and read what is quantized from the QDQ model."""
+class QdqKnobs(Knobs):
+    """The search space of a backend whose variants are QDQ models (``files[qdq_role]``): ONNX and TensorRT
+    INT8 rank the candidates by the variant's analysis and read what is quantized from the QDQ model."""
 
-    ctx: StepContext
-    key: str
-    qdq_role: str
+    qdq_role: ClassVar[str]
 
     @cached_property
     def graph(self) -> onnx_layers.OnnxGraph:

@@ -32,7 +32,7 @@ BACKENDS = [
         precision="int8",
         rank=56,
         runtime=f"{_M}.runtime:MnnInt8Runtime",
-        target=f"{_M}.convert:INT8",
+        target=f"{_M}.recover:TARGET",
         fp32_twin="mnn-fp32",
         # Not made by the default steps: train_quant misses the INT8 floors on the shipped calibration crops.
         default_row=False,

@@ -73,11 +73,7 @@ class Target(Converter):
         return f"MNN {version('MNN')}"
 
     def convert(self, ctx: StepContext, force: bool) -> list[Path]:
-        if self.kind == "float":
-            return self.build(ctx, force)
-        from .recover import recover
-
-        return recover(ctx, force)
+        return self.build(ctx, force)  # INT8: the configured model; `convert` runs the search over it (recover.py)
 
     def build(
         self,

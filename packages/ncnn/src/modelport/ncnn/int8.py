@@ -57,6 +57,8 @@ OUTPUTS = {"param": INT8_PARAM, "bin": INT8_BIN, "table": TABLE}
 
 
 class NcnnInt8(Converter):
+    """Makes one INT8 model (``quantize``); `convert ncnn-int8` is the INT8 search over it (recover.py)."""
+
     def unavailable_reason(self) -> str | None:
         return None if importlib.util.find_spec("ncnn") else "python module ncnn not installed (envs/ncnn)"
 
@@ -64,12 +66,6 @@ class NcnnInt8(Converter):
         missing = ncnn_official.missing_tools()
         official = f"official tools {ncnn_official.tools_version()}" if not missing else "official tools not on PATH"
         return f"builtin int8 (modelport {__version__}, {PNNX.tool_version()}); {official}"
-
-    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
-        """The configured INT8 model, or (below the floors) the variant the recovery search keeps."""
-        from .recover import recover
-
-        return recover(ctx, force)
 
     def quantize(
         self, ctx: StepContext, force: bool, outputs: dict[str, str], method: str, float_layers: list[str], gate: bool = True

@@ -1,48 +1,34 @@
-"""OpenVINO INT8 recovery knobs: NNCF's quantization presets and layers in its ``ignored_scope`` (common/recovery.py searches)."""
+"""OpenVINO INT8 recovery knobs: NNCF's quantization presets and layers in its ``ignored_scope`` (common/recovery.py searches).
+
+``TARGET`` is `convert openvino-int8` (the descriptor's target): the configured NNCF model, or the variant the search keeps.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from pathlib import Path
+from typing import Any
 
-from modelport.common import recovery
-from modelport.common.artifacts import file_inputs
-from modelport.common.context import StepContext
-from modelport.common.recovery import Variant, variant_id
-from modelport.common.reference import reference_file
-from modelport.convert.recover import analysed, ranked, runtime_timers
+from modelport.common.recovery import Variant
+from modelport.convert.recover import Searched, analysed, ranked
+from modelport.runtime.knobs import Knobs, configured_first
 
 from .convert import INT8, PRESETS, SOURCE, quantized_layers
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 
-OUTPUTS = dict(OpenvinoInt8Runtime.artifacts)  # role -> the INT8 IR bench and analyze read
 
-
-class OpenvinoKnobs:
+class OpenvinoKnobs(Knobs):
     key, display = "openvino-int8", "OpenVINO INT8"
+    outputs = dict(OpenvinoInt8Runtime.artifacts)  # role -> the INT8 IR bench and analyze read
+    files = {"model": "openvino/variants/int8-{id}.xml", "weights": "openvino/variants/int8-{id}.bin"}
+    runtimes = (OpenvinoInt8Runtime, OpenvinoFp32Runtime)
+    sources = {"onnx": SOURCE}
+    builder = INT8
 
-    def __init__(self, ctx: StepContext, force: bool):
-        self.ctx, self.force = ctx, force
-        c = ctx.config.openvino
-        self.methods = [c.preset, *(p for p in PRESETS if p != c.preset)]
-        self.float_layers = list(c.float_layers)
+    def space(self) -> tuple[list[str], list[str]]:
+        c = self.ctx.config.openvino
+        return configured_first(c.preset, PRESETS), list(c.float_layers)  # PRESETS: convert.py
 
-    def build(self, method: str, float_layers: list[str]) -> Variant:
-        vid = variant_id(method, float_layers)
-        files = {"model": f"openvino/variants/int8-{vid}.xml", "weights": f"openvino/variants/int8-{vid}.bin"}
+    def make(self, method: str, float_layers: list[str], files: dict[str, str]) -> None:
         INT8.build(self.ctx, self.force, files, method, float_layers, gate=False)
-        store = self.ctx.store
-        manifest = store.read_manifest(files["model"]) or {}
-        return Variant(
-            vid,
-            method,
-            float_layers,
-            files,
-            recovery.brief(manifest.get("extra", {}).get("agreement")),
-            size_bytes=sum(store.path(f).stat().st_size for f in files.values()),
-            build_seconds=manifest.get("seconds"),
-        )
 
     def worst_layers(self, variant: Variant) -> list[str]:
         return ranked(analysed(self.ctx, self.key, variant.files, variant.id))
@@ -51,31 +37,15 @@ class OpenvinoKnobs:
         store = self.ctx.store
         return quantized_layers(store.path(variant.files["model"]), store.path(SOURCE))
 
-    def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
-        cfg, store = self.ctx.config, self.ctx.store
-        runtimes = {v.id: OpenvinoInt8Runtime(cfg, {r: store.path(f) for r, f in v.files.items()}) for v in variants}
-        return runtime_timers(self.ctx, {**runtimes, "fp32": OpenvinoFp32Runtime.from_store(store, cfg)})
+    def options(self) -> dict[str, Any]:
+        c = self.ctx.config.openvino
+        return self.with_input(
+            {
+                "preset": c.preset,
+                "float_layers": c.float_layers,
+                "inference_precision": c.inference_precision,
+            }
+        )
 
 
-def recover(ctx: StepContext, force: bool) -> list[Path]:
-    """openvino/model.int8.xml/.bin = the configured NNCF model, or the variant the search kept."""
-    store, calib = ctx.store, ctx.calibration
-    calib.validate()
-    c = ctx.config.openvino
-    inputs = {
-        "onnx": store.path(SOURCE),
-        "reference": store.path(reference_file(ctx.config)),
-        **file_inputs("calibration", calib.paths),
-        **file_inputs("image", ctx.eval_images),
-    }
-    options = {
-        "preset": c.preset,
-        "float_layers": c.float_layers,
-        "inference_precision": c.inference_precision,
-        "input": ctx.config.input.signature,
-        "calibration_images": len(calib),
-    }
-    recovery.produce(
-        ctx, OpenvinoKnobs(ctx, force), OUTPUTS, inputs=inputs, tool_version=INT8.tool_version(), options=options, force=force
-    )
-    return [store.path(rel) for rel in OUTPUTS.values()]
+TARGET = Searched(INT8, OpenvinoKnobs)

@@ -1,73 +1,40 @@
-"""ONNX INT8 recovery knobs: onnxruntime's calibration methods and ``nodes_to_exclude`` (common/recovery.py searches)."""
+"""ONNX INT8 recovery knobs: onnxruntime's calibration methods and ``nodes_to_exclude`` (common/recovery.py searches).
+
+``TARGET`` is `convert onnx-int8` (the descriptor's target): the configured QDQ model, or the variant the search keeps.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from pathlib import Path
+from typing import Any
 
-from modelport.common import recovery
-from modelport.common.artifacts import file_inputs
-from modelport.common.context import StepContext
-from modelport.common.recovery import Variant, variant_id
-from modelport.common.reference import reference_file
 from modelport.convert.qdq import SOURCE, calibration_for, method_settings, qdq_knobs
-from modelport.convert.recover import QdqCandidates, runtime_timers
+from modelport.convert.recover import QdqKnobs, Searched
 
 from .int8 import ORT
 from .runtime import OnnxFp32Runtime, OnnxInt8Runtime
 
 
-class OnnxKnobs(QdqCandidates):
+class OnnxKnobs(QdqKnobs):
     key, display = "onnx-int8", "ONNX INT8"
     qdq_role = "model"
+    outputs = {"model": ORT.output}
+    files = {"model": "onnx/variants/int8-{id}.onnx"}
+    runtimes = (OnnxInt8Runtime, OnnxFp32Runtime)
+    sources = {"onnx": SOURCE}
+    builder = ORT
 
-    def __init__(self, ctx: StepContext, force: bool):
-        self.ctx, self.force = ctx, force
-        self.methods, self.float_layers = qdq_knobs(ctx.config.quantization)
+    def space(self) -> tuple[list[str], list[str]]:
+        return qdq_knobs(self.ctx.config.quantization)  # the methods are modelport.convert.qdq.METHODS
 
-    def build(self, method: str, float_layers: list[str]) -> Variant:
-        vid = variant_id(method, float_layers)
-        rel = f"onnx/variants/int8-{vid}.onnx"
+    def make(self, method: str, float_layers: list[str], files: dict[str, str]) -> None:
         settings = (
             self.ctx.config.quantization.quantizer_settings() | method_settings(method) | {"nodes_to_exclude": float_layers}
         )
-        (path,) = ORT.quantize(self.ctx, self.force, rel, settings, gate=False)
-        extra = (self.ctx.store.read_manifest(rel) or {}).get("extra", {})
-        return Variant(
-            vid,
-            method,
-            float_layers,
-            {"model": rel},
-            recovery.brief(extra.get("agreement")),
-            size_bytes=path.stat().st_size,
-            build_seconds=(self.ctx.store.read_manifest(rel) or {}).get("seconds"),
-        )
+        ORT.quantize(self.ctx, self.force, files["model"], settings, gate=False)
 
-    def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
-        cfg, store = self.ctx.config, self.ctx.store
-        runtimes = {v.id: OnnxInt8Runtime(cfg, {"model": store.path(v.files["model"])}) for v in variants}
-        return runtime_timers(self.ctx, {**runtimes, "fp32": OnnxFp32Runtime.from_store(store, cfg)})
+    def options(self) -> dict[str, Any]:
+        q = self.ctx.config.quantization
+        return q.quantizer_settings() | {"calibration_images": len(calibration_for(self.ctx, q.calibrate_method))}
 
 
-def recover(ctx: StepContext, force: bool, output: str) -> list[Path]:
-    """``output`` (onnx/model.int8.onnx) = the configured QDQ model, or the variant the search kept."""
-    store, calib = ctx.store, ctx.calibration
-    calib.validate()
-    inputs = {
-        "onnx": store.path(SOURCE),
-        "reference": store.path(reference_file(ctx.config)),
-        **file_inputs("calibration", calib.paths),
-        **file_inputs("image", ctx.eval_images),
-    }
-    recovery.produce(
-        ctx,
-        OnnxKnobs(ctx, force),
-        {"model": output},
-        inputs=inputs,
-        tool_version=ORT.tool_version(),
-        options=ctx.config.quantization.quantizer_settings()
-        | {"calibration_images": len(calibration_for(ctx, ctx.config.quantization.calibrate_method))},
-        force=force,
-    )
-    return [store.path(output)]
+TARGET = Searched(ORT, OnnxKnobs)

@@ -10,7 +10,6 @@ deleted unless ``[rknn] keep_snapshots``.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from pathlib import Path
@@ -25,43 +24,13 @@ from modelport.common.log import console, step
 from modelport.common.reference import load_reference
 from modelport.runtime.run import prepared_images
 
-from . import convert, toolkit
+from . import build, convert, toolkit
 from .dataset import nchw_uint8, write_npy_list
+from .error_analysis import accuracy_analysis
+from .error_analysis import parse_error_analysis as parse_error_analysis
 
 SCHEMA = "modelport.rknn-accuracy/1"
 ANALYSIS = "rknn/accuracy/analysis.json"
-_ROW = re.compile(r"^\[(?P<type>[^\]]+)\]\s+(?P<rest>.*?)\s*$")
-_NUM = r"(-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|-?nan|-?inf)"
-_PAIR = re.compile(_NUM + r"\s*\|\s*" + _NUM, re.IGNORECASE)
-
-
-def parse_error_analysis(text: str) -> list[dict[str, Any]]:
-    """Layers in file order: index, type, name and, per error group (``simulator``, ``runtime`` with a board),
-    ``{"entire": {"cosine", "euclidean"}, "single": {...}}``. Fused layers the toolkit prints without
-    numbers get ``metrics == {}``."""
-    groups: list[str] = []
-    layers: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        if line.lstrip().startswith("layer_name") and "_error" in line:  # "simulator_error" [+ "runtime_error"]
-            groups = [g.removesuffix("_error") for g in re.findall(r"(\w+)_error", line)]
-            continue
-        m = _ROW.match(line.strip())
-        if not m:
-            continue
-        rest = m.group("rest")
-        pairs = list(_PAIR.finditer(rest))
-        name = (rest[: pairs[0].start()] if pairs else rest).strip()
-        metrics = {}
-        for g, i in zip(groups or ["simulator"], range(0, len(pairs), 2), strict=False):
-            if i + 1 < len(pairs):
-                metrics[g] = {
-                    part: {"cosine": float(p.group(1)), "euclidean": float(p.group(2))}
-                    for part, p in (("entire", pairs[i]), ("single", pairs[i + 1]))
-                }
-        layers.append({"index": len(layers), "type": m.group("type"), "name": name, "metrics": metrics})
-    if not layers:
-        raise ValueError("no layer rows found (not an rknn-toolkit2 error_analysis.txt?)")
-    return layers
 
 
 def worst_layers(per_image: list[dict[str, Any]], n: int, group: str = "simulator") -> list[dict[str, Any]]:
@@ -107,7 +76,7 @@ def choose_images(ctx: StepContext, requested: list[str], outputs: np.ndarray) -
 
 def run(ctx: StepContext, images: list[str] | None = None, force: bool = False, verbose: bool = False) -> dict[str, Any]:
     """accuracy_analysis of the INT8 model on ``images`` -> rknn/accuracy/ (JSON + raw text)."""
-    built = convert.run(ctx, "int8", verbose=verbose)  # cached; also runs every preflight check
+    built = build.run(ctx, "int8", verbose=verbose)  # cached; also runs every preflight check
     chosen = choose_images(ctx, list(images or ctx.config.rknn.analysis_images), np.load(built.eval_outputs))
     texts = {name: f"rknn/accuracy/error_analysis-{Path(name).stem}.txt" for name in chosen}
     log = convert.log_path(ctx, "analyze")
@@ -136,14 +105,7 @@ def run(ctx: StepContext, images: list[str] | None = None, force: bool = False, 
                 for name, npy in zip(chosen, paths, strict=True):
                     snap = job.workdir / f"snapshot-{Path(name).stem}"
                     t1 = time.monotonic()
-                    toolkit.call(
-                        rk.accuracy_analysis,
-                        inputs=[npy],
-                        output_dir=str(snap),
-                        what="accuracy_analysis",
-                        log=log,
-                        path=ctx.store.path(convert.ONNX),
-                    )
+                    accuracy_analysis(rk, npy, snap, log, ctx.store.path(convert.ONNX))
                     text = (snap / "error_analysis.txt").read_text(errors="replace")
                     layers = parse_error_analysis(text)
                     job.tmp(texts[name]).write_text(text)

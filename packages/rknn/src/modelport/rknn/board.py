@@ -33,7 +33,7 @@ from modelport.common.timing import LoadWatch, concurrency_levels, measure, thro
 from modelport.runtime.base import concurrent_calls
 from modelport.runtime.run import prepared_images
 
-from . import convert, simulate, toolkit
+from . import build, convert, simulate, toolkit
 
 BOARD, LITE = backends()["rknn-int8-board"], backends()["rknn-int8-lite"]
 NO_DEVICE = "no Rockchip board (connect one over adb: --target-device SERIAL|auto; on the board: `rknn board --lite`)"
@@ -126,7 +126,7 @@ def run_adb(ctx: StepContext, device: str | None, verbose: bool = False) -> Back
     """Host + board over adb. ``device``: adb serial, 'auto' (the only one connected) or None (skip)."""
     if not device:
         return _skipped(ctx, BOARD, NO_DEVICE)
-    built = convert.run(ctx, "int8", verbose=verbose)  # the board runs the exported model, not a rebuild
+    built = build.run(ctx, "int8", verbose=verbose)  # the board runs the exported model, not a rebuild
     rc, log = ctx.config.rknn, convert.log_path(ctx, "board")
     step(f"rknn board: {built.model.name} on {rc.target_platform} ({device})")
     result = simulate.result_base(ctx, BOARD, f"npu ({rc.target_platform}, adb {device})")

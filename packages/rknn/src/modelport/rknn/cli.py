@@ -73,13 +73,14 @@ def _verbose(ctx: StepContext) -> bool:
 @click.pass_obj
 def convert(ctx: StepContext, fp16: bool | None, force: bool) -> None:
     """ONNX -> rknn/model.rknn (INT8, + FP16), each verified in the simulator against the reference (the source model)."""
+    from . import build
     from . import convert as conv
 
     _overrides(ctx, fp16=fp16)
     with ctx.store.lock():
         kinds: list[conv.BuildKind] = ["int8", "fp16"] if ctx.config.rknn.fp16 else ["int8"]
         for kind in kinds:
-            conv.run(ctx, kind, force=force, verbose=_verbose(ctx))
+            build.run(ctx, kind, force=force, verbose=_verbose(ctx))
 
 
 @rknn.command()

@@ -195,16 +195,6 @@ class Built:
     seconds: float | None
 
 
-def run(ctx: StepContext, kind: BuildKind = "int8", force: bool = False, verbose: bool = False) -> Built:
-    """Produce ``MODELS[kind]`` + its simulator outputs (cached by manifest); INT8 through the recovery
-    search (recover.py), which keeps the configured build when it meets the floors."""
-    if kind == "int8":
-        from .recover import run as recover
-
-        return recover(ctx, force=force, verbose=verbose)
-    return build_model(ctx, kind, force, verbose)
-
-
 def build_model(ctx: StepContext, kind: Kind, force: bool = False, verbose: bool = False) -> Built:
     """``MODELS[kind]`` built with the configured settings, verified against the floors."""
     onnx_path = preflight(ctx, kind)

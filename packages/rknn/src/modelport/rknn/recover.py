@@ -15,26 +15,28 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from modelport.common import layer_analysis, onnx_layers, recovery
+from modelport.common import layer_analysis, onnx_layers
 from modelport.common.agreement import compare
 from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.log import step
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import load_reference
+from modelport.runtime.knobs import Builder, Knobs, configured_first
 from modelport.runtime.run import prepared_images
 
-from . import convert, layers, toolkit
-from .analysis import parse_error_analysis
+from . import convert, toolkit
 from .dataset import nchw_uint8, write_npy_list
-from .hybrid import patch_cfg, quantized_tensors, step1
+from .error_analysis import accuracy_analysis, parse_error_analysis
+from .hybrid_cfg import patch_cfg, quantized_tensors, step1, step2
+from .layer_doc import document
 
 METHODS = ("normal", "kl_divergence", "mmse")  # cheapest first: an mmse build takes ~100 s
 
@@ -48,19 +50,31 @@ def variant_ctx(ctx: StepContext, method: str) -> StepContext:
     )
 
 
-class RknnKnobs:
+class RknnKnobs(Knobs):
     key, display = "rknn-int8", "RKNN INT8 (simulator)"
+    outputs = {"model": convert.MODELS["int8"], "eval": convert.eval_outputs_path("int8")}
+    files = {"model": "rknn/variants/{id}.rknn", "eval": "rknn/variants/{id}.eval.npy"}
+    sized = ("model",)
+    runtimes = None  # the simulator has no NPU timing
+    builder: ClassVar[Builder] = toolkit  # its tool_version()
 
     def __init__(self, ctx: StepContext, force: bool, verbose: bool):
-        self.ctx, self.force, self.verbose = ctx, force, verbose
-        rc = ctx.config.rknn
-        self.methods = [rc.quantized_algorithm, *(m for m in METHODS if m != rc.quantized_algorithm)]
-        self.float_layers: list[str] = []  # [rknn] hybrid_float16_layers stay `rknn hybrid`'s
-        self.graph = onnx_layers.load(ctx.store.path(convert.ONNX))
+        self.verbose = verbose
+        super().__init__(ctx, force)
 
-    def build(self, method: str, float_layers: list[str]) -> Variant:
+    @cached_property
+    def graph(self) -> onnx_layers.OnnxGraph:
+        """Read when a layer is first named: after the preflight checks that the ONNX model is there."""
+        return onnx_layers.load(self.ctx.store.path(convert.ONNX))
+
+    def space(self) -> tuple[list[str], list[str]]:
+        # [rknn] hybrid_float16_layers stay `rknn hybrid`'s: no configured float layers here
+        return configured_first(self.ctx.config.rknn.quantized_algorithm, METHODS), []
+
+    def make(self, method: str, float_layers: list[str], files: dict[str, str]) -> None:
+        """Built, simulated on the eval images and exported in one toolkit session, cached by manifest."""
         vid = variant_id(method, float_layers)
-        rel, evals = f"rknn/variants/{vid}.rknn", f"rknn/variants/{vid}.eval.npy"
+        rel, evals = files["model"], files["eval"]
         vctx = variant_ctx(self.ctx, method)
         onnx_path = vctx.store.path(convert.ONNX)
         opts = {**convert.options(vctx, "int8"), "float16_layers": float_layers}
@@ -87,16 +101,15 @@ class RknnKnobs:
                     versions=toolkit.versions(),
                     log=vctx.store.rel(log),
                 )
-        manifest = vctx.store.read_manifest(rel) or {}
-        return Variant(
-            vid,
-            method,
-            float_layers,
-            {"model": rel, "eval": evals},
-            recovery.brief(manifest.get("extra", {}).get("agreement")),
-            size_bytes=vctx.store.path(rel).stat().st_size,
-            build_seconds=manifest.get("seconds"),
-        )
+
+    def inputs(self) -> dict[str, Path]:
+        """The configured build's inputs (every preflight check first) and the eval images."""
+        onnx_path = convert.preflight(self.ctx, "int8")
+        return {**convert.inputs(self.ctx, onnx_path, "int8"), **file_inputs("image", self.ctx.eval_images)}
+
+    def options(self) -> dict[str, Any]:
+        opts = {k: v for k, v in convert.options(self.ctx, "int8").items() if k != "quantized_algorithm"}
+        return opts | {"algorithm": self.ctx.config.rknn.quantized_algorithm}
 
     @contextlib.contextmanager
     def _built(
@@ -114,15 +127,7 @@ class RknnKnobs:
         tensors = [t for t in quantized_tensors(text) if (la := self.layer_of(t)) and la.node in float_layers]
         (workdir / "hybrid.quantization.cfg").write_text(patch_cfg(text, tensors))
         with toolkit.session(log, workdir, self.verbose) as rk:
-            toolkit.call(
-                rk.hybrid_quantization_step2,
-                model_input=f"{stem}.model",
-                data_input=f"{stem}.data",
-                model_quantization_cfg="hybrid.quantization.cfg",
-                what="hybrid_quantization_step2",
-                log=log,
-                path=onnx_path,
-            )
+            step2(rk, stem, log, onnx_path)
             yield rk, tensors
 
     def layer_of(self, name: str) -> onnx_layers.OnnxLayer | None:
@@ -182,41 +187,25 @@ class RknnKnobs:
                 )
                 with self._built(vctx, onnx_path, variant.float_layers, job.workdir, log) as (rk, _):
                     snap = job.workdir / "snapshot"
-                    toolkit.call(
-                        rk.accuracy_analysis,
-                        inputs=[npy],
-                        output_dir=str(snap),
-                        what="accuracy_analysis",
-                        log=log,
-                        path=onnx_path,
-                    )
+                    accuracy_analysis(rk, npy, snap, log, onnx_path)
                     parsed = parse_error_analysis((snap / "error_analysis.txt").read_text(errors="replace"))
                 data = {"images": [{"image": worst_image, "layers": parsed}], "seconds_total": time.monotonic() - t0}
-                doc = layers.document(vctx, data, self.graph, model=variant.files["model"])
+                doc = document(vctx, data, self.graph, model=variant.files["model"])
                 job.tmp().write_text(json.dumps(doc, indent=1) + "\n")
         rows = json.loads(store.path(out).read_text())["layers"]
         return [r["node"] for r in layer_analysis.worst(rows, len(rows))]
 
-    def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
-        return contextlib.nullcontext(None)  # the simulator has no NPU timing
-
 
 def run(ctx: StepContext, force: bool = False, verbose: bool = False) -> convert.Built:
     """rknn/model.rknn + its simulator outputs: the configured build, or the variant the search kept."""
-    onnx_path = convert.preflight(ctx, "int8")
-    rel, evals = convert.MODELS["int8"], convert.eval_outputs_path("int8")
-    inputs = {**convert.inputs(ctx, onnx_path, "int8"), **file_inputs("image", ctx.eval_images)}
-    opts = {k: v for k, v in convert.options(ctx, "int8").items() if k != "quantized_algorithm"}
-    record = recovery.produce(
-        ctx,
-        RknnKnobs(ctx, force, verbose),
-        {"model": rel, "eval": evals},
-        inputs=inputs,
-        tool_version=toolkit.tool_version(),
-        options=opts | {"algorithm": ctx.config.rknn.quantized_algorithm},
-        force=force or ctx.force,
-    )
+    knobs = RknnKnobs(ctx, force, verbose)
+    record = knobs.produce(force or ctx.force)
     kept = next(v for v in record["variants"] if v["id"] == record["kept"])
+    store = ctx.store
     return convert.Built(
-        ctx.store.path(rel), ctx.store.path(evals), record["cached"], kept["agreement"], kept.get("build_seconds")
+        store.path(knobs.outputs["model"]),
+        store.path(knobs.outputs["eval"]),
+        record["cached"],
+        kept["agreement"],
+        kept.get("build_seconds"),
     )

@@ -18,7 +18,7 @@ from modelport.common.log import console, failed, step
 from modelport.common.results import fill_outputs, new_result, write_result
 from modelport.common.schema import BackendResult, LayerProfile, Status
 
-from . import convert
+from . import build, convert
 
 BACKENDS = {"int8": backends()["rknn-int8"], "fp16": backends()["rknn-fp16"], "hybrid": backends()["rknn-int8-hybrid"]}
 # The simulator models the NPU's arithmetic, not its speed; `modelport rknn board` times a real board.
@@ -99,7 +99,7 @@ def run(ctx: StepContext, force: bool = False, verbose: bool = False) -> list[Ba
     out, failures = [], []
     for kind in kinds:
         try:
-            built = convert.run(ctx, kind, force=force, verbose=verbose)
+            built = build.run(ctx, kind, force=force, verbose=verbose)
             step(f"rknn simulate {kind}: results/{BACKENDS[kind].key}.json")
             r = simulator_result(ctx, kind, built.model, built.eval_outputs)
         except HardwareMissing:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
+from modelport.common.artifacts import ArtifactStore
 from modelport.common.backends import backends
 from modelport.common.config import Config
-from modelport.common.contract import Contract
+from modelport.common.contract import CONTRACT, Contract, read_contract
 from modelport.common.doctor import Check
 from modelport.common.registry import load
 
@@ -20,6 +21,11 @@ SOURCE_KEYS = tuple(k for k, b in backends().items() if b.source)  # the source 
 def source_key(contract: Contract | None) -> str:
     """The runtime key of the source model itself (the reference row)."""
     return {"onnx": "onnx-source", "caffe": "caffe"}.get(contract.kind, "tflite") if contract is not None else "tflite"
+
+
+def reference_key(store: ArtifactStore) -> str:
+    """The row of the source model itself: every agreement is measured against it."""
+    return source_key(read_contract(store.path(CONTRACT)))
 
 
 def runtime_class(key: str) -> type[Runtime]:

@@ -230,11 +230,7 @@ class Target(Converter):
         cuda.require(ctx.config.tensorrt.device)  # no driver/GPU: HardwareMissing (a skip); no toolchain: ToolchainMissing
 
     def convert(self, ctx: StepContext, force: bool) -> list[Path]:
-        if self.precision == "int8" and ctx.config.tensorrt.int8_mode != "calibrate" and int8_plan(ctx).mode == "qdq":
-            from .recover import recover
-
-            return recover(ctx, force)
-        return self.build(ctx, force)
+        return self.build(ctx, force)  # INT8 on the explicit-quantization path: `convert` searches (recover.py)
 
     def build(
         self, ctx: StepContext, force: bool, qdq: Path | None = None, engine_rel: str | None = None, gate: bool = True
