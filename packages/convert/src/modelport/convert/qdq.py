@@ -21,6 +21,7 @@ from modelport.common.artifacts import Job, file_inputs
 from modelport.common.calibration import CalibrationSet
 from modelport.common.config import QuantizationConfig
 from modelport.common.context import StepContext
+from modelport.common.errors import InputError
 from modelport.common.log import activity, captured, step, warn
 from modelport.common.onnx_safety import check_onnx
 from modelport.runtime.base import ONNX_MODEL
@@ -32,7 +33,21 @@ SOURCE = ONNX_MODEL
 VERIFIED_BY = "onnx-int8"  # the runtime key a QDQ model is verified through (onnxruntime CPU)
 # onnxruntime's calibration methods, plus percentile at a wider clip than its 99.999 default:
 # on MobileNetV2 / the shipped photos cosine min 0.968 (99.999) -> 0.977 (99.9999); 99.99 loses (0.948).
-METHODS = ("minmax", "percentile", "entropy", "percentile@99.9999")
+# "+bc": our fast bias correction on top (bias_correct); "+ma": minmax's moving average of the per-batch
+# ranges (CalibMovingAverage). Every one keeps all layers INT8, so each is tried before any float layer.
+METHODS = (
+    "minmax",
+    "percentile",
+    "percentile+bc",
+    "minmax+bc",
+    "percentile@99.9999+bc",
+    "entropy",
+    "entropy+bc",
+    "percentile@99.9999",
+    "minmax+ma",
+)
+CALIBRATORS = ("minmax", "entropy", "percentile")  # onnxruntime's; its Distribution calibrator is float8-only
+OPTIONS = {"bc": "fast bias correction", "ma": "CalibMovingAverage (minmax only)"}
 
 
 class CalibrationReader:
@@ -57,12 +72,14 @@ class CalibrationReader:
 MINMAX_CHUNK = 16  # images whose activations onnxruntime holds at once (~45 MB each for MobileNetV2)
 
 
-def _chunked(method: str, images: int) -> dict[str, int]:
+def _chunked(method: str, images: int, extra: dict[str, Any]) -> dict[str, int]:
     """minmax: onnxruntime folds the ranges of one slice of at most MINMAX_CHUNK images at a time (min of mins,
     max of maxes: the ranges of the whole set) instead of holding every image's activations. Not its
     CalibMaxIntermediateOutputs: that drops each full chunk unmeasured (onnxruntime 1.31), so 37 images
-    calibrated on their last 5. The stride must divide the set's size. Histogram methods cannot fold: capped."""
-    if method != "minmax":
+    calibrated on their last 5. The stride must divide the set's size. Histogram methods cannot fold: capped.
+    The moving average cannot fold either (it would weigh each slice by CalibMovingAverageConstant, not by its
+    images), and needs not: it keeps one min and one max per image and tensor, not the activations."""
+    if method != "minmax" or extra.get("CalibMovingAverage"):
         return {}
     return {"CalibStridedMinMax": max(d for d in range(1, MINMAX_CHUNK + 1) if images % d == 0)}
 
@@ -139,10 +156,12 @@ class Quantizer(Converter):
             from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
             from onnxruntime.quantization.shape_inference import quant_pre_process
 
+            extra = dict(q.get("extra_options", {}))
             step(
                 f"quantize {SOURCE} -> {output}: QDQ, {'per-channel' if q['per_channel'] else 'per-tensor'}, "
                 f"{q['activation_type']}/{q['weight_type']}, {q['calibrate_method']} on {len(calib)} calibration images"
                 + (f", {len(q['nodes_to_exclude'])} layers in float" if q.get("nodes_to_exclude") else "")
+                + (", fast bias correction" if q.get("bias_correction") else "")
             )
             prepped = job.workdir / "prepped.onnx"
             # onnxruntime prints its calibration histograms' sizes and thresholds: the step's log, not the terminal
@@ -168,10 +187,14 @@ class Quantizer(Converter):
                         "entropy": CalibrationMethod.Entropy,
                         "percentile": CalibrationMethod.Percentile,
                     }[q["calibrate_method"]],
-                    extra_options=q.get("extra_options", {}) | _chunked(q["calibrate_method"], len(calib)),
+                    extra_options=extra | _chunked(q["calibrate_method"], len(calib), extra),
                     nodes_to_exclude=excluded,
                 )
-            return {"calibration": calib.signature()}
+            made: dict[str, object] = {"calibration": calib.signature()}
+            if q.get("bias_correction"):
+                with activity(f"fast bias correction on {len(calib)} images"):
+                    made["bias_correction"] = bias_correct(prepped, job.tmp(), calib, input_name)
+            return made
 
         return self.produce(
             ctx,
@@ -187,11 +210,179 @@ class Quantizer(Converter):
 
 
 def method_settings(method: str) -> dict[str, Any]:
-    """``percentile@P`` -> percentile with CalibPercentile P; the others as onnxruntime names them."""
-    name, _, pct = method.partition("@")
-    return {"calibrate_method": name, **({"extra_options": {"CalibPercentile": float(pct)}} if pct else {})}
+    """A search method -> quantizer settings: ``NAME[@PERCENTILE][+bc][+ma]`` (``percentile@99.9999+bc``).
+
+    NAME is one of onnxruntime's calibrators; ``@P`` sets CalibPercentile; ``+bc`` adds fast bias correction,
+    ``+ma`` minmax's moving average. A method onnxruntime does not have is refused in one line."""
+    head, *opts = method.split("+")
+    name, _, pct = head.partition("@")
+    problems = []
+    if name not in CALIBRATORS:
+        why = ": onnxruntime's Distribution calibrator only serves float8" if name == "distribution" else ""
+        problems.append(f"calibration method {name!r} is not one of onnxruntime's ({', '.join(CALIBRATORS)}){why}")
+    if pct and name != "percentile":
+        problems.append(f"'@{pct}' applies to percentile only")
+    unknown = [o for o in opts if o not in OPTIONS]
+    if unknown:
+        problems.append(f"unknown option {', '.join('+' + o for o in unknown)} (known: {', '.join('+' + o for o in OPTIONS)})")
+    if "ma" in opts and name != "minmax":
+        problems.append("+ma (CalibMovingAverage) applies to minmax only")
+    try:
+        percentile = float(pct) if pct else None
+    except ValueError:
+        percentile = None
+        problems.append(f"percentile {pct!r} is not a number")
+    if percentile is not None and not 0 < percentile <= 100:
+        problems.append(f"percentile {pct} is not in (0, 100]")
+    if problems:
+        raise InputError(f"INT8 method {method!r}: {'; '.join(problems)}")
+    extra: dict[str, Any] = {}
+    if percentile is not None:
+        extra["CalibPercentile"] = percentile
+    if "ma" in opts:
+        extra["CalibMovingAverage"] = True
+    return {"calibrate_method": name, **({"extra_options": extra} if extra else {}), "bias_correction": "bc" in opts}
+
+
+def with_method(settings: dict[str, Any], method: str) -> dict[str, Any]:
+    """``settings`` quantized with search method ``method``: its extra_options join the settings' own (the
+    symmetric model for TensorRT keeps ActivationSymmetric whatever the calibration)."""
+    m = method_settings(method)
+    return settings | m | {"extra_options": settings.get("extra_options", {}) | m.get("extra_options", {})}
 
 
 def qdq_knobs(q: QuantizationConfig) -> tuple[list[str], list[str]]:
     """A QDQ model's search knobs from [quantization]: calibration methods (the configured one first), float layers."""
     return [q.calibrate_method, *(m for m in METHODS if m != q.calibrate_method)], list(q.nodes_to_exclude)
+
+
+BIAS_OPS = ("Conv", "Gemm")
+
+
+def bias_correct(float_model: Path, qdq_model: Path, calibration: CalibrationSet, input_name: str) -> dict[str, Any]:
+    """Fast bias correction of QDQ model ``qdq_model`` (in place), as NNCF's FastBiasCorrection does it.
+
+    Weight rounding and activation clipping shift each layer's output mean per channel; the next layers
+    take that shift as signal. For each Conv/Gemm with a bias whose input and weights go through
+    DequantizeLinear, the float model (``float_model``, the one the QDQ model was made of: same node names)
+    gets a twin of the layer that reads the layer's float input through the layer's own Q/DQ and its
+    dequantized weights; one pass over the calibration images gives each output channel's mean of
+    (float output - twin output), the layer's own error only (not its inputs' errors, which correcting every
+    layer at once would count twice), and that mean is added to the layer's bias (an int32 bias by
+    round(shift / its scale)). The result is verified and judged like any other variant.
+    Returns {"layers": layers corrected, "images": images measured}."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    qm = onnx.load(str(qdq_model))
+    fm = onnx.load(str(float_model))
+    qinit = {t.name: t for t in qm.graph.initializer}
+    producer = {o: n for n in qm.graph.node for o in n.output}
+    fnodes = {n.name: n for n in fm.graph.node if n.name}
+    ftensors = {o for n in fm.graph.node for o in n.output} | {i.name for i in fm.graph.input}
+    readers: dict[tuple[str, str], list[onnx.NodeProto]] = {}
+    for fn in fm.graph.node:
+        if fn.input:
+            readers.setdefault((fn.op_type, fn.input[0]), []).append(fn)
+
+    def float_twin(n: onnx.NodeProto, x: str, weight: str) -> onnx.NodeProto | None:
+        """The float model's node ``n`` was made of: by name, else the one node of its type that reads ``x``
+        (the quantizer renames tensors, not the tensors it quantizes), its weight named as the QDQ's."""
+        if n.name:
+            return fnodes.get(n.name)
+        found = readers.get((n.op_type, x), [])
+        if len(found) > 1:
+            found = [fn for fn in found if len(fn.input) > 1 and weight.startswith(fn.input[1])]
+        return found[0] if len(found) == 1 else None
+
+    def dequantized(dq: onnx.NodeProto) -> np.ndarray:
+        q = numpy_helper.to_array(qinit[dq.input[0]]).astype(np.float64)
+        scale = numpy_helper.to_array(qinit[dq.input[1]]).astype(np.float64)
+        zp = numpy_helper.to_array(qinit[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0.0
+        if np.ndim(scale) == 1 and q.ndim > 1:
+            axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            scale, zp = scale.reshape(shape), np.reshape(zp, shape) if np.ndim(zp) else zp
+        return np.asarray((q - zp) * scale)
+
+    # (qdq node, bias initializer name, bias DQ node or None, twin output, float output)
+    layers: list[tuple[onnx.NodeProto, str, onnx.NodeProto | None, str, str]] = []
+    for n in qm.graph.node:
+        if n.op_type not in BIAS_OPS or len(n.input) < 3 or not n.input[2]:
+            continue
+        xdq, wdq, bsrc = producer.get(n.input[0]), producer.get(n.input[1]), producer.get(n.input[2])
+        if xdq is None or wdq is None or xdq.op_type != "DequantizeLinear" or wdq.op_type != "DequantizeLinear":
+            continue
+        xq = producer.get(xdq.input[0])
+        if xq is None or xq.op_type != "QuantizeLinear" or xq.input[0] not in ftensors:
+            continue
+        x = xq.input[0]  # the float tensor the layer's input quantizer reads, in both models
+        if wdq.input[0] not in qinit or any(i not in qinit for i in xdq.input[1:] if i):
+            continue
+        bdq = bsrc if bsrc is not None and bsrc.op_type == "DequantizeLinear" and bsrc.input[0] in qinit else None
+        if bdq is None and n.input[2] not in qinit:
+            continue
+        f = float_twin(n, x, wdq.input[0])
+        if f is None:
+            continue
+        bias = dequantized(bdq) if bdq is not None else numpy_helper.to_array(qinit[n.input[2]]).astype(np.float64)
+        tag = f"mp_bc{len(layers)}"
+        has_zp = len(xdq.input) > 2 and bool(xdq.input[2])
+        fm.graph.initializer.extend(
+            [
+                numpy_helper.from_array(numpy_helper.to_array(qinit[xdq.input[1]]), f"{tag}_xs"),
+                *([numpy_helper.from_array(numpy_helper.to_array(qinit[xdq.input[2]]), f"{tag}_xzp")] if has_zp else []),
+                numpy_helper.from_array(dequantized(wdq).astype(np.float32), f"{tag}_w"),
+                numpy_helper.from_array(bias.astype(np.float32), f"{tag}_b"),
+            ]
+        )
+        zp_in = [f"{tag}_xzp"] if has_zp else []
+        fm.graph.node.extend(
+            [
+                helper.make_node("QuantizeLinear", [x, f"{tag}_xs", *zp_in], [f"{tag}_xq"], name=f"{tag}_q"),
+                helper.make_node("DequantizeLinear", [f"{tag}_xq", f"{tag}_xs", *zp_in], [f"{tag}_x"], name=f"{tag}_dq"),
+            ]
+        )
+        twin = onnx.NodeProto()
+        twin.CopyFrom(f)
+        twin.name = f"{tag}_twin"
+        del twin.input[:]
+        twin.input.extend([f"{tag}_x", f"{tag}_w", f"{tag}_b"])
+        del twin.output[:]
+        twin.output.append(f"{tag}_out")
+        fm.graph.node.append(twin)
+        for name in (f.output[0], f"{tag}_out"):
+            fm.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        layers.append((n, n.input[2], bdq, f"{tag}_out", f.output[0]))
+    if not layers:
+        return {"layers": 0, "images": 0}
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the twins' Q/DQ exactly as written
+    session = ort.InferenceSession(fm.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    sums: dict[str, np.ndarray] = {}
+    count = 0
+    for tensor in calibration.tensors("NCHW", "float32"):
+        outs = dict(zip(names, session.run(None, {input_name: tensor}), strict=True))
+        for _, _, _, twin_out, float_out in layers:
+            diff = (outs[float_out] - outs[twin_out]).astype(np.float64)
+            per_channel = diff.mean(axis=tuple(a for a in range(diff.ndim) if a != 1))  # N(C)HW -> C
+            sums[twin_out] = sums.get(twin_out, 0) + per_channel
+        count += 1
+    for _, bias_name, bdq, twin_out, _ in layers:
+        shift = sums[twin_out] / max(count, 1)
+        if bdq is not None:  # an int32 bias: scale = input scale x weight scale, zero point 0
+            init = qinit[bdq.input[0]]
+            scale = numpy_helper.to_array(qinit[bdq.input[1]]).astype(np.float64)
+            q = numpy_helper.to_array(init).astype(np.int64) + np.round(shift / scale).astype(np.int64)
+            info = np.iinfo(numpy_helper.to_array(init).dtype)
+            new = numpy_helper.from_array(np.clip(q, info.min, info.max).astype(numpy_helper.to_array(init).dtype), init.name)
+        else:
+            init = qinit[bias_name]
+            b = numpy_helper.to_array(init)
+            new = numpy_helper.from_array((b.astype(np.float64) + shift).astype(b.dtype), init.name)
+        init.CopyFrom(new)
+    onnx.save(qm, str(qdq_model))
+    return {"layers": len(layers), "images": count}

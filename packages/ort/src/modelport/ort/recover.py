@@ -11,7 +11,7 @@ from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
-from modelport.convert.qdq import SOURCE, calibration_for, method_settings, qdq_knobs
+from modelport.convert.qdq import SOURCE, calibration_for, qdq_knobs, with_method
 from modelport.convert.recover import QdqCandidates, runtime_timers
 
 from .int8 import ORT
@@ -29,9 +29,7 @@ class OnnxKnobs(QdqCandidates):
     def build(self, method: str, float_layers: list[str]) -> Variant:
         vid = variant_id(method, float_layers)
         rel = f"onnx/variants/int8-{vid}.onnx"
-        settings = (
-            self.ctx.config.quantization.quantizer_settings() | method_settings(method) | {"nodes_to_exclude": float_layers}
-        )
+        settings = with_method(self.ctx.config.quantization.quantizer_settings(), method) | {"nodes_to_exclude": float_layers}
         (path,) = ORT.quantize(self.ctx, self.force, rel, settings, gate=False)
         extra = (self.ctx.store.read_manifest(rel) or {}).get("extra", {})
         return Variant(

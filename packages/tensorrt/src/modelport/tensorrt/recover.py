@@ -19,7 +19,7 @@ from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
-from modelport.convert.qdq import SOURCE, calibration_for, method_settings, qdq_knobs
+from modelport.convert.qdq import SOURCE, calibration_for, qdq_knobs, with_method
 from modelport.convert.recover import QdqCandidates, runtime_timers
 
 from . import cuda
@@ -40,7 +40,7 @@ class TensorrtKnobs(QdqCandidates):
         store = self.ctx.store
         vid = variant_id(method, float_layers)
         qdq = f"onnx/variants/int8-sym-{vid}.onnx"
-        settings = QDQ.settings(self.ctx.config.quantization) | method_settings(method) | {"nodes_to_exclude": float_layers}
+        settings = with_method(QDQ.settings(self.ctx.config.quantization), method) | {"nodes_to_exclude": float_layers}
         QDQ.quantize(self.ctx, self.force, qdq, settings, gate=False)
         engine = f"tensorrt/variants/int8-{vid}.engine"
         path = INT8.build(self.ctx, self.force, qdq=store.path(qdq), engine_rel=engine, gate=False)[0]

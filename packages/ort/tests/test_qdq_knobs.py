@@ -1,0 +1,107 @@
+"""The ONNX INT8 search's cheap knobs (modelport.convert.qdq): methods that keep every layer INT8, each built by
+onnxruntime on a tiny model converted by the real CLI, and a method onnxruntime lacks refused in one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from conftest import cli, make_context
+from modelport.common.errors import InputError
+from modelport.convert.qdq import METHODS, bias_correct, method_settings, with_method
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed in this env")
+
+
+@pytest.fixture
+def ctx(tiny):
+    for args in (("fetch",), ("convert", "reference", "onnx")):
+        proc = cli(tiny, *args)
+        assert proc.returncode == 0, proc.stderr
+    return make_context(tiny)
+
+
+def build(ctx, method: str) -> onnx.ModelProto:
+    from modelport.ort.int8 import ORT
+
+    rel = f"onnx/variants/int8-{method.replace('@', '_').replace('+', '_')}.onnx"
+    settings = with_method(ctx.config.quantization.quantizer_settings(), method) | {"nodes_to_exclude": []}
+    ORT.quantize(ctx, False, rel, settings, gate=False)
+    manifest = ctx.store.read_manifest(rel) or {}
+    assert manifest["extra"]["agreement"]["images"] > 0  # verified on onnxruntime like any variant
+    return onnx.load(str(ctx.store.path(rel)))
+
+
+def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def biases(model: onnx.ModelProto) -> set[str]:
+    """The initializers Conv/Gemm biases come from (an int32 bias through its DequantizeLinear)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out = set()
+    for n in model.graph.node:
+        if n.op_type in ("Conv", "Gemm") and len(n.input) > 2:
+            src = producer.get(n.input[2])
+            out.add(src.input[0] if src is not None and src.op_type == "DequantizeLinear" else n.input[2])
+    return out
+
+
+def test_every_search_method_is_one_onnxruntime_has():
+    for method in METHODS:
+        assert method_settings(method)["calibrate_method"] in ("minmax", "entropy", "percentile")
+
+
+@pytest.mark.parametrize(
+    ("method", "why"),
+    [
+        ("distribution", "only serves float8"),
+        ("minmax@99.9", "applies to percentile only"),
+        ("percentile+sq", "unknown option +sq"),
+        ("entropy+ma", "applies to minmax only"),
+        ("percentile@abc", "not a number"),
+    ],
+)
+def test_a_method_onnxruntime_lacks_is_refused_in_one_line(method, why):
+    with pytest.raises(InputError) as e:
+        method_settings(method)
+    assert why in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_method_keeps_the_symmetric_settings_of_the_tensorrt_model():
+    sym = {"calibrate_method": "percentile", "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True}}
+    s = with_method(sym, "percentile@99.9999+bc")
+    assert s["extra_options"] == {"ActivationSymmetric": True, "WeightSymmetric": True, "CalibPercentile": 99.9999}
+    assert s["bias_correction"] is True and with_method(sym, "minmax")["bias_correction"] is False
+
+
+def test_bias_correction_changes_only_the_biases_and_leaves_no_mean_error_to_correct(ctx, tmp_path):
+    plain, corrected = build(ctx, "minmax"), build(ctx, "minmax+bc")
+    a, b = initializers(plain), initializers(corrected)
+    assert a.keys() == b.keys()
+    changed = {k for k in a if not np.array_equal(a[k], b[k])}
+    assert changed and changed <= biases(plain), changed  # weights, scales, zero points as minmax made them
+    manifest = ctx.store.read_manifest("onnx/variants/int8-minmax_bc.onnx") or {}
+    assert manifest["extra"]["bias_correction"]["layers"] == 2  # the Conv and the Gemm
+    # Measured again on the corrected model, each layer's own mean error is what int32 rounding leaves: <= 1 step.
+    again = tmp_path / "again.onnx"
+    onnx.save(corrected, str(again))
+    import onnxruntime as ort
+
+    float_model = ctx.store.path("onnx/model.onnx")
+    name = ort.InferenceSession(str(float_model), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    bias_correct(float_model, again, ctx.calibration, name)
+    c = initializers(onnx.load(str(again)))
+    for k in changed:
+        assert np.max(np.abs(c[k].astype(np.int64) - b[k].astype(np.int64))) <= 1, k
+
+
+def test_moving_average_minmax_narrows_the_activation_ranges(ctx):
+    plain, averaged = initializers(build(ctx, "minmax")), initializers(build(ctx, "minmax+ma"))
+    scales = [k for k in plain if k.endswith("_scale") and plain[k].ndim == 0]
+    assert scales
+    # The mean of per-image ranges sits inside the range of all images: no activation scale grows, some shrink.
+    assert all(averaged[k] <= plain[k] * (1 + 1e-6) for k in scales)
+    assert any(averaged[k] < plain[k] * (1 - 1e-6) for k in scales)
