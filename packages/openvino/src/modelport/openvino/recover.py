@@ -1,4 +1,5 @@
-"""OpenVINO INT8 recovery knobs: NNCF's quantization presets and layers in its ``ignored_scope`` (common/recovery.py searches)."""
+"""OpenVINO INT8 recovery knobs: NNCF's presets with its bias correction, channel alignment and range estimators
+(convert.METHODS), then layers in its ``ignored_scope`` (common/recovery.py searches)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import REFERENCE
 from modelport.convert.recover import analysed, ranked, runtime_timers
 
-from .convert import INT8, PRESETS, SOURCE, quantized_layers
+from .convert import INT8, METHODS, SOURCE, quantized_layers
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 
 OUTPUTS = dict(OpenvinoInt8Runtime.artifacts)  # role -> the INT8 IR bench and analyze read
@@ -25,7 +26,7 @@ class OpenvinoKnobs:
     def __init__(self, ctx: StepContext, force: bool):
         self.ctx, self.force = ctx, force
         c = ctx.config.openvino
-        self.methods = [c.preset, *(p for p in PRESETS if p != c.preset)]
+        self.methods = [c.preset, *(m for m in METHODS if m != c.preset)]
         self.float_layers = list(c.float_layers)
 
     def build(self, method: str, float_layers: list[str]) -> Variant:
