@@ -105,3 +105,32 @@ def test_moving_average_minmax_narrows_the_activation_ranges(ctx):
     # The mean of per-image ranges sits inside the range of all images: no activation scale grows, some shrink.
     assert all(averaged[k] <= plain[k] * (1 + 1e-6) for k in scales)
     assert any(averaged[k] < plain[k] * (1 - 1e-6) for k in scales)
+
+
+def test_the_symmetric_model_for_tensorrt_is_searched_with_the_same_knobs(tiny):
+    """`convert onnx-int8-tensorrt` below the floors: the same search as ONNX INT8 (methods incl. bias correction,
+    then float layers), each variant still symmetric (int8, zero points 0), none timed on onnxruntime."""
+    import json
+    from pathlib import Path
+
+    for args in (("fetch",), ("convert", "reference", "onnx")):
+        assert cli(tiny, *args).returncode == 0
+    strict = ("-o", "accuracy.int8_cosine_min=0.9999999", "-o", "quantization.recover_minutes=1")
+    proc = cli(tiny, *strict, "convert", "onnx-int8-tensorrt")
+    art = Path(tiny["MODELPORT_ARTIFACTS"])
+    record = json.loads((art / "recover" / "onnx-int8-tensorrt.json").read_text())
+    assert record["searched"] and record["timing"] is None, record
+    methods = [v["method"] for v in record["variants"]]
+    assert methods[:3] == ["percentile", "minmax", "percentile+bc"], methods
+    built = [v for v in record["variants"] if v["files"]]
+    assert len(built) > 3
+    for v in built:
+        model = onnx.load(str(art / v["files"]["model"]))
+        zps = [t for t in model.graph.initializer if t.name.endswith("_zero_point")]
+        assert zps and all(t.data_type == onnx.TensorProto.INT8 for t in zps), v["id"]
+        assert all(not numpy_helper.to_array(t).any() for t in zps), v["id"]
+    kept = next(v for v in record["variants"] if v["id"] == record["kept"])
+    if kept["passes"]:
+        assert proc.returncode == 0 and (art / "onnx" / "model.int8.sym.onnx").exists()
+    else:  # the best is kept aside, never under the name TensorRT reads
+        assert proc.returncode != 0 and not (art / "onnx" / "model.int8.sym.onnx").exists()
