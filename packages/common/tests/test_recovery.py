@@ -110,6 +110,23 @@ def test_only_layers_the_int8_model_quantizes_are_put_in_float():
     assert max(len(v.float_layers) for v in floated) <= 4  # the bound counts quantized candidates
 
 
+def test_a_quantized_layer_the_analysis_does_not_list_is_a_candidate_too():
+    """A per-layer analysis that names one layer of many (a toolkit's report): the others the INT8 model
+    quantizes still become candidates, after it, and the search reaches the floors with them."""
+
+    class OneListed(NoisyBackend):
+        def worst_layers(self, variant, *_):
+            return ["layer9"]
+
+    b = OneListed()
+    need = judge(b.build("a", LAYERS[:3]), floors(0.0)).agreement["cosine_min"]
+    tried = Search(b, floors(need), budget_s=600, max_float_layers=8).run()
+    floated = [v for v in tried if v.float_layers]
+    assert floated[0].float_layers == ["layer9"]  # the listed one first
+    assert any(set(v.float_layers) - {"layer9"} for v in floated)  # then the unlisted quantized ones
+    assert choose(tried).passes
+
+
 def test_no_budget_builds_only_the_default():
     b = NoisyBackend()
     tried = Search(b, floors(0.9999), budget_s=0, max_float_layers=8).run()

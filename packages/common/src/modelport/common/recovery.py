@@ -212,7 +212,16 @@ class Search:
                 f"in {base.id}: not candidates for float",
                 markup=False,
             )
-        return kept[: self.max_float_layers]
+        # Every layer the INT8 model quantizes is a candidate: one the analysis does not list (a toolkit's
+        # per-layer report may name only some: OpenVINO's listed a tiny model's Conv, not the Gemm where the
+        # error was) comes after the ranked ones.
+        unlisted = sorted(quantized - set(ranked) - set(b.float_layers))
+        if unlisted:
+            console.print(
+                f"   {b.display}: {len(unlisted)} quantized layers the analysis does not list: candidates after the ranked ones",
+                markup=False,
+            )
+        return [*kept, *unlisted][: self.max_float_layers]
 
     def greedy(self, method: str, candidates: list[str], passed_k: int | None) -> None:
         """Measured, not ranked: add the one candidate layer that helps most, up to GREEDY_DEPTH layers.
