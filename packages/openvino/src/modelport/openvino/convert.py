@@ -56,16 +56,18 @@ OPTIONS = {
     "nobc": "no bias correction at all (disable_bias_correction=True)",
 }
 # SmoothQuant is not offered: NNCF runs it only with model_type=TRANSFORMER, whose patterns are for transformers.
+# The search's order, best first as measured on MobileNetV2 over the 12 shipped + 23 harder photos (top-1 /
+# cosine min / mean): performance 91% / 0.558 / 0.958, mixed 89% / 0.669 / 0.961, mixed+fbc 86% / 0.870 /
+# 0.978, mixed+minmax 89% / 0.681 / 0.962. +quantile is known but not searched: 51% / 0.111 / 0.684.
 METHODS = (
     "performance",
-    "mixed",
     "mixed+fbc",
-    "mixed+minmax",
-    "mixed+quantile",
-    "mixed+ca",
+    "mixed",
     "performance+fbc",
-    "performance+minmax",
     "mixed+minmax+fbc",
+    "mixed+minmax",
+    "mixed+ca",
+    "performance+minmax",
 )
 
 
