@@ -61,6 +61,7 @@ def test_every_search_method_is_one_onnxruntime_has():
         ("minmax@99.9", "applies to percentile only"),
         ("percentile+sq", "unknown option +sq"),
         ("entropy+ma", "applies to minmax only"),
+        ("minmax+bc+fbc", "pick one"),
         ("percentile@abc", "not a number"),
     ],
 )
@@ -75,16 +76,21 @@ def test_a_method_keeps_the_symmetric_settings_of_the_tensorrt_model():
     s = with_method(sym, "percentile@99.9999+bc")
     assert s["extra_options"] == {"ActivationSymmetric": True, "WeightSymmetric": True, "CalibPercentile": 99.9999}
     assert s["bias_correction"] is True and with_method(sym, "minmax")["bias_correction"] is False
+    assert "full_bias_correction" not in s and with_method(sym, "minmax+fbc")["full_bias_correction"] is True
 
 
-def test_bias_correction_changes_only_the_biases_and_leaves_no_mean_error_to_correct(ctx, tmp_path):
-    plain, corrected = build(ctx, "minmax"), build(ctx, "minmax+bc")
+@pytest.mark.parametrize("method", ["minmax+bc", "minmax+fbc"])
+def test_bias_correction_changes_only_the_biases_and_leaves_no_mean_error_to_correct(ctx, tmp_path, method):
+    """Fast (each layer's own error) and full (layer by layer on the quantized model's inputs) alike."""
+    plain, corrected = build(ctx, "minmax"), build(ctx, method)
     a, b = initializers(plain), initializers(corrected)
     assert a.keys() == b.keys()
     changed = {k for k in a if not np.array_equal(a[k], b[k])}
     assert changed and changed <= biases(plain), changed  # weights, scales, zero points as minmax made them
-    manifest = ctx.store.read_manifest("onnx/variants/int8-minmax_bc.onnx") or {}
+    manifest = ctx.store.read_manifest(f"onnx/variants/int8-{method.replace('+', '_')}.onnx") or {}
     assert manifest["extra"]["bias_correction"]["layers"] == 2  # the Conv and the Gemm
+    full = method.endswith("+fbc")
+    assert manifest["extra"]["bias_correction"].get("full", False) is full
     # Measured again on the corrected model, each layer's own mean error is what int32 rounding leaves: <= 1 step.
     again = tmp_path / "again.onnx"
     onnx.save(corrected, str(again))
@@ -92,7 +98,7 @@ def test_bias_correction_changes_only_the_biases_and_leaves_no_mean_error_to_cor
 
     float_model = ctx.store.path("onnx/model.onnx")
     name = ort.InferenceSession(str(float_model), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-    bias_correct(float_model, again, ctx.calibration, name)
+    bias_correct(float_model, again, ctx.calibration, name, full=full)
     c = initializers(onnx.load(str(again)))
     for k in changed:
         assert np.max(np.abs(c[k].astype(np.int64) - b[k].astype(np.int64))) <= 1, k

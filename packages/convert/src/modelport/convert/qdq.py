@@ -22,7 +22,7 @@ from modelport.common.calibration import CalibrationSet
 from modelport.common.config import QuantizationConfig
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError
-from modelport.common.log import activity, captured, step, warn
+from modelport.common.log import activity, captured, progress, step, warn
 from modelport.common.onnx_safety import check_onnx
 from modelport.runtime.base import ONNX_MODEL
 from modelport.runtime.registry import runtime_class
@@ -50,7 +50,12 @@ METHODS = (
     "percentile@99.9999",
 )
 CALIBRATORS = ("minmax", "entropy", "percentile")  # onnxruntime's; its Distribution calibrator is float8-only
-OPTIONS = {"bc": "fast bias correction", "ma": "CalibMovingAverage (minmax only)"}
+OPTIONS = {
+    "bc": "fast bias correction (each layer's own error)",
+    "fbc": "full bias correction (layer by layer, on the quantized model's own inputs)",
+    "ma": "CalibMovingAverage (minmax only)",
+}
+FULL_BC_IMAGES = 16  # full bias correction runs the model once per layer and image: its images, spread over the set
 
 
 class CalibrationReader:
@@ -164,7 +169,7 @@ class Quantizer(Converter):
                 f"quantize {SOURCE} -> {output}: QDQ, {'per-channel' if q['per_channel'] else 'per-tensor'}, "
                 f"{q['activation_type']}/{q['weight_type']}, {q['calibrate_method']} on {len(calib)} calibration images"
                 + (f", {len(q['nodes_to_exclude'])} layers in float" if q.get("nodes_to_exclude") else "")
-                + (", fast bias correction" if q.get("bias_correction") else "")
+                + (f", {'full' if q.get('full_bias_correction') else 'fast'} bias correction" if q.get("bias_correction") else "")
             )
             prepped = job.workdir / "prepped.onnx"
             # onnxruntime prints its calibration histograms' sizes and thresholds: the step's log, not the terminal
@@ -195,8 +200,9 @@ class Quantizer(Converter):
                 )
             made: dict[str, object] = {"calibration": calib.signature()}
             if q.get("bias_correction"):
-                with activity(f"fast bias correction on {len(calib)} images"):
-                    made["bias_correction"] = bias_correct(prepped, job.tmp(), calib, input_name)
+                full = bool(q.get("full_bias_correction"))
+                with activity(f"{'full' if full else 'fast'} bias correction"):
+                    made["bias_correction"] = bias_correct(prepped, job.tmp(), calib, input_name, full=full)
             return made
 
         return self.produce(
@@ -213,10 +219,10 @@ class Quantizer(Converter):
 
 
 def method_settings(method: str) -> dict[str, Any]:
-    """A search method -> quantizer settings: ``NAME[@PERCENTILE][+bc][+ma]`` (``percentile@99.9999+bc``).
+    """A search method -> quantizer settings: ``NAME[@PERCENTILE][+bc|+fbc][+ma]`` (``percentile@99.9999+bc``).
 
     NAME is one of onnxruntime's calibrators; ``@P`` sets CalibPercentile; ``+bc`` adds fast bias correction,
-    ``+ma`` minmax's moving average. A method onnxruntime does not have is refused in one line."""
+    ``+fbc`` full bias correction (bias_correct), ``+ma`` minmax's moving average. A method onnxruntime does not have is refused in one line."""
     head, *opts = method.split("+")
     name, _, pct = head.partition("@")
     problems = []
@@ -228,6 +234,8 @@ def method_settings(method: str) -> dict[str, Any]:
     unknown = [o for o in opts if o not in OPTIONS]
     if unknown:
         problems.append(f"unknown option {', '.join('+' + o for o in unknown)} (known: {', '.join('+' + o for o in OPTIONS)})")
+    if "bc" in opts and "fbc" in opts:
+        problems.append("+bc and +fbc are two bias corrections: pick one")
     if "ma" in opts and name != "minmax":
         problems.append("+ma (CalibMovingAverage) applies to minmax only")
     try:
@@ -244,7 +252,12 @@ def method_settings(method: str) -> dict[str, Any]:
         extra["CalibPercentile"] = percentile
     if "ma" in opts:
         extra["CalibMovingAverage"] = True
-    return {"calibrate_method": name, **({"extra_options": extra} if extra else {}), "bias_correction": "bc" in opts}
+    return {
+        "calibrate_method": name,
+        **({"extra_options": extra} if extra else {}),
+        "bias_correction": "bc" in opts or "fbc" in opts,
+        **({"full_bias_correction": True} if "fbc" in opts else {}),
+    }
 
 
 def with_method(settings: dict[str, Any], method: str) -> dict[str, Any]:
@@ -262,8 +275,12 @@ def qdq_knobs(q: QuantizationConfig) -> tuple[list[str], list[str]]:
 BIAS_OPS = ("Conv", "Gemm")
 
 
-def bias_correct(float_model: Path, qdq_model: Path, calibration: CalibrationSet, input_name: str) -> dict[str, Any]:
-    """Fast bias correction of QDQ model ``qdq_model`` (in place), as NNCF's FastBiasCorrection does it.
+def bias_correct(
+    float_model: Path, qdq_model: Path, calibration: CalibrationSet, input_name: str, full: bool = False
+) -> dict[str, Any]:
+    """Fast bias correction of QDQ model ``qdq_model`` (in place), as NNCF's FastBiasCorrection does it; with
+    ``full``, its BiasCorrection: layer by layer in graph order, each measured on the QDQ model itself (its
+    input carries every earlier layer's error, already corrected), on FULL_BC_IMAGES images.
 
     Weight rounding and activation clipping shift each layer's output mean per channel; the next layers
     take that shift as signal. For each Conv/Gemm with a bias whose input and weights go through
@@ -362,30 +379,48 @@ def bias_correct(float_model: Path, qdq_model: Path, calibration: CalibrationSet
     if not layers:
         return {"layers": 0, "images": 0}
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the twins' Q/DQ exactly as written
-    session = ort.InferenceSession(fm.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    sums: dict[str, np.ndarray] = {}
-    count = 0
-    for tensor in calibration.tensors("NCHW", "float32"):
-        outs = dict(zip(names, session.run(None, {input_name: tensor}), strict=True))
-        for _, _, _, twin_out, float_out in layers:
-            diff = (outs[float_out] - outs[twin_out]).astype(np.float64)
-            per_channel = diff.mean(axis=tuple(a for a in range(diff.ndim) if a != 1))  # N(C)HW -> C
-            sums[twin_out] = sums.get(twin_out, 0) + per_channel
-        count += 1
-    for _, bias_name, bdq, twin_out, _ in layers:
-        shift = sums[twin_out] / max(count, 1)
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the Q/DQ exactly as written
+
+    def channel_means(model: onnx.ModelProto, images: CalibrationSet, wanted: list[str]) -> dict[str, np.ndarray]:
+        session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sums: dict[str, np.ndarray] = {}
+        count = 0
+        for tensor in images.tensors("NCHW", "float32"):
+            for name, value in zip(wanted, session.run(wanted, {input_name: tensor}), strict=True):
+                v = np.asarray(value, dtype=np.float64)
+                sums[name] = sums.get(name, 0) + v.mean(axis=tuple(a for a in range(v.ndim) if a != 1))  # N(C)HW -> C
+            count += 1
+        return {k: v / max(count, 1) for k, v in sums.items()}
+
+    def shift_bias(inits: dict[str, onnx.TensorProto], bias_name: str, bdq: onnx.NodeProto | None, shift: np.ndarray) -> None:
         if bdq is not None:  # an int32 bias: scale = input scale x weight scale, zero point 0
-            init = qinit[bdq.input[0]]
-            scale = numpy_helper.to_array(qinit[bdq.input[1]]).astype(np.float64)
-            q = numpy_helper.to_array(init).astype(np.int64) + np.round(shift / scale).astype(np.int64)
-            info = np.iinfo(numpy_helper.to_array(init).dtype)
-            new = numpy_helper.from_array(np.clip(q, info.min, info.max).astype(numpy_helper.to_array(init).dtype), init.name)
+            init = inits[bdq.input[0]]
+            scale = numpy_helper.to_array(inits[bdq.input[1]]).astype(np.float64)
+            old = numpy_helper.to_array(init)
+            info = np.iinfo(old.dtype)
+            q = np.clip(old.astype(np.int64) + np.round(shift / scale).astype(np.int64), info.min, info.max)
+            init.CopyFrom(numpy_helper.from_array(q.astype(old.dtype), init.name))
         else:
-            init = qinit[bias_name]
+            init = inits[bias_name]
             b = numpy_helper.to_array(init)
-            new = numpy_helper.from_array((b.astype(np.float64) + shift).astype(b.dtype), init.name)
-        init.CopyFrom(new)
+            init.CopyFrom(numpy_helper.from_array((b.astype(np.float64) + shift).astype(b.dtype), init.name))
+
+    if not full:
+        means = channel_means(fm, calibration, [name for *_, twin_out, float_out in layers for name in (float_out, twin_out)])
+        for _, bias_name, bdq, twin_out, float_out in layers:
+            shift_bias(qinit, bias_name, bdq, means[float_out] - means[twin_out])
+        onnx.save(qm, str(qdq_model))
+        return {"layers": len(layers), "images": len(calibration)}
+    images = calibration.limited(FULL_BC_IMAGES)
+    target = channel_means(fm, images, [float_out for *_, float_out in layers])
+    # A copy that also outputs each layer's float result (before its output quantizer), biases kept in step.
+    probe = onnx.ModelProto()
+    probe.CopyFrom(qm)
+    probe.graph.output.extend(helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT, None) for n, *_ in layers)
+    pinit = {t.name: t for t in probe.graph.initializer}
+    for n, bias_name, bdq, _, float_out in progress(layers, "full bias correction, layer by layer", total=len(layers)):
+        shift = target[float_out] - channel_means(probe, images, [n.output[0]])[n.output[0]]
+        shift_bias(qinit, bias_name, bdq, shift)
+        shift_bias(pinit, bias_name, bdq, shift)
     onnx.save(qm, str(qdq_model))
-    return {"layers": len(layers), "images": count}
+    return {"layers": len(layers), "images": len(images), "full": True}
