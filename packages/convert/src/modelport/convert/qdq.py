@@ -381,8 +381,10 @@ def bias_correct(
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the Q/DQ exactly as written
 
-    def channel_means(model: onnx.ModelProto, images: CalibrationSet, wanted: list[str]) -> dict[str, np.ndarray]:
-        session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    def channel_means(
+        model: onnx.ModelProto, images: CalibrationSet, wanted: list[str], options: Any = opts
+    ) -> dict[str, np.ndarray]:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         sums: dict[str, np.ndarray] = {}
         count = 0
         for tensor in images.tensors("NCHW", "float32"):
@@ -418,8 +420,11 @@ def bias_correct(
     probe.CopyFrom(qm)
     probe.graph.output.extend(helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT, None) for n, *_ in layers)
     pinit = {t.name: t for t in probe.graph.initializer}
+    # Optimized, as onnxruntime runs the model: every other layer in its int8 kernels (the probed one, a graph
+    # output, stays Q/DQ around a float op); ~10x faster than running every layer in Q/DQ emulation.
+    fused = ort.SessionOptions()
     for n, bias_name, bdq, _, float_out in progress(layers, "full bias correction, layer by layer", total=len(layers)):
-        shift = target[float_out] - channel_means(probe, images, [n.output[0]])[n.output[0]]
+        shift = target[float_out] - channel_means(probe, images, [n.output[0]], fused)[n.output[0]]
         shift_bias(qinit, bias_name, bdq, shift)
         shift_bias(pinit, bias_name, bdq, shift)
     onnx.save(qm, str(qdq_model))
