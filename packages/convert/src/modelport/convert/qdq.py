@@ -42,6 +42,7 @@ VERIFIED_BY = "onnx-int8"  # the runtime key a QDQ model is verified through (on
 METHODS = (
     "percentile+bc",
     "percentile@99.9999+bc",
+    "percentile@99.9999+fbc",  # 97% / 0.947 / 0.990, all layers INT8; minutes, not seconds, to build
     "minmax+bc",
     "entropy+bc",
     "minmax",
@@ -421,7 +422,8 @@ def bias_correct(
     probe.graph.output.extend(helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT, None) for n, *_ in layers)
     pinit = {t.name: t for t in probe.graph.initializer}
     # Optimized, as onnxruntime runs the model: every other layer in its int8 kernels (the probed one, a graph
-    # output, stays Q/DQ around a float op); ~10x faster than running every layer in Q/DQ emulation.
+    # output, stays Q/DQ around a float op). MobileNetV2 on a loaded machine: 443 s instead of 634 s in Q/DQ
+    # emulation, the same model quality (cosine min 0.947 both).
     fused = ort.SessionOptions()
     for n, bias_name, bdq, _, float_out in progress(layers, "full bias correction, layer by layer", total=len(layers)):
         shift = target[float_out] - channel_means(probe, images, [n.output[0]], fused)[n.output[0]]
