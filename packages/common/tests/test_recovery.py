@@ -127,6 +127,27 @@ def test_a_quantized_layer_the_analysis_does_not_list_is_a_candidate_too():
     assert choose(tried).passes
 
 
+def test_with_none_passing_the_closest_to_the_floors_is_the_base_not_the_best_top1():
+    """Summed shortfall below the floors decides: 89% / 0.919 / 0.983 (short 0.01 + 0.03) is closer than
+    91% / 0.558 / 0.958 (short 0.39 + 0.02), which leads on top-1 alone (OpenVINO's presets on 35 photos)."""
+    acc = AccuracyConfig()  # top-1 0.90, cosine min 0.95, mean 0.98
+    lead = judge(
+        Variant(
+            "performance", "performance", [], {"m": "x"}, {"images": 35, "top1": 0.91, "cosine_min": 0.558, "cosine_mean": 0.958}
+        ),
+        acc,
+    )
+    near = judge(
+        Variant(
+            "mixed+fbc", "mixed+fbc", [], {"m": "x"}, {"images": 35, "top1": 0.89, "cosine_min": 0.919, "cosine_mean": 0.983}
+        ),
+        acc,
+    )
+    assert not lead.passes and not near.passes
+    assert near.shortfall < lead.shortfall
+    assert choose([lead, near]) is near
+
+
 def test_no_budget_builds_only_the_default():
     b = NoisyBackend()
     tried = Search(b, floors(0.9999), budget_s=0, max_float_layers=8).run()
