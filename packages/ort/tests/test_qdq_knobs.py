@@ -126,6 +126,7 @@ def test_the_symmetric_model_for_tensorrt_is_searched_with_the_same_knobs(tiny):
     art = Path(tiny["MODELPORT_ARTIFACTS"])
     record = json.loads((art / "recover" / "onnx-int8-tensorrt.json").read_text())
     assert record["searched"] and record["timing"] is None, record
+    assert "timed as its TensorRT engine" in record["speed"]["note"] and record["speed"]["speedup"] is None
     methods = [v["method"] for v in record["variants"]]
     assert methods[:4] == ["percentile", "percentile+bc", "percentile@99.9999+bc", "percentile@99.9999+fbc"], methods
     built = [v for v in record["variants"] if v["files"]]

@@ -305,12 +305,18 @@ def judge_speed(variants: list[Variant], timing: dict[str, Any] | None, min_spee
 
 
 def speed_check(
-    backend_key: str, display: str, kept: dict[str, Any], timing: dict[str, Any] | None, min_speedup: float
+    backend_key: str,
+    display: str,
+    kept: dict[str, Any],
+    timing: dict[str, Any] | None,
+    min_speedup: float,
+    untimed: str | None = None,
 ) -> dict[str, Any]:
-    """The kept variant against the speed floor, as a results row carries it (``schema.SpeedCheck``)."""
+    """The kept variant against the speed floor, as a results row carries it (``schema.SpeedCheck``); ``untimed``:
+    why a backend whose timers are None is not timed (default: a simulator)."""
     twin = backends()[backend_key].fp32_twin if backend_key in backends() else None
     if kept.get("meets_speed") is None:
-        why = "no timing here (a simulator)" if timing is None else "its FP32 twin was not timed"
+        why = (untimed or "no timing here (a simulator)") if timing is None else "its FP32 twin was not timed"
         return SpeedCheck(twin=twin, min_speedup=min_speedup, note=f"speed not measured: {display}: {why}").model_dump()
     rounds = len(kept["rounds_ms"])
     fp32 = (timing or {}).get("fp32_rounds_ms") or []
@@ -382,7 +388,9 @@ def recover(ctx: StepContext, backend: Knobs) -> dict[str, Any]:
         "calibration": calibration_record(len(ctx.calibration), ctx.config.images.calibration_min),
         "variants": [asdict(v) | {"passes": v.passes} for v in variants],
     }
-    record["speed"] = speed_check(backend.key, backend.display, asdict(kept), timing, q.min_speedup)
+    record["speed"] = speed_check(
+        backend.key, backend.display, asdict(kept), timing, q.min_speedup, getattr(backend, "untimed", None)
+    )
     if searched:
         summary(record)
     speed_summary(record)

@@ -64,6 +64,7 @@ class SymmetricKnobs(QdqCandidates):
 
     key, display = "onnx-int8-tensorrt", "ONNX INT8 for TensorRT"
     qdq_role = "model"
+    untimed = "timed as its TensorRT engine (onnxruntime's speed on the symmetric model says nothing about it)"
 
     def __init__(self, ctx: StepContext, force: bool, quantizer: SymmetricQuantizer):
         self.ctx, self.force, self.quantizer = ctx, force, quantizer
