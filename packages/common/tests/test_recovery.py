@@ -116,6 +116,46 @@ def test_only_layers_the_int8_model_quantizes_are_put_in_float() -> None:
     assert max(len(v.float_layers) for v in floated) <= 4  # the bound counts quantized candidates
 
 
+def test_a_quantized_layer_the_analysis_does_not_list_is_a_candidate_too() -> None:
+    """A per-layer analysis that names one layer of many (a toolkit's report): the others the INT8 model
+    quantizes still become candidates, after it, and the search reaches the floors with them."""
+
+    class OneListed(NoisyBackend):
+        def worst_layers(self, variant: Variant, *_: object) -> list[str]:
+            return ["layer9"]
+
+    b = OneListed()
+    built = judge(b.build("a", LAYERS[:3]), floors(0.0)).agreement
+    assert built is not None
+    need = built["cosine_min"]
+    tried = Search(b, floors(need), budget_s=600, max_float_layers=8).run()
+    floated = [v for v in tried if v.float_layers]
+    assert floated[0].float_layers == ["layer9"]  # the listed one first
+    assert any(set(v.float_layers) - {"layer9"} for v in floated)  # then the unlisted quantized ones
+    assert choose(tried).passes
+
+
+def test_with_none_passing_the_closest_to_the_floors_is_the_base_not_the_best_top1() -> None:
+    """Summed shortfall below the floors decides: 89% / 0.919 / 0.983 (short 0.01 + 0.03) is closer than
+    91% / 0.558 / 0.958 (short 0.39 + 0.02), which leads on top-1 alone (OpenVINO's presets on 35 photos)."""
+    acc = AccuracyConfig()  # top-1 0.90, cosine min 0.95, mean 0.98
+    lead = judge(
+        Variant(
+            "performance", "performance", [], {"m": "x"}, {"images": 35, "top1": 0.91, "cosine_min": 0.558, "cosine_mean": 0.958}
+        ),
+        acc,
+    )
+    near = judge(
+        Variant(
+            "mixed+fbc", "mixed+fbc", [], {"m": "x"}, {"images": 35, "top1": 0.89, "cosine_min": 0.919, "cosine_mean": 0.983}
+        ),
+        acc,
+    )
+    assert not lead.passes and not near.passes
+    assert near.shortfall is not None and lead.shortfall is not None and near.shortfall < lead.shortfall
+    assert choose([lead, near]) is near
+
+
 def test_no_budget_builds_only_the_default() -> None:
     b = NoisyBackend()
     tried = Search(b, floors(0.9999), budget_s=0, max_float_layers=8).run()

@@ -76,6 +76,7 @@ class Variant:
     size_bytes: int | None = None
     build_seconds: float | None = None
     stage: str = "default"  # default | calibration | float
+    shortfall: float | None = None  # how far below the [accuracy] floors, summed over them (0: meets them)
 
     @property
     def passes(self) -> bool:
@@ -123,7 +124,24 @@ def judge(variant: Variant, accuracy: AccuracyConfig) -> Variant:
     variant.failures = (
         gate_failures(Agreement(**_full(variant.agreement)), "int8", accuracy) if variant.agreement else ["not verified"]
     )
+    if variant.agreement:
+        variant.shortfall = round(shortfall(variant.agreement, accuracy), 6)
     return variant
+
+
+def shortfall(a: dict[str, Any], accuracy: AccuracyConfig) -> float:
+    """How far below the INT8 floors, summed over them (0: meets them); a detector by its boxes."""
+    d = a.get("detect")
+    if d:
+        short = max(0.0, accuracy.detect_int8_f1_min - float(d.get("f1", 0)))
+        if d.get("map") is not None and d.get("source_map") is not None:
+            short += max(0.0, accuracy.detect_int8_map_ratio_min * float(d["source_map"]) - float(d["map"]))
+        return short
+    return (
+        max(0.0, accuracy.int8_top1_min - float(a.get("top1", 0)))
+        + max(0.0, accuracy.int8_cosine_min - float(a.get("cosine_min", -1)))
+        + max(0.0, accuracy.int8_cosine_mean_min - float(a.get("cosine_mean", -1)))
+    )
 
 
 def _full(a: dict[str, Any]) -> dict[str, Any]:
@@ -131,10 +149,13 @@ def _full(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def _quality(v: Variant) -> tuple[Any, ...]:
+    """Closest to the floors first: a variant 1 point of top-1 and 0.03 of cosine short (89%, 0.919) is a better
+    base for float layers than one that leads on top-1 but is 0.39 short on cosine (91%, 0.558)."""
     a = v.agreement or {}
     d = a.get("detect") or {}
     boxes = (d.get("f1", -1), d.get("map") if d.get("map") is not None else -1)
-    return (v.passes, *boxes, a.get("top1", -1), a.get("cosine_min", -2), a.get("cosine_mean", -2))
+    short = -v.shortfall if v.shortfall is not None else float("-inf")
+    return (v.passes, short, *boxes, a.get("top1", -1), a.get("cosine_min", -2), a.get("cosine_mean", -2))
 
 
 def choose(variants: list[Variant]) -> Variant:
@@ -224,7 +245,16 @@ class Search:
                 f"in {base.id}: not candidates for float",
                 markup=False,
             )
-        return kept[: self.max_float_layers]
+        # Every layer the INT8 model quantizes is a candidate: one the analysis does not list (a toolkit's
+        # per-layer report may name only some: OpenVINO's listed a tiny model's Conv, not the Gemm where the
+        # error was) comes after the ranked ones.
+        unlisted = sorted(quantized - set(ranked) - set(b.float_layers))
+        if unlisted:
+            console.print(
+                f"   {b.display}: {len(unlisted)} quantized layers the analysis does not list: candidates after the ranked ones",
+                markup=False,
+            )
+        return [*kept, *unlisted][: self.max_float_layers]
 
     def greedy(self, method: str, candidates: list[str], passed_k: int | None) -> None:
         """Measured, not ranked: add the one candidate layer that helps most, up to GREEDY_DEPTH layers.
@@ -297,12 +327,18 @@ def judge_speed(variants: list[Variant], timing: dict[str, Any] | None, min_spee
 
 
 def speed_check(
-    backend_key: str, display: str, kept: dict[str, Any], timing: dict[str, Any] | None, min_speedup: float
+    backend_key: str,
+    display: str,
+    kept: dict[str, Any],
+    timing: dict[str, Any] | None,
+    min_speedup: float,
+    untimed: str | None = None,
 ) -> dict[str, Any]:
-    """The kept variant against the speed floor, as a results row carries it (``schema.SpeedCheck``)."""
+    """The kept variant against the speed floor, as a results row carries it (``schema.SpeedCheck``); ``untimed``:
+    why a backend whose timers are None is not timed (default: a simulator)."""
     twin = backends()[backend_key].fp32_twin if backend_key in backends() else None
     if kept.get("meets_speed") is None:
-        why = "no timing here (a simulator)" if timing is None else "its FP32 twin was not timed"
+        why = (untimed or "no timing here (a simulator)") if timing is None else "its FP32 twin was not timed"
         return SpeedCheck(twin=twin, min_speedup=min_speedup, note=f"speed not measured: {display}: {why}").model_dump()
     rounds = len(kept["rounds_ms"])
     fp32 = (timing or {}).get("fp32_rounds_ms") or []
@@ -374,7 +410,9 @@ def recover(ctx: StepContext, backend: Knobs) -> dict[str, Any]:
         "calibration": calibration_record(len(ctx.calibration), ctx.config.images.calibration_min),
         "variants": [asdict(v) | {"passes": v.passes} for v in variants],
     }
-    record["speed"] = speed_check(backend.key, backend.display, asdict(kept), timing, q.min_speedup)
+    record["speed"] = speed_check(
+        backend.key, backend.display, asdict(kept), timing, q.min_speedup, getattr(backend, "untimed", None)
+    )
     if searched:
         summary(record)
     speed_summary(record)

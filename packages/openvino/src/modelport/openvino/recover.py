@@ -1,4 +1,5 @@
-"""OpenVINO INT8 recovery knobs: NNCF's quantization presets and layers in its ``ignored_scope`` (common/recovery.py searches).
+"""OpenVINO INT8 recovery knobs: NNCF's presets with its bias correction and range estimators (convert.METHODS),
+then layers in its ``ignored_scope`` (common/recovery.py searches).
 
 ``TARGET`` is `convert openvino-int8` (the descriptor's target): the configured NNCF model, or the variant the search keeps.
 """
@@ -11,7 +12,7 @@ from modelport.common.recovery import Variant
 from modelport.convert.recover import Searched, analysed, ranked
 from modelport.runtime.knobs import Knobs, configured_first
 
-from .convert import INT8, PRESETS, SOURCE, quantized_layers
+from .convert import INT8, METHODS, SOURCE, quantized_layers
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 
 
@@ -25,7 +26,7 @@ class OpenvinoKnobs(Knobs):
 
     def space(self) -> tuple[list[str], list[str]]:
         c = self.ctx.config.openvino
-        return configured_first(c.preset, PRESETS), list(c.float_layers)  # PRESETS: convert.py
+        return configured_first(c.preset, METHODS), list(c.float_layers)  # METHODS: convert.py
 
     def make(self, method: str, float_layers: list[str], files: dict[str, str]) -> None:
         INT8.build(self.ctx, self.force, files, method, float_layers, gate=False)

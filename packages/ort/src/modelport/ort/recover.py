@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelport.convert.qdq import SOURCE, calibration_for, method_settings, qdq_knobs
+from modelport.convert.qdq import SOURCE, calibration_for, qdq_knobs, with_method
 from modelport.convert.recover import QdqKnobs, Searched
 
 from .int8 import ORT
@@ -27,9 +27,7 @@ class OnnxKnobs(QdqKnobs):
         return qdq_knobs(self.ctx.config.quantization)  # the methods are modelport.convert.qdq.METHODS
 
     def make(self, method: str, float_layers: list[str], files: dict[str, str]) -> None:
-        settings = (
-            self.ctx.config.quantization.quantizer_settings() | method_settings(method) | {"nodes_to_exclude": float_layers}
-        )
+        settings = with_method(self.ctx.config.quantization.quantizer_settings(), method) | {"nodes_to_exclude": float_layers}
         ORT.quantize(self.ctx, self.force, files["model"], settings, gate=False)
 
     def options(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from modelport.common.context import StepContext
-from modelport.convert.qdq import SOURCE, calibration_for, method_settings, qdq_knobs
+from modelport.convert.qdq import SOURCE, calibration_for, qdq_knobs, with_method
 from modelport.convert.recover import QdqKnobs, Searched
 
 from . import cuda
@@ -39,7 +39,7 @@ class TensorrtKnobs(QdqKnobs):
 
     def make(self, method: str, float_layers: list[str], files: dict[str, str]) -> None:
         store = self.ctx.store
-        settings = QDQ.settings(self.ctx.config.quantization) | method_settings(method) | {"nodes_to_exclude": float_layers}
+        settings = with_method(QDQ.settings(self.ctx.config.quantization), method) | {"nodes_to_exclude": float_layers}
         QDQ.quantize(self.ctx, self.force, files["qdq"], settings, gate=False)
         INT8.build(self.ctx, self.force, qdq=store.path(files["qdq"]), engine_rel=files["engine"], gate=False)
 

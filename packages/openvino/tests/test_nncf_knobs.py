@@ -1,0 +1,125 @@
+"""The OpenVINO INT8 search's cheap knobs (convert.METHODS): NNCF presets with its range estimators and bias
+corrections, each built by the real NNCF on a tiny model and differing from the plain preset as it should; a
+method NNCF lacks refused in one line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import cast
+
+import numpy as np
+import pytest
+
+from modelport.common.calibration import CalibrationSet
+from modelport.common.errors import InputError
+from tiny_models import tiny_onnx
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+# method -> ({FakeQuantize name: its four range constants}, every constant, the output on one image)
+Made = dict[str, tuple[dict[str, list[float]], list[np.ndarray], np.ndarray]]
+
+
+class Calib:
+    """A CalibrationSet's one call NNCF's helper makes, over fixed tensors with a few outliers."""
+
+    def __init__(self, xs: list[np.ndarray]):
+        self.xs = xs
+
+    def tensors(self, layout: str, dtype: str) -> Iterator[np.ndarray]:
+        return iter(self.xs)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
+    """The tiny classifier (Conv+Relu, Gemm) quantized with each method: method -> ({FakeQuantize name: its
+    four range constants}, every constant, the model's output on one image)."""
+    import openvino as ov
+
+    from modelport.openvino.convert import nncf_quantize
+
+    root = tmp_path_factory.mktemp("nncf")
+    source = tiny_onnx(root / "tiny.onnx", size=(8, 8), batch=1)
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) * (4 if i == 0 else 1) for i in range(6)]
+    out: Made = {}
+    for method in ("mixed", "mixed+minmax", "mixed+fbc", "mixed+ca", "mixed+quantile"):
+        model = nncf_quantize(ov.convert_model(str(source)), cast(CalibrationSet, Calib(xs)), method)
+        ranges = {
+            op.get_friendly_name(): [float(np.ravel(op.input_value(i).get_node().get_data())[0]) for i in range(1, 5)]
+            for op in model.get_ordered_ops()
+            if op.get_type_name() == "FakeQuantize" and op.input_value(0).get_node().get_type_name() != "Constant"
+        }
+        # NNCF numbers the weight and bias constants anew on each run: in order of their shapes
+        consts = sorted(
+            (np.array(op.get_data()) for op in model.get_ordered_ops() if op.get_type_name() == "Constant"),
+            key=lambda a: (a.shape, a.size and float(np.ravel(a)[0])),
+        )
+        compiled = ov.Core().compile_model(model, "CPU")
+        out[method] = (ranges, consts, np.asarray(compiled(xs[1])[0]))
+    return out
+
+
+def test_every_search_method_is_one_nncf_has() -> None:
+    from modelport.openvino.convert import METHODS, OPTIONS, PRESETS, parse_method
+
+    for method in METHODS:
+        preset, opts = parse_method(method)
+        assert preset in PRESETS and set(opts) <= set(OPTIONS)
+
+
+@pytest.mark.parametrize(
+    ("method", "why"),
+    [
+        ("accuracy", "not one of NNCF's"),
+        ("mixed+sq", "unknown option +sq"),
+        ("mixed+minmax+quantile", "pick one"),
+        ("performance+nobc+fbc", "contradict"),
+    ],
+)
+def test_a_method_nncf_lacks_is_refused_in_one_line(method: str, why: str) -> None:
+    from modelport.openvino.convert import parse_method
+
+    with pytest.raises(InputError) as e:
+        parse_method(method)
+    assert why in str(e.value) and "\n" not in str(e.value)
+
+
+def test_minmax_ranges_cover_every_image_the_default_averages_them(made: Made) -> None:
+    """NNCF's default activation range is the mean of per-image min/max; +minmax takes all images' min/max,
+    so the input quantizer's range widens to the outlier image (the first, scaled by 4)."""
+    mean, everything = made["mixed"][0], made["mixed+minmax"][0]
+    assert mean.keys() == everything.keys() and mean
+    widened = 0
+    for name, (lo, hi, _, _) in mean.items():
+        lo2, hi2, _, _ = everything[name]
+        assert lo2 <= lo + 1e-6 and hi2 >= hi - 1e-6, name
+        widened += (lo2 < lo - 1e-6) or (hi2 > hi + 1e-6)
+    assert widened
+
+
+def test_quantile_ranges_sit_inside_the_mean_minmax_ones(made: Made) -> None:
+    mean, quantile = made["mixed"][0], made["mixed+quantile"][0]
+    assert mean.keys() == quantile.keys()
+    assert any(quantile[k][1] < mean[k][1] - 1e-6 for k in mean)
+    assert all(quantile[k][1] <= mean[k][1] + 1e-6 for k in mean)
+
+
+def test_full_bias_correction_moves_biases_not_ranges(made: Made) -> None:
+    """+fbc (NNCF's BiasCorrection on the quantized model's own inputs) changes the Conv's and the Gemm's bias
+    constants and nothing else; the ranges are the default's."""
+    default, full = made["mixed"], made["mixed+fbc"]
+    assert default[0] == full[0]
+    assert len(default[1]) == len(full[1])
+    differ = [a.shape for a, b in zip(default[1], full[1], strict=True) if a.shape != b.shape or not np.allclose(a, b)]
+    assert sorted(differ) == [(1, 8, 1, 1), (1, 10)], differ
+
+
+@pytest.mark.parametrize("method", ["mixed+fbc", "mixed+ca"])
+def test_each_option_builds_an_int8_model_close_to_the_default(made: Made, method: str) -> None:
+    ranges, _, out = made[method]
+    assert ranges  # still INT8
+    ref = made["mixed"][2]
+    cos = float(out.ravel() @ ref.ravel() / (np.linalg.norm(out) * np.linalg.norm(ref)))
+    assert cos > 0.99, (method, cos)
