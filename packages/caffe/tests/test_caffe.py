@@ -138,3 +138,20 @@ def test_input_forms(tmp_path: Path) -> None:
     none.write_text('layer { name: "c" type: "Convolution" bottom: "x" top: "c" }\n')
     with pytest.raises(InputError, match="0 inputs"):
         input_of(none)
+
+
+def test_opencv_times_each_layer_named_as_the_converted_onnx_names_it(
+    rfb: tuple[Path, Path], config: Config, converted: tuple[Path, list[str]]
+) -> None:
+    """OpenCV's own per-layer profile (getPerfProfile): a time per Caffe layer, most of them the ONNX layers of
+    caffe2onnx's model (it keeps the Caffe layer names); no layer may be reported twice."""
+    from modelport.common import onnx_layers
+
+    graph = onnx_layers.load(converted[0])
+    with CaffeRuntime(config, dict(zip(("prototxt", "caffemodel"), rfb, strict=True))) as rt:
+        layers = rt.layer_times(tensors(1)[0], 3, graph)
+    assert layers is not None and len(layers) > 20
+    assert all(la.ms >= 0 and la.op for la in layers) and sum(la.ms for la in layers) > 0
+    named = [la.name for la in layers if la.onnx]
+    assert len(named) > len(layers) // 2 and len(set(named)) == len(named)
+    assert any(la.op == "Convolution" for la in layers)

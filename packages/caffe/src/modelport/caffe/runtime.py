@@ -11,15 +11,18 @@ import re
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import captured
-from modelport.runtime.base import Runtime
+from modelport.runtime.base import LayerTime, Runtime
 
 from .files import read_prototxt, weights_for
+
+if TYPE_CHECKING:
+    from modelport.common.onnx_layers import OnnxGraph
 
 SOURCE_PROTOTXT, SOURCE_WEIGHTS = "source/model.prototxt", "source/model.caffemodel"
 
@@ -111,6 +114,33 @@ class CaffeRuntime(Runtime):
             return net.forward(names)
 
         return call
+
+    profiler = "cv2.dnn.Net.getPerfProfile"
+
+    def layer_times(self, tensor: np.ndarray, runs: int, graph: OnnxGraph | None) -> list[LayerTime] | None:
+        """OpenCV's own per-layer ticks of each forward pass (getPerfProfile: one entry per layer of
+        getLayerNames, in its order), averaged over ``runs`` after one untimed pass. caffe2onnx names each
+        ONNX node after its Caffe layer, so ``graph`` maps most names."""
+        import cv2
+
+        call = self.own_call(tensor)
+        call()
+        names = list(self.net.getLayerNames())
+        total = np.zeros(len(names))
+        for _ in range(runs):
+            call()
+            _, ticks = self.net.getPerfProfile()
+            total += np.asarray(ticks, dtype=np.float64).reshape(-1)[: len(names)]
+        ms = total / runs / cv2.getTickFrequency() * 1e3
+        out: dict[str, LayerTime] = {}
+        for i, name in enumerate(names):
+            layer = graph.find(name) if graph is not None else None
+            key = layer.node if layer else name
+            op = self.net.getLayer(i + 1).type  # layer ids start at 1 (0 is the input)
+            # An activation OpenCV fused into its conv is the conv's ONNX layer too: one entry, the first op's
+            had = out.get(key)
+            out[key] = LayerTime(key, had.op if had else op, (had.ms if had else 0.0) + float(ms[i]), layer is not None)
+        return list(out.values())
 
     def deactivate_impl(self) -> None:
         self.__dict__.pop("net", None)
