@@ -122,8 +122,8 @@ class Converter:
             if runtime == MADE:
                 if not isinstance(result, Made):
                     raise TypeError(f"{type(self).__name__}: with runtime=MADE, make returns Made")
-                tmp = {job.tmp(rel): path for rel, path in zip(rels.values(), paths, strict=True)}
-                agreement = verify_made(ctx, result, kind, paths[0], tmp, gate)
+                model = next(iter(rels.values()))  # below the floors the model is kept, not what it was judged by
+                agreement = verify_made(ctx, result, kind, paths[0], {job.tmp(model): paths[0]}, gate)
                 record = dict(result.record) | dict(result.from_agreement(agreement) if result.from_agreement else {})
             else:
                 assert not isinstance(result, Made)  # only a MADE target's make returns outputs
@@ -157,7 +157,9 @@ def verify(ctx: StepContext, runtime: Runtime, kind: Kind, what: Path, gate: boo
     return verify_made(ctx, Made(outputs, f"verified {runtime.display}"), kind, what, kept, gate)
 
 
-def verify_made(ctx: StepContext, made: Made, kind: Kind, what: Path, kept: Mapping[Path, Path], gate: bool = True) -> Agreement | None:
+def verify_made(
+    ctx: StepContext, made: Made, kind: Kind, what: Path, kept: Mapping[Path, Path], gate: bool = True
+) -> Agreement | None:
     """``made``'s outputs against the reference, held to the floors with ``gate``; below them the
     ``kept`` files ({made: final}) are kept under their below-floor names and AccuracyGateError raised."""
     if verification_off(ctx):
