@@ -195,7 +195,8 @@ Session = Callable[[Job, Path], AbstractContextManager[tuple[Any, dict[str, Any]
 class RknnConverter(Converter):
     """rknn-toolkit2 builds (FP16, INT8, hybrid, a search variant): built in a toolkit session, simulated
     on the eval images and exported in that session (the x86 simulator cannot run an exported .rknn),
-    the simulator's outputs kept beside the model and verified by the base (``MADE``)."""
+    the simulator's outputs kept beside the model and verified by the base (``MADE``). Not a
+    `modelport convert` target (no ``convert``): `rknn convert` and the INT8 search call ``simulated``."""
 
     tool = toolkit.DIST
 
