@@ -17,11 +17,12 @@ import pytest
 
 from conftest import CLI, cli, error_line, failed_row, make_context, run
 from modelport.common.artifacts import Job, sha256_file
+from modelport.common.below_floor import below_floor_name
 from modelport.common.context import StepContext
 from modelport.common.errors import AccuracyGateError, ToolchainMissing
 from modelport.common.images import load_image, resolve_images
 from modelport.common.preprocess import InputSpec, prepare, to_tensor
-from modelport.convert.base import Converter
+from modelport.convert.base import MADE, Converter, Made
 from modelport.ort.runtime import OnnxFp32Runtime
 from modelport.runtime.base import ONNX_MODEL
 from tiny_models import tiny_onnx
@@ -386,3 +387,59 @@ def test_the_converter_base_checks_caches_verifies_and_records(converted: tuple[
     with pytest.raises(AccuracyGateError):
         wrong.run(ctx, True)
     assert sha256_file(made) == good and half_written(art) == []  # a failed later run keeps the good result
+
+
+class RanItself(Converter):
+    """A target that runs its model inside ``make`` (as RKNN's simulator does): no Runtime, the base verifies
+    the outputs ``make`` returns (``MADE``) through the same gate."""
+
+    tool = "copy+run"
+
+    def __init__(self, model: Path, env: dict[str, str], gate: bool = True) -> None:
+        self.model, self.env, self.gate, self.made = model, env, gate, 0
+
+    def tool_version(self) -> str:
+        return "copy 1"
+
+    def convert(self, ctx: StepContext, force: bool) -> list[Path]:
+        def make(job: Job) -> Made:
+            self.made += 1
+            shutil.copyfile(self.model, job.tmp())
+            outputs = ort_outputs(job.tmp(), self.env)  # the made file, run before it is committed
+            return Made(outputs, "ran in make", {"copied_from": self.model.name}, lambda a: {"after_top1": a and a.top1})
+
+        source = ctx.store.path(ONNX_MODEL)
+        return self.produce(ctx, force, {"model": RAN}, make, inputs={"onnx": source}, options={}, runtime=MADE, gate=self.gate)
+
+
+RAN = "onnx/ran.onnx"
+
+
+def test_the_converter_base_verifies_outputs_a_make_returns(converted: tuple[dict[str, str], Path], tmp_path: Path) -> None:
+    env, art = converted
+    ctx = make_context(env)
+    made = art / RAN
+    logits = tiny_onnx(tmp_path / "logits.onnx", size=(8, 8), classes=5, batch=1, softmax=False)
+
+    wrong = RanItself(logits, env)
+    with pytest.raises(AccuracyGateError):
+        wrong.run(ctx, False)
+    assert wrong.made == 1 and not made.exists() and not (art / f"{RAN}.manifest.json").exists()
+    kept = below_floor_name(made)
+    assert sha256_file(kept) == sha256_file(logits)  # the refused model, for inspection, never under its name
+
+    right = RanItself(art / ONNX_MODEL, env)
+    assert right.run(ctx, False) == [made] and right.made == 1
+    m = json.loads((art / f"{RAN}.manifest.json").read_text())
+    assert m["inputs"]["reference"]["sha256"] == sha256_file(art / "source" / "reference.npy")
+    assert set(m["options"]["floors"]) == {"top1", "cosine_min"}  # the float floors, as for a runtime
+    agreement = m["extra"]["agreement"]
+    assert agreement["images"] == 4 and agreement["cosine_min"] > 0.99999
+    assert m["extra"]["copied_from"] == "model.onnx" and m["extra"]["after_top1"] == agreement["top1"]
+    assert right.run(ctx, False) == [made] and right.made == 1  # up to date: make is not called
+
+    # Without the gate (a search variant) the same wrong model is committed with what it measured.
+    measured = RanItself(logits, env, gate=False)
+    assert measured.run(ctx, True) == [made]
+    m = json.loads((art / f"{RAN}.manifest.json").read_text())
+    assert "floors" not in m["options"] and m["extra"]["agreement"]["cosine_min"] < 0.99

@@ -162,3 +162,21 @@ def test_a_build_in_a_folder_with_spaces_and_non_ascii(test_env: dict[str, str],
     c = make_context({**test_env, "MODELPORT_ARTIFACTS": str(art)})
     built = build.run(c, "int8")
     assert built.model.is_file() and np.load(built.eval_outputs).shape == (12, 1001)
+
+
+def test_a_simulated_build_below_the_floor_is_kept_aside_and_not_committed(test_env: dict[str, str], tmp_path: Path) -> None:
+    """The Converter base gates the simulator's outputs: an FP16 build held to a cosine floor of 1.0 is refused."""
+    require_toolkit()
+    from modelport.common.below_floor import below_floor_name
+    from modelport.common.errors import AccuracyGateError
+    from modelport.rknn import build
+
+    art = copy_inputs(upstream(test_env), tmp_path / "art")
+    c = make_context({**test_env, "MODELPORT_ARTIFACTS": str(art)}, overrides=["accuracy.fp_cosine_min=1.0"])
+    with pytest.raises(AccuracyGateError, match="cosine"):
+        build.run(c, "fp16")
+    model = c.store.path("rknn/model-fp16.rknn")
+    assert not model.exists() and not c.store.path("rknn/model-fp16.eval.npy").exists()
+    kept = cast(dict[str, Any], c.store.read_manifest(below_floor_name(model)))
+    assert kept["below_floor"] is True and below_floor_name(model).stat().st_size > 1_000_000
+    assert 0.999 < kept["agreement"]["cosine_min"] < 1.0

@@ -2,8 +2,9 @@
 
 rknn-toolkit2's x86 simulator cannot run an exported ``.rknn`` (``load_rknn`` then
 ``init_runtime()`` returns -1), so the model is verified from the same in-memory build
-that is exported: build -> simulate the eval images -> compare with the TFLite
-reference (the source model's outputs) -> gate -> export. The simulator outputs are kept beside the model
+that is exported: build -> simulate the eval images -> export, then the Converter base
+compares the simulator's outputs with the reference (the source model's) and gates before
+anything is committed (``RknnConverter``). The simulator outputs are kept beside the model
 (``*.eval.npy``) so `rknn simulate` writes its result without building again (an mmse
 build takes ~100 s).
 
@@ -14,7 +15,10 @@ size), the calibration images (decoded up front).
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,18 +26,17 @@ from typing import Any, Literal
 import numpy as np
 
 from modelport.common.agreement import gate_options
-from modelport.common.artifacts import COMPANIONS, file_inputs
-from modelport.common.below_floor import keep_below_floor
+from modelport.common.artifacts import COMPANIONS, Job, file_inputs
 from modelport.common.context import StepContext
 from modelport.common.contract import SOURCES
-from modelport.common.errors import AccuracyGateError, InputError
+from modelport.common.errors import InputError
 from modelport.common.log import console, step
 from modelport.common.preprocess import to_tensor
 from modelport.common.reference import REFERENCE
 from modelport.common.schema import Agreement
 from modelport.runtime.base import ONNX_MODEL
+from modelport.runtime.converter import MADE, Converter, Made
 from modelport.runtime.run import prepared_images
-from modelport.runtime.verify import check_outputs, verification_off
 
 from . import toolkit
 from .dataset import write_dataset
@@ -179,11 +182,71 @@ def run_simulator(rk: Any, ctx: StepContext, log: Path, what: Path) -> np.ndarra
     return np.stack(outs)
 
 
-def verify(ctx: StepContext, outputs: np.ndarray, kind: Kind, what: Path) -> Agreement | None:
-    """Agreement with the reference (the source model), and the floor for the model's precision (raises below it)."""
-    if verification_off(ctx):
-        return None
-    return check_outputs(ctx, outputs, "float" if kind == "fp16" else "int8", what, "simulated")
+def gate_kind(kind: Kind) -> Literal["float", "int8"]:
+    """The floors a build is held to: an FP16 build is a float model."""
+    return "float" if kind == "fp16" else "int8"
+
+
+# A toolkit session holding a finished build (in ``job.workdir``, logging to the path given), and the
+# fields the manifest records about that build.
+Session = Callable[[Job, Path], AbstractContextManager[tuple[Any, dict[str, Any]]]]
+
+
+class RknnConverter(Converter):
+    """rknn-toolkit2 builds (FP16, INT8, hybrid, a search variant): built in a toolkit session, simulated
+    on the eval images and exported in that session (the x86 simulator cannot run an exported .rknn),
+    the simulator's outputs kept beside the model and verified by the base (``MADE``). Not a
+    `modelport convert` target (no ``convert``): `rknn convert` and the INT8 search call ``simulated``."""
+
+    tool = toolkit.DIST
+
+    def __init__(self, verbose: bool = False):
+        self.verbose = verbose
+
+    def unavailable_reason(self) -> str | None:
+        return toolkit.unavailable_reason()
+
+    def tool_version(self) -> str:
+        return toolkit.tool_version()
+
+    def simulated(
+        self,
+        ctx: StepContext,
+        force: bool,
+        outputs: Mapping[str, str],
+        session: Session,
+        *,
+        kind: Kind,
+        inputs: Mapping[str, Path],
+        options: Mapping[str, Any],
+        log: Path,
+        gate: bool = True,
+        tool: str | None = None,
+        from_agreement: Callable[[Agreement | None], Mapping[str, Any]] | None = None,
+    ) -> bool:
+        """``outputs`` ("model": the .rknn, "eval": its simulator outputs, then any file the session
+        writes) made in ``session``, verified (``gate``: held to the floors of ``kind``), recorded.
+        Returns True when they were made now (False: the manifest matched)."""
+        rel, evals = outputs["model"], outputs["eval"]
+        made_now = False
+
+        def make(job: Job) -> Made:
+            nonlocal made_now
+            made_now = True
+            log.unlink(missing_ok=True)
+            t0 = time.monotonic()
+            with session(job, log) as (rk, record):
+                sim = run_simulator(rk, ctx, log, ctx.store.path(rel))
+                toolkit.call(rk.export_rknn, str(job.tmp(rel)), what="export_rknn", log=log, path=ctx.store.path(rel))
+            np.save(job.tmp(evals), sim, allow_pickle=False)
+            seconds = round(time.monotonic() - t0, 1)
+            record |= {"seconds_total": seconds, "versions": toolkit.versions(), "log": ctx.store.rel(log)}
+            return Made(sim, "simulated", record, from_agreement)
+
+        self.produce(
+            ctx, force, outputs, make, inputs=inputs, options=options, runtime=MADE, kind=gate_kind(kind), gate=gate, tool=tool
+        )
+        return made_now
 
 
 @dataclass
@@ -199,41 +262,26 @@ def build_model(ctx: StepContext, kind: Kind, force: bool = False, verbose: bool
     """``MODELS[kind]`` built with the configured settings, verified against the floors."""
     onnx_path = preflight(ctx, kind)
     rel, evals = MODELS[kind], eval_outputs_path(kind)
-    log = log_path(ctx, f"convert-{kind}")
-    with ctx.store.produce(
-        [rel, evals],
+
+    @contextlib.contextmanager
+    def session(job: Job, log: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
+        rc = ctx.config.rknn
+        algo = f"{rc.quantized_algorithm}/{rc.quantized_method} {rc.quantized_dtype}" if kind == "int8" else "no quantization"
+        step(f"rknn convert {kind}: {ONNX} -> {rel} ({rc.target_platform}, {algo})")
+        with toolkit.session(log, job.workdir, verbose) as rk:
+            build_s = build(rk, ctx, onnx_path, kind, job.workdir, log)
+            console.print(f"   built in {build_s:.1f} s")
+            yield rk, {"build_seconds": round(build_s, 1)}
+
+    made = RknnConverter(verbose).simulated(
+        ctx,
+        force or ctx.force,
+        {"model": rel, "eval": evals},
+        session,
+        kind=kind,
         inputs=inputs(ctx, onnx_path, kind),
-        tool="rknn-toolkit2",
-        tool_version=toolkit.tool_version(),
         options=options(ctx, kind),
-        force=force or ctx.force,
-    ) as job:
-        if not job.cached:
-            rc = ctx.config.rknn
-            algo = f"{rc.quantized_algorithm}/{rc.quantized_method} {rc.quantized_dtype}" if kind == "int8" else "no quantization"
-            step(f"rknn convert {kind}: {ONNX} -> {rel} ({rc.target_platform}, {algo})")
-            log.unlink(missing_ok=True)
-            t0 = time.monotonic()
-            with toolkit.session(log, job.workdir, verbose) as rk:
-                build_s = build(rk, ctx, onnx_path, kind, job.workdir, log)
-                outputs = run_simulator(rk, ctx, log, ctx.store.path(rel))
-                try:
-                    agreement = verify(ctx, outputs, kind, ctx.store.path(rel))
-                except AccuracyGateError as e:  # kept for inspection under a name no step reads
-                    below = job.workdir / "below-floor.rknn"
-                    toolkit.call(rk.export_rknn, str(below), what="export_rknn", log=log, path=ctx.store.path(rel))
-                    keep_below_floor(ctx.store, {below: ctx.store.path(rel)}, e)
-                    raise
-                toolkit.call(rk.export_rknn, str(job.tmp(rel)), what="export_rknn", log=log, path=ctx.store.path(rel))
-            np.save(job.tmp(evals), outputs, allow_pickle=False)
-            seconds = round(time.monotonic() - t0, 1)
-            job.record(
-                agreement=agreement.model_dump(exclude={"per_image"}) if agreement else None,
-                build_seconds=round(build_s, 1),
-                seconds_total=seconds,
-                versions=toolkit.versions(),
-                log=ctx.store.rel(log),
-            )
-            console.print(f"   built in {build_s:.1f} s ({seconds:.1f} s with simulation and export)")
-    extra = (job.manifest or {}).get("extra", {})
-    return Built(ctx.store.path(rel), ctx.store.path(evals), job.cached, extra.get("agreement"), extra.get("seconds_total"))
+        log=log_path(ctx, f"convert-{kind}"),
+    )
+    extra = (ctx.store.read_manifest(rel) or {}).get("extra", {})
+    return Built(ctx.store.path(rel), ctx.store.path(evals), not made, extra.get("agreement"), extra.get("seconds_total"))

@@ -14,12 +14,16 @@ recorded and reported as measured, never assumed to improve.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from modelport.common.agreement import compare
+from modelport.common.artifacts import Job
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import console, step
@@ -71,51 +75,50 @@ def run(
         "proposal_images": n_prop if proposal else 0,
         "float16_layers": wanted,
     }
-    log = convert.log_path(ctx, "hybrid")
-    with ctx.store.produce(
-        [rel, evals, CFG],
-        inputs=convert.inputs(ctx, onnx_path, "int8"),
-        tool="rknn-toolkit2 hybrid_quantization",
-        tool_version=toolkit.tool_version(),
-        options=opts,
-        force=force or ctx.force,
-    ) as job:
-        if not job.cached:
-            how = f"toolkit proposal from {n_prop} calibration images" if proposal else "no proposal"
-            step(f"rknn hybrid: step1 ({how}) + {len(wanted)} configured float16 layer(s) -> {rel}")
-            log.unlink(missing_ok=True)
-            work = job.workdir
-            t0 = time.monotonic()
-            cfg_in = step1(ctx, onnx_path, work, log, verbose, proposal, n_prop)
-            step1_s = time.monotonic() - t0
-            stem = onnx_path.stem
-            text = cfg_in.read_text()
-            proposed, _ = cfg_layers(text)
-            check_float16(wanted, text, "[rknn] hybrid_float16_layers", ctx.config.source or cfg_in.name, proposed=proposed)
-            check_float16(proposed, text, "the toolkit's float16 proposal", onnx_path, ModelportError, proposed=proposed)
-            chosen = list(dict.fromkeys(proposed + wanted))
-            patched = patch_cfg(text, chosen)
-            job.tmp(CFG).write_text(patched)
-            (work / "hybrid.quantization.cfg").write_text(patched)
-            with toolkit.session(log, work, verbose) as rk:
-                step2(rk, stem, log, cfg_in)
-                outputs = convert.run_simulator(rk, ctx, log, ctx.store.path(rel))
-                after = convert.verify(ctx, outputs, "hybrid", ctx.store.path(rel))
-                toolkit.call(rk.export_rknn, str(job.tmp(rel)), what="export_rknn", log=log, path=ctx.store.path(rel))
-            np.save(job.tmp(evals), outputs, allow_pickle=False)
-            before = agreement_of(ctx, np.load(before_built.eval_outputs))
-            job.record(
-                before=_brief(before),
-                after=_brief(after),
-                proposed_layers=proposed,
-                float16_layers=chosen,
-                step1_seconds=round(step1_s, 1),
-                build_seconds=round(step1_s, 1),
-                seconds_total=round(time.monotonic() - t0, 1),
-                versions=toolkit.versions(),
-                log=ctx.store.rel(log),
+    before = agreement_of(ctx, np.load(before_built.eval_outputs))
+
+    @contextlib.contextmanager
+    def session(job: Job, log: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
+        how = f"toolkit proposal from {n_prop} calibration images" if proposal else "no proposal"
+        step(f"rknn hybrid: step1 ({how}) + {len(wanted)} configured float16 layer(s) -> {rel}")
+        work = job.workdir
+        t0 = time.monotonic()
+        cfg_in = step1(ctx, onnx_path, work, log, verbose, proposal, n_prop)
+        step1_s = time.monotonic() - t0
+        text = cfg_in.read_text()
+        proposed, _ = cfg_layers(text)
+        check_float16(wanted, text, "[rknn] hybrid_float16_layers", ctx.config.source or cfg_in.name, proposed=proposed)
+        check_float16(proposed, text, "the toolkit's float16 proposal", onnx_path, ModelportError, proposed=proposed)
+        chosen = list(dict.fromkeys(proposed + wanted))
+        patched = patch_cfg(text, chosen)
+        job.tmp(CFG).write_text(patched)
+        (work / "hybrid.quantization.cfg").write_text(patched)
+        with toolkit.session(log, work, verbose) as rk:
+            step2(rk, onnx_path.stem, log, cfg_in)
+            yield (
+                rk,
+                {
+                    "before": _brief(before),
+                    "proposed_layers": proposed,
+                    "float16_layers": chosen,
+                    "step1_seconds": round(step1_s, 1),
+                    "build_seconds": round(step1_s, 1),
+                },
             )
-    extra = (job.manifest or {}).get("extra", {})
+
+    convert.RknnConverter(verbose).simulated(
+        ctx,
+        force or ctx.force,
+        {"model": rel, "eval": evals, "cfg": CFG},
+        session,
+        kind="hybrid",
+        inputs=convert.inputs(ctx, onnx_path, "int8"),
+        options=opts,
+        log=convert.log_path(ctx, "hybrid"),
+        tool="rknn-toolkit2 hybrid_quantization",
+        from_agreement=lambda after: {"after": _brief(after)},
+    )
+    extra = (ctx.store.read_manifest(rel) or {}).get("extra", {})
     result = simulate.simulator_result(ctx, "hybrid", ctx.store.path(rel), ctx.store.path(evals))
     b, a = extra.get("before"), extra.get("after")
     if b and a:

@@ -24,7 +24,7 @@ import numpy as np
 
 from modelport.common import layer_analysis, onnx_layers
 from modelport.common.agreement import compare
-from modelport.common.artifacts import file_inputs
+from modelport.common.artifacts import Job, file_inputs
 from modelport.common.context import StepContext
 from modelport.common.log import step
 from modelport.common.recovery import Variant, variant_id
@@ -74,33 +74,26 @@ class RknnKnobs(Knobs):
     def make(self, method: str, float_layers: list[str], files: dict[str, str]) -> None:
         """Built, simulated on the eval images and exported in one toolkit session, cached by manifest."""
         vid = variant_id(method, float_layers)
-        rel, evals = files["model"], files["eval"]
         vctx = variant_ctx(self.ctx, method)
         onnx_path = vctx.store.path(convert.ONNX)
-        opts = {**convert.options(vctx, "int8"), "float16_layers": float_layers}
-        log = convert.log_path(vctx, f"variant-{vid}")
-        with vctx.store.produce(
-            [rel, evals],
+
+        @contextlib.contextmanager
+        def session(job: Job, log: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
+            step(f"rknn variant {vid}: {method}" + (f", {len(float_layers)} layers in float16" if float_layers else ""))
+            with self._built(vctx, onnx_path, float_layers, job.workdir, log) as (rk, tensors):
+                yield rk, {"float16_tensors": tensors}
+
+        convert.RknnConverter(self.verbose).simulated(
+            vctx,
+            self.force,
+            {"model": files["model"], "eval": files["eval"]},
+            session,
+            kind="int8",
             inputs=convert.inputs(vctx, onnx_path, "int8"),
-            tool="rknn-toolkit2",
-            tool_version=toolkit.tool_version(),
-            options=opts,
-            force=self.force,
-        ) as job:
-            if not job.cached:
-                step(f"rknn variant {vid}: {method}" + (f", {len(float_layers)} layers in float16" if float_layers else ""))
-                with self._built(vctx, onnx_path, float_layers, job.workdir, log) as (rk, tensors):
-                    outputs = convert.run_simulator(rk, vctx, log, vctx.store.path(rel))
-                    toolkit.call(rk.export_rknn, str(job.tmp(rel)), what="export_rknn", log=log, path=vctx.store.path(rel))
-                np.save(job.tmp(evals), outputs, allow_pickle=False)
-                ref = load_reference(vctx.store, vctx.eval_images, vctx.config.input.signature)
-                agreement = compare(outputs, ref, [p.name for p in vctx.eval_images])
-                job.record(
-                    agreement=agreement.model_dump(exclude={"per_image"}),
-                    float16_tensors=tensors,
-                    versions=toolkit.versions(),
-                    log=vctx.store.rel(log),
-                )
+            options={**convert.options(vctx, "int8"), "float16_layers": float_layers},
+            log=convert.log_path(vctx, f"variant-{vid}"),
+            gate=False,
+        )
 
     def inputs(self) -> dict[str, Path]:
         """The configured build's inputs (every preflight check first) and the eval images."""
