@@ -11,6 +11,15 @@ from modelport.common.errors import ModelportError
 from modelport.common.log import console
 
 
+def eval_photos(ctx: StepContext) -> dict[str, Path]:
+    """The eval photos by file name, for the detector rows' boxes; none when [images] eval names no folder
+    here (a report of merged bundles draws their boxes on blank canvases)."""
+    try:
+        return {p.name: p for p in ctx.eval_images}
+    except ModelportError:
+        return {}
+
+
 @click.command()
 @click.option(
     "--merge",
@@ -43,7 +52,7 @@ def report(ctx: StepContext, merge_paths: tuple[Path, ...], more_paths: tuple[Pa
 
     with ctx.store.lock():
         data = build(ctx.store, ctx.config, [*merge_paths, *more_paths])
-        paths = write(ctx.store, data)
+        paths = write(ctx.store, data, eval_photos(ctx))
     console.print(terminal_table(data))
     for n in data["notes"]:
         console.print(f"note: {n}", markup=False)
