@@ -226,3 +226,60 @@ def test_the_main_jobs_detector_steps_run_the_default_detector_in_each_rows_own_
     for name, lines in benched.items():
         assert table.envs[name].commands("detect_convert"), name  # what it benches, it converts first
         assert all(catalogue[key].env == name for key in lines[0][1:]), lines
+
+
+def test_a_detector_row_stores_its_headline_boxes_and_per_class_ap_and_the_report_draws_them(
+    detector: dict[str, str], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from modelport.bench.report_md import charts
+
+    ok(cli(detector, "convert", "onnx"))
+    ok(cli(detector, "bench", "onnx-source", "onnx"))
+    art, folder = Path(detector["MODELPORT_ARTIFACTS"]), Path(detector["MODELPORT_CONFIG"]).parent
+    truth = json.loads((folder / "instances.json").read_text())
+    names = {c["id"]: c["name"] for c in truth["categories"]}
+    counts: dict[str, int] = {}
+    for a in truth["annotations"]:
+        counts[names[a["category_id"]]] = counts.get(names[a["category_id"]], 0) + 1
+    with Image.open(folder / "images" / "img0.png") as im:
+        size = im.size
+    photos = {}
+    for key in ("onnx-source", "onnx"):
+        row = BackendResult.model_validate_json((art / "results" / f"{key}.json").read_text())
+        det = row.agreement.detect if row.agreement else None
+        assert det is not None and det.photo is not None and det.class_ap is not None, row.agreement_note
+        photo = det.photo
+        assert photo.image == "img0.png" and (photo.width, photo.height) == size
+        assert photo.boxes and photo.boxes == photo.source  # the same ONNX model: the same boxes
+        for b in photo.boxes:
+            assert b.label in ("a", "b", "c") and b.score >= 0.3
+            assert 0 <= b.box[0] <= b.box[2] <= size[0] and 0 <= b.box[1] <= b.box[3] <= size[1]
+        photos[key] = photo
+        # every annotated category, with its instances; AP in [0, 1], and their mean is COCO's mAP
+        assert {c.name: c.instances for c in det.class_ap} == counts
+        assert all(0 <= c.ap <= 1 for c in det.class_ap) and det.map is not None
+        assert np.mean([c.ap for c in det.class_ap]) == pytest.approx(det.map, abs=1e-9)
+    ok(cli(detector, "report"))
+    report = art / "report"
+    with Image.open(report / "boxes.png") as im:
+        assert im.format == "PNG"
+        drawn_size = im.size
+    # three panels side by side (the source's, then each row's) of 5.2 x 4 in at 110 dpi, less the trimmed margin
+    assert 0.8 * 3 * 5.2 * 110 < drawn_size[0] <= 3 * 5.2 * 110 and drawn_size[1] <= 4.0 * 110
+    md = (report / "results.md").read_text()
+    assert "![boxes](boxes.png)" in md and "| class | instances | ONNX FP32 (source) | ONNX FP32 |" in md
+    page = (report / "results.html").read_text()
+    assert '<img alt="boxes" src="data:image/png;base64,' in page and "Detector boxes and per-class AP" in page
+    # without the photo (a merged report): the same panels on a blank canvas of the photo's size
+    data = json.loads((report / "results.json").read_text())
+    assert charts(data, tmp_path, {"img0.png": folder / "images" / "img0.png"})["boxes"].is_file()
+    with Image.open(tmp_path / "boxes.png") as im:
+        with_photo = np.asarray(im.convert("RGB"))
+    charts(data, tmp_path, {})
+    with Image.open(tmp_path / "boxes.png") as im:
+        blank = np.asarray(im.convert("RGB"))
+    assert blank.shape == with_photo.shape
+    canvas = (blank == (238, 238, 238)).all(axis=2).mean()
+    assert canvas > 0.2 and (with_photo == (238, 238, 238)).all(axis=2).mean() < canvas / 4
