@@ -588,7 +588,13 @@ def _boxes(plt: Any, panels: list[tuple[str, dict[str, Any] | None, dict[str, An
     cols = min(3, len(panels))
     nrows = -(-len(panels) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.0 * nrows), squeeze=False)
-    colours = plt.get_cmap("tab20")
+    from matplotlib.colors import hsv_to_rgb
+
+    def colour(cls: int) -> Any:
+        # golden-ratio hues: neighbouring and far-apart class indices (COCO's 80) get distinct colours,
+        # all dark enough for white label text
+        return hsv_to_rgb(((cls * 0.618034) % 1.0, 0.8, 0.8))
+
     for ax, (title, row, photo) in zip(axes.flat, panels, strict=False):
         w, h = int(photo["width"]), int(photo["height"])
         path = photos.get(str(photo["image"]))
@@ -606,7 +612,7 @@ def _boxes(plt: Any, panels: list[tuple[str, dict[str, Any] | None, dict[str, An
         boxes = photo["source"] if row is None else photo["boxes"]
         for b in boxes:
             x1, y1, x2, y2 = b["box"]
-            c = colours(int(b["cls"]) % 20)
+            c = colour(int(b["cls"]))
             ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=c, lw=1.5))
             # parse_math off: a label is text, a "$" in it is never mathtext
             ax.text(x1, y1, f"{b['label']} {b['score']:.2f}", color="white", fontsize=6, va="bottom", parse_math=False,
