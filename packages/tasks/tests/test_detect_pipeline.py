@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, cli, make_context
+from conftest import ROOT, cli, error_line, make_context
 from modelport.common.agreement import detect_failures
 from modelport.common.config import AccuracyConfig
 from modelport.common.errors import AccuracyGateError, InputError
@@ -170,9 +170,16 @@ def test_yolox_nano_rows_onnx_fp32_holds_the_fp_floors_and_int8_has_its_numbers(
     det = fp32.agreement.detect
     assert det.f1 >= 0.99 and det.source_map is not None and det.map is not None
     assert det.map >= det.source_map - 0.005 and det.source_map > 0.1  # YOLOX-nano finds COCO objects
+    assert det.class_ap is not None and det.class_ap[0].name == "person" and det.class_ap[0].instances == 30
+    assert np.mean([c.ap for c in det.class_ap]) == pytest.approx(det.map, abs=1e-9)
+    assert det.photo is not None and (det.photo.image, det.photo.width, det.photo.height) == ("000000397133.jpg", 640, 427)
+    assert "person" in {b.label for b in det.photo.boxes} and len(det.photo.boxes) == len(det.photo.source)
     int8 = BackendResult.model_validate_json((tmp_path / "results" / "onnx-int8.json").read_text())
     assert int8.agreement is not None and int8.agreement.detect is not None  # measured, whether or not it passed
     assert int8.status == "ok" or "floors" in (int8.reason or "")
+    cli(env, "report")  # non-zero when the INT8 row failed its floors; the report is written all the same
+    assert "COCO AP@[.5:.95] per class" in (tmp_path / "report" / "results.md").read_text()
+    assert (tmp_path / "report" / "boxes.png").is_file()
 
 
 def test_a_report_over_a_classifier_and_a_detector_keeps_each_models_rows_apart(detector: dict[str, str], tmp_path: Path) -> None:
@@ -211,6 +218,23 @@ def test_a_report_over_a_classifier_and_a_detector_keeps_each_models_rows_apart(
     csv = (report / "results.csv").read_text().splitlines()
     f1 = csv[0].split(",").index("f1_vs_source")
     assert sorted(line.split(",")[f1] for line in csv[1:]) == ["", "", "1.0", "1.0"]
+    # the detector's photos are not the classifier config's: its boxes on a blank canvas, unless --photos names them
+    assert canvas_share(report / "boxes.png") > 0.2
+    photos = str(Path(detector["MODELPORT_CONFIG"]).parent / "images")
+    ok(cli(merged, "report", *bundles, "--photos", photos))
+    assert canvas_share(report / "boxes.png") < 0.05
+    assert "nowhere: no such image, directory" in error_line(
+        cli(merged, "report", *bundles, "--photos", str(tmp_path / "nowhere"))
+    )
+    assert canvas_share(report / "boxes.png") < 0.05  # the refused run wrote nothing
+
+
+def canvas_share(png: Path) -> float:
+    """The share of a boxes.png in the blank canvas's grey (a photo that was not found)."""
+    from PIL import Image
+
+    with Image.open(png) as im:
+        return float((np.asarray(im.convert("RGB")) == (238, 238, 238)).all(axis=2).mean())
 
 
 def test_the_main_jobs_detector_steps_run_the_default_detector_in_each_rows_own_env() -> None:

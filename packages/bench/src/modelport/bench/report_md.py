@@ -569,13 +569,17 @@ def box_panels(report: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None,
     (title, the row, the photo), on the headline photo the rows stored."""
     out: list[tuple[str, dict[str, Any] | None, dict[str, Any]]] = []
     several = len(report.get("models") or []) > 1
+    devices = len(report.get("devices") or {}) > 1
     for model in dict.fromkeys(e["model"] for e in _detector_rows(report)):
         rows_ = [e for e in _detector_rows(report) if e["model"] == model and e["agreement"]["detect"].get("photo")]
         if not rows_:
             continue
         prefix = f"{model}: " if several else ""
         out.append((f"{prefix}source (reference)", None, rows_[0]["agreement"]["detect"]["photo"]))
-        out += [(f"{prefix}{e['name']}", e, e["agreement"]["detect"]["photo"]) for e in rows_]
+        out += [
+            (f"{prefix}{e['name']}" + (f" ({e['device_key']})" if devices else ""), e, e["agreement"]["detect"]["photo"])
+            for e in rows_
+        ]
     return out
 
 
@@ -600,10 +604,13 @@ def _boxes(plt: Any, panels: list[tuple[str, dict[str, Any] | None, dict[str, An
         path = photos.get(str(photo["image"]))
         shown_photo = False
         if path is not None and path.is_file():
-            with Image.open(path) as im:
-                if im.size == (w, h):
-                    ax.imshow(np.asarray(im.convert("RGB")))
-                    shown_photo = True
+            try:
+                with Image.open(path) as im:
+                    if im.size == (w, h):  # the same name, another photo: never boxes on the wrong one
+                        ax.imshow(np.asarray(im.convert("RGB")))
+                        shown_photo = True
+            except (OSError, ValueError, Image.DecompressionBombError):
+                pass  # an unreadable photo: the boxes on a blank canvas, as for a photo that is not here
         if not shown_photo:
             ax.set_facecolor("#eeeeee")
         ax.set_xlim(0, w)
