@@ -561,7 +561,7 @@ CLASS_AP_ROWS = 10  # the categories with most annotations on the eval photos
 
 
 def _detector_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    return [e for e in report["results"] if (e["agreement"] or {}).get("detect")]
+    return [e for e in report["results"] if (e.get("agreement") or {}).get("detect")]
 
 
 def box_panels(report: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None, dict[str, Any]]]:
