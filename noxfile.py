@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
@@ -242,6 +243,9 @@ def report(session: nox.Session) -> None:
     """Merge every results/*.json into artifacts/report/ (Markdown + charts, JSON, CSV), with the default
     detector's rows when its folder has some."""
     detector = ["--merge", DETECT_ARTIFACTS] if (Path(DETECT_ARTIFACTS) / "results").is_dir() else []
+    if detector:  # its boxes drawn on its own headline photo, not a blank canvas
+        config = ROOT / envs.DETECTOR
+        detector += ["--photos", str(config.parent / tomllib.loads(config.read_text())["images"]["eval"])]
     modelport(session, env_bin(session, TABLE.report_env), TABLE.report_env, "report", *detector)
 
 

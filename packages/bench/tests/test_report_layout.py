@@ -95,3 +95,58 @@ def test_the_page_reads_at_1400_px(tmp_path: Path) -> None:
     assert got["agreement_rects"] == 0  # points, not bars that would start at 0.95
     numbers = [float(t) for t in got["agreement_ticks"] if re.fullmatch(r"[0-9.]+", t)]
     assert len(numbers) >= 3 and min(numbers) <= 0.9684 and max(numbers) == 1.0, got
+
+
+BOXES_PROBE = """<script>
+window.addEventListener("load", function () {
+  const img = document.querySelector('img[alt="boxes"]');
+  const heads = [...document.querySelectorAll("h2, h3")].map((h) => h.textContent);
+  const table = [...document.querySelectorAll("table")].find((t) => t.textContent.includes("instances"));
+  const out = {heading: heads.includes("Detector boxes and per-class AP"), page_width: document.documentElement.clientWidth};
+  if (img) {
+    const b = img.getBoundingClientRect();
+    Object.assign(out, {natural: img.naturalWidth, width: b.width, height: b.height, right: b.right});
+  }
+  out.ap_rows = table ? [...table.querySelectorAll("tbody tr")].map((r) => r.textContent) : [];
+  document.body.setAttribute("data-boxes", JSON.stringify(out));
+});
+</script></body>"""
+
+
+def test_a_detector_rows_boxes_panel_renders_at_1400_px(tmp_path: Path) -> None:
+    from modelport.bench import report_html
+    from modelport.bench.report_md import charts
+
+    def boxes(shift: float) -> list[dict[str, object]]:
+        return [
+            {"box": [40 + shift, 30, 300, 400], "cls": 0, "label": "person", "score": 0.83},
+            {"box": [350, 200 + shift, 600, 380], "cls": 45, "label": "bowl", "score": 0.41},
+        ]
+
+    def detector(key: str, name: str, shift: float) -> dict[str, object]:
+        e = row(key, name, 40.0, 50.0, 1.0, 1.0)
+        e |= {"model": "yolox_nano", "postprocess_ms": {"median": 7.9, "p90": 8.5}}
+        e["agreement"] = {"top1": 1.0, "images": 13, "cosine_min": 1.0, "cosine_mean": 1.0, "detect": {
+            "f1": 1.0, "map": 0.25, "ap50": 0.37, "source_map": 0.25,
+            "class_ap": [{"name": "person", "instances": 30, "ap": 0.589}, {"name": "bowl", "instances": 4, "ap": 0.366}],
+            "photo": {"image": "000000397133.jpg", "width": 640, "height": 427, "boxes": boxes(shift), "source": boxes(0)},
+        }}  # fmt: skip
+        return e
+
+    report = {
+        "results": [detector("onnx-source", "ONNX FP32 (source)", 0), detector("onnx-int8", "ONNX INT8", 12)],
+        "reference": "onnx-source",
+        "models": ["yolox_nano"],
+        "floors": {"fp_cosine_min": 0.999, "int8_cosine_min": 0.95, "int8_cosine_mean_min": 0.98},
+        "machine": {"cpu": "AMD EPYC", "cores": 2},
+    }
+    assert "boxes" in charts(report, tmp_path, {})  # merged from elsewhere: no photo here, a blank canvas
+    page = tmp_path / "results.html"
+    page.write_text(report_html.render(report, tmp_path, [], "intro").replace("</body>", BOXES_PROBE, 1))
+    proc = check_html.run(page, "--window-size=1400,2400", "--dump-dom")
+    found = re.search(r'data-boxes="([^"]*)"', proc.stdout)
+    assert found, proc.stderr[-2000:]
+    got = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert got["heading"] and got["natural"] > 0, got  # the PNG decoded
+    assert 0 < got["width"] and got["right"] <= got["page_width"] and got["height"] > 0.15 * got["width"], got
+    assert [r.split("0.")[0] for r in got["ap_rows"]] == ["person30", "bowl4"], got

@@ -21,7 +21,7 @@ from modelport.common.artifacts import ArtifactStore
 from modelport.common.bundle import Source
 from modelport.common.errors import InputError
 from modelport.common.results import write_result
-from modelport.common.schema import BackendResult, LatencyStats, TopK
+from modelport.common.schema import Agreement, BackendResult, DetectAgreement, LatencyStats, TopK
 
 CRAFTED = "<!--<script>alert(1)</script> | `x` **y** [z](javascript:0) <img src=x>"
 
@@ -90,6 +90,30 @@ def test_markup_in_merged_fields_cannot_blank_the_page_or_reach_results_md(art: 
     header = next(line for line in md.splitlines() if line.startswith("| # |"))
     cells = re.compile(r"(?<!\\)\|")
     assert len(table) == 1 and len(cells.findall(table[0])) == len(cells.findall(header))  # no extra cell
+
+
+def test_markup_in_a_detectors_labels_and_class_names_stays_text_in_the_boxes_and_ap_table(tmp_path: Path) -> None:
+    label = CRAFTED + " $x^{2$"  # an unbalanced "$": mathtext would refuse to draw it
+    drawn = {"box": [1.0, 2.0, 30.0, 20.0], "cls": 4, "label": label, "score": 0.9}
+    detect = DetectAgreement.model_validate(
+        {"source_boxes": 1, "row_boxes": 1, "matched": 1, "precision": 1.0, "recall": 1.0, "f1": 1.0, "mean_iou": 1.0,
+         "score_drift_mean": 0.0, "score_drift_max": 0.0, "map": 0.5, "ap50": 0.7,
+         "class_ap": [{"name": label, "instances": 3, "ap": 0.5}],
+         "photo": {"image": CRAFTED, "width": 64, "height": 48, "boxes": [drawn], "source": [drawn]}}
+    )  # fmt: skip
+    agreement = Agreement(images=1, top1=1.0, top5_overlap=1.0, cosine_min=1.0, cosine_mean=1.0, max_abs_diff=0.0, mse=0.0)
+    store = ArtifactStore(tmp_path / "art")
+    write_result(store, _ok(agreement=agreement.model_copy(update={"detect": detect})), np.ones((1, 4), np.float32))
+    ok = cli({}, "-a", str(store.root), "report")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    report = store.root / "report"
+    assert (report / "boxes.png").stat().st_size > 0
+    page = (report / "results.html").read_text()
+    assert "<" not in _embedded(page) and page.count("<script") == 2
+    md = (report / "results.md").read_text()
+    table = md[md.index("| class | instances |") :].split("\n\n")[0]
+    assert "\\<\\!--\\<script\\>" in table and not re.search(r"(?<!\\)<", md)  # escaped text, no raw HTML
+    assert "&lt;!--&lt;script&gt;alert(1)&lt;/script&gt;" in page.split("Detector boxes")[1]
 
 
 def test_markdown_escapes_read_back_as_the_text_in_html() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, cli, make_context
+from conftest import ROOT, cli, error_line, make_context
 from modelport.common.agreement import detect_failures
 from modelport.common.config import AccuracyConfig
 from modelport.common.errors import AccuracyGateError, InputError
@@ -170,9 +170,16 @@ def test_yolox_nano_rows_onnx_fp32_holds_the_fp_floors_and_int8_has_its_numbers(
     det = fp32.agreement.detect
     assert det.f1 >= 0.99 and det.source_map is not None and det.map is not None
     assert det.map >= det.source_map - 0.005 and det.source_map > 0.1  # YOLOX-nano finds COCO objects
+    assert det.class_ap is not None and det.class_ap[0].name == "person" and det.class_ap[0].instances == 30
+    assert np.mean([c.ap for c in det.class_ap]) == pytest.approx(det.map, abs=1e-9)
+    assert det.photo is not None and (det.photo.image, det.photo.width, det.photo.height) == ("000000397133.jpg", 640, 427)
+    assert "person" in {b.label for b in det.photo.boxes} and len(det.photo.boxes) == len(det.photo.source)
     int8 = BackendResult.model_validate_json((tmp_path / "results" / "onnx-int8.json").read_text())
     assert int8.agreement is not None and int8.agreement.detect is not None  # measured, whether or not it passed
     assert int8.status == "ok" or "floors" in (int8.reason or "")
+    cli(env, "report")  # non-zero when the INT8 row failed its floors; the report is written all the same
+    assert "COCO AP@[.5:.95] per class" in (tmp_path / "report" / "results.md").read_text()
+    assert (tmp_path / "report" / "boxes.png").is_file()
 
 
 def test_a_report_over_a_classifier_and_a_detector_keeps_each_models_rows_apart(detector: dict[str, str], tmp_path: Path) -> None:
@@ -211,6 +218,23 @@ def test_a_report_over_a_classifier_and_a_detector_keeps_each_models_rows_apart(
     csv = (report / "results.csv").read_text().splitlines()
     f1 = csv[0].split(",").index("f1_vs_source")
     assert sorted(line.split(",")[f1] for line in csv[1:]) == ["", "", "1.0", "1.0"]
+    # the detector's photos are not the classifier config's: its boxes on a blank canvas, unless --photos names them
+    assert canvas_share(report / "boxes.png") > 0.2
+    photos = str(Path(detector["MODELPORT_CONFIG"]).parent / "images")
+    ok(cli(merged, "report", *bundles, "--photos", photos))
+    assert canvas_share(report / "boxes.png") < 0.05
+    assert "nowhere: no such image, directory" in error_line(
+        cli(merged, "report", *bundles, "--photos", str(tmp_path / "nowhere"))
+    )
+    assert canvas_share(report / "boxes.png") < 0.05  # the refused run wrote nothing
+
+
+def canvas_share(png: Path) -> float:
+    """The share of a boxes.png in the blank canvas's grey (a photo that was not found)."""
+    from PIL import Image
+
+    with Image.open(png) as im:
+        return float((np.asarray(im.convert("RGB")) == (238, 238, 238)).all(axis=2).mean())
 
 
 def test_the_main_jobs_detector_steps_run_the_default_detector_in_each_rows_own_env() -> None:
@@ -226,3 +250,60 @@ def test_the_main_jobs_detector_steps_run_the_default_detector_in_each_rows_own_
     for name, lines in benched.items():
         assert table.envs[name].commands("detect_convert"), name  # what it benches, it converts first
         assert all(catalogue[key].env == name for key in lines[0][1:]), lines
+
+
+def test_a_detector_row_stores_its_headline_boxes_and_per_class_ap_and_the_report_draws_them(
+    detector: dict[str, str], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from modelport.bench.report_md import charts
+
+    ok(cli(detector, "convert", "onnx"))
+    ok(cli(detector, "bench", "onnx-source", "onnx"))
+    art, folder = Path(detector["MODELPORT_ARTIFACTS"]), Path(detector["MODELPORT_CONFIG"]).parent
+    truth = json.loads((folder / "instances.json").read_text())
+    names = {c["id"]: c["name"] for c in truth["categories"]}
+    counts: dict[str, int] = {}
+    for a in truth["annotations"]:
+        counts[names[a["category_id"]]] = counts.get(names[a["category_id"]], 0) + 1
+    with Image.open(folder / "images" / "img0.png") as im:
+        size = im.size
+    photos = {}
+    for key in ("onnx-source", "onnx"):
+        row = BackendResult.model_validate_json((art / "results" / f"{key}.json").read_text())
+        det = row.agreement.detect if row.agreement else None
+        assert det is not None and det.photo is not None and det.class_ap is not None, row.agreement_note
+        photo = det.photo
+        assert photo.image == "img0.png" and (photo.width, photo.height) == size
+        assert photo.boxes and photo.boxes == photo.source  # the same ONNX model: the same boxes
+        for b in photo.boxes:
+            assert b.label in ("a", "b", "c") and b.score >= 0.3
+            assert 0 <= b.box[0] <= b.box[2] <= size[0] and 0 <= b.box[1] <= b.box[3] <= size[1]
+        photos[key] = photo
+        # every annotated category, with its instances; AP in [0, 1], and their mean is COCO's mAP
+        assert {c.name: c.instances for c in det.class_ap} == counts
+        assert all(0 <= c.ap <= 1 for c in det.class_ap) and det.map is not None
+        assert np.mean([c.ap for c in det.class_ap]) == pytest.approx(det.map, abs=1e-9)
+    ok(cli(detector, "report"))
+    report = art / "report"
+    with Image.open(report / "boxes.png") as im:
+        assert im.format == "PNG"
+        drawn_size = im.size
+    # three panels side by side (the source's, then each row's) of 5.2 x 4 in at 110 dpi, less the trimmed margin
+    assert 0.8 * 3 * 5.2 * 110 < drawn_size[0] <= 3 * 5.2 * 110 and drawn_size[1] <= 4.0 * 110
+    md = (report / "results.md").read_text()
+    assert "![boxes](boxes.png)" in md and "| class | instances | ONNX FP32 (source) | ONNX FP32 |" in md
+    page = (report / "results.html").read_text()
+    assert '<img alt="boxes" src="data:image/png;base64,' in page and "Detector boxes and per-class AP" in page
+    # without the photo (a merged report): the same panels on a blank canvas of the photo's size
+    data = json.loads((report / "results.json").read_text())
+    assert charts(data, tmp_path, {"img0.png": folder / "images" / "img0.png"})["boxes"].is_file()
+    with Image.open(tmp_path / "boxes.png") as im:
+        with_photo = np.asarray(im.convert("RGB"))
+    charts(data, tmp_path, {})
+    with Image.open(tmp_path / "boxes.png") as im:
+        blank = np.asarray(im.convert("RGB"))
+    assert blank.shape == with_photo.shape
+    canvas = (blank == (238, 238, 238)).all(axis=2).mean()
+    assert canvas > 0.2 and (with_photo == (238, 238, 238)).all(axis=2).mean() < canvas / 4

@@ -11,7 +11,7 @@ import errno
 import io
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -380,9 +380,10 @@ def layer_columns(profile: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def write(store: ArtifactStore, report: dict[str, Any]) -> dict[str, Path]:
+def write(store: ArtifactStore, report: dict[str, Any], photos: Mapping[str, Path] | None = None) -> dict[str, Path]:
     """Write report/'s files as one set: built in a temp folder beside it, then swapped in, so a failed
-    write (a full disk) leaves the previous set whole instead of a new results.md beside an old results.html."""
+    write (a full disk) leaves the previous set whole instead of a new results.md beside an old results.html.
+    ``photos``: the eval photos by file name, drawn under the detector rows' boxes (boxes.png)."""
     from .depth_report import render
 
     render(store)  # depth/*.json -> report/sections/depth-*.md, before the sections are read
@@ -396,7 +397,7 @@ def write(store: ArtifactStore, report: dict[str, Any]) -> dict[str, Path]:
     try:
         # what other steps keep in report/ (sections, their charts) comes along; temp files do not
         shutil.copytree(final, new, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
-        paths = _write_set(new, report)
+        paths = _write_set(new, report, photos or {})
         _swap(new, final)
     except OSError as e:
         if e.filename and Path(e.filename).is_relative_to(new):  # name the file the user knows
@@ -407,16 +408,16 @@ def write(store: ArtifactStore, report: dict[str, Any]) -> dict[str, Path]:
     return {k: final / p.relative_to(new) for k, p in paths.items()}
 
 
-def _write_set(out: Path, report: dict[str, Any]) -> dict[str, Path]:
+def _write_set(out: Path, report: dict[str, Any], photos: Mapping[str, Path]) -> dict[str, Path]:
     from . import report_html
     from .report_md import charts, markdown, method
 
     sections = sorted((out / "sections").glob("*.md"))
     paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
-    paths |= charts(report, out)
+    paths |= charts(report, out, photos)
     write_atomic(paths["json"], json_text(report))
     write_atomic(paths["csv"], to_csv(report))
-    drawn = [k for k in ("latency", "accuracy", "throughput", "layers") if k in paths]
+    drawn = [k for k in ("latency", "accuracy", "throughput", "layers", "boxes") if k in paths]
     write_atomic(paths["md"], markdown(report, sections=sections, drawn=drawn))
     paths["html"] = report_html.write(report, out, sections, method(report))
     return paths

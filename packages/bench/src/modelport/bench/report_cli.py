@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
 from modelport.common.context import StepContext
 from modelport.common.errors import ModelportError
+from modelport.common.images import resolve_images
 from modelport.common.log import console
+
+
+def eval_photos(ctx: StepContext, folders: Sequence[Path]) -> dict[str, Path]:
+    """The photos the detector rows' boxes are drawn on, by file name: this config's eval photos, then the
+    ``--photos`` folders' (each must hold images), which win (named for these rows; the eval photos may share
+    their names); a row whose photo is in neither is drawn on a blank canvas (a bundle carries no photos)."""
+    found = {p.name: p for folder in folders for p in resolve_images(folder)}
+    try:
+        return {p.name: p for p in ctx.eval_images} | found
+    except ModelportError:
+        return found
 
 
 @click.command()
@@ -22,10 +35,20 @@ from modelport.common.log import console
     "--merge A B C or --merge A --merge B. Per (model, backend, device) a measured result beats a skipped one, "
     "then newer beats older.",
 )
+@click.option(
+    "--photos",
+    "photo_folders",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Also look here for the detector rows' headline photos (merged rows from another config's eval photos); repeatable.",
+)
 # click options take one value each: the paths after the first form this argument, valid only with --merge
 @click.argument("more_paths", nargs=-1, type=click.Path(path_type=Path), metavar="")
 @click.pass_obj
-def report(ctx: StepContext, merge_paths: tuple[Path, ...], more_paths: tuple[Path, ...]) -> None:
+def report(
+    ctx: StepContext, merge_paths: tuple[Path, ...], photo_folders: tuple[Path, ...], more_paths: tuple[Path, ...]
+) -> None:
     """Merge results/*.json into report/results.md (+ results.html, latency.png, accuracy.png), results.json and results.csv.
 
     In one artifacts folder, results of a different source model or preprocessing than the
@@ -43,7 +66,7 @@ def report(ctx: StepContext, merge_paths: tuple[Path, ...], more_paths: tuple[Pa
 
     with ctx.store.lock():
         data = build(ctx.store, ctx.config, [*merge_paths, *more_paths])
-        paths = write(ctx.store, data)
+        paths = write(ctx.store, data, eval_photos(ctx, photo_folders))
     console.print(terminal_table(data))
     for n in data["notes"]:
         console.print(f"note: {n}", markup=False)

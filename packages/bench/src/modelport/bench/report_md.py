@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,7 @@ def markdown(report: dict[str, Any], sections: list[Path], drawn: Collection[str
         lines += [f"![{name}]({name}.png)" if name in drawn else f"No {name} chart: {why}.", ""]
     lines += beyond(report, "throughput" in drawn)
     lines += slowest_layers(report, "layers" in drawn)
+    lines += detector_boxes(report, "boxes" in drawn)
     lines += ["## Settings and versions", ""]
     for e in report["results"]:
         if e["status"] == "ok":
@@ -407,14 +408,20 @@ def method(report: dict[str, Any]) -> str:
     return f"{latency} {agreement} {check}".rstrip()
 
 
-def charts(report: dict[str, Any], out: Path) -> dict[str, Path]:
-    """latency.png and accuracy.png, each only when it has something to show (a stale one is removed)."""
+def charts(report: dict[str, Any], out: Path, photos: Mapping[str, Path] | None = None) -> dict[str, Path]:
+    """latency.png and accuracy.png, each only when it has something to show (a stale one is removed);
+    ``photos``: the eval photos by file name, under the detector rows' boxes in boxes.png."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     paths = {}
+    panels = box_panels(report)
+    if panels:
+        paths["boxes"] = _save(_boxes(plt, panels, photos or {}), out / "boxes.png", plt)
+    else:
+        (out / "boxes.png").unlink(missing_ok=True)
     swept = [e for e in report["results"] if e.get("throughput")]
     if swept:
         several = len(report.get("devices") or {}) > 1
@@ -548,6 +555,117 @@ def _accuracy(plt: Any, agreed: list[dict[str, Any]], floors: dict[str, Any]) ->
     ax.set_title("Agreement with the reference", pad=26)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize=8, frameon=False)  # above: never on a bar
     return fig
+
+
+CLASS_AP_ROWS = 10  # the categories with most annotations on the eval photos
+
+
+def _detector_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in report["results"] if (e.get("agreement") or {}).get("detect")]
+
+
+def box_panels(report: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None, dict[str, Any]]]:
+    """What boxes.png draws: per model, its source's boxes (title, None, the photo) then each of its rows'
+    (title, the row, the photo), on the headline photo the rows stored."""
+    out: list[tuple[str, dict[str, Any] | None, dict[str, Any]]] = []
+    several = len(report.get("models") or []) > 1
+    devices = len(report.get("devices") or {}) > 1
+    for model in dict.fromkeys(e["model"] for e in _detector_rows(report)):
+        rows_ = [e for e in _detector_rows(report) if e["model"] == model and e["agreement"]["detect"].get("photo")]
+        if not rows_:
+            continue
+        prefix = f"{model}: " if several else ""
+        out.append((f"{prefix}source (reference)", None, rows_[0]["agreement"]["detect"]["photo"]))
+        out += [
+            (f"{prefix}{e['name']}" + (f" ({e['device_key']})" if devices else ""), e, e["agreement"]["detect"]["photo"])
+            for e in rows_
+        ]
+    return out
+
+
+def _boxes(plt: Any, panels: list[tuple[str, dict[str, Any] | None, dict[str, Any]]], photos: Mapping[str, Path]) -> Any:
+    """Each panel the headline photo (a blank canvas of its size when the photo is not here, e.g. a row
+    merged from another machine) with boxes coloured by class, labelled with class name and score."""
+    import numpy as np
+    from PIL import Image
+
+    cols = min(3, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.0 * nrows), squeeze=False)
+    from matplotlib.colors import hsv_to_rgb
+
+    def colour(cls: int) -> Any:
+        # golden-ratio hues: neighbouring and far-apart class indices (COCO's 80) get distinct colours,
+        # all dark enough for white label text
+        return hsv_to_rgb(((cls * 0.618034) % 1.0, 0.8, 0.8))
+
+    for ax, (title, row, photo) in zip(axes.flat, panels, strict=False):
+        w, h = int(photo["width"]), int(photo["height"])
+        path = photos.get(str(photo["image"]))
+        shown_photo = False
+        if path is not None and path.is_file():
+            try:
+                with Image.open(path) as im:
+                    if im.size == (w, h):  # the same name, another photo: never boxes on the wrong one
+                        ax.imshow(np.asarray(im.convert("RGB")))
+                        shown_photo = True
+            except (OSError, ValueError, Image.DecompressionBombError):
+                pass  # an unreadable photo: the boxes on a blank canvas, as for a photo that is not here
+        if not shown_photo:
+            ax.set_facecolor("#eeeeee")
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_aspect("equal")
+        boxes = photo["source"] if row is None else photo["boxes"]
+        for b in boxes:
+            x1, y1, x2, y2 = b["box"]
+            c = colour(int(b["cls"]))
+            ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=c, lw=1.5))
+            # parse_math off: a label is text, a "$" in it is never mathtext
+            ax.text(x1, y1, f"{b['label']} {b['score']:.2f}", color="white", fontsize=6, va="bottom", parse_math=False,
+                    bbox={"facecolor": c, "edgecolor": "none", "pad": 1, "alpha": 0.85})  # fmt: skip
+        where = "" if shown_photo else " (photo not here)"
+        ax.set_title(f"{title}: {len(boxes)} boxes{where}", fontsize=9, parse_math=False)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    image = panels[0][2]["image"]
+    fig.suptitle(f"Boxes on {image} (score >= agreement score; colour: class)", fontsize=10, parse_math=False)
+    fig.tight_layout()
+    return fig
+
+
+def detector_boxes(report: dict[str, Any], drawn: bool) -> list[str]:
+    """The headline photo's boxes per detector row (boxes.png) and COCO AP@[.5:.95] per class: the classes
+    with most annotations on the eval photos, a column per row."""
+    dets = _detector_rows(report)
+    if not dets:
+        return []
+    out = ["## Detector boxes and per-class AP", ""]
+    out += ["![boxes](boxes.png)" if drawn else "No boxes chart: no detector row stored its headline photo's boxes.", ""]
+    rated = [e for e in dets if e["agreement"]["detect"].get("class_ap")]
+    if not rated:
+        return out + ["No per-class AP: no detector row has COCO annotations ([detect] annotations).", ""]
+    several = len({e["model"] for e in rated}) > 1
+    for model in dict.fromkeys(e["model"] for e in rated):
+        mine = [e for e in rated if e["model"] == model]
+        counts: dict[str, int] = {}
+        for e in mine:
+            for c in e["agreement"]["detect"]["class_ap"]:
+                counts[c["name"]] = max(counts.get(c["name"], 0), int(c["instances"]))
+        top = sorted(counts, key=lambda n: (-counts[n], n))[:CLASS_AP_ROWS]
+        aps = [{c["name"]: c["ap"] for c in e["agreement"]["detect"]["class_ap"]} for e in mine]
+        out += [
+            f"COCO AP@[.5:.95] per class{f' ({md_code(model)})' if several else ''}: the {len(top)} of {len(counts)} "
+            "annotated classes with most instances on the eval photos.",
+            "",
+            "| class | instances | " + " | ".join(md_text(e["name"]) for e in mine) + " |",
+            "|---|---|" + "---|" * len(mine),
+        ]
+        out += [f"| {md_text(n)} | {counts[n]} | " + " | ".join(_f(a.get(n), ".3f") for a in aps) + " |" for n in top]
+        out.append("")
+    return out
 
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:

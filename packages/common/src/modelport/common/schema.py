@@ -54,6 +54,34 @@ class ImageAgreement(Model):
     mse: float
 
 
+class DrawnBox(Model):
+    """One box as the report draws it: corners in the original photo's pixels, class index, its name, score."""
+
+    box: list[float] = Field(min_length=4, max_length=4)
+    cls: int = Field(ge=0)
+    label: DisplayName = None
+    score: float
+
+
+class PhotoBoxes(Model):
+    """The headline photo's boxes above [detect] agreement_score, the row's and its source's (the reference
+    panel), so a report (merged from elsewhere, without the photo) can draw them side by side."""
+
+    image: DisplayName = None  # the photo's file name
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    boxes: list[DrawnBox] = Field(default=[], max_length=100)
+    source: list[DrawnBox] = Field(default=[], max_length=100)
+
+
+class ClassAP(Model):
+    """COCO AP@[.5:.95] of one annotated category on the eval photos (pycocotools' per-category precision)."""
+
+    name: DisplayName = None
+    instances: int = Field(ge=0)  # its annotations on the eval photos
+    ap: float = Field(ge=0, le=1)
+
+
 class DetectAgreement(Model):
     """A detector row's boxes against the source's on the same photos (modelport.tasks.detect), and COCO
     mAP when [detect] annotations names the photos' annotations."""
@@ -72,6 +100,8 @@ class DetectAgreement(Model):
     source_map: float | None = None  # the source model's, on the same photos and annotations
     source_ap50: float | None = None
     map_note: str | None = None  # why there is no mAP
+    class_ap: list[ClassAP] | None = None  # the categories present on the eval photos, most instances first
+    photo: PhotoBoxes | None = None
 
 
 class Agreement(Model):

@@ -27,6 +27,8 @@ class CocoScore:
     ap50: float
     images: int
     annotations: int
+    # (category name, its annotations on these photos, AP@[.5:.95]) for each category present, most annotations first
+    per_class: tuple[tuple[str, int, float], ...] = ()
 
 
 class CocoSet:
@@ -38,6 +40,7 @@ class CocoSet:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             self.images = {im["file_name"]: int(im["id"]) for im in data["images"]}
             self.category_ids = sorted(int(c["id"]) for c in data["categories"])
+            self.category_names = {int(c["id"]): str(c.get("name", c["id"])) for c in data["categories"]}
             self.annotations = len(data["annotations"])
         except FileNotFoundError:
             raise InputError("no such COCO annotation file", self.path) from None
@@ -86,4 +89,21 @@ class CocoSet:
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-        return CocoScore(float(ev.stats[0]), float(ev.stats[1]), len(ids), self.annotations)
+        return CocoScore(float(ev.stats[0]), float(ev.stats[1]), len(ids), self.annotations, self._per_class(ev, ids))
+
+    def _per_class(self, ev: Any, ids: list[int]) -> tuple[tuple[str, int, float], ...]:
+        """AP@[.5:.95] per category as COCOeval's stats[0] is computed, one category at a time: precision
+        [IoU, recall, category, area, max detections] at area "all" and 100 detections, -1 (no such
+        annotation) left out."""
+        wanted = set(ids)
+        counts: dict[int, int] = {}
+        for a in self.data["annotations"]:
+            if int(a["image_id"]) in wanted and not a.get("iscrowd", 0):
+                counts[int(a["category_id"])] = counts.get(int(a["category_id"]), 0) + 1
+        precision = np.asarray(ev.eval["precision"])
+        out = []
+        for k, cat in enumerate(ev.params.catIds):
+            p = precision[:, :, k, 0, -1]
+            if counts.get(int(cat)) and (p > -1).any():
+                out.append((self.category_names[int(cat)], counts[int(cat)], float(np.mean(p[p > -1]))))
+        return tuple(sorted(out, key=lambda t: (-t[1], t[0])))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from modelport.common.labels import Labels
 from modelport.common.letterbox import Placement
 from modelport.common.reference import load_detect_reference
 from modelport.common.results import headline_index
-from modelport.common.schema import Agreement, BackendResult, DetectAgreement, Headline, TopK
+from modelport.common.schema import Agreement, BackendResult, DetectAgreement, DrawnBox, Headline, PhotoBoxes, TopK
 
 from .agreement import box_agreement
 from .boxes import Detections
@@ -90,12 +91,14 @@ def judge(
     sources = reference_detections(reference, len(names))
     boxes = box_agreement(found, sources, det.agreement_score, det.match_iou)
     scores: dict[str, float | str | None] = {"map_note": "no [detect] annotations: no mAP"}
+    per_class: list[dict[str, Any]] | None = None
     if det.annotations is not None:
         coco = CocoSet(det.annotations)
         try:
             row = coco.evaluate(dict(zip(names, found, strict=True)))
             src = coco.evaluate(dict(zip(names, sources, strict=True)))
             scores = {"map": row.map, "ap50": row.ap50, "source_map": src.map, "source_ap50": src.ap50, "map_note": None}
+            per_class = [{"name": n, "instances": c, "ap": ap} for n, c, ap in row.per_class]
         except ToolchainMissing as e:
             scores = {"map_note": f"no mAP: {e.message}"}
     detect = DetectAgreement.model_validate(
@@ -111,6 +114,7 @@ def judge(
             "score_drift_max": boxes.score_drift_max,
         }
         | scores
+        | {"class_ap": per_class}
     )
     raw = compare(flat(outputs), flat(reference_outputs(reference)), list(names))
     return raw.model_copy(update={"detect": detect}), found, ns
@@ -122,6 +126,35 @@ def top_boxes(name: str, found: Detections, labels: Labels, classes: int, k: int
     index = [int(c) for c in best.classes]
     return TopK(
         image=name, indices=index, labels=[labels.name(c, classes) for c in index], scores=[float(s) for s in best.scores]
+    )
+
+
+DRAWN = 100  # boxes per panel at most: what PhotoBoxes accepts, and more than a photo legibly shows
+
+
+def drawn(found: Detections, labels: Labels, classes: int, threshold: float) -> list[DrawnBox]:
+    """A photo's boxes above ``threshold``, best first, as the report draws them (0.1 px is finer than a line)."""
+    best = found.above(threshold)
+    best = best.take(np.argsort(-best.scores, kind="stable")[:DRAWN])
+    return [
+        DrawnBox(box=[round(float(v), 1) for v in b], cls=int(c), label=labels.name(int(c), classes), score=round(float(s), 4))
+        for b, c, s in zip(best.boxes, best.classes, best.scores, strict=True)
+    ]
+
+
+def photo_boxes(
+    name: str, placement: Placement, found: Detections, source: Detections, labels: Labels, classes: int, config: Config
+) -> PhotoBoxes:
+    """The headline photo's boxes, the row's and the source's, above [detect] agreement_score (the boxes
+    the agreement matches): what the report draws side by side."""
+    det = config.detector
+    threshold = det.agreement_score if det is not None else 0.0
+    return PhotoBoxes(
+        image=name,
+        width=placement.width,
+        height=placement.height,
+        boxes=drawn(found, labels, classes, threshold),
+        source=drawn(source, labels, classes, threshold),
     )
 
 
@@ -140,6 +173,11 @@ def fill_detections(
         result.agreement_note = f"agreement not computed: {e}"
     else:
         result.agreement, found, _ = judge(ctx.config, names, outputs, reference, placements)
+        detect = result.agreement.detect
+        if detect is not None:
+            i = headline_index(ctx)
+            source = reference_detections(reference, len(names))[i]
+            detect.photo = photo_boxes(names[i], placements[i], found[i], source, ctx.labels, classes, ctx.config)
     result.topk = [top_boxes(name, d, ctx.labels, classes) for name, d in zip(names, found, strict=True)]
     head = result.topk[headline_index(ctx)]
     if head.indices:
