@@ -109,6 +109,8 @@ def test_a_converted_detector_is_verified_by_its_boxes_and_benched_with_them(det
         assert det.map is not None and det.source_map is not None  # the annotations are its own boxes:
         assert det.map == det.source_map > 0.5
         assert row.postprocess_ms is not None and row.latency_ms is not None
+        # the whole frame: letterbox, every output, decode + NMS onto the photo
+        assert row.frame_ms is not None and row.frame_ms.preprocess > 0 and row.frame_ms.postprocess > 0
         assert [t.image for t in row.topk] == ["img0.png", "img1.png", "img2.png", "img3.png"]
         assert all(t.labels[0] in "abc" for t in row.topk)
         assert np.load(art / "results" / f"{key}.npy").shape == (4, 21 * 8)

@@ -120,7 +120,7 @@ def _beyond_lines(r: BackendResult) -> list[str]:
     if f := r.frame_ms:
         out.append(
             f"whole frame: {f.total:.2f} ms (decode {f.decode:.2f} + preprocess {f.preprocess:.2f} + infer "
-            f"{f.infer:.2f} + top-5 {f.postprocess:.2f})"
+            f"{f.infer:.2f} + postprocess {f.postprocess:.2f})"
         )
     if p := r.layer_profile:
         if p.reason:

@@ -4,17 +4,24 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from modelport.common.config import Config
 from modelport.common.images import load_image
+from modelport.common.letterbox import Placement
+from modelport.common.letterbox import prepare as letterbox_prepare
 from modelport.common.machine import NOT_EXPOSED, run_conditions, throttle_count
 from modelport.common.onnx_layers import OnnxGraph
 from modelport.common.preprocess import InputSpec, prepare, to_tensor
 from modelport.common.schema import FrameTime, LayerCategory, LayerProfile, LayerTime, RunConditions, ThroughputPoint
 from modelport.common.timing import load_average, throughput_summary
 from modelport.runtime.base import Runtime
+from modelport.tasks.detect.decode import postprocess
 
 
 def throughput_point(runtime: Runtime, tensor: np.ndarray, workers: int, seconds: float) -> ThroughputPoint:
@@ -31,7 +38,42 @@ def top5(out: np.ndarray) -> list[int]:
     return [int(i) for i in np.argsort(-out.reshape(-1))[:5]]
 
 
-def frame_time(runtime: Runtime, images: list[Path], spec: InputSpec, frames: int) -> FrameTime:
+# A frame's stages as an application runs them: the photo to the tensor (and what postprocessing needs to
+# map back: a detector's letterbox placement), the model, and its outputs to the answer (top-5, or boxes).
+@dataclass(frozen=True)
+class FrameStages:
+    prepare: Callable[[np.ndarray], tuple[np.ndarray, Any]]
+    infer: Callable[[np.ndarray], Any]
+    postprocess: Callable[[Any, Any], object]
+
+
+def classify_stages(runtime: Runtime, spec: InputSpec) -> FrameStages:
+    return FrameStages(
+        prepare=lambda image: (to_tensor(prepare(image, spec), spec, runtime.input_layout, runtime.input_dtype), None),
+        infer=runtime.infer,
+        postprocess=lambda out, _: top5(np.asarray(out)),
+    )
+
+
+def detect_stages(runtime: Runtime, config: Config) -> FrameStages:
+    """A detector's frame: letterbox into the tensor, every output, decode + NMS back onto the photo."""
+    det = config.detector
+    if det is None:
+        raise ValueError("[model] task is not detect")
+    spec, size = config.input, (config.input.size[0], config.input.size[1])
+
+    def pre(image: np.ndarray) -> tuple[np.ndarray, Placement]:
+        prepared, placement = letterbox_prepare(image, spec, det)
+        return to_tensor(prepared, spec, runtime.input_layout, runtime.input_dtype), placement
+
+    return FrameStages(
+        prepare=pre,
+        infer=runtime.infer_all,
+        postprocess=lambda outputs, placement: postprocess(outputs, det, size, placement),
+    )
+
+
+def frame_time(images: list[Path], frames: int, stages_of: FrameStages) -> FrameTime:
     """Median ms of each stage over ``frames`` frames, cycling over ``images`` (each decoded from its file every time)."""
     clock = time.perf_counter_ns
     stages = np.empty((frames, 4), dtype=np.int64)
@@ -39,11 +81,11 @@ def frame_time(runtime: Runtime, images: list[Path], spec: InputSpec, frames: in
         t0 = clock()
         image = load_image(images[i % len(images)])
         t1 = clock()
-        tensor = to_tensor(prepare(image, spec), spec, runtime.input_layout, runtime.input_dtype)
+        tensor, placement = stages_of.prepare(image)
         t2 = clock()
-        out = runtime.infer(tensor)
+        out = stages_of.infer(tensor)
         t3 = clock()
-        top5(np.asarray(out))
+        stages_of.postprocess(out, placement)
         stages[i] = (t1 - t0, t2 - t1, t3 - t2, clock() - t3)
     med = np.median(stages, axis=0) / 1e6
     return FrameTime(

@@ -222,7 +222,7 @@ def beyond(report: dict[str, Any], drawn: bool) -> list[str]:
         "Throughput: concurrent batch-1 requests for a fixed time at each concurrency (p50/p90/p99: the latency each "
         "request saw). Load and first inference: in a fresh process per row; its RSS before loading (interpreter + "
         "toolchain + input) and its high-water from there through load and the inferences: the model's share is the "
-        "difference. Frame: medians per stage of decode (the image file) + preprocess + inference + top-5.",
+        "difference. Frame: medians per stage of decode (the image file) + preprocess (a detector's letterbox) + inference + postprocess (top-5; a detector's decode + NMS).",
         "",
         "| backend | FPS @ concurrency (p50 / p90 / p99 ms) | load ms | first inference ms | RSS before load MiB "
         "| peak RSS MiB | model MiB | frame ms (decode + pre + infer + post) |",

@@ -24,7 +24,7 @@ from modelport.runtime.run import placements, prepared_images, run_all_outputs, 
 from modelport.tasks.detect.judge import decode_call, fill_detections
 
 from .coldstart import cold_start
-from .measure import Conditions, frame_time, layer_profile, throughput_sweep
+from .measure import Conditions, classify_stages, detect_stages, frame_time, layer_profile, throughput_sweep
 
 T = TypeVar("T")
 
@@ -76,12 +76,9 @@ def more_measurements(ctx: StepContext, result: BackendResult, runtime: Runtime,
         result.throughput = secondary(
             result, "throughput", lambda: throughput_sweep(runtime, tensor, levels, bench.throughput_seconds), []
         )
-    if bench.frame_runs and ctx.config.detector is not None:
-        result.notes.append("frame time not measured: a detector's stages are its latency and postprocess (decode + NMS) ms")
-    elif bench.frame_runs:
-        result.frame_ms = secondary(
-            result, "frame time", lambda: frame_time(runtime, ctx.eval_images, ctx.config.input, bench.frame_runs), None
-        )
+    if bench.frame_runs:
+        stages = detect_stages(runtime, ctx.config) if ctx.config.detector else classify_stages(runtime, ctx.config.input)
+        result.frame_ms = secondary(result, "frame time", lambda: frame_time(ctx.eval_images, bench.frame_runs, stages), None)
     if bench.layer_profile:
         result.layer_profile = secondary(
             result,
