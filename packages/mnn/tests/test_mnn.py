@@ -259,3 +259,26 @@ def test_real_depth_overhead_and_sweep(real: StepContext, monkeypatch: pytest.Mo
     monkeypatch.setattr(sweep, "IMAGES_PER_POINT", 4)
     s = sweep.sweep(real, "mnn-fp32", batches=[1, 2], threads=[1])
     assert s["batch_support"] == "loop" and s["thread_setting"] == "mnn.threads"
+
+
+
+def test_infer_all_returns_every_output_by_the_sources_name(tmp_path: Path) -> None:
+    """A two-output head (RFB-320's scores + boxes) through MNNConvert: each output under its ONNX name in the
+    model's order, as onnx's reference evaluator computes it, and infer() the first."""
+    from onnx.reference import ReferenceEvaluator
+
+    from modelport.mnn.convert import convert_onnx
+    from tiny_models import detect_config, tiny_boxes_scores
+
+    src = tiny_boxes_scores(tmp_path / "two.onnx")
+    convert_onnx(src, tmp_path / "model.mnn", tmp_path / "convert.log")
+    x = np.random.default_rng(5).uniform(0, 255, (1, 3, 32, 32)).astype(np.float32)
+    want = ReferenceEvaluator(str(src)).run(None, {"image": x})
+    with MnnFp32Runtime(detect_config(src), {"model": tmp_path / "model.mnn"}) as rt:
+        outs = rt.infer_all(x)
+        first = rt.infer(x)
+    assert list(outs) == ["scores", "boxes"]
+    for (name, have), ref in zip(outs.items(), want, strict=True):
+        assert isinstance(ref, np.ndarray) and have.shape == ref.shape, name
+        np.testing.assert_allclose(have, ref, rtol=1e-4, atol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(first, outs["scores"])
