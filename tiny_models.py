@@ -117,6 +117,30 @@ def tiny_tflite(
     return path
 
 
+def tiny_tflite_boxes_scores(path: Path, *, calibration: list[np.ndarray] | None = None) -> tuple[Path, Any]:
+    """tiny_boxes_scores' Keras twin through the TFLite converter: 24x24 NHWC in, ``scores`` [1, 36, 2] (Softmax)
+    and ``boxes`` [1, 36, 4] out; with ``calibration`` (HWC uint8 images) full-integer, int8 in and out, each
+    output with its own scale. Returns the file and the Keras model (the float reference)."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(1)
+    inp = tf.keras.Input((24, 24, 3), batch_size=1)
+    x = tf.keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = tf.keras.layers.AveragePooling2D(4)(x)
+    scores = tf.keras.layers.Softmax(name="scores")(tf.keras.layers.Reshape((36, 2))(tf.keras.layers.Conv2D(2, 1)(x)))
+    boxes = tf.keras.layers.Reshape((36, 4), name="boxes")(tf.keras.layers.Conv2D(4, 1, kernel_initializer="random_normal")(x))
+    model = tf.keras.Model(inp, [scores, boxes])
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if calibration is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([((a.astype(np.float32) - 127.5) / 127.5)[None]] for a in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    path.write_bytes(converter.convert())
+    return path, model
+
+
 def tiny_images(folder: Path, n: int = 4, size: tuple[int, int] = (20, 24)) -> Path:
     """``n`` generated PNGs (eval and calibration images of a tiny model: no photo decoding)."""
     from PIL import Image
@@ -281,7 +305,8 @@ def detect_config(model: Path) -> Config:
 
     contract = inspect(model)
     assert contract.size is not None
-    config = Config(model=ModelConfig(task="detect"), input=InputSpec(size=contract.size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
+    plain = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)} if contract.dtype == "float32" else {}  # int8: the model's
+    config = Config(model=ModelConfig(task="detect"), input=InputSpec(size=contract.size, **plain))
     return config.with_contract(contract, model)
 
 
