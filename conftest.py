@@ -136,7 +136,38 @@ def pipeline(test_env: dict[str, str]) -> StepContext:
     return ctx
 
 
-OTHER_THAN_TF_ONNX = ("results", "report", "ncnn", "rknn", "tensorrt", ".tmp")
+@pytest.fixture(scope="session")
+def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Env vars of the tiny detector (tiny_models.tiny_detector_pipeline) fetched, with its reference and
+    onnx/model.onnx: made here when this env runs the ONNX source (tf-onnx), else reused from
+    MODELPORT_TEST_ARTIFACTS/tiny_det, where tf-onnx's tests made them. A test converts into its own copy
+    (detector_copy). Never silently skipped."""
+    from modelport.runtime.registry import RUNTIMES, runtime_class
+    from tiny_models import tiny_detector_pipeline
+
+    shared = os.environ.get("MODELPORT_TEST_ARTIFACTS")
+    root = Path(shared) / TINY_DETECTOR if shared else tmp_path_factory.mktemp(TINY_DETECTOR)
+    root.mkdir(parents=True, exist_ok=True)
+    env = tiny_detector_pipeline(root)  # the same files each time: the model and photos are seeded
+    if "onnx-source" in RUNTIMES and runtime_class("onnx-source").unavailable_reason() is None:
+        for args in (["fetch"], ["convert", "reference", "onnx"]):
+            proc = cli(env, *args)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+    art = Path(env["MODELPORT_ARTIFACTS"])
+    for rel in ("source/contract.json", "onnx/model.onnx"):
+        if not (art / rel).is_file():
+            pytest.fail(f"{art / rel} missing: run the tf-onnx tests first (nox -s tests) or set MODELPORT_TEST_ARTIFACTS")
+    return env
+
+
+def detector_copy(env: dict[str, str], dst: Path) -> dict[str, str]:
+    """``env`` with a private copy of its artifacts (no results): a test converts and benches there."""
+    shutil.copytree(env["MODELPORT_ARTIFACTS"], dst, ignore=shutil.ignore_patterns("results", "report", ".tmp"))
+    return {**env, "MODELPORT_ARTIFACTS": str(dst)}
+
+
+TINY_DETECTOR = "tiny_det"  # its folder in MODELPORT_TEST_ARTIFACTS, beside the classifier's artifacts
+OTHER_THAN_TF_ONNX = ("results", "report", "ncnn", "rknn", "tensorrt", ".tmp", TINY_DETECTOR)
 
 
 def private_artifacts(pipeline: StepContext, dst: Path, *also_ignore: str) -> Path:
