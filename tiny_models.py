@@ -299,14 +299,16 @@ def tiny_boxes_scores(path: Path, *, size: tuple[int, int] = (32, 32), stride: i
 def detect_config(model: Path) -> Config:
     """A plain [0, 255] float input config completed by ``model``'s own contract, as `fetch` leaves a detector's
     (its outputs' names and order: what infer_all returns)."""
-    from modelport.common.config import Config, ModelConfig  # noqa: F811 - the runtime import of the annotation's class
+    from modelport.common.config import Config, ModelConfig
     from modelport.common.preprocess import InputSpec
     from modelport.convert.inspect import inspect
 
     contract = inspect(model)
     assert contract.size is not None
-    plain = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)} if contract.dtype == "float32" else {}  # int8: the model's
-    config = Config(model=ModelConfig(task="detect"), input=InputSpec(size=contract.size, **plain))
+    spec = InputSpec(size=contract.size)
+    if contract.dtype == "float32":  # plain [0, 255]; an int8 input's quantization is the model's
+        spec = InputSpec(size=contract.size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    config = Config(model=ModelConfig(task="detect"), input=spec)
     return config.with_contract(contract, model)
 
 

@@ -261,7 +261,6 @@ def test_real_depth_overhead_and_sweep(real: StepContext, monkeypatch: pytest.Mo
     assert s["batch_support"] == "loop" and s["thread_setting"] == "mnn.threads"
 
 
-
 def test_infer_all_returns_every_output_by_the_sources_name(tmp_path: Path) -> None:
     """A two-output head (RFB-320's scores + boxes) through MNNConvert: each output under its ONNX name in the
     model's order, as onnx's reference evaluator computes it, and infer() the first."""

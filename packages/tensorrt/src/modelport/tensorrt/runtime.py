@@ -217,7 +217,9 @@ class TensorrtRuntime(Runtime):
             if not self._context.set_tensor_address(name, int(dev)):
                 raise ModelportError(f"TensorRT refused the buffer for tensor {name}", engine_path)
         if len(self._inputs) != 1 or not self._outputs:
-            raise InputError(f"expected 1 input and at least 1 output, the engine has {self._inputs} -> {self._outputs}", engine_path)
+            raise InputError(
+                f"expected 1 input and at least 1 output, the engine has {self._inputs} -> {self._outputs}", engine_path
+            )
         if self._host[self._inputs[0]].shape != want:
             raise InputError(
                 f"engine input {self._inputs[0]} {self._host[self._inputs[0]].shape} does not match "
