@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,7 +137,63 @@ def pipeline(test_env: dict[str, str]) -> StepContext:
     return ctx
 
 
-OTHER_THAN_TF_ONNX = ("results", "report", "ncnn", "rknn", "tensorrt", ".tmp")
+def shared_detector(
+    folder: str, make: Callable[[Path], dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """Env vars of a detector (``make`` writes its config and files into a folder) fetched, with its reference
+    and onnx/model.onnx: made here when this env runs the ONNX source (tf-onnx), else reused from
+    MODELPORT_TEST_ARTIFACTS/<folder>, where tf-onnx's tests made them. A test converts into its own copy
+    (detector_copy). Never silently skipped."""
+    from modelport.runtime.registry import RUNTIMES, runtime_class
+
+    shared = os.environ.get("MODELPORT_TEST_ARTIFACTS")
+    root = Path(shared) / folder if shared else tmp_path_factory.mktemp(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    env = make(root)  # the same files each time: a made model and its photos are seeded
+    if "onnx-source" in RUNTIMES and runtime_class("onnx-source").unavailable_reason() is None:
+        for args in (["fetch"], ["convert", "reference", "onnx"]):
+            proc = cli(env, *args)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+    art = Path(env["MODELPORT_ARTIFACTS"])
+    for rel in ("source/contract.json", "onnx/model.onnx"):
+        if not (art / rel).is_file():
+            pytest.fail(f"{art / rel} missing: run the tf-onnx tests first (nox -s tests) or set MODELPORT_TEST_ARTIFACTS")
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The tiny detector (tiny_models.tiny_detector_pipeline), shared_detector's way."""
+    from tiny_models import tiny_detector_pipeline
+
+    return shared_detector(TINY_DETECTOR, tiny_detector_pipeline, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def rfb320(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The shipped RFB-320 face detector (ONNX, scores + boxes, SSD priors) with the config `modelport init`
+    writes for it, on the COCO photos of data/detection, shared_detector's way."""
+    model = data_dir / "detection" / "ulfd_version-RFB-320_without_postprocessing.onnx"
+
+    def make(root: Path) -> dict[str, str]:
+        config = root / "rfb320.toml"
+        photos = ["-o", f"images.eval={data_dir / 'detection' / 'coco' / 'images'}", "-o", "images.headline=000000397133.jpg"]
+        calibration = ["-o", f"images.calibration={data_dir / 'images' / 'calibration'}"]
+        proc = cli({}, "init", str(model), "--out", str(config), "--force", *photos, *calibration)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return {"MODELPORT_CONFIG": str(config), "MODELPORT_ARTIFACTS": str(root / "art")}
+
+    return shared_detector(RFB320, make, tmp_path_factory)
+
+
+def detector_copy(env: dict[str, str], dst: Path) -> dict[str, str]:
+    """``env`` with a private copy of its artifacts (no results): a test converts and benches there."""
+    shutil.copytree(env["MODELPORT_ARTIFACTS"], dst, ignore=shutil.ignore_patterns("results", "report", ".tmp"))
+    return {**env, "MODELPORT_ARTIFACTS": str(dst)}
+
+
+TINY_DETECTOR, RFB320 = "tiny_det", "rfb320"  # their folders in MODELPORT_TEST_ARTIFACTS, beside the classifier's
+OTHER_THAN_TF_ONNX = ("results", "report", "ncnn", "rknn", "tensorrt", ".tmp", TINY_DETECTOR, RFB320)
 
 
 def private_artifacts(pipeline: StepContext, dst: Path, *also_ignore: str) -> Path:

@@ -4,11 +4,14 @@ a pipeline around one (labels, generated images, config) for the fast tests."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+if TYPE_CHECKING:
+    from modelport.common.config import Config
 
 
 def tiny_onnx(
@@ -112,6 +115,30 @@ def tiny_tflite(
         converter.inference_output_type = tf.int8
     path.write_bytes(converter.convert())
     return path
+
+
+def tiny_tflite_boxes_scores(path: Path, *, calibration: list[np.ndarray] | None = None) -> tuple[Path, Any]:
+    """tiny_boxes_scores' Keras twin through the TFLite converter: 24x24 NHWC in, ``scores`` [1, 36, 2] (Softmax)
+    and ``boxes`` [1, 36, 4] out; with ``calibration`` (HWC uint8 images) full-integer, int8 in and out, each
+    output with its own scale. Returns the file and the Keras model (the float reference)."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(1)
+    inp = tf.keras.Input((24, 24, 3), batch_size=1)
+    x = tf.keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = tf.keras.layers.AveragePooling2D(4)(x)
+    scores = tf.keras.layers.Softmax(name="scores")(tf.keras.layers.Reshape((36, 2))(tf.keras.layers.Conv2D(2, 1)(x)))
+    boxes = tf.keras.layers.Reshape((36, 4), name="boxes")(tf.keras.layers.Conv2D(4, 1, kernel_initializer="random_normal")(x))
+    model = tf.keras.Model(inp, [scores, boxes])
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if calibration is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([((a.astype(np.float32) - 127.5) / 127.5)[None]] for a in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    path.write_bytes(converter.convert())
+    return path, model
 
 
 def tiny_images(folder: Path, n: int = 4, size: tuple[int, int] = (20, 24)) -> Path:
@@ -221,6 +248,68 @@ def tiny_detector(
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def tiny_boxes_scores(path: Path, *, size: tuple[int, int] = (32, 32), stride: int = 4) -> Path:
+    """An SSD-like two-output head as RFB-320 ends: ``scores`` [1, N, 2] (Softmax over background/face) and
+    ``boxes`` [1, N, 4], in that order, one row per cell of a stride-``stride`` grid: Conv 3x3 -> ReLU ->
+    AveragePool, then a 1x1 Conv per head, reshaped to rows. Distinct heads, so a runtime that returned one
+    output under the other's name fails the comparison."""
+    rng = np.random.default_rng(3)
+    h, w = size
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.02, (8, 3, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (8,)).astype(np.float32), "conv_b"),
+        numpy_helper.from_array(rng.normal(0, 1.0, (2, 8, 1, 1)).astype(np.float32), "score_w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (2,)).astype(np.float32), "score_b"),
+        numpy_helper.from_array(rng.normal(0, 1.0, (4, 8, 1, 1)).astype(np.float32), "box_w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (4,)).astype(np.float32), "box_b"),
+        numpy_helper.from_array(np.array([1, 2, -1], np.int64), "score_shape"),
+        numpy_helper.from_array(np.array([1, 4, -1], np.int64), "box_shape"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["feat"]),
+        helper.make_node("AveragePool", ["feat"], ["pool"], kernel_shape=[stride, stride], strides=[stride, stride]),
+        helper.make_node("Conv", ["pool", "score_w", "score_b"], ["score_map"]),
+        helper.make_node("Reshape", ["score_map", "score_shape"], ["score_cells"]),
+        helper.make_node("Transpose", ["score_cells"], ["score_rows"], perm=[0, 2, 1]),
+        helper.make_node("Softmax", ["score_rows"], ["scores"], axis=2),
+        helper.make_node("Conv", ["pool", "box_w", "box_b"], ["box_map"]),
+        helper.make_node("Reshape", ["box_map", "box_shape"], ["box_cells"]),
+        helper.make_node("Transpose", ["box_cells"], ["boxes"], perm=[0, 2, 1]),
+    ]
+    n = (h // stride) * (w // stride)
+    graph = helper.make_graph(
+        nodes,
+        "tiny_boxes_scores",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, h, w])],
+        [
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, n, 2]),
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, n, 4]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def detect_config(model: Path) -> Config:
+    """A plain [0, 255] float input config completed by ``model``'s own contract, as `fetch` leaves a detector's
+    (its outputs' names and order: what infer_all returns)."""
+    from modelport.common.config import Config, ModelConfig
+    from modelport.common.preprocess import InputSpec
+    from modelport.convert.inspect import inspect
+
+    contract = inspect(model)
+    assert contract.size is not None
+    spec = InputSpec(size=contract.size)
+    if contract.dtype == "float32":  # plain [0, 255]; an int8 input's quantization is the model's
+        spec = InputSpec(size=contract.size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    config = Config(model=ModelConfig(task="detect"), input=spec)
+    return config.with_contract(contract, model)
 
 
 def tiny_detector_pipeline(root: Path) -> dict[str, str]:

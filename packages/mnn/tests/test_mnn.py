@@ -259,3 +259,47 @@ def test_real_depth_overhead_and_sweep(real: StepContext, monkeypatch: pytest.Mo
     monkeypatch.setattr(sweep, "IMAGES_PER_POINT", 4)
     s = sweep.sweep(real, "mnn-fp32", batches=[1, 2], threads=[1])
     assert s["batch_support"] == "loop" and s["thread_setting"] == "mnn.threads"
+
+
+def test_infer_all_returns_every_output_by_the_sources_name(tmp_path: Path) -> None:
+    """A two-output head (RFB-320's scores + boxes) through MNNConvert: each output under its ONNX name in the
+    model's order, as onnx's reference evaluator computes it, and infer() the first."""
+    from onnx.reference import ReferenceEvaluator
+
+    from modelport.mnn.convert import convert_onnx
+    from tiny_models import detect_config, tiny_boxes_scores
+
+    src = tiny_boxes_scores(tmp_path / "two.onnx")
+    convert_onnx(src, tmp_path / "model.mnn", tmp_path / "convert.log")
+    x = np.random.default_rng(5).uniform(0, 255, (1, 3, 32, 32)).astype(np.float32)
+    want = ReferenceEvaluator(str(src)).run(None, {"image": x})
+    with MnnFp32Runtime(detect_config(src), {"model": tmp_path / "model.mnn"}) as rt:
+        outs = rt.infer_all(x)
+        first = rt.infer(x)
+    assert list(outs) == ["scores", "boxes"]
+    for (name, have), ref in zip(outs.items(), want, strict=True):
+        assert isinstance(ref, np.ndarray) and have.shape == ref.shape, name
+        np.testing.assert_allclose(have, ref, rtol=1e-4, atol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(first, outs["scores"])
+
+
+def test_a_detector_converts_and_benches_verified_by_its_boxes(tiny_detector: dict[str, str], tmp_path: Path) -> None:
+    """`convert mnn-fp32` and `bench mnn-fp32` on the tiny detector: the conversion is verified by its boxes
+    against the source's (F1 vs source), and the row carries its boxes' agreement and postprocess time."""
+    from conftest import cli, detector_copy
+    from modelport.common.schema import BackendResult
+
+    env = detector_copy(tiny_detector, tmp_path / "art")
+    for args in (["convert", "mnn-fp32"], ["bench", "mnn-fp32"]):
+        proc = cli(env, *args)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    art = tmp_path / "art"
+    made = json.loads((art / "mnn" / "model.mnn.manifest.json").read_text())
+    verified = made["extra"]["agreement"]["detect"]
+    assert verified["f1"] >= 0.99 and verified["matched"] == verified["source_boxes"] > 0, verified
+    row = BackendResult.model_validate_json((art / "results" / "mnn-fp32.json").read_text())
+    det = row.agreement.detect if row.agreement else None
+    assert row.status == "ok" and det is not None, row.agreement_note
+    assert det.f1 >= 0.99 and det.matched == det.source_boxes > 0
+    assert row.postprocess_ms is not None and row.latency_ms is not None
+    assert np.load(art / "results" / "mnn-fp32.npy").shape == (4, 21 * 8)

@@ -83,9 +83,9 @@ class MnnRuntime(Runtime):
             raise self.model_error(e) from None
         session = interpreter.createSession(self.session_config())
         inputs, outputs = interpreter.getSessionInputAll(session), interpreter.getSessionOutputAll(session)
-        if len(inputs) != 1 or len(outputs) != 1:
+        if len(inputs) != 1 or not outputs:
             raise InputError(
-                f"{self.display} expects one input and one output, the model has {len(inputs)} and {len(outputs)}",
+                f"{self.display} expects one input and at least one output, the model has {len(inputs)} and {len(outputs)}",
                 self.files["model"],
             )
         self.input = next(iter(inputs.values()))
@@ -95,7 +95,17 @@ class MnnRuntime(Runtime):
                 f"model input {shape} does not match the config ({self.input_layout} {expected})", self.files["model"]
             )
         self.interpreter, self.session, self.mnn = interpreter, session, MNN
-        self.output = next(iter(outputs.values()))
+        # MNNConvert keeps the ONNX output names; the session's dict is not in the model's order, the contract is.
+        self.outputs = dict(self._in_source_order(outputs))
+        self.output = next(iter(self.outputs.values()))
+
+    def _in_source_order(self, outputs: dict[str, Any]) -> list[tuple[str, Any]]:
+        contract = self.config.contract
+        order = [o.name for o in contract.outputs] if contract is not None and contract.outputs else []
+        if contract is not None and not order:
+            order = [contract.output_name]
+        rank = {name: i for i, name in enumerate(order)}
+        return sorted(outputs.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
 
     def _host(self, tensor: np.ndarray) -> Any:
         """``tensor`` as an MNN host tensor in NCHW (MNN's "Caffe" dimension type)."""
@@ -106,6 +116,12 @@ class MnnRuntime(Runtime):
         self.input.copyFrom(self._host(tensor))
         self.interpreter.runSession(self.session)
         return np.array(self.output.getNumpyData(), dtype=np.float32).copy()
+
+    def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """One run of the session, then every output tensor under the source model's name."""
+        self.input.copyFrom(self._host(tensor))
+        self.interpreter.runSession(self.session)
+        return {name: np.array(t.getNumpyData(), dtype=np.float32).copy() for name, t in self.outputs.items()}
 
     def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
         host, copy_in, run, session = self._host(tensor), self.input.copyFrom, self.interpreter.runSession, self.session
@@ -150,7 +166,7 @@ class MnnRuntime(Runtime):
 
     def deactivate_impl(self) -> None:
         # The Python API has no releaseSession: the session goes with its interpreter.
-        del self.session, self.interpreter, self.input, self.output
+        del self.session, self.interpreter, self.input, self.output, self.outputs
 
 
 # Ops MNN adds between layers (memory layout and precision moves), named after a neighbour.

@@ -216,8 +216,10 @@ class TensorrtRuntime(Runtime):
             self._host[name], self._device[name] = host, dev
             if not self._context.set_tensor_address(name, int(dev)):
                 raise ModelportError(f"TensorRT refused the buffer for tensor {name}", engine_path)
-        if len(self._inputs) != 1 or len(self._outputs) != 1:
-            raise InputError(f"expected 1 input and 1 output, the engine has {self._inputs} -> {self._outputs}", engine_path)
+        if len(self._inputs) != 1 or not self._outputs:
+            raise InputError(
+                f"expected 1 input and at least 1 output, the engine has {self._inputs} -> {self._outputs}", engine_path
+            )
         if self._host[self._inputs[0]].shape != want:
             raise InputError(
                 f"engine input {self._inputs[0]} {self._host[self._inputs[0]].shape} does not match "
@@ -226,8 +228,19 @@ class TensorrtRuntime(Runtime):
             )
 
     def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
+        self._run(tensor)
+        return cast(np.ndarray, self._host[self._outputs[0]].reshape(1, -1).copy())
+
+    def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """One execution, then every output binding in its engine shape, under the source model's name (the ONNX
+        parser names an engine output after the ONNX graph output, in the graph's order)."""
+        self._run(tensor)
+        return {self.source_output_name([name], i): self._host[name].copy() for i, name in enumerate(self._outputs)}
+
+    def _run(self, tensor: np.ndarray) -> None:
+        """H2D, execute, D2H of every output binding (a detector's are all read), timed by CUDA events."""
         drv, stream, (e0, e1, e2, e3) = self._drv, self._stream, self._events
-        (inp,), (out,) = self._inputs, self._outputs
+        (inp,) = self._inputs
         np.copyto(self._host[inp], tensor, casting="same_kind")
         e0.record(stream)
         drv.memcpy_htod_async(self._device[inp], self._host[inp], stream)
@@ -235,12 +248,12 @@ class TensorrtRuntime(Runtime):
         if not self._context.execute_async_v3(stream.handle):
             raise ModelportError("TensorRT execute_async_v3 failed (see the TensorRT error above)", self.files["engine"])
         e2.record(stream)
-        drv.memcpy_dtoh_async(self._host[out], self._device[out], stream)
+        for out in self._outputs:
+            drv.memcpy_dtoh_async(self._host[out], self._device[out], stream)
         e3.record(stream)
         stream.synchronize()
         self._gpu_ms["gpu_compute"].append(e1.time_till(e2))
         self._gpu_ms["gpu_total"].append(e0.time_till(e3))
-        return cast(np.ndarray, self._host[out].reshape(1, -1).copy())
 
     # -- concurrency: TensorRT's own, an execution context per CUDA stream on the one engine
     def concurrency_mechanism(self, workers: int) -> str:
@@ -267,7 +280,7 @@ class TensorrtRuntime(Runtime):
         self, slot: tuple[Any, Any, dict[str, np.ndarray], dict[str, Any]], tensor: np.ndarray
     ) -> Callable[[], object]:
         context, stream, host, device = slot
-        (inp,), (out,) = self._inputs, self._outputs
+        (inp,), outs = self._inputs, self._outputs
         drv, owner, entered = self._drv, threading.get_ident(), set()
 
         def call() -> object:
@@ -279,9 +292,10 @@ class TensorrtRuntime(Runtime):
             drv.memcpy_htod_async(device[inp], host[inp], stream)
             if not context.execute_async_v3(stream.handle):
                 raise ModelportError("TensorRT execute_async_v3 failed (see the TensorRT error above)", self.files["engine"])
-            drv.memcpy_dtoh_async(host[out], device[out], stream)
+            for out in outs:
+                drv.memcpy_dtoh_async(host[out], device[out], stream)
             stream.synchronize()
-            return host[out]
+            return host[outs[0]]
 
         return call
 

@@ -93,11 +93,11 @@ class TfliteRuntime(Runtime):
         except (ValueError, RuntimeError) as e:
             raise self.model_error(e) from None
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
-        if len(ins) != 1 or len(outs) != 1:
+        if len(ins) != 1 or not outs:
             raise InputError(
-                f"a classifier has one input and one output; this model has {len(ins)} and {len(outs)}", self.files["model"]
+                f"a model has one input and at least one output; this one has {len(ins)} and {len(outs)}", self.files["model"]
             )
-        (inp,), (out,) = ins, outs
+        (inp,) = ins
         expected = self.input_shape()
         if tuple(inp["shape"]) != expected and -1 in inp["shape_signature"]:
             self.interp.resize_tensor_input(inp["index"], list(expected))  # dynamic dims: the config's size
@@ -109,18 +109,33 @@ class TfliteRuntime(Runtime):
                 f"([input] size {list(self.config.input.size)} -> {self.input_dtype} {list(expected)})",
                 self.files["model"],
             )
-        self.in_index, self.out_index = inp["index"], out["index"]
-        scale, zero = out["quantization"]
-        self.dequantize = (float(scale), int(zero)) if np.dtype(out["dtype"]).kind in "iu" and scale else None
+        self.in_index = inp["index"]
+        # Every output tensor in the model's order, each with its own quantization (a quantized detector's boxes
+        # and scores have different scales): index and (scale, zero point), None for a float output.
+        self.out_tensors: dict[str, tuple[int, tuple[float, int] | None]] = {}
+        for out in outs:
+            scale, zero = out["quantization"]
+            quantized = np.dtype(out["dtype"]).kind in "iu" and scale
+            self.out_tensors[out["name"]] = (out["index"], (float(scale), int(zero)) if quantized else None)
+        self.out_index, self.dequantize = next(iter(self.out_tensors.values()))
+
+    def _output(self, index: int, dequantize: tuple[float, int] | None) -> np.ndarray:
+        out = self.interp.get_tensor(index)
+        if dequantize is None:
+            return cast(np.ndarray, out.copy())
+        scale, zero = dequantize
+        return cast(np.ndarray, (out.astype(np.float32) - zero) * np.float32(scale))
 
     def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
         self.interp.set_tensor(self.in_index, tensor)
         self.interp.invoke()
-        out = self.interp.get_tensor(self.out_index)
-        if self.dequantize is None:
-            return cast(np.ndarray, out.copy())
-        scale, zero = self.dequantize
-        return cast(np.ndarray, (out.astype(np.float32) - zero) * np.float32(scale))
+        return self._output(self.out_index, self.dequantize)
+
+    def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """One invoke, then every output tensor under its name in the model (a TFLite source's own names)."""
+        self.interp.set_tensor(self.in_index, tensor)
+        self.interp.invoke()
+        return {name: self._output(index, dq) for name, (index, dq) in self.out_tensors.items()}
 
     def set_batch_impl(self, n: int) -> None:
         h, w = self.config.input.size
