@@ -190,3 +190,17 @@ def test_an_annotation_file_that_is_not_coco_is_one_input_error(tmp_path: Path, 
     with pytest.raises(InputError, match="not a COCO instances file") as e:
         CocoSet(bad)
     assert str(bad) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_nms_with_a_limit_keeps_exactly_the_first_boxes_it_keeps_without_one() -> None:
+    """An SSD head above a low threshold leaves thousands of candidates: stopping at max_boxes must change
+    nothing but the time (per class too, where one pass runs over the shifted classes)."""
+    rng = np.random.default_rng(3)
+    corners = rng.uniform(0, 300, (3000, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(5, 60, (3000, 2))], axis=1)
+    scores = rng.uniform(0.01, 1.0, 3000)
+    classes = rng.integers(0, 3, 3000)
+    for agnostic in (False, True):
+        full = batched_nms(boxes, scores, classes, 0.45, agnostic)
+        assert len(full) > 100
+        np.testing.assert_array_equal(batched_nms(boxes, scores, classes, 0.45, agnostic, limit=100), full[:100])

@@ -129,7 +129,7 @@ def postprocess(outputs: Mapping[str, np.ndarray], det: DetectConfig, size: Size
     keep = np.flatnonzero(best >= det.score_threshold)
     # NMS in the photo's pixels: a stretched input distorts IoU, the photo does not.
     photo = placement.to_original(boxes[keep], clip=False).astype(np.float64)
-    kept = batched_nms(photo, best[keep], classes[keep], det.nms_iou, det.class_agnostic)[: det.max_boxes]
+    kept = batched_nms(photo, best[keep], classes[keep], det.nms_iou, det.class_agnostic, det.max_boxes)
     found = placement.clip(photo[kept])
     # A box that lies wholly in the letterbox's padding clips to nothing: no object of the photo, and no IoU
     # to match it by (what a detector sees in grey padding is not compared).

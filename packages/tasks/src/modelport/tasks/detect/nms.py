@@ -20,15 +20,17 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cast(np.ndarray, np.divide(inter, union, out=np.zeros_like(inter), where=union > 0))
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, limit: int | None = None) -> np.ndarray:
     """Indices of the boxes kept, best score first; a box goes when it overlaps a better kept one by > threshold.
 
     Ties in score keep the earlier box (a stable sort), so equal inputs give equal outputs on every machine.
+    ``limit``: stop after that many kept, the same first ones as without it (a kept box never depends on a worse
+    one), without the pass over thousands of low-score boxes an SSD head leaves above a low threshold.
     """
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     boxes = np.asarray(boxes, np.float64)
     keep: list[int] = []
-    while order.size:
+    while order.size and (limit is None or len(keep) < limit):
         best, rest = order[0], order[1:]
         keep.append(int(best))
         if rest.size:
@@ -39,12 +41,17 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 
 
 def batched_nms(
-    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float, class_agnostic: bool = False
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    iou_threshold: float,
+    class_agnostic: bool = False,
+    limit: int | None = None,
 ) -> np.ndarray:
     """NMS within each class (boxes of different classes never suppress each other), or across all of them."""
     if class_agnostic or len(boxes) == 0:
-        return nms(boxes, scores, iou_threshold)
+        return nms(boxes, scores, iou_threshold, limit)
     boxes = np.asarray(boxes, np.float64)
     # Shift each class to its own region of the plane: one NMS pass, no overlap between classes.
     span = float(np.max(np.abs(boxes))) * 2 + 1
-    return nms(boxes + (np.asarray(classes, np.float64) * span)[:, None], scores, iou_threshold)
+    return nms(boxes + (np.asarray(classes, np.float64) * span)[:, None], scores, iou_threshold, limit)
