@@ -122,6 +122,11 @@ def _beyond_lines(r: BackendResult) -> list[str]:
             f"whole frame: {f.total:.2f} ms (decode {f.decode:.2f} + preprocess {f.preprocess:.2f} + infer "
             f"{f.infer:.2f} + postprocess {f.postprocess:.2f})"
         )
+    if s := r.sustained:
+        out.append(
+            f"sustained {s.seconds:g} s ({len(s.windows)} windows): p50 {s.first_p50:.2f} -> {s.last_p50:.2f} ms, p99 "
+            f"{s.first_p99:.2f} -> {s.last_p99:.2f} ms" + (f", {s.flag}" if s.flag else "")
+        )
     if p := r.layer_profile:
         if p.reason:
             out.append(f"per-layer time: not measured: {escape(p.reason)}")
