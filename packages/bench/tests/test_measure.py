@@ -307,6 +307,13 @@ def test_a_sustained_run_gives_windows_of_p50_and_p99_in_the_row_report_and_csv(
     (row,) = [x for x in rows if x["key"] == "onnx"]
     assert float(row["sustained_drift"]) == pytest.approx(s.drift) and row["sustained_flag"] == (s.flag or "")
     assert "<h3>Sustained run</h3>" in (out / "results.html").read_text()
+    # a flagged run marks the row's status, as the load flag does
+    path = tmp_path / "art/results/onnx.json"
+    data = json.loads(path.read_text())
+    data["sustained"] |= {"throttled": 3, "flag": "THROTTLED 3 events"}
+    path.write_text(json.dumps(data))
+    ok(env, "report")
+    assert "(SUSTAINED RUN: THROTTLED 3 events)" in (out / "results.md").read_text()
 
 
 def test_without_sustained_seconds_no_row_runs_one(benched: dict[str, str]) -> None:

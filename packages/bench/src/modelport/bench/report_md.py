@@ -81,6 +81,8 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             status = "ok" if lat else f"ok ({e['latency_note'] or 'no latency'})"
             if e.get("under_load"):
                 status += f" (UNDER LOAD: {e['under_load']})"
+            if (e.get("sustained") or {}).get("flag"):
+                status += f" (SUSTAINED RUN: {e['sustained']['flag']})"
             if e.get("speed_note"):
                 status += f" ({e['speed_note']})"
         out.append(
