@@ -16,7 +16,7 @@ import pytest
 
 from conftest import cli, error_line, make_context
 from modelport.bench.coldstart import peak_rss_bytes, start_peak
-from modelport.bench.measure import Conditions, throughput_point
+from modelport.bench.measure import Conditions, sustained_run, throughput_point
 from modelport.common.images import load_image
 from modelport.common.machine import NOT_EXPOSED, run_conditions
 from modelport.common.preprocess import prepare, to_tensor
@@ -347,3 +347,29 @@ def test_the_sustained_flag_is_drift_beyond_ten_percent_or_any_throttling() -> N
     assert sustained_flag(windows(1.0, 1.0), 30, 3) == "THROTTLED 3 events"
     assert sustained_flag(windows(1.0, 1.0), 30, 1) == "THROTTLED 1 event"
     assert sustained_flag(windows(1.0, 1.14), 30, 2) == "DRIFT +14% p50 over 30 s; THROTTLED 2 events"
+
+
+def test_a_sustained_run_counts_the_throttle_events_and_frequency_sysfs_shows_during_it(tmp_path: Path) -> None:
+    cpu = tmp_path / "devices/system/cpu/cpu0"
+    write(cpu / "cpufreq/scaling_cur_freq", "2400000")
+    write(cpu / "thermal_throttle/core_throttle_count", "5")
+    calls = [0]
+
+    def throttling() -> None:  # the kernel counting events and lowering the clock while the row runs
+        calls[0] += 1
+        if calls[0] == 3:
+            write(cpu / "thermal_throttle/core_throttle_count", "7")
+            write(cpu / "cpufreq/scaling_cur_freq", "1200000")
+
+    s = sustained_run(throttling, 0.3, 0.1, tmp_path)
+    assert calls[0] >= 3 and s.throttled == 2 and (s.mhz_before, s.mhz_after) == ("2400-2400", "1200-1200")
+    assert s.flag is not None and s.flag.endswith("THROTTLED 2 events")
+    assert sum(w.count for w in s.windows) == calls[0] and all(w.count > 0 and w.p99 >= w.p50 for w in s.windows)
+    assert s.windows[0].start_s == 0 and len({w.start_s for w in s.windows}) == len(s.windows)
+
+
+def test_a_sustained_run_where_sysfs_hides_throttling_says_so(tmp_path: Path) -> None:
+    (tmp_path / "devices/system/cpu/cpu0").mkdir(parents=True)
+    s = sustained_run(lambda: None, 0.1, 0.05, tmp_path)
+    assert s.throttled is None and s.mhz_before == s.mhz_after == NOT_EXPOSED
+    assert s.flag is None or "THROTTLED" not in s.flag

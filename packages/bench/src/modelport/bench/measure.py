@@ -220,7 +220,8 @@ def sustained_run(call: Callable[[], object], seconds: float, window_s: float, r
             break
         if t0 - window_start >= width and samples:
             windows.append(_window((window_start - start) / 1e9, samples))
-            window_start, samples = window_start + width, list[int]()
+            # an inference longer than a window skips the windows it spanned, so start_s stays the time
+            window_start, samples = window_start + width * ((t0 - window_start) // width), list[int]()
         call()
         samples.append(clock() - t0)
     if samples and (windows == [] or end - window_start >= width // 2):
