@@ -293,9 +293,9 @@ def sustained_section(report: dict[str, Any], drawn: bool) -> list[str]:
     ]
     for e in ran:
         s = e["sustained"]
-        throttled = "not exposed here" if s["throttled"] is None else f"{s['throttled']} events"
-        mhz = f"; MHz {s['mhz_before']} -> {s['mhz_after']}"
-        load = f"; {s['under_load']}" if s.get("under_load") else ""
+        throttled = NOT_EXPOSED if s["throttled"] is None else f"{s['throttled']} events"
+        mhz = f"; MHz {s['mhz_before']} -> {s['mhz_after']}" if NOT_EXPOSED not in (s["mhz_before"], s["mhz_after"]) else ""
+        load = f" ({s['under_load']})" if s.get("under_load") else ""
         cells = [
             e["name"],
             f"{s['seconds']:g}",
@@ -303,8 +303,8 @@ def sustained_section(report: dict[str, Any], drawn: bool) -> list[str]:
             f"{s['first_p50']:.3f} -> {s['last_p50']:.3f}",
             f"{s['first_p99']:.3f} -> {s['last_p99']:.3f}",
             f"{s['drift']:.2f}x",
-            throttled + mhz + load,
-            s.get("flag") or "–",
+            throttled + mhz,
+            (s.get("flag") or "–") + load,
         ]
         out.append("| " + " | ".join(md_text(x) for x in cells) + " |")
     out += ["", "![sustained](sustained.png)" if drawn else "No sustained-run chart.", ""]
