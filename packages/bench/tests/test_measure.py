@@ -2,6 +2,8 @@
 concurrency levels, cold start and memory in a fresh process, the whole frame, and the run conditions. Timings
 are only checked to be finite and positive: their size depends on the machine."""
 
+import csv
+import io
 import json
 import math
 import os
@@ -14,12 +16,12 @@ import pytest
 
 from conftest import cli, error_line, make_context
 from modelport.bench.coldstart import peak_rss_bytes, start_peak
-from modelport.bench.measure import Conditions, throughput_point
+from modelport.bench.measure import Conditions, sustained_run, throughput_point
 from modelport.common.images import load_image
 from modelport.common.machine import NOT_EXPOSED, run_conditions
 from modelport.common.preprocess import prepare, to_tensor
-from modelport.common.schema import BackendResult
-from modelport.common.timing import concurrency_levels, cores
+from modelport.common.schema import BackendResult, SustainedWindow
+from modelport.common.timing import concurrency_levels, cores, sustained_flag
 from modelport.runtime.base import Runtime
 from modelport.runtime.registry import runtime_class
 from tiny_models import tiny_pipeline
@@ -274,3 +276,100 @@ def test_tflite_runs_an_interpreter_per_worker_at_the_split_thread_count(tmp_pat
             p = throughput_point(rt, x, n, 0.1)
             assert p.mechanism == f"{n} thread{'s' if n > 1 else ''}, an Interpreter each"
             assert p.threads_per_worker == rt.worker_threads(n) and p.inferences >= 1 and p.fps > 0
+
+
+def test_a_sustained_run_gives_windows_of_p50_and_p99_in_the_row_report_and_csv(tmp_path: Path) -> None:
+    env = tiny_pipeline(tmp_path)
+    ok(env, "fetch")
+    ok(env, "convert", "reference", "onnx")
+    off = ["-o", "bench.throughput=false", "-o", "bench.cold_start=false", "-o", "bench.layer_profile=false"]
+    proc = ok(env, *off, "-o", "bench.sustained_seconds=5", "-o", "bench.sustained_window=1", "bench", "onnx")
+    r = BackendResult.model_validate_json((tmp_path / "art/results/onnx.json").read_text())
+    s = r.sustained
+    assert s is not None and not r.notes, r.notes
+    assert s.seconds == 5 and s.window_s == 1 and len(s.windows) >= 4
+    for w in s.windows:
+        assert w.count > 0 and positive(w.p50, w.p99) and w.p99 >= w.p50
+    assert [w.start_s for w in s.windows] == sorted(w.start_s for w in s.windows)
+    first, last = s.windows[0], s.windows[-1]
+    assert (s.first_p50, s.first_p99, s.last_p50, s.last_p99) == (first.p50, first.p99, last.p50, last.p99)
+    assert s.drift == pytest.approx(last.p50 / first.p50)
+    assert s.flag == sustained_flag(s.windows, s.seconds, s.throttled)
+    assert f"sustained 5 s ({len(s.windows)} windows)" in proc.stdout + proc.stderr
+    ok(env, "report")
+    out = tmp_path / "art/report"
+    md = (out / "results.md").read_text()
+    assert "## Sustained run" in md, md
+    assert "![sustained](sustained.png)" in md and (out / "sustained.png").is_file()
+    assert f"| {r.name} | 5 | {len(s.windows)} x 1 s | {first.p50:.3f} -\\> {last.p50:.3f} | " in md
+    assert f" | {s.drift:.2f}x | " in md and f" | {s.flag or '–'}" in md  # the load flag may follow
+    rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    (row,) = [x for x in rows if x["key"] == "onnx"]
+    assert float(row["sustained_drift"]) == pytest.approx(s.drift) and row["sustained_flag"] == (s.flag or "")
+    assert "<h3>Sustained run</h3>" in (out / "results.html").read_text()
+    # a flagged run marks the row's status, as the load flag does
+    path = tmp_path / "art/results/onnx.json"
+    data = json.loads(path.read_text())
+    data["sustained"] |= {"throttled": 3, "flag": "THROTTLED 3 events"}
+    path.write_text(json.dumps(data))
+    ok(env, "report")
+    assert "(SUSTAINED RUN: THROTTLED 3 events)" in (out / "results.md").read_text()
+
+
+def test_without_sustained_seconds_no_row_runs_one(benched: dict[str, str]) -> None:
+    r = BackendResult.model_validate_json((Path(benched["MODELPORT_ARTIFACTS"]) / "results/onnx.json").read_text())
+    assert r.sustained is None and "sustained" not in SAID["bench"]
+
+
+@pytest.mark.parametrize("value", ["-1", "2", "4.9", "3601", "nan"])
+def test_a_bad_sustained_seconds_is_one_error_line(tmp_path: Path, value: str) -> None:
+    env = tiny_pipeline(tmp_path)
+    proc = cli(env, "-o", f"bench.sustained_seconds={value}", "bench", "onnx")
+    assert proc.returncode != 0 and "bench.sustained_seconds" in error_line(proc)
+    assert not (tmp_path / "art/results").exists()
+
+
+def test_a_window_leaving_fewer_than_two_is_one_error_line(tmp_path: Path) -> None:
+    env = tiny_pipeline(tmp_path)
+    proc = cli(env, "-o", "bench.sustained_seconds=5", "-o", "bench.sustained_window=3", "bench", "onnx")
+    assert proc.returncode != 0 and "sustained_window" in error_line(proc)
+
+
+def windows(*p50s: float) -> list[SustainedWindow]:
+    return [SustainedWindow(start_s=i, count=10, p50=p, p99=p * 2) for i, p in enumerate(p50s)]
+
+
+def test_the_sustained_flag_is_drift_beyond_ten_percent_or_any_throttling() -> None:
+    assert sustained_flag(windows(1.0, 1.1, 1.2), 30, 0) == "DRIFT +20% p50 over 30 s"
+    assert sustained_flag(windows(1.0, 0.8), 30, None) == "DRIFT -20% p50 over 30 s"
+    assert sustained_flag(windows(1.0, 1.2, 1.05), 30, 0) is None  # the last window against the first
+    assert sustained_flag(windows(1.0, 1.05), 30, None) is None
+    assert sustained_flag(windows(1.0, 1.0), 30, 3) == "THROTTLED 3 events"
+    assert sustained_flag(windows(1.0, 1.0), 30, 1) == "THROTTLED 1 event"
+    assert sustained_flag(windows(1.0, 1.14), 30, 2) == "DRIFT +14% p50 over 30 s; THROTTLED 2 events"
+
+
+def test_a_sustained_run_counts_the_throttle_events_and_frequency_sysfs_shows_during_it(tmp_path: Path) -> None:
+    cpu = tmp_path / "devices/system/cpu/cpu0"
+    write(cpu / "cpufreq/scaling_cur_freq", "2400000")
+    write(cpu / "thermal_throttle/core_throttle_count", "5")
+    calls = [0]
+
+    def throttling() -> None:  # the kernel counting events and lowering the clock while the row runs
+        calls[0] += 1
+        if calls[0] == 3:
+            write(cpu / "thermal_throttle/core_throttle_count", "7")
+            write(cpu / "cpufreq/scaling_cur_freq", "1200000")
+
+    s = sustained_run(throttling, 0.3, 0.1, tmp_path)
+    assert calls[0] >= 3 and s.throttled == 2 and (s.mhz_before, s.mhz_after) == ("2400-2400", "1200-1200")
+    assert s.flag is not None and s.flag.endswith("THROTTLED 2 events")
+    assert sum(w.count for w in s.windows) == calls[0] and all(w.count > 0 and w.p99 >= w.p50 for w in s.windows)
+    assert s.windows[0].start_s == 0 and len({w.start_s for w in s.windows}) == len(s.windows)
+
+
+def test_a_sustained_run_where_sysfs_hides_throttling_says_so(tmp_path: Path) -> None:
+    (tmp_path / "devices/system/cpu/cpu0").mkdir(parents=True)
+    s = sustained_run(lambda: None, 0.1, 0.05, tmp_path)
+    assert s.throttled is None and s.mhz_before == s.mhz_after == NOT_EXPOSED
+    assert s.flag is None or "THROTTLED" not in s.flag

@@ -97,6 +97,8 @@ def bench(
                     console.print(f"   {line}")
                 if r.under_load:
                     warn(f"{key}: {r.under_load}; the latency is not trustworthy (rerun on a quiet machine)")
+                if r.sustained and r.sustained.flag:
+                    warn(f"{key}: sustained run: {r.sustained.flag}; its latency holds only for a moment of it")
                 if r.agreement_note:
                     warn(f"{key}: {r.agreement_note}")
                 if r.speed and r.speed.slow:
@@ -121,6 +123,11 @@ def _beyond_lines(r: BackendResult) -> list[str]:
         out.append(
             f"whole frame: {f.total:.2f} ms (decode {f.decode:.2f} + preprocess {f.preprocess:.2f} + infer "
             f"{f.infer:.2f} + postprocess {f.postprocess:.2f})"
+        )
+    if s := r.sustained:
+        out.append(
+            f"sustained {s.seconds:g} s ({len(s.windows)} windows): p50 {s.first_p50:.2f} -> {s.last_p50:.2f} ms, p99 "
+            f"{s.first_p99:.2f} -> {s.last_p99:.2f} ms" + (f", {s.flag}" if s.flag else "")
         )
     if p := r.layer_profile:
         if p.reason:

@@ -1,5 +1,5 @@
 """Measurements of a row beyond its batch-1 latency: throughput over concurrency levels, the whole frame
-(decode + preprocess + infer + postprocess), per-layer time, and the CPU's run conditions around them."""
+(decode + preprocess + infer + postprocess), per-layer time, a sustained run, and the CPU's run conditions around them."""
 
 from __future__ import annotations
 
@@ -18,8 +18,17 @@ from modelport.common.letterbox import prepare as letterbox_prepare
 from modelport.common.machine import NOT_EXPOSED, run_conditions, throttle_count
 from modelport.common.onnx_layers import OnnxGraph
 from modelport.common.preprocess import InputSpec, prepare, to_tensor
-from modelport.common.schema import FrameTime, LayerCategory, LayerProfile, LayerTime, RunConditions, ThroughputPoint
-from modelport.common.timing import load_average, throughput_summary
+from modelport.common.schema import (
+    FrameTime,
+    LayerCategory,
+    LayerProfile,
+    LayerTime,
+    RunConditions,
+    Sustained,
+    SustainedWindow,
+    ThroughputPoint,
+)
+from modelport.common.timing import LoadWatch, load_average, sustained_flag, throughput_summary
 from modelport.runtime.base import Runtime
 from modelport.tasks.detect.decode import postprocess
 
@@ -186,3 +195,54 @@ class Conditions:
             load_after=load_average(),
             throttled=throttled,
         )
+
+
+def _window(start_s: float, samples_ns: list[int]) -> SustainedWindow:
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    return SustainedWindow(
+        start_s=round(start_s, 3), count=len(ms), p50=float(np.percentile(ms, 50)), p99=float(np.percentile(ms, 99))
+    )
+
+
+def sustained_run(call: Callable[[], object], seconds: float, window_s: float, root: Path | None = None) -> Sustained:
+    """``call`` back to back for ``seconds``, p50/p99 per window of ``window_s``, with the throttle events and CPU
+    frequency around it. The last window is kept only if it ran at least half a window."""
+    clock = time.perf_counter_ns
+    mhz_before, throttles_before = run_conditions(root)["cur_mhz"], throttle_count(root)
+    load = LoadWatch()
+    windows: list[SustainedWindow] = []
+    start = clock()
+    end, width = start + int(seconds * 1e9), int(window_s * 1e9)
+    window_start, samples = start, list[int]()
+    while True:
+        t0 = clock()
+        if t0 >= end:
+            break
+        if t0 - window_start >= width and samples:
+            windows.append(_window((window_start - start) / 1e9, samples))
+            # an inference longer than a window skips the windows it spanned, so start_s stays the time
+            window_start, samples = window_start + width * ((t0 - window_start) // width), list[int]()
+        call()
+        samples.append(clock() - t0)
+    if samples and (windows == [] or end - window_start >= width // 2):
+        windows.append(_window((window_start - start) / 1e9, samples))
+    throttles_after = throttle_count(root)
+    throttled = None if throttles_before is None or throttles_after is None else throttles_after - throttles_before
+    load_record, under_load = load.finish()
+    first, last = windows[0], windows[-1]
+    return Sustained(
+        seconds=seconds,
+        window_s=window_s,
+        windows=windows,
+        first_p50=first.p50,
+        last_p50=last.p50,
+        first_p99=first.p99,
+        last_p99=last.p99,
+        drift=last.p50 / first.p50 if first.p50 > 0 else 1.0,
+        throttled=throttled,
+        mhz_before=mhz_before,
+        mhz_after=run_conditions(root)["cur_mhz"],
+        load=load_record,
+        under_load=under_load,
+        flag=sustained_flag(windows, seconds, throttled),
+    )

@@ -126,6 +126,7 @@ def flag_unusable(r: BackendResult, store: ArtifactStore, expected: tuple[str | 
             "cold_start": None,
             "frame_ms": None,
             "layer_profile": None,
+            "sustained": None,
             "latency_note": "not reported",
         }
     )
@@ -212,6 +213,7 @@ def beyond_latency(r: BackendResult) -> dict[str, Any]:
         "best_threads_per_worker": best.threads_per_worker if best else None,
         "cold_start": cold,
         "frame_ms": r.frame_ms.model_dump() if r.frame_ms else None,
+        "sustained": r.sustained.model_dump() if r.sustained else None,
         "conditions": r.conditions.model_dump() if r.conditions else None,
     }
 
@@ -308,6 +310,8 @@ def to_csv(report: dict[str, Any]) -> str:
         "baseline_rss_bytes",
         "peak_rss_bytes",
         "frame_ms",
+        "sustained_drift",
+        "sustained_flag",
         *LAYER_COLUMNS,
     ]
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
@@ -315,6 +319,7 @@ def to_csv(report: dict[str, Any]) -> str:
     for e in report["results"]:
         lat, a, h = e["latency_ms"] or {}, e["agreement"] or {}, e["headline"] or {}
         cold, frame = e.get("cold_start") or {}, e.get("frame_ms") or {}
+        sustained = e.get("sustained") or {}
         det, post = a.get("detect") or {}, e.get("postprocess_ms") or {}
         w.writerow(
             {
@@ -358,6 +363,8 @@ def to_csv(report: dict[str, Any]) -> str:
                 "baseline_rss_bytes": cold.get("baseline_rss_bytes"),
                 "peak_rss_bytes": cold.get("peak_rss_bytes"),
                 "frame_ms": frame.get("total"),
+                "sustained_drift": sustained.get("drift"),
+                "sustained_flag": sustained.get("flag"),
                 **layer_columns(e.get("layer_profile")),
             }
         )
@@ -417,7 +424,7 @@ def _write_set(out: Path, report: dict[str, Any], photos: Mapping[str, Path]) ->
     paths |= charts(report, out, photos)
     write_atomic(paths["json"], json_text(report))
     write_atomic(paths["csv"], to_csv(report))
-    drawn = [k for k in ("latency", "accuracy", "throughput", "layers", "boxes") if k in paths]
+    drawn = [k for k in ("latency", "accuracy", "throughput", "sustained", "layers", "boxes") if k in paths]
     write_atomic(paths["md"], markdown(report, sections=sections, drawn=drawn))
     paths["html"] = report_html.write(report, out, sections, method(report))
     return paths

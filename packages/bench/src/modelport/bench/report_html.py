@@ -103,10 +103,11 @@ def render(report: dict[str, Any], folder: Path, sections: list[Path], markdown_
         for name, alt in (("latency.png", "latency"), ("accuracy.png", "agreement"))
         if (folder / name).is_file()
     )
-    from .report_md import beyond, detector_boxes, slowest_layers
+    from .report_md import beyond, detector_boxes, slowest_layers, sustained_section
 
     extra = "\n".join(
         beyond(report, (folder / "throughput.png").is_file())
+        + sustained_section(report, (folder / "sustained.png").is_file())
         + slowest_layers(report, (folder / "layers.png").is_file())
         + detector_boxes(report, (folder / "boxes.png").is_file())
     )

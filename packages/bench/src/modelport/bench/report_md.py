@@ -14,6 +14,7 @@ from rich.text import Text
 from modelport.common.artifacts import write_atomic
 from modelport.common.display import settings_text, shown
 from modelport.common.machine import NOT_EXPOSED
+from modelport.common.timing import DRIFT_FLAG
 
 # Markdown's active characters; "_" only at a word's edge (inside a word it never emphasises). Backticks
 # stay: a code span shows its text as it is (never HTML), and reasons name commands in them.
@@ -80,6 +81,8 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             status = "ok" if lat else f"ok ({e['latency_note'] or 'no latency'})"
             if e.get("under_load"):
                 status += f" (UNDER LOAD: {e['under_load']})"
+            if (e.get("sustained") or {}).get("flag"):
+                status += f" (SUSTAINED RUN: {e['sustained']['flag']})"
             if e.get("speed_note"):
                 status += f" ({e['speed_note']})"
         out.append(
@@ -183,6 +186,7 @@ def markdown(report: dict[str, Any], sections: list[Path], drawn: Collection[str
     for name, why in (("latency", "no backend was timed"), ("accuracy", "no row has agreement numbers")):
         lines += [f"![{name}]({name}.png)" if name in drawn else f"No {name} chart: {why}.", ""]
     lines += beyond(report, "throughput" in drawn)
+    lines += sustained_section(report, "sustained" in drawn)
     lines += slowest_layers(report, "layers" in drawn)
     lines += detector_boxes(report, "boxes" in drawn)
     lines += ["## Settings and versions", ""]
@@ -269,6 +273,41 @@ def beyond(report: dict[str, Any], drawn: bool) -> list[str]:
         out += ['Run conditions (sysfs; "not exposed here" where the machine hides them):', ""]
         out += [f"- **{md_text(e['name'])}**: {md_text(conditions_text(e['conditions']))}" for e in conditioned]
         out.append("")
+    return out
+
+
+def sustained_section(report: dict[str, Any], drawn: bool) -> list[str]:
+    """The rows run back to back for ``[bench] sustained_seconds``: p50/p99 of the first and last window, and a
+    flag where the latency drifted or the CPU throttled (the row's other numbers then describe a moment)."""
+    ran = [e for e in report["results"] if e.get("sustained")]
+    if not ran:
+        return []
+    out = [
+        "## Sustained run",
+        "",
+        "Batch-1 inferences back to back for the configured time, p50 and p99 per window; drift = last window's p50 / "
+        f"first's. Flagged when it is off by more than {DRIFT_FLAG:.0%} or the kernel counted thermal throttle events.",
+        "",
+        "| backend | seconds | windows | p50 first -> last ms | p99 first -> last ms | drift | throttling | flag |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in ran:
+        s = e["sustained"]
+        throttled = NOT_EXPOSED if s["throttled"] is None else f"{s['throttled']} events"
+        mhz = f"; MHz {s['mhz_before']} -> {s['mhz_after']}" if NOT_EXPOSED not in (s["mhz_before"], s["mhz_after"]) else ""
+        load = f" ({s['under_load']})" if s.get("under_load") else ""
+        cells = [
+            e["name"],
+            f"{s['seconds']:g}",
+            f"{len(s['windows'])} x {s['window_s']:g} s",
+            f"{s['first_p50']:.3f} -> {s['last_p50']:.3f}",
+            f"{s['first_p99']:.3f} -> {s['last_p99']:.3f}",
+            f"{s['drift']:.2f}x",
+            throttled + mhz,
+            (s.get("flag") or "–") + load,
+        ]
+        out.append("| " + " | ".join(md_text(x) for x in cells) + " |")
+    out += ["", "![sustained](sustained.png)" if drawn else "No sustained-run chart.", ""]
     return out
 
 
@@ -428,6 +467,11 @@ def charts(report: dict[str, Any], out: Path, photos: Mapping[str, Path] | None 
         paths["throughput"] = _save(_throughput(plt, swept, several), out / "throughput.png", plt)
     else:
         (out / "throughput.png").unlink(missing_ok=True)
+    ran = [e for e in report["results"] if e.get("sustained")]
+    if ran:
+        paths["sustained"] = _save(_sustained(plt, ran), out / "sustained.png", plt)
+    else:
+        (out / "sustained.png").unlink(missing_ok=True)
     profiled = [e for e in report["results"] if (e.get("layer_profile") or {}).get("slowest")]
     if profiled:
         paths["layers"] = _save(_layers(plt, profiled, len(report.get("devices") or {}) > 1), out / "layers.png", plt)
@@ -489,6 +533,31 @@ def _throughput(plt: Any, swept: list[dict[str, Any]], several_devices: bool = F
     for ax in list(axes.flat)[len(swept) :]:
         ax.set_visible(False)
     fig.suptitle("Throughput vs latency (xN: concurrent requests)")
+    fig.tight_layout()
+    return fig
+
+
+def _sustained(plt: Any, ran: list[dict[str, Any]]) -> Any:
+    """Per row, p50 and p99 of each window against the time it started: one panel each."""
+    cols = min(3, len(ran))
+    nrows = -(-len(ran) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
+    for ax, e in zip(axes.flat, ran, strict=False):
+        windows = e["sustained"]["windows"]
+        t = [w["start_s"] for w in windows]
+        ax.plot(t, [w["p50"] for w in windows], marker="o", color="#4c72b0", label="p50")
+        ax.plot(t, [w["p99"] for w in windows], marker="o", color="#c44e52", label="p99")
+        ax.set_ylim(0, max(w["p99"] for w in windows) * 1.25)
+        flag = e["sustained"].get("flag")
+        ax.set_title(e["name"] + (f"\n{flag}" if flag else ""), fontsize=9)
+        ax.set_xlabel("window start, s", fontsize=8)
+        ax.set_ylabel("latency, ms", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(ran) :]:
+        ax.set_visible(False)
+    fig.suptitle("Sustained run: latency per window")
     fig.tight_layout()
     return fig
 

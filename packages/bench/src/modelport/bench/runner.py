@@ -24,7 +24,7 @@ from modelport.runtime.run import placements, prepared_images, run_all_outputs, 
 from modelport.tasks.detect.judge import decode_call, fill_detections
 
 from .coldstart import cold_start
-from .measure import Conditions, classify_stages, detect_stages, frame_time, layer_profile, throughput_sweep
+from .measure import Conditions, classify_stages, detect_stages, frame_time, layer_profile, sustained_run, throughput_sweep
 
 T = TypeVar("T")
 
@@ -86,6 +86,24 @@ def more_measurements(ctx: StepContext, result: BackendResult, runtime: Runtime,
             lambda: layer_profile(runtime, tensor, bench.layer_profile_runs, onnx_graph(ctx) if runtime.profiler else None),
             None,
         )
+    if bench.sustained_seconds:
+        console.print(
+            f"   sustained {runtime.display}: {bench.sustained_seconds:g} s back to back, {bench.sustained_window:g} s windows"
+        )
+        result.sustained = secondary(
+            result,
+            "sustained run",
+            lambda: sustained_run(bare_call(runtime, tensor), bench.sustained_seconds, bench.sustained_window),
+            None,
+        )
+
+
+def bare_call(runtime: Runtime, tensor: np.ndarray) -> Callable[[], object]:
+    """The toolchain's own call on ``tensor`` where the runtime has one, else its ``infer``."""
+    try:
+        return runtime.own_call(tensor)
+    except NotImplementedError:
+        return lambda: runtime.infer(tensor)
 
 
 def onnx_graph(ctx: StepContext) -> OnnxGraph | None:

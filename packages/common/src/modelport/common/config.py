@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .contract import Contract, resolve_input
 from .errors import ConfigError
@@ -130,6 +130,24 @@ class BenchConfig(Section):
     # per-layer time from the toolchain's profiler over this many runs (a few seconds a row), where it has one
     layer_profile: bool = True
     layer_profile_runs: int = Field(20, ge=1, le=100_000)
+    # batch-1 inferences back to back this long (0 = off), p50/p99 per window: drift or throttling over time
+    sustained_seconds: float = Field(0.0, ge=0, le=3600)
+    sustained_window: float = Field(2.0, gt=0, le=600)
+
+    @field_validator("sustained_seconds")
+    @classmethod
+    def _off_or_long_enough(cls, seconds: float) -> float:
+        if 0 < seconds < 5:  # shorter shows no drift, only noise
+            raise ValueError(f"0 (off) or 5..3600 seconds, not {seconds:g}")
+        return seconds
+
+    @model_validator(mode="after")
+    def _two_windows(self) -> BenchConfig:
+        if self.sustained_seconds and self.sustained_window * 2 > self.sustained_seconds:
+            raise ValueError(
+                f"sustained_window {self.sustained_window:g} s leaves fewer than 2 windows in {self.sustained_seconds:g} s"
+            )
+        return self
 
 
 class AccuracyConfig(Section):

@@ -211,6 +211,33 @@ class LayerProfile(Model):
     reason: str | None = None
 
 
+class SustainedWindow(Model):
+    start_s: float  # from the sustained run's start
+    count: int
+    p50: float
+    p99: float
+
+
+class Sustained(Model):
+    """Batch-1 inferences back to back for ``seconds``, summarized per window of ``window_s``: whether the
+    row drifts or throttles over time. ``flag`` says why its numbers are unreliable, None when they hold."""
+
+    seconds: float
+    window_s: float
+    windows: list[SustainedWindow]
+    first_p50: float
+    last_p50: float
+    first_p99: float
+    last_p99: float
+    drift: float  # last p50 / first p50
+    throttled: int | None  # thermal throttle events during the run; None = not exposed here
+    mhz_before: str
+    mhz_after: str
+    load: dict[str, float] = {}
+    under_load: str | None = None
+    flag: str | None = None
+
+
 class RunConditions(Model):
     """The CPU's state around a row's measurements; a value the machine does not expose is the text
     "not exposed here" (machine.NOT_EXPOSED), never a guess."""
@@ -270,6 +297,7 @@ class BackendResult(Model):
     cold_start: ColdStart | None = None
     frame_ms: FrameTime | None = None
     layer_profile: LayerProfile | None = None
+    sustained: Sustained | None = None
     conditions: RunConditions | None = None
     notes: list[str] = []
     created_utc: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

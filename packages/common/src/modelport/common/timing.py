@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .schema import LatencyStats, ThroughputPoint
+from .schema import LatencyStats, SustainedWindow, ThroughputPoint
 
 
 def summarize(samples_ns: list[int] | np.ndarray, warmup: int) -> LatencyStats:
@@ -195,3 +195,17 @@ def throughput_summary(
         p90=p90,
         p99=p99,
     )
+
+
+DRIFT_FLAG = 0.10  # a last window's p50 this much off the first's makes the row's latency a moment, not a level
+
+
+def sustained_flag(windows: list[SustainedWindow], seconds: float, throttled: int | None) -> str | None:
+    """Why a sustained run makes its row's numbers unreliable (p50 drift, throttling), None when they hold."""
+    flags = []
+    drift = windows[-1].p50 / windows[0].p50 - 1 if windows and windows[0].p50 > 0 else 0.0
+    if abs(drift) > DRIFT_FLAG:
+        flags.append(f"DRIFT {drift:+.0%} p50 over {seconds:g} s")
+    if throttled:
+        flags.append(f"THROTTLED {throttled} event{'s' if throttled != 1 else ''}")
+    return "; ".join(flags) or None
