@@ -120,7 +120,9 @@ def calibration_for(ctx: StepContext, method: str, say: bool = False) -> Calibra
     """The calibration set a method gets: percentile/entropy capped at histogram_calibration_limit."""
     calib, cap = ctx.calibration, ctx.config.quantization.histogram_calibration_limit
     if method in ("percentile", "entropy") and len(calib) > cap:
-        if say:
+        said = ctx.__dict__.setdefault("_capped_said", set())
+        if say and (method, cap) not in said:  # once per step, however many variants a search builds
+            said.add((method, cap))
             warn(
                 f"{method} calibration keeps every activation in memory (~45 MB per image): using "
                 f"{cap} of {len(calib)} calibration images, spread over the set ([quantization] histogram_calibration_limit)"
