@@ -284,7 +284,7 @@ def test_real_int8_per_layer_analysis(real_fp32: StepContext) -> None:
 def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(
     real_fp32: StepContext, test_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """Floors neither NNCF preset meets: the search keeps the analysis' worst layers in float through NNCF's
+    """Floors no NNCF method meets with every layer INT8: the search keeps the analysis' worst layers in float through NNCF's
     ignored_scope, and only layers the INT8 IR really quantizes (FakeQuantize on an input), so every such
     variant leaves the IR with fewer FakeQuantize ops. Which layers rank worst depends on the CPU's kernels;
     these properties do not."""
@@ -293,7 +293,7 @@ def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(
 
     from modelport.common.errors import AccuracyGateError
     from modelport.common.recovery import record_path
-    from modelport.openvino.convert import quantized_layers
+    from modelport.openvino.convert import METHODS, quantized_layers
     from modelport.openvino.recover import OpenvinoKnobs
 
     shutil.copytree(real_fp32.store.path("source"), tmp_path / "source")
@@ -301,8 +301,9 @@ def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         for f in (rel, f"{rel}.manifest.json"):
             shutil.copyfile(real_fp32.store.path(f), tmp_path / f)
-    presets = [OpenvinoKnobs(real_fp32, False).build(p, []) for p in ("performance", "mixed")]
-    floor = round(max(cast(dict[str, Any], v.agreement)["cosine_min"] for v in presets) + 0.004, 4)
+    # every method the search tries before float layers (presets, bias correction, range estimators)
+    methods = [OpenvinoKnobs(real_fp32, False).build(m, []) for m in METHODS]
+    floor = round(max(cast(dict[str, Any], v.agreement)["cosine_min"] for v in methods) + 0.004, 4)
     ctx = make_context(
         test_env | {"MODELPORT_ARTIFACTS": str(tmp_path)},
         overrides=[
@@ -323,7 +324,7 @@ def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(
     quantized = quantized_layers(tmp_path / default["files"]["model"], tmp_path / "onnx/model.onnx")
     assert "MobilenetV2/Predictions/Reshape_1" not in quantized  # the Softmax has no FakeQuantize
     floated = [v for v in record["variants"] if v["float_layers"] and v["files"]]
-    assert floated  # neither preset meets the floor: the search went on to float layers
+    assert floated  # no method meets the floor: the search went on to float layers
     fq: Callable[[dict[str, Any]], int] = lambda v: (tmp_path / v["files"]["model"]).read_text().count('type="FakeQuantize"')  # noqa: E731
     for v in floated:
         assert set(v["float_layers"]) <= quantized, v["id"]  # only layers the INT8 model quantizes
