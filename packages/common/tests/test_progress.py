@@ -43,7 +43,9 @@ def test_run_logged_quotes_stderr_even_when_stdout_chatter_lands_after_it(tmp_pa
     import sys
 
     # The order a block-buffered stdout reaches the log in, made explicit: the error first, the chatter later.
-    code = "import sys; sys.stderr.write('E: the real error\\n'); sys.stderr.flush(); print('chatter', flush=True); sys.exit(2)"
+    # One write per line (print writes the line and its end separately when stdout is unbuffered, and the
+    # stderr line could land between them).
+    code = "import sys; sys.stderr.write('E: the real error\\n'); sys.stderr.flush(); sys.stdout.write('chatter\\n'); sys.stdout.flush(); sys.exit(2)"
     log_file = tmp_path / "tool.log"
     proc = log.run_logged([sys.executable, "-c", code], log_file, "tool")
     assert proc.returncode == 2 and proc.last_error == "E: the real error"
