@@ -57,6 +57,27 @@ def test_a_minimal_table_loads(checkout: Path) -> None:
     assert a.commands("rknn") == [] and table.with_step("bench") == ["a"] and table.tools["docker"] == ["docker==7.2.0"]
 
 
+def test_may_fail_keys_get_the_flag_on_the_convert_and_bench_lines_that_name_them(checkout: Path) -> None:
+    path = checkout / "envs" / "a" / "env.toml"
+    path.write_text(
+        GOOD.replace('convert = [["convert", "a"]]', 'convert = [["convert", "a", "a-int8"], ["fetch"]]').replace(
+            'bench = ["a"]', 'bench = ["a", "a-int8"]\nanalyze = ["a-int8"]\nmay_fail = ["a-int8"]'
+        )
+    )
+    a = envs.load(checkout).envs["a"]
+    assert a.commands("convert") == [["convert", "a", "a-int8", "--may-fail", "a-int8"], ["fetch"]]
+    assert a.commands("bench") == [["bench", "a", "a-int8", "--may-fail", "a-int8"]]
+    assert a.commands("analyze") == [["analyze", "a-int8"]]  # only convert and bench take the flag
+    assert "a-int8" in a.backend_names() and envs.load(checkout).may_fail() == ["a-int8"]
+
+    path.write_text(GOOD.replace('bench = ["a"]', 'bench = ["a"]\nmay_fail = ["a-int8"]'))
+    with pytest.raises(envs.TableError, match="steps.may_fail names 'a-int8', which no step of the same model runs"):
+        envs.load(checkout)
+    path.write_text(GOOD.replace('bench = ["a"]', 'bench = ["a"]\ndetect_may_fail = ["a"]'))  # a is the classifier's
+    with pytest.raises(envs.TableError, match="steps.detect_may_fail names 'a'"):
+        envs.load(checkout)
+
+
 def test_packages_star_is_every_package_folder_so_a_new_backend_needs_no_edit(checkout: Path) -> None:
     (checkout / "envs" / "a" / "env.toml").write_text(GOOD.replace('packages = ["common"]', 'packages = ["*"]'))
     assert envs.load(checkout).envs["a"].packages == ["common"]

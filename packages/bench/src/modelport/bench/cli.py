@@ -13,7 +13,7 @@ from modelport.common.errors import ModelportError
 from modelport.common.log import console, skip, step, warn
 from modelport.common.log import failed as log_failed
 from modelport.common.recovery import speed_text
-from modelport.common.registry import chosen, legacy_flags
+from modelport.common.registry import chosen, failures, legacy_flags, may_fail_option
 from modelport.common.schema import BackendResult, LatencyStats
 from modelport.runtime.registry import RUNTIMES, runtime_class, source_key
 
@@ -23,6 +23,7 @@ from .registry import DEPTH_KEYS, SOURCE
 @click.command()
 @click.argument("backends", nargs=-1, type=click.Choice([SOURCE, *RUNTIMES]), metavar="BACKEND...")
 @legacy_flags(RUNTIMES)
+@may_fail_option(RUNTIMES)
 @click.option("--runs", type=int, help="Timed runs (default: [bench] runs).")
 @click.option("--warmup", type=int, help="Warm-up runs (default: [bench] warmup).")
 @click.option(
@@ -48,6 +49,7 @@ def bench(
     warmup: int | None,
     settings_mode: str,
     labeled: str | None,
+    may_fail: tuple[str, ...],
     **flags: bool,
 ) -> None:
     """Benchmark BACKEND... (any of: {keys}; `source` = the source model in its own runtime).
@@ -56,7 +58,7 @@ def bench(
     reference: the source model's outputs) and then the headline image for warm-up + timed runs. Results go to
     results/<backend>.json and .npy. A backend whose toolchain or hardware is missing
     here is recorded as skipped with the reason; the command fails only if a backend
-    that could run failed.
+    that could run failed (and was not given with --may-fail).
     """
     picked = chosen(RUNTIMES, backends, flags)
     if not picked:
@@ -105,6 +107,7 @@ def bench(
                     warn(f"{key}: {speed_text(r.speed)}")
             if labeled and r.status == "ok":
                 _labeled_one(ctx, key, labeled, settings_mode)
+    failed = failures(failed, may_fail)
     if failed:
         raise ModelportError(f"failed: {', '.join(failed)} (each is a row with its reason in the report)")
 

@@ -11,6 +11,8 @@ from modelport.common.context import StepContext
 from modelport.common.errors import ModelportError
 from modelport.common.images import resolve_images
 from modelport.common.log import console
+from modelport.common.registry import failures, may_fail_option
+from modelport.runtime.registry import RUNTIMES
 
 
 def eval_photos(ctx: StepContext, folders: Sequence[Path]) -> dict[str, Path]:
@@ -43,11 +45,16 @@ def eval_photos(ctx: StepContext, folders: Sequence[Path]) -> dict[str, Path]:
     metavar="DIR",
     help="Also look here for the detector rows' headline photos (merged rows from another config's eval photos); repeatable.",
 )
+@may_fail_option(RUNTIMES)
 # click options take one value each: the paths after the first form this argument, valid only with --merge
 @click.argument("more_paths", nargs=-1, type=click.Path(path_type=Path), metavar="")
 @click.pass_obj
 def report(
-    ctx: StepContext, merge_paths: tuple[Path, ...], photo_folders: tuple[Path, ...], more_paths: tuple[Path, ...]
+    ctx: StepContext,
+    merge_paths: tuple[Path, ...],
+    photo_folders: tuple[Path, ...],
+    may_fail: tuple[str, ...],
+    more_paths: tuple[Path, ...],
 ) -> None:
     """Merge results/*.json into report/results.md (+ results.html, latency.png, accuracy.png), results.json and results.csv.
 
@@ -56,7 +63,8 @@ def report(
     side by side (identity: model, backend, device), stored under merged/<model>/<device>/,
     with a models x backends matrix per device.
     Failed steps are rows with their reason; the report is still written, and then the
-    command exits non-zero (so does a report with no `ok` row).
+    command exits non-zero unless every failed row's key is given with --may-fail (a report with no `ok` row
+    always does).
     """
     from .report import build, write
     from .report_md import terminal_table
@@ -80,6 +88,7 @@ def report(
             f"{statuses.count('skipped')} skipped): see the reasons above",
             paths["md"],
         )
+    failed = failures(failed, may_fail)
     if failed:
         raise ModelportError(
             f"{len(failed)} of {len(statuses)} rows failed: {', '.join(failed)} (reasons in the table)", paths["md"]

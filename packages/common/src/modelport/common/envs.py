@@ -20,6 +20,7 @@ An env.toml holds what one env is:
     convert = [["convert", "ncnn"]]  # convert, rknn, depth_convert: lists of command lines
     bench = ["ncnn"]                 # bench, analyze, depth: backend keys
     detect_convert = [...]           # detect_convert, detect_bench: the default detector's, in its own folder
+    may_fail = ["mnn-int8"]          # keys whose failure is a row with its reason, not a failed job (--may-fail)
 
 A requirements file named *nodeps* is installed with --no-deps (wheels whose declared
 dependencies are wrong for us: pnnx pulls CUDA torch, ...).
@@ -42,6 +43,10 @@ NEEDS = {"gpu"}
 # detect_convert / detect_bench: the same for the default detector (DETECTOR), in its own artifacts folder
 COMMAND_LISTS = ("convert", "rknn", "depth_convert", "detect_convert")  # steps holding command lines
 KEY_LISTS = ("bench", "analyze", "depth", "detect_bench")  # steps holding backend keys
+# Keys a step may fail on without failing the job: a row known to miss its floors here (an INT8 build of a model
+# whose defaults fall short) is reported with its reason; every other key's failure still fails the session.
+MAY_FAIL = ("may_fail", "detect_may_fail")
+TOLERANT = ("convert", "bench")  # the commands that take --may-fail
 DETECTOR = "yolox_nano.toml"  # the default detector's config, at the checkout's root
 TOOLS = ("tests", "lint", "mypy", "docker")
 
@@ -70,11 +75,18 @@ class Env:
     report: bool = False
 
     def commands(self, step: str) -> list[list[str]]:
-        """The modelport command lines this step runs here (none if the env has no such step)."""
+        """The modelport command lines this step runs here (none if the env has no such step), each with
+        ``--may-fail KEY`` for the keys of its may_fail list (detect_may_fail for the detector's) it names."""
         value = self.steps.get(step, [])
         if step in COMMAND_LISTS:
-            return [list(line) for line in value]
-        return [[step.removeprefix("detect_"), *value]] if value else []
+            lines = [list(line) for line in value]
+        else:
+            lines = [[step.removeprefix("detect_"), *value]] if value else []
+        tolerated = self.steps.get("detect_may_fail" if step.startswith("detect_") else "may_fail", [])
+        return [
+            [*line, *(a for k in tolerated if k in line[1:] for a in ("--may-fail", k))] if line[0] in TOLERANT else line
+            for line in lines
+        ]
 
     def backend_names(self) -> set[str]:
         """Every backend or target name this env's steps name (`convert ncnn`, bench keys, `rknn all`, ...)."""
@@ -107,6 +119,10 @@ class Table:
 
     def with_step(self, step: str) -> list[str]:
         return [e.name for e in self.envs.values() if step in e.steps]
+
+    def may_fail(self) -> list[str]:
+        """Every key some env's steps let fail (may_fail, detect_may_fail), for the report that merges their rows."""
+        return sorted({k for e in self.envs.values() for step in MAY_FAIL for k in e.steps.get(step, [])})
 
     def cpu_envs(self) -> list[str]:
         return [e.name for e in self.envs.values() if not e.needs]
@@ -225,11 +241,22 @@ def load_env(path: Path, root: Path) -> Env:
                 _strings(line, f"steps.{step} entries", path)
                 if not line:
                     raise TableError(f"{path}: steps.{step} has an empty command line")
-        elif step in KEY_LISTS:
+        elif step in KEY_LISTS or step in MAY_FAIL:
             if not _strings(value, f"steps.{step}", path):
                 raise TableError(f"{path}: steps.{step} is empty")
         else:
-            raise TableError(f"{path}: unknown step {step!r} (known: {', '.join(COMMAND_LISTS + KEY_LISTS)})")
+            raise TableError(f"{path}: unknown step {step!r} (known: {', '.join(COMMAND_LISTS + KEY_LISTS + MAY_FAIL)})")
+    for tolerant in MAY_FAIL:
+        detector = tolerant.startswith("detect_")
+        named: set[str] = set()
+        for step, value in steps.items():
+            if step in KEY_LISTS and step.startswith("detect_") == detector:
+                named |= set(value)
+            elif step in COMMAND_LISTS and step.startswith("detect_") == detector:
+                named |= {a for line in value for a in line[1:]}
+        unused = [k for k in steps.get(tolerant, []) if k not in named]
+        if unused:
+            raise TableError(f"{path}: steps.{tolerant} names {unused[0]!r}, which no step of the same model runs")
     reqs = [path.parent / r for r in data["requirements"]]
     for r in reqs:
         if not r.is_file():

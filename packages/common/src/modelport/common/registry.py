@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import click
 
+from .log import warn
+
 F = TypeVar("F", bound=Callable[..., Any])  # a click command function
 
 
@@ -46,3 +48,28 @@ def chosen(names: Iterable[str], positional: Iterable[str], flags: Mapping[str, 
     """Positional names first, then those given as legacy flags, each once."""
     out = list(positional)
     return out + [n for n in names if flags.get(f"flag_{n.replace('-', '_')}") and n not in out]
+
+
+def may_fail_option(names: Iterable[str]) -> Callable[[F], F]:
+    """``--may-fail KEY``: a key whose failure is reported (its row with the reason, a warning) without failing the
+    command, for a row known to fall short on some models or machines (an INT8 build below its floors)."""
+    return click.option(
+        "--may-fail",
+        "may_fail",
+        multiple=True,
+        type=click.Choice(list(names)),
+        metavar="KEY",
+        help="KEY's failure is a row with its reason and a warning, not a non-zero exit (repeatable).",
+    )
+
+
+def failures(failed: Iterable[str], may_fail: Iterable[str]) -> list[str]:
+    """The failed keys that fail the command; each tolerated one is said once as a warning."""
+    tolerated = set(may_fail)
+    out = []
+    for key in failed:
+        if key in tolerated:
+            warn(f"{key} failed (--may-fail {key}): its row says why; the command goes on")
+        else:
+            out.append(key)
+    return out

@@ -8,7 +8,7 @@ from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, ModelportError
 from modelport.common.log import failed as log_failed
 from modelport.common.log import skip, step
-from modelport.common.registry import chosen, legacy_flags
+from modelport.common.registry import chosen, failures, legacy_flags, may_fail_option
 
 from .registry import TARGETS, target_module
 
@@ -16,6 +16,7 @@ from .registry import TARGETS, target_module
 @click.command()
 @click.argument("targets", nargs=-1, type=click.Choice(list(TARGETS)), metavar="TARGET...")
 @legacy_flags(TARGETS)
+@may_fail_option(TARGETS)
 @click.option("--force", is_flag=True, help="Redo even when the manifest says the output is up to date.")
 @click.option(
     "--ncnn-tools",
@@ -24,7 +25,15 @@ from .registry import TARGETS, target_module
     "own, auto = official when on PATH (overrides [ncnn] tools).",
 )
 @click.pass_obj
-def convert(ctx: StepContext, /, targets: tuple[str, ...], force: bool, ncnn_tools: str | None, **flags: bool) -> None:
+def convert(
+    ctx: StepContext,
+    /,
+    targets: tuple[str, ...],
+    force: bool,
+    ncnn_tools: str | None,
+    may_fail: tuple[str, ...],
+    **flags: bool,
+) -> None:
     """Convert to TARGET... (any of: {targets}), in the order given.
 
     Every output is verified by running it on the eval images against the reference
@@ -32,7 +41,8 @@ def convert(ctx: StepContext, /, targets: tuple[str, ...], force: bool, ncnn_too
     committed; one below its [accuracy] floors is kept only as <name>.below-floor.<ext>. A target whose
     hardware is missing here (TensorRT without a CUDA GPU) is skipped with the reason.
     A target that fails is reported and the rest still run; the command then exits
-    non-zero, and `bench` records the failure as that backend's row.
+    non-zero (unless each failed one is given with --may-fail), and `bench` records the failure as that
+    backend's row.
     """
     if ncnn_tools:
         ctx.overrides.append(("ncnn.tools", ncnn_tools))  # before the config is first read
@@ -50,10 +60,11 @@ def convert(ctx: StepContext, /, targets: tuple[str, ...], force: bool, ncnn_too
                 skip(f"{name}: {e}")
             except ModelportError as e:
                 record_failure(ctx, name, e)
-                if len(picked) == 1:
+                if len(picked) == 1 and name not in may_fail:
                     raise
                 log_failed(f"{name}: {e}")
                 failed.append(name)
+    failed = failures(failed, may_fail)
     if failed:
         raise ModelportError(f"convert failed: {', '.join(failed)} (the other targets ran)")
 
