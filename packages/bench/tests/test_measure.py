@@ -21,7 +21,7 @@ from modelport.common.images import load_image
 from modelport.common.machine import NOT_EXPOSED, run_conditions
 from modelport.common.preprocess import prepare, to_tensor
 from modelport.common.schema import BackendResult, SustainedWindow
-from modelport.common.timing import concurrency_levels, cores, sustained_flag
+from modelport.common.timing import concurrency_levels, cores, sustained_flag, unsteady
 from modelport.runtime.base import Runtime
 from modelport.runtime.registry import runtime_class
 from tiny_models import tiny_pipeline
@@ -77,6 +77,12 @@ def test_a_row_carries_throughput_cold_start_memory_frame_and_conditions(benched
     assert cond is not None
     assert cond.load_before >= 0 and cond.load_after >= 0
     assert all(isinstance(v, str) and v for v in (cond.governor, cond.cur_mhz, cond.max_mhz, cond.smt, cond.throttled))
+
+    # The row's median against its own concurrency-1 p50 and its blocks: flagged exactly when they disagree
+    c1 = next(t.p50 for t in r.throughput if t.concurrency == 1)
+    assert r.latency_ms is not None
+    apart = max(r.latency_ms.median, c1) / min(r.latency_ms.median, c1)
+    assert (r.unsteady is not None) == (apart >= 1.3 or "blocks" in (r.unsteady or "")), (r.unsteady, apart)
 
     assert BackendResult.model_validate_json(r.dump()) == r  # the schema round-trips
     said = SAID["bench"]
@@ -347,6 +353,24 @@ def test_the_sustained_flag_is_drift_beyond_ten_percent_or_any_throttling() -> N
     assert sustained_flag(windows(1.0, 1.0), 30, 3) == "THROTTLED 3 events"
     assert sustained_flag(windows(1.0, 1.0), 30, 1) == "THROTTLED 1 event"
     assert sustained_flag(windows(1.0, 1.14), 30, 2) == "DRIFT +14% p50 over 30 s; THROTTLED 2 events"
+
+
+def ns(*ms: float) -> np.ndarray:
+    return (np.asarray(ms, dtype=np.float64) * 1e6).astype(np.int64)
+
+
+def test_a_row_is_unsteady_when_its_blocks_or_its_later_p50_disagree_by_1_3x() -> None:
+    steady = ns(*[5.0, 5.2, 5.1, 4.9, 5.3] * 10)
+    assert unsteady(steady) is None and unsteady(steady, 5.6, "later") is None
+    # the two modes measured on a 2-core KVM guest, switching within the row (ncnn FP32, libgomp)
+    modes = ns(*[5.2] * 20, *[10.7] * 30)
+    assert unsteady(modes) == "the medians of 5 consecutive blocks of runs span 5.20-10.70 ms (2.06x)"
+    assert unsteady(steady, 10.5, "at concurrency 1") == "median 5.10 ms vs 10.50 ms at concurrency 1 (2.06x)"
+    both = unsteady(modes, 5.1, "at concurrency 1")
+    assert both is not None and "blocks" in both and "vs 5.10 ms at concurrency 1" in both
+    assert unsteady(ns(5.0, 10.0, 5.0)) is None  # too few runs to cut into blocks; one slow call is not a mode
+    assert unsteady(ns(*[1.0] * 40, *[1.25] * 10)) is None  # a block 25% slower: noise on a shared machine
+    assert unsteady(ns(*[1.0] * 40, *[1.3] * 10)) is not None  # a fifth of the row 30% slower: another mode
 
 
 def test_a_sustained_run_counts_the_throttle_events_and_frequency_sysfs_shows_during_it(tmp_path: Path) -> None:

@@ -99,6 +99,8 @@ def bench(
                     console.print(f"   {line}")
                 if r.under_load:
                     warn(f"{key}: {r.under_load}; the latency is not trustworthy (rerun on a quiet machine)")
+                if r.unsteady:
+                    warn(f"{key}: UNSTEADY: {r.unsteady}; the machine's speed changed during the row, the median is one mode")
                 if r.sustained and r.sustained.flag:
                     warn(f"{key}: sustained run: {r.sustained.flag}; its latency holds only for a moment of it")
                 if r.agreement_note:

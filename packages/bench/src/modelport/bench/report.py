@@ -192,6 +192,7 @@ def entry(r: BackendResult, ref: BackendResult | None) -> dict[str, Any]:
         "extra_timings": {k: v.model_dump() for k, v in r.extra_timings.items()},
         "notes": r.notes,
         "under_load": r.under_load,
+        "unsteady": r.unsteady,
         "speed": r.speed.model_dump() if r.speed else None,
         **beyond_latency(r),
         "layer_profile": r.layer_profile.model_dump() if r.layer_profile else None,
@@ -312,6 +313,8 @@ def to_csv(report: dict[str, Any]) -> str:
         "frame_ms",
         "sustained_drift",
         "sustained_flag",
+        "under_load",
+        "unsteady",
         *LAYER_COLUMNS,
     ]
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
@@ -365,6 +368,8 @@ def to_csv(report: dict[str, Any]) -> str:
                 "frame_ms": frame.get("total"),
                 "sustained_drift": sustained.get("drift"),
                 "sustained_flag": sustained.get("flag"),
+                "under_load": e.get("under_load"),
+                "unsteady": e.get("unsteady"),
                 **layer_columns(e.get("layer_profile")),
             }
         )

@@ -14,7 +14,7 @@ from rich.text import Text
 from modelport.common.artifacts import write_atomic
 from modelport.common.display import settings_text, shown
 from modelport.common.machine import NOT_EXPOSED
-from modelport.common.timing import DRIFT_FLAG
+from modelport.common.timing import DRIFT_FLAG, UNSTEADY
 
 # Markdown's active characters; "_" only at a word's edge (inside a word it never emphasises). Backticks
 # stay: a code span shows its text as it is (never HTML), and reasons name commands in them.
@@ -81,6 +81,8 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             status = "ok" if lat else f"ok ({e['latency_note'] or 'no latency'})"
             if e.get("under_load"):
                 status += f" (UNDER LOAD: {e['under_load']})"
+            if e.get("unsteady"):
+                status += f" (UNSTEADY: {e['unsteady']})"
             if (e.get("sustained") or {}).get("flag"):
                 status += f" (SUSTAINED RUN: {e['sustained']['flag']})"
             if e.get("speed_note"):
@@ -425,6 +427,12 @@ def method(report: dict[str, Any]) -> str:
     loaded = [e["name"] for e in report["results"] if e.get("under_load")]
     if loaded:
         latency += f" Taken under load (latency not trustworthy): {md_text(', '.join(loaded))}."
+    wavering = [e["name"] for e in report["results"] if e.get("unsteady")]
+    if wavering:
+        latency += (
+            f" Unsteady (the row's own timings disagree by {UNSTEADY:g}x or more; its median is one of the machine's "
+            f"modes): {md_text(', '.join(wavering))}."
+        )
     f = report.get("floors")
     if not report.get("verify", True):
         check = "Verification is OFF ([convert] verify = false): no conversion was checked against the floors."

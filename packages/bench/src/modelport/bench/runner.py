@@ -17,7 +17,7 @@ from modelport.common.onnx_layers import load as load_layers
 from modelport.common.preprocess import to_tensor
 from modelport.common.results import fill_outputs, headline_index, new_result, write_result
 from modelport.common.schema import BackendResult, Status
-from modelport.common.timing import LoadWatch, concurrency_levels, measure
+from modelport.common.timing import LoadWatch, concurrency_levels, measure, summarize, unsteady, warm_sample
 from modelport.runtime.base import ONNX_MODEL, Runtime
 from modelport.runtime.registry import SOURCE_KEYS, runtime_class, source_key
 from modelport.runtime.run import placements, prepared_images, run_all_outputs, run_outputs
@@ -153,13 +153,16 @@ def benchmark(ctx: StepContext, key: str) -> BackendResult:
             console.print(
                 f"   timing {runtime.display}: {cfg.bench.warmup} warm-up + {cfg.bench.runs} runs on {names[headline_i]}"
             )
-            result.latency_ms = measure(lambda: runtime.infer(tensor), cfg.bench.warmup, cfg.bench.runs)
+            samples = warm_sample(lambda: runtime.infer(tensor), cfg.bench.warmup, cfg.bench.runs)
+            result.latency_ms = summarize(samples, cfg.bench.warmup)
             if detector:  # numpy after the model, whatever ran it: timed the same way, reported apart
                 decode = decode_call(boxes[headline_i], cfg, placements(ctx)[headline_i])
                 result.postprocess_ms = measure(decode, cfg.bench.warmup, cfg.bench.runs)
             result.extra_timings = secondary(result, "extra timings", lambda: getattr(runtime, "extra_timings", {}), {})
             more_measurements(ctx, result, runtime, tensor)
             result.load_avg, result.under_load = load.finish()
+            c1 = next((t.p50 for t in result.throughput if t.concurrency == 1), None)
+            result.unsteady = unsteady(samples, c1, "at concurrency 1 seconds later")
             result.load_ms = runtime.load_ms
             result.tool_versions = runtime.tool_versions()
             result.settings = runtime.settings()

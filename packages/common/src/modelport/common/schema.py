@@ -286,6 +286,7 @@ class BackendResult(Model):
     postprocess_ms: LatencyStats | None = None
     load_avg: dict[str, float] = {}  # 1-min load average before/after: a busy machine explains a slow number
     under_load: str | None = None  # set when the load average exceeded the cores: the latency is not trustworthy
+    unsteady: str | None = None  # set when the row's own timings disagree (timing.unsteady): the median is one mode
     outputs_sha256: str | None = None  # of results/<key>.npy: the reader checks the pair belongs together
     topk: list[TopK] = []
     agreement: Agreement | None = None

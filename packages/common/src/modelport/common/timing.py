@@ -44,9 +44,43 @@ def sample(fn: Callable[[], object], runs: int) -> np.ndarray:
 
 
 def measure(fn: Callable[[], object], warmup: int, runs: int) -> LatencyStats:
+    return summarize(warm_sample(fn, warmup, runs), warmup)
+
+
+def warm_sample(fn: Callable[[], object], warmup: int, runs: int) -> np.ndarray:
+    """``warmup`` untimed calls, then the ns of each of ``runs`` calls."""
     for _ in range(warmup):
         fn()
-    return summarize(sample(fn, runs), warmup)
+    return sample(fn, runs)
+
+
+# A row whose own timings disagree by this much holds for part of the row only. Measured on a 2-core KVM guest:
+# ncnn FP32 (libgomp, 2 threads) ran at 5.2 or 10.7 ms per call, switching every few seconds in one process,
+# while one- and two-thread arithmetic probes on the same cores kept their speed within 5%.
+UNSTEADY = 1.3
+STEADY_BLOCKS = 5
+
+
+def unsteady(samples_ns: np.ndarray, later_p50_ms: float | None = None, later: str = "") -> str | None:
+    """Why a row's latency is not one number (None: it is): the medians of its consecutive blocks of runs, or
+    its median against the same call's p50 timed again later in the row (``later`` names that timing), differ
+    by UNSTEADY or more. Load is flagged apart (load_problem): this is the machine's speed changing under a
+    quiet load, which a median hides by landing in one mode."""
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    why = []
+    if ms.size >= 5 * STEADY_BLOCKS:
+        blocks = [float(np.median(b)) for b in np.array_split(ms, STEADY_BLOCKS)]
+        if max(blocks) >= UNSTEADY * min(blocks):
+            why.append(
+                f"the medians of {STEADY_BLOCKS} consecutive blocks of runs span {min(blocks):.2f}-{max(blocks):.2f} ms "
+                f"({max(blocks) / min(blocks):.2f}x)"
+            )
+    median = float(np.median(ms)) if ms.size else 0.0
+    if later_p50_ms and median and max(median, later_p50_ms) >= UNSTEADY * min(median, later_p50_ms):
+        why.append(
+            f"median {median:.2f} ms vs {later_p50_ms:.2f} ms {later} ({max(median, later_p50_ms) / min(median, later_p50_ms):.2f}x)"
+        )
+    return "; ".join(why) or None
 
 
 # One candidate beats another only if its median is this much lower: on a shared 2-core machine 1-2%

@@ -114,6 +114,7 @@
           td.className = "status-" + e.status;
           if (e.reason) td.append(el("div", { class: "reason" }, e.reason));
           if (e.under_load) td.append(el("div", { class: "reason" }, "UNDER LOAD: " + e.under_load));
+          if (e.unsteady) td.append(el("div", { class: "reason" }, "UNSTEADY: " + e.unsteady));
           if (e.sustained && e.sustained.flag) td.append(el("div", { class: "reason" }, "SUSTAINED RUN: " + e.sustained.flag));
           if (e.speed_note) td.append(el("div", { class: "reason" }, e.speed_note));
           if (e.agreement_note) td.append(el("div", { class: "reason" }, e.agreement_note));
