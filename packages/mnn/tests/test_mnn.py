@@ -18,7 +18,7 @@ from conftest import make_context
 from modelport.common.context import StepContext
 from modelport.common.reference import REFERENCE
 from modelport.convert.registry import TARGETS, target_module
-from modelport.mnn.runtime import MnnFp32Runtime, MnnInt8Runtime
+from modelport.mnn.runtime import MnnFp32Runtime, MnnInt8Runtime, MnnW8Runtime
 from modelport.runtime.registry import RUNTIMES, runtime_class
 from tiny_models import tiny_onnx
 
@@ -43,16 +43,65 @@ def onnxruntime_outputs(onnx: Path, xs: list[np.ndarray]) -> list[np.ndarray]:
     return [sess.run(None, {name: x})[0] for x in xs]
 
 
+def wide_onnx(path: Path, shape: tuple[int, ...]) -> Path:
+    """Conv 3x3 (32) -> ReLU -> Conv 3x3 (64) -> global average pool -> Gemm (10): enough weights (20k) that
+    how they are stored shows in the file size, unlike the tiny classifier's few hundred."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    c = shape[1]
+    weights = {
+        "w1": rng.normal(0, 0.3, (32, c, 3, 3)),
+        "b1": rng.normal(0, 0.1, (32,)),
+        "w2": rng.normal(0, 0.1, (64, 32, 3, 3)),
+        "b2": rng.normal(0, 0.1, (64,)),
+        "fc": rng.normal(0, 0.3, (64, 10)),
+        "fb": rng.normal(0, 0.1, (10,)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c2"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc", "fb"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "wide",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [shape[0], 10])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # what every env's onnxruntime reads
+    onnx.save(model, path)
+    return path
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a.ravel() @ b.ravel() / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def test_registered_through_entry_points() -> None:
-    for key in ("mnn-fp32", "mnn-int8"):
+    for key in ("mnn-fp32", "mnn-w8", "mnn-int8"):
         assert key in RUNTIMES and key in TARGETS
         assert target_module(key).unavailable_reason() is None
     assert runtime_class("mnn-fp32") is MnnFp32Runtime
+    assert runtime_class("mnn-w8") is MnnW8Runtime
     assert runtime_class("mnn-int8") is MnnInt8Runtime
+
+
+def test_weight_only_int8_is_reported_as_float_compute() -> None:
+    """The W8 row says what it is: INT8 weights with float compute, its rounded weights judged by the INT8 floors,
+    no INT8-vs-FP32 twin."""
+    from modelport.common.backends import backends
+    from modelport.mnn.convert import W8
+
+    b = backends()["mnn-w8"]
+    assert b.floors == W8.kind == "int8" and b.fp32_twin is None and b.analysis is None
+    assert "INT8 weights" in b.display and "FP32 compute" in b.display and b.precision == "int8-weights+fp32"
 
 
 def test_fp32_tiny_model_matches_onnxruntime(ctx: StepContext, tmp_path: Path) -> None:
@@ -91,6 +140,28 @@ def test_int8_tiny_model_is_quantized_and_close(ctx: StepContext, tmp_path: Path
         out = rt.infer(x)
     (ref,) = onnxruntime_outputs(onnx, [x])
     assert cosine(out, ref) > 0.99 and not np.allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_only_int8_tiny_model_stores_int8_weights_and_matches_onnxruntime(
+    ctx: StepContext, tmp_path: Path
+) -> None:
+    """--weightQuantBits=8 on the tiny model: a smaller file than the float conversion (the weights are stored
+    in 8 bits), outputs within weight rounding of onnxruntime's, and not bit-equal to the float model's."""
+    from modelport.mnn.convert import convert_onnx
+
+    onnx = wide_onnx(tmp_path / "wide.onnx", ctx.config.input.shape("NCHW"))
+    convert_onnx(onnx, tmp_path / "model.mnn", tmp_path / "f.log")
+    convert_onnx(onnx, tmp_path / "model.w8.mnn", tmp_path / "w.log", weight_bits=8)
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal(ctx.config.input.shape("NCHW")).astype(np.float32) for _ in range(3)]
+    with MnnW8Runtime(ctx.config, {"model": tmp_path / "model.w8.mnn"}) as rt:
+        w8 = [rt.infer(x) for x in xs]
+    with MnnFp32Runtime(ctx.config, {"model": tmp_path / "model.mnn"}) as rt:
+        fp32 = [rt.infer(x) for x in xs]
+    assert (tmp_path / "model.w8.mnn").stat().st_size < (tmp_path / "model.mnn").stat().st_size / 2
+    for have, ref, f in zip(w8, onnxruntime_outputs(onnx, xs), fp32, strict=True):
+        assert have.shape == ref.shape and cosine(have, ref) > 0.999
+        assert not np.array_equal(have, f)  # the stored weights are not the float ones
 
 
 def test_config_knobs_reach_the_session(ctx: StepContext, tmp_path: Path) -> None:
@@ -184,7 +255,7 @@ _AUDIT = textwrap.dedent(
 
 
 def test_conversion_starts_no_pip_and_opens_no_socket(ctx: StepContext, tmp_path: Path) -> None:
-    """FP32 and INT8 conversion of the tiny model, with an audit hook in the CLI's process and in MNN's worker:
+    """FP32, W8 and INT8 conversion of the tiny model, with an audit hook in the CLI's process and in MNN's worker:
     the only process started is the worker itself, nothing runs pip, nothing connects (the wheel's Python tool
     wrappers would pip-install their usage logger and upload logs)."""
     onnx = tiny(ctx, tmp_path)
@@ -198,6 +269,7 @@ def test_conversion_starts_no_pip_and_opens_no_socket(ctx: StepContext, tmp_path
         from modelport.mnn.convert import convert_onnx, quantize
         d = Path({str(tmp_path)!r})
         convert_onnx(Path({str(onnx)!r}), d / "f.mnn", d / "c.log")
+        convert_onnx(Path({str(onnx)!r}), d / "w.mnn", d / "w.log", weight_bits=8)
         calib = np.random.default_rng(0).standard_normal((2, *{tuple(ctx.config.input.shape("NCHW"))!r})).astype(np.float32)
         quantize(d / "f.mnn", d / "q.mnn", calib, d, d / "q.log", "moving_average", "per_tensor")
         """
@@ -207,9 +279,11 @@ def test_conversion_starts_no_pip_and_opens_no_socket(ctx: StepContext, tmp_path
     events = [json.loads(line) for line in log.read_text().splitlines()]
     started = [argv for ev, argv in events if ev == "subprocess.Popen"]
     # the hook saw both workers start, and nothing else: no pip, no os.system / exec, no socket
-    assert [argv[:4] for argv in started] == [[sys.executable, "-m", "modelport.mnn.worker", c] for c in ("convert", "quantize")]
+    worker = [sys.executable, "-m", "modelport.mnn.worker"]
+    assert [argv[:4] for argv in started] == [[*worker, c] for c in ("convert", "convert", "quantize")]
+    assert started[1][-4:] == ["--weight-bits", "8", "--weight-quant", "hqq"]
     assert [e for e in events if e[0] != "subprocess.Popen"] == []
-    assert (tmp_path / "q.mnn").is_file()
+    assert (tmp_path / "w.mnn").is_file() and (tmp_path / "q.mnn").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +303,20 @@ def test_real_model_converts_and_verifies(real: StepContext) -> None:
     manifest = real.store.read_manifest(real.store.rel(paths[0])) or {}
     agreement = manifest["extra"]["agreement"]
     assert agreement["top1"] == 1.0 and agreement["cosine_min"] >= 0.999
+
+
+@pytest.mark.slow
+def test_real_weight_only_int8_meets_the_int8_floors_at_a_third_of_the_size(real: StepContext) -> None:
+    """`convert mnn-w8` on the pipeline's model: verified against the reference like every row and held to the INT8
+    floors (what MNN's default symmetric weight rounding misses: cosine min 0.65), its file a quarter of the float
+    model's."""
+    w8 = target_module("mnn-w8").run(real, force=False)[0]
+    fp32 = target_module("mnn-fp32").run(real, force=False)[0]
+    manifest = real.store.read_manifest(real.store.rel(w8)) or {}
+    agreement, floors = manifest["extra"]["agreement"], real.config.accuracy
+    assert manifest["options"]["weight_quant"] == "hqq"
+    assert agreement["top1"] >= floors.int8_top1_min and agreement["cosine_min"] >= floors.int8_cosine_min
+    assert w8.stat().st_size < fp32.stat().st_size / 3
 
 
 @pytest.mark.slow

@@ -1,6 +1,9 @@
-"""`convert mnn-fp32` / `mnn-int8`: the pipeline's ONNX model as MNN models.
+"""`convert mnn-fp32` / `mnn-w8` / `mnn-int8`: the pipeline's ONNX model as MNN models.
 
-FP32: MNN's converter (MNNConvert) on onnx/model.onnx. INT8: that float model quantized by MNN's own
+FP32: MNN's converter (MNNConvert) on onnx/model.onnx. W8: the same conversion with
+``--weightQuantBits=8`` (HQQ, worker.py says why): weights stored as INT8 and expanded to float when the model
+loads, so a quarter of the file with float compute and float speed, not an INT8 engine; its rounded weights
+are held to the INT8 floors. INT8: that float model quantized by MNN's own
 calibration (``nn.compress.train_quant``: weights and activations in INT8) over the common calibration
 set, through the recovery search (recover.py) when it misses the [accuracy] floors. Both run in a child
 process (worker.py), so an abort inside MNN is this step's error line, not the end of the CLI.
@@ -30,7 +33,7 @@ from modelport.common.onnx_safety import check_onnx
 from modelport.convert.base import Converter
 from modelport.runtime.base import ONNX_MODEL, Runtime
 
-from .runtime import MnnFp32Runtime, MnnInt8Runtime
+from .runtime import MnnFp32Runtime, MnnInt8Runtime, MnnW8Runtime
 from .worker import SCALE_UPDATE
 
 SOURCE = ONNX_MODEL
@@ -46,8 +49,14 @@ def run_worker(args: list[str], log: Path, description: str, model: Path) -> Non
         raise ModelportError(f"{description} failed ({how}): {proc.last_error} (log: {log})", model)
 
 
-def convert_onnx(onnx: Path, out: Path, log: Path) -> None:
-    run_worker(["convert", str(onnx), str(out)], log, "MNNConvert ONNX -> MNN", onnx)
+def convert_onnx(onnx: Path, out: Path, log: Path, weight_bits: int = 0, weight_quant: str = "hqq") -> None:
+    """MNNConvert ``onnx`` to ``out``; with ``weight_bits`` (8) the weights are stored quantized by
+    ``weight_quant`` (worker.WEIGHT_QUANT), the compute stays float."""
+    args, what = ["convert", str(onnx), str(out)], "MNNConvert ONNX -> MNN"
+    if weight_bits:
+        args += ["--weight-bits", str(weight_bits), "--weight-quant", weight_quant]
+        what += f" ({weight_bits}-bit weights, {weight_quant})"
+    run_worker(args, log, what, onnx)
 
 
 def quantize(
@@ -63,8 +72,9 @@ def quantize(
 class Target(Converter):
     """One MNN precision as a conversion target."""
 
-    def __init__(self, runtime: type[Runtime], kind: Kind):
+    def __init__(self, runtime: type[Runtime], kind: Kind, weight_bits: int = 0, weight_quant: str = "hqq"):
         self.runtime, self.kind = runtime, kind
+        self.weight_bits, self.weight_quant = weight_bits, weight_quant
 
     def unavailable_reason(self) -> str | None:
         return None if importlib.util.find_spec("MNN") else "python module MNN not installed in this env"
@@ -92,9 +102,11 @@ class Target(Converter):
         check_onnx(source)
         inputs = {"onnx": source}
         options: dict[str, Any] = {"format": "ONNX", "threads": cfg.mnn.threads, "precision": cfg.mnn.precision}
+        if self.weight_bits:
+            options |= {"weight_bits": self.weight_bits, "weight_quant": self.weight_quant}
         log = store.path(f"mnn/logs/{Path(rel).stem}.log")
         calib = None
-        if self.kind == "int8":
+        if self.kind == "int8" and not self.weight_bits:  # INT8 activations too: calibrated
             scale_update = scale_update or cfg.mnn.scale_update
             calib = ctx.calibration
             calib.validate()  # every calibration image decodes before anything is written
@@ -104,8 +116,9 @@ class Target(Converter):
         def make(job: Job) -> dict[str, object]:
             out = job.tmp(rel)
             if calib is None:
-                step(f"MNNConvert {SOURCE} -> {rel} (fp32)")
-                convert_onnx(source, out, log)
+                how = f"{self.weight_bits}-bit {self.weight_quant} weights, fp32 compute" if self.weight_bits else "fp32"
+                step(f"MNNConvert {SOURCE} -> {rel} ({how})")
+                convert_onnx(source, out, log, self.weight_bits, self.weight_quant)
                 return {}
             assert scale_update is not None
             step(f"MNNConvert + nn.compress.train_quant {SOURCE} -> {rel}: INT8, {scale_update}, {len(calib)} calibration images")
@@ -122,4 +135,5 @@ class Target(Converter):
 
 METHODS = SCALE_UPDATE
 FP32 = Target(MnnFp32Runtime, "float")
+W8 = Target(MnnW8Runtime, "int8", weight_bits=8)  # rounded weights: INT8 floors (float ones: every weight kept)
 INT8 = Target(MnnInt8Runtime, "int8")

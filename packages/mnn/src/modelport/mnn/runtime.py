@@ -178,6 +178,12 @@ class MnnFp32Runtime(MnnRuntime):
     artifacts = {"model": "mnn/model.mnn"}
 
 
+class MnnW8Runtime(MnnRuntime):
+    # MNN expands the INT8 weights to float at load: float kernels, FP32 speed.
+    key, precision, display = "mnn-w8", "int8-weights+fp32", "MNN INT8 weights (FP32 compute)"
+    artifacts = {"model": "mnn/model.w8.mnn"}
+
+
 class MnnInt8Runtime(MnnRuntime):
     key, precision, display = "mnn-int8", "int8", "MNN INT8"
     artifacts = {"model": "mnn/model.int8.mnn"}
