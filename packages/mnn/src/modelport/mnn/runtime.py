@@ -96,16 +96,8 @@ class MnnRuntime(Runtime):
             )
         self.interpreter, self.session, self.mnn = interpreter, session, MNN
         # MNNConvert keeps the ONNX output names; the session's dict is not in the model's order, the contract is.
-        self.outputs = dict(self._in_source_order(outputs))
+        self.outputs = self.in_source_order(outputs)
         self.output = next(iter(self.outputs.values()))
-
-    def _in_source_order(self, outputs: dict[str, Any]) -> list[tuple[str, Any]]:
-        contract = self.config.contract
-        order = [o.name for o in contract.outputs] if contract is not None and contract.outputs else []
-        if contract is not None and not order:
-            order = [contract.output_name]
-        rank = {name: i for i, name in enumerate(order)}
-        return sorted(outputs.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
 
     def _host(self, tensor: np.ndarray) -> Any:
         """``tensor`` as an MNN host tensor in NCHW (MNN's "Caffe" dimension type)."""
