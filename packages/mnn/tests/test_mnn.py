@@ -142,9 +142,7 @@ def test_int8_tiny_model_is_quantized_and_close(ctx: StepContext, tmp_path: Path
     assert cosine(out, ref) > 0.99 and not np.allclose(out, ref, rtol=1e-5, atol=1e-6)
 
 
-def test_weight_only_int8_tiny_model_stores_int8_weights_and_matches_onnxruntime(
-    ctx: StepContext, tmp_path: Path
-) -> None:
+def test_weight_only_int8_tiny_model_stores_int8_weights_and_matches_onnxruntime(ctx: StepContext, tmp_path: Path) -> None:
     """--weightQuantBits=8 on the tiny model: a smaller file than the float conversion (the weights are stored
     in 8 bits), outputs within weight rounding of onnxruntime's, and not bit-equal to the float model's."""
     from modelport.mnn.convert import convert_onnx
@@ -320,16 +318,29 @@ def test_real_weight_only_int8_meets_the_int8_floors_at_a_third_of_the_size(real
 
 
 @pytest.mark.slow
-def test_real_int8_is_int8_and_judged_by_the_floors(real: StepContext) -> None:
+def test_real_int8_is_int8_and_judged_by_the_floors(real: StepContext, test_env: dict[str, str]) -> None:
     """MNN's train_quant on the shipped calibration crops lands below the INT8 floors here (cosine min ~0.79):
-    either way the model is really INT8 and a miss is the step's one-line floor failure, never an ok row."""
-    from modelport.common.errors import AccuracyGateError
+    either way the model is really INT8, and a miss is `convert`'s one error line naming the numbers and the
+    floors they missed, and `bench mnn-int8` then writes the row as failed with that reason, never an ok row."""
+    from conftest import cli
+    from modelport.common.agreement import gate_failures
+    from modelport.common.schema import BackendResult
 
     target_module("mnn-fp32").run(real, force=False)
-    try:
-        model = target_module("mnn-int8").run(real, force=False)[0]
-    except AccuracyGateError as e:
-        assert "below the [accuracy] floors" in str(e)
+    made = cli(test_env, "convert", "mnn-int8")
+    benched = cli(test_env, "bench", "mnn-int8")
+    row = BackendResult.model_validate_json(real.store.path("results/mnn-int8.json").read_text())
+    if made.returncode == 0:
+        model = real.store.path(MnnInt8Runtime.artifacts["model"])
+        assert benched.returncode == 0 and row.status == "ok", row.reason
+    else:
+        errors = [ln for ln in (made.stdout + made.stderr).splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and "below the [accuracy] floors" in errors[0], made.stderr
+        assert row.status == "failed" and row.reason is not None and errors[0].endswith(row.reason.split(": ", 1)[1])
+        a = row.agreement
+        assert a is not None and f"cosine min {a.cosine_min:.4f} / mean {a.cosine_mean:.4f}" in row.reason  # measured
+        missed = gate_failures(a, "int8", real.config.accuracy)  # "cosine_min 0.7938 < 0.95": the floors missed
+        assert missed and all(m in row.reason for m in missed), row.reason
         model = real.store.path("mnn/model.int8.below-floor.mnn")
     fp32 = real.store.path(MnnFp32Runtime.artifacts["model"])
     assert model.is_file() and model.stat().st_size < fp32.stat().st_size / 3  # INT8 weights
