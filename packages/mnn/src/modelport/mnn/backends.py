@@ -47,8 +47,6 @@ BACKENDS = [
         runtime=f"{_M}.runtime:MnnInt8Runtime",
         target=f"{_M}.recover:TARGET",
         fp32_twin="mnn-fp32",
-        # Not made by the default steps: train_quant misses the INT8 floors on the shipped calibration crops.
-        default_row=False,
         analysis=f"{_M}.analyze:TARGET",
         depth=True,
         tuning=_TUNING,
