@@ -322,7 +322,8 @@ def lint(session: nox.Session) -> None:
         tool("ruff"), "format", "--check", "packages", "noxfile.py", ".ci", "conftest.py", "tiny_models.py", external=True
     )
     # What and how: pyproject.toml's [tool.mypy]; every package's src/ as a base of the modelport namespace.
-    session.run(tool("mypy"), external=True, env={"MYPYPATH": os.pathsep.join(envs.source_roots(ROOT))})
+    bases = os.pathsep.join(str(ROOT / src) for src in envs.source_roots(ROOT))
+    session.run(tool("mypy"), external=True, env={"MYPYPATH": bases})
     for dockerfile in sorted(ROOT.glob("envs/*/Dockerfile")):
         session.run(tool("hadolint"), str(dockerfile.relative_to(ROOT)), external=True)
     compose = shutil.which("docker-compose")
