@@ -322,7 +322,9 @@ def lint(session: nox.Session) -> None:
     session.run(
         tool("ruff"), "format", "--check", "packages", "noxfile.py", ".ci", "conftest.py", "tiny_models.py", external=True
     )
-    session.run(tool("mypy"), external=True)  # what and how: pyproject.toml's [tool.mypy]
+    # What and how: pyproject.toml's [tool.mypy]; every package's src/ as a base of the modelport namespace.
+    bases = os.pathsep.join(str(ROOT / src) for src in envs.source_roots(ROOT))
+    session.run(tool("mypy"), external=True, env={"MYPYPATH": bases})
     for dockerfile in sorted(ROOT.glob("envs/*/Dockerfile")):
         session.run(tool("hadolint"), str(dockerfile.relative_to(ROOT)), external=True)
     compose = shutil.which("docker-compose")

@@ -5,8 +5,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from modelport.common import envs
+
 ROOT = Path(__file__).resolve().parents[3]
 MYPY: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mypy"]
+# What mypy searches, as `nox -s lint` runs it: MYPYPATH (every package's src/) before pyproject.toml's mypy_path.
+BASES = [*envs.source_roots(ROOT), *MYPY["mypy_path"]]
 
 
 def checked_files() -> set[Path]:
@@ -19,11 +23,11 @@ def checked_files() -> set[Path]:
 
 
 def module_name(path: Path) -> str:
-    """The module name mypy gives ``path``: relative to the mypy_path entry holding it, else to the checkout."""
+    """The module name mypy gives ``path``: relative to the deepest search base holding it, else to the checkout."""
     rel = path.relative_to(ROOT)
-    for base in MYPY["mypy_path"]:
-        if rel.parent == Path(base):
-            return rel.stem
+    for base in sorted(map(Path, BASES), key=lambda b: len(b.parts), reverse=True):
+        if rel.is_relative_to(base):
+            return ".".join(rel.relative_to(base).with_suffix("").parts)
     return ".".join(rel.with_suffix("").parts)
 
 
@@ -53,3 +57,18 @@ def test_every_test_module_and_tool_script_is_checked_strictly() -> None:
     assert [str(p.relative_to(ROOT)) for p in wanted if p not in checked] == []
     assert [module_name(p) for p in wanted if not strict(module_name(p))] == []
     assert strict("modelport.common.config")
+
+
+def test_every_package_source_is_checked_strictly_under_its_modelport_name() -> None:
+    """Each packages/<name>/src is a search base (derived, so a new backend package edits no mypy_path), and
+    each of its modules is checked, strictly, as modelport.<...>; pyproject.toml lists no src/ of its own."""
+    packages = sorted(p.parent.name for p in ROOT.glob("packages/*/pyproject.toml"))
+    assert len(packages) >= 13 and envs.source_roots(ROOT) == [f"packages/{n}/src" for n in packages]
+    assert not [b for b in MYPY["mypy_path"] if b.endswith("/src")]
+    sources = [p for n in packages for p in (ROOT / "packages" / n / "src").rglob("*.py")]
+    checked = checked_files()
+    assert {p.parts[len(ROOT.parts) + 1] for p in sources} == set(packages)  # every package has modules
+    assert [str(p) for p in sources if p not in checked] == []
+    names = [module_name(p) for p in sources]
+    assert [n for n in names if not n.startswith("modelport.")] == []
+    assert [n for n in names if not strict(n)] == []

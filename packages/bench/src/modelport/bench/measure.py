@@ -30,7 +30,7 @@ from modelport.common.schema import (
 )
 from modelport.common.timing import LoadWatch, load_average, sustained_flag, throughput_summary
 from modelport.runtime.base import Runtime
-from modelport.tasks.detect.decode import postprocess
+from modelport.tasks.detect.judge import decoder
 
 
 def throughput_point(runtime: Runtime, tensor: np.ndarray, workers: int, seconds: float) -> ThroughputPoint:
@@ -69,7 +69,7 @@ def detect_stages(runtime: Runtime, config: Config) -> FrameStages:
     det = config.detector
     if det is None:
         raise ValueError("[model] task is not detect")
-    spec, size = config.input, (config.input.size[0], config.input.size[1])
+    spec = config.input
 
     def pre(image: np.ndarray) -> tuple[np.ndarray, Placement]:
         prepared, placement = letterbox_prepare(image, spec, det)
@@ -78,7 +78,7 @@ def detect_stages(runtime: Runtime, config: Config) -> FrameStages:
     return FrameStages(
         prepare=pre,
         infer=runtime.infer_all,
-        postprocess=lambda outputs, placement: postprocess(outputs, det, size, placement),
+        postprocess=decoder(config),
     )
 
 

@@ -340,11 +340,13 @@ class MnnConfig(Section):
     memory: Literal["normal", "high", "low"] = "normal"
     power: Literal["normal", "high", "low"] = "normal"
     # INT8 (`convert mnn-int8`, MNN's nn.compress.train_quant over the calibration set): how activation ranges
-    # are updated across the calibration images, and per-tensor or per-channel activation scales. MobileNetV2,
-    # 12 calibration images: moving_average cosine min 0.966 / mean 0.994, maximum 0.892 / 0.989 (under the floor).
-    # The recovery search tries the other update method.
-    scale_update: Literal["maximum", "moving_average"] = "moving_average"
+    # are updated across the calibration images, per-tensor or per-channel activation scales, and whether the
+    # convolution on the raw input stays float. MobileNetV2, the 50 shipped calibration crops: maximum with
+    # float_input cosine min 0.958 / mean 0.991, without 0.794 / 0.976; moving_average 0.43 / 0.81 either way.
+    # The recovery search tries the other combinations (modelport.mnn.convert METHODS).
+    scale_update: Literal["maximum", "moving_average"] = "maximum"
     feature_scale: Literal["per_tensor", "per_channel"] = "per_tensor"
+    float_input: bool = True
 
 
 class Config(Section):

@@ -56,6 +56,12 @@ def every_package(root: Path) -> list[str]:
     return sorted(p.parent.name for p in (root / "packages").glob("*/pyproject.toml"))
 
 
+def source_roots(root: Path) -> list[str]:
+    """Every package's ``src/`` (relative to ``root``): mypy's bases for the ``modelport`` namespace, which
+    `nox -s lint` passes as MYPYPATH, so a new package is type-checked without an edit to pyproject.toml."""
+    return [f"packages/{name}/src" for name in every_package(root)]
+
+
 class TableError(ValueError):
     """An env.toml or tools.toml that cannot be used; str() is one line naming the file."""
 

@@ -1,7 +1,9 @@
-"""MNN INT8 recovery knobs: nn.compress's activation-range update methods (common/recovery.py searches).
+"""MNN INT8 recovery knobs: nn.compress's activation-range update methods, each with and without the input
+convolution in float (common/recovery.py searches).
 
-No layers are kept in float: MNN's train_quant quantizes every convolution of the module and takes no
-list of layers to leave out, so the search ends after the methods (the base's empty candidates).
+No other layer is kept in float: MNN's train_quant quantizes every convolution of the module it is given and
+takes no list of layers to leave out (the input convolution stays float as a float module in front of the
+quantized rest), so the search ends after the methods (the base's empty candidates).
 ``TARGET`` is `convert mnn-int8` (the descriptor's target): the configured model, or the variant the search keeps.
 """
 
@@ -12,7 +14,7 @@ from typing import Any
 from modelport.convert.recover import Searched
 from modelport.runtime.knobs import Knobs, configured_first
 
-from .convert import INT8, METHODS, SOURCE
+from .convert import INT8, METHODS, SOURCE, configured_method
 from .runtime import MnnFp32Runtime, MnnInt8Runtime
 
 
@@ -25,7 +27,7 @@ class MnnKnobs(Knobs):
     builder = INT8
 
     def space(self) -> tuple[list[str], list[str]]:
-        return configured_first(self.ctx.config.mnn.scale_update, METHODS), []  # METHODS: convert.py
+        return configured_first(configured_method(self.ctx.config.mnn), METHODS), []  # METHODS: convert.py
 
     def make(self, method: str, float_layers: list[str], files: dict[str, str]) -> None:
         INT8.build(self.ctx, self.force, files, method, gate=False)
@@ -35,6 +37,7 @@ class MnnKnobs(Knobs):
         return self.with_input(
             {
                 "scale_update": c.scale_update,
+                "float_input": c.float_input,
                 "feature_scale": c.feature_scale,
                 "precision": c.precision,
             }

@@ -96,32 +96,32 @@ class MnnRuntime(Runtime):
             )
         self.interpreter, self.session, self.mnn = interpreter, session, MNN
         # MNNConvert keeps the ONNX output names; the session's dict is not in the model's order, the contract is.
-        self.outputs = dict(self._in_source_order(outputs))
+        self.outputs = self.in_source_order(outputs)
         self.output = next(iter(self.outputs.values()))
-
-    def _in_source_order(self, outputs: dict[str, Any]) -> list[tuple[str, Any]]:
-        contract = self.config.contract
-        order = [o.name for o in contract.outputs] if contract is not None and contract.outputs else []
-        if contract is not None and not order:
-            order = [contract.output_name]
-        rank = {name: i for i, name in enumerate(order)}
-        return sorted(outputs.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+        # An output's own buffer is the backend's (an INT8 model's last op may leave it packed or not on the host:
+        # read directly it was garbage on a model ending in a reshaped Gemm): each is read through a host copy.
+        self.host = {name: MNN.Tensor(t, MNN.Tensor_DimensionType_Caffe) for name, t in self.outputs.items()}
 
     def _host(self, tensor: np.ndarray) -> Any:
         """``tensor`` as an MNN host tensor in NCHW (MNN's "Caffe" dimension type)."""
         data = np.ascontiguousarray(tensor, dtype=np.float32)
         return self.mnn.Tensor(tuple(data.shape), self.mnn.Halide_Type_Float, data, self.mnn.Tensor_DimensionType_Caffe)
 
+    def _read(self, name: str) -> np.ndarray:
+        host = self.host[name]
+        self.outputs[name].copyToHostTensor(host)
+        return np.array(host.getNumpyData(), dtype=np.float32).copy()
+
     def infer_impl(self, tensor: np.ndarray) -> np.ndarray:
         self.input.copyFrom(self._host(tensor))
         self.interpreter.runSession(self.session)
-        return np.array(self.output.getNumpyData(), dtype=np.float32).copy()
+        return self._read(next(iter(self.outputs)))
 
     def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
         """One run of the session, then every output tensor under the source model's name."""
         self.input.copyFrom(self._host(tensor))
         self.interpreter.runSession(self.session)
-        return {name: np.array(t.getNumpyData(), dtype=np.float32).copy() for name, t in self.outputs.items()}
+        return {name: self._read(name) for name in self.outputs}
 
     def own_call(self, tensor: np.ndarray) -> Callable[[], object]:
         host, copy_in, run, session = self._host(tensor), self.input.copyFrom, self.interpreter.runSession, self.session
@@ -166,7 +166,7 @@ class MnnRuntime(Runtime):
 
     def deactivate_impl(self) -> None:
         # The Python API has no releaseSession: the session goes with its interpreter.
-        del self.session, self.interpreter, self.input, self.output, self.outputs
+        del self.session, self.interpreter, self.input, self.output, self.outputs, self.host
 
 
 # Ops MNN adds between layers (memory layout and precision moves), named after a neighbour.
@@ -176,6 +176,12 @@ _NOT_LAYERS = frozenset({"Raster", "ConvertTensor", "FloatToInt8", "Int8ToFloat"
 class MnnFp32Runtime(MnnRuntime):
     key, precision, display = "mnn-fp32", "fp32", "MNN FP32"
     artifacts = {"model": "mnn/model.mnn"}
+
+
+class MnnW8Runtime(MnnRuntime):
+    # MNN expands the INT8 weights to float at load: float kernels, FP32 speed.
+    key, precision, display = "mnn-w8", "int8-weights+fp32", "MNN INT8 weights (FP32 compute)"
+    artifacts = {"model": "mnn/model.w8.mnn"}
 
 
 class MnnInt8Runtime(MnnRuntime):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self, TypeVar
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from modelport.common.timing import cores
 if TYPE_CHECKING:
     from modelport.common.onnx_layers import OnnxGraph
 
+T = TypeVar("T")
 ONNX_MODEL = "onnx/model.onnx"  # the FP32 ONNX: `convert onnx` writes it, every other toolchain converts from it
 
 
@@ -253,17 +254,28 @@ class Runtime:
         contract = self.config.contract
         return {contract.output_name if contract is not None else "output": self.infer_impl(tensor)}
 
+    def source_output_names(self) -> list[str]:
+        """The source model's output names, in its order (the contract's); [] without a contract."""
+        contract = self.config.contract
+        if contract is None:
+            return []
+        return [o.name for o in contract.outputs] or [contract.output_name]
+
     def source_output_name(self, names: Iterable[str], index: int) -> str:
         """The source model's name for output ``index`` among a toolchain output's tensor names (a converted
         output may carry several: the graph output's and its producer's); a set's order is no answer."""
         found = sorted(names)
-        contract = self.config.contract
-        wanted = [o.name for o in contract.outputs] if contract is not None and contract.outputs else []
-        if contract is not None and not wanted:
-            wanted = [contract.output_name]
+        wanted = self.source_output_names()
         if index < len(wanted) and wanted[index] in found:
             return wanted[index]
         return next((n for n in found if n in wanted), found[0] if found else str(index))
+
+    def in_source_order(self, outputs: Mapping[str, T]) -> dict[str, T]:
+        """A toolchain's outputs keyed by their names in no meaningful order (MNN's session dict), in the source
+        model's: the source's names by their place in it, any other after them by name (the same rule as
+        ``source_output_name``, for a toolchain that gives names and no order)."""
+        rank = {name: i for i, name in enumerate(self.source_output_names())}
+        return dict(sorted(outputs.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0])))
 
     def deactivate_impl(self) -> None:
         pass

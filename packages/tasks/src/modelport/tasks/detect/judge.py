@@ -32,16 +32,24 @@ Outputs = Mapping[str, np.ndarray]
 _OUT = "output/"
 
 
-def decode_all(outputs: Sequence[Outputs], config: Config, placements: Sequence[Placement]) -> tuple[list[Detections], list[int]]:
-    """Each photo's boxes in its own pixels, and the ns each photo's decode + NMS took."""
+def decoder(config: Config) -> Callable[[Outputs, Placement], Detections]:
+    """One photo's decode + NMS under ``config`` ([detect] and the input size): its outputs by name and its
+    letterbox placement -> its boxes in the photo's own pixels. What verification, bench and a frame's
+    postprocess stage all run."""
     det = config.detector
     if det is None:
         raise ValueError("[model] task is not detect")
-    size = config.input.size
+    size = (config.input.size[0], config.input.size[1])
+    return lambda outputs, placement: postprocess(outputs, det, size, placement)
+
+
+def decode_all(outputs: Sequence[Outputs], config: Config, placements: Sequence[Placement]) -> tuple[list[Detections], list[int]]:
+    """Each photo's boxes in its own pixels, and the ns each photo's decode + NMS took."""
+    decode = decoder(config)
     found, ns = [], []
     for out, placement in zip(outputs, placements, strict=True):
         t0 = time.perf_counter_ns()
-        found.append(postprocess(out, det, (size[0], size[1]), placement))
+        found.append(decode(out, placement))
         ns.append(time.perf_counter_ns() - t0)
     return found, ns
 
@@ -187,8 +195,5 @@ def fill_detections(
 
 def decode_call(outputs: Outputs, config: Config, placement: Placement) -> Callable[[], Detections]:
     """One photo's decode + NMS as a call to time (the row's postprocess ms, apart from the model's)."""
-    det = config.detector
-    if det is None:
-        raise ValueError("[model] task is not detect")
-    size = (config.input.size[0], config.input.size[1])
-    return lambda: postprocess(outputs, det, size, placement)
+    decode = decoder(config)
+    return lambda: decode(outputs, placement)
