@@ -54,6 +54,9 @@ class NoisyBackend:
     def quantized_layers(self, variant: Variant) -> set[str]:
         return set(LAYERS) - set(variant.float_layers)
 
+    def head_layers(self, variant: Variant) -> list[str]:
+        return []  # a classifier
+
     def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         # Work grows with the float layers: a real callable per variant, timed like any model.
         mats = {v.id: np.ones((20 + 10 * len(v.float_layers),) * 2) for v in variants}
@@ -317,3 +320,31 @@ def test_a_slow_verdict_whose_median_reaches_the_floor_says_which_rounds_missed_
     assert recovery.speed_text(speed) == (
         "SLOW: median 1.70x its FP32 twin onnx, but below the 1.30x speed floor in 2 of 5 interleaved rounds (one is allowed)"
     )
+
+
+class Detector(NoisyBackend):
+    """A detector whose head is its last three layers: the head variant comes right after the configured one."""
+
+    def head_layers(self, variant: Variant) -> list[str]:
+        return [la for la in LAYERS[-3:] if la not in variant.float_layers]
+
+
+def test_a_detector_head_goes_float_first_and_stays_float_when_it_helps() -> None:
+    b = Detector()
+    need = cast(dict[str, Any], judge(b.build("a", LAYERS[-3:] + LAYERS[:3]), floors(0.0)).agreement)["cosine_min"]
+    b.built.clear()
+    tried = Search(b, floors(need), budget_s=600, max_float_layers=8).run()
+    assert [v.stage for v in tried[:3]] == ["default", "head", "calibration"]
+    assert tried[1].method == "a" and tried[1].float_layers == LAYERS[-3:]
+    # the head helped (fewer quantized layers, less noise here): every later variant keeps it in float
+    assert all(v.float_layers[:3] == LAYERS[-3:] for v in tried[2:])
+    floated = [v for v in tried if v.stage in ("float", "greedy")]
+    assert floated and not any(set(v.float_layers[3:]) & set(LAYERS[-3:]) for v in floated)
+
+
+def test_a_head_that_meets_the_floors_ends_the_search() -> None:
+    b = Detector()
+    need = cast(dict[str, Any], judge(b.build("a", LAYERS[-3:]), floors(0.0)).agreement)["cosine_min"]
+    b.built.clear()
+    tried = Search(b, floors(need), budget_s=600, max_float_layers=8).run()
+    assert [v.stage for v in tried] == ["default", "head"] and tried[-1].passes
