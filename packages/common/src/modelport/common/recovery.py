@@ -3,10 +3,11 @@
 1. The configured variant; if it meets the floors, that is the answer (no search).
 2. A detector: its head (``Knobs.head_layers``: the last convs before the outputs and the decode path
    after them) in float, with the configured method. Boxes and class scores share tensors there, and
-   one INT8 scale for both is what the peers' guides warn about first. When that helps, the head stays in
-   float in every later variant.
-3. The toolchain's other calibration methods, in its order, until one meets the floors.
-4. From the best of those, its worst layers (per-layer analysis, lowest own SQNR) kept in float:
+   one INT8 scale for both is what the peers' guides warn about first.
+3. The toolchain's other calibration methods, in its order, all layers INT8 (cheaper than any float
+   layer: YOLOX-nano on OpenVINO, NNCF's mixed preset met the floors alone and did worse with the head
+   in float), until one meets the floors.
+4. From the best of those (a detector: with its head in float first, when that is better), its worst layers (per-layer analysis, lowest own SQNR) kept in float:
    1, 2, 4, ... layers until the floors are met, then bisection down to the fewest that meet them.
    Candidates are only layers that variant really quantizes (``Knobs.quantized_layers``): a layer
    the toolchain already runs in float ranks anywhere, by chance, and keeping it "in float" changes nothing.
@@ -215,23 +216,24 @@ class Search:
         default = self.build(b.methods[0], list(b.float_layers), "default")
         if default.passes:
             return self.tried
-        floats = list(b.float_layers)
         head = self.head(default)
-        if head and self.left() > 0:
-            v = self.build(b.methods[0], [*floats, *head], "head")
-            if v.passes:
-                return self.tried
-            if _quality(v) > _quality(default):
-                floats = v.float_layers
+        if head and self.left() > 0 and self.build(b.methods[0], [*b.float_layers, *head], "head").passes:
+            return self.tried
         for method in b.methods[1:]:
             if self.left() <= 0:
                 break
-            if self.build(method, floats, "calibration").passes:
+            if self.build(method, list(b.float_layers), "calibration").passes:
                 return self.tried
         built = [v for v in self.tried if v.files]
         if not built:
             return self.tried
         base = max(built, key=_quality)
+        if head and base.float_layers == list(b.float_layers) and self.left() > 0:
+            # the float layers start from the head, on the best method
+            v = self.build(base.method, [*b.float_layers, *head], "head")
+            if v.passes:
+                return self.tried
+            base = max([base, v], key=_quality) if v.files else base
         ranked = self.candidates(base)
         failed_k, passed_k, k = 0, None, 1
         while k <= len(ranked) and self.left() > 0:
