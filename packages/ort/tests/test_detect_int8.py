@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, cli
+from conftest import cli, detector_copy
 from modelport.common import onnx_layers
 from modelport.convert.recover import qdq_quantized
 
@@ -17,12 +17,9 @@ pytestmark = pytest.mark.slow  # the real YOLOX-nano, quantized twice or more
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed in this env")
 
 
-def test_yolox_int8_search_puts_the_head_in_float_first(tmp_path: Path) -> None:
-    art = tmp_path / "art"
-    env = {"MODELPORT_CONFIG": str(ROOT / "yolox_nano.toml"), "MODELPORT_ARTIFACTS": str(art)}
-    for args in (["fetch"], ["convert", "reference", "onnx"]):
-        proc = cli(env, *args)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_yolox_int8_search_puts_the_head_in_float_first(yolox: dict[str, str], tmp_path: Path) -> None:
+    env = detector_copy(yolox, tmp_path / "art")
+    art = Path(env["MODELPORT_ARTIFACTS"])
     search = [
         "-o",
         "quantization.recover=true",
