@@ -186,14 +186,24 @@ def rfb320(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     return shared_detector(RFB320, make, tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def yolox(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """YOLOX-nano through yolox_nano.toml (the main job's detector, the 13 COCO photos), shared_detector's way."""
+
+    def make(root: Path) -> dict[str, str]:
+        return {"MODELPORT_CONFIG": str(ROOT / "yolox_nano.toml"), "MODELPORT_ARTIFACTS": str(root / "art")}
+
+    return shared_detector(YOLOX, make, tmp_path_factory)
+
+
 def detector_copy(env: dict[str, str], dst: Path) -> dict[str, str]:
     """``env`` with a private copy of its artifacts (no results): a test converts and benches there."""
     shutil.copytree(env["MODELPORT_ARTIFACTS"], dst, ignore=shutil.ignore_patterns("results", "report", ".tmp"))
     return {**env, "MODELPORT_ARTIFACTS": str(dst)}
 
 
-TINY_DETECTOR, RFB320 = "tiny_det", "rfb320"  # their folders in MODELPORT_TEST_ARTIFACTS, beside the classifier's
-OTHER_THAN_TF_ONNX = ("results", "report", "ncnn", "rknn", "tensorrt", ".tmp", TINY_DETECTOR, RFB320)
+TINY_DETECTOR, RFB320, YOLOX = "tiny_det", "rfb320", "yolox"  # their folders in MODELPORT_TEST_ARTIFACTS, beside the classifier's
+OTHER_THAN_TF_ONNX = ("results", "report", "ncnn", "rknn", "tensorrt", ".tmp", TINY_DETECTOR, RFB320, YOLOX)
 
 
 def private_artifacts(pipeline: StepContext, dst: Path, *also_ignore: str) -> Path:

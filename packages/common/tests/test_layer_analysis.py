@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -75,3 +76,46 @@ def test_rows_keep_the_layers_last_tensor_and_own_error_subtracts_the_inputs_noi
     # conv2's own noise = its noise minus what came in from conv1 (both ~ same power): well above its output SQNR
     assert rows["conv2"]["own_sqnr_db"] > rows["conv2"]["sqnr_db_mean"]
     assert layer_analysis.worst(list(rows.values()), 1)[0]["node"] in ("conv2", "add", "softmax")
+
+
+def test_a_detector_head_is_its_last_convs_and_the_decode_path_after_them(tmp_path: Path) -> None:
+    """YOLOX-shaped: per stride a 1x1 conv, reshaped, concatenated, transposed, sigmoid. The head stops at
+    those convs: the backbone conv, its ReLU and the pools before them are not part of it."""
+    from tiny_models import tiny_detector
+
+    model = onnx.load(str(tiny_detector(tmp_path / "det.onnx")))
+    graph = onnx_layers.from_model(model)
+    ops = {la.node: la.op for la in graph.layers}
+    head = onnx_layers.head(graph)
+    assert sorted(ops[n] for n in head) == sorted(["Conv"] * 3 + ["Reshape"] * 3 + ["Concat", "Transpose+Sigmoid"])
+    assert all(ops[n] not in ("Conv+Relu", "AveragePool") for n in head)
+    assert head == [la.node for la in graph.layers if la.node in head]  # in graph order
+
+
+def test_an_ssd_head_without_the_shape_arithmetic_of_its_reshapes(tmp_path: Path) -> None:
+    """SSD-shaped (RFB-320's two outputs): both branches' convs and their reshapes, transposes and softmax.
+    A Reshape whose shape is computed from a feature map (Shape -> Slice -> Concat, as PyTorch exports it)
+    takes the feature map's values only through its data input: the shape arithmetic is not head."""
+    from tiny_models import tiny_boxes_scores
+
+    model = onnx.load(str(tiny_boxes_scores(tmp_path / "ssd.onnx")))
+    g = model.graph
+    reshape = next(n for n in g.node if n.op_type == "Reshape" and n.output[0] == "box_cells")
+    reshape.input[1] = "box_shape_dyn"
+    at = list(g.node).index(reshape)
+    for k, node in enumerate(
+        [
+            helper.make_node("Shape", ["box_map"], ["dims"], name="shape"),
+            helper.make_node("Slice", ["dims", "first", "second"], ["batch"], name="batch"),
+            helper.make_node("Concat", ["batch", "rest"], ["box_shape_dyn"], name="shape_concat", axis=0),
+        ]
+    ):
+        g.node.insert(at + k, node)
+    for name, value in (("first", [0]), ("second", [1]), ("rest", [4, -1])):
+        g.initializer.append(numpy_helper.from_array(np.array(value, np.int64), name))
+    onnx.checker.check_model(model)
+    graph = onnx_layers.from_model(model)
+    ops = {la.node: la.op for la in graph.layers}
+    head = onnx_layers.head(graph)
+    assert sorted(ops[n] for n in head) == sorted(["Conv"] * 2 + ["Reshape"] * 2 + ["Transpose"] * 2 + ["Softmax"])
+    assert not {"shape", "batch", "shape_concat"} & set(head)

@@ -54,6 +54,9 @@ class NoisyBackend:
     def quantized_layers(self, variant: Variant) -> set[str]:
         return set(LAYERS) - set(variant.float_layers)
 
+    def head_layers(self, variant: Variant) -> list[str]:
+        return []  # a classifier
+
     def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         # Work grows with the float layers: a real callable per variant, timed like any model.
         mats = {v.id: np.ones((20 + 10 * len(v.float_layers),) * 2) for v in variants}
@@ -317,3 +320,46 @@ def test_a_slow_verdict_whose_median_reaches_the_floor_says_which_rounds_missed_
     assert recovery.speed_text(speed) == (
         "SLOW: median 1.70x its FP32 twin onnx, but below the 1.30x speed floor in 2 of 5 interleaved rounds (one is allowed)"
     )
+
+
+class Detector(NoisyBackend):
+    """A detector whose head is its last three layers: the head variant comes right after the configured one."""
+
+    def head_layers(self, variant: Variant) -> list[str]:
+        return [la for la in LAYERS[-3:] if la not in variant.float_layers]
+
+
+def test_a_detector_head_goes_float_first_then_methods_all_int8_then_layers_on_top_of_the_head() -> None:
+    b = Detector()
+    need = cast(dict[str, Any], judge(b.build("a", LAYERS[-3:] + LAYERS[:3]), floors(0.0)).agreement)["cosine_min"]
+    b.built.clear()
+    tried = Search(b, floors(need), budget_s=600, max_float_layers=8).run()
+    assert [v.stage for v in tried[:3]] == ["default", "head", "calibration"]
+    assert tried[1].method == "a" and tried[1].float_layers == LAYERS[-3:]
+    assert tried[2].method == "b" and tried[2].float_layers == []  # a method is tried with every layer INT8
+    # the best base is the head variant (fewer quantized layers, less noise here): worst layers come on top of it
+    floated = [v for v in tried if v.stage in ("float", "greedy")]
+    assert floated and all(v.method == "a" and v.float_layers[:3] == LAYERS[-3:] for v in floated)
+    assert not any(set(v.float_layers[3:]) & set(LAYERS[-3:]) for v in floated)
+
+
+def test_the_float_stage_starts_from_the_head_on_the_best_method() -> None:
+    b = Detector(scale={"a": 1.5, "b": 1.0})  # the other method is better than the configured one
+    need = cast(dict[str, Any], judge(b.build("b", LAYERS[-3:] + LAYERS[:3]), floors(0.0)).agreement)["cosine_min"]
+    b.built.clear()
+    tried = Search(b, floors(need), budget_s=600, max_float_layers=8).run()
+    assert [(v.stage, v.method, len(v.float_layers)) for v in tried[:4]] == [
+        ("default", "a", 0),
+        ("head", "a", 3),
+        ("calibration", "b", 0),
+        ("head", "b", 3),
+    ]
+    assert all(v.method == "b" and v.float_layers[:3] == LAYERS[-3:] for v in tried[4:])
+
+
+def test_a_head_that_meets_the_floors_ends_the_search() -> None:
+    b = Detector()
+    need = cast(dict[str, Any], judge(b.build("a", LAYERS[-3:]), floors(0.0)).agreement)["cosine_min"]
+    b.built.clear()
+    tried = Search(b, floors(need), budget_s=600, max_float_layers=8).run()
+    assert [v.stage for v in tried] == ["default", "head"] and tried[-1].passes

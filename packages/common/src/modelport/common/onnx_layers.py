@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 
 # Activations toolchains fold into the preceding conv / matmul / add.
 FUSED_ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"})
+# Layers that mix channels with learned weights: where a detector's head begins, walking back from its outputs.
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+# Ops whose values come from their first input only, the others being shapes, indices or sizes: a Reshape's
+# shape computed from a feature map (Shape -> Gather -> Concat) is not part of a head.
+DATA_FIRST = frozenset({"Reshape", "Expand", "Tile", "Slice", "Pad", "Resize", "Upsample", "Squeeze", "Unsqueeze", "Gather"})
+SHAPE_ONLY = frozenset({"Shape", "Size"})
 
 
 @dataclass
@@ -41,6 +47,7 @@ class OnnxGraph:
     consumers: dict[str, list[Any]]  # tensor -> onnx NodeProto list[Any]
     producer: dict[str, object]  # tensor -> onnx NodeProto
     initializers: set[str]
+    outputs: list[str] = field(default_factory=list)  # the graph's outputs
 
     def layer_of(self, tensor: str) -> OnnxLayer | None:
         return self._by_tensor.get(tensor)
@@ -89,7 +96,33 @@ def from_model(model: onnx.ModelProto) -> OnnxGraph:
             ops.append(act.op_type)
         layers.append(OnnxLayer(i, nodes[0], "+".join(ops), nodes, tensors, [t for t in n.input if t and t not in inits]))
     inputs = [i.name for i in graph.input if i.name not in inits]
-    return OnnxGraph(layers, inputs[0] if inputs else "", consumers, producer, inits)
+    return OnnxGraph(layers, inputs[0] if inputs else "", consumers, producer, inits, [o.name for o in graph.output])
+
+
+def head(graph: OnnxGraph) -> list[str]:
+    """A detector's head, as layer names in graph order: every layer a model output is reached from without
+    passing through another conv/gemm/matmul. That is each output's last compute layers (YOLOX's reg/obj/cls
+    1x1 convs, an SSD's per-level regression and classification convs) and the decode path after them
+    (their Sigmoid, Reshape, Transpose, Concat, Softmax, prior arithmetic), where boxes and scores of very
+    different ranges meet in one tensor that a single INT8 scale serves badly."""
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = list(graph.outputs)
+    while todo:
+        tensor = todo.pop()
+        node: Any = graph.producer.get(tensor)
+        if node is None or tensor in seen:
+            continue
+        seen.add(tensor)
+        if node.op_type in SHAPE_ONLY:
+            continue
+        layer = graph.by_node(node.name or node.output[0])
+        if layer is not None:
+            found.add(layer.node)
+        if node.op_type not in COMPUTE_OPS:
+            inputs = node.input[:1] if node.op_type in DATA_FIRST else node.input
+            todo += [t for t in inputs if t and t not in graph.initializers]
+    return [la.node for la in graph.layers if la.node in found]
 
 
 def load(path: Path) -> OnnxGraph:

@@ -1,12 +1,17 @@
 """Recovery of an INT8 model that misses the [accuracy] floors: one bounded search for every toolchain.
 
 1. The configured variant; if it meets the floors, that is the answer (no search).
-2. The toolchain's other calibration methods, in its order, until one meets the floors.
-3. From the best of those, its worst layers (per-layer analysis, lowest own SQNR) kept in float:
+2. A detector: its head (``Knobs.head_layers``: the last convs before the outputs and the decode path
+   after them) in float, with the configured method. Boxes and class scores share tensors there, and
+   one INT8 scale for both is what the peers' guides warn about first.
+3. The toolchain's other calibration methods, in its order, all layers INT8 (cheaper than any float
+   layer: YOLOX-nano on OpenVINO, NNCF's mixed preset met the floors alone and did worse with the head
+   in float), until one meets the floors.
+4. From the best of those (a detector: with its head in float first, when that is better), its worst layers (per-layer analysis, lowest own SQNR) kept in float:
    1, 2, 4, ... layers until the floors are met, then bisection down to the fewest that meet them.
    Candidates are only layers that variant really quantizes (``Knobs.quantized_layers``): a layer
    the toolchain already runs in float ranks anywhere, by chance, and keeping it "in float" changes nothing.
-4. Greedy, measured: the one worst-ranked layer that helps most, then a second, ... (few layers,
+5. Greedy, measured: the one worst-ranked layer that helps most, then a second, ... (few layers,
    each one costs speed), while nothing that small meets the floors.
 Everything stops at ``[quantization] recover_minutes``. The variants (the configured one alone too) are
 timed in interleaved rounds with the FP32 twin; speed is a floor as well: of the variants that meet the
@@ -75,7 +80,7 @@ class Variant:
     meets_speed: bool | None = None  # timing.meets_speedup against [quantization] min_speedup; None: not timed
     size_bytes: int | None = None
     build_seconds: float | None = None
-    stage: str = "default"  # default | calibration | float
+    stage: str = "default"  # default | head | calibration | float | greedy
     shortfall: float | None = None  # how far below the [accuracy] floors, summed over them (0: meets them)
 
     @property
@@ -96,6 +101,9 @@ class Knobs(Protocol):
 
     def quantized_layers(self, variant: Variant) -> set[str]:
         """The ONNX layers ``variant`` really quantizes, read from its INT8 model (or the toolkit's own record)."""
+
+    def head_layers(self, variant: Variant) -> list[str]:
+        """A detector's head layers ``variant`` quantizes (``onnx_layers.head``); [] for a classifier."""
 
     def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         """variant id (and "fp32" for the twin) -> one inference, while the context is open; None when
@@ -208,6 +216,9 @@ class Search:
         default = self.build(b.methods[0], list(b.float_layers), "default")
         if default.passes:
             return self.tried
+        head = self.head(default)
+        if head and self.left() > 0 and self.build(b.methods[0], [*b.float_layers, *head], "head").passes:
+            return self.tried
         for method in b.methods[1:]:
             if self.left() <= 0:
                 break
@@ -217,27 +228,43 @@ class Search:
         if not built:
             return self.tried
         base = max(built, key=_quality)
+        if head and base.float_layers == list(b.float_layers) and self.left() > 0:
+            # the float layers start from the head, on the best method
+            v = self.build(base.method, [*b.float_layers, *head], "head")
+            if v.passes:
+                return self.tried
+            base = max([base, v], key=_quality) if v.files else base
         ranked = self.candidates(base)
         failed_k, passed_k, k = 0, None, 1
         while k <= len(ranked) and self.left() > 0:
-            if self.build(base.method, [*b.float_layers, *ranked[:k]], "float").passes:
+            if self.build(base.method, [*base.float_layers, *ranked[:k]], "float").passes:
                 passed_k = k
                 break
             failed_k, k = k, min(2 * k, len(ranked)) if k < len(ranked) else k + 1
         while passed_k is not None and passed_k - failed_k > 1 and self.left() > 0:
             mid = (failed_k + passed_k) // 2
-            if self.build(base.method, [*b.float_layers, *ranked[:mid]], "float").passes:
+            if self.build(base.method, [*base.float_layers, *ranked[:mid]], "float").passes:
                 passed_k = mid
             else:
                 failed_k = mid
-        self.greedy(base.method, ranked[:GREEDY_WIDTH], passed_k)
+        self.greedy(base.method, base.float_layers, ranked[:GREEDY_WIDTH], passed_k)
         return self.tried
+
+    def head(self, default: Variant) -> list[str]:
+        """The detector head's layers ``default`` quantizes, not already in float, at most ``max_float_layers``."""
+        if not default.files:
+            return []
+        b = self.backend
+        head = [la for la in b.head_layers(default) if la not in b.float_layers][: self.max_float_layers]
+        if head:
+            console.print(f"   {b.display}: the detection head first: {len(head)} layers in float", markup=False)
+        return head
 
     def candidates(self, base: Variant) -> list[str]:
         """The layers to try in float: ``base``'s worst quantized layers, at most ``max_float_layers``."""
         b = self.backend
         quantized = b.quantized_layers(base)
-        ranked = [la for la in b.worst_layers(base) if la not in b.float_layers]
+        ranked = [la for la in b.worst_layers(base) if la not in base.float_layers]
         kept = [la for la in ranked if la in quantized]
         if len(kept) < len(ranked):
             console.print(
@@ -248,7 +275,7 @@ class Search:
         # Every layer the INT8 model quantizes is a candidate: one the analysis does not list (a toolkit's
         # per-layer report may name only some: OpenVINO's listed a tiny model's Conv, not the Gemm where the
         # error was) comes after the ranked ones.
-        unlisted = sorted(quantized - set(ranked) - set(b.float_layers))
+        unlisted = sorted(quantized - set(ranked) - set(base.float_layers))
         if unlisted:
             console.print(
                 f"   {b.display}: {len(unlisted)} quantized layers the analysis does not list: candidates after the ranked ones",
@@ -256,7 +283,7 @@ class Search:
             )
         return [*kept, *unlisted][: self.max_float_layers]
 
-    def greedy(self, method: str, candidates: list[str], passed_k: int | None) -> None:
+    def greedy(self, method: str, floats: list[str], candidates: list[str], passed_k: int | None) -> None:
         """Measured, not ranked: add the one candidate layer that helps most, up to GREEDY_DEPTH layers.
 
         The floors look at the worst image, which a prefix of the ranking does not improve
@@ -264,8 +291,8 @@ class Search:
         every float layer costs speed: a few well-chosen layers beat many ranked ones. Runs while
         nothing passes with GREEDY_DEPTH layers or fewer, and within the budget.
         """
-        b, chosen = self.backend, list(self.backend.float_layers)
-        while len(chosen) - len(b.float_layers) < min(GREEDY_DEPTH, (passed_k or GREEDY_DEPTH + 1) - 1):
+        chosen = list(floats)
+        while len(chosen) - len(floats) < min(GREEDY_DEPTH, (passed_k or GREEDY_DEPTH + 1) - 1):
             step_best = None
             for layer in candidates:
                 if layer in chosen or self.left() <= 0:

@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, cast
 
-from modelport.common import recovery
+from modelport.common import onnx_layers, recovery
 from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
 from modelport.common.preprocess import to_tensor
@@ -27,7 +27,7 @@ from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import reference_file
 from modelport.common.results import headline_index
 
-from .base import Runtime
+from .base import ONNX_MODEL, Runtime
 from .run import prepared_images
 
 
@@ -97,6 +97,16 @@ class Knobs:
 
     def quantized_layers(self, variant: Variant) -> set[str]:
         return set()
+
+    def head_layers(self, variant: Variant) -> list[str]:
+        """A detector's head (``onnx_layers.head`` of the FP32 ONNX model every backend names its layers by), the
+        layers ``variant`` quantizes only: a backend that cannot keep layers in float quantizes none here."""
+        if self.ctx.config.detector is None:
+            return []
+        quantized = self.quantized_layers(variant)
+        if not quantized:
+            return []
+        return [la for la in onnx_layers.head(onnx_layers.load(self.ctx.store.path(ONNX_MODEL))) if la in quantized]
 
     # -- what the base does for every backend
     def variant_files(self, vid: str) -> dict[str, str]:
