@@ -248,10 +248,14 @@ def test_the_main_jobs_detector_steps_run_the_default_detector_in_each_rows_own_
     assert config.detector is not None and config.detect.annotations is not None and config.detect.annotations.is_file()
     table, catalogue = envs.load(ROOT), backends()
     benched = {name: e.commands("detect_bench") for name, e in table.envs.items() if e.commands("detect_bench")}
-    assert set(benched) == {"tf-onnx", "openvino"} and benched["tf-onnx"] == [["bench", "onnx-source", "onnx"]]
+    assert set(benched) == {"tf-onnx", "openvino"}
+    # onnxruntime's INT8 misses the detector floors on YOLOX-nano: its row may fail, the others may not
+    assert benched["tf-onnx"] == [["bench", "onnx-source", "onnx", "onnx-int8", "--may-fail", "onnx-int8"]]
+    assert benched["openvino"] == [["bench", "openvino-fp32", "openvino-int8"]]
     for name, lines in benched.items():
         assert table.envs[name].commands("detect_convert"), name  # what it benches, it converts first
-        assert all(catalogue[key].env == name for key in lines[0][1:]), lines
+        keys = [a for a in lines[0][1:] if not a.startswith("-")][: len(table.envs[name].steps["detect_bench"])]
+        assert all(catalogue[key].env == name for key in keys), lines
 
 
 def test_a_detector_row_stores_its_headline_boxes_and_per_class_ap_and_the_report_draws_them(
