@@ -283,6 +283,7 @@ def pytest(session: nox.Session, env: str, *args: str) -> None:
         "-m",
         "pytest",
         *ENVS[env].pytest_args(ROOT),
+        "--durations=15",  # every CI log shows where the test time goes
         *args,
         *session.posargs,
         external=True,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import private_artifacts, run
+from conftest import LIGHT_BENCH, private_artifacts, run
 from modelport.common.context import StepContext
 
 pytestmark = pytest.mark.slow  # the real model's converted artifacts (the pipeline fixture)
@@ -28,7 +28,7 @@ def test_failed_conversion_is_a_row_and_an_older_model_is_not_benchmarked(
     assert "convert onnx" in proc.stderr.split("failed onnx-int8:")[1]
     assert "convert failed: onnx-int8 (the other targets ran)" in proc.stderr
 
-    proc = run(env, "bench", "tflite", "onnx-int8", "--runs", "5", "--warmup", "1")
+    proc = run(env, "bench", "tflite", "onnx-int8", "--runs", "5", "--warmup", "1", *LIGHT_BENCH)
     assert proc.returncode != 0 and "failed: onnx-int8" in proc.stderr
     row = json.loads((art / "results" / "onnx-int8.json").read_text())
     assert row["status"] == "failed" and "its conversion failed" in row["reason"] and "broken.jpg" in row["reason"]
@@ -76,7 +76,7 @@ def test_a_conversion_below_its_floors_is_kept_aside_and_its_row_has_the_numbers
     assert below.is_file() and manifest["below_floor"] and manifest["trusted"] is False
     assert manifest["instead_of"] == "onnx/model.int8.onnx" and manifest["agreement"]["cosine_min"] < 0.9999
 
-    proc = run(env, *strict, "bench", "onnx-int8", "--runs", "3", "--warmup", "1")
+    proc = run(env, *strict, "bench", "onnx-int8", "--runs", "3", "--warmup", "1", *LIGHT_BENCH)
     assert proc.returncode != 0
     row = json.loads((art / "results" / "onnx-int8.json").read_text())
     assert row["status"] == "failed" and "below the [accuracy] floors" in row["reason"]

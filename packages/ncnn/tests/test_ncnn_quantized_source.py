@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_context, run
+from conftest import LIGHT_BENCH, make_context, run
 
 pytestmark = [pytest.mark.ncnn, pytest.mark.slow]
 
@@ -27,7 +27,7 @@ def test_ncnn_rows_of_the_qat_source(test_env: dict[str, str]) -> None:
     env |= {"MODELPORT_ARTIFACTS": str(art), "MODELPORT_CONFIG": f"{shared}-quant.toml"}
     proc = run(env, "convert", "ncnn", "ncnn-int8")
     assert proc.returncode == 0, proc.stderr
-    proc = run(env, "bench", "ncnn", "ncnn-int8", "--runs", "3", "--warmup", "1")
+    proc = run(env, "bench", "ncnn", "ncnn-int8", "--runs", "3", "--warmup", "1", *LIGHT_BENCH)
     assert proc.returncode == 0, proc.stderr
     ctx = make_context(env)
     assert ctx.config.input.mean == (128.0,) * 3  # the uint8 input's zero point, not the shipped config's 127.5
