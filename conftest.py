@@ -213,6 +213,22 @@ def private_artifacts(pipeline: StepContext, dst: Path, *also_ignore: str) -> Pa
     return dst
 
 
+# What a test of results, reports, merges and failed rows asks of `bench` on a real model: latency and agreement,
+# not the measurement depth it does not check (a throughput sweep of seconds per concurrency level, a fresh-process
+# cold start, the whole-frame pass and the layer profile of every row). test_measure.py and test_layer_times.py
+# check those on a tiny model; the main job measures them on every real row.
+LIGHT_BENCH = (
+    "-o",
+    "bench.throughput=false",
+    "-o",
+    "bench.cold_start=false",
+    "-o",
+    "bench.frame_runs=0",
+    "-o",
+    "bench.layer_profile=false",
+)
+
+
 # The real CLI in a subprocess, as a user runs it (exit code, stderr, nothing in-process leaks).
 CLI = [sys.executable, "-c", "import sys; from modelport.common.cli import main; sys.exit(main())"]
 

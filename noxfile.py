@@ -185,6 +185,7 @@ def farm(session: nox.Session) -> None:
     """The device-farm path on this machine: three device keys bench the converted models, export bundles, one merge.
 
     Needs `nox -s convert` first (uses the models in $MODELPORT_ARTIFACTS, else ./artifacts). Writes .nox/farm/merged/report/.
+    `nox -s farm -- ARGS` adds ARGS to every bench (CI: `-o bench.throughput=false ...`).
     """
     root, models = ROOT / ".nox" / "farm", envs.artifacts_root()
     if not models.is_dir():
@@ -204,6 +205,7 @@ def farm(session: nox.Session) -> None:
                 *ENVS[e].steps["bench"],
                 "--runs",
                 "50",
+                *session.posargs,
                 external=True,
                 env={**env, "MODELPORT_ENV": e},
             )
@@ -284,6 +286,7 @@ def pytest(session: nox.Session, env: str, *args: str) -> None:
         "-m",
         "pytest",
         *ENVS[env].pytest_args(ROOT),
+        "--durations=15",  # every CI log shows where the test time goes
         *args,
         *session.posargs,
         external=True,

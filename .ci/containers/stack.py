@@ -2,7 +2,8 @@
 
 Everything goes through docker-compose (1.29.2, Debian) and the repo's compose.yaml,
 plus one CI-only override file holding what only an offline machine needs: builds on
-the host network (our engine has no bridge) and the offline build args.
+the host network (our engine has no bridge) and the offline build args; and the bench
+services' command lines with CI_BENCH appended.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # Build args an offline build needs, passed to every Dockerfile that declares them (named by the ARG,
 # not the env). Their defaults in the Dockerfiles are the normal online behaviour.
 OFFLINE_BUILD_ARGS = {"NCNN_TOOLS": "skip"}
+# What the container check asks of each bench service: every row still benched in its image and judged
+# (agreement, floors, layer profile: .ci/check_report.py), with fewer timed runs and without the throughput
+# sweep and fresh-process cold start, which the main job measures on this machine with the product's [bench].
+CI_BENCH = ["-o", "bench.runs=20", "-o", "bench.warmup=5", "-o", "bench.throughput=false", "-o", "bench.cold_start=false"]
 
 
 @dataclass
@@ -30,6 +35,7 @@ class Service:
     profiles: list[str]
     depends_on: list[str]
     build: dict = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)
 
 
 class Compose:
@@ -70,15 +76,22 @@ class Compose:
                 spec.get("profiles", []),
                 list(spec.get("depends_on", {})),
                 spec.get("build") or {},
+                [str(a) for a in spec.get("command") or []],
             )
         return services
 
     def write_override(self, services: dict[str, Service], build_args: dict[str, dict[str, str]]) -> str:
-        lines = ["# CI only (no registry, engine without a bridge): build on the host network + offline build args.", "services:"]
+        lines = [
+            "# CI only (no registry, engine without a bridge): build on the host network + offline build args;",
+            "# bench services with CI_BENCH (.ci/containers/stack.py).",
+            "services:",
+        ]
         for s in services.values():
             if not s.build or s.env not in build_args:  # only the envs CI builds
                 continue
             lines.append(f"  {s.name}:")
+            if s.command[:1] == ["bench"]:
+                lines.append(f"    command: {json.dumps([*s.command, *CI_BENCH])}")
             lines.append("    build:")
             lines.append("      network: host")
             args = build_args.get(s.env or "", {})

@@ -9,7 +9,7 @@ from typing import IO, Any, cast
 
 import pytest
 
-from conftest import error_line, private_artifacts, run
+from conftest import LIGHT_BENCH, error_line, private_artifacts, run
 from modelport.bench.merge import merge
 from modelport.common.context import StepContext
 from modelport.common.schema import BackendResult
@@ -28,7 +28,9 @@ def two_machines(
         art = root / device
         private_artifacts(pipeline, art)
         env = {**test_env, "MODELPORT_ARTIFACTS": str(art), "MODELPORT_DEVICE": device}
-        proc = run(env, "-o", f"tflite.threads={threads}", "bench", "tflite", "onnx", "--runs", "10", "--warmup", "2")
+        proc = run(
+            env, "-o", f"tflite.threads={threads}", "bench", "tflite", "onnx", "--runs", "10", "--warmup", "2", *LIGHT_BENCH
+        )
         assert proc.returncode == 0, proc.stderr
         bundles[device] = root / f"{device}.tar.gz"
         proc = run(env, "bundle", "export", "--out", str(bundles[device]))

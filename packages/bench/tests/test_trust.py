@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import error_line, make_context, private_artifacts, run
+from conftest import LIGHT_BENCH, error_line, make_context, private_artifacts, run
 from modelport.bench.report import build, write
 from modelport.common import timing
 from modelport.common.cli import main
 from modelport.common.context import StepContext
 
-QUICK = ["-o", "bench.runs=5", "-o", "bench.warmup=1"]
+QUICK = ["-o", "bench.runs=5", "-o", "bench.warmup=1", *LIGHT_BENCH]
 
 
 @pytest.fixture

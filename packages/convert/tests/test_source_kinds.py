@@ -16,12 +16,12 @@ import onnx
 import pytest
 from onnx import helper
 
-from conftest import cli, error_line, make_context, run
+from conftest import LIGHT_BENCH, cli, error_line, make_context, run
 from modelport.common.context import StepContext
 from modelport.common.reference import REFERENCE
 from tiny_models import tiny_images, tiny_onnx, tiny_tflite
 
-QUICK = ("--runs", "3", "--warmup", "1")
+QUICK = ("--runs", "3", "--warmup", "1", *LIGHT_BENCH)
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, detector_copy
+from conftest import LIGHT_BENCH, cli, detector_copy
 from modelport.common.schema import BackendResult
 
-QUICK = ["-o", "bench.throughput=false", "-o", "bench.cold_start=false", "-o", "bench.runs=3", "-o", "bench.warmup=1"]
+QUICK = ["-o", "bench.runs=3", "-o", "bench.warmup=1", *LIGHT_BENCH]
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from conftest import run
+from conftest import LIGHT_BENCH, run
 from modelport.common.context import StepContext
 from modelport.common.layer_analysis import worst
 from modelport.common.reference import REFERENCE
@@ -88,7 +88,7 @@ def test_a_model_below_the_floors_is_searched_and_the_best_written_marked(
     assert json.loads((art / "onnx" / "model.int8.below-floor.onnx.manifest.json").read_text())["trusted"] is False
     assert not (art / "onnx" / "model.int8.onnx").exists()
     assert (art / "onnx" / "model.int8.onnx.failed.json").is_file()
-    bench = run(env, *strict, "bench", "onnx-int8", "--runs", "3", "--warmup", "1")
+    bench = run(env, *strict, "bench", "onnx-int8", "--runs", "3", "--warmup", "1", *LIGHT_BENCH)
     row = json.loads((art / "results" / "onnx-int8.json").read_text())
     assert bench.returncode != 0 and row["status"] == "failed" and "below the [accuracy] floors" in row["reason"]
     assert row["agreement"]["cosine_min"] == kept["agreement"]["cosine_min"]  # the row carries what was measured

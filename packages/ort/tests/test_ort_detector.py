@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli, detector_copy, make_context
+from conftest import LIGHT_BENCH, cli, detector_copy, make_context
 from modelport.common.reference import DETECT_REFERENCE
 from modelport.common.schema import BackendResult
 from modelport.runtime.registry import runtime_class
@@ -30,7 +30,7 @@ def test_the_shared_tiny_detector_has_its_reference_and_onnx_model(tiny_detector
     np.testing.assert_allclose(got["output"], want["output"], rtol=1e-5, atol=1e-6)
 
 
-QUICK = ["-o", "bench.throughput=false", "-o", "bench.cold_start=false", "-o", "bench.runs=3", "-o", "bench.warmup=1"]
+QUICK = ["-o", "bench.runs=3", "-o", "bench.warmup=1", *LIGHT_BENCH]
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, cli, error_line, make_context
+from conftest import LIGHT_BENCH, ROOT, cli, error_line, make_context
 from modelport.common.agreement import detect_failures
 from modelport.common.config import AccuracyConfig
 from modelport.common.errors import AccuracyGateError, InputError
@@ -166,7 +166,7 @@ def test_yolox_nano_rows_onnx_fp32_holds_the_fp_floors_and_int8_has_its_numbers(
     ok(cli(env, "fetch"))
     ok(cli(env, "convert", "reference", "onnx"))
     cli(env, "convert", "onnx-int8")  # below its floors with the defaults (TOOLCHAINS.md): a failed row is correct
-    cli(env, "-o", "bench.throughput=false", "-o", "bench.cold_start=false", "bench", "onnx", "onnx-int8")
+    cli(env, *LIGHT_BENCH, "bench", "onnx", "onnx-int8")
     fp32 = BackendResult.model_validate_json((tmp_path / "results" / "onnx.json").read_text())
     assert fp32.status == "ok" and fp32.agreement is not None and fp32.agreement.detect is not None
     det = fp32.agreement.detect
