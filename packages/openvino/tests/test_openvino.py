@@ -210,6 +210,7 @@ def test_peer_throughput_runs_benchmark_app_on_the_same_ir(ctx: StepContext, tmp
     with OpenvinoFp32Runtime(ctx.config, {"model": xml, "weights": bin_}) as rt:
         got = rt.peer_throughput(x, 1.0)
     assert str(got["tool"]).startswith("benchmark_app -m " + str(xml)) and "-hint throughput" in str(got["tool"])
+    assert str(got["tool"]).endswith("-ip f32")  # the tool's requests carry what ours do (it would make them u8)
     assert got["ours_fps"] > 0 and got["tool_fps"] > 0  # type: ignore[operator]
     assert got["ours_requests"] >= got["ours_streams"] >= 1  # type: ignore[operator]
 
