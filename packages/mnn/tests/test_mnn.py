@@ -115,7 +115,7 @@ def test_fp32_tiny_model_matches_onnxruntime(ctx: StepContext, tmp_path: Path) -
     with MnnFp32Runtime(ctx.config, {"model": tmp_path / "model.mnn"}) as rt:
         outs = [rt.infer(x) for x in xs]
         rt.own_call(xs[0])()
-        bare = np.array(rt.output.getNumpyData())
+        bare = np.array(next(iter(rt.outputs.values())).getNumpyData())
     refs = onnxruntime_outputs(onnx, xs)
     for o, r in zip(outs, refs, strict=True):
         assert o.shape == r.shape == (1, 10)

@@ -97,7 +97,6 @@ class MnnRuntime(Runtime):
         self.interpreter, self.session, self.mnn = interpreter, session, MNN
         # MNNConvert keeps the ONNX output names; the session's dict is not in the model's order, the contract is.
         self.outputs = self.in_source_order(outputs)
-        self.output = next(iter(self.outputs.values()))
         # An output's own buffer is the backend's (an INT8 model's last op may leave it packed or not on the host:
         # read directly it was garbage on a model ending in a reshaped Gemm): each is read through a host copy.
         self.host = {name: MNN.Tensor(t, MNN.Tensor_DimensionType_Caffe) for name, t in self.outputs.items()}
@@ -166,7 +165,7 @@ class MnnRuntime(Runtime):
 
     def deactivate_impl(self) -> None:
         # The Python API has no releaseSession: the session goes with its interpreter.
-        del self.session, self.interpreter, self.input, self.output, self.outputs, self.host
+        del self.session, self.interpreter, self.input, self.outputs, self.host
 
 
 # Ops MNN adds between layers (memory layout and precision moves), named after a neighbour.
