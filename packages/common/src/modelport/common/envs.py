@@ -51,6 +51,13 @@ DETECTOR = "yolox_nano.toml"  # the default detector's config, at the checkout's
 TOOLS = ("tests", "lint", "mypy", "docker")
 
 
+def step_keys(step: str, value: list[Any]) -> set[str]:
+    """The backend or target names one [steps] entry names: a command line's arguments but its flags, or its keys."""
+    if step in COMMAND_LISTS:
+        return {a for line in value for a in line[1:] if not a.startswith("-")}
+    return set(value)
+
+
 def every_package(root: Path) -> list[str]:
     """Every folder under packages/ with a pyproject.toml, by name."""
     return sorted(p.parent.name for p in (root / "packages").glob("*/pyproject.toml"))
@@ -96,13 +103,7 @@ class Env:
 
     def backend_names(self) -> set[str]:
         """Every backend or target name this env's steps name (`convert ncnn`, bench keys, `rknn all`, ...)."""
-        names: set[str] = set()
-        for step, value in self.steps.items():
-            if step in COMMAND_LISTS:
-                names |= {a for line in value for a in line[1:] if not a.startswith("-")}
-            else:
-                names |= set(value)
-        return names
+        return set().union(*(step_keys(step, value) for step, value in self.steps.items()))
 
     def pytest_args(self, root: Path) -> list[str]:
         """tests with its globs expanded against the checkout (pytest options are passed as they are)."""
@@ -254,12 +255,9 @@ def load_env(path: Path, root: Path) -> Env:
             raise TableError(f"{path}: unknown step {step!r} (known: {', '.join(COMMAND_LISTS + KEY_LISTS + MAY_FAIL)})")
     for tolerant in MAY_FAIL:
         detector = tolerant.startswith("detect_")
-        named: set[str] = set()
-        for step, value in steps.items():
-            if step in KEY_LISTS and step.startswith("detect_") == detector:
-                named |= set(value)
-            elif step in COMMAND_LISTS and step.startswith("detect_") == detector:
-                named |= {a for line in value for a in line[1:]}
+        named = set().union(
+            *(step_keys(s, v) for s, v in steps.items() if s not in MAY_FAIL and s.startswith("detect_") == detector)
+        )
         unused = [k for k in steps.get(tolerant, []) if k not in named]
         if unused:
             raise TableError(f"{path}: steps.{tolerant} names {unused[0]!r}, which no step of the same model runs")
