@@ -343,6 +343,20 @@ def test_a_detector_head_goes_float_first_then_methods_all_int8_then_layers_on_t
     assert not any(set(v.float_layers[3:]) & set(LAYERS[-3:]) for v in floated)
 
 
+def test_no_budget_on_a_detector_builds_the_default_and_its_head_variant_and_ranks_nothing() -> None:
+    class Counting(Detector):
+        ranked = 0
+
+        def worst_layers(self, variant: Variant) -> list[str]:
+            self.ranked += 1  # a real backend runs its per-layer analysis here
+            return super().worst_layers(variant)
+
+    b = Counting()
+    tried = Search(b, floors(0.9999), budget_s=0, max_float_layers=8).run()
+    assert [(v.stage, v.float_layers) for v in tried] == [("default", []), ("head", LAYERS[-3:])]
+    assert b.ranked == 0
+
+
 def test_the_float_stage_starts_from_the_head_on_the_best_method() -> None:
     b = Detector(scale={"a": 1.5, "b": 1.0})  # the other method is better than the configured one
     need = cast(dict[str, Any], judge(b.build("b", LAYERS[-3:] + LAYERS[:3]), floors(0.0)).agreement)["cosine_min"]

@@ -13,7 +13,7 @@
    the toolchain already runs in float ranks anywhere, by chance, and keeping it "in float" changes nothing.
 5. Greedy, measured: the one worst-ranked layer that helps most, then a second, ... (few layers,
    each one costs speed), while nothing that small meets the floors.
-Everything stops at ``[quantization] recover_minutes``. The variants (the configured one alone too) are
+Everything after step 2 stops at ``[quantization] recover_minutes``. The variants (the configured one alone too) are
 timed in interleaved rounds with the FP32 twin; speed is a floor as well: of the variants that meet the
 [accuracy] floors, those at least ``min_speedup`` times as fast as the twin in (nearly) every round come
 first (``speed_check``), and the fastest of the first group is kept. A kept variant below the speed floor is
@@ -217,7 +217,9 @@ class Search:
         if default.passes:
             return self.tried
         head = self.head(default)
-        if head and self.left() > 0 and self.build(b.methods[0], [*b.float_layers, *head], "head").passes:
+        # The head variant is built whatever the budget, as the configured one is: it is the first thing
+        # every peer's guide tries on a detector, and the budget governs the open-ended stages after it.
+        if head and self.build(b.methods[0], [*b.float_layers, *head], "head").passes:
             return self.tried
         for method in b.methods[1:]:
             if self.left() <= 0:
@@ -234,6 +236,8 @@ class Search:
             if v.passes:
                 return self.tried
             base = max([base, v], key=_quality) if v.files else base
+        if self.left() <= 0:  # ranking the layers runs the per-layer analysis: not worth it with no budget to use it
+            return self.tried
         ranked = self.candidates(base)
         failed_k, passed_k, k = 0, None, 1
         while k <= len(ranked) and self.left() > 0:
