@@ -302,11 +302,19 @@ def test_real_int8_recovery_keeps_layers_in_float_through_ignored_scope(
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         for f in (rel, f"{rel}.manifest.json"):
             shutil.copyfile(real_fp32.store.path(f), tmp_path / f)
-    # every method the search tries before float layers (presets, bias correction, range estimators), built
-    # where the search runs: its own variants, the floor being no part of a variant's identity, are these
-    knobs = ["quantization.recover_minutes=6", "quantization.recover_max_float_layers=4", "quantization.recover_rounds=1"]
+    # the methods the search tries before float layers (the configured preset and one other: every method is
+    # the same kind of variant), built where the search runs: its own variants, the floor being no part of a
+    # variant's identity, are these
+    knobs = [
+        "quantization.recover_minutes=6",
+        "quantization.recover_max_float_layers=2",
+        "quantization.recover_rounds=1",
+        'quantization.recover_methods=["mixed"]',
+    ]
     env = test_env | {"MODELPORT_ARTIFACTS": str(tmp_path)}
-    methods = [OpenvinoKnobs(make_context(env, overrides=knobs), False).build(m, []) for m in METHODS]
+    searched = OpenvinoKnobs(make_context(env, overrides=knobs), False)
+    assert searched.methods == ["performance", "mixed"] and set(searched.methods) < set(METHODS)
+    methods = [searched.build(m, []) for m in searched.methods]
     floor = round(max(cast(dict[str, Any], v.agreement)["cosine_min"] for v in methods) + 0.004, 4)
     ctx = make_context(env, overrides=[f"accuracy.int8_cosine_min={floor}", *knobs, "bench.runs=8"])
     try:

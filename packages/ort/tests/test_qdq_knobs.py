@@ -146,3 +146,19 @@ def test_the_symmetric_model_for_tensorrt_is_searched_with_the_same_knobs(tiny: 
         assert proc.returncode == 0 and (art / "onnx" / "model.int8.sym.onnx").exists()
     else:  # the best is kept aside, never under the name TensorRT reads
         assert proc.returncode != 0 and not (art / "onnx" / "model.int8.sym.onnx").exists()
+
+
+def test_recover_methods_narrows_the_search_to_the_methods_named_after_the_configured_one(
+    tiny: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelport.ort.recover import OnnxKnobs
+
+    every = OnnxKnobs(make_context(tiny), False).methods
+    assert len(every) > 2
+    pick = [every[-1], "mmse"]  # "mmse" is RKNN's: one list serves every backend of a run
+    narrowed = OnnxKnobs(make_context(tiny, overrides=[f"quantization.recover_methods={pick}".replace("'", '"')]), False)
+    assert narrowed.methods == [every[0], every[-1]]
+    assert OnnxKnobs(make_context(tiny, overrides=["quantization.recover_methods=[]"]), False).methods == [every[0]]
+    assert "recover_methods" not in capsys.readouterr().err
+    OnnxKnobs(make_context(tiny, overrides=['quantization.recover_methods=["mmse"]']), False)
+    assert "none of [quantization] recover_methods ['mmse'] is one of its methods" in capsys.readouterr().err

@@ -198,6 +198,10 @@ class QuantizationConfig(Section):
     recover_minutes: float = Field(10.0, gt=0)
     recover_max_float_layers: int = Field(32, ge=1)
     recover_rounds: int = Field(5, ge=1)  # interleaved timing rounds over the variants and the FP32 twin
+    # The calibration methods the search tries after the configured one, by each toolchain's own names
+    # (e.g. ["mmse"] for RKNN, ["mixed+fbc"] for NNCF); a toolchain tries those it has. Default: all of them.
+    # One RKNN method can take most of an hour on a big model: this is how a user who knows skips the rest.
+    recover_methods: list[str] | None = None
     # Speed is a floor too: the kept INT8 variant should run min_speedup times as fast as its FP32 twin in
     # those rounds (timing.meets_speedup); the search prefers variants that do. Below it, speed_floor =
     # "report" keeps the variant flagged slow (a toolchain's INT8 may simply be slow on this machine);
@@ -213,6 +217,7 @@ class QuantizationConfig(Section):
                 "recover_minutes",
                 "recover_max_float_layers",
                 "recover_rounds",
+                "recover_methods",
                 "min_speedup",
                 "speed_floor",
             }

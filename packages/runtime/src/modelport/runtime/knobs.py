@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol, cast
 from modelport.common import onnx_layers, recovery
 from modelport.common.artifacts import file_inputs
 from modelport.common.context import StepContext
+from modelport.common.log import warn
 from modelport.common.preprocess import to_tensor
 from modelport.common.recovery import Variant, variant_id
 from modelport.common.reference import reference_file
@@ -73,6 +74,15 @@ class Knobs:
     def __init__(self, ctx: StepContext, force: bool):
         self.ctx, self.force = ctx, force
         self.methods, self.float_layers = self.space()
+        wanted = ctx.config.quantization.recover_methods
+        if wanted is not None:
+            chosen = [m for m in self.methods[1:] if m in wanted]
+            if wanted and not chosen:  # one list serves every backend of a run: a miss here is no error, but say it
+                warn(
+                    f"{self.display}: none of [quantization] recover_methods {wanted} is one of its methods "
+                    f"({', '.join(self.methods[1:])}): the search tries only the configured {self.methods[0]}"
+                )
+            self.methods = [self.methods[0], *chosen]
 
     # -- what a backend supplies
     def space(self) -> tuple[list[str], list[str]]:
