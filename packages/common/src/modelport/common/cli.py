@@ -70,15 +70,17 @@ def cli(
     labels: str | None,
     force: bool,
 ) -> None:
-    """Convert one image classifier to every deployment toolchain and measure them the same way.
+    """Convert one image model, a classifier or a detector (TFLite, ONNX or Caffe), to every deployment
+    toolchain and measure them the same way.
 
     Typical run (each step skips itself when its outputs are up to date):
 
     \b
-      modelport fetch --from model.tflite --labels labels.txt
-      modelport convert reference onnx onnx-int8
-      modelport bench tflite onnx onnx-int8
-      modelport report
+      modelport init my_model.onnx --out modelport-my.toml   # a commented config, guesses marked
+      modelport -c modelport-my.toml fetch
+      modelport -c modelport-my.toml convert reference onnx onnx-int8
+      modelport -c modelport-my.toml bench source onnx onnx-int8
+      modelport -c modelport-my.toml report
     """
     sets: list[str | tuple[str, Any]] = list(overrides)
     for key, value in (("images.eval", images), ("images.calibration", calibration_dataset), ("model.labels", labels)):
