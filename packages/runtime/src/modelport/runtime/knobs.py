@@ -108,6 +108,12 @@ class Knobs:
             return []
         return [la for la in onnx_layers.head(onnx_layers.load(self.ctx.store.path(ONNX_MODEL))) if la in quantized]
 
+    def layer_graph(self) -> onnx_layers.OnnxGraph | None:
+        """The FP32 ONNX model every backend names its layers by, with each layer's MACs: what the search
+        counts float regions and the float share on. None without that model (nothing to count on)."""
+        path = self.ctx.store.path(ONNX_MODEL)
+        return onnx_layers.load(path, macs=True) if path.exists() else None
+
     # -- what the base does for every backend
     def variant_files(self, vid: str) -> dict[str, str]:
         return {role: rel.replace("{id}", vid) for role, rel in self.files.items()}
