@@ -61,6 +61,9 @@ class NoisyBackend:
     def layer_graph(self) -> OnnxGraph | None:
         return None  # float layers not costed: the search's stages alone
 
+    def in_float(self, float_layers: list[str]) -> list[str]:
+        return list(float_layers)
+
     def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         # Work grows with the float layers: a real callable per variant, timed like any model.
         mats = {v.id: np.ones((20 + 10 * len(v.float_layers),) * 2) for v in variants}

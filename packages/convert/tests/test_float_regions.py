@@ -107,7 +107,7 @@ def test_closing_a_gap_leaves_fewer_regions(chain: OnnxGraph, block: OnnxGraph) 
 # -- onnxruntime's QDQ build: one DequantizeLinear feeds each float region of a chain from the INT8 side
 
 
-def qdq(source: Path, out: Path, exclude: list[str]) -> onnx.ModelProto:
+def qdq(source: Path, out: Path, nodes: list[str]) -> onnx.ModelProto:
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed in this env")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -119,9 +119,6 @@ def qdq(source: Path, out: Path, exclude: list[str]) -> onnx.ModelProto:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.feeds, None)
 
-    # Each layer's nodes (conv + its Relu) excluded together, as the ONNX INT8 knobs exclude a layer.
-    graph = onnx_layers.load(source)
-    nodes = [n for name in exclude if (la := graph.by_node(name)) for n in la.nodes]
     quantize_static(
         str(source),
         str(out),
@@ -149,14 +146,22 @@ def float_entries(model: onnx.ModelProto, float_nodes: set[str]) -> int:
 
 
 def test_onnxruntime_leaves_one_dequantize_per_float_region(tmp_path: Path, chain: OnnxGraph) -> None:
+    """The float layers as the ONNX INT8 knobs exclude them (each layer's nodes and its consumers:
+    ``excluded_nodes``), counted on what they run in float (``float_run``)."""
+    from modelport.convert.qdq import excluded_nodes, float_run
+
     source = conv_chain(tmp_path / "chain.onnx", 6)
-    scattered = ["c1", "c3", "c4"]  # two regions, neither at the graph's input
-    closed = close_gaps(chain, scattered, {la.node for la in chain.layers} - set(scattered), 2, 10)
-    for layers, name in ((scattered, "scattered"), (closed, "closed")):
-        model = qdq(source, tmp_path / f"{name}.onnx", layers)
-        nodes = {n for la in layers if (layer := chain.by_node(la)) for n in layer.nodes}
-        assert float_entries(model, nodes) == len(regions(chain, layers)), name
-    assert len(regions(chain, closed)) == 1
+    assert float_run(chain, ["c1", "c4"]) == ["c1", "c2", "c4", "c5"]
+    assert len(regions(chain, float_run(chain, ["c1", "c3"]))) == 1  # c1's consumer c2 closes that gap itself
+    scattered = ["c1", "c5"]  # two regions, neither at the graph's input
+    fill = {la.node for la in chain.layers} - set(scattered)
+    closed = close_gaps(chain, scattered, fill, 2, 10, lambda layers: float_run(chain, layers))
+    assert closed == ["c1", "c5", "c3"]  # c3's consumer c4 is floated with it: one layer closes a gap of two
+    for layers, name, expect in ((scattered, "scattered", 2), (closed, "closed", 1)):
+        nodes = excluded_nodes(source, layers)
+        model = qdq(source, tmp_path / f"{name}.onnx", nodes)
+        assert len(regions(chain, float_run(chain, layers))) == expect
+        assert float_entries(model, set(nodes)) == expect, name
 
 
 # -- the search: gaps closed after bisection, fewer regions preferred, the greedy step's ties
@@ -192,6 +197,9 @@ class ChainBackend:
 
     def layer_graph(self) -> OnnxGraph | None:
         return self.graph
+
+    def in_float(self, float_layers: list[str]) -> list[str]:
+        return list(float_layers)
 
     def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         return contextlib.nullcontext(None)

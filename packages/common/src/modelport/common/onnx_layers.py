@@ -9,7 +9,7 @@ output or the fused activation's output lands on the same layer.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,16 +177,24 @@ def regions(graph: OnnxGraph, layers: list[str] | set[str]) -> list[list[str]]:
     return out
 
 
-def close_gaps(graph: OnnxGraph, layers: list[str], fillable: set[str], max_gap: int, limit: int) -> list[str]:
+def close_gaps(
+    graph: OnnxGraph,
+    layers: list[str],
+    fillable: set[str],
+    max_gap: int,
+    limit: int,
+    in_float: Callable[[list[str]], list[str]] | None = None,
+) -> list[str]:
     """``layers`` with the gaps between its runs filled: the fewest ``fillable`` layers (at most ``max_gap`` in a
     row) that join two runs, shortest gap first, while the total stays within ``limit``. A quantized layer
-    between two float ones costs a Q and a DQ on each side; in float it costs none. Deterministic: ties go
-    to the gap met first in graph order."""
+    between two float ones costs a Q and a DQ on each side; in float it costs none. ``in_float``: the layers
+    a toolchain really runs in float for a set of float layers (default: those), whose runs are joined.
+    Deterministic: ties go to the gap met first in graph order."""
     near = neighbours(graph)
     order = {la.node: la.index for la in graph.layers}
     chosen = list(layers)
     while len(chosen) < limit:
-        runs = regions(graph, chosen)
+        runs = regions(graph, in_float(chosen) if in_float else chosen)
         if len(runs) < 2:
             break
         run_of = {n: i for i, run in enumerate(runs) for n in run}
@@ -223,7 +231,12 @@ def close_gaps(graph: OnnxGraph, layers: list[str], fillable: set[str], max_gap:
                 frontier = following
         if best is None or len(chosen) + len(best) > limit:
             break
-        chosen += sorted(best, key=order.__getitem__)
+        # From the run outwards, only as far as joining takes: a toolchain's in_float may float a layer's
+        # consumers with it, which then close the rest of the gap.
+        for layer in reversed(best):
+            chosen.append(layer)
+            if len(regions(graph, in_float(chosen) if in_float else chosen)) < len(runs):
+                break
     return chosen
 
 

@@ -123,6 +123,10 @@ class Knobs(Protocol):
         """The FP32 ONNX model's layers with their MACs (``onnx_layers.load(..., macs=True)``), what float layers
         cost is counted on; None: not counted."""
 
+    def in_float(self, float_layers: list[str]) -> list[str]:
+        """The layers of ``layer_graph`` a variant with ``float_layers`` really runs in float (onnxruntime's QDQ:
+        their consumers too), what its regions and float share are counted on."""
+
     def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         """variant id (and "fp32" for the twin) -> one inference, while the context is open; None when
         latency cannot be measured here (a simulator)."""
@@ -250,8 +254,9 @@ class Search:
     def cost(self, v: Variant) -> Variant:
         graph = self.graph()
         if graph is not None:
-            v.regions = len(regions(graph, v.float_layers))
-            v.float_share = float_share(graph.macs, v.float_layers) if v.float_layers else 0.0
+            floats = self.backend.in_float(v.float_layers) if v.float_layers else []
+            v.regions = len(regions(graph, floats))
+            v.float_share = float_share(graph.macs, floats) if floats else 0.0
         return v
 
     def left(self) -> float:
@@ -327,7 +332,8 @@ class Search:
         if graph is None or self.left() <= 0:
             return None
         fillable = self.backend.quantized_layers(base) - set(layers)
-        closed = close_gaps(graph, layers, fillable, GAP_MAX, len(base.float_layers) + self.max_float_layers)
+        limit = len(base.float_layers) + self.max_float_layers
+        closed = close_gaps(graph, layers, fillable, GAP_MAX, limit, self.backend.in_float)
         if len(closed) == len(layers):
             return None
         return self.build(base.method, closed, "regions")

@@ -114,6 +114,9 @@ class Knobs:
         path = self.ctx.store.path(ONNX_MODEL)
         return onnx_layers.load(path, macs=True) if path.exists() else None
 
+    def in_float(self, float_layers: list[str]) -> list[str]:
+        return list(float_layers)  # a toolchain that keeps exactly the layers it is given in float
+
     # -- what the base does for every backend
     def variant_files(self, vid: str) -> dict[str, str]:
         return {role: rel.replace("{id}", vid) for role, rel in self.files.items()}
