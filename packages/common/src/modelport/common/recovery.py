@@ -23,9 +23,9 @@ Everything stops at ``[quantization] recover_minutes``. The variants (the config
 timed in interleaved rounds with the FP32 twin; speed is a floor as well: of the variants that meet the
 [accuracy] floors, those at least ``min_speedup`` times as fast as the twin in (nearly) every round come
 first (``speed_check``), and the fastest of the first group is kept; when the rounds cannot tell it from
-others (``SEPARATES``), the one of those with the fewest float regions, then the smallest float share. A kept variant below the speed floor is
-flagged slow in the record, the results row and the report, and fails the step only with ``speed_floor =
-"fail"``. With no variant meeting the accuracy floors, the best by agreement is kept under its below-floor
+others (``SEPARATES``), the one of those with the fewest float regions, then the smallest float share. A
+kept variant below the speed floor is flagged slow in the record, the results row and the report, and fails
+the step only with ``speed_floor = "fail"``. With no variant meeting the accuracy floors, the best by agreement is kept under its below-floor
 name (nothing later trusts it) and the step fails. A backend supplies only the knobs (``Knobs``, what the
 search reads; the base that implements it for every backend is ``modelport.runtime.knobs.Knobs``); each
 variant it builds is an artifact cached by its manifest.
