@@ -246,7 +246,10 @@ def layer_macs(model: onnx.ModelProto, graph: OnnxGraph) -> dict[str, int]:
     A layer whose shape the inference cannot tell counts its weights."""
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # a graph the inference rejects (custom ops, odd opsets) still runs: its layers count by weights
+        inferred = model
     shapes: dict[str, list[int]] = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         dims = vi.type.tensor_type.shape.dim
