@@ -552,7 +552,7 @@ def summary(record: dict[str, Any]) -> None:
     )
     floats = float_text(len(kept["float_layers"]), kept.get("regions"), kept.get("float_share"))
     msg = (
-        f"{record['display']}: kept {kept['id']} ({kept['method']}, {floats}){lat}; "
+        f"{record['display']}: kept {kept['id']} ({kept['method']}; {floats}){lat}; "
         f"{len(record['variants'])} variants in {record['wall_seconds']:.0f} s"
     )
     if record["below_floors"]:
