@@ -256,5 +256,21 @@ def test_a_search_without_a_graph_counts_nothing(chain: OnnxGraph) -> None:
             return None
 
     tried = Search(NoGraph(chain, ["c1", "c3"], {"c1", "c3"}), floors(0.99), 600, 6).run()
-    assert all(v.regions is None and v.float_share is None for v in tried)
+    assert tried[0].regions == 0 and tried[0].float_share == 0.0  # no float layers: nothing to count on a graph
+    assert all(v.regions is None and v.float_share is None for v in tried[1:])
     assert not any(v.stage == "regions" for v in tried)
+
+
+def test_a_passing_configured_variant_reads_no_graph(chain: OnnxGraph) -> None:
+    class Counting(ChainBackend):
+        reads = 0
+
+        def layer_graph(self) -> OnnxGraph | None:
+            self.reads += 1
+            return self.graph
+
+    b = Counting(chain, ["c1"], set())
+    tried = Search(b, floors(0.0), 600, 6).run()
+    assert len(tried) == 1 and tried[0].passes and (tried[0].regions, tried[0].float_share, b.reads) == (0, 0.0, 0)
+    Search(b, floors(0.99), 600, 6).run()
+    assert b.reads == 1  # a search that floats layers reads it once

@@ -252,11 +252,14 @@ class Search:
         return self._graph
 
     def cost(self, v: Variant) -> Variant:
+        if not v.float_layers:  # nothing in float costs nothing: no graph read when the configured variant passes
+            v.regions, v.float_share = 0, 0.0
+            return v
         graph = self.graph()
         if graph is not None:
-            floats = self.backend.in_float(v.float_layers) if v.float_layers else []
+            floats = self.backend.in_float(v.float_layers)
             v.regions = len(regions(graph, floats))
-            v.float_share = float_share(graph.macs, floats) if floats else 0.0
+            v.float_share = float_share(graph.macs, floats)
         return v
 
     def left(self) -> float:
