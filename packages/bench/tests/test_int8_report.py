@@ -75,7 +75,10 @@ def test_section_lines_up_layers_and_states_what_stayed_float(tmp_path: Path) ->
         "default": "minmax",
         "below_floors": False,
         "timing": {"fp32_ms": 2.0, "rounds": 3, "runs": 10, "load_avg": {"before": 1, "after": 1}},
-        "variants": [variant("minmax", [], 0.9, 1.0, False), variant("minmax-float1", ["c3"], 0.99, 2.5, True)],
+        "variants": [
+            variant("minmax", [], 0.9, 1.0, False),
+            variant("minmax-float1", ["c3"], 0.99, 2.5, True) | {"regions": 1, "float_share": 0.0421},
+        ],
     }
     (tmp_path / "recover").mkdir()
     (tmp_path / "recover" / "onnx-int8.json").write_text(json.dumps(record))
@@ -86,6 +89,7 @@ def test_section_lines_up_layers_and_states_what_stayed_float(tmp_path: Path) ->
     assert "ncnn-int8: median 12.00 ms vs ncnn 10.00 ms: 0.83x (**slower than its FP32 twin**)" in md
     assert "onnx-int8: median 3.00 ms vs onnx 6.00 ms: 2.00x; meets the 1.30x speed floor" in md
     assert "2 layers line up across all 2 backends" in md
+    assert "1 float layer (1 region, 4.2% of the MACs): `c3`" in md  # what float costs, as the search's lines say it
     assert "kept `minmax-float1`" in md and "`c3`" in md and "The kept INT8 model is slower than its FP32 twin" in md
     for png in (LAYERS_PNG, "report/int8-recovery-onnx-int8.png"):
         assert store.path(png).read_bytes()[:4] == b"\x89PNG"

@@ -18,6 +18,7 @@ from modelport.common.agreement import compare
 from modelport.common.config import AccuracyConfig
 from modelport.common.context import StepContext
 from modelport.common.errors import AccuracyGateError
+from modelport.common.onnx_layers import OnnxGraph
 from modelport.common.recovery import Search, Variant, choose, judge, time_variants
 
 LAYERS = [f"layer{i}" for i in range(10)]
@@ -56,6 +57,12 @@ class NoisyBackend:
 
     def head_layers(self, variant: Variant) -> list[str]:
         return []  # a classifier
+
+    def layer_graph(self) -> OnnxGraph | None:
+        return None  # float layers not costed: the search's stages alone
+
+    def in_float(self, float_layers: list[str]) -> list[str]:
+        return list(float_layers)
 
     def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         # Work grows with the float layers: a real callable per variant, timed like any model.

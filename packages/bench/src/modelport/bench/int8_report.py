@@ -17,7 +17,7 @@ from modelport.common.calibration import calibration_text
 from modelport.common.config import QuantizationConfig
 from modelport.common.layer_analysis import TARGETS, worst
 from modelport.common.layer_analysis import read as read_analysis
-from modelport.common.recovery import record_path, speed_text
+from modelport.common.recovery import float_text, record_path, speed_text
 from modelport.common.timing import meets_speedup
 
 SECTION = "report/sections/int8.md"
@@ -185,7 +185,7 @@ def _recovery_md(rec: dict[str, Any]) -> list[str]:
             else f"{len(v)} variants tried, kept "
         )
         + f"`{kept['id']}` ({kept['method']}): {_agree(kept['agreement'])} (default `{default['id']}`: "
-        f"{_agree(default['agreement'])}). In float ({len(kept['float_layers'])} layer{'s' if len(kept['float_layers']) != 1 else ''}): {floats}. Search wall time {rec['wall_seconds']:.0f} s "
+        f"{_agree(default['agreement'])}). {float_text(len(kept['float_layers']), kept.get('regions'), kept.get('float_share'))}: {floats}. Search wall time {rec['wall_seconds']:.0f} s "
         f"(budget {rec['budget_minutes']:g} min)."
     ]
     if kept.get("latency_ms") and default.get("latency_ms"):
@@ -200,7 +200,9 @@ def _recovery_md(rec: dict[str, Any]) -> list[str]:
         )
         out.append(_speed_sentence(rec))
     else:
-        out.append("Latency: not measured here (simulator); among passing variants the fewest float layers won.")
+        out.append(
+            "Latency: not measured here (simulator); among passing variants the fewest float regions, then the smallest float share won."
+        )
         out.append(_speed_sentence(rec))
     if rec.get("calibration"):
         out.append(calibration_text(rec["calibration"]))

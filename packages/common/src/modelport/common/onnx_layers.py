@@ -9,6 +9,7 @@ output or the fused activation's output lands on the same layer.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,7 @@ class OnnxGraph:
     producer: dict[str, object]  # tensor -> onnx NodeProto
     initializers: set[str]
     outputs: list[str] = field(default_factory=list)  # the graph's outputs
+    macs: dict[str, int] = field(default_factory=dict)  # layer -> multiply-accumulates (layer_macs; {}: not counted)
 
     def layer_of(self, tensor: str) -> OnnxLayer | None:
         return self._by_tensor.get(tensor)
@@ -125,7 +127,173 @@ def head(graph: OnnxGraph) -> list[str]:
     return [la.node for la in graph.layers if la.node in found]
 
 
-def load(path: Path) -> OnnxGraph:
+def load(path: Path, macs: bool = False) -> OnnxGraph:
+    """The layers of the ONNX file; ``macs``: with each layer's MACs (shape inference: the search's cost of float)."""
     import onnx
 
-    return from_model(onnx.load(str(path), load_external_data=False))
+    model = onnx.load(str(path), load_external_data=False)
+    graph = from_model(model)
+    if macs:
+        graph.macs = layer_macs(model, graph)
+    return graph
+
+
+def neighbours(graph: OnnxGraph) -> dict[str, set[str]]:
+    """Each layer's producers and consumers (layer names): where a tensor crosses from one layer to another,
+    which is where an INT8 model puts a Q/DQ pair when one side runs in float and the other does not."""
+    out: dict[str, set[str]] = {la.node: set() for la in graph.layers}
+    for la in graph.layers:
+        for t in la.inputs:
+            src = graph.layer_of(t)
+            if src is not None and src.node != la.node:
+                out[la.node].add(src.node)
+                out[src.node].add(la.node)
+    return out
+
+
+def regions(graph: OnnxGraph, layers: list[str] | set[str]) -> list[list[str]]:
+    """``layers`` (names) as connected runs in the graph, each in graph order, the runs by their first layer: every
+    run is one float island with Q/DQ pairs at its borders, so fewer runs of the same layers mean fewer
+    conversions between INT8 and float."""
+    near = neighbours(graph)
+    order = {la.node: la.index for la in graph.layers}
+    members = set(layers)
+    todo = sorted((n for n in members if n in order), key=order.__getitem__)
+    seen: set[str] = set()
+    out = []
+    for start in todo:
+        if start in seen:
+            continue
+        run, stack = [], [start]
+        seen.add(start)
+        while stack:
+            n = stack.pop()
+            run.append(n)
+            for m in near[n]:
+                if m in members and m not in seen:
+                    seen.add(m)
+                    stack.append(m)
+        out.append(sorted(run, key=order.__getitem__))
+    return out
+
+
+def close_gaps(
+    graph: OnnxGraph,
+    layers: list[str],
+    fillable: set[str],
+    max_gap: int,
+    limit: int,
+    in_float: Callable[[list[str]], list[str]] | None = None,
+) -> list[str]:
+    """``layers`` with the gaps between its runs filled: the fewest ``fillable`` layers (at most ``max_gap`` in a
+    row) that join two runs, shortest gap first, while the total stays within ``limit``. A quantized layer
+    between two float ones costs a Q and a DQ on each side; in float it costs none. ``in_float``: the layers
+    a toolchain really runs in float for a set of float layers (default: those), whose runs are joined.
+    Deterministic: ties go to the gap met first in graph order."""
+    near = neighbours(graph)
+    order = {la.node: la.index for la in graph.layers}
+    chosen = list(layers)
+    while len(chosen) < limit:
+        runs = regions(graph, in_float(chosen) if in_float else chosen)
+        if len(runs) < 2:
+            break
+        run_of = {n: i for i, run in enumerate(runs) for n in run}
+        best: list[str] | None = None
+        for i, run in enumerate(runs):
+            # Breadth first from the run through fillable layers, neighbours in graph order: the first other
+            # run reached is the shortest gap from this one.
+            parent: dict[str, str | None] = dict.fromkeys(run)
+            frontier = list(run)
+            for depth in range(max_gap + 1):
+                found = None
+                following: list[str] = []
+                for n in frontier:
+                    for m in sorted(near[n], key=order.__getitem__):
+                        if m in parent:
+                            continue
+                        if run_of.get(m, i) != i:
+                            found = n
+                            break
+                        if m in fillable and m not in run_of and depth < max_gap:
+                            parent[m] = n
+                            following.append(m)
+                    if found:
+                        break
+                if found:
+                    gap = []
+                    at: str | None = found
+                    while at is not None and at not in run_of:
+                        gap.append(at)
+                        at = parent[at]
+                    if best is None or len(gap) < len(best):
+                        best = gap
+                    break
+                frontier = following
+        if best is None or len(chosen) + len(best) > limit:
+            break
+        # From the run outwards, only as far as joining takes: a toolchain's in_float may float a layer's
+        # consumers with it, which then close the rest of the gap.
+        for layer in reversed(best):
+            chosen.append(layer)
+            if len(regions(graph, in_float(chosen) if in_float else chosen)) < len(runs):
+                break
+    return chosen
+
+
+def layer_macs(model: onnx.ModelProto, graph: OnnxGraph) -> dict[str, int]:
+    """Multiply-accumulates per layer at batch 1, from ONNX shape inference: a conv or matmul's output elements
+    times the inputs each one sums (its weights per output channel); any other layer one per output element.
+    A layer whose shape the inference cannot tell counts its weights."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # a graph the inference rejects (custom ops, odd opsets) still runs: its layers count by weights
+        inferred = model
+    shapes: dict[str, list[int]] = {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in dims]
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    nodes = {n.name or n.output[0]: n for n in model.graph.node}
+
+    def elements(dims: list[int] | None) -> int:
+        out = 1
+        for d in (dims or [1])[1:]:  # the batch dimension aside
+            out *= max(d, 1)
+        return out
+
+    macs: dict[str, int] = {}
+    for la in graph.layers:
+        node = nodes[la.node]
+        out_shape = shapes.get(node.output[0])
+        w = weights.get(node.input[1]) if len(node.input) > 1 else None
+        if node.op_type in ("Conv", "ConvTranspose") and w:
+            per_output = 1
+            for d in w[1:]:
+                per_output *= d
+            macs[la.node] = elements(out_shape) * per_output if out_shape else _product(w)
+        elif node.op_type in ("Gemm", "MatMul"):
+            a = shapes.get(node.input[0])
+            k = (a[-1] if node.op_type == "MatMul" or not _attr(node, "transA") else a[-2]) if a else 0
+            macs[la.node] = elements(out_shape) * k if out_shape and k else _product(w or [])
+        else:
+            macs[la.node] = elements(out_shape) if out_shape else 0
+    return macs
+
+
+def _product(dims: list[int]) -> int:
+    out = 1
+    for d in dims:
+        out *= d
+    return out if dims else 0
+
+
+def _attr(node: Any, name: str) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == name), 0)
+
+
+def float_share(macs: Mapping[str, int], layers: list[str] | set[str]) -> float | None:
+    """The share of the model's MACs that ``layers`` run (what stays at float speed); None without MACs."""
+    total = sum(macs.values())
+    return round(sum(macs.get(n, 0) for n in set(layers)) / total, 4) if total else None

@@ -11,14 +11,21 @@
    1, 2, 4, ... layers until the floors are met, then bisection down to the fewest that meet them.
    Candidates are only layers that variant really quantizes (``Knobs.quantized_layers``): a layer
    the toolchain already runs in float ranks anywhere, by chance, and keeping it "in float" changes nothing.
+   Then the same set with its gaps closed: the few quantized layers between two of its float regions put in
+   float too (``onnx_layers.close_gaps``). Every float region is an island with Q/DQ pairs at its borders;
+   scattered float layers cost more of them than the same layers in one run.
 5. Greedy, measured: the one worst-ranked layer that helps most, then a second, ... (few layers,
-   each one costs speed), while nothing that small meets the floors.
+   each one costs speed), while nothing that small meets the floors; of layers that help alike, the one
+   that joins an existing float region.
+Each variant's float layers are costed on the ONNX graph (``Variant.regions``: connected runs of float
+layers; ``float_share``: the share of the model's MACs they run).
 Everything after step 2 stops at ``[quantization] recover_minutes``. The variants (the configured one alone too) are
 timed in interleaved rounds with the FP32 twin; speed is a floor as well: of the variants that meet the
 [accuracy] floors, those at least ``min_speedup`` times as fast as the twin in (nearly) every round come
-first (``speed_check``), and the fastest of the first group is kept. A kept variant below the speed floor is
-flagged slow in the record, the results row and the report, and fails the step only with ``speed_floor =
-"fail"``. With no variant meeting the accuracy floors, the best by agreement is kept under its below-floor
+first (``speed_check``), and the fastest of the first group is kept; when the rounds cannot tell it from
+others (``SEPARATES``), the one of those with the fewest float regions, then the smallest float share. A
+kept variant below the speed floor is flagged slow in the record, the results row and the report, and fails
+the step only with ``speed_floor = "fail"``. With no variant meeting the accuracy floors, the best by agreement is kept under its below-floor
 name (nothing later trusts it) and the step fails. A backend supplies only the knobs (``Knobs``, what the
 search reads; the base that implements it for every backend is ``modelport.runtime.knobs.Knobs``); each
 variant it builds is an artifact cached by its manifest.
@@ -47,12 +54,17 @@ from .config import AccuracyConfig
 from .context import StepContext
 from .errors import AccuracyGateError, HardwareMissing, InputError, ModelportError, ToolchainMissing
 from .log import console, progress, step, warn
+from .onnx_layers import OnnxGraph, close_gaps, float_share, regions
 from .schema import Agreement, BackendResult, SpeedCheck
 from .timing import LoadWatch, meets_speedup, speedups
 
 SCHEMA = "modelport.recovery/1"
 GREEDY_WIDTH = 6  # worst-ranked layers the greedy stage tries one by one
 GREEDY_DEPTH = 3  # ... for sets of at most this many float layers
+GAP_MAX = 2  # quantized layers in a row the search fills to join two float regions
+# One passing variant beats another on time only when it is at least this much faster in (nearly) every
+# paired round (timing.meets_speedup); closer than that, fewer float regions and a smaller float share win.
+SEPARATES = 1.05
 
 
 def record_path(key: str) -> str:
@@ -80,7 +92,9 @@ class Variant:
     meets_speed: bool | None = None  # timing.meets_speedup against [quantization] min_speedup; None: not timed
     size_bytes: int | None = None
     build_seconds: float | None = None
-    stage: str = "default"  # default | head | calibration | float | greedy
+    stage: str = "default"  # default | head | calibration | float | regions | greedy
+    regions: int | None = None  # connected runs of float layers in the ONNX graph: each one a Q/DQ island
+    float_share: float | None = None  # share of the model's MACs its float layers run; None: not counted
     shortfall: float | None = None  # how far below the [accuracy] floors, summed over them (0: meets them)
 
     @property
@@ -104,6 +118,14 @@ class Knobs(Protocol):
 
     def head_layers(self, variant: Variant) -> list[str]:
         """A detector's head layers ``variant`` quantizes (``onnx_layers.head``); [] for a classifier."""
+
+    def layer_graph(self) -> OnnxGraph | None:
+        """The FP32 ONNX model's layers with their MACs (``onnx_layers.load(..., macs=True)``), what float layers
+        cost is counted on; None: not counted."""
+
+    def in_float(self, float_layers: list[str]) -> list[str]:
+        """The layers of ``layer_graph`` a variant with ``float_layers`` really runs in float (onnxruntime's QDQ:
+        their consumers too), what its regions and float share are counted on."""
 
     def timers(self, variants: list[Variant]) -> AbstractContextManager[dict[str, Callable[[], object]] | None]:
         """variant id (and "fp32" for the twin) -> one inference, while the context is open; None when
@@ -156,6 +178,23 @@ def _full(a: dict[str, Any]) -> dict[str, Any]:
     return {"top5_overlap": 0.0, "max_abs_diff": 0.0, "mse": 0.0, **a}
 
 
+def float_text(layers: int, regions: int | None, share: float | None) -> str:
+    """What a variant keeps in float and what that costs, as every view says it."""
+    if not layers:
+        return "no float layers"
+    cost = []
+    if regions is not None:
+        cost.append(f"{regions} region{'s' if regions != 1 else ''}")
+    if share is not None:
+        cost.append(f"{share:.1%} of the MACs")
+    return f"{layers} float layer{'s' if layers != 1 else ''}" + (f" ({', '.join(cost)})" if cost else "")
+
+
+def _cost(v: Variant) -> tuple[int, float]:
+    """Fewer float regions (Q/DQ islands), then a smaller float share: the cheaper float layers, untimed."""
+    return (v.regions or 0, v.float_share or 0.0)
+
+
 def _quality(v: Variant) -> tuple[Any, ...]:
     """Closest to the floors first: a variant 1 point of top-1 and 0.03 of cosine short (89%, 0.919) is a better
     base for float layers than one that leads on top-1 but is 0.39 short on cosine (91%, 0.558)."""
@@ -168,14 +207,30 @@ def _quality(v: Variant) -> tuple[Any, ...]:
 
 def choose(variants: list[Variant]) -> Variant:
     """Of the variants that meet the accuracy floors, those that also meet the speed floor first; the
-    fastest of them (untimed ones: fewest float layers, then smallest). With none meeting the accuracy
-    floors, the one closest to them."""
+    fastest of them, unless the interleaved rounds cannot tell it from others (not SEPARATES times as fast
+    in nearly every round): then the one of those with the fewest float regions and the smallest float
+    share. Untimed ones: fewest regions, smallest float share, fewest float layers, then smallest. With
+    none meeting the accuracy floors, the one closest to them."""
     passing = [v for v in variants if v.passes]
     if not passing:
         return max(variants, key=_quality)
+    group = [v for v in passing if v.meets_speed] or passing
+    fastest = min(group, key=lambda v: (v.latency_ms if v.latency_ms is not None else float("inf"), *_cost(v)))
+    if fastest.rounds_ms:
+        rounds = fastest.rounds_ms
+        group = [
+            v
+            for v in group
+            if v.rounds_ms and len(v.rounds_ms) == len(rounds) and not meets_speedup(rounds, v.rounds_ms, SEPARATES)
+        ]
     return min(
-        [v for v in passing if v.meets_speed] or passing,
-        key=lambda v: (v.latency_ms if v.latency_ms is not None else float("inf"), len(v.float_layers), v.size_bytes or 0),
+        group,
+        key=lambda v: (
+            *_cost(v),
+            v.latency_ms if v.latency_ms is not None else float("inf"),
+            len(v.float_layers),
+            v.size_bytes or 0,
+        ),
     )
 
 
@@ -187,6 +242,25 @@ class Search:
     max_float_layers: int
     tried: list[Variant] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    _graph: OnnxGraph | None = field(default=None, init=False, repr=False)
+    _graph_read: bool = field(default=False, init=False, repr=False)
+
+    def graph(self) -> OnnxGraph | None:
+        """The backend's layer graph, read once (None: float layers are not costed)."""
+        if not self._graph_read:
+            self._graph, self._graph_read = self.backend.layer_graph(), True
+        return self._graph
+
+    def cost(self, v: Variant) -> Variant:
+        if not v.float_layers:  # nothing in float costs nothing: no graph read when the configured variant passes
+            v.regions, v.float_share = 0, 0.0
+            return v
+        graph = self.graph()
+        if graph is not None:
+            floats = self.backend.in_float(v.float_layers)
+            v.regions = len(regions(graph, floats))
+            v.float_share = float_share(graph.macs, floats)
+        return v
 
     def left(self) -> float:
         return self.budget_s - (time.monotonic() - self.started)
@@ -203,10 +277,11 @@ class Search:
             warn(f"{self.backend.display}: variant {method} with {len(layers)} float layers failed: {e}")
             v = Variant(f"{method}-float{len(layers)}-failed", method, layers, {}, failures=[str(e)])
         v.stage = stage
-        self.tried.append(v)
+        self.tried.append(self.cost(v))
+        floats = f", {float_text(len(layers), v.regions, v.float_share)}" if layers else ""
         console.print(
-            f"   variant {v.id}: {agreement_text(v.agreement)}: {'meets the floors' if v.passes else '; '.join(v.failures)} "
-            f"({self.left():.0f} s of the budget left)",
+            f"   variant {v.id}{floats}: {agreement_text(v.agreement)}: "
+            f"{'meets the floors' if v.passes else '; '.join(v.failures)} ({self.left():.0f} s of the budget left)",
             markup=False,
         )
         return v
@@ -251,8 +326,24 @@ class Search:
                 passed_k = mid
             else:
                 failed_k = mid
+        if passed_k is not None:
+            self.join_regions(base, [*base.float_layers, *ranked[:passed_k]])
         self.greedy(base.method, base.float_layers, ranked[:GREEDY_WIDTH], passed_k)
         return self.tried
+
+    def join_regions(self, base: Variant, layers: list[str]) -> Variant | None:
+        """The passing layer set with the short gaps between its float regions filled (``onnx_layers.close_gaps``):
+        more float layers, fewer Q/DQ islands. Both variants are timed at the end and ``choose`` keeps the faster,
+        or the one with fewer regions when the rounds cannot tell them apart."""
+        graph = self.graph()
+        if graph is None or self.left() <= 0:
+            return None
+        fillable = self.backend.quantized_layers(base) - set(layers)
+        limit = len(base.float_layers) + self.max_float_layers
+        closed = close_gaps(graph, layers, fillable, GAP_MAX, limit, self.backend.in_float)
+        if len(closed) == len(layers):
+            return None
+        return self.build(base.method, closed, "regions")
 
     def head(self, default: Variant) -> list[str]:
         """The detector head's layers ``default`` quantizes, not already in float, at most ``max_float_layers``."""
@@ -302,10 +393,17 @@ class Search:
                 if layer in chosen or self.left() <= 0:
                     continue
                 v = self.build(method, [*chosen, layer], "greedy")
-                step_best = v if step_best is None or _quality(v) > _quality(step_best) else step_best
+                step_best = v if step_best is None or _greedy_key(v) > _greedy_key(step_best) else step_best
             if step_best is None or step_best.passes:
                 return
             chosen = step_best.float_layers
+
+
+def _greedy_key(v: Variant) -> tuple[Any, ...]:
+    """Helps most first; of layers that help alike (the same shortfall to 0.001, or both meeting the floors), the
+    one that adds no float region (it joins an existing one), then the closest to the floors."""
+    short = round(v.shortfall, 3) if v.shortfall is not None else float("inf")
+    return (v.passes, -short, -(v.regions or 0), _quality(v))
 
 
 def time_variants(backend: Knobs, variants: list[Variant], rounds: int, runs: int) -> dict[str, Any] | None:
@@ -459,9 +557,9 @@ def summary(record: dict[str, Any]) -> None:
         if kept.get("latency_ms") and default.get("latency_ms") and fp32
         else ""
     )
-    floats = f"{len(kept['float_layers'])} layers in float" if kept["float_layers"] else "no float layers"
+    floats = float_text(len(kept["float_layers"]), kept.get("regions"), kept.get("float_share"))
     msg = (
-        f"{record['display']}: kept {kept['id']} ({kept['method']}, {floats}){lat}; "
+        f"{record['display']}: kept {kept['id']} ({kept['method']}; {floats}){lat}; "
         f"{len(record['variants'])} variants in {record['wall_seconds']:.0f} s"
     )
     if record["below_floors"]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from modelport.common import onnx_layers
 from modelport.common.artifacts import Job, file_inputs
 from modelport.common.calibration import CalibrationSet
 from modelport.common.config import QuantizationConfig
@@ -103,8 +104,6 @@ def excluded_nodes(source: Path, layers: list[str]) -> list[str]:
     """
     if not layers:
         return []
-    from modelport.common import onnx_layers
-
     graph = onnx_layers.load(source)
     out = []
     for name in layers:
@@ -114,6 +113,18 @@ def excluded_nodes(source: Path, layers: list[str]) -> list[str]:
             continue
         out += layer.nodes + [n.name or n.output[0] for n in graph.consumers.get(layer.output, [])]
     return list(dict.fromkeys(out))
+
+
+def float_run(graph: onnx_layers.OnnxGraph, layers: list[str]) -> list[str]:
+    """The layers that run in float when ``excluded_nodes`` keeps ``layers`` there: each one and the layers
+    reading its output (their head node is excluded with it), in graph order."""
+    out = set(layers)
+    for name in layers:
+        layer = graph.by_node(name)
+        if layer is not None:
+            out |= {c.node for n in graph.consumers.get(layer.output, []) if (c := graph.by_node(n.name or n.output[0]))}
+    order = {la.node: la.index for la in graph.layers}
+    return sorted(out, key=lambda n: order.get(n, -1))
 
 
 def calibration_for(ctx: StepContext, method: str, say: bool = False) -> CalibrationSet:

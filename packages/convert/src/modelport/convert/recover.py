@@ -16,6 +16,7 @@ from modelport.runtime.knobs import Knobs
 
 from .analyze import run as analyze
 from .base import Converter
+from .qdq import float_run
 
 
 class Searched(Converter):
@@ -95,3 +96,6 @@ class QdqKnobs(Knobs):
 
     def quantized_layers(self, variant: Variant) -> set[str]:
         return qdq_quantized(self.ctx.store.path(variant.files[self.qdq_role]), self.graph)
+
+    def in_float(self, float_layers: list[str]) -> list[str]:
+        return float_run(self.graph, float_layers)  # the consumers too, as excluded_nodes keeps them

@@ -118,6 +118,15 @@ class Knobs:
             return []
         return [la for la in onnx_layers.head(onnx_layers.load(self.ctx.store.path(ONNX_MODEL))) if la in quantized]
 
+    def layer_graph(self) -> onnx_layers.OnnxGraph | None:
+        """The FP32 ONNX model every backend names its layers by, with each layer's MACs: what the search
+        counts float regions and the float share on. None without that model (nothing to count on)."""
+        path = self.ctx.store.path(ONNX_MODEL)
+        return onnx_layers.load(path, macs=True) if path.exists() else None
+
+    def in_float(self, float_layers: list[str]) -> list[str]:
+        return list(float_layers)  # a toolchain that keeps exactly the layers it is given in float
+
     # -- what the base does for every backend
     def variant_files(self, vid: str) -> dict[str, str]:
         return {role: rel.replace("{id}", vid) for role, rel in self.files.items()}
