@@ -295,3 +295,30 @@ def test_the_race_keeps_the_preferred_converter_unless_another_is_clearly_faster
         ({"tflite2onnx": [4.0] * 6, "tf2onnx": [5.0] * 6}, "tflite2onnx"),
     ):
         assert pick(per_round) == (winner, "clearly the faster verified ONNX in onnxruntime")
+
+
+def test_an_onnx_source_with_unnamed_nodes_gets_names_its_float_layers_can_use(env: dict[str, str], tmp_path: Path) -> None:
+    """An older exporter's model: no node names, weights listed as graph inputs. `convert onnx` names each node
+    by its output (what the per-layer analysis calls it), so a layer kept in float by that name really is."""
+    from modelport.common import onnx_layers
+    from modelport.convert.recover import qdq_quantized
+
+    model = onnx.load(str(tiny_onnx(tmp_path / "old.onnx")))
+    assert not any(n.name for n in model.graph.node)
+    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in model.graph.initializer)
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    env = init(env, tmp_path / "old.onnx", tmp_path / "old.toml")
+    ok(env, "fetch")
+    ok(env, "convert", "reference", "onnx")
+    art = Path(env["MODELPORT_ARTIFACTS"])
+    made = onnx.load(str(art / "onnx" / "model.onnx"))
+    assert [n.name for n in made.graph.node] == [n.output[0] for n in made.graph.node]
+    assert [i.name for i in made.graph.input] == ["image"]
+    manifest = json.loads((art / "onnx" / "model.onnx.manifest.json").read_text())
+    changes = manifest["extra"]["converters"]["source"]["changes"]
+    assert "6 unnamed nodes named by their first output" in changes and "4 weights removed from the graph inputs" in changes
+    graph = onnx_layers.load(art / "onnx" / "model.onnx")
+    ok(env, "-o", "quantization.recover=false", "convert", "onnx-int8")
+    assert "conv" in qdq_quantized(art / "onnx" / "model.int8.onnx", graph)
+    ok(env, "-o", "quantization.recover=false", "-o", 'quantization.nodes_to_exclude=["conv"]', "convert", "onnx-int8")
+    assert "conv" not in qdq_quantized(art / "onnx" / "model.int8.onnx", graph)

@@ -19,6 +19,36 @@ def _fix(dim: Any, value: int) -> None:
     dim.dim_value = value
 
 
+def name_nodes(graph: Any) -> int:
+    """Give each unnamed node of ``graph`` its first output's name (unique in a valid graph, and the name
+    ``onnx_layers`` already calls it by); returns how many were named. The toolchains' float-layer lists
+    (onnxruntime ``nodes_to_exclude``, NNCF ``ignored_scope``) match node names: with the nodes of an older
+    exporter unnamed, a layer the analysis names could never be kept in float."""
+    taken = {n.name for n in graph.node if n.name}
+    named = 0
+    for n in graph.node:
+        if not n.name and n.output and n.output[0] not in taken:
+            n.name = n.output[0]
+            taken.add(n.name)
+            named += 1
+    return named
+
+
+def initializers_out_of_inputs(model: Any) -> int:
+    """Drop weights listed as graph inputs (older exporters did; IR >= 4 needs no such entry): a runtime must
+    treat such a weight as overridable, so onnxruntime folds no constants through it and says so for each."""
+    if model.ir_version < 4:
+        return 0
+    g = model.graph
+    weights = {t.name for t in g.initializer}
+    kept = [i for i in g.input if i.name not in weights]
+    dropped = len(g.input) - len(kept)
+    if dropped:
+        del g.input[:]
+        g.input.extend(kept)
+    return dropped
+
+
 def static_nchw(source: Path, out: Path, ctx: StepContext, layout: str | None = None) -> list[str]:
     """Write ``out`` from ``source`` (whose input is in ``layout``, default the source's); returns what
     was changed, for the manifest. A converter's NCHW output of a dynamic TFLite source passes here too."""
@@ -51,6 +81,10 @@ def static_nchw(source: Path, out: Path, ctx: StepContext, layout: str | None = 
         changes.append("NHWC input behind a Transpose: the model takes NCHW")
     for out_dim in g.output[0].type.tensor_type.shape.dim[:1]:
         _fix(out_dim, 1)
+    if named := name_nodes(g):
+        changes.append(f"{named} unnamed nodes named by their first output")
+    if dropped := initializers_out_of_inputs(model):
+        changes.append(f"{dropped} weights removed from the graph inputs")
     del g.value_info[:]  # inferred again below, for the static shapes
     current = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if current < ctx.config.convert.opset:
