@@ -143,6 +143,30 @@ def test_int8_tiny_model_is_quantized_and_close(ctx: StepContext, tmp_path: Path
     assert cosine(out, ref) > 0.99 and not np.allclose(out, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_int8_of_a_two_output_detector_head_keeps_each_output_under_its_name(ctx: StepContext, tmp_path: Path) -> None:
+    """MNN's calibration on an SSD-like head (scores, boxes): both outputs come out of the INT8 model under their
+    own names, each close to onnxruntime's (and not bit-equal: INT8 ran)."""
+    import MNN
+
+    from modelport.mnn.convert import convert_onnx, quantize
+    from tiny_models import tiny_boxes_scores
+
+    onnx = tiny_boxes_scores(tmp_path / "head.onnx", size=(32, 32))
+    convert_onnx(onnx, tmp_path / "float.mnn", tmp_path / "convert.log")
+    rng = np.random.default_rng(2)
+    calib = np.stack([rng.uniform(0, 255, (1, 3, 32, 32)).astype(np.float32) for _ in range(4)])
+    quantize(tmp_path / "float.mnn", tmp_path / "int8.mnn", calib, tmp_path, tmp_path / "q.log", "maximum", "per_tensor")
+    F = MNN.expr
+    net = MNN.nn.load_module_from_file(str(tmp_path / "int8.mnn"), ["image"], ["boxes", "scores"])
+    x = calib[0]
+    got = [np.array(y.read()) for y in net.forward([F.const(x.ravel().tolist(), list(x.shape), F.NCHW)])]
+
+    want = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).run(["boxes", "scores"], {"image": x})
+    for name, g, w in zip(("boxes", "scores"), got, want, strict=True):
+        assert g.shape == w.shape, name
+        assert cosine(g, w) > 0.99 and not np.allclose(g, w, rtol=1e-5, atol=1e-6), name
+
+
 def test_weight_only_int8_tiny_model_stores_int8_weights_and_matches_onnxruntime(ctx: StepContext, tmp_path: Path) -> None:
     """--weightQuantBits=8 on the tiny model: a smaller file than the float conversion (the weights are stored
     in 8 bits), outputs within weight rounding of onnxruntime's, and not bit-equal to the float model's."""

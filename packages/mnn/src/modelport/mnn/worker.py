@@ -62,15 +62,15 @@ def quantize(
     F.lazy_eval(True)
     graph = F.load_as_dict(float_model)
     inputs, outputs = F.get_inputs_and_outputs(graph)
-    if len(inputs) != 1 or len(outputs) != 1:
-        sys.exit(f"MNN INT8 expects one input and one output, the model has {len(inputs)} and {len(outputs)}")
-    (in_name,), (out_name,) = list(inputs), list(outputs)
+    if len(inputs) != 1:
+        sys.exit(f"MNN INT8 expects one input, the model has {len(inputs)}")
+    (in_name,), out_names = list(inputs), list(outputs)  # a detector has several outputs: each keeps its name
     head: Any = None
     start = in_name
     if float_input:
         start = input_conv(graph, in_name)
         head = nn.load_module([graph[in_name]], [graph[start]], False)
-    net = nn.load_module([graph[start]], [graph[out_name]], True)  # True: trainable, what train_quant needs
+    net = nn.load_module([graph[start]], [graph[o] for o in out_names], True)  # True: trainable, what train_quant needs
 
     def forward(xs: list[Any]) -> list[Any]:
         ys: list[Any] = net.forward(head.forward(xs) if head is not None else xs)  # the head's graph feeds the rest
@@ -98,7 +98,8 @@ def quantize(
     placeholder = F.placeholder(list(tensors.shape[1:]), F.NCHW)
     placeholder.name = in_name
     predicts = forward([placeholder])
-    predicts[0].name = out_name
+    for y, name in zip(predicts, out_names, strict=True):
+        y.name = name
     F.save(predicts, out)
 
 
