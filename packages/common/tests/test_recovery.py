@@ -378,9 +378,31 @@ def test_the_float_stage_starts_from_the_head_on_the_best_method() -> None:
     assert all(v.method == "b" and v.float_layers[:3] == LAYERS[-3:] for v in tried[4:])
 
 
-def test_a_head_that_meets_the_floors_ends_the_search() -> None:
+def test_a_head_that_meets_the_floors_is_followed_by_the_methods_and_fewer_worst_layers_only() -> None:
     b = Detector()
     need = cast(dict[str, Any], judge(b.build("a", LAYERS[-3:]), floors(0.0)).agreement)["cosine_min"]
     b.built.clear()
     tried = Search(b, floors(need), budget_s=600, max_float_layers=8).run()
-    assert [v.stage for v in tried] == ["default", "head"] and tried[-1].passes
+    assert [(v.stage, v.method, len(v.float_layers)) for v in tried] == [
+        ("default", "a", 0),
+        ("head", "a", 3),
+        ("calibration", "b", 0),
+        ("float", "a", 1),  # fewer worst layers than the head's 3, on the best all-INT8 variant
+        ("float", "a", 2),
+    ]
+    assert [v.passes for v in tried] == [False, True, False, False, False]
+    assert choose(tried) is tried[1]
+
+
+def test_fewer_worst_layers_than_the_head_can_meet_the_floors_too() -> None:
+    class BigHead(Detector):
+        def head_layers(self, variant: Variant) -> list[str]:
+            return [la for la in LAYERS[-6:] if la not in variant.float_layers]
+
+    b = BigHead()
+    need = cast(dict[str, Any], judge(b.build("a", LAYERS[:2]), floors(0.0)).agreement)["cosine_min"]
+    b.built.clear()
+    tried = Search(b, floors(need), budget_s=600, max_float_layers=8).run()
+    passing = [(v.stage, len(v.float_layers)) for v in tried if v.passes]
+    assert passing == [("head", 6), ("float", 2)]
+    assert not any(v.stage == "greedy" for v in tried)

@@ -3,7 +3,9 @@
 1. The configured variant; if it meets the floors, that is the answer (no search).
 2. A detector: its head (``Knobs.head_layers``: the last convs before the outputs and the decode path
    after them) in float, with the configured method. Boxes and class scores share tensors there, and
-   one INT8 scale for both is what the peers' guides warn about first.
+   one INT8 scale for both is what the peers' guides warn about first. When it meets the floors, every
+   layer of the head runs in float: the search still tries step 3, then fewer of the worst layers than the
+   head has (step 4, no greedy), and the final timing keeps the faster.
 3. The toolchain's other calibration methods, in its order, all layers INT8 (cheaper than any float
    layer: YOLOX-nano on OpenVINO, NNCF's mixed preset met the floors alone and did worse with the head
    in float), until one meets the floors.
@@ -294,13 +296,23 @@ class Search:
         head = self.head(default)
         # The head variant is built whatever the budget, as the configured one is: it is the first thing
         # every peer's guide tries on a detector, and the budget governs the open-ended stages after it.
-        if head and self.build(b.methods[0], [*b.float_layers, *head], "head").passes:
-            return self.tried
+        head_passed = bool(head) and self.build(b.methods[0], [*b.float_layers, *head], "head").passes
         for method in b.methods[1:]:
             if self.left() <= 0:
                 break
             if self.build(method, list(b.float_layers), "calibration").passes:
                 return self.tried
+        if head_passed:
+            # The head in float met the floors at the cost of all its layers' speed: fewer of the worst layers,
+            # on the best all-INT8 variant, may meet them too. The final timing keeps the faster.
+            all_int8 = [v for v in self.tried if v.files and v.float_layers == list(b.float_layers)]
+            if all_int8 and self.left() > 0:
+                base = max(all_int8, key=_quality)
+                ranked = self.candidates(base)[: len(head) - 1]
+                passed_k = self.fewest(base, ranked)
+                if passed_k is not None:
+                    self.join_regions(base, [*base.float_layers, *ranked[:passed_k]])
+            return self.tried
         built = [v for v in self.tried if v.files]
         if not built:
             return self.tried
@@ -314,6 +326,15 @@ class Search:
         if self.left() <= 0:  # ranking the layers runs the per-layer analysis: not worth it with no budget to use it
             return self.tried
         ranked = self.candidates(base)
+        passed_k = self.fewest(base, ranked)
+        if passed_k is not None:
+            self.join_regions(base, [*base.float_layers, *ranked[:passed_k]])
+        self.greedy(base.method, base.float_layers, ranked[:GREEDY_WIDTH], passed_k)
+        return self.tried
+
+    def fewest(self, base: Variant, ranked: list[str]) -> int | None:
+        """The fewest of ``ranked`` (a prefix) in float on ``base`` that meet the floors: 1, 2, 4, ... layers until
+        they do, then bisection; None when no prefix does within the budget."""
         failed_k, passed_k, k = 0, None, 1
         while k <= len(ranked) and self.left() > 0:
             if self.build(base.method, [*base.float_layers, *ranked[:k]], "float").passes:
@@ -326,10 +347,7 @@ class Search:
                 passed_k = mid
             else:
                 failed_k = mid
-        if passed_k is not None:
-            self.join_regions(base, [*base.float_layers, *ranked[:passed_k]])
-        self.greedy(base.method, base.float_layers, ranked[:GREEDY_WIDTH], passed_k)
-        return self.tried
+        return passed_k
 
     def join_regions(self, base: Variant, layers: list[str]) -> Variant | None:
         """The passing layer set with the short gaps between its float regions filled (``onnx_layers.close_gaps``):
