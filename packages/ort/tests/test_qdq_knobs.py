@@ -139,7 +139,8 @@ def test_the_symmetric_model_for_tensorrt_is_searched_with_the_same_knobs(tiny: 
     for v in built:
         model = onnx.load(str(art / v["files"]["model"]))
         zps = [t for t in model.graph.initializer if t.name.endswith("_zero_point")]
-        assert zps and all(t.data_type == onnx.TensorProto.INT8 for t in zps), v["id"]
+        assert zps or v["float_layers"], v["id"]  # the tiny model's few layers can all be float in a variant
+        assert all(t.data_type == onnx.TensorProto.INT8 for t in zps), v["id"]
         assert all(not numpy_helper.to_array(t).any() for t in zps), v["id"]
     kept = next(v for v in record["variants"] if v["id"] == record["kept"])
     if kept["passes"]:
