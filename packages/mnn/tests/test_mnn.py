@@ -231,6 +231,35 @@ def test_int8_with_the_input_conv_in_float_keeps_exactly_that_conv_float(ctx: St
     assert cosine(out, ref) > 0.99
 
 
+def test_the_input_conv_is_found_behind_slices_and_a_concat(ctx: StepContext, tmp_path: Path) -> None:
+    """A model whose input reaches its first convolution through Slice and Concat (as YOLOX's Focus does): that
+    convolution is the one +float_input keeps float, and the others are INT8."""
+    import onnx as onnx_lib
+    from onnx import helper, numpy_helper
+
+    from modelport.mnn.convert import convert_onnx, quantize
+
+    model = onnx_lib.load(str(wide_onnx(tmp_path / "wide.onnx", ctx.config.input.shape("NCHW"))))
+    g, x = model.graph, model.graph.input[0].name
+    first = next(n for n in g.node if n.op_type == "Conv")
+    for name, value in (("s0", 0), ("s2", 2), ("s3", 3), ("axis", 1)):
+        g.initializer.append(numpy_helper.from_array(np.array([value], np.int64), name))
+    focus = [
+        helper.make_node("Slice", [x, "s0", "s2", "axis"], ["lo"], name="lo"),
+        helper.make_node("Slice", [x, "s2", "s3", "axis"], ["hi"], name="hi"),
+        helper.make_node("Concat", ["lo", "hi"], ["joined"], name="joined", axis=1),
+    ]
+    first.input[0] = "joined"
+    for i, node in enumerate(focus):
+        g.node.insert(i, node)
+    onnx_lib.save(model, str(tmp_path / "focus.onnx"))
+    convert_onnx(tmp_path / "focus.onnx", tmp_path / "float.mnn", tmp_path / "convert.log")
+    rng = np.random.default_rng(5)
+    calib = np.stack([rng.standard_normal(ctx.config.input.shape("NCHW")).astype(np.float32) for _ in range(4)])
+    quantize(tmp_path / "float.mnn", tmp_path / "head.mnn", calib, tmp_path, tmp_path / "q.log", "maximum", "per_tensor", True)
+    assert conv_kernels(tmp_path / "head.mnn") == ["Convolution", "Convolution [ DT_INT8 ]", "Convolution [ DT_INT8 ]"]
+
+
 def test_an_unknown_int8_method_is_refused_in_one_line() -> None:
     from modelport.common.errors import InputError
     from modelport.mnn.convert import METHODS, parse_method

@@ -38,14 +38,19 @@ def convert(onnx_path: str, out: str, weight_bits: int, weight_quant: str) -> No
 
 
 def input_conv(graph: dict[str, Any], in_name: str) -> str:
-    """The name of the convolution that reads the model's input (through MNN's layout conversions)."""
+    """The name of the first convolution: the one that reads the model's input through no other convolution
+    (through MNN's layout conversions, or YOLOX's Focus slices and their concatenation)."""
+    memo: dict[str, bool] = {}
 
     def reads_input(var: Any) -> bool:
-        return any(i.name == in_name or (i.op_type == "ConvertTensor" and reads_input(i)) for i in var.inputs)
+        if var.name not in memo:
+            memo[var.name] = False  # a var is visited once, whatever the fan-in above it
+            memo[var.name] = any(i.name == in_name or (i.op_type != "Convolution" and reads_input(i)) for i in var.inputs)
+        return memo[var.name]
 
     found = [name for name, var in graph.items() if var.op_type == "Convolution" and reads_input(var)]
     if len(found) != 1:
-        sys.exit(f"float_input: {len(found)} convolutions read the model's input directly, expected one")
+        sys.exit(f"float_input: {len(found)} convolutions read the model's input through no other one, expected one")
     return found[0]
 
 
