@@ -17,13 +17,13 @@ pytest.importorskip("modelport.rknn", reason="modelport-rknn is not installed in
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime comes with rknn-toolkit2 (rknn env)")
 
 from rknn_testing import require_toolkit  # noqa: E402
-from tiny_models import tiny_boxes_scores, tiny_images  # noqa: E402
 
 from modelport.common.contract import Contract, TensorInfo  # noqa: E402
 from modelport.common.errors import ModelportError  # noqa: E402
 from modelport.common.preprocess import to_tensor  # noqa: E402
 from modelport.rknn import convert, toolkit  # noqa: E402
 from modelport.runtime.run import prepared_images  # noqa: E402
+from tiny_models import tiny_boxes_scores, tiny_images  # noqa: E402
 
 # The toolkit calls deprecated onnx.mapping thousands of times and warns about pkg_resources: not ours to fix.
 pytestmark = [
