@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from modelport.common.artifacts import Job
+from modelport.common.below_floor import below_floor_name
 from modelport.common.context import StepContext
-from modelport.common.errors import ModelportError
+from modelport.common.errors import AccuracyGateError, ModelportError
 from modelport.common.log import console, step
 from modelport.common.schema import Agreement, BackendResult
 
@@ -74,7 +75,10 @@ def run(
     rc = ctx.config.rknn
     proposal = rc.hybrid_proposal if proposal is None else proposal
     wanted = list(dict.fromkeys(layers if layers is not None else rc.hybrid_float16_layers))
-    before_built = build.run(ctx, "int8", verbose=verbose)  # the "before", and every preflight check
+    try:
+        before_eval = build.run(ctx, "int8", verbose=verbose).eval_outputs  # the "before", and every preflight check
+    except AccuracyGateError:  # plain INT8 below the floors is what hybrid is for: "before" is its below-floor build
+        before_eval = below_floor_name(ctx.store.path(convert.eval_outputs_path("int8")))
     onnx_path = ctx.store.path(convert.ONNX)
     rel, evals = convert.MODELS["hybrid"], convert.eval_outputs_path("hybrid")
     n_prop = min(rc.hybrid_proposal_images, len(ctx.calibration))
@@ -84,7 +88,7 @@ def run(
         "proposal_images": n_prop if proposal else 0,
         "float16_layers": wanted,
     }
-    before = convert.agreement_of(ctx, convert.load_outputs(before_built.eval_outputs))
+    before = convert.agreement_of(ctx, convert.load_outputs(before_eval)) if before_eval.is_file() else None
 
     @contextlib.contextmanager
     def session(job: Job, log: Path) -> Iterator[tuple[Any, dict[str, Any]]]:

@@ -153,7 +153,7 @@ class RknnKnobs(Knobs):
         vctx = variant_ctx(self.ctx, variant.method)
         out = f"analysis/variants/{self.key}-{variant.id}.json"
         worst_image = convert.worst_image(vctx, convert.load_outputs(vctx.store.path(variant.files["eval"])))
-        if worst_image is None:  # the search has no variants to rank without a reference
+        if worst_image is None:  # the images are ranked against the reference, which the search itself needs
             raise InputError("no reference outputs to rank the eval images by", vctx.store.path(reference_file(vctx.config)))
         store, onnx_path = vctx.store, vctx.store.path(convert.ONNX)
         with store.produce(
