@@ -51,21 +51,25 @@ def _brief(a: Agreement | None) -> dict[str, Any] | None:
     return brief
 
 
-def _verdict(b: dict[str, Any], a: dict[str, Any], tensors: int) -> str:
-    """Whether hybrid improved on plain INT8, by what the floors judge: a detector's boxes, else top-1 and cosine."""
+def change(b: dict[str, Any], a: dict[str, Any]) -> tuple[bool, str]:
+    """Whether hybrid improved on plain INT8 (``b``efore, ``a``fter: ``_brief``s), by what the floors judge: a
+    detector's boxes, else top-1 and cosine; and the change as a phrase."""
     if "f1" in b and "f1" in a:
         better = (a["f1"], a["mean_iou"]) > (b["f1"], b["mean_iou"])
-        change = f"boxes F1 {b['f1']:.4f} -> {a['f1']:.4f}, mean IoU {b['mean_iou']:.4f} -> {a['mean_iou']:.4f}"
+        text = f"boxes F1 {b['f1']:.4f} -> {a['f1']:.4f}, mean IoU {b['mean_iou']:.4f} -> {a['mean_iou']:.4f}"
         if b.get("map") is not None and a.get("map") is not None:
-            change += f", mAP {b['map']:.4f} -> {a['map']:.4f}"
-    else:
-        better = (a["cosine_min"], a["cosine_mean"]) > (b["cosine_min"], b["cosine_mean"])
-        change = (
-            f"top-1 {b['top1']:.0%} -> {a['top1']:.0%}, cosine min {b['cosine_min']:.4f} -> {a['cosine_min']:.4f}, "
-            f"mean {b['cosine_mean']:.4f} -> {a['cosine_mean']:.4f}"
-        )
-    verdict = "improves" if better else "does not improve"
-    return f"hybrid ({tensors} float16 tensors) {verdict} on plain INT8: {change}"
+            text += f", mAP {b['map']:.4f} -> {a['map']:.4f}"
+        return better, text
+    better = (a["cosine_min"], a["cosine_mean"]) > (b["cosine_min"], b["cosine_mean"])
+    return better, (
+        f"top-1 {b['top1']:.0%} -> {a['top1']:.0%}, cosine min {b['cosine_min']:.4f} -> {a['cosine_min']:.4f}, "
+        f"mean {b['cosine_mean']:.4f} -> {a['cosine_mean']:.4f}"
+    )
+
+
+def _verdict(b: dict[str, Any], a: dict[str, Any], tensors: int) -> str:
+    better, text = change(b, a)
+    return f"hybrid ({tensors} float16 tensors) {'improves' if better else 'does not improve'} on plain INT8: {text}"
 
 
 def run(
