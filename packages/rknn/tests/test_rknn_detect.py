@@ -131,20 +131,41 @@ def rows(art: Path, *keys: str) -> dict[str, dict[str, Any]]:
     return {k: json.loads((art / "results" / f"{k}.json").read_text()) for k in keys}
 
 
+def judged_by_boxes(key: str, r: dict[str, Any]) -> dict[str, Any]:
+    """An INT8 row judged by its boxes against the source's 23 (above the agreement score): ok at or above the
+    INT8 F1 floor, or failed saying by how much (an INT8 build near the floor may miss it on another CPU)."""
+    det: dict[str, Any] = r["agreement"]["detect"]
+    assert det["source_boxes"] == 23 and 0 < det["mean_iou"] <= 1, (key, det)
+    if r["status"] == "ok":
+        assert det["f1"] >= 0.9, (key, det)  # [accuracy] detect_int8_f1_min
+    else:
+        assert r["status"] == "failed" and "F1 vs source" in r["reason"] and det["f1"] < 0.9, (key, r["reason"])
+    return det
+
+
+def fp16_matches_the_source(r: dict[str, Any]) -> None:
+    det = r["agreement"]["detect"]
+    assert r["status"] == "ok", r["reason"]
+    assert det["f1"] == 1.0 and det["mean_iou"] > 0.99, det  # measured: 23/23 boxes, mean IoU 0.999
+
+
 @pytest.mark.slow
 def test_rfb320_through_rknn_all_is_judged_by_its_boxes(rfb320: dict[str, str], tmp_path: Path) -> None:
     """The shipped face detector (scores + boxes): FP16, the INT8 search and hybrid, each row by its boxes."""
     require_toolkit()
     env = detector_copy(rfb320, tmp_path / "art")
+    art = Path(env["MODELPORT_ARTIFACTS"])
     proc = cli(env, "rknn", "all")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    got = rows(Path(env["MODELPORT_ARTIFACTS"]), "rknn-fp16", "rknn-int8", "rknn-int8-hybrid")
-    for key, r in got.items():
-        assert r["status"] == "ok", (key, r["reason"])
-        det = r["agreement"]["detect"]
-        assert det["source_boxes"] > 0 and det["f1"] >= 0.9 and det["mean_iou"] > 0.9, (key, det)
-    assert got["rknn-fp16"]["agreement"]["detect"]["f1"] == 1.0  # measured: 23/23 boxes, mean IoU 0.999
-    npy = np.load(Path(env["MODELPORT_ARTIFACTS"]) / "results" / "rknn-fp16.npy")
+    got = rows(art, "rknn-fp16", "rknn-int8", "rknn-int8-hybrid")
+    fp16_matches_the_source(got["rknn-fp16"])
+    int8 = {key: judged_by_boxes(key, got[key]) for key in ("rknn-int8", "rknn-int8-hybrid")}
+    assert (proc.returncode == 0) == all(got[k]["status"] == "ok" for k in int8), proc.stdout + proc.stderr
+    # The search ranks its variants by their boxes (measured: normal F1 0.81, kl_divergence 0.91 kept).
+    search = json.loads((art / "recover" / "rknn-int8.json").read_text())
+    assert search["variants"][0]["id"] == "normal" and all(v["agreement"]["detect"] for v in search["variants"])
+    kept = next(v for v in search["variants"] if v["id"] == search["kept"])
+    assert kept["agreement"]["detect"]["f1"] == max(v["agreement"]["detect"]["f1"] for v in search["variants"])
+    npy = np.load(art / "results" / "rknn-fp16.npy")
     assert npy.shape == (13, 4420 * 6)  # every output of each photo, flattened: boxes and scores
 
 
@@ -156,9 +177,8 @@ def test_rfb320_from_caffe_through_rknn_all(rfb320_caffe: dict[str, str], tmp_pa
     require_toolkit()
     env = detector_copy(rfb320_caffe, tmp_path / "art")
     proc = cli(env, "-o", "rknn.quantized_algorithm=kl_divergence", "rknn", "all", "--no-hybrid")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    for key, r in rows(Path(env["MODELPORT_ARTIFACTS"]), "rknn-fp16", "rknn-int8").items():
-        assert r["status"] == "ok", (key, r["reason"])
-        assert r["settings"]["loaded_from"] == "caffe"
-        det = r["agreement"]["detect"]
-        assert det["source_boxes"] > 0 and det["f1"] >= 0.9 and det["mean_iou"] > 0.9, (key, det)
+    got = rows(Path(env["MODELPORT_ARTIFACTS"]), "rknn-fp16", "rknn-int8")
+    assert all(r["settings"]["loaded_from"] == "caffe" for r in got.values())
+    fp16_matches_the_source(got["rknn-fp16"])
+    judged_by_boxes("rknn-int8", got["rknn-int8"])
+    assert (proc.returncode == 0) == (got["rknn-int8"]["status"] == "ok"), proc.stdout + proc.stderr
