@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,19 +139,19 @@ def pipeline(test_env: dict[str, str]) -> StepContext:
 
 
 def shared_detector(
-    folder: str, make: Callable[[Path], dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+    folder: str, make: Callable[[Path], dict[str, str]], tmp_path_factory: pytest.TempPathFactory, source: str = "onnx-source"
 ) -> dict[str, str]:
     """Env vars of a detector (``make`` writes its config and files into a folder) fetched, with its reference
-    and onnx/model.onnx: made here when this env runs the ONNX source (tf-onnx), else reused from
-    MODELPORT_TEST_ARTIFACTS/<folder>, where tf-onnx's tests made them. A test converts into its own copy
-    (detector_copy). Never silently skipped."""
+    and onnx/model.onnx: made here when this env runs the source (``source``, the runtime key: tf-onnx), else
+    reused from MODELPORT_TEST_ARTIFACTS/<folder>, where tf-onnx's tests made them. A test converts into its own
+    copy (detector_copy). Never silently skipped."""
     from modelport.runtime.registry import RUNTIMES, runtime_class
 
     shared = os.environ.get("MODELPORT_TEST_ARTIFACTS")
     root = Path(shared) / folder if shared else tmp_path_factory.mktemp(folder)
     root.mkdir(parents=True, exist_ok=True)
     env = make(root)  # the same files each time: a made model and its photos are seeded
-    if "onnx-source" in RUNTIMES and runtime_class("onnx-source").unavailable_reason() is None:
+    if source in RUNTIMES and runtime_class(source).unavailable_reason() is None:
         for args in (["fetch"], ["convert", "reference", "onnx"]):
             proc = cli(env, *args)
             assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -179,11 +180,51 @@ def rfb320(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         config = root / "rfb320.toml"
         photos = ["-o", f"images.eval={data_dir / 'detection' / 'coco' / 'images'}", "-o", "images.headline=000000397133.jpg"]
         calibration = ["-o", f"images.calibration={data_dir / 'images' / 'calibration'}"]
-        proc = cli({}, "init", str(model), "--out", str(config), "--force", *photos, *calibration)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        if "init" in {e.name for e in entry_points(group="modelport.commands")}:  # else (rknn) the one tf-onnx wrote
+            proc = cli({}, "init", str(model), "--out", str(config), "--force", *photos, *calibration)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
         return {"MODELPORT_CONFIG": str(config), "MODELPORT_ARTIFACTS": str(root / "art")}
 
     return shared_detector(RFB320, make, tmp_path_factory)
+
+
+RFB320_CAFFE_CONFIG = """[model]
+name = "ulfd_RFB-320 (Caffe)"
+path = "{data}/detection/ulfd_RFB-320.prototxt"
+task = "detect"
+
+[input]
+color = "RGB"
+mean = [127, 127, 127]
+std = [128, 128, 128]
+layout = "NCHW"
+
+[images]
+eval = "{data}/detection/coco/images"
+calibration = "{data}/images/calibration"
+headline = "000000397133.jpg"
+
+[detect]
+decoder = "ssd"
+strides = [8, 16, 32, 64]
+min_sizes = [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]]
+background = true
+fit = "stretch"
+class_agnostic = true
+"""
+
+
+@pytest.fixture(scope="session")
+def rfb320_caffe(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The shipped RFB-320's Caffe release (RFB320_CAFFE_CONFIG): its reference run in OpenCV and caffe2onnx's
+    onnx/model.onnx, shared_detector's way (made where the `caffe` runtime runs: tf-onnx)."""
+
+    def make(root: Path) -> dict[str, str]:
+        config = root / "rfb320_caffe.toml"
+        config.write_text(RFB320_CAFFE_CONFIG.format(data=data_dir))
+        return {"MODELPORT_CONFIG": str(config), "MODELPORT_ARTIFACTS": str(root / "art")}
+
+    return shared_detector(RFB320_CAFFE, make, tmp_path_factory, source="caffe")
 
 
 @pytest.fixture(scope="session")
@@ -202,8 +243,9 @@ def detector_copy(env: dict[str, str], dst: Path) -> dict[str, str]:
     return {**env, "MODELPORT_ARTIFACTS": str(dst)}
 
 
-TINY_DETECTOR, RFB320, YOLOX = "tiny_det", "rfb320", "yolox"  # their folders in MODELPORT_TEST_ARTIFACTS, beside the classifier's
-OTHER_THAN_TF_ONNX = ("results", "report", "ncnn", "rknn", "tensorrt", ".tmp", TINY_DETECTOR, RFB320, YOLOX)
+# their folders in MODELPORT_TEST_ARTIFACTS, beside the classifier's
+TINY_DETECTOR, RFB320, RFB320_CAFFE, YOLOX = "tiny_det", "rfb320", "rfb320_caffe", "yolox"
+OTHER_THAN_TF_ONNX = ("results", "report", "ncnn", "rknn", "tensorrt", ".tmp", TINY_DETECTOR, RFB320, RFB320_CAFFE, YOLOX)
 
 
 def private_artifacts(pipeline: StepContext, dst: Path, *also_ignore: str) -> Path:

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from tiny_caffe import tiny_caffe
 
-from conftest import cli, error_line
+from conftest import cli, detector_copy, error_line
 from modelport.common.reference import REFERENCE
 from tiny_models import tiny_pipeline
 
@@ -77,45 +77,16 @@ def test_broken_prototxt_is_one_error_line(env: dict[str, str], tmp_path: Path) 
     assert not (Path(env["MODELPORT_ARTIFACTS"]) / "source" / "contract.json").exists()
 
 
-RFB_CONFIG = """[model]
-name = "ulfd_RFB-320 (Caffe)"
-path = "{data}/detection/ulfd_RFB-320.prototxt"
-task = "detect"
-
-[input]
-color = "RGB"
-mean = [127, 127, 127]
-std = [128, 128, 128]
-layout = "NCHW"
-
-[images]
-eval = "{data}/detection/coco/images"
-calibration = "{data}/images/calibration"
-headline = "000000397133.jpg"
-
-[detect]
-decoder = "ssd"
-strides = [8, 16, 32, 64]
-min_sizes = [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]]
-background = true
-fit = "stretch"
-class_agnostic = true
-"""
-
-
 @pytest.mark.slow
-def test_rfb320_caffe_detector_to_verified_onnx(data_dir: Path, tmp_path: Path) -> None:
-    """The shipped Caffe face detector: reference in OpenCV, caffe2onnx's ONNX compared output by output
-    (boxes and scores) and by its boxes against the source's."""
-    config = tmp_path / "rfb.toml"
-    config.write_text(RFB_CONFIG.format(data=data_dir))
-    env = {"MODELPORT_CONFIG": str(config), "MODELPORT_ARTIFACTS": str(tmp_path / "art")}
-    ok(env, "fetch")
-    ok(env, "convert", "reference", "onnx")
-    manifest = json.loads((tmp_path / "art" / "onnx" / "model.onnx.manifest.json").read_text())
+def test_rfb320_caffe_detector_to_verified_onnx(rfb320_caffe: dict[str, str], tmp_path: Path) -> None:
+    """The shipped Caffe face detector (conftest's rfb320_caffe: fetched, its reference in OpenCV, caffe2onnx's
+    ONNX): the ONNX compared output by output (boxes and scores) and by its boxes against the source's."""
+    art = Path(rfb320_caffe["MODELPORT_ARTIFACTS"])
+    manifest = json.loads((art / "onnx" / "model.onnx.manifest.json").read_text())
     compared = manifest["extra"]["outputs_vs_opencv"]
     assert list(compared) == ["boxes", "scores"]
     assert all(c["max_abs_diff"] < 1e-4 for c in compared.values()), compared  # measured 1.7e-5 / 1.9e-6
+    env = detector_copy(rfb320_caffe, tmp_path / "art")
     ok(env, "bench", "source", "onnx", "--runs", "3", "--warmup", "1")
     for key in ("caffe", "onnx"):
         assert json.loads((tmp_path / "art" / "results" / f"{key}.json").read_text())["status"] == "ok"

@@ -206,6 +206,19 @@ def test_hybrid_cfg_reads_long_names_in_yamls_explicit_key_form() -> None:
     assert f"'{long}': float16" in hybrid.patch_cfg(text, custom)
 
 
+def test_hybrid_cfg_reads_a_proposal_whose_value_wraps_to_the_next_line() -> None:
+    """Past the line width (YOLOX-nano's step 1 proposal) a key's value is alone on the next line: not a layer."""
+    wrapped = "/backbone/backbone/dark2/dark2.1/m/m.0/conv2/dconv/conv/Conv_output_0"
+    text = (
+        "custom_quantize_layers:                                # 0.9134\n"
+        "    /backbone/backbone/stem/conv/conv/Conv_output_0: float16     # 0.9124\n"
+        f"    {wrapped}: \n"
+        "        float16                                        # 0.9922\n"
+        "quantize_parameters:\n    input:\n        dtype: float32\n"
+    )
+    assert hybrid.cfg_layers(text)[0] == ["/backbone/backbone/stem/conv/conv/Conv_output_0", wrapped]
+
+
 def test_unknown_hybrid_layer_suggests_the_full_name() -> None:
     with pytest.raises(InputError, match=r"'Conv2D_33' \(did you mean 'BiasAdd_50;Conv2D_33;BiasAdd_50/bias1'\?\)"):
         hybrid.check_float16(["Conv2D_33"], CFG, "[rknn] hybrid_float16_layers", "modelport.toml")

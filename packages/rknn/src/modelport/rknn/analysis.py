@@ -15,13 +15,9 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
-
-from modelport.common.agreement import compare
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError
 from modelport.common.log import console, step
-from modelport.common.reference import load_reference
 from modelport.runtime.run import prepared_images
 
 from . import build, convert, toolkit
@@ -58,7 +54,7 @@ def worst_layers(per_image: list[dict[str, Any]], n: int, group: str = "simulato
     return sorted(worst.values(), key=lambda r: r["single_cosine"])[:n]
 
 
-def choose_images(ctx: StepContext, requested: list[str], outputs: np.ndarray) -> list[str]:
+def choose_images(ctx: StepContext, requested: list[str], outputs: convert.Outputs) -> list[str]:
     """Requested eval image names, else the one whose INT8 output is furthest from the reference."""
     names = [p.name for p in ctx.eval_images]
     unknown = [r for r in requested if r not in names]
@@ -66,18 +62,16 @@ def choose_images(ctx: StepContext, requested: list[str], outputs: np.ndarray) -
         raise InputError(f"not an eval image: {', '.join(unknown)} (eval images: {', '.join(names)})", ctx.config.images.eval)
     if requested:
         return list(dict.fromkeys(requested))
-    try:
-        reference = load_reference(ctx.store, ctx.eval_images, ctx.config.input.signature)
-    except InputError:
+    worst = convert.worst_image(ctx, outputs)
+    if worst is None:
         return [ctx.config.images.headline if ctx.config.images.headline in names else names[0]]
-    agreement = compare(outputs, reference, names)
-    return [min(agreement.per_image, key=lambda p: p.cosine).image]
+    return [worst]
 
 
 def run(ctx: StepContext, images: list[str] | None = None, force: bool = False, verbose: bool = False) -> dict[str, Any]:
     """accuracy_analysis of the INT8 model on ``images`` -> rknn/accuracy/ (JSON + raw text)."""
     built = build.run(ctx, "int8", verbose=verbose)  # cached; also runs every preflight check
-    chosen = choose_images(ctx, list(images or ctx.config.rknn.analysis_images), np.load(built.eval_outputs))
+    chosen = choose_images(ctx, list(images or ctx.config.rknn.analysis_images), convert.load_outputs(built.eval_outputs))
     texts = {name: f"rknn/accuracy/error_analysis-{Path(name).stem}.txt" for name in chosen}
     log = convert.log_path(ctx, "analyze")
     opts = {**convert.options(ctx, "int8"), "images": chosen, "worst_layers": ctx.config.rknn.worst_layers}

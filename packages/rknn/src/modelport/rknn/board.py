@@ -27,7 +27,7 @@ from modelport.common.context import StepContext
 from modelport.common.errors import HardwareMissing, InputError, ModelportError
 from modelport.common.log import console, skip, step
 from modelport.common.preprocess import to_tensor
-from modelport.common.results import fill_outputs, headline_index, write_result
+from modelport.common.results import headline_index, write_result
 from modelport.common.schema import BackendResult, LayerProfile, ThroughputPoint
 from modelport.common.timing import LoadWatch, concurrency_levels, measure, throughput_summary
 from modelport.runtime.base import concurrent_calls
@@ -100,11 +100,16 @@ def _skipped(ctx: StepContext, b: Backend, reason: str) -> BackendResult:
     return result
 
 
-def _measure(ctx: StepContext, result: BackendResult, infer: Callable[[np.ndarray], list[Any]]) -> np.ndarray:
-    """Outputs on every eval image, then warm-up + timed runs on the headline image (as `modelport bench`)."""
+def _measure(ctx: StepContext, result: BackendResult, infer: Callable[[np.ndarray], list[Any]], model: Path) -> convert.Outputs:
+    """Outputs on every eval image (a detector's every output, by the source's names), then warm-up + timed
+    runs on the headline image (as `modelport bench`)."""
     cfg = ctx.config
     tensors = [to_tensor(a, cfg.input, "NHWC", "uint8") for a in prepared_images(ctx)]
-    outputs = np.stack([np.asarray(infer(t)[0], dtype=np.float32).reshape(-1) for t in tensors])
+    outputs: convert.Outputs
+    if cfg.detector is not None:
+        outputs = [convert.source_named(ctx, infer(t), model) for t in tensors]
+    else:
+        outputs = np.stack([np.asarray(infer(t)[0], dtype=np.float32).reshape(-1) for t in tensors])
     head = tensors[headline_index(ctx)]
     load = LoadWatch()
     result.latency_ms = measure(lambda: infer(head), cfg.bench.warmup, cfg.bench.runs)
@@ -112,11 +117,10 @@ def _measure(ctx: StepContext, result: BackendResult, infer: Callable[[np.ndarra
     return outputs
 
 
-def _finish(ctx: StepContext, result: BackendResult, outputs: np.ndarray) -> BackendResult:
+def _finish(ctx: StepContext, result: BackendResult, outputs: convert.Outputs) -> BackendResult:
     model = ctx.store.path(convert.MODELS["int8"])
     result.artifact, result.size_bytes = ctx.store.rel(model), model.stat().st_size
-    fill_outputs(ctx, result, outputs)
-    write_result(ctx.store, result, outputs)
+    write_result(ctx.store, result, simulate.fill(ctx, result, outputs))
     lat = result.latency_ms
     console.print(f"   {simulate.summary(result)}" + (f"; median {lat.median:.2f} ms" if lat else ""))
     return result
@@ -148,7 +152,7 @@ def run_adb(ctx: StepContext, device: str | None, verbose: bool = False) -> Back
                 log=log,
                 path=built.model,
             )
-            outputs = _measure(ctx, result, lambda t: rk.inference(inputs=[t], data_format=["nhwc"]))
+            outputs = _measure(ctx, result, lambda t: rk.inference(inputs=[t], data_format=["nhwc"]), built.model)
             result.latency_note = "host-side: includes the adb transfer; NPU time in settings.eval_perf"
             # eval_perf's per-layer table comes with perf_debug=True, which slows the timed runs: not taken here
             result.layer_profile = LayerProfile(reason="per-layer NPU time needs init_runtime(perf_debug=True); not run")
@@ -202,7 +206,7 @@ def run_lite(ctx: StepContext) -> BackendResult:
             raise ModelportError("RKNNLite.load_rknn failed (a model built for another target_platform?)", model)
         if lite.init_runtime(core_mask=core_mask(RKNNLite, ctx.config.rknn.core_mask)) != 0:
             raise HardwareMissing("RKNNLite.init_runtime failed: no NPU driver / librknnrt on this machine")
-        outputs = _measure(ctx, result, lambda t: lite.inference(inputs=[t], data_format=["nhwc"]))
+        outputs = _measure(ctx, result, lambda t: lite.inference(inputs=[t], data_format=["nhwc"]), model)
     except HardwareMissing as e:
         lite.release()
         return _skipped(ctx, LITE, str(e))

@@ -17,26 +17,27 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
-from modelport.common.agreement import gate_options
+from modelport.common.agreement import compare, gate_options
 from modelport.common.artifacts import COMPANIONS, Job, file_inputs
 from modelport.common.context import StepContext
 from modelport.common.contract import SOURCES
-from modelport.common.errors import InputError
+from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import console, step
 from modelport.common.preprocess import to_tensor
-from modelport.common.reference import REFERENCE
+from modelport.common.reference import load_detect_reference, load_reference, reference_file
 from modelport.common.schema import Agreement
-from modelport.runtime.base import ONNX_MODEL
+from modelport.runtime.base import ONNX_MODEL, source_output_names
 from modelport.runtime.converter import MADE, Converter, Made
-from modelport.runtime.run import prepared_images
+from modelport.runtime.run import placements, prepared_images
+from modelport.tasks.detect.judge import judge
 
 from . import toolkit
 from .dataset import write_dataset
@@ -143,7 +144,7 @@ def inputs(ctx: StepContext, onnx_path: Path, kind: Kind) -> dict[str, Path]:
     caffe = caffe_source(ctx)
     files = {"onnx": onnx_path} if caffe is None else {"prototxt": caffe[0], "caffemodel": caffe[1]}
     if ctx.config.convert.verify:
-        files["reference"] = ctx.store.path(REFERENCE)
+        files["reference"] = ctx.store.path(reference_file(ctx.config))
     if kind != "fp16":  # calibration content, not only names: an edited image re-quantizes
         files |= file_inputs("calibration", ctx.calibration.paths)
     return files
@@ -169,8 +170,47 @@ def build(rk: Any, ctx: StepContext, onnx_path: Path, kind: Kind, workdir: Path,
     return time.monotonic() - t0
 
 
-def run_simulator(rk: Any, ctx: StepContext, log: Path, what: Path) -> np.ndarray:
-    """Simulator outputs [N, C] of the model built in ``rk`` on the eval images (uint8 NHWC in)."""
+# What a build's simulation gives: a classifier's [N, C], or a detector's every output by name per image.
+Outputs = np.ndarray | list[dict[str, np.ndarray]]
+
+
+def source_named(ctx: StepContext, arrays: Sequence[Any], what: Path) -> dict[str, np.ndarray]:
+    """The toolkit's outputs of one inference (a list: it gives no names) under the source model's output names,
+    in the shapes the source declares. RKNN keeps the order of the model it loaded: the ONNX graph's outputs, or
+    a Caffe net's unconnected blobs (the order OpenCV, and so the contract, lists them in). Each output is checked
+    against its place by size; a model whose outputs it then cannot tell apart is refused, never guessed."""
+    contract = ctx.config.contract
+    declared = [(o.name, o.shape) for o in contract.outputs] if contract is not None else []
+    names = source_output_names(ctx.config)
+    shapes: list[list[int | str] | None] = [next((s for n, s in declared if n == name), None) for name in names]
+    got = [np.asarray(a, dtype=np.float32) for a in arrays]
+    if len(got) != len(names):
+        raise ModelportError(f"the RKNN model gives {len(got)} outputs, the source {len(names)} ({', '.join(names)})", what)
+
+    def size(shape: list[int | str] | None) -> int | None:
+        static = [d for d in shape or [] if isinstance(d, int) and d > 0]
+        return int(np.prod(static)) if shape and len(static) == len(shape) else None
+
+    def fits(arr: np.ndarray, shape: list[int | str] | None) -> bool:
+        return size(shape) in (None, arr.size)
+
+    places = range(len(got))
+    source_of = list(places)  # the toolkit's output k is the source's output source_of[k]
+    if not all(fits(got[k], shapes[k]) for k in places):  # not by place: each by the one source size that fits it
+        source_of = [only[0] if len(only := [i for i in places if fits(got[k], shapes[i])]) == 1 else -1 for k in places]
+        if sorted(source_of) != list(places):
+            sizes = ", ".join(str(a.size) for a in got)
+            raise ModelportError(f"cannot tell the RKNN outputs (sizes {sizes}) apart as the source's {names} {shapes}", what)
+    named: dict[str, np.ndarray] = {}
+    for i, k in sorted(zip(source_of, places, strict=True)):
+        shape = shapes[i]
+        named[names[i]] = got[k].reshape([int(d) for d in shape]) if shape is not None and size(shape) is not None else got[k]
+    return named
+
+
+def run_simulator(rk: Any, ctx: StepContext, log: Path, what: Path) -> Outputs:
+    """Simulator outputs of the model built in ``rk`` on the eval images (uint8 NHWC in): a classifier's [N, C],
+    a detector's every output by the source's names per image."""
     toolkit.call(rk.init_runtime, what="init_runtime (simulator)", log=log, path=what)
     outs = []
     for arr in prepared_images(ctx):
@@ -178,8 +218,57 @@ def run_simulator(rk: Any, ctx: StepContext, log: Path, what: Path) -> np.ndarra
         res = toolkit.call(rk.inference, inputs=[tensor], data_format=["nhwc"], what="inference (simulator)", log=log, path=what)
         if not res:
             raise InputError("rknn-toolkit2 simulator returned no output", what)
-        outs.append(np.asarray(res[0], dtype=np.float32).reshape(-1))
-    return np.stack(outs)
+        outs.append(res)
+    if ctx.config.detector is not None:
+        return [source_named(ctx, res, what) for res in outs]
+    return np.stack([np.asarray(res[0], dtype=np.float32).reshape(-1) for res in outs])
+
+
+def save_outputs(path: Path, outputs: Outputs) -> None:
+    """A build's simulator outputs beside it: a classifier's [N, C] as is; a detector's as one record per
+    image with a field per output (by name, in the source's order), so the file says what each array is."""
+    if isinstance(outputs, np.ndarray):
+        np.save(path, outputs, allow_pickle=False)
+        return
+    first = outputs[0]
+    dtype = np.dtype([(name, np.float32, arr.shape) for name, arr in first.items()])
+    records = np.zeros(len(outputs), dtype)
+    for i, out in enumerate(outputs):
+        for name in first:
+            records[i][name] = out[name]
+    np.save(path, records, allow_pickle=False)
+
+
+def load_outputs(path: Path) -> Outputs:
+    """What ``save_outputs`` wrote: [N, C], or every output by name per image."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"not a saved simulator output ({e}): rerun with --force", path) from None
+    names = arr.dtype.names
+    if names is None:
+        return cast(np.ndarray, arr)
+    return [{name: np.array(rec[name]) for name in names} for rec in arr]
+
+
+def agreement_of(ctx: StepContext, outputs: Outputs) -> Agreement | None:
+    """``outputs`` against the reference, a detector's by its boxes (the judge every row goes through), not held
+    to any floor; None without a reference."""
+    names = [p.name for p in ctx.eval_images]
+    try:
+        if isinstance(outputs, np.ndarray):
+            return compare(outputs, load_reference(ctx.store, ctx.eval_images, ctx.config.input.signature), names)
+        reference = load_detect_reference(ctx.store, ctx.eval_images, ctx.config.preprocessing)
+    except InputError:
+        return None
+    return judge(ctx.config, names, outputs, reference, placements(ctx))[0]
+
+
+def worst_image(ctx: StepContext, outputs: Outputs) -> str | None:
+    """The eval image whose outputs are furthest from the reference's (a detector's: every output flattened);
+    None without a reference."""
+    agreement = agreement_of(ctx, outputs)
+    return None if agreement is None else min(agreement.per_image, key=lambda p: p.cosine).image
 
 
 def gate_kind(kind: Kind) -> Literal["float", "int8"]:
@@ -238,7 +327,7 @@ class RknnConverter(Converter):
             with session(job, log) as (rk, record):
                 sim = run_simulator(rk, ctx, log, ctx.store.path(rel))
                 toolkit.call(rk.export_rknn, str(job.tmp(rel)), what="export_rknn", log=log, path=ctx.store.path(rel))
-            np.save(job.tmp(evals), sim, allow_pickle=False)
+            save_outputs(job.tmp(evals), sim)
             seconds = round(time.monotonic() - t0, 1)
             record |= {"seconds_total": seconds, "versions": toolkit.versions(), "log": ctx.store.rel(log)}
             return Made(sim, "simulated", record, from_agreement)

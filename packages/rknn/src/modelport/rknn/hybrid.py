@@ -20,15 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from modelport.common.agreement import compare
 from modelport.common.artifacts import Job
+from modelport.common.below_floor import below_floor_name
 from modelport.common.context import StepContext
-from modelport.common.errors import InputError, ModelportError
+from modelport.common.errors import AccuracyGateError, ModelportError
 from modelport.common.log import console, step
-from modelport.common.reference import load_reference
-from modelport.common.results import write_result
 from modelport.common.schema import Agreement, BackendResult
 
 from . import build, convert, simulate, toolkit
@@ -46,16 +42,34 @@ from .hybrid_cfg import step2
 CFG = "rknn/model-hybrid.quantization.cfg"
 
 
-def agreement_of(ctx: StepContext, outputs: np.ndarray) -> Agreement | None:
-    try:
-        ref = load_reference(ctx.store, ctx.eval_images, ctx.config.input.signature)
-    except InputError:
-        return None
-    return compare(outputs, ref, [p.name for p in ctx.eval_images])
-
-
 def _brief(a: Agreement | None) -> dict[str, Any] | None:
-    return None if a is None else {"top1": a.top1, "cosine_min": a.cosine_min, "cosine_mean": a.cosine_mean, "mse": a.mse}
+    if a is None:
+        return None
+    brief: dict[str, Any] = {"top1": a.top1, "cosine_min": a.cosine_min, "cosine_mean": a.cosine_mean, "mse": a.mse}
+    if a.detect is not None:  # a detector is judged by its boxes: the before/after compares those
+        brief |= {"f1": a.detect.f1, "mean_iou": a.detect.mean_iou, "map": a.detect.map}
+    return brief
+
+
+def change(b: dict[str, Any], a: dict[str, Any]) -> tuple[bool, str]:
+    """Whether hybrid improved on plain INT8 (``b``efore, ``a``fter: ``_brief``s), by what the floors judge: a
+    detector's boxes, else top-1 and cosine; and the change as a phrase."""
+    if "f1" in b and "f1" in a:
+        better = (a["f1"], a["mean_iou"]) > (b["f1"], b["mean_iou"])
+        text = f"boxes F1 {b['f1']:.4f} -> {a['f1']:.4f}, mean IoU {b['mean_iou']:.4f} -> {a['mean_iou']:.4f}"
+        if b.get("map") is not None and a.get("map") is not None:
+            text += f", mAP {b['map']:.4f} -> {a['map']:.4f}"
+        return better, text
+    better = (a["cosine_min"], a["cosine_mean"]) > (b["cosine_min"], b["cosine_mean"])
+    return better, (
+        f"top-1 {b['top1']:.0%} -> {a['top1']:.0%}, cosine min {b['cosine_min']:.4f} -> {a['cosine_min']:.4f}, "
+        f"mean {b['cosine_mean']:.4f} -> {a['cosine_mean']:.4f}"
+    )
+
+
+def _verdict(b: dict[str, Any], a: dict[str, Any], tensors: int) -> str:
+    better, text = change(b, a)
+    return f"hybrid ({tensors} float16 tensors) {'improves' if better else 'does not improve'} on plain INT8: {text}"
 
 
 def run(
@@ -65,7 +79,10 @@ def run(
     rc = ctx.config.rknn
     proposal = rc.hybrid_proposal if proposal is None else proposal
     wanted = list(dict.fromkeys(layers if layers is not None else rc.hybrid_float16_layers))
-    before_built = build.run(ctx, "int8", verbose=verbose)  # the "before", and every preflight check
+    try:
+        before_eval = build.run(ctx, "int8", verbose=verbose).eval_outputs  # the "before", and every preflight check
+    except AccuracyGateError:  # plain INT8 below the floors is what hybrid is for: "before" is its below-floor build
+        before_eval = below_floor_name(ctx.store.path(convert.eval_outputs_path("int8")))
     onnx_path = ctx.store.path(convert.ONNX)
     rel, evals = convert.MODELS["hybrid"], convert.eval_outputs_path("hybrid")
     n_prop = min(rc.hybrid_proposal_images, len(ctx.calibration))
@@ -75,7 +92,7 @@ def run(
         "proposal_images": n_prop if proposal else 0,
         "float16_layers": wanted,
     }
-    before = agreement_of(ctx, np.load(before_built.eval_outputs))
+    before = convert.agreement_of(ctx, convert.load_outputs(before_eval)) if before_eval.is_file() else None
 
     @contextlib.contextmanager
     def session(job: Job, log: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
@@ -119,17 +136,12 @@ def run(
         from_agreement=lambda after: {"after": _brief(after)},
     )
     extra = (ctx.store.read_manifest(rel) or {}).get("extra", {})
-    result = simulate.simulator_result(ctx, "hybrid", ctx.store.path(rel), ctx.store.path(evals))
     b, a = extra.get("before"), extra.get("after")
+    notes, settings = [], {}
     if b and a:
-        verdict = "improves" if (a["cosine_min"], a["cosine_mean"]) > (b["cosine_min"], b["cosine_mean"]) else "does not improve"
-        note = (
-            f"hybrid ({len(extra.get('float16_layers', []))} float16 tensors) {verdict} on plain INT8: "
-            f"top-1 {b['top1']:.0%} -> {a['top1']:.0%}, cosine min {b['cosine_min']:.4f} -> {a['cosine_min']:.4f}, "
-            f"mean {b['cosine_mean']:.4f} -> {a['cosine_mean']:.4f}"
-        )
-        result.notes.append(note)
-        result.settings |= {"float16_layers": len(extra.get("float16_layers", [])), "step1_seconds": extra.get("step1_seconds")}
-        write_result(ctx.store, result, np.load(ctx.store.path(evals)))
+        notes.append(_verdict(b, a, len(extra.get("float16_layers", []))))
+        settings = {"float16_layers": len(extra.get("float16_layers", [])), "step1_seconds": extra.get("step1_seconds")}
+    result = simulate.simulator_result(ctx, "hybrid", ctx.store.path(rel), ctx.store.path(evals), notes, settings)
+    for note in notes:
         console.print(f"   {note}", markup=False)
     return result, extra

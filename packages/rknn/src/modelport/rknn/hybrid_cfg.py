@@ -40,12 +40,15 @@ def cfg_dtypes(text: str) -> dict[str, str]:
 
 
 def cfg_layers(text: str) -> tuple[list[str], list[str]]:
-    """(layers already in custom_quantize_layers, every tensor name in quantize_parameters)."""
+    """(layers already in custom_quantize_layers, every tensor name in quantize_parameters).
+
+    A key past the line width (YOLOX's ``.../m.0/conv2/dconv/conv/Conv_output_0``) has its value alone on the
+    next line (``float16``), as a ``? name`` has it after ``:``: neither is a layer."""
     m = _BLOCK.search(text)
     custom = []
     for line in m.group(0).splitlines()[1:] if m else []:
         entry = line.split("#", 1)[0].strip()
-        if not entry or entry.startswith(":"):
+        if not entry or entry.startswith(":") or (":" not in entry and not entry.startswith("? ")):
             continue
         name = entry[2:] if entry.startswith("? ") else entry.rsplit(":", 1)[0]
         custom.append(name.strip().strip("'\""))

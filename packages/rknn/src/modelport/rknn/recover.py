@@ -20,15 +20,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from modelport.common import layer_analysis, onnx_layers
-from modelport.common.agreement import compare
 from modelport.common.artifacts import Job, file_inputs
 from modelport.common.context import StepContext
+from modelport.common.errors import InputError
 from modelport.common.log import step
 from modelport.common.recovery import Variant, variant_id
-from modelport.common.reference import load_reference
+from modelport.common.reference import reference_file
 from modelport.runtime.knobs import Builder, Knobs, configured_first
 from modelport.runtime.run import prepared_images
 
@@ -154,10 +152,9 @@ class RknnKnobs(Knobs):
         """accuracy_analysis of ``variant``'s build on its worst eval image, ranked by the toolkit's single-layer cosine."""
         vctx = variant_ctx(self.ctx, variant.method)
         out = f"analysis/variants/{self.key}-{variant.id}.json"
-        outputs = np.load(vctx.store.path(variant.files["eval"]))
-        ref = load_reference(vctx.store, vctx.eval_images, vctx.config.input.signature)
-        per = compare(outputs, ref, [p.name for p in vctx.eval_images]).per_image
-        worst_image = min(per, key=lambda p: p.cosine).image
+        worst_image = convert.worst_image(vctx, convert.load_outputs(vctx.store.path(variant.files["eval"])))
+        if worst_image is None:  # the images are ranked against the reference, which the search itself needs
+            raise InputError("no reference outputs to rank the eval images by", vctx.store.path(reference_file(vctx.config)))
         store, onnx_path = vctx.store, vctx.store.path(convert.ONNX)
         with store.produce(
             out,

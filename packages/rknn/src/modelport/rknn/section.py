@@ -17,6 +17,7 @@ from modelport.common.display import shown
 
 from .analysis import ANALYSIS
 from .convert import MODELS
+from .hybrid import change
 from .simulate import BACKENDS
 
 SECTION = "report/sections/rknn.md"
@@ -25,6 +26,17 @@ SECTION = "report/sections/rknn.md"
 def _result(ctx: StepContext, key: str) -> dict[str, Any] | None:
     p = ctx.store.path(f"results/{key}.json")
     return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _agreement(a: dict[str, Any] | None, ctx: StepContext) -> list[str]:
+    """A row's agreement cells: a detector's boxes F1, mean IoU and mAP, else top-1 and cosine min / mean."""
+    if ctx.config.detector is None:
+        return [f"{a['top1']:.0%} of {a['images']}", f"{a['cosine_min']:.4f} / {a['cosine_mean']:.4f}"] if a else ["–"] * 2
+    d = (a or {}).get("detect")
+    if not d:
+        return ["–"] * 3
+    mean_ap = f"{d['map']:.4f} ({d['source_map']:.4f})" if d.get("map") is not None and d.get("source_map") is not None else "–"
+    return [f"{d['f1']:.4f} ({d['matched']}/{d['source_boxes']} matched)", f"{d['mean_iou']:.4f}", mean_ap]
 
 
 def markdown(ctx: StepContext) -> str:
@@ -39,15 +51,16 @@ def markdown(ctx: StepContext) -> str:
             "Latency is not measured here: rknn-toolkit2's x86 simulator models the NPU's arithmetic, not "
             "its speed (`modelport rknn board --target-device SERIAL` times a real board).",
             "",
-            "| model | top-1 agreement | cosine min / mean | size | build s |",
-            "|---|---|---|---|---|",
+            # a detector's rows are judged by their boxes against the source's, a classifier's by top-1 and cosine
+            "| model | boxes F1 vs source | mean IoU | mAP (source) | size | build s |"
+            if ctx.config.detector is not None
+            else "| model | top-1 agreement | cosine min / mean | size | build s |",
+            "|---|---|---|---|---|---|" if ctx.config.detector is not None else "|---|---|---|---|---|",
         ]
         for r in rows:
-            a = r.get("agreement") or {}
-            agree = f"{a['top1']:.0%} of {a['images']}" if a else "–"
-            cos = f"{a['cosine_min']:.4f} / {a['cosine_mean']:.4f}" if a else "–"
             size = f"{r['size_bytes'] / 1e6:.2f} MB" if r.get("size_bytes") else "–"
-            lines.append(f"| {r['name']} | {agree} | {cos} | {size} | {shown(r.get('settings', {}).get('build_seconds'), '–')} |")
+            built = shown(r.get("settings", {}).get("build_seconds"), "–")
+            lines.append(f"| {r['name']} | {' | '.join(_agreement(r.get('agreement'), ctx))} | {size} | {built} |")
         lines.append("")
     hybrid = ctx.store.read_manifest(MODELS["hybrid"])
     if hybrid and hybrid.get("extra", {}).get("before") and hybrid["extra"].get("after"):
@@ -61,9 +74,7 @@ def markdown(ctx: StepContext) -> str:
         ) + " from `[rknn] hybrid_float16_layers`"
         lines += [
             f"Hybrid quantization ({len(e['float16_layers'])} tensors kept in float16: {source}; "
-            f"step 1 took {e['step1_seconds']} s): "
-            f"top-1 {b['top1']:.0%} -> {a['top1']:.0%}, cosine min {b['cosine_min']:.4f} -> {a['cosine_min']:.4f}, "
-            f"mean {b['cosine_mean']:.4f} -> {a['cosine_mean']:.4f}.",
+            f"step 1 took {e['step1_seconds']} s): {change(b, a)[1]}.",
             "",
         ]
     path = ctx.store.path(ANALYSIS)

@@ -6,7 +6,9 @@ NPU timing: latency is recorded as not measured, with that reason, never faked.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +19,8 @@ from modelport.common.errors import HardwareMissing, InputError, ModelportError
 from modelport.common.log import console, failed, step
 from modelport.common.results import fill_outputs, new_result, write_result
 from modelport.common.schema import BackendResult, LayerProfile, Status
+from modelport.runtime.run import placements
+from modelport.tasks.detect.judge import fill_detections
 
 from . import build, convert
 
@@ -44,14 +48,31 @@ def result_base(ctx: StepContext, b: Backend, device: str, status: Status = "ok"
     )
 
 
-def simulator_result(ctx: StepContext, kind: str, model: Path, eval_outputs: Path) -> BackendResult:
-    """A result from a model's kept simulator outputs (``*.eval.npy``) and its manifest."""
+def fill(ctx: StepContext, result: BackendResult, outputs: convert.Outputs) -> np.ndarray:
+    """The row's outputs, agreement and top-k, a classifier's or a detector's (judged by its boxes, as every
+    runtime's row is); returns what results/<key>.npy holds."""
+    if isinstance(outputs, np.ndarray):
+        fill_outputs(ctx, result, outputs)
+        return outputs
+    return fill_detections(ctx, result, outputs, placements(ctx))
+
+
+def simulator_result(
+    ctx: StepContext,
+    kind: str,
+    model: Path,
+    eval_outputs: Path,
+    notes: Sequence[str] = (),
+    settings: Mapping[str, Any] | None = None,
+) -> BackendResult:
+    """A result from a model's kept simulator outputs (``*.eval.npy``) and its manifest, with ``notes`` and
+    ``settings`` of the step that made it."""
     b, store = BACKENDS[kind], ctx.store
     manifest = store.read_manifest(store.rel(model)) or {}
-    outputs = np.load(eval_outputs, allow_pickle=False)
-    if outputs.shape[0] != len(ctx.eval_images):
+    outputs = convert.load_outputs(eval_outputs)
+    if len(outputs) != len(ctx.eval_images):
         raise InputError(
-            f"{outputs.shape[0]} simulator outputs for {len(ctx.eval_images)} eval images: rerun with --force", eval_outputs
+            f"{len(outputs)} simulator outputs for {len(ctx.eval_images)} eval images: rerun with --force", eval_outputs
         )
     result = result_base(ctx, b, simulator_device(ctx))
     result.latency_note = SIMULATOR_NOTE
@@ -62,16 +83,23 @@ def simulator_result(ctx: StepContext, kind: str, model: Path, eval_outputs: Pat
     result.settings = {k: v for k, v in manifest.get("options", {}).items() if k not in ("eval_images", "calibration")}
     if manifest.get("extra", {}).get("build_seconds") is not None:  # a time never recorded is left out, not shown as None
         result.settings["build_seconds"] = manifest["extra"]["build_seconds"]
+    result.settings |= settings or {}
+    result.notes.extend(notes)
     result.artifact, result.artifact_sha256 = store.rel(model), sha256_file(model)
     result.size_bytes = model.stat().st_size
-    fill_outputs(ctx, result, outputs)
-    write_result(store, result, outputs)
+    write_result(store, result, fill(ctx, result, outputs))
     return result
 
 
 def summary(r: BackendResult) -> str:
     a = r.agreement
     agree = f"top-1 agreement {a.top1:.0%}, cosine min {a.cosine_min:.5f} / mean {a.cosine_mean:.5f}" if a else "no reference"
+    if a is not None and a.detect is not None:
+        agree = f"boxes F1 vs source {a.detect.f1:.4f}, mean IoU {a.detect.mean_iou:.4f}" + (
+            f", mAP {a.detect.map:.4f} (source {a.detect.source_map:.4f})"
+            if a.detect.map is not None and a.detect.source_map is not None
+            else ""
+        )
     head = r.headline
     return f"{r.name}: {agree}" + (f"; {head.label} {head.confidence:.3f} on {head.image}" if head else "")
 

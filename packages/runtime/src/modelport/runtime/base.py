@@ -256,10 +256,7 @@ class Runtime:
 
     def source_output_names(self) -> list[str]:
         """The source model's output names, in its order (the contract's); [] without a contract."""
-        contract = self.config.contract
-        if contract is None:
-            return []
-        return [o.name for o in contract.outputs] or [contract.output_name]
+        return source_output_names(self.config)
 
     def source_output_name(self, names: Iterable[str], index: int) -> str:
         """The source model's name for output ``index`` among a toolchain output's tensor names (a converted
@@ -288,6 +285,15 @@ class Runtime:
         first = next(iter(self.files.values()))
         msg = str(exc).strip().splitlines()
         return InputError(f"{self.display} cannot load it: {msg[0] if msg else type(exc).__name__}", first)
+
+
+def source_output_names(config: Config) -> list[str]:
+    """The source model's output names, in its order (the contract's); [] without a contract. Also what a
+    toolchain that runs its model outside any Runtime (RKNN's simulator) names its outputs by."""
+    contract = config.contract
+    if contract is None:
+        return []
+    return [o.name for o in contract.outputs] or [contract.output_name]
 
 
 def concurrent_calls(calls: Sequence[Callable[[], object]], seconds: float) -> tuple[list[int], float]:
