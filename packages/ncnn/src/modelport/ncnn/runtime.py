@@ -27,6 +27,7 @@ from modelport.common.schema import LatencyStats
 from modelport.common.timing import measure
 from modelport.runtime.base import Runtime
 
+_OUT_BLOB = re.compile(r"out\d+")
 # ncnn GpuInfo.type(): 0 discrete, 1 integrated, 2 virtual, 3 cpu (Mesa llvmpipe/lavapipe).
 _CPU_VULKAN_DEVICE = 3
 
@@ -130,6 +131,8 @@ class NcnnRuntime(Runtime):
             raise InputError(
                 f"{self.display}: expected one input blob and outputs, model has {ins} -> {outs}", self.files["param"]
             )
+        if len(outs) > 1 and all(_OUT_BLOB.fullmatch(o) for o in outs):
+            outs.sort(key=lambda o: int(o[3:]))  # convert names blob out<k> after the source's k-th output
         self.input_name, self.output_name, self.output_names = ins[0], outs[0], outs
         spec = self.config.input
         self.mean, self.norm = spec.mean_values, spec.norm_values
@@ -165,7 +168,8 @@ class NcnnRuntime(Runtime):
         return self.blobs(tensor, self.output_names)
 
     def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
-        """The outputs under the source model's names and shapes: pnnx keeps the ONNX outputs' order (out0, out1...)."""
+        """The outputs under the source model's names and shapes: blob out<k> is the source's k-th output (pnnx's
+        naming, checked output by output against the reference when converted)."""
         contract = self.config.contract
         infos = contract.outputs if contract is not None else ()
         if not infos and len(self.output_names) == 1:
