@@ -103,14 +103,14 @@ def match_outputs(ctx: StepContext, model: Model, param: Path, binfile: Path) ->
 
 
 def assign_outputs(
-    model: Model, param: Path, got: list[dict[str, np.ndarray]], want: dict[str, np.ndarray], source: Path
+    model: Model, param: Path, got: list[dict[str, np.ndarray]], want: dict[str, np.ndarray], source: Path | None
 ) -> dict[str, object]:
     """Name each output blob ``out<k>`` after the k-th of ``want`` (source output -> its values stacked over the
     photos) that it reproduces in ``got`` (per photo, blob -> values), rewriting ``param`` when pnnx's order
     differs; returns the blob of each source output and their largest absolute difference."""
     names, blobs = list(want), list(got[0])
     diff = {(b, n): _max_diff([g[b] for g in got], want[n]) for b in blobs for n in names}
-    chosen = {n: min(blobs, key=lambda b, n=n: diff[b, n]) for n in names}
+    chosen = {n: min((diff[b, n], b) for b in blobs)[1] for n in names}
     if len(set(chosen.values())) != len(names) or any(not np.isfinite(diff[b, n]) for n, b in chosen.items()):
         found = ", ".join(f"{b} {list(got[0][b].shape)}" for b in blobs)
         raise ModelportError(f"pnnx's outputs ({found}) do not each reproduce one of the source's {names}", source)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from modelport.common.onnx_layers import OnnxGraph, OnnxLayer
@@ -128,7 +129,7 @@ def map_model(ncnn: Model, graph: OnnxGraph, onnx_model: onnx.ModelProto) -> Map
         if len(known) == len(sources) == 1 and la.type == "Swish":
             node = _silu(graph, known[0])
         elif len(known) == len(sources):
-            node = _consumer(graph, known, OPS.get(la.type, set()), taken, lambda n, la=la: _weights_agree(la, n, onnx_model))
+            node = _consumer(graph, known, OPS.get(la.type, set()), taken, partial(_weights_agree, la, onnx_model=onnx_model))
         onnx_layer = graph.layer_of(node.output[0]) if node is not None else None
         if node is None or onnx_layer is None or not _weights_agree(la, node, onnx_model):
             unmapped.append(la.name)
