@@ -115,36 +115,36 @@ def test_rfb320_through_ncnn_fp32_and_int8_judged_by_its_boxes(rfb320: dict[str,
 
 
 @pytest.mark.slow
-def test_yolox_ncnn_int8_search_keeps_the_head_in_float_first(yolox: dict[str, str], tmp_path: Path) -> None:
-    """YOLOX-nano's ncnn INT8 misses the detector floors as configured; the search's next variant keeps the head
-    ``onnx_layers.head`` names in float, which the ncnn model's table really leaves out (the per-layer names reach
-    YOLOX's Reorg and Swish layers). The step passes with a variant meeting the floors or fails saying so."""
+def test_yolox_ncnn_int8_keeps_the_head_in_float(yolox: dict[str, str], tmp_path: Path) -> None:
+    """YOLOX-nano's ncnn INT8 search space on the real model: the per-layer names reach YOLOX's Reorg and Swish
+    layers, so the head the search tries in float first (``head_layers``: ``onnx_layers.head`` among the layers
+    a variant quantizes) is its nine reg/obj/cls convs, and the variant keeping them in float has exactly those
+    left out of its INT8 table. The knobs are driven directly: the search's budget is wall time, which a loaded
+    machine would spend before the second variant."""
     import json
 
-    from conftest import cli, detector_copy
+    from conftest import cli, detector_copy, make_context
     from modelport.common import onnx_layers
+    from modelport.ncnn.recover import NcnnKnobs
     from modelport.ncnn.table import Table
 
     env = detector_copy(yolox, tmp_path / "art")
     art = Path(env["MODELPORT_ARTIFACTS"])
-    search = ["-o", "quantization.recover=true", "-o", "quantization.recover_minutes=1", "-o", "images.calibration_limit=8"]
-    proc = cli(env, *QUICK, *search, "convert", "ncnn", "ncnn-int8")
-    record = json.loads((art / "recover" / "ncnn-int8.json").read_text())
-    default, head_variant = record["variants"][:2]
-    assert default["stage"] == "default" and not default["passes"]
-    head = onnx_layers.head(onnx_layers.load(art / "onnx" / "model.onnx"))
-    preds = [la for la in head if "_preds." in la]
-    assert len(preds) == 9, head  # reg/obj/cls of each of the three strides
-    assert head_variant["stage"] == "head" and set(preds) <= set(head_variant["float_layers"])
-    analysis = json.loads((art / "analysis" / "variants" / f"ncnn-int8-{default['id']}.json").read_text())
-    assert analysis["mapping"]["ncnn_layers_mapped"] > 200, analysis["mapping"]  # all but the last reshapes
-    enabled = set(Table.read(art / head_variant["files"]["table"]).enabled())
-    default_enabled = set(Table.read(art / default["files"]["table"]).enabled())
-    assert enabled < default_enabled and len(default_enabled - enabled) == len(preds)
-    kept = next(v for v in record["variants"] if v["id"] == record["kept"])
-    if proc.returncode == 0:
-        d = kept["agreement"]["detect"]
-        assert kept["passes"] and d["f1"] >= 0.9 and d["map"] >= 0.95 * d["source_map"]
-    else:
-        assert record["below_floors"] and not kept["passes"] and "below the [accuracy] floors" in proc.stderr
-        assert (art / "ncnn" / "model-int8.below-floor.param").is_file() and not (art / "ncnn" / "model-int8.param").exists()
+    proc = cli(env, "convert", "ncnn")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    made = json.loads((art / "ncnn" / "model.param.manifest.json").read_text())["extra"]
+    assert made["focus_rewrites"] == 1 and made["agreement"]["detect"]["f1"] >= 0.99
+    ctx = make_context(env, overrides=["images.calibration_limit=8"])
+    knobs = NcnnKnobs(ctx, force=False)
+    default = knobs.build("minmax", [])
+    quantized = knobs.quantized_layers(default)
+    assert len(quantized) > 60, len(quantized)  # every non-depthwise conv is named (83 in the table)
+    head = knobs.head_layers(default)
+    graph_head = onnx_layers.head(onnx_layers.load(art / "onnx" / "model.onnx"))
+    assert head == [la for la in graph_head if "_preds." in la] and len(head) == 9, head  # reg/obj/cls x 3 strides
+    in_float = knobs.build("minmax", head)
+    default_table, float_table = (set(Table.read(art / v.files["table"]).enabled()) for v in (default, in_float))
+    assert default_table - float_table == set(knobs.to_ncnn(head)) and len(knobs.to_ncnn(head)) == 9
+    assert not knobs.quantized_layers(in_float) & set(head)
+    for v in (default, in_float):  # judged by boxes, as the search judges them (no floor asserted: that is the search's)
+        assert v.agreement is not None and v.agreement["detect"]["source_boxes"] > 0, v.agreement
