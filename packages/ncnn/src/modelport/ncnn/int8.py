@@ -163,12 +163,8 @@ def calibrated(ctx: StepContext, model: Model, method: str) -> tuple[dict[str, f
     """``calibrate``'s scales and statistics for the FP32 model in the store, computed once per process."""
     cfg, store = ctx.config, ctx.store
     calibration = ctx.calibration
-    key = (
-        *(sha256_file(store.path(rel)) for rel in (PARAM, BIN)),
-        cfg.preprocessing,
-        method,
-        *(str(p) for p in calibration.paths),
-    )
+    files = [store.path(PARAM), store.path(BIN), *calibration.paths]  # by content: a file rewritten in place is new
+    key = (cfg.preprocessing, method, *(f"{f}:{sha256_file(f)}" for f in files))
     if key not in _CALIBRATED:
         # Statistics come from ncnn itself running the FP32 model on the uint8 images it will see.
         with NcnnRuntime(cfg, {"param": store.path(PARAM), "bin": store.path(BIN)}) as fp32:
