@@ -18,6 +18,7 @@ from modelport.common.config import Config
 from modelport.common.preprocess import InputSpec
 from modelport.ncnn.convert import pnnx_ready, run_pnnx
 from modelport.ncnn.focus import rewrite_focus
+from modelport.ncnn.format import read_param
 from modelport.ncnn.runtime import NcnnRuntime
 
 pytestmark = pytest.mark.ncnn
@@ -217,3 +218,61 @@ def test_yolox_nano_through_our_int8_writer_loads_and_runs(data_dir: Path, tmp_p
         assert g.shape == (3549, 85) and np.isfinite(g).all()
         objectness = np.dot(w[:, 4], g[:, 4]) / np.linalg.norm(w[:, 4]) / np.linalg.norm(g[:, 4])
         assert objectness > 0.5, objectness  # measured 0.73..0.99 over the 13 photos
+
+
+def yolox_like_onnx(path: Path) -> Path:
+    """focus_onnx's Focus + Conv, then SiLU written as x * Sigmoid(x) and two 1x1 convs with the same weight
+    count reading it (a CSP block's two branches), one through its own SiLU, concatenated."""
+    model = onnx.load(str(focus_onnx(path, second_output=False)))
+    rng = np.random.default_rng(4)
+    g = model.graph
+    g.initializer.extend(
+        [numpy_helper.from_array(rng.normal(0, 0.3, (8, 8, 1, 1)).astype(np.float32), name) for name in ("wa", "wb")]
+    )
+    g.node.extend(
+        [
+            helper.make_node("Sigmoid", ["features"], ["gate"], name="act/Sigmoid"),
+            helper.make_node("Mul", ["features", "gate"], ["silu"], name="act/Mul"),
+            helper.make_node("Conv", ["silu", "wa"], ["branch_a"], name="a/Conv"),
+            helper.make_node("Conv", ["silu", "wb"], ["branch_b"], name="b/Conv"),
+            helper.make_node("Sigmoid", ["branch_b"], ["gate_b"], name="b/act/Sigmoid"),
+            helper.make_node("Mul", ["branch_b", "gate_b"], ["silu_b"], name="b/act/Mul"),
+            helper.make_node("Concat", ["silu_b", "branch_a"], ["joined"], name="Concat", axis=1),
+        ]
+    )
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("joined", TensorProto.FLOAT, [1, 16, 8, 8]))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_every_layer_of_a_focus_silu_model_is_named_and_holds_its_onnx_tensor(tmp_path: Path) -> None:
+    """Per-layer names (what the INT8 analysis and the search's float layers go by) on YOLOX's patterns: the
+    Reorg pnnx makes of the rewritten Focus, Swish for SiLU, two convs reading one tensor. Each mapped ncnn
+    blob must hold the values of the ONNX tensor it is mapped to."""
+    from modelport.common import onnx_layers
+    from modelport.ncnn.names import map_model
+
+    size = 16
+    src = yolox_like_onnx(tmp_path / "yolox_like.onnx")
+    param, binfile, count = convert(src, tmp_path, size)
+    assert count == 1
+    ready = onnx.load(str(tmp_path / "focus-rewritten.onnx"))  # the graph pnnx read, as analyze.mapping rebuilds it
+    mapping = map_model(read_param(param), onnx_layers.from_model(ready), ready)
+    types = {la.name: la.type for la in read_param(param).layers}
+    assert {"Reorg", "Swish"} <= set(types.values()), types
+    assert [n for n in mapping.unmapped if types[n] not in ("Reshape", "Permute")] == [], mapping.unmapped
+    assert {la.node for la in mapping.layers.values()} >= {"a/Conv", "b/Conv", "act/Mul", "b/act/Mul", "Concat"}
+    x = pixels(size, seed=7)
+    blobs = [b for b in mapping.blobs if b != "in0"]
+    tensors = sorted({mapping.blobs[b] for b in blobs})
+    want = dict(
+        zip(tensors, ReferenceEvaluator(ready).run(tensors, {"image": x.transpose(0, 3, 1, 2).astype(np.float32)}), strict=True)
+    )
+    with NcnnRuntime(config(size), {"param": param, "bin": binfile}) as rt:
+        got = rt.blobs(x, blobs)
+    for blob in blobs:
+        np.testing.assert_allclose(
+            got[blob].reshape(-1), want[mapping.blobs[blob]].reshape(-1), rtol=1e-4, atol=1e-3, err_msg=blob
+        )

@@ -22,6 +22,7 @@ from modelport.runtime.base import ONNX_MODEL as ONNX
 from modelport.runtime.run import prepared_images
 
 from .convert import BIN, PARAM
+from .focus import rewrite_focus
 from .format import load, read_param
 from .names import Mapping, map_model
 from .runtime import NcnnInt8Runtime, NcnnRuntime
@@ -31,6 +32,7 @@ def mapping(ctx: StepContext, param: Path) -> tuple[onnx_layers.OnnxGraph, Mappi
     import onnx
 
     model = onnx.load(str(ctx.store.path(ONNX)), load_external_data=False)
+    rewrite_focus(model, ctx.config.input.shape("NCHW"))  # the graph pnnx read (convert.pnnx_ready): its Reorg is there
     graph = onnx_layers.from_model(model)
     return graph, map_model(read_param(param), graph, model)
 

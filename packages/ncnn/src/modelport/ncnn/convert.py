@@ -4,6 +4,12 @@ pnnx comes from PyPI with --no-deps: its wheel ships a self-contained ``pnnx`` b
 beside the package's ``__init__.py``; only the console script and ``import pnnx``
 need torch (5.7 GB with CUDA), and the binary's output is identical without it. pnnx
 already fuses Conv+BatchNorm+activation, so no ncnnoptimize pass is needed here.
+
+pnnx names a model's outputs ``out0``, ``out1``, ... and the runtime returns blob ``out<k>`` as the
+source's k-th output. A detector has several, of which two may share a size (RFB-320's scores and boxes
+do not, but a model's could): so each blob is matched to the source output it reproduces on the eval
+photos (the reference, made by the source's own runtime), renamed when pnnx's order differs, and the
+per-output difference recorded.
 """
 
 from __future__ import annotations
@@ -15,16 +21,21 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import numpy as np
+
 from modelport.common.artifacts import Job
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError
 from modelport.common.log import activity, step
 from modelport.common.onnx_safety import check_onnx
+from modelport.common.preprocess import to_tensor
+from modelport.common.reference import load_detect_reference
 from modelport.convert.base import Converter
 from modelport.runtime.base import ONNX_MODEL
+from modelport.runtime.run import prepared_images
 
 from .focus import rewrite_focus
-from .format import read_param
+from .format import Model, read_param, write_param
 from .runtime import NcnnRuntime
 
 SOURCE = ONNX_MODEL
@@ -76,6 +87,51 @@ def run_pnnx(onnx: Path, workdir: Path, input_shape: tuple[int, ...], fp16: bool
     return param, binfile
 
 
+def match_outputs(ctx: StepContext, model: Model, param: Path, binfile: Path) -> dict[str, object]:
+    """The model pnnx made (``param``, ``binfile``) run on the eval photos and its outputs named after the
+    reference's (assign_outputs)."""
+    cfg = ctx.config
+    assert cfg.contract is not None  # the caller counted its outputs
+    names = [o.name for o in cfg.contract.outputs]
+    reference = load_detect_reference(ctx.store, ctx.eval_images, cfg.preprocessing)
+    missing = [n for n in names if f"output/{n}" not in reference]
+    if missing:
+        raise InputError(f"the reference has no output {missing}: rerun `modelport convert reference`", ctx.store.path(PARAM))
+    with NcnnRuntime(cfg, {"param": param, "bin": binfile}) as rt:
+        got = [rt.outputs(to_tensor(arr, cfg.input, "NHWC", "uint8")) for arr in prepared_images(ctx)]
+    return assign_outputs(model, param, got, {n: reference[f"output/{n}"] for n in names}, cfg.source)
+
+
+def assign_outputs(
+    model: Model, param: Path, got: list[dict[str, np.ndarray]], want: dict[str, np.ndarray], source: Path | None
+) -> dict[str, object]:
+    """Name each output blob ``out<k>`` after the k-th of ``want`` (source output -> its values stacked over the
+    photos) that it reproduces in ``got`` (per photo, blob -> values), rewriting ``param`` when pnnx's order
+    differs; returns the blob of each source output and their largest absolute difference."""
+    names, blobs = list(want), list(got[0])
+    diff = {(b, n): _max_diff([g[b] for g in got], want[n]) for b in blobs for n in names}
+    chosen = {n: min((diff[b, n], b) for b in blobs)[1] for n in names}
+    if len(set(chosen.values())) != len(names) or any(not np.isfinite(diff[b, n]) for n, b in chosen.items()):
+        found = ", ".join(f"{b} {list(got[0][b].shape)}" for b in blobs)
+        raise ModelportError(f"pnnx's outputs ({found}) do not each reproduce one of the source's {names}", source)
+    rename = {b: f"out{k}" for k, b in enumerate(chosen[n] for n in names)}
+    if any(old != new for old, new in rename.items()):
+        for la in model.layers:
+            la.tops = [rename.get(t, t) for t in la.tops]
+        write_param(model, param)
+    return {
+        "output_blobs": {n: rename[chosen[n]] for n in names},
+        "outputs_max_abs_diff": {n: float(f"{diff[chosen[n], n]:.3g}") for n in names},
+    }
+
+
+def _max_diff(got: list[np.ndarray], want: np.ndarray) -> float:
+    """Largest |got - want| over the photos, or inf when the sizes differ (not this output)."""
+    if len(got) != len(want) or any(g.size != w.size for g, w in zip(got, want, strict=True)):
+        return float("inf")
+    return max(float(np.abs(g.reshape(-1) - w.reshape(-1)).max(initial=0.0)) for g, w in zip(got, want, strict=True))
+
+
 class Pnnx(Converter):
     tool = "pnnx"
 
@@ -102,15 +158,19 @@ class Pnnx(Converter):
             ready, focus = pnnx_ready(source, job.workdir, shape)
             param, binfile = run_pnnx(ready, job.workdir, shape, cfg.ncnn.fp16_weights)
             model = read_param(param)
-            if len(model.inputs) != 1 or len(model.outputs) != 1:
+            expected = max(len(cfg.contract.outputs), 1) if cfg.contract is not None else 1
+            if len(model.inputs) != 1 or len(model.outputs) != expected:
                 raise InputError(
-                    f"pnnx made a model with inputs {model.inputs} and outputs {model.outputs}; expected one each", source
+                    f"pnnx made a model with inputs {model.inputs} and outputs {model.outputs}; "
+                    f"expected one input and {expected} output{'s' if expected > 1 else ''}",
+                    source,
                 )
             shutil.move(param, job.tmp(PARAM))
             shutil.move(binfile, job.tmp(BIN))
-            return {
-                "input_blob": model.inputs[0],
-                "output_blob": model.outputs[0],
+            record: dict[str, object] = {"input_blob": model.inputs[0], "output_blob": model.outputs[0]}
+            if expected > 1:
+                record = {"input_blob": model.inputs[0]} | match_outputs(ctx, model, job.tmp(PARAM), job.tmp(BIN))
+            return record | {
                 "focus_rewrites": focus,
                 "layers": {t: sum(la.type == t for la in model.layers) for t in sorted({la.type for la in model.layers})},
             }

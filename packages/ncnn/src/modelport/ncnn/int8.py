@@ -23,7 +23,7 @@ import numpy as np
 from rich.markup import escape
 
 from modelport.common import __version__
-from modelport.common.artifacts import Job, file_inputs
+from modelport.common.artifacts import Job, file_inputs, sha256_file
 from modelport.common.context import StepContext
 from modelport.common.errors import ToolchainMissing
 from modelport.common.log import console, step
@@ -35,7 +35,7 @@ from .convert import TARGET as PNNX
 from .format import Model, load, read_param, write_bin, write_param
 from .quantize import quantize_model
 from .runtime import NcnnInt8Runtime, NcnnRuntime
-from .table import Table, calibrate
+from .table import BlobStats, Table, calibrate
 
 INT8_PARAM, INT8_BIN = NcnnInt8Runtime.artifacts["param"], NcnnInt8Runtime.artifacts["bin"]
 TABLE = "ncnn/model.table"
@@ -153,20 +153,36 @@ def depthwise_layers(model: Model) -> set[str]:
     return {la.name for la in model.layers if la.type == "ConvolutionDepthWise"}
 
 
+# Calibration statistics by (FP32 model, calibration images, preprocessing, method): the search's variants of
+# one method differ only in the table entries kept in float, and calibrating a detector the size of YOLOX-nano
+# (every quantized layer's input blob, on every calibration image, twice for KL) is minutes of the budget.
+_CALIBRATED: dict[tuple[str, ...], tuple[dict[str, float], dict[str, BlobStats]]] = {}
+
+
+def calibrated(ctx: StepContext, model: Model, method: str) -> tuple[dict[str, float], dict[str, BlobStats]]:
+    """``calibrate``'s scales and statistics for the FP32 model in the store, computed once per process."""
+    cfg, store = ctx.config, ctx.store
+    calibration = ctx.calibration
+    files = [store.path(PARAM), store.path(BIN), *calibration.paths]  # by content: a file rewritten in place is new
+    key = (cfg.preprocessing, method, *(f"{f}:{sha256_file(f)}" for f in files))
+    if key not in _CALIBRATED:
+        # Statistics come from ncnn itself running the FP32 model on the uint8 images it will see.
+        with NcnnRuntime(cfg, {"param": store.path(PARAM), "bin": store.path(BIN)}) as fp32:
+
+            def run_blobs(image: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+                return fp32.blobs(image[None], names)
+
+            _CALIBRATED[key] = calibrate(model, run_blobs, calibration.prepared, method)
+    return _CALIBRATED[key]
+
+
 def builtin_int8(
     ctx: StepContext, method: str, keep_float: set[str], out_param: Path, out_bin: Path, out_table: Path
 ) -> dict[str, list[str]]:
     cfg, store = ctx.config, ctx.store
     c = cfg.ncnn
     model = load(store.path(PARAM), store.path(BIN))
-    calibration = ctx.calibration
-    # Statistics come from ncnn itself running the FP32 model on the uint8 images it will see.
-    with NcnnRuntime(cfg, {"param": store.path(PARAM), "bin": store.path(BIN)}) as fp32:
-
-        def run_blobs(image: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-            return fp32.blobs(image[None], names)
-
-        scales, stats = calibrate(model, run_blobs, calibration.prepared, method)
+    scales, stats = calibrated(ctx, model, method)
     table = Table.build(model, scales)
     table.disabled |= keep_float & set(table.weights)
     table.write(out_table)

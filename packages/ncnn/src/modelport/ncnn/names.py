@@ -6,13 +6,17 @@ ONNX names, so the mapping follows the graph instead: from the input blob, each 
 to, of a compatible op type; a fused activation (ncnn ``9=`` activation_type) takes the
 node's activation along, a ``Split`` maps every top to its bottom's tensor, and ONNX
 shape-only ops that pnnx folds away (the Reshape before a 1x1 classifier Conv) are stepped
-through. Convolutions are checked by weight count, so a wrong pairing stops the walk
+through. ncnn ``Swish`` is ONNX's SiLU written as ``x * Sigmoid(x)`` (a Sigmoid and a Mul: it maps to the
+Mul); ``Reorg`` is the space-to-depth focus.py writes for pnnx (map it against that rewritten graph, as
+analyze.py does). Convolutions are checked by weight count, so a wrong pairing stops the walk
 (that layer and what depends on it stay unmapped) instead of mislabelling it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from modelport.common.onnx_layers import OnnxGraph, OnnxLayer
@@ -40,6 +44,7 @@ OPS = {
     "Permute": {"Transpose"},
     "Padding": {"Pad"},
     "Interp": {"Resize", "Upsample"},
+    "Reorg": {"Transpose"},  # focus.py's Reshape -> Transpose -> Reshape: the Reshapes are stepped through
 }
 # ONNX ops pnnx may fold away without an ncnn layer.
 PASS_THROUGH = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
@@ -67,14 +72,18 @@ def _weight_count(graph_model: onnx.ModelProto, node: Any) -> int | None:
     return n
 
 
-def _consumer(graph: OnnxGraph, sources: list[str], ops: set[str]) -> Any:
-    """The ONNX node taking exactly ``sources`` (as activation inputs) with an op in ``ops``; steps through
-    shape-only ops on a single source."""
+def _consumer(graph: OnnxGraph, sources: list[str], ops: set[str], taken: set[str], fits: Callable[[Any], bool]) -> Any:
+    """The ONNX node taking exactly ``sources`` (as activation inputs) with an op in ``ops`` that ``fits`` (the
+    weight count), not ``taken`` by another ncnn layer (two convs reading one tensor, which pnnx may write in
+    either order); steps through shape-only ops on a single source."""
     for _ in range(4):
         candidates = [
             n
             for n in graph.consumers.get(sources[0], [])
-            if n.op_type in ops and sorted(t for t in n.input if t and t not in graph.initializers) == sorted(sources)
+            if n.op_type in ops
+            and n.output[0] not in taken
+            and fits(n)
+            and sorted(t for t in n.input if t and t not in graph.initializers) == sorted(sources)
         ]
         if candidates:
             return candidates[0]
@@ -87,10 +96,24 @@ def _consumer(graph: OnnxGraph, sources: list[str], ops: set[str]) -> Any:
     return None
 
 
+def _silu(graph: OnnxGraph, source: str) -> Any:
+    """The Mul of ``source * Sigmoid(source)`` (SiLU as exported from PyTorch), or None."""
+    sigmoids = {n.output[0] for n in graph.consumers.get(source, []) if n.op_type == "Sigmoid"}
+    return next(
+        (
+            n
+            for n in graph.consumers.get(source, [])
+            if n.op_type == "Mul" and len(n.input) == 2 and source in n.input and sigmoids.intersection(n.input)
+        ),
+        None,
+    )
+
+
 def map_model(ncnn: Model, graph: OnnxGraph, onnx_model: onnx.ModelProto) -> Mapping:
     blobs: dict[str, str] = {}
     layers: dict[str, OnnxLayer] = {}
     unmapped: list[str] = []
+    taken: set[str] = set()  # outputs of the ONNX nodes already matched
     for la in ncnn.layers:
         if la.type == "Input":
             for t in la.tops:
@@ -102,7 +125,11 @@ def map_model(ncnn: Model, graph: OnnxGraph, onnx_model: onnx.ModelProto) -> Map
                 blobs[t] = sources[0]
             continue
         known = [s for s in sources if s]
-        node = _consumer(graph, known, OPS.get(la.type, set())) if len(known) == len(sources) else None
+        node = None
+        if len(known) == len(sources) == 1 and la.type == "Swish":
+            node = _silu(graph, known[0])
+        elif len(known) == len(sources):
+            node = _consumer(graph, known, OPS.get(la.type, set()), taken, partial(_weights_agree, la, onnx_model=onnx_model))
         onnx_layer = graph.layer_of(node.output[0]) if node is not None else None
         if node is None or onnx_layer is None or not _weights_agree(la, node, onnx_model):
             unmapped.append(la.name)
@@ -113,6 +140,7 @@ def map_model(ncnn: Model, graph: OnnxGraph, onnx_model: onnx.ModelProto) -> Map
         for t in la.tops:
             blobs[t] = tensor
         layers[la.name] = onnx_layer
+        taken.add(node.output[0])
     return Mapping(layers, blobs, unmapped)
 
 

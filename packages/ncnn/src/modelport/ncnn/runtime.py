@@ -27,6 +27,7 @@ from modelport.common.schema import LatencyStats
 from modelport.common.timing import measure
 from modelport.runtime.base import Runtime
 
+_OUT_BLOB = re.compile(r"out\d+")
 # ncnn GpuInfo.type(): 0 discrete, 1 integrated, 2 virtual, 3 cpu (Mesa llvmpipe/lavapipe).
 _CPU_VULKAN_DEVICE = 3
 
@@ -130,6 +131,8 @@ class NcnnRuntime(Runtime):
             raise InputError(
                 f"{self.display}: expected one input blob and outputs, model has {ins} -> {outs}", self.files["param"]
             )
+        if len(outs) > 1 and all(_OUT_BLOB.fullmatch(o) for o in outs):
+            outs.sort(key=lambda o: int(o[3:]))  # convert names blob out<k> after the source's k-th output
         self.input_name, self.output_name, self.output_names = ins[0], outs[0], outs
         spec = self.config.input
         self.mean, self.norm = spec.mean_values, spec.norm_values
@@ -165,7 +168,8 @@ class NcnnRuntime(Runtime):
         return self.blobs(tensor, self.output_names)
 
     def infer_all_impl(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
-        """The outputs under the source model's names and shapes: pnnx keeps the ONNX outputs' order (out0, out1...)."""
+        """The outputs under the source model's names and shapes: blob out<k> is the source's k-th output (pnnx's
+        naming, checked output by output against the reference when converted)."""
         contract = self.config.contract
         infos = contract.outputs if contract is not None else ()
         if not infos and len(self.output_names) == 1:
@@ -187,7 +191,7 @@ class NcnnRuntime(Runtime):
         """ncnn's own API, as an ncnn app writes it: Mat from the pixels, extractor, input, extract."""
         import ncnn
 
-        net, i, o, (h, w) = self.net, self.input_name, self.output_name, tensor.shape[1:3]
+        net, i, outs, (h, w) = self.net, self.input_name, self.output_names, tensor.shape[1:3]
         img, mean, norm = np.ascontiguousarray(tensor[0]), self.mean, self.norm
 
         def call() -> object:
@@ -195,7 +199,9 @@ class NcnnRuntime(Runtime):
             mat.substract_mean_normalize(mean, norm)
             ex = net.create_extractor()
             ex.input(i, mat)
-            return ex.extract(o)
+            if len(outs) == 1:
+                return ex.extract(outs[0])
+            return [ex.extract(o) for o in outs]  # every output, as the timed call computes them
 
         return call
 
