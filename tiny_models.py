@@ -360,3 +360,31 @@ cold_start = false
         "MODELPORT_IMAGES": str(images),
         "MODELPORT_CALIBRATION": str(images),
     }
+
+
+def ort_qdq(source: Path, out: Path, exclude: list[str], **extra_options: Any) -> Path:
+    """``source`` quantized by onnxruntime's static QDQ (U8 activations, S8 weights) on three random images of
+    its input's shape, ``exclude`` (node names) left in float: the QDQ model every float-layer test reads."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    dims = onnx.load(str(source)).graph.input[0].type.tensor_type.shape.dim
+    shape, name = tuple(d.dim_value for d in dims), onnx.load(str(source)).graph.input[0].name
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type information
+        def __init__(self) -> None:
+            self.feeds = iter([{name: np.random.default_rng(i).random(shape, dtype=np.float32)} for i in range(3)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.feeds, None)
+
+    quantize_static(
+        str(source),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude,
+        extra_options=extra_options,
+    )
+    return out

@@ -109,26 +109,9 @@ def test_closing_a_gap_leaves_fewer_regions(chain: OnnxGraph, block: OnnxGraph) 
 
 def qdq(source: Path, out: Path, nodes: list[str]) -> onnx.ModelProto:
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed in this env")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from tiny_models import ort_qdq
 
-    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type information
-        def __init__(self) -> None:
-            shape = (1, CHANNELS, SIZE, SIZE)
-            self.feeds = iter([{"image": np.random.default_rng(i).random(shape, dtype=np.float32)} for i in range(3)])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.feeds, None)
-
-    quantize_static(
-        str(source),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=nodes,
-    )
-    return onnx.load(str(out))
+    return onnx.load(str(ort_qdq(source, out, nodes)))
 
 
 def float_entries(model: onnx.ModelProto, float_nodes: set[str]) -> int:

@@ -4,15 +4,13 @@ candidates for float (common/recovery.py). A tiny ONNX model quantized here by o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import onnx
 import pytest
 
 from modelport.common import onnx_layers
 from modelport.convert.recover import qdq_quantized
-from tiny_models import tiny_onnx
+from tiny_models import ort_qdq, tiny_onnx
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed in this env")
 
@@ -26,36 +24,13 @@ def named_tiny(path: Path) -> Path:
     return path
 
 
-def qdq(source: Path, out: Path, exclude: list[str], **extra_options: Any) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type information
-        def __init__(self) -> None:
-            self.feeds = iter([{"image": np.random.default_rng(i).random((1, 3, 8, 8), dtype=np.float32)} for i in range(3)])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.feeds, None)
-
-    quantize_static(
-        str(source),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=exclude,
-        extra_options=extra_options,
-    )
-    return out
-
-
 def test_qdq_quantized_layers_leave_out_what_the_qdq_model_keeps_in_float(tmp_path: Path) -> None:
     source = named_tiny(tmp_path / "tiny.onnx")
     graph = onnx_layers.load(source)
-    every = qdq_quantized(qdq(source, tmp_path / "all.onnx", []), graph)
+    every = qdq_quantized(ort_qdq(source, tmp_path / "all.onnx", []), graph)
     assert {"conv", "logits"} <= every  # the Conv (with its fused Relu) and the Gemm read dequantized tensors
     assert qdq_quantized(source, graph) == set()  # the FP32 model quantizes nothing
-    fewer = qdq_quantized(qdq(source, tmp_path / "no-gemm.onnx", ["logits"]), graph)
+    fewer = qdq_quantized(ort_qdq(source, tmp_path / "no-gemm.onnx", ["logits"]), graph)
     assert fewer == every - {"logits"}  # a layer in nodes_to_exclude is no candidate any more
 
 
@@ -64,6 +39,6 @@ def test_a_float_bias_still_counts_as_quantized(tmp_path: Path) -> None:
     are quantized all the same."""
     source = named_tiny(tmp_path / "tiny.onnx")
     graph = onnx_layers.load(source)
-    every = qdq_quantized(qdq(source, tmp_path / "all.onnx", []), graph)
-    sym = qdq(source, tmp_path / "sym.onnx", [], ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False)
+    every = qdq_quantized(ort_qdq(source, tmp_path / "all.onnx", []), graph)
+    sym = ort_qdq(source, tmp_path / "sym.onnx", [], ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False)
     assert qdq_quantized(sym, graph) == every
