@@ -48,7 +48,9 @@ TIMES: list[tuple[str, float]] = []
 
 
 def log(msg: str) -> None:
-    print(f"[containers] {msg}", flush=True)
+    # One write per line: the image builds log from several threads, and print() writes the newline apart.
+    sys.stdout.write(f"[containers] {msg}\n")
+    sys.stdout.flush()
 
 
 @contextmanager
