@@ -31,7 +31,7 @@ from modelport.common.onnx_safety import check_onnx
 from modelport.common.preprocess import to_tensor
 from modelport.common.reference import load_detect_reference
 from modelport.convert.base import Converter
-from modelport.runtime.base import ONNX_MODEL
+from modelport.runtime.base import ONNX_MODEL, source_output_names
 from modelport.runtime.run import prepared_images
 
 from .focus import rewrite_focus
@@ -91,8 +91,7 @@ def match_outputs(ctx: StepContext, model: Model, param: Path, binfile: Path) ->
     """The model pnnx made (``param``, ``binfile``) run on the eval photos and its outputs named after the
     reference's (assign_outputs)."""
     cfg = ctx.config
-    assert cfg.contract is not None  # the caller counted its outputs
-    names = [o.name for o in cfg.contract.outputs]
+    names = source_output_names(cfg)  # the caller counted them: several
     reference = load_detect_reference(ctx.store, ctx.eval_images, cfg.preprocessing)
     missing = [n for n in names if f"output/{n}" not in reference]
     if missing:
