@@ -1,11 +1,12 @@
 """The OpenVINO INT8 search's cheap knobs (convert.METHODS): NNCF presets with its range estimators and bias
 corrections, each built by the real NNCF on a tiny model and differing from the plain preset as it should; a
-method NNCF lacks refused in one line."""
+method NNCF lacks refused in one line; NNCF's accuracy control (+qac) judged by our floors."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -123,3 +124,49 @@ def test_each_option_builds_an_int8_model_close_to_the_default(made: Made, metho
     ref = made["mixed"][2]
     cos = float(out.ravel() @ ref.ravel() / (np.linalg.norm(out) * np.linalg.norm(ref)))
     assert cos > 0.99, (method, cos)
+
+
+def test_accuracy_control_reverts_layers_until_our_floors_hold(tmp_path: Path) -> None:
+    """+qac: NNCF's accuracy control judged by our agreement with the reference. Floors the plain INT8 model meets:
+    nothing reverted. A cosine floor halfway between it and the FP32 model's: layers reverted, recorded as the
+    layers the intermediate (fully quantized) model quantizes and the result does not, and the result meets the
+    floor by our own comparison. Past the search's deadline NNCF is told to stop, and the record says so."""
+    import time
+
+    import openvino as ov
+
+    from modelport.common.agreement import compare, gate_failures
+    from modelport.common.config import AccuracyConfig
+    from modelport.openvino.convert import Control, nncf_quantize, quantized_layers, reverted
+
+    source = tiny_onnx(tmp_path / "tiny.onnx", size=(8, 8), batch=1, softmax=False)
+    rng = np.random.default_rng(0)
+    calib = Calib([rng.standard_normal((1, 3, 8, 8)).astype(np.float32) * (30 if i == 0 else 1) for i in range(6)])
+    images = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(8)]
+    fp32 = ov.Core().compile_model(ov.convert_model(str(source)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    ref = np.stack([np.asarray(fp32(x)[0]).reshape(-1) for x in images])
+
+    def run(name: str, accuracy: AccuracyConfig, seconds: float = 600) -> tuple[dict[str, Any], set[str], Any]:
+        work = tmp_path / name
+        work.mkdir()
+        control = Control(images, ref, accuracy, 8, time.monotonic() + seconds, work)
+        model = nncf_quantize(ov.convert_model(str(source)), cast(CalibrationSet, calib), "mixed+qac", control=control)
+        ov.save_model(model, str(work / "model.xml"), compress_to_fp16=False)
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        out = np.stack([np.asarray(compiled(x)[0]).reshape(-1) for x in images])
+        made = reverted(control, work / "model.xml", source)
+        return made, quantized_layers(work / "model.xml", source), compare(out, ref, [str(i) for i in range(len(images))])
+
+    loose = AccuracyConfig(int8_top1_min=0.5, int8_cosine_min=0.9, int8_cosine_mean_min=0.9)
+    made, plain, agreement = run("loose", loose)
+    assert made["reverted_layers"] == [] and made["stopped"] is None and plain  # met at once: a plain INT8 model
+    assert not gate_failures(agreement, "int8", loose)
+
+    tight = AccuracyConfig(int8_top1_min=0.5, int8_cosine_min=(agreement.cosine_min + 1) / 2, int8_cosine_mean_min=0.9)
+    assert gate_failures(agreement, "int8", tight)  # the plain model misses this floor
+    made, left, agreement = run("tight", tight)
+    assert made["reverted_layers"] and set(made["reverted_layers"]) == plain - left
+    assert not gate_failures(agreement, "int8", tight), agreement.cosine_min
+
+    made, left, _ = run("late", tight, seconds=-1)  # the budget already spent: NNCF stops at its first check
+    assert made["stopped"] and "budget" in made["stopped"] and made["reverted_layers"] == [] and left == plain

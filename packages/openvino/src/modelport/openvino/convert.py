@@ -2,7 +2,8 @@
 
 FP32: ``ov.convert_model`` of onnx/model.onnx, saved with ``compress_to_fp16=False`` (fp32 weights).
 INT8: NNCF post-training quantization of that model over the common calibration set, through
-the recovery search (recover.py) when it misses the [accuracy] floors.
+the recovery search (recover.py) when it misses the [accuracy] floors. A ``+qac`` method is NNCF's
+accuracy control driven by our own agreement with the reference on the eval images (``Control``).
 Each is verified against the reference through the runtime that benches it.
 """
 
@@ -10,20 +11,29 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from modelport.common.agreement import Kind
+import numpy as np
+
+from modelport.common.agreement import Kind, compare
 from modelport.common.artifacts import Job, file_inputs
 from modelport.common.calibration import CalibrationSet
+from modelport.common.config import AccuracyConfig
 from modelport.common.context import StepContext
 from modelport.common.errors import InputError, ModelportError
-from modelport.common.log import activity, captured, step
+from modelport.common.log import activity, captured, step, warn
 from modelport.common.onnx_safety import check_onnx
+from modelport.common.preprocess import to_tensor
+from modelport.common.recovery import brief, shortfall
+from modelport.common.reference import load_reference
 from modelport.convert.base import Converter
 from modelport.runtime.base import ONNX_MODEL, Runtime
+from modelport.runtime.run import prepared_images
 
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 
@@ -54,6 +64,9 @@ OPTIONS = {
     "minmax": "activation ranges from the min/max of all images (NNCF's default: the mean of per-image min/max)",
     "quantile": "activation ranges from the mean of per-image quantiles (clips rare outliers)",
     "nobc": "no bias correction at all (disable_bias_correction=True)",
+    "qac": "NNCF's accuracy control (quantize_with_accuracy_control): then reverts to float the quantizer groups that "
+    "cost most of our agreement with the reference, until the [accuracy] floors hold (the layers it reverts are the "
+    "variant's float layers)",
 }
 # SmoothQuant is not offered: NNCF runs it only with model_type=TRANSFORMER, whose patterns are for transformers.
 # The search's order, best first as measured on MobileNetV2 over the 12 shipped + 23 harder photos (top-1 /
@@ -67,6 +80,7 @@ METHODS = (
     "mixed+minmax+fbc",
     "mixed+minmax",
     "performance+minmax",
+    "mixed+minmax+fbc+qac",
 )
 # +ca is known but not searched: NNCF 3.4.0's ChannelAlignment fails on MobileNetV2 (KeyError in its astype).
 
@@ -120,7 +134,9 @@ def quantized_layers(xml: Path, source: Path) -> set[str]:
             src = port.get_source_output().get_node()
             while src.get_type_name() in SHAPE_OPS:
                 src = src.input(0).get_source_output().get_node()
-            if src.get_type_name() in QUANTIZERS:
+            # A quantizer on a Constant is a weight's, which a saved model carries compressed (no FakeQuantize
+            # left) and NNCF's intermediate model (``Control``) does not: only activations count, in both alike.
+            if src.get_type_name() in QUANTIZERS and src.input(0).get_source_output().get_node().get_type_name() != "Constant":
                 return True
         return False
 
@@ -132,14 +148,63 @@ def quantized_layers(xml: Path, source: Path) -> set[str]:
     return {la.node for la in graph.layers if any(n == node or n.startswith(node + "/") for n in ops for node in la.nodes)}
 
 
-def nncf_quantize(model: Any, calibration: CalibrationSet, method: str = "performance", ignored: Sequence[str] = ()) -> Any:
+@dataclass
+class Control:
+    """What ``+qac`` (NNCF's accuracy control) is judged by and bounded by.
+
+    The metric NNCF keeps within ``max_drop`` is ours: 1 minus the shortfall below the [accuracy] INT8 floors of
+    the model's agreement with the reference on the eval images (``recovery.shortfall``: top-1, cosine min and
+    cosine mean, each floor's deficit summed; the 1 because NNCF divides by the FP32 model's metric). It is 1
+    exactly when every floor holds, and the FP32 model NNCF starts from meets stricter floors (it is verified at
+    them), so its metric is 1 too: ``max_drop = 0`` then
+    stops NNCF at the first scope that meets the floors, and its ranking of quantizer groups is by how much of
+    the shortfall each one's revert removes. Time is bounded twice: at most ``max_iterations`` reverted groups
+    (NNCF's max_num_iterations), and past ``deadline`` (``time.monotonic()``, the search's budget) every
+    validation reports the FP32 model's metric, which NNCF reads as "done": it returns its current model,
+    which the search then verifies like any other (``stopped`` records why).
+    """
+
+    images: list[np.ndarray]  # eval tensors, batch 1, as the runtime feeds them
+    reference: np.ndarray  # [N, C], the reference outputs of those images
+    accuracy: AccuracyConfig
+    max_iterations: int
+    deadline: float
+    workdir: Path  # NNCF writes its fully quantized intermediate model here: what the revert is read against
+    tick: Callable[[str], None] = lambda status: None
+    validations: int = 0
+    stopped: str | None = None
+
+    def metric(self, compiled: Any, items: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[float, list[float]]:
+        """NNCF's validation_fn over (tensor, reference row) items: (metric, each image's cosine)."""
+        pairs = list(items)
+        outs = np.stack([np.asarray(compiled(x)[0], dtype=np.float32).reshape(-1) for x, _ in pairs])
+        agreement = compare(outs, np.stack([r for _, r in pairs]), [str(i) for i in range(len(pairs))])
+        per_image = [p.cosine for p in agreement.per_image]
+        self.validations += 1
+        if time.monotonic() > self.deadline:
+            self.stopped = self.stopped or f"the search's budget ran out after {self.validations} validations"
+            return 1.0, per_image
+        short = shortfall(brief(agreement) or {}, self.accuracy)
+        self.tick(f"{self.validations} validations, the last {short:.4f} below the floors")
+        return 1.0 - short, per_image
+
+
+def nncf_quantize(
+    model: Any,
+    calibration: CalibrationSet,
+    method: str = "performance",
+    ignored: Sequence[str] = (),
+    control: Control | None = None,
+) -> Any:
     """NNCF post-training INT8 over the calibration tensors (NCHW float32, batch 1) with ``method`` (a preset and
-    its options, ``parse_method``); ``ignored``: op names kept in float."""
+    its options, ``parse_method``); ``ignored``: op names kept in float. A ``+qac`` method needs ``control``."""
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters, AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     preset, opts = parse_method(method)
+    if ("qac" in opts) != (control is not None):
+        raise ValueError(f"method {method!r}: NNCF's accuracy control (+qac) runs with a Control, and only +qac does")
     tensors = list(calibration.tensors("NCHW", "float32"))
     scope = nncf.IgnoredScope(names=list(ignored), validate=False) if ignored else None
     advanced = AdvancedQuantizationParameters(
@@ -153,15 +218,41 @@ def nncf_quantize(model: Any, calibration: CalibrationSet, method: str = "perfor
             else {}
         ),
     )
-    return nncf.quantize(
+    common: dict[str, Any] = {
+        "preset": nncf.QuantizationPreset(preset),
+        "subset_size": len(tensors),
+        "fast_bias_correction": "fbc" not in opts,
+        **({"ignored_scope": scope} if scope else {}),
+    }
+    if control is None:
+        return nncf.quantize(model, nncf.Dataset(tensors), advanced_parameters=advanced, **common)
+    items = list(zip(control.images, control.reference, strict=True))
+    return nncf.quantize_with_accuracy_control(
         model,
         nncf.Dataset(tensors),
-        preset=nncf.QuantizationPreset(preset),
-        subset_size=len(tensors),
-        fast_bias_correction="fbc" not in opts,
-        advanced_parameters=advanced,
-        **({"ignored_scope": scope} if scope else {}),
+        nncf.Dataset(items, lambda item: item[0]),
+        control.metric,
+        max_drop=0.0,
+        drop_type=nncf.DropType.ABSOLUTE,
+        advanced_quantization_parameters=advanced,
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            max_num_iterations=control.max_iterations,
+            ranking_subset_size=len(items),  # every eval image: the floors look at the worst one
+            intermediate_model_dir=str(control.workdir),
+        ),
+        **common,
     )
+
+
+def reverted(control: Control, xml: Path, source: Path) -> dict[str, object]:
+    """What NNCF's accuracy control did: the ONNX layers its fully quantized intermediate model quantizes and
+    ``xml`` (its result) does not, how many validations it ran, and why it stopped early, if it did."""
+    intermediate = control.workdir / "intermediate_model.xml"
+    layers = sorted(quantized_layers(intermediate, source) - quantized_layers(xml, source)) if intermediate.exists() else []
+    if control.stopped:
+        warn(f"NNCF accuracy control stopped: {control.stopped}; its model is verified as it is")
+    step(f"NNCF accuracy control: {len(layers)} layers reverted to float in {control.validations} validations")
+    return {"reverted_layers": layers, "validations": control.validations, "stopped": control.stopped}
 
 
 class Target(Converter):
@@ -189,9 +280,12 @@ class Target(Converter):
         preset: str | None = None,
         float_layers: list[str] | None = None,
         gate: bool = True,
+        deadline: float | None = None,
     ) -> list[Path]:
         """One IR at ``files`` (role -> path; default this target's): FP32, or NNCF INT8 with ``preset`` and
-        ``float_layers`` (ONNX layer names) kept in float; verified (with ``gate``, held to the floors)."""
+        ``float_layers`` (ONNX layer names) kept in float; verified (with ``gate``, held to the floors).
+        A ``+qac`` preset stops NNCF's accuracy control at ``deadline`` (``time.monotonic()``; default
+        [quantization] recover_minutes from now) and records the layers it reverted (``reverted_layers``)."""
         cfg, store = ctx.config, ctx.store
         files = files or dict(self.runtime.artifacts)
         xml, bin_ = files["model"], files["weights"]
@@ -199,10 +293,10 @@ class Target(Converter):
         check_onnx(source)
         inputs = {"onnx": source}
         options = {"compress_to_fp16": False, "device": "CPU", "inference_precision": cfg.openvino.inference_precision}
-        calib = None
+        calib, qac, stop = None, False, 0.0
         if self.kind == "int8":
             preset = preset or cfg.openvino.preset
-            parse_method(preset)  # a method NNCF lacks: one line, before anything is written
+            qac = "qac" in parse_method(preset)[1]  # a method NNCF lacks: one line, before anything is written
             calib = ctx.calibration
             calib.validate()  # every calibration image decodes before anything is written
             inputs |= file_inputs("calibration", calib.paths)
@@ -212,9 +306,23 @@ class Target(Converter):
                 "calibration_images": len(calib),
                 "float_layers": list(float_layers or []),
             }
+        if qac:
+            if cfg.detector is not None:  # our metric is a classifier's agreement; a detector's boxes are not in it
+                raise ModelportError(f"{preset}: NNCF's accuracy control is judged by a classifier's agreement, not boxes")
+            q = cfg.quantization
+            inputs |= file_inputs("image", ctx.eval_images)  # what the layers it reverts are chosen by
+            options |= {
+                "qac": {
+                    "floors": cfg.accuracy.model_dump(),
+                    "max_iterations": q.recover_max_float_layers,
+                    "budget_minutes": q.recover_minutes,
+                }
+            }
+            stop = deadline if deadline is not None else time.monotonic() + q.recover_minutes * 60
 
         def make(job: Job) -> dict[str, object]:
             model = read_onnx(source)
+            control: Control | None = None
             if calib is not None and preset is not None:
                 ignored = ov_ops(model, source, list(float_layers or []))
                 step(
@@ -224,9 +332,23 @@ class Target(Converter):
                 # NNCF's progress bars and INFO lines: the step's log, not the terminal
                 log = store.path(f"openvino/logs/{Path(xml).stem}.log")
                 log.unlink(missing_ok=True)
-                with activity(f"NNCF calibration + quantization on {len(calib)} images"), captured(log):
+                what = "NNCF accuracy control" if qac else "NNCF calibration + quantization"
+                with activity(f"{what} on {len(calib)} images") as tick, captured(log):
+                    control = (
+                        Control(
+                            [to_tensor(a, cfg.input, "NCHW", "float32") for a in prepared_images(ctx)],
+                            load_reference(store, ctx.eval_images, cfg.input.signature),
+                            cfg.accuracy,
+                            cfg.quantization.recover_max_float_layers,
+                            stop,
+                            job.workdir,
+                            tick,
+                        )
+                        if qac
+                        else None
+                    )
                     try:
-                        model = nncf_quantize(model, calib, preset, ignored)
+                        model = nncf_quantize(model, calib, preset, ignored, control)
                     except (InputError, KeyboardInterrupt):
                         raise
                     except Exception as e:  # NNCF's own failure on this model: one variant fails, not the search
@@ -234,7 +356,9 @@ class Target(Converter):
             else:
                 step(f"ov.convert_model {SOURCE} -> {xml} (fp32 weights)")
             save(model, job, xml, bin_)
-            return {"calibration": calib.signature()} if calib is not None else {}
+            if control is None:
+                return {"calibration": calib.signature()} if calib is not None else {}
+            return {"calibration": calib.signature() if calib else None, "qac": reverted(control, job.tmp(xml), source)}
 
         return self.produce(
             ctx,

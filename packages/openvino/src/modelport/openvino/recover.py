@@ -1,18 +1,21 @@
 """OpenVINO INT8 recovery knobs: NNCF's presets with its bias correction and range estimators (convert.METHODS),
-then layers in its ``ignored_scope`` (common/recovery.py searches).
+NNCF's accuracy control last among them (``+qac``: the layers it reverts are the variant's float layers), then
+layers in its ``ignored_scope`` (common/recovery.py searches).
 
 ``TARGET`` is `convert openvino-int8` (the descriptor's target): the configured NNCF model, or the variant the search keeps.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from modelport.common.context import StepContext
 from modelport.common.recovery import Variant
 from modelport.convert.recover import Searched, analysed, ranked
 from modelport.runtime.knobs import Knobs, configured_first
 
-from .convert import INT8, METHODS, SOURCE, quantized_layers
+from .convert import INT8, METHODS, SOURCE, parse_method, quantized_layers
 from .runtime import OpenvinoFp32Runtime, OpenvinoInt8Runtime
 
 
@@ -24,12 +27,27 @@ class OpenvinoKnobs(Knobs):
     sources = {"onnx": SOURCE}
     builder = INT8
 
+    def __init__(self, ctx: StepContext, force: bool):
+        # the search starts with these knobs: NNCF's accuracy control stops where the search's budget ends
+        self.deadline = time.monotonic() + ctx.config.quantization.recover_minutes * 60
+        super().__init__(ctx, force)
+
     def space(self) -> tuple[list[str], list[str]]:
         c = self.ctx.config.openvino
-        return configured_first(c.preset, METHODS), list(c.float_layers)  # METHODS: convert.py
+        methods = METHODS if self.ctx.config.detector is None else tuple(m for m in METHODS if "qac" not in parse_method(m)[1])
+        return configured_first(c.preset, methods), list(c.float_layers)  # METHODS: convert.py
 
     def make(self, method: str, float_layers: list[str], files: dict[str, str]) -> None:
-        INT8.build(self.ctx, self.force, files, method, float_layers, gate=False)
+        INT8.build(self.ctx, self.force, files, method, float_layers, gate=False, deadline=self.deadline)
+
+    def build(self, method: str, float_layers: list[str]) -> Variant:
+        """The variant, with the layers NNCF's accuracy control reverted (``+qac``) among its float layers: every
+        view counts them (regions, MAC share) as it counts the layers the search chose."""
+        variant = super().build(method, float_layers)
+        made = (self.ctx.store.read_manifest(variant.files["model"]) or {}).get("extra", {})
+        extra = (made.get("qac") or {}).get("reverted_layers") or []
+        variant.float_layers = [*float_layers, *(la for la in extra if la not in float_layers)]
+        return variant
 
     def worst_layers(self, variant: Variant) -> list[str]:
         return ranked(analysed(self.ctx, self.key, variant.files, variant.id))
