@@ -127,6 +127,12 @@ def quantized_layers(xml: Path, source: Path) -> set[str]:
     """The ONNX layers (of ``source``) that INT8 IR ``xml`` quantizes: an op ``convert_model`` made of one of
     the layer's nodes (named as ``ov_ops`` finds them) reads an input through a FakeQuantize/FakeConvert."""
     import openvino as ov
+
+    return quantized_in(ov.Core().read_model(str(xml)), source)
+
+
+def quantized_in(model: Any, source: Path) -> set[str]:
+    """``quantized_layers`` of an OpenVINO model in memory."""
     from modelport.common import onnx_layers
 
     def quantized_input(op: Any) -> bool:
@@ -140,7 +146,6 @@ def quantized_layers(xml: Path, source: Path) -> set[str]:
                 return True
         return False
 
-    model = ov.Core().read_model(str(xml))
     ops = [
         op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() not in QUANTIZERS and quantized_input(op)
     ]
@@ -156,9 +161,8 @@ class Control:
     the model's agreement with the reference on the eval images (``recovery.shortfall``: top-1, cosine min and
     cosine mean, each floor's deficit summed; the 1 because NNCF divides by the FP32 model's metric). It is 1
     exactly when every floor holds, and the FP32 model NNCF starts from meets stricter floors (it is verified at
-    them), so its metric is 1 too: ``max_drop = 0`` then
-    stops NNCF at the first scope that meets the floors, and its ranking of quantizer groups is by how much of
-    the shortfall each one's revert removes. Time is bounded twice: at most ``max_iterations`` reverted groups
+    them), so its metric is 1 too: ``max_drop = 0`` then stops NNCF at the first scope that meets the floors,
+    and its ranking of quantizer groups is by how much of the shortfall each one's revert removes. Time is bounded twice: at most ``max_iterations`` reverted groups
     (NNCF's max_num_iterations), and past ``deadline`` (``time.monotonic()``, the search's budget) every
     validation reports the FP32 model's metric, which NNCF reads as "done": it returns its current model,
     which the search then verifies like any other (``stopped`` records why).
@@ -244,11 +248,11 @@ def nncf_quantize(
     )
 
 
-def reverted(control: Control, xml: Path, source: Path) -> dict[str, object]:
+def reverted(control: Control, model: Any, source: Path) -> dict[str, object]:
     """What NNCF's accuracy control did: the ONNX layers its fully quantized intermediate model quantizes and
-    ``xml`` (its result) does not, how many validations it ran, and why it stopped early, if it did."""
+    ``model`` (its result) does not, how many validations it ran, and why it stopped early, if it did."""
     intermediate = control.workdir / "intermediate_model.xml"
-    layers = sorted(quantized_layers(intermediate, source) - quantized_layers(xml, source)) if intermediate.exists() else []
+    layers = sorted(quantized_layers(intermediate, source) - quantized_in(model, source)) if intermediate.exists() else []
     if control.stopped:
         warn(f"NNCF accuracy control stopped: {control.stopped}; its model is verified as it is")
     step(f"NNCF accuracy control: {len(layers)} layers reverted to float in {control.validations} validations")
@@ -358,7 +362,7 @@ class Target(Converter):
             save(model, job, xml, bin_)
             if control is None:
                 return {"calibration": calib.signature()} if calib is not None else {}
-            return {"calibration": calib.signature() if calib else None, "qac": reverted(control, job.tmp(xml), source)}
+            return {"calibration": calib.signature() if calib else None, "qac": reverted(control, model, source)}
 
         return self.produce(
             ctx,
