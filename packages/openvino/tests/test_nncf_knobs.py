@@ -170,3 +170,49 @@ def test_accuracy_control_reverts_layers_until_our_floors_hold(tmp_path: Path) -
 
     made, left, _ = run("late", tight, seconds=-1)  # the budget already spent: NNCF stops at its first check
     assert made["stopped"] and "budget" in made["stopped"] and made["reverted_layers"] == [] and left == plain
+
+
+def test_the_search_counts_the_layers_accuracy_control_reverted_as_float(tmp_path: Path) -> None:
+    """`convert openvino-int8` on a tiny pipeline whose floor the plain INT8 model misses, the search restricted to
+    +qac: the kept variant's float layers are the ones NNCF reverted (its manifest's ``reverted_layers``), the
+    INT8 IR no longer quantizes them, and the record costs them as regions and a MAC share like any float layer."""
+    import json
+    import shutil
+
+    import openvino as ov
+
+    from conftest import make_context
+    from modelport.common.preprocess import to_tensor
+    from modelport.common.recovery import record_path
+    from modelport.common.reference import REFERENCE, image_ids
+    from modelport.convert.registry import target_module
+    from modelport.openvino.convert import quantized_layers
+    from modelport.runtime.run import prepared_images
+    from tiny_models import tiny_pipeline
+
+    env = tiny_pipeline(tmp_path, softmax=False)
+    knobs = ["input.size=[8, 8]", 'quantization.recover_methods=["mixed+minmax+fbc+qac"]', "quantization.recover_rounds=1"]
+    ctx = make_context(env, overrides=knobs)
+    store = ctx.store
+    store.path("onnx").mkdir(parents=True)
+    shutil.copyfile(tmp_path / "tiny.onnx", store.path("onnx/model.onnx"))  # the source, as `convert onnx` leaves it
+    fp32 = ov.Core().compile_model(
+        ov.convert_model(str(store.path("onnx/model.onnx"))), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    tensors = [to_tensor(a, ctx.config.input, "NCHW", "float32") for a in prepared_images(ctx)]
+    with store.produce(REFERENCE, inputs={}, tool="openvino fp32", tool_version=ov.__version__) as job:
+        with open(job.tmp(), "wb") as f:
+            np.save(f, np.stack([np.asarray(fp32(x)[0]).reshape(-1) for x in tensors]))
+        job.record(preprocessing=ctx.config.input.signature, images=image_ids(ctx.eval_images))
+
+    # a floor no INT8 model meets with every layer INT8 (FP32, which the reference is, gives 1.0)
+    ctx = make_context(env, overrides=[*knobs, "accuracy.int8_cosine_min=0.999999"])
+    target_module("openvino-fp32").run(ctx, force=False)  # the twin the search times its variants against
+    target_module("openvino-int8").run(ctx, force=False)
+    record = json.loads(store.path(record_path("openvino-int8")).read_text())
+    kept = next(v for v in record["variants"] if v["id"] == record["kept"])
+    assert kept["id"] == "mixed+minmax+fbc+qac" and kept["passes"]
+    reverted = (store.read_manifest(kept["files"]["model"]) or {})["extra"]["qac"]["reverted_layers"]
+    assert reverted and kept["float_layers"] == reverted
+    assert not set(reverted) & quantized_layers(store.path(kept["files"]["model"]), store.path("onnx/model.onnx"))
+    assert kept["regions"] >= 1 and 0 < kept["float_share"] <= 1
