@@ -8,7 +8,8 @@
    head has (step 4, no greedy), and the final timing keeps the faster.
 3. The toolchain's other calibration methods, in its order, all layers INT8 (cheaper than any float
    layer: YOLOX-nano on OpenVINO, NNCF's mixed preset met the floors alone and did worse with the head
-   in float), until one meets the floors.
+   in float), until one meets the floors. A toolchain's last methods may choose float layers themselves
+   (NNCF's accuracy control, ``+qac``): the variant records them as its float layers.
 4. From the best of those (a detector: with its head in float first, when that is better), its worst layers (per-layer analysis, lowest own SQNR) kept in float:
    1, 2, 4, ... layers until the floors are met, then bisection down to the fewest that meet them.
    Candidates are only layers that variant really quantizes (``Knobs.quantized_layers``): a layer
