@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
@@ -327,6 +328,44 @@ def test_a_slow_verdict_whose_median_reaches_the_floor_says_which_rounds_missed_
     assert recovery.speed_text(speed) == (
         "SLOW: median 1.70x its FP32 twin onnx, but below the 1.30x speed floor in 2 of 5 interleaved rounds (one is allowed)"
     )
+
+
+def test_a_slow_kept_variant_says_what_the_faster_ones_lacked() -> None:
+    """The all-INT8 build meets the speed floor but not the accuracy floors; the kept one needs float layers."""
+    b = NoisyBackend()
+    fast = timed(judge(b.build("a", []), floors(0.99)), [2.0] * 5)  # 2.0x, below the accuracy floors
+    kept = timed(judge(b.build("a", LAYERS[:4]), floors(0.0)), [3.5] * 5)  # 1.14x, meets them
+    recovery.judge_speed([fast, kept], {"fp32_rounds_ms": FP32_ROUNDS}, 1.3)
+    assert choose([fast, kept]) is kept
+    speed = recovery.speed_check("onnx-int8", "ONNX INT8", asdict(kept), {"fp32_rounds_ms": FP32_ROUNDS}, 1.3, None, [fast, kept])
+    text = cast(str, recovery.speed_text(speed))
+    assert text.startswith("SLOW: 1.14x") and "a-0 (every layer INT8) ran 2.00x but misses the accuracy floors" in text
+    assert "the 4 float layers the floors need cost the rest" in text
+    # Nothing faster was built: the toolchain's INT8 itself is the reason.
+    alone = recovery.speed_check("onnx-int8", "ONNX INT8", asdict(kept), {"fp32_rounds_ms": FP32_ROUNDS}, 1.3, None, [kept])
+    assert "the fastest INT8 variant it built, a-4, ran 1.14x" in cast(str, recovery.speed_text(alone))
+
+
+def test_a_failed_search_says_why_it_stopped() -> None:
+    class NoFloat(NoisyBackend):
+        float_unsupported = "keeps no layers in float: its quantizer takes no list"
+
+        def worst_layers(self, variant: Variant) -> list[str]:
+            return []
+
+        def quantized_layers(self, variant: Variant) -> set[str]:
+            return set()
+
+    unreachable = floors(0.99999)  # no variant with fewer than all 10 layers in float comes this close
+    s = Search(NoFloat(), unreachable, budget_s=60, max_float_layers=8)
+    s.run()
+    assert s.why_below() == "all 2 variants were every layer INT8: toy INT8 keeps no layers in float: its quantizer takes no list"
+    s = Search(NoisyBackend(), unreachable, budget_s=60, max_float_layers=4)
+    s.run()
+    assert s.why_below() == "even 4 layers in float missed them ([quantization] recover_max_float_layers = 4)"
+    s = Search(NoisyBackend(), unreachable, budget_s=0.0001, max_float_layers=8)
+    s.run()
+    assert s.why_below().startswith("the 1.66667e-06-minute budget ran out after 1 variants")
 
 
 class Detector(NoisyBackend):

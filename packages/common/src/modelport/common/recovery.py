@@ -333,6 +333,22 @@ class Search:
         self.greedy(base.method, base.float_layers, ranked[:GREEDY_WIDTH], passed_k)
         return self.tried
 
+    def why_below(self) -> str:
+        """Why nothing the search built meets the floors, as the failed row says it."""
+        b, n = self.backend, len(self.tried)
+        if self.budget_s <= 0:
+            return "no search ([quantization] recover = false, or verification is off)"
+        floated = [v for v in self.tried if v.files and len(v.float_layers) > len(b.float_layers)]
+        unsupported = getattr(b, "float_unsupported", None)
+        if not floated and unsupported:
+            return f"all {n} variants were every layer INT8: {b.display} {unsupported}"
+        if self.left() <= 0:
+            return f"the {self.budget_s / 60:g}-minute budget ran out after {n} variants ([quantization] recover_minutes)"
+        most = max((len(v.float_layers) - len(b.float_layers) for v in floated), default=0)
+        if most >= self.max_float_layers:
+            return f"even {most} layers in float missed them ([quantization] recover_max_float_layers = {self.max_float_layers})"
+        return f"every method and float-layer set it could build ({n} variants) missed them"
+
     def fewest(self, base: Variant, ranked: list[str]) -> int | None:
         """The fewest of ``ranked`` (a prefix) in float on ``base`` that meet the floors: 1, 2, 4, ... layers until
         they do, then bisection; None when no prefix does within the budget."""
@@ -481,9 +497,11 @@ def speed_check(
     timing: dict[str, Any] | None,
     min_speedup: float,
     untimed: str | None = None,
+    variants: list[Variant] | None = None,
 ) -> dict[str, Any]:
     """The kept variant against the speed floor, as a results row carries it (``schema.SpeedCheck``); ``untimed``:
-    why a backend whose timers are None is not timed (default: a simulator)."""
+    why a backend whose timers are None is not timed (default: a simulator); ``variants``: the search's, what a
+    slow verdict's ``why`` is read from."""
     twin = backends()[backend_key].fp32_twin if backend_key in backends() else None
     if kept.get("meets_speed") is None:
         why = (untimed or "no timing here (a simulator)") if timing is None else "its FP32 twin was not timed"
@@ -499,7 +517,31 @@ def speed_check(
         rounds=rounds,
         rounds_below=below,
         note=f"kept variant {kept['id']} vs its FP32 twin in {rounds} interleaved rounds of the recovery search",
+        why=slow_why(kept, variants or [], min_speedup) if not kept["meets_speed"] else "",
     ).model_dump()
+
+
+def slow_why(kept: dict[str, Any], variants: list[Variant], min_speedup: float) -> str:
+    """Why the kept variant is below the speed floor: the faster variants it was chosen over miss the accuracy
+    floors (the float layers the floors need cost the speed), or even the fastest INT8 build is no faster.
+    Read from the median speedups: a noisy round says nothing about which of these it is."""
+    timed = [v for v in variants if v.speedup is not None]
+    if not timed:
+        return ""
+    fastest = max(timed, key=lambda v: v.speedup or 0.0)
+    if (fastest.speedup or 0.0) >= min_speedup and not fastest.passes:
+        what = (
+            float_text(len(fastest.float_layers), fastest.regions, fastest.float_share)
+            if fastest.float_layers
+            else "every layer INT8"
+        )
+        return (
+            f"{fastest.id} ({what}) ran {fastest.speedup:.2f}x but misses the accuracy floors; the "
+            f"{float_text(len(kept['float_layers']), kept.get('regions'), kept.get('float_share'))} the floors need cost the rest"
+        )
+    if (fastest.speedup or 0.0) < min_speedup:
+        return f"the fastest INT8 variant it built, {fastest.id}, ran {fastest.speedup:.2f}x: this toolchain's INT8 is not that much faster here"
+    return ""
 
 
 def speed_text(speed: SpeedCheck | dict[str, Any] | None) -> str | None:
@@ -516,7 +558,7 @@ def speed_text(speed: SpeedCheck | dict[str, Any] | None) -> str | None:
             )
         return (
             f"SLOW: {s['speedup']:.2f}x its FP32 twin{twin} in {s['rounds']} interleaved rounds, "
-            f"below the {s['min_speedup']:.2f}x speed floor"
+            f"below the {s['min_speedup']:.2f}x speed floor" + (f": {s['why']}" if s.get("why") else "")
         )
     return s["note"] if s.get("slow") is None else None
 
@@ -558,8 +600,10 @@ def recover(ctx: StepContext, backend: Knobs) -> dict[str, Any]:
         "calibration": calibration_record(len(ctx.calibration), ctx.config.images.calibration_min),
         "variants": [asdict(v) | {"passes": v.passes} for v in variants],
     }
+    if verified and not kept.passes:
+        record["stopped"] = search.why_below()
     record["speed"] = speed_check(
-        backend.key, backend.display, asdict(kept), timing, q.min_speedup, getattr(backend, "untimed", None)
+        backend.key, backend.display, asdict(kept), timing, q.min_speedup, getattr(backend, "untimed", None), variants
     )
     if searched:
         summary(record)
@@ -672,7 +716,7 @@ def below_floors_error(record: dict[str, Any], what: Path, agreement: dict[str, 
     return AccuracyGateError(
         f"int8 model below the [accuracy] floors after {len(record['variants'])} variants "
         f"({record['wall_seconds']:.0f} s): kept the best, {kept['id']}, as its below-floor file: "
-        f"{agreement_text(a)} ({'; '.join(kept['failures'])})",
+        f"{agreement_text(a)} ({'; '.join(kept['failures'])})" + (f"; {record['stopped']}" if record.get("stopped") else ""),
         what,
         agreement=Agreement.model_validate(agreement) if agreement else None,
     )

@@ -143,6 +143,7 @@ class SpeedCheck(Model):
     rounds: int = 0
     rounds_below: int = 0  # rounds whose own ratio missed min_speedup (meets_speedup allows one of three or more)
     note: str = ""  # how it was measured, or why it was not
+    why: str = ""  # slow: what the faster variants lacked (the accuracy floors), or that none was faster
 
 
 class ThroughputPoint(Model):

@@ -25,6 +25,10 @@ class MnnKnobs(Knobs):
     runtimes = (MnnInt8Runtime, MnnFp32Runtime)
     sources = {"onnx": SOURCE}
     builder = INT8
+    float_unsupported = (
+        "keeps no layers in float: MNN's train_quant quantizes every convolution of the module it is given "
+        "and takes no list of layers to leave out"
+    )
 
     def space(self) -> tuple[list[str], list[str]]:
         return configured_first(configured_method(self.ctx.config.mnn), METHODS), []  # METHODS: convert.py

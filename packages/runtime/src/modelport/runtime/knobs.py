@@ -70,6 +70,8 @@ class Knobs:
     builder: ClassVar[Builder]  # the converter that makes each variant
     # The INT8 runtime over a variant's files and its FP32 twin, for the interleaved timing; None: no latency here.
     runtimes: ClassVar[tuple[type[Runtime], type[Runtime]] | None] = None
+    # Why the toolchain keeps no layers in float (no worst_layers/quantized_layers): a failed search says it.
+    float_unsupported: ClassVar[str | None] = None
 
     def __init__(self, ctx: StepContext, force: bool):
         self.ctx, self.force = ctx, force
