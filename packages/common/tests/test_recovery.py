@@ -20,7 +20,7 @@ from modelport.common.config import AccuracyConfig
 from modelport.common.context import StepContext
 from modelport.common.errors import AccuracyGateError
 from modelport.common.onnx_layers import OnnxGraph
-from modelport.common.recovery import Search, Variant, choose, judge, time_variants
+from modelport.common.recovery import Search, Variant, choose, judge, time_variants, variant_id
 
 LAYERS = [f"layer{i}" for i in range(10)]
 REFERENCE = np.random.default_rng(0).normal(size=(8, 50)).astype(np.float32)
@@ -95,6 +95,27 @@ def test_methods_then_doubling_then_bisection_to_the_fewest_float_layers() -> No
     assert greedy and all(len(v.float_layers) <= recovery.GREEDY_DEPTH for v in greedy)
     assert {v.float_layers[-1] for v in greedy} <= set(LAYERS[: recovery.GREEDY_WIDTH])
     assert choose(tried).float_layers == LAYERS[:5]  # untimed: the fewest float layers that pass
+
+
+def test_float_layers_the_floors_do_not_need_are_dropped_after_bisection() -> None:
+    """Only layer0 and layer5 carry error; the ranking puts four harmless layers between them, so the fewest
+    prefix that passes has 6 layers. Dropping each again, while the rest still pass, leaves the two."""
+    culprits = {"layer0": 0.5, "layer5": 0.5}
+
+    class TwoCulprits(NoisyBackend):
+        def build(self, method: str, float_layers: list[str]) -> Variant:
+            self.built.append((method, tuple(float_layers)))
+            noise = 0.4 * sum(w for la, w in culprits.items() if la not in float_layers)
+            out = REFERENCE + noise * np.random.default_rng(7).normal(size=REFERENCE.shape)
+            a = compare(out, REFERENCE, [f"img{i}" for i in range(len(REFERENCE))])
+            return Variant(variant_id(method, float_layers), method, list(float_layers), {"toy": "in memory"}, recovery.brief(a))
+
+    tried = Search(TwoCulprits(), floors(0.999), budget_s=600, max_float_layers=8).run()
+    assert [len(v.float_layers) for v in tried if v.stage == "float"] == [1, 2, 4, 8, 6, 5]
+    pruned = [v for v in tried if v.stage == "prune"]
+    assert [v.passes for v in pruned] == [True, True, True, True, False]  # layer4..layer1 go; without layer0 it fails
+    assert pruned[-2].float_layers == ["layer0", "layer5"]
+    assert choose(tried).float_layers == ["layer0", "layer5"]
 
 
 def test_greedy_looks_only_for_sets_smaller_than_the_one_that_passed() -> None:

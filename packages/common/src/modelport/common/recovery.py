@@ -11,7 +11,8 @@
    in float), until one meets the floors. A toolchain's last methods may choose float layers themselves
    (NNCF's accuracy control, ``+qac``): the variant records them as its float layers.
 4. From the best of those (a detector: with its head in float first, when that is better), its worst layers (per-layer analysis, lowest own SQNR) kept in float:
-   1, 2, 4, ... layers until the floors are met, then bisection down to the fewest that meet them.
+   1, 2, 4, ... layers until the floors are met, then bisection down to the fewest that meet them, then
+   each of those layers dropped again, one at a time, while the rest still meet them (``prune``).
    Candidates are only layers that variant really quantizes (``Knobs.quantized_layers``): a layer
    the toolchain already runs in float ranks anywhere, by chance, and keeping it "in float" changes nothing.
    Then the same set with its gaps closed: the few quantized layers between two of its float regions put in
@@ -95,7 +96,7 @@ class Variant:
     meets_speed: bool | None = None  # timing.meets_speedup against [quantization] min_speedup; None: not timed
     size_bytes: int | None = None
     build_seconds: float | None = None
-    stage: str = "default"  # default | head | calibration | float | regions | greedy
+    stage: str = "default"  # default | head | calibration | float | prune | regions | greedy
     regions: int | None = None  # connected runs of float layers in the ONNX graph: each one a Q/DQ island
     float_share: float | None = None  # share of the model's MACs its float layers run; None: not counted
     shortfall: float | None = None  # how far below the [accuracy] floors, summed over them (0: meets them)
@@ -312,7 +313,7 @@ class Search:
                 ranked = self.candidates(base)[: len(head) - 1]
                 passed_k = self.fewest(base, ranked)
                 if passed_k is not None:
-                    self.join_regions(base, [*base.float_layers, *ranked[:passed_k]])
+                    self.join_regions(base, self.prune(base, ranked[:passed_k]))
             return self.tried
         built = [v for v in self.tried if v.files]
         if not built:
@@ -329,7 +330,9 @@ class Search:
         ranked = self.candidates(base)
         passed_k = self.fewest(base, ranked)
         if passed_k is not None:
-            self.join_regions(base, [*base.float_layers, *ranked[:passed_k]])
+            pruned = self.prune(base, ranked[:passed_k])
+            self.join_regions(base, pruned)
+            passed_k = len(pruned) - len(base.float_layers)
         self.greedy(base.method, base.float_layers, ranked[:GREEDY_WIDTH], passed_k)
         return self.tried
 
@@ -365,6 +368,21 @@ class Search:
             else:
                 failed_k = mid
         return passed_k
+
+    def prune(self, base: Variant, prefix: list[str]) -> list[str]:
+        """The fewest-prefix ``prefix`` (on ``base``'s float layers) that meets the floors, less each of its layers the
+        floors do not need: dropped one at a time, the least badly ranked first, kept out while the rest still
+        meets them. The ranking comes from the base variant alone; once a few layers are float, others stop
+        mattering (MobileNetV2 on NCNN, the harder photos: a 17-layer prefix). Its last layer stays: the prefix
+        without it is the one bisection saw fail. Returns the float layers of the smallest passing set."""
+        kept = [*base.float_layers, *prefix]
+        for layer in reversed(prefix[:-1]):
+            if self.left() <= 0:
+                break
+            trial = [la for la in kept if la != layer]
+            if self.build(base.method, trial, "prune").passes:
+                kept = trial
+        return kept
 
     def join_regions(self, base: Variant, layers: list[str]) -> Variant | None:
         """The passing layer set with the short gaps between its float regions filled (``onnx_layers.close_gaps``):
