@@ -264,14 +264,14 @@ def test_a_variant_meeting_both_floors_is_kept_over_a_more_accurate_slow_one() -
     assert not accurate.meets_speed and not fast.meets_speed and choose([accurate, fast, off]) is accurate
 
 
-def fake_ctx(**quantization: Any) -> StepContext:
+def fake_ctx(accuracy: AccuracyConfig | None = None, **quantization: Any) -> StepContext:
     from types import SimpleNamespace
 
     from modelport.common.config import Config, QuantizationConfig
 
     q = QuantizationConfig(recover_rounds=3, **quantization)
     # What the record reads of a calibration set is its size.
-    config = Config(quantization=q, accuracy=floors(0.0), bench=cast(Any, {"runs": 40}))
+    config = Config(quantization=q, accuracy=accuracy or floors(0.0), bench=cast(Any, {"runs": 40}))
     return cast(StepContext, SimpleNamespace(config=config, calibration=[None] * 20))
 
 
@@ -282,6 +282,19 @@ def test_the_configured_variant_alone_is_timed_against_its_twin_and_the_record_j
     speed = record["speed"]
     assert speed["min_speedup"] == 1.3 and speed["rounds"] == 3 and speed["speedup"] == kept["speedup"]
     assert speed["slow"] is (not kept["meets_speed"])  # which one, this machine decides: not asserted
+
+
+def test_only_variants_whose_speed_can_matter_are_timed() -> None:
+    """Passing variants (one is kept by speed) and the all-INT8 ones (how fast INT8 is here) are timed; a
+    float-layer variant below the floors can never be kept and is not."""
+    b = NoisyBackend()
+    need = cast(dict[str, Any], judge(b.build("a", LAYERS[:5]), floors(0.0)).agreement)["cosine_min"]
+    record = recovery.recover(fake_ctx(floors(need)), NoisyBackend())
+    vs = record["variants"]
+    timed = {v["id"] for v in vs if v["latency_ms"] is not None}
+    expected = {v["id"] for v in vs if v["passes"] or not v["float_layers"]}
+    assert timed == expected and len(timed) < len(vs) and any(not v["float_layers"] for v in vs if v["id"] in timed)
+    assert record["kept"] in timed
 
 
 def test_a_simulator_says_speed_not_measured_and_invents_no_number() -> None:

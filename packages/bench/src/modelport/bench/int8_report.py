@@ -251,9 +251,14 @@ def _layers_chart(analyses: dict[str, dict[str, Any]], out: Path) -> None:
 
 def _recovery_chart(rec: dict[str, Any], out: Path) -> None:
     plt = _plt()
-    timed = all(x.get("latency_ms") for x in rec["variants"])
+    kept = next((x for x in rec["variants"] if x["id"] == rec["kept"]), {})
+    timed = bool(kept.get("latency_ms"))
+    # the search times only the variants whose speed can matter (recovery.worth_timing): on a latency axis,
+    # the float-layer variants below the floors have no place
+    shown = [x for x in rec["variants"] if x.get("latency_ms")] if timed else rec["variants"]
+    untimed = len(rec["variants"]) - len(shown)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for x in rec["variants"]:
+    for x in shown:
         xv = x["latency_ms"] if timed else len(x["float_layers"])
         y = (x["agreement"] or {}).get("cosine_min", 0)
         style = (
@@ -274,7 +279,10 @@ def _recovery_chart(rec: dict[str, Any], out: Path) -> None:
             ax.axvline(floor, ls="--", color="#c44e52", lw=1, label=f"speed floor {rec['min_speedup']:.2f}x ({floor:.2f} ms)")
     ax.set_xlabel("latency, ms (median)" if timed else "layers kept in float (no latency: simulator)")
     ax.set_ylabel("cosine min vs reference")
-    ax.set_title(f"{rec['display']}: variants tried (star: kept)")
+    ax.set_title(
+        f"{rec['display']}: variants tried (star: kept)"
+        + (f"\n{untimed} below-floor float variants not timed" if untimed else "")
+    )
     ax.legend(loc="lower right", fontsize=8)
     _save(fig, out, plt)
 
