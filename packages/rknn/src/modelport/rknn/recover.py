@@ -1,12 +1,15 @@
-"""RKNN INT8 recovery knobs: the toolkit's quantized_algorithm (normal, kl_divergence, mmse) and hybrid
-quantization (layers kept in float16); common/recovery.py searches.
+"""RKNN INT8 recovery knobs: the toolkit's quantized_algorithm (normal, kl_divergence, mmse), what it offers on
+top of one (a method is ALGORITHM[+OPTION...], ``OPTIONS``), and hybrid quantization (layers kept in float16);
+common/recovery.py searches.
 
 A variant is built, simulated on the eval images and exported in one toolkit session (the x86
 simulator cannot run an exported .rknn), into ``rknn/variants/<id>.rknn`` + ``.eval.npy``, cached by
 manifest. Layers to keep in float16 come from accuracy_analysis of the base variant on the image
 whose output is worst, mapped to ONNX names (layers.py) and back to the toolkit's tensor names.
-There is no latency here (a simulator): among passing variants the one with the fewest float16
-layers is kept.
+An ``+auto_hybrid`` variant's float16 layers are the toolkit's own choice, read from the quantizer's cfg after
+the build and recorded as float layers (``toolchain_float_layers``); asked for more float layers, such a method
+builds them all by hybrid step 2, as any other. There is no latency here (a simulator): among passing
+variants the one with the fewest float16 layers is kept.
 """
 
 from __future__ import annotations
@@ -33,16 +36,48 @@ from modelport.runtime.run import prepared_images
 from . import convert, toolkit
 from .dataset import nchw_uint8, write_npy_list
 from .error_analysis import accuracy_analysis, parse_error_analysis
-from .hybrid_cfg import patch_cfg, quantized_tensors, step1, step2
+from .hybrid_cfg import built_cfg, floated, patch_cfg, quantized_tensors, step1, step2
 from .layer_doc import document
 
-METHODS = ("normal", "kl_divergence", "mmse")  # cheapest first: an mmse build takes ~100 s
+ALGORITHMS = ("normal", "kl_divergence", "mmse")  # RKNN.config(quantized_algorithm=...)
+OPTIONS = {
+    "layer": "quantized_method='layer': one scale per tensor, not per channel (all layers INT8)",
+    "auto_hybrid": "build(auto_hybrid=True): the toolkit floats the layers below [rknn] auto_hybrid_cos_thresh",
+}
+# The search's order: every layer INT8 first, cheapest first, then the toolkit's own float16 choice, mmse last.
+# Measured on MobileNetV2 over the 12 shipped + 23 harder photos (build s at load 2-6 on 2 cores; top-1 / cosine
+# min / mean): normal 5 s 89% / 0.749 / 0.969; normal+layer 6 s 89% / 0.710 / 0.940; kl_divergence 13 s
+# 86% / 0.688 / 0.955; normal+auto_hybrid 7 s 89% / 0.749 / 0.969 (at 0.98 it floats nothing there; at 0.99,
+# 23 tensors: 91% / 0.735 / 0.972); mmse: see MMSE_NOTE.
+METHODS = ("normal", "normal+layer", "kl_divergence", "normal+auto_hybrid", "mmse")
+
+
+def parse_method(method: str) -> tuple[str, list[str]]:
+    """``normal+layer`` -> ("normal", ["layer"]); an algorithm or option the toolkit does not have is refused in one line."""
+    algorithm, *opts = method.split("+")
+    problems = [] if algorithm in ALGORITHMS else [f"algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}"]
+    unknown = [o for o in opts if o not in OPTIONS]
+    if unknown:
+        problems.append(f"unknown option {', '.join('+' + o for o in unknown)} (known: {', '.join('+' + o for o in OPTIONS)})")
+    if problems:
+        raise InputError(f"RKNN INT8 method {method!r}: {'; '.join(problems)}")
+    return algorithm, opts
+
+
+def plain_method(method: str) -> str:
+    """``method`` without ``+auto_hybrid``: the quantization it starts from (what step 1 writes for it)."""
+    algorithm, opts = parse_method(method)
+    return "+".join([algorithm, *(o for o in opts if o != "auto_hybrid")])
 
 
 def variant_ctx(ctx: StepContext, method: str) -> StepContext:
+    algorithm, opts = parse_method(method)
+    overrides: list[str | tuple[str, Any]] = [("rknn.quantized_algorithm", algorithm)]
+    if "layer" in opts:
+        overrides.append(("rknn.quantized_method", "layer"))
     return StepContext(
         config_path=ctx.config_path,
-        overrides=[*ctx.overrides, ("rknn.quantized_algorithm", method)],
+        overrides=[*ctx.overrides, *overrides],
         artifacts=ctx.artifacts,
         force=ctx.force,
     )
@@ -67,17 +102,29 @@ class RknnKnobs(Knobs):
 
     def space(self) -> tuple[list[str], list[str]]:
         # [rknn] hybrid_float16_layers stay `rknn hybrid`'s: no configured float layers here
-        return configured_first(self.ctx.config.rknn.quantized_algorithm, METHODS), []
+        rc = self.ctx.config.rknn
+        # configured per tensor already, +layer would build the configured method again
+        methods = [m for m in METHODS if rc.quantized_method == "channel" or "layer" not in parse_method(m)[1]]
+        return configured_first(rc.quantized_algorithm, methods), []
 
     def make(self, method: str, float_layers: list[str], files: dict[str, str]) -> None:
         """Built, simulated on the eval images and exported in one toolkit session, cached by manifest."""
         vid = variant_id(method, float_layers)
         vctx = variant_ctx(self.ctx, method)
         onnx_path = vctx.store.path(convert.ONNX)
+        auto = "auto_hybrid" in parse_method(method)[1] and not float_layers
+        plain = self.step1_cfg(method) if auto else ""  # before the variant's session: step 1 runs in one of its own
 
         @contextlib.contextmanager
         def session(job: Job, log: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
             step(f"rknn variant {vid}: {method}" + (f", {len(float_layers)} layers in float16" if float_layers else ""))
+            if auto:
+                with toolkit.session(log, job.workdir, self.verbose) as rk:
+                    convert.build(rk, vctx, onnx_path, "int8", job.workdir, log, auto_hybrid=True)
+                    tensors = floated(built_cfg(rk, job.workdir / "built.quantization.cfg"), plain)
+                    layers = list(dict.fromkeys(la.node for t in tensors if (la := self.layer_of(t))))
+                    yield rk, {"float16_tensors": tensors, "toolchain_float_layers": layers}
+                return
             with self._built(vctx, onnx_path, float_layers, job.workdir, log) as (rk, tensors):
                 yield rk, {"float16_tensors": tensors}
 
@@ -88,7 +135,11 @@ class RknnKnobs(Knobs):
             session,
             kind="int8",
             inputs=convert.inputs(vctx, onnx_path, "int8"),
-            options={**convert.options(vctx, "int8"), "float16_layers": float_layers},
+            options={
+                **convert.options(vctx, "int8"),
+                "float16_layers": float_layers,
+                **({"auto_hybrid_cos_thresh": vctx.config.rknn.auto_hybrid_cos_thresh} if auto else {}),
+            },
             log=convert.log_path(vctx, f"variant-{vid}"),
             gate=False,
         )
@@ -100,7 +151,8 @@ class RknnKnobs(Knobs):
 
     def options(self) -> dict[str, Any]:
         opts = {k: v for k, v in convert.options(self.ctx, "int8").items() if k != "quantized_algorithm"}
-        return opts | {"algorithm": self.ctx.config.rknn.quantized_algorithm}
+        rc = self.ctx.config.rknn
+        return opts | {"algorithm": rc.quantized_algorithm, "auto_hybrid_cos_thresh": rc.auto_hybrid_cos_thresh}
 
     @contextlib.contextmanager
     def _built(
@@ -126,7 +178,9 @@ class RknnKnobs(Knobs):
         return self.graph.layer_of(name) or self.graph.by_node(name)
 
     def step1_cfg(self, method: str) -> str:
-        """The toolkit's own hybrid step-1 cfg for ``method`` (cached): which tensors it quantizes."""
+        """The toolkit's own hybrid step-1 cfg for ``method`` (cached; ``+auto_hybrid`` its plain quantization's):
+        which tensors it quantizes."""
+        method = plain_method(method)
         vctx = variant_ctx(self.ctx, method)
         store, onnx_path = vctx.store, vctx.store.path(convert.ONNX)
         rel = f"rknn/variants/{method}.quantization.cfg"
