@@ -87,7 +87,11 @@ def test_per_tensor_scales_build_all_int8_and_are_recorded(tmp_path: Path) -> No
     require_toolkit()
     ctx = tiny_classifier(tmp_path, 0.98)
     knobs = recover.RknnKnobs(ctx, force=False, verbose=False)
-    assert knobs.methods[0] == "normal" and {"normal+layer", "normal+auto_hybrid"} <= set(knobs.methods)
+    assert knobs.methods == ["normal", "kl_divergence", "normal+layer", "normal+auto_hybrid", "mmse"]
+    wanted = StepContext(
+        config_path=ctx.config_path, artifacts=ctx.artifacts, overrides=[("quantization.recover_methods", ["normal+layer"])]
+    )
+    assert recover.RknnKnobs(wanted, force=False, verbose=False).methods == ["normal", "normal+layer"]  # selectable by name
     v = knobs.build("normal+layer", [])
     manifest = ctx.store.read_manifest(v.files["model"])
     assert manifest is not None and manifest["options"]["quantized_method"] == "layer"  # what the method changed

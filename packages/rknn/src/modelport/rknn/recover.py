@@ -44,12 +44,14 @@ OPTIONS = {
     "layer": "quantized_method='layer': one scale per tensor, not per channel (all layers INT8)",
     "auto_hybrid": "build(auto_hybrid=True): the toolkit floats the layers below [rknn] auto_hybrid_cos_thresh",
 }
-# The search's order: every layer INT8 first, cheapest first, then the toolkit's own float16 choice, mmse last.
-# Measured on MobileNetV2 over the 12 shipped + 23 harder photos (build s at load 2-6 on 2 cores; top-1 / cosine
-# min / mean): normal 5 s 89% / 0.749 / 0.969; normal+layer 6 s 89% / 0.710 / 0.940; kl_divergence 13 s
-# 86% / 0.688 / 0.955; normal+auto_hybrid 7 s 89% / 0.749 / 0.969 (at 0.98 it floats nothing there; at 0.99,
-# 23 tensors: 91% / 0.735 / 0.972); mmse: see MMSE_NOTE.
-METHODS = ("normal", "normal+layer", "kl_divergence", "normal+auto_hybrid", "mmse")
+# The search's order: every layer INT8 first (kl_divergence before +layer: what RFB-320 keeps), then the toolkit's
+# own float16 choice, mmse last (minutes: the search stops at the first method that meets the floors).
+# Measured on MobileNetV2 over the 12 shipped + 23 harder photos (build s at a load of 2-8 on 2 cores; top-1 /
+# cosine min / mean): normal 5 s 89% / 0.749 / 0.969; kl_divergence 13 s 86% / 0.688 / 0.955; normal+layer 6 s
+# 89% / 0.710 / 0.940; normal+auto_hybrid 7 s, at 0.98 one layer floated, 89% / 0.749 / 0.969 (at 0.99, 23
+# tensors: 91% / 0.735 / 0.972; 0.999, 98: 89% / 0.584 / 0.959); mmse 214-656 s 86% / 0.741 / 0.979.
+# Not offered: optimization_level 0-2 simulate bit-identical to 3; gdq needs 16-bit activations (w8a16, w4a16).
+METHODS = ("normal", "kl_divergence", "normal+layer", "normal+auto_hybrid", "mmse")
 
 
 def parse_method(method: str) -> tuple[str, list[str]]:
@@ -89,6 +91,7 @@ class RknnKnobs(Knobs):
     files = {"model": "rknn/variants/{id}.rknn", "eval": "rknn/variants/{id}.eval.npy"}
     sized = ("model",)
     runtimes = None  # the simulator has no NPU timing
+    untimed = "no NPU timing in the x86 simulator: RKNN INT8 speed is measured on a board (`rknn board`, rknn-int8-board)"
     builder: ClassVar[Builder] = toolkit  # its tool_version()
 
     def __init__(self, ctx: StepContext, force: bool, verbose: bool):
