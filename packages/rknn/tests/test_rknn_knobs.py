@@ -87,7 +87,7 @@ def test_per_tensor_scales_build_all_int8_and_are_recorded(tmp_path: Path) -> No
     require_toolkit()
     ctx = tiny_classifier(tmp_path, 0.98)
     knobs = recover.RknnKnobs(ctx, force=False, verbose=False)
-    assert knobs.methods == ["normal", "kl_divergence", "normal+layer", "normal+auto_hybrid", "mmse"]
+    assert knobs.methods == ["normal", "kl_divergence", "normal+layer", "normal+auto_hybrid", "normal+proposal", "mmse"]
     wanted = StepContext(
         config_path=ctx.config_path, artifacts=ctx.artifacts, overrides=[("quantization.recover_methods", ["normal+layer"])]
     )
@@ -121,9 +121,32 @@ def test_auto_hybrid_records_the_layers_the_toolkit_floated_as_float_layers(tmp_
     assert v.agreement["cosine_min"] > 0.999, v.agreement
 
 
+def test_the_proposal_is_recorded_as_float_layers_and_grows_with_more(tmp_path: Path) -> None:
+    """``+proposal``: hybrid step 1's own float16 proposal, its layers the variant's float layers (recorded even when,
+    as from this tiny model's 3 images, it proposes none); asked for one more layer, the proposal and that layer are
+    both float16."""
+    require_toolkit()
+    ctx = tiny_classifier(tmp_path, 0.98)
+    knobs = recover.RknnKnobs(ctx, force=False, verbose=False)
+    proposed = knobs.proposed("normal+proposal")
+    v = knobs.build("normal+proposal", [])
+    manifest = ctx.store.read_manifest(v.files["model"])
+    assert manifest is not None and manifest["options"]["proposed"] == proposed
+    extra = manifest["extra"]
+    assert extra["float16_tensors"] == [t for t in extra["float16_tensors"] if t in proposed]
+    assert extra["toolchain_float_layers"] == v.float_layers and v.agreement is not None
+    extra_layer = next(la for la in sorted(knobs.quantized_layers(v)) if la not in v.float_layers)
+    more = knobs.build("normal+proposal", [*v.float_layers, extra_layer])
+    tensors = (ctx.store.read_manifest(more.files["model"]) or {})["extra"]["float16_tensors"]
+    assert set(extra["float16_tensors"]) < set(tensors)  # the proposal's, and the asked-for layer's
+    assert extra_layer in more.float_layers and more.agreement is not None
+
+
 def test_an_unknown_method_is_one_line() -> None:
     with pytest.raises(InputError, match=r"RKNN INT8 method 'normal\+perchannel': unknown option \+perchannel"):
         recover.parse_method("normal+perchannel")
     with pytest.raises(InputError, match=r"algorithm 'gdq' is not one of normal, kl_divergence, mmse"):
         recover.parse_method("gdq")
-    assert recover.plain_method("mmse+layer+auto_hybrid") == "mmse+layer"
+    assert recover.plain_method("mmse+layer+auto_hybrid") == "mmse+layer" == recover.plain_method("mmse+proposal+layer")
+    with pytest.raises(InputError, match=r"two float16 choices"):
+        recover.parse_method("normal+auto_hybrid+proposal")

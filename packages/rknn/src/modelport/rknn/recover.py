@@ -36,13 +36,14 @@ from modelport.runtime.run import prepared_images
 from . import convert, toolkit
 from .dataset import nchw_uint8, write_npy_list
 from .error_analysis import accuracy_analysis, parse_error_analysis
-from .hybrid_cfg import built_cfg, floated, patch_cfg, quantized_tensors, step1, step2
+from .hybrid_cfg import built_cfg, cfg_layers, floated, patch_cfg, quantized_tensors, step1, step2
 from .layer_doc import document
 
 ALGORITHMS = ("normal", "kl_divergence", "mmse")  # RKNN.config(quantized_algorithm=...)
 OPTIONS = {
     "layer": "quantized_method='layer': one scale per tensor, not per channel (all layers INT8)",
     "auto_hybrid": "build(auto_hybrid=True): the toolkit floats the layers below [rknn] auto_hybrid_cos_thresh",
+    "proposal": "hybrid step 1's own float16 proposal from [rknn] hybrid_proposal_images calibration images",
 }
 # The search's order: every layer INT8 first (kl_divergence before +layer: what RFB-320 keeps), then the toolkit's
 # own float16 choice, mmse last (minutes: the search stops at the first method that meets the floors).
@@ -51,7 +52,7 @@ OPTIONS = {
 # 89% / 0.710 / 0.940; normal+auto_hybrid 7 s, at 0.98 one layer floated, 89% / 0.749 / 0.969 (at 0.99, 23
 # tensors: 91% / 0.735 / 0.972; 0.999, 98: 89% / 0.584 / 0.959); mmse 214-656 s 86% / 0.741 / 0.979.
 # Not offered: optimization_level 0-2 simulate bit-identical to 3; gdq needs 16-bit activations (w8a16, w4a16).
-METHODS = ("normal", "kl_divergence", "normal+layer", "normal+auto_hybrid", "mmse")
+METHODS = ("normal", "kl_divergence", "normal+layer", "normal+auto_hybrid", "normal+proposal", "mmse")
 
 
 def parse_method(method: str) -> tuple[str, list[str]]:
@@ -61,15 +62,18 @@ def parse_method(method: str) -> tuple[str, list[str]]:
     unknown = [o for o in opts if o not in OPTIONS]
     if unknown:
         problems.append(f"unknown option {', '.join('+' + o for o in unknown)} (known: {', '.join('+' + o for o in OPTIONS)})")
+    if "auto_hybrid" in opts and "proposal" in opts:
+        problems.append("+auto_hybrid and +proposal are two float16 choices of the toolkit: pick one")
     if problems:
         raise InputError(f"RKNN INT8 method {method!r}: {'; '.join(problems)}")
     return algorithm, opts
 
 
 def plain_method(method: str) -> str:
-    """``method`` without ``+auto_hybrid``: the quantization it starts from (what step 1 writes for it)."""
+    """``method`` without the toolkit's float16 choice (``+auto_hybrid``, ``+proposal``): the quantization it starts
+    from (what step 1 writes for it)."""
     algorithm, opts = parse_method(method)
-    return "+".join([algorithm, *(o for o in opts if o != "auto_hybrid")])
+    return "+".join([algorithm, *(o for o in opts if o not in ("auto_hybrid", "proposal"))])
 
 
 def variant_ctx(ctx: StepContext, method: str) -> StepContext:
@@ -115,8 +119,11 @@ class RknnKnobs(Knobs):
         vid = variant_id(method, float_layers)
         vctx = variant_ctx(self.ctx, method)
         onnx_path = vctx.store.path(convert.ONNX)
-        auto = "auto_hybrid" in parse_method(method)[1] and not float_layers
-        plain = self.step1_cfg(method) if auto else ""  # before the variant's session: step 1 runs in one of its own
+        opts = parse_method(method)[1]
+        auto = "auto_hybrid" in opts and not float_layers
+        # before the variant's session: step 1 runs in one of its own
+        plain = self.step1_cfg(method) if auto else ""
+        proposed = self.proposed(method) if "proposal" in opts else []
 
         @contextlib.contextmanager
         def session(job: Job, log: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
@@ -128,8 +135,9 @@ class RknnKnobs(Knobs):
                     layers = list(dict.fromkeys(la.node for t in tensors if (la := self.layer_of(t))))
                     yield rk, {"float16_tensors": tensors, "toolchain_float_layers": layers}
                 return
-            with self._built(vctx, onnx_path, float_layers, job.workdir, log) as (rk, tensors):
-                yield rk, {"float16_tensors": tensors}
+            with self._built(vctx, onnx_path, float_layers, job.workdir, log, proposed) as (rk, tensors):
+                chosen = list(dict.fromkeys(la.node for t in proposed if (la := self.layer_of(t))))
+                yield rk, {"float16_tensors": tensors} | ({"toolchain_float_layers": chosen} if "proposal" in opts else {})
 
         convert.RknnConverter(self.verbose).simulated(
             vctx,
@@ -142,6 +150,7 @@ class RknnKnobs(Knobs):
                 **convert.options(vctx, "int8"),
                 "float16_layers": float_layers,
                 **({"auto_hybrid_cos_thresh": vctx.config.rknn.auto_hybrid_cos_thresh} if auto else {}),
+                **({"proposed": proposed} if "proposal" in opts else {}),
             },
             log=convert.log_path(vctx, f"variant-{vid}"),
             gate=False,
@@ -159,18 +168,27 @@ class RknnKnobs(Knobs):
 
     @contextlib.contextmanager
     def _built(
-        self, vctx: StepContext, onnx_path: Path, float_layers: list[str], workdir: Path, log: Path
+        self,
+        vctx: StepContext,
+        onnx_path: Path,
+        float_layers: list[str],
+        workdir: Path,
+        log: Path,
+        proposed: list[str] | None = None,
     ) -> Iterator[tuple[Any, list[str]]]:
         """A toolkit session holding the variant's build, and the tensors kept in float16: a plain build, or
-        hybrid step1, then (in a new session, as the toolkit needs) the float16 layers and step2."""
-        if not float_layers:
+        hybrid step1, then (in a new session, as the toolkit needs) the float16 layers (and ``proposed`` tensors)
+        and step2."""
+        proposed = proposed or []
+        if not float_layers and not proposed:
             with toolkit.session(log, workdir, self.verbose) as rk:
                 convert.build(rk, vctx, onnx_path, "int8", workdir, log)
                 yield rk, []
             return
         cfg = step1(vctx, onnx_path, workdir, log, self.verbose)
         text, stem = cfg.read_text(), onnx_path.stem
-        tensors = [t for t in quantized_tensors(text) if (la := self.layer_of(t)) and la.node in float_layers]
+        quantized = quantized_tensors(text)
+        tensors = [t for t in quantized if t in proposed or ((la := self.layer_of(t)) and la.node in float_layers)]
         (workdir / "hybrid.quantization.cfg").write_text(patch_cfg(text, tensors))
         with toolkit.session(log, workdir, self.verbose) as rk:
             step2(rk, stem, log, onnx_path)
@@ -200,6 +218,28 @@ class RknnKnobs(Knobs):
                 shutil.copyfile(step1(vctx, onnx_path, job.workdir, log, self.verbose), job.tmp(rel))
         return store.path(rel).read_text()
 
+    def proposed(self, method: str) -> list[str]:
+        """The tensors hybrid step 1's own proposal keeps in float16 for ``method``'s quantization (cached): from
+        ``[rknn] hybrid_proposal_images`` calibration images, as `rknn hybrid` proposes them."""
+        method = plain_method(method)
+        vctx = variant_ctx(self.ctx, method)
+        store, onnx_path = vctx.store, vctx.store.path(convert.ONNX)
+        rel = f"rknn/variants/{method}.proposal.quantization.cfg"
+        images = min(vctx.config.rknn.hybrid_proposal_images, len(vctx.calibration))
+        with store.produce(
+            rel,
+            inputs=convert.inputs(vctx, onnx_path, "int8"),
+            tool="rknn-toolkit2 hybrid_quantization_step1 (proposal)",
+            tool_version=toolkit.tool_version(),
+            options=convert.options(vctx, "int8") | {"proposal_images": images},
+            force=self.force,
+        ) as job:
+            if not job.cached:
+                log = convert.log_path(vctx, f"proposal-{method}")
+                cfg = step1(vctx, onnx_path, job.workdir, log, self.verbose, proposal=True, proposal_images=images)
+                shutil.copyfile(cfg, job.tmp(rel))
+        return cfg_layers(store.path(rel).read_text())[0]
+
     def quantized_layers(self, variant: Variant) -> set[str]:
         """The layers with a tensor step 1 quantizes (for the variant's method); its float16 layers excepted."""
         layers = {la.node for t in quantized_tensors(self.step1_cfg(variant.method)) if (la := self.layer_of(t))}
@@ -213,6 +253,7 @@ class RknnKnobs(Knobs):
         if worst_image is None:  # the images are ranked against the reference, which the search itself needs
             raise InputError("no reference outputs to rank the eval images by", vctx.store.path(reference_file(vctx.config)))
         store, onnx_path = vctx.store, vctx.store.path(convert.ONNX)
+        proposed = self.proposed(variant.method) if "proposal" in parse_method(variant.method)[1] else []
         with store.produce(
             out,
             inputs={"model": store.path(variant.files["model"]), "onnx": onnx_path},
@@ -232,7 +273,7 @@ class RknnKnobs(Knobs):
                     .read_text()
                     .split()[0]
                 )
-                with self._built(vctx, onnx_path, variant.float_layers, job.workdir, log) as (rk, _):
+                with self._built(vctx, onnx_path, variant.float_layers, job.workdir, log, proposed) as (rk, _):
                     snap = job.workdir / "snapshot"
                     accuracy_analysis(rk, npy, snap, log, onnx_path)
                     parsed = parse_error_analysis((snap / "error_analysis.txt").read_text(errors="replace"))
