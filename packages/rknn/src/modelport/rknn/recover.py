@@ -168,7 +168,11 @@ class RknnKnobs(Knobs):
     def options(self) -> dict[str, Any]:
         opts = {k: v for k, v in convert.options(self.ctx, "int8").items() if k != "quantized_algorithm"}
         rc = self.ctx.config.rknn
-        return opts | {"algorithm": rc.quantized_algorithm, "auto_hybrid_cos_thresh": rc.auto_hybrid_cos_thresh}
+        return opts | {
+            "algorithm": rc.quantized_algorithm,
+            "auto_hybrid_cos_thresh": rc.auto_hybrid_cos_thresh,  # the +auto_hybrid methods' threshold
+            "hybrid_proposal_images": rc.hybrid_proposal_images,  # the +proposal methods' images
+        }
 
     @contextlib.contextmanager
     def _built(
