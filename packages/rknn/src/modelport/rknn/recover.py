@@ -9,8 +9,8 @@ whose output is worst, mapped to ONNX names (layers.py) and back to the toolkit'
 An ``+auto_hybrid`` variant's float16 layers are the toolkit's own choice, read from the quantizer's cfg after
 the build, a ``+proposal`` variant's those hybrid step 1 proposes; both are recorded as float layers
 (``toolchain_float_layers``). Asked for more float layers, ``+auto_hybrid`` builds them all by hybrid step 2, as
-any other method, ``+proposal`` keeps its proposal and adds them. There is no latency here (a simulator): among passing
-variants the one with the fewest float16 layers is kept.
+any other method, ``+proposal`` keeps its proposal and adds them. There is no latency here (a simulator): among
+passing variants the one with the fewest float regions, then the smallest float share, is kept (``recovery.choose``).
 """
 
 from __future__ import annotations
@@ -207,8 +207,8 @@ class RknnKnobs(Knobs):
         return self.graph.layer_of(name) or self.graph.by_node(name)
 
     def step1_cfg(self, method: str) -> str:
-        """The toolkit's own hybrid step-1 cfg for ``method`` (cached; ``+auto_hybrid`` its plain quantization's):
-        which tensors it quantizes."""
+        """The toolkit's own hybrid step-1 cfg for ``method`` (cached; ``+auto_hybrid`` / ``+proposal``: their plain
+        quantization's): which tensors it quantizes."""
         method = plain_method(method)
         vctx = variant_ctx(self.ctx, method)
         store, onnx_path = vctx.store, vctx.store.path(convert.ONNX)
