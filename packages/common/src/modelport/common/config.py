@@ -286,6 +286,9 @@ class RknnConfig(Section):
     quantized_algorithm: Literal["normal", "mmse", "kl_divergence"] = "normal"
     quantized_method: Literal["channel", "layer"] = "channel"  # layer: 11/12, min 0.89 (depthwise weights vary per channel)
     optimization_level: int = Field(3, ge=0, le=3)
+    # The INT8 search's "+auto_hybrid" methods: build(auto_hybrid=True) keeps in float16 each layer whose cosine
+    # against float falls below this (the toolkit's default, 0.98); 1.0 floats every layer it can.
+    auto_hybrid_cos_thresh: float = Field(0.98, gt=0, le=1)
     fp16: bool = True  # also build the unquantized FP16 model (float floor: every top-1, cosine >= 0.999)
     # A Caffe source: the toolkit reads its .prototxt + .caffemodel (load_caffe), one conversion fewer than
     # the ONNX (RFB-320 FP16 vs OpenCV: cosine 0.9999994; INT8 normal: 0.993 min over the COCO photos). false: the ONNX.

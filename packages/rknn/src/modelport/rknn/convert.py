@@ -150,8 +150,9 @@ def inputs(ctx: StepContext, onnx_path: Path, kind: Kind) -> dict[str, Path]:
     return files
 
 
-def load_and_config(rk: Any, ctx: StepContext, onnx_path: Path, log: Path) -> None:
-    toolkit.call(rk.config, what="config", log=log, path=onnx_path, **rknn_config(ctx))
+def load_and_config(rk: Any, ctx: StepContext, onnx_path: Path, log: Path, **extra: Any) -> None:
+    """config (``rknn_config``, and ``extra`` RKNN.config arguments) and load the source."""
+    toolkit.call(rk.config, what="config", log=log, path=onnx_path, **rknn_config(ctx), **extra)
     caffe = caffe_source(ctx)
     if caffe is None:
         toolkit.call(rk.load_onnx, str(onnx_path), what="load_onnx", log=log, path=onnx_path)
@@ -159,13 +160,21 @@ def load_and_config(rk: Any, ctx: StepContext, onnx_path: Path, log: Path) -> No
         toolkit.call(rk.load_caffe, model=str(caffe[0]), blobs=str(caffe[1]), what="load_caffe", log=log, path=caffe[0])
 
 
-def build(rk: Any, ctx: StepContext, onnx_path: Path, kind: Kind, workdir: Path, log: Path) -> float:
-    """config + load_onnx + build in ``rk``; returns the build seconds."""
-    load_and_config(rk, ctx, onnx_path, log)
+def build(rk: Any, ctx: StepContext, onnx_path: Path, kind: Kind, workdir: Path, log: Path, auto_hybrid: bool = False) -> float:
+    """config + load_onnx + build in ``rk``; returns the build seconds. ``auto_hybrid``: the toolkit keeps in float16
+    the layers whose own cosine falls below [rknn] auto_hybrid_cos_thresh (build(auto_hybrid=True))."""
+    extra = {"auto_hybrid_cos_thresh": ctx.config.rknn.auto_hybrid_cos_thresh} if auto_hybrid else {}
+    load_and_config(rk, ctx, onnx_path, log, **extra)
     dataset = write_dataset(ctx.calibration, workdir / "calibration") if kind != "fp16" else None
     t0 = time.monotonic()
     toolkit.call(
-        rk.build, what="build", log=log, path=onnx_path, do_quantization=kind != "fp16", dataset=str(dataset) if dataset else None
+        rk.build,
+        what="build",
+        log=log,
+        path=onnx_path,
+        do_quantization=kind != "fp16",
+        dataset=str(dataset) if dataset else None,
+        **({"auto_hybrid": True} if auto_hybrid else {}),
     )
     return time.monotonic() - t0
 

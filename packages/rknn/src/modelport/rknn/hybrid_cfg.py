@@ -60,6 +60,20 @@ def quantized_tensors(text: str) -> list[str]:
     return [t for t, dtype in cfg_dtypes(text).items() if dtype in INTEGER_DTYPES]
 
 
+def floated(built: str, plain: str) -> list[str]:
+    """The tensors a build keeps in float16 (``built``: its cfg, ``built_cfg``) that the plain quantization of the
+    same algorithm (``plain``: step 1's cfg) quantizes: what the toolkit's auto_hybrid chose to float."""
+    quantized = set(quantized_tensors(plain))
+    return [t for t, dtype in cfg_dtypes(built).items() if dtype == "float16" and t in quantized]
+
+
+def built_cfg(rk: Any, path: Path) -> str:
+    """The quantization cfg of the model built in ``rk``'s session, written by the toolkit's own quantizer (the
+    writer step 1 uses): the public API says nothing of which tensors a build(auto_hybrid=True) kept in float."""
+    rk.rknn_base.quantizer.save_hybrid_cfg(str(path))
+    return path.read_text()
+
+
 def check_float16(
     names: list[str],
     text: str,

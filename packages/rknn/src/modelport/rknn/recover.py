@@ -1,12 +1,16 @@
-"""RKNN INT8 recovery knobs: the toolkit's quantized_algorithm (normal, kl_divergence, mmse) and hybrid
-quantization (layers kept in float16); common/recovery.py searches.
+"""RKNN INT8 recovery knobs: the toolkit's quantized_algorithm (normal, kl_divergence, mmse), what it offers on
+top of one (a method is ALGORITHM[+OPTION...], ``OPTIONS``), and hybrid quantization (layers kept in float16);
+common/recovery.py searches.
 
 A variant is built, simulated on the eval images and exported in one toolkit session (the x86
 simulator cannot run an exported .rknn), into ``rknn/variants/<id>.rknn`` + ``.eval.npy``, cached by
 manifest. Layers to keep in float16 come from accuracy_analysis of the base variant on the image
 whose output is worst, mapped to ONNX names (layers.py) and back to the toolkit's tensor names.
-There is no latency here (a simulator): among passing variants the one with the fewest float16
-layers is kept.
+An ``+auto_hybrid`` variant's float16 layers are the toolkit's own choice, read from the quantizer's cfg after
+the build, a ``+proposal`` variant's those hybrid step 1 proposes; both are recorded as float layers
+(``toolchain_float_layers``). Asked for more float layers, ``+auto_hybrid`` builds them all by hybrid step 2, as
+any other method, ``+proposal`` keeps its proposal and adds them. There is no latency here (a simulator): among
+passing variants the one with the fewest float regions, then the smallest float share, is kept (``recovery.choose``).
 """
 
 from __future__ import annotations
@@ -33,16 +37,57 @@ from modelport.runtime.run import prepared_images
 from . import convert, toolkit
 from .dataset import nchw_uint8, write_npy_list
 from .error_analysis import accuracy_analysis, parse_error_analysis
-from .hybrid_cfg import patch_cfg, quantized_tensors, step1, step2
+from .hybrid_cfg import built_cfg, cfg_layers, floated, patch_cfg, quantized_tensors, step1, step2
 from .layer_doc import document
 
-METHODS = ("normal", "kl_divergence", "mmse")  # cheapest first: an mmse build takes ~100 s
+ALGORITHMS = ("normal", "kl_divergence", "mmse")  # RKNN.config(quantized_algorithm=...)
+OPTIONS = {
+    "layer": "quantized_method='layer': one scale per tensor, not per channel (all layers INT8)",
+    "auto_hybrid": "build(auto_hybrid=True): the toolkit floats the layers below [rknn] auto_hybrid_cos_thresh",
+    "proposal": "hybrid step 1's own float16 proposal from [rknn] hybrid_proposal_images calibration images",
+}
+# The search's order: every layer INT8 first (kl_divergence before +layer: what RFB-320 keeps), then the toolkit's
+# own float16 choices, mmse last (minutes: the search stops at the first method that meets the floors).
+# Measured on MobileNetV2 over the 12 shipped + 23 harder photos (build s at a load of 2-8 on 2 cores; top-1 /
+# cosine min / mean): normal 5 s 89% / 0.749 / 0.969; kl_divergence 13 s 86% / 0.688 / 0.955; normal+layer 6 s
+# 89% / 0.710 / 0.940; normal+auto_hybrid 7 s, at 0.98 one layer floated, 89% / 0.749 / 0.969 (at 0.99, 23
+# tensors: 91% / 0.735 / 0.972; 0.999, 98: 89% / 0.584 / 0.959); normal+proposal (33 tensors, 23 layers) 14 s
+# after its ~60 s proposal 94% / 0.948 / 0.994, and with one more of its worst layers in float16 it meets the
+# floors; mmse 214-656 s 86% / 0.741 / 0.979. The float layers the search adds to plain normal only lower the
+# worst photo's cosine (1 / 2 / 4 layers: 0.583 / 0.395 / 0.373).
+# Not offered: optimization_level 0-2 simulate bit-identical to 3; gdq needs 16-bit activations (w8a16, w4a16).
+METHODS = ("normal", "kl_divergence", "normal+layer", "normal+auto_hybrid", "normal+proposal", "mmse")
+
+
+def parse_method(method: str) -> tuple[str, list[str]]:
+    """``normal+layer`` -> ("normal", ["layer"]); an algorithm or option the toolkit does not have is refused in one line."""
+    algorithm, *opts = method.split("+")
+    problems = [] if algorithm in ALGORITHMS else [f"algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}"]
+    unknown = [o for o in opts if o not in OPTIONS]
+    if unknown:
+        problems.append(f"unknown option {', '.join('+' + o for o in unknown)} (known: {', '.join('+' + o for o in OPTIONS)})")
+    if "auto_hybrid" in opts and "proposal" in opts:
+        problems.append("+auto_hybrid and +proposal are two float16 choices of the toolkit: pick one")
+    if problems:
+        raise InputError(f"RKNN INT8 method {method!r}: {'; '.join(problems)}")
+    return algorithm, opts
+
+
+def plain_method(method: str) -> str:
+    """``method`` without the toolkit's float16 choice (``+auto_hybrid``, ``+proposal``): the quantization it starts
+    from (what step 1 writes for it)."""
+    algorithm, opts = parse_method(method)
+    return "+".join([algorithm, *(o for o in opts if o not in ("auto_hybrid", "proposal"))])
 
 
 def variant_ctx(ctx: StepContext, method: str) -> StepContext:
+    algorithm, opts = parse_method(method)
+    overrides: list[str | tuple[str, Any]] = [("rknn.quantized_algorithm", algorithm)]
+    if "layer" in opts:
+        overrides.append(("rknn.quantized_method", "layer"))
     return StepContext(
         config_path=ctx.config_path,
-        overrides=[*ctx.overrides, ("rknn.quantized_algorithm", method)],
+        overrides=[*ctx.overrides, *overrides],
         artifacts=ctx.artifacts,
         force=ctx.force,
     )
@@ -54,6 +99,7 @@ class RknnKnobs(Knobs):
     files = {"model": "rknn/variants/{id}.rknn", "eval": "rknn/variants/{id}.eval.npy"}
     sized = ("model",)
     runtimes = None  # the simulator has no NPU timing
+    untimed = "no NPU timing in the x86 simulator: RKNN INT8 speed is measured on a board (`rknn board`, rknn-int8-board)"
     builder: ClassVar[Builder] = toolkit  # its tool_version()
 
     def __init__(self, ctx: StepContext, force: bool, verbose: bool):
@@ -67,19 +113,35 @@ class RknnKnobs(Knobs):
 
     def space(self) -> tuple[list[str], list[str]]:
         # [rknn] hybrid_float16_layers stay `rknn hybrid`'s: no configured float layers here
-        return configured_first(self.ctx.config.rknn.quantized_algorithm, METHODS), []
+        rc = self.ctx.config.rknn
+        # configured per tensor already, +layer would build the configured method again
+        methods = [m for m in METHODS if rc.quantized_method == "channel" or "layer" not in parse_method(m)[1]]
+        return configured_first(rc.quantized_algorithm, methods), []
 
     def make(self, method: str, float_layers: list[str], files: dict[str, str]) -> None:
         """Built, simulated on the eval images and exported in one toolkit session, cached by manifest."""
         vid = variant_id(method, float_layers)
         vctx = variant_ctx(self.ctx, method)
         onnx_path = vctx.store.path(convert.ONNX)
+        opts = parse_method(method)[1]
+        auto = "auto_hybrid" in opts and not float_layers
+        # before the variant's session: step 1 runs in one of its own
+        plain = self.step1_cfg(method) if auto else ""
+        proposed = self.proposed(method) if "proposal" in opts else []
 
         @contextlib.contextmanager
         def session(job: Job, log: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
             step(f"rknn variant {vid}: {method}" + (f", {len(float_layers)} layers in float16" if float_layers else ""))
-            with self._built(vctx, onnx_path, float_layers, job.workdir, log) as (rk, tensors):
-                yield rk, {"float16_tensors": tensors}
+            if auto:
+                with toolkit.session(log, job.workdir, self.verbose) as rk:
+                    convert.build(rk, vctx, onnx_path, "int8", job.workdir, log, auto_hybrid=True)
+                    tensors = floated(built_cfg(rk, job.workdir / "built.quantization.cfg"), plain)
+                    layers = list(dict.fromkeys(la.node for t in tensors if (la := self.layer_of(t))))
+                    yield rk, {"float16_tensors": tensors, "toolchain_float_layers": layers}
+                return
+            with self._built(vctx, onnx_path, float_layers, job.workdir, log, proposed) as (rk, tensors):
+                chosen = list(dict.fromkeys(la.node for t in proposed if (la := self.layer_of(t))))
+                yield rk, {"float16_tensors": tensors} | ({"toolchain_float_layers": chosen} if "proposal" in opts else {})
 
         convert.RknnConverter(self.verbose).simulated(
             vctx,
@@ -88,7 +150,12 @@ class RknnKnobs(Knobs):
             session,
             kind="int8",
             inputs=convert.inputs(vctx, onnx_path, "int8"),
-            options={**convert.options(vctx, "int8"), "float16_layers": float_layers},
+            options={
+                **convert.options(vctx, "int8"),
+                "float16_layers": float_layers,
+                **({"auto_hybrid_cos_thresh": vctx.config.rknn.auto_hybrid_cos_thresh} if auto else {}),
+                **({"proposed": proposed} if "proposal" in opts else {}),
+            },
             log=convert.log_path(vctx, f"variant-{vid}"),
             gate=False,
         )
@@ -100,22 +167,36 @@ class RknnKnobs(Knobs):
 
     def options(self) -> dict[str, Any]:
         opts = {k: v for k, v in convert.options(self.ctx, "int8").items() if k != "quantized_algorithm"}
-        return opts | {"algorithm": self.ctx.config.rknn.quantized_algorithm}
+        rc = self.ctx.config.rknn
+        return opts | {
+            "algorithm": rc.quantized_algorithm,
+            "auto_hybrid_cos_thresh": rc.auto_hybrid_cos_thresh,  # the +auto_hybrid methods' threshold
+            "hybrid_proposal_images": rc.hybrid_proposal_images,  # the +proposal methods' images
+        }
 
     @contextlib.contextmanager
     def _built(
-        self, vctx: StepContext, onnx_path: Path, float_layers: list[str], workdir: Path, log: Path
+        self,
+        vctx: StepContext,
+        onnx_path: Path,
+        float_layers: list[str],
+        workdir: Path,
+        log: Path,
+        proposed: list[str] | None = None,
     ) -> Iterator[tuple[Any, list[str]]]:
         """A toolkit session holding the variant's build, and the tensors kept in float16: a plain build, or
-        hybrid step1, then (in a new session, as the toolkit needs) the float16 layers and step2."""
-        if not float_layers:
+        hybrid step1, then (in a new session, as the toolkit needs) the float16 layers (and ``proposed`` tensors)
+        and step2."""
+        proposed = proposed or []
+        if not float_layers and not proposed:
             with toolkit.session(log, workdir, self.verbose) as rk:
                 convert.build(rk, vctx, onnx_path, "int8", workdir, log)
                 yield rk, []
             return
         cfg = step1(vctx, onnx_path, workdir, log, self.verbose)
         text, stem = cfg.read_text(), onnx_path.stem
-        tensors = [t for t in quantized_tensors(text) if (la := self.layer_of(t)) and la.node in float_layers]
+        quantized = quantized_tensors(text)
+        tensors = [t for t in quantized if t in proposed or ((la := self.layer_of(t)) and la.node in float_layers)]
         (workdir / "hybrid.quantization.cfg").write_text(patch_cfg(text, tensors))
         with toolkit.session(log, workdir, self.verbose) as rk:
             step2(rk, stem, log, onnx_path)
@@ -126,7 +207,9 @@ class RknnKnobs(Knobs):
         return self.graph.layer_of(name) or self.graph.by_node(name)
 
     def step1_cfg(self, method: str) -> str:
-        """The toolkit's own hybrid step-1 cfg for ``method`` (cached): which tensors it quantizes."""
+        """The toolkit's own hybrid step-1 cfg for ``method`` (cached; ``+auto_hybrid`` / ``+proposal``: their plain
+        quantization's): which tensors it quantizes."""
+        method = plain_method(method)
         vctx = variant_ctx(self.ctx, method)
         store, onnx_path = vctx.store, vctx.store.path(convert.ONNX)
         rel = f"rknn/variants/{method}.quantization.cfg"
@@ -143,6 +226,28 @@ class RknnKnobs(Knobs):
                 shutil.copyfile(step1(vctx, onnx_path, job.workdir, log, self.verbose), job.tmp(rel))
         return store.path(rel).read_text()
 
+    def proposed(self, method: str) -> list[str]:
+        """The tensors hybrid step 1's own proposal keeps in float16 for ``method``'s quantization (cached): from
+        ``[rknn] hybrid_proposal_images`` calibration images, as `rknn hybrid` proposes them."""
+        method = plain_method(method)
+        vctx = variant_ctx(self.ctx, method)
+        store, onnx_path = vctx.store, vctx.store.path(convert.ONNX)
+        rel = f"rknn/variants/{method}.proposal.quantization.cfg"
+        images = min(vctx.config.rknn.hybrid_proposal_images, len(vctx.calibration))
+        with store.produce(
+            rel,
+            inputs=convert.inputs(vctx, onnx_path, "int8"),
+            tool="rknn-toolkit2 hybrid_quantization_step1 (proposal)",
+            tool_version=toolkit.tool_version(),
+            options=convert.options(vctx, "int8") | {"proposal_images": images},
+            force=self.force,
+        ) as job:
+            if not job.cached:
+                log = convert.log_path(vctx, f"proposal-{method}")
+                cfg = step1(vctx, onnx_path, job.workdir, log, self.verbose, proposal=True, proposal_images=images)
+                shutil.copyfile(cfg, job.tmp(rel))
+        return cfg_layers(store.path(rel).read_text())[0]
+
     def quantized_layers(self, variant: Variant) -> set[str]:
         """The layers with a tensor step 1 quantizes (for the variant's method); its float16 layers excepted."""
         layers = {la.node for t in quantized_tensors(self.step1_cfg(variant.method)) if (la := self.layer_of(t))}
@@ -156,6 +261,7 @@ class RknnKnobs(Knobs):
         if worst_image is None:  # the images are ranked against the reference, which the search itself needs
             raise InputError("no reference outputs to rank the eval images by", vctx.store.path(reference_file(vctx.config)))
         store, onnx_path = vctx.store, vctx.store.path(convert.ONNX)
+        proposed = self.proposed(variant.method) if "proposal" in parse_method(variant.method)[1] else []
         with store.produce(
             out,
             inputs={"model": store.path(variant.files["model"]), "onnx": onnx_path},
@@ -175,7 +281,7 @@ class RknnKnobs(Knobs):
                     .read_text()
                     .split()[0]
                 )
-                with self._built(vctx, onnx_path, variant.float_layers, job.workdir, log) as (rk, _):
+                with self._built(vctx, onnx_path, variant.float_layers, job.workdir, log, proposed) as (rk, _):
                     snap = job.workdir / "snapshot"
                     accuracy_analysis(rk, npy, snap, log, onnx_path)
                     parsed = parse_error_analysis((snap / "error_analysis.txt").read_text(errors="replace"))
