@@ -364,7 +364,13 @@ class Target(Converter):
             save(model, job, xml, bin_)
             if control is None:
                 return {"calibration": calib.signature()} if calib is not None else {}
-            return {"calibration": calib.signature() if calib else None, "qac": reverted(control, model, source)}
+            undone = reverted(control, model, source)
+            # the search counts the layers NNCF reverted as this variant's float layers (Knobs.build)
+            return {
+                "calibration": calib.signature() if calib else None,
+                "qac": undone,
+                "toolchain_float_layers": undone["reverted_layers"],
+            }
 
         return self.produce(
             ctx,

@@ -40,15 +40,6 @@ class OpenvinoKnobs(Knobs):
     def make(self, method: str, float_layers: list[str], files: dict[str, str]) -> None:
         INT8.build(self.ctx, self.force, files, method, float_layers, gate=False, deadline=self.deadline)
 
-    def build(self, method: str, float_layers: list[str]) -> Variant:
-        """The variant, with the layers NNCF's accuracy control reverted (``+qac``) among its float layers: every
-        view counts them (regions, MAC share) as it counts the layers the search chose."""
-        variant = super().build(method, float_layers)
-        made = (self.ctx.store.read_manifest(variant.files["model"]) or {}).get("extra", {})
-        extra = (made.get("qac") or {}).get("reverted_layers") or []
-        variant.float_layers = [*float_layers, *(la for la in extra if la not in float_layers)]
-        return variant
-
     def worst_layers(self, variant: Variant) -> list[str]:
         return ranked(analysed(self.ctx, self.key, variant.files, variant.id))
 

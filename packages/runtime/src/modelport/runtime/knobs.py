@@ -139,8 +139,8 @@ class Knobs:
         self.make(method, float_layers, files)
         store = self.ctx.store
         manifest = store.read_manifest(next(iter(files.values()))) or {}
-        # Layers the toolchain chose itself to keep in float (RKNN's auto_hybrid) are float layers too: every view
-        # counts and costs them with the ones the search asked for.
+        # Layers the toolchain chose itself to keep in float (RKNN's auto_hybrid and proposal, NNCF's accuracy control)
+        # are float layers too: every view counts and costs them with the ones the search asked for.
         chosen = [la for la in manifest.get("extra", {}).get("toolchain_float_layers") or [] if la not in float_layers]
         return Variant(
             vid,
