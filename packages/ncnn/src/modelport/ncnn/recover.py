@@ -19,7 +19,10 @@ from .convert import BIN, PARAM
 from .int8 import OUTPUTS
 from .int8 import TARGET as INT8
 from .runtime import NcnnInt8Runtime, NcnnRuntime
-from .table import METHODS, Table
+from .table import Table
+
+# The calibrations (table.py METHODS), then the same with a bias correction measured in ncnn (bias.py).
+METHODS = ("minmax", "kl", "aciq", "minmax+bc", "minmax+fbc", "kl+bc", "aciq+bc", "kl+fbc", "aciq+fbc")
 
 
 class NcnnKnobs(Knobs):
@@ -33,7 +36,7 @@ class NcnnKnobs(Knobs):
 
     def space(self) -> tuple[list[str], list[str]]:
         c = self.ctx.config.ncnn
-        return configured_first(c.calibration_method, METHODS), list(c.float_layers)  # METHODS: table.py
+        return configured_first(c.calibration_method, METHODS), list(c.float_layers)
 
     @cached_property
     def ncnn_names(self) -> dict[str, list[str]]:
