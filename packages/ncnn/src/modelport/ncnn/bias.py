@@ -22,7 +22,7 @@ import copy
 import tempfile
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -51,7 +51,9 @@ def split_method(method: str, calibrations: Iterable[str]) -> tuple[str, str | N
         problems.append(f"calibration {head!r} is not one of {', '.join(known)}")
     unknown = [o for o in opts if o not in CORRECTIONS]
     if unknown:
-        problems.append(f"unknown option {', '.join('+' + o for o in unknown)} (known: {', '.join('+' + o for o in CORRECTIONS)})")
+        problems.append(
+            f"unknown option {', '.join('+' + o for o in unknown)} (known: {', '.join('+' + o for o in CORRECTIONS)})"
+        )
     if len(opts) > 1:
         problems.append("one bias correction at most (+bc or +fbc)")
     if problems:
@@ -91,7 +93,7 @@ def add_bias(la: Layer, shift: np.ndarray) -> None:
 
 def channel_means(x: np.ndarray) -> np.ndarray:
     """[C, H, W] (or [N]) -> the mean of each channel (float64)."""
-    return np.asarray(x, np.float64).reshape(x.shape[0], -1).mean(axis=1)
+    return cast(np.ndarray, np.asarray(x, np.float64).reshape(x.shape[0], -1).mean(axis=1))
 
 
 class Nets:
@@ -163,10 +165,10 @@ def correct(
                 # the INT8 model as corrected so far: the layer's input carries the earlier layers' corrected error
                 own = nets.open(float_outputs(int8), True)
                 bare = nets.open(float_outputs(int8, {la.name}), True)
-                q = 0.0
+                q = np.zeros_like(want[la.name])
                 for img in images():
                     x = own.blobs(img[None], [la.bottoms[0]])[la.bottoms[0]]
-                    q = q + channel_means(layer_out(bare, la, x))
+                    q += channel_means(layer_out(bare, la, x))
                 own.deactivate()
                 bare.deactivate()
                 shifts[la.name] = (want[la.name] - q) / count

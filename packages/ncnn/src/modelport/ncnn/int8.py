@@ -30,9 +30,9 @@ from modelport.common.log import console, step
 from modelport.convert.base import Converter
 
 from . import official as ncnn_official
+from .bias import CORRECTIONS, FULL_IMAGES, correct_files, split_method
 from .convert import BIN, PARAM
 from .convert import TARGET as PNNX
-from .bias import CORRECTIONS, FULL_IMAGES, correct_files, split_method
 from .format import Model, load, read_param, write_bin, write_param
 from .quantize import quantize_model
 from .runtime import NcnnInt8Runtime, NcnnRuntime
