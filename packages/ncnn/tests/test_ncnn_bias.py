@@ -14,9 +14,10 @@ from modelport.common.config import Config
 from modelport.common.errors import InputError
 from modelport.ncnn.bias import correct, split_method
 from modelport.ncnn.format import Blob, Layer, Model, write_bin, write_param
+from modelport.ncnn.int8 import CALIBRATIONS
 from modelport.ncnn.quantize import quantize_model
 from modelport.ncnn.runtime import NcnnInt8Runtime, NcnnRuntime
-from modelport.ncnn.table import METHODS, Table, weight_scales
+from modelport.ncnn.table import Table, weight_scales
 
 pytestmark = pytest.mark.ncnn
 SIZE = 12
@@ -106,8 +107,8 @@ def test_bias_correction_brings_int8_closer_to_fp32(tmp_path: Path, full: bool) 
 
 
 def test_method_names() -> None:
-    assert split_method("kl", METHODS) == ("kl", None)
-    assert split_method("minmax+fbc", METHODS) == ("minmax", "fbc")
-    for bad, says in [("eq+bc", "'eq'"), ("kl+xx", r"\+xx"), ("kl+bc+fbc", "one bias correction")]:
+    assert split_method("kl", CALIBRATIONS) == ("kl", None)
+    assert split_method("minmax+fbc", CALIBRATIONS) == ("minmax", "fbc")
+    for bad, says in [("mse+bc", "'mse'"), ("kl+xx", r"\+xx"), ("kl+bc+fbc", "one bias correction")]:
         with pytest.raises(InputError, match=says):
-            split_method(bad, METHODS)
+            split_method(bad, CALIBRATIONS)

@@ -33,6 +33,7 @@ from . import official as ncnn_official
 from .bias import CORRECTIONS, FULL_IMAGES, correct_files, split_method
 from .convert import BIN, PARAM
 from .convert import TARGET as PNNX
+from .eq import EQ, EQ_IMAGES, eq_scales
 from .format import Model, load, read_param, write_bin, write_param
 from .quantize import quantize_model
 from .runtime import NcnnInt8Runtime, NcnnRuntime
@@ -54,6 +55,7 @@ def choose_tools(setting: str, method: str) -> tuple[str, str]:
     return "official", "official tools on PATH"
 
 
+CALIBRATIONS = (*METHODS, EQ)  # table.py's thresholds, and eq.py's search
 OUTPUTS = {"param": INT8_PARAM, "bin": INT8_BIN, "table": TABLE}
 
 
@@ -76,7 +78,7 @@ class NcnnInt8(Converter):
         to the floors."""
         cfg, store = ctx.config, ctx.store
         c = cfg.ncnn
-        method, correction = split_method(method, METHODS)
+        method, correction = split_method(method, CALIBRATIONS)
         calibration = ctx.calibration  # a missing list entry or an empty folder fails here ...
         calibration.validate()  # ... and an unreadable image here: before anything is written
         tools, why = choose_tools(c.tools, method)
@@ -195,7 +197,12 @@ def calibrated(ctx: StepContext, model: Model, method: str) -> tuple[dict[str, f
             def run_blobs(image: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
                 return fp32.blobs(image[None], names)
 
-            _CALIBRATED[key] = calibrate(model, run_blobs, calibration.prepared, method)
+            scales, stats = calibrate(model, run_blobs, calibration.prepared, "minmax" if method == EQ else method)
+        if method == EQ:  # searched from min-max's ranges
+            absmax = {n: st.absmax for n, st in stats.items()}
+            skip = () if cfg.ncnn.int8_depthwise else ("ConvolutionDepthWise",)
+            scales |= eq_scales(cfg, model, absmax, calibration.limited(EQ_IMAGES).prepared, skip)
+        _CALIBRATED[key] = scales, stats
     return _CALIBRATED[key]
 
 

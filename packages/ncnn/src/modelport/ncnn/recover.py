@@ -21,8 +21,8 @@ from .int8 import TARGET as INT8
 from .runtime import NcnnInt8Runtime, NcnnRuntime
 from .table import Table
 
-# The calibrations (table.py METHODS), then the same with a bias correction measured in ncnn (bias.py).
-METHODS = ("minmax", "kl", "aciq", "minmax+bc", "minmax+fbc", "kl+bc", "aciq+bc", "kl+fbc", "aciq+fbc")
+# The calibrations (table.py METHODS, eq.py), and with a bias correction measured in ncnn (bias.py).
+METHODS = ("minmax", "kl", "aciq", "eq", "minmax+bc", "minmax+fbc", "eq+fbc", "kl+bc", "aciq+bc", "kl+fbc", "aciq+fbc", "eq+bc")
 
 
 class NcnnKnobs(Knobs):
