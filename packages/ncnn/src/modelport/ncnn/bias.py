@@ -100,7 +100,9 @@ class Nets:
     """ncnn nets over in-memory models, written to a scratch folder and loaded with the run's [ncnn] options."""
 
     def __init__(self, config: Config, folder: Path):
-        self.config, self.folder = config, folder
+        # One thread: the measuring runs one layer at a time, thousands of short calls, and a second OpenMP thread
+        # only adds a barrier to each (under load a spinning one: eq on MobileNetV2 took minutes an image).
+        self.config, self.folder = config.model_copy(update={"ncnn": config.ncnn.model_copy(update={"threads": 1})}), folder
         self.count = 0
 
     def open(self, model: Model, int8: bool) -> NcnnRuntime:
@@ -147,7 +149,8 @@ def correct(
         got: dict[str, np.ndarray] = {}  # fast: layer -> INT8 pre-activation means on the FP32 inputs
         int8_bare = None if full else nets.open(float_outputs(int8, names), True)
         count = 0
-        for img in progress(images(), "bias correction: FP32 layer means", total=None):
+        photos = list(images())  # decoded once: the full correction runs them once per layer
+        for img in progress(photos, "bias correction: layer means", total=len(photos)):
             xs = fp32_net.blobs(img[None], bottoms)
             for la in layers:
                 x = xs[la.bottoms[0]]
@@ -166,7 +169,7 @@ def correct(
                 own = nets.open(float_outputs(int8), True)
                 bare = nets.open(float_outputs(int8, {la.name}), True)
                 q = np.zeros_like(want[la.name])
-                for img in images():
+                for img in photos:
                     x = own.blobs(img[None], [la.bottoms[0]])[la.bottoms[0]]
                     q += channel_means(layer_out(bare, la, x))
                 own.deactivate()

@@ -44,8 +44,8 @@ def rounded_weights(model: Model) -> Model:
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
-    n = float(np.linalg.norm(a) * np.linalg.norm(b))
+    a, b = a.reshape(-1), b.reshape(-1)
+    n = float(np.sqrt(float(a @ a) * float(b @ b)))
     return float(a @ b) / n if n > 0 else 1.0
 
 
@@ -71,8 +71,9 @@ def eq_scales(
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         nets = Nets(config, Path(tmp))
         fp32, rounded = nets.open(model, False), nets.open(rounded_weights(model), False)
+        photos = list(images())  # EQ_IMAGES decoded images: their count for the progress line
         try:
-            for img in progress(images(), "eq: input scales by layer output cosine", total=None):
+            for img in progress(photos, "eq: input scales by layer output cosine", total=len(photos)):
                 xs = fp32.blobs(img[None], bottoms)
                 for la in layers:
                     x = xs[la.bottoms[0]]
