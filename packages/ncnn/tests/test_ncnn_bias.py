@@ -13,11 +13,12 @@ import pytest
 from modelport.common.config import Config
 from modelport.common.errors import InputError
 from modelport.ncnn.bias import correct, split_method
+from modelport.ncnn.eq import eq_scales
 from modelport.ncnn.format import Blob, Layer, Model, write_bin, write_param
 from modelport.ncnn.int8 import CALIBRATIONS
 from modelport.ncnn.quantize import quantize_model
 from modelport.ncnn.runtime import NcnnInt8Runtime, NcnnRuntime
-from modelport.ncnn.table import Table, weight_scales
+from modelport.ncnn.table import Table, calibrate, weight_scales
 
 pytestmark = pytest.mark.ncnn
 SIZE = 12
@@ -112,3 +113,31 @@ def test_method_names() -> None:
     for bad, says in [("mse+bc", "'mse'"), ("kl+xx", r"\+xx"), ("kl+bc+fbc", "one bias correction")]:
         with pytest.raises(InputError, match=says):
             split_method(bad, CALIBRATIONS)
+
+
+def test_eq_narrows_ranges_and_lands_closer_than_minmax(tmp_path: Path) -> None:
+    """eq searches each layer's input range by its own output's cosine, in ncnn: on noise photos it narrows the
+    ReLU outputs' ranges below min-max's (never past the largest value seen) and the INT8 model lands closer to
+    FP32 on other photos (3% lower error here; eq's gain on MobileNetV2 is the harder photos' cosine min 0.85 -> 0.92)."""
+    config = Config.model_validate({"ncnn": {"threads": 1}})
+    fp32 = two_convs()
+    write_param(fp32, tmp_path / "f.param")
+    write_bin(fp32, tmp_path / "f.bin")
+    calibration, evaluation = images(12, 3), images(6, 4)
+    with NcnnRuntime(config, {"param": tmp_path / "f.param", "bin": tmp_path / "f.bin"}) as rt:
+
+        def run_blobs(image: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+            return rt.blobs(image[None], names)
+
+        minmax, stats = calibrate(fp32, run_blobs, lambda: iter(calibration), "minmax")
+    eq = eq_scales(config, fp32, {n: st.absmax for n, st in stats.items()}, lambda: iter(calibration))
+    assert set(eq) == set(minmax) and all(eq[n] >= minmax[n] * 0.999 for n in eq), (eq, minmax)
+    assert eq["1"] > minmax["1"] * 1.02 and eq["2"] > minmax["2"] * 1.02, (eq, minmax)
+    want = outputs(config, fp32, tmp_path / "fp32", False, evaluation)
+
+    def error(scales: dict[str, float], name: str) -> float:
+        model = copy.deepcopy(fp32)
+        quantize_model(model, Table.build(model, scales), requantize=True)
+        return float(((outputs(config, model, tmp_path / name, True, evaluation) - want) ** 2).mean())
+
+    assert error(eq, "eq") < 0.99 * error(minmax, "minmax"), (error(eq, "eq"), error(minmax, "minmax"))
