@@ -1,5 +1,6 @@
-"""NCNN INT8 recovery knobs: calibration methods (minmax, KL, ACIQ) and table entries kept in float
-(``#`` lines, which both the builtin writer and ncnn2int8 leave FP32); common/recovery.py searches.
+"""NCNN INT8 recovery knobs: calibration methods (minmax, KL, ACIQ, eq), each also with a bias correction measured in
+ncnn (``+bc``, ``+fbc``), and table entries kept in float (``#`` lines, which both the builtin writer and ncnn2int8
+leave FP32); common/recovery.py searches.
 
 ``TARGET`` is `convert ncnn-int8` (the descriptor's target): the configured model, or the variant the search keeps.
 """
