@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -141,3 +142,20 @@ def test_eq_narrows_ranges_and_lands_closer_than_minmax(tmp_path: Path) -> None:
         return float(((outputs(config, model, tmp_path / name, True, evaluation) - want) ** 2).mean())
 
     assert error(eq, "eq") < 0.99 * error(minmax, "minmax"), (error(eq, "eq"), error(minmax, "minmax"))
+
+
+def test_a_detector_tries_the_plain_calibrations_before_the_corrections(tmp_path: Path) -> None:
+    from modelport.common.config import ModelConfig
+    from modelport.common.context import StepContext
+    from modelport.ncnn.recover import NcnnKnobs
+
+    def methods(task: Literal["classify", "detect"]) -> list[str]:
+        ctx = StepContext(artifacts=str(tmp_path))
+        ctx.__dict__["config"] = Config.model_validate({"model": ModelConfig(task=task), "ncnn": {"calibration_method": "kl"}})
+        return NcnnKnobs(ctx, False).methods
+
+    classify, detect = methods("classify"), methods("detect")
+    assert classify[0] == detect[0] == "kl" and sorted(classify) == sorted(detect)
+    assert classify.index("minmax+fbc") < classify.index("aciq")  # a classifier: corrections before the weaker calibrations
+    plain = [m for m in detect if "+" not in m]
+    assert detect[: len(plain)] == plain and len(plain) < len(detect)
