@@ -110,6 +110,8 @@ def test_bias_correction_brings_int8_closer_to_fp32(tmp_path: Path, full: bool) 
 
 def test_method_names() -> None:
     assert split_method("kl", CALIBRATIONS) == ("kl", None)
+    configured = Config.model_validate({"ncnn": {"calibration_method": "eq"}}).ncnn.calibration_method
+    assert split_method(configured, CALIBRATIONS) == ("eq", None)  # every configurable method is one the builder knows
     assert split_method("minmax+fbc", CALIBRATIONS) == ("minmax", "fbc")
     for bad, says in [("mse+bc", "'mse'"), ("kl+xx", r"\+xx"), ("kl+bc+fbc", "one bias correction")]:
         with pytest.raises(InputError, match=says):
