@@ -257,7 +257,7 @@ class NcnnConfig(Section):
     # ncnn2table has (kl, aciq), else builtin.
     tools: Literal["auto", "official", "builtin"] = "auto"
     # minmax passes the INT8 floor on MobileNetV2 (kl/aciq clip the ReLU6 activations: cosine min 0.73/0.63).
-    calibration_method: Literal["minmax", "kl", "aciq"] = "minmax"
+    calibration_method: Literal["minmax", "kl", "aciq", "eq"] = "minmax"  # eq: ncnn/eq.py, builtin tools only
     bias_correction: bool = True  # builtin: remove the mean shift weight rounding causes (min cosine 0.956 -> 0.977)
     requantize: bool = True  # builtin: int8 conv -> int8 conv without a float round trip (as ncnn2int8 fuses)
     # Depthwise convs in INT8 too. Off: they stay FP32 ('#' lines in model.table, ncnn's mixed precision)

@@ -30,12 +30,14 @@ from modelport.common.log import console, step
 from modelport.convert.base import Converter
 
 from . import official as ncnn_official
+from .bias import CORRECTIONS, FULL_IMAGES, correct_files, split_method
 from .convert import BIN, PARAM
 from .convert import TARGET as PNNX
+from .eq import EQ, EQ_IMAGES, eq_scales
 from .format import Model, load, read_param, write_bin, write_param
 from .quantize import quantize_model
 from .runtime import NcnnInt8Runtime, NcnnRuntime
-from .table import BlobStats, Table, calibrate
+from .table import METHODS, BlobStats, Table, calibrate
 
 INT8_PARAM, INT8_BIN = NcnnInt8Runtime.artifacts["param"], NcnnInt8Runtime.artifacts["bin"]
 TABLE = "ncnn/model.table"
@@ -53,6 +55,7 @@ def choose_tools(setting: str, method: str) -> tuple[str, str]:
     return "official", "official tools on PATH"
 
 
+CALIBRATIONS = (*METHODS, EQ)  # table.py's thresholds, and eq.py's search
 OUTPUTS = {"param": INT8_PARAM, "bin": INT8_BIN, "table": TABLE}
 
 
@@ -70,10 +73,12 @@ class NcnnInt8(Converter):
     def quantize(
         self, ctx: StepContext, force: bool, outputs: dict[str, str], method: str, float_layers: list[str], gate: bool = True
     ) -> list[Path]:
-        """INT8 model ``outputs`` (param, bin, table) calibrated with ``method``, ``float_layers`` (ncnn layer
-        names) kept in float; verified, and with ``gate`` held to the floors."""
+        """INT8 model ``outputs`` (param, bin, table) calibrated with ``method`` (``kl``, or with a bias correction
+        ``kl+bc``: bias.py), ``float_layers`` (ncnn layer names) kept in float; verified, and with ``gate`` held
+        to the floors."""
         cfg, store = ctx.config, ctx.store
         c = cfg.ncnn
+        method, correction = split_method(method, CALIBRATIONS)
         calibration = ctx.calibration  # a missing list entry or an empty folder fails here ...
         calibration.validate()  # ... and an unreadable image here: before anything is written
         tools, why = choose_tools(c.tools, method)
@@ -91,6 +96,10 @@ class NcnnInt8(Converter):
             options["float_layers"] = sorted(float_layers)
         if tools == "builtin":
             options |= {"bias_correction": c.bias_correction, "requantize": c.requantize}
+        if correction:
+            options["measured_bias_correction"] = correction
+            if correction == "fbc":
+                options["bias_correction_images"] = min(len(calibration), FULL_IMAGES)
         rel_param, rel_bin, rel_table = outputs["param"], outputs["bin"], outputs["table"]
 
         def make(job: Job) -> dict[str, object]:
@@ -98,6 +107,7 @@ class NcnnInt8(Converter):
                 escape(
                     f"ncnn int8 ({tools}: {why}), {method} on {len(calibration)} calibration images"
                     + (f", {len(float_layers)} layers in float" if float_layers else "")
+                    + (f", {CORRECTIONS[correction]}" if correction else "")
                     + f" -> {rel_param}"
                 )
             )
@@ -118,6 +128,20 @@ class NcnnInt8(Converter):
                 layers = {}
             else:
                 layers = builtin_int8(ctx, method, keep_float, job.tmp(rel_param), job.tmp(rel_bin), job.tmp(rel_table))
+            corrected = {}
+            if correction:
+                images = calibration.limited(FULL_IMAGES) if correction == "fbc" else calibration
+                corrected = correct_files(
+                    cfg,
+                    (store.path(PARAM), store.path(BIN)),
+                    (job.tmp(rel_param), job.tmp(rel_bin)),
+                    images.prepared,
+                    full=correction == "fbc",
+                )
+                console.print(
+                    f"   {corrected['mode']} bias correction: {corrected['layers']} int8 layers on {corrected['images']} "
+                    f"images, largest shift {corrected['max_shift']:.3g}"
+                )
             ratio = job.tmp(rel_bin).stat().st_size / store.path(BIN).stat().st_size
             console.print(
                 f"   {rel_bin}: {ratio:.1%} of the FP32 .bin"
@@ -129,6 +153,7 @@ class NcnnInt8(Converter):
                 "calibration": calibration.signature(),
                 "int8_layers": len(layers.get("quantized", [])),
                 "requantized_layers": len(layers.get("requantized", [])),
+                **({"measured_bias_correction": corrected} if corrected else {}),
             }
 
         return self.produce(
@@ -172,7 +197,12 @@ def calibrated(ctx: StepContext, model: Model, method: str) -> tuple[dict[str, f
             def run_blobs(image: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
                 return fp32.blobs(image[None], names)
 
-            _CALIBRATED[key] = calibrate(model, run_blobs, calibration.prepared, method)
+            scales, stats = calibrate(model, run_blobs, calibration.prepared, "minmax" if method == EQ else method)
+        if method == EQ:  # searched from min-max's ranges
+            absmax = {n: st.absmax for n, st in stats.items()}
+            skip = () if cfg.ncnn.int8_depthwise else ("ConvolutionDepthWise",)
+            scales |= eq_scales(cfg, model, absmax, calibration.limited(EQ_IMAGES).prepared, skip)
+        _CALIBRATED[key] = scales, stats
     return _CALIBRATED[key]
 
 
