@@ -251,7 +251,7 @@ def _layers_chart(analyses: dict[str, dict[str, Any]], out: Path) -> None:
 
 def _recovery_chart(rec: dict[str, Any], out: Path) -> None:
     plt = _plt()
-    kept = next((x for x in rec["variants"] if x["id"] == rec["kept"]), {})
+    kept: dict[str, Any] = next((x for x in rec["variants"] if x["id"] == rec["kept"]), {})
     timed = bool(kept.get("latency_ms"))
     # the search times only the variants whose speed can matter (recovery.worth_timing): on a latency axis,
     # the float-layer variants below the floors have no place
