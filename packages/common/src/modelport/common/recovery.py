@@ -569,7 +569,9 @@ def slow_why(kept: dict[str, Any], variants: list[Variant], min_speedup: float) 
             f"{float_text(len(kept['float_layers']), kept.get('regions'), kept.get('float_share'))} the floors need cost the rest"
         )
     if (fastest.speedup or 0.0) < min_speedup:
-        return f"the fastest INT8 variant it built, {fastest.id}, ran {fastest.speedup:.2f}x: this toolchain's INT8 is not that much faster here"
+        x = fastest.speedup or 0.0
+        than = "slower than its FP32" if x < 1 else f"not {min_speedup:.2f}x as fast as its FP32"
+        return f"the fastest INT8 variant it built, {fastest.id}, ran {x:.2f}x: this toolchain's INT8 is {than} here"
     return ""
 
 
