@@ -17,7 +17,7 @@ from modelport.common.calibration import calibration_text
 from modelport.common.config import QuantizationConfig
 from modelport.common.layer_analysis import TARGETS, worst
 from modelport.common.layer_analysis import read as read_analysis
-from modelport.common.recovery import float_text, record_path, speed_text
+from modelport.common.recovery import REGION_SHARE, float_text, record_path, speed_text
 from modelport.common.timing import meets_speedup
 
 SECTION = "report/sections/int8.md"
@@ -201,7 +201,8 @@ def _recovery_md(rec: dict[str, Any]) -> list[str]:
         out.append(_speed_sentence(rec))
     else:
         out.append(
-            "Latency: not measured here (simulator); among passing variants the fewest float regions, then the smallest float share won."
+            "Latency: not measured here (simulator); among passing variants the one whose float layers cost least won "
+            f"(their share of the MACs plus {REGION_SHARE:.0%} for each float region)."
         )
         out.append(_speed_sentence(rec))
     if rec.get("calibration"):

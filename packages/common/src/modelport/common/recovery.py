@@ -67,7 +67,7 @@ GREEDY_WIDTH = 6  # worst-ranked layers the greedy stage tries one by one
 GREEDY_DEPTH = 3  # ... for sets of at most this many float layers
 GAP_MAX = 2  # quantized layers in a row the search fills to join two float regions
 # One passing variant beats another on time only when it is at least this much faster in (nearly) every
-# paired round (timing.meets_speedup); closer than that, fewer float regions and a smaller float share win.
+# paired round (timing.meets_speedup); closer than that, the cheaper float layers win (_cost).
 SEPARATES = 1.05
 # An untimed estimate: a float region's borders (a Q/DQ pair, or a format change on an NPU) cost about what 2% of
 # the model's MACs in float do. On MobileNetV2 that is ~6 M MACs, a small 1x1 conv, against a quantize and a
@@ -394,7 +394,7 @@ class Search:
     def join_regions(self, base: Variant, layers: list[str]) -> Variant | None:
         """The passing layer set with the short gaps between its float regions filled (``onnx_layers.close_gaps``):
         more float layers, fewer Q/DQ islands. Both variants are timed at the end and ``choose`` keeps the faster,
-        or the one with fewer regions when the rounds cannot tell them apart."""
+        or the one whose float layers cost less when the rounds cannot tell them apart (``_cost``)."""
         graph = self.graph()
         if graph is None or self.left() <= 0:
             return None

@@ -10,7 +10,7 @@ An ``+auto_hybrid`` variant's float16 layers are the toolkit's own choice, read 
 the build, a ``+proposal`` variant's those hybrid step 1 proposes; both are recorded as float layers
 (``toolchain_float_layers``). Asked for more float layers, ``+auto_hybrid`` builds them all by hybrid step 2, as
 any other method, ``+proposal`` keeps its proposal and adds them. There is no latency here (a simulator): among
-passing variants the one with the fewest float regions, then the smallest float share, is kept (``recovery.choose``).
+passing variants the one whose float layers cost least is kept (``recovery.choose``).
 """
 
 from __future__ import annotations
@@ -136,12 +136,11 @@ class RknnKnobs(Knobs):
                 with toolkit.session(log, job.workdir, self.verbose) as rk:
                     convert.build(rk, vctx, onnx_path, "int8", job.workdir, log, auto_hybrid=True)
                     tensors = floated(built_cfg(rk, job.workdir / "built.quantization.cfg"), plain)
-                    layers = list(dict.fromkeys(la.node for t in tensors if (la := self.layer_of(t))))
-                    yield rk, {"float16_tensors": tensors, "toolchain_float_layers": layers}
+                    yield rk, {"float16_tensors": tensors, "toolchain_float_layers": self.nodes_of(tensors)}
                 return
             with self._built(vctx, onnx_path, float_layers, job.workdir, log, proposed) as (rk, tensors):
-                chosen = list(dict.fromkeys(la.node for t in proposed if (la := self.layer_of(t))))
-                yield rk, {"float16_tensors": tensors} | ({"toolchain_float_layers": chosen} if "proposal" in opts else {})
+                chosen = {"toolchain_float_layers": self.nodes_of(proposed)} if "proposal" in opts else {}
+                yield rk, {"float16_tensors": tensors} | chosen
 
         convert.RknnConverter(self.verbose).simulated(
             vctx,
@@ -206,6 +205,10 @@ class RknnKnobs(Knobs):
         """The ONNX layer of a toolkit tensor or layer name (named after ONNX tensors, as layers.py maps them)."""
         return self.graph.layer_of(name) or self.graph.by_node(name)
 
+    def nodes_of(self, tensors: list[str]) -> list[str]:
+        """The ONNX layers of toolkit tensors, each once, in the tensors' order (unmapped tensors left out)."""
+        return list(dict.fromkeys(la.node for t in tensors if (la := self.layer_of(t))))
+
     def step1_cfg(self, method: str) -> str:
         """The toolkit's own hybrid step-1 cfg for ``method`` (cached; ``+auto_hybrid`` / ``+proposal``: their plain
         quantization's): which tensors it quantizes."""
@@ -250,7 +253,7 @@ class RknnKnobs(Knobs):
 
     def quantized_layers(self, variant: Variant) -> set[str]:
         """The layers with a tensor step 1 quantizes (for the variant's method); its float16 layers excepted."""
-        layers = {la.node for t in quantized_tensors(self.step1_cfg(variant.method)) if (la := self.layer_of(t))}
+        layers = set(self.nodes_of(quantized_tensors(self.step1_cfg(variant.method))))
         return layers - set(variant.float_layers)
 
     def worst_layers(self, variant: Variant) -> list[str]:
